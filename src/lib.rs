@@ -1,0 +1,11 @@
+//! Proto: a git-native declarative reconciler that runs an AI-staffed company.
+//!
+//! A company is declared as YAML in git (or as Kubernetes custom resources): its `Company`,
+//! `Product`s, `Computer`s, `Agent`s and `Goal`s. [`spec`] loads and validates the
+//! declaration; [`plan`] is the pure core that decides what to do about it; [`org`] and
+//! [`output`] render what the CLI prints.
+
+pub mod org;
+pub mod output;
+pub mod plan;
+pub mod spec;

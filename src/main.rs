@@ -1,0 +1,262 @@
+//! `proto`, the command line: validate and plan a declared company, print its schemas and
+//! CRDs, and list its agents. Errors are reported here, at the edge, with their context.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use proto::output::{self, Format};
+use proto::plan::{self, Observed};
+use proto::spec::schema::{self, Kind};
+use proto::spec::{self, Diagnostic, DirTree, ProviderKind, Spec};
+
+#[derive(Parser)]
+#[command(name = "proto", version, about = "Run an AI-staffed company declared in git")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a company directory; print every error, or a one-line summary.
+    Validate {
+        /// The company directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Show what the controller would do now, without doing it.
+    Plan {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Print the JSON Schema of one kind, or of every kind.
+    Schema {
+        /// Company, Product, Computer, Agent or Goal.
+        kind: Option<String>,
+    },
+    /// Print the CustomResourceDefinitions, or write them and the schemas under a directory.
+    Crds {
+        /// Write `<kind>.yaml` and `schema/<kind>.json` here instead of printing.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// List resources of a company directory.
+    Get {
+        #[command(subcommand)]
+        what: Get,
+    },
+}
+
+#[derive(Subcommand)]
+enum Get {
+    /// The agents: a table, the org chart (`--tree`), or `-o json|yaml`.
+    Agents {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Draw the org chart under the CEO.
+        #[arg(long)]
+        tree: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Validate { path } => {
+            let (spec, warnings) = match load(&path) {
+                Ok(ok) => ok,
+                Err(code) => return Ok(code),
+            };
+            print_diagnostics(&warnings);
+            println!("{}: valid: {}", path.display(), spec.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { path, output } => {
+            let (spec, warnings) = match load(&path) {
+                Ok(ok) => ok,
+                Err(code) => return Ok(code),
+            };
+            print_diagnostics(&warnings);
+            let observed = Observed {
+                model_available: model_available(&spec, &path),
+                ..Observed::default()
+            };
+            let actions = plan::plan(&spec, &observed, chrono::Utc::now());
+            let text = match output {
+                Format::Table => plan_table(&actions),
+                _ => output::encode(&actions, output).map_err(|e| e.to_string())?,
+            };
+            emit(&text)
+        }
+        Command::Schema { kind } => {
+            let text = match kind {
+                Some(name) => {
+                    let kind = Kind::parse(&name).ok_or_else(|| {
+                        format!("unknown kind \"{name}\"; expected Company, Product, Computer, Agent or Goal")
+                    })?;
+                    serde_json::to_string_pretty(&schema::document_schema(kind)).map_err(|e| e.to_string())?
+                }
+                None => {
+                    let all: serde_json::Map<String, serde_json::Value> = Kind::ALL
+                        .iter()
+                        .map(|k| (k.as_str().to_string(), schema::document_schema(*k)))
+                        .collect();
+                    serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
+                }
+            };
+            emit(&(text + "\n"))
+        }
+        Command::Crds { write: None } => emit(&schema::crds_yaml().map_err(|e| e.to_string())?),
+        Command::Crds { write: Some(dir) } => {
+            write_crds(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get {
+            what: Get::Agents { path, tree, output },
+        } => {
+            let (spec, warnings) = match load(&path) {
+                Ok(ok) => ok,
+                Err(code) => return Ok(code),
+            };
+            print_diagnostics(&warnings);
+            let text = if tree {
+                proto::org::tree(&spec)
+            } else if output == Format::Table {
+                let rows: Vec<Vec<String>> = proto::org::rows(&spec)
+                    .into_iter()
+                    .map(|r| {
+                        vec![
+                            r.name,
+                            r.title,
+                            r.department.unwrap_or_default(),
+                            r.reports_to.unwrap_or_default(),
+                            r.model,
+                            r.tools.join(","),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "TITLE", "DEPARTMENT", "REPORTS-TO", "MODEL", "TOOLS"], &rows)
+            } else {
+                output::encode(&proto::org::rows(&spec), output).map_err(|e| e.to_string())?
+            };
+            emit(&text)
+        }
+    }
+}
+
+/// Loads and validates, printing every diagnostic; `Err` carries the exit code on failure.
+fn load(path: &Path) -> Result<(Spec, Vec<Diagnostic>), ExitCode> {
+    if !path.is_dir() {
+        eprintln!("error: {}: not a directory", path.display());
+        return Err(ExitCode::FAILURE);
+    }
+    match spec::load_and_validate(&DirTree::new(path)) {
+        Ok(ok) => Ok(ok),
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+            eprintln!("{}: {errors} error{}", path.display(), if errors == 1 { "" } else { "s" });
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Diagnostics name files relative to the company directory, as the user wrote them.
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    let mut err = std::io::stderr().lock();
+    for d in diagnostics {
+        let _ = writeln!(err, "{d}");
+    }
+}
+
+/// Writes to stdout; a closed pipe (`proto plan | head`) is not an error.
+fn emit(text: &str) -> Result<ExitCode, String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(format!("cannot write output: {e}")),
+    }
+}
+
+fn plan_table(actions: &[plan::Action]) -> String {
+    if actions.is_empty() {
+        return "Nothing to do: every goal is met or being worked.\n".into();
+    }
+    let rows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            let (priority, product) = match a {
+                plan::Action::Enqueue { priority, product, .. } => (priority.as_str().to_string(), product.clone()),
+                plan::Action::Wait { priority, .. } | plan::Action::Recheck { priority, .. } => {
+                    (priority.as_str().to_string(), String::new())
+                }
+                _ => (String::new(), String::new()),
+            };
+            vec![
+                a.verb().to_string(),
+                a.goal().unwrap_or("-").to_string(),
+                priority,
+                product,
+                a.detail(),
+            ]
+        })
+        .collect();
+    output::table(&["ACTION", "GOAL", "PRIORITY", "PRODUCT", "DETAIL"], &rows)
+}
+
+/// Whether some provider could be called now: its key is in the environment, or its replay
+/// file exists. Observed here, at the edge, so that `plan` stays pure.
+fn model_available(spec: &Spec, root: &Path) -> bool {
+    let key_set = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    let providers = spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .map(|m| m.providers.clone())
+        .unwrap_or_default();
+    if providers.is_empty() {
+        return key_set("ANTHROPIC_API_KEY");
+    }
+    providers.iter().any(|p| match p.kind {
+        ProviderKind::Replay => p.file.as_ref().is_some_and(|f| root.join(f).is_file()),
+        ProviderKind::Anthropic => key_set(p.api_key_env.as_deref().unwrap_or("ANTHROPIC_API_KEY")),
+        // Local OpenAI-compatible servers often need no key.
+        ProviderKind::Openai => p.api_key_env.as_deref().is_none_or(key_set),
+    })
+}
+
+fn write_crds(dir: &Path) -> Result<(), String> {
+    let schema_dir = dir.join("schema");
+    std::fs::create_dir_all(&schema_dir).map_err(|e| format!("{}: {e}", schema_dir.display()))?;
+    for kind in Kind::ALL {
+        let lower = kind.as_str().to_ascii_lowercase();
+        let crd = schema::crd_yaml(kind).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{lower}.yaml"));
+        std::fs::write(&path, crd).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json = serde_json::to_string_pretty(&schema::document_schema(kind)).map_err(|e| e.to_string())? + "\n";
+        let path = schema_dir.join(kind.schema_file());
+        std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The pure core: `plan(spec, observed, now) -> Vec<Action>`.
+//!
+//! Given what is declared and what has been observed, it returns the actions that move the
+//! company toward its declaration: enqueue work for unmet goals (critical first), make goals
+//! wait on their dependencies or on a model, cancel work whose goal changed or vanished,
+//! re-check met goals whose schedule fired, and stall goals whose attempts ran out.
+//! No I/O, no clock (time is an argument), no randomness: the same inputs give the same plan,
+//! so `proto plan` can show it and tests need no mocks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::validate::check_cron;
+use crate::spec::{GoalSpec, Priority, Resource, Spec};
+
+/// Attempts a goal gets when its budget does not say.
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+
+/// What the controller has seen. Filled from the store by the engine; plain data here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// The last check of each goal, by goal name.
+    #[serde(default)]
+    pub goals: BTreeMap<String, GoalObservation>,
+    /// Tasks that exist, live or finished.
+    #[serde(default)]
+    pub tasks: Vec<TaskObservation>,
+    /// Whether any model provider can be reached (an API key is set, a replay file exists).
+    #[serde(default)]
+    pub model_available: bool,
+}
+
+/// The last check of a goal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GoalObservation {
+    pub passed: bool,
+    pub checked_at: DateTime<Utc>,
+    /// The goal key (see [`goal_key`]) the check ran against.
+    pub key: String,
+}
+
+/// A task as the store holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskObservation {
+    pub key: String,
+    pub goal: String,
+    pub state: TaskState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TaskState {
+    Queued,
+    Running,
+    WaitingApproval,
+    Succeeded,
+    Failed,
+    Stalled,
+    Cancelled,
+}
+
+impl TaskState {
+    /// Live tasks hold the goal's one slot.
+    pub fn is_live(self) -> bool {
+        matches!(self, TaskState::Queued | TaskState::Running | TaskState::WaitingApproval)
+    }
+}
+
+/// How a task will be worked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Work {
+    /// Deterministic steps, no model.
+    Playbook { steps: usize },
+    /// The owner agent, driven by a model.
+    Agent { agent: String },
+}
+
+/// Why a goal waits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "reason")]
+pub enum WaitReason {
+    /// Goals it depends on are not met yet.
+    DependsOn { goals: Vec<String> },
+    /// Its work or its check needs a model and none is reachable.
+    NoModel,
+}
+
+/// One step toward the declaration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum Action {
+    /// The company is suspended: nothing is planned.
+    Suspended { company: String, message: String },
+    /// Queue a task for an unmet goal.
+    Enqueue {
+        goal: String,
+        key: String,
+        product: String,
+        owner: String,
+        priority: Priority,
+        work: Work,
+    },
+    /// The goal cannot be worked yet.
+    Wait {
+        goal: String,
+        priority: Priority,
+        #[serde(flatten)]
+        reason: WaitReason,
+    },
+    /// Cancel a live task whose goal changed or was removed.
+    Cancel { goal: String, key: String, message: String },
+    /// Run the check of a met goal again: its schedule fired.
+    Recheck { goal: String, priority: Priority },
+    /// Attempts are exhausted: the goal is Stalled until a new revision or `proto retry`.
+    Stall { goal: String, key: String, message: String },
+}
+
+impl Action {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Suspended { .. } => "suspended",
+            Action::Enqueue { .. } => "enqueue",
+            Action::Wait { .. } => "wait",
+            Action::Cancel { .. } => "cancel",
+            Action::Recheck { .. } => "recheck",
+            Action::Stall { .. } => "stall",
+        }
+    }
+
+    /// The goal acted on, if any.
+    pub fn goal(&self) -> Option<&str> {
+        match self {
+            Action::Suspended { .. } => None,
+            Action::Enqueue { goal, .. }
+            | Action::Wait { goal, .. }
+            | Action::Cancel { goal, .. }
+            | Action::Recheck { goal, .. }
+            | Action::Stall { goal, .. } => Some(goal),
+        }
+    }
+
+    /// A sentence saying what and why.
+    pub fn detail(&self) -> String {
+        match self {
+            Action::Suspended { message, .. } => message.clone(),
+            Action::Enqueue { work: Work::Playbook { steps }, owner, .. } => {
+                format!("playbook of {steps} step{} as {owner}", if *steps == 1 { "" } else { "s" })
+            }
+            Action::Enqueue { work: Work::Agent { agent }, .. } => format!("agent {agent} works it with a model"),
+            Action::Wait { reason: WaitReason::DependsOn { goals }, .. } => format!("waits for {}", goals.join(", ")),
+            Action::Wait { reason: WaitReason::NoModel, .. } => {
+                "needs a model and no provider is reachable (NoModel)".to_string()
+            }
+            Action::Cancel { message, .. } | Action::Stall { message, .. } => message.clone(),
+            Action::Recheck { .. } => "schedule fired; check again".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.goal() {
+            Some(goal) => write!(f, "{} {}: {}", self.verb(), goal, self.detail()),
+            None => write!(f, "{}: {}", self.verb(), self.detail()),
+        }
+    }
+}
+
+/// The idempotency key of a goal's work: its name and a hash of its spec, so that one
+/// revision of a goal gets exactly one live task and an edit gets a fresh one.
+pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
+    let canonical = serde_json::to_string(&goal.spec).unwrap_or_default();
+    format!("{}@{:012x}", goal.name(), fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff)
+}
+
+/// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Whether working `goal` needs a model: no playbook to run, or a check only a model can judge.
+pub fn needs_model(goal: &GoalSpec) -> bool {
+    goal.playbook.is_empty() || goal.check.needs_model()
+}
+
+/// The plan: actions in the order they should be taken.
+pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action> {
+    if let Some(company) = spec.company() {
+        if company.spec.suspend {
+            return vec![Action::Suspended {
+                company: company.name().to_string(),
+                message: format!(
+                    "Company/{} has spec.suspend: true; no work is planned until it is set to false",
+                    company.name()
+                ),
+            }];
+        }
+    }
+    let mut actions = Vec::new();
+    let live: HashMap<&str, &TaskObservation> = observed
+        .tasks
+        .iter()
+        .filter(|t| t.state.is_live())
+        .map(|t| (t.goal.as_str(), t))
+        .collect();
+    let keys: HashMap<&str, String> = spec.goals.iter().map(|g| (g.name(), goal_key(g))).collect();
+
+    // Work for goals that no longer exist goes first: it frees capacity.
+    let mut orphans: Vec<&TaskObservation> = live.values().filter(|t| !keys.contains_key(t.goal.as_str())).copied().collect();
+    orphans.sort_by(|a, b| a.key.cmp(&b.key));
+    for task in orphans {
+        actions.push(Action::Cancel {
+            goal: task.goal.clone(),
+            key: task.key.clone(),
+            message: "the goal was removed from the declaration".into(),
+        });
+    }
+
+    let met = |name: &str| {
+        observed
+            .goals
+            .get(name)
+            .is_some_and(|o| o.passed && keys.get(name).is_some_and(|k| *k == o.key))
+    };
+
+    let mut order: Vec<(usize, &Resource<GoalSpec>)> = spec.goals.iter().enumerate().collect();
+    order.sort_by_key(|(i, g)| (g.spec.priority, *i));
+    for (_, goal) in order {
+        let name = goal.name();
+        let key = &keys[name];
+        let priority = goal.spec.priority;
+        if let Some(task) = live.get(name) {
+            if task.key == *key {
+                continue; // already being worked
+            }
+            actions.push(Action::Cancel {
+                goal: name.to_string(),
+                key: task.key.clone(),
+                message: "the goal changed; its work starts again at the new revision".into(),
+            });
+        }
+        if met(name) {
+            if let (Some(schedule), Some(obs)) = (&goal.spec.schedule, observed.goals.get(name)) {
+                let due = check_cron(schedule)
+                    .ok()
+                    .and_then(|cron| cron.find_next_occurrence(&obs.checked_at, false).ok())
+                    .is_some_and(|next| next <= now);
+                if due {
+                    actions.push(Action::Recheck {
+                        goal: name.to_string(),
+                        priority,
+                    });
+                }
+            }
+            continue;
+        }
+        let finished: Vec<&TaskObservation> = observed.tasks.iter().filter(|t| t.goal == name && t.key == *key).collect();
+        if finished.iter().any(|t| t.state == TaskState::Stalled) {
+            continue; // a dead letter until a new revision or `proto retry`
+        }
+        let max_attempts = goal.spec.budget.as_ref().and_then(|b| b.attempts).unwrap_or(DEFAULT_ATTEMPTS);
+        if let Some(failed) = finished
+            .iter()
+            .find(|t| t.state == TaskState::Failed && t.attempts >= max_attempts)
+        {
+            actions.push(Action::Stall {
+                goal: name.to_string(),
+                key: key.clone(),
+                message: format!(
+                    "{} of {max_attempts} attempts failed; last error: {}",
+                    failed.attempts,
+                    failed.last_error.as_deref().unwrap_or("the check still fails")
+                ),
+            });
+            continue;
+        }
+        let unmet: Vec<String> = goal.spec.depends_on.iter().filter(|d| !met(d)).cloned().collect();
+        if !unmet.is_empty() {
+            actions.push(Action::Wait {
+                goal: name.to_string(),
+                priority,
+                reason: WaitReason::DependsOn { goals: unmet },
+            });
+            continue;
+        }
+        if needs_model(&goal.spec) && !observed.model_available {
+            actions.push(Action::Wait {
+                goal: name.to_string(),
+                priority,
+                reason: WaitReason::NoModel,
+            });
+            continue;
+        }
+        let work = if goal.spec.playbook.is_empty() {
+            Work::Agent {
+                agent: goal.spec.owner.clone(),
+            }
+        } else {
+            Work::Playbook {
+                steps: goal.spec.playbook.len(),
+            }
+        };
+        actions.push(Action::Enqueue {
+            goal: name.to_string(),
+            key: key.clone(),
+            product: goal.spec.product.clone(),
+            owner: goal.spec.owner.clone(),
+            priority,
+            work,
+        });
+    }
+    actions
+}

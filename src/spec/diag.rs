@@ -1,0 +1,170 @@
+//! Diagnostics: every problem found in a declaration, with where it is and how to fix it.
+//!
+//! Rendered as `file:line:col: Kind/name: field.path: message (hint)`, the shape compilers
+//! use, so editors and terminals can jump to the spot. Validation collects them all rather
+//! than stopping at the first.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A position in a file; 1-based. `line == 0` means "the whole file".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    pub const fn new(line: u32, col: u32) -> Self {
+        Pos { line, col }
+    }
+}
+
+/// How serious a diagnostic is. Errors fail validation; warnings are reported only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in a declaration.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub pos: Pos,
+    pub severity: Severity,
+    /// `Kind/name` of the resource, when known.
+    pub resource: Option<String>,
+    /// Dotted field path, e.g. `spec.check.command.run`.
+    pub field: Option<String>,
+    pub message: String,
+    /// A suggestion, e.g. `did you mean "owner"?`.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(file: impl Into<PathBuf>, pos: Pos, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.into(),
+            pos,
+            severity: Severity::Error,
+            resource: None,
+            field: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn warning(file: impl Into<PathBuf>, pos: Pos, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, pos, message)
+        }
+    }
+
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        if !field.is_empty() {
+            self.field = Some(field);
+        }
+        self
+    }
+
+    pub fn hint(mut self, hint: Option<String>) -> Self {
+        self.hint = hint;
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", display_path(&self.file))?;
+        if self.pos.line > 0 {
+            write!(f, ":{}:{}", self.pos.line, self.pos.col)?;
+        }
+        f.write_str(": ")?;
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        if let Some(resource) = &self.resource {
+            write!(f, "{resource}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Paths print with forward slashes whatever the platform, so messages are stable in tests.
+pub fn display_path(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+/// `did you mean "x"?` for the closest candidate within a small edit distance.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| format!("did you mean \"{c}\"?"))
+}
+
+/// Levenshtein distance over characters, case-insensitive (a wrong case is a typo too).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
+    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_pick_the_closest_name() {
+        assert_eq!(
+            did_you_mean("ownr", ["owner", "product", "priority"]),
+            Some("did you mean \"owner\"?".into())
+        );
+        assert_eq!(did_you_mean("zzzzzz", ["owner", "product"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn renders_like_a_compiler() {
+        let d = Diagnostic::error("goals/a.yaml", Pos::new(7, 3), "unknown field")
+            .resource("Goal/a")
+            .field("spec.ownr")
+            .hint(Some("did you mean \"owner\"?".into()));
+        assert_eq!(
+            d.to_string(),
+            "goals/a.yaml:7:3: Goal/a: spec.ownr: unknown field (did you mean \"owner\"?)"
+        );
+    }
+}

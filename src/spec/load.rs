@@ -1,0 +1,203 @@
+//! Reads every declaration in a file tree: YAML documents carrying `apiVersion`/`kind`, and
+//! the Claude Code files (`.claude/agents`, skills, rules, settings, `.mcp.json`, `CLAUDE.md`).
+//!
+//! Each YAML document is parsed once into a positioned tree, its shape checked against the
+//! kind's schema (all problems, each at its line), then deserialized into the typed spec.
+//! A broken document is reported and skipped; the rest still load, so one run shows all errors.
+
+use serde::de::DeserializeOwned;
+
+use super::claude;
+use super::diag::{Diagnostic, Pos, did_you_mean};
+use super::kinds::API_VERSION;
+use super::schema::{Document, Kind, document_schema};
+use super::shape;
+use super::tree::FileTree;
+use super::yaml::{self, MAX_FILE_BYTES, Node};
+use super::{Origin, Resource, Spec};
+
+/// Loads every declaration in `tree`. Problems local to one file are returned alongside the
+/// spec; cross-document checks are [`super::validate`]'s job.
+pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
+    let mut spec = Spec {
+        source: tree.label(),
+        ..Spec::default()
+    };
+    let mut diags = Vec::new();
+    let files = match tree.files() {
+        Ok(files) => files,
+        Err(e) => {
+            diags.push(Diagnostic::error(tree.label(), Pos::default(), e.to_string()));
+            return (spec, diags);
+        }
+    };
+    let schemas: Vec<(Kind, serde_json::Value)> = Kind::ALL.iter().map(|k| (*k, document_schema(*k))).collect();
+    for path in &files {
+        let role = claude::role_of(path);
+        let is_yaml = path.ends_with(".yaml") || path.ends_with(".yml");
+        if role.is_none() && !is_yaml {
+            continue;
+        }
+        let Some(text) = read_text(tree, path, &mut diags) else {
+            continue;
+        };
+        match role {
+            Some(role) => claude::load_file(role, path, &text, tree, &mut spec, &mut diags),
+            None => load_yaml(path, &text, &schemas, &mut spec, &mut diags),
+        }
+    }
+    // Claude Code subagents answer to the main session; in a company that is the CEO.
+    if let Some(ceo) = spec.company().map(|c| c.spec.ceo.clone()) {
+        for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
+            if agent.spec.reports_to.is_none() && agent.metadata.name != ceo {
+                agent.spec.reports_to = Some(ceo.clone());
+            }
+        }
+    }
+    (spec, diags)
+}
+
+/// Reads a file as UTF-8, refusing oversized ones before reading them.
+pub(super) fn read_text(tree: &dyn FileTree, path: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    let fail = |diags: &mut Vec<Diagnostic>, message: String| {
+        diags.push(Diagnostic::error(path, Pos::default(), message));
+        None
+    };
+    match tree.size(path) {
+        Ok(size) if size > MAX_FILE_BYTES as u64 => {
+            return fail(
+                diags,
+                format!("file is {size} bytes; declarations are limited to {MAX_FILE_BYTES} bytes"),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return fail(diags, e.to_string()),
+    }
+    match tree.read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(e) => fail(diags, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())),
+        },
+        Err(e) => fail(diags, e.to_string()),
+    }
+}
+
+fn load_yaml(
+    path: &str,
+    text: &str,
+    schemas: &[(Kind, serde_json::Value)],
+    spec: &mut Spec,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let docs = match yaml::parse_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            diags.push(Diagnostic::error(path, e.pos, format!("invalid YAML: {}", e.message)));
+            return;
+        }
+    };
+    for doc in docs {
+        load_document(path, doc, schemas, spec, diags);
+    }
+}
+
+fn load_document(
+    path: &str,
+    doc: Node,
+    schemas: &[(Kind, serde_json::Value)],
+    spec: &mut Spec,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let api_version = doc.get("apiVersion");
+    let kind_node = doc.get("kind");
+    if api_version.is_none() && kind_node.is_none() {
+        // Not a declaration (a CI config, a values file): not ours to judge.
+        return;
+    }
+    let name = doc.at("metadata.name").and_then(Node::as_str).unwrap_or("?").to_string();
+    let Some(kind_node) = kind_node else {
+        diags.push(Diagnostic::error(path, doc.pos, "missing required field").field("kind"));
+        return;
+    };
+    let kind_text = kind_node.scalar_text();
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
+        diags.push(
+            Diagnostic::error(path, kind_node.pos, format!("unknown kind \"{kind_text}\""))
+                .field("kind")
+                .hint(
+                    did_you_mean(&kind_text, Kind::ALL.iter().map(|k| k.as_str()))
+                        .or_else(|| Some("expected Company, Product, Computer, Agent or Goal".into())),
+                ),
+        );
+        return;
+    };
+    let resource = format!("{}/{}", kind.as_str(), name);
+    match api_version {
+        None => {
+            diags.push(
+                Diagnostic::error(path, doc.pos, "missing required field")
+                    .resource(&resource)
+                    .field("apiVersion")
+                    .hint(Some(format!("add apiVersion: {API_VERSION}"))),
+            );
+            return;
+        }
+        Some(v) if v.as_str() != Some(API_VERSION) => {
+            diags.push(
+                Diagnostic::error(path, v.pos, format!("unknown apiVersion \"{}\"", v.scalar_text()))
+                    .resource(&resource)
+                    .field("apiVersion")
+                    .hint(Some(format!("expected {API_VERSION}"))),
+            );
+            return;
+        }
+        Some(_) => {}
+    }
+    let schema = schemas
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, s)| s)
+        .unwrap_or(&serde_json::Value::Null);
+    let problems = shape::check(&doc, schema);
+    if !problems.is_empty() {
+        diags.extend(problems.into_iter().map(|p| {
+            Diagnostic::error(path, p.pos, p.message)
+                .resource(&resource)
+                .field(p.path)
+                .hint(p.hint)
+        }));
+        return;
+    }
+    match kind {
+        Kind::Company => push(Kind::Company, path, doc, &resource, &mut spec.companies, diags),
+        Kind::Product => push(Kind::Product, path, doc, &resource, &mut spec.products, diags),
+        Kind::Computer => push(Kind::Computer, path, doc, &resource, &mut spec.computers, diags),
+        Kind::Agent => push(Kind::Agent, path, doc, &resource, &mut spec.agents, diags),
+        Kind::Goal => push(Kind::Goal, path, doc, &resource, &mut spec.goals, diags),
+    }
+}
+
+fn push<S: DeserializeOwned>(
+    kind: Kind,
+    path: &str,
+    doc: Node,
+    resource: &str,
+    into: &mut Vec<Resource<S>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    // The shape check has passed, so this only fails on what the schema cannot express.
+    match serde_json::from_value::<Document<S>>(doc.to_json()) {
+        Ok(d) => into.push(Resource {
+            kind,
+            metadata: d.metadata,
+            spec: d.spec,
+            origin: Origin {
+                file: path.to_string(),
+                pos: doc.pos,
+                node: doc,
+                flat: false,
+            },
+        }),
+        Err(e) => diags.push(Diagnostic::error(path, doc.pos, e.to_string()).resource(resource)),
+    }
+}

@@ -1,0 +1,162 @@
+//! The declaration: what people wrote, typed, located and validated.
+//!
+//! [`load`] reads a company from any [`FileTree`] (YAML documents plus the Claude Code files
+//! people already have), [`validate`] checks everything that crosses documents, and
+//! [`load_and_validate`] does both, returning every problem at once. The resulting [`Spec`] is
+//! immutable: the planner and the engine only ever read it.
+
+pub mod claude;
+pub mod diag;
+pub mod duration;
+pub mod kinds;
+mod load;
+pub mod schema;
+pub mod shape;
+pub mod status;
+pub mod tree;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+
+pub use claude::{ClaudeFiles, McpServer, Memory, Rule, Settings, Skill};
+pub use diag::{Diagnostic, Pos, Severity};
+pub use kinds::*;
+pub use load::load;
+pub use schema::{Kind, Metadata};
+pub use tree::{DirTree, FileTree, MemTree, TreeError};
+pub use validate::validate;
+
+use yaml::Node;
+
+/// Where a resource was declared: its file, its position and its parsed tree (kept so that
+/// cross-document checks can point at the exact field).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Origin {
+    pub file: String,
+    pub pos: Pos,
+    pub node: Node,
+    /// Markdown agents keep their fields at the top of the frontmatter, not under `spec`.
+    pub flat: bool,
+}
+
+impl Origin {
+    /// The position of a field given by its path in the YAML form (`spec.owner`).
+    pub fn pos_of(&self, path: &str) -> Pos {
+        let path = if self.flat {
+            path.strip_prefix("spec.").unwrap_or(path)
+        } else {
+            path
+        };
+        self.node.pos_of(path)
+    }
+}
+
+/// One declared resource of kind `S`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource<S> {
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: S,
+    pub origin: Origin,
+}
+
+impl<S> Resource<S> {
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    /// `Kind/name`, as diagnostics and `kubectl` show it.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind.as_str(), self.metadata.name)
+    }
+
+    /// An error about one of this resource's fields, pointing at that field.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(self.origin.file.clone(), self.origin.pos_of(field), message)
+            .resource(self.id())
+            .field(field)
+    }
+}
+
+/// A whole company as declared at one revision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spec {
+    /// What the company was loaded from (a directory, a commit).
+    pub source: String,
+    /// All `Company` documents; a valid spec has exactly one.
+    pub companies: Vec<Resource<CompanySpec>>,
+    pub products: Vec<Resource<ProductSpec>>,
+    pub computers: Vec<Resource<ComputerSpec>>,
+    pub agents: Vec<Resource<AgentSpec>>,
+    pub goals: Vec<Resource<GoalSpec>>,
+    pub claude: ClaudeFiles,
+}
+
+impl Spec {
+    /// The company, when exactly one is declared.
+    pub fn company(&self) -> Option<&Resource<CompanySpec>> {
+        match self.companies.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    pub fn agent(&self, name: &str) -> Option<&Resource<AgentSpec>> {
+        self.agents.iter().find(|a| a.name() == name)
+    }
+
+    pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
+        self.goals.iter().find(|g| g.name() == name)
+    }
+
+    pub fn product(&self, name: &str) -> Option<&Resource<ProductSpec>> {
+        self.products.iter().find(|p| p.name() == name)
+    }
+
+    /// Resources per kind, for the one-line summary.
+    pub fn counts(&self) -> BTreeMap<Kind, usize> {
+        BTreeMap::from([
+            (Kind::Company, self.companies.len()),
+            (Kind::Product, self.products.len()),
+            (Kind::Computer, self.computers.len()),
+            (Kind::Agent, self.agents.len()),
+            (Kind::Goal, self.goals.len()),
+        ])
+    }
+
+    /// `1 Company, 2 Products, ...` plus the Claude Code files, as `proto validate` prints.
+    pub fn summary(&self) -> String {
+        let plural = |n: usize, one: &str| {
+            if n == 1 {
+                format!("{n} {one}")
+            } else {
+                format!("{n} {one}s")
+            }
+        };
+        let mut parts: Vec<String> = self
+            .counts()
+            .into_iter()
+            .map(|(kind, n)| plural(n, kind.as_str()))
+            .collect();
+        parts.push(plural(self.claude.skills.len(), "skill"));
+        parts.push(plural(self.claude.rules.len(), "rule"));
+        parts.push(plural(self.claude.mcp_servers.len(), "MCP server"));
+        parts.push(plural(self.claude.memory.len(), "memory file"));
+        parts.join(", ")
+    }
+}
+
+/// Loads and validates; `Ok` carries the spec and any warnings, `Err` every diagnostic
+/// (errors and warnings) when at least one is an error.
+pub fn load_and_validate(tree: &dyn FileTree) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (spec, mut diagnostics) = load(tree);
+    diagnostics.extend(validate(&spec));
+    diagnostics.sort_by(|a, b| (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message)));
+    diagnostics.dedup();
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        Err(diagnostics)
+    } else {
+        Ok((spec, diagnostics))
+    }
+}

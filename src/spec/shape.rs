@@ -1,0 +1,343 @@
+//! Checks a document's shape against its kind's JSON Schema, collecting every problem.
+//!
+//! Serde stops at the first error in a document; users fixing a file want them all at once,
+//! each at its own line. So before typed deserialization, the positioned YAML tree is walked
+//! against the schema that `schemars` derives from the very same Rust types: unknown fields
+//! (with "did you mean"), missing required fields, wrong types and values outside an enum.
+//! Only the subset of JSON Schema that our types produce is understood.
+
+use serde_json::{Map, Value as Json};
+
+use super::diag::{Pos, did_you_mean};
+use super::yaml::{Node, Value};
+
+/// One shape problem: where, which field, what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShapeError {
+    pub pos: Pos,
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Walks `node` against `schema` (a root schema holding `$defs`).
+pub fn check(node: &Node, schema: &Json) -> Vec<ShapeError> {
+    let mut errors = Vec::new();
+    let walker = Walker { root: schema };
+    walker.walk(node, schema, "", &mut errors);
+    errors
+}
+
+struct Walker<'a> {
+    root: &'a Json,
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+impl<'a> Walker<'a> {
+    fn resolve(&self, mut schema: &'a Json) -> &'a Json {
+        // Bounded: our schemas never chain more than a few references.
+        for _ in 0..16 {
+            let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
+                break;
+            };
+            let name = reference.rsplit('/').next().unwrap_or_default();
+            match self
+                .root
+                .get("$defs")
+                .or_else(|| self.root.get("definitions"))
+                .and_then(|defs| defs.get(name))
+            {
+                Some(target) => schema = target,
+                None => break,
+            }
+        }
+        schema
+    }
+
+    fn walk(&self, node: &Node, schema: &'a Json, path: &str, errors: &mut Vec<ShapeError>) {
+        let schema = self.resolve(schema);
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Json::as_array)
+        {
+            self.walk_alternatives(node, branches, path, errors);
+            return;
+        }
+        if let Some(expected) = schema.get("const") {
+            if node.to_json() != *expected {
+                errors.push(ShapeError {
+                    pos: node.pos,
+                    path: path.into(),
+                    message: format!("must be {expected}, found {}", describe(node)),
+                    hint: None,
+                });
+            }
+            return;
+        }
+        if let Some(types) = schema.get("type") {
+            let allowed: Vec<&str> = match types {
+                Json::String(s) => vec![s.as_str()],
+                Json::Array(items) => items.iter().filter_map(Json::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !allowed.is_empty() && !allowed.iter().any(|t| type_matches(node, t)) {
+                let wanted: Vec<&str> = allowed
+                    .iter()
+                    .filter(|t| **t != "null")
+                    .map(|t| type_noun(t))
+                    .collect();
+                errors.push(ShapeError {
+                    pos: node.pos,
+                    path: path.into(),
+                    message: format!("expected {}, found {}", wanted.join(" or "), describe(node)),
+                    hint: quote_hint(node, &allowed),
+                });
+                return;
+            }
+        }
+        if let Some(options) = schema.get("enum").and_then(Json::as_array) {
+            let value = node.to_json();
+            if !options.contains(&value) {
+                let names: Vec<&str> = options.iter().filter_map(Json::as_str).collect();
+                let text = node.scalar_text();
+                errors.push(ShapeError {
+                    pos: node.pos,
+                    path: path.into(),
+                    message: format!("unknown value \"{text}\"; expected one of {}", names.join(", ")),
+                    hint: did_you_mean(&text, names.iter().copied()),
+                });
+            }
+            return;
+        }
+        match &node.value {
+            Value::Int(i) => self.check_integer(*i, node.pos, schema, path, errors),
+            Value::Map(entries) => self.walk_object(node, entries, schema, path, errors),
+            Value::Seq(items) => {
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        self.walk(item, item_schema, &format!("{path}[{i}]"), errors);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_integer(&self, value: i64, pos: Pos, schema: &Json, path: &str, errors: &mut Vec<ShapeError>) {
+        let min = schema.get("minimum").and_then(Json::as_f64);
+        let max = schema.get("maximum").and_then(Json::as_f64).or_else(|| {
+            match schema.get("format").and_then(Json::as_str) {
+                Some("uint8") => Some(f64::from(u8::MAX)),
+                Some("uint16") => Some(f64::from(u16::MAX)),
+                Some("uint32") => Some(f64::from(u32::MAX)),
+                Some("int32") => Some(f64::from(i32::MAX)),
+                _ => None,
+            }
+        });
+        let v = value as f64;
+        if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) {
+            let range = format!(
+                "{}..={}",
+                min.map_or(String::new(), |m| m.to_string()),
+                max.map_or(String::new(), |m| m.to_string())
+            );
+            errors.push(ShapeError {
+                pos,
+                path: path.into(),
+                message: format!("{value} is out of range {range}"),
+                hint: None,
+            });
+        }
+    }
+
+    fn walk_object(
+        &self,
+        node: &Node,
+        entries: &[(Node, Node)],
+        schema: &'a Json,
+        path: &str,
+        errors: &mut Vec<ShapeError>,
+    ) {
+        let empty = Map::new();
+        let properties = schema.get("properties").and_then(Json::as_object).unwrap_or(&empty);
+        let additional = schema.get("additionalProperties");
+        for (key, value) in entries {
+            let name = key.scalar_text();
+            let field_path = join(path, &name);
+            if let Some(prop) = properties.get(&name) {
+                self.walk(value, prop, &field_path, errors);
+            } else {
+                match additional {
+                    Some(Json::Bool(false)) => errors.push(ShapeError {
+                        pos: key.pos,
+                        path: field_path,
+                        message: "unknown field".into(),
+                        hint: did_you_mean(&name, properties.keys().map(String::as_str)).or_else(|| {
+                            Some(format!(
+                                "expected one of {}",
+                                properties.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                            ))
+                        }),
+                    }),
+                    Some(extra @ Json::Object(_)) => self.walk(value, extra, &field_path, errors),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(required) = schema.get("required").and_then(Json::as_array) {
+            for field in required.iter().filter_map(Json::as_str) {
+                if node.get(field).is_none() {
+                    errors.push(ShapeError {
+                        pos: node.pos,
+                        path: join(path, field),
+                        message: "missing required field".into(),
+                        hint: None,
+                    });
+                }
+            }
+        }
+    }
+
+    fn walk_alternatives(&self, node: &Node, branches: &'a [Json], path: &str, errors: &mut Vec<ShapeError>) {
+        let mut best: Option<Vec<ShapeError>> = None;
+        for branch in branches {
+            let mut attempt = Vec::new();
+            self.walk(node, branch, path, &mut attempt);
+            if attempt.is_empty() {
+                return;
+            }
+            // Prefer the branch whose type matched (its errors are about fields, not types).
+            let type_mismatch = attempt.len() == 1 && attempt[0].path == path && attempt[0].message.starts_with("expected ");
+            let better = match &best {
+                None => true,
+                Some(b) => {
+                    let b_mismatch = b.len() == 1 && b[0].path == path && b[0].message.starts_with("expected ");
+                    (b_mismatch && !type_mismatch) || (b_mismatch == type_mismatch && attempt.len() < b.len())
+                }
+            };
+            if better {
+                best = Some(attempt);
+            }
+        }
+        let non_null: Vec<&Json> = branches
+            .iter()
+            .filter(|b| b.get("type").and_then(Json::as_str) != Some("null"))
+            .collect();
+        if let Some(mut found) = best {
+            if non_null.len() == 1 || found.iter().any(|e| e.path != path) {
+                errors.append(&mut found);
+                return;
+            }
+            errors.push(ShapeError {
+                pos: node.pos,
+                path: path.into(),
+                message: format!("unexpected {}", describe(node)),
+                hint: None,
+            });
+        }
+    }
+}
+
+fn type_matches(node: &Node, ty: &str) -> bool {
+    matches!(
+        (ty, &node.value),
+        ("null", Value::Null)
+            | ("boolean", Value::Bool(_))
+            | ("integer", Value::Int(_))
+            | ("number", Value::Int(_) | Value::Float(_))
+            | ("string", Value::Str(_))
+            | ("array", Value::Seq(_))
+            | ("object", Value::Map(_))
+    )
+}
+
+fn type_noun(ty: &str) -> &'static str {
+    match ty {
+        "boolean" => "a boolean",
+        "integer" => "an integer",
+        "number" => "a number",
+        "string" => "a string",
+        "array" => "a list",
+        "object" => "a mapping",
+        _ => "a value",
+    }
+}
+
+fn describe(node: &Node) -> String {
+    match &node.value {
+        Value::Str(s) if s.chars().count() <= 40 => format!("\"{s}\""),
+        Value::Int(i) => format!("{} {i}", node.type_name()),
+        Value::Float(f) => format!("{} {f}", node.type_name()),
+        Value::Bool(b) => format!("{} ({b})", node.type_name()),
+        _ => node.type_name().to_string(),
+    }
+}
+
+/// YAML reads `on`, `1.10` or `yes` as non-strings; quoting fixes it.
+fn quote_hint(node: &Node, allowed: &[&str]) -> Option<String> {
+    let scalar = matches!(node.value, Value::Bool(_) | Value::Int(_) | Value::Float(_));
+    (scalar && allowed.contains(&"string")).then(|| format!("quote it: \"{}\"", node.scalar_text()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::yaml::parse_one;
+    use serde_json::json;
+
+    fn schema() -> Json {
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["owner", "check"],
+            "properties": {
+                "owner": {"type": "string"},
+                "priority": {"$ref": "#/$defs/Priority"},
+                "check": {"anyOf": [{"$ref": "#/$defs/Check"}, {"type": "null"}]},
+                "attempts": {"type": ["integer", "null"], "format": "uint32", "minimum": 0}
+            },
+            "$defs": {
+                "Priority": {"type": "string", "enum": ["critical", "high", "medium", "low"]},
+                "Check": {"type": "object", "additionalProperties": false,
+                          "properties": {"run": {"type": "string"}}}
+            }
+        })
+    }
+
+    #[test]
+    fn collects_every_problem_with_its_position() {
+        let node = parse_one("ownr: x\npriority: urgent\ncheck:\n  rn: 1\nattempts: -1\n").unwrap();
+        let errors = check(&node, &schema());
+        let rendered: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}:{} {}: {} {:?}", e.pos.line, e.pos.col, e.path, e.message, e.hint))
+            .collect();
+        assert_eq!(
+            rendered,
+            vec![
+                "1:1 ownr: unknown field Some(\"did you mean \\\"owner\\\"?\")",
+                "2:11 priority: unknown value \"urgent\"; expected one of critical, high, medium, low None",
+                "4:3 check.rn: unknown field Some(\"did you mean \\\"run\\\"?\")",
+                "5:11 attempts: -1 is out of range 0..=4294967295 None",
+                "1:1 owner: missing required field None",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_number_where_a_string_belongs_suggests_quoting() {
+        let node = parse_one("owner: 1.10\ncheck: {run: x}\n").unwrap();
+        let errors = check(&node, &schema());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "expected a string, found a number 1.1");
+        assert_eq!(errors[0].hint.as_deref(), Some("quote it: \"1.1\""));
+    }
+}

@@ -1,0 +1,157 @@
+//! The file tree a company is loaded from: a working directory, or (later) a git commit's
+//! tree, or an in-memory map for tests and benchmarks. The loader sees only this trait, so it
+//! never cares where the bytes live.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Folders at the top of a company repository that hold the controller's own records, never
+/// desired state.
+pub const CONTROLLER_DIRS: [&str; 2] = [".proto", "approvals"];
+
+/// A failure to list or read the tree.
+#[derive(Debug, Error)]
+pub enum TreeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: no such file in the tree")]
+    NotFound(String),
+}
+
+/// A read-only tree of files addressed by `/`-separated relative paths.
+pub trait FileTree {
+    /// Every regular file, sorted, excluding `.git/` and the controller's folders.
+    fn files(&self) -> Result<Vec<String>, TreeError>;
+    /// The size of a file in bytes, to refuse oversized files before reading them.
+    fn size(&self, path: &str) -> Result<u64, TreeError>;
+    fn read(&self, path: &str) -> Result<Vec<u8>, TreeError>;
+    /// How the tree is named in messages (a directory, a commit).
+    fn label(&self) -> String;
+}
+
+fn skipped_at_root(name: &str) -> bool {
+    CONTROLLER_DIRS.contains(&name)
+}
+
+/// A directory on disk. Symbolic links are not followed, so a tree cannot point outside itself.
+#[derive(Clone, Debug)]
+pub struct DirTree {
+    root: PathBuf,
+}
+
+impl DirTree {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirTree { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), TreeError> {
+        let io = |source| TreeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ".git" || (rel.is_empty() && skipped_at_root(&name)) {
+                continue;
+            }
+            let kind = entry.file_type().map_err(io)?;
+            let child = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if kind.is_dir() {
+                self.walk(&entry.path(), &child, out)?;
+            } else if kind.is_file() {
+                out.push(child);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FileTree for DirTree {
+    fn files(&self) -> Result<Vec<String>, TreeError> {
+        let mut out = Vec::new();
+        self.walk(&self.root, "", &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn size(&self, path: &str) -> Result<u64, TreeError> {
+        let full = self.root.join(path);
+        std::fs::metadata(&full)
+            .map(|m| m.len())
+            .map_err(|source| TreeError::Io { path: full, source })
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
+        let full = self.root.join(path);
+        std::fs::read(&full).map_err(|source| TreeError::Io { path: full, source })
+    }
+
+    fn label(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// Files held in memory.
+#[derive(Clone, Debug, Default)]
+pub struct MemTree {
+    files: BTreeMap<String, Vec<u8>>,
+    label: String,
+}
+
+impl MemTree {
+    pub fn new(label: impl Into<String>) -> Self {
+        MemTree {
+            files: BTreeMap::new(),
+            label: label.into(),
+        }
+    }
+
+    pub fn insert(&mut self, path: impl Into<String>, content: impl Into<Vec<u8>>) -> &mut Self {
+        self.files.insert(path.into(), content.into());
+        self
+    }
+}
+
+impl FileTree for MemTree {
+    fn files(&self) -> Result<Vec<String>, TreeError> {
+        Ok(self
+            .files
+            .keys()
+            .filter(|p| {
+                let first = p.split('/').next().unwrap_or_default();
+                !skipped_at_root(first) && !p.split('/').any(|part| part == ".git")
+            })
+            .cloned()
+            .collect())
+    }
+
+    fn size(&self, path: &str) -> Result<u64, TreeError> {
+        self.files
+            .get(path)
+            .map(|c| c.len() as u64)
+            .ok_or_else(|| TreeError::NotFound(path.into()))
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
+        self.files.get(path).cloned().ok_or_else(|| TreeError::NotFound(path.into()))
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+}

@@ -1,0 +1,499 @@
+//! Checks that cross documents or go beyond a field's type: names, duplicates, the single
+//! Company, references, cycles, "exactly one of" rules, crons, durations, patterns, tools,
+//! and selectors that select nothing. Every problem is collected; none stops the others.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::claude::{TOOLS, is_known_tool};
+use super::diag::{Diagnostic, Pos, did_you_mean};
+use super::duration::parse_duration;
+use super::{Resource, Spec};
+
+/// Every cross-document problem in `spec`.
+pub fn validate(spec: &Spec) -> Vec<Diagnostic> {
+    let mut v = Validator {
+        spec,
+        diags: Vec::new(),
+    };
+    v.names();
+    v.company();
+    v.products();
+    v.computers();
+    v.agents();
+    v.goals();
+    v.diags
+}
+
+/// A lower-case DNS label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+struct Validator<'a> {
+    spec: &'a Spec,
+    diags: Vec<Diagnostic>,
+}
+
+/// Names of one kind, for lookups and suggestions.
+struct Names<'a>(BTreeSet<&'a str>);
+
+impl<'a> Names<'a> {
+    fn of<S>(resources: &'a [Resource<S>]) -> Self {
+        Names(resources.iter().map(Resource::name).collect())
+    }
+    fn has(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn suggest(&self, name: &str) -> Option<String> {
+        did_you_mean(name, self.0.iter().copied())
+    }
+}
+
+impl<'a> Validator<'a> {
+    fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    /// A reference from `res.field` to a resource of `kind` named `target`.
+    fn reference<S>(&mut self, res: &Resource<S>, field: &str, kind: &str, target: &str, names: &Names) {
+        if !names.has(target) {
+            self.push(
+                res.error(field, format!("{kind} \"{target}\" is not declared"))
+                    .hint(names.suggest(target)),
+            );
+        }
+    }
+
+    fn names(&mut self) {
+        let s = self.spec;
+        self.names_of(&s.companies);
+        self.names_of(&s.products);
+        self.names_of(&s.computers);
+        self.names_of(&s.agents);
+        self.names_of(&s.goals);
+    }
+
+    fn names_of<S>(&mut self, resources: &[Resource<S>]) {
+        let mut seen: HashMap<&str, &Resource<S>> = HashMap::new();
+        for res in resources {
+            let name = res.name();
+            if !is_dns_label(name) {
+                let field = if res.origin.flat { "name" } else { "metadata.name" };
+                self.push(
+                    Diagnostic::error(res.origin.file.clone(), res.origin.node.pos_of(field), format!(
+                        "invalid name \"{name}\": use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+                    ))
+                    .resource(res.id())
+                    .field(field),
+                );
+            }
+            if let Some(first) = seen.get(name) {
+                let field = if res.origin.flat { "name" } else { "metadata.name" };
+                self.push(
+                    Diagnostic::error(
+                        res.origin.file.clone(),
+                        res.origin.node.pos_of(field),
+                        format!(
+                            "duplicate name; first declared at {}:{}:{}",
+                            first.origin.file, first.origin.pos.line, first.origin.pos.col
+                        ),
+                    )
+                    .resource(res.id())
+                    .field(field),
+                );
+            } else {
+                seen.insert(name, res);
+            }
+        }
+    }
+
+    fn company(&mut self) {
+        let s = self.spec;
+        match s.companies.as_slice() {
+            [] => self.push(
+                Diagnostic::error(s.source.clone(), Pos::default(), "no Company declared; exactly one is required")
+                    .hint(Some("add a company.yaml with kind: Company".into())),
+            ),
+            [first, rest @ ..] => {
+                for extra in rest {
+                    self.push(extra.error(
+                        "kind",
+                        format!(
+                            "a second Company; exactly one is allowed (the first is {} at {}:{}:{})",
+                            first.id(),
+                            first.origin.file,
+                            first.origin.pos.line,
+                            first.origin.pos.col
+                        ),
+                    ));
+                }
+            }
+        }
+        let agents = Names::of(&s.agents);
+        for company in &s.companies {
+            self.reference(company, "spec.ceo", "Agent", &company.spec.ceo, &agents);
+            if let Some(approvals) = &company.spec.approvals {
+                if let Some(timeout) = &approvals.timeout {
+                    self.duration(company, "spec.approvals.timeout", timeout);
+                }
+            }
+            if let Some(models) = &company.spec.models {
+                for (i, p) in models.providers.iter().enumerate() {
+                    if p.kind == super::ProviderKind::Replay && p.file.is_none() {
+                        self.push(company.error(
+                            &format!("spec.models.providers[{i}].file"),
+                            "a replay provider needs the file of recorded exchanges",
+                        ));
+                    }
+                    if let Some(url) = &p.base_url {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            self.push(company.error(
+                                &format!("spec.models.providers[{i}].baseUrl"),
+                                format!("\"{url}\" is not an http:// or https:// URL"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn products(&mut self) {
+        let s = self.spec;
+        let agents = Names::of(&s.agents);
+        let computers = Names::of(&s.computers);
+        for product in &s.products {
+            self.reference(product, "spec.lead", "Agent", &product.spec.lead, &agents);
+            let Some(selector) = &product.spec.computers else {
+                continue;
+            };
+            match (&selector.match_labels, &selector.names) {
+                (Some(_), Some(_)) => self.push(product.error(
+                    "spec.computers",
+                    "set either matchLabels or names, not both",
+                )),
+                (None, Some(names)) => {
+                    for (i, name) in names.iter().enumerate() {
+                        self.reference(product, &format!("spec.computers.names[{i}]"), "Computer", name, &computers);
+                    }
+                }
+                (Some(labels), None) => {
+                    let matches = s
+                        .computers
+                        .iter()
+                        .any(|c| labels.iter().all(|(k, v)| c.metadata.labels.get(k) == Some(v)));
+                    if !matches {
+                        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        self.push(product.error(
+                            "spec.computers.matchLabels",
+                            format!("selects no computer: none is labelled {}", wanted.join(", ")),
+                        ));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    fn computers(&mut self) {
+        for computer in &self.spec.computers {
+            let kinds = computer.spec.connection_kinds();
+            if kinds.len() != 1 {
+                let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") };
+                self.push(computer.error(
+                    "spec",
+                    format!("exactly one of local, ssh, kubernetes is required; found {found}"),
+                ));
+            }
+            if computer.spec.capacity == Some(0) {
+                self.push(computer.error("spec.capacity", "capacity must be at least 1"));
+            }
+        }
+    }
+
+    fn agents(&mut self) {
+        let s = self.spec;
+        let agents = Names::of(&s.agents);
+        let skills: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.name.as_str()).collect();
+        let mcp: BTreeSet<&str> = s.claude.mcp_servers.iter().map(|m| m.name.as_str()).collect();
+        let ceo = s.company().map(|c| c.spec.ceo.as_str());
+        for agent in &s.agents {
+            match (&agent.spec.reports_to, ceo) {
+                (Some(boss), _) => {
+                    if Some(agent.name()) == ceo {
+                        self.push(agent.error("spec.reportsTo", "the CEO reports to no one"));
+                    } else {
+                        self.reference(agent, "spec.reportsTo", "Agent", boss, &agents);
+                    }
+                }
+                (None, Some(ceo)) if agent.name() != ceo && !agent.origin.flat => self.push(
+                    agent
+                        .error("spec.reportsTo", "missing; every agent but the CEO reports to someone")
+                        .hint(Some(format!("add reportsTo: {ceo}"))),
+                ),
+                _ => {}
+            }
+            for (i, skill) in agent.spec.skills.iter().enumerate() {
+                if !skills.contains(skill.as_str()) {
+                    self.push(
+                        agent
+                            .error(&format!("spec.skills[{i}]"), format!("skill \"{skill}\" is not in .claude/skills/"))
+                            .hint(did_you_mean(skill, skills.iter().copied())),
+                    );
+                }
+            }
+            for (i, tool) in agent.spec.tools.iter().enumerate() {
+                let field = format!("spec.tools[{i}]");
+                if let Some(rest) = tool.strip_prefix("mcp__") {
+                    let server = rest.split("__").next().unwrap_or_default();
+                    if !mcp.contains(server) {
+                        self.push(
+                            agent
+                                .error(&field, format!("MCP server \"{server}\" is not in .mcp.json"))
+                                .hint(did_you_mean(server, mcp.iter().copied())),
+                        );
+                    }
+                } else if !is_known_tool(tool) {
+                    self.push(
+                        agent
+                            .error(&field, format!("unknown tool \"{tool}\""))
+                            .hint(did_you_mean(tool, TOOLS).or_else(|| Some(format!("tools are {}", TOOLS.join(", "))))),
+                    );
+                }
+            }
+        }
+        let edges: BTreeMap<&str, Vec<&str>> = s
+            .agents
+            .iter()
+            .map(|a| (a.name(), a.spec.reports_to.iter().map(String::as_str).collect()))
+            .collect();
+        for cycle in cycles(&edges) {
+            if let Some(agent) = s.agent(cycle[0]) {
+                self.push(agent.error("spec.reportsTo", format!("reporting cycle {}", cycle.join(" -> "))));
+            }
+        }
+    }
+
+    fn goals(&mut self) {
+        let s = self.spec;
+        let agents = Names::of(&s.agents);
+        let products = Names::of(&s.products);
+        let goals = Names::of(&s.goals);
+        for goal in &s.goals {
+            let g = &goal.spec;
+            self.reference(goal, "spec.product", "Product", &g.product, &products);
+            self.reference(goal, "spec.owner", "Agent", &g.owner, &agents);
+            for (i, dep) in g.depends_on.iter().enumerate() {
+                if dep == goal.name() {
+                    self.push(goal.error(&format!("spec.dependsOn[{i}]"), "a goal cannot depend on itself"));
+                } else {
+                    self.reference(goal, &format!("spec.dependsOn[{i}]"), "Goal", dep, &goals);
+                }
+            }
+            let kinds = g.check.kinds();
+            if kinds.len() != 1 {
+                let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") };
+                self.push(goal.error(
+                    "spec.check",
+                    format!("exactly one of command, http, file, judge is required; found {found}"),
+                ));
+            }
+            if let Some(c) = &g.check.command {
+                if c.run.trim().is_empty() {
+                    self.push(goal.error("spec.check.command.run", "the command is empty"));
+                }
+                if let Some(t) = &c.timeout {
+                    self.duration(goal, "spec.check.command.timeout", t);
+                }
+            }
+            if let Some(h) = &g.check.http {
+                if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                    self.push(goal.error("spec.check.http.url", format!("\"{}\" is not an http:// or https:// URL", h.url)));
+                }
+                if let Some(status) = h.status {
+                    if !(100..=599).contains(&status) {
+                        self.push(goal.error("spec.check.http.status", format!("{status} is not an HTTP status (100..=599)")));
+                    }
+                }
+                if let Some(re) = &h.body_matches {
+                    self.regex(goal, "spec.check.http.bodyMatches", re);
+                }
+                if let Some(t) = &h.timeout {
+                    self.duration(goal, "spec.check.http.timeout", t);
+                }
+            }
+            if let Some(f) = &g.check.file {
+                self.workspace_path(goal, "spec.check.file.path", &f.path);
+                if let Some(re) = &f.matches {
+                    self.regex(goal, "spec.check.file.matches", re);
+                }
+            }
+            for (i, step) in g.playbook.iter().enumerate() {
+                let field = format!("spec.playbook[{i}]");
+                let kinds = step.kinds();
+                if kinds.len() != 1 {
+                    let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") };
+                    self.push(goal.error(&field, format!("exactly one of run, write, edit, commit is required; found {found}")));
+                }
+                if let Some(w) = &step.write {
+                    self.workspace_path(goal, &format!("{field}.write.path"), &w.path);
+                }
+                if let Some(e) = &step.edit {
+                    self.workspace_path(goal, &format!("{field}.edit.path"), &e.path);
+                    if e.old.is_empty() {
+                        self.push(goal.error(&format!("{field}.edit.old"), "the text to replace is empty"));
+                    }
+                }
+            }
+            if let Some(schedule) = &g.schedule {
+                if let Err(message) = check_cron(schedule) {
+                    self.push(goal.error("spec.schedule", message));
+                }
+            }
+            if let Some(budget) = &g.budget {
+                if budget.attempts == Some(0) {
+                    self.push(goal.error("spec.budget.attempts", "attempts must be at least 1"));
+                }
+                if budget.usd.is_some_and(|u| u < 0.0) {
+                    self.push(goal.error("spec.budget.usd", "a budget cannot be negative"));
+                }
+            }
+        }
+        let edges: BTreeMap<&str, Vec<&str>> = s
+            .goals
+            .iter()
+            .map(|g| (g.name(), g.spec.depends_on.iter().map(String::as_str).collect()))
+            .collect();
+        for cycle in cycles(&edges) {
+            if let Some(goal) = s.goal(cycle[0]) {
+                self.push(goal.error("spec.dependsOn", format!("dependency cycle {}", cycle.join(" -> "))));
+            }
+        }
+    }
+
+    fn duration<S>(&mut self, res: &Resource<S>, field: &str, text: &str) {
+        if let Err(message) = parse_duration(text) {
+            self.push(res.error(field, message));
+        }
+    }
+
+    fn regex<S>(&mut self, res: &Resource<S>, field: &str, pattern: &str) {
+        if let Err(e) = regex::Regex::new(pattern) {
+            let detail = e.to_string();
+            let last = detail.lines().last().unwrap_or_default().trim().to_string();
+            self.push(res.error(field, format!("invalid regular expression: {last}")));
+        }
+    }
+
+    /// Paths a check or playbook touches must stay inside the task's workspace.
+    fn workspace_path<S>(&mut self, res: &Resource<S>, field: &str, path: &str) {
+        if path.is_empty() || path.starts_with('/') || path.starts_with('~') || path.split('/').any(|p| p == "..") {
+            self.push(res.error(
+                field,
+                format!("\"{path}\" must be a relative path inside the workspace (no leading /, ~ or ..)"),
+            ));
+        }
+    }
+}
+
+/// A 5-field cron expression (or a nickname such as `@daily`).
+pub fn check_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if !expr.trim_start().starts_with('@') && fields != 5 {
+        return Err(format!(
+            "invalid cron \"{expr}\": expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+        ));
+    }
+    expr.parse::<croner::Cron>()
+        .map_err(|e| format!("invalid cron \"{expr}\": {e}"))
+}
+
+/// Every cycle in a graph given as adjacency lists, each reported once, starting at its
+/// smallest name and closed (`a -> b -> a`). Edges to unknown nodes are ignored (they are
+/// reported as unresolved references).
+pub fn cycles<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks: BTreeMap<&str, Mark> = edges.keys().map(|k| (*k, Mark::New)).collect();
+    let mut found: BTreeSet<Vec<&str>> = BTreeSet::new();
+    // Iterative DFS: deep chains must not overflow the stack.
+    for &start in edges.keys() {
+        if marks.get(start) != Some(&Mark::New) {
+            continue;
+        }
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        let mut path: Vec<&str> = vec![start];
+        marks.insert(start, Mark::Active);
+        while let Some((node, next)) = stack.last().copied() {
+            let targets = edges.get(node).map(Vec::as_slice).unwrap_or_default();
+            if next < targets.len() {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                let t = targets[next];
+                match marks.get(t).copied() {
+                    Some(Mark::New) => {
+                        marks.insert(t, Mark::Active);
+                        stack.push((t, 0));
+                        path.push(t);
+                    }
+                    Some(Mark::Active) => {
+                        if let Some(at) = path.iter().position(|p| *p == t) {
+                            let mut cycle: Vec<&str> = path[at..].to_vec();
+                            let min = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+                            cycle.rotate_left(min);
+                            cycle.push(cycle[0]);
+                            found.insert(cycle);
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                marks.insert(node, Mark::Done);
+                stack.pop();
+                path.pop();
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("hello-api"));
+        assert!(is_dns_label("a1"));
+        assert!(!is_dns_label("Hello"));
+        assert!(!is_dns_label("-a"));
+        assert!(!is_dns_label("a_b"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn finds_each_cycle_once() {
+        let edges = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]);
+        assert_eq!(cycles(&edges), vec![vec!["a", "b", "c", "a"]]);
+        let none = BTreeMap::from([("a", vec!["b"]), ("b", vec![])]);
+        assert!(cycles(&none).is_empty());
+    }
+
+    #[test]
+    fn crons_have_five_fields() {
+        assert!(check_cron("0 */6 * * *").is_ok());
+        assert!(check_cron("@daily").is_ok());
+        assert!(check_cron("0 0 */6 * * *").is_err());
+        assert!(check_cron("61 * * * *").is_err());
+    }
+}
