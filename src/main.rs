@@ -13,7 +13,11 @@ use proto::spec::schema::{self, Kind};
 use proto::spec::{self, Diagnostic, DirTree, ProviderKind, Spec};
 
 #[derive(Parser)]
-#[command(name = "proto", version, about = "Run an AI-staffed company declared in git")]
+#[command(
+    name = "proto",
+    version,
+    about = "Run an AI-staffed company declared in git"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,7 +119,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     let kind = Kind::parse(&name).ok_or_else(|| {
                         format!("unknown kind \"{name}\"; expected Company, Product, Computer, Agent or Goal")
                     })?;
-                    serde_json::to_string_pretty(&schema::document_schema(kind)).map_err(|e| e.to_string())?
+                    serde_json::to_string_pretty(&schema::document_schema(kind))
+                        .map_err(|e| e.to_string())?
                 }
                 None => {
                     let all: serde_json::Map<String, serde_json::Value> = Kind::ALL
@@ -156,7 +161,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
                         ]
                     })
                     .collect();
-                output::table(&["NAME", "TITLE", "DEPARTMENT", "REPORTS-TO", "MODEL", "TOOLS"], &rows)
+                output::table(
+                    &[
+                        "NAME",
+                        "TITLE",
+                        "DEPARTMENT",
+                        "REPORTS-TO",
+                        "MODEL",
+                        "TOOLS",
+                    ],
+                    &rows,
+                )
             } else {
                 output::encode(&proto::org::rows(&spec), output).map_err(|e| e.to_string())?
             };
@@ -176,7 +191,11 @@ fn load(path: &Path) -> Result<(Spec, Vec<Diagnostic>), ExitCode> {
         Err(diagnostics) => {
             print_diagnostics(&diagnostics);
             let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-            eprintln!("{}: {errors} error{}", path.display(), if errors == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {errors} error{}",
+                path.display(),
+                if errors == 1 { "" } else { "s" }
+            );
             Err(ExitCode::FAILURE)
         }
     }
@@ -208,7 +227,9 @@ fn plan_table(actions: &[plan::Action]) -> String {
         .iter()
         .map(|a| {
             let (priority, product) = match a {
-                plan::Action::Enqueue { priority, product, .. } => (priority.as_str().to_string(), product.clone()),
+                plan::Action::Enqueue {
+                    priority, product, ..
+                } => (priority.as_str().to_string(), product.clone()),
                 plan::Action::Wait { priority, .. } | plan::Action::Recheck { priority, .. } => {
                     (priority.as_str().to_string(), String::new())
                 }
@@ -254,7 +275,9 @@ fn write_crds(dir: &Path) -> Result<(), String> {
         let crd = schema::crd_yaml(kind).map_err(|e| e.to_string())?;
         let path = dir.join(format!("{lower}.yaml"));
         std::fs::write(&path, crd).map_err(|e| format!("{}: {e}", path.display()))?;
-        let json = serde_json::to_string_pretty(&schema::document_schema(kind)).map_err(|e| e.to_string())? + "\n";
+        let json = serde_json::to_string_pretty(&schema::document_schema(kind))
+            .map_err(|e| e.to_string())?
+            + "\n";
         let path = schema_dir.join(kind.schema_file());
         std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }

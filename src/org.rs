@@ -37,7 +37,11 @@ pub fn rows(spec: &Spec) -> Vec<AgentRow> {
             title: a.spec.title.clone(),
             department: a.spec.department.clone(),
             reports_to: a.spec.reports_to.clone(),
-            model: a.spec.model.clone().unwrap_or_else(|| default_model.clone()),
+            model: a
+                .spec
+                .model
+                .clone()
+                .unwrap_or_else(|| default_model.clone()),
             tools: a.spec.tools.clone(),
             skills: a.spec.skills.clone(),
             file: a.origin.file.clone(),
@@ -71,9 +75,16 @@ pub fn tree(spec: &Spec) -> String {
         seen.insert(root.name.as_str());
         draw(root.name.as_str(), "", &children, &mut seen, &mut out);
     }
-    let unreached: Vec<&str> = rows.iter().map(|r| r.name.as_str()).filter(|n| !seen.contains(n)).collect();
+    let unreached: Vec<&str> = rows
+        .iter()
+        .map(|r| r.name.as_str())
+        .filter(|n| !seen.contains(n))
+        .collect();
     if !unreached.is_empty() {
-        out.push_str(&format!("(in a reporting cycle: {})\n", unreached.join(", ")));
+        out.push_str(&format!(
+            "(in a reporting cycle: {})\n",
+            unreached.join(", ")
+        ));
     }
     out
 }

@@ -65,7 +65,13 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()], vec!["z".into(), String::new()]]);
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["xxx".into(), "y".into()],
+                vec!["z".into(), String::new()],
+            ],
+        );
         assert_eq!(t, "A     BB\nxxx   y\nz\n");
     }
 }

@@ -69,7 +69,10 @@ pub enum TaskState {
 impl TaskState {
     /// Live tasks hold the goal's one slot.
     pub fn is_live(self) -> bool {
-        matches!(self, TaskState::Queued | TaskState::Running | TaskState::WaitingApproval)
+        matches!(
+            self,
+            TaskState::Queued | TaskState::Running | TaskState::WaitingApproval
+        )
     }
 }
 
@@ -116,11 +119,19 @@ pub enum Action {
         reason: WaitReason,
     },
     /// Cancel a live task whose goal changed or was removed.
-    Cancel { goal: String, key: String, message: String },
+    Cancel {
+        goal: String,
+        key: String,
+        message: String,
+    },
     /// Run the check of a met goal again: its schedule fired.
     Recheck { goal: String, priority: Priority },
     /// Attempts are exhausted: the goal is Stalled until a new revision or `proto retry`.
-    Stall { goal: String, key: String, message: String },
+    Stall {
+        goal: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl Action {
@@ -151,14 +162,28 @@ impl Action {
     pub fn detail(&self) -> String {
         match self {
             Action::Suspended { message, .. } => message.clone(),
-            Action::Enqueue { work: Work::Playbook { steps }, owner, .. } => {
-                format!("playbook of {steps} step{} as {owner}", if *steps == 1 { "" } else { "s" })
+            Action::Enqueue {
+                work: Work::Playbook { steps },
+                owner,
+                ..
+            } => {
+                format!(
+                    "playbook of {steps} step{} as {owner}",
+                    if *steps == 1 { "" } else { "s" }
+                )
             }
-            Action::Enqueue { work: Work::Agent { agent }, .. } => format!("agent {agent} works it with a model"),
-            Action::Wait { reason: WaitReason::DependsOn { goals }, .. } => format!("waits for {}", goals.join(", ")),
-            Action::Wait { reason: WaitReason::NoModel, .. } => {
-                "needs a model and no provider is reachable (NoModel)".to_string()
-            }
+            Action::Enqueue {
+                work: Work::Agent { agent },
+                ..
+            } => format!("agent {agent} works it with a model"),
+            Action::Wait {
+                reason: WaitReason::DependsOn { goals },
+                ..
+            } => format!("waits for {}", goals.join(", ")),
+            Action::Wait {
+                reason: WaitReason::NoModel,
+                ..
+            } => "needs a model and no provider is reachable (NoModel)".to_string(),
             Action::Cancel { message, .. } | Action::Stall { message, .. } => message.clone(),
             Action::Recheck { .. } => "schedule fired; check again".to_string(),
         }
@@ -178,12 +203,18 @@ impl fmt::Display for Action {
 /// revision of a goal gets exactly one live task and an edit gets a fresh one.
 pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
     let canonical = serde_json::to_string(&goal.spec).unwrap_or_default();
-    format!("{}@{:012x}", goal.name(), fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff)
+    format!(
+        "{}@{:012x}",
+        goal.name(),
+        fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff
+    )
 }
 
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Whether working `goal` needs a model: no playbook to run, or a check only a model can judge.
@@ -193,16 +224,16 @@ pub fn needs_model(goal: &GoalSpec) -> bool {
 
 /// The plan: actions in the order they should be taken.
 pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action> {
-    if let Some(company) = spec.company() {
-        if company.spec.suspend {
-            return vec![Action::Suspended {
-                company: company.name().to_string(),
-                message: format!(
-                    "Company/{} has spec.suspend: true; no work is planned until it is set to false",
-                    company.name()
-                ),
-            }];
-        }
+    if let Some(company) = spec.company()
+        && company.spec.suspend
+    {
+        return vec![Action::Suspended {
+            company: company.name().to_string(),
+            message: format!(
+                "Company/{} has spec.suspend: true; no work is planned until it is set to false",
+                company.name()
+            ),
+        }];
     }
     let mut actions = Vec::new();
     let live: HashMap<&str, &TaskObservation> = observed
@@ -214,7 +245,11 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
     let keys: HashMap<&str, String> = spec.goals.iter().map(|g| (g.name(), goal_key(g))).collect();
 
     // Work for goals that no longer exist goes first: it frees capacity.
-    let mut orphans: Vec<&TaskObservation> = live.values().filter(|t| !keys.contains_key(t.goal.as_str())).copied().collect();
+    let mut orphans: Vec<&TaskObservation> = live
+        .values()
+        .filter(|t| !keys.contains_key(t.goal.as_str()))
+        .copied()
+        .collect();
     orphans.sort_by(|a, b| a.key.cmp(&b.key));
     for task in orphans {
         actions.push(Action::Cancel {
@@ -262,11 +297,20 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             }
             continue;
         }
-        let finished: Vec<&TaskObservation> = observed.tasks.iter().filter(|t| t.goal == name && t.key == *key).collect();
+        let finished: Vec<&TaskObservation> = observed
+            .tasks
+            .iter()
+            .filter(|t| t.goal == name && t.key == *key)
+            .collect();
         if finished.iter().any(|t| t.state == TaskState::Stalled) {
             continue; // a dead letter until a new revision or `proto retry`
         }
-        let max_attempts = goal.spec.budget.as_ref().and_then(|b| b.attempts).unwrap_or(DEFAULT_ATTEMPTS);
+        let max_attempts = goal
+            .spec
+            .budget
+            .as_ref()
+            .and_then(|b| b.attempts)
+            .unwrap_or(DEFAULT_ATTEMPTS);
         if let Some(failed) = finished
             .iter()
             .find(|t| t.state == TaskState::Failed && t.attempts >= max_attempts)
@@ -277,12 +321,21 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
                 message: format!(
                     "{} of {max_attempts} attempts failed; last error: {}",
                     failed.attempts,
-                    failed.last_error.as_deref().unwrap_or("the check still fails")
+                    failed
+                        .last_error
+                        .as_deref()
+                        .unwrap_or("the check still fails")
                 ),
             });
             continue;
         }
-        let unmet: Vec<String> = goal.spec.depends_on.iter().filter(|d| !met(d)).cloned().collect();
+        let unmet: Vec<String> = goal
+            .spec
+            .depends_on
+            .iter()
+            .filter(|d| !met(d))
+            .cloned()
+            .collect();
         if !unmet.is_empty() {
             actions.push(Action::Wait {
                 goal: name.to_string(),
@@ -318,4 +371,280 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
         });
     }
     actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{MemTree, load_and_validate};
+    use chrono::TimeZone;
+
+    const COMPANY: &str = "apiVersion: proto.dev/v1alpha1
+kind: Company
+metadata: {name: t}
+spec: {mission: m, ceo: ceo, suspend: SUSPEND}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Agent
+metadata: {name: ceo}
+spec: {title: CEO, description: d, prompt: p}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Product
+metadata: {name: app}
+spec: {description: d, lead: ceo}
+";
+
+    /// A goal document; `extra` is spliced into its spec.
+    fn goal(name: &str, priority: &str, extra: &str) -> String {
+        format!(
+            "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  priority: {priority}\n  description: d\n  check: {{file: {{path: f}}}}\n  playbook: [{{run: 'true'}}]\n{extra}"
+        )
+    }
+
+    fn spec(suspend: bool, goals: &[String]) -> Spec {
+        let mut text = COMPANY.replace("SUSPEND", if suspend { "true" } else { "false" });
+        for g in goals {
+            text.push_str(g);
+        }
+        let mut tree = MemTree::new("test");
+        tree.insert("all.yaml", text);
+        match load_and_validate(&tree) {
+            Ok((spec, _)) => spec,
+            Err(d) => panic!("{d:#?}"),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    fn summary(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| format!("{} {}", a.verb(), a.goal().unwrap_or("-")))
+            .collect()
+    }
+
+    fn met(spec: &Spec, name: &str, at: DateTime<Utc>) -> (String, GoalObservation) {
+        let g = spec.goal(name).unwrap();
+        (
+            name.to_string(),
+            GoalObservation {
+                passed: true,
+                checked_at: at,
+                key: goal_key(g),
+            },
+        )
+    }
+
+    fn task(spec: &Spec, name: &str, state: TaskState, attempts: u32) -> TaskObservation {
+        TaskObservation {
+            key: goal_key(spec.goal(name).unwrap()),
+            goal: name.into(),
+            state,
+            attempts,
+            last_error: Some("exit status 1".into()),
+        }
+    }
+
+    #[test]
+    fn table_of_cases() {
+        struct Case {
+            name: &'static str,
+            suspend: bool,
+            goals: Vec<String>,
+            observe: fn(&Spec) -> Observed,
+            want: Vec<&'static str>,
+        }
+        let fresh = |_: &Spec| Observed::default();
+        let cases = vec![
+            Case {
+                name: "fresh goals are enqueued in priority order, declaration order within one",
+                suspend: false,
+                goals: vec![
+                    goal("c", "low", ""),
+                    goal("a", "high", ""),
+                    goal("b", "critical", ""),
+                    goal("d", "high", ""),
+                ],
+                observe: fresh,
+                want: vec!["enqueue b", "enqueue a", "enqueue d", "enqueue c"],
+            },
+            Case {
+                name: "a suspended company plans nothing and says why",
+                suspend: true,
+                goals: vec![goal("a", "high", "")],
+                observe: fresh,
+                want: vec!["suspended -"],
+            },
+            Case {
+                name: "goals wait on unmet dependencies",
+                suspend: false,
+                goals: vec![
+                    goal("a", "high", "  dependsOn: [b]\n"),
+                    goal("b", "low", ""),
+                ],
+                observe: fresh,
+                want: vec!["wait a", "enqueue b"],
+            },
+            Case {
+                name: "a met dependency releases the goal",
+                suspend: false,
+                goals: vec![
+                    goal("a", "high", "  dependsOn: [b]\n"),
+                    goal("b", "low", ""),
+                ],
+                observe: |s| Observed {
+                    goals: [met(s, "b", now())].into(),
+                    ..Observed::default()
+                },
+                want: vec!["enqueue a"],
+            },
+            Case {
+                name: "met goals and goals being worked need nothing",
+                suspend: false,
+                goals: vec![goal("a", "high", ""), goal("b", "high", "")],
+                observe: |s| Observed {
+                    goals: [met(s, "a", now())].into(),
+                    tasks: vec![task(s, "b", TaskState::Running, 1)],
+                    ..Observed::default()
+                },
+                want: vec![],
+            },
+            Case {
+                name: "a goal with no playbook waits for a model when none is reachable",
+                suspend: false,
+                goals: vec![goal("a", "high", "").replace("  playbook: [{run: 'true'}]\n", "")],
+                observe: fresh,
+                want: vec!["wait a"],
+            },
+            Case {
+                name: "a goal with no playbook is given to its agent when a model is reachable",
+                suspend: false,
+                goals: vec![goal("a", "high", "").replace("  playbook: [{run: 'true'}]\n", "")],
+                observe: |_| Observed {
+                    model_available: true,
+                    ..Observed::default()
+                },
+                want: vec!["enqueue a"],
+            },
+            Case {
+                name: "a judge check needs a model even with a playbook",
+                suspend: false,
+                goals: vec![
+                    goal("a", "high", "").replace("{file: {path: f}}", "{judge: {rubric: r}}"),
+                ],
+                observe: fresh,
+                want: vec!["wait a"],
+            },
+            Case {
+                name: "exhausted attempts stall the goal",
+                suspend: false,
+                goals: vec![goal("a", "high", "  budget: {attempts: 2}\n")],
+                observe: |s| Observed {
+                    tasks: vec![task(s, "a", TaskState::Failed, 2)],
+                    ..Observed::default()
+                },
+                want: vec!["stall a"],
+            },
+            Case {
+                name: "a stalled goal stays a dead letter at the same revision",
+                suspend: false,
+                goals: vec![goal("a", "high", "")],
+                observe: |s| Observed {
+                    tasks: vec![task(s, "a", TaskState::Stalled, 3)],
+                    ..Observed::default()
+                },
+                want: vec![],
+            },
+            Case {
+                name: "a changed goal cancels its old task and enqueues anew",
+                suspend: false,
+                goals: vec![goal("a", "high", "")],
+                observe: |_| Observed {
+                    tasks: vec![TaskObservation {
+                        key: "a@000000000000".into(),
+                        goal: "a".into(),
+                        state: TaskState::Queued,
+                        attempts: 0,
+                        last_error: None,
+                    }],
+                    ..Observed::default()
+                },
+                want: vec!["cancel a", "enqueue a"],
+            },
+            Case {
+                name: "a removed goal's live task is cancelled",
+                suspend: false,
+                goals: vec![],
+                observe: |_| Observed {
+                    tasks: vec![TaskObservation {
+                        key: "gone@1".into(),
+                        goal: "gone".into(),
+                        state: TaskState::Running,
+                        attempts: 1,
+                        last_error: None,
+                    }],
+                    ..Observed::default()
+                },
+                want: vec!["cancel gone"],
+            },
+            Case {
+                name: "a met goal whose schedule fired is re-checked",
+                suspend: false,
+                goals: vec![goal("a", "high", "  schedule: '0 * * * *'\n")],
+                observe: |s| Observed {
+                    goals: [met(s, "a", now() - chrono::Duration::minutes(90))].into(),
+                    ..Observed::default()
+                },
+                want: vec!["recheck a"],
+            },
+            Case {
+                name: "a met goal whose schedule has not fired is left alone",
+                suspend: false,
+                goals: vec![goal("a", "high", "  schedule: '0 0 1 1 *'\n")],
+                observe: |s| Observed {
+                    goals: [met(s, "a", now() - chrono::Duration::minutes(90))].into(),
+                    ..Observed::default()
+                },
+                want: vec![],
+            },
+            Case {
+                name: "a check that passed at an older revision does not count",
+                suspend: false,
+                goals: vec![goal("a", "high", "")],
+                observe: |_| Observed {
+                    goals: [(
+                        "a".to_string(),
+                        GoalObservation {
+                            passed: true,
+                            checked_at: now(),
+                            key: "a@old".into(),
+                        },
+                    )]
+                    .into(),
+                    ..Observed::default()
+                },
+                want: vec!["enqueue a"],
+            },
+        ];
+        for case in cases {
+            let spec = spec(case.suspend, &case.goals);
+            let observed = (case.observe)(&spec);
+            let got = summary(&plan(&spec, &observed, now()));
+            assert_eq!(got, case.want, "case: {}", case.name);
+        }
+    }
+
+    #[test]
+    fn planning_is_deterministic_and_keys_are_stable() {
+        let s = spec(false, &[goal("a", "high", ""), goal("b", "low", "")]);
+        let first = plan(&s, &Observed::default(), now());
+        assert_eq!(first, plan(&s, &Observed::default(), now()));
+        let key = goal_key(s.goal("a").unwrap());
+        assert!(key.starts_with("a@") && key.len() == 14, "{key}");
+        let changed = spec(false, &[goal("a", "low", "")]);
+        assert_ne!(key, goal_key(changed.goal("a").unwrap()));
+    }
 }

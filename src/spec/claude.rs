@@ -20,7 +20,8 @@ use super::{Origin, Resource, Spec};
 
 /// Tools Proto provides, by the names agents list them with.
 pub const TOOLS: [&str; 11] = [
-    "Bash", "Read", "Write", "Edit", "Glob", "Grep", "Git", "Python", "Planning", "Delegate", "Computer",
+    "Bash", "Read", "Write", "Edit", "Glob", "Grep", "Git", "Python", "Planning", "Delegate",
+    "Computer",
 ];
 
 /// Claude Code tool names that map onto a Proto tool.
@@ -188,7 +189,10 @@ pub fn role_of(path: &str) -> Option<Role> {
         if rest.starts_with("agents/") && rest.ends_with(".md") {
             return Some(Role::Agent);
         }
-        if rest.starts_with("skills/") && rest.ends_with("/SKILL.md") && rest.matches('/').count() == 2 {
+        if rest.starts_with("skills/")
+            && rest.ends_with("/SKILL.md")
+            && rest.matches('/').count() == 2
+        {
             return Some(Role::Skill);
         }
         if rest.starts_with("rules/") && rest.ends_with(".md") {
@@ -205,7 +209,14 @@ pub fn role_of(path: &str) -> Option<Role> {
 }
 
 /// Loads one Claude Code file into `spec`.
-pub fn load_file(role: Role, path: &str, text: &str, tree: &dyn FileTree, spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
+pub fn load_file(
+    role: Role,
+    path: &str,
+    text: &str,
+    tree: &dyn FileTree,
+    spec: &mut Spec,
+    diags: &mut Vec<Diagnostic>,
+) {
     match role {
         Role::Agent => {
             if let Some(agent) = load_agent(path, text, diags) {
@@ -224,7 +235,10 @@ pub fn load_file(role: Role, path: &str, text: &str, tree: &dyn FileTree, spec: 
         }
         Role::Settings => spec.claude.settings = load_settings(path, text, diags),
         Role::Mcp => spec.claude.mcp_servers.extend(load_mcp(path, text, diags)),
-        Role::Memory => spec.claude.memory.push(load_memory(path, text, tree, diags)),
+        Role::Memory => spec
+            .claude
+            .memory
+            .push(load_memory(path, text, tree, diags)),
     }
 }
 
@@ -235,10 +249,14 @@ pub fn load_file(role: Role, path: &str, text: &str, tree: &dyn FileTree, spec: 
 /// Splits `---\n<yaml>\n---\n<body>`; the frontmatter's positions are made file-relative.
 fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Node, String)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let Some(rest) = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")) else {
+    let Some(rest) = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+    else {
         diags.push(
-            Diagnostic::error(path, Pos::new(1, 1), "missing frontmatter")
-                .hint(Some("start the file with a --- line, then name: and description:, then ---".into())),
+            Diagnostic::error(path, Pos::new(1, 1), "missing frontmatter").hint(Some(
+                "start the file with a --- line, then name: and description:, then ---".into(),
+            )),
         );
         return None;
     };
@@ -252,20 +270,37 @@ fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(N
         offset += line.len();
     }
     let Some((fm_end, body_start)) = end else {
-        diags.push(Diagnostic::error(path, Pos::new(1, 1), "frontmatter is not closed by a --- line"));
+        diags.push(Diagnostic::error(
+            path,
+            Pos::new(1, 1),
+            "frontmatter is not closed by a --- line",
+        ));
         return None;
     };
     match yaml::parse_one(&rest[..fm_end]) {
         Ok(mut node) => {
             shift_lines(&mut node, 1);
             if !matches!(node.value, Value::Map(_)) {
-                diags.push(Diagnostic::error(path, node.pos, format!("frontmatter must be a mapping, found {}", node.type_name())));
+                diags.push(Diagnostic::error(
+                    path,
+                    node.pos,
+                    format!("frontmatter must be a mapping, found {}", node.type_name()),
+                ));
                 return None;
             }
-            Some((node, rest[body_start..].trim_start_matches(['\r', '\n']).to_string()))
+            Some((
+                node,
+                rest[body_start..]
+                    .trim_start_matches(['\r', '\n'])
+                    .to_string(),
+            ))
         }
         Err(e) => {
-            diags.push(Diagnostic::error(path, Pos::new(e.pos.line + 1, e.pos.col), format!("invalid YAML: {}", e.message)));
+            diags.push(Diagnostic::error(
+                path,
+                Pos::new(e.pos.line + 1, e.pos.col),
+                format!("invalid YAML: {}", e.message),
+            ));
             None
         }
     }
@@ -304,15 +339,26 @@ impl Fields<'_> {
 
     fn string(&mut self, key: &str, required: bool) -> Option<String> {
         match self.node.get(key) {
-            None | Some(Node { value: Value::Null, .. }) => {
+            None
+            | Some(Node {
+                value: Value::Null, ..
+            }) => {
                 if required {
                     let pos = self.node.pos;
                     self.error(pos, key, "missing required field");
                 }
                 None
             }
-            Some(Node { value: Value::Str(s), .. }) => Some(s.clone()),
-            Some(n @ Node { value: Value::Int(_) | Value::Float(_) | Value::Bool(_), .. }) => Some(n.scalar_text()),
+            Some(Node {
+                value: Value::Str(s),
+                ..
+            }) => Some(s.clone()),
+            Some(
+                n @ Node {
+                    value: Value::Int(_) | Value::Float(_) | Value::Bool(_),
+                    ..
+                },
+            ) => Some(n.scalar_text()),
             Some(n) => {
                 let (pos, found) = (n.pos, n.type_name());
                 self.error(pos, key, format!("expected a string, found {found}"));
@@ -324,7 +370,10 @@ impl Fields<'_> {
     fn number(&mut self, key: &str) -> Option<u32> {
         match self.node.get(key) {
             None => None,
-            Some(Node { value: Value::Int(i), pos }) => match u32::try_from(*i) {
+            Some(Node {
+                value: Value::Int(i),
+                pos,
+            }) => match u32::try_from(*i) {
                 Ok(v) => Some(v),
                 Err(_) => {
                     let pos = *pos;
@@ -343,15 +392,24 @@ impl Fields<'_> {
     /// A list written either as YAML or as Claude Code's comma-separated string.
     fn list(&mut self, key: &str) -> Option<Vec<String>> {
         match self.node.get(key) {
-            None | Some(Node { value: Value::Null, .. }) => None,
-            Some(Node { value: Value::Str(s), .. }) => Some(
+            None
+            | Some(Node {
+                value: Value::Null, ..
+            }) => None,
+            Some(Node {
+                value: Value::Str(s),
+                ..
+            }) => Some(
                 s.split(',')
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
                     .map(String::from)
                     .collect(),
             ),
-            Some(Node { value: Value::Seq(items), .. }) => {
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => {
                 let mut out = Vec::new();
                 for item in items {
                     match item.as_str() {
@@ -366,7 +424,11 @@ impl Fields<'_> {
             }
             Some(n) => {
                 let (pos, found) = (n.pos, n.type_name());
-                self.error(pos, key, format!("expected a comma-separated string or a list, found {found}"));
+                self.error(
+                    pos,
+                    key,
+                    format!("expected a comma-separated string or a list, found {found}"),
+                );
                 None
             }
         }
@@ -435,8 +497,16 @@ pub fn normalize_tools(tools: Vec<String>, warn: &mut dyn FnMut(&str)) -> Vec<St
 
 fn load_agent(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Resource<AgentSpec>> {
     let (node, body) = frontmatter(path, text, diags)?;
-    let stem = path.rsplit('/').next().unwrap_or(path).trim_end_matches(".md");
-    let name_guess = node.get("name").and_then(Node::as_str).unwrap_or(stem).to_string();
+    let stem = path
+        .rsplit('/')
+        .next()
+        .unwrap_or(path)
+        .trim_end_matches(".md");
+    let name_guess = node
+        .get("name")
+        .and_then(Node::as_str)
+        .unwrap_or(stem)
+        .to_string();
     let mut f = Fields {
         path,
         node: &node,
@@ -460,9 +530,13 @@ fn load_agent(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Res
     let tools = tools.unwrap_or_else(|| TOOLS.iter().map(|t| t.to_string()).collect());
     let tools = normalize_tools(tools, &mut |t| {
         diags.push(
-            Diagnostic::warning(path, tools_pos, format!("tool \"{t}\" is not available in Proto yet; ignored"))
-                .resource(format!("Agent/{name}"))
-                .field("tools"),
+            Diagnostic::warning(
+                path,
+                tools_pos,
+                format!("tool \"{t}\" is not available in Proto yet; ignored"),
+            )
+            .resource(format!("Agent/{name}"))
+            .field("tools"),
         );
     });
     let title = title.unwrap_or_else(|| title_case(&name));
@@ -520,7 +594,14 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
         resource: format!("Skill/{folder}"),
         diags,
     };
-    f.warn_unknown(&["name", "description", "allowed-tools", "license", "metadata", "model"]);
+    f.warn_unknown(&[
+        "name",
+        "description",
+        "allowed-tools",
+        "license",
+        "metadata",
+        "model",
+    ]);
     let name = f.string("name", true);
     let description = f.string("description", true);
     let allowed_tools = f.list("allowed-tools").unwrap_or_default();
@@ -528,9 +609,13 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
     if name != folder {
         let pos = node.get("name").map_or(node.pos, |n| n.pos);
         diags.push(
-            Diagnostic::error(path, pos, format!("name \"{name}\" differs from its folder \"{folder}\""))
-                .resource(format!("Skill/{folder}"))
-                .field("name"),
+            Diagnostic::error(
+                path,
+                pos,
+                format!("name \"{name}\" differs from its folder \"{folder}\""),
+            )
+            .resource(format!("Skill/{folder}"))
+            .field("name"),
         );
     }
     let allowed_tools = normalize_tools(allowed_tools, &mut |_| {});
@@ -579,14 +664,18 @@ fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Rule
 /// after parsing, and pointing near the problem beats pointing at line 1.
 fn json_pos(text: &str, key: &str) -> Pos {
     let needle = format!("\"{key}\"");
-    text.find(&needle).map_or(Pos::new(1, 1), |at| pos_at(text, at))
+    text.find(&needle)
+        .map_or(Pos::new(1, 1), |at| pos_at(text, at))
 }
 
 fn pos_at(text: &str, byte: usize) -> Pos {
     let before = &text[..byte];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Pos::new(u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(col).unwrap_or(u32::MAX))
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
 }
 
 fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {
@@ -595,7 +684,10 @@ fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {
         u32::try_from(e.column()).unwrap_or(u32::MAX),
     );
     let message = e.to_string();
-    let message = message.find(" at line ").map_or(message.as_str(), |i| &message[..i]).to_string();
+    let message = message
+        .find(" at line ")
+        .map_or(message.as_str(), |i| &message[..i])
+        .to_string();
     Diagnostic::error(path, pos, message)
 }
 
@@ -641,11 +733,17 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
         for (i, rule) in rules.iter().enumerate() {
             let field = format!("permissions.{list}[{i}]");
             match parse_permission_rule(rule) {
-                Err(message) => diags.push(Diagnostic::error(path, json_pos(text, rule), message).field(field)),
+                Err(message) => {
+                    diags.push(Diagnostic::error(path, json_pos(text, rule), message).field(field))
+                }
                 Ok((tool, _)) if !is_known_tool(tool) => diags.push(
-                    Diagnostic::error(path, json_pos(text, rule), format!("unknown tool \"{tool}\""))
-                        .field(field)
-                        .hint(did_you_mean(tool, TOOLS)),
+                    Diagnostic::error(
+                        path,
+                        json_pos(text, rule),
+                        format!("unknown tool \"{tool}\""),
+                    )
+                    .field(field)
+                    .hint(did_you_mean(tool, TOOLS)),
                 ),
                 Ok(_) => {}
             }
@@ -654,30 +752,48 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
     for (event, matchers) in &settings.hooks {
         if !HOOK_EVENTS.contains(&event.as_str()) {
             diags.push(
-                Diagnostic::error(path, json_pos(text, event), format!("unknown hook event \"{event}\""))
-                    .field(format!("hooks.{event}"))
-                    .hint(did_you_mean(event, HOOK_EVENTS)),
+                Diagnostic::error(
+                    path,
+                    json_pos(text, event),
+                    format!("unknown hook event \"{event}\""),
+                )
+                .field(format!("hooks.{event}"))
+                .hint(did_you_mean(event, HOOK_EVENTS)),
             );
         }
         for (i, matcher) in matchers.iter().enumerate() {
             for (j, hook) in matcher.hooks.iter().enumerate() {
                 let field = format!("hooks.{event}[{i}].hooks[{j}]");
                 let ok = match hook.kind.as_str() {
-                    "command" => hook.command.as_deref().is_some_and(|c| !c.trim().is_empty()),
+                    "command" => hook
+                        .command
+                        .as_deref()
+                        .is_some_and(|c| !c.trim().is_empty()),
                     "prompt" => hook.prompt.is_some(),
                     _ => {
                         diags.push(
-                            Diagnostic::error(path, json_pos(text, &hook.kind), format!("unknown hook type \"{}\"", hook.kind))
-                                .field(format!("{field}.type"))
-                                .hint(Some("expected \"command\" or \"prompt\"".into())),
+                            Diagnostic::error(
+                                path,
+                                json_pos(text, &hook.kind),
+                                format!("unknown hook type \"{}\"", hook.kind),
+                            )
+                            .field(format!("{field}.type"))
+                            .hint(Some("expected \"command\" or \"prompt\"".into())),
                         );
                         true
                     }
                 };
                 if !ok {
                     diags.push(
-                        Diagnostic::error(path, json_pos(text, event), format!("a \"{}\" hook needs a non-empty \"{}\"", hook.kind, hook.kind))
-                            .field(field),
+                        Diagnostic::error(
+                            path,
+                            json_pos(text, event),
+                            format!(
+                                "a \"{}\" hook needs a non-empty \"{}\"",
+                                hook.kind, hook.kind
+                            ),
+                        )
+                        .field(field),
                     );
                 }
             }
@@ -728,10 +844,12 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
                 args: entry.args,
                 env: entry.env,
             },
-            (None | Some("http") | Some("sse") | Some("streamable-http"), None, Some(url)) => McpTransport::Http {
-                url,
-                headers: entry.headers,
-            },
+            (None | Some("http") | Some("sse") | Some("streamable-http"), None, Some(url)) => {
+                McpTransport::Http {
+                    url,
+                    headers: entry.headers,
+                }
+            }
             (Some(kind), _, _) if !["stdio", "http", "sse", "streamable-http"].contains(&kind) => {
                 diags.push(
                     Diagnostic::error(path, pos, format!("unknown transport type \"{kind}\""))
@@ -742,12 +860,20 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
             }
             _ => {
                 diags.push(
-                    Diagnostic::error(path, pos, "exactly one of \"command\" (stdio) or \"url\" (http) is required").field(field),
+                    Diagnostic::error(
+                        path,
+                        pos,
+                        "exactly one of \"command\" (stdio) or \"url\" (http) is required",
+                    )
+                    .field(field),
                 );
                 continue;
             }
         };
-        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             diags.push(
                 Diagnostic::error(path, pos, "server names may hold only letters, digits, - and _ (tools are named mcp__<server>__<tool>)")
                     .field(field),
@@ -837,7 +963,15 @@ fn load_memory(path: &str, text: &str, tree: &dyn FileTree, diags: &mut Vec<Diag
     let mut imports = Vec::new();
     let mut expanded = text.to_string();
     let mut chain = vec![path.to_string()];
-    expand(path, text, tree, &mut chain, &mut imports, &mut expanded, diags);
+    expand(
+        path,
+        text,
+        tree,
+        &mut chain,
+        &mut imports,
+        &mut expanded,
+        diags,
+    );
     Memory {
         file: path.to_string(),
         text: text.to_string(),
@@ -863,7 +997,12 @@ fn expand(
             let mut cycle = chain.clone();
             cycle.push(resolved);
             diags.push(
-                Diagnostic::warning(file, pos, format!("import loop {}; not followed", cycle.join(" -> "))).field(format!("@{target}")),
+                Diagnostic::warning(
+                    file,
+                    pos,
+                    format!("import loop {}; not followed", cycle.join(" -> ")),
+                )
+                .field(format!("@{target}")),
             );
             continue;
         }
@@ -873,8 +1012,12 @@ fn expand(
         }
         if chain.len() > MAX_IMPORT_HOPS {
             diags.push(
-                Diagnostic::warning(file, pos, format!("imports nest deeper than {MAX_IMPORT_HOPS} hops; not followed"))
-                    .field(format!("@{target}")),
+                Diagnostic::warning(
+                    file,
+                    pos,
+                    format!("imports nest deeper than {MAX_IMPORT_HOPS} hops; not followed"),
+                )
+                .field(format!("@{target}")),
             );
             continue;
         }
@@ -899,7 +1042,8 @@ mod tests {
 
     #[test]
     fn imports_skip_code_and_addresses() {
-        let text = "See @docs/a.md and mail me@example.com.\n`@not/this` @b.md\n```\n@c.md\n```\n@d.md\n";
+        let text =
+            "See @docs/a.md and mail me@example.com.\n`@not/this` @b.md\n```\n@c.md\n```\n@d.md\n";
         let found: Vec<String> = find_imports(text).into_iter().map(|(_, t)| t).collect();
         assert_eq!(found, vec!["docs/a.md", "b.md", "d.md"]);
     }
@@ -908,12 +1052,18 @@ mod tests {
     fn relative_resolution_stays_inside_the_tree() {
         assert_eq!(resolve("a/CLAUDE.md", "../b.md").as_deref(), Some("b.md"));
         assert_eq!(resolve("CLAUDE.md", "../b.md"), None);
-        assert_eq!(resolve("x/CLAUDE.md", "./y/z.md").as_deref(), Some("x/y/z.md"));
+        assert_eq!(
+            resolve("x/CLAUDE.md", "./y/z.md").as_deref(),
+            Some("x/y/z.md")
+        );
     }
 
     #[test]
     fn permission_rules_parse() {
-        assert_eq!(parse_permission_rule("Bash(git push *)"), Ok(("Bash", Some("git push *"))));
+        assert_eq!(
+            parse_permission_rule("Bash(git push *)"),
+            Ok(("Bash", Some("git push *")))
+        );
         assert_eq!(parse_permission_rule("Read"), Ok(("Read", None)));
         assert!(parse_permission_rule("Bash(git").is_err());
     }

@@ -115,7 +115,10 @@ pub fn display_path(path: &Path) -> String {
 }
 
 /// `did you mean "x"?` for the closest candidate within a small edit distance.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (word.chars().count() / 3).clamp(1, 3);
     candidates
         .into_iter()

@@ -9,6 +9,10 @@
 //! optional fields here and enforced by `validate`, which gives a clearer message than an
 //! untagged enum's "data did not match any variant".
 
+// kube's `printcolumn(...)` attributes repeat `type_ = "string"`, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
@@ -39,9 +43,22 @@ pub const API_VERSION: &str = "proto.dev/v1alpha1";
     doc = "A company declared for Proto: mission, CEO, model policy, budgets, approvals and writeback.",
     printcolumn(name = "CEO", type_ = "string", json_path = ".spec.ceo"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Revision", type_ = "string", json_path = ".status.observedRevision", priority = "1"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.observedRevision",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CompanySpec {
@@ -217,8 +234,16 @@ pub struct Author {
     doc = "A product: what it is, its lead agent, its code repository and the computers it may use.",
     printcolumn(name = "Lead", type_ = "string", json_path = ".spec.lead"),
     printcolumn(name = "Repo", type_ = "string", json_path = ".spec.repo.url"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProductSpec {
@@ -269,8 +294,16 @@ pub struct ComputerSelector {
     category = "proto",
     doc = "A computer work runs on: this host, an SSH host, a Kubernetes pod, or a desktop.",
     printcolumn(name = "Capacity", type_ = "integer", json_path = ".spec.capacity"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComputerSpec {
@@ -325,7 +358,9 @@ pub struct KubernetesConnection {
 }
 
 /// What a computer can do.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Capability {
     Shell,
@@ -352,7 +387,11 @@ pub enum Capability {
     printcolumn(name = "Department", type_ = "string", json_path = ".spec.department"),
     printcolumn(name = "Reports-To", type_ = "string", json_path = ".spec.reportsTo"),
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentSpec {
@@ -401,9 +440,21 @@ pub struct AgentSpec {
     printcolumn(name = "Product", type_ = "string", json_path = ".spec.product"),
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
     printcolumn(name = "Priority", type_ = "string", json_path = ".spec.priority"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GoalSpec {
@@ -431,7 +482,18 @@ pub struct GoalSpec {
 
 /// How urgent a goal is. Work is dispatched critical first.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {

@@ -27,11 +27,18 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
     let files = match tree.files() {
         Ok(files) => files,
         Err(e) => {
-            diags.push(Diagnostic::error(tree.label(), Pos::default(), e.to_string()));
+            diags.push(Diagnostic::error(
+                tree.label(),
+                Pos::default(),
+                e.to_string(),
+            ));
             return (spec, diags);
         }
     };
-    let schemas: Vec<(Kind, serde_json::Value)> = Kind::ALL.iter().map(|k| (*k, document_schema(*k))).collect();
+    let schemas: Vec<(Kind, serde_json::Value)> = Kind::ALL
+        .iter()
+        .map(|k| (*k, document_schema(*k)))
+        .collect();
     for path in &files {
         let role = claude::role_of(path);
         let is_yaml = path.ends_with(".yaml") || path.ends_with(".yml");
@@ -58,7 +65,11 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
 }
 
 /// Reads a file as UTF-8, refusing oversized ones before reading them.
-pub(super) fn read_text(tree: &dyn FileTree, path: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+pub(super) fn read_text(
+    tree: &dyn FileTree,
+    path: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<String> {
     let fail = |diags: &mut Vec<Diagnostic>, message: String| {
         diags.push(Diagnostic::error(path, Pos::default(), message));
         None
@@ -76,7 +87,13 @@ pub(super) fn read_text(tree: &dyn FileTree, path: &str, diags: &mut Vec<Diagnos
     match tree.read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Some(text),
-            Err(e) => fail(diags, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to())),
+            Err(e) => fail(
+                diags,
+                format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            ),
         },
         Err(e) => fail(diags, e.to_string()),
     }
@@ -92,7 +109,11 @@ fn load_yaml(
     let docs = match yaml::parse_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
-            diags.push(Diagnostic::error(path, e.pos, format!("invalid YAML: {}", e.message)));
+            diags.push(Diagnostic::error(
+                path,
+                e.pos,
+                format!("invalid YAML: {}", e.message),
+            ));
             return;
         }
     };
@@ -114,7 +135,11 @@ fn load_document(
         // Not a declaration (a CI config, a values file): not ours to judge.
         return;
     }
-    let name = doc.at("metadata.name").and_then(Node::as_str).unwrap_or("?").to_string();
+    let name = doc
+        .at("metadata.name")
+        .and_then(Node::as_str)
+        .unwrap_or("?")
+        .to_string();
     let Some(kind_node) = kind_node else {
         diags.push(Diagnostic::error(path, doc.pos, "missing required field").field("kind"));
         return;
@@ -125,8 +150,9 @@ fn load_document(
             Diagnostic::error(path, kind_node.pos, format!("unknown kind \"{kind_text}\""))
                 .field("kind")
                 .hint(
-                    did_you_mean(&kind_text, Kind::ALL.iter().map(|k| k.as_str()))
-                        .or_else(|| Some("expected Company, Product, Computer, Agent or Goal".into())),
+                    did_you_mean(&kind_text, Kind::ALL.iter().map(|k| k.as_str())).or_else(|| {
+                        Some("expected Company, Product, Computer, Agent or Goal".into())
+                    }),
                 ),
         );
         return;
@@ -144,10 +170,14 @@ fn load_document(
         }
         Some(v) if v.as_str() != Some(API_VERSION) => {
             diags.push(
-                Diagnostic::error(path, v.pos, format!("unknown apiVersion \"{}\"", v.scalar_text()))
-                    .resource(&resource)
-                    .field("apiVersion")
-                    .hint(Some(format!("expected {API_VERSION}"))),
+                Diagnostic::error(
+                    path,
+                    v.pos,
+                    format!("unknown apiVersion \"{}\"", v.scalar_text()),
+                )
+                .resource(&resource)
+                .field("apiVersion")
+                .hint(Some(format!("expected {API_VERSION}"))),
             );
             return;
         }
@@ -169,9 +199,30 @@ fn load_document(
         return;
     }
     match kind {
-        Kind::Company => push(Kind::Company, path, doc, &resource, &mut spec.companies, diags),
-        Kind::Product => push(Kind::Product, path, doc, &resource, &mut spec.products, diags),
-        Kind::Computer => push(Kind::Computer, path, doc, &resource, &mut spec.computers, diags),
+        Kind::Company => push(
+            Kind::Company,
+            path,
+            doc,
+            &resource,
+            &mut spec.companies,
+            diags,
+        ),
+        Kind::Product => push(
+            Kind::Product,
+            path,
+            doc,
+            &resource,
+            &mut spec.products,
+            diags,
+        ),
+        Kind::Computer => push(
+            Kind::Computer,
+            path,
+            doc,
+            &resource,
+            &mut spec.computers,
+            diags,
+        ),
         Kind::Agent => push(Kind::Agent, path, doc, &resource, &mut spec.agents, diags),
         Kind::Goal => push(Kind::Goal, path, doc, &resource, &mut spec.goals, diags),
     }

@@ -24,7 +24,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Company, Kind::Product, Kind::Computer, Kind::Agent, Kind::Goal];
+    pub const ALL: [Kind; 5] = [
+        Kind::Company,
+        Kind::Product,
+        Kind::Computer,
+        Kind::Agent,
+        Kind::Goal,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,9 +46,9 @@ impl Kind {
     pub fn parse(name: &str) -> Option<Kind> {
         let lower = name.to_ascii_lowercase();
         let singular = lower.strip_suffix('s').unwrap_or(&lower);
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str().to_ascii_lowercase() == lower || k.as_str().to_ascii_lowercase() == singular)
+        Kind::ALL.into_iter().find(|k| {
+            k.as_str().to_ascii_lowercase() == lower || k.as_str().to_ascii_lowercase() == singular
+        })
     }
 
     /// The file name of the kind's editor schema under `crds/schema/`.
@@ -88,7 +94,10 @@ pub fn document_schema(kind: Kind) -> Json {
     if let Some(obj) = schema.as_object_mut() {
         obj.insert(
             "$id".into(),
-            json!(format!("https://proto.dev/schema/v1alpha1/{}", kind.schema_file())),
+            json!(format!(
+                "https://proto.dev/schema/v1alpha1/{}",
+                kind.schema_file()
+            )),
         );
         obj.insert("title".into(), json!(kind.as_str()));
         if let Some(props) = obj.get_mut("properties").and_then(Json::as_object_mut) {
@@ -100,7 +109,9 @@ pub fn document_schema(kind: Kind) -> Json {
 }
 
 /// The CustomResourceDefinition of a kind.
-pub fn crd(kind: Kind) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd(
+    kind: Kind,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     match kind {
         Kind::Company => Company::crd(),
         Kind::Product => Product::crd(),

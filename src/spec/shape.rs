@@ -24,7 +24,7 @@ pub struct ShapeError {
 pub fn check(node: &Node, schema: &Json) -> Vec<ShapeError> {
     let mut errors = Vec::new();
     let walker = Walker { root: schema };
-    walker.walk(node, schema, "", &mut errors);
+    walker.walk(node, schema, "", node.pos, &mut errors);
     errors
 }
 
@@ -61,14 +61,23 @@ impl<'a> Walker<'a> {
         schema
     }
 
-    fn walk(&self, node: &Node, schema: &'a Json, path: &str, errors: &mut Vec<ShapeError>) {
+    /// `anchor` is where the node was introduced (its key), the place to point at when a field
+    /// of it is missing.
+    fn walk(
+        &self,
+        node: &Node,
+        schema: &'a Json,
+        path: &str,
+        anchor: Pos,
+        errors: &mut Vec<ShapeError>,
+    ) {
         let schema = self.resolve(schema);
         if let Some(branches) = schema
             .get("anyOf")
             .or_else(|| schema.get("oneOf"))
             .and_then(Json::as_array)
         {
-            self.walk_alternatives(node, branches, path, errors);
+            self.walk_alternatives(node, branches, path, anchor, errors);
             return;
         }
         if let Some(expected) = schema.get("const") {
@@ -111,7 +120,10 @@ impl<'a> Walker<'a> {
                 errors.push(ShapeError {
                     pos: node.pos,
                     path: path.into(),
-                    message: format!("unknown value \"{text}\"; expected one of {}", names.join(", ")),
+                    message: format!(
+                        "unknown value \"{text}\"; expected one of {}",
+                        names.join(", ")
+                    ),
                     hint: did_you_mean(&text, names.iter().copied()),
                 });
             }
@@ -119,11 +131,11 @@ impl<'a> Walker<'a> {
         }
         match &node.value {
             Value::Int(i) => self.check_integer(*i, node.pos, schema, path, errors),
-            Value::Map(entries) => self.walk_object(node, entries, schema, path, errors),
+            Value::Map(entries) => self.walk_object(node, entries, schema, path, anchor, errors),
             Value::Seq(items) => {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.walk(item, item_schema, &format!("{path}[{i}]"), errors);
+                        self.walk(item, item_schema, &format!("{path}[{i}]"), item.pos, errors);
                     }
                 }
             }
@@ -131,7 +143,14 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn check_integer(&self, value: i64, pos: Pos, schema: &Json, path: &str, errors: &mut Vec<ShapeError>) {
+    fn check_integer(
+        &self,
+        value: i64,
+        pos: Pos,
+        schema: &Json,
+        path: &str,
+        errors: &mut Vec<ShapeError>,
+    ) {
         let min = schema.get("minimum").and_then(Json::as_f64);
         let max = schema.get("maximum").and_then(Json::as_f64).or_else(|| {
             match schema.get("format").and_then(Json::as_str) {
@@ -164,30 +183,42 @@ impl<'a> Walker<'a> {
         entries: &[(Node, Node)],
         schema: &'a Json,
         path: &str,
+        anchor: Pos,
         errors: &mut Vec<ShapeError>,
     ) {
         let empty = Map::new();
-        let properties = schema.get("properties").and_then(Json::as_object).unwrap_or(&empty);
+        let properties = schema
+            .get("properties")
+            .and_then(Json::as_object)
+            .unwrap_or(&empty);
         let additional = schema.get("additionalProperties");
         for (key, value) in entries {
             let name = key.scalar_text();
             let field_path = join(path, &name);
             if let Some(prop) = properties.get(&name) {
-                self.walk(value, prop, &field_path, errors);
+                self.walk(value, prop, &field_path, key.pos, errors);
             } else {
                 match additional {
                     Some(Json::Bool(false)) => errors.push(ShapeError {
                         pos: key.pos,
                         path: field_path,
                         message: "unknown field".into(),
-                        hint: did_you_mean(&name, properties.keys().map(String::as_str)).or_else(|| {
-                            Some(format!(
-                                "expected one of {}",
-                                properties.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
-                            ))
-                        }),
+                        hint: did_you_mean(&name, properties.keys().map(String::as_str)).or_else(
+                            || {
+                                Some(format!(
+                                    "expected one of {}",
+                                    properties
+                                        .keys()
+                                        .map(String::as_str)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ))
+                            },
+                        ),
                     }),
-                    Some(extra @ Json::Object(_)) => self.walk(value, extra, &field_path, errors),
+                    Some(extra @ Json::Object(_)) => {
+                        self.walk(value, extra, &field_path, key.pos, errors)
+                    }
                     _ => {}
                 }
             }
@@ -196,7 +227,7 @@ impl<'a> Walker<'a> {
             for field in required.iter().filter_map(Json::as_str) {
                 if node.get(field).is_none() {
                     errors.push(ShapeError {
-                        pos: node.pos,
+                        pos: anchor,
                         path: join(path, field),
                         message: "missing required field".into(),
                         hint: None,
@@ -206,21 +237,32 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn walk_alternatives(&self, node: &Node, branches: &'a [Json], path: &str, errors: &mut Vec<ShapeError>) {
+    fn walk_alternatives(
+        &self,
+        node: &Node,
+        branches: &'a [Json],
+        path: &str,
+        anchor: Pos,
+        errors: &mut Vec<ShapeError>,
+    ) {
         let mut best: Option<Vec<ShapeError>> = None;
         for branch in branches {
             let mut attempt = Vec::new();
-            self.walk(node, branch, path, &mut attempt);
+            self.walk(node, branch, path, anchor, &mut attempt);
             if attempt.is_empty() {
                 return;
             }
             // Prefer the branch whose type matched (its errors are about fields, not types).
-            let type_mismatch = attempt.len() == 1 && attempt[0].path == path && attempt[0].message.starts_with("expected ");
+            let type_mismatch = attempt.len() == 1
+                && attempt[0].path == path
+                && attempt[0].message.starts_with("expected ");
             let better = match &best {
                 None => true,
                 Some(b) => {
-                    let b_mismatch = b.len() == 1 && b[0].path == path && b[0].message.starts_with("expected ");
-                    (b_mismatch && !type_mismatch) || (b_mismatch == type_mismatch && attempt.len() < b.len())
+                    let b_mismatch =
+                        b.len() == 1 && b[0].path == path && b[0].message.starts_with("expected ");
+                    (b_mismatch && !type_mismatch)
+                        || (b_mismatch == type_mismatch && attempt.len() < b.len())
                 }
             };
             if better {
@@ -318,7 +360,12 @@ mod tests {
         let errors = check(&node, &schema());
         let rendered: Vec<String> = errors
             .iter()
-            .map(|e| format!("{}:{} {}: {} {:?}", e.pos.line, e.pos.col, e.path, e.message, e.hint))
+            .map(|e| {
+                format!(
+                    "{}:{} {}: {} {:?}",
+                    e.pos.line, e.pos.col, e.path, e.message, e.hint
+                )
+            })
             .collect();
         assert_eq!(
             rendered,

@@ -148,7 +148,10 @@ impl FileTree for MemTree {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
-        self.files.get(path).cloned().ok_or_else(|| TreeError::NotFound(path.into()))
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| TreeError::NotFound(path.into()))
     }
 
     fn label(&self) -> String {

@@ -29,7 +29,8 @@ pub fn is_dns_label(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -60,7 +61,14 @@ impl<'a> Validator<'a> {
     }
 
     /// A reference from `res.field` to a resource of `kind` named `target`.
-    fn reference<S>(&mut self, res: &Resource<S>, field: &str, kind: &str, target: &str, names: &Names) {
+    fn reference<S>(
+        &mut self,
+        res: &Resource<S>,
+        field: &str,
+        kind: &str,
+        target: &str,
+        names: &Names,
+    ) {
         if !names.has(target) {
             self.push(
                 res.error(field, format!("{kind} \"{target}\" is not declared"))
@@ -83,7 +91,11 @@ impl<'a> Validator<'a> {
         for res in resources {
             let name = res.name();
             if !is_dns_label(name) {
-                let field = if res.origin.flat { "name" } else { "metadata.name" };
+                let field = if res.origin.flat {
+                    "name"
+                } else {
+                    "metadata.name"
+                };
                 self.push(
                     Diagnostic::error(res.origin.file.clone(), res.origin.node.pos_of(field), format!(
                         "invalid name \"{name}\": use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
@@ -93,7 +105,11 @@ impl<'a> Validator<'a> {
                 );
             }
             if let Some(first) = seen.get(name) {
-                let field = if res.origin.flat { "name" } else { "metadata.name" };
+                let field = if res.origin.flat {
+                    "name"
+                } else {
+                    "metadata.name"
+                };
                 self.push(
                     Diagnostic::error(
                         res.origin.file.clone(),
@@ -116,8 +132,12 @@ impl<'a> Validator<'a> {
         let s = self.spec;
         match s.companies.as_slice() {
             [] => self.push(
-                Diagnostic::error(s.source.clone(), Pos::default(), "no Company declared; exactly one is required")
-                    .hint(Some("add a company.yaml with kind: Company".into())),
+                Diagnostic::error(
+                    s.source.clone(),
+                    Pos::default(),
+                    "no Company declared; exactly one is required",
+                )
+                .hint(Some("add a company.yaml with kind: Company".into())),
             ),
             [first, rest @ ..] => {
                 for extra in rest {
@@ -137,10 +157,10 @@ impl<'a> Validator<'a> {
         let agents = Names::of(&s.agents);
         for company in &s.companies {
             self.reference(company, "spec.ceo", "Agent", &company.spec.ceo, &agents);
-            if let Some(approvals) = &company.spec.approvals {
-                if let Some(timeout) = &approvals.timeout {
-                    self.duration(company, "spec.approvals.timeout", timeout);
-                }
+            if let Some(approvals) = &company.spec.approvals
+                && let Some(timeout) = &approvals.timeout
+            {
+                self.duration(company, "spec.approvals.timeout", timeout);
             }
             if let Some(models) = &company.spec.models {
                 for (i, p) in models.providers.iter().enumerate() {
@@ -150,13 +170,13 @@ impl<'a> Validator<'a> {
                             "a replay provider needs the file of recorded exchanges",
                         ));
                     }
-                    if let Some(url) = &p.base_url {
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            self.push(company.error(
-                                &format!("spec.models.providers[{i}].baseUrl"),
-                                format!("\"{url}\" is not an http:// or https:// URL"),
-                            ));
-                        }
+                    if let Some(url) = &p.base_url
+                        && !(url.starts_with("http://") || url.starts_with("https://"))
+                    {
+                        self.push(company.error(
+                            &format!("spec.models.providers[{i}].baseUrl"),
+                            format!("\"{url}\" is not an http:// or https:// URL"),
+                        ));
                     }
                 }
             }
@@ -179,19 +199,30 @@ impl<'a> Validator<'a> {
                 )),
                 (None, Some(names)) => {
                     for (i, name) in names.iter().enumerate() {
-                        self.reference(product, &format!("spec.computers.names[{i}]"), "Computer", name, &computers);
+                        self.reference(
+                            product,
+                            &format!("spec.computers.names[{i}]"),
+                            "Computer",
+                            name,
+                            &computers,
+                        );
                     }
                 }
                 (Some(labels), None) => {
-                    let matches = s
-                        .computers
-                        .iter()
-                        .any(|c| labels.iter().all(|(k, v)| c.metadata.labels.get(k) == Some(v)));
+                    let matches = s.computers.iter().any(|c| {
+                        labels
+                            .iter()
+                            .all(|(k, v)| c.metadata.labels.get(k) == Some(v))
+                    });
                     if !matches {
-                        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let wanted: Vec<String> =
+                            labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                         self.push(product.error(
                             "spec.computers.matchLabels",
-                            format!("selects no computer: none is labelled {}", wanted.join(", ")),
+                            format!(
+                                "selects no computer: none is labelled {}",
+                                wanted.join(", ")
+                            ),
                         ));
                     }
                 }
@@ -204,7 +235,11 @@ impl<'a> Validator<'a> {
         for computer in &self.spec.computers {
             let kinds = computer.spec.connection_kinds();
             if kinds.len() != 1 {
-                let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") };
+                let found = if kinds.is_empty() {
+                    "none".to_string()
+                } else {
+                    kinds.join(", ")
+                };
                 self.push(computer.error(
                     "spec",
                     format!("exactly one of local, ssh, kubernetes is required; found {found}"),
@@ -220,7 +255,12 @@ impl<'a> Validator<'a> {
         let s = self.spec;
         let agents = Names::of(&s.agents);
         let skills: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.name.as_str()).collect();
-        let mcp: BTreeSet<&str> = s.claude.mcp_servers.iter().map(|m| m.name.as_str()).collect();
+        let mcp: BTreeSet<&str> = s
+            .claude
+            .mcp_servers
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
         let ceo = s.company().map(|c| c.spec.ceo.as_str());
         for agent in &s.agents {
             match (&agent.spec.reports_to, ceo) {
@@ -233,7 +273,10 @@ impl<'a> Validator<'a> {
                 }
                 (None, Some(ceo)) if agent.name() != ceo && !agent.origin.flat => self.push(
                     agent
-                        .error("spec.reportsTo", "missing; every agent but the CEO reports to someone")
+                        .error(
+                            "spec.reportsTo",
+                            "missing; every agent but the CEO reports to someone",
+                        )
                         .hint(Some(format!("add reportsTo: {ceo}"))),
                 ),
                 _ => {}
@@ -242,7 +285,10 @@ impl<'a> Validator<'a> {
                 if !skills.contains(skill.as_str()) {
                     self.push(
                         agent
-                            .error(&format!("spec.skills[{i}]"), format!("skill \"{skill}\" is not in .claude/skills/"))
+                            .error(
+                                &format!("spec.skills[{i}]"),
+                                format!("skill \"{skill}\" is not in .claude/skills/"),
+                            )
                             .hint(did_you_mean(skill, skills.iter().copied())),
                     );
                 }
@@ -254,7 +300,10 @@ impl<'a> Validator<'a> {
                     if !mcp.contains(server) {
                         self.push(
                             agent
-                                .error(&field, format!("MCP server \"{server}\" is not in .mcp.json"))
+                                .error(
+                                    &field,
+                                    format!("MCP server \"{server}\" is not in .mcp.json"),
+                                )
                                 .hint(did_you_mean(server, mcp.iter().copied())),
                         );
                     }
@@ -262,7 +311,10 @@ impl<'a> Validator<'a> {
                     self.push(
                         agent
                             .error(&field, format!("unknown tool \"{tool}\""))
-                            .hint(did_you_mean(tool, TOOLS).or_else(|| Some(format!("tools are {}", TOOLS.join(", "))))),
+                            .hint(
+                                did_you_mean(tool, TOOLS)
+                                    .or_else(|| Some(format!("tools are {}", TOOLS.join(", ")))),
+                            ),
                     );
                 }
             }
@@ -270,11 +322,19 @@ impl<'a> Validator<'a> {
         let edges: BTreeMap<&str, Vec<&str>> = s
             .agents
             .iter()
-            .map(|a| (a.name(), a.spec.reports_to.iter().map(String::as_str).collect()))
+            .map(|a| {
+                (
+                    a.name(),
+                    a.spec.reports_to.iter().map(String::as_str).collect(),
+                )
+            })
             .collect();
         for cycle in cycles(&edges) {
             if let Some(agent) = s.agent(cycle[0]) {
-                self.push(agent.error("spec.reportsTo", format!("reporting cycle {}", cycle.join(" -> "))));
+                self.push(agent.error(
+                    "spec.reportsTo",
+                    format!("reporting cycle {}", cycle.join(" -> ")),
+                ));
             }
         }
     }
@@ -290,14 +350,21 @@ impl<'a> Validator<'a> {
             self.reference(goal, "spec.owner", "Agent", &g.owner, &agents);
             for (i, dep) in g.depends_on.iter().enumerate() {
                 if dep == goal.name() {
-                    self.push(goal.error(&format!("spec.dependsOn[{i}]"), "a goal cannot depend on itself"));
+                    self.push(goal.error(
+                        &format!("spec.dependsOn[{i}]"),
+                        "a goal cannot depend on itself",
+                    ));
                 } else {
                     self.reference(goal, &format!("spec.dependsOn[{i}]"), "Goal", dep, &goals);
                 }
             }
             let kinds = g.check.kinds();
             if kinds.len() != 1 {
-                let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") };
+                let found = if kinds.is_empty() {
+                    "none".to_string()
+                } else {
+                    kinds.join(", ")
+                };
                 self.push(goal.error(
                     "spec.check",
                     format!("exactly one of command, http, file, judge is required; found {found}"),
@@ -313,12 +380,18 @@ impl<'a> Validator<'a> {
             }
             if let Some(h) = &g.check.http {
                 if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-                    self.push(goal.error("spec.check.http.url", format!("\"{}\" is not an http:// or https:// URL", h.url)));
+                    self.push(goal.error(
+                        "spec.check.http.url",
+                        format!("\"{}\" is not an http:// or https:// URL", h.url),
+                    ));
                 }
-                if let Some(status) = h.status {
-                    if !(100..=599).contains(&status) {
-                        self.push(goal.error("spec.check.http.status", format!("{status} is not an HTTP status (100..=599)")));
-                    }
+                if let Some(status) = h.status
+                    && !(100..=599).contains(&status)
+                {
+                    self.push(goal.error(
+                        "spec.check.http.status",
+                        format!("{status} is not an HTTP status (100..=599)"),
+                    ));
                 }
                 if let Some(re) = &h.body_matches {
                     self.regex(goal, "spec.check.http.bodyMatches", re);
@@ -337,8 +410,17 @@ impl<'a> Validator<'a> {
                 let field = format!("spec.playbook[{i}]");
                 let kinds = step.kinds();
                 if kinds.len() != 1 {
-                    let found = if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") };
-                    self.push(goal.error(&field, format!("exactly one of run, write, edit, commit is required; found {found}")));
+                    let found = if kinds.is_empty() {
+                        "none".to_string()
+                    } else {
+                        kinds.join(", ")
+                    };
+                    self.push(goal.error(
+                        &field,
+                        format!(
+                            "exactly one of run, write, edit, commit is required; found {found}"
+                        ),
+                    ));
                 }
                 if let Some(w) = &step.write {
                     self.workspace_path(goal, &format!("{field}.write.path"), &w.path);
@@ -346,14 +428,19 @@ impl<'a> Validator<'a> {
                 if let Some(e) = &step.edit {
                     self.workspace_path(goal, &format!("{field}.edit.path"), &e.path);
                     if e.old.is_empty() {
-                        self.push(goal.error(&format!("{field}.edit.old"), "the text to replace is empty"));
+                        self.push(
+                            goal.error(
+                                &format!("{field}.edit.old"),
+                                "the text to replace is empty",
+                            ),
+                        );
                     }
                 }
             }
-            if let Some(schedule) = &g.schedule {
-                if let Err(message) = check_cron(schedule) {
-                    self.push(goal.error("spec.schedule", message));
-                }
+            if let Some(schedule) = &g.schedule
+                && let Err(message) = check_cron(schedule)
+            {
+                self.push(goal.error("spec.schedule", message));
             }
             if let Some(budget) = &g.budget {
                 if budget.attempts == Some(0) {
@@ -367,11 +454,19 @@ impl<'a> Validator<'a> {
         let edges: BTreeMap<&str, Vec<&str>> = s
             .goals
             .iter()
-            .map(|g| (g.name(), g.spec.depends_on.iter().map(String::as_str).collect()))
+            .map(|g| {
+                (
+                    g.name(),
+                    g.spec.depends_on.iter().map(String::as_str).collect(),
+                )
+            })
             .collect();
         for cycle in cycles(&edges) {
             if let Some(goal) = s.goal(cycle[0]) {
-                self.push(goal.error("spec.dependsOn", format!("dependency cycle {}", cycle.join(" -> "))));
+                self.push(goal.error(
+                    "spec.dependsOn",
+                    format!("dependency cycle {}", cycle.join(" -> ")),
+                ));
             }
         }
     }
@@ -392,7 +487,11 @@ impl<'a> Validator<'a> {
 
     /// Paths a check or playbook touches must stay inside the task's workspace.
     fn workspace_path<S>(&mut self, res: &Resource<S>, field: &str, path: &str) {
-        if path.is_empty() || path.starts_with('/') || path.starts_with('~') || path.split('/').any(|p| p == "..") {
+        if path.is_empty()
+            || path.starts_with('/')
+            || path.starts_with('~')
+            || path.split('/').any(|p| p == "..")
+        {
             self.push(res.error(
                 field,
                 format!("\"{path}\" must be a relative path inside the workspace (no leading /, ~ or ..)"),
@@ -449,7 +548,11 @@ pub fn cycles<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> 
                     Some(Mark::Active) => {
                         if let Some(at) = path.iter().position(|p| *p == t) {
                             let mut cycle: Vec<&str> = path[at..].to_vec();
-                            let min = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(i, _)| i);
+                            let min = cycle
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, n)| **n)
+                                .map_or(0, |(i, _)| i);
                             cycle.rotate_left(min);
                             cycle.push(cycle[0]);
                             found.insert(cycle);
@@ -483,7 +586,12 @@ mod tests {
 
     #[test]
     fn finds_each_cycle_once() {
-        let edges = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]);
+        let edges = BTreeMap::from([
+            ("a", vec!["b"]),
+            ("b", vec!["c"]),
+            ("c", vec!["a"]),
+            ("d", vec!["a"]),
+        ]);
         assert_eq!(cycles(&edges), vec![vec!["a", "b", "c", "a"]]);
         let none = BTreeMap::from([("a", vec!["b"]), ("b", vec![])]);
         assert!(cycles(&none).is_empty());

@@ -12,7 +12,7 @@ use super::diag::Pos;
 /// Inputs larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 /// Deeper nesting than this is refused (declarations are a handful of levels deep).
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 32;
 /// Alias expansions beyond this many events are refused (a "billion laughs" guard).
 pub const MAX_ALIAS_EVENTS: usize = 100_000;
 
@@ -221,7 +221,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
 }
 
 fn pos_from(line: u64, col: u64) -> Pos {
-    Pos::new(u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(col).unwrap_or(u32::MAX))
+    Pos::new(
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
 }
 
 /// Why a YAML text could not be read: the message and where.
@@ -234,6 +237,7 @@ pub struct SyntaxError {
 fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = MAX_DEPTH;
+    budget.flow_nesting_limit = MAX_DEPTH;
     budget.max_reader_input_bytes = Some(MAX_FILE_BYTES);
     let mut alias_limits = serde_saphyr::options::AliasLimits::default();
     alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
@@ -241,6 +245,7 @@ fn options() -> serde_saphyr::Options {
         budget: Some(budget),
         alias_limits: alias_limits,
         with_snippet: false,
+        strict_booleans: true,
     }
 }
 
@@ -256,17 +261,21 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
             ),
         });
     }
-    let docs: Vec<Node> = serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| {
-        let pos = e
-            .location()
-            .map(|l| pos_from(l.line(), l.column()))
-            .unwrap_or_default();
-        SyntaxError {
-            pos,
-            message: clean_message(&e.to_string()),
-        }
-    })?;
-    Ok(docs.into_iter().filter(|d| d.value != Value::Null).collect())
+    let docs: Vec<Node> =
+        serde_saphyr::from_multiple_with_options(text, options()).map_err(|e| {
+            let pos = e
+                .location()
+                .map(|l| pos_from(l.line(), l.column()))
+                .unwrap_or_default();
+            SyntaxError {
+                pos,
+                message: clean_message(&e.to_string()),
+            }
+        })?;
+    Ok(docs
+        .into_iter()
+        .filter(|d| d.value != Value::Null)
+        .collect())
 }
 
 /// Parses a text that must hold exactly one document (frontmatter, for example).
@@ -288,6 +297,12 @@ pub fn parse_one(text: &str) -> Result<Node, SyntaxError> {
 /// serde-saphyr appends the location to its messages; we print it in front instead.
 fn clean_message(message: &str) -> String {
     let first = message.lines().next().unwrap_or(message).trim();
+    if first.contains("Depth {") || first.contains("recursion limit") {
+        return format!("nested deeper than {MAX_DEPTH} levels");
+    }
+    if first.starts_with("budget breached") {
+        return format!("document too large or too many aliases ({first})");
+    }
     let cut = first.find(" at line ").map_or(first, |i| &first[..i]);
     cut.trim_end_matches(['.', ',']).trim().to_string()
 }
@@ -327,7 +342,9 @@ mod tests {
         assert!(parse_documents(&bomb).is_err());
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(parse_documents(&deep).is_err());
-        let deep_block: String = (0..200).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
+        let deep_block: String = (0..200)
+            .map(|i| format!("{}k:\n", "  ".repeat(i)))
+            .collect();
         assert!(parse_documents(&deep_block).is_err());
     }
 }
