@@ -355,7 +355,7 @@ impl Fields<'_> {
             }) => Some(s.clone()),
             Some(
                 n @ Node {
-                    value: Value::Int(_) | Value::Float(_) | Value::Bool(_),
+                    value: Value::Number(_) | Value::Bool(_),
                     ..
                 },
             ) => Some(n.scalar_text()),
@@ -368,21 +368,18 @@ impl Fields<'_> {
     }
 
     fn number(&mut self, key: &str) -> Option<u32> {
-        match self.node.get(key) {
-            None => None,
-            Some(Node {
-                value: Value::Int(i),
-                pos,
-            }) => match u32::try_from(*i) {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    let pos = *pos;
-                    self.error(pos, key, format!("{i} is out of range 0..={}", u32::MAX));
+        let n = self.node.get(key)?;
+        let pos = n.pos;
+        match &n.value {
+            Value::Number(text) if yaml::is_integer_text(text) => match n.as_i64().and_then(|i| u32::try_from(i).ok()) {
+                Some(v) => Some(v),
+                None => {
+                    self.error(pos, key, format!("{text} is out of range 0..={}", u32::MAX));
                     None
                 }
             },
-            Some(n) => {
-                let (pos, found) = (n.pos, n.type_name());
+            _ => {
+                let found = n.type_name();
                 self.error(pos, key, format!("expected an integer, found {found}"));
                 None
             }

@@ -39,19 +39,50 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
         .iter()
         .map(|k| (*k, document_schema(*k)))
         .collect();
-    for path in &files {
-        let role = claude::role_of(path);
-        let is_yaml = path.ends_with(".yaml") || path.ends_with(".yml");
-        if role.is_none() && !is_yaml {
-            continue;
+    let relevant: Vec<&String> = files
+        .iter()
+        .filter(|p| claude::role_of(p).is_some() || p.ends_with(".yaml") || p.ends_with(".yml"))
+        .collect();
+    // Files are independent: threads take them one at a time from a shared counter (files
+    // differ a lot in cost), and the results are merged in file order, so the outcome is the
+    // same whatever the thread count.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(relevant.len().div_ceil(MIN_FILES_PER_THREAD).max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, (Spec, Vec<Diagnostic>))> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(path) = relevant.get(i) else { break };
+                        out.push((i, load_file(tree, path, &schemas)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let parts = done.into_iter().map(|(_, part)| part);
+    for (part, part_diags) in parts {
+        spec.companies.extend(part.companies);
+        spec.products.extend(part.products);
+        spec.computers.extend(part.computers);
+        spec.agents.extend(part.agents);
+        spec.goals.extend(part.goals);
+        spec.claude.skills.extend(part.claude.skills);
+        spec.claude.rules.extend(part.claude.rules);
+        spec.claude.mcp_servers.extend(part.claude.mcp_servers);
+        spec.claude.memory.extend(part.claude.memory);
+        if part.claude.settings.is_some() {
+            spec.claude.settings = part.claude.settings;
         }
-        let Some(text) = read_text(tree, path, &mut diags) else {
-            continue;
-        };
-        match role {
-            Some(role) => claude::load_file(role, path, &text, tree, &mut spec, &mut diags),
-            None => load_yaml(path, &text, &schemas, &mut spec, &mut diags),
-        }
+        diags.extend(part_diags);
     }
     // Claude Code subagents answer to the main session; in a company that is the CEO.
     if let Some(ceo) = spec.company().map(|c| c.spec.ceo.clone()) {
@@ -59,6 +90,21 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
             if agent.spec.reports_to.is_none() && agent.metadata.name != ceo {
                 agent.spec.reports_to = Some(ceo.clone());
             }
+        }
+    }
+    (spec, diags)
+}
+
+/// Below this many files a thread is not worth starting.
+const MIN_FILES_PER_THREAD: usize = 64;
+
+fn load_file(tree: &dyn FileTree, path: &str, schemas: &[(Kind, serde_json::Value)]) -> (Spec, Vec<Diagnostic>) {
+    let mut spec = Spec::default();
+    let mut diags = Vec::new();
+    if let Some(text) = read_text(tree, path, &mut diags) {
+        match claude::role_of(path) {
+            Some(role) => claude::load_file(role, path, &text, tree, &mut spec, &mut diags),
+            None => load_yaml(path, &text, schemas, &mut spec, &mut diags),
         }
     }
     (spec, diags)

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value as Json};
 
 use super::diag::{Pos, did_you_mean};
-use super::yaml::{Node, Value};
+use super::yaml::{self, Node, Value};
 
 /// One shape problem: where, which field, what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl<'a> Walker<'a> {
             return;
         }
         match &node.value {
-            Value::Int(i) => self.check_integer(*i, node.pos, schema, path, errors),
+            Value::Number(text) => self.check_integer(text, node.pos, schema, path, errors),
             Value::Map(entries) => self.walk_object(node, entries, schema, path, anchor, errors),
             Value::Seq(items) => {
                 if let Some(item_schema) = schema.get("items") {
@@ -143,14 +143,10 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn check_integer(
-        &self,
-        value: i64,
-        pos: Pos,
-        schema: &Json,
-        path: &str,
-        errors: &mut Vec<ShapeError>,
-    ) {
+    fn check_integer(&self, text: &str, pos: Pos, schema: &Json, path: &str, errors: &mut Vec<ShapeError>) {
+        if !yaml::is_integer_text(text) {
+            return;
+        }
         let min = schema.get("minimum").and_then(Json::as_f64);
         let max = schema.get("maximum").and_then(Json::as_f64).or_else(|| {
             match schema.get("format").and_then(Json::as_str) {
@@ -158,10 +154,12 @@ impl<'a> Walker<'a> {
                 Some("uint16") => Some(f64::from(u16::MAX)),
                 Some("uint32") => Some(f64::from(u32::MAX)),
                 Some("int32") => Some(f64::from(i32::MAX)),
-                _ => None,
+                Some("uint64" | "uint") => Some(u64::MAX as f64),
+                _ => Some(i64::MAX as f64),
             }
         });
-        let v = value as f64;
+        // Integers too large for i64 are out of any range we accept.
+        let v = Node { pos, value: Value::Number(text.to_string()) }.as_i64().map_or(f64::INFINITY, |i| i as f64);
         if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) {
             let range = format!(
                 "{}..={}",
@@ -171,7 +169,7 @@ impl<'a> Walker<'a> {
             errors.push(ShapeError {
                 pos,
                 path: path.into(),
-                message: format!("{value} is out of range {range}"),
+                message: format!("{text} is out of range {range}"),
                 hint: None,
             });
         }
@@ -289,12 +287,14 @@ impl<'a> Walker<'a> {
 }
 
 fn type_matches(node: &Node, ty: &str) -> bool {
+    if let ("integer", Value::Number(text)) = (ty, &node.value) {
+        return yaml::is_integer_text(text);
+    }
     matches!(
         (ty, &node.value),
         ("null", Value::Null)
             | ("boolean", Value::Bool(_))
-            | ("integer", Value::Int(_))
-            | ("number", Value::Int(_) | Value::Float(_))
+            | ("number", Value::Number(_))
             | ("string", Value::Str(_))
             | ("array", Value::Seq(_))
             | ("object", Value::Map(_))
@@ -316,8 +316,7 @@ fn type_noun(ty: &str) -> &'static str {
 fn describe(node: &Node) -> String {
     match &node.value {
         Value::Str(s) if s.chars().count() <= 40 => format!("\"{s}\""),
-        Value::Int(i) => format!("{} {i}", node.type_name()),
-        Value::Float(f) => format!("{} {f}", node.type_name()),
+        Value::Number(text) => format!("{} {text}", node.type_name()),
         Value::Bool(b) => format!("{} ({b})", node.type_name()),
         _ => node.type_name().to_string(),
     }
@@ -325,7 +324,7 @@ fn describe(node: &Node) -> String {
 
 /// YAML reads `on`, `1.10` or `yes` as non-strings; quoting fixes it.
 fn quote_hint(node: &Node, allowed: &[&str]) -> Option<String> {
-    let scalar = matches!(node.value, Value::Bool(_) | Value::Int(_) | Value::Float(_));
+    let scalar = matches!(node.value, Value::Bool(_) | Value::Number(_));
     (scalar && allowed.contains(&"string")).then(|| format!("quote it: \"{}\"", node.scalar_text()))
 }
 
@@ -384,7 +383,7 @@ mod tests {
         let node = parse_one("owner: 1.10\ncheck: {run: x}\n").unwrap();
         let errors = check(&node, &schema());
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].message, "expected a string, found a number 1.1");
-        assert_eq!(errors[0].hint.as_deref(), Some("quote it: \"1.1\""));
+        assert_eq!(errors[0].message, "expected a string, found a number 1.10");
+        assert_eq!(errors[0].hint.as_deref(), Some("quote it: \"1.10\""));
     }
 }

@@ -25,7 +25,7 @@ pub enum TreeError {
 }
 
 /// A read-only tree of files addressed by `/`-separated relative paths.
-pub trait FileTree {
+pub trait FileTree: Sync {
     /// Every regular file, sorted, excluding `.git/` and the controller's folders.
     fn files(&self) -> Result<Vec<String>, TreeError>;
     /// The size of a file in bytes, to refuse oversized files before reading them.
