@@ -18,7 +18,10 @@ fn bench(c: &mut Criterion) {
     let tree = generate(50, 49, 4_900, 5_000);
     let (spec, _) = match load_and_validate(&tree) {
         Ok(ok) => ok,
-        Err(d) => panic!("the generated company is invalid: {:?}", &d[..d.len().min(5)]),
+        Err(d) => panic!(
+            "the generated company is invalid: {:?}",
+            &d[..d.len().min(5)]
+        ),
     };
     let total: usize = spec.counts().values().sum();
     assert_eq!(total, 10_000);

@@ -348,6 +348,7 @@ fn settings_keep_hooks_by_event_with_matchers_and_timeouts() {
         kind: "command".into(),
         command: Some(command.into()),
         prompt: None,
+        url: None,
         timeout: Some(timeout),
         fail_closed: false,
     };

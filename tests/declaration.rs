@@ -184,7 +184,7 @@ fn validate_prints_every_error_and_exits_one() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bad.yaml"),
-        "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: g}\nspec:\n  product: p\n  ownr: x\n  description: d\n  check: {file: {path: f}}\n",
+        "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: g}\nspec:\n  product: p\n  ownr: x\n  check: {file: {path: f}}\n",
     )
     .unwrap();
     let out = proto(&["validate", dir.path().to_str().unwrap()]);
@@ -199,7 +199,7 @@ fn validate_prints_every_error_and_exits_one() {
                 "{}: no Company declared; exactly one is required (add a company.yaml with kind: Company)",
                 dir.path().display()
             ),
-            "bad.yaml:4:1: Goal/g: spec.owner: missing required field".to_string(),
+            "bad.yaml:4:1: Goal/g: spec.description: missing required field".to_string(),
             "bad.yaml:6:3: Goal/g: spec.ownr: unknown field (did you mean \"owner\"?)".to_string(),
         ]
     );

@@ -25,8 +25,9 @@ pub const TOOLS: [&str; 11] = [
 ];
 
 /// Claude Code tool names that map onto a Proto tool.
-pub const TOOL_ALIASES: [(&str, &str); 5] = [
+pub const TOOL_ALIASES: [(&str, &str); 6] = [
     ("Task", "Delegate"),
+    ("Agent", "Delegate"),
     ("TodoWrite", "Planning"),
     ("MultiEdit", "Edit"),
     ("NotebookEdit", "Edit"),
@@ -37,7 +38,13 @@ pub const TOOL_ALIASES: [(&str, &str); 5] = [
 pub const UNSUPPORTED_TOOLS: [&str; 3] = ["WebFetch", "WebSearch", "BashOutput"];
 
 /// Hook events, with Claude Code's names.
-pub const HOOK_EVENTS: [&str; 12] = [
+pub const HOOK_EVENTS: [&str; 18] = [
+    "Setup",
+    "InstructionsLoaded",
+    "TaskCompleted",
+    "TeammateIdle",
+    "ConfigChange",
+    "WorktreeCreate",
     "PreToolUse",
     "PostToolUse",
     "PostToolUseFailure",
@@ -129,6 +136,8 @@ pub struct Hook {
     pub command: Option<String>,
     #[serde(default)]
     pub prompt: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
     /// Seconds.
     #[serde(default)]
     pub timeout: Option<u64>,
@@ -218,11 +227,11 @@ pub fn load_file(
     diags: &mut Vec<Diagnostic>,
 ) {
     match role {
-        Role::Agent => {
-            if let Some(agent) = load_agent(path, text, diags) {
-                spec.agents.push(agent);
-            }
-        }
+        Role::Agent => match load_agent(path, text, diags) {
+            Ok(agent) => spec.agents.push(agent),
+            Err(Some(name)) => spec.broken.push((Kind::Agent, name)),
+            Err(None) => {}
+        },
         Role::Skill => {
             if let Some(skill) = load_skill(path, text, diags) {
                 spec.claude.skills.push(skill);
@@ -371,13 +380,15 @@ impl Fields<'_> {
         let n = self.node.get(key)?;
         let pos = n.pos;
         match &n.value {
-            Value::Number(text) if yaml::is_integer_text(text) => match n.as_i64().and_then(|i| u32::try_from(i).ok()) {
-                Some(v) => Some(v),
-                None => {
-                    self.error(pos, key, format!("{text} is out of range 0..={}", u32::MAX));
-                    None
+            Value::Number(text) if yaml::is_integer_text(text) => {
+                match n.as_i64().and_then(|i| u32::try_from(i).ok()) {
+                    Some(v) => Some(v),
+                    None => {
+                        self.error(pos, key, format!("{text} is out of range 0..={}", u32::MAX));
+                        None
+                    }
                 }
-            },
+            }
             _ => {
                 let found = n.type_name();
                 self.error(pos, key, format!("expected an integer, found {found}"));
@@ -477,28 +488,41 @@ const AGENT_KEYS: [&str; 16] = [
 pub fn normalize_tools(tools: Vec<String>, warn: &mut dyn FnMut(&str)) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for tool in tools {
-        let name = TOOL_ALIASES
+        // `Task(code-reviewer)` limits a tool to some uses; the limit is kept.
+        let (base, limit) = match tool.find('(') {
+            Some(open) => (&tool[..open], &tool[open..]),
+            None => (tool.as_str(), ""),
+        };
+        let base = TOOL_ALIASES
             .iter()
-            .find(|(alias, _)| *alias == tool)
-            .map_or(tool.as_str(), |(_, proto)| proto);
-        if UNSUPPORTED_TOOLS.contains(&name) {
-            warn(name);
+            .find(|(alias, _)| *alias == base)
+            .map_or(base, |(_, proto)| proto);
+        if UNSUPPORTED_TOOLS.contains(&base) {
+            warn(base);
             continue;
         }
-        if !out.iter().any(|t| t == name) {
-            out.push(name.to_string());
+        let name = format!("{base}{limit}");
+        if !out.contains(&name) {
+            out.push(name);
         }
     }
     out
 }
 
-fn load_agent(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Resource<AgentSpec>> {
-    let (node, body) = frontmatter(path, text, diags)?;
+/// The agent, or the name it would have had (if known) when it is broken.
+fn load_agent(
+    path: &str,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Resource<AgentSpec>, Option<String>> {
     let stem = path
         .rsplit('/')
         .next()
         .unwrap_or(path)
         .trim_end_matches(".md");
+    let Some((node, body)) = frontmatter(path, text, diags) else {
+        return Err(Some(stem.to_string()));
+    };
     let name_guess = node
         .get("name")
         .and_then(Node::as_str)
@@ -521,7 +545,9 @@ fn load_agent(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Res
     let reports_to = f.string("reportsTo", false);
     let thinking = f.number("thinking");
     let max_turns = f.number("maxTurns");
-    let (name, description) = (name?, description?);
+    let (Some(name), Some(description)) = (name, description) else {
+        return Err(Some(name_guess));
+    };
     let tools_pos = node.get("tools").map_or(node.pos, |n| n.pos);
     // Claude Code gives a subagent with no `tools` line every tool.
     let tools = tools.unwrap_or_else(|| TOOLS.iter().map(|t| t.to_string()).collect());
@@ -537,7 +563,7 @@ fn load_agent(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Res
         );
     });
     let title = title.unwrap_or_else(|| title_case(&name));
-    Some(Resource {
+    Ok(Resource {
         kind: Kind::Agent,
         metadata: Metadata {
             name,
@@ -616,6 +642,18 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
         );
     }
     let allowed_tools = normalize_tools(allowed_tools, &mut |_| {});
+    let tools_pos = node.key("allowed-tools").map_or(node.pos, |n| n.pos);
+    for tool in &allowed_tools {
+        let base = tool.split('(').next().unwrap_or(tool);
+        if !is_known_tool(base) {
+            diags.push(
+                Diagnostic::error(path, tools_pos, format!("unknown tool \"{base}\""))
+                    .resource(format!("Skill/{folder}"))
+                    .field("allowed-tools")
+                    .hint(did_you_mean(base, TOOLS)),
+            );
+        }
+    }
     Some(Skill {
         name,
         description,
@@ -678,14 +716,18 @@ fn pos_at(text: &str, byte: usize) -> Pos {
 fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {
     let pos = Pos::new(
         u32::try_from(e.line()).unwrap_or(u32::MAX),
-        u32::try_from(e.column()).unwrap_or(u32::MAX),
+        u32::try_from(e.column().max(1)).unwrap_or(u32::MAX),
     );
     let message = e.to_string();
     let message = message
         .find(" at line ")
-        .map_or(message.as_str(), |i| &message[..i])
-        .to_string();
-    Diagnostic::error(path, pos, message)
+        .map_or(message.as_str(), |i| &message[..i]);
+    let message = if message.starts_with("EOF while parsing") {
+        "unexpected end of file (a bracket or brace is not closed)"
+    } else {
+        message
+    };
+    Diagnostic::error(path, pos, format!("invalid JSON: {message}"))
 }
 
 /// `Tool` or `Tool(specifier)`.
@@ -748,11 +790,12 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
     }
     for (event, matchers) in &settings.hooks {
         if !HOOK_EVENTS.contains(&event.as_str()) {
+            // Claude Code adds events over time: an unknown one is noted, never fatal.
             diags.push(
-                Diagnostic::error(
+                Diagnostic::warning(
                     path,
                     json_pos(text, event),
-                    format!("unknown hook event \"{event}\""),
+                    format!("unknown hook event \"{event}\"; its hooks never run"),
                 )
                 .field(format!("hooks.{event}"))
                 .hint(did_you_mean(event, HOOK_EVENTS)),
@@ -761,34 +804,35 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
         for (i, matcher) in matchers.iter().enumerate() {
             for (j, hook) in matcher.hooks.iter().enumerate() {
                 let field = format!("hooks.{event}[{i}].hooks[{j}]");
-                let ok = match hook.kind.as_str() {
-                    "command" => hook
-                        .command
+                let filled =
+                    |v: &Option<String>| v.as_deref().is_some_and(|c| !c.trim().is_empty());
+                let needs = match hook.kind.as_str() {
+                    "command" => (!filled(&hook.command)).then_some("command"),
+                    "prompt" | "agent" => (!filled(&hook.prompt)).then_some("prompt"),
+                    "http" => (!hook
+                        .url
                         .as_deref()
-                        .is_some_and(|c| !c.trim().is_empty()),
-                    "prompt" => hook.prompt.is_some(),
-                    _ => {
+                        .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")))
+                    .then_some("url"),
+                    other => {
                         diags.push(
                             Diagnostic::error(
                                 path,
-                                json_pos(text, &hook.kind),
-                                format!("unknown hook type \"{}\"", hook.kind),
+                                json_pos(text, other),
+                                format!("unknown hook type \"{other}\""),
                             )
                             .field(format!("{field}.type"))
-                            .hint(Some("expected \"command\" or \"prompt\"".into())),
+                            .hint(Some("expected command, prompt, agent or http".into())),
                         );
-                        true
+                        None
                     }
                 };
-                if !ok {
+                if let Some(missing) = needs {
                     diags.push(
                         Diagnostic::error(
                             path,
                             json_pos(text, event),
-                            format!(
-                                "a \"{}\" hook needs a non-empty \"{}\"",
-                                hook.kind, hook.kind
-                            ),
+                            format!("a \"{}\" hook needs a non-empty \"{missing}\"", hook.kind),
                         )
                         .field(field),
                     );
@@ -799,59 +843,105 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
     Some(settings)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct McpFile {
-    #[serde(default)]
-    mcp_servers: BTreeMap<String, McpEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct McpEntry {
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    command: Option<String>,
-    #[serde(default)]
-    args: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-}
+const MCP_KEYS: [&str; 7] = ["type", "command", "args", "env", "url", "headers", "cwd"];
 
 fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServer> {
-    let file: McpFile = match serde_json::from_str(text) {
+    use serde_json::Value as J;
+    let file: J = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             diags.push(json_error(path, &e));
             return Vec::new();
         }
     };
-    let mut servers = Vec::new();
-    for (name, entry) in file.mcp_servers {
+    let Some(servers) = file.get("mcpServers") else {
+        return Vec::new();
+    };
+    let Some(servers) = servers.as_object() else {
+        diags.push(
+            Diagnostic::error(
+                path,
+                json_pos(text, "mcpServers"),
+                "expected an object of servers",
+            )
+            .field("mcpServers"),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, entry) in servers {
         let field = format!("mcpServers.{name}");
-        let pos = json_pos(text, &name);
-        let transport = match (entry.kind.as_deref(), entry.command, entry.url) {
-            (None | Some("stdio"), Some(command), None) => McpTransport::Stdio {
-                command,
-                args: entry.args,
-                env: entry.env,
-            },
-            (None | Some("http") | Some("sse") | Some("streamable-http"), None, Some(url)) => {
-                McpTransport::Http {
-                    url,
-                    headers: entry.headers,
+        let pos = json_pos(text, name);
+        let Some(obj) = entry.as_object() else {
+            diags.push(
+                Diagnostic::error(path, pos, "expected an object with command or url").field(field),
+            );
+            continue;
+        };
+        let mut ok = true;
+        for key in obj.keys() {
+            if !MCP_KEYS.contains(&key.as_str()) {
+                ok = false;
+                diags.push(
+                    Diagnostic::error(path, json_pos(text, key), "unknown field")
+                        .field(format!("{field}.{key}"))
+                        .hint(
+                            did_you_mean(key, MCP_KEYS).or_else(|| {
+                                Some(format!("expected one of {}", MCP_KEYS.join(", ")))
+                            }),
+                        ),
+                );
+            }
+        }
+        let string = |key: &str| obj.get(key).and_then(J::as_str).map(String::from);
+        let strings = |key: &str| -> Option<Vec<String>> {
+            match obj.get(key) {
+                None => Some(Vec::new()),
+                Some(J::Array(items)) => {
+                    items.iter().map(|i| i.as_str().map(String::from)).collect()
                 }
+                Some(_) => None,
+            }
+        };
+        let map = |key: &str| -> Option<BTreeMap<String, String>> {
+            match obj.get(key) {
+                None => Some(BTreeMap::new()),
+                Some(J::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect(),
+                Some(_) => None,
+            }
+        };
+        let (Some(args), Some(env), Some(headers)) = (strings("args"), map("env"), map("headers"))
+        else {
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    pos,
+                    "args must be a list of strings; env and headers objects of strings",
+                )
+                .field(field),
+            );
+            continue;
+        };
+        let kind = string("type");
+        let transport = match (kind.as_deref(), string("command"), string("url")) {
+            (None | Some("stdio"), Some(command), None) => {
+                McpTransport::Stdio { command, args, env }
+            }
+            (None | Some("http") | Some("sse") | Some("streamable-http"), None, Some(url)) => {
+                McpTransport::Http { url, headers }
             }
             (Some(kind), _, _) if !["stdio", "http", "sse", "streamable-http"].contains(&kind) => {
                 diags.push(
-                    Diagnostic::error(path, pos, format!("unknown transport type \"{kind}\""))
-                        .field(format!("{field}.type"))
-                        .hint(Some("expected stdio, http or sse".into())),
+                    Diagnostic::error(
+                        path,
+                        json_pos(text, kind),
+                        format!("unknown transport type \"{kind}\""),
+                    )
+                    .field(format!("{field}.type"))
+                    .hint(Some("expected stdio, http or sse".into())),
                 );
                 continue;
             }
@@ -872,57 +962,94 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             diags.push(
-                Diagnostic::error(path, pos, "server names may hold only letters, digits, - and _ (tools are named mcp__<server>__<tool>)")
-                    .field(field),
+                Diagnostic::error(
+                    path,
+                    pos,
+                    "server names may hold only letters, digits, - and _ (tools are named mcp__<server>__<tool>)",
+                )
+                .field(field),
             );
             continue;
         }
-        servers.push(McpServer {
-            name,
-            transport,
-            file: path.to_string(),
-        });
+        if ok {
+            out.push(McpServer {
+                name: name.clone(),
+                transport,
+                file: path.to_string(),
+            });
+        }
     }
-    servers
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
 // Memory
 // ---------------------------------------------------------------------------------------------
 
-/// `@path` imports in a memory text, with their positions: outside fenced blocks and code
-/// spans, at the start of a line or after whitespace (so e-mail addresses are not imports).
+/// `@path` imports in a memory text, with their positions: outside code (fenced blocks,
+/// indented blocks and code spans, by CommonMark's rules), at the start of a line or after
+/// whitespace (so e-mail addresses are not imports).
 pub fn find_imports(text: &str) -> Vec<(Pos, String)> {
     let mut out = Vec::new();
-    let mut fence: Option<&str> = None;
+    // An open fence: its character and length; it closes on a run at least as long.
+    let mut fence: Option<(char, usize)> = None;
+    // An open code span: the length of its backtick run. Spans may continue across lines
+    // of a paragraph and end at a blank line.
+    let mut span: Option<usize> = None;
+    let mut previous_blank = true;
     for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        for marker in ["```", "~~~"] {
-            if trimmed.starts_with(marker) {
-                fence = match fence {
-                    None => Some(marker),
-                    Some(open) if open == marker => {
-                        // A closing fence ends the block; the line itself holds no imports.
-                        None
-                    }
-                    other => other,
-                };
+        let trimmed = line.trim_start_matches(' ');
+        let indent = line.len() - trimmed.len();
+        let blank = trimmed.trim().is_empty();
+        let run = |c: char| trimmed.chars().take_while(|x| *x == c).count();
+        if let Some((c, len)) = fence {
+            if indent < 4 && run(c) >= len && trimmed[run(c) * c.len_utf8()..].trim().is_empty() {
+                fence = None;
             }
-        }
-        if fence.is_some() || trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            previous_blank = blank;
             continue;
         }
-        let mut in_code = false;
-        let mut prev = ' ';
+        if indent < 4 && span.is_none() {
+            for c in ['`', '~'] {
+                if run(c) >= 3 {
+                    fence = Some((c, run(c)));
+                }
+            }
+            if fence.is_some() {
+                previous_blank = false;
+                continue;
+            }
+        }
+        if blank {
+            span = None;
+            previous_blank = true;
+            continue;
+        }
+        if (indent >= 4 || line.starts_with('\t')) && previous_blank && span.is_none() {
+            // An indented code block: stays "blank-preceded" for its following lines.
+            continue;
+        }
+        previous_blank = false;
         let chars: Vec<(usize, char)> = line.char_indices().collect();
         let mut k = 0;
         while k < chars.len() {
             let (byte, c) = chars[k];
             if c == '`' {
-                in_code = !in_code;
-            } else if c == '@' && !in_code && prev.is_whitespace() {
+                let len = chars[k..].iter().take_while(|(_, x)| *x == '`').count();
+                span = match span {
+                    None => Some(len),
+                    Some(open) if open == len => None,
+                    other => other,
+                };
+                k += len;
+                continue;
+            }
+            let after_space = k == 0 || chars[k - 1].1.is_whitespace();
+            if c == '@' && span.is_none() && after_space {
                 let rest = &line[byte + 1..];
-                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                let end = rest
+                    .find(|ch: char| ch.is_whitespace() || ch == '`')
+                    .unwrap_or(rest.len());
                 let target = rest[..end].trim_end_matches([',', ';', ':', ')', '.']);
                 if !target.is_empty() {
                     let col = u32::try_from(line[..byte].chars().count() + 1).unwrap_or(u32::MAX);
@@ -930,7 +1057,6 @@ pub fn find_imports(text: &str) -> Vec<(Pos, String)> {
                     out.push((Pos::new(line_no, col), target.to_string()));
                 }
             }
-            prev = c;
             k += 1;
         }
     }
@@ -1043,6 +1169,35 @@ mod tests {
             "See @docs/a.md and mail me@example.com.\n`@not/this` @b.md\n```\n@c.md\n```\n@d.md\n";
         let found: Vec<String> = find_imports(text).into_iter().map(|(_, t)| t).collect();
         assert_eq!(found, vec!["docs/a.md", "b.md", "d.md"]);
+    }
+
+    #[test]
+    fn imports_follow_commonmark_code_rules() {
+        let names = |text: &str| -> Vec<String> {
+            find_imports(text).into_iter().map(|(_, t)| t).collect()
+        };
+        assert!(
+            names("Use `` @x.md `` literally.\n").is_empty(),
+            "double-backtick span"
+        );
+        assert_eq!(
+            names("````\n```\n@x.md\n````\n@y.md\n"),
+            vec!["y.md"],
+            "fence length"
+        );
+        assert!(
+            names("Example:\n\n    @x.md\n").is_empty(),
+            "indented code block"
+        );
+        assert!(
+            names("text `span\n@x.md` more\n").is_empty(),
+            "span across lines"
+        );
+        assert_eq!(
+            names("  @a.md\n"),
+            vec!["a.md"],
+            "a slightly indented import still counts"
+        );
     }
 
     #[test]

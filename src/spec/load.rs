@@ -65,7 +65,10 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     done.sort_by_key(|(i, _)| *i);
     let parts = done.into_iter().map(|(_, part)| part);
@@ -75,6 +78,7 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
         spec.computers.extend(part.computers);
         spec.agents.extend(part.agents);
         spec.goals.extend(part.goals);
+        spec.broken.extend(part.broken);
         spec.claude.skills.extend(part.claude.skills);
         spec.claude.rules.extend(part.claude.rules);
         spec.claude.mcp_servers.extend(part.claude.mcp_servers);
@@ -98,7 +102,11 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
 /// Below this many files a thread is not worth starting.
 const MIN_FILES_PER_THREAD: usize = 64;
 
-fn load_file(tree: &dyn FileTree, path: &str, schemas: &[(Kind, serde_json::Value)]) -> (Spec, Vec<Diagnostic>) {
+fn load_file(
+    tree: &dyn FileTree,
+    path: &str,
+    schemas: &[(Kind, serde_json::Value)],
+) -> (Spec, Vec<Diagnostic>) {
     let mut spec = Spec::default();
     let mut diags = Vec::new();
     if let Some(text) = read_text(tree, path, &mut diags) {
@@ -133,13 +141,26 @@ pub(super) fn read_text(
     match tree.read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) => Some(text),
-            Err(e) => fail(
-                diags,
-                format!(
-                    "not UTF-8 text (invalid byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            ),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                let before = String::from_utf8_lossy(&bytes[..at]);
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                let pos = Pos::new(
+                    u32::try_from(line).unwrap_or(u32::MAX),
+                    u32::try_from(col).unwrap_or(u32::MAX),
+                );
+                diags.push(Diagnostic::error(
+                    path,
+                    pos,
+                    format!(
+                        "not UTF-8 text (byte 0x{:02X}); save the file as UTF-8",
+                        bytes[at]
+                    ),
+                ));
+                None
+            }
         },
         Err(e) => fail(diags, e.to_string()),
     }
@@ -187,9 +208,29 @@ fn load_document(
         .unwrap_or("?")
         .to_string();
     let Some(kind_node) = kind_node else {
-        diags.push(Diagnostic::error(path, doc.pos, "missing required field").field("kind"));
+        diags.push(
+            Diagnostic::error(path, doc.pos, "missing required field")
+                .field("kind")
+                .hint(Some(
+                    "expected Company, Product, Computer, Agent or Goal".into(),
+                )),
+        );
         return;
     };
+    if !matches!(kind_node.value, yaml::Value::Str(_)) {
+        diags.push(
+            Diagnostic::error(
+                path,
+                kind_node.pos,
+                format!("expected a string, found {}", kind_node.type_name()),
+            )
+            .field("kind")
+            .hint(Some(
+                "expected Company, Product, Computer, Agent or Goal".into(),
+            )),
+        );
+        return;
+    }
     let kind_text = kind_node.scalar_text();
     let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
         diags.push(
@@ -206,6 +247,7 @@ fn load_document(
     let resource = format!("{}/{}", kind.as_str(), name);
     match api_version {
         None => {
+            spec.broken.push((kind, name.clone()));
             diags.push(
                 Diagnostic::error(path, doc.pos, "missing required field")
                     .resource(&resource)
@@ -215,6 +257,7 @@ fn load_document(
             return;
         }
         Some(v) if v.as_str() != Some(API_VERSION) => {
+            spec.broken.push((kind, name.clone()));
             diags.push(
                 Diagnostic::error(
                     path,
@@ -236,6 +279,7 @@ fn load_document(
         .unwrap_or(&serde_json::Value::Null);
     let problems = shape::check(&doc, schema);
     if !problems.is_empty() {
+        spec.broken.push((kind, name.clone()));
         diags.extend(problems.into_iter().map(|p| {
             Diagnostic::error(path, p.pos, p.message)
                 .resource(&resource)

@@ -41,6 +41,18 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// A field path as the user sees it in this file (markdown agents have no `spec.`).
+    pub fn display_field<'f>(&self, path: &'f str) -> &'f str {
+        if self.flat {
+            match path {
+                "spec" | "kind" => "",
+                _ => path.strip_prefix("spec.").unwrap_or(path),
+            }
+        } else {
+            path
+        }
+    }
+
     /// The position of a field given by its path in the YAML form (`spec.owner`).
     pub fn pos_of(&self, path: &str) -> Pos {
         let path = if self.flat {
@@ -75,7 +87,7 @@ impl<S> Resource<S> {
     pub fn error(&self, field: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::error(self.origin.file.clone(), self.origin.pos_of(field), message)
             .resource(self.id())
-            .field(field)
+            .field(self.origin.display_field(field))
     }
 }
 
@@ -91,6 +103,9 @@ pub struct Spec {
     pub agents: Vec<Resource<AgentSpec>>,
     pub goals: Vec<Resource<GoalSpec>>,
     pub claude: ClaudeFiles,
+    /// Resources that were declared but failed to load: their errors are already reported,
+    /// so references to them must not be reported again as "not declared".
+    pub broken: Vec<(Kind, String)>,
 }
 
 impl Spec {

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::diag::{Pos, did_you_mean};
+use super::diag::{Pos, closest, did_you_mean};
 use super::yaml::{self, Node, Value};
 
 /// One shape problem: where, which field, what.
@@ -143,7 +143,14 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn check_integer(&self, text: &str, pos: Pos, schema: &Json, path: &str, errors: &mut Vec<ShapeError>) {
+    fn check_integer(
+        &self,
+        text: &str,
+        pos: Pos,
+        schema: &Json,
+        path: &str,
+        errors: &mut Vec<ShapeError>,
+    ) {
         if !yaml::is_integer_text(text) {
             return;
         }
@@ -159,7 +166,12 @@ impl<'a> Walker<'a> {
             }
         });
         // Integers too large for i64 are out of any range we accept.
-        let v = Node { pos, value: Value::Number(text.to_string()) }.as_i64().map_or(f64::INFINITY, |i| i as f64);
+        let v = Node {
+            pos,
+            value: Value::Number(text.to_string()),
+        }
+        .as_i64()
+        .map_or(f64::INFINITY, |i| i as f64);
         if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) {
             let range = format!(
                 "{}..={}",
@@ -190,12 +202,17 @@ impl<'a> Walker<'a> {
             .and_then(Json::as_object)
             .unwrap_or(&empty);
         let additional = schema.get("additionalProperties");
+        // A misspelt field is reported once, as unknown with a suggestion, not also as missing.
+        let mut suggested: Vec<&str> = Vec::new();
         for (key, value) in entries {
             let name = key.scalar_text();
             let field_path = join(path, &name);
             if let Some(prop) = properties.get(&name) {
                 self.walk(value, prop, &field_path, key.pos, errors);
             } else {
+                if let Some(near) = closest(&name, properties.keys().map(String::as_str)) {
+                    suggested.push(near);
+                }
                 match additional {
                     Some(Json::Bool(false)) => errors.push(ShapeError {
                         pos: key.pos,
@@ -223,7 +240,7 @@ impl<'a> Walker<'a> {
         }
         if let Some(required) = schema.get("required").and_then(Json::as_array) {
             for field in required.iter().filter_map(Json::as_str) {
-                if node.get(field).is_none() {
+                if node.get(field).is_none() && !suggested.contains(&field) {
                     errors.push(ShapeError {
                         pos: anchor,
                         path: join(path, field),
@@ -373,7 +390,6 @@ mod tests {
                 "2:11 priority: unknown value \"urgent\"; expected one of critical, high, medium, low None",
                 "4:3 check.rn: unknown field Some(\"did you mean \\\"run\\\"?\")",
                 "5:11 attempts: -1 is out of range 0..=4294967295 None",
-                "1:1 owner: missing required field None",
             ]
         );
     }

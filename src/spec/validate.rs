@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::claude::{TOOLS, is_known_tool};
 use super::diag::{Diagnostic, Pos, did_you_mean};
 use super::duration::parse_duration;
-use super::{Resource, Spec};
+use super::{Kind, Resource, Spec};
 
 /// Every cross-document problem in `spec`.
 pub fn validate(spec: &Spec) -> Vec<Diagnostic> {
@@ -40,15 +40,22 @@ struct Validator<'a> {
     diags: Vec<Diagnostic>,
 }
 
-/// Names of one kind, for lookups and suggestions.
-struct Names<'a>(BTreeSet<&'a str>);
+/// Names of one kind, for lookups and suggestions, plus the names of that kind's broken
+/// declarations (already reported; a reference to one is not an error of its own).
+struct Names<'a>(BTreeSet<&'a str>, BTreeSet<&'a str>);
 
 impl<'a> Names<'a> {
-    fn of<S>(resources: &'a [Resource<S>]) -> Self {
-        Names(resources.iter().map(Resource::name).collect())
+    fn of<S>(kind: Kind, resources: &'a [Resource<S>], spec: &'a Spec) -> Self {
+        let broken = spec
+            .broken
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        Names(resources.iter().map(Resource::name).collect(), broken)
     }
     fn has(&self, name: &str) -> bool {
-        self.0.contains(name)
+        self.0.contains(name) || self.1.contains(name)
     }
     fn suggest(&self, name: &str) -> Option<String> {
         did_you_mean(name, self.0.iter().copied())
@@ -130,7 +137,9 @@ impl<'a> Validator<'a> {
 
     fn company(&mut self) {
         let s = self.spec;
+        let broken_company = s.broken.iter().any(|(k, _)| *k == Kind::Company);
         match s.companies.as_slice() {
+            [] if broken_company => {}
             [] => self.push(
                 Diagnostic::error(
                     s.source.clone(),
@@ -154,7 +163,7 @@ impl<'a> Validator<'a> {
                 }
             }
         }
-        let agents = Names::of(&s.agents);
+        let agents = Names::of(Kind::Agent, &s.agents, s);
         for company in &s.companies {
             self.reference(company, "spec.ceo", "Agent", &company.spec.ceo, &agents);
             if let Some(approvals) = &company.spec.approvals
@@ -185,8 +194,8 @@ impl<'a> Validator<'a> {
 
     fn products(&mut self) {
         let s = self.spec;
-        let agents = Names::of(&s.agents);
-        let computers = Names::of(&s.computers);
+        let agents = Names::of(Kind::Agent, &s.agents, s);
+        let computers = Names::of(Kind::Computer, &s.computers, s);
         for product in &s.products {
             self.reference(product, "spec.lead", "Agent", &product.spec.lead, &agents);
             let Some(selector) = &product.spec.computers else {
@@ -253,7 +262,7 @@ impl<'a> Validator<'a> {
 
     fn agents(&mut self) {
         let s = self.spec;
-        let agents = Names::of(&s.agents);
+        let agents = Names::of(Kind::Agent, &s.agents, s);
         let skills: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.name.as_str()).collect();
         let mcp: BTreeSet<&str> = s
             .claude
@@ -261,7 +270,11 @@ impl<'a> Validator<'a> {
             .iter()
             .map(|m| m.name.as_str())
             .collect();
-        let ceo = s.company().map(|c| c.spec.ceo.as_str());
+        // Without a declared CEO, "reports to no one" cannot be judged.
+        let ceo = s
+            .company()
+            .map(|c| c.spec.ceo.as_str())
+            .filter(|c| agents.has(c));
         for agent in &s.agents {
             match (&agent.spec.reports_to, ceo) {
                 (Some(boss), _) => {
@@ -307,7 +320,7 @@ impl<'a> Validator<'a> {
                                 .hint(did_you_mean(server, mcp.iter().copied())),
                         );
                     }
-                } else if !is_known_tool(tool) {
+                } else if !is_known_tool(tool.split('(').next().unwrap_or(tool)) {
                     self.push(
                         agent
                             .error(&field, format!("unknown tool \"{tool}\""))
@@ -341,9 +354,9 @@ impl<'a> Validator<'a> {
 
     fn goals(&mut self) {
         let s = self.spec;
-        let agents = Names::of(&s.agents);
-        let products = Names::of(&s.products);
-        let goals = Names::of(&s.goals);
+        let agents = Names::of(Kind::Agent, &s.agents, s);
+        let products = Names::of(Kind::Product, &s.products, s);
+        let goals = Names::of(Kind::Goal, &s.goals, s);
         for goal in &s.goals {
             let g = &goal.spec;
             self.reference(goal, "spec.product", "Product", &g.product, &products);
@@ -461,7 +474,8 @@ impl<'a> Validator<'a> {
                 )
             })
             .collect();
-        for cycle in cycles(&edges) {
+        // A goal depending on itself is reported above, not again as a cycle.
+        for cycle in cycles(&edges).into_iter().filter(|c| c.len() > 2) {
             if let Some(goal) = s.goal(cycle[0]) {
                 self.push(goal.error(
                     "spec.dependsOn",
@@ -480,7 +494,8 @@ impl<'a> Validator<'a> {
     fn regex<S>(&mut self, res: &Resource<S>, field: &str, pattern: &str) {
         if let Err(e) = regex::Regex::new(pattern) {
             let detail = e.to_string();
-            let last = detail.lines().last().unwrap_or_default().trim().to_string();
+            let last = detail.lines().last().unwrap_or_default().trim();
+            let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
             self.push(res.error(field, format!("invalid regular expression: {last}")));
         }
     }
@@ -500,13 +515,39 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// The five cron fields with their ranges, in order.
+const CRON_FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
 /// A 5-field cron expression (or a nickname such as `@daily`).
 pub fn check_cron(expr: &str) -> Result<croner::Cron, String> {
-    let fields = expr.split_whitespace().count();
-    if !expr.trim_start().starts_with('@') && fields != 5 {
-        return Err(format!(
-            "invalid cron \"{expr}\": expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
-        ));
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if !expr.trim_start().starts_with('@') {
+        if fields.len() != 5 {
+            return Err(format!(
+                "invalid cron \"{expr}\": expected 5 fields (minute hour day-of-month month day-of-week), found {}",
+                fields.len()
+            ));
+        }
+        // Say which field is out of range; the parser only says "out of bounds".
+        for (field, (name, min, max)) in fields.iter().zip(CRON_FIELDS) {
+            for number in field
+                .split([',', '-', '/', '*'])
+                .filter_map(|n| n.parse::<u32>().ok())
+            {
+                let step = field.contains(&format!("/{number}"));
+                if !step && !(min..=max).contains(&number) {
+                    return Err(format!(
+                        "invalid cron \"{expr}\": {name} {number} is out of range {min}-{max}"
+                    ));
+                }
+            }
+        }
     }
     expr.parse::<croner::Cron>()
         .map_err(|e| format!("invalid cron \"{expr}\": {e}"))

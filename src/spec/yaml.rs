@@ -97,7 +97,11 @@ impl Node {
             };
             if !name.is_empty() {
                 let (k, v) = node.entry(name)?;
-                node = if key_last && n + 1 == parts.len() && indexes.is_empty() { k } else { v };
+                node = if key_last && n + 1 == parts.len() && indexes.is_empty() {
+                    k
+                } else {
+                    v
+                };
             }
             for index in indexes.split('[').filter(|s| !s.is_empty()) {
                 let i: usize = index.trim_end_matches(']').parse().ok()?;
@@ -115,7 +119,14 @@ impl Node {
     pub fn pos_of(&self, path: &str) -> Pos {
         let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
         for len in (1..=parts.len()).rev() {
-            if let Some(n) = self.key_at(&parts[..len].join(".")) {
+            let prefix = parts[..len].join(".");
+            if let Some(n) = self.key_at(&prefix) {
+                return n.pos;
+            }
+            // `tools[4]` inside a comma-separated string: point at `tools`.
+            if let Some(bracket) = prefix.rfind('[')
+                && let Some(n) = self.key_at(&prefix[..bracket])
+            {
                 return n.pos;
             }
         }
@@ -199,8 +210,12 @@ pub fn is_integer_text(text: &str) -> bool {
     let digits = text.trim_start_matches(['-', '+']);
     !digits.is_empty()
         && (digits.bytes().all(|b| b.is_ascii_digit())
-            || digits.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            || digits.strip_prefix("0o").is_some_and(|o| !o.is_empty() && o.bytes().all(|b| (b'0'..=b'7').contains(&b))))
+            || digits
+                .strip_prefix("0x")
+                .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            || digits
+                .strip_prefix("0o")
+                .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| (b'0'..=b'7').contains(&b))))
 }
 
 /// Resolves a plain scalar by the YAML 1.2 core schema.
@@ -269,10 +284,12 @@ fn scan_error(text: &str, e: &ScanError) -> SyntaxError {
     let mut pos = marker_pos(e.marker());
     let info = e.info();
     if info.contains("tab") {
-        // Point at the tab itself, which the scanner may have passed.
-        if let Some(line) = text.lines().nth((pos.line as usize).saturating_sub(1)) {
+        // Point at the tab itself, which the scanner may have reported from the line before.
+        let from = (pos.line as usize).saturating_sub(1);
+        for (n, line) in text.lines().enumerate().skip(from).take(2) {
             if let Some(col) = line.find('\t') {
-                pos.col = to_u32(line[..col].chars().count() + 1);
+                pos = Pos::new(to_u32(n + 1), to_u32(line[..col].chars().count() + 1));
+                break;
             }
         }
         return SyntaxError::at(pos, "a tab is used for indentation; indent with spaces");
@@ -329,7 +346,10 @@ fn count_nodes(node: &Node) -> usize {
 impl Builder<'_> {
     fn open(&mut self, frame: Frame, pos: Pos) -> Result<(), SyntaxError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(SyntaxError::at(pos, format!("nested deeper than {MAX_DEPTH} levels")));
+            return Err(SyntaxError::at(
+                pos,
+                format!("nested deeper than {MAX_DEPTH} levels"),
+            ));
         }
         self.stack.push(frame);
         Ok(())
@@ -337,7 +357,8 @@ impl Builder<'_> {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor != 0 {
-            self.anchors.insert(anchor, (node.clone(), count_nodes(node)));
+            self.anchors
+                .insert(anchor, (node.clone(), count_nodes(node)));
         }
     }
 
@@ -346,25 +367,38 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, index, .. }) => match key.take() {
+            Some(Frame::Map {
+                entries,
+                key,
+                index,
+                ..
+            }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     let name = k.scalar_text();
                     let first = match index {
                         Some(index) => index.get(&name).copied(),
-                        None => entries.iter().find(|(e, _)| e.scalar_text() == name).map(|(e, _)| e.pos),
+                        None => entries
+                            .iter()
+                            .find(|(e, _)| e.scalar_text() == name)
+                            .map(|(e, _)| e.pos),
                     };
                     if let Some(first) = first {
                         return Err(SyntaxError::at(
                             k.pos,
-                            format!("duplicate key \"{name}\" (first at {}:{})", first.line, first.col),
+                            format!(
+                                "duplicate key \"{name}\" (first at {}:{})",
+                                first.line, first.col
+                            ),
                         ));
                     }
                     if let Some(index) = index {
                         index.insert(name, k.pos);
                     } else if entries.len() >= 32 {
-                        let mut built: HashMap<String, Pos> =
-                            entries.iter().map(|(e, _)| (e.scalar_text(), e.pos)).collect();
+                        let mut built: HashMap<String, Pos> = entries
+                            .iter()
+                            .map(|(e, _)| (e.scalar_text(), e.pos))
+                            .collect();
                         built.insert(name, k.pos);
                         *index = Some(built);
                     }
@@ -379,15 +413,17 @@ impl Builder<'_> {
         match event {
             Event::DocumentStart(..) => self.root = None,
             Event::DocumentEnd => {
-                if let Some(root) = self.root.take() {
-                    if root.value != Value::Null {
-                        self.docs.push(root);
-                    }
+                if let Some(root) = self.root.take()
+                    && root.value != Value::Null
+                {
+                    self.docs.push(root);
                 }
                 self.anchors.clear();
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let forced_str = tag.as_ref().is_some_and(|t| t.to_string().ends_with(":str"));
+                let forced_str = tag
+                    .as_ref()
+                    .is_some_and(|t| t.to_string().ends_with(":str"));
                 let value = if style == ScalarStyle::Plain && !forced_str {
                     resolve_plain(&text)
                 } else {
@@ -424,7 +460,12 @@ impl Builder<'_> {
                         },
                         anchor,
                     ),
-                    Some(Frame::Map { pos, anchor, entries, .. }) => (
+                    Some(Frame::Map {
+                        pos,
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
                         Node {
                             pos,
                             value: Value::Map(entries),
@@ -449,11 +490,17 @@ impl Builder<'_> {
                         ),
                     ));
                 }
-                let node = Node { pos, value: node.value.clone() };
+                let node = Node {
+                    pos,
+                    value: node.value.clone(),
+                };
                 self.push(node)?;
             }
             Event::UnresolvedAlias(name) => {
-                return Err(SyntaxError::at(pos, format!("alias *{name} refers to no anchor")));
+                return Err(SyntaxError::at(
+                    pos,
+                    format!("alias *{name} refers to no anchor"),
+                ));
             }
             _ => {}
         }
@@ -467,7 +514,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, SyntaxError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(SyntaxError::at(
             Pos::default(),
-            format!("file is {} bytes; declarations are limited to {MAX_FILE_BYTES} bytes", text.len()),
+            format!(
+                "file is {} bytes; declarations are limited to {MAX_FILE_BYTES} bytes",
+                text.len()
+            ),
         ));
     }
     let mut builder = Builder {
@@ -495,7 +545,10 @@ pub fn parse_one(text: &str) -> Result<Node, SyntaxError> {
             value: Value::Map(Vec::new()),
         }),
         1 => Ok(docs.remove(0)),
-        _ => Err(SyntaxError::at(docs[1].pos, "expected one YAML document, found several")),
+        _ => Err(SyntaxError::at(
+            docs[1].pos,
+            "expected one YAML document, found several",
+        )),
     }
 }
 
@@ -518,7 +571,8 @@ mod tests {
 
     #[test]
     fn scalars_follow_the_core_schema_and_keep_their_text() {
-        let doc = parse_one("a: yes\nb: 1.10\nc: ~\nd: '42'\ne: -7\nf: 1e3\ng: on\nh: 0x1F\n").unwrap();
+        let doc =
+            parse_one("a: yes\nb: 1.10\nc: ~\nd: '42'\ne: -7\nf: 1e3\ng: on\nh: 0x1F\n").unwrap();
         assert_eq!(doc.get("a").unwrap().value, Value::Str("yes".into()));
         assert_eq!(doc.get("b").unwrap().scalar_text(), "1.10");
         assert_eq!(doc.get("c").unwrap().value, Value::Null);
@@ -535,7 +589,10 @@ mod tests {
         assert!(err.pos.line >= 2, "{err:?}");
         assert!(!err.message.is_empty());
         let dup = parse_documents("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(dup, SyntaxError::at(Pos::new(3, 1), "duplicate key \"a\" (first at 1:1)"));
+        assert_eq!(
+            dup,
+            SyntaxError::at(Pos::new(3, 1), "duplicate key \"a\" (first at 1:1)")
+        );
         let tab = parse_documents("a:\n\tb: 1\n").unwrap_err();
         assert_eq!(tab.pos, Pos::new(2, 1));
     }
@@ -568,8 +625,20 @@ mod tests {
         let err = parse_documents(&bomb).unwrap_err();
         assert!(err.message.contains("billion laughs"), "{err:?}");
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
-        assert!(parse_documents(&deep).unwrap_err().message.contains("nested deeper"));
-        let deep_block: String = (0..200).map(|i| format!("{}k:\n", "  ".repeat(i))).collect();
-        assert!(parse_documents(&deep_block).unwrap_err().message.contains("nested deeper"));
+        assert!(
+            parse_documents(&deep)
+                .unwrap_err()
+                .message
+                .contains("nested deeper")
+        );
+        let deep_block: String = (0..200)
+            .map(|i| format!("{}k:\n", "  ".repeat(i)))
+            .collect();
+        assert!(
+            parse_documents(&deep_block)
+                .unwrap_err()
+                .message
+                .contains("nested deeper")
+        );
     }
 }
