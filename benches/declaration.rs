@@ -3,6 +3,8 @@
 //! Target: at most 200 ms on the 2-core development machine. Run with `cargo bench`; the
 //! figure to quote is criterion's middle estimate for `load_validate_plan/10000`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -2,6 +2,8 @@
 //! subagents, skills, rules, settings, `.mcp.json` and `CLAUDE.md` with imports, each written
 //! in Claude Code's own format. Loading it must give back exactly what the files say.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

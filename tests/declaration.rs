@@ -4,6 +4,8 @@
 //!
 //! `UPDATE_EXPECTED=1 cargo test --test declaration` rewrites snapshots; review the diff.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -7,6 +7,8 @@
 //! Run with `UPDATE_EXPECTED=1` to rewrite `expected.txt` files from the current output
 //! (then review the diff: that is the point).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::{Path, PathBuf};
 
 use proto::spec::{self, MemTree};

@@ -1,6 +1,8 @@
 //! The example company's org chart: complete, one tree, each agent written for its role,
 //! least-privilege tools, and every name it mentions real.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::Command;
