@@ -5,7 +5,12 @@
 //! declaration; [`plan`] is the pure core that decides what to do about it; [`org`] and
 //! [`output`] render what the CLI prints.
 
+pub mod check;
+pub mod computer;
+pub mod gitops;
 pub mod org;
 pub mod output;
 pub mod plan;
+pub mod source;
 pub mod spec;
+pub mod store;

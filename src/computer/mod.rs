@@ -1,0 +1,154 @@
+//! Computers: where work runs. One trait, [`Computer`]: run a command with streamed output,
+//! exit status, timeout and cancellation that kills the whole process group; read and write
+//! files; prepare a task's workspace (a clone of the product's repository at its branch).
+//! File access that resolves outside the workspace is refused. `local` is this host; SSH,
+//! Kubernetes pods and desktops implement the same trait.
+
+pub mod local;
+pub mod workspace;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use local::Local;
+pub use workspace::Workspace;
+
+#[derive(Debug, Error)]
+pub enum ComputerError {
+    #[error("{path}: outside the workspace")]
+    OutsideWorkspace { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("workspace: {0}")]
+    Workspace(String),
+}
+
+/// A command to run in a workspace.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// A shell command line (`sh -c`).
+    pub command: String,
+    /// Working directory, relative to the workspace root ("" for the root).
+    pub cwd: String,
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+}
+
+/// One chunk of output, as it arrives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Stdout(String),
+    Stderr(String),
+}
+
+/// How a command ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// The exit code; `None` when killed by a signal, a timeout or cancellation.
+    pub code: Option<i32>,
+    /// The last 64 KiB of each stream.
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub duration: Duration,
+}
+
+impl RunOutcome {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// A one-line summary for errors and status: `exit status 1: <last stderr line>`.
+    pub fn summary(&self) -> String {
+        let why = if self.timed_out {
+            format!("timed out after {:?}", self.duration)
+        } else if self.cancelled {
+            "cancelled".to_string()
+        } else {
+            match self.code {
+                Some(code) => format!("exit status {code}"),
+                None => "killed by a signal".to_string(),
+            }
+        };
+        let tail = self
+            .stderr
+            .lines()
+            .chain(self.stdout.lines())
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default();
+        if tail.is_empty() {
+            why
+        } else {
+            format!("{why}: {}", tail.trim())
+        }
+    }
+}
+
+/// What a workspace is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkspaceSpec {
+    /// The product repository: a local path (absolute) or a URL.
+    pub repo: String,
+    pub branch: String,
+    /// A stable name for the task (its key), so a restarted task finds its workspace again.
+    pub task: String,
+}
+
+/// A machine that runs work.
+#[async_trait]
+pub trait Computer: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Clones the repository at the branch into a directory named after the task, or reuses
+    /// it when it already exists (a restarted task continues where it was).
+    async fn workspace(&self, spec: &WorkspaceSpec) -> Result<Workspace, ComputerError>;
+
+    /// Runs a command in the workspace; output chunks go to `output` as they arrive.
+    /// Timeout and cancellation kill the whole process group.
+    async fn run(
+        &self,
+        workspace: &Workspace,
+        request: &RunRequest,
+        output: Option<mpsc::UnboundedSender<Output>>,
+        cancel: &CancellationToken,
+    ) -> Result<RunOutcome, ComputerError>;
+
+    /// Reads a file of the workspace; `Ok(None)` when it does not exist.
+    async fn read(&self, workspace: &Workspace, path: &str) -> Result<Option<Vec<u8>>, ComputerError>;
+
+    /// Writes a file of the workspace, creating parent folders.
+    async fn write(&self, workspace: &Workspace, path: &str, content: &[u8]) -> Result<(), ComputerError>;
+
+    /// Whether the computer answers (for the registry's health).
+    async fn healthy(&self) -> bool;
+}
+
+/// Where on this host a computer keeps workspaces, given its `workdir` setting.
+pub fn workdir(setting: Option<&str>, state_dir: &Path) -> PathBuf {
+    match setting {
+        Some(dir) if dir.starts_with("~/") => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| state_dir.to_path_buf())
+            .join(&dir[2..]),
+        Some(dir) => PathBuf::from(dir),
+        None => state_dir.join("work"),
+    }
+}
