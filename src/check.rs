@@ -15,8 +15,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The result of running a check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckResult {
-    Passed { detail: String },
-    Failed { detail: String },
+    Passed {
+        detail: String,
+    },
+    Failed {
+        detail: String,
+    },
     /// The check needs a model (a `judge`) and none is available.
     NeedsModel,
 }

@@ -7,10 +7,13 @@
 
 pub mod check;
 pub mod computer;
+pub mod engine;
+pub mod example;
 pub mod gitops;
 pub mod org;
 pub mod output;
 pub mod plan;
+pub mod policy;
 pub mod source;
 pub mod spec;
 pub mod store;

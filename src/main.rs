@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod commands;
+
 use proto::output::{self, Format};
 use proto::plan::{self, Observed};
 use proto::spec::schema::{self, Kind};
@@ -49,7 +51,41 @@ enum Command {
         #[arg(long)]
         write: Option<PathBuf>,
     },
-    /// List resources of a company directory.
+    /// Reconcile a company from git until stopped (or, with --once, until nothing is left
+    /// to do). With no SOURCE, runs the embedded example under ~/.proto/example.
+    Run {
+        /// A git repository path or URL (file://, git://, https://, ssh://).
+        source: Option<String>,
+        /// Exit when nothing is left that can be done: status 2 if a goal stalled.
+        #[arg(long)]
+        once: bool,
+        /// Where the store and workspaces live [default: ~/.proto/state].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The folder of the repository holding the declaration.
+        #[arg(long)]
+        path: Option<String>,
+        /// The branch to track [default: the repository's HEAD branch].
+        #[arg(long)]
+        branch: Option<String>,
+        /// How often a remote is polled, e.g. 30s.
+        #[arg(long, default_value = "30s")]
+        poll: String,
+    },
+    /// Write the example company to DIR as a git repository, with its product repositories.
+    Init { dir: PathBuf },
+    /// Queue a stalled goal's work again with a fresh attempt budget.
+    Retry {
+        goal: String,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Show one resource in detail.
+    Describe {
+        #[command(subcommand)]
+        what: Describe,
+    },
+    /// List resources: agents of a company directory; goals, tasks and computers of a run.
     Get {
         #[command(subcommand)]
         what: Get,
@@ -57,7 +93,40 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum Describe {
+    /// A goal: its status, its tasks and its recent events.
+    Goal {
+        name: String,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand)]
 enum Get {
+    /// Goals and their status, as the last run saw them.
+    Goals {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Tasks in the store, newest first.
+    Tasks {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Computers and their health.
+    Computers {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// The agents: a table, the org chart (`--tree`), or `-o json|yaml`.
     Agents {
         #[arg(default_value = ".")]
@@ -87,6 +156,33 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
+        Command::Run {
+            source,
+            once,
+            state_dir,
+            path,
+            branch,
+            poll,
+        } => commands::run(source, once, state_dir, path, branch, &poll),
+        Command::Init { dir } => commands::init(&dir),
+        Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
+        Command::Describe {
+            what:
+                Describe::Goal {
+                    name,
+                    state_dir,
+                    output,
+                },
+        } => commands::describe_goal(&name, state_dir, output),
+        Command::Get {
+            what: Get::Goals { state_dir, output },
+        } => commands::get_goals(state_dir, output),
+        Command::Get {
+            what: Get::Tasks { state_dir, output },
+        } => commands::get_tasks(state_dir, output),
+        Command::Get {
+            what: Get::Computers { state_dir, output },
+        } => commands::get_computers(state_dir, output),
         Command::Validate { path } => {
             let (spec, warnings) = match load(&path) {
                 Ok(ok) => ok,
@@ -210,7 +306,7 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
 }
 
 /// Writes to stdout; a closed pipe (`proto plan | head`) is not an error.
-fn emit(text: &str) -> Result<ExitCode, String> {
+pub(crate) fn emit(text: &str) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),

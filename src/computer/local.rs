@@ -44,12 +44,21 @@ impl Computer for Local {
         todo!()
     }
 
-    async fn read(&self, workspace: &Workspace, path: &str) -> Result<Option<Vec<u8>>, ComputerError> {
+    async fn read(
+        &self,
+        workspace: &Workspace,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, ComputerError> {
         let _ = (workspace, path);
         todo!()
     }
 
-    async fn write(&self, workspace: &Workspace, path: &str, content: &[u8]) -> Result<(), ComputerError> {
+    async fn write(
+        &self,
+        workspace: &Workspace,
+        path: &str,
+        content: &[u8],
+    ) -> Result<(), ComputerError> {
         let _ = (workspace, path, content);
         todo!()
     }

@@ -132,10 +132,19 @@ pub trait Computer: Send + Sync {
     ) -> Result<RunOutcome, ComputerError>;
 
     /// Reads a file of the workspace; `Ok(None)` when it does not exist.
-    async fn read(&self, workspace: &Workspace, path: &str) -> Result<Option<Vec<u8>>, ComputerError>;
+    async fn read(
+        &self,
+        workspace: &Workspace,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, ComputerError>;
 
     /// Writes a file of the workspace, creating parent folders.
-    async fn write(&self, workspace: &Workspace, path: &str, content: &[u8]) -> Result<(), ComputerError>;
+    async fn write(
+        &self,
+        workspace: &Workspace,
+        path: &str,
+        content: &[u8],
+    ) -> Result<(), ComputerError>;
 
     /// Whether the computer answers (for the registry's health).
     async fn healthy(&self) -> bool;

@@ -60,7 +60,12 @@ impl Writeback {
     /// Writes to `source`'s repository on `branch` (default: the source's branch), inside
     /// the source's sub-folder. `push` is the Company's `writeback.push`: whether to push
     /// when the source is a remote.
-    pub fn new(source: &GitSource, branch: Option<&str>, author: Identity, push: bool) -> Result<Writeback, GitopsError> {
+    pub fn new(
+        source: &GitSource,
+        branch: Option<&str>,
+        author: Identity,
+        push: bool,
+    ) -> Result<Writeback, GitopsError> {
         let _ = (source, branch, author, push);
         todo!()
     }
@@ -70,7 +75,11 @@ impl Writeback {
     /// it and the working tree's controller files are brought up to date; if the user has
     /// uncommitted changes to those files, nothing is written and
     /// [`GitopsError::DirtyControllerFiles`] says so.
-    pub fn commit(&self, changes: &[FileChange], message: &str) -> Result<Option<String>, GitopsError> {
+    pub fn commit(
+        &self,
+        changes: &[FileChange],
+        message: &str,
+    ) -> Result<Option<String>, GitopsError> {
         let _ = (changes, message);
         todo!()
     }

@@ -24,7 +24,11 @@ pub fn clone_or_open(repo: &str, branch: &str, dir: &Path) -> Result<(), GitopsE
 }
 
 /// Stages everything (`git add -A`) and commits as `author`; `Ok(None)` when nothing changed.
-pub fn commit_all(dir: &Path, message: &str, author: &Identity) -> Result<Option<String>, GitopsError> {
+pub fn commit_all(
+    dir: &Path,
+    message: &str,
+    author: &Identity,
+) -> Result<Option<String>, GitopsError> {
     let _ = (dir, message, author);
     todo!()
 }

@@ -20,7 +20,10 @@ pub enum SourceError {
     #[error("{0}: not a git repository, and not a URL")]
     NotARepository(String),
     #[error("branch {branch} not found in {source_label}")]
-    NoBranch { branch: String, source_label: String },
+    NoBranch {
+        branch: String,
+        source_label: String,
+    },
     #[error("{path}: no such folder at revision {revision}")]
     NoPath { path: String, revision: String },
     #[error("{path}: {source}")]

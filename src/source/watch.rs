@@ -14,7 +14,11 @@ pub struct Watch {
 
 /// Starts watching `source`: for a local repository, file events under its git directory
 /// (refs, packed-refs, HEAD) send to `trigger`; for a remote, a task sends every `poll`.
-pub fn watch(source: &GitSource, poll: Duration, trigger: mpsc::Sender<()>) -> Result<Watch, SourceError> {
+pub fn watch(
+    source: &GitSource,
+    poll: Duration,
+    trigger: mpsc::Sender<()>,
+) -> Result<Watch, SourceError> {
     let _ = (source, poll, trigger);
     todo!()
 }

@@ -21,7 +21,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the state database is from a newer Proto (schema version {found}, this build knows {known})")]
+    #[error(
+        "the state database is from a newer Proto (schema version {found}, this build knows {known})"
+    )]
     TooNew { found: i64, known: i64 },
     #[error("no task {0}")]
     NoTask(i64),
@@ -146,7 +148,11 @@ impl Store {
 
     /// Creates the task unless one with the same key is live (queued, running, waiting)
     /// or stalled. Returns the new task's id, or `None` when it already existed.
-    pub fn enqueue(&self, task: &NewTask, now: DateTime<Utc>) -> Result<Option<TaskId>, StoreError> {
+    pub fn enqueue(
+        &self,
+        task: &NewTask,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TaskId>, StoreError> {
         let _ = (task, now);
         todo!()
     }
@@ -214,7 +220,12 @@ impl Store {
     }
 
     /// Records a goal's check result.
-    pub fn observe(&self, goal: &str, observation: &GoalObservation, detail: &str) -> Result<(), StoreError> {
+    pub fn observe(
+        &self,
+        goal: &str,
+        observation: &GoalObservation,
+        detail: &str,
+    ) -> Result<(), StoreError> {
         let _ = (goal, observation, detail);
         todo!()
     }
@@ -303,13 +314,23 @@ impl Store {
     }
 
     /// Records an attempted revision; `errors` empty means it was applied.
-    pub fn record_revision(&self, revision: &str, errors: &[String], now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn record_revision(
+        &self,
+        revision: &str,
+        errors: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let _ = (revision, errors, now);
         todo!()
     }
 
     /// Records a computer's health as seen now.
-    pub fn computer_seen(&self, name: &str, healthy: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn computer_seen(
+        &self,
+        name: &str,
+        healthy: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let _ = (name, healthy, now);
         todo!()
     }

@@ -1,0 +1,363 @@
+//! The commands that drive or read a running controller: `run`, `init`, `retry`,
+//! `describe goal`, `get goals|tasks|computers`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use proto::engine::records::StatusReport;
+use proto::engine::{Engine, Options, Summary};
+use proto::output::{self, Format};
+use proto::source::GitSource;
+use proto::spec::duration::parse_duration;
+use proto::store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::emit;
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// `~/.proto/state` unless given.
+fn state_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| home().join(".proto/state"))
+}
+
+pub fn init(dir: &Path) -> Result<ExitCode, String> {
+    let made = proto::example::init(dir).map_err(|e| e.to_string())?;
+    println!("company repository: {}", made.company.display());
+    for p in &made.products {
+        println!("product repository: {}", p.display());
+    }
+    println!("run it: proto run {} --once", made.company.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(
+    source: Option<String>,
+    once: bool,
+    state: Option<PathBuf>,
+    path: Option<String>,
+    branch: Option<String>,
+    poll: &str,
+) -> Result<ExitCode, String> {
+    let poll = parse_duration(poll)?;
+    let source = match source {
+        Some(s) => s,
+        None => {
+            let dir = home().join(".proto/example");
+            let company = dir.join("company");
+            if !company.exists() {
+                proto::example::init(&dir).map_err(|e| e.to_string())?;
+                eprintln!("wrote the example company to {}", company.display());
+            }
+            company.display().to_string()
+        }
+    };
+    let state = state_dir(state);
+    let cache = state.join("sources");
+    let git = GitSource::open(&source, branch.as_deref(), path.as_deref(), &cache)
+        .map_err(|e| format!("{source}: {e}"))?;
+    let options = Options {
+        state_dir: state.clone(),
+        once,
+        poll,
+        ..Options::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let summary = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel(16);
+        let _watch =
+            proto::source::watch::watch(&git, poll, trigger_tx).map_err(|e| e.to_string())?;
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            eprintln!("stopping: running work is cancelled and resumes on the next start");
+            signals.cancel();
+        });
+        let progress = progress(&state, shutdown.clone());
+        let engine = Engine::new(git, options).map_err(|e| e.to_string())?;
+        let result = engine
+            .run(shutdown.clone(), trigger_rx)
+            .await
+            .map_err(|e| e.to_string());
+        shutdown.cancel();
+        if let Some(p) = progress {
+            let _ = p.await;
+        }
+        result
+    })?;
+    print_summary(&summary);
+    Ok(ExitCode::from(summary.exit_code()))
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A live line on a terminal: goals met, working, queued, waiting. Off when stderr is not a
+/// terminal; logs carry the same facts there.
+fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let path = state.join("status.json");
+    Some(tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        loop {
+            if let Ok(bytes) = tokio::fs::read(&path).await {
+                if let Ok(status) = serde_json::from_slice::<StatusReport>(&bytes) {
+                    let count = |r: &str| status.goals.iter().filter(|g| g.reason == r).count();
+                    bar.set_message(format!(
+                        "{} goals: {} met, {} working, {} queued, {} waiting, {} stalled",
+                        status.goals.len(),
+                        count("CheckPassed"),
+                        count("Working"),
+                        count("Queued") + count("RetryScheduled"),
+                        count("DependenciesNotMet") + count("NoModel"),
+                        count("AttemptsExhausted"),
+                    ));
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+        bar.finish_and_clear();
+    }))
+}
+
+fn goal_rows(status: &StatusReport) -> Vec<Vec<String>> {
+    status
+        .goals
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.product.clone(),
+                g.priority.clone(),
+                g.ready.clone(),
+                g.reason.clone(),
+                g.message.chars().take(80).collect(),
+            ]
+        })
+        .collect()
+}
+
+const GOAL_HEADER: [&str; 6] = ["NAME", "PRODUCT", "PRIORITY", "READY", "REASON", "MESSAGE"];
+
+fn print_summary(summary: &Summary) {
+    let status = &summary.status;
+    print!("{}", output::table(&GOAL_HEADER, &goal_rows(status)));
+    let waiting: Vec<_> = status
+        .goals
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.reason.as_str(),
+                "NoModel" | "DependenciesNotMet" | "WaitingApproval"
+            )
+        })
+        .collect();
+    if !waiting.is_empty() {
+        println!("\nWaiting on something outside:");
+        for g in waiting {
+            println!("  {}: {} ({})", g.name, g.reason, g.message);
+        }
+    }
+    let stalled = status.stalled();
+    if !stalled.is_empty() {
+        println!("\nStalled (attempts exhausted; `proto retry GOAL` or a new commit re-triggers):");
+        for g in stalled {
+            println!("  {}: {}", g.name, g.message);
+        }
+    }
+    if !status.errors.is_empty() {
+        println!(
+            "\nRevision {} is invalid; {} keeps running:",
+            status.last_attempted_revision.as_deref().unwrap_or("?"),
+            status.last_applied_revision.as_deref().unwrap_or("?")
+        );
+        for e in &status.errors {
+            println!("  {e}");
+        }
+    }
+    println!(
+        "\nRecord: {} commit(s) to {}; see .proto/ there (status.yaml, planning/, audit/).",
+        summary.commits.len(),
+        summary.record
+    );
+}
+
+fn read_status(state: &Path) -> Result<StatusReport, String> {
+    let path = state.join("status.json");
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "{}: {e} (has `proto run` run with this --state-dir?)",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn open_store(state: &Path) -> Result<Store, String> {
+    if !state.join("proto.db").exists() {
+        return Err(format!(
+            "{}: no store here (has `proto run` run with this --state-dir?)",
+            state.display()
+        ));
+    }
+    Store::open(state).map_err(|e| e.to_string())
+}
+
+pub fn get_goals(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
+    let status = read_status(&state_dir(state))?;
+    match format {
+        Format::Table => emit(&output::table(&GOAL_HEADER, &goal_rows(&status))),
+        _ => emit(&output::encode(&status.goals, format).map_err(|e| e.to_string())?),
+    }
+}
+
+pub fn get_tasks(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
+    let store = open_store(&state_dir(state))?;
+    let tasks = store.tasks().map_err(|e| e.to_string())?;
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.goal.clone(),
+                        format!("{:?}", t.state),
+                        format!("{}/{}", t.attempts, t.max_attempts),
+                        t.computer.clone().unwrap_or_default(),
+                        t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        t.last_error
+                            .clone()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(60)
+                            .collect(),
+                    ]
+                })
+                .collect();
+            emit(&output::table(
+                &[
+                    "ID",
+                    "GOAL",
+                    "STATE",
+                    "ATTEMPTS",
+                    "COMPUTER",
+                    "UPDATED",
+                    "LAST-ERROR",
+                ],
+                &rows,
+            ))
+        }
+        _ => emit(&output::encode(&tasks, format).map_err(|e| e.to_string())?),
+    }
+}
+
+pub fn get_computers(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
+    let store = open_store(&state_dir(state))?;
+    let computers = store.computers().map_err(|e| e.to_string())?;
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Row {
+        name: String,
+        healthy: bool,
+        last_seen: chrono::DateTime<chrono::Utc>,
+    }
+    let rows: Vec<Row> = computers
+        .into_iter()
+        .map(|(name, healthy, last_seen)| Row {
+            name,
+            healthy,
+            last_seen,
+        })
+        .collect();
+    match format {
+        Format::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.healthy.to_string(),
+                        r.last_seen.to_rfc3339(),
+                    ]
+                })
+                .collect();
+            emit(&output::table(&["NAME", "HEALTHY", "LAST-SEEN"], &cells))
+        }
+        _ => emit(&output::encode(&rows, format).map_err(|e| e.to_string())?),
+    }
+}
+
+pub fn describe_goal(
+    name: &str,
+    state: Option<PathBuf>,
+    format: Format,
+) -> Result<ExitCode, String> {
+    let state = state_dir(state);
+    let status = read_status(&state)?;
+    let goal = status
+        .goal(name)
+        .ok_or_else(|| format!("no goal {name} in the last run's status"))?;
+    let store = open_store(&state)?;
+    let tasks: Vec<_> = store
+        .tasks()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|t| t.goal == name)
+        .collect();
+    let events: Vec<_> = store
+        .events(0, 100_000)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|e| e.goal.as_deref() == Some(name))
+        .collect();
+    let events = events[events.len().saturating_sub(20)..].to_vec();
+    let spent = store.spent_on_goal(name).map_err(|e| e.to_string())?;
+    let view =
+        serde_json::json!({ "goal": goal, "spentUsd": spent, "tasks": tasks, "events": events });
+    let format = if format == Format::Table {
+        Format::Yaml
+    } else {
+        format
+    };
+    emit(&output::encode(&view, format).map_err(|e| e.to_string())?)
+}
+
+pub fn retry(goal: &str, state: Option<PathBuf>) -> Result<ExitCode, String> {
+    let store = open_store(&state_dir(state))?;
+    match store
+        .retry(goal, chrono::Utc::now())
+        .map_err(|e| e.to_string())?
+    {
+        Some(id) => {
+            println!("task {id} of {goal} is queued again; the next reconcile takes it");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(format!("{goal} has no stalled or failed task to retry")),
+    }
+}

@@ -1,0 +1,759 @@
+//! The reconcile engine: read the declaration from git, plan, dispatch work to computers,
+//! record what happened in the store and in git, and repeat until stopped (or, with
+//! `--once`, until nothing is left that it can do).
+//!
+//! One loop owns all state changes; workers run on their own tokio tasks and report back
+//! over a channel, so there is never a second writer deciding what to do next.
+
+pub mod records;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::computer::{self, Computer, Local};
+use crate::gitops::{FileChange, Identity, Writeback};
+use crate::plan::{self, Action, goal_key};
+use crate::source::{GitSource, SourceError};
+use crate::spec::{self, Diagnostic, Resource, Spec};
+use crate::store::{AttemptOutcome, NewTask, Store, StoreError, TaskId};
+
+use records::{LastCheck, StatusReport};
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no valid revision to run: {revision} has {} error(s):\n{}", errors.len(), errors.join("\n"))]
+    NoValidRevision {
+        revision: String,
+        errors: Vec<String>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    /// Exit when nothing is left that can be done now.
+    pub once: bool,
+    /// How often remotes are polled.
+    pub poll: Duration,
+    /// Smallest retry delay (doubled each attempt, with jitter, at most a minute).
+    pub retry_base: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            state_dir: PathBuf::from(".proto-state"),
+            once: false,
+            poll: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The declaration currently running.
+struct Applied {
+    revision: String,
+    spec: Spec,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    computer: String,
+}
+
+/// How a run ended, for `proto run --once`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub status: StatusReport,
+    /// Commits the controller made to the company repository during the run.
+    pub commits: Vec<String>,
+    /// Where the record is: the repository path and branch.
+    pub record: String,
+}
+
+impl Summary {
+    /// 2 when a goal's attempts are exhausted, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.status.stalled().is_empty() {
+            0
+        } else {
+            2
+        }
+    }
+}
+
+pub struct Engine {
+    source: GitSource,
+    store: Arc<Store>,
+    options: Options,
+    applied: Option<Applied>,
+    running: HashMap<TaskId, Running>,
+    resume: HashSet<TaskId>,
+    done_tx: mpsc::UnboundedSender<worker::Done>,
+    done_rx: mpsc::UnboundedReceiver<worker::Done>,
+    checks: BTreeMap<String, (LastCheck, String)>,
+    last_plan: Vec<Action>,
+    status: StatusReport,
+    commits: Vec<String>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Engine {
+    /// Opens the store under the state directory and recovers tasks a killed process left
+    /// running: they continue from their journal.
+    pub fn new(source: GitSource, options: Options) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(&options.state_dir).map_err(io(&options.state_dir))?;
+        let store = Arc::new(Store::open(&options.state_dir)?);
+        let resume: HashSet<TaskId> = store.recover_interrupted(Utc::now())?.into_iter().collect();
+        if !resume.is_empty() {
+            tracing::info!(
+                tasks = resume.len(),
+                "resuming tasks interrupted by a previous run"
+            );
+        }
+        let status = std::fs::read(options.state_dir.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StatusReport>(&b).ok())
+            .unwrap_or_default();
+        let checks = status
+            .goals
+            .iter()
+            .filter_map(|g| {
+                g.last_check
+                    .clone()
+                    .map(|c| (g.name.clone(), (c, String::new())))
+            })
+            .collect();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Ok(Engine {
+            source,
+            store,
+            options,
+            applied: None,
+            running: HashMap::new(),
+            resume,
+            done_tx,
+            done_rx,
+            checks,
+            last_plan: Vec::new(),
+            status,
+            commits: Vec::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Reconciles until `shutdown` fires (or, with `once`, until nothing is left to do).
+    /// `trigger` wakes the loop early (file watcher, poller, webhooks).
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut trigger: mpsc::Receiver<()>,
+    ) -> Result<Summary, EngineError> {
+        loop {
+            self.tick().await?;
+            if self.options.once && self.idle()? {
+                break;
+            }
+            let wake = self.next_wake()?;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(done) = self.done_rx.recv() => self.finished(done)?,
+                _ = trigger.recv() => {}
+                _ = tokio::time::sleep(wake) => {}
+            }
+        }
+        // Graceful stop: running work is cancelled (process groups killed) and resumes from
+        // its journal on the next start.
+        for running in self.running.values() {
+            running.cancel.cancel();
+        }
+        while !self.running.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(10), self.done_rx.recv()).await {
+                Ok(Some(done)) => {
+                    self.running.remove(&done.task);
+                }
+                _ => break,
+            }
+        }
+        self.store.recover_interrupted(Utc::now())?;
+        self.write_status()?;
+        Ok(Summary {
+            status: self.status.clone(),
+            commits: self.commits.clone(),
+            record: format!(
+                "{} (branch {})",
+                self.source.repository_path().display(),
+                self.source.branch()
+            ),
+        })
+    }
+
+    /// One pass: refresh the declaration, take in finished work, plan, apply, dispatch.
+    pub async fn tick(&mut self) -> Result<(), EngineError> {
+        self.refresh()?;
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.finished(done)?;
+        }
+        if self.applied.is_none() {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut observed = self.store.observed()?;
+        // The agent runtime arrives with its own issue; until then no model is reachable and
+        // goals that need one wait with reason NoModel.
+        observed.model_available = false;
+        let actions = match &self.applied {
+            Some(applied) => plan::plan(&applied.spec, &observed, now),
+            None => Vec::new(),
+        };
+        self.apply(&actions, now)?;
+        self.last_plan = actions;
+        if let Some(applied) = &self.applied {
+            for c in &applied.spec.computers {
+                // Only this host can run work so far; others are declared but not reachable.
+                self.store
+                    .computer_seen(c.name(), c.spec.local.is_some(), now)?;
+            }
+        }
+        self.dispatch(now)?;
+        self.refresh_status(now)?;
+        Ok(())
+    }
+
+    /// Reads the branch head; a new valid revision replaces the running one, an invalid
+    /// one is recorded with its errors while the last good revision keeps running.
+    fn refresh(&mut self) -> Result<(), EngineError> {
+        if let Err(e) = self.source.fetch() {
+            tracing::warn!(error = %e, "fetch failed; working from the last fetched revision");
+        }
+        let head = self.source.head()?;
+        let revisions = self.store.revisions()?;
+        if revisions.last_attempted.as_deref() == Some(head.as_str()) && self.applied.is_some() {
+            return Ok(());
+        }
+        if let (Some(applied), Some(last)) =
+            (&mut self.applied, revisions.last_attempted.as_deref())
+        {
+            if self.source.only_controller_changes(last, &head)? {
+                // The controller's own commits (or changes outside the declaration) do not
+                // change what is declared.
+                applied.revision = head.clone();
+                if revisions.errors.is_empty() {
+                    self.store.record_revision(&head, &[], Utc::now())?;
+                }
+                return Ok(());
+            }
+        }
+        let tree = self.source.snapshot(&head)?;
+        match spec::load_and_validate(&tree) {
+            Ok((mut spec, warnings)) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                spec.source = self.source.label().to_string();
+                self.store.record_revision(&head, &[], Utc::now())?;
+                self.store.event(
+                    None,
+                    None,
+                    "RevisionApplied",
+                    &serde_json::json!({ "revision": head }),
+                    Utc::now(),
+                )?;
+                tracing::info!(revision = %short(&head), "applied");
+                self.applied = Some(Applied {
+                    revision: head,
+                    spec,
+                });
+            }
+            Err(diagnostics) => {
+                let errors: Vec<String> = diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(Diagnostic::to_string)
+                    .collect();
+                self.store.record_revision(&head, &errors, Utc::now())?;
+                self.store.event(
+                    None,
+                    None,
+                    "RevisionFailed",
+                    &serde_json::json!({ "revision": head, "errors": errors }),
+                    Utc::now(),
+                )?;
+                match &self.applied {
+                    Some(applied) => tracing::error!(
+                        revision = %short(&head),
+                        running = %short(&applied.revision),
+                        errors = errors.len(),
+                        "invalid declaration; the last good revision keeps running"
+                    ),
+                    None => {
+                        // Before any valid revision there may be one in the store's history.
+                        match revisions.last_applied.clone() {
+                            Some(good) if good != head => {
+                                let tree = self.source.snapshot(&good)?;
+                                if let Ok((spec, _)) = spec::load_and_validate(&tree) {
+                                    self.applied = Some(Applied {
+                                        revision: good,
+                                        spec,
+                                    });
+                                }
+                            }
+                            _ => {}
+                        }
+                        if self.applied.is_none() {
+                            return Err(EngineError::NoValidRevision {
+                                revision: head,
+                                errors,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, actions: &[Action], now: DateTime<Utc>) -> Result<(), EngineError> {
+        let Some(applied) = &self.applied else {
+            return Ok(());
+        };
+        let tasks = self.store.tasks()?;
+        for action in actions {
+            match action {
+                Action::Suspended { message, .. } => {
+                    for running in self.running.values() {
+                        running.cancel.cancel();
+                    }
+                    tracing::warn!("{message}");
+                }
+                Action::Enqueue {
+                    goal,
+                    key,
+                    product,
+                    owner,
+                    priority,
+                    ..
+                } => {
+                    let max_attempts = applied
+                        .spec
+                        .goal(goal)
+                        .and_then(|g| g.spec.budget.as_ref())
+                        .and_then(|b| b.attempts)
+                        .unwrap_or(plan::DEFAULT_ATTEMPTS);
+                    let task = NewTask {
+                        key: key.clone(),
+                        goal: goal.clone(),
+                        product: product.clone(),
+                        owner: owner.clone(),
+                        priority: *priority,
+                        max_attempts,
+                        revision: applied.revision.clone(),
+                    };
+                    if let Some(id) = self.store.enqueue(&task, now)? {
+                        tracing::info!(goal = %goal, task = id, "enqueued");
+                    }
+                }
+                Action::Recheck { goal, priority } => {
+                    if let Some(g) = applied.spec.goal(goal) {
+                        let task = NewTask {
+                            key: goal_key(g),
+                            goal: goal.clone(),
+                            product: g.spec.product.clone(),
+                            owner: g.spec.owner.clone(),
+                            priority: *priority,
+                            max_attempts: 1,
+                            revision: applied.revision.clone(),
+                        };
+                        self.store.enqueue(&task, now)?;
+                    }
+                }
+                Action::Cancel { key, message, .. } => {
+                    for task in tasks.iter().filter(|t| t.key == *key && t.state.is_live()) {
+                        if let Some(running) = self.running.get(&task.id) {
+                            running.cancel.cancel();
+                        }
+                        self.store.cancel(task.id, message, now)?;
+                    }
+                }
+                Action::Stall { key, message, goal } => {
+                    for task in tasks
+                        .iter()
+                        .filter(|t| t.key == *key && t.state == plan::TaskState::Failed)
+                    {
+                        self.store.stall(task.id, message, now)?;
+                        tracing::error!(goal = %goal, "stalled: {message}");
+                    }
+                }
+                Action::Wait { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Computers a product may use, with their capacity.
+    fn computers_for(&self, product: &str) -> Vec<(&Resource<spec::ComputerSpec>, u32)> {
+        let Some(applied) = &self.applied else {
+            return Vec::new();
+        };
+        let selector = applied
+            .spec
+            .product(product)
+            .and_then(|p| p.spec.computers.clone());
+        applied
+            .spec
+            .computers
+            .iter()
+            .filter(|c| match &selector {
+                None => true,
+                Some(s) => match (&s.match_labels, &s.names) {
+                    (Some(labels), _) => labels
+                        .iter()
+                        .all(|(k, v)| c.metadata.labels.get(k) == Some(v)),
+                    (None, Some(names)) => names.iter().any(|n| n == c.name()),
+                    (None, None) => true,
+                },
+            })
+            // Only this host can run work so far; SSH, Kubernetes and desktops come later.
+            .filter(|c| c.spec.local.is_some())
+            .map(|c| (c, c.spec.capacity.unwrap_or(1)))
+            .collect()
+    }
+
+    fn dispatch(&mut self, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let Some(applied) = &self.applied else {
+            return Ok(());
+        };
+        if applied.spec.company().is_some_and(|c| c.spec.suspend) {
+            return Ok(());
+        }
+        let author = applied
+            .spec
+            .company()
+            .and_then(|c| c.spec.writeback.as_ref())
+            .and_then(|w| w.author.as_ref())
+            .map(|a| Identity {
+                name: a.name.clone(),
+                email: a.email.clone(),
+            })
+            .unwrap_or_else(|| Identity {
+                name: "proto".into(),
+                email: "proto@localhost".into(),
+            });
+        let mut starts = Vec::new();
+        let mut used: HashMap<String, u32> = HashMap::new();
+        for running in self.running.values() {
+            *used.entry(running.computer.clone()).or_default() += 1;
+        }
+        for task in self.store.ready(now)? {
+            let Some(goal) = applied.spec.goal(&task.goal) else {
+                continue;
+            };
+            let choice = self
+                .computers_for(&task.product)
+                .into_iter()
+                .find(|(c, capacity)| used.get(c.name()).copied().unwrap_or(0) < *capacity)
+                .map(|(c, _)| c.clone());
+            let Some(computer) = choice else {
+                continue;
+            };
+            *used.entry(computer.name().to_string()).or_default() += 1;
+            let product = applied.spec.product(&task.product);
+            let repo = product
+                .and_then(|p| p.spec.repo.as_ref())
+                .map(|r| self.source.resolve_repo(&r.url));
+            let branch = product
+                .and_then(|p| p.spec.repo.as_ref())
+                .and_then(|r| r.branch.clone())
+                .unwrap_or_else(|| "main".into());
+            let workdir =
+                computer::workdir(computer.spec.workdir.as_deref(), &self.options.state_dir);
+            let machine: Arc<dyn Computer> = Arc::new(Local::new(computer.name(), workdir));
+            starts.push(worker::Work {
+                store: self.store.clone(),
+                goal_key: goal_key(goal),
+                goal: goal.spec.clone(),
+                agent: goal.spec.owner.clone(),
+                agent_spec: applied.spec.agent(&goal.spec.owner).map(|a| a.spec.clone()),
+                computer: machine,
+                repo,
+                branch,
+                author: author.clone(),
+                cancel: CancellationToken::new(),
+                resume: self.resume.contains(&task.id),
+                task,
+            });
+        }
+        for work in starts {
+            let id = work.task.id;
+            self.store.start(id, work.computer.name(), now)?;
+            self.store.event(
+                Some(id),
+                Some(&work.task.goal),
+                "TaskStarted",
+                &serde_json::json!({ "computer": work.computer.name() }),
+                now,
+            )?;
+            tracing::info!(goal = %work.task.goal, task = id, computer = work.computer.name(), "started");
+            self.resume.remove(&id);
+            self.running.insert(
+                id,
+                Running {
+                    cancel: work.cancel.clone(),
+                    computer: work.computer.name().to_string(),
+                },
+            );
+            let tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                let done = worker::run(work).await;
+                let _ = tx.send(done);
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a finished attempt and writes it back to git.
+    fn finished(&mut self, done: worker::Done) -> Result<(), EngineError> {
+        self.running.remove(&done.task);
+        let task = self.store.task(done.task)?;
+        if let Some(check) = &done.check {
+            let key = self
+                .applied
+                .as_ref()
+                .and_then(|a| a.spec.goal(&task.goal))
+                .map(goal_key)
+                .unwrap_or_default();
+            self.checks.insert(task.goal.clone(), (check.clone(), key));
+        }
+        let now = Utc::now();
+        if done.cancelled {
+            // Not a failure of the work: it resumes from its journal when it runs again.
+            self.store.recover_interrupted(now)?;
+            return Ok(());
+        }
+        let retry_at = now + self.backoff(task.attempts);
+        let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
+        let verdict = match &done.outcome {
+            AttemptOutcome::Succeeded { detail } => {
+                tracing::info!(goal = %task.goal, "met: {detail}");
+                format!("met ({detail})")
+            }
+            AttemptOutcome::Failed { error } => {
+                tracing::warn!(goal = %task.goal, attempt = task.attempts, "failed: {error}");
+                format!(
+                    "attempt {} of {} failed: {error}",
+                    task.attempts, task.max_attempts
+                )
+            }
+        };
+        self.store.event(
+            Some(task.id),
+            Some(&task.goal),
+            "TaskFinished",
+            &serde_json::json!({ "outcome": done.outcome }),
+            now,
+        )?;
+        self.refresh_status(now)?;
+        self.writeback(
+            &task.product,
+            &format!("proto: {} {}", task.goal, first_line(&verdict)),
+        )?;
+        Ok(())
+    }
+
+    fn backoff(&self, attempts: u32) -> chrono::Duration {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.options.retry_base)
+            .with_max_delay(Duration::from_secs(60))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let delay = delays
+            .nth(attempts.saturating_sub(1) as usize)
+            .unwrap_or(self.options.retry_base);
+        chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(1))
+    }
+
+    /// One commit to the company repository: pending audit records, the product's plan and
+    /// the status. A failure leaves the records pending for the next commit.
+    fn writeback(&mut self, product: &str, message: &str) -> Result<(), EngineError> {
+        let Some(applied) = &self.applied else {
+            return Ok(());
+        };
+        let company = applied.spec.company();
+        let settings = company
+            .and_then(|c| c.spec.writeback.clone())
+            .unwrap_or_default();
+        let author = settings.author.clone().map_or(
+            Identity {
+                name: "proto".into(),
+                email: "proto@localhost".into(),
+            },
+            |a| Identity {
+                name: a.name,
+                email: a.email,
+            },
+        );
+        let writer = match Writeback::new(
+            &self.source,
+            settings.branch.as_deref(),
+            author,
+            settings.push.unwrap_or(true),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "writeback unavailable");
+                return Ok(());
+            }
+        };
+        let pending = self.store.pending_audit()?;
+        let mut changes = Vec::new();
+        let mut by_date: BTreeMap<String, Vec<&crate::store::AuditRecord>> = BTreeMap::new();
+        for record in &pending {
+            by_date
+                .entry(record.time.format("%Y-%m-%d").to_string())
+                .or_default()
+                .push(record);
+        }
+        for (date, records) in by_date {
+            let path = format!(".proto/audit/{date}.jsonl");
+            let existing = writer
+                .read(&path)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let present = records::audit_ids(&existing);
+            let lines: String = records
+                .iter()
+                .filter(|r| !present.contains(&r.id))
+                .map(|r| records::audit_line(r))
+                .collect();
+            if !lines.is_empty() {
+                changes.push(FileChange::Append {
+                    path,
+                    content: lines.into_bytes(),
+                });
+            }
+        }
+        let plan = records::product_plan(&applied.spec, product, &self.status);
+        changes.push(FileChange::Write {
+            path: format!(".proto/planning/{product}/tasks.json"),
+            content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n").into_bytes(),
+        });
+        let status_yaml = serde_saphyr::to_string(&self.status).unwrap_or_default();
+        changes.push(FileChange::Write {
+            path: ".proto/status.yaml".into(),
+            content: status_yaml.into_bytes(),
+        });
+        match writer.commit(&changes, message) {
+            Ok(Some(commit)) => {
+                let ids: Vec<i64> = pending.iter().map(|r| r.id).collect();
+                self.store.audit_written(&ids, &commit)?;
+                tracing::info!(commit = %short(&commit), "recorded in git");
+                self.commits.push(commit);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot write back; the records stay pending"),
+        }
+        Ok(())
+    }
+
+    fn refresh_status(&mut self, now: DateTime<Utc>) -> Result<(), EngineError> {
+        let Some(applied) = &self.applied else {
+            return Ok(());
+        };
+        let tasks = self.store.tasks()?;
+        let revisions = self.store.revisions()?;
+        self.status = records::status(
+            &applied.spec,
+            &applied.revision,
+            &revisions,
+            &tasks,
+            &self.checks,
+            &self.last_plan,
+            &self.status,
+            now,
+        );
+        self.write_status()
+    }
+
+    /// `status.json` in the state directory: what `proto get goals` reads.
+    fn write_status(&self) -> Result<(), EngineError> {
+        let path = self.options.state_dir.join("status.json");
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(&self.status).unwrap_or_default();
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Nothing running and nothing queued that a computer could take.
+    fn idle(&self) -> Result<bool, EngineError> {
+        if !self.running.is_empty() {
+            return Ok(false);
+        }
+        let queued = self
+            .store
+            .tasks()?
+            .into_iter()
+            .filter(|t| t.state == plan::TaskState::Queued)
+            .any(|t| !self.computers_for(&t.product).is_empty());
+        Ok(!queued)
+    }
+
+    /// How long to sleep when nothing wakes the loop: until the next retry is due, or the
+    /// poll interval.
+    fn next_wake(&self) -> Result<Duration, EngineError> {
+        let now = Utc::now();
+        let next_retry = self
+            .store
+            .tasks()?
+            .into_iter()
+            .filter(|t| t.state == plan::TaskState::Queued)
+            .map(|t| (t.not_before - now).to_std().unwrap_or(Duration::ZERO))
+            .min();
+        let wake = next_retry.map_or(self.options.poll, |d| d.min(self.options.poll));
+        Ok(wake.max(Duration::from_millis(50)))
+    }
+}
+
+fn short(revision: &str) -> &str {
+    &revision[..revision.len().min(12)]
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or(text)
+        .chars()
+        .take(200)
+        .collect()
+}

@@ -1,0 +1,352 @@
+//! `act()`: the one path every agent action takes. It checks the agent may use the tool,
+//! journals the action as started before its effect and as finished after it (with an
+//! audit record carrying the unified diff of any file it changed), and executes it on the
+//! task's computer. After a crash, a step found started but not finished is re-examined —
+//! is the file already written, the commit already made, the push already there? — rather
+//! than blindly redone. Permission rules from settings, hooks, approvals, rate limits and
+//! budgets join this same path; no tool reaches a computer any other way.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use similar::TextDiff;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+use crate::computer::{Computer, ComputerError, RunRequest, Workspace};
+use crate::gitops::{self, GitopsError, Identity};
+use crate::store::{AuditRecord, Store, StoreError, TaskId};
+
+#[derive(Debug, Error)]
+pub enum ActError {
+    #[error("{agent} may not use {tool} (its tools are {allowed})")]
+    Denied {
+        agent: String,
+        tool: String,
+        allowed: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Computer(#[from] ComputerError),
+    #[error(transparent)]
+    Git(#[from] GitopsError),
+    #[error("edit of {path}: the text to replace {found}")]
+    EditMismatch { path: String, found: String },
+    #[error("{0}")]
+    Failed(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// One action an agent (or a playbook acting as it) takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolCall {
+    Bash {
+        command: String,
+        timeout: Duration,
+    },
+    Write {
+        path: String,
+        content: String,
+    },
+    Edit {
+        path: String,
+        old: String,
+        new: String,
+    },
+    Commit {
+        message: String,
+    },
+    Push {
+        branch: String,
+    },
+}
+
+impl ToolCall {
+    /// The tool an agent must hold to make this call.
+    pub fn tool(&self) -> &'static str {
+        match self {
+            ToolCall::Bash { .. } => "Bash",
+            ToolCall::Write { .. } => "Write",
+            ToolCall::Edit { .. } => "Edit",
+            ToolCall::Commit { .. } | ToolCall::Push { .. } => "Git",
+        }
+    }
+
+    /// The action's name in the audit log.
+    pub fn action(&self) -> &'static str {
+        match self {
+            ToolCall::Bash { .. } => "run",
+            ToolCall::Write { .. } => "write",
+            ToolCall::Edit { .. } => "edit",
+            ToolCall::Commit { .. } => "commit",
+            ToolCall::Push { .. } => "push",
+        }
+    }
+
+    pub fn input(&self) -> Value {
+        match self {
+            ToolCall::Bash { command, timeout } => {
+                json!({ "command": command, "timeoutSeconds": timeout.as_secs() })
+            }
+            ToolCall::Write { path, content } => json!({ "path": path, "bytes": content.len() }),
+            ToolCall::Edit { path, old, new } => json!({ "path": path, "old": old, "new": new }),
+            ToolCall::Commit { message } => json!({ "message": message }),
+            ToolCall::Push { branch } => json!({ "branch": branch }),
+        }
+    }
+}
+
+/// What an action did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Acted {
+    pub outcome: Value,
+    /// The step was found done (journaled, or re-examined after a crash) and not redone.
+    pub skipped: bool,
+}
+
+/// Everything `act()` needs about who acts, where, and for which task.
+pub struct Actor<'a> {
+    pub store: &'a Store,
+    pub task: TaskId,
+    pub goal: &'a str,
+    pub agent: &'a str,
+    /// The agent's allowed tools (`Bash`, `Bash(git *)`, ...).
+    pub tools: &'a [String],
+    pub computer: &'a dyn Computer,
+    pub workspace: &'a Workspace,
+    pub author: &'a Identity,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Whether `tools` allows `tool`. A narrowed entry (`Bash(npm test)`) counts as holding the
+/// tool here; the argument-level rules are the permission layer's job.
+pub fn allows(tools: &[String], tool: &str) -> bool {
+    tools.iter().any(|t| t.split('(').next() == Some(tool))
+}
+
+/// Takes one action, step `step` of the actor's task. See the module docs.
+pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted, ActError> {
+    let now = Utc::now();
+    if !allows(actor.tools, call.tool()) {
+        let err = ActError::Denied {
+            agent: actor.agent.to_string(),
+            tool: call.tool().to_string(),
+            allowed: actor.tools.join(", "),
+        };
+        actor.store.audit(&audit(
+            actor,
+            call,
+            json!({ "denied": err.to_string() }),
+            None,
+        ))?;
+        return Err(err);
+    }
+    let input = call.input();
+    if let Some(previous) = actor.store.action(actor.task, step)? {
+        if previous.finished_at.is_some() && previous.tool == call.tool() && previous.input == input
+        {
+            return Ok(Acted {
+                outcome: previous.outcome.unwrap_or(Value::Null),
+                skipped: true,
+            });
+        }
+        if previous.finished_at.is_none() && already_done(actor, call).await? {
+            let outcome = json!({ "recovered": "found done after a restart; not repeated" });
+            actor.store.action_finished(
+                previous.id,
+                &outcome,
+                &audit(actor, call, outcome.clone(), None),
+                Utc::now(),
+            )?;
+            return Ok(Acted {
+                outcome,
+                skipped: true,
+            });
+        }
+    }
+    let id = actor
+        .store
+        .action_started(actor.task, step, call.tool(), &input, now)?;
+    let (outcome, diff) = execute(actor, call).await?;
+    actor.store.action_finished(
+        id,
+        &outcome,
+        &audit(actor, call, outcome.clone(), diff),
+        Utc::now(),
+    )?;
+    Ok(Acted {
+        outcome,
+        skipped: false,
+    })
+}
+
+fn audit(actor: &Actor<'_>, call: &ToolCall, outcome: Value, diff: Option<String>) -> AuditRecord {
+    AuditRecord {
+        id: 0,
+        time: Utc::now(),
+        agent: actor.agent.to_string(),
+        goal: Some(actor.goal.to_string()),
+        task: Some(actor.task),
+        action: call.action().to_string(),
+        input: call.input(),
+        outcome,
+        diff,
+    }
+}
+
+async fn read_text(actor: &Actor<'_>, path: &str) -> Result<Option<String>, ActError> {
+    Ok(actor
+        .computer
+        .read(actor.workspace, path)
+        .await?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// After a crash: has this call's effect already happened?
+async fn already_done(actor: &Actor<'_>, call: &ToolCall) -> Result<bool, ActError> {
+    Ok(match call {
+        ToolCall::Write { path, content } => {
+            read_text(actor, path).await?.as_deref() == Some(content.as_str())
+        }
+        ToolCall::Edit { path, old, new } => read_text(actor, path)
+            .await?
+            .is_some_and(|text| text.contains(new.as_str()) && !text.contains(old.as_str())),
+        ToolCall::Commit { message } => {
+            let state = gitops::workspace::state(actor.workspace.root())?;
+            state.clean && state.head_message.as_deref() == message.lines().next()
+        }
+        ToolCall::Push { branch } => {
+            let state = gitops::workspace::state(actor.workspace.root())?;
+            match state.head {
+                Some(head) => gitops::workspace::pushed(actor.workspace.root(), branch, &head)?,
+                None => true,
+            }
+        }
+        // A command's effects cannot be inspected: it runs again (playbook commands should
+        // be idempotent, as `cargo fmt` or `npm ci` are).
+        ToolCall::Bash { .. } => false,
+    })
+}
+
+fn unified_diff(path: &str, before: &str, after: &str) -> Option<String> {
+    if before == after {
+        return None;
+    }
+    Some(
+        TextDiff::from_lines(before, after)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{path}"), &format!("b/{path}"))
+            .to_string(),
+    )
+}
+
+async fn execute(actor: &Actor<'_>, call: &ToolCall) -> Result<(Value, Option<String>), ActError> {
+    if actor.cancel.is_cancelled() {
+        return Err(ActError::Cancelled);
+    }
+    match call {
+        ToolCall::Bash { command, timeout } => {
+            let request = RunRequest {
+                command: command.clone(),
+                cwd: String::new(),
+                env: BTreeMap::new(),
+                timeout: *timeout,
+            };
+            let out = actor
+                .computer
+                .run(actor.workspace, &request, None, actor.cancel)
+                .await?;
+            if out.cancelled {
+                return Err(ActError::Cancelled);
+            }
+            let outcome = json!({ "exitCode": out.code, "timedOut": out.timed_out, "stdoutTail": tail(&out.stdout), "stderrTail": tail(&out.stderr) });
+            if !out.success() {
+                return Err(ActError::Failed(format!("`{command}`: {}", out.summary())));
+            }
+            Ok((outcome, None))
+        }
+        ToolCall::Write { path, content } => {
+            let before = read_text(actor, path).await?.unwrap_or_default();
+            actor
+                .computer
+                .write(actor.workspace, path, content.as_bytes())
+                .await?;
+            Ok((
+                json!({ "written": content.len() }),
+                unified_diff(path, &before, content),
+            ))
+        }
+        ToolCall::Edit { path, old, new } => {
+            let before = read_text(actor, path)
+                .await?
+                .ok_or_else(|| ActError::EditMismatch {
+                    path: path.clone(),
+                    found: "cannot be found: the file does not exist".into(),
+                })?;
+            let count = before.matches(old.as_str()).count();
+            if count != 1 {
+                return Err(ActError::EditMismatch {
+                    path: path.clone(),
+                    found: if count == 0 {
+                        "does not occur".into()
+                    } else {
+                        format!("occurs {count} times; it must occur once")
+                    },
+                });
+            }
+            let after = before.replacen(old.as_str(), new, 1);
+            actor
+                .computer
+                .write(actor.workspace, path, after.as_bytes())
+                .await?;
+            Ok((
+                json!({ "replaced": 1 }),
+                unified_diff(path, &before, &after),
+            ))
+        }
+        ToolCall::Commit { message } => {
+            let commit =
+                gitops::workspace::commit_all(actor.workspace.root(), message, actor.author)?;
+            Ok((json!({ "commit": commit }), None))
+        }
+        ToolCall::Push { branch } => {
+            gitops::workspace::push(actor.workspace.root(), branch)?;
+            let head = gitops::workspace::state(actor.workspace.root())?.head;
+            Ok((json!({ "pushed": head, "branch": branch }), None))
+        }
+    }
+}
+
+/// The last lines of an output, for the audit log.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrowed_tools_still_hold_the_tool() {
+        let tools = vec!["Read".to_string(), "Bash(npm test)".to_string()];
+        assert!(allows(&tools, "Bash"));
+        assert!(allows(&tools, "Read"));
+        assert!(!allows(&tools, "Write"));
+    }
+
+    #[test]
+    fn diffs_are_unified() {
+        let diff = unified_diff("a.txt", "one\ntwo\n", "one\nthree\n").unwrap();
+        assert!(
+            diff.contains("--- a/a.txt") && diff.contains("-two") && diff.contains("+three"),
+            "{diff}"
+        );
+        assert_eq!(unified_diff("a.txt", "x", "x"), None);
+    }
+}
