@@ -1,0 +1,508 @@
+//! The engine end to end, against real git: `proto init` + `proto run --once` on the
+//! example, a pushed goal dispatched and recorded, a `git://` remote served by `git daemon`,
+//! an invalid revision that leaves the last good one running, a stalled goal and `retry`, a
+//! quiet reconcile that commits nothing, and a SIGKILL in the middle of a playbook.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_proto")
+}
+
+/// Runs `proto` with an isolated HOME; returns the output.
+fn proto(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("HOME", home)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Founder")
+        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
+        .env("GIT_COMMITTER_NAME", "Founder")
+        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn goals_json(home: &Path, state: &Path) -> serde_json::Value {
+    let out = proto(
+        home,
+        &[
+            "get",
+            "goals",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn reason(goals: &serde_json::Value, name: &str) -> String {
+    goals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .unwrap_or_else(|| panic!("no goal {name} in {goals:#}"))["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A minimal company in a fresh git repository at `dir/company`, with a bare product
+/// repository `dir/app.git`. `goals` are extra YAML documents.
+fn small_company(dir: &Path, goals: &str) -> PathBuf {
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: small}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {author: {name: proto-bot, email: bot@localhost}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: The app., lead: ceo, repo: {url: ../app.git, branch: main}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 2}\n",
+    )
+    .unwrap();
+    std::fs::write(company.join("goals.yaml"), goals).unwrap();
+    git(&company, &["init", "-q", "-b", "main"]);
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "Declare the company"]);
+    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    company
+}
+
+fn goal(name: &str, file: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name} holds.\n  check: {{file: {{path: {file}}}}}\n  playbook:\n    - write: {{path: {file}, content: \"{name}\\n\"}}\n    - commit: {{message: \"Make {name} hold\"}}\n{extra}"
+    )
+}
+
+#[test]
+fn the_example_runs_offline_and_records_everything_in_git() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("example");
+    let out = proto(home.path(), &["init", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let state = home.path().join("state");
+    let company = dir.join("company");
+    let out = proto(
+        home.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = goals_json(home.path(), &state);
+    for met in [
+        "hello-api-serves-hello",
+        "hello-api-greets-the-world",
+        "hello-api-tests-pass",
+        "hello-api-readme",
+        "hello-api-license",
+        "hello-api-ci",
+        "docs-site-index",
+    ] {
+        assert_eq!(reason(&goals, met), "CheckPassed", "{met}: {all}");
+    }
+    for waiting in ["docs-site-quickstart", "hello-api-security-review"] {
+        assert_eq!(reason(&goals, waiting), "NoModel", "{waiting}: {all}");
+    }
+    assert!(all.contains("Waiting on something outside"), "{all}");
+    // The product's work is on its branch.
+    let log = git(&dir.join("hello-api.git"), &["log", "--format=%s", "main"]);
+    assert!(log.contains("Serve GET /hello with a self-test"), "{log}");
+    assert!(log.contains("Greet the world"), "{log}");
+    // The company repository holds the record, and its working tree is clean.
+    let log = git(&company, &["log", "--format=%an %s"]);
+    assert!(
+        log.lines()
+            .filter(|l| l.starts_with("proto proto: "))
+            .count()
+            >= 7,
+        "{log}"
+    );
+    assert_eq!(git(&company, &["status", "--porcelain"]), "");
+    let status = std::fs::read_to_string(company.join(".proto/status.yaml")).unwrap();
+    assert!(
+        status.contains("hello-api-serves-hello") && status.contains("CheckPassed"),
+        "{status}"
+    );
+    let plan =
+        std::fs::read_to_string(company.join(".proto/planning/hello-api/tasks.json")).unwrap();
+    assert!(plan.contains("\"status\": \"done\""), "{plan}");
+    let audit_dir = company.join(".proto/audit");
+    let audit: String = std::fs::read_dir(&audit_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        audit.contains("\"action\":\"write\"") && audit.contains("+++ b/app.py"),
+        "{audit}"
+    );
+
+    // A quiet reconcile makes no commit.
+    let head = git(&company, &["rev-parse", "HEAD"]);
+    let out = proto(
+        home.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        git(&company, &["rev-parse", "HEAD"]),
+        head,
+        "a quiet reconcile committed"
+    );
+
+    // get tasks / describe goal read the store.
+    let out = proto(
+        home.path(),
+        &[
+            "get",
+            "tasks",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(tasks.as_array().unwrap().len() >= 7);
+    let out = proto(
+        home.path(),
+        &[
+            "describe",
+            "goal",
+            "hello-api-readme",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(text(&out).contains("CheckPassed"), "{}", text(&out));
+}
+
+#[test]
+fn a_pushed_goal_is_dispatched_met_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &goal("first", "first.txt", ""));
+    let state = tmp.path().join("state");
+    let run = || {
+        proto(
+            tmp.path(),
+            &[
+                "run",
+                company.to_str().unwrap(),
+                "--once",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The user adds a goal and commits it.
+    std::fs::write(
+        company.join("second.yaml"),
+        goal("second", "second.txt", ""),
+    )
+    .unwrap();
+    git(&company, &["add", "second.yaml"]);
+    git(&company, &["commit", "-q", "-m", "Add a second goal"]);
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "second"), "CheckPassed");
+    let files = git(
+        &tmp.path().join("app.git"),
+        &["ls-tree", "--name-only", "main"],
+    );
+    assert!(files.contains("second.txt"), "{files}");
+    let last = git(&company, &["log", "-1", "--format=%an <%ae> %s"]);
+    assert!(
+        last.starts_with("proto-bot <bot@localhost> proto: second"),
+        "{last}"
+    );
+}
+
+#[test]
+fn an_invalid_revision_keeps_the_last_good_one_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &goal("good", "good.txt", ""));
+    let state = tmp.path().join("state");
+    let run = || {
+        proto(
+            tmp.path(),
+            &[
+                "run",
+                company.to_str().unwrap(),
+                "--once",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+    };
+    assert_eq!(run().status.code(), Some(0));
+    std::fs::write(
+        company.join("bad.yaml"),
+        goal("bad", "bad.txt", "  ownr: nobody\n"),
+    )
+    .unwrap();
+    git(&company, &["add", "bad.yaml"]);
+    git(&company, &["commit", "-q", "-m", "Break the declaration"]);
+    let bad = git(&company, &["rev-parse", "HEAD"]);
+    let out = run();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("bad.yaml") && all.contains("ownr"), "{all}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("status.json")).unwrap()).unwrap();
+    assert_eq!(status["lastAttemptedRevision"], bad.as_str());
+    assert_ne!(status["lastAppliedRevision"], bad.as_str());
+    assert!(
+        status["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
+        "{status:#}"
+    );
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "good"),
+        "CheckPassed"
+    );
+}
+
+#[test]
+fn exhausted_attempts_stall_the_goal_until_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let never = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: never}\nspec:\n  product: app\n  owner: ceo\n  description: Never holds.\n  check: {command: {run: 'test -f impossible.txt'}}\n  playbook: [{write: {path: other.txt, content: x}}]\n  budget: {attempts: 2}\n";
+    let company = small_company(tmp.path(), never);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("Stalled") && all.contains("never"), "{all}");
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "never"),
+        "AttemptsExhausted"
+    );
+    let out = proto(
+        tmp.path(),
+        &["retry", "never", "--state-dir", state.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = proto(
+        tmp.path(),
+        &[
+            "get",
+            "tasks",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tasks[0]["state"], "queued", "{tasks:#}");
+}
+
+/// A `git daemon` on a free loopback port serving `base`, stopped on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon(base: &Path) -> Daemon {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", base.display()),
+            "--export-all",
+            "--enable=receive-pack",
+        ])
+        .arg(base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "git daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Daemon { child, port }
+}
+
+#[test]
+fn a_git_remote_is_cloned_reconciled_and_pushed_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let company = small_company(&work, &goal("remote", "remote.txt", ""));
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    git(
+        &served,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            company.to_str().unwrap(),
+            "company.git",
+        ],
+    );
+    git(&served, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let d = daemon(&served);
+    let url = format!("git://127.0.0.1:{}/company.git", d.port);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            &url,
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "remote"),
+        "CheckPassed"
+    );
+    let files = git(&served.join("app.git"), &["ls-tree", "--name-only", "main"]);
+    assert!(files.contains("remote.txt"), "{files}");
+    let log = git(
+        &served.join("company.git"),
+        &["log", "--format=%an %s", "main"],
+    );
+    assert!(log.contains("proto-bot proto: remote"), "{log}");
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_playbook_loses_nothing_and_repeats_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: slow}\nspec:\n  product: app\n  owner: ceo\n  description: Slow work.\n  check: {file: {path: done.txt}}\n  playbook:\n    - write: {path: notes.txt, content: \"notes\\n\"}\n    - run: \"touch started && sleep 5\"\n    - write: {path: done.txt, content: \"done\\n\"}\n    - commit: {message: \"Do the slow work\"}\n";
+    let company = small_company(tmp.path(), slow);
+    let state = tmp.path().join("state");
+    let mut child = Command::new(bin())
+        .args([
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .env("HOME", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the playbook is inside its `run` step, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = loop {
+        let found = std::fs::read_dir(state.join("work"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("started"))
+            .find(|p| p.exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the playbook never reached its run step"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(started.exists());
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "slow"),
+        "CheckPassed"
+    );
+    let log = git(&tmp.path().join("app.git"), &["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines().filter(|l| *l == "Do the slow work").count(),
+        1,
+        "{log}"
+    );
+}
