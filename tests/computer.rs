@@ -2,6 +2,8 @@
 //! output, timeouts and cancellation that kill the whole process group, environment and
 //! working folder, output tails, and the workspace's refusal of paths that lead outside.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -50,7 +52,11 @@ async fn wait_for_file(path: &Path) -> String {
         {
             return text.trim().to_string();
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -154,8 +160,15 @@ async fn timeout_kills_the_whole_process_group() {
     assert!(outcome.timed_out);
     assert!(!outcome.cancelled);
     assert_eq!(outcome.code, None);
-    assert_eq!(outcome.stdout, "started\n", "output before the kill is kept");
-    assert!(outcome.summary().starts_with("timed out after "), "{}", outcome.summary());
+    assert_eq!(
+        outcome.stdout, "started\n",
+        "output before the kill is kept"
+    );
+    assert!(
+        outcome.summary().starts_with("timed out after "),
+        "{}",
+        outcome.summary()
+    );
 
     let background = wait_for_file(&ws.root().join("bg.pid")).await;
     assert_dies(&background).await;
@@ -244,7 +257,10 @@ async fn environment_and_working_folder_apply() {
     );
 
     let stdin = run(&local, &ws, "cat; echo end").await;
-    assert_eq!(stdin.stdout, "end\n", "stdin is empty, never the controller's");
+    assert_eq!(
+        stdin.stdout, "end\n",
+        "stdin is empty, never the controller's"
+    );
 }
 
 #[tokio::test]
@@ -317,8 +333,14 @@ fn paths_resolve_inside_the_workspace() {
     assert_eq!(ws.resolve("./a/../b").unwrap(), root.join("b"));
     assert_eq!(ws.resolve(".").unwrap(), root);
     assert_eq!(ws.resolve("sub/").unwrap(), root.join("sub"));
-    assert_eq!(ws.resolve("inner/new.txt").unwrap(), root.join("inner/new.txt"));
-    assert!(ws.resolve("~file").is_err(), "a leading ~ is refused outright");
+    assert_eq!(
+        ws.resolve("inner/new.txt").unwrap(),
+        root.join("inner/new.txt")
+    );
+    assert!(
+        ws.resolve("~file").is_err(),
+        "a leading ~ is refused outright"
+    );
 }
 
 #[test]
@@ -381,7 +403,10 @@ fn a_root_reached_through_a_link_still_works() {
 async fn files_round_trip_through_the_workspace() {
     let (_dir, local, ws) = setup();
     local.write(&ws, "a/b/c.txt", b"hello\n").await.unwrap();
-    assert_eq!(std::fs::read(ws.root().join("a/b/c.txt")).unwrap(), b"hello\n");
+    assert_eq!(
+        std::fs::read(ws.root().join("a/b/c.txt")).unwrap(),
+        b"hello\n"
+    );
     assert_eq!(
         local.read(&ws, "a/b/c.txt").await.unwrap(),
         Some(b"hello\n".to_vec())
@@ -466,7 +491,10 @@ async fn workspaces_are_clones_named_after_the_task_and_reused() {
     );
 
     // A restarted task finds its workspace as it left it.
-    local.write(&ws, "progress.txt", b"half done").await.unwrap();
+    local
+        .write(&ws, "progress.txt", b"half done")
+        .await
+        .unwrap();
     let again = local.workspace(&spec).await.unwrap();
     assert_eq!(again, ws);
     assert_eq!(
