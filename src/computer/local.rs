@@ -82,7 +82,7 @@ impl Computer for Local {
         // Checked here because a missing folder would otherwise read as a missing `sh`.
         if !cwd.is_dir() {
             return Err(ComputerError::Io {
-                path: request.cwd.clone(),
+                path: cwd.display().to_string(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
             });
         }
