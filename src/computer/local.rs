@@ -1,11 +1,34 @@
 //! The local computer: this host. Commands run under `sh -c` in their own process group, so
 //! a timeout or cancellation kills everything they started.
 
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec};
+
+/// How much of each stream an outcome keeps (its end).
+const TAIL_BYTES: usize = 64 * 1024;
+
+/// The longest chunk sent at once: a line longer than this (or output that never ends its
+/// line) is streamed in pieces rather than held back.
+const MAX_CHUNK: usize = 16 * 1024;
+
+/// How long output is still read after the command ended. A background process it left
+/// running keeps the pipes open; the run does not wait on it past this.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Variables passed through from the controller's environment; everything else is dropped.
+const BASE_ENV: [&str; 8] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR"];
 
 /// This host, keeping workspaces under `workdir`.
 pub struct Local {
@@ -29,8 +52,22 @@ impl Computer for Local {
     }
 
     async fn workspace(&self, spec: &WorkspaceSpec) -> Result<Workspace, ComputerError> {
-        let _ = (spec, &self.workdir);
-        todo!()
+        let dir = self.workdir.join(dir_name(&spec.task));
+        tokio::fs::create_dir_all(&self.workdir)
+            .await
+            .map_err(|source| ComputerError::Io {
+                path: self.workdir.display().to_string(),
+                source,
+            })?;
+        let (repo, branch, target) = (spec.repo.clone(), spec.branch.clone(), dir.clone());
+        // libgit2 blocks; a clone can take a while.
+        tokio::task::spawn_blocking(move || {
+            crate::gitops::workspace::clone_or_open(&repo, &branch, &target)
+        })
+        .await
+        .map_err(|e| ComputerError::Workspace(format!("{}: {e}", dir.display())))?
+        .map_err(|e| ComputerError::Workspace(format!("{}: {e}", dir.display())))?;
+        Ok(Workspace::new(dir))
     }
 
     async fn run(
@@ -40,8 +77,91 @@ impl Computer for Local {
         output: Option<mpsc::UnboundedSender<Output>>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, ComputerError> {
-        let _ = (workspace, request, output, cancel);
-        todo!()
+        let cwd = if request.cwd.is_empty() {
+            workspace.root().to_path_buf()
+        } else {
+            workspace.resolve(&request.cwd)?
+        };
+        // Checked here because a missing folder would otherwise read as a missing `sh`.
+        if !cwd.is_dir() {
+            return Err(ComputerError::Io {
+                path: cwd.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+            });
+        }
+
+        let started = Instant::now();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&request.command)
+            .current_dir(&cwd)
+            // Commands see a plain environment, not the controller's: its model keys and
+            // tokens must never reach agent commands.
+            .env_clear()
+            .envs(BASE_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+            .envs(&request.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|source| ComputerError::Spawn {
+                command: request.command.clone(),
+                source,
+            })?;
+        let group = Group::new(&child);
+
+        let stdout_tail = Arc::new(Mutex::new(Tail::default()));
+        let stderr_tail = Arc::new(Mutex::new(Tail::default()));
+        let mut pumps: Vec<JoinHandle<()>> = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let tail = stdout_tail.clone();
+            pumps.push(tokio::spawn(pump(
+                stdout,
+                Output::Stdout,
+                tail,
+                output.clone(),
+            )));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let tail = stderr_tail.clone();
+            pumps.push(tokio::spawn(pump(stderr, Output::Stderr, tail, output)));
+        }
+
+        let ended = tokio::select! {
+            status = child.wait() => Ended::Exited(status),
+            () = tokio::time::sleep(request.timeout) => Ended::TimedOut,
+            () = cancel.cancelled() => Ended::Cancelled,
+        };
+        let timed_out = matches!(ended, Ended::TimedOut);
+        let cancelled = matches!(ended, Ended::Cancelled);
+        let status = match ended {
+            Ended::Exited(status) => status,
+            Ended::TimedOut | Ended::Cancelled => {
+                // The shell is not reaped yet, so its id still names the group.
+                group.kill();
+                child.wait().await
+            }
+        };
+        let status = status.map_err(|source| ComputerError::Io {
+            path: request.command.clone(),
+            source,
+        })?;
+        group.reaped();
+
+        drain(pumps).await;
+        Ok(RunOutcome {
+            code: if timed_out || cancelled {
+                None
+            } else {
+                status.code()
+            },
+            stdout: take_tail(&stdout_tail),
+            stderr: take_tail(&stderr_tail),
+            timed_out,
+            cancelled,
+            duration: started.elapsed(),
+        })
     }
 
     async fn read(
@@ -49,8 +169,15 @@ impl Computer for Local {
         workspace: &Workspace,
         path: &str,
     ) -> Result<Option<Vec<u8>>, ComputerError> {
-        let _ = (workspace, path);
-        todo!()
+        let resolved = workspace.resolve(path)?;
+        match tokio::fs::read(&resolved).await {
+            Ok(content) => Ok(Some(content)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ComputerError::Io {
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 
     async fn write(
@@ -59,11 +186,254 @@ impl Computer for Local {
         path: &str,
         content: &[u8],
     ) -> Result<(), ComputerError> {
-        let _ = (workspace, path, content);
-        todo!()
+        let resolved = workspace.resolve(path)?;
+        let io = |source| ComputerError::Io {
+            path: path.to_string(),
+            source,
+        };
+        if let Some(parent) = resolved.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        tokio::fs::write(&resolved, content).await.map_err(io)
     }
 
     async fn healthy(&self) -> bool {
         true
+    }
+}
+
+/// The folder name of a task's workspace: its key with anything but `[A-Za-z0-9._-]` replaced
+/// by `-`, so a key can never name a path of its own.
+pub(crate) fn dir_name(task: &str) -> String {
+    let name: String = task
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    // `.` and `..` are made of allowed characters but name the workdir and its parent.
+    if name.is_empty() || name.chars().all(|c| c == '.') {
+        "-".repeat(name.len().max(1))
+    } else {
+        name
+    }
+}
+
+enum Ended {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+    Cancelled,
+}
+
+/// The process group of a running command. Dropped before the shell is reaped (the run's
+/// future dropped mid-way), it kills the group, so an abandoned run leaves nothing behind.
+struct Group {
+    pgid: Option<Pid>,
+}
+
+impl Group {
+    fn new(child: &Child) -> Self {
+        Group {
+            pgid: child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .map(Pid::from_raw),
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (everyone already gone) is fine: there is nothing left to kill.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// The shell is reaped: its id may be reused, so the group must not be signalled again.
+    fn reaped(mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads a stream in lines (or [`MAX_CHUNK`] pieces), keeping its tail and forwarding each
+/// piece as it arrives.
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    wrap: fn(String) -> Output,
+    tail: Arc<Mutex<Tail>>,
+    output: Option<mpsc::UnboundedSender<Output>>,
+) {
+    let mut reader = BufReader::new(stream);
+    // Bytes of a character cut in two by a chunk boundary, waiting for the rest.
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match read_chunk(&mut reader).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) | Err(_) => break,
+        };
+        tail.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(&chunk);
+        if let Some(sender) = &output {
+            carry.extend_from_slice(&chunk);
+            let text = take_text(&mut carry);
+            // A dropped receiver only means nobody is watching; the tail is still kept.
+            if !text.is_empty() {
+                let _ = sender.send(wrap(text));
+            }
+        }
+    }
+    if let Some(sender) = &output
+        && !carry.is_empty()
+    {
+        let _ = sender.send(wrap(String::from_utf8_lossy(&carry).into_owned()));
+    }
+}
+
+/// The next line (with its newline) or [`MAX_CHUNK`] bytes of a longer one; `None` at the end.
+async fn read_chunk(
+    reader: &mut BufReader<impl AsyncRead + Unpin>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut chunk = Vec::new();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if chunk.is_empty() { None } else { Some(chunk) });
+        }
+        let room = MAX_CHUNK - chunk.len();
+        let (take, done) = match available.iter().take(room).position(|&b| b == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => {
+                let take = available.len().min(room);
+                (take, chunk.len() + take == MAX_CHUNK)
+            }
+        };
+        chunk.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if done {
+            return Ok(Some(chunk));
+        }
+    }
+}
+
+/// The text of `bytes`, leaving in it only an incomplete character at its end.
+fn take_text(bytes: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(bytes) {
+        Ok(_) => 0,
+        // `error_len() == None`: the bytes end in the middle of a character.
+        Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let rest = bytes.split_off(bytes.len() - keep);
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    *bytes = rest;
+    text
+}
+
+/// The last [`TAIL_BYTES`] of a stream.
+#[derive(Default)]
+struct Tail {
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        // Trimmed only once twice the size, so pushing stays cheap.
+        if self.bytes.len() > 2 * TAIL_BYTES {
+            let excess = self.bytes.len() - TAIL_BYTES;
+            self.bytes.drain(..excess);
+        }
+    }
+
+    fn text(&self) -> String {
+        let start = self.bytes.len().saturating_sub(TAIL_BYTES);
+        let mut bytes = &self.bytes[start..];
+        if start > 0 {
+            // Cut mid-character: skip the continuation bytes of the character cut off.
+            while let Some((&b, rest)) = bytes.split_first()
+                && b & 0xC0 == 0x80
+            {
+                bytes = rest;
+            }
+        }
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        // Replacement characters are wider than the bytes they replace.
+        if text.len() > TAIL_BYTES {
+            let mut cut = text.len() - TAIL_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut += 1;
+            }
+            text.drain(..cut);
+        }
+        text
+    }
+}
+
+fn take_tail(tail: &Mutex<Tail>) -> String {
+    tail.lock().unwrap_or_else(PoisonError::into_inner).text()
+}
+
+/// Waits for the output readers to reach the end of their streams, but no longer than
+/// [`DRAIN_GRACE`]: a process the command left in the background may hold the pipes open
+/// indefinitely.
+async fn drain(pumps: Vec<JoinHandle<()>>) {
+    let aborts: Vec<_> = pumps.iter().map(JoinHandle::abort_handle).collect();
+    let all = async {
+        for pump in pumps {
+            let _ = pump.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_GRACE, all).await.is_err() {
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_names_keep_only_safe_characters() {
+        assert_eq!(dir_name("goal/ship landing"), "goal-ship-landing");
+        assert_eq!(dir_name("a.b_c-D9"), "a.b_c-D9");
+        assert_eq!(dir_name("é"), "-");
+        assert_eq!(dir_name(""), "-");
+        assert_eq!(dir_name("."), "-");
+        assert_eq!(dir_name(".."), "--");
+        assert_eq!(dir_name("../x"), "..-x");
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_character_boundary() {
+        let mut tail = Tail::default();
+        for _ in 0..3 * TAIL_BYTES / 2 {
+            tail.push("é".as_bytes());
+        }
+        tail.push(b"end");
+        let text = tail.text();
+        assert!(text.len() <= TAIL_BYTES);
+        assert!(text.ends_with("end"));
+        assert!(text.starts_with('é'));
+    }
+
+    #[test]
+    fn split_characters_wait_for_their_rest() {
+        let mut carry = "aé".as_bytes()[..2].to_vec();
+        assert_eq!(take_text(&mut carry), "a");
+        carry.extend_from_slice(&"é".as_bytes()[1..]);
+        assert_eq!(take_text(&mut carry), "é");
+        assert!(carry.is_empty());
     }
 }

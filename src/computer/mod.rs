@@ -78,7 +78,7 @@ impl RunOutcome {
     /// A one-line summary for errors and status: `exit status 1: <last stderr line>`.
     pub fn summary(&self) -> String {
         let why = if self.timed_out {
-            format!("timed out after {:?}", self.duration)
+            format!("timed out after {}", human_duration(self.duration))
         } else if self.cancelled {
             "cancelled".to_string()
         } else {
@@ -90,15 +90,52 @@ impl RunOutcome {
         let tail = self
             .stderr
             .lines()
-            .chain(self.stdout.lines())
             .rev()
+            .chain(self.stdout.lines().rev())
             .find(|l| !l.trim().is_empty())
             .unwrap_or_default();
+        let tail = tail.trim();
         if tail.is_empty() {
             why
+        } else if tail.chars().count() > SUMMARY_TAIL_CHARS {
+            // Summaries go into status; one runaway line must not fill it.
+            let cut: String = tail.chars().take(SUMMARY_TAIL_CHARS).collect();
+            format!("{why}: {cut}…")
         } else {
-            format!("{why}: {}", tail.trim())
+            format!("{why}: {tail}")
         }
+    }
+}
+
+/// How much of the last output line a summary quotes.
+const SUMMARY_TAIL_CHARS: usize = 200;
+
+/// `1.5s`, `250ms`, `2m3s`: short, for summaries.
+fn human_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        format!("{millis}ms")
+    } else if millis < 60_000 {
+        let tenths = millis / 100;
+        if tenths.is_multiple_of(10) {
+            format!("{}s", tenths / 10)
+        } else {
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
+    } else {
+        let secs = duration.as_secs();
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let mut text = String::new();
+        if h > 0 {
+            text.push_str(&format!("{h}h"));
+        }
+        if m > 0 {
+            text.push_str(&format!("{m}m"));
+        }
+        if s > 0 || text.is_empty() {
+            text.push_str(&format!("{s}s"));
+        }
+        text
     }
 }
 
@@ -159,5 +196,55 @@ pub fn workdir(setting: Option<&str>, state_dir: &Path) -> PathBuf {
             .join(&dir[2..]),
         Some(dir) => PathBuf::from(dir),
         None => state_dir.join("work"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(code: Option<i32>, stdout: &str, stderr: &str) -> RunOutcome {
+        RunOutcome {
+            code,
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+            timed_out: false,
+            cancelled: false,
+            duration: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn summary_quotes_the_last_line_of_stderr_first() {
+        let o = outcome(Some(2), "out\n", "first\nlast problem\n\n");
+        assert_eq!(o.summary(), "exit status 2: last problem");
+        assert_eq!(
+            outcome(Some(1), "only out\n", "").summary(),
+            "exit status 1: only out"
+        );
+        assert_eq!(outcome(None, "", "").summary(), "killed by a signal");
+    }
+
+    #[test]
+    fn summary_is_short() {
+        let o = RunOutcome {
+            timed_out: true,
+            ..outcome(None, &"x".repeat(10_000), "")
+        };
+        let summary = o.summary();
+        assert!(
+            summary.starts_with("timed out after 1.5s: xxx"),
+            "{summary}"
+        );
+        assert!(summary.chars().count() < 250);
+    }
+
+    #[test]
+    fn durations_read_shortly() {
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_millis(2_000)), "2s");
+        assert_eq!(human_duration(Duration::from_millis(2_345)), "2.3s");
+        assert_eq!(human_duration(Duration::from_secs(123)), "2m3s");
+        assert_eq!(human_duration(Duration::from_secs(3_600)), "1h");
     }
 }
