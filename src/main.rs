@@ -140,8 +140,14 @@ enum Get {
 }
 
 fn main() -> ExitCode {
+    // Plain structured logs at `info` where no one watches a terminal; on a terminal the
+    // progress line says what is happening and only warnings interrupt it.
+    let default = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { "warn" } else { "info" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
