@@ -171,6 +171,12 @@ pub struct Store {
     conn: std::sync::Mutex<rusqlite::Connection>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) `<dir>/proto.db` in WAL mode and migrates it.
     pub fn open(dir: &std::path::Path) -> Result<Store, StoreError> {
@@ -205,7 +211,9 @@ impl Store {
         // NORMAL under WAL: a power loss may lose the last commits, never corrupt the file.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrations::migrate(&mut conn, migrations)?;
+        if found < known {
+            migrations::migrate(&mut conn, migrations)?;
+        }
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
         })
