@@ -554,9 +554,14 @@ impl Engine {
             self.checks.insert(task.goal.clone(), (check.clone(), key));
         }
         let now = Utc::now();
+        if task.state != plan::TaskState::Running {
+            // Cancelled while it ran (its goal changed or went away): nothing to record.
+            return Ok(());
+        }
         if done.cancelled {
             // Not a failure of the work: it resumes from its journal when it runs again.
-            self.store.recover_interrupted(now)?;
+            self.store.interrupt(done.task, now)?;
+            self.resume.insert(done.task);
             return Ok(());
         }
         let retry_at = now + self.backoff(task.attempts);

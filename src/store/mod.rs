@@ -4,8 +4,14 @@
 //! health, spend, applied/attempted revisions, and the audit records waiting to be written
 //! back to git. Every state transition is one transaction.
 
-use chrono::{DateTime, Utc};
+mod migrations;
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use thiserror::Error;
 
 use crate::plan::{GoalObservation, Observed, TaskObservation, TaskState};
@@ -29,6 +35,15 @@ pub enum StoreError {
     NoTask(i64),
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("no journal entry {0}")]
+    NoAction(i64),
+    /// The transition does not apply to the task's current state.
+    #[error("task {id} is {}; it cannot be {operation}", state_name(*.state))]
+    State {
+        id: TaskId,
+        state: TaskState,
+        operation: &'static str,
+    },
 }
 
 pub type TaskId = i64;
@@ -130,20 +145,112 @@ pub struct Revisions {
     pub errors: Vec<String>,
 }
 
+/// The database file inside the state directory.
+pub const DB_FILE: &str = "proto.db";
+
+/// How long a write waits for another connection's write to finish before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Kinds of the events the store appends itself, one per task transition, in the same
+/// transaction as the transition.
+pub mod kind {
+    pub const QUEUED: &str = "task.queued";
+    pub const STARTED: &str = "task.started";
+    pub const SUCCEEDED: &str = "task.succeeded";
+    /// A failed attempt with attempts left: queued again for `retryAt`.
+    pub const RETRYING: &str = "task.retrying";
+    /// A failed attempt with none left.
+    pub const FAILED: &str = "task.failed";
+    pub const INTERRUPTED: &str = "task.interrupted";
+    pub const CANCELLED: &str = "task.cancelled";
+    pub const STALLED: &str = "task.stalled";
+    pub const RETRIED: &str = "task.retried";
+}
+
 pub struct Store {
     conn: std::sync::Mutex<rusqlite::Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) `<dir>/proto.db` in WAL mode and migrates it.
     pub fn open(dir: &std::path::Path) -> Result<Store, StoreError> {
-        let _ = dir;
-        todo!()
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Store::setup(Connection::open(dir.join(DB_FILE))?, migrations::MIGRATIONS)
     }
 
     /// A private in-memory store, for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
-        todo!()
+        Store::setup(Connection::open_in_memory()?, migrations::MIGRATIONS)
+    }
+
+    fn setup(mut conn: Connection, migrations: &[&str]) -> Result<Store, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Refuse a newer database before changing anything about the file (journal mode is
+        // persistent).
+        let found = migrations::version(&conn)?;
+        let known = migrations::known(migrations);
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        // An in-memory database answers "memory"; a file that cannot do WAL keeps its mode
+        // and still works, only with less concurrency.
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            tracing::warn!(mode, "the state database could not switch to WAL");
+        }
+        // NORMAL under WAL: a power loss may lose the last commits, never corrupt the file.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        if found < known {
+            migrations::migrate(&mut conn, migrations)?;
+        }
+        Ok(Store {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock dropped its transaction, which rolled it back, so
+        // the connection is still consistent.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one write transaction. IMMEDIATE takes the write lock up front: a
+    /// deferred transaction that reads and then writes fails outright (instead of waiting)
+    /// when another connection wrote in between.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one read transaction, so reads that span queries see one snapshot.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     /// Creates the task unless one with the same key is live (queued, running, waiting)
@@ -153,31 +260,114 @@ impl Store {
         task: &NewTask,
         now: DateTime<Utc>,
     ) -> Result<Option<TaskId>, StoreError> {
-        let _ = (task, now);
-        todo!()
+        self.write(|tx| {
+            let blocking: Option<TaskId> = tx
+                .query_row(
+                    "SELECT id FROM tasks WHERE key = ?1
+                     AND state IN ('queued', 'running', 'waitingApproval', 'stalled') LIMIT 1",
+                    [&task.key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if blocking.is_some() {
+                return Ok(None);
+            }
+            let now_text = time_text(now);
+            tx.execute(
+                "INSERT INTO tasks (key, goal, product, owner, priority, state, attempts,
+                     max_attempts, not_before, created_at, updated_at, revision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?7, ?7, ?8)",
+                params![
+                    task.key,
+                    task.goal,
+                    task.product,
+                    task.owner,
+                    task.priority.as_str(),
+                    task.max_attempts,
+                    now_text,
+                    task.revision,
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            append_event(
+                tx,
+                Some(id),
+                Some(&task.goal),
+                kind::QUEUED,
+                &json!({
+                    "key": task.key,
+                    "priority": task.priority.as_str(),
+                    "revision": task.revision,
+                }),
+                now,
+            )?;
+            Ok(Some(id))
+        })
     }
 
     pub fn task(&self, id: TaskId) -> Result<Task, StoreError> {
-        let _ = id;
-        todo!()
+        self.read(|tx| load_task(tx, id))
     }
 
     /// Every task, newest first.
     pub fn tasks(&self) -> Result<Vec<Task>, StoreError> {
-        todo!()
+        self.read(|tx| {
+            query_tasks(
+                tx,
+                &format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id DESC"),
+                [],
+            )
+        })
     }
 
     /// Queued tasks whose not-before time has come, in dispatch order: priority
     /// (critical first), then creation order.
     pub fn ready(&self, now: DateTime<Utc>) -> Result<Vec<Task>, StoreError> {
-        let _ = now;
-        todo!()
+        self.read(|tx| {
+            query_tasks(
+                tx,
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks
+                     WHERE state = 'queued' AND not_before <= ?1
+                     ORDER BY CASE priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1
+                                            WHEN 'medium' THEN 2 ELSE 3 END, id"
+                ),
+                [time_text(now)],
+            )
+        })
     }
 
     /// Marks a queued task running on `computer` and opens attempt number `attempts + 1`.
     pub fn start(&self, id: TaskId, computer: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let _ = (id, computer, now);
-        todo!()
+        self.write(|tx| {
+            let task = load_task(tx, id)?;
+            if task.state != TaskState::Queued {
+                return Err(StoreError::State {
+                    id,
+                    state: task.state,
+                    operation: "started",
+                });
+            }
+            let number = task.attempts.saturating_add(1);
+            let now_text = time_text(now);
+            tx.execute(
+                "UPDATE tasks SET state = 'running', computer = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, computer, now_text],
+            )?;
+            tx.execute(
+                "INSERT INTO attempts (task, number, computer, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, number, computer, now_text],
+            )?;
+            append_event(
+                tx,
+                Some(id),
+                Some(&task.goal),
+                kind::STARTED,
+                &json!({ "attempt": number, "computer": computer }),
+                now,
+            )?;
+            Ok(())
+        })
     }
 
     /// Closes the running attempt. On success the task is `Succeeded`. On failure the attempt
@@ -190,33 +380,243 @@ impl Store {
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Task, StoreError> {
-        let _ = (id, outcome, retry_at, now);
-        todo!()
+        self.write(|tx| {
+            let task = load_task(tx, id)?;
+            if task.state != TaskState::Running {
+                return Err(StoreError::State {
+                    id,
+                    state: task.state,
+                    operation: "finished",
+                });
+            }
+            // Attempts counts finished attempts, successes included.
+            let attempts = task.attempts.saturating_add(1);
+            let now_text = time_text(now);
+            match outcome {
+                AttemptOutcome::Succeeded { detail } => {
+                    tx.execute(
+                        "UPDATE tasks SET state = 'succeeded', attempts = ?2, updated_at = ?3
+                         WHERE id = ?1",
+                        params![id, attempts, now_text],
+                    )?;
+                    close_attempt(tx, id, "succeeded", detail, now)?;
+                    append_event(
+                        tx,
+                        Some(id),
+                        Some(&task.goal),
+                        kind::SUCCEEDED,
+                        &json!({ "attempt": attempts, "detail": detail }),
+                        now,
+                    )?;
+                }
+                AttemptOutcome::Failed { error } => {
+                    let (state, not_before, kind) = if attempts < task.max_attempts {
+                        (TaskState::Queued, retry_at, kind::RETRYING)
+                    } else {
+                        (TaskState::Failed, task.not_before, kind::FAILED)
+                    };
+                    tx.execute(
+                        "UPDATE tasks SET state = ?2, attempts = ?3, not_before = ?4,
+                             last_error = ?5, updated_at = ?6
+                         WHERE id = ?1",
+                        params![
+                            id,
+                            state_name(state),
+                            attempts,
+                            time_text(not_before),
+                            error,
+                            now_text
+                        ],
+                    )?;
+                    close_attempt(tx, id, "failed", error, now)?;
+                    let mut data = json!({
+                        "attempt": attempts,
+                        "maxAttempts": task.max_attempts,
+                        "error": error,
+                    });
+                    if state == TaskState::Queued {
+                        data["retryAt"] = json!(time_text(retry_at));
+                    }
+                    append_event(tx, Some(id), Some(&task.goal), kind, &data, now)?;
+                }
+            }
+            load_task(tx, id)
+        })
     }
 
     /// A task left running by a process that died goes back to the queue; its interrupted
     /// attempt does not count. Returns the ids requeued.
     pub fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<TaskId>, StoreError> {
-        let _ = now;
-        todo!()
+        self.write(|tx| {
+            let running: Vec<(TaskId, String, u32)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, goal, attempts FROM tasks WHERE state = 'running' ORDER BY id",
+                )?;
+                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (id, goal, attempts) in &running {
+                tx.execute(
+                    "UPDATE tasks SET state = 'queued', updated_at = ?2 WHERE id = ?1",
+                    params![id, time_text(now)],
+                )?;
+                close_attempt(
+                    tx,
+                    *id,
+                    "interrupted",
+                    "the controller stopped during the attempt",
+                    now,
+                )?;
+                append_event(
+                    tx,
+                    Some(*id),
+                    Some(goal),
+                    kind::INTERRUPTED,
+                    &json!({ "attempt": attempts.saturating_add(1) }),
+                    now,
+                )?;
+            }
+            Ok(running.into_iter().map(|(id, _, _)| id).collect())
+        })
     }
 
+    /// One running task goes back to the queue without counting its attempt: its work was
+    /// stopped from outside (a shutdown, a suspended company), not failed. Returns whether it
+    /// was running.
+    pub fn interrupt(&self, id: TaskId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let task = load_task(tx, id)?;
+            if task.state != TaskState::Running {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE tasks SET state = 'queued', updated_at = ?2 WHERE id = ?1",
+                params![id, time_text(now)],
+            )?;
+            close_attempt(tx, id, "interrupted", "the work was stopped before it finished", now)?;
+            append_event(
+                tx,
+                Some(id),
+                Some(&task.goal),
+                kind::INTERRUPTED,
+                &json!({ "attempt": task.attempts.saturating_add(1) }),
+                now,
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Ends a task for good. Cancelling a cancelled task does nothing; a succeeded one cannot
+    /// be cancelled. A running attempt is closed as cancelled.
     pub fn cancel(&self, id: TaskId, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let _ = (id, reason, now);
-        todo!()
+        self.write(|tx| {
+            let task = load_task(tx, id)?;
+            match task.state {
+                TaskState::Cancelled => return Ok(()),
+                TaskState::Succeeded => {
+                    return Err(StoreError::State {
+                        id,
+                        state: task.state,
+                        operation: "cancelled",
+                    });
+                }
+                _ => {}
+            }
+            tx.execute(
+                "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE id = ?1",
+                params![id, time_text(now)],
+            )?;
+            close_attempt(tx, id, "cancelled", reason, now)?;
+            append_event(
+                tx,
+                Some(id),
+                Some(&task.goal),
+                kind::CANCELLED,
+                &json!({ "from": state_name(task.state), "reason": reason }),
+                now,
+            )?;
+            Ok(())
+        })
     }
 
     /// Marks a failed task Stalled (a dead letter) with the message.
+    ///
+    /// The message becomes the task's `last_error` (the planner's message quotes the last
+    /// error). A task that is not failed may be stalled too (its running attempt is closed),
+    /// except a succeeded or cancelled one; stalling a stalled task only updates the message.
     pub fn stall(&self, id: TaskId, message: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let _ = (id, message, now);
-        todo!()
+        self.write(|tx| {
+            let task = load_task(tx, id)?;
+            if matches!(task.state, TaskState::Succeeded | TaskState::Cancelled) {
+                return Err(StoreError::State {
+                    id,
+                    state: task.state,
+                    operation: "stalled",
+                });
+            }
+            tx.execute(
+                "UPDATE tasks SET state = 'stalled', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, message, time_text(now)],
+            )?;
+            close_attempt(tx, id, "stalled", message, now)?;
+            append_event(
+                tx,
+                Some(id),
+                Some(&task.goal),
+                kind::STALLED,
+                &json!({ "from": state_name(task.state), "message": message }),
+                now,
+            )?;
+            Ok(())
+        })
     }
 
     /// `proto retry GOAL`: a stalled or failed task of the goal becomes queued again with a
     /// fresh attempt budget. Returns the task requeued, if any.
+    ///
+    /// The newest such task is the one requeued. Nothing is requeued while the goal has a
+    /// live task: the goal has one slot, and it is taken.
     pub fn retry(&self, goal: &str, now: DateTime<Utc>) -> Result<Option<TaskId>, StoreError> {
-        let _ = (goal, now);
-        todo!()
+        self.write(|tx| {
+            let live: Option<TaskId> = tx
+                .query_row(
+                    "SELECT id FROM tasks WHERE goal = ?1
+                     AND state IN ('queued', 'running', 'waitingApproval') LIMIT 1",
+                    [goal],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if live.is_some() {
+                return Ok(None);
+            }
+            let dead: Option<(TaskId, String, u32)> = tx
+                .query_row(
+                    "SELECT id, state, attempts FROM tasks
+                     WHERE goal = ?1 AND state IN ('stalled', 'failed')
+                     ORDER BY id DESC LIMIT 1",
+                    [goal],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            let Some((id, state, attempts)) = dead else {
+                return Ok(None);
+            };
+            let now_text = time_text(now);
+            tx.execute(
+                "UPDATE tasks SET state = 'queued', attempts = 0, not_before = ?2, updated_at = ?2
+                 WHERE id = ?1",
+                params![id, now_text],
+            )?;
+            append_event(
+                tx,
+                Some(id),
+                Some(goal),
+                kind::RETRIED,
+                &json!({ "from": state, "attempts": attempts }),
+                now,
+            )?;
+            Ok(Some(id))
+        })
     }
 
     /// Records a goal's check result.
@@ -226,23 +626,87 @@ impl Store {
         observation: &GoalObservation,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let _ = (goal, observation, detail);
-        todo!()
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO observations (goal, passed, checked_at, key, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (goal) DO UPDATE SET passed = excluded.passed,
+                     checked_at = excluded.checked_at, key = excluded.key, detail = excluded.detail",
+                params![
+                    goal,
+                    observation.passed,
+                    time_text(observation.checked_at),
+                    observation.key,
+                    detail
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// What the planner needs: goal observations and all tasks (as `TaskObservation`).
     /// `model_available` is left false; the engine fills it.
+    ///
+    /// Tasks come oldest first, so where the planner keys by goal the newest task wins.
     pub fn observed(&self) -> Result<Observed, StoreError> {
-        todo!()
+        self.read(|tx| {
+            let goals = {
+                let mut stmt =
+                    tx.prepare("SELECT goal, passed, checked_at, key FROM observations")?;
+                let rows = stmt.query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        GoalObservation {
+                            passed: row.get(1)?,
+                            checked_at: time_column(row, 2)?,
+                            key: row.get(3)?,
+                        },
+                    ))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let tasks = query_tasks(
+                tx,
+                &format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"),
+                [],
+            )?;
+            Ok(Observed {
+                goals,
+                tasks: tasks.iter().map(task_observation).collect(),
+                model_available: false,
+            })
+        })
     }
 
     /// The journal entry of `step` of `task`, if one was recorded.
     pub fn action(&self, task: TaskId, step: u32) -> Result<Option<ActionRecord>, StoreError> {
-        let _ = (task, step);
-        todo!()
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT id, task, step, tool, input, started_at, finished_at, outcome
+                     FROM actions WHERE task = ?1 AND step = ?2",
+                    params![task, step],
+                    |row| {
+                        Ok(ActionRecord {
+                            id: row.get(0)?,
+                            task: row.get(1)?,
+                            step: row.get(2)?,
+                            tool: row.get(3)?,
+                            input: json_column(row, 4)?,
+                            started_at: time_column(row, 5)?,
+                            finished_at: optional_time_column(row, 6)?,
+                            outcome: optional_json_column(row, 7)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
     }
 
     /// Journals a step as started (before its effect). Replaces an unfinished entry.
+    ///
+    /// A finished entry is replaced too: the caller has decided to do the step again. The
+    /// new entry gets a new id, so a handle to the old one cannot finish it.
     pub fn action_started(
         &self,
         task: TaskId,
@@ -251,11 +715,24 @@ impl Store {
         input: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let _ = (task, step, tool, input, now);
-        todo!()
+        self.write(|tx| {
+            ensure_task(tx, task)?;
+            tx.execute(
+                "DELETE FROM actions WHERE task = ?1 AND step = ?2",
+                params![task, step],
+            )?;
+            tx.execute(
+                "INSERT INTO actions (task, step, tool, input, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![task, step, tool, serde_json::to_string(input)?, time_text(now)],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
     }
 
     /// Journals a step as finished, and in the same transaction queues its audit record.
+    ///
+    /// Finishing an entry that is already finished does nothing, so a repeated call cannot
+    /// queue the audit record twice. `audit.id` is ignored; the store assigns it.
     pub fn action_finished(
         &self,
         action: i64,
@@ -263,14 +740,34 @@ impl Store {
         audit: &AuditRecord,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let _ = (action, outcome, audit, now);
-        todo!()
+        self.write(|tx| {
+            let finished: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT finished_at FROM actions WHERE id = ?1",
+                    [action],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match finished {
+                None => return Err(StoreError::NoAction(action)),
+                Some(Some(_)) => return Ok(()),
+                Some(None) => {}
+            }
+            tx.execute(
+                "UPDATE actions SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
+                params![action, time_text(now), serde_json::to_string(outcome)?],
+            )?;
+            insert_audit(tx, audit)?;
+            Ok(())
+        })
     }
 
     /// Forgets a task's journal (when a new attempt must start from scratch).
     pub fn clear_actions(&self, task: TaskId) -> Result<(), StoreError> {
-        let _ = task;
-        todo!()
+        self.write(|tx| {
+            tx.execute("DELETE FROM actions WHERE task = ?1", [task])?;
+            Ok(())
+        })
     }
 
     /// Appends to the event log.
@@ -282,35 +779,100 @@ impl Store {
         data: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let _ = (task, goal, kind, data, now);
-        todo!()
+        self.write(|tx| append_event(tx, task, goal, kind, data, now))
     }
 
     /// Events after `after` (an event id), oldest first, at most `limit`.
     pub fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let _ = (after, limit);
-        todo!()
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT id, time, task, goal, kind, data FROM events
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![after, limit], |row| {
+                Ok(Event {
+                    id: row.get(0)?,
+                    time: time_column(row, 1)?,
+                    task: row.get(2)?,
+                    goal: row.get(3)?,
+                    kind: row.get(4)?,
+                    data: json_column(row, 5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Queues an audit record not tied to a journaled step (a check run, a commit).
+    /// `record.id` is ignored; the new id is returned.
     pub fn audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
-        let _ = record;
-        todo!()
+        self.write(|tx| insert_audit(tx, record))
     }
 
     /// Audit records not yet written back, oldest first.
     pub fn pending_audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        todo!()
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT id, time, agent, goal, task, action, input, outcome, diff FROM audit
+                 WHERE \"commit\" IS NULL ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(AuditRecord {
+                    id: row.get(0)?,
+                    time: time_column(row, 1)?,
+                    agent: row.get(2)?,
+                    goal: row.get(3)?,
+                    task: row.get(4)?,
+                    action: row.get(5)?,
+                    input: json_column(row, 6)?,
+                    outcome: json_column(row, 7)?,
+                    diff: row.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
-    /// Marks audit records as written back in `commit`.
+    /// Marks audit records as written back in `commit`. A record keeps the first commit it
+    /// was written in.
     pub fn audit_written(&self, ids: &[i64], commit: &str) -> Result<(), StoreError> {
-        let _ = (ids, commit);
-        todo!()
+        self.write(|tx| {
+            let mut stmt = tx
+                .prepare("UPDATE audit SET \"commit\" = ?2 WHERE id = ?1 AND \"commit\" IS NULL")?;
+            for id in ids {
+                stmt.execute(params![id, commit])?;
+            }
+            Ok(())
+        })
     }
 
     pub fn revisions(&self) -> Result<Revisions, StoreError> {
-        todo!()
+        self.read(|tx| {
+            let last: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT revision, errors FROM revisions ORDER BY id DESC LIMIT 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let last_applied: Option<String> = tx
+                .query_row(
+                    "SELECT revision FROM revisions WHERE errors = '[]' ORDER BY id DESC LIMIT 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let (last_attempted, errors) = match last {
+                Some((revision, errors)) => (Some(revision), serde_json::from_str(&errors)?),
+                None => (None, Vec::new()),
+            };
+            Ok(Revisions {
+                last_attempted,
+                last_applied,
+                errors,
+            })
+        })
     }
 
     /// Records an attempted revision; `errors` empty means it was applied.
@@ -320,8 +882,15 @@ impl Store {
         errors: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let _ = (revision, errors, now);
-        todo!()
+        self.write(|tx| {
+            // Re-inserting moves the revision to the newest id: it is the last attempted.
+            tx.execute("DELETE FROM revisions WHERE revision = ?1", [revision])?;
+            tx.execute(
+                "INSERT INTO revisions (revision, errors, attempted_at) VALUES (?1, ?2, ?3)",
+                params![revision, serde_json::to_string(errors)?, time_text(now)],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records a computer's health as seen now.
@@ -331,16 +900,31 @@ impl Store {
         healthy: bool,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let _ = (name, healthy, now);
-        todo!()
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO computers (name, healthy, last_seen) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET healthy = excluded.healthy,
+                     last_seen = excluded.last_seen",
+                params![name, healthy, time_text(now)],
+            )?;
+            Ok(())
+        })
     }
 
-    /// `(name, healthy, last_seen)` of every computer seen.
+    /// `(name, healthy, last_seen)` of every computer seen, by name.
     pub fn computers(&self) -> Result<Vec<(String, bool, DateTime<Utc>)>, StoreError> {
-        todo!()
+        self.read(|tx| {
+            let mut stmt =
+                tx.prepare("SELECT name, healthy, last_seen FROM computers ORDER BY name")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, time_column(row, 2)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Records spend against a task (tokens and dollars; zero for playbooks).
+    #[allow(clippy::too_many_arguments)] // the signature is the engine's interface
     pub fn spend(
         &self,
         task: TaskId,
@@ -351,15 +935,235 @@ impl Store {
         usd: f64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let _ = (task, agent, model, input_tokens, output_tokens, usd, now);
-        todo!()
+        self.write(|tx| {
+            ensure_task(tx, task)?;
+            tx.execute(
+                "INSERT INTO spend (task, agent, model, input_tokens, output_tokens, usd, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    task,
+                    agent,
+                    model,
+                    i64::try_from(input_tokens).unwrap_or(i64::MAX),
+                    i64::try_from(output_tokens).unwrap_or(i64::MAX),
+                    usd,
+                    time_text(now)
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Dollars spent on a goal's tasks.
     pub fn spent_on_goal(&self, goal: &str) -> Result<f64, StoreError> {
-        let _ = goal;
-        todo!()
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT COALESCE(SUM(spend.usd), 0.0) FROM spend
+                 JOIN tasks ON tasks.id = spend.task WHERE tasks.goal = ?1",
+                [goal],
+                |row| row.get(0),
+            )?)
+        })
     }
+}
+
+const TASK_COLUMNS: &str = "id, key, goal, product, owner, priority, state, attempts, \
+     max_attempts, not_before, created_at, updated_at, revision, computer, last_error";
+
+fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: row.get(0)?,
+        key: row.get(1)?,
+        goal: row.get(2)?,
+        product: row.get(3)?,
+        owner: row.get(4)?,
+        priority: parse_column(row, 5, priority_from_name)?,
+        state: parse_column(row, 6, state_from_name)?,
+        attempts: row.get(7)?,
+        max_attempts: row.get(8)?,
+        not_before: time_column(row, 9)?,
+        created_at: time_column(row, 10)?,
+        updated_at: time_column(row, 11)?,
+        revision: row.get(12)?,
+        computer: row.get(13)?,
+        last_error: row.get(14)?,
+    })
+}
+
+fn query_tasks(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, task_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn load_task(conn: &Connection, id: TaskId) -> Result<Task, StoreError> {
+    conn.query_row(
+        &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+        [id],
+        task_row,
+    )
+    .optional()?
+    .ok_or(StoreError::NoTask(id))
+}
+
+fn ensure_task(conn: &Connection, id: TaskId) -> Result<(), StoreError> {
+    let found: Option<i64> = conn
+        .query_row("SELECT id FROM tasks WHERE id = ?1", [id], |row| row.get(0))
+        .optional()?;
+    found.map(|_| ()).ok_or(StoreError::NoTask(id))
+}
+
+/// Closes the task's open attempt, if it has one (a queued or waiting task has none).
+fn close_attempt(
+    conn: &Connection,
+    task: TaskId,
+    outcome: &str,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE attempts SET finished_at = ?2, outcome = ?3, detail = ?4
+         WHERE task = ?1 AND finished_at IS NULL",
+        params![task, time_text(now), outcome, detail],
+    )?;
+    Ok(())
+}
+
+fn append_event(
+    conn: &Connection,
+    task: Option<TaskId>,
+    goal: Option<&str>,
+    kind: &str,
+    data: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO events (time, task, goal, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            time_text(now),
+            task,
+            goal,
+            kind,
+            serde_json::to_string(data)?
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO audit (time, agent, goal, task, action, input, outcome, diff)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            time_text(record.time),
+            record.agent,
+            record.goal,
+            record.task,
+            record.action,
+            serde_json::to_string(&record.input)?,
+            serde_json::to_string(&record.outcome)?,
+            record.diff,
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The serde name of a state, as stored.
+pub(crate) fn state_name(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Queued => "queued",
+        TaskState::Running => "running",
+        TaskState::WaitingApproval => "waitingApproval",
+        TaskState::Succeeded => "succeeded",
+        TaskState::Failed => "failed",
+        TaskState::Stalled => "stalled",
+        TaskState::Cancelled => "cancelled",
+    }
+}
+
+fn state_from_name(name: &str) -> Option<TaskState> {
+    [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::WaitingApproval,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Stalled,
+        TaskState::Cancelled,
+    ]
+    .into_iter()
+    .find(|s| state_name(*s) == name)
+}
+
+fn priority_from_name(name: &str) -> Option<Priority> {
+    [
+        Priority::Critical,
+        Priority::High,
+        Priority::Medium,
+        Priority::Low,
+    ]
+    .into_iter()
+    .find(|p| p.as_str() == name)
+}
+
+/// RFC 3339 in UTC with nine fractional digits: exact, and fixed width so that comparing
+/// the text compares the times. Fixed width holds for years 0 to 9999 only; times beyond
+/// are clamped (they mean "never" or "always", and stay so).
+fn time_text(time: DateTime<Utc>) -> String {
+    let first = DateTime::<Utc>::from_timestamp(-62_167_219_200, 0); // 0000-01-01T00:00:00Z
+    let last = DateTime::<Utc>::from_timestamp(253_402_300_799, 999_999_999); // 9999-12-31T23:59:59.999999999Z
+    let clamped = match (first, last) {
+        (Some(first), _) if time < first => first,
+        (_, Some(last)) if time > last => last,
+        _ => time,
+    };
+    clamped.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn conversion_error(
+    idx: usize,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(error))
+}
+
+fn parse_time(idx: usize, text: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| conversion_error(idx, e))
+}
+
+fn time_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    parse_time(idx, &row.get::<_, String>(idx)?)
+}
+
+fn optional_time_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    row.get::<_, Option<String>>(idx)?
+        .map(|t| parse_time(idx, &t))
+        .transpose()
+}
+
+fn json_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(&row.get::<_, String>(idx)?).map_err(|e| conversion_error(idx, e))
+}
+
+fn optional_json_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<serde_json::Value>> {
+    row.get::<_, Option<String>>(idx)?
+        .map(|t| serde_json::from_str(&t).map_err(|e| conversion_error(idx, e)))
+        .transpose()
+}
+
+#[derive(Debug, Error)]
+#[error("unknown name {0:?}")]
+struct UnknownName(String);
+
+fn parse_column<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| conversion_error(idx, UnknownName(text)))
 }
 
 /// Converts a stored task to what the planner sees.

@@ -1,0 +1,168 @@
+//! The schema, as an ordered list of SQL scripts. Script `n` (counting from 1) takes a
+//! database from `PRAGMA user_version = n - 1` to `n`; each runs in its own transaction
+//! together with the version bump, so a crash mid-migration leaves the previous version
+//! intact. Scripts are append-only once released: a change to the schema is a new script.
+//!
+//! Conventions: times are RFC 3339 text in UTC with nine fractional digits (fixed width, so
+//! text order is time order); `Priority` and `TaskState` are their serde names; JSON values
+//! are text. Tables are STRICT so a wrong type is an error, not a silent conversion.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// The migrations this build knows, oldest first.
+pub(super) const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(super) fn known(migrations: &[&str]) -> i64 {
+    i64::try_from(migrations.len()).unwrap_or(i64::MAX)
+}
+
+/// The database's schema version.
+pub(super) fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
+}
+
+/// Brings the database up to the last of `migrations`, refusing one that is newer.
+pub(super) fn migrate(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
+    let known = known(migrations);
+    loop {
+        // The version is read inside the write transaction, so two processes opening the
+        // same new file cannot both apply a script.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = version(&tx)?;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        if found == known {
+            return Ok(());
+        }
+        let script = usize::try_from(found)
+            .ok()
+            .and_then(|n| migrations.get(n))
+            .ok_or(rusqlite::Error::IntegralValueOutOfRange(0, found))?;
+        tx.execute_batch(script)?;
+        tx.pragma_update(None, "user_version", found + 1)?;
+        tx.commit()?;
+    }
+}
+
+const V1: &str = r#"
+CREATE TABLE tasks (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    key          TEXT NOT NULL,
+    goal         TEXT NOT NULL,
+    product      TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    priority     TEXT NOT NULL CHECK (priority IN ('critical', 'high', 'medium', 'low')),
+    state        TEXT NOT NULL CHECK (state IN ('queued', 'running', 'waitingApproval',
+                                                'succeeded', 'failed', 'stalled', 'cancelled')),
+    attempts     INTEGER NOT NULL CHECK (attempts >= 0),
+    max_attempts INTEGER NOT NULL CHECK (max_attempts >= 0),
+    not_before   TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    revision     TEXT NOT NULL,
+    computer     TEXT,
+    last_error   TEXT
+) STRICT;
+CREATE INDEX tasks_key ON tasks (key, state);
+CREATE INDEX tasks_goal ON tasks (goal, state);
+CREATE INDEX tasks_queued ON tasks (not_before) WHERE state = 'queued';
+
+-- One row per start; a task's attempt numbers repeat after an interruption (which does not
+-- count) and after `proto retry` (which resets the count).
+CREATE TABLE attempts (
+    id          INTEGER PRIMARY KEY,
+    task        INTEGER NOT NULL REFERENCES tasks (id),
+    number      INTEGER NOT NULL,
+    computer    TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT NOT NULL DEFAULT 'running'
+                CHECK (outcome IN ('running', 'succeeded', 'failed', 'interrupted',
+                                   'cancelled', 'stalled')),
+    detail      TEXT
+) STRICT;
+CREATE INDEX attempts_task ON attempts (task);
+CREATE UNIQUE INDEX attempts_open ON attempts (task) WHERE finished_at IS NULL;
+
+-- The act() journal. AUTOINCREMENT so a replaced entry's id is never handed out again: a
+-- stale id from before a restart cannot finish the entry that replaced it.
+CREATE TABLE actions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    task        INTEGER NOT NULL REFERENCES tasks (id),
+    step        INTEGER NOT NULL CHECK (step >= 0),
+    tool        TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT,
+    UNIQUE (task, step)
+) STRICT;
+
+-- No foreign key on task: the log records what it is told.
+CREATE TABLE events (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    task INTEGER,
+    goal TEXT,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL
+) STRICT;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+
+CREATE TABLE observations (
+    goal       TEXT PRIMARY KEY,
+    passed     INTEGER NOT NULL CHECK (passed IN (0, 1)),
+    checked_at TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    detail     TEXT NOT NULL
+) STRICT;
+
+-- One row per revision, re-inserted on each attempt so the highest id is the last attempt.
+CREATE TABLE revisions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision     TEXT NOT NULL UNIQUE,
+    errors       TEXT NOT NULL,
+    attempted_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE computers (
+    name      TEXT PRIMARY KEY,
+    healthy   INTEGER NOT NULL CHECK (healthy IN (0, 1)),
+    last_seen TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE spend (
+    id            INTEGER PRIMARY KEY,
+    task          INTEGER NOT NULL REFERENCES tasks (id),
+    agent         TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    input_tokens  INTEGER NOT NULL CHECK (input_tokens >= 0),
+    output_tokens INTEGER NOT NULL CHECK (output_tokens >= 0),
+    usd           REAL NOT NULL,
+    time          TEXT NOT NULL
+) STRICT;
+CREATE INDEX spend_task ON spend (task);
+
+-- Writeback skips records already in the file by id, so ids must never be reused:
+-- AUTOINCREMENT. "commit" is null until the record is written back.
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     TEXT NOT NULL,
+    agent    TEXT NOT NULL,
+    goal     TEXT,
+    task     INTEGER,
+    action   TEXT NOT NULL,
+    input    TEXT NOT NULL,
+    outcome  TEXT NOT NULL,
+    diff     TEXT,
+    "commit" TEXT
+) STRICT;
+CREATE INDEX audit_pending ON audit (id) WHERE "commit" IS NULL;
+"#;

@@ -1,0 +1,206 @@
+//! Internals: the migration runner, the stored names and the time encoding. The store's
+//! behaviour through its public interface is tested in `tests/store.rs`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use super::*;
+
+const CREATE: &str = "CREATE TABLE one (x INTEGER NOT NULL)";
+const INSERT: &str = "INSERT INTO one (x) VALUES (1)";
+
+fn file(dir: &std::path::Path) -> Connection {
+    Connection::open(dir.join(DB_FILE)).unwrap()
+}
+
+fn rows(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM one", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn migrations_apply_in_order_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file(dir.path());
+    migrations::migrate(&mut conn, &[CREATE]).unwrap();
+    assert_eq!(migrations::version(&conn).unwrap(), 1);
+
+    // A newer build brings one more script; only that one runs.
+    migrations::migrate(&mut conn, &[CREATE, INSERT]).unwrap();
+    assert_eq!(migrations::version(&conn).unwrap(), 2);
+    assert_eq!(rows(&conn), 1);
+
+    // Nothing runs again, whether on the same connection or a new one.
+    migrations::migrate(&mut conn, &[CREATE, INSERT]).unwrap();
+    drop(conn);
+    let mut conn = file(dir.path());
+    migrations::migrate(&mut conn, &[CREATE, INSERT]).unwrap();
+    assert_eq!(rows(&conn), 1);
+}
+
+#[test]
+fn a_failing_migration_leaves_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file(dir.path());
+    let broken = "CREATE TABLE two (y INTEGER); INSERT INTO nowhere VALUES (1)";
+    let err = migrations::migrate(&mut conn, &[CREATE, broken]).unwrap_err();
+    assert!(matches!(err, StoreError::Sql(_)), "{err}");
+    assert_eq!(migrations::version(&conn).unwrap(), 1);
+    let two: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'two'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(two, 0, "the half-applied script was rolled back");
+}
+
+#[test]
+fn a_newer_schema_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = file(dir.path());
+    conn.pragma_update(None, "user_version", 7).unwrap();
+    drop(conn);
+    let err = Store::setup(file(dir.path()), &[CREATE]).err().unwrap();
+    assert!(
+        matches!(err, StoreError::TooNew { found: 7, known: 1 }),
+        "{err}"
+    );
+    let conn = file(dir.path());
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "the refused file was not switched to WAL");
+}
+
+#[test]
+fn the_real_schema_applies_and_the_file_is_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let conn = store.lock();
+    assert_eq!(
+        migrations::version(&conn).unwrap(),
+        migrations::known(migrations::MIGRATIONS)
+    );
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = conn
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+    let sync: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 1, "NORMAL");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "actions",
+            "attempts",
+            "audit",
+            "computers",
+            "events",
+            "observations",
+            "revisions",
+            "spend",
+            "tasks"
+        ]
+    );
+}
+
+#[test]
+fn stored_names_are_the_serde_names() {
+    for state in [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::WaitingApproval,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Stalled,
+        TaskState::Cancelled,
+    ] {
+        assert_eq!(
+            serde_json::to_value(state).unwrap(),
+            json!(state_name(state))
+        );
+        assert_eq!(state_from_name(state_name(state)), Some(state));
+    }
+    for priority in [
+        Priority::Critical,
+        Priority::High,
+        Priority::Medium,
+        Priority::Low,
+    ] {
+        assert_eq!(
+            serde_json::to_value(priority).unwrap(),
+            json!(priority.as_str())
+        );
+        assert_eq!(priority_from_name(priority.as_str()), Some(priority));
+    }
+    assert_eq!(state_from_name("Queued"), None);
+}
+
+#[test]
+fn times_round_trip_exactly_and_sort_as_text() {
+    let t = DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456789Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(time_text(t), "2026-03-04T05:06:07.123456789Z");
+    assert_eq!(parse_time(0, &time_text(t)).unwrap(), t);
+    let whole = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(time_text(whole), "2026-03-04T05:06:07.000000000Z");
+
+    let times = [
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::from_timestamp(0, 0).unwrap(),
+        whole,
+        t,
+        DateTime::from_timestamp(253_402_300_799, 0).unwrap(),
+        DateTime::<Utc>::MAX_UTC,
+    ];
+    for pair in times.windows(2) {
+        assert!(time_text(pair[0]) <= time_text(pair[1]), "{pair:?}");
+    }
+    assert_eq!(
+        time_text(DateTime::<Utc>::MAX_UTC).len(),
+        time_text(t).len()
+    );
+    assert_eq!(
+        time_text(DateTime::<Utc>::MIN_UTC).len(),
+        time_text(t).len()
+    );
+}
+
+#[test]
+fn the_event_log_is_append_only() {
+    let store = Store::in_memory().unwrap();
+    let now = Utc::now();
+    store.event(None, None, "note", &json!({}), now).unwrap();
+    let conn = store.lock();
+    assert!(conn.execute("UPDATE events SET kind = 'x'", []).is_err());
+    assert!(conn.execute("DELETE FROM events", []).is_err());
+}
+
+#[test]
+fn a_poisoned_lock_still_serves() {
+    let store = std::sync::Arc::new(Store::in_memory().unwrap());
+    let held = store.clone();
+    let _ = std::thread::spawn(move || {
+        let _conn = held.lock();
+        panic!("poison the lock");
+    })
+    .join();
+    assert!(store.conn.is_poisoned());
+    assert!(store.tasks().unwrap().is_empty());
+}
