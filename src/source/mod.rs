@@ -135,7 +135,7 @@ impl GitSource {
             return Ok(());
         };
         let repo = self.repo()?;
-        remote::fetch(&repo, url, &[force_refspec(&self.branch)])?;
+        remote::fetch(&mut repo.remote_anonymous(url)?, &[force_refspec(&self.branch)])?;
         Ok(())
     }
 
@@ -326,7 +326,7 @@ fn open_cache(
         },
     };
     if branch_commit(&repo, &branch).is_none() {
-        remote::fetch(&repo, url, &[force_refspec(&branch)])?;
+        remote::fetch(&mut repo.remote_anonymous(url)?, &[force_refspec(&branch)])?;
     }
     repo.set_head(&format!("refs/heads/{branch}"))?;
     Ok((path, branch))

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 
-use git2::{Cred, CredentialType, ErrorCode, FetchOptions, PushOptions, RemoteCallbacks, Repository};
+use git2::{Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, Remote, RemoteCallbacks, Repository};
 
 /// Whether `location` names a remote rather than a local path: it has a scheme
 /// (`file://`, `git://`, `https://`, `ssh://`) or is scp-like (`user@host:path`, where no `/`
@@ -157,14 +157,21 @@ pub(crate) fn default_branch(repo: &Repository, url: &str) -> Result<Option<Stri
     Ok(branch)
 }
 
-/// Fetches `refspecs` from `url` into `repo`. A source ref the remote lacks is not an error:
-/// the destination is simply left alone.
-pub(crate) fn fetch(repo: &Repository, url: &str, refspecs: &[String]) -> Result<(), git2::Error> {
-    let mut remote = repo.remote_anonymous(url)?;
+/// Fetches `refspecs` through `remote` (an anonymous remote for a URL, or a configured
+/// one such as `origin`), returning the branches the remote advertised. A source ref the
+/// remote lacks is not an error: the destination is simply left alone.
+pub(crate) fn fetch(remote: &mut Remote<'_>, refspecs: &[String]) -> Result<Vec<(String, Oid)>, git2::Error> {
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks());
     options.download_tags(git2::AutotagOption::None);
-    remote.fetch(refspecs, Some(&mut options), None)
+    remote.fetch(refspecs, Some(&mut options), None)?;
+    // The advertisement stays readable after the fetch disconnects.
+    let heads = remote
+        .list()?
+        .iter()
+        .map(|head| (head.name().to_owned(), head.oid()))
+        .collect();
+    Ok(heads)
 }
 
 /// What became of a push.
@@ -176,14 +183,8 @@ pub(crate) enum PushOutcome {
     Rejected(String),
 }
 
-/// Pushes `local_ref` to `remote_ref` of `url`, never forcing.
-pub(crate) fn push(
-    repo: &Repository,
-    url: &str,
-    local_ref: &str,
-    remote_ref: &str,
-) -> Result<PushOutcome, git2::Error> {
-    let mut remote = repo.remote_anonymous(url)?;
+/// Pushes `local_ref` to `remote_ref` through `remote`, never forcing.
+pub(crate) fn push(remote: &mut Remote<'_>, local_ref: &str, remote_ref: &str) -> Result<PushOutcome, git2::Error> {
     let refused: RefCell<Option<String>> = RefCell::new(None);
     let mut callbacks = callbacks();
     callbacks.push_update_reference(|name, status| {
