@@ -15,7 +15,12 @@ use proto::spec::FileTree;
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
         .args(args)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -69,7 +74,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(base: &Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         // `git daemon` runs `git-daemon` as a child it would leave behind when killed: run
         // the daemon itself, so killing the child stops it.
         let exec_path = git(base, &["--exec-path"]);
@@ -92,7 +101,10 @@ impl Daemon {
         let daemon = Daemon { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         daemon
@@ -119,7 +131,10 @@ fn local_repository_with_a_working_tree() {
     assert_eq!(source.branch(), "main");
     assert_eq!(source.subpath(), "company");
     assert!(!source.is_remote());
-    assert_eq!(source.repository_path(), std::fs::canonicalize(&repo).unwrap());
+    assert_eq!(
+        source.repository_path(),
+        std::fs::canonicalize(&repo).unwrap()
+    );
     assert!(source.label().contains("main"), "{}", source.label());
     source.fetch().unwrap();
 
@@ -131,19 +146,30 @@ fn local_repository_with_a_working_tree() {
     let tree = source.snapshot(&head).unwrap();
     assert_eq!(tree.files().unwrap(), ["company.yaml", "goals/uptime.yaml"]);
     assert_eq!(tree.read("goals/uptime.yaml").unwrap(), b"kind: Goal\n");
-    assert!(tree.read(".proto/status.yaml").is_err(), "the controller's files are no declaration");
+    assert!(
+        tree.read(".proto/status.yaml").is_err(),
+        "the controller's files are no declaration"
+    );
     assert!(tree.read("approvals/req-1.yaml").is_err());
     assert!(tree.read("../README.md").is_err());
     std::fs::remove_file(repo.join("company/goals/draft.yaml")).unwrap();
 
     // The controller's own commit, and a change outside the folder: nothing to reconcile.
-    write(&repo, "company/.proto/status.yaml", "status: {ready: true}\n");
+    write(
+        &repo,
+        "company/.proto/status.yaml",
+        "status: {ready: true}\n",
+    );
     write(&repo, "company/approvals/req-2.yaml", "approval\n");
     let controller = commit_all(&repo, "controller records");
     assert!(source.only_controller_changes(&head, &controller).unwrap());
     write(&repo, "README.md", "still outside\n");
     let outside = commit_all(&repo, "docs");
-    assert!(source.only_controller_changes(&controller, &outside).unwrap());
+    assert!(
+        source
+            .only_controller_changes(&controller, &outside)
+            .unwrap()
+    );
     assert!(source.only_controller_changes(&outside, &outside).unwrap());
     // A goal changed: reconcile.
     write(&repo, "company/goals/uptime.yaml", "kind: Goal\nspec: {}\n");
@@ -154,9 +180,18 @@ fn local_repository_with_a_working_tree() {
 
     // Product repositories sit next to the company repository.
     let parent = std::fs::canonicalize(tmp.path()).unwrap();
-    assert_eq!(source.resolve_repo("../hello-api.git"), parent.join("hello-api.git").to_str().unwrap());
-    assert_eq!(source.resolve_repo("https://example.com/x.git"), "https://example.com/x.git");
-    assert_eq!(source.resolve_repo("git@example.com:org/x.git"), "git@example.com:org/x.git");
+    assert_eq!(
+        source.resolve_repo("../hello-api.git"),
+        parent.join("hello-api.git").to_str().unwrap()
+    );
+    assert_eq!(
+        source.resolve_repo("https://example.com/x.git"),
+        "https://example.com/x.git"
+    );
+    assert_eq!(
+        source.resolve_repo("git@example.com:org/x.git"),
+        "git@example.com:org/x.git"
+    );
     assert_eq!(source.resolve_repo("/srv/x.git"), "/srv/x.git");
 
     // Nothing was cloned for a local repository.
@@ -168,7 +203,16 @@ fn local_bare_repository_and_branches() {
     let tmp = tempfile::tempdir().unwrap();
     let work = company_repo(tmp.path());
     let bare = tmp.path().join("company.git");
-    git(tmp.path(), &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
     git(&work, &["checkout", "-q", "-b", "staging"]);
     write(&work, "company/goals/staging.yaml", "kind: Goal\n");
     let staging = commit_all(&work, "staging goal");
@@ -181,21 +225,42 @@ fn local_bare_repository_and_branches() {
     let tree = source.snapshot(&source.head().unwrap()).unwrap();
     assert_eq!(
         tree.files().unwrap(),
-        ["README.md", "company/.proto/status.yaml", "company/approvals/req-1.yaml", "company/company.yaml", "company/goals/uptime.yaml"],
+        [
+            "README.md",
+            "company/.proto/status.yaml",
+            "company/approvals/req-1.yaml",
+            "company/company.yaml",
+            "company/goals/uptime.yaml"
+        ],
         "only the root's controller folders are skipped"
     );
 
-    let staged = GitSource::open(bare.to_str().unwrap(), Some("staging"), Some("company"), &cache).unwrap();
+    let staged = GitSource::open(
+        bare.to_str().unwrap(),
+        Some("staging"),
+        Some("company"),
+        &cache,
+    )
+    .unwrap();
     assert_eq!(staged.head().unwrap(), staging);
     let tree = staged.snapshot(&staging).unwrap();
-    assert_eq!(tree.files().unwrap(), ["company.yaml", "goals/staging.yaml", "goals/uptime.yaml"]);
+    assert_eq!(
+        tree.files().unwrap(),
+        ["company.yaml", "goals/staging.yaml", "goals/uptime.yaml"]
+    );
     let parent = std::fs::canonicalize(tmp.path()).unwrap();
-    assert_eq!(staged.resolve_repo("../docs.git"), parent.join("docs.git").to_str().unwrap());
+    assert_eq!(
+        staged.resolve_repo("../docs.git"),
+        parent.join("docs.git").to_str().unwrap()
+    );
 
     let missing = GitSource::open(bare.to_str().unwrap(), Some("nope"), None, &cache).unwrap();
     assert!(matches!(missing.head(), Err(SourceError::NoBranch { .. })));
     let elsewhere = GitSource::open(bare.to_str().unwrap(), None, Some("nowhere"), &cache).unwrap();
-    assert!(matches!(elsewhere.snapshot("main"), Err(SourceError::NoPath { .. })));
+    assert!(matches!(
+        elsewhere.snapshot("main"),
+        Err(SourceError::NoPath { .. })
+    ));
 
     let not_repo = tmp.path().join("plain");
     std::fs::create_dir_all(&not_repo).unwrap();
@@ -204,7 +269,12 @@ fn local_bare_repository_and_branches() {
         Err(SourceError::NotARepository(_))
     ));
     assert!(matches!(
-        GitSource::open(tmp.path().join("absent").to_str().unwrap(), None, None, &cache),
+        GitSource::open(
+            tmp.path().join("absent").to_str().unwrap(),
+            None,
+            None,
+            &cache
+        ),
         Err(SourceError::NotARepository(_))
     ));
 }
@@ -213,14 +283,30 @@ fn local_bare_repository_and_branches() {
 fn oversized_files_reach_the_loader_which_refuses_them() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = company_repo(tmp.path());
-    write(&repo, "company/goals/huge.yaml", &"#".repeat(5 * 1024 * 1024));
+    write(
+        &repo,
+        "company/goals/huge.yaml",
+        &"#".repeat(5 * 1024 * 1024),
+    );
     let head = commit_all(&repo, "a huge file");
-    let source = GitSource::open(repo.to_str().unwrap(), None, Some("company"), &tmp.path().join("cache")).unwrap();
+    let source = GitSource::open(
+        repo.to_str().unwrap(),
+        None,
+        Some("company"),
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
     let tree = source.snapshot(&head).unwrap();
-    assert!(tree.files().unwrap().contains(&"goals/huge.yaml".to_string()));
+    assert!(
+        tree.files()
+            .unwrap()
+            .contains(&"goals/huge.yaml".to_string())
+    );
     let (_, diagnostics) = proto::spec::load(&tree);
     assert!(
-        diagnostics.iter().any(|d| format!("{d:?}").contains("limited to")),
+        diagnostics
+            .iter()
+            .any(|d| format!("{d:?}").contains("limited to")),
         "{diagnostics:#?}"
     );
 }
@@ -231,8 +317,19 @@ fn remote_over_git_protocol() {
     let served = tmp.path().join("srv");
     std::fs::create_dir_all(&served).unwrap();
     let work = company_repo(tmp.path());
-    git(&served, &["init", "-q", "--bare", "-b", "main", "company.git"]);
-    git(&work, &["push", "-q", served.join("company.git").to_str().unwrap(), "main"]);
+    git(
+        &served,
+        &["init", "-q", "--bare", "-b", "main", "company.git"],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            served.join("company.git").to_str().unwrap(),
+            "main",
+        ],
+    );
     let daemon = Daemon::start(&served);
     let url = daemon.url("company.git");
 
@@ -241,10 +338,16 @@ fn remote_over_git_protocol() {
     assert!(source.is_remote());
     assert_eq!(source.branch(), "main", "the remote's HEAD branch");
     assert!(source.repository_path().starts_with(&cache));
-    assert!(source.repository_path().join("HEAD").exists(), "a bare clone in the cache");
+    assert!(
+        source.repository_path().join("HEAD").exists(),
+        "a bare clone in the cache"
+    );
     let first = source.head().unwrap();
     assert_eq!(first, git(&work, &["rev-parse", "HEAD"]));
-    assert_eq!(source.snapshot(&first).unwrap().files().unwrap(), ["company.yaml", "goals/uptime.yaml"]);
+    assert_eq!(
+        source.snapshot(&first).unwrap().files().unwrap(),
+        ["company.yaml", "goals/uptime.yaml"]
+    );
 
     // Someone else pushes; the source sees it after a fetch.
     let other = tmp.path().join("other");
@@ -252,11 +355,22 @@ fn remote_over_git_protocol() {
     write(&other, "company/goals/new.yaml", "kind: Goal\n");
     let pushed = commit_all(&other, "a new goal");
     git(&other, &["push", "-q", "origin", "main"]);
-    assert_eq!(source.head().unwrap(), first, "nothing moves before a fetch");
+    assert_eq!(
+        source.head().unwrap(),
+        first,
+        "nothing moves before a fetch"
+    );
     source.fetch().unwrap();
     assert_eq!(source.head().unwrap(), pushed);
     assert!(!source.only_controller_changes(&first, &pushed).unwrap());
-    assert!(source.snapshot(&pushed).unwrap().files().unwrap().contains(&"goals/new.yaml".to_string()));
+    assert!(
+        source
+            .snapshot(&pushed)
+            .unwrap()
+            .files()
+            .unwrap()
+            .contains(&"goals/new.yaml".to_string())
+    );
 
     // A history rewritten upstream replaces the cache's: the cache is ours, the remote is
     // the truth.
@@ -273,11 +387,20 @@ fn remote_over_git_protocol() {
     assert_eq!(again.head().unwrap(), rewritten);
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
 
-    assert_eq!(source.resolve_repo("../hello-api.git"), daemon.url("hello-api.git"));
-    assert_eq!(source.resolve_repo("https://example.com/x.git"), "https://example.com/x.git");
+    assert_eq!(
+        source.resolve_repo("../hello-api.git"),
+        daemon.url("hello-api.git")
+    );
+    assert_eq!(
+        source.resolve_repo("https://example.com/x.git"),
+        "https://example.com/x.git"
+    );
 
     let empty_cache = tmp.path().join("cache2");
-    git(&served, &["init", "-q", "--bare", "-b", "main", "empty.git"]);
+    git(
+        &served,
+        &["init", "-q", "--bare", "-b", "main", "empty.git"],
+    );
     assert!(matches!(
         GitSource::open(&daemon.url("empty.git"), None, None, &empty_cache),
         Err(SourceError::NoBranch { .. })
@@ -288,7 +411,13 @@ fn remote_over_git_protocol() {
 async fn a_commit_to_a_local_repository_triggers() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = company_repo(tmp.path());
-    let source = GitSource::open(repo.to_str().unwrap(), None, None, &tmp.path().join("cache")).unwrap();
+    let source = GitSource::open(
+        repo.to_str().unwrap(),
+        None,
+        None,
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let _watch = watch::watch(&source, Duration::from_secs(3600), tx).unwrap();
     // Reading the repository (as the engine does on every trigger) must not trigger.
@@ -298,7 +427,9 @@ async fn a_commit_to_a_local_repository_triggers() {
     source.head().unwrap();
     source.snapshot("main").unwrap();
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
         "reads trigger nothing"
     );
 
@@ -317,10 +448,27 @@ async fn a_remote_is_polled_until_the_receiver_goes() {
     let served = tmp.path().join("srv");
     std::fs::create_dir_all(&served).unwrap();
     let work = company_repo(tmp.path());
-    git(&served, &["init", "-q", "--bare", "-b", "main", "company.git"]);
-    git(&work, &["push", "-q", served.join("company.git").to_str().unwrap(), "main"]);
+    git(
+        &served,
+        &["init", "-q", "--bare", "-b", "main", "company.git"],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            served.join("company.git").to_str().unwrap(),
+            "main",
+        ],
+    );
     let daemon = Daemon::start(&served);
-    let source = GitSource::open(&daemon.url("company.git"), None, None, &tmp.path().join("cache")).unwrap();
+    let source = GitSource::open(
+        &daemon.url("company.git"),
+        None,
+        None,
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let watch = watch::watch(&source, Duration::from_millis(50), tx).unwrap();
     for _ in 0..3 {

@@ -86,7 +86,12 @@ impl Writeback {
     /// Writes to `source`'s repository on `branch` (default: the source's branch), inside
     /// the source's sub-folder. `push` is the Company's `writeback.push`: whether to push
     /// when the source is a remote.
-    pub fn new(source: &GitSource, branch: Option<&str>, author: Identity, push: bool) -> Result<Writeback, GitopsError> {
+    pub fn new(
+        source: &GitSource,
+        branch: Option<&str>,
+        author: Identity,
+        push: bool,
+    ) -> Result<Writeback, GitopsError> {
         let path = source.repository_path().to_path_buf();
         // Fail now rather than at the first commit if the repository is unusable.
         Repository::open(&path)?;
@@ -106,7 +111,11 @@ impl Writeback {
     /// it and the working tree's controller files are brought up to date; if the user has
     /// uncommitted changes to those files, nothing is written and
     /// [`GitopsError::DirtyControllerFiles`] says so.
-    pub fn commit(&self, changes: &[FileChange], message: &str) -> Result<Option<String>, GitopsError> {
+    pub fn commit(
+        &self,
+        changes: &[FileChange],
+        message: &str,
+    ) -> Result<Option<String>, GitopsError> {
         for change in changes {
             check_path(change.path())?;
         }
@@ -114,7 +123,8 @@ impl Writeback {
         if let Some(url) = &self.url {
             return self.commit_remote(&repo, url, changes, message);
         }
-        let checked_out = !repo.is_bare() && head_branch(&repo).as_deref() == Some(self.branch.as_str());
+        let checked_out =
+            !repo.is_bare() && head_branch(&repo).as_deref() == Some(self.branch.as_str());
         if checked_out {
             self.refuse_dirty(&repo, changes)?;
         }
@@ -128,7 +138,9 @@ impl Writeback {
                     }
                     return Ok(Some(id.to_string()));
                 }
-                Err(e) if e.code() == ErrorCode::Modified && attempt < LOCAL_ATTEMPTS => attempt += 1,
+                Err(e) if e.code() == ErrorCode::Modified && attempt < LOCAL_ATTEMPTS => {
+                    attempt += 1
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -155,7 +167,8 @@ impl Writeback {
 
     /// Commits on the cache's branch and pushes; a rejection fetches the remote's branch
     /// (which replaces the cache's, dropping the rejected commit) and rebuilds the same
-    /// changes on top of it.
+    /// changes on top of it. Without `push`, the commit lives in the cache only until the
+    /// source's next fetch replaces the branch.
     fn commit_remote(
         &self,
         repo: &Repository,
@@ -165,7 +178,10 @@ impl Writeback {
     ) -> Result<Option<String>, GitopsError> {
         let refname = format!("refs/heads/{}", self.branch);
         if branch_commit(repo, &self.branch).is_none() {
-            remote::fetch(&mut repo.remote_anonymous(url)?, &[force_refspec(&self.branch)])?;
+            remote::fetch(
+                &mut repo.remote_anonymous(url)?,
+                &[force_refspec(&self.branch)],
+            )?;
         }
         let mut last = String::new();
         for _ in 0..PUSH_ATTEMPTS {
@@ -187,7 +203,10 @@ impl Writeback {
                 PushOutcome::Rejected(message) => {
                     tracing::info!(remote = url, %message, "writeback push rejected; fetching and rebuilding");
                     last = message;
-                    remote::fetch(&mut repo.remote_anonymous(url)?, &[force_refspec(&self.branch)])?;
+                    remote::fetch(
+                        &mut repo.remote_anonymous(url)?,
+                        &[force_refspec(&self.branch)],
+                    )?;
                 }
             }
         }
@@ -200,8 +219,14 @@ impl Writeback {
 
     /// Builds the changes on the branch head and moves the branch to the new commit, if the
     /// head is still what the commit was built on (`ErrorCode::Modified` otherwise).
-    fn commit_once(&self, repo: &Repository, changes: &[FileChange], message: &str) -> Result<Option<Oid>, git2::Error> {
-        let parent_id = branch_commit(repo, &self.branch).or_else(|| branch_commit(repo, &self.base_branch));
+    fn commit_once(
+        &self,
+        repo: &Repository,
+        changes: &[FileChange],
+        message: &str,
+    ) -> Result<Option<Oid>, git2::Error> {
+        let parent_id =
+            branch_commit(repo, &self.branch).or_else(|| branch_commit(repo, &self.base_branch));
         let parent = parent_id.map(|id| repo.find_commit(id)).transpose()?;
         let tree_id = self.build_tree(repo, parent.as_ref(), changes)?;
         let unchanged = match &parent {
@@ -215,12 +240,24 @@ impl Writeback {
         let signature = Signature::now(&self.author.name, &self.author.email)?;
         let parents: Vec<&Commit<'_>> = parent.iter().collect();
         let refname = format!("refs/heads/{}", self.branch);
-        let id = repo.commit(Some(&refname), &signature, &signature, message, &tree, &parents)?;
+        let id = repo.commit(
+            Some(&refname),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &parents,
+        )?;
         Ok(Some(id))
     }
 
     /// The tree of `parent` with `changes` applied, written to the repository.
-    fn build_tree(&self, repo: &Repository, parent: Option<&Commit<'_>>, changes: &[FileChange]) -> Result<Oid, git2::Error> {
+    fn build_tree(
+        &self,
+        repo: &Repository,
+        parent: Option<&Commit<'_>>,
+        changes: &[FileChange],
+    ) -> Result<Oid, git2::Error> {
         let mut index = Index::new()?;
         if let Some(parent) = parent {
             index.read_tree(&parent.tree()?)?;
@@ -278,7 +315,9 @@ impl Writeback {
         let statuses = repo.statuses(Some(&mut options))?;
         let dirty: Vec<String> = statuses
             .iter()
-            .filter(|s| s.status() != git2::Status::CURRENT && !s.status().contains(git2::Status::IGNORED))
+            .filter(|s| {
+                s.status() != git2::Status::CURRENT && !s.status().contains(git2::Status::IGNORED)
+            })
             .map(|s| String::from_utf8_lossy(s.path_bytes()).into_owned())
             .collect();
         if dirty.is_empty() {
@@ -292,7 +331,12 @@ impl Writeback {
 
     /// Brings the working tree and the index up to date for the paths just committed, as
     /// `git pull` would, so `git status` stays clean.
-    fn update_worktree(&self, repo: &Repository, commit: Oid, changes: &[FileChange]) -> Result<(), GitopsError> {
+    fn update_worktree(
+        &self,
+        repo: &Repository,
+        commit: Oid,
+        changes: &[FileChange],
+    ) -> Result<(), GitopsError> {
         let Some(workdir) = repo.workdir() else {
             return Ok(());
         };
@@ -318,7 +362,8 @@ impl Writeback {
             #[cfg(unix)]
             if entry.filemode() == i32::from(git2::FileMode::BlobExecutable) {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io)?;
             }
             index.add_path(Path::new(&full))?;
             done.push(full);
@@ -350,9 +395,9 @@ impl FileChange {
 fn check_path(path: &str) -> Result<(), GitopsError> {
     let bad = path.is_empty()
         || path.starts_with('/')
-        || path
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == ".." || part.eq_ignore_ascii_case(".git"));
+        || path.split('/').any(|part| {
+            part.is_empty() || part == "." || part == ".." || part.eq_ignore_ascii_case(".git")
+        });
     if bad {
         return Err(GitopsError::InvalidPath(path.to_owned()));
     }

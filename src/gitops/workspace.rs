@@ -1,14 +1,17 @@
 //! The product side of git: a task's workspace is a clone of the product repository; work
 //! is committed there and pushed to the product's branch.
 //!
-//! Pushing to a branch that is checked out in a non-bare repository is refused by git, so
-//! a product repository given as a local path should be bare (`git init --bare x.git`),
-//! as any shared repository is.
+//! A product repository given as a local path must be bare (`git init --bare x.git`), as
+//! any shared repository is: git refuses a push to the checked-out branch of a repository
+//! with a working tree, and libgit2's local transport refuses pushing to any non-bare
+//! repository.
 
 use std::path::Path;
 
 use git2::build::CheckoutBuilder;
-use git2::{Commit, ErrorCode, IndexAddOption, Oid, RebaseOptions, Repository, Signature, StatusOptions};
+use git2::{
+    Commit, ErrorCode, IndexAddOption, Oid, RebaseOptions, Repository, Signature, StatusOptions,
+};
 
 use super::{GitopsError, Identity, PUSH_ATTEMPTS};
 use crate::source::remote::{self, PushOutcome};
@@ -51,7 +54,9 @@ pub fn clone_or_open(repo: &str, branch: &str, dir: &Path) -> Result<(), GitopsE
     let tracking = tracking_ref(branch);
     let mut anonymous = local.remote_anonymous(&url)?;
     let heads = remote::fetch(&mut anonymous, &[tracking_refspec(branch)])?;
-    let has_branch = heads.iter().any(|(name, _)| *name == format!("refs/heads/{branch}"));
+    let has_branch = heads
+        .iter()
+        .any(|(name, _)| *name == format!("refs/heads/{branch}"));
     let start = if has_branch {
         Some(local.find_reference(&tracking)?.peel_to_commit()?.id())
     } else {
@@ -59,7 +64,12 @@ pub fn clone_or_open(repo: &str, branch: &str, dir: &Path) -> Result<(), GitopsE
         match remote::default_branch(&local, &url)? {
             Some(default) => {
                 remote::fetch(&mut anonymous, &[tracking_refspec(&default)])?;
-                Some(local.find_reference(&tracking_ref(&default))?.peel_to_commit()?.id())
+                Some(
+                    local
+                        .find_reference(&tracking_ref(&default))?
+                        .peel_to_commit()?
+                        .id(),
+                )
             }
             None => None,
         }
@@ -80,7 +90,11 @@ pub fn clone_or_open(repo: &str, branch: &str, dir: &Path) -> Result<(), GitopsE
 }
 
 /// Stages everything (`git add -A`) and commits as `author`; `Ok(None)` when nothing changed.
-pub fn commit_all(dir: &Path, message: &str, author: &Identity) -> Result<Option<String>, GitopsError> {
+pub fn commit_all(
+    dir: &Path,
+    message: &str,
+    author: &Identity,
+) -> Result<Option<String>, GitopsError> {
     let repo = Repository::open(dir)?;
     let mut index = repo.index()?;
     index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
@@ -99,7 +113,14 @@ pub fn commit_all(dir: &Path, message: &str, author: &Identity) -> Result<Option
     let tree = repo.find_tree(tree_id)?;
     let signature = Signature::now(&author.name, &author.email)?;
     let parents: Vec<&Commit<'_>> = parent.iter().collect();
-    let id = repo.commit(Some("HEAD"), &signature, &signature, message, &tree, &parents)?;
+    let id = repo.commit(
+        Some("HEAD"),
+        &signature,
+        &signature,
+        message,
+        &tree,
+        &parents,
+    )?;
     Ok(Some(id.to_string()))
 }
 
@@ -167,7 +188,11 @@ pub fn pushed(dir: &Path, branch: &str, commit: &str) -> Result<bool, GitopsErro
     let remote_ref = format!("refs/heads/{branch}");
     // The advertisement, not the tracking ref: a branch deleted on the remote is not
     // pruned from the tracking refs by a fetch.
-    let Some(tip) = heads.iter().find(|(name, _)| *name == remote_ref).map(|(_, id)| *id) else {
+    let Some(tip) = heads
+        .iter()
+        .find(|(name, _)| *name == remote_ref)
+        .map(|(_, id)| *id)
+    else {
         return Ok(false);
     };
     if tip == commit {

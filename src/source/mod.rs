@@ -1,9 +1,10 @@
 //! The git source: where the declaration comes from. A local repository (bare or not) or a
-//! remote URL (`file://`, `git://`, `https://`, `ssh://`) fetched into a cache. Declarations
-//! are read from the committed tree of the tracked branch (optionally a sub-folder, as
-//! Flux's `spec.path`), never from a working directory. Changes are noticed by `notify` for
-//! local repositories and by polling for remotes; the engine also takes triggers from
-//! webhooks.
+//! remote URL (`file://`, `git://`, `https://`, `ssh://`, scp-like `user@host:path`) fetched
+//! into a bare cache clone that the source owns (its branch is force-updated from the remote,
+//! which is the truth). Declarations are read from the committed tree of the tracked branch
+//! (optionally a sub-folder, as Flux's `spec.path`), never from a working directory. Changes
+//! are noticed by `notify` for local repositories and by polling for remotes; the engine also
+//! takes triggers from webhooks.
 
 pub(crate) mod remote;
 pub mod watch;
@@ -23,7 +24,10 @@ pub enum SourceError {
     #[error("{0}: not a git repository, and not a URL")]
     NotARepository(String),
     #[error("branch {branch} not found in {source_label}")]
-    NoBranch { branch: String, source_label: String },
+    NoBranch {
+        branch: String,
+        source_label: String,
+    },
     #[error("{path}: no such folder at revision {revision}")]
     NoPath { path: String, revision: String },
     #[error("{path}: {source}")]
@@ -135,7 +139,10 @@ impl GitSource {
             return Ok(());
         };
         let repo = self.repo()?;
-        remote::fetch(&mut repo.remote_anonymous(url)?, &[force_refspec(&self.branch)])?;
+        remote::fetch(
+            &mut repo.remote_anonymous(url)?,
+            &[force_refspec(&self.branch)],
+        )?;
         Ok(())
     }
 
@@ -163,11 +170,10 @@ impl GitSource {
         let tree = if self.subpath.is_empty() {
             root
         } else {
-            let entry = root.get_path(Path::new(&self.subpath)).map_err(|_| no_path())?;
-            entry
-                .to_object(&repo)?
-                .into_tree()
-                .map_err(|_| no_path())?
+            let entry = root
+                .get_path(Path::new(&self.subpath))
+                .map_err(|_| no_path())?;
+            entry.to_object(&repo)?.into_tree().map_err(|_| no_path())?
         };
         let label = if self.subpath.is_empty() {
             format!("{} at {short}", self.location)
@@ -335,7 +341,12 @@ fn open_cache(
 /// Adds every blob under `tree` to `out`, `prefix`-relative. Submodules (commit entries) and
 /// symbolic links are skipped, as the working-directory tree skips them; oversized files are
 /// kept so the loader can name them and their size.
-fn collect(repo: &Repository, tree: &Tree<'_>, prefix: &str, out: &mut MemTree) -> Result<(), SourceError> {
+fn collect(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    out: &mut MemTree,
+) -> Result<(), SourceError> {
     for entry in tree.iter() {
         let name = String::from_utf8_lossy(entry.name_bytes());
         let path = if prefix.is_empty() {
@@ -345,7 +356,8 @@ fn collect(repo: &Repository, tree: &Tree<'_>, prefix: &str, out: &mut MemTree) 
         };
         match entry.kind() {
             Some(ObjectType::Tree) => {
-                if prefix.is_empty() && crate::spec::tree::CONTROLLER_DIRS.contains(&path.as_str()) {
+                if prefix.is_empty() && crate::spec::tree::CONTROLLER_DIRS.contains(&path.as_str())
+                {
                     continue;
                 }
                 let sub = repo.find_tree(entry.id())?;

@@ -5,7 +5,10 @@
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 
-use git2::{Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, Remote, RemoteCallbacks, Repository};
+use git2::{
+    Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, Remote, RemoteCallbacks,
+    Repository,
+};
 
 /// Whether `location` names a remote rather than a local path: it has a scheme
 /// (`file://`, `git://`, `https://`, `ssh://`) or is scp-like (`user@host:path`, where no `/`
@@ -36,7 +39,10 @@ pub(crate) fn join_url(base: &str, relative: &str) -> String {
         ("", base)
     };
     let absolute = path.starts_with('/');
-    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     for part in relative.split('/') {
         match part {
             "" | "." => {}
@@ -46,7 +52,11 @@ pub(crate) fn join_url(base: &str, relative: &str) -> String {
             p => parts.push(p),
         }
     }
-    format!("{prefix}{}{}", if absolute { "/" } else { "" }, parts.join("/"))
+    format!(
+        "{prefix}{}{}",
+        if absolute { "/" } else { "" },
+        parts.join("/")
+    )
 }
 
 /// `path` with `.` and `..` resolved lexically: the target need not exist yet.
@@ -160,7 +170,10 @@ pub(crate) fn default_branch(repo: &Repository, url: &str) -> Result<Option<Stri
 /// Fetches `refspecs` through `remote` (an anonymous remote for a URL, or a configured
 /// one such as `origin`), returning the branches the remote advertised. A source ref the
 /// remote lacks is not an error: the destination is simply left alone.
-pub(crate) fn fetch(remote: &mut Remote<'_>, refspecs: &[String]) -> Result<Vec<(String, Oid)>, git2::Error> {
+pub(crate) fn fetch(
+    remote: &mut Remote<'_>,
+    refspecs: &[String],
+) -> Result<Vec<(String, Oid)>, git2::Error> {
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks());
     options.download_tags(git2::AutotagOption::None);
@@ -184,7 +197,11 @@ pub(crate) enum PushOutcome {
 }
 
 /// Pushes `local_ref` to `remote_ref` through `remote`, never forcing.
-pub(crate) fn push(remote: &mut Remote<'_>, local_ref: &str, remote_ref: &str) -> Result<PushOutcome, git2::Error> {
+pub(crate) fn push(
+    remote: &mut Remote<'_>,
+    local_ref: &str,
+    remote_ref: &str,
+) -> Result<PushOutcome, git2::Error> {
     let refused: RefCell<Option<String>> = RefCell::new(None);
     let mut callbacks = callbacks();
     callbacks.push_update_reference(|name, status| {
@@ -230,22 +247,40 @@ mod tests {
     #[test]
     fn joins_like_git_submodules() {
         assert_eq!(join_url("git://h/company.git", "../x.git"), "git://h/x.git");
-        assert_eq!(join_url("git://h/company.git/", "../x.git"), "git://h/x.git");
+        assert_eq!(
+            join_url("git://h/company.git/", "../x.git"),
+            "git://h/x.git"
+        );
         assert_eq!(join_url("https://h/org/company", "../x"), "https://h/org/x");
-        assert_eq!(join_url("git@h:org/company.git", "../x.git"), "git@h:org/x.git");
-        assert_eq!(join_url("file:///srv/company.git", "../x.git"), "file:///srv/x.git");
-        assert_eq!(join_url("ssh://git@h:22/a/b.git", "./c.git"), "ssh://git@h:22/a/b.git/c.git");
+        assert_eq!(
+            join_url("git@h:org/company.git", "../x.git"),
+            "git@h:org/x.git"
+        );
+        assert_eq!(
+            join_url("file:///srv/company.git", "../x.git"),
+            "file:///srv/x.git"
+        );
+        assert_eq!(
+            join_url("ssh://git@h:22/a/b.git", "./c.git"),
+            "ssh://git@h:22/a/b.git/c.git"
+        );
     }
 
     #[test]
     fn normalizes_lexically() {
-        assert_eq!(normalize(Path::new("/a/company/../x.git")), PathBuf::from("/a/x.git"));
+        assert_eq!(
+            normalize(Path::new("/a/company/../x.git")),
+            PathBuf::from("/a/x.git")
+        );
         assert_eq!(normalize(Path::new("/a/./b/../../c")), PathBuf::from("/c"));
     }
 
     #[test]
     fn sanitizes() {
-        assert_eq!(sanitize("git://127.0.0.1:9418/co.git"), "git___127.0.0.1_9418_co.git");
+        assert_eq!(
+            sanitize("git://127.0.0.1:9418/co.git"),
+            "git___127.0.0.1_9418_co.git"
+        );
         assert_eq!(sanitize(".."), "_..");
     }
 }

@@ -29,10 +29,18 @@ impl Drop for Watch {
 /// A remote's polling task runs on the current tokio runtime, so this must be called from
 /// within one. Triggers are dropped when the channel is full: one pending trigger is as
 /// good as many, since the engine re-reads the head.
-pub fn watch(source: &GitSource, poll: Duration, trigger: mpsc::Sender<()>) -> Result<Watch, SourceError> {
+pub fn watch(
+    source: &GitSource,
+    poll: Duration,
+    trigger: mpsc::Sender<()>,
+) -> Result<Watch, SourceError> {
     if source.is_remote() {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| SourceError::Watch(format!("polling {} needs a tokio runtime: {e}", source.label())))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            SourceError::Watch(format!(
+                "polling {} needs a tokio runtime: {e}",
+                source.label()
+            ))
+        })?;
         let task = runtime.spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -82,7 +90,9 @@ pub fn watch(source: &GitSource, poll: Duration, trigger: mpsc::Sender<()>) -> R
             .watch(&common_dir, RecursiveMode::NonRecursive)
             .map_err(watch_error)?;
     }
-    watcher.watch(&refs, RecursiveMode::Recursive).map_err(watch_error)?;
+    watcher
+        .watch(&refs, RecursiveMode::Recursive)
+        .map_err(watch_error)?;
     Ok(Watch {
         _inner: Some(watcher),
         poll: None,
