@@ -6,11 +6,14 @@
 
 pub mod workspace;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use git2::{Commit, ErrorCode, Index, IndexEntry, IndexTime, Oid, Repository, Signature};
 
 use thiserror::Error;
 
-use crate::source::GitSource;
+use crate::source::remote::{self, PushOutcome};
+use crate::source::{GitSource, branch_commit, force_refspec, head_branch};
 
 #[derive(Debug, Error)]
 pub enum GitopsError {
@@ -26,6 +29,10 @@ pub enum GitopsError {
         attempts: u32,
         message: String,
     },
+    #[error("rebasing onto {remote} conflicts in {files}; the local commits are left as they were")]
+    RebaseConflict { remote: String, files: String },
+    #[error("{0}: not a relative path inside the declaration folder")]
+    InvalidPath(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -51,9 +58,28 @@ pub enum FileChange {
     Append { path: String, content: Vec<u8> },
 }
 
+/// How often a rejected push is rebuilt on the remote's new head before giving up.
+pub(crate) const PUSH_ATTEMPTS: u32 = 5;
+
+/// How often a commit is rebuilt when the branch moves while it is being made (someone
+/// committing to the local repository at the same moment).
+const LOCAL_ATTEMPTS: u32 = 5;
+
 /// Commits to the company repository the source reads from.
+///
+/// Commits are built from the branch head's tree in memory, never from a working tree, so
+/// bare repositories and cache clones work the same way as a user's checkout.
 pub struct Writeback {
-    _source_path: PathBuf,
+    /// The local repository, or the cache clone of a remote source.
+    path: PathBuf,
+    /// The remote's URL, for a remote source.
+    url: Option<String>,
+    branch: String,
+    /// The source's branch: where a writeback branch that does not exist yet starts.
+    base_branch: String,
+    subpath: String,
+    author: Identity,
+    push: bool,
 }
 
 impl Writeback {
@@ -66,8 +92,18 @@ impl Writeback {
         author: Identity,
         push: bool,
     ) -> Result<Writeback, GitopsError> {
-        let _ = (source, branch, author, push);
-        todo!()
+        let path = source.repository_path().to_path_buf();
+        // Fail now rather than at the first commit if the repository is unusable.
+        Repository::open(&path)?;
+        Ok(Writeback {
+            path,
+            url: source.url().map(str::to_owned),
+            branch: branch.unwrap_or(source.branch()).to_owned(),
+            base_branch: source.branch().to_owned(),
+            subpath: source.subpath().to_owned(),
+            author,
+            push,
+        })
     }
 
     /// One commit with `changes` and `message`; `Ok(None)` when the changes change nothing.
@@ -80,13 +116,290 @@ impl Writeback {
         changes: &[FileChange],
         message: &str,
     ) -> Result<Option<String>, GitopsError> {
-        let _ = (changes, message);
-        todo!()
+        for change in changes {
+            check_path(change.path())?;
+        }
+        let repo = Repository::open(&self.path)?;
+        if let Some(url) = &self.url {
+            return self.commit_remote(&repo, url, changes, message);
+        }
+        let checked_out =
+            !repo.is_bare() && head_branch(&repo).as_deref() == Some(self.branch.as_str());
+        if checked_out {
+            self.refuse_dirty(&repo, changes)?;
+        }
+        let mut attempt = 1;
+        loop {
+            match self.commit_once(&repo, changes, message) {
+                Ok(None) => return Ok(None),
+                Ok(Some(id)) => {
+                    if checked_out {
+                        self.update_worktree(&repo, id, changes)?;
+                    }
+                    return Ok(Some(id.to_string()));
+                }
+                Err(e) if e.code() == ErrorCode::Modified && attempt < LOCAL_ATTEMPTS => {
+                    attempt += 1
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A file of the declaration folder at the branch head, if it exists.
     pub fn read(&self, path: &str) -> Result<Option<Vec<u8>>, GitopsError> {
-        let _ = path;
-        todo!()
+        check_path(path)?;
+        let repo = Repository::open(&self.path)?;
+        let Some(head) = branch_commit(&repo, &self.branch) else {
+            return Ok(None);
+        };
+        let tree = repo.find_commit(head)?.tree()?;
+        let entry = match tree.get_path(Path::new(&self.full_path(path))) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match entry.to_object(&repo)?.into_blob() {
+            Ok(blob) => Ok(Some(blob.content().to_vec())),
+            Err(_) => Ok(None),
+        }
     }
+
+    /// Commits on the cache's branch and pushes; a rejection fetches the remote's branch
+    /// (which replaces the cache's, dropping the rejected commit) and rebuilds the same
+    /// changes on top of it. Without `push`, the commit lives in the cache only until the
+    /// source's next fetch replaces the branch.
+    fn commit_remote(
+        &self,
+        repo: &Repository,
+        url: &str,
+        changes: &[FileChange],
+        message: &str,
+    ) -> Result<Option<String>, GitopsError> {
+        let refname = format!("refs/heads/{}", self.branch);
+        if branch_commit(repo, &self.branch).is_none() {
+            remote::fetch(
+                &mut repo.remote_anonymous(url)?,
+                &[force_refspec(&self.branch)],
+            )?;
+        }
+        let mut last = String::new();
+        for _ in 0..PUSH_ATTEMPTS {
+            let id = match self.commit_once(repo, changes, message) {
+                Ok(Some(id)) => id,
+                Ok(None) => return Ok(None),
+                // The source fetched while we built the commit: build again on what it got.
+                Err(e) if e.code() == ErrorCode::Modified => {
+                    last = e.message().to_owned();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !self.push {
+                return Ok(Some(id.to_string()));
+            }
+            match remote::push(&mut repo.remote_anonymous(url)?, &refname, &refname)? {
+                PushOutcome::Pushed => return Ok(Some(id.to_string())),
+                PushOutcome::Rejected(message) => {
+                    tracing::info!(remote = url, %message, "writeback push rejected; fetching and rebuilding");
+                    last = message;
+                    remote::fetch(
+                        &mut repo.remote_anonymous(url)?,
+                        &[force_refspec(&self.branch)],
+                    )?;
+                }
+            }
+        }
+        Err(GitopsError::PushRejected {
+            remote: url.to_owned(),
+            attempts: PUSH_ATTEMPTS,
+            message: last,
+        })
+    }
+
+    /// Builds the changes on the branch head and moves the branch to the new commit, if the
+    /// head is still what the commit was built on (`ErrorCode::Modified` otherwise).
+    fn commit_once(
+        &self,
+        repo: &Repository,
+        changes: &[FileChange],
+        message: &str,
+    ) -> Result<Option<Oid>, git2::Error> {
+        let parent_id =
+            branch_commit(repo, &self.branch).or_else(|| branch_commit(repo, &self.base_branch));
+        let parent = parent_id.map(|id| repo.find_commit(id)).transpose()?;
+        let tree_id = self.build_tree(repo, parent.as_ref(), changes)?;
+        let unchanged = match &parent {
+            Some(p) => p.tree_id() == tree_id,
+            None => repo.find_tree(tree_id)?.is_empty(),
+        };
+        if unchanged {
+            return Ok(None);
+        }
+        let tree = repo.find_tree(tree_id)?;
+        let signature = Signature::now(&self.author.name, &self.author.email)?;
+        let parents: Vec<&Commit<'_>> = parent.iter().collect();
+        let refname = format!("refs/heads/{}", self.branch);
+        let id = repo.commit(
+            Some(&refname),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &parents,
+        )?;
+        Ok(Some(id))
+    }
+
+    /// The tree of `parent` with `changes` applied, written to the repository.
+    fn build_tree(
+        &self,
+        repo: &Repository,
+        parent: Option<&Commit<'_>>,
+        changes: &[FileChange],
+    ) -> Result<Oid, git2::Error> {
+        let mut index = Index::new()?;
+        if let Some(parent) = parent {
+            index.read_tree(&parent.tree()?)?;
+        }
+        for change in changes {
+            let full = self.full_path(change.path());
+            let existing = index.get_path(Path::new(&full), 0);
+            let data = match change {
+                FileChange::Write { content, .. } => content.clone(),
+                FileChange::Append { content, .. } => {
+                    let mut data = match &existing {
+                        Some(entry) => repo.find_blob(entry.id)?.content().to_vec(),
+                        None => Vec::new(),
+                    };
+                    data.extend_from_slice(content);
+                    data
+                }
+            };
+            let id = repo.blob(&data)?;
+            let mode = match existing.map(|e| e.mode) {
+                Some(mode) if mode == u32::from(git2::FileMode::BlobExecutable) => mode,
+                _ => u32::from(git2::FileMode::Blob),
+            };
+            index.add(&IndexEntry {
+                ctime: IndexTime::new(0, 0),
+                mtime: IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode,
+                uid: 0,
+                gid: 0,
+                file_size: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                id,
+                flags: 0,
+                flags_extended: 0,
+                path: full.into_bytes(),
+            })?;
+        }
+        index.write_tree_to(repo)
+    }
+
+    /// Refuses to write when the working tree holds uncommitted changes (staged, unstaged or
+    /// untracked) to the controller's files or to any file about to be written.
+    fn refuse_dirty(&self, repo: &Repository, changes: &[FileChange]) -> Result<(), GitopsError> {
+        let mut options = git2::StatusOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false)
+            .exclude_submodules(true)
+            .pathspec(format!("{}/", self.full_path(".proto")));
+        for change in changes {
+            options.pathspec(self.full_path(change.path()));
+        }
+        let statuses = repo.statuses(Some(&mut options))?;
+        let dirty: Vec<String> = statuses
+            .iter()
+            .filter(|s| {
+                s.status() != git2::Status::CURRENT && !s.status().contains(git2::Status::IGNORED)
+            })
+            .map(|s| String::from_utf8_lossy(s.path_bytes()).into_owned())
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        Err(GitopsError::DirtyControllerFiles {
+            path: self.path.clone(),
+            files: dirty.join(", "),
+        })
+    }
+
+    /// Brings the working tree and the index up to date for the paths just committed, as
+    /// `git pull` would, so `git status` stays clean.
+    fn update_worktree(
+        &self,
+        repo: &Repository,
+        commit: Oid,
+        changes: &[FileChange],
+    ) -> Result<(), GitopsError> {
+        let Some(workdir) = repo.workdir() else {
+            return Ok(());
+        };
+        let tree = repo.find_commit(commit)?.tree()?;
+        let mut index = repo.index()?;
+        let mut done: Vec<String> = Vec::new();
+        for change in changes {
+            let full = self.full_path(change.path());
+            if done.contains(&full) {
+                continue;
+            }
+            let entry = tree.get_path(Path::new(&full))?;
+            let blob = repo.find_blob(entry.id())?;
+            let file = workdir.join(&full);
+            let io = |source| GitopsError::Io {
+                path: file.clone(),
+                source,
+            };
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            std::fs::write(&file, blob.content()).map_err(io)?;
+            #[cfg(unix)]
+            if entry.filemode() == i32::from(git2::FileMode::BlobExecutable) {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io)?;
+            }
+            index.add_path(Path::new(&full))?;
+            done.push(full);
+        }
+        index.write()?;
+        Ok(())
+    }
+
+    /// A declaration-folder path as a repository path.
+    fn full_path(&self, path: &str) -> String {
+        if self.subpath.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.subpath)
+        }
+    }
+}
+
+impl FileChange {
+    /// The file the change is to.
+    pub fn path(&self) -> &str {
+        match self {
+            FileChange::Write { path, .. } | FileChange::Append { path, .. } => path,
+        }
+    }
+}
+
+/// A change's path must stay inside the declaration folder and out of `.git`.
+fn check_path(path: &str) -> Result<(), GitopsError> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|part| {
+            part.is_empty() || part == "." || part == ".." || part.eq_ignore_ascii_case(".git")
+        });
+    if bad {
+        return Err(GitopsError::InvalidPath(path.to_owned()));
+    }
+    Ok(())
 }

@@ -1,13 +1,17 @@
 //! The git source: where the declaration comes from. A local repository (bare or not) or a
-//! remote URL (`file://`, `git://`, `https://`, `ssh://`) fetched into a cache. Declarations
-//! are read from the committed tree of the tracked branch (optionally a sub-folder, as
-//! Flux's `spec.path`), never from a working directory. Changes are noticed by `notify` for
-//! local repositories and by polling for remotes; the engine also takes triggers from
-//! webhooks.
+//! remote URL (`file://`, `git://`, `https://`, `ssh://`, scp-like `user@host:path`) fetched
+//! into a bare cache clone that the source owns (its branch is force-updated from the remote,
+//! which is the truth). Declarations are read from the committed tree of the tracked branch
+//! (optionally a sub-folder, as Flux's `spec.path`), never from a working directory. Changes
+//! are noticed by `notify` for local repositories and by polling for remotes; the engine also
+//! takes triggers from webhooks.
 
+pub(crate) mod remote;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, Tree};
 
 use thiserror::Error;
 
@@ -37,8 +41,21 @@ pub enum SourceError {
 }
 
 /// A declaration source backed by git.
+///
+/// It holds paths and names only, and opens the repository for each operation, so it can be
+/// shared between threads (a `git2::Repository` cannot).
 pub struct GitSource {
     label: String,
+    /// The local repository's root (its working directory, or the bare repository), or the
+    /// cache clone of a remote.
+    path: PathBuf,
+    /// The remote's URL; `None` for a local repository.
+    url: Option<String>,
+    branch: String,
+    /// `/`-separated, without leading or trailing `/`; empty for the root.
+    subpath: String,
+    /// How the source was named, for messages and snapshot labels.
+    location: String,
 }
 
 impl GitSource {
@@ -51,8 +68,43 @@ impl GitSource {
         subpath: Option<&str>,
         cache_dir: &Path,
     ) -> Result<GitSource, SourceError> {
-        let _ = (location, branch, subpath, cache_dir);
-        todo!()
+        let subpath = normalize_subpath(subpath.unwrap_or(""));
+        let local = Path::new(location);
+        let (path, url, branch) = if !location.contains("://") && local.exists() {
+            let repo = Repository::open(local)
+                .map_err(|_| SourceError::NotARepository(location.to_owned()))?;
+            let root = repo_root(&repo);
+            let root = std::fs::canonicalize(&root).map_err(|source| SourceError::Io {
+                path: root.clone(),
+                source,
+            })?;
+            let branch = match branch {
+                Some(b) => b.to_owned(),
+                None => head_branch(&repo).ok_or_else(|| SourceError::NoBranch {
+                    branch: "HEAD (detached; name a branch)".into(),
+                    source_label: location.to_owned(),
+                })?,
+            };
+            (root, None, branch)
+        } else if remote::is_url(location) {
+            let (path, branch) = open_cache(location, branch, cache_dir)?;
+            (path, Some(location.to_owned()), branch)
+        } else {
+            return Err(SourceError::NotARepository(location.to_owned()));
+        };
+        let label = if subpath.is_empty() {
+            format!("{location} (branch {branch})")
+        } else {
+            format!("{location} (branch {branch}, folder {subpath})")
+        };
+        Ok(GitSource {
+            label,
+            path,
+            url,
+            branch,
+            subpath,
+            location: location.to_owned(),
+        })
     }
 
     /// A name for messages: the path or URL, and the branch.
@@ -62,55 +114,261 @@ impl GitSource {
 
     /// The tracked branch.
     pub fn branch(&self) -> &str {
-        todo!()
+        &self.branch
     }
 
     /// The selected sub-folder ("" for the repository root).
     pub fn subpath(&self) -> &str {
-        todo!()
+        &self.subpath
     }
 
     /// Whether the source is a remote (fetched and polled) rather than a local repository.
     pub fn is_remote(&self) -> bool {
-        todo!()
+        self.url.is_some()
+    }
+
+    /// The remote's URL, for a remote source.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref()
     }
 
     /// For a remote: fetch the tracked branch into the cache. For a local repository:
     /// nothing (it is read directly).
     pub fn fetch(&self) -> Result<(), SourceError> {
-        todo!()
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let repo = self.repo()?;
+        remote::fetch(
+            &mut repo.remote_anonymous(url)?,
+            &[force_refspec(&self.branch)],
+        )?;
+        Ok(())
     }
 
     /// The commit id at the tip of the tracked branch.
     pub fn head(&self) -> Result<String, SourceError> {
-        todo!()
+        let repo = self.repo()?;
+        let commit = branch_commit(&repo, &self.branch).ok_or_else(|| SourceError::NoBranch {
+            branch: self.branch.clone(),
+            source_label: self.location.clone(),
+        })?;
+        Ok(commit.to_string())
     }
 
     /// The files of the sub-folder at `revision`, as a tree the loader reads. The
     /// controller's folders (`.proto/`, `approvals/`) are left out.
     pub fn snapshot(&self, revision: &str) -> Result<MemTree, SourceError> {
-        let _ = revision;
-        todo!()
+        let repo = self.repo()?;
+        let commit = repo.revparse_single(revision)?.peel_to_commit()?;
+        let short = commit.id().to_string().chars().take(12).collect::<String>();
+        let root = commit.tree()?;
+        let no_path = || SourceError::NoPath {
+            path: self.subpath.clone(),
+            revision: short.clone(),
+        };
+        let tree = if self.subpath.is_empty() {
+            root
+        } else {
+            let entry = root
+                .get_path(Path::new(&self.subpath))
+                .map_err(|_| no_path())?;
+            entry.to_object(&repo)?.into_tree().map_err(|_| no_path())?
+        };
+        let label = if self.subpath.is_empty() {
+            format!("{} at {short}", self.location)
+        } else {
+            format!("{} at {short}, folder {}", self.location, self.subpath)
+        };
+        let mut out = MemTree::new(label);
+        collect(&repo, &tree, "", &mut out)?;
+        Ok(out)
     }
 
     /// Whether every path changed between the two commits lies in the controller's own
     /// folders (`.proto/`, `approvals/` of the sub-folder) or outside the sub-folder: such
     /// commits need no reconcile of the desired state.
     pub fn only_controller_changes(&self, from: &str, to: &str) -> Result<bool, SourceError> {
-        let _ = (from, to);
-        todo!()
+        let repo = self.repo()?;
+        let old = repo.revparse_single(from)?.peel_to_commit()?.tree()?;
+        let new = repo.revparse_single(to)?.peel_to_commit()?.tree()?;
+        if old.id() == new.id() {
+            return Ok(true);
+        }
+        let diff = repo.diff_tree_to_tree(Some(&old), Some(&new), None)?;
+        let ok = diff.deltas().all(|delta| {
+            [delta.old_file().path(), delta.new_file().path()]
+                .into_iter()
+                .flatten()
+                .all(|p| self.is_controller_path(&p.to_string_lossy()))
+        });
+        Ok(ok)
     }
 
     /// Resolves a product repository URL as written in a Product (a path relative to the
     /// company repository, or a URL) to something `git clone` takes: an absolute path for
     /// a local company repository, a URL resolved against the remote's URL otherwise.
+    ///
+    /// Relative paths resolve against the company repository itself, as git resolves
+    /// relative submodule URLs: `../x.git` next to a repository at `/a/company` (or a bare
+    /// one at `/a/company.git`) is `/a/x.git`.
     pub fn resolve_repo(&self, url: &str) -> String {
-        let _ = url;
-        todo!()
+        if remote::is_url(url) {
+            return url.to_owned();
+        }
+        match &self.url {
+            Some(base) if !Path::new(url).is_absolute() => remote::join_url(base, url),
+            _ => remote::normalize(&self.path.join(url))
+                .to_string_lossy()
+                .into_owned(),
+        }
     }
 
     /// The local repository (or the cache clone of a remote): what writeback commits to.
     pub fn repository_path(&self) -> &Path {
-        todo!()
+        &self.path
     }
+
+    fn repo(&self) -> Result<Repository, SourceError> {
+        Ok(Repository::open(&self.path)?)
+    }
+
+    /// Whether a repository path (`/`-separated, from the root) is the controller's or
+    /// outside the declaration folder.
+    fn is_controller_path(&self, path: &str) -> bool {
+        let inside = if self.subpath.is_empty() {
+            path
+        } else {
+            match path
+                .strip_prefix(self.subpath.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            {
+                Some(rest) => rest,
+                // Outside the folder (a path equal to the folder itself is inside).
+                None if path != self.subpath => return true,
+                None => return false,
+            }
+        };
+        let first = inside.split('/').next().unwrap_or_default();
+        crate::spec::tree::CONTROLLER_DIRS.contains(&first) && inside.contains('/')
+    }
+}
+
+/// `sub/folder` from user input such as `./sub/folder/`.
+fn normalize_subpath(subpath: &str) -> String {
+    subpath
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A refspec that makes the cache's branch whatever the remote's is: the cache is ours, and
+/// the remote is the truth.
+pub(crate) fn force_refspec(branch: &str) -> String {
+    format!("+refs/heads/{branch}:refs/heads/{branch}")
+}
+
+/// The working directory of a repository, or the repository itself when bare.
+pub(crate) fn repo_root(repo: &Repository) -> PathBuf {
+    repo.workdir().unwrap_or_else(|| repo.path()).to_path_buf()
+}
+
+/// The branch HEAD names (even if it has no commit yet); `None` when HEAD is detached.
+pub(crate) fn head_branch(repo: &Repository) -> Option<String> {
+    let head = repo.find_reference("HEAD").ok()?;
+    head.symbolic_target()
+        .ok()??
+        .strip_prefix("refs/heads/")
+        .map(str::to_owned)
+}
+
+/// The commit at the tip of `branch`, if the branch exists.
+pub(crate) fn branch_commit(repo: &Repository, branch: &str) -> Option<Oid> {
+    let reference = repo.find_reference(&format!("refs/heads/{branch}")).ok()?;
+    reference.peel_to_commit().ok().map(|c| c.id())
+}
+
+/// Opens (or creates) the bare cache clone of `url`, learns the branch, and fetches it if
+/// the cache does not have it yet.
+fn open_cache(
+    url: &str,
+    branch: Option<&str>,
+    cache_dir: &Path,
+) -> Result<(PathBuf, String), SourceError> {
+    std::fs::create_dir_all(cache_dir).map_err(|source| SourceError::Io {
+        path: cache_dir.to_path_buf(),
+        source,
+    })?;
+    let path = cache_dir.join(remote::sanitize(url));
+    let (repo, existed) = match Repository::open_bare(&path) {
+        Ok(repo) => (repo, true),
+        Err(_) => (Repository::init_bare(&path)?, false),
+    };
+    // Keep `origin` pointing at the URL so the cache reads like an ordinary clone to anyone
+    // who looks at it; fetches and pushes name the URL directly.
+    match repo.find_remote("origin") {
+        Ok(origin) if origin.url().ok() == Some(url) => {}
+        Ok(_) => repo.remote_set_url("origin", url)?,
+        Err(_) => {
+            repo.remote("origin", url)?;
+        }
+    }
+    let branch = match branch {
+        Some(b) => b.to_owned(),
+        None => match remote::default_branch(&repo, url) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(SourceError::NoBranch {
+                    branch: "HEAD (the repository is empty)".into(),
+                    source_label: url.to_owned(),
+                });
+            }
+            // Offline: a cache made earlier remembers the remote's HEAD branch.
+            Err(e) => match head_branch(&repo) {
+                Some(b) if existed && branch_commit(&repo, &b).is_some() => b,
+                _ => return Err(e.into()),
+            },
+        },
+    };
+    if branch_commit(&repo, &branch).is_none() {
+        remote::fetch(&mut repo.remote_anonymous(url)?, &[force_refspec(&branch)])?;
+    }
+    repo.set_head(&format!("refs/heads/{branch}"))?;
+    Ok((path, branch))
+}
+
+/// Adds every blob under `tree` to `out`, `prefix`-relative. Submodules (commit entries) and
+/// symbolic links are skipped, as the working-directory tree skips them; oversized files are
+/// kept so the loader can name them and their size.
+fn collect(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    prefix: &str,
+    out: &mut MemTree,
+) -> Result<(), SourceError> {
+    for entry in tree.iter() {
+        let name = String::from_utf8_lossy(entry.name_bytes());
+        let path = if prefix.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                if prefix.is_empty() && crate::spec::tree::CONTROLLER_DIRS.contains(&path.as_str())
+                {
+                    continue;
+                }
+                let sub = repo.find_tree(entry.id())?;
+                collect(repo, &sub, &path, out)?;
+            }
+            Some(ObjectType::Blob) if entry.filemode() != i32::from(git2::FileMode::Link) => {
+                let blob = repo.find_blob(entry.id())?;
+                out.insert(path, blob.content());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,487 @@
+//! The git source against real repositories: made and changed with the git CLI, served by
+//! `git daemon` for the remote cases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::source::{GitSource, SourceError, watch};
+use proto::spec::FileTree;
+
+/// Runs git in `dir` with a fixed identity and no user or system configuration.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test User")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test User")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn write(root: &Path, path: &str, content: &str) {
+    let file = root.join(path);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, content).unwrap();
+}
+
+fn commit_all(dir: &Path, message: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// A working repository with a company declared in `company/`, the controller's folders
+/// inside it, and a file outside it.
+fn company_repo(root: &Path) -> PathBuf {
+    let repo = root.join("company");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    write(&repo, "README.md", "outside the declaration\n");
+    write(&repo, "company/company.yaml", "kind: Company\n");
+    write(&repo, "company/goals/uptime.yaml", "kind: Goal\n");
+    write(&repo, "company/.proto/status.yaml", "status: {}\n");
+    write(&repo, "company/approvals/req-1.yaml", "approval\n");
+    commit_all(&repo, "declare the company");
+    repo
+}
+
+/// A `git daemon` serving `base` on a free port of 127.0.0.1, killed when dropped.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // `git daemon` runs `git-daemon` as a child it would leave behind when killed: run
+        // the daemon itself, so killing the child stops it.
+        let exec_path = git(base, &["--exec-path"]);
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .arg("--reuseaddr")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg("--export-all")
+            .arg("--enable=receive-pack")
+            .arg(format!("--pid-file={}", base.join("daemon.pid").display()))
+            .arg(base)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            // Quiet, and holding no pipe of the test harness open.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let daemon = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "git daemon did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn local_repository_with_a_working_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = company_repo(tmp.path());
+    let cache = tmp.path().join("cache");
+    let source = GitSource::open(repo.to_str().unwrap(), None, Some("company/"), &cache).unwrap();
+    assert_eq!(source.branch(), "main");
+    assert_eq!(source.subpath(), "company");
+    assert!(!source.is_remote());
+    assert_eq!(
+        source.repository_path(),
+        std::fs::canonicalize(&repo).unwrap()
+    );
+    assert!(source.label().contains("main"), "{}", source.label());
+    source.fetch().unwrap();
+
+    let head = source.head().unwrap();
+    assert_eq!(head, git(&repo, &["rev-parse", "HEAD"]));
+
+    // Uncommitted work is not the declaration.
+    write(&repo, "company/goals/draft.yaml", "kind: Goal\n");
+    let tree = source.snapshot(&head).unwrap();
+    assert_eq!(tree.files().unwrap(), ["company.yaml", "goals/uptime.yaml"]);
+    assert_eq!(tree.read("goals/uptime.yaml").unwrap(), b"kind: Goal\n");
+    assert!(
+        tree.read(".proto/status.yaml").is_err(),
+        "the controller's files are no declaration"
+    );
+    assert!(tree.read("approvals/req-1.yaml").is_err());
+    assert!(tree.read("../README.md").is_err());
+    std::fs::remove_file(repo.join("company/goals/draft.yaml")).unwrap();
+
+    // The controller's own commit, and a change outside the folder: nothing to reconcile.
+    write(
+        &repo,
+        "company/.proto/status.yaml",
+        "status: {ready: true}\n",
+    );
+    write(&repo, "company/approvals/req-2.yaml", "approval\n");
+    let controller = commit_all(&repo, "controller records");
+    assert!(source.only_controller_changes(&head, &controller).unwrap());
+    write(&repo, "README.md", "still outside\n");
+    let outside = commit_all(&repo, "docs");
+    assert!(
+        source
+            .only_controller_changes(&controller, &outside)
+            .unwrap()
+    );
+    assert!(source.only_controller_changes(&outside, &outside).unwrap());
+    // A goal changed: reconcile.
+    write(&repo, "company/goals/uptime.yaml", "kind: Goal\nspec: {}\n");
+    let goal = commit_all(&repo, "tune a goal");
+    assert!(!source.only_controller_changes(&outside, &goal).unwrap());
+    assert!(!source.only_controller_changes(&head, &goal).unwrap());
+    assert_eq!(source.head().unwrap(), goal);
+
+    // Product repositories sit next to the company repository.
+    let parent = std::fs::canonicalize(tmp.path()).unwrap();
+    assert_eq!(
+        source.resolve_repo("../hello-api.git"),
+        parent.join("hello-api.git").to_str().unwrap()
+    );
+    assert_eq!(
+        source.resolve_repo("https://example.com/x.git"),
+        "https://example.com/x.git"
+    );
+    assert_eq!(
+        source.resolve_repo("git@example.com:org/x.git"),
+        "git@example.com:org/x.git"
+    );
+    assert_eq!(source.resolve_repo("/srv/x.git"), "/srv/x.git");
+
+    // Nothing was cloned for a local repository.
+    assert!(!cache.exists());
+}
+
+#[test]
+fn local_bare_repository_and_branches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = company_repo(tmp.path());
+    let bare = tmp.path().join("company.git");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "-q", "-b", "staging"]);
+    write(&work, "company/goals/staging.yaml", "kind: Goal\n");
+    let staging = commit_all(&work, "staging goal");
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "staging"]);
+
+    let cache = tmp.path().join("cache");
+    let source = GitSource::open(bare.to_str().unwrap(), None, None, &cache).unwrap();
+    assert_eq!(source.branch(), "main");
+    assert_eq!(source.head().unwrap(), git(&bare, &["rev-parse", "main"]));
+    let tree = source.snapshot(&source.head().unwrap()).unwrap();
+    assert_eq!(
+        tree.files().unwrap(),
+        [
+            "README.md",
+            "company/.proto/status.yaml",
+            "company/approvals/req-1.yaml",
+            "company/company.yaml",
+            "company/goals/uptime.yaml"
+        ],
+        "only the root's controller folders are skipped"
+    );
+
+    let staged = GitSource::open(
+        bare.to_str().unwrap(),
+        Some("staging"),
+        Some("company"),
+        &cache,
+    )
+    .unwrap();
+    assert_eq!(staged.head().unwrap(), staging);
+    let tree = staged.snapshot(&staging).unwrap();
+    assert_eq!(
+        tree.files().unwrap(),
+        ["company.yaml", "goals/staging.yaml", "goals/uptime.yaml"]
+    );
+    let parent = std::fs::canonicalize(tmp.path()).unwrap();
+    assert_eq!(
+        staged.resolve_repo("../docs.git"),
+        parent.join("docs.git").to_str().unwrap()
+    );
+
+    let missing = GitSource::open(bare.to_str().unwrap(), Some("nope"), None, &cache).unwrap();
+    assert!(matches!(missing.head(), Err(SourceError::NoBranch { .. })));
+    let elsewhere = GitSource::open(bare.to_str().unwrap(), None, Some("nowhere"), &cache).unwrap();
+    assert!(matches!(
+        elsewhere.snapshot("main"),
+        Err(SourceError::NoPath { .. })
+    ));
+
+    let not_repo = tmp.path().join("plain");
+    std::fs::create_dir_all(&not_repo).unwrap();
+    assert!(matches!(
+        GitSource::open(not_repo.to_str().unwrap(), None, None, &cache),
+        Err(SourceError::NotARepository(_))
+    ));
+    assert!(matches!(
+        GitSource::open(
+            tmp.path().join("absent").to_str().unwrap(),
+            None,
+            None,
+            &cache
+        ),
+        Err(SourceError::NotARepository(_))
+    ));
+}
+
+#[test]
+fn oversized_files_reach_the_loader_which_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = company_repo(tmp.path());
+    write(
+        &repo,
+        "company/goals/huge.yaml",
+        &"#".repeat(5 * 1024 * 1024),
+    );
+    let head = commit_all(&repo, "a huge file");
+    let source = GitSource::open(
+        repo.to_str().unwrap(),
+        None,
+        Some("company"),
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
+    let tree = source.snapshot(&head).unwrap();
+    assert!(
+        tree.files()
+            .unwrap()
+            .contains(&"goals/huge.yaml".to_string())
+    );
+    let (_, diagnostics) = proto::spec::load(&tree);
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| format!("{d:?}").contains("limited to")),
+        "{diagnostics:#?}"
+    );
+}
+
+#[test]
+fn remote_over_git_protocol() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("srv");
+    std::fs::create_dir_all(&served).unwrap();
+    let work = company_repo(tmp.path());
+    git(
+        &served,
+        &["init", "-q", "--bare", "-b", "main", "company.git"],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            served.join("company.git").to_str().unwrap(),
+            "main",
+        ],
+    );
+    let daemon = Daemon::start(&served);
+    let url = daemon.url("company.git");
+
+    let cache = tmp.path().join("cache");
+    let source = GitSource::open(&url, None, Some("company"), &cache).unwrap();
+    assert!(source.is_remote());
+    assert_eq!(source.branch(), "main", "the remote's HEAD branch");
+    assert!(source.repository_path().starts_with(&cache));
+    assert!(
+        source.repository_path().join("HEAD").exists(),
+        "a bare clone in the cache"
+    );
+    let first = source.head().unwrap();
+    assert_eq!(first, git(&work, &["rev-parse", "HEAD"]));
+    assert_eq!(
+        source.snapshot(&first).unwrap().files().unwrap(),
+        ["company.yaml", "goals/uptime.yaml"]
+    );
+
+    // Someone else pushes; the source sees it after a fetch.
+    let other = tmp.path().join("other");
+    git(tmp.path(), &["clone", "-q", &url, other.to_str().unwrap()]);
+    write(&other, "company/goals/new.yaml", "kind: Goal\n");
+    let pushed = commit_all(&other, "a new goal");
+    git(&other, &["push", "-q", "origin", "main"]);
+    assert_eq!(
+        source.head().unwrap(),
+        first,
+        "nothing moves before a fetch"
+    );
+    source.fetch().unwrap();
+    assert_eq!(source.head().unwrap(), pushed);
+    assert!(!source.only_controller_changes(&first, &pushed).unwrap());
+    assert!(
+        source
+            .snapshot(&pushed)
+            .unwrap()
+            .files()
+            .unwrap()
+            .contains(&"goals/new.yaml".to_string())
+    );
+
+    // A history rewritten upstream replaces the cache's: the cache is ours, the remote is
+    // the truth.
+    git(&other, &["reset", "-q", "--hard", &first]);
+    write(&other, "company/goals/other.yaml", "kind: Goal\n");
+    let rewritten = commit_all(&other, "another goal");
+    git(&other, &["push", "-q", "--force", "origin", "main"]);
+    source.fetch().unwrap();
+    assert_eq!(source.head().unwrap(), rewritten);
+
+    // Opening again reuses the cache.
+    let again = GitSource::open(&url, None, Some("company"), &cache).unwrap();
+    assert_eq!(again.repository_path(), source.repository_path());
+    assert_eq!(again.head().unwrap(), rewritten);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+    assert_eq!(
+        source.resolve_repo("../hello-api.git"),
+        daemon.url("hello-api.git")
+    );
+    assert_eq!(
+        source.resolve_repo("https://example.com/x.git"),
+        "https://example.com/x.git"
+    );
+
+    let empty_cache = tmp.path().join("cache2");
+    git(
+        &served,
+        &["init", "-q", "--bare", "-b", "main", "empty.git"],
+    );
+    assert!(matches!(
+        GitSource::open(&daemon.url("empty.git"), None, None, &empty_cache),
+        Err(SourceError::NoBranch { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_to_a_local_repository_triggers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = company_repo(tmp.path());
+    let source = GitSource::open(
+        repo.to_str().unwrap(),
+        None,
+        None,
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let _watch = watch::watch(&source, Duration::from_secs(3600), tx).unwrap();
+    // Reading the repository (as the engine does on every trigger) must not trigger.
+    source.head().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while rx.try_recv().is_ok() {}
+    source.head().unwrap();
+    source.snapshot("main").unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_err(),
+        "reads trigger nothing"
+    );
+
+    write(&repo, "company/goals/new.yaml", "kind: Goal\n");
+    let new = commit_all(&repo, "a new goal");
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a commit triggers within a few seconds")
+        .expect("the watch is alive");
+    assert_eq!(source.head().unwrap(), new);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_is_polled_until_the_receiver_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("srv");
+    std::fs::create_dir_all(&served).unwrap();
+    let work = company_repo(tmp.path());
+    git(
+        &served,
+        &["init", "-q", "--bare", "-b", "main", "company.git"],
+    );
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            served.join("company.git").to_str().unwrap(),
+            "main",
+        ],
+    );
+    let daemon = Daemon::start(&served);
+    let source = GitSource::open(
+        &daemon.url("company.git"),
+        None,
+        None,
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let watch = watch::watch(&source, Duration::from_millis(50), tx).unwrap();
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("polls arrive")
+            .expect("the poller is alive");
+    }
+    drop(watch);
+    // Dropping the watch stops the poller, which drops its sender.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while rx.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the poller stops when the watch is dropped");
+}
