@@ -370,9 +370,18 @@ fn daemon(base: &Path) -> Daemon {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("git")
+    // `git daemon` forks a `git-daemon` that outlives it; run that one directly so the
+    // test can stop it.
+    let exec_path = String::from_utf8(
+        Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
         .args([
-            "daemon",
             "--reuseaddr",
             "--listen=127.0.0.1",
             &format!("--port={port}"),

@@ -28,7 +28,9 @@ const MAX_CHUNK: usize = 16 * 1024;
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Variables passed through from the controller's environment; everything else is dropped.
-const BASE_ENV: [&str; 8] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR"];
+const BASE_ENV: [&str; 8] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR",
+];
 
 /// This host, keeping workspaces under `workdir`.
 pub struct Local {
@@ -98,7 +100,11 @@ impl Computer for Local {
             // Commands see a plain environment, not the controller's: its model keys and
             // tokens must never reach agent commands.
             .env_clear()
-            .envs(BASE_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v))))
+            .envs(
+                BASE_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
             .envs(&request.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -141,13 +141,24 @@ impl Engine {
             .ok()
             .and_then(|b| serde_json::from_slice::<StatusReport>(&b).ok())
             .unwrap_or_default();
-        let checks = status
+        // The store holds every goal's last check with the goal key it ran against; the
+        // previous status adds the human detail.
+        let checks = store
+            .observed()?
             .goals
-            .iter()
-            .filter_map(|g| {
-                g.last_check
-                    .clone()
-                    .map(|c| (g.name.clone(), (c, String::new())))
+            .into_iter()
+            .map(|(name, o)| {
+                let detail = status
+                    .goal(&name)
+                    .and_then(|g| g.last_check.as_ref())
+                    .map(|c| c.detail.clone())
+                    .unwrap_or_default();
+                let check = LastCheck {
+                    time: o.checked_at,
+                    passed: o.passed,
+                    detail,
+                };
+                (name, (check, o.key))
             })
             .collect();
         let (done_tx, done_rx) = mpsc::unbounded_channel();

@@ -493,7 +493,13 @@ impl Store {
                 "UPDATE tasks SET state = 'queued', updated_at = ?2 WHERE id = ?1",
                 params![id, time_text(now)],
             )?;
-            close_attempt(tx, id, "interrupted", "the work was stopped before it finished", now)?;
+            close_attempt(
+                tx,
+                id,
+                "interrupted",
+                "the work was stopped before it finished",
+                now,
+            )?;
             append_event(
                 tx,
                 Some(id),
