@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn walk(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            walk(&path, root, out)?;
+            walk(&path, out)?;
         } else {
             out.push(path);
         }
@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("company");
     println!("cargo:rerun-if-changed=company");
     let mut files = Vec::new();
-    walk(&root, &root, &mut files)?;
+    walk(&root, &mut files)?;
     files.sort();
     let mut code = String::from(
         "/// The example company's files: (path relative to the company, content).\npub const FILES: &[(&str, &[u8])] = &[\n",

@@ -122,19 +122,19 @@ fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHa
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
         loop {
-            if let Ok(bytes) = tokio::fs::read(&path).await {
-                if let Ok(status) = serde_json::from_slice::<StatusReport>(&bytes) {
-                    let count = |r: &str| status.goals.iter().filter(|g| g.reason == r).count();
-                    bar.set_message(format!(
-                        "{} goals: {} met, {} working, {} queued, {} waiting, {} stalled",
-                        status.goals.len(),
-                        count("CheckPassed"),
-                        count("Working"),
-                        count("Queued") + count("RetryScheduled"),
-                        count("DependenciesNotMet") + count("NoModel"),
-                        count("AttemptsExhausted"),
-                    ));
-                }
+            if let Ok(bytes) = tokio::fs::read(&path).await
+                && let Ok(status) = serde_json::from_slice::<StatusReport>(&bytes)
+            {
+                let count = |r: &str| status.goals.iter().filter(|g| g.reason == r).count();
+                bar.set_message(format!(
+                    "{} goals: {} met, {} working, {} queued, {} waiting, {} stalled",
+                    status.goals.len(),
+                    count("CheckPassed"),
+                    count("Working"),
+                    count("Queued") + count("RetryScheduled"),
+                    count("DependenciesNotMet") + count("NoModel"),
+                    count("AttemptsExhausted"),
+                ));
             }
             tokio::select! {
                 _ = stop.cancelled() => break,

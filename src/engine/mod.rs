@@ -273,16 +273,15 @@ impl Engine {
         }
         if let (Some(applied), Some(last)) =
             (&mut self.applied, revisions.last_attempted.as_deref())
+            && self.source.only_controller_changes(last, &head)?
         {
-            if self.source.only_controller_changes(last, &head)? {
-                // The controller's own commits (or changes outside the declaration) do not
-                // change what is declared.
-                applied.revision = head.clone();
-                if revisions.errors.is_empty() {
-                    self.store.record_revision(&head, &[], Utc::now())?;
-                }
-                return Ok(());
+            // The controller's own commits (or changes outside the declaration) do not
+            // change what is declared.
+            applied.revision = head.clone();
+            if revisions.errors.is_empty() {
+                self.store.record_revision(&head, &[], Utc::now())?;
             }
+            return Ok(());
         }
         let tree = self.source.snapshot(&head)?;
         match spec::load_and_validate(&tree) {
@@ -709,16 +708,15 @@ impl Engine {
         };
         let tasks = self.store.tasks()?;
         let revisions = self.store.revisions()?;
-        self.status = records::status(
-            &applied.spec,
-            &applied.revision,
-            &revisions,
-            &tasks,
-            &self.checks,
-            &self.last_plan,
-            &self.status,
-            now,
-        );
+        let seen = records::Seen {
+            spec: &applied.spec,
+            revision: &applied.revision,
+            revisions: &revisions,
+            tasks: &tasks,
+            checks: &self.checks,
+            plan: &self.last_plan,
+        };
+        self.status = records::status(&seen, &self.status, now);
         self.write_status()
     }
 

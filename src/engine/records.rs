@@ -98,18 +98,29 @@ fn condition(
     }
 }
 
-/// Builds the status of every goal from the spec, the store's tasks, the last checks and the
-/// plan's wait actions.
-pub fn status(
-    spec: &Spec,
-    revision: &str,
-    revisions: &Revisions,
-    tasks: &[Task],
-    checks: &BTreeMap<String, (LastCheck, String)>,
-    plan: &[Action],
-    previous: &StatusReport,
-    now: DateTime<Utc>,
-) -> StatusReport {
+/// What a status is built from.
+pub struct Seen<'a> {
+    pub spec: &'a Spec,
+    /// The revision running.
+    pub revision: &'a str,
+    pub revisions: &'a Revisions,
+    pub tasks: &'a [Task],
+    /// Each goal's last check, with the goal key it ran against.
+    pub checks: &'a BTreeMap<String, (LastCheck, String)>,
+    /// The last plan (its wait actions explain goals that are not worked).
+    pub plan: &'a [Action],
+}
+
+/// Builds the status of every goal from what was seen; `previous` keeps transition times.
+pub fn status(seen: &Seen<'_>, previous: &StatusReport, now: DateTime<Utc>) -> StatusReport {
+    let Seen {
+        spec,
+        revision,
+        revisions,
+        tasks,
+        checks,
+        plan,
+    } = *seen;
     let company = spec.company();
     let suspended = company.is_some_and(|c| c.spec.suspend);
     let mut goals = Vec::new();

@@ -115,10 +115,10 @@ pub async fn run(work: Work) -> Done {
             false,
         );
     };
-    if !work.resume {
-        if let Err(e) = work.store.clear_actions(id) {
-            return failed(e.to_string(), None, false);
-        }
+    if !work.resume
+        && let Err(e) = work.store.clear_actions(id)
+    {
+        return failed(e.to_string(), None, false);
     }
     let spec = WorkspaceSpec {
         repo,
