@@ -465,7 +465,6 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 #[tokio::test]
-#[ignore = "needs gitops::workspace::clone_or_open (branch git)"]
 async fn workspaces_are_clones_named_after_the_task_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("product");
@@ -501,4 +500,44 @@ async fn workspaces_are_clones_named_after_the_task_and_reused() {
         local.read(&again, "progress.txt").await.unwrap(),
         Some(b"half done".to_vec())
     );
+}
+
+#[tokio::test]
+async fn commands_never_see_the_controllers_secrets() {
+    // Set in a child process's environment only: tests share this process's environment.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "secret_probe",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env("ANTHROPIC_API_KEY", "sk-test-secret")
+        .env("PROTO_SECRET_PROBE", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("probe: key hidden, PATH kept"), "{text}");
+}
+
+#[tokio::test]
+#[ignore = "run by commands_never_see_the_controllers_secrets in a child process"]
+async fn secret_probe() {
+    if std::env::var_os("PROTO_SECRET_PROBE").is_none() {
+        return;
+    }
+    let (_dir, local, ws) = setup();
+    let out = run(
+        &local,
+        &ws,
+        "echo \"key=[${ANTHROPIC_API_KEY:-}] path=[${PATH:+set}]\"",
+    )
+    .await;
+    assert_eq!(out.stdout.trim(), "key=[] path=[set]");
+    println!("probe: key hidden, PATH kept");
 }
