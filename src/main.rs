@@ -153,6 +153,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(terminal)
         .init();
     let cli = Cli::parse();
     match run(cli.command) {
