@@ -142,11 +142,8 @@ enum Get {
 fn main() -> ExitCode {
     // Plain structured logs at `info` where no one watches a terminal; on a terminal the
     // progress line says what is happening and only warnings interrupt it.
-    let default = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        "warn"
-    } else {
-        "info"
-    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let default = if terminal { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
