@@ -515,3 +515,106 @@ fn sigkill_in_the_middle_of_a_playbook_loses_nothing_and_repeats_nothing() {
         "{log}"
     );
 }
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status_reason(state: &Path, goal: &str) -> Option<String> {
+    let bytes = std::fs::read(state.join("status.json")).ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    status["goals"]
+        .as_array()?
+        .iter()
+        .find(|g| g["name"] == goal)
+        .and_then(|g| g["reason"].as_str())
+        .map(String::from)
+}
+
+#[test]
+fn a_running_controller_picks_up_a_new_commit_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &goal("first", "first.txt", ""));
+    let state = tmp.path().join("state");
+    let mut child = Command::new(bin())
+        .args([
+            "run",
+            company.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--poll",
+            "1s",
+        ])
+        .env("HOME", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first goal", Duration::from_secs(60), || {
+        status_reason(&state, "first").as_deref() == Some("CheckPassed")
+    });
+    // The user commits a new goal while the controller runs: the watcher notices.
+    std::fs::write(
+        company.join("second.yaml"),
+        goal("second", "second.txt", ""),
+    )
+    .unwrap();
+    git(&company, &["add", "second.yaml"]);
+    git(&company, &["commit", "-q", "-m", "Add a second goal"]);
+    wait_for("the second goal", Duration::from_secs(60), || {
+        status_reason(&state, "second").as_deref() == Some("CheckPassed")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("second"));
+}
+
+#[test]
+fn a_suspended_company_does_no_work_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &goal("held", "held.txt", ""));
+    let text_before = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        text_before.replace("  mission: Test.\n", "  mission: Test.\n  suspend: true\n"),
+    )
+    .unwrap();
+    git(&company, &["commit", "-q", "-am", "Suspend"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(reason(&goals_json(tmp.path(), &state), "held"), "Suspended");
+    let out = proto(
+        tmp.path(),
+        &[
+            "get",
+            "tasks",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+}
