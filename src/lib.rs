@@ -17,3 +17,4 @@ pub mod policy;
 pub mod source;
 pub mod spec;
 pub mod store;
+pub mod tools;
