@@ -104,6 +104,9 @@ fn the_registry_maps_agent_tool_names() {
     let tools = tools_for(&names);
     let got: Vec<&str> = tools.iter().map(|t| t.name()).collect();
     assert_eq!(got, ["Read", "Bash", "Planning"]);
+    let definition = proto::tools::definition(tools[0].as_ref());
+    assert_eq!(definition["name"], "Read");
+    assert_eq!(definition["input_schema"]["required"], json!(["file_path"]));
     for name in proto::tools::TOOL_NAMES {
         let tool = tool(name).unwrap();
         assert_eq!(tool.name(), name);
@@ -177,6 +180,11 @@ async fn read_errors() {
     );
     let absolute = f.call("Read", json!({"file_path": "/etc/passwd"})).await;
     assert!(matches!(absolute, Err(ToolError::OutsideWorkspace { .. })));
+
+    std::fs::create_dir(f.root().join("dir")).unwrap();
+    let dir = f.call("Read", json!({"file_path": "dir"})).await.unwrap();
+    assert!(dir.is_error);
+    assert!(dir.content.contains("directory"), "{}", dir.content);
 
     let missing_field = f.call("Read", json!({"path": "x"})).await.unwrap_err();
     assert!(
@@ -351,6 +359,11 @@ async fn glob_respects_gitignore_and_sorts_newest_first() {
         .ok("Glob", json!({"pattern": "*.rs", "path": "src/deep"}))
         .await;
     assert_eq!(scoped.content, "src/deep/new.rs");
+
+    let anchored = f.ok("Glob", json!({"pattern": "src/deep/*.rs"})).await;
+    assert_eq!(anchored.content, "src/deep/new.rs");
+    let braces = f.ok("Glob", json!({"pattern": "*.{md,log}"})).await;
+    assert_eq!(braces.content, "README.md", "ignored files stay out");
 
     let none = f.ok("Glob", json!({"pattern": "*.py"})).await;
     assert_eq!(none.content, "No files found");
@@ -744,4 +757,22 @@ async fn planning_validates_statuses_ids_and_dependencies() {
     let stored: Value = serde_json::from_str(&f.read("plan/tasks.json")).unwrap();
     assert_eq!(stored["tasks"].as_array().unwrap().len(), 2);
     assert_eq!(stored["tasks"][0]["status"], "todo");
+}
+
+#[tokio::test]
+async fn cancellation_stops_a_command() {
+    let f = Fixture::new();
+    let cancel = f.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel.cancel();
+    });
+    let started = Instant::now();
+    let out = f
+        .call("Bash", json!({"command": "sleep 30"}))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(out.is_error);
+    assert!(out.content.contains("cancelled"), "{}", out.content);
 }

@@ -99,6 +99,13 @@ pub(crate) async fn run_shell(
     );
     let outcome = outcome?;
     let mut content = combined;
+    if content.is_empty() && !(outcome.stdout.is_empty() && outcome.stderr.is_empty()) {
+        // A computer that does not stream still returns the tails of both streams.
+        content = super::truncate(
+            &format!("{}{}", outcome.stdout, outcome.stderr),
+            MAX_OUTPUT_CHARS,
+        );
+    }
     let status = if outcome.timed_out {
         Some(format!(
             "Command timed out after {} ms and was killed",

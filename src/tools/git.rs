@@ -140,15 +140,16 @@ fn check(args: &[String]) -> Result<(), ToolError> {
         if arg == "--" {
             break;
         }
-        let name = arg.split('=').next().unwrap_or_default();
-        if REFUSED_OPTIONS.contains(&name)
-            || (subcommand == "branch" && REFUSED_BRANCH_OPTIONS.contains(&name))
-            // `commit -n` skips the hooks (`log -n 5` is only a count).
-            || (subcommand == "commit" && name == "-n")
-        {
-            return Err(ToolError::Refused(format!(
-                "`{arg}` is not allowed with `git {subcommand}`"
-            )));
+        for name in option_names(subcommand, arg) {
+            if REFUSED_OPTIONS.contains(&name.as_str())
+                || (subcommand == "branch" && REFUSED_BRANCH_OPTIONS.contains(&name.as_str()))
+                // `commit -n` skips the hooks (`log -n 5` is only a count).
+                || (subcommand == "commit" && name == "-n")
+            {
+                return Err(ToolError::Refused(format!(
+                    "`{arg}` is not allowed with `git {subcommand}`"
+                )));
+            }
         }
     }
     if subcommand == "checkout" {
@@ -161,6 +162,32 @@ fn check(args: &[String]) -> Result<(), ToolError> {
         }
     }
     Ok(())
+}
+
+/// The options `arg` stands for: `--name=value` is `--name`; a cluster of short options
+/// (`-am`, `-fd`) is each letter up to the first that takes a value (`-mfix` is `-m fix`,
+/// not `-f`).
+fn option_names(subcommand: &str, arg: &str) -> Vec<String> {
+    if arg.starts_with("--") {
+        return vec![arg.split('=').next().unwrap_or_default().to_string()];
+    }
+    let Some(letters) = arg.strip_prefix('-') else {
+        return Vec::new();
+    };
+    // Short options of the allowed subcommands whose value may follow glued on.
+    let takes_value = match subcommand {
+        "commit" => "mFcCt",
+        "log" | "show" | "diff" => "nUSGO",
+        _ => "",
+    };
+    let mut names = Vec::new();
+    for letter in letters.chars() {
+        names.push(format!("-{letter}"));
+        if takes_value.contains(letter) || !letter.is_ascii_alphabetic() {
+            break;
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -177,6 +204,10 @@ mod tests {
             "status",
             "log --oneline -5",
             "log -n 3",
+            "log -n3",
+            "commit -am fix",
+            "commit -mfix",
+            "add -A",
             "commit -m x",
             "add -A",
             "branch",
@@ -201,6 +232,9 @@ mod tests {
             "diff --output=/tmp/x",
             "diff --no-index /etc/passwd x",
             "commit -n -m x",
+            "commit -anm x",
+            "add -fA secret",
+            "branch -fd main",
             "rebase main",
             "clean -fdx",
         ] {

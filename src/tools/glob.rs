@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use ignore::WalkBuilder;
-use ignore::overrides::OverrideBuilder;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,7 @@ impl Tool for Glob {
         let root = ctx.workspace.root().to_path_buf();
         let cancel = ctx.cancel.clone();
         let found = tokio::task::spawn_blocking(move || {
-            let walker = walker(&search, Some(&pattern), None)?;
+            let walker = walker(&search, Some(("pattern", &pattern)), None)?;
             collect_files(&root, walker, &cancel)
         })
         .await
@@ -100,31 +100,46 @@ pub(crate) fn search_root(ctx: &ToolContext<'_>, path: Option<&str>) -> Result<P
     Ok(absolute)
 }
 
+/// The files under a search root that a walk will list.
+pub(crate) struct Files {
+    builder: WalkBuilder,
+    /// Only paths matching this glob (gitignore syntax, relative to the search root).
+    glob: Option<Gitignore>,
+}
+
 /// A walk of `search` honouring `.gitignore` (in a git repository or not), hidden files
-/// included (`.github/` matters), `.git` skipped; limited to paths matching `glob` and files
-/// of ripgrep type `file_type` when given.
+/// included (`.github/` matters), `.git` skipped; limited to paths matching `glob` (given in
+/// the input field named first) and files of ripgrep type `file_type` when given.
+///
+/// The glob only filters: unlike ripgrep's `--glob` (an override), it never brings back a
+/// file `.gitignore` leaves out, so `*.log` does not list ignored logs.
 pub(crate) fn walker(
     search: &Path,
-    glob: Option<&str>,
+    glob: Option<(&str, &str)>,
     file_type: Option<&str>,
-) -> Result<WalkBuilder, ToolError> {
+) -> Result<Files, ToolError> {
     let mut builder = WalkBuilder::new(search);
     builder
         .hidden(false)
         .require_git(false)
         .follow_links(false)
         .filter_entry(|entry| !SKIPPED.iter().any(|s| entry.file_name() == *s));
-    if let Some(glob) = glob {
-        let mut overrides = OverrideBuilder::new(search);
-        overrides
-            .add(glob)
-            .map_err(|e| ToolError::invalid("glob", format!("{glob}: {e}")))?;
-        builder.overrides(
-            overrides
-                .build()
-                .map_err(|e| ToolError::invalid("glob", format!("{glob}: {e}")))?,
-        );
-    }
+    let glob = match glob {
+        None => None,
+        Some((field, pattern)) => {
+            // A one-line ignore file is a glob matcher with gitignore's rules (`*.rs` at any
+            // depth, `src/*.rs` anchored, `**`, `{a,b}`), without a direct `globset` use.
+            let mut matcher = GitignoreBuilder::new(search);
+            matcher
+                .add_line(None, pattern)
+                .map_err(|e| ToolError::invalid(field, format!("{pattern}: {e}")))?;
+            Some(
+                matcher
+                    .build()
+                    .map_err(|e| ToolError::invalid(field, format!("{pattern}: {e}")))?,
+            )
+        }
+    };
     if let Some(name) = file_type {
         let mut types = ignore::types::TypesBuilder::new();
         types.add_defaults();
@@ -140,19 +155,19 @@ pub(crate) fn walker(
         }
         builder.types(types);
     }
-    Ok(builder)
+    Ok(Files { builder, glob })
 }
 
 /// The files of a walk as paths relative to `root`, newest first (ties by path, so the
 /// order is stable).
 pub(crate) fn collect_files(
     root: &Path,
-    walker: WalkBuilder,
+    files: Files,
     cancel: &CancellationToken,
 ) -> Result<Vec<String>, ToolError> {
     let canonical_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let mut files: Vec<(SystemTime, String)> = Vec::new();
-    for entry in walker.build() {
+    let mut found: Vec<(SystemTime, String)> = Vec::new();
+    for entry in files.builder.build() {
         if cancel.is_cancelled() {
             break;
         }
@@ -161,15 +176,20 @@ pub(crate) fn collect_files(
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
+        if let Some(glob) = &files.glob
+            && !glob.matched(entry.path(), false).is_ignore()
+        {
+            continue;
+        }
         let modified = entry
             .metadata()
             .ok()
             .and_then(|m| m.modified().ok())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        files.push((modified, display_path(root, &canonical_root, entry.path())));
+        found.push((modified, display_path(root, &canonical_root, entry.path())));
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    Ok(files.into_iter().map(|(_, path)| path).collect())
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    Ok(found.into_iter().map(|(_, path)| path).collect())
 }
 
 /// `path` relative to the workspace root, for the model to pass back to the other tools.

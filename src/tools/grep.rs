@@ -130,12 +130,17 @@ impl Tool for Grep {
             .build(pattern)
             .map_err(|e| ToolError::invalid("pattern", e.to_string()))?;
         let search = search_root(ctx, input.opt_str("path")?)?;
-        let walk = walker(&search, input.opt_str("glob")?, input.opt_str("type")?)?;
+        let glob = input.opt_str("glob")?.map(|g| ("glob", g));
+        let walk = walker(&search, glob, input.opt_str("type")?)?;
         let root = ctx.workspace.root().to_path_buf();
         let cancel = ctx.cancel.clone();
 
         let output = tokio::task::spawn_blocking(move || {
-            let files = super::glob::collect_files(&root, walk, &cancel)?;
+            let mut files = super::glob::collect_files(&root, walk, &cancel)?;
+            if options.mode != Mode::FilesWithMatches {
+                // Lines read best file by file in path order; file lists come newest first.
+                files.sort();
+            }
             let mut searcher = SearcherBuilder::new()
                 .line_number(true)
                 .multi_line(multiline)

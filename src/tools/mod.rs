@@ -123,6 +123,16 @@ pub trait Tool: Send + Sync {
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError>;
 }
 
+/// A tool as a model is told about it: `{name, description, input_schema}`, the shape of
+/// the Anthropic Messages API's `tools` entries.
+pub fn definition(tool: &dyn Tool) -> Value {
+    serde_json::json!({
+        "name": tool.name(),
+        "description": tool.description(),
+        "input_schema": tool.input_schema(),
+    })
+}
+
 /// The names of every built-in tool.
 pub const TOOL_NAMES: [&str; 9] = [
     "Read", "Write", "Edit", "Glob", "Grep", "Bash", "Git", "Python", "Planning",

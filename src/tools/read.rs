@@ -4,6 +4,8 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use crate::computer::ComputerError;
+
 use super::{Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
 
 /// How many lines are shown when no `limit` is given.
@@ -48,13 +50,24 @@ impl Tool for Read {
             None => DEFAULT_LIMIT,
         };
         let path = relative_path(ctx.workspace, "file_path", raw)?;
-        if path.is_empty() || ctx.workspace.resolve(&path)?.is_dir() {
-            return Ok(ToolOutput::error(format!(
+        let directory = || {
+            ToolOutput::error(format!(
                 "{raw} is a directory, not a file. Use Glob or Bash `ls` to list it."
-            )));
+            ))
+        };
+        if path.is_empty() {
+            return Ok(directory());
         }
-        let Some(bytes) = ctx.computer.read(ctx.workspace, &path).await? else {
-            return Ok(ToolOutput::error(format!("File does not exist: {raw}")));
+        let bytes = match ctx.computer.read(ctx.workspace, &path).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(ToolOutput::error(format!("File does not exist: {raw}"))),
+            // Asked of the computer rather than checked here: the file may live elsewhere.
+            Err(ComputerError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::IsADirectory =>
+            {
+                return Ok(directory());
+            }
+            Err(e) => return Err(e.into()),
         };
         let content = String::from_utf8_lossy(&bytes);
         if content.is_empty() {
