@@ -1,0 +1,464 @@
+//! The Anthropic Messages API (`POST {base_url}/v1/messages`), always streaming.
+//!
+//! We always ask for a stream: long generations with large `max_tokens` would otherwise hit
+//! HTTP timeouts, and the events drive the progress display. [`StreamAssembler`] turns the
+//! typed events back into exactly the [`Response`] the non-streaming API would have returned.
+//! [`place_cache_breakpoints`] puts the prompt-cache breakpoints where they pay off across the
+//! turns of a conversation.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::sse::SseParser;
+use super::{
+    ApiKey, CacheControl, ContentBlock, Model, ModelError, Request, Response, Role, StopReason,
+    StreamEvent, Usage, emit, error_from_response, http_client,
+};
+use crate::spec::{Provider, ProviderKind};
+
+/// Where the API lives unless the provider says otherwise.
+pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// The API version we speak.
+pub const API_VERSION: &str = "2023-06-01";
+/// The API accepts at most this many `cache_control` breakpoints per request.
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+/// A client for the Anthropic Messages API. Its `Debug` redacts the key.
+#[derive(Debug, Clone)]
+pub struct Anthropic {
+    name: String,
+    base_url: String,
+    key: ApiKey,
+    client: reqwest::Client,
+    /// Place cache breakpoints on every request (on by default).
+    prompt_caching: bool,
+}
+
+impl Anthropic {
+    /// A client for `base_url` (without the `/v1/messages` path) with the given key.
+    pub fn new(
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        key: ApiKey,
+    ) -> Result<Self, ModelError> {
+        Ok(Anthropic {
+            name: name.into(),
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            key,
+            client: http_client()?,
+            prompt_caching: true,
+        })
+    }
+
+    /// A client whose key is read now from the environment variable `key_env`.
+    pub fn from_env(
+        name: impl Into<String>,
+        base_url: Option<&str>,
+        key_env: &str,
+    ) -> Result<Self, ModelError> {
+        Self::new(
+            name,
+            base_url.unwrap_or(DEFAULT_BASE_URL),
+            ApiKey::from_env(key_env)?,
+        )
+    }
+
+    /// A client for a provider declared in the Company spec; the key comes from its
+    /// `apiKeyEnv` (default `ANTHROPIC_API_KEY`).
+    pub fn from_provider(provider: &Provider) -> Result<Self, ModelError> {
+        if provider.kind != ProviderKind::Anthropic {
+            return Err(ModelError::Config(format!(
+                "provider {} is not of type anthropic",
+                provider.name
+            )));
+        }
+        Self::from_env(
+            provider.name.clone(),
+            provider.base_url.as_deref(),
+            provider
+                .api_key_env
+                .as_deref()
+                .unwrap_or("ANTHROPIC_API_KEY"),
+        )
+    }
+
+    /// Turns automatic cache breakpoints on or off (a caller placing its own turns it off).
+    pub fn with_prompt_caching(mut self, on: bool) -> Self {
+        self.prompt_caching = on;
+        self
+    }
+}
+
+/// The JSON body for `request`, streaming on.
+pub fn request_body(request: &Request) -> Value {
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": request.messages,
+        "stream": true,
+    });
+    if !request.system.is_empty() {
+        body["system"] = json!(request.system);
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = json!(request.tools);
+    }
+    if let Some(budget) = request.thinking {
+        body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
+    }
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
+    body
+}
+
+/// Places prompt-cache breakpoints so consecutive turns of one conversation reuse the cache:
+/// on the last tool definition (caches every tool), the last system block (tools + system),
+/// the last message before the newest user turn and the newest user turn itself (the stable
+/// conversation prefix: the first is what the previous turn wrote, the second what the next
+/// turn will read). Breakpoints already present are removed first, so the request never
+/// carries more than [`MAX_CACHE_BREAKPOINTS`].
+pub fn place_cache_breakpoints(request: &mut Request) {
+    for tool in &mut request.tools {
+        tool.cache_control = None;
+    }
+    for block in &mut request.system {
+        block.cache_control = None;
+    }
+    for msg in &mut request.messages {
+        for block in &mut msg.content {
+            if let Some(cc) = block.cache_control_mut() {
+                *cc = None;
+            }
+        }
+    }
+    if let Some(tool) = request.tools.last_mut() {
+        tool.cache_control = Some(CacheControl::ephemeral());
+    }
+    if let Some(block) = request.system.last_mut() {
+        block.cache_control = Some(CacheControl::ephemeral());
+    }
+    let Some(newest_user) = request.messages.iter().rposition(|m| m.role == Role::User) else {
+        return;
+    };
+    let mut targets = vec![newest_user];
+    if newest_user > 0 {
+        targets.push(newest_user - 1);
+    }
+    for i in targets {
+        // The last block that may carry a breakpoint (thinking blocks may not).
+        if let Some(cc) = request.messages[i]
+            .content
+            .iter_mut()
+            .rev()
+            .find_map(|b| b.cache_control_mut())
+        {
+            *cc = Some(CacheControl::ephemeral());
+        }
+    }
+}
+
+/// Counts the `cache_control` breakpoints in a request.
+pub fn count_cache_breakpoints(request: &Request) -> usize {
+    let tools = request
+        .tools
+        .iter()
+        .filter(|t| t.cache_control.is_some())
+        .count();
+    let system = request
+        .system
+        .iter()
+        .filter(|b| b.cache_control.is_some())
+        .count();
+    let messages = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.content)
+        .filter(|b| match b {
+            ContentBlock::Text { cache_control, .. }
+            | ContentBlock::ToolUse { cache_control, .. }
+            | ContentBlock::ToolResult { cache_control, .. } => cache_control.is_some(),
+            _ => false,
+        })
+        .count();
+    tools + system + messages
+}
+
+#[async_trait]
+impl Model for Anthropic {
+    async fn complete(
+        &self,
+        request: &Request,
+        events: Option<UnboundedSender<StreamEvent>>,
+    ) -> Result<Response, ModelError> {
+        let body = if self.prompt_caching {
+            let mut r = request.clone();
+            place_cache_breakpoints(&mut r);
+            request_body(&r)
+        } else {
+            request_body(request)
+        };
+        let resp = self
+            .client
+            .post(format!("{}/v1/messages", self.base_url))
+            .header("x-api-key", self.key.expose())
+            .header("anthropic-version", API_VERSION)
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ModelError::Transport(e.without_url().to_string()))?;
+        if !resp.status().is_success() {
+            return Err(error_from_response(resp).await);
+        }
+        let mut parser = SseParser::new();
+        let mut assembler = StreamAssembler::default();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ModelError::Transport(e.without_url().to_string()))?;
+            for ev in parser.push(&chunk) {
+                for out in assembler.handle(&ev.event, &ev.data)? {
+                    emit(&events, out);
+                }
+            }
+            if assembler.is_done() {
+                return assembler.finish();
+            }
+        }
+        if let Some(ev) = parser.finish() {
+            for out in assembler.handle(&ev.event, &ev.data)? {
+                emit(&events, out);
+            }
+        }
+        assembler.finish()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A content block being streamed.
+#[derive(Debug)]
+struct Partial {
+    block: ContentBlock,
+    /// The tool input's JSON fragments so far.
+    json: String,
+}
+
+impl Partial {
+    /// The finished block: a tool's input is parsed only now, since fragments are not JSON.
+    fn finish(mut self) -> Result<ContentBlock, ModelError> {
+        if let ContentBlock::ToolUse { input, name, .. } = &mut self.block
+            && !self.json.trim().is_empty()
+        {
+            *input = serde_json::from_str(&self.json).map_err(|e| {
+                ModelError::Decode(format!("input of tool call {name} is not JSON: {e}"))
+            })?;
+        }
+        Ok(self.block)
+    }
+}
+
+/// Assembles Anthropic stream events into typed [`StreamEvent`]s and the final [`Response`].
+#[derive(Debug, Default)]
+pub struct StreamAssembler {
+    id: String,
+    model: String,
+    usage: Usage,
+    stop_reason: Option<StopReason>,
+    /// By index: parallel tool calls arrive as separate blocks, each with its own index.
+    blocks: BTreeMap<usize, Partial>,
+    done: bool,
+    started: bool,
+    /// An `error` event ends the stream with this error.
+    error: Option<ModelError>,
+}
+
+fn get_index(v: &Value) -> Result<usize, ModelError> {
+    v.get("index")
+        .and_then(Value::as_u64)
+        .map(|i| i as usize)
+        .ok_or_else(|| ModelError::Decode(format!("event without index: {v}")))
+}
+
+fn get_str<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Overwrites the usage fields a `message_delta` carries; absent fields keep their value
+/// (the counts are cumulative, not increments).
+fn merge_usage(usage: &mut Usage, v: &Value) {
+    let field = |k: &str| v.get(k).and_then(Value::as_u64);
+    if let Some(n) = field("input_tokens") {
+        usage.input_tokens = n;
+    }
+    if let Some(n) = field("output_tokens") {
+        usage.output_tokens = n;
+    }
+    if let Some(n) = field("cache_creation_input_tokens") {
+        usage.cache_creation_input_tokens = n;
+    }
+    if let Some(n) = field("cache_read_input_tokens") {
+        usage.cache_read_input_tokens = n;
+    }
+}
+
+impl StreamAssembler {
+    /// Whether `message_stop` or an `error` event arrived.
+    pub fn is_done(&self) -> bool {
+        self.done || self.error.is_some()
+    }
+
+    /// Handles one SSE event (`event` name and `data` JSON) and returns the typed events it
+    /// stands for. An `error` event yields [`StreamEvent::Error`] and makes [`Self::finish`]
+    /// return the matching [`ModelError`].
+    pub fn handle(&mut self, event: &str, data: &str) -> Result<Vec<StreamEvent>, ModelError> {
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| ModelError::Decode(format!("{event} event is not JSON: {e}")))?;
+        // The data's `type` is authoritative; the SSE event name only fills in when absent.
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or(event);
+        let out = match kind {
+            "message_start" => {
+                let m = v.get("message").cloned().unwrap_or_default();
+                self.id = get_str(&m, "id").to_string();
+                self.model = get_str(&m, "model").to_string();
+                if let Some(u) = m.get("usage") {
+                    merge_usage(&mut self.usage, u);
+                }
+                self.started = true;
+                vec![StreamEvent::MessageStart {
+                    id: self.id.clone(),
+                    model: self.model.clone(),
+                    usage: self.usage,
+                }]
+            }
+            "content_block_start" => {
+                let index = get_index(&v)?;
+                let raw = v.get("content_block").cloned().unwrap_or_default();
+                let block: ContentBlock = serde_json::from_value(raw.clone()).map_err(|e| {
+                    ModelError::Decode(format!("unsupported content block {raw}: {e}"))
+                })?;
+                self.blocks.insert(
+                    index,
+                    Partial {
+                        block: block.clone(),
+                        json: String::new(),
+                    },
+                );
+                vec![StreamEvent::ContentBlockStart { index, block }]
+            }
+            "content_block_delta" => {
+                let index = get_index(&v)?;
+                let delta = v.get("delta").cloned().unwrap_or_default();
+                let partial = self.blocks.get_mut(&index).ok_or_else(|| {
+                    ModelError::Decode(format!("delta for block {index} that never started"))
+                })?;
+                match (get_str(&delta, "type"), &mut partial.block) {
+                    ("text_delta", ContentBlock::Text { text, .. }) => {
+                        let t = get_str(&delta, "text");
+                        text.push_str(t);
+                        vec![StreamEvent::TextDelta {
+                            index,
+                            text: t.to_string(),
+                        }]
+                    }
+                    ("input_json_delta", ContentBlock::ToolUse { .. }) => {
+                        let j = get_str(&delta, "partial_json");
+                        partial.json.push_str(j);
+                        vec![StreamEvent::InputJsonDelta {
+                            index,
+                            partial_json: j.to_string(),
+                        }]
+                    }
+                    ("thinking_delta", ContentBlock::Thinking { thinking, .. }) => {
+                        let t = get_str(&delta, "thinking");
+                        thinking.push_str(t);
+                        vec![StreamEvent::ThinkingDelta {
+                            index,
+                            thinking: t.to_string(),
+                        }]
+                    }
+                    ("signature_delta", ContentBlock::Thinking { signature, .. }) => {
+                        let s = get_str(&delta, "signature");
+                        signature.push_str(s);
+                        vec![StreamEvent::SignatureDelta {
+                            index,
+                            signature: s.to_string(),
+                        }]
+                    }
+                    // Citations and future delta kinds carry nothing we keep.
+                    _ => vec![],
+                }
+            }
+            "content_block_stop" => vec![StreamEvent::ContentBlockStop {
+                index: get_index(&v)?,
+            }],
+            "message_delta" => {
+                if let Some(r) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    self.stop_reason = Some(StopReason::from(r.to_string()));
+                }
+                if let Some(u) = v.get("usage") {
+                    merge_usage(&mut self.usage, u);
+                }
+                vec![StreamEvent::MessageDelta {
+                    stop_reason: self.stop_reason.clone(),
+                    usage: self.usage,
+                }]
+            }
+            "message_stop" => {
+                self.done = true;
+                vec![StreamEvent::MessageStop]
+            }
+            "ping" => vec![StreamEvent::Ping],
+            "error" => {
+                let e = v.get("error").cloned().unwrap_or_default();
+                let kind = get_str(&e, "type");
+                let message = get_str(&e, "message");
+                self.error = Some(ModelError::from_api(kind, message, None));
+                vec![StreamEvent::Error {
+                    kind: kind.to_string(),
+                    message: message.to_string(),
+                }]
+            }
+            // New event types may appear (the API's versioning policy); ignore them.
+            _ => vec![],
+        };
+        Ok(out)
+    }
+
+    /// The assembled response; an error when the stream broke off before `message_stop`.
+    pub fn finish(self) -> Result<Response, ModelError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if !self.done {
+            return Err(ModelError::Transport(if self.started {
+                "stream ended before message_stop".to_string()
+            } else {
+                "stream ended before message_start".to_string()
+            }));
+        }
+        let content = self
+            .blocks
+            .into_values()
+            .map(Partial::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response {
+            id: self.id,
+            model: self.model,
+            content,
+            stop_reason: self.stop_reason,
+            usage: self.usage,
+        })
+    }
+}

@@ -1,0 +1,696 @@
+//! Model providers behind one [`Model`] trait.
+//!
+//! The request and response types are provider-neutral but modelled on the Anthropic Messages
+//! API, because that is the richest wire format we speak (thinking blocks with signatures,
+//! prompt-cache breakpoints, parallel tool use): every other provider maps to and from it.
+//! The types serialize exactly as the Anthropic API expects, so a recorded request or response
+//! (the store, replay files) reads like the wire.
+//!
+//! - [`anthropic`]: the Messages API, always streaming.
+//! - [`openai`]: OpenAI-compatible chat completions (llama.cpp, Ollama, vLLM, …).
+//! - [`replay`]: recorded exchanges from a file, for tests and demos.
+//! - [`sse`]: the incremental server-sent-events parser both HTTP providers use.
+//! - [`prices`]: default prices per model and the cost of a call.
+//! - [`retry`]: waiting out 429/529 with `retry-after` honoured.
+
+pub mod anthropic;
+pub mod openai;
+pub mod prices;
+pub mod replay;
+pub mod retry;
+pub mod sse;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
+
+pub use anthropic::{Anthropic, place_cache_breakpoints};
+pub use openai::OpenAi;
+pub use prices::{PriceTable, cost, default_prices};
+pub use replay::{Exchange, Replay};
+pub use retry::{RetryPolicy, with_retries, with_retry_policy};
+
+/// A language model that completes a conversation.
+///
+/// Implementations stream when their wire protocol allows it; `events`, when given, receives
+/// every [`StreamEvent`] as it arrives (for progress display), and the assembled [`Response`]
+/// is returned at the end either way. A closed receiver is not an error.
+#[async_trait]
+pub trait Model: Send + Sync {
+    /// Sends `request` and returns the complete response.
+    async fn complete(
+        &self,
+        request: &Request,
+        events: Option<UnboundedSender<StreamEvent>>,
+    ) -> Result<Response, ModelError>;
+
+    /// The provider's name, as the Company spec declares it.
+    fn name(&self) -> &str;
+}
+
+/// One call to a model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Request {
+    /// The model id, e.g. `claude-sonnet-4-5`.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub system: Vec<SystemBlock>,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef>,
+    pub max_tokens: u32,
+    /// Extended thinking budget in tokens; `None` disables thinking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+/// A block of the system prompt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename = "text")]
+pub struct SystemBlock {
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
+}
+
+impl SystemBlock {
+    pub fn text(text: impl Into<String>) -> Self {
+        SystemBlock {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
+}
+
+/// A prompt-cache breakpoint: the prefix up to and including the marked block is cached.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CacheControl {
+    /// Always `ephemeral` today.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl CacheControl {
+    pub fn ephemeral() -> Self {
+        CacheControl {
+            kind: "ephemeral".to_string(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One turn of the conversation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<ContentBlock>,
+}
+
+impl Message {
+    /// A user message holding one text block.
+    pub fn user(text: impl Into<String>) -> Self {
+        Message {
+            role: Role::User,
+            content: vec![ContentBlock::text(text)],
+        }
+    }
+
+    /// An assistant message holding one text block.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Message {
+            role: Role::Assistant,
+            content: vec![ContentBlock::text(text)],
+        }
+    }
+
+    /// The concatenated text blocks of this message.
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A block of message content, in the Anthropic wire shape.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+    /// Extended thinking. The signature must come back unchanged in later requests.
+    Thinking {
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    /// Thinking the safety system encrypted; sent back unchanged like [`ContentBlock::Thinking`].
+    RedactedThinking { data: String },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        is_error: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ContentBlock {
+    pub fn text(text: impl Into<String>) -> Self {
+        ContentBlock::Text {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
+
+    pub fn tool_use(id: impl Into<String>, name: impl Into<String>, input: Value) -> Self {
+        ContentBlock::ToolUse {
+            id: id.into(),
+            name: name.into(),
+            input,
+            cache_control: None,
+        }
+    }
+
+    pub fn tool_result(tool_use_id: impl Into<String>, content: impl Into<String>) -> Self {
+        ContentBlock::ToolResult {
+            tool_use_id: tool_use_id.into(),
+            content: content.into(),
+            is_error: false,
+            cache_control: None,
+        }
+    }
+
+    pub fn tool_error(tool_use_id: impl Into<String>, content: impl Into<String>) -> Self {
+        ContentBlock::ToolResult {
+            tool_use_id: tool_use_id.into(),
+            content: content.into(),
+            is_error: true,
+            cache_control: None,
+        }
+    }
+
+    /// The block's cache breakpoint slot, if the API allows one on this kind of block
+    /// (thinking blocks cannot carry `cache_control`).
+    pub fn cache_control_mut(&mut self) -> Option<&mut Option<CacheControl>> {
+        match self {
+            ContentBlock::Text { cache_control, .. }
+            | ContentBlock::ToolUse { cache_control, .. }
+            | ContentBlock::ToolResult { cache_control, .. } => Some(cache_control),
+            ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => None,
+        }
+    }
+}
+
+/// A tool the model may call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the tool's input.
+    pub input_schema: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
+}
+
+/// Why the model stopped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(from = "String", into = "String")]
+pub enum StopReason {
+    EndTurn,
+    MaxTokens,
+    StopSequence,
+    ToolUse,
+    PauseTurn,
+    Refusal,
+    /// A reason this version does not know, kept verbatim.
+    Other(String),
+}
+
+impl From<String> for StopReason {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "end_turn" => StopReason::EndTurn,
+            "max_tokens" => StopReason::MaxTokens,
+            "stop_sequence" => StopReason::StopSequence,
+            "tool_use" => StopReason::ToolUse,
+            "pause_turn" => StopReason::PauseTurn,
+            "refusal" => StopReason::Refusal,
+            _ => StopReason::Other(s),
+        }
+    }
+}
+
+impl From<StopReason> for String {
+    fn from(r: StopReason) -> Self {
+        r.as_str().to_string()
+    }
+}
+
+impl StopReason {
+    pub fn as_str(&self) -> &str {
+        match self {
+            StopReason::EndTurn => "end_turn",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::StopSequence => "stop_sequence",
+            StopReason::ToolUse => "tool_use",
+            StopReason::PauseTurn => "pause_turn",
+            StopReason::Refusal => "refusal",
+            StopReason::Other(s) => s,
+        }
+    }
+}
+
+/// The model's complete answer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Response {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub model: String,
+    pub content: Vec<ContentBlock>,
+    #[serde(default)]
+    pub stop_reason: Option<StopReason>,
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+impl Response {
+    /// The concatenated text blocks.
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The tool calls, in order: `(id, name, input)`.
+    pub fn tool_uses(&self) -> Vec<(&str, &str, &Value)> {
+        self.content
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::ToolUse {
+                    id, name, input, ..
+                } => Some((id.as_str(), name.as_str(), input)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The response as the assistant message to append to the conversation. Thinking blocks
+    /// stay, signatures and all, because the API requires them back unchanged.
+    pub fn to_message(&self) -> Message {
+        Message {
+            role: Role::Assistant,
+            content: self.content.clone(),
+        }
+    }
+
+    /// The events a streaming provider would have sent for this response; providers that do
+    /// not stream (replay) use this so progress displays work the same.
+    pub fn to_events(&self) -> Vec<StreamEvent> {
+        let mut out = vec![StreamEvent::MessageStart {
+            id: self.id.clone(),
+            model: self.model.clone(),
+            usage: Usage {
+                output_tokens: 0,
+                ..self.usage
+            },
+        }];
+        for (index, block) in self.content.iter().enumerate() {
+            let start = match block {
+                ContentBlock::Text { .. } => ContentBlock::text(""),
+                ContentBlock::Thinking { .. } => ContentBlock::Thinking {
+                    thinking: String::new(),
+                    signature: String::new(),
+                },
+                ContentBlock::ToolUse { id, name, .. } => ContentBlock::tool_use(
+                    id.clone(),
+                    name.clone(),
+                    Value::Object(Default::default()),
+                ),
+                other => other.clone(),
+            };
+            out.push(StreamEvent::ContentBlockStart {
+                index,
+                block: start,
+            });
+            match block {
+                ContentBlock::Text { text, .. } => out.push(StreamEvent::TextDelta {
+                    index,
+                    text: text.clone(),
+                }),
+                ContentBlock::Thinking {
+                    thinking,
+                    signature,
+                } => {
+                    out.push(StreamEvent::ThinkingDelta {
+                        index,
+                        thinking: thinking.clone(),
+                    });
+                    out.push(StreamEvent::SignatureDelta {
+                        index,
+                        signature: signature.clone(),
+                    });
+                }
+                ContentBlock::ToolUse { input, .. } => out.push(StreamEvent::InputJsonDelta {
+                    index,
+                    partial_json: input.to_string(),
+                }),
+                _ => {}
+            }
+            out.push(StreamEvent::ContentBlockStop { index });
+        }
+        out.push(StreamEvent::MessageDelta {
+            stop_reason: self.stop_reason.clone(),
+            usage: self.usage,
+        });
+        out.push(StreamEvent::MessageStop);
+        out
+    }
+}
+
+/// Tokens used by one call. `input_tokens` excludes the tokens read from or written to the
+/// cache, as in the Anthropic API, so the four fields add up to the whole prompt.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// All prompt tokens, cached or not.
+    pub fn total_input(&self) -> u64 {
+        self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+    }
+
+    /// Adds another call's usage to this one.
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+    }
+}
+
+/// A typed streaming event, the same for every provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    MessageStart {
+        id: String,
+        model: String,
+        usage: Usage,
+    },
+    /// A block begins; text and thinking start empty, tool use starts with an empty input.
+    ContentBlockStart {
+        index: usize,
+        block: ContentBlock,
+    },
+    TextDelta {
+        index: usize,
+        text: String,
+    },
+    /// A fragment of a tool call's input JSON; only the concatenation parses.
+    InputJsonDelta {
+        index: usize,
+        partial_json: String,
+    },
+    ThinkingDelta {
+        index: usize,
+        thinking: String,
+    },
+    SignatureDelta {
+        index: usize,
+        signature: String,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    /// Top-level changes: the stop reason and the usage so far (cumulative).
+    MessageDelta {
+        stop_reason: Option<StopReason>,
+        usage: Usage,
+    },
+    MessageStop,
+    Ping,
+    Error {
+        kind: String,
+        message: String,
+    },
+}
+
+/// Why a call failed. The variants say what the caller can do: wait and retry
+/// ([`ModelError::RateLimited`], [`ModelError::Overloaded`]), fall back to another model, or
+/// give up.
+#[derive(thiserror::Error, Debug)]
+pub enum ModelError {
+    /// HTTP 429 or a `rate_limit_error`.
+    #[error("rate limited{}: {message}", after(retry_after))]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// HTTP 529 (or 503) or an `overloaded_error`.
+    #[error("overloaded{}: {message}", after(retry_after))]
+    Overloaded {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// Any other unsuccessful HTTP status.
+    #[error("HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    /// The connection failed or broke off.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The provider sent something we cannot read.
+    #[error("decode: {0}")]
+    Decode(String),
+    /// The provider reported an error inside a successful response (an SSE `error` event).
+    #[error("{kind}: {message}")]
+    Api { kind: String, message: String },
+    /// The provider is misconfigured (no key in the named variable, no file, …).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A replay file has no more recorded exchanges.
+    #[error("replay {file}: exhausted after {served} exchanges")]
+    ReplayExhausted { file: String, served: usize },
+    /// A replay file's next exchange was recorded for a different request.
+    #[error("replay {file}: exchange {index} expected a request containing {expected:?}")]
+    ReplayMismatch {
+        file: String,
+        index: usize,
+        expected: String,
+    },
+}
+
+fn after(d: &Option<Duration>) -> String {
+    match d {
+        Some(d) => format!(" (retry after {}s)", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+impl ModelError {
+    /// Whether waiting and retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ModelError::RateLimited { .. } | ModelError::Overloaded { .. }
+        )
+    }
+
+    /// The wait the provider asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ModelError::RateLimited { retry_after, .. }
+            | ModelError::Overloaded { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Maps an API error type (`overloaded_error`, `rate_limit_error`, …) to an error.
+    pub fn from_api(kind: &str, message: &str, retry_after: Option<Duration>) -> Self {
+        match kind {
+            "overloaded_error" => ModelError::Overloaded {
+                retry_after,
+                message: message.to_string(),
+            },
+            "rate_limit_error" => ModelError::RateLimited {
+                retry_after,
+                message: message.to_string(),
+            },
+            _ => ModelError::Api {
+                kind: kind.to_string(),
+                message: message.to_string(),
+            },
+        }
+    }
+}
+
+/// An API key. Its `Debug` and `Display` never show it, so a key cannot leak through logs or
+/// error messages by accident.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// Reads the key from the environment variable `var`.
+    pub fn from_env(var: &str) -> Result<Self, ModelError> {
+        match std::env::var(var) {
+            Ok(k) if !k.trim().is_empty() => Ok(ApiKey(k.trim().to_string())),
+            _ => Err(ModelError::Config(format!(
+                "environment variable {var} holds no API key"
+            ))),
+        }
+    }
+
+    /// The key itself, for the request header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Parses a `retry-after` header value: delay seconds (integer or fractional) or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs));
+        }
+        return None;
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Sends an event if someone listens; a dropped receiver only means nobody watches.
+pub(crate) fn emit(events: &Option<UnboundedSender<StreamEvent>>, event: StreamEvent) {
+    if let Some(tx) = events {
+        let _ = tx.send(event);
+    }
+}
+
+/// The text of the newest user message, or the content of its tool results when it has no
+/// text (replay matches on this).
+pub fn last_user_content(request: &Request) -> String {
+    let Some(msg) = request.messages.iter().rev().find(|m| m.role == Role::User) else {
+        return String::new();
+    };
+    let text = msg.text();
+    if !text.is_empty() {
+        return text;
+    }
+    msg.content
+        .iter()
+        .filter_map(|b| match b {
+            ContentBlock::ToolResult { content, .. } => Some(content.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `reqwest` client with the settings all HTTP providers share.
+pub(crate) fn http_client() -> Result<reqwest::Client, ModelError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ModelError::Transport(e.to_string()))
+}
+
+/// Turns an unsuccessful HTTP response into the matching error.
+pub(crate) async fn error_from_response(resp: reqwest::Response) -> ModelError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = resp.text().await.unwrap_or_default();
+    // Both Anthropic (`{"type":"error","error":{…}}`) and OpenAI (`{"error":{…}}`) nest it.
+    let parsed: Option<(String, String)> =
+        serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+            let e = v.get("error")?;
+            let kind = e
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let message = e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Some((kind, message))
+        });
+    let message = parsed
+        .as_ref()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_else(|| body.clone());
+    let kind = parsed.map(|(k, _)| k).unwrap_or_default();
+    match status {
+        429 => ModelError::RateLimited {
+            retry_after,
+            message,
+        },
+        529 | 503 => ModelError::Overloaded {
+            retry_after,
+            message,
+        },
+        _ if kind == "overloaded_error" => ModelError::Overloaded {
+            retry_after,
+            message,
+        },
+        _ => ModelError::Http { status, body },
+    }
+}

@@ -1,0 +1,75 @@
+//! `Python`: runs a Python 3 program in the workspace. `RunRequest` has no stdin, so the code
+//! is written to a file under `.proto-tmp/` (ignored by git, so it is never committed) and run
+//! with `python3`, then removed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::bash::{MAX_TIMEOUT_MS, run_shell, timeout};
+use super::{Input, Tool, ToolContext, ToolError, ToolOutput, shell_quote};
+
+/// The tools' scratch folder in the workspace.
+pub(crate) const TMP_DIR: &str = ".proto-tmp";
+
+/// Distinguishes scripts written in the same nanosecond by parallel calls.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct Python;
+
+#[async_trait]
+impl Tool for Python {
+    fn name(&self) -> &'static str {
+        "Python"
+    }
+
+    fn description(&self) -> &'static str {
+        "Runs Python 3 code at the workspace root and returns what it prints (stdout and \
+         stderr) and its exit code. timeout is in milliseconds (default 120000, at most \
+         600000)."
+    }
+
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "The Python program to run"},
+                "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "description": "Optional timeout in milliseconds"}
+            },
+            "required": ["code"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
+        let input = Input::new(input, &["code", "timeout"])?;
+        let code = input.str("code")?;
+        let timeout = timeout(&input)?;
+        ctx.computer
+            .write(ctx.workspace, &format!("{TMP_DIR}/.gitignore"), b"*\n")
+            .await?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let agent: String = ctx
+            .agent
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let script = format!(
+            "{TMP_DIR}/{agent}-{nanos}-{}.py",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        ctx.computer
+            .write(ctx.workspace, &script, code.as_bytes())
+            .await?;
+        let quoted = shell_quote(&script);
+        // The script is removed whatever the program's fate, and its exit status kept.
+        let command = format!("python3 {quoted}; status=$?; rm -f {quoted}; exit $status");
+        run_shell(ctx, &command, timeout, BTreeMap::new()).await
+    }
+}
