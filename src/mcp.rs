@@ -320,7 +320,12 @@ impl McpClient {
         if cached.as_ref().is_some_and(|known| known.contains(tool)) {
             return Ok(());
         }
-        let known: Vec<String> = self.list_tools().await?.into_iter().map(|t| t.name).collect();
+        let known: Vec<String> = self
+            .list_tools()
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         if known.iter().any(|name| name == tool) {
             return Ok(());
         }
@@ -512,10 +517,18 @@ fn describe(block: &ContentBlock) -> String {
     match block {
         ContentBlock::Text(text) => text.text.clone(),
         ContentBlock::Image(image) => {
-            format!("[image: {}, {} bytes]", image.mime_type, base64_len(&image.data))
+            format!(
+                "[image: {}, {} bytes]",
+                image.mime_type,
+                base64_len(&image.data)
+            )
         }
         ContentBlock::Audio(audio) => {
-            format!("[audio: {}, {} bytes]", audio.mime_type, base64_len(&audio.data))
+            format!(
+                "[audio: {}, {} bytes]",
+                audio.mime_type,
+                base64_len(&audio.data)
+            )
         }
         ContentBlock::Resource(embedded) => match &embedded.resource {
             ResourceContents::TextResourceContents { uri, text, .. } => {

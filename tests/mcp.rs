@@ -64,7 +64,8 @@ struct Everything {
 
 impl Everything {
     async fn start() -> Everything {
-        let index = npm().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+        let index =
+            npm().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap()
             .local_addr()
@@ -156,7 +157,11 @@ async fn filesystem_over_stdio_writes_reads_and_refuses_outside_its_root() {
         .await
         .unwrap();
     assert!(!read.is_error, "{}", read.content);
-    assert!(read.content.contains("hello from proto"), "{}", read.content);
+    assert!(
+        read.content.contains("hello from proto"),
+        "{}",
+        read.content
+    );
 
     // Outside the allowed folder: the tool runs and reports failure.
     let outside = tempfile::tempdir().unwrap();
@@ -198,7 +203,11 @@ async fn everything_over_streamable_http_lists_and_echoes() {
 
     // Non-text content is summarized rather than dumped into the model's context.
     let image = client.call("get-tiny-image", json!({})).await.unwrap();
-    assert!(image.content.contains("[image: image/png"), "{}", image.content);
+    assert!(
+        image.content.contains("[image: image/png"),
+        "{}",
+        image.content
+    );
 
     // Arguments the tool's schema rejects fail the call, whichever way the server says so.
     match client.call("echo", json!({"message": 42})).await {
@@ -219,7 +228,10 @@ async fn stdio_servers_see_their_declared_env_but_not_the_controllers() {
     let client = McpClient::connect(&server, cwd.path(), TIMEOUT)
         .await
         .unwrap();
-    let result = client.call("get-env", serde_json::Value::Null).await.unwrap();
+    let result = client
+        .call("get-env", serde_json::Value::Null)
+        .await
+        .unwrap();
     let env: serde_json::Value = serde_json::from_str(&result.content).unwrap();
     assert_eq!(env["PROTO_DECLARED"], "from .mcp.json");
     assert!(env["PATH"].is_string());
@@ -281,9 +293,16 @@ async fn pool_names_unknown_tools_and_servers() {
     let root = tempfile::tempdir().unwrap();
     let pool = McpPool::new([filesystem("fs", root.path())], root.path(), TIMEOUT);
 
-    let e = pool.call("mcp__fs__no_such_tool", json!({})).await.unwrap_err();
+    let e = pool
+        .call("mcp__fs__no_such_tool", json!({}))
+        .await
+        .unwrap_err();
     match &e {
-        McpError::UnknownTool { server, tool, known } => {
+        McpError::UnknownTool {
+            server,
+            tool,
+            known,
+        } => {
             assert_eq!((server.as_str(), tool.as_str()), ("fs", "no_such_tool"));
             assert!(known.iter().any(|k| k == "write_file"));
         }
@@ -291,8 +310,14 @@ async fn pool_names_unknown_tools_and_servers() {
     }
     assert!(e.to_string().contains("no_such_tool"), "{e}");
 
-    let e = pool.call("mcp__nope__read_file", json!({})).await.unwrap_err();
-    assert!(matches!(&e, McpError::UnknownServer { server, .. } if server == "nope"), "{e:?}");
+    let e = pool
+        .call("mcp__nope__read_file", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, McpError::UnknownServer { server, .. } if server == "nope"),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("fs"), "{e}");
 
     let e = pool.call("Read", json!({})).await.unwrap_err();
@@ -314,7 +339,10 @@ async fn a_missing_command_is_a_spawn_error_naming_it() {
     // Through a pool, the same error; the next call tries again rather than caching it.
     let pool = McpPool::new([server], cwd.path(), TIMEOUT);
     for _ in 0..2 {
-        let e = pool.call("mcp__ghost__anything", json!({})).await.unwrap_err();
+        let e = pool
+            .call("mcp__ghost__anything", json!({}))
+            .await
+            .unwrap_err();
         assert!(matches!(e, McpError::Spawn { .. }), "{e:?}");
     }
     let (tools, errors) = pool.tools().await;
@@ -325,7 +353,11 @@ async fn a_missing_command_is_a_spawn_error_naming_it() {
 #[tokio::test]
 async fn a_server_that_dies_at_start_is_a_connect_error_with_its_stderr() {
     let cwd = tempfile::tempdir().unwrap();
-    let server = stdio("broken", "sh", &["-c", "echo 'missing API token' >&2; exit 3"]);
+    let server = stdio(
+        "broken",
+        "sh",
+        &["-c", "echo 'missing API token' >&2; exit 3"],
+    );
     let e = McpClient::connect(&server, cwd.path(), TIMEOUT)
         .await
         .unwrap_err();
@@ -346,7 +378,11 @@ async fn a_silent_server_times_out_and_is_killed() {
     assert!(matches!(e, McpError::Timeout { .. }), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
         assert!(Instant::now() < deadline, "server {pid} still running");
@@ -356,13 +392,22 @@ async fn a_silent_server_times_out_and_is_killed() {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
 #[test]
 fn qualified_names_split_at_the_first_double_underscore_after_the_prefix() {
-    assert_eq!(qualified_name("git-hub_2", "create_issue"), "mcp__git-hub_2__create_issue");
+    assert_eq!(
+        qualified_name("git-hub_2", "create_issue"),
+        "mcp__git-hub_2__create_issue"
+    );
     assert_eq!(
         split_qualified_name("mcp__git-hub_2__create_issue"),
         Some(("git-hub_2", "create_issue"))
@@ -375,4 +420,87 @@ fn qualified_names_split_at_the_first_double_underscore_after_the_prefix() {
     assert_eq!(split_qualified_name("mcp____tool"), None);
     assert_eq!(split_qualified_name("mcp__fs__"), None);
     assert_eq!(split_qualified_name("Read"), None);
+}
+
+#[tokio::test]
+async fn dropping_a_stdio_client_kills_the_server_and_what_it_started() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = npm().join("node_modules/.bin/mcp-server-filesystem");
+    let pidfile = root.path().join("pid");
+    // A launcher that stays in between, as `npx` does: the server is its grandchild.
+    let script = format!(
+        "echo $$ > {}; {} {}; echo launcher-done",
+        pidfile.display(),
+        bin.display(),
+        root.path().display()
+    );
+    let client = McpClient::connect(&stdio("fs", "sh", &["-c", &script]), root.path(), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(!client.list_tools().await.unwrap().is_empty());
+    let launcher: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let children =
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).unwrap();
+    let server: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in [server, launcher] {
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} survived the client"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_http_server_nobody_serves_is_a_connect_error() {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = McpServer {
+        name: "nowhere".into(),
+        transport: McpTransport::Http {
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            headers: BTreeMap::new(),
+        },
+        file: ".mcp.json".into(),
+    };
+    let cwd = tempfile::tempdir().unwrap();
+    let e = McpClient::connect(&server, cwd.path(), Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, McpError::Connect { .. }), "{e:?}");
+    let message = e.to_string();
+    assert!(
+        message.contains("nowhere") && message.contains(&port.to_string()),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_header_that_is_not_http_is_a_config_error() {
+    let server = McpServer {
+        name: "bad".into(),
+        transport: McpTransport::Http {
+            url: "http://127.0.0.1:9/mcp".into(),
+            headers: BTreeMap::from([("Authorization".into(), "Bearer a\nb".into())]),
+        },
+        file: ".mcp.json".into(),
+    };
+    let cwd = tempfile::tempdir().unwrap();
+    let e = McpClient::connect(&server, cwd.path(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, McpError::Config { .. }), "{e:?}");
+    assert!(e.to_string().contains("Authorization"), "{e}");
 }
