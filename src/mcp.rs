@@ -97,12 +97,15 @@ pub enum McpError {
         tool: String,
         known: Vec<String>,
     },
-    /// A qualified name whose server is not among those this pool may use.
-    #[error("no MCP server \"{server}\" (tool \"{name}\"){}", list_hint(known))]
-    UnknownServer {
+    /// A server that is not among those this pool may use.
+    #[error("no MCP server \"{server}\" here{}", list_hint(known))]
+    UnknownServer { server: String, known: Vec<String> },
+    /// Arguments that are not a JSON object, which is all MCP accepts.
+    #[error("MCP tool \"{tool}\" of server \"{server}\": {reason}")]
+    InvalidArguments {
         server: String,
-        name: String,
-        known: Vec<String>,
+        tool: String,
+        reason: String,
     },
     /// A name that is not of the form `mcp__<server>__<tool>`.
     #[error("\"{name}\" is not an MCP tool name (expected mcp__<server>__<tool>)")]
@@ -113,7 +116,7 @@ fn list_hint(known: &[String]) -> String {
     if known.is_empty() {
         String::new()
     } else {
-        format!("; it has {}", known.join(", "))
+        format!(" (there are: {})", known.join(", "))
     }
 }
 
@@ -170,6 +173,8 @@ pub struct McpClient {
     /// Tool names, listed once so an unknown name is caught here with a clear error rather
     /// than as whatever the server makes of it.
     known_tools: tokio::sync::Mutex<Option<BTreeSet<String>>>,
+    /// The end of a stdio server's stderr, which says why it broke off, if it did.
+    stderr: Option<Arc<Mutex<String>>>,
     /// Declared last so it drops last: the service is cancelled before the group is killed.
     _group: Option<ProcessGroup>,
 }
@@ -222,6 +227,7 @@ impl McpClient {
                     service,
                     timeout,
                     known_tools: tokio::sync::Mutex::new(None),
+                    stderr: Some(stderr),
                     _group: Some(group),
                 })
             }
@@ -245,6 +251,7 @@ impl McpClient {
                     service,
                     timeout,
                     known_tools: tokio::sync::Mutex::new(None),
+                    stderr: None,
                     _group: None,
                 })
             }
@@ -267,7 +274,11 @@ impl McpClient {
                 qualified_name: qualified_name(&self.server, &tool.name),
                 server: self.server.clone(),
                 name: tool.name.to_string(),
-                description: tool.description.map(|d| d.to_string()).unwrap_or_default(),
+                description: tool
+                    .description
+                    .map(|d| d.to_string())
+                    .or(tool.title)
+                    .unwrap_or_default(),
                 input_schema: serde_json::Value::Object((*tool.input_schema).clone()),
             })
             .collect();
@@ -289,12 +300,10 @@ impl McpClient {
             serde_json::Value::Object(map) => params = params.with_arguments(map),
             serde_json::Value::Null => {}
             other => {
-                return Err(McpError::Refused {
+                return Err(McpError::InvalidArguments {
                     server: self.server.clone(),
-                    request: format!("tools/call {tool}"),
-                    // JSON-RPC's "invalid params": the same answer a server would give.
-                    code: -32602,
-                    message: format!("arguments must be a JSON object, not {other}"),
+                    tool: tool.to_string(),
+                    reason: format!("arguments must be a JSON object, not {other}"),
                 });
             }
         }
@@ -356,10 +365,16 @@ impl McpClient {
                 request: request.to_string(),
                 after: timeout,
             }),
-            Ok(Err(e)) => Err(McpError::Protocol {
-                server: self.server.clone(),
-                reason: format!("{request}: {}", error_chain(&e)),
-            }),
+            Ok(Err(e)) => {
+                let reason = format!("{request}: {}", error_chain(&e));
+                Err(McpError::Protocol {
+                    server: self.server.clone(),
+                    reason: match &self.stderr {
+                        Some(stderr) => with_stderr(reason, stderr).await,
+                        None => reason,
+                    },
+                })
+            }
             Err(_) => Err(McpError::Timeout {
                 server: self.server.clone(),
                 request: request.to_string(),
@@ -636,7 +651,6 @@ impl McpPool {
             .get(server)
             .ok_or_else(|| McpError::UnknownServer {
                 server: server.to_string(),
-                name: String::new(),
                 known: self.servers.keys().cloned().collect(),
             })?;
         let mut client = slot.client.lock().await;
@@ -655,7 +669,7 @@ impl McpPool {
             let client = self.client(server).await?;
             let listed = client.list_tools().await;
             if let Err(e) = &listed {
-                self.forget_if_broken(server, e).await;
+                self.forget_if_broken(&client, e).await;
             }
             listed
         }))
@@ -680,27 +694,26 @@ impl McpPool {
             split_qualified_name(qualified_name).ok_or_else(|| McpError::NotMcpTool {
                 name: qualified_name.to_string(),
             })?;
-        if !self.servers.contains_key(server) {
-            return Err(McpError::UnknownServer {
-                server: server.to_string(),
-                name: qualified_name.to_string(),
-                known: self.servers.keys().cloned().collect(),
-            });
-        }
         let client = self.client(server).await?;
         let result = client.call(tool, arguments).await;
         if let Err(e) = &result {
-            self.forget_if_broken(server, e).await;
+            self.forget_if_broken(&client, e).await;
         }
         result
     }
 
-    /// Drops a connection that broke, so the next use starts the server again.
-    async fn forget_if_broken(&self, server: &str, error: &McpError) {
-        if error.breaks_connection()
-            && let Some(slot) = self.servers.get(server)
-        {
-            *slot.client.lock().await = None;
+    /// Drops a connection that broke, so the next use connects again. The request that
+    /// found it broken is not retried: a tool call may have had its effect already.
+    async fn forget_if_broken(&self, client: &Arc<McpClient>, error: &McpError) {
+        if !error.breaks_connection() {
+            return;
+        }
+        if let Some(slot) = self.servers.get(client.server()) {
+            let mut current = slot.client.lock().await;
+            // Another request may already have replaced it with a working connection.
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, client)) {
+                *current = None;
+            }
         }
     }
 }

@@ -504,3 +504,45 @@ async fn a_header_that_is_not_http_is_a_config_error() {
     assert!(matches!(e, McpError::Config { .. }), "{e:?}");
     assert!(e.to_string().contains("Authorization"), "{e}");
 }
+
+#[tokio::test]
+async fn a_pool_reconnects_after_its_server_died() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = npm().join("node_modules/.bin/mcp-server-filesystem");
+    let pidfile = root.path().join("pid");
+    // Records the launcher's pid, which is also the server's process group.
+    let script = format!(
+        "echo $$ > {}; {} {}; echo 'server gone' >&2",
+        pidfile.display(),
+        bin.display(),
+        root.path().display()
+    );
+    let pool = McpPool::new([stdio("fs", "sh", &["-c", &script])], root.path(), TIMEOUT);
+    let (tools, errors) = pool.tools().await;
+    assert!(errors.is_empty() && !tools.is_empty(), "{errors:?}");
+    let first = pool.client("fs").await.unwrap();
+
+    let group: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(group),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let e = pool
+        .call("mcp__fs__list_allowed_directories", json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, McpError::Protocol { .. }), "{e:?}");
+
+    // The broken connection was dropped: the next call starts the server again.
+    let listed = pool
+        .call("mcp__fs__list_allowed_directories", json!({}))
+        .await
+        .unwrap();
+    assert!(!listed.is_error, "{}", listed.content);
+    assert!(!Arc::ptr_eq(&first, &pool.client("fs").await.unwrap()));
+}
