@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use. Installed only when missing; apt-get update runs once.
 packages=(git python3 pkg-config)
+# Node.js runs the real MCP servers the MCP client is tested against; any node on PATH will do.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +20,15 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
+
+# MCP servers from npm for tests/mcp.rs, kept under target/ and installed only when missing.
+npm_prefix="$PWD/target/npm"
+if [[ ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-everything" \
+   || ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-filesystem" ]]; then
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error \
+    @modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything
+fi
+export PROTO_TEST_NPM="$npm_prefix"
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

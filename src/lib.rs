@@ -10,6 +10,7 @@ pub mod computer;
 pub mod engine;
 pub mod example;
 pub mod gitops;
+pub mod mcp;
 pub mod model;
 pub mod org;
 pub mod output;
