@@ -440,7 +440,7 @@ async fn grep_files_with_matches_count_filters_and_limits() {
     assert!(!count.content.contains("main.py"));
 
     let typed = f.ok("Grep", json!({"pattern": "TODO", "type": "py"})).await;
-    assert_eq!(typed.content, "Found 1 files\nsrc/main.py");
+    assert_eq!(typed.content, "Found 1 file\nsrc/main.py");
 
     let limited = f
         .ok(
