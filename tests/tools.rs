@@ -440,7 +440,7 @@ async fn grep_files_with_matches_count_filters_and_limits() {
     assert!(!count.content.contains("main.py"));
 
     let typed = f.ok("Grep", json!({"pattern": "TODO", "type": "py"})).await;
-    assert_eq!(typed.content, "Found 1 files\nsrc/main.py");
+    assert_eq!(typed.content, "Found 1 file\nsrc/main.py");
 
     let limited = f
         .ok(
@@ -631,7 +631,17 @@ async fn python_runs_code_and_leaves_nothing_to_commit() {
     assert!(error.is_error);
     assert!(error.content.contains("ZeroDivisionError"));
 
-    // Scripts are removed; the scratch folder ignores itself.
+    let slow = f
+        .call(
+            "Python",
+            json!({"code": "import time\ntime.sleep(30)", "timeout": 300}),
+        )
+        .await
+        .unwrap();
+    assert!(slow.is_error);
+    assert!(slow.content.contains("timed out"), "{}", slow.content);
+
+    // Scripts are removed, even after a timeout; the scratch folder ignores itself.
     let left: Vec<_> = std::fs::read_dir(f.root().join(".proto-tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

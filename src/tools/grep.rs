@@ -205,9 +205,9 @@ fn search_files(
                 entries.extend(sink.lines.into_iter().map(|l| format!("{file}{l}")));
             }
         }
+        // Stops one past the limit, so the output can say it was cut.
         if let Some(limit) = options.head_limit
-            && options.mode != Mode::Content
-            && entries.len() >= limit
+            && entries.len() > limit
         {
             break;
         }
@@ -222,12 +222,18 @@ fn search_files(
     let cut = entries.len() > shown_limit;
     entries.truncate(shown_limit);
     let mut text = match options.mode {
-        Mode::FilesWithMatches => format!("Found {} files\n{}", entries.len(), entries.join("\n")),
-        Mode::Count => format!(
+        Mode::FilesWithMatches => format!(
+            "Found {} {}\n{}",
+            entries.len(),
+            if entries.len() == 1 { "file" } else { "files" },
+            entries.join("\n")
+        ),
+        // Totals only when every file was searched.
+        Mode::Count if !cut => format!(
             "{}\n\nFound {total_matches} matching lines across {matched_files} files",
             entries.join("\n")
         ),
-        Mode::Content => entries.join("\n"),
+        Mode::Count | Mode::Content => entries.join("\n"),
     };
     if cut {
         text.push_str(&format!(

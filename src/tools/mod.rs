@@ -1,7 +1,8 @@
 //! The tool suite of the agent runtime: what a model may ask to be done, each tool in a file
 //! of its own. Every tool reaches the task's computer only through [`Computer`] and its
-//! [`Workspace`] (so paths are resolved, and escapes refused, in one place); `act()` — the
-//! policy path — is what calls [`Tool::run`], never the model directly.
+//! [`Workspace`] (so paths are resolved, and escapes refused, in one place). `act()`, the
+//! policy path, is to be the only caller of [`Tool::run`]: the model never reaches a tool
+//! directly.
 //!
 //! Input schemas follow Claude Code's tool shapes (`Read {file_path, offset, limit}`,
 //! `Edit {file_path, old_string, new_string, replace_all}`, …), so models trained on them

@@ -1,19 +1,24 @@
 //! `Python`: runs a Python 3 program in the workspace. `RunRequest` has no stdin, so the code
 //! is written to a file under `.proto-tmp/` (ignored by git, so it is never committed) and run
-//! with `python3`, then removed.
+//! with `python3`, then removed (even after a timeout).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::bash::{MAX_TIMEOUT_MS, run_shell, timeout};
 use super::{Input, Tool, ToolContext, ToolError, ToolOutput, shell_quote};
+use crate::computer::RunRequest;
 
 /// The tools' scratch folder in the workspace.
 pub(crate) const TMP_DIR: &str = ".proto-tmp";
+
+/// How long removing the script may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Distinguishes scripts written in the same nanosecond by parallel calls.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -68,8 +73,23 @@ impl Tool for Python {
             .write(ctx.workspace, &script, code.as_bytes())
             .await?;
         let quoted = shell_quote(&script);
-        // The script is removed whatever the program's fate, and its exit status kept.
-        let command = format!("python3 {quoted}; status=$?; rm -f {quoted}; exit $status");
-        run_shell(ctx, &command, timeout, BTreeMap::new()).await
+        let result = run_shell(ctx, &format!("python3 {quoted}"), timeout, BTreeMap::new()).await;
+        // Removed in a run of its own: a timeout or cancellation kills the program's whole
+        // process group, which would take an `rm` chained after it along.
+        let cleanup = RunRequest {
+            command: format!("rm -f {quoted}"),
+            cwd: String::new(),
+            env: BTreeMap::new(),
+            timeout: CLEANUP_TIMEOUT,
+        };
+        if let Err(e) = ctx
+            .computer
+            .run(ctx.workspace, &cleanup, None, &CancellationToken::new())
+            .await
+        {
+            // Left behind it is only clutter, ignored by git; the result still stands.
+            tracing::warn!(script = %script, error = %e, "could not remove a Python script");
+        }
+        result
     }
 }
