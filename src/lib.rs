@@ -5,6 +5,7 @@
 //! declaration; [`plan`] is the pure core that decides what to do about it; [`org`] and
 //! [`output`] render what the CLI prints.
 
+pub mod agent;
 pub mod check;
 pub mod computer;
 pub mod engine;

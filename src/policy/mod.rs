@@ -42,7 +42,7 @@ pub enum ActError {
 }
 
 /// One action an agent (or a playbook acting as it) takes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ToolCall {
     Bash {
         command: String,
@@ -63,12 +63,18 @@ pub enum ToolCall {
     Push {
         branch: String,
     },
+    /// A call an agent's model made to one of its tools (`Read`, `Grep`, `Bash`, ...).
+    Tool {
+        name: String,
+        input: Value,
+    },
 }
 
 impl ToolCall {
     /// The tool an agent must hold to make this call.
-    pub fn tool(&self) -> &'static str {
+    pub fn tool(&self) -> &str {
         match self {
+            ToolCall::Tool { name, .. } => name,
             ToolCall::Bash { .. } => "Bash",
             ToolCall::Write { .. } => "Write",
             ToolCall::Edit { .. } => "Edit",
@@ -77,8 +83,9 @@ impl ToolCall {
     }
 
     /// The action's name in the audit log.
-    pub fn action(&self) -> &'static str {
+    pub fn action(&self) -> &str {
         match self {
+            ToolCall::Tool { name, .. } => name,
             ToolCall::Bash { .. } => "run",
             ToolCall::Write { .. } => "write",
             ToolCall::Edit { .. } => "edit",
@@ -96,6 +103,7 @@ impl ToolCall {
             ToolCall::Edit { path, old, new } => json!({ "path": path, "old": old, "new": new }),
             ToolCall::Commit { message } => json!({ "message": message }),
             ToolCall::Push { branch } => json!({ "branch": branch }),
+            ToolCall::Tool { input, .. } => input.clone(),
         }
     }
 }
@@ -226,6 +234,22 @@ async fn already_done(actor: &Actor<'_>, call: &ToolCall) -> Result<bool, ActErr
                 None => true,
             }
         }
+        ToolCall::Tool { name, input } => {
+            let text = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
+            match (name.as_str(), text("file_path")) {
+                // A path the tool itself would resolve differently (absolute) reads as "not done".
+                ("Write", Some(path)) => {
+                    let now = read_text(actor, &path).await.ok().flatten();
+                    now.is_some() && now == text("content")
+                }
+                ("Edit", Some(path)) => match (text("old_string"), text("new_string"), read_text(actor, &path).await.ok().flatten()) {
+                    (Some(old), Some(new), Some(now)) => now.contains(&new) && !now.contains(&old),
+                    _ => false,
+                },
+                // Reads and searches have no effect; commands cannot be inspected: run again.
+                _ => false,
+            }
+        }
         // A command's effects cannot be inspected: it runs again (playbook commands should
         // be idempotent, as `cargo fmt` or `npm ci` are).
         ToolCall::Bash { .. } => false,
@@ -313,6 +337,29 @@ async fn execute(actor: &Actor<'_>, call: &ToolCall) -> Result<(Value, Option<St
             let commit =
                 gitops::workspace::commit_all(actor.workspace.root(), message, actor.author)?;
             Ok((json!({ "commit": commit }), None))
+        }
+        ToolCall::Tool { name, input } => {
+            let Some(tool) = crate::tools::tool(name) else {
+                return Err(ActError::Failed(format!("no tool {name} on this computer")));
+            };
+            let ctx = crate::tools::ToolContext {
+                computer: actor.computer,
+                workspace: actor.workspace,
+                cancel: actor.cancel,
+                agent: actor.agent,
+                author: actor.author,
+                planning_file: None,
+            };
+            let out = tool.run(input, &ctx).await.map_err(|e| ActError::Failed(e.to_string()))?;
+            let diffs: Vec<String> = out
+                .changed_files
+                .iter()
+                .filter_map(|c| {
+                    unified_diff(&c.path, c.before.as_deref().unwrap_or_default(), c.after.as_deref().unwrap_or_default())
+                })
+                .collect();
+            let diff = (!diffs.is_empty()).then(|| diffs.join(""));
+            Ok((json!({ "content": out.content, "isError": out.is_error }), diff))
         }
         ToolCall::Push { branch } => {
             gitops::workspace::push(actor.workspace.root(), branch)?;

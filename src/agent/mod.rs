@@ -1,0 +1,229 @@
+//! The agent runtime's turn loop: assemble the context, call the model, run every tool call
+//! it makes through `act()`, feed the results back, until the model ends its turn, the
+//! agent's `maxTurns`, the token budget, or cancellation.
+//!
+//! Every model response and every tool call is journaled in the store before the next step
+//! starts (model turn `t` is step `t * 100`, its tool calls `t * 100 + 1 ..`). After a crash
+//! the conversation is rebuilt from the journal: recorded responses are reused (no tokens
+//! spent twice) and finished tool calls are not repeated.
+
+use chrono::Utc;
+use serde_json::json;
+use thiserror::Error;
+
+use crate::model::{ContentBlock, Message, Model, ModelError, PriceTable, Request, Response, StopReason, SystemBlock, ToolDef, Usage, with_retries};
+use crate::policy::{ActError, Actor, ToolCall, act};
+use crate::spec::{AgentSpec, GoalSpec, Spec};
+use crate::store::StoreError;
+
+/// Steps of one model turn: the response, then up to 99 tool calls.
+const STEP_STRIDE: u32 = 100;
+/// Retries of a rate-limited or overloaded call before giving up on the turn.
+const MODEL_RETRIES: u32 = 3;
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("model: {0}")]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Act(#[from] ActError),
+    #[error("the task's token budget of {budget} is spent ({used} used)")]
+    Budget { budget: u64, used: u64 },
+    #[error("{0} turns without finishing (maxTurns)")]
+    MaxTurns(u32),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub turns: u32,
+    pub usage: Usage,
+    pub usd: f64,
+    /// The model's last words.
+    pub text: String,
+}
+
+/// One agent working one task.
+pub struct Session<'a> {
+    pub actor: Actor<'a>,
+    pub model: &'a dyn Model,
+    /// The concrete model id (`claude-sonnet-4-5`).
+    pub model_id: String,
+    pub system: Vec<SystemBlock>,
+    /// The task as the first user message.
+    pub task: String,
+    pub tools: Vec<ToolDef>,
+    pub max_turns: u32,
+    pub max_tokens: u32,
+    pub thinking: Option<u32>,
+    pub token_budget: Option<u64>,
+    pub prices: PriceTable,
+}
+
+/// The system prompt: the agent's own prompt, then the company's memory, rules and the
+/// skills it may activate (descriptions only; the body comes when the task matches).
+pub fn system_prompt(spec: &Spec, agent_name: &str, agent: &AgentSpec) -> Vec<SystemBlock> {
+    let mut text = format!("You are {agent_name}, {} of the company.\n\n{}\n", agent.title, agent.prompt.trim());
+    for memory in &spec.claude.memory {
+        text.push_str(&format!("\n<memory file=\"{}\">\n{}\n</memory>\n", memory.file, memory.expanded.trim()));
+    }
+    for rule in &spec.claude.rules {
+        text.push_str(&format!("\n<rule name=\"{}\">\n{}\n</rule>\n", rule.name, rule.body.trim()));
+    }
+    let skills: Vec<_> = spec.claude.skills.iter().filter(|s| agent.skills.contains(&s.name)).collect();
+    if !skills.is_empty() {
+        text.push_str("\nSkills you may use (say which you apply):\n");
+        for skill in skills {
+            text.push_str(&format!("- {}: {}\n", skill.name, skill.description));
+        }
+    }
+    vec![SystemBlock::text(text)]
+}
+
+/// The first user message: the goal, its check, and how the work is judged.
+pub fn task_prompt(goal_name: &str, goal: &GoalSpec) -> String {
+    let check = serde_json::to_string(&goal.check).unwrap_or_default();
+    format!(
+        "Goal `{goal_name}` of product `{}`: {}\n\nIt is met when this check passes in your workspace: {check}\n\
+         Work in the workspace with your tools until the check would pass, verify it yourself, then end your turn \
+         with a short summary of what you changed.",
+        goal.product, goal.description
+    )
+}
+
+/// The model-facing definitions of the agent's built-in tools.
+pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
+    crate::tools::tools_for(&agent.tools)
+        .iter()
+        .map(|t| ToolDef {
+            name: t.name().to_string(),
+            description: t.description().to_string(),
+            input_schema: t.input_schema(),
+            cache_control: None,
+        })
+        .collect()
+}
+
+fn step(turn: u32, offset: u32) -> u32 {
+    turn.saturating_mul(STEP_STRIDE).saturating_add(offset)
+}
+
+impl Session<'_> {
+    /// Runs the session to its end, resuming from the journal where one exists.
+    pub async fn run(&self) -> Result<Finished, AgentError> {
+        let store = self.actor.store;
+        let task = self.actor.task;
+        let mut messages = vec![Message::user(self.task.clone())];
+        let mut usage = Usage::default();
+        let mut usd = 0.0;
+        for turn in 0..self.max_turns {
+            if self.actor.cancel.is_cancelled() {
+                return Err(AgentError::Cancelled);
+            }
+            let response = self.turn(turn, &messages, &mut usage, &mut usd).await?;
+            messages.push(response.to_message());
+            let calls: Vec<(String, String, serde_json::Value)> = response
+                .tool_uses()
+                .into_iter()
+                .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
+                .collect();
+            if calls.is_empty() || response.stop_reason != Some(StopReason::ToolUse) {
+                return Ok(Finished {
+                    turns: turn + 1,
+                    usage,
+                    usd,
+                    text: response.text(),
+                });
+            }
+            let mut results = Vec::new();
+            for (i, (id, name, input)) in calls.into_iter().enumerate() {
+                let offset = u32::try_from(i + 1).unwrap_or(STEP_STRIDE - 1).min(STEP_STRIDE - 1);
+                let call = ToolCall::Tool { name: name.clone(), input };
+                // A refused or failed call is the model's to handle: it sees the reason.
+                let block = match act(&self.actor, step(turn, offset), &call).await {
+                    Ok(acted) => {
+                        let content = acted.outcome.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string();
+                        let is_error = acted.outcome.get("isError").and_then(|e| e.as_bool()).unwrap_or(false);
+                        if is_error { ContentBlock::tool_error(id, content) } else { ContentBlock::tool_result(id, content) }
+                    }
+                    Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
+                    Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
+                    Err(e) => ContentBlock::tool_error(id, e.to_string()),
+                };
+                results.push(block);
+            }
+            messages.push(Message {
+                role: crate::model::Role::User,
+                content: results,
+            });
+            let _ = store;
+            let _ = task;
+        }
+        Err(AgentError::MaxTurns(self.max_turns))
+    }
+
+    /// One model call, or its recorded response when the journal has it.
+    async fn turn(&self, turn: u32, messages: &[Message], usage: &mut Usage, usd: &mut f64) -> Result<Response, AgentError> {
+        let store = self.actor.store;
+        let at = step(turn, 0);
+        if let Some(done) = store.action(self.actor.task, at)? {
+            if let Some(outcome) = done.outcome.filter(|_| done.finished_at.is_some()) {
+                if let Ok(response) = serde_json::from_value::<Response>(outcome) {
+                    usage.add(&response.usage);
+                    return Ok(response);
+                }
+            }
+        }
+        if let Some(budget) = self.token_budget {
+            let used = usage.total_input() + usage.output_tokens;
+            if used >= budget {
+                return Err(AgentError::Budget { budget, used });
+            }
+        }
+        let request = Request {
+            model: self.model_id.clone(),
+            system: self.system.clone(),
+            messages: messages.to_vec(),
+            tools: self.tools.clone(),
+            max_tokens: self.max_tokens,
+            thinking: self.thinking.filter(|t| *t > 0),
+            temperature: None,
+        };
+        let input = json!({ "model": self.model_id, "turn": turn, "messages": messages.len() });
+        let id = store.action_started(self.actor.task, at, "Model", &input, Utc::now())?;
+        let response = tokio::select! {
+            r = with_retries(self.model, &request, MODEL_RETRIES) => r?,
+            _ = self.actor.cancel.cancelled() => return Err(AgentError::Cancelled),
+        };
+        usage.add(&response.usage);
+        let cost = self.prices.cost(&self.model_id, &response.usage).unwrap_or(0.0);
+        *usd += cost;
+        store.spend(
+            self.actor.task,
+            self.actor.agent,
+            &self.model_id,
+            response.usage.total_input(),
+            response.usage.output_tokens,
+            cost,
+            Utc::now(),
+        )?;
+        let outcome = serde_json::to_value(&response).unwrap_or_default();
+        let audit = crate::store::AuditRecord {
+            id: 0,
+            time: Utc::now(),
+            agent: self.actor.agent.to_string(),
+            goal: Some(self.actor.goal.to_string()),
+            task: Some(self.actor.task),
+            action: "model".into(),
+            input,
+            outcome: json!({ "stopReason": response.stop_reason.as_ref().map(|s| s.as_str().to_string()), "usage": response.usage, "usd": cost, "text": response.text() }),
+            diff: None,
+        };
+        store.action_finished(id, &outcome, &audit, Utc::now())?;
+        Ok(response)
+    }
+}
