@@ -1121,3 +1121,55 @@ fn retry_after_parses_seconds_and_dates() {
         Some(Duration::ZERO)
     );
 }
+
+#[tokio::test]
+async fn providers_from_the_company_spec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("replays")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("replays/demo.jsonl"),
+        json!({"response": {"content": [{"type": "text", "text": "recorded"}], "stop_reason": "end_turn"}}).to_string(),
+    )
+    .expect("write");
+    let replay = Provider {
+        name: "demo".into(),
+        kind: ProviderKind::Replay,
+        base_url: None,
+        api_key_env: None,
+        file: Some("replays/demo.jsonl".into()),
+    };
+    let model = proto::model::from_provider(&replay, dir.path()).expect("replay provider");
+    assert_eq!(model.name(), "demo");
+    let response = model.complete(&request("hi"), None).await.expect("answer");
+    assert_eq!(response.text(), "recorded");
+
+    let no_file = Provider {
+        file: None,
+        ..replay.clone()
+    };
+    assert!(matches!(
+        proto::model::from_provider(&no_file, dir.path()),
+        Err(ModelError::Config(_))
+    ));
+    let no_base = Provider {
+        kind: ProviderKind::Openai,
+        file: None,
+        ..replay
+    };
+    assert!(matches!(
+        proto::model::from_provider(&no_base, dir.path()),
+        Err(ModelError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn temperature_is_sent_as_written() {
+    let server = MockLlm::start(vec![Reply::sse(text_stream("m", "ok", "end_turn"))]).await;
+    let mut req = request("hi");
+    req.temperature = Some(0.7);
+    anthropic(&server)
+        .complete(&req, None)
+        .await
+        .expect("response");
+    assert_eq!(server.requests()[0].body["temperature"], json!(0.7));
+}

@@ -111,7 +111,7 @@ pub fn request_body(request: &Request) -> Value {
         body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
     }
     if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
+        body["temperature"] = json!(super::temperature_json(t));
     }
     body
 }
