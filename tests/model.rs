@@ -1173,3 +1173,30 @@ async fn temperature_is_sent_as_written() {
         .expect("response");
     assert_eq!(server.requests()[0].body["temperature"], json!(0.7));
 }
+
+#[tokio::test]
+async fn openai_error_chunk_mid_stream_and_comments() {
+    let body = format!(
+        ": ping\n\n{}data: {}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+        json!({"error": {"message": "model overloaded", "type": "overloaded_error"}})
+    );
+    let server = MockLlm::start(vec![Reply::sse(body)]).await;
+    let model = OpenAi::new("local", server.base_url(), None).expect("client");
+    let (result, events) = complete_collect(&model, &request("hi")).await;
+    assert!(
+        matches!(result, Err(ModelError::Overloaded { .. })),
+        "{result:?}"
+    );
+    assert!(events.contains(&StreamEvent::TextDelta {
+        index: 0,
+        text: "Hi".into()
+    }));
+    assert_eq!(
+        events.last(),
+        Some(&StreamEvent::Error {
+            kind: "overloaded_error".into(),
+            message: "model overloaded".into()
+        })
+    );
+}

@@ -205,7 +205,7 @@ impl Model for Anthropic {
         let resp = self
             .client
             .post(format!("{}/v1/messages", self.base_url))
-            .header("x-api-key", self.key.expose())
+            .header("x-api-key", self.key.header_value()?)
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")

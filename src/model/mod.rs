@@ -591,6 +591,15 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The key as a header value marked sensitive, so HTTP-level debug output hides it too.
+    pub fn header_value(&self) -> Result<reqwest::header::HeaderValue, ModelError> {
+        let mut v = reqwest::header::HeaderValue::from_str(&self.0).map_err(|_| {
+            ModelError::Config("the API key holds characters a header cannot carry".to_string())
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
 }
 
 impl fmt::Debug for ApiKey {
