@@ -1200,3 +1200,55 @@ async fn openai_error_chunk_mid_stream_and_comments() {
         })
     );
 }
+
+#[tokio::test]
+async fn overloaded_event_is_retried_by_the_policy_and_waits_are_capped() {
+    use proto::model::{RetryPolicy, with_retry_policy};
+    let overloaded = anthropic_stream(&[
+        message_start(
+            "msg_o",
+            "claude-sonnet-4-5",
+            json!({"input_tokens": 5, "output_tokens": 1}),
+        ),
+        (
+            "error",
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+    ]);
+    let server = MockLlm::start(vec![
+        Reply::sse(overloaded),
+        Reply::sse(text_stream("msg_ok", "second time lucky", "end_turn")),
+    ])
+    .await;
+    let policy = RetryPolicy {
+        max_retries: 1,
+        max_wait: Duration::from_secs(60),
+        base_wait: Duration::from_millis(10),
+    };
+    let response = with_retry_policy(&anthropic(&server), &request("hi"), &policy, None)
+        .await
+        .expect("retried");
+    assert_eq!(response.text(), "second time lucky");
+    assert_eq!(server.requests().len(), 2);
+
+    // A huge retry-after is capped; without one, waits double from the base.
+    let slow = ModelError::RateLimited {
+        retry_after: Some(Duration::from_secs(3600)),
+        message: String::new(),
+    };
+    assert_eq!(policy.wait(0, &slow), Duration::from_secs(60));
+    let bare = ModelError::Overloaded {
+        retry_after: None,
+        message: String::new(),
+    };
+    assert_eq!(policy.wait(0, &bare), Duration::from_millis(10));
+    assert_eq!(policy.wait(3, &bare), Duration::from_millis(80));
+    // Errors that retrying cannot fix are not retried.
+    assert!(
+        !ModelError::Http {
+            status: 400,
+            body: String::new()
+        }
+        .is_retryable()
+    );
+}
