@@ -1121,3 +1121,134 @@ fn retry_after_parses_seconds_and_dates() {
         Some(Duration::ZERO)
     );
 }
+
+#[tokio::test]
+async fn providers_from_the_company_spec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("replays")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("replays/demo.jsonl"),
+        json!({"response": {"content": [{"type": "text", "text": "recorded"}], "stop_reason": "end_turn"}}).to_string(),
+    )
+    .expect("write");
+    let replay = Provider {
+        name: "demo".into(),
+        kind: ProviderKind::Replay,
+        base_url: None,
+        api_key_env: None,
+        file: Some("replays/demo.jsonl".into()),
+    };
+    let model = proto::model::from_provider(&replay, dir.path()).expect("replay provider");
+    assert_eq!(model.name(), "demo");
+    let response = model.complete(&request("hi"), None).await.expect("answer");
+    assert_eq!(response.text(), "recorded");
+
+    let no_file = Provider {
+        file: None,
+        ..replay.clone()
+    };
+    assert!(matches!(
+        proto::model::from_provider(&no_file, dir.path()),
+        Err(ModelError::Config(_))
+    ));
+    let no_base = Provider {
+        kind: ProviderKind::Openai,
+        file: None,
+        ..replay
+    };
+    assert!(matches!(
+        proto::model::from_provider(&no_base, dir.path()),
+        Err(ModelError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn temperature_is_sent_as_written() {
+    let server = MockLlm::start(vec![Reply::sse(text_stream("m", "ok", "end_turn"))]).await;
+    let mut req = request("hi");
+    req.temperature = Some(0.7);
+    anthropic(&server)
+        .complete(&req, None)
+        .await
+        .expect("response");
+    assert_eq!(server.requests()[0].body["temperature"], json!(0.7));
+}
+
+#[tokio::test]
+async fn openai_error_chunk_mid_stream_and_comments() {
+    let body = format!(
+        ": ping\n\n{}data: {}\n\n",
+        "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+        json!({"error": {"message": "model overloaded", "type": "overloaded_error"}})
+    );
+    let server = MockLlm::start(vec![Reply::sse(body)]).await;
+    let model = OpenAi::new("local", server.base_url(), None).expect("client");
+    let (result, events) = complete_collect(&model, &request("hi")).await;
+    assert!(
+        matches!(result, Err(ModelError::Overloaded { .. })),
+        "{result:?}"
+    );
+    assert!(events.contains(&StreamEvent::TextDelta {
+        index: 0,
+        text: "Hi".into()
+    }));
+    assert_eq!(
+        events.last(),
+        Some(&StreamEvent::Error {
+            kind: "overloaded_error".into(),
+            message: "model overloaded".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn overloaded_event_is_retried_by_the_policy_and_waits_are_capped() {
+    use proto::model::{RetryPolicy, with_retry_policy};
+    let overloaded = anthropic_stream(&[
+        message_start(
+            "msg_o",
+            "claude-sonnet-4-5",
+            json!({"input_tokens": 5, "output_tokens": 1}),
+        ),
+        (
+            "error",
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+    ]);
+    let server = MockLlm::start(vec![
+        Reply::sse(overloaded),
+        Reply::sse(text_stream("msg_ok", "second time lucky", "end_turn")),
+    ])
+    .await;
+    let policy = RetryPolicy {
+        max_retries: 1,
+        max_wait: Duration::from_secs(60),
+        base_wait: Duration::from_millis(10),
+    };
+    let response = with_retry_policy(&anthropic(&server), &request("hi"), &policy, None)
+        .await
+        .expect("retried");
+    assert_eq!(response.text(), "second time lucky");
+    assert_eq!(server.requests().len(), 2);
+
+    // A huge retry-after is capped; without one, waits double from the base.
+    let slow = ModelError::RateLimited {
+        retry_after: Some(Duration::from_secs(3600)),
+        message: String::new(),
+    };
+    assert_eq!(policy.wait(0, &slow), Duration::from_secs(60));
+    let bare = ModelError::Overloaded {
+        retry_after: None,
+        message: String::new(),
+    };
+    assert_eq!(policy.wait(0, &bare), Duration::from_millis(10));
+    assert_eq!(policy.wait(3, &bare), Duration::from_millis(80));
+    // Errors that retrying cannot fix are not retried.
+    assert!(
+        !ModelError::Http {
+            status: 400,
+            body: String::new()
+        }
+        .is_retryable()
+    );
+}

@@ -111,7 +111,7 @@ pub fn request_body(request: &Request) -> Value {
         body["thinking"] = json!({"type": "enabled", "budget_tokens": budget});
     }
     if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
+        body["temperature"] = json!(super::temperature_json(t));
     }
     body
 }
@@ -205,7 +205,7 @@ impl Model for Anthropic {
         let resp = self
             .client
             .post(format!("{}/v1/messages", self.base_url))
-            .header("x-api-key", self.key.expose())
+            .header("x-api-key", self.key.header_value()?)
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")

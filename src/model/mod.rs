@@ -591,6 +591,15 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The key as a header value marked sensitive, so HTTP-level debug output hides it too.
+    pub fn header_value(&self) -> Result<reqwest::header::HeaderValue, ModelError> {
+        let mut v = reqwest::header::HeaderValue::from_str(&self.0).map_err(|_| {
+            ModelError::Config("the API key holds characters a header cannot carry".to_string())
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -611,6 +620,28 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
     Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The model a provider declared in the Company spec stands for. A replay provider's `file`
+/// is resolved against `repo_root`, the company repository.
+pub fn from_provider(
+    provider: &crate::spec::Provider,
+    repo_root: &std::path::Path,
+) -> Result<std::sync::Arc<dyn Model>, ModelError> {
+    use crate::spec::ProviderKind;
+    Ok(match provider.kind {
+        ProviderKind::Anthropic => std::sync::Arc::new(Anthropic::from_provider(provider)?),
+        ProviderKind::Openai => std::sync::Arc::new(OpenAi::from_provider(provider)?),
+        ProviderKind::Replay => {
+            let file = provider.file.as_deref().ok_or_else(|| {
+                ModelError::Config(format!("replay provider {} needs a file", provider.name))
+            })?;
+            std::sync::Arc::new(Replay::from_file(
+                provider.name.clone(),
+                &repo_root.join(file),
+            )?)
+        }
+    })
 }
 
 /// Sends an event if someone listens; a dropped receiver only means nobody watches.
@@ -640,10 +671,20 @@ pub fn last_user_content(request: &Request) -> String {
         .join("\n")
 }
 
-/// A `reqwest` client with the settings all HTTP providers share.
+/// An `f32` temperature as the JSON number it was written as: widening `0.7f32` to `f64`
+/// directly would send `0.699999988079071`.
+pub(crate) fn temperature_json(t: f32) -> f64 {
+    t.to_string().parse().unwrap_or(f64::from(t))
+}
+
+/// A `reqwest` client with the settings all HTTP providers share. No overall timeout, since a
+/// long generation legitimately streams for minutes; instead the connection must open within
+/// 30 s and no single read may wait longer than 10 minutes (Anthropic pings well within that;
+/// a local server on a CPU may take minutes to evaluate a long prompt).
 pub(crate) fn http_client() -> Result<reqwest::Client, ModelError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(600))
         .build()
         .map_err(|e| ModelError::Transport(e.to_string()))
 }

@@ -157,7 +157,7 @@ pub fn request_body(request: &Request) -> Value {
         body["tools"] = json!(tools);
     }
     if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
+        body["temperature"] = json!(super::temperature_json(t));
     }
     body
 }
