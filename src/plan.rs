@@ -31,6 +31,9 @@ pub struct Observed {
     /// Whether any model provider can be reached (an API key is set, a replay file exists).
     #[serde(default)]
     pub model_available: bool,
+    /// Whether `judge` checks can be graded (they need the judge of the agent runtime).
+    #[serde(default)]
+    pub judge_available: bool,
 }
 
 /// The last check of a goal.
@@ -344,7 +347,8 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             });
             continue;
         }
-        if needs_model(&goal.spec) && !observed.model_available {
+        let judge_missing = goal.spec.check.needs_model() && !observed.judge_available;
+        if (needs_model(&goal.spec) && !observed.model_available) || judge_missing {
             actions.push(Action::Wait {
                 goal: name.to_string(),
                 priority,

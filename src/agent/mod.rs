@@ -95,6 +95,25 @@ pub fn task_prompt(goal_name: &str, goal: &GoalSpec) -> String {
     )
 }
 
+/// The model id an agent uses: its own `model` or the company default; tiers map through
+/// the company's `tiers` (defaults: the current Claude models). `auto` is Sonnet until smart
+/// selection picks per task.
+pub fn model_id(spec: &Spec, agent: &AgentSpec) -> String {
+    let models = spec.company().and_then(|c| c.spec.models.as_ref());
+    let wanted = agent
+        .model
+        .clone()
+        .or_else(|| models.and_then(|m| m.default.clone()))
+        .unwrap_or_else(|| "auto".into());
+    let tiers = models.and_then(|m| m.tiers.clone()).unwrap_or_default();
+    match wanted.as_str() {
+        "haiku" => tiers.haiku.unwrap_or_else(|| "claude-haiku-4-5".into()),
+        "sonnet" | "auto" => tiers.sonnet.unwrap_or_else(|| "claude-sonnet-4-5".into()),
+        "opus" => tiers.opus.unwrap_or_else(|| "claude-opus-4-5".into()),
+        id => id.to_string(),
+    }
+}
+
 /// The model-facing definitions of the agent's built-in tools.
 pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
     crate::tools::tools_for(&agent.tools)
@@ -115,8 +134,6 @@ fn step(turn: u32, offset: u32) -> u32 {
 impl Session<'_> {
     /// Runs the session to its end, resuming from the journal where one exists.
     pub async fn run(&self) -> Result<Finished, AgentError> {
-        let store = self.actor.store;
-        let task = self.actor.task;
         let mut messages = vec![Message::user(self.task.clone())];
         let mut usage = Usage::default();
         let mut usd = 0.0;
@@ -160,8 +177,6 @@ impl Session<'_> {
                 role: crate::model::Role::User,
                 content: results,
             });
-            let _ = store;
-            let _ = task;
         }
         Err(AgentError::MaxTurns(self.max_turns))
     }

@@ -680,6 +680,7 @@ impl Store {
                 goals,
                 tasks: tasks.iter().map(task_observation).collect(),
                 model_available: false,
+                judge_available: false,
             })
         })
     }
