@@ -202,6 +202,8 @@ pub fn decide_in(
 enum Subject {
     Command(String),
     Path(PathBuf),
+    /// A directory a search tool will look through.
+    SearchDir(PathBuf),
     Url(String),
     /// A name or pseudo-command: a delegate's agent, a git action.
     Text(String),
@@ -221,7 +223,7 @@ impl Subject {
             "Read" | "Edit" | "Write" => field(&["file_path", "path", "notebook_path"])
                 .map_or(Subject::None, |p| Subject::Path(resolve(&roots.workspace, &p))),
             // Searching tools without a path search the whole workspace.
-            "Glob" | "Grep" => Subject::Path(
+            "Glob" | "Grep" => Subject::SearchDir(
                 field(&["path"]).map_or(roots.workspace.clone(), |p| resolve(&roots.workspace, &p)),
             ),
             "WebFetch" => field(&["url"]).map_or(Subject::None, Subject::Url),
@@ -245,6 +247,7 @@ impl Subject {
         match self {
             Subject::Command(c) => format!("{tool} `{c}`"),
             Subject::Path(p) => format!("{tool} of {}", p.display()),
+            Subject::SearchDir(p) => format!("{tool} in {}", p.display()),
             Subject::Url(u) => format!("{tool} of {u}"),
             Subject::Text(t) => format!("{tool}({t})"),
             Subject::None => tool.to_string(),
@@ -266,6 +269,13 @@ fn matches(rule: &Rule, subject: &Subject, roots: &Roots) -> bool {
     match subject {
         Subject::Command(command) => command_matches(spec, command),
         Subject::Path(path) => match PathPattern::parse(spec, roots) {
+            Some(pattern) => pattern.matches(path),
+            None => restrictive,
+        },
+        Subject::SearchDir(path) => match PathPattern::parse(spec, roots) {
+            // Searching a directory is allowed only where reading its entries is: an allow
+            // rule must cover the directory itself.
+            Some(pattern) if restrictive => pattern.matches_search(path),
             Some(pattern) => pattern.matches(path),
             None => restrictive,
         },
@@ -541,6 +551,29 @@ impl PathPattern {
             base: normalize(&base),
             regex: Regex::new(&regex).ok()?,
             dir_only,
+        })
+    }
+
+    /// Whether a search of the directory `path` would reach something this pattern matches,
+    /// as far as can be told from the pattern: the directory itself or anything inside it
+    /// matches (`secrets/**` for a search of `secrets`). Patterns that only match deeper,
+    /// named files (`*.pem`) are not detected; Claude Code applies Read rules to searches on
+    /// the same best-effort basis.
+    fn matches_search(&self, path: &Path) -> bool {
+        if self.matches(path) {
+            return true;
+        }
+        let Ok(relative) = path.strip_prefix(&self.base) else {
+            return false;
+        };
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        // A trailing slash stands for "an entry inside", with an empty name.
+        (1..=parts.len()).any(|n| {
+            let dir = parts[..n].join("/");
+            self.regex.is_match(&format!("{dir}/")) || (self.dir_only && self.regex.is_match(&dir))
         })
     }
 
