@@ -70,7 +70,12 @@ async fn exit_2_blocks_with_stderr_as_the_reason() {
         "guard.sh",
         "cat >/dev/null\necho 'rm -rf is not allowed here' >&2\nexit 2",
     );
-    let out = pre(&on("PreToolUse", vec![("Bash", vec![hook(&cmd)])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("Bash", vec![hook(&cmd)])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert_eq!(
         out.decision,
         HookDecision::Block {
@@ -95,7 +100,12 @@ printf '%s' '{{"hookSpecificOutput":{{"hookEventName":"PreToolUse","permissionDe
     let ask = script(dir.path(), "ask.sh", &decision("ask"));
     let deny = script(dir.path(), "deny.sh", &decision("deny"));
 
-    let out = pre(&on("PreToolUse", vec![("", vec![hook(&allow)])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("", vec![hook(&allow)])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert_eq!(
         out.decision,
         HookDecision::Allow {
@@ -118,7 +128,10 @@ printf '%s' '{{"hookSpecificOutput":{{"hookEventName":"PreToolUse","permissionDe
     let out = pre(
         &on(
             "PreToolUse",
-            vec![("*", vec![hook(&allow), hook(&ask)]), ("Bash", vec![hook(&deny)])],
+            vec![
+                ("*", vec![hook(&allow), hook(&ask)]),
+                ("Bash", vec![hook(&deny)]),
+            ],
         ),
         dir.path(),
         "Bash",
@@ -183,7 +196,10 @@ case "$input" in
 esac"#,
     );
     let out = pre(
-        &on("PreToolUse", vec![("Bash", vec![hook(&first), hook(&second)])]),
+        &on(
+            "PreToolUse",
+            vec![("Bash", vec![hook(&first), hook(&second)])],
+        ),
         dir.path(),
         "Bash",
     )
@@ -200,7 +216,12 @@ esac"#,
 async fn a_crash_is_noted_unless_the_hook_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     let crash = script(dir.path(), "crash.sh", "echo 'jq: not found' >&2\nexit 127");
-    let out = pre(&on("PreToolUse", vec![("Bash", vec![hook(&crash)])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("Bash", vec![hook(&crash)])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert_eq!(out.decision, HookDecision::Continue);
     assert_eq!(out.errors.len(), 1);
     assert!(
@@ -213,7 +234,12 @@ async fn a_crash_is_noted_unless_the_hook_fails_closed() {
         fail_closed: true,
         ..hook(&crash)
     };
-    let out = pre(&on("PreToolUse", vec![("Bash", vec![closed])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("Bash", vec![closed])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     match &out.decision {
         HookDecision::Block { reason } => {
             assert!(reason.contains("fail-closed hook"), "{reason}");
@@ -226,7 +252,12 @@ async fn a_crash_is_noted_unless_the_hook_fails_closed() {
         fail_closed: true,
         ..hook(&script(dir.path(), "fine.sh", "exit 0"))
     };
-    let out = pre(&on("PreToolUse", vec![("Bash", vec![fine])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("Bash", vec![fine])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert_eq!(out.decision, HookDecision::Continue);
 }
 
@@ -243,15 +274,35 @@ async fn a_timeout_is_noted_or_blocks_when_fail_closed() {
         ..open.clone()
     };
     let started = Instant::now();
-    let out = pre(&on("PreToolUse", vec![("Bash", vec![open])]), dir.path(), "Bash").await;
-    assert!(started.elapsed() < Duration::from_secs(10), "the hook was not stopped");
+    let out = pre(
+        &on("PreToolUse", vec![("Bash", vec![open])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the hook was not stopped"
+    );
     assert_eq!(out.decision, HookDecision::Continue);
     assert!(out.runs[0].timed_out);
-    assert!(out.errors[0].contains("timed out after 1s"), "{:?}", out.errors);
+    assert!(
+        out.errors[0].contains("timed out after 1s"),
+        "{:?}",
+        out.errors
+    );
 
-    let out = pre(&on("PreToolUse", vec![("Bash", vec![closed])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("Bash", vec![closed])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert!(out.is_blocked(), "{:?}", out.decision);
-    assert!(out.errors.is_empty(), "a blocking failure is the decision, not an error");
+    assert!(
+        out.errors.is_empty(),
+        "a blocking failure is the decision, not an error"
+    );
 }
 
 #[tokio::test]
@@ -340,10 +391,20 @@ async fn a_broken_matcher_blocks_only_fail_closed_hooks() {
         fail_closed: true,
         ..hook(&ok)
     };
-    let out = pre(&on("PreToolUse", vec![("(bad", vec![hook(&ok)])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("(bad", vec![hook(&ok)])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert_eq!(out.decision, HookDecision::Continue);
     assert_eq!(out.errors.len(), 1);
-    let out = pre(&on("PreToolUse", vec![("(bad", vec![closed])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("(bad", vec![closed])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert!(out.is_blocked());
 }
 
@@ -362,17 +423,15 @@ async fn stdin_carries_the_documented_json() {
     };
     let ws = dir.path();
     let file = |ws: &Path| -> PathBuf {
-        ws.join(format!("stdin-{}.json", ws.to_string_lossy().replace('/', "_")))
+        ws.join(format!(
+            "stdin-{}.json",
+            ws.to_string_lossy().replace('/', "_")
+        ))
     };
     let input = json!({ "file_path": "src/a.rs", "content": "fn main() {}" });
     let out = run_hooks(
         &hooks,
-        &HookInput::post_tool_use(
-            &session(ws),
-            "Write",
-            &input,
-            &json!({ "success": true }),
-        ),
+        &HookInput::post_tool_use(&session(ws), "Write", &input, &json!({ "success": true })),
     )
     .await;
     assert!(out.errors.is_empty(), "{:?}", out.errors);
@@ -390,7 +449,11 @@ async fn stdin_carries_the_documented_json() {
         })
     );
     // The hook ran in the workspace (the file name encodes its working directory).
-    run_hooks(&hooks, &HookInput::pre_tool_use(&session(ws), "Write", &input)).await;
+    run_hooks(
+        &hooks,
+        &HookInput::pre_tool_use(&session(ws), "Write", &input),
+    )
+    .await;
     let seen: Value = serde_json::from_str(&std::fs::read_to_string(file(ws)).unwrap()).unwrap();
     assert_eq!(seen["hook_event_name"], "PreToolUse");
     assert!(seen.get("tool_response").is_none());
@@ -411,7 +474,12 @@ async fn events_without_hooks_and_unsupported_kinds() {
         timeout: None,
         fail_closed: true,
     };
-    let out = pre(&on("PreToolUse", vec![("", vec![prompt])]), dir.path(), "Bash").await;
+    let out = pre(
+        &on("PreToolUse", vec![("", vec![prompt])]),
+        dir.path(),
+        "Bash",
+    )
+    .await;
     assert!(out.is_blocked(), "an unsupported fail-closed hook blocks");
 }
 

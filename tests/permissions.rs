@@ -148,9 +148,7 @@ fn deny_beats_ask_beats_allow_whatever_the_specificity() {
         &["Bash(git push *)"],
         &["Bash(git push --force *)"],
     );
-    let d = |c: &str| {
-        decide_in("Bash", &json!({ "command": c }), &p, &[], &roots())
-    };
+    let d = |c: &str| decide_in("Bash", &json!({ "command": c }), &p, &[], &roots());
     assert_eq!(
         d("git push origin main"),
         Decision::Ask {
@@ -166,7 +164,12 @@ fn deny_beats_ask_beats_allow_whatever_the_specificity() {
                 .into()
         }
     );
-    assert_eq!(d("echo hi"), Decision::Allow { rule: "Bash".into() });
+    assert_eq!(
+        d("echo hi"),
+        Decision::Allow {
+            rule: "Bash".into()
+        }
+    );
 }
 
 #[test]
@@ -295,7 +298,11 @@ fn path_rules_follow_gitignore_and_their_anchors() {
 
 #[test]
 fn edit_rules_cover_write_and_read_rules_cover_search() {
-    let p = perms(&["Edit(src/**)"], &[], &["Edit(./.env)", "Read(./secrets/**)"]);
+    let p = perms(
+        &["Edit(src/**)"],
+        &[],
+        &["Edit(./.env)", "Read(./secrets/**)"],
+    );
     let tools = vec!["Read".to_string(), "Grep".to_string(), "Glob".to_string()];
     let cases: &[(&str, Value, D)] = &[
         ("Edit", json!({ "file_path": "src/lib.rs" }), D::Allow),
@@ -304,9 +311,17 @@ fn edit_rules_cover_write_and_read_rules_cover_search() {
         ("Write", json!({ "file_path": ".env" }), D::Deny),
         ("Write", json!({ "file_path": "README.md" }), D::Deny),
         ("Read", json!({ "file_path": "secrets/key" }), D::Deny),
-        ("Grep", json!({ "pattern": "x", "path": "secrets" }), D::Deny),
+        (
+            "Grep",
+            json!({ "pattern": "x", "path": "secrets" }),
+            D::Deny,
+        ),
         ("Glob", json!({ "pattern": "*" }), D::Allow),
-        ("Grep", json!({ "pattern": "x", "path": "secrets/sub" }), D::Deny),
+        (
+            "Grep",
+            json!({ "pattern": "x", "path": "secrets/sub" }),
+            D::Deny,
+        ),
         ("Grep", json!({ "pattern": "x", "path": "src" }), D::Allow),
         ("Read", json!({ "file_path": "src/lib.rs" }), D::Allow),
     ];
@@ -332,12 +347,36 @@ fn write_rules_and_other_tools() {
     let cases: &[(&str, Value, D)] = &[
         ("Write", json!({ "file_path": "docs/a.md" }), D::Allow),
         ("Edit", json!({ "file_path": "docs/a.md" }), D::Deny),
-        ("WebFetch", json!({ "url": "https://docs.rs/regex" }), D::Allow),
-        ("WebFetch", json!({ "url": "https://DOCS.RS:443/x?y" }), D::Allow),
-        ("WebFetch", json!({ "url": "https://docs.rs.evil.com/" }), D::Deny),
-        ("WebFetch", json!({ "url": "https://api.github.com/x" }), D::Allow),
-        ("WebFetch", json!({ "url": "https://github.com/x" }), D::Deny),
-        ("WebFetch", json!({ "url": "https://user@evil.com/docs.rs" }), D::Deny),
+        (
+            "WebFetch",
+            json!({ "url": "https://docs.rs/regex" }),
+            D::Allow,
+        ),
+        (
+            "WebFetch",
+            json!({ "url": "https://DOCS.RS:443/x?y" }),
+            D::Allow,
+        ),
+        (
+            "WebFetch",
+            json!({ "url": "https://docs.rs.evil.com/" }),
+            D::Deny,
+        ),
+        (
+            "WebFetch",
+            json!({ "url": "https://api.github.com/x" }),
+            D::Allow,
+        ),
+        (
+            "WebFetch",
+            json!({ "url": "https://github.com/x" }),
+            D::Deny,
+        ),
+        (
+            "WebFetch",
+            json!({ "url": "https://user@evil.com/docs.rs" }),
+            D::Deny,
+        ),
         ("Delegate", json!({ "agent": "reviewer" }), D::Allow),
         ("Task", json!({ "subagent_type": "reviewer" }), D::Allow),
         ("Delegate", json!({ "agent": "cfo" }), D::Deny),
@@ -359,8 +398,16 @@ fn mcp_rules() {
     let cases: &[(&str, &str, bool)] = &[
         ("mcp__github", "mcp__github__create_issue", true),
         ("mcp__github__*", "mcp__github__create_issue", true),
-        ("mcp__github__create_issue", "mcp__github__create_issue", true),
-        ("mcp__github__create_issue", "mcp__github__delete_repo", false),
+        (
+            "mcp__github__create_issue",
+            "mcp__github__create_issue",
+            true,
+        ),
+        (
+            "mcp__github__create_issue",
+            "mcp__github__delete_repo",
+            false,
+        ),
         ("mcp__github", "mcp__githubber__x", false),
         ("mcp__git", "mcp__github__x", false),
     ];
@@ -382,8 +429,18 @@ fn restrictive_rules_fail_closed_when_the_input_lacks_a_subject() {
     let d = decide_in("Read", &json!({}), &p, &[], &roots());
     assert_eq!(kind(&d), D::Deny, "{d:?}");
     let p = perms(&["WebFetch"], &[], &["WebFetch(example.com)"]);
-    let d = decide_in("WebFetch", &json!({ "url": "https://x.org" }), &p, &[], &roots());
-    assert_eq!(kind(&d), D::Deny, "an unreadable specifier on a deny rule denies");
+    let d = decide_in(
+        "WebFetch",
+        &json!({ "url": "https://x.org" }),
+        &p,
+        &[],
+        &roots(),
+    );
+    assert_eq!(
+        kind(&d),
+        D::Deny,
+        "an unreadable specifier on a deny rule denies"
+    );
 }
 
 #[test]
@@ -393,7 +450,13 @@ fn settings_rules_load_from_json_and_decide_with_home() {
     )
     .unwrap();
     let root = Path::new("/work/ws");
-    let d = decide("Bash", &json!({ "command": "npm run build" }), &p, &[], root);
+    let d = decide(
+        "Bash",
+        &json!({ "command": "npm run build" }),
+        &p,
+        &[],
+        root,
+    );
     assert!(d.is_allow(), "{d:?}");
     if let Some(home) = std::env::var_os("HOME") {
         let key = Path::new(&home).join(".aws/credentials");

@@ -100,7 +100,12 @@ impl HookInput {
     }
 
     /// After a tool failed, with the error.
-    pub fn post_tool_use_failure(session: &Session, tool: &str, input: &Value, error: &str) -> Self {
+    pub fn post_tool_use_failure(
+        session: &Session,
+        tool: &str,
+        input: &Value,
+        error: &str,
+    ) -> Self {
         Self::tool("PostToolUseFailure", session, tool, input).with("error", json!(error))
     }
 
@@ -285,7 +290,9 @@ pub async fn run_hooks(
         if let Some(error) = &run.error {
             tracing::warn!(hook = %run.command, "{error}");
             if !matches!(run.decision, HookDecision::Block { .. }) {
-                outcome.errors.push(format!("hook `{}`: {error}", run.command));
+                outcome
+                    .errors
+                    .push(format!("hook `{}`: {error}", run.command));
             }
         }
         match &run.decision {
@@ -330,7 +337,15 @@ fn label(hook: &Hook) -> String {
 
 /// A hook that could not give an answer: an error, or a block when it is fail-closed.
 fn failed(hook: &Hook, error: String) -> HookRun {
-    failed_run(hook, error, None, String::new(), String::new(), Duration::ZERO, false)
+    failed_run(
+        hook,
+        error,
+        None,
+        String::new(),
+        String::new(),
+        Duration::ZERO,
+        false,
+    )
 }
 
 fn failed_run(

@@ -56,12 +56,8 @@ fn human(d: Duration) -> String {
 }
 
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
-type Keyed<C> = RateLimiter<
-    String,
-    DefaultKeyedStateStore<String>,
-    C,
-    NoOpMiddleware<<C as Clock>::Instant>,
->;
+type Keyed<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// Actions-per-minute limits for a company and for each of its agents.
 ///
@@ -151,13 +147,19 @@ pub enum Budget {
 /// Spending went past a budget. The spend is still recorded: the money was already spent.
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum BudgetExceeded {
-    #[error("{} budget exceeded: ${spent:.4} spent of ${limit:.2}", describe(budget))]
+    #[error(
+        "{} budget exceeded: ${spent:.4} spent of ${limit:.2}",
+        describe(budget)
+    )]
     Usd {
         budget: Budget,
         limit: f64,
         spent: f64,
     },
-    #[error("{} budget exceeded: {spent} tokens spent of {limit}", describe(budget))]
+    #[error(
+        "{} budget exceeded: {spent} tokens spent of {limit}",
+        describe(budget)
+    )]
     Tokens {
         budget: Budget,
         limit: u64,
@@ -268,7 +270,12 @@ impl Ledger {
 
     /// Whether work for `goal`/`task` may start at `now`: an error when a budget is already
     /// used up (reached, not just exceeded — nothing is left to spend).
-    pub fn check_at(&self, goal: &str, task: &str, now: DateTime<Utc>) -> Result<(), BudgetExceeded> {
+    pub fn check_at(
+        &self,
+        goal: &str,
+        task: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), BudgetExceeded> {
         let spent = self.lock();
         let today = now.date_naive();
         self.over(&spent, goal, task, today, true)

@@ -41,7 +41,10 @@ pub enum Decision {
     /// A person must approve first: an ask rule matched.
     Ask { rule: String, reason: String },
     /// Refused: a deny rule matched (`rule` is set), or nothing allowed the call.
-    Deny { rule: Option<String>, reason: String },
+    Deny {
+        rule: Option<String>,
+        reason: String,
+    },
 }
 
 impl Decision {
@@ -162,13 +165,7 @@ pub fn decide(
     tools: &[String],
     workspace_root: &Path,
 ) -> Decision {
-    decide_in(
-        tool,
-        input,
-        permissions,
-        tools,
-        &Roots::new(workspace_root),
-    )
+    decide_in(tool, input, permissions, tools, &Roots::new(workspace_root))
 }
 
 /// [`decide`] with explicit roots (tests pin the home directory this way).
@@ -221,7 +218,9 @@ impl Subject {
         };
         match tool {
             "Read" | "Edit" | "Write" => field(&["file_path", "path", "notebook_path"])
-                .map_or(Subject::None, |p| Subject::Path(resolve(&roots.workspace, &p))),
+                .map_or(Subject::None, |p| {
+                    Subject::Path(resolve(&roots.workspace, &p))
+                }),
             // Searching tools without a path search the whole workspace.
             "Glob" | "Grep" => Subject::SearchDir(
                 field(&["path"]).map_or(roots.workspace.clone(), |p| resolve(&roots.workspace, &p)),
@@ -294,8 +293,7 @@ fn decide_one(tool: &str, subject: &Subject, rules: &[&Rule], roots: &Roots) -> 
         rules
             .iter()
             .find(|r| {
-                (r.source == source
-                    || (source == Source::Allow && r.source == Source::AgentTools))
+                (r.source == source || (source == Source::Allow && r.source == Source::AgentTools))
                     && matches(r, subject, roots)
             })
             .map(|r| r.text.clone())
@@ -328,7 +326,9 @@ fn not_allowed(what: &str, tool: &str, rules: &[&Rule]) -> String {
         .map(|r| r.text.as_str())
         .collect();
     if allows.is_empty() {
-        format!("{what} is not allowed: neither the agent's tools nor the allow rules include {tool}")
+        format!(
+            "{what} is not allowed: neither the agent's tools nor the allow rules include {tool}"
+        )
     } else {
         format!(
             "{what} is not allowed: no allow rule matches (rules for {tool}: {})",
@@ -349,7 +349,12 @@ fn decide_bash(input: &Value, rules: &[&Rule]) -> Decision {
     };
     let parts = split_command(command);
     if parts.is_empty() {
-        return decide_one("Bash", &Subject::Command(command.trim().into()), rules, &roots);
+        return decide_one(
+            "Bash",
+            &Subject::Command(command.trim().into()),
+            rules,
+            &roots,
+        );
     }
     // Deny and ask rules are also tried against the whole command, so a rule written for a
     // pipeline (`Bash(curl * | sh)`) still catches it.
