@@ -470,3 +470,79 @@ fn settings_rules_load_from_json_and_decide_with_home() {
         assert_eq!(kind(&d), D::Deny, "{d:?}");
     }
 }
+
+#[test]
+fn deny_rules_see_through_wrappers_substitutions_and_subshells() {
+    let p = perms(
+        &["Bash(echo *)", "Bash(cd *)"],
+        &["Bash(git push *)"],
+        &["Bash(rm -rf *)"],
+    );
+    let cases: &[(&str, D)] = &[
+        ("rm -rf x", D::Deny),
+        ("FOO=1 rm -rf x", D::Deny),
+        ("sudo rm -rf x", D::Deny),
+        ("timeout 5s rm -rf x", D::Deny),
+        ("nice -n 10 rm -rf x", D::Deny),
+        ("env A=1 B=2 rm -rf x", D::Deny),
+        ("xargs -0 rm -rf", D::Deny),
+        ("(cd x && rm -rf y)", D::Deny),
+        ("{ rm -rf y; }", D::Deny),
+        ("echo $(rm -rf x)", D::Deny),
+        ("echo `rm -rf x`", D::Deny),
+        ("echo $(echo $(rm -rf x))", D::Deny),
+        ("sudo git push origin", D::Ask),
+        // A narrow allow rule does not reach into a substitution or subshell.
+        ("echo $(whoami)", D::Deny),
+        ("(echo hi)", D::Deny),
+        // Nor past an assignment, which may change what runs (`PATH=...`).
+        ("PATH=/tmp echo hi", D::Deny),
+        ("echo hi", D::Allow),
+        ("cd src && echo ok", D::Allow),
+    ];
+    for (command, expected) in cases {
+        let d = decide_in("Bash", &json!({ "command": command }), &p, &[], &roots());
+        assert_eq!(kind(&d), *expected, "`{command}`: {d:?}");
+    }
+    // Only a plain Bash rule allows what patterns cannot see whole.
+    let plain = perms(&["Bash"], &[], &["Bash(rm -rf *)"]);
+    for (command, expected) in [("echo $(whoami)", D::Allow), ("echo $(rm -rf /)", D::Deny)] {
+        let d = decide_in(
+            "Bash",
+            &json!({ "command": command }),
+            &plain,
+            &[],
+            &roots(),
+        );
+        assert_eq!(kind(&d), expected, "`{command}`: {d:?}");
+    }
+    let d = decide_in(
+        "Bash",
+        &json!({ "command": "echo $(id)" }),
+        &p,
+        &[],
+        &roots(),
+    );
+    assert!(d.to_string().contains("substitution or subshell"), "{d}");
+}
+
+#[test]
+fn deny_rules_follow_symlinks() {
+    let outside = tempfile::tempdir().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("id_rsa"), "key").unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path().join("innocent")).unwrap();
+    let secret = outside.path().canonicalize().unwrap().join("**");
+    let rule = format!("Read(/{})", secret.to_string_lossy());
+    let p = perms(&["Read"], &[], &[&rule]);
+    let roots = Roots {
+        workspace: ws.path().to_path_buf(),
+        home: None,
+    };
+    for path in ["innocent/id_rsa", "innocent/not-yet-there"] {
+        let d = decide_in("Read", &json!({ "file_path": path }), &p, &[], &roots);
+        assert_eq!(kind(&d), D::Deny, "{path}: {d:?}");
+    }
+    let d = decide_in("Read", &json!({ "file_path": "other" }), &p, &[], &roots);
+    assert_eq!(kind(&d), D::Allow, "{d:?}");
+}

@@ -177,22 +177,31 @@ pub fn decide_in(
     roots: &Roots,
 ) -> Decision {
     let tool = canonical(tool);
-    let mut rules: Vec<Rule> = Vec::new();
-    for (list, source) in [
+    let lists: [(&[String], Source); 4] = [
         (&permissions.deny, Source::Deny),
         (&permissions.ask, Source::Ask),
         (&permissions.allow, Source::Allow),
-        (&tools.to_vec(), Source::AgentTools),
-    ] {
-        rules.extend(list.iter().filter_map(|r| Rule::parse(r, source)));
-    }
+        (tools, Source::AgentTools),
+    ];
+    let rules: Vec<Rule> = lists
+        .iter()
+        .flat_map(|(list, source)| list.iter().filter_map(|r| Rule::parse(r, *source)))
+        .collect();
     let rules: Vec<&Rule> = rules.iter().filter(|r| r.covers(tool)).collect();
 
     if tool == "Bash" {
         return decide_bash(input, &rules);
     }
     let subject = Subject::of(tool, input, roots);
-    decide_one(tool, &subject, &rules, roots)
+    // A symlink must not carry a denied file past its rule: deny and ask rules also see the
+    // resolved path. (Allow rules do not, so a workspace reached through a symlink still
+    // matches its own rules.)
+    let also: Vec<Subject> = match &subject {
+        Subject::Path(p) => resolved(p).map(Subject::Path).into_iter().collect(),
+        Subject::SearchDir(p) => resolved(p).map(Subject::SearchDir).into_iter().collect(),
+        _ => Vec::new(),
+    };
+    decide_one(tool, &subject, &also, true, &rules, roots)
 }
 
 /// What a rule's specifier is matched against.
@@ -287,36 +296,59 @@ fn matches(rule: &Rule, subject: &Subject, roots: &Roots) -> bool {
     }
 }
 
-fn decide_one(tool: &str, subject: &Subject, rules: &[&Rule], roots: &Roots) -> Decision {
+/// Decides one subject. Deny and ask rules are also tried against `also` (other readings of
+/// the same call: a command without its wrappers, a path with its symlinks resolved); allow
+/// rules only against `subject` itself, and only rules without a specifier when
+/// `narrow_allow` is false.
+fn decide_one(
+    tool: &str,
+    subject: &Subject,
+    also: &[Subject],
+    narrow_allow: bool,
+    rules: &[&Rule],
+    roots: &Roots,
+) -> Decision {
     let what = subject.describe(tool);
-    let first = |source: Source| {
+    let restrictive = |source: Source| {
         rules
             .iter()
             .find(|r| {
-                (r.source == source || (source == Source::Allow && r.source == Source::AgentTools))
-                    && matches(r, subject, roots)
+                r.source == source
+                    && std::iter::once(subject)
+                        .chain(also)
+                        .any(|s| matches(r, s, roots))
             })
             .map(|r| r.text.clone())
     };
-    if let Some(rule) = first(Source::Deny) {
+    if let Some(rule) = restrictive(Source::Deny) {
         return Decision::Deny {
             reason: format!("{what} is denied by the rule {rule}"),
             rule: Some(rule),
         };
     }
-    if let Some(rule) = first(Source::Ask) {
+    if let Some(rule) = restrictive(Source::Ask) {
         return Decision::Ask {
             reason: format!("{what} needs approval (rule {rule})"),
             rule,
         };
     }
-    if let Some(rule) = first(Source::Allow) {
-        return Decision::Allow { rule };
+    let allow = rules.iter().find(|r| {
+        matches!(r.source, Source::Allow | Source::AgentTools)
+            && (narrow_allow || r.specifier.is_none())
+            && matches(r, subject, roots)
+    });
+    if let Some(rule) = allow {
+        return Decision::Allow {
+            rule: rule.text.clone(),
+        };
     }
-    Decision::Deny {
-        rule: None,
-        reason: not_allowed(&what, tool, rules),
+    let mut reason = not_allowed(&what, tool, rules);
+    if !narrow_allow {
+        reason.push_str(
+            "; a command with a substitution or subshell is allowed only by a plain Bash rule",
+        );
     }
+    Decision::Deny { rule: None, reason }
 }
 
 fn not_allowed(what: &str, tool: &str, rules: &[&Rule]) -> String {
@@ -349,12 +381,8 @@ fn decide_bash(input: &Value, rules: &[&Rule]) -> Decision {
     };
     let parts = split_command(command);
     if parts.is_empty() {
-        return decide_one(
-            "Bash",
-            &Subject::Command(command.trim().into()),
-            rules,
-            &roots,
-        );
+        let subject = Subject::Command(command.trim().into());
+        return decide_one("Bash", &subject, &[], true, rules, &roots);
     }
     // Deny and ask rules are also tried against the whole command, so a rule written for a
     // pipeline (`Bash(curl * | sh)`) still catches it.
@@ -363,7 +391,7 @@ fn decide_bash(input: &Value, rules: &[&Rule]) -> Decision {
         rules
             .iter()
             .find(|r| r.source == source && matches(r, &whole, &roots))
-            .map(|rule| decide_one("Bash", &whole, &[*rule], &roots))
+            .map(|rule| decide_one("Bash", &whole, &[], true, &[*rule], &roots))
     };
     if let Some(deny) = whole_hit(Source::Deny) {
         return deny;
@@ -372,7 +400,8 @@ fn decide_bash(input: &Value, rules: &[&Rule]) -> Decision {
         .iter()
         .map(|part| {
             let subject = Subject::Command(part.clone());
-            let decision = decide_one("Bash", &subject, rules, &roots);
+            let also: Vec<Subject> = readings(part).into_iter().map(Subject::Command).collect();
+            let decision = decide_one("Bash", &subject, &also, !opaque(part), rules, &roots);
             if parts.len() > 1 && !decision.is_allow() {
                 annotate(decision, command)
             } else {
@@ -403,6 +432,139 @@ fn decide_bash(input: &Value, rules: &[&Rule]) -> Decision {
     Decision::Allow {
         rule: used.join(", "),
     }
+}
+
+/// Programs that run another command given as their arguments.
+const WRAPPERS: [&str; 11] = [
+    "sudo", "env", "nohup", "time", "timeout", "nice", "command", "exec", "xargs", "stdbuf",
+    "builtin",
+];
+
+/// Other readings of one simple command that deny and ask rules must also see, so that
+/// `FOO=1 rm -rf x`, `sudo rm -rf x`, `timeout 5 rm -rf x`, `(rm -rf x)` or
+/// `echo $(rm -rf x)` meet a `Bash(rm -rf *)` deny rule. Best effort, as in Claude Code: a
+/// shell can always hide a command better than a pattern can find it, which is what hooks
+/// are for.
+fn readings(part: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |s: String| {
+        let s = s.trim().to_string();
+        if !s.is_empty() && s != part && !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    let ungrouped = part
+        .trim_start_matches(['(', '{', ' '])
+        .trim_end_matches([')', '}', ';', ' ']);
+    push(ungrouped.to_string());
+    let mut words: Vec<&str> = ungrouped.split_whitespace().collect();
+    loop {
+        let before = words.len();
+        while words.first().is_some_and(|w| is_assignment(w)) {
+            words.remove(0);
+        }
+        if words.first().is_some_and(|w| WRAPPERS.contains(w)) {
+            words.remove(0);
+            // The wrapper's own options and arguments: `-n 10`, `5s`, `-oL`.
+            while words.first().is_some_and(|w| {
+                w.starts_with('-')
+                    || w.trim_end_matches(['s', 'm', 'h', 'd'])
+                        .parse::<f64>()
+                        .is_ok()
+            }) {
+                words.remove(0);
+            }
+        }
+        push(words.join(" "));
+        if words.len() == before {
+            break;
+        }
+    }
+    for inner in substitutions(part) {
+        for sub in split_command(&inner) {
+            push(sub.clone());
+            for reading in readings(&sub) {
+                push(reading);
+            }
+        }
+    }
+    out
+}
+
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Whether a part runs commands a pattern cannot see whole: command or process
+/// substitutions, or a subshell or group.
+fn opaque(part: &str) -> bool {
+    part.contains("$(")
+        || part.contains('`')
+        || part.contains("<(")
+        || part.contains(">(")
+        || part.starts_with(['(', '{'])
+        || part.ends_with([')', '}'])
+}
+
+/// The commands inside `$(...)`, `<(...)`, `>(...)` and backticks.
+fn substitutions(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let opens = matches!(chars[i], '$' | '<' | '>') && chars.get(i + 1) == Some(&'(');
+        if opens {
+            let start = i + 2;
+            let mut depth = 1;
+            let mut j = start;
+            while j < chars.len() && depth > 0 {
+                match chars[j] {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                j += 1;
+            }
+            let end = if depth == 0 { j - 1 } else { j };
+            out.push(chars[start..end].iter().collect());
+            i = j;
+            continue;
+        }
+        if chars[i] == '`' {
+            let start = i + 1;
+            let end = chars[start..]
+                .iter()
+                .position(|c| *c == '`')
+                .map_or(chars.len(), |p| start + p);
+            out.push(chars[start..end].iter().collect());
+            i = end + 1;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The path with symlinks resolved, when that differs: the deepest existing ancestor is
+/// canonicalized and the rest (not yet created) appended.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        rest.push(existing.file_name()?.to_os_string());
+        if !existing.pop() {
+            return None;
+        }
+    }
+    let mut real = std::fs::canonicalize(&existing).ok()?;
+    for part in rest.iter().rev() {
+        real.push(part);
+    }
+    (real != path).then_some(real)
 }
 
 fn annotate(decision: Decision, command: &str) -> Decision {
