@@ -509,3 +509,29 @@ async fn hooks_load_from_settings_json_and_plain_stdout_is_context() {
     .await;
     assert!(out.runs.is_empty(), "the matcher selects the source");
 }
+
+#[tokio::test]
+async fn hooks_do_not_see_the_controllers_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cargo sets CARGO_PKG_NAME for the test process; a hook must not inherit it (nor, so,
+    // a model key in the controller's environment). PATH still passes.
+    let env = script(
+        dir.path(),
+        "env.sh",
+        "echo \"pkg=${CARGO_PKG_NAME:-unset} path=${PATH:+set} project=$CLAUDE_PROJECT_DIR\"",
+    );
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    let hooks = on("SessionStart", vec![("", vec![hook(&env)])]);
+    let out = run_hooks(
+        &hooks,
+        &HookInput::session_start(&session(dir.path()), "startup"),
+    )
+    .await;
+    assert_eq!(
+        out.additional_context,
+        vec![format!(
+            "pkg=unset path=set project={}",
+            dir.path().display()
+        )]
+    );
+}

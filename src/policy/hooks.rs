@@ -33,6 +33,13 @@ use crate::spec::claude::{Hook, HookMatcher};
 /// Seconds a hook may run when it names no `timeout`.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
 
+/// The controller's environment variables a hook sees; nothing else passes, so model keys and
+/// tokens in the controller's environment never reach a hook. The same list as the local
+/// computer's commands get.
+const BASE_ENV: [&str; 8] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR",
+];
+
 /// Events whose matcher is tested against the tool name.
 const TOOL_EVENTS: [&str; 4] = [
     "PreToolUse",
@@ -76,7 +83,8 @@ impl HookInput {
         }
     }
 
-    fn with(mut self, key: &str, value: Value) -> Self {
+    /// Adds a field to the event's JSON (`tool_use_id`, `permission_mode`, ...).
+    pub fn with(mut self, key: &str, value: Value) -> Self {
         self.fields.insert(key.to_string(), value);
         self
     }
@@ -162,8 +170,9 @@ pub enum HookDecision {
     /// A hook wants a person to approve (`permissionDecision: "ask"`).
     Ask { reason: String },
     /// A hook blocked: exit 2, `decision: "block"`, `permissionDecision: "deny"`,
-    /// `continue: false`, or a `failClosed` hook that failed. For `Stop` events a block means
-    /// "do not stop yet", with the reason as the instruction to continue.
+    /// `continue: false`, or a `failClosed` hook that failed. For `Stop` and `SubagentStop` a
+    /// block means "do not stop yet", with the reason as the instruction to continue; for
+    /// `PostToolUse` the tool has already run and the reason is feedback for the agent.
     Block { reason: String },
 }
 
@@ -394,6 +403,12 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
         .arg("-c")
         .arg(command)
         .current_dir(cwd)
+        .env_clear()
+        .envs(
+            BASE_ENV
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
         .env("CLAUDE_PROJECT_DIR", cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
