@@ -535,3 +535,24 @@ async fn hooks_do_not_see_the_controllers_environment() {
         )]
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_output_is_capped_and_does_not_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 MiB on stdout and stderr, without reading stdin, then a block.
+    let flood = script(
+        dir.path(),
+        "flood.sh",
+        "head -c 8388608 /dev/zero | tr '\\0' x\nhead -c 8388608 /dev/zero | tr '\\0' y >&2\nexit 2",
+    );
+    let hooks = on("PreToolUse", vec![("Write", vec![hook(&flood)])]);
+    let big = json!({ "file_path": "a", "content": "z".repeat(4 << 20) });
+    let out = run_hooks(
+        &hooks,
+        &HookInput::pre_tool_use(&session(dir.path()), "Write", &big),
+    )
+    .await;
+    assert!(out.is_blocked());
+    assert_eq!(out.runs[0].stdout.len(), 1 << 20);
+    assert_eq!(out.runs[0].stderr.len(), 1 << 20);
+}

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use regex::Regex;
 use serde_json::{Map, Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::spec::claude::{Hook, HookMatcher};
@@ -431,9 +431,18 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
             let _ = pipe.shutdown().await;
         });
     }
-    let result = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let (stdout_pipe, stderr_pipe) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let (stdout, stderr, status) = tokio::join!(
+            read_capped(stdout_pipe),
+            read_capped(stderr_pipe),
+            child.wait()
+        );
+        status.map(|status| (status, stdout, stderr))
+    };
+    let result = tokio::time::timeout(timeout, finished).await;
     let elapsed = started.elapsed();
-    let output = match result {
+    let (status, stdout, stderr) = match result {
         Err(_) => {
             if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
                 let _ = nix::sys::signal::killpg(
@@ -452,11 +461,11 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
             );
         }
         Ok(Err(e)) => return failed(hook, format!("failed while running: {e}")),
-        Ok(Ok(output)) => output,
+        Ok(Ok(done)) => done,
     };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let code = output.status.code();
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
+    let code = status.code();
     match code {
         Some(0) => interpret_stdout(command, stdout, stderr, elapsed),
         Some(2) => {
@@ -491,6 +500,20 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
             failed_run(hook, error, other, stdout, stderr, elapsed, false)
         }
     }
+}
+
+/// Bytes of a hook's stdout or stderr kept; the rest is read and dropped.
+const OUTPUT_LIMIT: u64 = 1 << 20;
+
+/// Reads a pipe up to [`OUTPUT_LIMIT`], then drains it so the hook never stalls on a full
+/// pipe and a runaway hook cannot fill the controller's memory.
+async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut pipe) = pipe {
+        let _ = (&mut pipe).take(OUTPUT_LIMIT).read_to_end(&mut buf).await;
+        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+    }
+    buf
 }
 
 /// Exit 0: plain text is context; JSON may decide.
