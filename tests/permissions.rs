@@ -546,3 +546,14 @@ fn deny_rules_follow_symlinks() {
     let d = decide_in("Read", &json!({ "file_path": "other" }), &p, &[], &roots);
     assert_eq!(kind(&d), D::Allow, "{d:?}");
 }
+
+#[test]
+fn home_rules_without_a_home_match_nothing() {
+    let p = perms(&["Read"], &[], &["Read(~/.ssh/**)"]);
+    let roots = Roots {
+        workspace: PathBuf::from("/work/ws"),
+        home: None,
+    };
+    let d = decide_in("Read", &json!({ "file_path": "a.txt" }), &p, &[], &roots);
+    assert!(d.is_allow(), "{d:?}");
+}

@@ -274,6 +274,10 @@ fn matches(rule: &Rule, subject: &Subject, roots: &Roots) -> bool {
     if spec.is_empty() || spec == "*" {
         return true;
     }
+    if spec.starts_with('~') && roots.home.is_none() {
+        // With no home directory nothing is under it; this is not an unreadable specifier.
+        return false;
+    }
     match subject {
         Subject::Command(command) => command_matches(spec, command),
         Subject::Path(path) => match PathPattern::parse(spec, roots) {
