@@ -6,6 +6,10 @@
 //! than blindly redone. Permission rules from settings, hooks, approvals, rate limits and
 //! budgets join this same path; no tool reaches a computer any other way.
 
+pub mod hooks;
+pub mod limits;
+pub mod permissions;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
