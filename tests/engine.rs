@@ -618,3 +618,75 @@ fn a_suspended_company_does_no_work_and_says_why() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn a_goal_without_a_playbook_is_worked_by_its_agent_through_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent_goal = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: written}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt greets from the agent.\n  check: {file: {path: hello.txt, matches: 'hello from the agent'}}\n";
+    let company = small_company(tmp.path(), agent_goal);
+    // A replay provider: recorded model responses in the Anthropic wire shape.
+    std::fs::write(
+        company.join("replay.jsonl"),
+        concat!(
+            r#"{"response":{"id":"m1","model":"claude-sonnet-4-5","content":[{"type":"text","text":"I will write it."},{"type":"tool_use","id":"t1","name":"Write","input":{"file_path":"hello.txt","content":"hello from the agent\n"}}],"stop_reason":"tool_use","usage":{"input_tokens":1200,"output_tokens":40}}}"#,
+            "\n",
+            r#"{"response":{"id":"m2","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Wrote hello.txt."}],"stop_reason":"end_turn","usage":{"input_tokens":30,"output_tokens":8,"cache_read_input_tokens":1200}}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        ),
+    )
+    .unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "Record a model"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "written"),
+        "CheckPassed",
+        "{all}"
+    );
+    let log = git(&tmp.path().join("app.git"), &["log", "--format=%s", "main"]);
+    assert_eq!(log, "written: work by ceo");
+    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        audit.contains("\"action\":\"Write\"") && audit.contains("+hello from the agent"),
+        "{audit}"
+    );
+    assert!(audit.contains("\"action\":\"model\""), "{audit}");
+    let out = proto(
+        tmp.path(),
+        &[
+            "describe",
+            "goal",
+            "written",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(view["spentUsd"].as_f64().unwrap() > 0.0, "{view:#}");
+}

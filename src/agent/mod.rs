@@ -11,7 +11,10 @@ use chrono::Utc;
 use serde_json::json;
 use thiserror::Error;
 
-use crate::model::{ContentBlock, Message, Model, ModelError, PriceTable, Request, Response, StopReason, SystemBlock, ToolDef, Usage, with_retries};
+use crate::model::{
+    ContentBlock, Message, Model, ModelError, PriceTable, Request, Response, StopReason,
+    SystemBlock, ToolDef, Usage, with_retries,
+};
 use crate::policy::{ActError, Actor, ToolCall, act};
 use crate::spec::{AgentSpec, GoalSpec, Spec};
 use crate::store::StoreError;
@@ -67,14 +70,31 @@ pub struct Session<'a> {
 /// The system prompt: the agent's own prompt, then the company's memory, rules and the
 /// skills it may activate (descriptions only; the body comes when the task matches).
 pub fn system_prompt(spec: &Spec, agent_name: &str, agent: &AgentSpec) -> Vec<SystemBlock> {
-    let mut text = format!("You are {agent_name}, {} of the company.\n\n{}\n", agent.title, agent.prompt.trim());
+    let mut text = format!(
+        "You are {agent_name}, {} of the company.\n\n{}\n",
+        agent.title,
+        agent.prompt.trim()
+    );
     for memory in &spec.claude.memory {
-        text.push_str(&format!("\n<memory file=\"{}\">\n{}\n</memory>\n", memory.file, memory.expanded.trim()));
+        text.push_str(&format!(
+            "\n<memory file=\"{}\">\n{}\n</memory>\n",
+            memory.file,
+            memory.expanded.trim()
+        ));
     }
     for rule in &spec.claude.rules {
-        text.push_str(&format!("\n<rule name=\"{}\">\n{}\n</rule>\n", rule.name, rule.body.trim()));
+        text.push_str(&format!(
+            "\n<rule name=\"{}\">\n{}\n</rule>\n",
+            rule.name,
+            rule.body.trim()
+        ));
     }
-    let skills: Vec<_> = spec.claude.skills.iter().filter(|s| agent.skills.contains(&s.name)).collect();
+    let skills: Vec<_> = spec
+        .claude
+        .skills
+        .iter()
+        .filter(|s| agent.skills.contains(&s.name))
+        .collect();
     if !skills.is_empty() {
         text.push_str("\nSkills you may use (say which you apply):\n");
         for skill in skills {
@@ -158,14 +178,32 @@ impl Session<'_> {
             }
             let mut results = Vec::new();
             for (i, (id, name, input)) in calls.into_iter().enumerate() {
-                let offset = u32::try_from(i + 1).unwrap_or(STEP_STRIDE - 1).min(STEP_STRIDE - 1);
-                let call = ToolCall::Tool { name: name.clone(), input };
+                let offset = u32::try_from(i + 1)
+                    .unwrap_or(STEP_STRIDE - 1)
+                    .min(STEP_STRIDE - 1);
+                let call = ToolCall::Tool {
+                    name: name.clone(),
+                    input,
+                };
                 // A refused or failed call is the model's to handle: it sees the reason.
                 let block = match act(&self.actor, step(turn, offset), &call).await {
                     Ok(acted) => {
-                        let content = acted.outcome.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string();
-                        let is_error = acted.outcome.get("isError").and_then(|e| e.as_bool()).unwrap_or(false);
-                        if is_error { ContentBlock::tool_error(id, content) } else { ContentBlock::tool_result(id, content) }
+                        let content = acted
+                            .outcome
+                            .get("content")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or_default()
+                            .to_string();
+                        let is_error = acted
+                            .outcome
+                            .get("isError")
+                            .and_then(|e| e.as_bool())
+                            .unwrap_or(false);
+                        if is_error {
+                            ContentBlock::tool_error(id, content)
+                        } else {
+                            ContentBlock::tool_result(id, content)
+                        }
                     }
                     Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
                     Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
@@ -182,7 +220,13 @@ impl Session<'_> {
     }
 
     /// One model call, or its recorded response when the journal has it.
-    async fn turn(&self, turn: u32, messages: &[Message], usage: &mut Usage, usd: &mut f64) -> Result<Response, AgentError> {
+    async fn turn(
+        &self,
+        turn: u32,
+        messages: &[Message],
+        usage: &mut Usage,
+        usd: &mut f64,
+    ) -> Result<Response, AgentError> {
         let store = self.actor.store;
         let at = step(turn, 0);
         if let Some(done) = store.action(self.actor.task, at)? {
@@ -215,7 +259,10 @@ impl Session<'_> {
             _ = self.actor.cancel.cancelled() => return Err(AgentError::Cancelled),
         };
         usage.add(&response.usage);
-        let cost = self.prices.cost(&self.model_id, &response.usage).unwrap_or(0.0);
+        let cost = self
+            .prices
+            .cost(&self.model_id, &response.usage)
+            .unwrap_or(0.0);
         *usd += cost;
         store.spend(
             self.actor.task,

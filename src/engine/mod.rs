@@ -70,10 +70,32 @@ impl Default for Options {
     }
 }
 
-/// The declaration currently running.
+/// The declaration currently running, with the models its providers give.
 struct Applied {
     revision: String,
     spec: Spec,
+    /// Providers that could be built (a key in the environment, a replay file), in order.
+    models: Vec<Arc<dyn crate::model::Model>>,
+}
+
+/// The company's model providers that can be reached now. A provider without its key is
+/// skipped (and said so): goals that need a model then wait with NoModel.
+fn build_models(spec: &Spec, repo_root: &Path) -> Vec<Arc<dyn crate::model::Model>> {
+    let providers = spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .map(|m| m.providers.clone())
+        .unwrap_or_default();
+    providers
+        .iter()
+        .filter_map(|p| match crate::model::from_provider(p, repo_root) {
+            Ok(model) => Some(model),
+            Err(e) => {
+                tracing::info!(provider = %p.name, "not reachable: {e}");
+                None
+            }
+        })
+        .collect()
 }
 
 struct Running {
@@ -239,9 +261,9 @@ impl Engine {
         }
         let now = Utc::now();
         let mut observed = self.store.observed()?;
-        // The agent runtime arrives with its own issue; until then no model is reachable and
-        // goals that need one wait with reason NoModel.
-        observed.model_available = false;
+        // Goals without a playbook need a reachable model; `judge` checks wait for the judge.
+        observed.model_available = self.applied.as_ref().is_some_and(|a| !a.models.is_empty());
+        observed.judge_available = false;
         let actions = match &self.applied {
             Some(applied) => plan::plan(&applied.spec, &observed, now),
             None => Vec::new(),
@@ -299,9 +321,11 @@ impl Engine {
                     Utc::now(),
                 )?;
                 tracing::info!(revision = %short(&head), "applied");
+                let models = build_models(&spec, self.source.repository_path());
                 self.applied = Some(Applied {
                     revision: head,
                     spec,
+                    models,
                 });
             }
             Err(diagnostics) => {
@@ -331,9 +355,11 @@ impl Engine {
                             Some(good) if good != head => {
                                 let tree = self.source.snapshot(&good)?;
                                 if let Ok((spec, _)) = spec::load_and_validate(&tree) {
+                                    let models = build_models(&spec, self.source.repository_path());
                                     self.applied = Some(Applied {
                                         revision: good,
                                         spec,
+                                        models,
                                     });
                                 }
                             }
@@ -519,6 +545,30 @@ impl Engine {
                 author: author.clone(),
                 cancel: CancellationToken::new(),
                 resume: self.resume.contains(&task.id),
+                model: applied.models.first().cloned(),
+                model_id: applied
+                    .spec
+                    .agent(&goal.spec.owner)
+                    .map(|a| crate::agent::model_id(&applied.spec, &a.spec))
+                    .unwrap_or_default(),
+                system: applied
+                    .spec
+                    .agent(&goal.spec.owner)
+                    .map(|a| crate::agent::system_prompt(&applied.spec, a.name(), &a.spec))
+                    .unwrap_or_default(),
+                token_budget: applied
+                    .spec
+                    .company()
+                    .and_then(|c| c.spec.budgets.as_ref())
+                    .and_then(|b| b.tokens_per_task),
+                prices: crate::model::PriceTable::new(
+                    &applied
+                        .spec
+                        .company()
+                        .and_then(|c| c.spec.models.as_ref())
+                        .map(|m| m.prices.clone())
+                        .unwrap_or_default(),
+                ),
                 task,
             });
         }

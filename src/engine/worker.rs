@@ -35,6 +35,12 @@ pub struct Work {
     pub cancel: CancellationToken,
     /// Continue an interrupted attempt (keep the journal) rather than start afresh.
     pub resume: bool,
+    /// The model that works goals without a playbook, when one is reachable.
+    pub model: Option<Arc<dyn crate::model::Model>>,
+    pub model_id: String,
+    pub system: Vec<crate::model::SystemBlock>,
+    pub token_budget: Option<u64>,
+    pub prices: crate::model::PriceTable,
 }
 
 /// How the attempt ended, and the last check.
@@ -168,14 +174,7 @@ pub async fn run(work: Work) -> Done {
     };
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
-        return failed(
-            format!(
-                "the check fails ({}) and there is no playbook; an agent needs a model",
-                before.detail()
-            ),
-            check,
-            false,
-        );
+        return agent_work(&work, &actor, &before, check).await;
     }
     for (step, call) in calls.iter().enumerate() {
         let step = u32::try_from(step).unwrap_or(u32::MAX);
@@ -214,6 +213,99 @@ pub async fn run(work: Work) -> Done {
             check,
             work.cancel.is_cancelled(),
         );
+    }
+    Done {
+        task: id,
+        outcome: AttemptOutcome::Succeeded {
+            detail: after.detail().to_string(),
+        },
+        check,
+        cancelled: false,
+    }
+}
+
+/// Steps of the controller's own commit and push after an agent's work, beyond any step
+/// number a conversation uses.
+const AGENT_COMMIT_STEP: u32 = 9_000_000;
+
+/// No playbook: the owner agent works the goal with its model, then the check decides, and
+/// the controller commits and pushes what the agent changed.
+async fn agent_work(
+    work: &Work,
+    actor: &Actor<'_>,
+    before: &CheckResult,
+    check: Option<LastCheck>,
+) -> Done {
+    let id = work.task.id;
+    let failed = |error: String, check: Option<LastCheck>, cancelled: bool| Done {
+        task: id,
+        outcome: AttemptOutcome::Failed { error },
+        check,
+        cancelled,
+    };
+    let (Some(model), Some(agent)) = (work.model.as_ref(), work.agent_spec.as_ref()) else {
+        return failed(
+            format!(
+                "the check fails ({}) and there is no playbook; an agent needs a model",
+                before.detail()
+            ),
+            check,
+            false,
+        );
+    };
+    let session = crate::agent::Session {
+        actor: actor.clone(),
+        model: model.as_ref(),
+        model_id: work.model_id.clone(),
+        system: work.system.clone(),
+        task: crate::agent::task_prompt(&work.task.goal, &work.goal),
+        tools: crate::agent::tool_defs(agent),
+        max_turns: agent.max_turns.unwrap_or(40),
+        max_tokens: 8192,
+        thinking: agent.thinking,
+        token_budget: work.token_budget,
+        prices: work.prices.clone(),
+    };
+    if let Err(e) = session.run().await {
+        let cancelled = matches!(e, crate::agent::AgentError::Cancelled);
+        return failed(format!("agent {}: {e}", work.agent), check, cancelled);
+    }
+    let after = run_check(
+        &work.goal.check,
+        work.computer.as_ref(),
+        actor.workspace,
+        &work.cancel,
+    )
+    .await;
+    let check = Some(observe(work, &after));
+    if !after.passed() {
+        return failed(
+            format!(
+                "the check still fails after {}'s work: {}",
+                work.agent,
+                after.detail()
+            ),
+            check,
+            false,
+        );
+    }
+    // The controller commits and pushes on the agent's behalf, through the same path.
+    let git = vec!["Git".to_string()];
+    let committer = Actor {
+        tools: &git,
+        ..actor.clone()
+    };
+    let commit = ToolCall::Commit {
+        message: format!("{}: work by {}", work.task.goal, work.agent),
+    };
+    if let Err(e) = act(&committer, AGENT_COMMIT_STEP, &commit).await {
+        return failed(format!("commit: {e}"), check, false);
+    }
+    let push = ToolCall::Push {
+        branch: work.branch.clone(),
+    };
+    if let Err(e) = act(&committer, AGENT_COMMIT_STEP + 1, &push).await {
+        return failed(format!("push to {}: {e}", work.branch), check, false);
     }
     Done {
         task: id,

@@ -121,6 +121,7 @@ pub struct Acted {
 }
 
 /// Everything `act()` needs about who acts, where, and for which task.
+#[derive(Clone)]
 pub struct Actor<'a> {
     pub store: &'a Store,
     pub task: TaskId,
@@ -246,7 +247,11 @@ async fn already_done(actor: &Actor<'_>, call: &ToolCall) -> Result<bool, ActErr
                     let now = read_text(actor, &path).await.ok().flatten();
                     now.is_some() && now == text("content")
                 }
-                ("Edit", Some(path)) => match (text("old_string"), text("new_string"), read_text(actor, &path).await.ok().flatten()) {
+                ("Edit", Some(path)) => match (
+                    text("old_string"),
+                    text("new_string"),
+                    read_text(actor, &path).await.ok().flatten(),
+                ) {
                     (Some(old), Some(new), Some(now)) => now.contains(&new) && !now.contains(&old),
                     _ => false,
                 },
@@ -354,16 +359,26 @@ async fn execute(actor: &Actor<'_>, call: &ToolCall) -> Result<(Value, Option<St
                 author: actor.author,
                 planning_file: None,
             };
-            let out = tool.run(input, &ctx).await.map_err(|e| ActError::Failed(e.to_string()))?;
+            let out = tool
+                .run(input, &ctx)
+                .await
+                .map_err(|e| ActError::Failed(e.to_string()))?;
             let diffs: Vec<String> = out
                 .changed_files
                 .iter()
                 .filter_map(|c| {
-                    unified_diff(&c.path, c.before.as_deref().unwrap_or_default(), c.after.as_deref().unwrap_or_default())
+                    unified_diff(
+                        &c.path,
+                        c.before.as_deref().unwrap_or_default(),
+                        c.after.as_deref().unwrap_or_default(),
+                    )
                 })
                 .collect();
             let diff = (!diffs.is_empty()).then(|| diffs.join(""));
-            Ok((json!({ "content": out.content, "isError": out.is_error }), diff))
+            Ok((
+                json!({ "content": out.content, "isError": out.is_error }),
+                diff,
+            ))
         }
         ToolCall::Push { branch } => {
             gitops::workspace::push(actor.workspace.root(), branch)?;
