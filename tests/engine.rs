@@ -540,7 +540,7 @@ fn a_running_controller_picks_up_a_new_commit_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let company = small_company(tmp.path(), &goal("first", "first.txt", ""));
     let state = tmp.path().join("state");
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args([
             "run",
             company.to_str().unwrap(),

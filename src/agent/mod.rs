@@ -229,13 +229,12 @@ impl Session<'_> {
     ) -> Result<Response, AgentError> {
         let store = self.actor.store;
         let at = step(turn, 0);
-        if let Some(done) = store.action(self.actor.task, at)? {
-            if let Some(outcome) = done.outcome.filter(|_| done.finished_at.is_some()) {
-                if let Ok(response) = serde_json::from_value::<Response>(outcome) {
-                    usage.add(&response.usage);
-                    return Ok(response);
-                }
-            }
+        if let Some(done) = store.action(self.actor.task, at)?
+            && let Some(outcome) = done.outcome.filter(|_| done.finished_at.is_some())
+            && let Ok(response) = serde_json::from_value::<Response>(outcome)
+        {
+            usage.add(&response.usage);
+            return Ok(response);
         }
         if let Some(budget) = self.token_budget {
             let used = usage.total_input() + usage.output_tokens;
