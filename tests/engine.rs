@@ -690,3 +690,76 @@ fn a_goal_without_a_playbook_is_worked_by_its_agent_through_a_model() {
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(view["spentUsd"].as_f64().unwrap() > 0.0, "{view:#}");
 }
+
+#[test]
+fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent_goal = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: guarded}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt exists.\n  check: {file: {path: hello.txt}}\n";
+    let company = small_company(tmp.path(), agent_goal);
+    // A real hook script: it refuses writes to secret.txt (exit 2, reason on stderr).
+    let hook = tmp.path().join("no-secrets.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ninput=$(cat)\ncase \"$input\" in *secret.txt*) echo 'secret.txt is off limits' >&2; exit 2;; esac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(company.join(".claude")).unwrap();
+    std::fs::write(
+        company.join(".claude/settings.json"),
+        serde_json::json!({
+            "permissions": { "deny": ["Bash(rm *)"] },
+            "hooks": { "PreToolUse": [ { "matcher": "Write", "hooks": [ { "type": "command", "command": format!("sh {}", hook.display()) } ] } ] }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let turn = |id: &str, name: &str, input: serde_json::Value| {
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+    };
+    let replay = [
+        turn("t1", "Write", serde_json::json!({"file_path": "secret.txt", "content": "x"})),
+        turn("t2", "Bash", serde_json::json!({"command": "rm -rf ."})),
+        turn("t3", "Write", serde_json::json!({"file_path": "hello.txt", "content": "hi\n"})),
+        serde_json::json!({"response": {"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n"),
+    )
+    .unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "Guard the workspace"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "guarded"),
+        "CheckPassed"
+    );
+    let files = git(
+        &tmp.path().join("app.git"),
+        &["ls-tree", "--name-only", "main"],
+    );
+    assert_eq!(files, "hello.txt");
+    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        audit.contains("blocked by a PreToolUse hook: secret.txt is off limits"),
+        "{audit}"
+    );
+    assert!(audit.contains("refused by the permission rules"), "{audit}");
+}

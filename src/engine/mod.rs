@@ -546,6 +546,7 @@ impl Engine {
                 cancel: CancellationToken::new(),
                 resume: self.resume.contains(&task.id),
                 model: applied.models.first().cloned(),
+                settings: applied.spec.claude.settings.clone(),
                 model_id: applied
                     .spec
                     .agent(&goal.spec.owner)

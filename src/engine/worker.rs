@@ -41,6 +41,8 @@ pub struct Work {
     pub system: Vec<crate::model::SystemBlock>,
     pub token_budget: Option<u64>,
     pub prices: crate::model::PriceTable,
+    /// Permission rules and hooks from `.claude/settings.json`.
+    pub settings: Option<crate::spec::Settings>,
 }
 
 /// How the attempt ended, and the last check.
@@ -171,6 +173,7 @@ pub async fn run(work: Work) -> Done {
         workspace: &workspace,
         author: &work.author,
         cancel: &work.cancel,
+        settings: work.settings.as_ref(),
     };
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {

@@ -25,6 +25,12 @@ use crate::store::{AuditRecord, Store, StoreError, TaskId};
 
 #[derive(Debug, Error)]
 pub enum ActError {
+    #[error("refused by the permission rules: {0}")]
+    Forbidden(String),
+    #[error("needs a person's approval first: {0}")]
+    NeedsApproval(String),
+    #[error("blocked by a PreToolUse hook: {0}")]
+    Blocked(String),
     #[error("{agent} may not use {tool} (its tools are {allowed})")]
     Denied {
         agent: String,
@@ -133,12 +139,88 @@ pub struct Actor<'a> {
     pub workspace: &'a Workspace,
     pub author: &'a Identity,
     pub cancel: &'a CancellationToken,
+    /// The company's `.claude/settings.json`: permission rules and hooks.
+    pub settings: Option<&'a crate::spec::Settings>,
 }
 
 /// Whether `tools` allows `tool`. A narrowed entry (`Bash(npm test)`) counts as holding the
 /// tool here; the argument-level rules are the permission layer's job.
 pub fn allows(tools: &[String], tool: &str) -> bool {
     tools.iter().any(|t| t.split('(').next() == Some(tool))
+}
+
+impl ToolCall {
+    /// The input as permission rules and hooks see it, in Claude Code's shapes.
+    pub fn rules_input(&self) -> Value {
+        match self {
+            ToolCall::Bash { command, .. } => json!({ "command": command }),
+            ToolCall::Write { path, content } => json!({ "file_path": path, "content": content }),
+            ToolCall::Edit { path, old, new } => {
+                json!({ "file_path": path, "old_string": old, "new_string": new })
+            }
+            ToolCall::Commit { message } => json!({ "args": ["commit", "-m", message] }),
+            ToolCall::Push { branch } => json!({ "args": ["push", "origin", branch] }),
+            ToolCall::Tool { input, .. } => input.clone(),
+        }
+    }
+}
+
+fn hook_session(actor: &Actor<'_>) -> hooks::Session {
+    hooks::Session {
+        session_id: format!("task-{}", actor.task),
+        transcript_path: actor.workspace.root().join(".proto-tmp/transcript.jsonl"),
+        cwd: actor.workspace.root().to_path_buf(),
+    }
+}
+
+/// Permission rules, then PreToolUse hooks: `Ok` with the input to use (a hook may rewrite
+/// a model's tool input), or why the call may not run.
+async fn admit(actor: &Actor<'_>, call: &ToolCall) -> Result<Option<Value>, ActError> {
+    let Some(settings) = actor.settings else {
+        return Ok(None);
+    };
+    let input = call.rules_input();
+    match permissions::decide(
+        call.tool(),
+        &input,
+        &settings.permissions,
+        actor.tools,
+        actor.workspace.root(),
+    ) {
+        permissions::Decision::Deny { reason, .. } => return Err(ActError::Forbidden(reason)),
+        permissions::Decision::Ask { reason, .. } => return Err(ActError::NeedsApproval(reason)),
+        permissions::Decision::Allow { .. } => {}
+    }
+    let outcome = hooks::run_hooks(
+        &settings.hooks,
+        &hooks::HookInput::pre_tool_use(&hook_session(actor), call.tool(), &input),
+    )
+    .await;
+    for error in &outcome.errors {
+        tracing::warn!(tool = call.tool(), "hook failed (not blocking): {error}");
+    }
+    match outcome.decision {
+        hooks::HookDecision::Block { reason } => Err(ActError::Blocked(reason)),
+        hooks::HookDecision::Ask { reason } => Err(ActError::NeedsApproval(reason)),
+        _ => Ok(outcome.updated_input),
+    }
+}
+
+/// PostToolUse / PostToolUseFailure hooks: feedback only, the effect has happened.
+async fn after(actor: &Actor<'_>, call: &ToolCall, result: Result<&Value, &str>) {
+    let Some(settings) = actor.settings else {
+        return;
+    };
+    let session = hook_session(actor);
+    let input = call.rules_input();
+    let event = match result {
+        Ok(response) => hooks::HookInput::post_tool_use(&session, call.tool(), &input, response),
+        Err(error) => hooks::HookInput::post_tool_use_failure(&session, call.tool(), &input, error),
+    };
+    let outcome = hooks::run_hooks(&settings.hooks, &event).await;
+    if let hooks::HookDecision::Block { reason } = outcome.decision {
+        tracing::info!(tool = call.tool(), "post-tool hook feedback: {reason}");
+    }
 }
 
 /// Takes one action, step `step` of the actor's task. See the module docs.
@@ -181,10 +263,43 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             });
         }
     }
+    let rewritten;
+    let call = match admit(actor, call).await {
+        Ok(Some(updated)) => match call {
+            ToolCall::Tool { name, .. } => {
+                rewritten = ToolCall::Tool {
+                    name: name.clone(),
+                    input: updated,
+                };
+                &rewritten
+            }
+            // Playbook steps are declared in git; hooks may refuse them, not rewrite them.
+            _ => call,
+        },
+        Ok(None) => call,
+        Err(refusal) => {
+            actor.store.audit(&audit(
+                actor,
+                call,
+                json!({ "refused": refusal.to_string() }),
+                None,
+            ))?;
+            return Err(refusal);
+        }
+    };
     let id = actor
         .store
         .action_started(actor.task, step, call.tool(), &input, now)?;
-    let (outcome, diff) = execute(actor, call).await?;
+    let (outcome, diff) = match execute(actor, call).await {
+        Ok(done) => {
+            after(actor, call, Ok(&done.0)).await;
+            done
+        }
+        Err(e) => {
+            after(actor, call, Err(&e.to_string())).await;
+            return Err(e);
+        }
+    };
     actor.store.action_finished(
         id,
         &outcome,
