@@ -763,3 +763,52 @@ fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
     );
     assert!(audit.contains("refused by the permission rules"), "{audit}");
 }
+
+#[test]
+fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let judged = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: judged}\nspec:\n  product: app\n  owner: ceo\n  description: A quickstart exists.\n  check: {judge: {rubric: 'quickstart.md explains how to run the app', model: haiku}}\n";
+    let company = small_company(tmp.path(), judged);
+    let text_turn = |t: &str| {
+        serde_json::json!({"response": {"content": [{"type": "text", "text": t}], "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 10}}}).to_string()
+    };
+    let replay = [
+        // The judge before the work: not met.
+        text_turn(r#"{"pass": false, "reason": "there is no quickstart.md"}"#),
+        // The owner agent writes it.
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "w", "name": "Write", "input": {"file_path": "quickstart.md", "content": "Run: python3 app.py\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 12}}}).to_string(),
+        text_turn("Wrote quickstart.md."),
+        // The judge after the work: met.
+        text_turn(r#"Checked. {"pass": true, "reason": "quickstart.md says how to run it"}"#),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n"),
+    )
+    .unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "A judged goal"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "judged"), "CheckPassed", "{goals:#}");
+    assert!(
+        goals
+            .to_string()
+            .contains("judge: quickstart.md says how to run it"),
+        "{goals:#}"
+    );
+}

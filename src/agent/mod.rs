@@ -65,6 +65,9 @@ pub struct Session<'a> {
     pub thinking: Option<u32>,
     pub token_budget: Option<u64>,
     pub prices: PriceTable,
+    /// Where this session's journal steps start, so that several sessions of one task (the
+    /// agent's work, the judge before and after it) never share a step.
+    pub step_base: u32,
 }
 
 /// The system prompt: the agent's own prompt, then the company's memory, rules and the
@@ -134,6 +137,16 @@ pub fn model_id(spec: &Spec, agent: &AgentSpec) -> String {
     }
 }
 
+/// The model id of a tier name (or a model id, unchanged), with the default tiers.
+pub fn model_id_for(tier: &str) -> String {
+    match tier {
+        "haiku" => "claude-haiku-4-5".into(),
+        "sonnet" | "auto" => "claude-sonnet-4-5".into(),
+        "opus" => "claude-opus-4-5".into(),
+        id => id.to_string(),
+    }
+}
+
 /// The model-facing definitions of the agent's built-in tools.
 pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
     crate::tools::tools_for(&agent.tools)
@@ -147,8 +160,9 @@ pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
         .collect()
 }
 
-fn step(turn: u32, offset: u32) -> u32 {
-    turn.saturating_mul(STEP_STRIDE).saturating_add(offset)
+fn step(base: u32, turn: u32, offset: u32) -> u32 {
+    base.saturating_add(turn.saturating_mul(STEP_STRIDE))
+        .saturating_add(offset)
 }
 
 impl Session<'_> {
@@ -186,7 +200,8 @@ impl Session<'_> {
                     input,
                 };
                 // A refused or failed call is the model's to handle: it sees the reason.
-                let block = match act(&self.actor, step(turn, offset), &call).await {
+                let block = match act(&self.actor, step(self.step_base, turn, offset), &call).await
+                {
                     Ok(acted) => {
                         let content = acted
                             .outcome
@@ -228,7 +243,7 @@ impl Session<'_> {
         usd: &mut f64,
     ) -> Result<Response, AgentError> {
         let store = self.actor.store;
-        let at = step(turn, 0);
+        let at = step(self.step_base, turn, 0);
         if let Some(done) = store.action(self.actor.task, at)?
             && let Some(outcome) = done.outcome.filter(|_| done.finished_at.is_some())
             && let Ok(response) = serde_json::from_value::<Response>(outcome)
@@ -286,5 +301,44 @@ impl Session<'_> {
         };
         store.action_finished(id, &outcome, &audit, Utc::now())?;
         Ok(response)
+    }
+}
+
+/// The judge's verdict, as it must answer.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct Verdict {
+    pub pass: bool,
+    pub reason: String,
+}
+
+/// The first JSON object in `text` that is a valid verdict.
+pub fn parse_verdict(text: &str) -> Option<Verdict> {
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    (start < end)
+        .then(|| serde_json::from_str(&text[start..=end]).ok())
+        .flatten()
+}
+
+/// The judge's instructions: inspect with read-only tools, answer with a JSON verdict.
+pub const JUDGE_SYSTEM: &str = "You are a strict, fair reviewer. Inspect the workspace with the Read, Glob and Grep \
+tools and grade it against the rubric you are given. Do not guess: read the files the rubric is about. When you \
+have decided, answer with one JSON object and nothing else: {\"pass\": true or false, \"reason\": \"one or two sentences\"}.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_are_validated() {
+        assert_eq!(
+            parse_verdict("Looks good.\n{\"pass\": true, \"reason\": \"all there\"}"),
+            Some(Verdict {
+                pass: true,
+                reason: "all there".into()
+            })
+        );
+        assert_eq!(parse_verdict("{\"pass\": \"yes\"}"), None);
+        assert_eq!(parse_verdict("no json"), None);
     }
 }

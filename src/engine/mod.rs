@@ -263,7 +263,7 @@ impl Engine {
         let mut observed = self.store.observed()?;
         // Goals without a playbook need a reachable model; `judge` checks wait for the judge.
         observed.model_available = self.applied.as_ref().is_some_and(|a| !a.models.is_empty());
-        observed.judge_available = false;
+        observed.judge_available = observed.model_available;
         let actions = match &self.applied {
             Some(applied) => plan::plan(&applied.spec, &observed, now),
             None => Vec::new(),

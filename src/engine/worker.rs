@@ -137,13 +137,7 @@ pub async fn run(work: Work) -> Done {
         Ok(w) => w,
         Err(e) => return failed(format!("cannot prepare the workspace: {e}"), None, false),
     };
-    let before = run_check(
-        &work.goal.check,
-        work.computer.as_ref(),
-        &workspace,
-        &work.cancel,
-    )
-    .await;
+    let before = evaluate(&work, &workspace, JUDGE_BEFORE_STEP).await;
     let mut check = Some(observe(&work, &before));
     if before.passed() {
         return Done {
@@ -191,13 +185,7 @@ pub async fn run(work: Work) -> Done {
             );
         }
     }
-    let after = run_check(
-        &work.goal.check,
-        work.computer.as_ref(),
-        &workspace,
-        &work.cancel,
-    )
-    .await;
+    let after = evaluate(&work, &workspace, JUDGE_AFTER_STEP).await;
     check = Some(observe(&work, &after));
     if !after.passed() {
         return failed(
@@ -268,18 +256,13 @@ async fn agent_work(
         thinking: agent.thinking,
         token_budget: work.token_budget,
         prices: work.prices.clone(),
+        step_base: 0,
     };
     if let Err(e) = session.run().await {
         let cancelled = matches!(e, crate::agent::AgentError::Cancelled);
         return failed(format!("agent {}: {e}", work.agent), check, cancelled);
     }
-    let after = run_check(
-        &work.goal.check,
-        work.computer.as_ref(),
-        actor.workspace,
-        &work.cancel,
-    )
-    .await;
+    let after = evaluate(work, actor.workspace, JUDGE_AFTER_STEP).await;
     let check = Some(observe(work, &after));
     if !after.passed() {
         return failed(
@@ -317,5 +300,90 @@ async fn agent_work(
         },
         check,
         cancelled: false,
+    }
+}
+
+/// Journal steps of the judge before and after the work.
+const JUDGE_BEFORE_STEP: u32 = 5_000_000;
+const JUDGE_AFTER_STEP: u32 = 6_000_000;
+
+/// Runs the goal's check; a `judge` check is graded by a model with read-only tools.
+async fn evaluate(
+    work: &Work,
+    workspace: &crate::computer::Workspace,
+    step_base: u32,
+) -> CheckResult {
+    let result = run_check(
+        &work.goal.check,
+        work.computer.as_ref(),
+        workspace,
+        &work.cancel,
+    )
+    .await;
+    if !matches!(result, CheckResult::NeedsModel) {
+        return result;
+    }
+    let (Some(model), Some(judge)) = (work.model.as_ref(), work.goal.check.judge.as_ref()) else {
+        return result;
+    };
+    let tools: Vec<String> = ["Read", "Glob", "Grep"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let spec = AgentSpec {
+        title: "Judge".into(),
+        description: "Grades a workspace against a rubric.".into(),
+        tools: tools.clone(),
+        prompt: crate::agent::JUDGE_SYSTEM.into(),
+        ..AgentSpec::default()
+    };
+    let actor = Actor {
+        store: &work.store,
+        task: work.task.id,
+        goal: &work.task.goal,
+        agent: "judge",
+        tools: &tools,
+        computer: work.computer.as_ref(),
+        workspace,
+        author: &work.author,
+        cancel: &work.cancel,
+        settings: None,
+    };
+    let model_id = match judge.model.as_deref() {
+        Some(tier) => crate::agent::model_id_for(tier),
+        None => crate::agent::model_id_for("haiku"),
+    };
+    let session = crate::agent::Session {
+        actor,
+        model: model.as_ref(),
+        model_id,
+        system: vec![crate::model::SystemBlock::text(crate::agent::JUDGE_SYSTEM)],
+        task: format!(
+            "Rubric: {}\n\nGrade the workspace against it.",
+            judge.rubric
+        ),
+        tools: crate::agent::tool_defs(&spec),
+        max_turns: 12,
+        max_tokens: 2048,
+        thinking: None,
+        token_budget: work.token_budget,
+        prices: work.prices.clone(),
+        step_base,
+    };
+    match session.run().await {
+        Ok(done) => match crate::agent::parse_verdict(&done.text) {
+            Some(v) if v.pass => CheckResult::Passed {
+                detail: format!("judge: {}", v.reason),
+            },
+            Some(v) => CheckResult::Failed {
+                detail: format!("judge: {}", v.reason),
+            },
+            None => CheckResult::Failed {
+                detail: "the judge answered without a valid JSON verdict".into(),
+            },
+        },
+        Err(e) => CheckResult::Failed {
+            detail: format!("judge: {e}"),
+        },
     }
 }
