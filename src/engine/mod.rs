@@ -76,6 +76,14 @@ struct Applied {
     spec: Spec,
     /// Providers that could be built (a key in the environment, a replay file), in order.
     models: Vec<Arc<dyn crate::model::Model>>,
+    /// The company's action rate limits, shared by every worker of this revision.
+    limits: Arc<crate::policy::limits::RateLimits>,
+}
+
+fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
+    Arc::new(crate::policy::limits::RateLimits::new(
+        spec.company().and_then(|c| c.spec.limits.as_ref()),
+    ))
 }
 
 /// The company's model providers that can be reached now. A provider without its key is
@@ -324,6 +332,7 @@ impl Engine {
                 let models = build_models(&spec, self.source.repository_path());
                 self.applied = Some(Applied {
                     revision: head,
+                    limits: rate_limits(&spec),
                     spec,
                     models,
                 });
@@ -358,6 +367,7 @@ impl Engine {
                                     let models = build_models(&spec, self.source.repository_path());
                                     self.applied = Some(Applied {
                                         revision: good,
+                                        limits: rate_limits(&spec),
                                         spec,
                                         models,
                                     });
@@ -547,6 +557,7 @@ impl Engine {
                 resume: self.resume.contains(&task.id),
                 model: applied.models.first().cloned(),
                 settings: applied.spec.claude.settings.clone(),
+                limits: applied.limits.clone(),
                 model_id: applied
                     .spec
                     .agent(&goal.spec.owner)

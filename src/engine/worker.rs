@@ -43,6 +43,8 @@ pub struct Work {
     pub prices: crate::model::PriceTable,
     /// Permission rules and hooks from `.claude/settings.json`.
     pub settings: Option<crate::spec::Settings>,
+    /// The company's action rate limits, shared by every worker.
+    pub limits: Arc<crate::policy::limits::RateLimits>,
 }
 
 /// How the attempt ended, and the last check.
@@ -168,6 +170,7 @@ pub async fn run(work: Work) -> Done {
         author: &work.author,
         cancel: &work.cancel,
         settings: work.settings.as_ref(),
+        limits: Some(&work.limits),
     };
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
@@ -348,6 +351,7 @@ async fn evaluate(
         author: &work.author,
         cancel: &work.cancel,
         settings: None,
+        limits: Some(&work.limits),
     };
     let model_id = match judge.model.as_deref() {
         Some(tier) => crate::agent::model_id_for(tier),

@@ -141,6 +141,8 @@ pub struct Actor<'a> {
     pub cancel: &'a CancellationToken,
     /// The company's `.claude/settings.json`: permission rules and hooks.
     pub settings: Option<&'a crate::spec::Settings>,
+    /// Actions per minute, per company and per agent.
+    pub limits: Option<&'a limits::RateLimits>,
 }
 
 /// Whether `tools` allows `tool`. A narrowed entry (`Bash(npm test)`) counts as holding the
@@ -171,6 +173,26 @@ fn hook_session(actor: &Actor<'_>) -> hooks::Session {
         transcript_path: actor.workspace.root().join(".proto-tmp/transcript.jsonl"),
         cwd: actor.workspace.root().to_path_buf(),
     }
+}
+
+/// Waits while the company's or the agent's action rate is spent (throttling, not failing:
+/// the work is still wanted, just not this fast).
+async fn throttle(actor: &Actor<'_>) -> Result<(), ActError> {
+    let Some(limits) = actor.limits else {
+        return Ok(());
+    };
+    while let Err(limited) = limits.check(actor.agent) {
+        let wait = limited.retry_after.min(Duration::from_secs(60));
+        tracing::info!(
+            agent = actor.agent,
+            "rate limited ({limited}); waiting {wait:?}"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = actor.cancel.cancelled() => return Err(ActError::Cancelled),
+        }
+    }
+    Ok(())
 }
 
 /// Permission rules, then PreToolUse hooks: `Ok` with the input to use (a hook may rewrite
@@ -263,6 +285,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             });
         }
     }
+    throttle(actor).await?;
     let rewritten;
     let call = match admit(actor, call).await {
         Ok(Some(updated)) => match call {
