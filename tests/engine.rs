@@ -812,3 +812,66 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
         "{goals:#}"
     );
 }
+
+#[test]
+fn an_agent_uses_a_real_mcp_server_through_act() {
+    let npm = std::env::var_os("PROTO_TEST_NPM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
+    let everything = npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        everything.is_file(),
+        "run scripts/test.sh to install the npm MCP servers"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mcp_goal = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: echoed}\nspec:\n  product: app\n  owner: ceo\n  description: echo.txt holds what the MCP server echoed.\n  check: {file: {path: echo.txt, matches: 'Echo. from mcp'}}\n";
+    let company = small_company(tmp.path(), mcp_goal);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n")
+            .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Write, Edit, Bash, Git, mcp__every]"),
+    )
+    .unwrap();
+    std::fs::write(
+        company.join(".mcp.json"),
+        serde_json::json!({ "mcpServers": { "every": { "command": "node", "args": [everything.to_str().unwrap(), "stdio"] } } }).to_string(),
+    )
+    .unwrap();
+    let replay = [
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "e", "name": "mcp__every__echo", "input": {"message": "from mcp"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string(),
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "w", "name": "Write", "input": {"file_path": "echo.txt", "content": "Echo: from mcp\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string(),
+        serde_json::json!({"response": {"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "An MCP server"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "echoed"),
+        "CheckPassed"
+    );
+    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let echo = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["action"] == "mcp__every__echo")
+        .unwrap_or_else(|| panic!("no MCP call audited: {audit}"));
+    assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
+    assert_eq!(echo["outcome"]["isError"], false);
+}

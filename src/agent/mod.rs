@@ -137,6 +137,25 @@ pub fn model_id(spec: &Spec, agent: &AgentSpec) -> String {
     }
 }
 
+/// Definitions of the MCP tools an agent may use (`mcp__server` grants a whole server).
+/// A server that cannot be reached is skipped with a warning; its tools are simply absent.
+pub async fn mcp_tool_defs(pool: &crate::mcp::McpPool, allowed: &[String]) -> Vec<ToolDef> {
+    let (tools, errors) = pool.tools().await;
+    for e in errors {
+        tracing::warn!("MCP server unavailable: {e}");
+    }
+    tools
+        .into_iter()
+        .filter(|t| crate::policy::allows(allowed, &t.qualified_name))
+        .map(|t| ToolDef {
+            name: t.qualified_name,
+            description: t.description,
+            input_schema: t.input_schema,
+            cache_control: None,
+        })
+        .collect()
+}
+
 /// The model id of a tier name (or a model id, unchanged), with the default tiers.
 pub fn model_id_for(tier: &str) -> String {
     match tier {

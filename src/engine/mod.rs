@@ -558,6 +558,7 @@ impl Engine {
                 model: applied.models.first().cloned(),
                 settings: applied.spec.claude.settings.clone(),
                 limits: applied.limits.clone(),
+                mcp_servers: applied.spec.claude.mcp_servers.clone(),
                 model_id: applied
                     .spec
                     .agent(&goal.spec.owner)

@@ -45,6 +45,8 @@ pub struct Work {
     pub settings: Option<crate::spec::Settings>,
     /// The company's action rate limits, shared by every worker.
     pub limits: Arc<crate::policy::limits::RateLimits>,
+    /// The company's MCP servers (`.mcp.json`), started for the agent's session.
+    pub mcp_servers: Vec<crate::spec::McpServer>,
 }
 
 /// How the attempt ended, and the last check.
@@ -171,6 +173,7 @@ pub async fn run(work: Work) -> Done {
         cancel: &work.cancel,
         settings: work.settings.as_ref(),
         limits: Some(&work.limits),
+        mcp: None,
     };
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
@@ -247,13 +250,28 @@ async fn agent_work(
             false,
         );
     };
+    // MCP servers run in the workspace for this session only, and stop with it.
+    let pool = (!work.mcp_servers.is_empty()).then(|| {
+        crate::mcp::McpPool::new(
+            work.mcp_servers.clone(),
+            actor.workspace.root(),
+            std::time::Duration::from_secs(60),
+        )
+    });
+    let mut tools = crate::agent::tool_defs(agent);
+    if let Some(pool) = &pool {
+        tools.extend(crate::agent::mcp_tool_defs(pool, &agent.tools).await);
+    }
     let session = crate::agent::Session {
-        actor: actor.clone(),
+        actor: Actor {
+            mcp: pool.as_ref(),
+            ..actor.clone()
+        },
         model: model.as_ref(),
         model_id: work.model_id.clone(),
         system: work.system.clone(),
         task: crate::agent::task_prompt(&work.task.goal, &work.goal),
-        tools: crate::agent::tool_defs(agent),
+        tools,
         max_turns: agent.max_turns.unwrap_or(40),
         max_tokens: 8192,
         thinking: agent.thinking,
@@ -352,6 +370,7 @@ async fn evaluate(
         cancel: &work.cancel,
         settings: None,
         limits: Some(&work.limits),
+        mcp: None,
     };
     let model_id = match judge.model.as_deref() {
         Some(tier) => crate::agent::model_id_for(tier),

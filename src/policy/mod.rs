@@ -143,12 +143,18 @@ pub struct Actor<'a> {
     pub settings: Option<&'a crate::spec::Settings>,
     /// Actions per minute, per company and per agent.
     pub limits: Option<&'a limits::RateLimits>,
+    /// The company's MCP servers, for `mcp__<server>__<tool>` calls.
+    pub mcp: Option<&'a crate::mcp::McpPool>,
 }
 
 /// Whether `tools` allows `tool`. A narrowed entry (`Bash(npm test)`) counts as holding the
 /// tool here; the argument-level rules are the permission layer's job.
 pub fn allows(tools: &[String], tool: &str) -> bool {
-    tools.iter().any(|t| t.split('(').next() == Some(tool))
+    tools.iter().any(|t| {
+        let base = t.split('(').next().unwrap_or(t);
+        // `mcp__server` grants every tool of that server.
+        base == tool || (base.starts_with("mcp__") && tool.starts_with(&format!("{base}__")))
+    })
 }
 
 impl ToolCall {
@@ -485,6 +491,21 @@ async fn execute(actor: &Actor<'_>, call: &ToolCall) -> Result<(Value, Option<St
                 gitops::workspace::commit_all(actor.workspace.root(), message, actor.author)?;
             Ok((json!({ "commit": commit }), None))
         }
+        ToolCall::Tool { name, input } if name.starts_with("mcp__") => {
+            let Some(pool) = actor.mcp else {
+                return Err(ActError::Failed(format!(
+                    "{name}: no MCP servers are declared"
+                )));
+            };
+            let result = pool
+                .call(name, input.clone())
+                .await
+                .map_err(|e| ActError::Failed(e.to_string()))?;
+            Ok((
+                json!({ "content": result.content, "isError": result.is_error }),
+                None,
+            ))
+        }
         ToolCall::Tool { name, input } => {
             let Some(tool) = crate::tools::tool(name) else {
                 return Err(ActError::Failed(format!("no tool {name} on this computer")));
@@ -542,6 +563,11 @@ mod tests {
         assert!(allows(&tools, "Bash"));
         assert!(allows(&tools, "Read"));
         assert!(!allows(&tools, "Write"));
+        let mcp = vec!["mcp__fs".to_string(), "mcp__web__fetch".to_string()];
+        assert!(allows(&mcp, "mcp__fs__read_file"));
+        assert!(allows(&mcp, "mcp__web__fetch"));
+        assert!(!allows(&mcp, "mcp__web__post"));
+        assert!(!allows(&mcp, "mcp__fsx__read"));
     }
 
     #[test]
