@@ -875,3 +875,46 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
     assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
     assert_eq!(echo["outcome"]["isError"], false);
 }
+
+#[test]
+fn a_spent_token_budget_stops_the_agent_with_a_clear_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: costly}\nspec:\n  product: app\n  owner: ceo\n  description: Needs many turns.\n  check: {file: {path: never.txt}}\n  budget: {attempts: 1}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let turn = serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "r", "name": "Read", "input": {"file_path": "x"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 900, "output_tokens": 200}}}).to_string();
+    std::fs::write(
+        company.join("replay.jsonl"),
+        format!("{turn}\n{turn}\n{turn}\n"),
+    )
+    .unwrap();
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            "  mission: Test.\n  budgets: {tokensPerTask: 1000}\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        ),
+    )
+    .unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "A small budget"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "costly"), "AttemptsExhausted");
+    assert!(
+        goals.to_string().contains("token budget of 1000 is spent"),
+        "{goals:#}"
+    );
+}

@@ -156,6 +156,36 @@ pub async fn mcp_tool_defs(pool: &crate::mcp::McpPool, allowed: &[String]) -> Ve
         .collect()
 }
 
+/// The model for attempt `attempt` (0 = first): each failed attempt escalates one tier
+/// (haiku → sonnet → opus), so a cheap model tries first and a strong one finishes.
+pub fn escalate(spec: &Spec, model_id: &str, attempt: u32) -> String {
+    let tiers = spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .and_then(|m| m.tiers.clone())
+        .unwrap_or_default();
+    let ladder = [
+        tiers.haiku.unwrap_or_else(|| model_id_for("haiku")),
+        tiers.sonnet.unwrap_or_else(|| model_id_for("sonnet")),
+        tiers.opus.unwrap_or_else(|| model_id_for("opus")),
+    ];
+    match ladder.iter().position(|m| m == model_id) {
+        Some(at) => ladder[(at + attempt as usize).min(ladder.len() - 1)].clone(),
+        // A model outside the ladder (a local model, say) is used as declared.
+        None => model_id.to_string(),
+    }
+}
+
+/// The lessons of failed attempts, for the next one's prompt.
+pub fn lessons(attempts: u32, last_error: Option<&str>) -> String {
+    match (attempts, last_error) {
+        (0, _) | (_, None) => String::new(),
+        (n, Some(error)) => format!(
+            "\n\n{n} earlier attempt(s) failed. The last one ended with: {error}\nFind out why before you act, and do not repeat what failed."
+        ),
+    }
+}
+
 /// The model id of a tier name (or a model id, unchanged), with the default tiers.
 pub fn model_id_for(tier: &str) -> String {
     match tier {
@@ -347,6 +377,17 @@ have decided, answer with one JSON object and nothing else: {\"pass\": true or f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_attempts_escalate_and_carry_their_lessons() {
+        let spec = Spec::default();
+        assert_eq!(escalate(&spec, "claude-haiku-4-5", 0), "claude-haiku-4-5");
+        assert_eq!(escalate(&spec, "claude-haiku-4-5", 1), "claude-sonnet-4-5");
+        assert_eq!(escalate(&spec, "claude-sonnet-4-5", 5), "claude-opus-4-5");
+        assert_eq!(escalate(&spec, "llama3", 2), "llama3");
+        assert!(lessons(2, Some("exit status 1: test failed")).contains("test failed"));
+        assert_eq!(lessons(0, None), "");
+    }
 
     #[test]
     fn verdicts_are_validated() {

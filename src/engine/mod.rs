@@ -562,7 +562,10 @@ impl Engine {
                 model_id: applied
                     .spec
                     .agent(&goal.spec.owner)
-                    .map(|a| crate::agent::model_id(&applied.spec, &a.spec))
+                    .map(|a| {
+                        let declared = crate::agent::model_id(&applied.spec, &a.spec);
+                        crate::agent::escalate(&applied.spec, &declared, task.attempts)
+                    })
                     .unwrap_or_default(),
                 system: applied
                     .spec

@@ -270,7 +270,8 @@ async fn agent_work(
         model: model.as_ref(),
         model_id: work.model_id.clone(),
         system: work.system.clone(),
-        task: crate::agent::task_prompt(&work.task.goal, &work.goal),
+        task: crate::agent::task_prompt(&work.task.goal, &work.goal)
+            + &crate::agent::lessons(work.task.attempts, work.task.last_error.as_deref()),
         tools,
         max_turns: agent.max_turns.unwrap_or(40),
         max_tokens: 8192,
