@@ -213,6 +213,12 @@ pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
     )
 }
 
+/// Delegated work is recorded as child tasks keyed under their parent
+/// (`<parent key>/<step>:<agent>`); they belong to the parent's attempt, not to the planner.
+pub fn is_child_key(key: &str) -> bool {
+    key.contains('/')
+}
+
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -242,7 +248,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
     let live: HashMap<&str, &TaskObservation> = observed
         .tasks
         .iter()
-        .filter(|t| t.state.is_live())
+        .filter(|t| t.state.is_live() && !is_child_key(&t.key))
         .map(|t| (t.goal.as_str(), t))
         .collect();
     let keys: HashMap<&str, String> = spec.goals.iter().map(|g| (g.name(), goal_key(g))).collect();

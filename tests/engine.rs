@@ -918,3 +918,86 @@ fn a_spent_token_budget_stops_the_agent_with_a_clear_status() {
         "{goals:#}"
     );
 }
+
+#[test]
+fn an_agent_delegates_to_another_who_works_and_reports_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt greets.\n  check: {file: {path: hello.txt}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, description: Writes greetings and short texts., prompt: Write well., tools: [Write]}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n")
+            .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Delegate]"),
+    )
+    .unwrap();
+    let tool = |id: &str, name: &str, input: serde_json::Value| {
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+    };
+    let say = |t: &str| {
+        serde_json::json!({"response": {"content": [{"type": "text", "text": t}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
+    };
+    let replay = [
+        tool("d", "Delegate", serde_json::json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."})),
+        tool("w", "Write", serde_json::json!({"file_path": "hello.txt", "content": "hi\n"})),
+        say("Wrote hello.txt."),
+        say("The writer did it."),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "A team of two"]);
+    let state = tmp.path().join("state");
+    let out = proto(
+        tmp.path(),
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "greeted"),
+        "CheckPassed"
+    );
+    let audit: Vec<serde_json::Value> = std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .flat_map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let delegated = audit.iter().find(|r| r["action"] == "Delegate").unwrap();
+    assert_eq!(delegated["agent"], "ceo");
+    assert_eq!(
+        delegated["outcome"]["content"],
+        "writer reports: Wrote hello.txt."
+    );
+    let write = audit.iter().find(|r| r["action"] == "Write").unwrap();
+    assert_eq!(write["agent"], "writer");
+    let out = proto(
+        tmp.path(),
+        &[
+            "get",
+            "tasks",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let child = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["owner"] == "writer")
+        .unwrap();
+    assert_eq!(child["state"], "succeeded", "{tasks:#}");
+}

@@ -73,7 +73,7 @@ impl Default for Options {
 /// The declaration currently running, with the models its providers give.
 struct Applied {
     revision: String,
-    spec: Spec,
+    spec: Arc<Spec>,
     /// Providers that could be built (a key in the environment, a replay file), in order.
     models: Vec<Arc<dyn crate::model::Model>>,
     /// The company's action rate limits, shared by every worker of this revision.
@@ -333,7 +333,7 @@ impl Engine {
                 self.applied = Some(Applied {
                     revision: head,
                     limits: rate_limits(&spec),
-                    spec,
+                    spec: Arc::new(spec),
                     models,
                 });
             }
@@ -368,7 +368,7 @@ impl Engine {
                                     self.applied = Some(Applied {
                                         revision: good,
                                         limits: rate_limits(&spec),
-                                        spec,
+                                        spec: Arc::new(spec),
                                         models,
                                     });
                                 }
@@ -520,6 +520,9 @@ impl Engine {
             *used.entry(running.computer.clone()).or_default() += 1;
         }
         for task in self.store.ready(now)? {
+            if plan::is_child_key(&task.key) {
+                continue; // delegated work runs inside its parent's attempt
+            }
             let Some(goal) = applied.spec.goal(&task.goal) else {
                 continue;
             };
@@ -559,6 +562,7 @@ impl Engine {
                 settings: applied.spec.claude.settings.clone(),
                 limits: applied.limits.clone(),
                 mcp_servers: applied.spec.claude.mcp_servers.clone(),
+                spec: applied.spec.clone(),
                 model_id: applied
                     .spec
                     .agent(&goal.spec.owner)
@@ -804,7 +808,7 @@ impl Engine {
             .store
             .tasks()?
             .into_iter()
-            .filter(|t| t.state == plan::TaskState::Queued)
+            .filter(|t| t.state == plan::TaskState::Queued && !plan::is_child_key(&t.key))
             .any(|t| !self.computers_for(&t.product).is_empty());
         Ok(!queued)
     }

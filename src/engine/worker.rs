@@ -47,6 +47,8 @@ pub struct Work {
     pub limits: Arc<crate::policy::limits::RateLimits>,
     /// The company's MCP servers (`.mcp.json`), started for the agent's session.
     pub mcp_servers: Vec<crate::spec::McpServer>,
+    /// The declaration the task was planned at (delegation picks other agents from it).
+    pub spec: Arc<crate::spec::Spec>,
 }
 
 /// How the attempt ended, and the last check.
@@ -279,6 +281,16 @@ async fn agent_work(
         token_budget: work.token_budget,
         prices: work.prices.clone(),
         step_base: 0,
+        delegation: Some(crate::agent::delegate::Delegation {
+            spec: work.spec.clone(),
+            model: model.clone(),
+            prices: work.prices.clone(),
+            chain: vec![work.agent.clone()],
+            max_depth: crate::agent::delegate::DEFAULT_DEPTH,
+            token_budget: work.token_budget,
+            task_key: work.task.key.clone(),
+            product: work.task.product.clone(),
+        }),
     };
     if let Err(e) = session.run().await {
         let cancelled = matches!(e, crate::agent::AgentError::Cancelled);
@@ -393,6 +405,7 @@ async fn evaluate(
         token_budget: work.token_budget,
         prices: work.prices.clone(),
         step_base,
+        delegation: None,
     };
     match session.run().await {
         Ok(done) => match crate::agent::parse_verdict(&done.text) {

@@ -1,0 +1,199 @@
+//! `Delegate`: any agent hands a piece of work to any other, by name or by the best match
+//! for a description. The child works in the same workspace as a child task with its own
+//! record (and journal) in the store, spends from what its parent has left, and answers with
+//! its final words. A depth limit (default 8) and a cycle guard keep delegation finite.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::model::{Model, PriceTable, Usage};
+use crate::policy::Actor;
+use crate::spec::{Priority, Spec};
+use crate::store::NewTask;
+
+/// How deep delegation may nest unless the company says otherwise.
+pub const DEFAULT_DEPTH: usize = 8;
+
+/// What a delegating session carries: who is in the chain, and what the children may use.
+#[derive(Clone)]
+pub struct Delegation {
+    pub spec: Arc<Spec>,
+    pub model: Arc<dyn Model>,
+    pub prices: PriceTable,
+    /// Agents from the task's owner down to the current one.
+    pub chain: Vec<String>,
+    pub max_depth: usize,
+    /// Tokens left for this session and everything it delegates.
+    pub token_budget: Option<u64>,
+    /// The parent task's key; children are keyed under it.
+    pub task_key: String,
+    pub product: String,
+}
+
+/// The tool's input schema (as Claude Code's Task tool: a description and a prompt).
+pub fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "agent": { "type": "string", "description": "The agent to delegate to, by name; omit to pick the best match for the description." },
+            "description": { "type": "string", "description": "A short description of the work (3-10 words)." },
+            "prompt": { "type": "string", "description": "The task for the other agent, with everything it needs to know." }
+        },
+        "required": ["description", "prompt"],
+        "additionalProperties": false
+    })
+}
+
+/// The agent whose description best matches `text` (shared words, weighted by rarity is
+/// overkill here: the descriptions are written to be routed by).
+pub fn best_match<'a>(spec: &'a Spec, text: &str, exclude: &[String]) -> Option<&'a str> {
+    let words = |s: &str| -> std::collections::BTreeSet<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.len() > 3)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let wanted = words(text);
+    spec.agents
+        .iter()
+        .filter(|a| !exclude.iter().any(|e| e == a.name()))
+        .map(|a| {
+            (
+                words(&format!("{} {}", a.spec.title, a.spec.description))
+                    .intersection(&wanted)
+                    .count(),
+                a.name(),
+            )
+        })
+        .filter(|(score, _)| *score > 0)
+        .max_by_key(|(score, name)| (*score, std::cmp::Reverse(*name)))
+        .map(|(_, name)| name)
+}
+
+/// Runs the delegated work; the text is what the delegating model reads back.
+pub async fn delegate(
+    actor: &Actor<'_>,
+    delegation: &Delegation,
+    step: u32,
+    input: &Value,
+) -> Result<(String, bool), String> {
+    let text = |k: &str| {
+        input
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (description, prompt) = (text("description"), text("prompt"));
+    if prompt.trim().is_empty() {
+        return Err("prompt: the task for the other agent is empty".into());
+    }
+    let target = match input.get("agent").and_then(Value::as_str) {
+        Some(name) => name.to_string(),
+        None => best_match(
+            &delegation.spec,
+            &format!("{description} {prompt}"),
+            &delegation.chain,
+        )
+        .ok_or("no agent's description matches; name one with `agent`")?
+        .to_string(),
+    };
+    let Some(agent) = delegation.spec.agent(&target) else {
+        return Err(format!("no agent named {target}"));
+    };
+    if delegation.chain.iter().any(|a| *a == target) {
+        return Err(format!(
+            "delegation cycle: {} -> {target}",
+            delegation.chain.join(" -> ")
+        ));
+    }
+    if delegation.chain.len() >= delegation.max_depth {
+        return Err(format!(
+            "delegation deeper than {} levels: {}",
+            delegation.max_depth,
+            delegation.chain.join(" -> ")
+        ));
+    }
+    // The child's record: a task of its own, found again after a restart by its key.
+    let key = format!("{}/{}:{target}", delegation.task_key, step);
+    let store = actor.store;
+    let now = Utc::now();
+    let child = match store.enqueue(
+        &NewTask {
+            key: key.clone(),
+            goal: actor.goal.to_string(),
+            product: delegation.product.clone(),
+            owner: target.clone(),
+            priority: Priority::High,
+            max_attempts: 1,
+            revision: String::new(),
+        },
+        now,
+    ) {
+        Ok(Some(id)) => {
+            store
+                .start(id, actor.computer.name(), now)
+                .map_err(|e| e.to_string())?;
+            id
+        }
+        Ok(None) => store
+            .tasks()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|t| t.key == key)
+            .map(|t| t.id)
+            .ok_or("the child task vanished")?,
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut chain = delegation.chain.clone();
+    chain.push(target.clone());
+    let child_delegation = Delegation {
+        chain,
+        ..delegation.clone()
+    };
+    let child_actor = Actor {
+        task: child,
+        agent: agent.name(),
+        tools: &agent.spec.tools,
+        ..actor.clone()
+    };
+    let session = super::Session {
+        actor: child_actor,
+        model: delegation.model.as_ref(),
+        model_id: super::model_id(&delegation.spec, &agent.spec),
+        system: super::system_prompt(&delegation.spec, agent.name(), &agent.spec),
+        task: format!(
+            "{} delegates to you: {description}\n\n{prompt}",
+            actor.agent
+        ),
+        tools: super::tool_defs(&agent.spec),
+        max_turns: agent.spec.max_turns.unwrap_or(40),
+        max_tokens: 8192,
+        thinking: agent.spec.thinking,
+        token_budget: delegation.token_budget,
+        prices: delegation.prices.clone(),
+        step_base: 0,
+        delegation: Some(child_delegation),
+    };
+    let result = Box::pin(session.run()).await;
+    let outcome = match &result {
+        Ok(done) => crate::store::AttemptOutcome::Succeeded {
+            detail: done.text.clone(),
+        },
+        Err(e) => crate::store::AttemptOutcome::Failed {
+            error: e.to_string(),
+        },
+    };
+    let _ = store.finish(child, &outcome, Utc::now(), Utc::now());
+    match result {
+        Ok(done) => Ok((format!("{target} reports: {}", done.text), false)),
+        Err(e) => Ok((format!("{target} could not finish: {e}"), true)),
+    }
+}
+
+/// Tokens a session has used (for the parent's remaining budget).
+pub fn used(usage: &Usage) -> u64 {
+    usage.total_input() + usage.output_tokens
+}
