@@ -103,7 +103,7 @@ pub async fn delegate(
     let Some(agent) = delegation.spec.agent(&target) else {
         return Err(format!("no agent named {target}"));
     };
-    if delegation.chain.iter().any(|a| *a == target) {
+    if delegation.chain.contains(&target) {
         return Err(format!(
             "delegation cycle: {} -> {target}",
             delegation.chain.join(" -> ")
