@@ -327,7 +327,7 @@ fn push<S: DeserializeOwned>(
     diags: &mut Vec<Diagnostic>,
 ) {
     // The shape check has passed, so this only fails on what the schema cannot express.
-    match serde_json::from_value::<Document<S>>(doc.to_json()) {
+    match yaml::de::from_node::<Document<S>>(&doc) {
         Ok(d) => into.push(Resource {
             kind,
             metadata: d.metadata,

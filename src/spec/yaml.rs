@@ -642,3 +642,125 @@ mod tests {
         );
     }
 }
+
+/// Typed values straight from a tree, without an intermediate JSON value: loading 10,000
+/// documents spends its time parsing, not copying.
+pub mod de {
+    use serde::de::value::{Error, StrDeserializer};
+    use serde::de::{
+        self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+    };
+
+    use super::{Node, Value, parse_int};
+
+    /// Deserializes `T` from a node.
+    pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, Error> {
+        T::deserialize(node)
+    }
+
+    impl<'de> Deserializer<'de> for &'de Node {
+        type Error = Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match &self.value {
+                Value::Null => visitor.visit_unit(),
+                Value::Bool(b) => visitor.visit_bool(*b),
+                Value::Number(text) => {
+                    if let Some(i) = parse_int(text) {
+                        visitor.visit_i64(i)
+                    } else if let Ok(u) = text.trim_start_matches('+').parse::<u64>() {
+                        visitor.visit_u64(u)
+                    } else {
+                        let f: f64 = text
+                            .trim_start_matches('+')
+                            .parse()
+                            .map_err(|_| de::Error::custom(format!("invalid number {text}")))?;
+                        visitor.visit_f64(f)
+                    }
+                }
+                Value::Str(s) => visitor.visit_borrowed_str(s),
+                Value::Seq(items) => visitor.visit_seq(Items(items.iter())),
+                Value::Map(entries) => visitor.visit_map(Entries {
+                    entries: entries.iter(),
+                    value: None,
+                }),
+            }
+        }
+
+        fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.value {
+                Value::Null => visitor.visit_none(),
+                _ => visitor.visit_some(self),
+            }
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Error> {
+            match &self.value {
+                Value::Str(s) => {
+                    let variant: StrDeserializer<'_, Error> = s.as_str().into_deserializer();
+                    visitor.visit_enum(variant)
+                }
+                _ => Err(de::Error::custom(format!(
+                    "expected a string, found {}",
+                    self.type_name()
+                ))),
+            }
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier ignored_any
+        }
+    }
+
+    struct Items<'a>(std::slice::Iter<'a, Node>);
+
+    impl<'de> SeqAccess<'de> for Items<'de> {
+        type Error = Error;
+        fn next_element_seed<T: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, Error> {
+            self.0.next().map(|n| seed.deserialize(n)).transpose()
+        }
+    }
+
+    struct Entries<'a> {
+        entries: std::slice::Iter<'a, (Node, Node)>,
+        value: Option<&'a Node>,
+    }
+
+    impl<'de> MapAccess<'de> for Entries<'de> {
+        type Error = Error;
+        fn next_key_seed<K: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, Error> {
+            match self.entries.next() {
+                Some((k, v)) => {
+                    self.value = Some(v);
+                    // Keys are text whatever they look like (`1: x` is the key "1"), as in
+                    // the schema check.
+                    let key: de::value::StringDeserializer<Error> =
+                        k.scalar_text().into_deserializer();
+                    seed.deserialize(key).map(Some)
+                }
+                None => Ok(None),
+            }
+        }
+        fn next_value_seed<V: de::DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> Result<V::Value, Error> {
+            match self.value.take() {
+                Some(v) => seed.deserialize(v),
+                None => Err(de::Error::custom("a value without its key")),
+            }
+        }
+    }
+}
