@@ -11,6 +11,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use proto::plan::{Observed, plan};
 use proto::spec::load_and_validate;
 
+// The same allocator as the `proto` binary, so the figure is what users get.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/generate.rs"]
 mod support;
 use support::generate;
