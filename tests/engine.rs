@@ -98,6 +98,27 @@ fn small_company(dir: &Path, goals: &str) -> PathBuf {
     company
 }
 
+/// Every audit record the controller committed, as text.
+fn audit_text(company: &Path) -> String {
+    std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+/// Declares a replay provider reading `replay.jsonl` in the company repository.
+fn use_recorded_model(company: &Path) {
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        ),
+    )
+    .unwrap();
+}
+
 fn goal(name: &str, file: &str, extra: &str) -> String {
     format!(
         "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name} holds.\n  check: {{file: {{path: {file}}}}}\n  playbook:\n    - write: {{path: {file}, content: \"{name}\\n\"}}\n    - commit: {{message: \"Make {name} hold\"}}\n{extra}"
@@ -162,11 +183,7 @@ fn the_example_runs_offline_and_records_everything_in_git() {
     let plan =
         std::fs::read_to_string(company.join(".proto/planning/hello-api/tasks.json")).unwrap();
     assert!(plan.contains("\"status\": \"done\""), "{plan}");
-    let audit_dir = company.join(".proto/audit");
-    let audit: String = std::fs::read_dir(&audit_dir)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let audit = audit_text(&company);
     assert!(
         audit.contains("\"action\":\"write\"") && audit.contains("+++ b/app.py"),
         "{audit}"
@@ -635,15 +652,7 @@ fn a_goal_without_a_playbook_is_worked_by_its_agent_through_a_model() {
         ),
     )
     .unwrap();
-    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
-    std::fs::write(
-        company.join("company.yaml"),
-        yaml.replace(
-            "  mission: Test.\n",
-            "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
-        ),
-    )
-    .unwrap();
+    use_recorded_model(&company);
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "Record a model"]);
     let state = tmp.path().join("state");
@@ -666,10 +675,7 @@ fn a_goal_without_a_playbook_is_worked_by_its_agent_through_a_model() {
     );
     let log = git(&tmp.path().join("app.git"), &["log", "--format=%s", "main"]);
     assert_eq!(log, "written: work by ceo");
-    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let audit = audit_text(&company);
     assert!(
         audit.contains("\"action\":\"Write\"") && audit.contains("+hello from the agent"),
         "{audit}"
@@ -724,12 +730,7 @@ fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
-    std::fs::write(
-        company.join("company.yaml"),
-        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n"),
-    )
-    .unwrap();
+    use_recorded_model(&company);
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "Guard the workspace"]);
     let state = tmp.path().join("state");
@@ -753,10 +754,7 @@ fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
         &["ls-tree", "--name-only", "main"],
     );
     assert_eq!(files, "hello.txt");
-    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let audit = audit_text(&company);
     assert!(
         audit.contains("blocked by a PreToolUse hook: secret.txt is off limits"),
         "{audit}"
@@ -783,12 +781,7 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
-    std::fs::write(
-        company.join("company.yaml"),
-        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n"),
-    )
-    .unwrap();
+    use_recorded_model(&company);
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "A judged goal"]);
     let state = tmp.path().join("state");
@@ -863,10 +856,7 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
         reason(&goals_json(tmp.path(), &state), "echoed"),
         "CheckPassed"
     );
-    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
+    let audit = audit_text(&company);
     let echo = audit
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

@@ -145,16 +145,6 @@ pub async fn run(work: Work) -> Done {
     };
     let before = evaluate(&work, &workspace, JUDGE_BEFORE_STEP).await;
     let mut check = Some(observe(&work, &before));
-    if before.passed() {
-        return Done {
-            task: id,
-            outcome: AttemptOutcome::Succeeded {
-                detail: format!("already met: {}", before.detail()),
-            },
-            check,
-            cancelled: false,
-        };
-    }
     if matches!(before, CheckResult::NeedsModel) {
         return failed("the check needs a model (NoModel)".into(), check, false);
     }
@@ -177,6 +167,14 @@ pub async fn run(work: Work) -> Done {
         limits: Some(&work.limits),
         mcp: None,
     };
+    if before.passed() {
+        // Met in the workspace: still make sure it is on the product's branch (an earlier
+        // attempt may have done the work and then failed to push).
+        let already = CheckResult::Passed {
+            detail: format!("already met: {}", before.detail()),
+        };
+        return deliver(&work, &actor, ALREADY_MET_STEP, None, &already, check).await;
+    }
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
         return agent_work(&work, &actor, &before, check).await;
@@ -202,19 +200,44 @@ pub async fn run(work: Work) -> Done {
             work.cancel.is_cancelled(),
         );
     }
+    let step = u32::try_from(calls.len()).unwrap_or(u32::MAX);
+    deliver(&work, &actor, step, None, &after, check).await
+}
+
+/// The check passed: commit what is left (when `commit` says how) and push the work to the
+/// product's branch, both through `act()` as steps `step` and `step + 1`.
+async fn deliver(
+    work: &Work,
+    actor: &Actor<'_>,
+    step: u32,
+    commit: Option<String>,
+    after: &CheckResult,
+    check: Option<LastCheck>,
+) -> Done {
+    let failed = |error: String, check: Option<LastCheck>| Done {
+        task: work.task.id,
+        outcome: AttemptOutcome::Failed { error },
+        check,
+        cancelled: work.cancel.is_cancelled(),
+    };
+    if let Some(message) = commit {
+        if let Err(e) = act(actor, step, &ToolCall::Commit { message }).await {
+            return failed(format!("commit: {e}"), check);
+        }
+    }
+    // An empty repository has nothing to deliver.
+    let has_commits =
+        crate::gitops::workspace::state(actor.workspace.root()).is_ok_and(|s| s.head.is_some());
     let push = ToolCall::Push {
         branch: work.branch.clone(),
     };
-    let step = u32::try_from(calls.len()).unwrap_or(u32::MAX);
-    if let Err(e) = act(&actor, step, &push).await {
-        return failed(
-            format!("push to {}: {e}", work.branch),
-            check,
-            work.cancel.is_cancelled(),
-        );
+    if has_commits {
+        if let Err(e) = act(actor, step.saturating_add(1), &push).await {
+            return failed(format!("push to {}: {e}", work.branch), check);
+        }
     }
     Done {
-        task: id,
+        task: work.task.id,
         outcome: AttemptOutcome::Succeeded {
             detail: after.detail().to_string(),
         },
@@ -222,6 +245,9 @@ pub async fn run(work: Work) -> Done {
         cancelled: false,
     }
 }
+
+/// The push step of a goal found already met in its workspace.
+const ALREADY_MET_STEP: u32 = 7_000_000;
 
 /// Steps of the controller's own commit and push after an agent's work, beyond any step
 /// number a conversation uses.
@@ -315,26 +341,16 @@ async fn agent_work(
         tools: &git,
         ..actor.clone()
     };
-    let commit = ToolCall::Commit {
-        message: format!("{}: work by {}", work.task.goal, work.agent),
-    };
-    if let Err(e) = act(&committer, AGENT_COMMIT_STEP, &commit).await {
-        return failed(format!("commit: {e}"), check, false);
-    }
-    let push = ToolCall::Push {
-        branch: work.branch.clone(),
-    };
-    if let Err(e) = act(&committer, AGENT_COMMIT_STEP + 1, &push).await {
-        return failed(format!("push to {}: {e}", work.branch), check, false);
-    }
-    Done {
-        task: id,
-        outcome: AttemptOutcome::Succeeded {
-            detail: after.detail().to_string(),
-        },
+    let message = format!("{}: work by {}", work.task.goal, work.agent);
+    deliver(
+        work,
+        &committer,
+        AGENT_COMMIT_STEP,
+        Some(message),
+        &after,
         check,
-        cancelled: false,
-    }
+    )
+    .await
 }
 
 /// Journal steps of the judge before and after the work.
