@@ -220,10 +220,10 @@ async fn deliver(
         check,
         cancelled: work.cancel.is_cancelled(),
     };
-    if let Some(message) = commit {
-        if let Err(e) = act(actor, step, &ToolCall::Commit { message }).await {
-            return failed(format!("commit: {e}"), check);
-        }
+    if let Some(message) = commit
+        && let Err(e) = act(actor, step, &ToolCall::Commit { message }).await
+    {
+        return failed(format!("commit: {e}"), check);
     }
     // An empty repository has nothing to deliver.
     let has_commits =
@@ -231,10 +231,8 @@ async fn deliver(
     let push = ToolCall::Push {
         branch: work.branch.clone(),
     };
-    if has_commits {
-        if let Err(e) = act(actor, step.saturating_add(1), &push).await {
-            return failed(format!("push to {}: {e}", work.branch), check);
-        }
+    if has_commits && let Err(e) = act(actor, step.saturating_add(1), &push).await {
+        return failed(format!("push to {}: {e}", work.branch), check);
     }
     Done {
         task: work.task.id,
