@@ -197,3 +197,35 @@ pub async fn delegate(
 pub fn used(usage: &Usage) -> u64 {
     usage.total_input() + usage.output_tokens
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{MemTree, load_and_validate};
+
+    #[test]
+    fn the_best_match_is_the_agent_whose_description_fits() {
+        let mut tree = MemTree::new("t");
+        tree.insert(
+            "all.yaml",
+            "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: c}\nspec: {mission: m, ceo: ceo}\n---\n\
+             apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs the company., prompt: p}\n---\n\
+             apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, description: Writes greetings and release notes., prompt: p}\n---\n\
+             apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: tester}\nspec: {title: Tester, reportsTo: ceo, description: Writes and runs automated tests., prompt: p}\n",
+        );
+        let (spec, _) = load_and_validate(&tree).unwrap();
+        assert_eq!(
+            best_match(&spec, "draft the release notes", &[]),
+            Some("writer")
+        );
+        assert_eq!(
+            best_match(&spec, "the automated tests fail", &[]),
+            Some("tester")
+        );
+        assert_eq!(
+            best_match(&spec, "release notes", &["writer".to_string()]),
+            None
+        );
+        assert_eq!(best_match(&spec, "zzz", &[]), None);
+    }
+}
