@@ -76,8 +76,16 @@ struct Applied {
     spec: Arc<Spec>,
     /// Providers that could be built (a key in the environment, a replay file), in order.
     models: Vec<Arc<dyn crate::model::Model>>,
+    /// The providers behind one model that fails over between them.
+    router: Option<Arc<dyn crate::model::Model>>,
     /// The company's action rate limits, shared by every worker of this revision.
     limits: Arc<crate::policy::limits::RateLimits>,
+}
+
+fn router(models: &[Arc<dyn crate::model::Model>]) -> Option<Arc<dyn crate::model::Model>> {
+    (!models.is_empty()).then(|| {
+        Arc::new(crate::model::Router::new(models.to_vec())) as Arc<dyn crate::model::Model>
+    })
 }
 
 fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
@@ -334,6 +342,7 @@ impl Engine {
                     revision: head,
                     limits: rate_limits(&spec),
                     spec: Arc::new(spec),
+                    router: router(&models),
                     models,
                 });
             }
@@ -369,6 +378,7 @@ impl Engine {
                                         revision: good,
                                         limits: rate_limits(&spec),
                                         spec: Arc::new(spec),
+                                        router: router(&models),
                                         models,
                                     });
                                 }
@@ -558,7 +568,8 @@ impl Engine {
                 author: author.clone(),
                 cancel: CancellationToken::new(),
                 resume: self.resume.contains(&task.id),
-                model: applied.models.first().cloned(),
+                // One router per revision: its circuit breakers remember across tasks.
+                model: applied.router.clone(),
                 settings: applied.spec.claude.settings.clone(),
                 limits: applied.limits.clone(),
                 mcp_servers: applied.spec.claude.mcp_servers.clone(),

@@ -18,6 +18,7 @@ pub mod openai;
 pub mod prices;
 pub mod replay;
 pub mod retry;
+pub mod router;
 pub mod sse;
 
 use std::fmt;
@@ -33,6 +34,7 @@ pub use openai::OpenAi;
 pub use prices::{PriceTable, cost, default_prices};
 pub use replay::{Exchange, Replay};
 pub use retry::{RetryPolicy, with_retries, with_retry_policy};
+pub use router::Router;
 
 /// A language model that completes a conversation.
 ///
