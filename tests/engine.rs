@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[path = "support/mock_llm.rs"]
+#[allow(dead_code)]
+mod mock_llm;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -990,4 +994,102 @@ fn an_agent_delegates_to_another_who_works_and_reports_back() {
         .find(|t| t["owner"] == "writer")
         .unwrap();
     assert_eq!(child["state"], "succeeded", "{tasks:#}");
+}
+
+#[test]
+fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() {
+    use serde_json::json;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tool_use = mock_llm::anthropic_stream(&[
+        mock_llm::message_start(
+            "m1",
+            "claude-sonnet-4-5",
+            json!({"input_tokens": 50, "output_tokens": 1}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"command\": \"touch marker && sleep 5 && touch done.txt\"}"}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        mock_llm::Reply::sse(tool_use),
+        mock_llm::Reply::sse(mock_llm::text_stream("m2", "Started it.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: started}\nspec:\n  product: app\n  owner: ceo\n  description: The work has started.\n  check: {file: {path: done.txt}}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!("  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n", mock.base_url()),
+        ),
+    )
+    .unwrap();
+    git(&company, &["commit", "-q", "-am", "A live model"]);
+    let state = tmp.path().join("state");
+    let run = || {
+        let mut command = Command::new(bin());
+        command
+            .args([
+                "run",
+                company.to_str().unwrap(),
+                "--once",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ])
+            .env("HOME", tmp.path())
+            .env("PROTO_TEST_KEY", "sk-test")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let mut child = run().spawn().unwrap();
+    wait_for(
+        "the agent's command to start",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_dir(state.join("work"))
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .any(|e| e.path().join("marker").exists())
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert_eq!(mock.requests().len(), 1, "one model turn before the kill");
+    let out = run().output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "started"),
+        "CheckPassed"
+    );
+    // The first turn came from the journal; only the second was asked for.
+    let requests = mock.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "the model was asked again for a recorded turn"
+    );
+    assert_eq!(requests[1].header("x-api-key"), Some("sk-test"));
 }
