@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 #[path = "support/mock_llm.rs"]
-#[allow(dead_code)]
 mod mock_llm;
 
 use std::net::TcpListener;
