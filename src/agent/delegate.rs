@@ -157,6 +157,7 @@ pub async fn delegate(
         task: child,
         agent: agent.name(),
         tools: &agent.spec.tools,
+        delegation: Some(&child_delegation),
         ..actor.clone()
     };
     let session = super::Session {
@@ -175,7 +176,6 @@ pub async fn delegate(
         token_budget: delegation.token_budget,
         prices: delegation.prices.clone(),
         step_base: 0,
-        delegation: Some(child_delegation),
     };
     let result = Box::pin(session.run()).await;
     let outcome = match &result {

@@ -70,9 +70,6 @@ pub struct Session<'a> {
     /// Where this session's journal steps start, so that several sessions of one task (the
     /// agent's work, the judge before and after it) never share a step.
     pub step_base: u32,
-    /// Set when the agent may delegate (it holds `Delegate`): the chain so far and what
-    /// children may use.
-    pub delegation: Option<delegate::Delegation>,
 }
 
 /// The system prompt: the agent's own prompt, then the company's memory, rules and the
@@ -260,13 +257,6 @@ impl Session<'_> {
                 let offset = u32::try_from(i + 1)
                     .unwrap_or(STEP_STRIDE - 1)
                     .min(STEP_STRIDE - 1);
-                if name == "Delegate" {
-                    results.push(
-                        self.delegate(step(self.step_base, turn, offset), &id, &input)
-                            .await?,
-                    );
-                    continue;
-                }
                 let call = ToolCall::Tool {
                     name: name.clone(),
                     input,
@@ -304,74 +294,6 @@ impl Session<'_> {
             });
         }
         Err(AgentError::MaxTurns(self.max_turns))
-    }
-
-    /// A `Delegate` call: allowed like any tool, journaled like one, worked by the child.
-    async fn delegate(
-        &self,
-        at: u32,
-        id: &str,
-        input: &serde_json::Value,
-    ) -> Result<ContentBlock, AgentError> {
-        if !crate::policy::allows(self.actor.tools, "Delegate") {
-            return Ok(ContentBlock::tool_error(
-                id,
-                format!("{} may not use Delegate", self.actor.agent),
-            ));
-        }
-        let Some(delegation) = &self.delegation else {
-            return Ok(ContentBlock::tool_error(
-                id,
-                "delegation is not available here",
-            ));
-        };
-        let store = self.actor.store;
-        if let Some(done) = store
-            .action(self.actor.task, at)?
-            .filter(|a| a.finished_at.is_some())
-        {
-            let outcome = done.outcome.unwrap_or_default();
-            let content = outcome
-                .get("content")
-                .and_then(|c| c.as_str())
-                .unwrap_or_default()
-                .to_string();
-            return Ok(
-                if outcome
-                    .get("isError")
-                    .and_then(|e| e.as_bool())
-                    .unwrap_or(false)
-                {
-                    ContentBlock::tool_error(id, content)
-                } else {
-                    ContentBlock::tool_result(id, content)
-                },
-            );
-        }
-        let action = store.action_started(self.actor.task, at, "Delegate", input, Utc::now())?;
-        let (content, is_error) = match delegate::delegate(&self.actor, delegation, at, input).await
-        {
-            Ok(answer) => answer,
-            Err(reason) => (reason, true),
-        };
-        let outcome = json!({ "content": content, "isError": is_error });
-        let audit = crate::store::AuditRecord {
-            id: 0,
-            time: Utc::now(),
-            agent: self.actor.agent.to_string(),
-            goal: Some(self.actor.goal.to_string()),
-            task: Some(self.actor.task),
-            action: "Delegate".into(),
-            input: input.clone(),
-            outcome: outcome.clone(),
-            diff: None,
-        };
-        store.action_finished(action, &outcome, &audit, Utc::now())?;
-        Ok(if is_error {
-            ContentBlock::tool_error(id, content)
-        } else {
-            ContentBlock::tool_result(id, content)
-        })
     }
 
     /// One model call, or its recorded response when the journal has it.

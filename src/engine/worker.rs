@@ -166,6 +166,7 @@ pub async fn run(work: Work) -> Done {
         settings: work.settings.as_ref(),
         limits: Some(&work.limits),
         mcp: None,
+        delegation: None,
     };
     if before.passed() {
         // Met in the workspace: still make sure it is on the product's branch (an earlier
@@ -288,9 +289,20 @@ async fn agent_work(
     if let Some(pool) = &pool {
         tools.extend(crate::agent::mcp_tool_defs(pool, &agent.tools).await);
     }
+    let delegation = crate::agent::delegate::Delegation {
+        spec: work.spec.clone(),
+        model: model.clone(),
+        prices: work.prices.clone(),
+        chain: vec![work.agent.clone()],
+        max_depth: crate::agent::delegate::DEFAULT_DEPTH,
+        token_budget: work.token_budget,
+        task_key: work.task.key.clone(),
+        product: work.task.product.clone(),
+    };
     let session = crate::agent::Session {
         actor: Actor {
             mcp: pool.as_ref(),
+            delegation: Some(&delegation),
             ..actor.clone()
         },
         model: model.as_ref(),
@@ -305,16 +317,6 @@ async fn agent_work(
         token_budget: work.token_budget,
         prices: work.prices.clone(),
         step_base: 0,
-        delegation: Some(crate::agent::delegate::Delegation {
-            spec: work.spec.clone(),
-            model: model.clone(),
-            prices: work.prices.clone(),
-            chain: vec![work.agent.clone()],
-            max_depth: crate::agent::delegate::DEFAULT_DEPTH,
-            token_budget: work.token_budget,
-            task_key: work.task.key.clone(),
-            product: work.task.product.clone(),
-        }),
     };
     if let Err(e) = session.run().await {
         let cancelled = matches!(e, crate::agent::AgentError::Cancelled);
@@ -398,6 +400,7 @@ async fn evaluate(
         settings: None,
         limits: Some(&work.limits),
         mcp: None,
+        delegation: None,
     };
     let model_id = match judge.model.as_deref() {
         Some(tier) => crate::agent::model_id_for(tier),
@@ -419,7 +422,6 @@ async fn evaluate(
         token_budget: work.token_budget,
         prices: work.prices.clone(),
         step_base,
-        delegation: None,
     };
     match session.run().await {
         Ok(done) => match crate::agent::parse_verdict(&done.text) {

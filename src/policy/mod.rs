@@ -145,6 +145,8 @@ pub struct Actor<'a> {
     pub limits: Option<&'a limits::RateLimits>,
     /// The company's MCP servers, for `mcp__<server>__<tool>` calls.
     pub mcp: Option<&'a crate::mcp::McpPool>,
+    /// Set when the agent may hand work to others: the chain so far and what children use.
+    pub delegation: Option<&'a crate::agent::delegate::Delegation>,
 }
 
 /// Whether `tools` allows `tool`. A narrowed entry (`Bash(npm test)`) counts as holding the
@@ -319,7 +321,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
     let id = actor
         .store
         .action_started(actor.task, step, call.tool(), &input, now)?;
-    let (outcome, diff) = match execute(actor, call).await {
+    let (outcome, diff) = match execute(actor, step, call).await {
         Ok(done) => {
             after(actor, call, Ok(&done.0)).await;
             done
@@ -422,7 +424,11 @@ fn unified_diff(path: &str, before: &str, after: &str) -> Option<String> {
     )
 }
 
-async fn execute(actor: &Actor<'_>, call: &ToolCall) -> Result<(Value, Option<String>), ActError> {
+async fn execute(
+    actor: &Actor<'_>,
+    step: u32,
+    call: &ToolCall,
+) -> Result<(Value, Option<String>), ActError> {
     if actor.cancel.is_cancelled() {
         return Err(ActError::Cancelled);
     }
@@ -490,6 +496,16 @@ async fn execute(actor: &Actor<'_>, call: &ToolCall) -> Result<(Value, Option<St
             let commit =
                 gitops::workspace::commit_all(actor.workspace.root(), message, actor.author)?;
             Ok((json!({ "commit": commit }), None))
+        }
+        ToolCall::Tool { name, input } if name == "Delegate" => {
+            let Some(delegation) = actor.delegation else {
+                return Err(ActError::Failed("delegation is not available here".into()));
+            };
+            let (content, is_error) =
+                crate::agent::delegate::delegate(actor, delegation, step, input)
+                    .await
+                    .unwrap_or_else(|reason| (reason, true));
+            Ok((json!({ "content": content, "isError": is_error }), None))
         }
         ToolCall::Tool { name, input } if name.starts_with("mcp__") => {
             let Some(pool) = actor.mcp else {
