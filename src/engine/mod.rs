@@ -153,6 +153,8 @@ pub struct Engine {
     last_plan: Vec<Action>,
     status: StatusReport,
     commits: Vec<String>,
+    /// A fetch of the source is wanted (at start, on a trigger, when the timer fires).
+    fetch_due: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -213,6 +215,7 @@ impl Engine {
             last_plan: Vec::new(),
             status,
             commits: Vec::new(),
+            fetch_due: true,
         })
     }
 
@@ -236,8 +239,8 @@ impl Engine {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(done) = self.done_rx.recv() => self.finished(done)?,
-                _ = trigger.recv() => {}
-                _ = tokio::time::sleep(wake) => {}
+                _ = trigger.recv() => self.fetch_due = true,
+                _ = tokio::time::sleep(wake) => self.fetch_due = true,
             }
         }
         // Graceful stop: running work is cancelled (process groups killed) and resumes from
@@ -301,7 +304,11 @@ impl Engine {
     /// Reads the branch head; a new valid revision replaces the running one, an invalid
     /// one is recorded with its errors while the last good revision keeps running.
     fn refresh(&mut self) -> Result<(), EngineError> {
-        if let Err(e) = self.source.fetch() {
+        // Fetch only when the poll timer or a trigger asked: a worker finishing is no reason
+        // to go to the network.
+        if std::mem::take(&mut self.fetch_due)
+            && let Err(e) = self.source.fetch()
+        {
             tracing::warn!(error = %e, "fetch failed; working from the last fetched revision");
         }
         let head = self.source.head()?;
