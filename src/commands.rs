@@ -132,7 +132,10 @@ fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHa
                     count("CheckPassed"),
                     count("Working"),
                     count("Queued") + count("RetryScheduled"),
-                    count("DependenciesNotMet") + count("NoModel"),
+                    count("DependenciesNotMet")
+                        + count("NoModel")
+                        + count("WaitingApproval")
+                        + count("BudgetExhausted"),
                     count("AttemptsExhausted"),
                 ));
             }
@@ -173,7 +176,7 @@ fn print_summary(summary: &Summary) {
         .filter(|g| {
             matches!(
                 g.reason.as_str(),
-                "NoModel" | "DependenciesNotMet" | "WaitingApproval"
+                "NoModel" | "DependenciesNotMet" | "WaitingApproval" | "BudgetExhausted"
             )
         })
         .collect();

@@ -34,6 +34,21 @@ pub struct Observed {
     /// Whether `judge` checks can be graded (they need the judge of the agent runtime).
     #[serde(default)]
     pub judge_available: bool,
+    /// Dollars spent so far, for the dollar budgets.
+    #[serde(default)]
+    pub spending: Spending,
+}
+
+/// Dollars spent, as the planner weighs them against the budgets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spending {
+    /// The company's dollars on the current UTC day.
+    #[serde(default)]
+    pub day_usd: f64,
+    /// Dollars by goal, over all its tasks.
+    #[serde(default)]
+    pub by_goal: BTreeMap<String, f64>,
 }
 
 /// The last check of a goal.
@@ -97,6 +112,9 @@ pub enum WaitReason {
     DependsOn { goals: Vec<String> },
     /// Its work or its check needs a model and none is reachable.
     NoModel,
+    /// Its work needs a model and a dollar budget is spent: the company's for today (it
+    /// waits for the next UTC day) or the goal's own (it waits for a larger budget in git).
+    Budget { message: String },
 }
 
 /// One step toward the declaration.
@@ -187,6 +205,10 @@ impl Action {
                 reason: WaitReason::NoModel,
                 ..
             } => "needs a model and no provider is reachable (NoModel)".to_string(),
+            Action::Wait {
+                reason: WaitReason::Budget { message },
+                ..
+            } => message.clone(),
             Action::Cancel { message, .. } | Action::Stall { message, .. } => message.clone(),
             Action::Recheck { .. } => "schedule fired; check again".to_string(),
         }
@@ -213,12 +235,6 @@ pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
     )
 }
 
-/// Delegated work is recorded as child tasks keyed under their parent
-/// (`<parent key>/<step>:<agent>`); they belong to the parent's attempt, not to the planner.
-pub fn is_child_key(key: &str) -> bool {
-    key.contains('/')
-}
-
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -229,6 +245,31 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Whether working `goal` needs a model: no playbook to run, or a check only a model can judge.
 pub fn needs_model(goal: &GoalSpec) -> bool {
     goal.playbook.is_empty() || goal.check.needs_model()
+}
+
+/// Why a goal whose work needs a model may not start: a dollar budget already used up.
+fn budget_spent(spec: &Spec, goal: &Resource<GoalSpec>, spending: &Spending) -> Option<String> {
+    let budgets = spec.company().and_then(|c| c.spec.budgets.as_ref());
+    if let Some(limit) = budgets.and_then(|b| b.usd_per_day)
+        && spending.day_usd >= limit
+    {
+        return Some(format!(
+            "the company's daily budget is spent (${:.4} of ${limit:.2}, spec.budgets.usdPerDay); work resumes on the next UTC day",
+            spending.day_usd
+        ));
+    }
+    let own = goal.spec.budget.as_ref().and_then(|b| b.usd);
+    let (limit, field) = match (own, budgets.and_then(|b| b.usd_per_goal)) {
+        (Some(limit), _) => (limit, "the goal's spec.budget.usd"),
+        (None, Some(limit)) => (limit, "the company's spec.budgets.usdPerGoal"),
+        (None, None) => return None,
+    };
+    let spent = spending.by_goal.get(goal.name()).copied().unwrap_or(0.0);
+    (spent >= limit).then(|| {
+        format!(
+            "the goal's budget is spent (${spent:.4} of ${limit:.2}, {field}); raise it to continue"
+        )
+    })
 }
 
 /// The plan: actions in the order they should be taken.
@@ -248,7 +289,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
     let live: HashMap<&str, &TaskObservation> = observed
         .tasks
         .iter()
-        .filter(|t| t.state.is_live() && !is_child_key(&t.key))
+        .filter(|t| t.state.is_live())
         .map(|t| (t.goal.as_str(), t))
         .collect();
     let keys: HashMap<&str, String> = spec.goals.iter().map(|g| (g.name(), goal_key(g))).collect();
@@ -359,6 +400,16 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
                 goal: name.to_string(),
                 priority,
                 reason: WaitReason::NoModel,
+            });
+            continue;
+        }
+        if needs_model(&goal.spec)
+            && let Some(message) = budget_spent(spec, goal, &observed.spending)
+        {
+            actions.push(Action::Wait {
+                goal: name.to_string(),
+                priority,
+                reason: WaitReason::Budget { message },
             });
             continue;
         }

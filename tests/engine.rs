@@ -907,7 +907,9 @@ fn a_spent_token_budget_stops_the_agent_with_a_clear_status() {
     let goals = goals_json(tmp.path(), &state);
     assert_eq!(reason(&goals, "costly"), "AttemptsExhausted");
     assert!(
-        goals.to_string().contains("token budget of 1000 is spent"),
+        goals
+            .to_string()
+            .contains("token budget exceeded: 1100 tokens spent of 1000"),
         "{goals:#}"
     );
 }

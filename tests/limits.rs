@@ -1,5 +1,6 @@
-//! Rate limits per company and per agent on a fake clock, and the budget ledger: daily,
-//! per-goal and per-task budgets, each named when it is broken.
+//! Rate limits per company and per agent on a fake clock, and budgets weighed against what
+//! a real store recorded: daily, per-goal and per-attempt token budgets (delegated children
+//! included), each named when it is broken.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -8,9 +9,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use governor::clock::FakeRelativeClock;
 use proto::policy::limits::{
-    Budget, BudgetExceeded, Charge, Ledger, RateLimited, RateLimits, RateScope,
+    Budget, BudgetExceeded, RateLimited, RateLimits, RateScope, TaskBudget,
 };
-use proto::spec::kinds::{Budgets, Limits};
+use proto::spec::Priority;
+use proto::spec::kinds::{Budgets, GoalBudget, Limits};
+use proto::store::{AttemptOutcome, NewTask, Store};
 
 fn limits(company: Option<u32>, agent: Option<u32>) -> Limits {
     Limits {
@@ -105,27 +108,54 @@ fn at(day: u32, hour: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
 }
 
-fn charge<'a>(goal: &'a str, task: &'a str, usd: f64, tokens: u64) -> Charge<'a> {
-    Charge {
-        goal,
-        task,
-        usd,
-        tokens,
+/// A started task of `goal` (optionally delegated from `parent`) in `store`.
+fn task(store: &Store, goal: &str, key: &str, parent: Option<i64>, now: DateTime<Utc>) -> i64 {
+    let id = store
+        .enqueue(
+            &NewTask {
+                key: key.into(),
+                goal: goal.into(),
+                product: "p".into(),
+                owner: "ceo".into(),
+                priority: Priority::Medium,
+                max_attempts: 3,
+                revision: "r".into(),
+                parent,
+            },
+            now,
+        )
+        .unwrap()
+        .unwrap();
+    store.start(id, "local", now).unwrap();
+    id
+}
+
+fn spend(store: &Store, task: i64, usd: f64, tokens: u64, now: DateTime<Utc>) {
+    store
+        .spend(task, "ceo", "claude-haiku-4-5", tokens, 0, usd, now)
+        .unwrap();
+}
+
+fn budgets(day: Option<f64>, goal: Option<f64>, tokens: Option<u64>) -> Budgets {
+    Budgets {
+        usd_per_day: day,
+        usd_per_goal: goal,
+        tokens_per_task: tokens,
     }
 }
 
 #[test]
 fn the_daily_budget_resets_at_utc_midnight() {
-    let ledger = Ledger::new(Some(&Budgets {
-        usd_per_day: Some(10.0),
-        usd_per_goal: None,
-        tokens_per_task: None,
-    }));
-    ledger
-        .charge_at(&charge("g", "t1", 6.0, 0), at(3, 9))
+    let store = Store::in_memory().unwrap();
+    let budget = TaskBudget::new(Some(&budgets(Some(10.0), None, None)), None);
+    let t1 = task(&store, "g", "g@1", None, at(3, 9));
+    spend(&store, t1, 6.0, 0, at(3, 9));
+    budget
+        .check("g", "t1", &store.spent(t1, at(3, 10)).unwrap(), at(3, 10))
         .unwrap();
-    let err = ledger
-        .charge_at(&charge("g", "t2", 5.0, 0), at(3, 23))
+    spend(&store, t1, 5.0, 0, at(3, 23));
+    let err = budget
+        .check("g", "t1", &store.spent(t1, at(3, 23)).unwrap(), at(3, 23))
         .unwrap_err();
     assert_eq!(
         err.budget(),
@@ -137,33 +167,36 @@ fn the_daily_budget_resets_at_utc_midnight() {
         err.to_string(),
         "the company's daily (2026-11-03) budget exceeded: $11.0000 spent of $10.00"
     );
-    // The spend is recorded even though it broke the budget.
-    assert_eq!(ledger.spent_today(at(3, 23)), 11.0);
-    assert!(ledger.check_at("g", "t3", at(3, 23)).is_err());
-    // A new day.
-    assert_eq!(ledger.spent_today(at(4, 0)), 0.0);
-    ledger.check_at("g", "t3", at(4, 0)).unwrap();
-    ledger
-        .charge_at(&charge("g", "t3", 9.0, 0), at(4, 1))
-        .unwrap();
+    // A new UTC day: yesterday's spend no longer counts against the daily budget.
+    let spent = store.spent(t1, at(4, 0)).unwrap();
+    assert_eq!(spent.day_usd, 0.0);
+    assert_eq!(spent.goal_usd, 11.0);
+    budget.check("g", "t1", &spent, at(4, 0)).unwrap();
+    assert_eq!(store.spending(at(3, 12)).unwrap().day_usd, 11.0);
 }
 
 #[test]
 fn goal_budgets_default_to_the_company_and_can_be_overridden() {
-    let mut ledger = Ledger::new(Some(&Budgets {
-        usd_per_day: None,
-        usd_per_goal: Some(2.0),
-        tokens_per_task: None,
-    }));
-    ledger.set_goal_budget("big", 100.0);
-    ledger
-        .charge_at(&charge("small", "t", 1.5, 0), at(1, 0))
+    let store = Store::in_memory().unwrap();
+    let company = budgets(None, Some(2.0), None);
+    let small = TaskBudget::new(Some(&company), None);
+    let big = TaskBudget::new(
+        Some(&company),
+        Some(&GoalBudget {
+            usd: Some(100.0),
+            attempts: None,
+        }),
+    );
+    let s = task(&store, "small", "small@1", None, at(1, 0));
+    let b = task(&store, "big", "big@1", None, at(1, 0));
+    spend(&store, s, 1.5, 0, at(1, 0));
+    spend(&store, b, 50.0, 0, at(1, 0));
+    small
+        .check("small", "s", &store.spent(s, at(1, 0)).unwrap(), at(1, 0))
         .unwrap();
-    ledger
-        .charge_at(&charge("big", "t", 50.0, 0), at(1, 0))
-        .unwrap();
-    let err = ledger
-        .charge_at(&charge("small", "t", 1.0, 0), at(1, 0))
+    spend(&store, s, 1.0, 0, at(1, 0));
+    let err = small
+        .check("small", "s", &store.spent(s, at(1, 0)).unwrap(), at(1, 0))
         .unwrap_err();
     assert_eq!(
         err,
@@ -179,40 +212,63 @@ fn goal_budgets_default_to_the_company_and_can_be_overridden() {
         err.to_string().starts_with("goal small's budget exceeded"),
         "{err}"
     );
-    assert_eq!(ledger.spent_on_goal("big"), 50.0);
-    ledger.check_at("big", "t", at(1, 0)).unwrap();
+    big.check("big", "b", &store.spent(b, at(1, 0)).unwrap(), at(1, 0))
+        .unwrap();
+    let spending = store.spending(at(1, 0)).unwrap();
+    assert_eq!(spending.by_goal["small"], 2.5);
+    assert_eq!(spending.by_goal["big"], 50.0);
 }
 
 #[test]
-fn token_budgets_are_per_task_and_checked_before_work() {
-    let ledger = Ledger::new(Some(&Budgets {
-        usd_per_day: None,
-        usd_per_goal: None,
-        tokens_per_task: Some(1000),
-    }));
-    ledger
-        .charge_at(&charge("g", "t1", 0.0, 600), at(1, 0))
+fn a_delegated_child_spends_from_its_parents_attempt_budget() {
+    let store = Store::in_memory().unwrap();
+    let budget = TaskBudget::new(Some(&budgets(None, None, Some(1000))), None);
+    let parent = task(&store, "g", "g@1", None, at(1, 0));
+    let child = task(&store, "g", "g@1/3:writer", Some(parent), at(1, 1));
+    let grandchild = task(&store, "g", "g@1/3:writer/2:tester", Some(child), at(1, 1));
+    spend(&store, parent, 0.0, 600, at(1, 1));
+    spend(&store, grandchild, 0.0, 300, at(1, 2));
+    // The child sees the whole tree's spend: 100 tokens are left for it.
+    let spent = store.spent(child, at(1, 2)).unwrap();
+    assert_eq!(spent.attempt_tokens, 900);
+    budget.check("g", "t", &spent, at(1, 2)).unwrap();
+    spend(&store, child, 0.0, 100, at(1, 3));
+    // Exactly at the limit: nothing is left for more work, in the parent or any child.
+    for id in [parent, child, grandchild] {
+        let err = budget
+            .check("g", "t", &store.spent(id, at(1, 3)).unwrap(), at(1, 3))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task t's token budget exceeded: 1000 tokens spent of 1000"
+        );
+    }
+    // The next attempt of the parent starts with a fresh token budget (the dollars stay).
+    store
+        .finish(
+            parent,
+            &AttemptOutcome::Failed {
+                error: "check fails".into(),
+            },
+            at(1, 4),
+            at(1, 4),
+        )
         .unwrap();
-    ledger
-        .charge_at(&charge("g", "t1", 0.0, 400), at(1, 0))
-        .unwrap();
-    // Exactly at the limit: the charge is fine, but nothing is left to start more work.
-    assert_eq!(ledger.tokens_for_task("t1"), 1000);
-    let err = ledger.check_at("g", "t1", at(1, 0)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "task t1's token budget exceeded: 1000 tokens spent of 1000"
-    );
-    ledger.check_at("g", "t2", at(1, 0)).unwrap();
-    let err = ledger
-        .charge_at(&charge("g", "t1", 0.0, 1), at(1, 0))
-        .unwrap_err();
-    assert_eq!(err.budget(), &Budget::TokensPerTask { task: "t1".into() });
+    store.start(parent, "local", at(1, 5)).unwrap();
+    let spent = store.spent(parent, at(1, 5)).unwrap();
+    assert_eq!(spent.attempt_tokens, 0);
+    budget.check("g", "t", &spent, at(1, 5)).unwrap();
+    // Children are not the planner's: they are left out of what it observes.
+    let observed = store.observed().unwrap();
+    assert_eq!(observed.tasks.len(), 1);
 }
 
 #[test]
 fn no_budgets_means_unlimited() {
-    let ledger = Ledger::new(None);
-    ledger.charge(&charge("g", "t", 1e9, u64::MAX / 2)).unwrap();
-    ledger.check("g", "t").unwrap();
+    let store = Store::in_memory().unwrap();
+    let t = task(&store, "g", "g@1", None, at(1, 0));
+    spend(&store, t, 1e9, u64::MAX / 4, at(1, 0));
+    TaskBudget::new(None, None)
+        .check("g", "t", &store.spent(t, at(1, 0)).unwrap(), at(1, 0))
+        .unwrap();
 }

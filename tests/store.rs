@@ -33,6 +33,7 @@ fn new_task(goal: &str, priority: Priority) -> NewTask {
         priority,
         max_attempts: 3,
         revision: "abc123".into(),
+        parent: None,
     }
 }
 

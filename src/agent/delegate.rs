@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::model::{Model, PriceTable, Usage};
+use crate::model::{Model, PriceTable};
 use crate::policy::Actor;
 use crate::spec::{Priority, Spec};
 use crate::store::NewTask;
@@ -25,8 +25,9 @@ pub struct Delegation {
     /// Agents from the task's owner down to the current one.
     pub chain: Vec<String>,
     pub max_depth: usize,
-    /// Tokens left for this session and everything it delegates.
-    pub token_budget: Option<u64>,
+    /// The budgets of the task; children spend from what the parent has left, because the
+    /// store counts a child's spend against its root task.
+    pub budget: crate::policy::limits::TaskBudget,
     /// The parent task's key; children are keyed under it.
     pub task_key: String,
     pub product: String,
@@ -129,6 +130,7 @@ pub async fn delegate(
             priority: Priority::High,
             max_attempts: 1,
             revision: String::new(),
+            parent: Some(actor.task),
         },
         now,
     ) {
@@ -138,13 +140,21 @@ pub async fn delegate(
                 .map_err(|e| e.to_string())?;
             id
         }
-        Ok(None) => store
-            .tasks()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|t| t.key == key)
-            .map(|t| t.id)
-            .ok_or("the child task vanished")?,
+        Ok(None) => {
+            // Resumed after a restart: the child exists, queued again by the recovery.
+            let found = store
+                .tasks()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|t| t.key == key)
+                .ok_or("the child task vanished")?;
+            if found.state == crate::plan::TaskState::Queued {
+                store
+                    .start(found.id, actor.computer.name(), now)
+                    .map_err(|e| e.to_string())?;
+            }
+            found.id
+        }
         Err(e) => return Err(e.to_string()),
     };
     let mut chain = delegation.chain.clone();
@@ -173,7 +183,7 @@ pub async fn delegate(
         max_turns: agent.spec.max_turns.unwrap_or(40),
         max_tokens: 8192,
         thinking: agent.spec.thinking,
-        token_budget: delegation.token_budget,
+        budget: delegation.budget,
         prices: delegation.prices.clone(),
         step_base: 0,
     };
@@ -191,11 +201,6 @@ pub async fn delegate(
         Ok(done) => Ok((format!("{target} reports: {}", done.text), false)),
         Err(e) => Ok((format!("{target} could not finish: {e}"), true)),
     }
-}
-
-/// Tokens a session has used (for the parent's remaining budget).
-pub fn used(usage: &Usage) -> u64 {
-    usage.total_input() + usage.output_tokens
 }
 
 #[cfg(test)]

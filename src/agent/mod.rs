@@ -34,8 +34,10 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Act(#[from] ActError),
-    #[error("the task's token budget of {budget} is spent ({used} used)")]
-    Budget { budget: u64, used: u64 },
+    #[error("{0}")]
+    Budget(#[from] crate::policy::limits::BudgetExceeded),
+    #[error("{action} needs a person's approval: {reason}")]
+    NeedsApproval { action: String, reason: String },
     #[error("{0} turns without finishing (maxTurns)")]
     MaxTurns(u32),
     #[error("cancelled")]
@@ -65,7 +67,8 @@ pub struct Session<'a> {
     pub max_turns: u32,
     pub max_tokens: u32,
     pub thinking: Option<u32>,
-    pub token_budget: Option<u64>,
+    /// The budgets every model call is checked against, with what the store says was spent.
+    pub budget: crate::policy::limits::TaskBudget,
     pub prices: PriceTable,
     /// Where this session's journal steps start, so that several sessions of one task (the
     /// agent's work, the judge before and after it) never share a step.
@@ -284,6 +287,14 @@ impl Session<'_> {
                     }
                     Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
                     Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
+                    // An `ask` rule: the task waits for a person rather than the model
+                    // working around the refusal.
+                    Err(ActError::NeedsApproval(reason)) => {
+                        return Err(AgentError::NeedsApproval {
+                            action: call.summary(),
+                            reason,
+                        });
+                    }
                     Err(e) => ContentBlock::tool_error(id, e.to_string()),
                 };
                 results.push(block);
@@ -313,12 +324,10 @@ impl Session<'_> {
             usage.add(&response.usage);
             return Ok(response);
         }
-        if let Some(budget) = self.token_budget {
-            let used = usage.total_input() + usage.output_tokens;
-            if used >= budget {
-                return Err(AgentError::Budget { budget, used });
-            }
-        }
+        let now = Utc::now();
+        let spent = store.spent(self.actor.task, now)?;
+        self.budget
+            .check(self.actor.goal, &self.actor.task.to_string(), &spent, now)?;
         let request = Request {
             model: self.model_id.clone(),
             system: self.system.clone(),

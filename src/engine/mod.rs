@@ -283,6 +283,7 @@ impl Engine {
         // Goals without a playbook need a reachable model; `judge` checks wait for the judge.
         observed.model_available = self.applied.as_ref().is_some_and(|a| !a.models.is_empty());
         observed.judge_available = observed.model_available;
+        observed.spending = self.store.spending(now)?;
         let actions = match &self.applied {
             Some(applied) => plan::plan(&applied.spec, &observed, now),
             None => Vec::new(),
@@ -440,6 +441,7 @@ impl Engine {
                         priority: *priority,
                         max_attempts,
                         revision: applied.revision.clone(),
+                        parent: None,
                     };
                     if let Some(id) = self.store.enqueue(&task, now)? {
                         tracing::info!(goal = %goal, task = id, "enqueued");
@@ -455,6 +457,7 @@ impl Engine {
                             priority: *priority,
                             max_attempts: 1,
                             revision: applied.revision.clone(),
+                            parent: None,
                         };
                         self.store.enqueue(&task, now)?;
                     }
@@ -537,9 +540,6 @@ impl Engine {
             *used.entry(running.computer.clone()).or_default() += 1;
         }
         for task in self.store.ready(now)? {
-            if plan::is_child_key(&task.key) {
-                continue; // delegated work runs inside its parent's attempt
-            }
             let Some(goal) = applied.spec.goal(&task.goal) else {
                 continue;
             };
@@ -594,11 +594,10 @@ impl Engine {
                     .agent(&goal.spec.owner)
                     .map(|a| crate::agent::system_prompt(&applied.spec, a.name(), &a.spec))
                     .unwrap_or_default(),
-                token_budget: applied
-                    .spec
-                    .company()
-                    .and_then(|c| c.spec.budgets.as_ref())
-                    .and_then(|b| b.tokens_per_task),
+                budget: crate::policy::limits::TaskBudget::new(
+                    applied.spec.company().and_then(|c| c.spec.budgets.as_ref()),
+                    goal.spec.budget.as_ref(),
+                ),
                 prices: crate::model::PriceTable::new(
                     &applied
                         .spec
@@ -675,6 +674,14 @@ impl Engine {
                     "attempt {} of {} failed: {error}",
                     task.attempts, task.max_attempts
                 )
+            }
+            AttemptOutcome::WaitingApproval { action, reason } => {
+                tracing::warn!(goal = %task.goal, "{action} waits for approval: {reason}");
+                format!("waits for approval of {action}")
+            }
+            AttemptOutcome::OverBudget { error } => {
+                tracing::warn!(goal = %task.goal, "stopped: {error}");
+                format!("stopped: {error}")
             }
         };
         self.store.event(
@@ -826,7 +833,7 @@ impl Engine {
             .store
             .tasks()?
             .into_iter()
-            .filter(|t| t.state == plan::TaskState::Queued && !plan::is_child_key(&t.key))
+            .filter(|t| t.state == plan::TaskState::Queued && t.parent.is_none())
             .any(|t| !self.computers_for(&t.product).is_empty());
         Ok(!queued)
     }

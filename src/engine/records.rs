@@ -169,6 +169,21 @@ pub fn status(seen: &Seen<'_>, previous: &StatusReport, now: DateTime<Utc>) -> S
                 task.and_then(|t| t.last_error.clone())
                     .unwrap_or_else(|| "the check still fails".into()),
             ),
+            (_, Some(TaskState::WaitingApproval), _) => (
+                Some(false),
+                false,
+                false,
+                "WaitingApproval".into(),
+                task.and_then(|t| t.last_error.clone())
+                    .unwrap_or_else(|| "an action waits for a person's approval".into()),
+            ),
+            (_, _, Some(WaitReason::Budget { message })) => (
+                Some(false),
+                false,
+                true,
+                "BudgetExhausted".into(),
+                message.clone(),
+            ),
             (_, Some(TaskState::Running), _) => (
                 Some(false),
                 true,
@@ -294,7 +309,10 @@ pub fn product_plan(spec: &Spec, product: &str, status: &StatusReport) -> serde_
                     Some("CheckPassed") => "done",
                     Some("Working") => "in_progress",
                     Some("AttemptsExhausted") => "blocked",
-                    Some("DependenciesNotMet" | "NoModel" | "Suspended") => "waiting",
+                    Some(
+                        "DependenciesNotMet" | "NoModel" | "Suspended" | "WaitingApproval"
+                        | "BudgetExhausted",
+                    ) => "waiting",
                     _ => "todo",
                 }
                 .to_string(),

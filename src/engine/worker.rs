@@ -39,7 +39,8 @@ pub struct Work {
     pub model: Option<Arc<dyn crate::model::Model>>,
     pub model_id: String,
     pub system: Vec<crate::model::SystemBlock>,
-    pub token_budget: Option<u64>,
+    /// The task's budgets (company and goal).
+    pub budget: crate::policy::limits::TaskBudget,
     pub prices: crate::model::PriceTable,
     /// Permission rules and hooks from `.claude/settings.json`.
     pub settings: Option<crate::spec::Settings>,
@@ -184,6 +185,17 @@ pub async fn run(work: Work) -> Done {
         let step = u32::try_from(step).unwrap_or(u32::MAX);
         tracing::info!(goal = %work.task.goal, step, action = call.action(), "step");
         if let Err(e) = act(&actor, step, call).await {
+            if let crate::policy::ActError::NeedsApproval(reason) = e {
+                return Done {
+                    task: id,
+                    outcome: AttemptOutcome::WaitingApproval {
+                        action: call.summary(),
+                        reason,
+                    },
+                    check,
+                    cancelled: false,
+                };
+            }
             let cancelled = work.cancel.is_cancelled();
             return failed(
                 format!("step {} ({}): {e}", step + 1, call.action()),
@@ -295,7 +307,7 @@ async fn agent_work(
         prices: work.prices.clone(),
         chain: vec![work.agent.clone()],
         max_depth: crate::agent::delegate::DEFAULT_DEPTH,
-        token_budget: work.token_budget,
+        budget: work.budget,
         task_key: work.task.key.clone(),
         product: work.task.product.clone(),
     };
@@ -314,13 +326,17 @@ async fn agent_work(
         max_turns: agent.max_turns.unwrap_or(40),
         max_tokens: 8192,
         thinking: agent.thinking,
-        token_budget: work.token_budget,
+        budget: work.budget,
         prices: work.prices.clone(),
         step_base: 0,
     };
     if let Err(e) = session.run().await {
-        let cancelled = matches!(e, crate::agent::AgentError::Cancelled);
-        return failed(format!("agent {}: {e}", work.agent), check, cancelled);
+        return Done {
+            task: id,
+            outcome: session_outcome(&work.agent, &e),
+            check,
+            cancelled: matches!(e, crate::agent::AgentError::Cancelled),
+        };
     }
     let after = evaluate(work, actor.workspace, JUDGE_AFTER_STEP).await;
     let check = Some(observe(work, &after));
@@ -351,6 +367,26 @@ async fn agent_work(
         check,
     )
     .await
+}
+
+/// How an agent session that did not finish ends the attempt: a spent dollar budget ends
+/// the task (the planner waits for budget), an action needing approval parks it, anything
+/// else (the attempt's token budget included) is a failed attempt, retried and escalated.
+fn session_outcome(agent: &str, e: &crate::agent::AgentError) -> AttemptOutcome {
+    use crate::agent::AgentError;
+    use crate::policy::limits::BudgetExceeded;
+    match e {
+        AgentError::Budget(spent @ BudgetExceeded::Usd { .. }) => AttemptOutcome::OverBudget {
+            error: spent.to_string(),
+        },
+        AgentError::NeedsApproval { action, reason } => AttemptOutcome::WaitingApproval {
+            action: action.clone(),
+            reason: reason.clone(),
+        },
+        e => AttemptOutcome::Failed {
+            error: format!("agent {agent}: {e}"),
+        },
+    }
 }
 
 /// Journal steps of the judge before and after the work.
@@ -419,7 +455,7 @@ async fn evaluate(
         max_turns: 12,
         max_tokens: 2048,
         thinking: None,
-        token_budget: work.token_budget,
+        budget: work.budget,
         prices: work.prices.clone(),
         step_base,
     };

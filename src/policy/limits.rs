@@ -1,15 +1,13 @@
 //! Rate limits and budgets: the two "how much" checks on the policy path.
 //!
 //! [`RateLimits`] caps agent actions per minute for the whole company and for each agent
-//! (the Company spec's `limits`), using `governor`'s GCRA limiter. [`Ledger`] keeps what has
-//! been spent against the Company's `budgets` (USD per day, USD per goal, tokens per task) and
-//! says which budget a charge broke. Both take their time from an injectable clock so tests
-//! need not sleep.
+//! (the Company spec's `limits`), using `governor`'s GCRA limiter, with an injectable clock
+//! so tests need not sleep. [`TaskBudget`] holds a task's model calls to the Company's
+//! `budgets` (USD per day, USD per goal, tokens per task) and the goal's own `budget.usd`,
+//! weighing what the store says was spent.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -184,176 +182,75 @@ fn describe(budget: &Budget) -> String {
     }
 }
 
-/// One model call's cost, against the goal and task it was for.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Charge<'a> {
-    pub goal: &'a str,
-    pub task: &'a str,
-    pub usd: f64,
-    pub tokens: u64,
-}
-
-#[derive(Debug, Default)]
-struct Spent {
-    day: Option<NaiveDate>,
-    usd_today: f64,
-    usd_per_goal: HashMap<String, f64>,
-    tokens_per_task: HashMap<String, u64>,
-}
-
-/// What has been spent, against the company's budgets.
+/// The budgets one task's model calls are held to: the company's daily dollars, its goal's
+/// dollars (the goal's own `budget.usd`, else the company's `usdPerGoal`) and the tokens of
+/// one attempt (`tokensPerTask`), delegated children included.
 ///
-/// Spends are kept in memory; the store keeps the durable record and a ledger rebuilt after
-/// a restart is seeded by charging the recorded spends again (see [`Ledger::charge_at`]).
-#[derive(Debug)]
-pub struct Ledger {
-    budgets: Budgets,
-    goal_overrides: HashMap<String, f64>,
-    spent: Mutex<Spent>,
+/// What has been spent comes from the store ([`crate::store::Store::spent`]), not from
+/// memory: every worker, every delegated child and a restarted controller see the same
+/// figures, and a child spends from what its parent has left.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TaskBudget {
+    pub usd_per_day: Option<f64>,
+    pub usd_per_goal: Option<f64>,
+    pub tokens_per_task: Option<u64>,
 }
 
-impl Ledger {
-    /// A ledger for the Company spec's `budgets` (all unlimited when absent).
-    pub fn new(budgets: Option<&Budgets>) -> Self {
-        Ledger {
-            budgets: budgets.cloned().unwrap_or_default(),
-            goal_overrides: HashMap::new(),
-            spent: Mutex::new(Spent::default()),
+impl TaskBudget {
+    /// The budgets of a task of `goal` under the company's `budgets`.
+    pub fn new(company: Option<&Budgets>, goal: Option<&crate::spec::GoalBudget>) -> Self {
+        TaskBudget {
+            usd_per_day: company.and_then(|b| b.usd_per_day),
+            usd_per_goal: goal
+                .and_then(|g| g.usd)
+                .or(company.and_then(|b| b.usd_per_goal)),
+            tokens_per_task: company.and_then(|b| b.tokens_per_task),
         }
     }
 
-    /// Sets a goal's own USD budget (the Goal spec's `budget.usd`), which replaces the
-    /// company's `usdPerGoal` for that goal.
-    pub fn set_goal_budget(&mut self, goal: &str, usd: f64) {
-        self.goal_overrides.insert(goal.to_string(), usd);
-    }
-
-    fn goal_limit(&self, goal: &str) -> Option<f64> {
-        self.goal_overrides
-            .get(goal)
-            .copied()
-            .or(self.budgets.usd_per_goal)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Spent> {
-        // A panic while holding the lock leaves plain numbers behind, still usable.
-        self.spent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records a spend now. See [`Ledger::charge_at`].
-    pub fn charge(&self, charge: &Charge<'_>) -> Result<(), BudgetExceeded> {
-        self.charge_at(charge, Utc::now())
-    }
-
-    /// Records a spend made at `now`, then reports the first budget it leaves exceeded
-    /// (daily, then goal, then task). The spend is recorded either way: the model call has
-    /// already happened and cost what it cost.
-    pub fn charge_at(&self, charge: &Charge<'_>, now: DateTime<Utc>) -> Result<(), BudgetExceeded> {
-        let mut spent = self.lock();
-        let today = now.date_naive();
-        if spent.day != Some(today) {
-            // A new UTC day: the daily budget starts again.
-            spent.day = Some(today);
-            spent.usd_today = 0.0;
-        }
-        spent.usd_today += charge.usd;
-        *spent
-            .usd_per_goal
-            .entry(charge.goal.to_string())
-            .or_default() += charge.usd;
-        *spent
-            .tokens_per_task
-            .entry(charge.task.to_string())
-            .or_default() += charge.tokens;
-        self.over(&spent, charge.goal, charge.task, today, false)
-    }
-
-    /// Whether work for `goal`/`task` may start at `now`: an error when a budget is already
-    /// used up (reached, not just exceeded — nothing is left to spend).
-    pub fn check_at(
+    /// Whether another model call may start, given what is spent: an error names the first
+    /// budget used up (reached, not just exceeded: nothing is left to spend) — daily, then
+    /// goal, then the attempt's tokens.
+    pub fn check(
         &self,
         goal: &str,
         task: &str,
+        spent: &crate::store::Spent,
         now: DateTime<Utc>,
     ) -> Result<(), BudgetExceeded> {
-        let spent = self.lock();
-        let today = now.date_naive();
-        self.over(&spent, goal, task, today, true)
-    }
-
-    /// [`Ledger::check_at`] now.
-    pub fn check(&self, goal: &str, task: &str) -> Result<(), BudgetExceeded> {
-        self.check_at(goal, task, Utc::now())
-    }
-
-    fn over(
-        &self,
-        spent: &Spent,
-        goal: &str,
-        task: &str,
-        today: NaiveDate,
-        reached: bool,
-    ) -> Result<(), BudgetExceeded> {
-        let broken_f = |s: f64, l: f64| if reached { s >= l } else { s > l };
-        let broken_u = |s: u64, l: u64| if reached { s >= l } else { s > l };
-        if let Some(limit) = self.budgets.usd_per_day {
-            let used = if spent.day == Some(today) {
-                spent.usd_today
-            } else {
-                0.0
-            };
-            if broken_f(used, limit) {
-                return Err(BudgetExceeded::Usd {
-                    budget: Budget::UsdPerDay { day: today },
-                    limit,
-                    spent: used,
-                });
-            }
+        if let Some(limit) = self.usd_per_day
+            && spent.day_usd >= limit
+        {
+            return Err(BudgetExceeded::Usd {
+                budget: Budget::UsdPerDay {
+                    day: now.date_naive(),
+                },
+                limit,
+                spent: spent.day_usd,
+            });
         }
-        if let Some(limit) = self.goal_limit(goal) {
-            let used = spent.usd_per_goal.get(goal).copied().unwrap_or(0.0);
-            if broken_f(used, limit) {
-                return Err(BudgetExceeded::Usd {
-                    budget: Budget::UsdPerGoal {
-                        goal: goal.to_string(),
-                    },
-                    limit,
-                    spent: used,
-                });
-            }
+        if let Some(limit) = self.usd_per_goal
+            && spent.goal_usd >= limit
+        {
+            return Err(BudgetExceeded::Usd {
+                budget: Budget::UsdPerGoal {
+                    goal: goal.to_string(),
+                },
+                limit,
+                spent: spent.goal_usd,
+            });
         }
-        if let Some(limit) = self.budgets.tokens_per_task {
-            let used = spent.tokens_per_task.get(task).copied().unwrap_or(0);
-            if broken_u(used, limit) {
-                return Err(BudgetExceeded::Tokens {
-                    budget: Budget::TokensPerTask {
-                        task: task.to_string(),
-                    },
-                    limit,
-                    spent: used,
-                });
-            }
+        if let Some(limit) = self.tokens_per_task
+            && spent.attempt_tokens >= limit
+        {
+            return Err(BudgetExceeded::Tokens {
+                budget: Budget::TokensPerTask {
+                    task: task.to_string(),
+                },
+                limit,
+                spent: spent.attempt_tokens,
+            });
         }
         Ok(())
-    }
-
-    /// USD spent on the UTC day of `now`.
-    pub fn spent_today(&self, now: DateTime<Utc>) -> f64 {
-        let spent = self.lock();
-        if spent.day == Some(now.date_naive()) {
-            spent.usd_today
-        } else {
-            0.0
-        }
-    }
-
-    /// USD spent on `goal` so far.
-    pub fn spent_on_goal(&self, goal: &str) -> f64 {
-        self.lock().usd_per_goal.get(goal).copied().unwrap_or(0.0)
-    }
-
-    /// Tokens spent on `task` so far.
-    pub fn tokens_for_task(&self, task: &str) -> u64 {
-        self.lock().tokens_per_task.get(task).copied().unwrap_or(0)
     }
 }

@@ -175,6 +175,32 @@ impl ToolCall {
     }
 }
 
+impl ToolCall {
+    /// The call in permission-rule form (`Bash(git push origin main)`, `Write(src/a.rs)`),
+    /// short enough for a status message.
+    pub fn summary(&self) -> String {
+        let input = self.rules_input();
+        let argument = ["command", "file_path", "path", "url", "pattern"]
+            .iter()
+            .find_map(|k| input.get(k).and_then(Value::as_str).map(str::to_string))
+            .or_else(|| {
+                input.get("args").and_then(Value::as_array).map(|args| {
+                    args.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+            });
+        match argument {
+            Some(a) => {
+                let short: String = a.chars().take(120).collect();
+                format!("{}({short})", self.tool())
+            }
+            None => self.tool().to_string(),
+        }
+    }
+}
+
 fn hook_session(actor: &Actor<'_>) -> hooks::Session {
     hooks::Session {
         session_id: format!("task-{}", actor.task),

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -165,4 +165,39 @@ CREATE TABLE audit (
     "commit" TEXT
 ) STRICT;
 CREATE INDEX audit_pending ON audit (id) WHERE "commit" IS NULL;
+"#;
+
+/// Delegated work gets a `parent` (it was told apart by a `/` in its key before), attempts
+/// may end waiting for a person's approval, and spend is summed by time for daily budgets.
+const V2: &str = r#"
+ALTER TABLE tasks ADD COLUMN parent INTEGER REFERENCES tasks (id);
+-- Children were keyed `<parent key>/<step>:<agent>`: the parent is the task whose key is
+-- everything before the last `/`.
+UPDATE tasks SET parent = (
+    SELECT MAX(p.id) FROM tasks p
+    WHERE tasks.key LIKE p.key || '/%'
+      AND instr(substr(tasks.key, length(p.key) + 2), '/') = 0
+) WHERE key LIKE '%/%';
+CREATE INDEX tasks_parent ON tasks (parent) WHERE parent IS NOT NULL;
+
+CREATE TABLE attempts_v2 (
+    id          INTEGER PRIMARY KEY,
+    task        INTEGER NOT NULL REFERENCES tasks (id),
+    number      INTEGER NOT NULL,
+    computer    TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT NOT NULL DEFAULT 'running'
+                CHECK (outcome IN ('running', 'succeeded', 'failed', 'interrupted',
+                                   'cancelled', 'stalled', 'waitingApproval', 'overBudget')),
+    detail      TEXT
+) STRICT;
+INSERT INTO attempts_v2 SELECT id, task, number, computer, started_at, finished_at, outcome, detail
+    FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v2 RENAME TO attempts;
+CREATE INDEX attempts_task ON attempts (task);
+CREATE UNIQUE INDEX attempts_open ON attempts (task) WHERE finished_at IS NULL;
+
+CREATE INDEX spend_time ON spend (time);
 "#;

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thiserror::Error;
 
-use crate::plan::{GoalObservation, Observed, TaskObservation, TaskState};
+use std::collections::BTreeMap;
+
+use crate::plan::{GoalObservation, Observed, Spending, TaskObservation, TaskState};
 use crate::spec::Priority;
 
 #[derive(Debug, Error)]
@@ -60,6 +62,9 @@ pub struct NewTask {
     pub max_attempts: u32,
     /// The company revision (commit id) the task was planned at.
     pub revision: String,
+    /// The task that delegated this one. Children run inside their parent's attempt: the
+    /// planner and the dispatcher never see them.
+    pub parent: Option<TaskId>,
 }
 
 /// A task as stored.
@@ -81,6 +86,8 @@ pub struct Task {
     pub revision: String,
     pub computer: Option<String>,
     pub last_error: Option<String>,
+    /// The task that delegated this one, if any.
+    pub parent: Option<TaskId>,
 }
 
 /// How an attempt ended.
@@ -91,6 +98,12 @@ pub enum AttemptOutcome {
     Succeeded { detail: String },
     /// The check still fails, or a step failed.
     Failed { error: String },
+    /// An action needs a person's approval (an `ask` permission rule or hook): the task
+    /// waits, its attempt not counted, until the approval flow resumes it.
+    WaitingApproval { action: String, reason: String },
+    /// A dollar budget (the company's daily one or the goal's) is spent: the task ends and
+    /// the planner waits until the budget allows more.
+    OverBudget { error: String },
 }
 
 /// One act() call's journal entry: recorded as started before the effect, and as finished
@@ -135,6 +148,28 @@ pub struct AuditRecord {
     pub diff: Option<String>,
 }
 
+/// What the budgets count for one model call; see [`Store::spent`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spent {
+    /// Tokens of the current attempt of the root task, its delegated children included.
+    pub attempt_tokens: u64,
+    /// Dollars spent on the task's goal, over all its tasks.
+    pub goal_usd: f64,
+    /// Dollars the company spent on the UTC day.
+    pub day_usd: f64,
+}
+
+/// One task's recorded spend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpend {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub usd: f64,
+    /// Model calls.
+    pub calls: u64,
+}
+
 /// The last revision seen and the last one applied (valid), as Flux reports them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -165,6 +200,8 @@ pub mod kind {
     pub const CANCELLED: &str = "task.cancelled";
     pub const STALLED: &str = "task.stalled";
     pub const RETRIED: &str = "task.retried";
+    pub const WAITING_APPROVAL: &str = "task.waitingApproval";
+    pub const OVER_BUDGET: &str = "task.overBudget";
 }
 
 pub struct Store {
@@ -275,8 +312,8 @@ impl Store {
             let now_text = time_text(now);
             tx.execute(
                 "INSERT INTO tasks (key, goal, product, owner, priority, state, attempts,
-                     max_attempts, not_before, created_at, updated_at, revision)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?7, ?7, ?8)",
+                     max_attempts, not_before, created_at, updated_at, revision, parent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?7, ?7, ?8, ?9)",
                 params![
                     task.key,
                     task.goal,
@@ -286,6 +323,7 @@ impl Store {
                     task.max_attempts,
                     now_text,
                     task.revision,
+                    task.parent,
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -328,7 +366,7 @@ impl Store {
                 tx,
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM tasks
-                     WHERE state = 'queued' AND not_before <= ?1
+                     WHERE state = 'queued' AND not_before <= ?1 AND parent IS NULL
                      ORDER BY CASE priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1
                                             WHEN 'medium' THEN 2 ELSE 3 END, id"
                 ),
@@ -438,6 +476,42 @@ impl Store {
                         data["retryAt"] = json!(time_text(retry_at));
                     }
                     append_event(tx, Some(id), Some(&task.goal), kind, &data, now)?;
+                }
+                AttemptOutcome::WaitingApproval { action, reason } => {
+                    // Not a finished attempt: it resumes once a person has answered.
+                    let message = format!("{action} needs approval: {reason}");
+                    tx.execute(
+                        "UPDATE tasks SET state = 'waitingApproval', last_error = ?2,
+                             updated_at = ?3
+                         WHERE id = ?1",
+                        params![id, message, now_text],
+                    )?;
+                    close_attempt(tx, id, "waitingApproval", &message, now)?;
+                    append_event(
+                        tx,
+                        Some(id),
+                        Some(&task.goal),
+                        kind::WAITING_APPROVAL,
+                        &json!({ "action": action, "reason": reason }),
+                        now,
+                    )?;
+                }
+                AttemptOutcome::OverBudget { error } => {
+                    tx.execute(
+                        "UPDATE tasks SET state = 'cancelled', attempts = ?2, last_error = ?3,
+                             updated_at = ?4
+                         WHERE id = ?1",
+                        params![id, attempts, error, now_text],
+                    )?;
+                    close_attempt(tx, id, "overBudget", error, now)?;
+                    append_event(
+                        tx,
+                        Some(id),
+                        Some(&task.goal),
+                        kind::OVER_BUDGET,
+                        &json!({ "attempt": attempts, "error": error }),
+                        now,
+                    )?;
                 }
             }
             load_task(tx, id)
@@ -673,7 +747,7 @@ impl Store {
             };
             let tasks = query_tasks(
                 tx,
-                &format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY id"),
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE parent IS NULL ORDER BY id"),
                 [],
             )?;
             Ok(Observed {
@@ -681,6 +755,7 @@ impl Store {
                 tasks: tasks.iter().map(task_observation).collect(),
                 model_available: false,
                 judge_available: false,
+                spending: Spending::default(),
             })
         })
     }
@@ -963,19 +1038,111 @@ impl Store {
 
     /// Dollars spent on a goal's tasks.
     pub fn spent_on_goal(&self, goal: &str) -> Result<f64, StoreError> {
+        self.read(|tx| goal_usd(tx, goal))
+    }
+
+    /// What the budgets count for a model call of `task` at `now`: the tokens of the current
+    /// attempt of its root task (delegated children spend from their parent's budget), the
+    /// dollars of its goal, and the company's dollars of the UTC day.
+    pub fn spent(&self, task: TaskId, now: DateTime<Utc>) -> Result<Spent, StoreError> {
         self.read(|tx| {
-            Ok(tx.query_row(
-                "SELECT COALESCE(SUM(spend.usd), 0.0) FROM spend
-                 JOIN tasks ON tasks.id = spend.task WHERE tasks.goal = ?1",
-                [goal],
+            let (root, goal): (TaskId, String) = tx.query_row(
+                "WITH RECURSIVE up (id, parent) AS (
+                     SELECT id, parent FROM tasks WHERE id = ?1
+                     UNION ALL SELECT tasks.id, tasks.parent FROM tasks JOIN up ON tasks.id = up.parent
+                 )
+                 SELECT tasks.id, tasks.goal FROM up JOIN tasks ON tasks.id = up.id
+                 WHERE up.parent IS NULL",
+                [task],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            ).optional()?.ok_or(StoreError::NoTask(task))?;
+            let started: Option<String> = tx.query_row(
+                "SELECT MAX(started_at) FROM attempts WHERE task = ?1",
+                [root],
                 |row| row.get(0),
-            )?)
+            )?;
+            let attempt_tokens: i64 = tx.query_row(
+                "WITH RECURSIVE tree (id) AS (
+                     SELECT ?1 UNION ALL SELECT tasks.id FROM tasks JOIN tree ON tasks.parent = tree.id
+                 )
+                 SELECT COALESCE(SUM(input_tokens + output_tokens), 0) FROM spend
+                 WHERE task IN tree AND time >= ?2",
+                params![root, started.unwrap_or_default()],
+                |row| row.get(0),
+            )?;
+            Ok(Spent {
+                attempt_tokens: u64::try_from(attempt_tokens).unwrap_or(0),
+                goal_usd: goal_usd(tx, &goal)?,
+                day_usd: day_usd(tx, now)?,
+            })
+        })
+    }
+
+    /// Dollars by goal, and the company's on the UTC day of `now`: what the planner weighs
+    /// against the dollar budgets.
+    pub fn spending(&self, now: DateTime<Utc>) -> Result<Spending, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT tasks.goal, SUM(spend.usd) FROM spend
+                 JOIN tasks ON tasks.id = spend.task GROUP BY tasks.goal",
+            )?;
+            let by_goal = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(Spending {
+                day_usd: day_usd(tx, now)?,
+                by_goal,
+            })
+        })
+    }
+
+    /// Tokens and dollars recorded against each task (its own calls; children have theirs).
+    pub fn spend_by_task(&self) -> Result<BTreeMap<TaskId, TaskSpend>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT task, SUM(input_tokens), SUM(output_tokens), SUM(usd), COUNT(*)
+                 FROM spend GROUP BY task",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, TaskId>(0)?,
+                    TaskSpend {
+                        input_tokens: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                        output_tokens: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                        usd: row.get(3)?,
+                        calls: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 }
 
+fn goal_usd(conn: &Connection, goal: &str) -> Result<f64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(spend.usd), 0.0) FROM spend
+         JOIN tasks ON tasks.id = spend.task WHERE tasks.goal = ?1",
+        [goal],
+        |row| row.get(0),
+    )?)
+}
+
+/// Dollars spent on the UTC day of `now`.
+fn day_usd(conn: &Connection, now: DateTime<Utc>) -> Result<f64, StoreError> {
+    let start = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(usd), 0.0) FROM spend WHERE time >= ?1 AND time < ?2",
+        params![
+            time_text(start),
+            time_text(start + chrono::Duration::days(1))
+        ],
+        |row| row.get(0),
+    )?)
+}
+
 const TASK_COLUMNS: &str = "id, key, goal, product, owner, priority, state, attempts, \
-     max_attempts, not_before, created_at, updated_at, revision, computer, last_error";
+     max_attempts, not_before, created_at, updated_at, revision, computer, last_error, parent";
 
 fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -994,6 +1161,7 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         revision: row.get(12)?,
         computer: row.get(13)?,
         last_error: row.get(14)?,
+        parent: row.get(15)?,
     })
 }
 
