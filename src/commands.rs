@@ -239,20 +239,44 @@ pub fn get_goals(state: Option<PathBuf>, format: Format) -> Result<ExitCode, Str
     }
 }
 
+/// A task with what its model calls cost, as `get tasks` and `describe goal` show it.
+#[derive(serde::Serialize)]
+struct TaskView {
+    #[serde(flatten)]
+    task: proto::store::Task,
+    spend: proto::store::TaskSpend,
+}
+
+fn task_views(store: &proto::store::Store) -> Result<Vec<TaskView>, String> {
+    let mut spend = store.spend_by_task().map_err(|e| e.to_string())?;
+    Ok(store
+        .tasks()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|task| TaskView {
+            spend: spend.remove(&task.id).unwrap_or_default(),
+            task,
+        })
+        .collect())
+}
+
 pub fn get_tasks(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
     let store = open_store(&state_dir(state))?;
-    let tasks = store.tasks().map_err(|e| e.to_string())?;
+    let tasks = task_views(&store)?;
     match format {
         Format::Table => {
             let rows: Vec<Vec<String>> = tasks
                 .iter()
-                .map(|t| {
+                .map(|TaskView { task: t, spend }| {
                     vec![
                         t.id.to_string(),
+                        t.parent.map(|p| p.to_string()).unwrap_or_default(),
                         t.goal.clone(),
                         format!("{:?}", t.state),
                         format!("{}/{}", t.attempts, t.max_attempts),
                         t.computer.clone().unwrap_or_default(),
+                        (spend.input_tokens + spend.output_tokens).to_string(),
+                        format!("{:.4}", spend.usd),
                         t.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                         t.last_error
                             .clone()
@@ -266,10 +290,13 @@ pub fn get_tasks(state: Option<PathBuf>, format: Format) -> Result<ExitCode, Str
             emit(&output::table(
                 &[
                     "ID",
+                    "PARENT",
                     "GOAL",
                     "STATE",
                     "ATTEMPTS",
                     "COMPUTER",
+                    "TOKENS",
+                    "USD",
                     "UPDATED",
                     "LAST-ERROR",
                 ],
@@ -327,11 +354,9 @@ pub fn describe_goal(
         .goal(name)
         .ok_or_else(|| format!("no goal {name} in the last run's status"))?;
     let store = open_store(&state)?;
-    let tasks: Vec<_> = store
-        .tasks()
-        .map_err(|e| e.to_string())?
+    let tasks: Vec<_> = task_views(&store)?
         .into_iter()
-        .filter(|t| t.goal == name)
+        .filter(|t| t.task.goal == name)
         .collect();
     let events: Vec<_> = store
         .events(0, 100_000)

@@ -1094,3 +1094,139 @@ fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() 
     );
     assert_eq!(requests[1].header("x-api-key"), Some("sk-test"));
 }
+
+/// Runs `proto run --once` on `company` with its state in `state`.
+fn run_once(home: &Path, company: &Path, state: &Path) -> Output {
+    proto(
+        home,
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Model calls the controller made, from the audit.
+fn model_calls(company: &Path) -> usize {
+    audit_text(company).matches("\"action\":\"model\"").count()
+}
+
+#[test]
+fn a_spent_dollar_budget_ends_the_work_and_the_goal_waits_for_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: pricey}\nspec:\n  product: app\n  owner: ceo\n  description: Needs many turns.\n  check: {file: {path: never.txt}}\n  budget: {usd: 0.005}\n";
+    let company = small_company(tmp.path(), goal_text);
+    // Each turn costs $0.006 on Sonnet ($3 in, $15 out per million): the first one already
+    // spends the goal's budget, so the second is never asked for.
+    let turn = serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "r", "name": "Read", "input": {"file_path": "x"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 1000, "output_tokens": 200}}}).to_string();
+    std::fs::write(company.join("replay.jsonl"), format!("{turn}\n{turn}\n")).unwrap();
+    use_recorded_model(&company);
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "A small dollar budget"]);
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "pricey"), "BudgetExhausted", "{goals:#}");
+    let message = goals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "pricey")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message
+            .contains("the goal's budget is spent ($0.0060 of $0.01, the goal's spec.budget.usd)"),
+        "{message}"
+    );
+    assert_eq!(model_calls(&company), 1);
+    // The task ended; the next reconcile plans no new work while the budget is spent.
+    let again = run_once(tmp.path(), &company, &state);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(model_calls(&company), 1, "no model call past the budget");
+    let tasks = proto(
+        tmp.path(),
+        &[
+            "get",
+            "tasks",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let tasks: serde_json::Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:#?}");
+    assert_eq!(tasks[0]["state"], "cancelled");
+    assert_eq!(tasks[0]["spend"]["inputTokens"], 1000);
+    assert!((tasks[0]["spend"]["usd"].as_f64().unwrap() - 0.006).abs() < 1e-9);
+}
+
+#[test]
+fn an_ask_rule_parks_the_task_waiting_for_approval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: release}\nspec:\n  product: app\n  owner: ceo\n  description: The release is tagged.\n  check: {file: {path: released.txt}}\n";
+    let company = small_company(tmp.path(), goal_text);
+    std::fs::create_dir_all(company.join(".claude")).unwrap();
+    std::fs::write(
+        company.join(".claude/settings.json"),
+        serde_json::json!({ "permissions": { "ask": ["Bash(git tag *)"] } }).to_string(),
+    )
+    .unwrap();
+    let replay = [
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "git tag v1.0.0"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string(),
+        serde_json::json!({"response": {"content": [{"type": "text", "text": "worked around it"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    use_recorded_model(&company);
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "Tags need a person"]);
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "release"), "WaitingApproval", "{goals:#}");
+    assert!(
+        goals
+            .to_string()
+            .contains("Bash(git tag v1.0.0) needs approval"),
+        "{goals:#}"
+    );
+    assert!(all.contains("Waiting on something outside"), "{all}");
+    // The model was not told "refused" and left to work around it: one call, then parked.
+    assert_eq!(model_calls(&company), 1);
+    assert!(
+        audit_text(&company).contains("needs a person's approval first"),
+        "{}",
+        audit_text(&company)
+    );
+    // A parked task holds its goal: the next reconcile neither redoes nor replaces it.
+    let again = run_once(tmp.path(), &company, &state);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(model_calls(&company), 1);
+    let tasks = proto(
+        tmp.path(),
+        &[
+            "get",
+            "tasks",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let tasks: serde_json::Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks:#}");
+    assert_eq!(tasks[0]["state"], "waitingApproval");
+    assert_eq!(tasks[0]["attempts"], 0, "waiting is not a failed attempt");
+}

@@ -204,3 +204,48 @@ fn a_poisoned_lock_still_serves() {
     assert!(store.conn.is_poisoned());
     assert!(store.tasks().unwrap().is_empty());
 }
+
+#[test]
+fn version_2_finds_the_parents_of_delegated_tasks_by_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file(dir.path());
+    migrations::migrate(&mut conn, &migrations::MIGRATIONS[..1]).unwrap();
+    for key in ["g@1", "g@1/3:writer", "g@1/3:writer/1:tester", "h@2"] {
+        conn.execute(
+            "INSERT INTO tasks (key, goal, product, owner, priority, state, attempts,
+                 max_attempts, not_before, created_at, updated_at, revision)
+             VALUES (?1, 'g', 'p', 'ceo', 'high', 'succeeded', 1, 1, 't', 't', 't', 'r')",
+            [key],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO attempts (task, number, computer, started_at, finished_at, outcome)
+         VALUES (1, 1, 'here', 't', 't', 'succeeded')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(dir.path()).unwrap();
+    let conn = store.lock();
+    let parents: Vec<(String, Option<i64>)> = conn
+        .prepare("SELECT key, parent FROM tasks ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        parents,
+        vec![
+            ("g@1".to_string(), None),
+            ("g@1/3:writer".to_string(), Some(1)),
+            ("g@1/3:writer/1:tester".to_string(), Some(2)),
+            ("h@2".to_string(), None),
+        ]
+    );
+    let attempts: i64 = conn
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 1, "attempts survive the table's rebuild");
+}
