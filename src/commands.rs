@@ -118,26 +118,45 @@ fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHa
         return None;
     }
     let path = state.join("status.json");
+    // A second connection to the state database: what the agents do, as it happens.
+    let store = Store::open(state).ok();
     Some(tokio::spawn(async move {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
+        let mut seen = 0;
+        let mut doing = String::new();
         loop {
+            if let Some(store) = &store
+                && let Ok(events) = store.events(seen, 1000)
+            {
+                seen = events.last().map_or(seen, |e| e.id);
+                if let Some(line) = events
+                    .iter()
+                    .rev()
+                    .find_map(proto::store::activity::Activity::from_event)
+                    .map(|a| a.line())
+                {
+                    doing = format!(" | {}", line.chars().take(100).collect::<String>());
+                }
+            }
             if let Ok(bytes) = tokio::fs::read(&path).await
                 && let Ok(status) = serde_json::from_slice::<StatusReport>(&bytes)
             {
                 let count = |r: &str| status.goals.iter().filter(|g| g.reason == r).count();
-                bar.set_message(format!(
-                    "{} goals: {} met, {} working, {} queued, {} waiting, {} stalled",
-                    status.goals.len(),
-                    count("CheckPassed"),
-                    count("Working"),
-                    count("Queued") + count("RetryScheduled"),
-                    count("DependenciesNotMet")
-                        + count("NoModel")
-                        + count("WaitingApproval")
-                        + count("BudgetExhausted"),
-                    count("AttemptsExhausted"),
-                ));
+                bar.set_message(
+                    format!(
+                        "{} goals: {} met, {} working, {} queued, {} waiting, {} stalled",
+                        status.goals.len(),
+                        count("CheckPassed"),
+                        count("Working"),
+                        count("Queued") + count("RetryScheduled"),
+                        count("DependenciesNotMet")
+                            + count("NoModel")
+                            + count("WaitingApproval")
+                            + count("BudgetExhausted"),
+                        count("AttemptsExhausted"),
+                    ) + &doing,
+                );
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -374,6 +393,71 @@ pub fn describe_goal(
         format
     };
     emit(&output::encode(&view, format).map_err(|e| e.to_string())?)
+}
+
+/// One log entry for a person: time, goal, task and what happened.
+fn log_line(event: &proto::store::Event) -> String {
+    let what = match proto::store::activity::Activity::from_event(event) {
+        Some(activity) => activity.line(),
+        None => {
+            let data = event.data.to_string();
+            let data = if data == "{}" { String::new() } else { data };
+            format!("{} {data}", event.kind)
+        }
+    };
+    format!(
+        "{} {} task {}: {what}",
+        event.time.format("%H:%M:%S"),
+        event.goal.as_deref().unwrap_or("-"),
+        event
+            .task
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into()),
+    )
+}
+
+pub fn logs(
+    goal: Option<&str>,
+    follow: bool,
+    tail: Option<usize>,
+    state: Option<PathBuf>,
+    format: Format,
+) -> Result<ExitCode, String> {
+    let store = open_store(&state_dir(state))?;
+    let wanted = |e: &proto::store::Event| goal.is_none() || e.goal.as_deref() == goal;
+    let print = |events: &[proto::store::Event]| -> Result<(), String> {
+        for event in events {
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string(event).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("{}", log_line(event));
+            }
+        }
+        Ok(())
+    };
+    let mut after = 0;
+    let mut first: Vec<proto::store::Event> = Vec::new();
+    loop {
+        let batch = store.events(after, 10_000).map_err(|e| e.to_string())?;
+        let Some(last) = batch.last() else { break };
+        after = last.id;
+        first.extend(batch.into_iter().filter(|e| wanted(e)));
+    }
+    let skip = tail.map_or(0, |n| first.len().saturating_sub(n));
+    print(&first[skip..])?;
+    while follow {
+        std::thread::sleep(Duration::from_millis(500));
+        let batch = store.events(after, 10_000).map_err(|e| e.to_string())?;
+        if let Some(last) = batch.last() {
+            after = last.id;
+        }
+        let batch: Vec<_> = batch.into_iter().filter(|e| wanted(e)).collect();
+        print(&batch)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn retry(goal: &str, state: Option<PathBuf>) -> Result<ExitCode, String> {

@@ -85,6 +85,24 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Print what the controller and its agents did: task transitions, model turns and tool
+    /// calls, oldest first (like `kubectl logs`).
+    Logs {
+        /// Only this goal's.
+        #[arg(long)]
+        goal: Option<String>,
+        /// Keep printing as new entries arrive.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N entries (before following).
+        #[arg(long)]
+        tail: Option<usize>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// `table` prints a line per entry; `json` one JSON object per line.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Show one resource in detail.
     Describe {
         #[command(subcommand)]
@@ -179,6 +197,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => commands::run(source, once, state_dir, path, branch, &poll),
         Command::Init { dir } => commands::init(&dir),
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
+        Command::Logs {
+            goal,
+            follow,
+            tail,
+            state_dir,
+            output,
+        } => commands::logs(goal.as_deref(), follow, tail, state_dir, output),
         Command::Describe {
             what:
                 Describe::Goal {

@@ -698,6 +698,57 @@ fn a_goal_without_a_playbook_is_worked_by_its_agent_through_a_model() {
     );
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(view["spentUsd"].as_f64().unwrap() > 0.0, "{view:#}");
+    // `proto logs`: the task's life, the model's turns and the tool calls, in order.
+    let logs = proto(
+        tmp.path(),
+        &[
+            "logs",
+            "--goal",
+            "written",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let logs = text(&logs);
+    let at = |needle: &str| {
+        logs.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in the logs:\n{logs}"))
+    };
+    assert!(at("task.queued") < at("task.started"), "{logs}");
+    assert!(
+        at("ceo: claude-sonnet-4-5 turn 1 (1200 in, 0 cached, 40 out")
+            < at("ceo: Write(hello.txt)"),
+        "{logs}"
+    );
+    assert!(
+        at("ceo: Write(hello.txt)") < at("turn 2 (30 in, 1200 cached"),
+        "{logs}"
+    );
+    assert!(at("turn 2") < at("task.succeeded"), "{logs}");
+    let json = proto(
+        tmp.path(),
+        &[
+            "logs",
+            "--tail",
+            "50",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let activities: Vec<serde_json::Value> = String::from_utf8(json.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "agent.tool")
+        .collect();
+    assert!(
+        activities
+            .iter()
+            .any(|e| e["data"]["call"] == "Write(hello.txt)" && e["data"]["ok"] == true),
+        "{activities:#?}"
+    );
 }
 
 #[test]

@@ -371,6 +371,21 @@ impl Session<'_> {
             diff: None,
         };
         store.action_finished(id, &outcome, &audit, Utc::now())?;
+        let activity = crate::store::activity::Activity::Model {
+            agent: self.actor.agent.to_string(),
+            model: self.model_id.clone(),
+            turn,
+            input_tokens: response.usage.input_tokens,
+            output_tokens: response.usage.output_tokens,
+            cache_read_tokens: response.usage.cache_read_input_tokens,
+            cache_write_tokens: response.usage.cache_creation_input_tokens,
+            usd: cost,
+            stop_reason: response
+                .stop_reason
+                .as_ref()
+                .map(|s| s.as_str().to_string()),
+        };
+        store.activity(self.actor.task, self.actor.goal, &activity, Utc::now())?;
         Ok(response)
     }
 }

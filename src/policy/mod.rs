@@ -294,6 +294,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             json!({ "denied": err.to_string() }),
             None,
         ))?;
+        report(actor, step, call, Err(&err.to_string()));
         return Err(err);
     }
     let input = call.input();
@@ -341,6 +342,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
                 json!({ "refused": refusal.to_string() }),
                 None,
             ))?;
+            report(actor, step, call, Err(&refusal.to_string()));
             return Err(refusal);
         }
     };
@@ -354,6 +356,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         }
         Err(e) => {
             after(actor, call, Err(&e.to_string())).await;
+            report(actor, step, call, Err(&e.to_string()));
             return Err(e);
         }
     };
@@ -363,10 +366,42 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         &audit(actor, call, outcome.clone(), diff),
         Utc::now(),
     )?;
+    let failed = outcome
+        .get("isError")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let content = outcome
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    report(
+        actor,
+        step,
+        call,
+        if failed { Err(content) } else { Ok(()) },
+    );
     Ok(Acted {
         outcome,
         skipped: false,
     })
+}
+
+/// Tells the event log what the agent did. Best effort: the journal and the audit are the
+/// record; a lost progress line is not worth failing the action for.
+fn report(actor: &Actor<'_>, step: u32, call: &ToolCall, result: Result<(), &str>) {
+    let activity = crate::store::activity::Activity::Tool {
+        agent: actor.agent.to_string(),
+        call: call.summary(),
+        step,
+        ok: result.is_ok(),
+        error: result.err().map(|e| e.chars().take(300).collect()),
+    };
+    if let Err(e) = actor
+        .store
+        .activity(actor.task, actor.goal, &activity, Utc::now())
+    {
+        tracing::warn!(task = actor.task, "cannot record the activity: {e}");
+    }
 }
 
 fn audit(actor: &Actor<'_>, call: &ToolCall, outcome: Value, diff: Option<String>) -> AuditRecord {

@@ -4,6 +4,7 @@
 //! health, spend, applied/attempted revisions, and the audit records waiting to be written
 //! back to git. Every state transition is one transaction.
 
+pub mod activity;
 mod migrations;
 #[cfg(test)]
 mod tests;
@@ -865,6 +866,18 @@ impl Store {
     }
 
     /// Events after `after` (an event id), oldest first, at most `limit`.
+    /// Appends an agent's activity to the event log.
+    pub fn activity(
+        &self,
+        task: TaskId,
+        goal: &str,
+        activity: &activity::Activity,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let data = serde_json::to_value(activity)?;
+        self.write(|tx| append_event(tx, Some(task), Some(goal), activity.kind(), &data, now))
+    }
+
     pub fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
