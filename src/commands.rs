@@ -448,7 +448,10 @@ pub fn logs(
     }
     let skip = tail.map_or(0, |n| first.len().saturating_sub(n));
     print(&first[skip..])?;
-    while follow {
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         std::thread::sleep(Duration::from_millis(500));
         let batch = store.events(after, 10_000).map_err(|e| e.to_string())?;
         if let Some(last) = batch.last() {
@@ -457,7 +460,6 @@ pub fn logs(
         let batch: Vec<_> = batch.into_iter().filter(|e| wanted(e)).collect();
         print(&batch)?;
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn retry(goal: &str, state: Option<PathBuf>) -> Result<ExitCode, String> {
