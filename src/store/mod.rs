@@ -725,7 +725,8 @@ impl Store {
         })
     }
 
-    /// What the planner needs: goal observations and all tasks (as `TaskObservation`).
+    /// What the planner needs: goal observations, and the live tasks and the newest task of
+    /// each goal key (as `TaskObservation`); delegated children are never the planner's.
     /// `model_available` is left false; the engine fills it.
     ///
     /// Tasks come oldest first, so where the planner keys by goal the newest task wins.
@@ -748,7 +749,14 @@ impl Store {
             };
             let tasks = query_tasks(
                 tx,
-                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE parent IS NULL ORDER BY id"),
+                // Live tasks, and the newest task of each goal key: what the planner decides
+                // on. Older finished tasks stay for `get tasks` but need not be read each tick.
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE parent IS NULL
+                     AND (state IN ('queued', 'running', 'waitingApproval')
+                          OR id IN (SELECT MAX(id) FROM tasks WHERE parent IS NULL GROUP BY key))
+                     ORDER BY id"
+                ),
                 [],
             )?;
             Ok(Observed {
