@@ -5,12 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[path = "support/git_daemon.rs"]
+mod git_daemon;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
-use std::net::TcpListener;
+use git_daemon::Daemon;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
@@ -371,57 +373,6 @@ fn exhausted_attempts_stall_the_goal_until_retried() {
     assert_eq!(tasks[0]["state"], "queued", "{tasks:#}");
 }
 
-/// A `git daemon` on a free loopback port serving `base`, stopped on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon(base: &Path) -> Daemon {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // `git daemon` forks a `git-daemon` that outlives it; run that one directly so the
-    // test can stop it.
-    let exec_path = String::from_utf8(
-        Command::new("git")
-            .arg("--exec-path")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-        .args([
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--base-path={}", base.display()),
-            "--export-all",
-            "--enable=receive-pack",
-        ])
-        .arg(base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Daemon { child, port }
-}
-
 #[test]
 fn a_git_remote_is_cloned_reconciled_and_pushed_to() {
     let tmp = tempfile::tempdir().unwrap();
@@ -441,7 +392,7 @@ fn a_git_remote_is_cloned_reconciled_and_pushed_to() {
         ],
     );
     git(&served, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    let d = daemon(&served);
+    let d = Daemon::start(&served);
     let url = format!("git://127.0.0.1:{}/company.git", d.port);
     let state = tmp.path().join("state");
     let out = proto(
