@@ -11,6 +11,7 @@ pub mod computer;
 pub mod engine;
 pub mod example;
 pub mod gitops;
+pub mod knowledge;
 pub mod mcp;
 pub mod model;
 pub mod org;

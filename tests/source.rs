@@ -100,6 +100,18 @@ fn local_repository_with_a_working_tree() {
     assert!(tree.read("approvals/req-1.yaml").is_err());
     assert!(tree.read("../README.md").is_err());
     std::fs::remove_file(repo.join("company/goals/draft.yaml")).unwrap();
+    // What the controller recorded is read from the same commit, folder by folder.
+    let records = source.controller_files(&head, ".proto").unwrap();
+    assert_eq!(
+        records,
+        [(".proto/status.yaml".to_string(), b"status: {}\n".to_vec())]
+    );
+    assert!(
+        source
+            .controller_files(&head, ".proto/knowledge")
+            .unwrap()
+            .is_empty()
+    );
 
     // The controller's own commit, and a change outside the folder: nothing to reconcile.
     write(

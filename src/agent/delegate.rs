@@ -31,6 +31,8 @@ pub struct Delegation {
     /// The parent task's key; children are keyed under it.
     pub task_key: String,
     pub product: String,
+    /// The company's knowledge, ranked into each child's context.
+    pub knowledge: Arc<crate::knowledge::Knowledge>,
 }
 
 /// The tool's input schema (as Claude Code's Task tool: a description and a prompt).
@@ -170,15 +172,25 @@ pub async fn delegate(
         delegation: Some(&child_delegation),
         ..actor.clone()
     };
+    let sources = super::context::Sources {
+        spec: &delegation.spec,
+        knowledge: &delegation.knowledge,
+        product: &delegation.product,
+        computer: actor.computer,
+        workspace: actor.workspace,
+    };
+    let task = format!(
+        "{} delegates to you: {description}\n\n{prompt}",
+        actor.agent
+    );
+    let about = format!("{description} {prompt}");
     let session = super::Session {
         actor: child_actor,
         model: delegation.model.as_ref(),
         model_id: super::model_id(&delegation.spec, &agent.spec),
         system: super::system_prompt(&delegation.spec, agent.name(), &agent.spec),
-        task: format!(
-            "{} delegates to you: {description}\n\n{prompt}",
-            actor.agent
-        ),
+        scoped_rules: super::context::scoped_rules(&delegation.spec),
+        task: super::context::first_message(&sources, &agent.spec, &about, &task).await,
         tools: super::tool_defs(&agent.spec),
         max_turns: agent.spec.max_turns.unwrap_or(40),
         max_tokens: 8192,

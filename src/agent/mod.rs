@@ -7,7 +7,10 @@
 //! the conversation is rebuilt from the journal: recorded responses are reused (no tokens
 //! spent twice) and finished tool calls are not repeated.
 
+pub mod context;
 pub mod delegate;
+
+pub use context::system_prompt;
 
 use chrono::Utc;
 use serde_json::json;
@@ -18,7 +21,7 @@ use crate::model::{
     SystemBlock, ToolDef, Usage, with_retries,
 };
 use crate::policy::{ActError, Actor, ToolCall, act};
-use crate::spec::{AgentSpec, GoalSpec, Spec};
+use crate::spec::{AgentSpec, GoalSpec, Rule, Spec};
 use crate::store::StoreError;
 
 /// Steps of one model turn: the response, then up to 99 tool calls.
@@ -61,6 +64,8 @@ pub struct Session<'a> {
     /// The concrete model id (`claude-sonnet-4-5`).
     pub model_id: String,
     pub system: Vec<SystemBlock>,
+    /// Rules with `paths`, given with the result of the first tool call touching a match.
+    pub scoped_rules: Vec<Rule>,
     /// The task as the first user message.
     pub task: String,
     pub tools: Vec<ToolDef>,
@@ -73,43 +78,6 @@ pub struct Session<'a> {
     /// Where this session's journal steps start, so that several sessions of one task (the
     /// agent's work, the judge before and after it) never share a step.
     pub step_base: u32,
-}
-
-/// The system prompt: the agent's own prompt, then the company's memory, rules and the
-/// skills it may activate (descriptions only; the body comes when the task matches).
-pub fn system_prompt(spec: &Spec, agent_name: &str, agent: &AgentSpec) -> Vec<SystemBlock> {
-    let mut text = format!(
-        "You are {agent_name}, {} of the company.\n\n{}\n",
-        agent.title,
-        agent.prompt.trim()
-    );
-    for memory in &spec.claude.memory {
-        text.push_str(&format!(
-            "\n<memory file=\"{}\">\n{}\n</memory>\n",
-            memory.file,
-            memory.expanded.trim()
-        ));
-    }
-    for rule in &spec.claude.rules {
-        text.push_str(&format!(
-            "\n<rule name=\"{}\">\n{}\n</rule>\n",
-            rule.name,
-            rule.body.trim()
-        ));
-    }
-    let skills: Vec<_> = spec
-        .claude
-        .skills
-        .iter()
-        .filter(|s| agent.skills.contains(&s.name))
-        .collect();
-    if !skills.is_empty() {
-        text.push_str("\nSkills you may use (say which you apply):\n");
-        for skill in skills {
-            text.push_str(&format!("- {}: {}\n", skill.name, skill.description));
-        }
-    }
-    vec![SystemBlock::text(text)]
 }
 
 /// The first user message: the goal, its check, and how the work is judged.
@@ -236,6 +204,7 @@ impl Session<'_> {
         let mut messages = vec![Message::user(self.task.clone())];
         let mut usage = Usage::default();
         let mut usd = 0.0;
+        let mut rules_given = context::RulesGiven::default();
         for turn in 0..self.max_turns {
             if self.actor.cancel.is_cancelled() {
                 return Err(AgentError::Cancelled);
@@ -282,6 +251,9 @@ impl Session<'_> {
                         if is_error {
                             ContentBlock::tool_error(id, content)
                         } else {
+                            let root = self.actor.workspace.root();
+                            let content =
+                                rules_given.after_call(&self.scoped_rules, &call, root, content);
                             ContentBlock::tool_result(id, content)
                         }
                     }

@@ -80,6 +80,8 @@ struct Applied {
     router: Option<Arc<dyn crate::model::Model>>,
     /// The company's action rate limits, shared by every worker of this revision.
     limits: Arc<crate::policy::limits::RateLimits>,
+    /// `.proto/knowledge` at this revision, read once and shared by every session.
+    knowledge: Arc<crate::knowledge::Knowledge>,
 }
 
 fn router(models: &[Arc<dyn crate::model::Model>]) -> Option<Arc<dyn crate::model::Model>> {
@@ -92,6 +94,23 @@ fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
     Arc::new(crate::policy::limits::RateLimits::new(
         spec.company().and_then(|c| c.spec.limits.as_ref()),
     ))
+}
+
+/// The knowledge entries committed at `revision`. A broken entry is skipped with a warning,
+/// and knowledge that cannot be read at all leaves agents without it, never without work.
+fn knowledge_at(source: &GitSource, revision: &str) -> Arc<crate::knowledge::Knowledge> {
+    let files = match source.controller_files(revision, crate::knowledge::FOLDER) {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(revision = %short(revision), "cannot read the knowledge: {e}");
+            Vec::new()
+        }
+    };
+    let (knowledge, warnings) = crate::knowledge::Knowledge::parse(files);
+    for w in warnings {
+        tracing::warn!("knowledge: {w}");
+    }
+    Arc::new(knowledge)
 }
 
 /// The company's model providers that can be reached now. A provider without its key is
@@ -322,7 +341,8 @@ impl Engine {
             && self.source.only_controller_changes(last, &head)?
         {
             // The controller's own commits (or changes outside the declaration) do not
-            // change what is declared.
+            // change what is declared; they may have recorded knowledge.
+            applied.knowledge = knowledge_at(&self.source, &head);
             applied.revision = head.clone();
             if revisions.errors.is_empty() {
                 self.store.record_revision(&head, &[], Utc::now())?;
@@ -347,6 +367,7 @@ impl Engine {
                 tracing::info!(revision = %short(&head), "applied");
                 let models = build_models(&spec, self.source.repository_path());
                 self.applied = Some(Applied {
+                    knowledge: knowledge_at(&self.source, &head),
                     revision: head,
                     limits: rate_limits(&spec),
                     spec: Arc::new(spec),
@@ -383,6 +404,7 @@ impl Engine {
                                 if let Ok((spec, _)) = spec::load_and_validate(&tree) {
                                     let models = build_models(&spec, self.source.repository_path());
                                     self.applied = Some(Applied {
+                                        knowledge: knowledge_at(&self.source, &good),
                                         revision: good,
                                         limits: rate_limits(&spec),
                                         spec: Arc::new(spec),
@@ -581,6 +603,7 @@ impl Engine {
                 limits: applied.limits.clone(),
                 mcp_servers: applied.spec.claude.mcp_servers.clone(),
                 spec: applied.spec.clone(),
+                knowledge: applied.knowledge.clone(),
                 model_id: applied
                     .spec
                     .agent(&goal.spec.owner)

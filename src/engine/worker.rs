@@ -50,6 +50,8 @@ pub struct Work {
     pub mcp_servers: Vec<crate::spec::McpServer>,
     /// The declaration the task was planned at (delegation picks other agents from it).
     pub spec: Arc<crate::spec::Spec>,
+    /// The company's knowledge at that revision, ranked into each session's context.
+    pub knowledge: Arc<crate::knowledge::Knowledge>,
 }
 
 /// How the attempt ended, and the last check.
@@ -310,7 +312,23 @@ async fn agent_work(
         budget: work.budget,
         task_key: work.task.key.clone(),
         product: work.task.product.clone(),
+        knowledge: work.knowledge.clone(),
     };
+    let task = crate::agent::task_prompt(&work.task.goal, &work.goal)
+        + &crate::agent::lessons(work.task.attempts, work.task.last_error.as_deref());
+    let sources = crate::agent::context::Sources {
+        spec: &work.spec,
+        knowledge: &work.knowledge,
+        product: &work.task.product,
+        computer: actor.computer,
+        workspace: actor.workspace,
+    };
+    let about = format!(
+        "{} {} {}",
+        work.task.goal,
+        work.goal.description,
+        serde_json::to_string(&work.goal.check).unwrap_or_default()
+    );
     let session = crate::agent::Session {
         actor: Actor {
             mcp: pool.as_ref(),
@@ -320,8 +338,8 @@ async fn agent_work(
         model: model.as_ref(),
         model_id: work.model_id.clone(),
         system: work.system.clone(),
-        task: crate::agent::task_prompt(&work.task.goal, &work.goal)
-            + &crate::agent::lessons(work.task.attempts, work.task.last_error.as_deref()),
+        scoped_rules: crate::agent::context::scoped_rules(&work.spec),
+        task: crate::agent::context::first_message(&sources, agent, &about, &task).await,
         tools,
         max_turns: agent.max_turns.unwrap_or(40),
         max_tokens: 8192,
@@ -447,6 +465,7 @@ async fn evaluate(
         model: model.as_ref(),
         model_id,
         system: vec![crate::model::SystemBlock::text(crate::agent::JUDGE_SYSTEM)],
+        scoped_rules: Vec::new(),
         task: format!(
             "Rubric: {}\n\nGrade the workspace against it.",
             judge.rubric

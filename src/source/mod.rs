@@ -180,9 +180,41 @@ impl GitSource {
         } else {
             format!("{} at {short}, folder {}", self.location, self.subpath)
         };
+        let mut files = Vec::new();
+        collect(&repo, &tree, "", &mut files)?;
         let mut out = MemTree::new(label);
-        collect(&repo, &tree, "", &mut out)?;
+        for (path, content) in files {
+            out.insert(path, content);
+        }
         Ok(out)
+    }
+
+    /// The files under one of the controller's folders of the sub-folder at `revision`
+    /// (`.proto/knowledge`), with paths from the sub-folder's root; none when the folder does
+    /// not exist. The snapshot leaves these folders out, being the desired state; what the
+    /// controller recorded for its agents is read here, from the same commit.
+    pub fn controller_files(
+        &self,
+        revision: &str,
+        folder: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        let repo = self.repo()?;
+        let root = repo.revparse_single(revision)?.peel_to_commit()?.tree()?;
+        let folder = normalize_subpath(folder);
+        let full = if self.subpath.is_empty() {
+            folder.clone()
+        } else {
+            format!("{}/{folder}", self.subpath)
+        };
+        let Ok(entry) = root.get_path(Path::new(&full)) else {
+            return Ok(Vec::new());
+        };
+        let Ok(tree) = entry.to_object(&repo)?.into_tree() else {
+            return Ok(Vec::new());
+        };
+        let mut files = Vec::new();
+        collect(&repo, &tree, &folder, &mut files)?;
+        Ok(files)
     }
 
     /// Whether every path changed between the two commits lies in the controller's own
@@ -340,12 +372,13 @@ fn open_cache(
 
 /// Adds every blob under `tree` to `out`, `prefix`-relative. Submodules (commit entries) and
 /// symbolic links are skipped, as the working-directory tree skips them; oversized files are
-/// kept so the loader can name them and their size.
+/// kept so the loader can name them and their size. The controller's folders are skipped
+/// when collecting from the root.
 fn collect(
     repo: &Repository,
     tree: &Tree<'_>,
     prefix: &str,
-    out: &mut MemTree,
+    out: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<(), SourceError> {
     for entry in tree.iter() {
         let name = String::from_utf8_lossy(entry.name_bytes());
@@ -365,7 +398,7 @@ fn collect(
             }
             Some(ObjectType::Blob) if entry.filemode() != i32::from(git2::FileMode::Link) => {
                 let blob = repo.find_blob(entry.id())?;
-                out.insert(path, blob.content());
+                out.push((path, blob.content().to_vec()));
             }
             _ => {}
         }

@@ -1064,7 +1064,7 @@ pub fn find_imports(text: &str) -> Vec<(Pos, String)> {
 }
 
 /// Resolves `target` relative to the folder of `from`; `None` when it leaves the tree.
-fn resolve(from: &str, target: &str) -> Option<String> {
+pub fn resolve(from: &str, target: &str) -> Option<String> {
     if target.starts_with('/') || target.starts_with('~') {
         return None;
     }
@@ -1082,7 +1082,14 @@ fn resolve(from: &str, target: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-fn load_memory(path: &str, text: &str, tree: &dyn FileTree, diags: &mut Vec<Diagnostic>) -> Memory {
+/// A memory file with its imports (relative to it, inside `tree`) followed; also used for
+/// the memory of a product's repository.
+pub fn load_memory(
+    path: &str,
+    text: &str,
+    tree: &dyn FileTree,
+    diags: &mut Vec<Diagnostic>,
+) -> Memory {
     let mut imports = Vec::new();
     let mut expanded = text.to_string();
     let mut chain = vec![path.to_string()];
