@@ -527,3 +527,46 @@ fn a_restarted_session_reuses_journaled_hook_outcomes_instead_of_asking_again() 
     assert!(!first.contains("Context from resume"), "{first}");
     assert_eq!(words(&after[2]), "Stop hook feedback: run the tests first");
 }
+
+#[test]
+fn a_fail_closed_session_start_hook_that_fails_refuses_the_session() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockLlm::start(vec![]));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut broken = hook(
+        tmp.path(),
+        "broken.sh",
+        "echo 'vault unreachable' >&2\nexit 1\n",
+    );
+    broken["failClosed"] = json!(true);
+    let hooks = json!({ "SessionStart": [{ "hooks": [broken] }] });
+    let company = company(
+        tmp.path(),
+        &mock.base_url(),
+        "[Read, Write]",
+        &format!("{}  budget: {{attempts: 1}}\n", goal("hello.txt")),
+        hooks,
+    );
+    let state = tmp.path().join("state");
+    let out = proto_run(tmp.path(), &company, &state).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(mock.requests().is_empty(), "the model was asked anyway");
+    let status = Command::new(bin())
+        .args([
+            "get",
+            "goals",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        status.contains("SessionStart refused the session: fail-closed hook")
+            && status.contains("vault unreachable"),
+        "{status}"
+    );
+}

@@ -124,10 +124,9 @@ fn failed_closed(outcome: &HookOutcome) -> Option<String> {
     outcome
         .runs
         .iter()
-        .find(|r| r.error.is_some() && matches!(r.decision, HookDecision::Block { .. }))
-        .map(|r| match &r.decision {
-            HookDecision::Block { reason } => reason.clone(),
-            _ => String::new(),
+        .find_map(|r| match (&r.error, &r.decision) {
+            (Some(_), HookDecision::Block { reason }) => Some(reason.clone()),
+            _ => None,
         })
 }
 
@@ -156,7 +155,9 @@ pub async fn session_start(
         .with("agent_type", json!(actor.agent));
     let outcome = run(actor, &input).await?;
     if let Some(reason) = failed_closed(&outcome) {
-        return Err(ActError::Blocked(format!("SessionStart: {reason}")));
+        return Err(ActError::Failed(format!(
+            "SessionStart refused the session: {reason}"
+        )));
     }
     if let HookDecision::Block { reason } = &outcome.decision {
         // Claude Code: SessionStart cannot block; stderr is only shown.
