@@ -4,8 +4,8 @@
 //!
 //! Every model response and every tool call is journaled in the store before the next step
 //! starts (model turn `t` is step `t * 100`, its tool calls `t * 100 + 1 ..= t * 100 + 97`,
-//! the outcome of the Stop hooks when the turn ends the session `t * 100 + 98`, and the
-//! SessionStart hooks' context step 99). After a crash the conversation is rebuilt from the
+//! the outcome of the Stop hooks when the turn ends the session `t * 100 + 98`, and turn 0
+//! has the SessionStart hooks' context at 99). After a crash the conversation is rebuilt from the
 //! journal: recorded responses and hook outcomes are reused (no tokens spent twice, no hook
 //! asked twice) and finished tool calls are not repeated.
 //!
