@@ -556,3 +556,38 @@ async fn a_flood_of_output_is_capped_and_does_not_stall() {
     assert_eq!(out.runs[0].stdout.len(), 1 << 20);
     assert_eq!(out.runs[0].stderr.len(), 1 << 20);
 }
+
+#[tokio::test]
+async fn continue_false_halts_and_subagent_stop_matches_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let halt = script(
+        dir.path(),
+        "halt.sh",
+        r#"printf '{"continue":false,"stopReason":"enough","decision":"block","reason":"more"}'"#,
+    );
+    let hooks = on("Stop", vec![("", vec![hook(&halt)])]);
+    let out = run_hooks(&hooks, &HookInput::stop(&session(dir.path()), true)).await;
+    // `continue: false` wins over the block, and Stop can tell the two apart by `halt`.
+    assert_eq!(out.halt.as_deref(), Some("enough"));
+    assert!(out.is_blocked());
+
+    let log = dir.path().join("seen.json");
+    let seen = script(dir.path(), "seen.sh", &format!("cat > {}", log.display()));
+    let hooks = on("SubagentStop", vec![("writer|tester", vec![hook(&seen)])]);
+    let out = run_hooks(
+        &hooks,
+        &HookInput::subagent_stop(&session(dir.path()), "ceo", false),
+    )
+    .await;
+    assert!(out.runs.is_empty(), "the matcher selects the agent type");
+    let out = run_hooks(
+        &hooks,
+        &HookInput::subagent_stop(&session(dir.path()), "writer", true),
+    )
+    .await;
+    assert_eq!(out.runs.len(), 1);
+    let input: Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(input["hook_event_name"], "SubagentStop");
+    assert_eq!(input["agent_type"], "writer");
+    assert_eq!(input["stop_hook_active"], true);
+}

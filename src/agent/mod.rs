@@ -3,9 +3,17 @@
 //! agent's `maxTurns`, the token budget, or cancellation.
 //!
 //! Every model response and every tool call is journaled in the store before the next step
-//! starts (model turn `t` is step `t * 100`, its tool calls `t * 100 + 1 ..`). After a crash
-//! the conversation is rebuilt from the journal: recorded responses are reused (no tokens
-//! spent twice) and finished tool calls are not repeated.
+//! starts (model turn `t` is step `t * 100`, its tool calls `t * 100 + 1 ..= t * 100 + 97`,
+//! the outcome of the Stop hooks when the turn ends the session `t * 100 + 98`, and turn 0
+//! has the SessionStart hooks' context at 99). After a crash the conversation is rebuilt from the
+//! journal: recorded responses and hook outcomes are reused (no tokens spent twice, no hook
+//! asked twice) and finished tool calls are not repeated.
+//!
+//! SessionStart context goes into the first user message, after the task, rather than into
+//! the system prompt: the system prompt is the same for every session of an agent and is
+//! cached as the prefix of all of them, while hook output is per session (a date, a git
+//! status). In the first message it is still fixed for the whole conversation, so every
+//! turn's cached prefix stays valid.
 
 pub mod context;
 pub mod delegate;
@@ -24,8 +32,14 @@ use crate::policy::{ActError, Actor, ToolCall, act};
 use crate::spec::{AgentSpec, GoalSpec, Rule, Spec};
 use crate::store::StoreError;
 
-/// Steps of one model turn: the response, then up to 99 tool calls.
+/// Steps of one model turn: the response, then up to 97 tool calls, then the two hook steps.
 const STEP_STRIDE: u32 = 100;
+/// The step offset of a turn's last tool call; later calls of that turn share it.
+const LAST_CALL_OFFSET: u32 = STEP_STRIDE - 3;
+/// Where a turn that ends the session journals what its Stop hooks said.
+const STOP_OFFSET: u32 = STEP_STRIDE - 2;
+/// Where turn 0 journals the SessionStart hooks' context (it precedes the first call).
+const SESSION_START_OFFSET: u32 = STEP_STRIDE - 1;
 /// Retries of a rate-limited or overloaded call before giving up on the turn.
 const MODEL_RETRIES: u32 = 3;
 
@@ -201,7 +215,9 @@ fn step(base: u32, turn: u32, offset: u32) -> u32 {
 impl Session<'_> {
     /// Runs the session to its end, resuming from the journal where one exists.
     pub async fn run(&self) -> Result<Finished, AgentError> {
-        let mut messages = vec![Message::user(self.task.clone())];
+        let mut messages = vec![self.first_message().await?];
+        // Times Stop hooks kept the session going (`stop_hook_active` once it is not zero).
+        let mut continued = 0;
         let mut usage = Usage::default();
         let mut usd = 0.0;
         let mut rules_given = context::RulesGiven::default();
@@ -217,6 +233,13 @@ impl Session<'_> {
                 .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
                 .collect();
             if calls.is_empty() || response.stop_reason != Some(StopReason::ToolUse) {
+                if calls.is_empty()
+                    && let Some(reason) = self.stop_hooks(turn, continued, &response).await?
+                {
+                    continued += 1;
+                    messages.push(Message::user(format!("Stop hook feedback: {reason}")));
+                    continue;
+                }
                 return Ok(Finished {
                     turns: turn + 1,
                     usage,
@@ -227,8 +250,8 @@ impl Session<'_> {
             let mut results = Vec::new();
             for (i, (id, name, input)) in calls.into_iter().enumerate() {
                 let offset = u32::try_from(i + 1)
-                    .unwrap_or(STEP_STRIDE - 1)
-                    .min(STEP_STRIDE - 1);
+                    .unwrap_or(LAST_CALL_OFFSET)
+                    .min(LAST_CALL_OFFSET);
                 let call = ToolCall::Tool {
                     name: name.clone(),
                     input,
@@ -277,6 +300,50 @@ impl Session<'_> {
             });
         }
         Err(AgentError::MaxTurns(self.max_turns))
+    }
+
+    /// The task, with what SessionStart hooks add to it (see the module docs for why here).
+    async fn first_message(&self) -> Result<Message, AgentError> {
+        let first_turn = step(self.step_base, 0, 0);
+        let rebuilt = self
+            .actor
+            .store
+            .action(self.actor.task, first_turn)?
+            .is_some();
+        let context = crate::policy::session_start(
+            &self.actor,
+            step(self.step_base, 0, SESSION_START_OFFSET),
+            rebuilt,
+            &self.model_id,
+        )
+        .await
+        .map_err(hook_error)?;
+        let mut message = Message::user(self.task.clone());
+        if !context.is_empty() {
+            message.content.push(ContentBlock::text(format!(
+                "\n\n<session-start-context>\n{}\n</session-start-context>",
+                context.join("\n\n")
+            )));
+        }
+        Ok(message)
+    }
+
+    /// Stop (or SubagentStop) hooks after turn `turn` ended without tool calls: the reason
+    /// to keep going, when one keeps the agent going.
+    async fn stop_hooks(
+        &self,
+        turn: u32,
+        continued: u32,
+        response: &Response,
+    ) -> Result<Option<String>, AgentError> {
+        crate::policy::stop(
+            &self.actor,
+            step(self.step_base, turn, STOP_OFFSET),
+            continued,
+            &response.text(),
+        )
+        .await
+        .map_err(hook_error)
     }
 
     /// One model call, or its recorded response when the journal has it.
@@ -359,6 +426,15 @@ impl Session<'_> {
         };
         store.activity(self.actor.task, self.actor.goal, &activity, Utc::now())?;
         Ok(response)
+    }
+}
+
+/// A lifecycle hook's failure as the session's: cancellation and the store keep their kind.
+fn hook_error(e: ActError) -> AgentError {
+    match e {
+        ActError::Cancelled => AgentError::Cancelled,
+        ActError::Store(e) => AgentError::Store(e),
+        other => AgentError::Act(other),
     }
 }
 

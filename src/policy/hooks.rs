@@ -57,7 +57,8 @@ pub struct HookInput {
     /// The workspace: hooks run here, and it is sent as `cwd`.
     pub cwd: PathBuf,
     /// What the event's matchers are tested against: the tool name for tool events, the
-    /// `source` for `SessionStart`, the `trigger` for `PreCompact`; `None` runs every matcher.
+    /// `source` for `SessionStart`, the `trigger` for `PreCompact`, the `agent_type` for
+    /// `SubagentStop`; `None` runs every matcher.
     pub match_target: Option<String>,
     /// The event's own fields (`tool_name`, `tool_input`, `tool_response`, ...).
     pub fields: Map<String, Value>,
@@ -123,9 +124,14 @@ impl HookInput {
         Self::new("Stop", session).with("stop_hook_active", json!(stop_hook_active))
     }
 
-    /// A delegated agent is about to finish.
-    pub fn subagent_stop(session: &Session, stop_hook_active: bool) -> Self {
-        Self::new("SubagentStop", session).with("stop_hook_active", json!(stop_hook_active))
+    /// A delegated agent is about to finish. Matchers select on `agent_type`, the agent's
+    /// name, as Claude Code's do on the subagent's type.
+    pub fn subagent_stop(session: &Session, agent_type: &str, stop_hook_active: bool) -> Self {
+        let mut me = Self::new("SubagentStop", session)
+            .with("stop_hook_active", json!(stop_hook_active))
+            .with("agent_type", json!(agent_type));
+        me.match_target = Some(agent_type.to_string());
+        me
     }
 
     /// A session starts; `source` is `startup`, `resume`, `clear` or `compact`.
@@ -189,6 +195,10 @@ pub struct HookRun {
     pub decision: HookDecision,
     pub updated_input: Option<Value>,
     pub additional_context: Option<String>,
+    /// `continue: false`: the hook wants the agent to stop altogether, with its `stopReason`.
+    /// It is a block for tool events too; `Stop` tells the two apart, because there a block
+    /// means "keep going" and this means "stop now".
+    pub halt: Option<String>,
     /// A non-blocking failure (or, for a `failClosed` hook, the failure that blocked).
     pub error: Option<String>,
 }
@@ -201,6 +211,8 @@ pub struct HookOutcome {
     pub updated_input: Option<Value>,
     /// Context hooks asked to give the agent.
     pub additional_context: Vec<String>,
+    /// Why a hook said `continue: false`, when one did (the first, in settings order).
+    pub halt: Option<String>,
     /// Hook failures that did not block (logged, and shown to whoever reads the outcome).
     pub errors: Vec<String>,
     /// Every hook run, in settings order.
@@ -217,6 +229,7 @@ impl HookOutcome {
             decision: HookDecision::Continue,
             updated_input: None,
             additional_context: Vec::new(),
+            halt: None,
             errors: Vec::new(),
             runs: Vec::new(),
         }
@@ -257,8 +270,10 @@ pub async fn run_hooks(
         return outcome;
     };
     let target = if TOOL_EVENTS.contains(&input.event.as_str())
-        || matches!(input.event.as_str(), "SessionStart" | "PreCompact")
-    {
+        || matches!(
+            input.event.as_str(),
+            "SessionStart" | "PreCompact" | "SubagentStop"
+        ) {
         input.match_target.as_deref()
     } else {
         None
@@ -315,6 +330,9 @@ pub async fn run_hooks(
         }
         if let Some(context) = &run.additional_context {
             outcome.additional_context.push(context.clone());
+        }
+        if outcome.halt.is_none() {
+            outcome.halt = run.halt.clone();
         }
     }
     outcome.decision = if !blocks.is_empty() {
@@ -383,6 +401,7 @@ fn failed_run(
         decision,
         updated_input: None,
         additional_context: None,
+        halt: None,
         error: Some(error),
     }
 }
@@ -483,6 +502,7 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
                 decision: HookDecision::Block { reason },
                 updated_input: None,
                 additional_context: None,
+                halt: None,
                 error: None,
             }
         }
@@ -528,6 +548,7 @@ fn interpret_stdout(command: &str, stdout: String, stderr: String, elapsed: Dura
         decision: HookDecision::Continue,
         updated_input: None,
         additional_context: None,
+        halt: None,
         error: None,
     };
     let text = run.stdout.trim();
@@ -567,10 +588,10 @@ fn interpret_stdout(command: &str, stdout: String, stderr: String, elapsed: Dura
     };
     // `continue: false` stops the agent outright, whatever else the hook said.
     if json.get("continue").and_then(Value::as_bool) == Some(false) {
-        run.decision = HookDecision::Block {
-            reason: string(json.get("stopReason"))
-                .unwrap_or_else(|| format!("hook `{command}` stopped the agent")),
-        };
+        let reason = string(json.get("stopReason"))
+            .unwrap_or_else(|| format!("hook `{command}` stopped the agent"));
+        run.halt = Some(reason.clone());
+        run.decision = HookDecision::Block { reason };
     }
     run
 }

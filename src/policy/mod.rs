@@ -4,11 +4,15 @@
 //! task's computer. After a crash, a step found started but not finished is re-examined —
 //! is the file already written, the commit already made, the push already there? — rather
 //! than blindly redone. Permission rules from settings, hooks, approvals, rate limits and
-//! budgets join this same path; no tool reaches a computer any other way.
+//! budgets join this same path; no tool reaches a computer any other way. The hooks around
+//! a whole session (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
 
 pub mod hooks;
+pub mod lifecycle;
 pub mod limits;
 pub mod permissions;
+
+pub use lifecycle::{MAX_STOP_CONTINUATIONS, session_start, stop};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
