@@ -6,47 +6,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{git, text, write};
 use serde_json::{Value, json};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Founder")
-        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
-        .env("GIT_COMMITTER_NAME", "Founder")
-        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn write(root: &Path, path: &str, content: &str) {
-    let full = root.join(path);
-    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-    std::fs::write(full, content).unwrap();
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A company whose `ceo` holds two skills, with a rule for everything and one for
 /// `src/**/*.ts`, company memory, three knowledge entries (one broken), and a product whose
@@ -144,34 +114,6 @@ fn goal(name: &str, description: &str, file: &str) -> String {
     )
 }
 
-/// A model turn that calls one tool.
-fn tool_use(id: &str, name: &str, input: Value) -> mock_llm::Reply {
-    mock_llm::Reply::sse(mock_llm::anthropic_stream(&[
-        mock_llm::message_start(
-            id,
-            "claude-sonnet-4-5",
-            json!({"input_tokens": 50, "output_tokens": 1}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": {}}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
-        ),
-        (
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        ),
-        (
-            "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
-        ),
-        ("message_stop", json!({"type": "message_stop"})),
-    ]))
-}
-
 fn run(dir: &Path, company: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_proto"));
     command
@@ -228,14 +170,14 @@ fn breakpoints(request: &Value) -> usize {
 fn the_model_gets_matched_skills_knowledge_product_memory_and_scoped_rules_on_touch() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(mock_llm::MockLlm::start(vec![
-        tool_use("1", "Read", json!({"file_path": "CHANGELOG.md"})),
-        tool_use("2", "Read", json!({"file_path": "src/index.ts"})),
-        tool_use(
+        mock_llm::tool_use("1", "Read", json!({"file_path": "CHANGELOG.md"})),
+        mock_llm::tool_use("2", "Read", json!({"file_path": "src/index.ts"})),
+        mock_llm::tool_use(
             "3",
             "Edit",
             json!({"file_path": "src/index.ts", "old_string": "= 1", "new_string": "= 2"}),
         ),
-        tool_use(
+        mock_llm::tool_use(
             "4",
             "Write",
             json!({"file_path": "RELEASE-NOTES.md", "content": "## 2.0\n### Added\n- greetings\n"}),
@@ -337,8 +279,8 @@ fn the_model_gets_matched_skills_knowledge_product_memory_and_scoped_rules_on_to
 fn a_resumed_conversation_gives_the_scoped_rule_where_it_gave_it_before() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(mock_llm::MockLlm::start(vec![
-        tool_use("1", "Read", json!({"file_path": "src/index.ts"})),
-        tool_use(
+        mock_llm::tool_use("1", "Read", json!({"file_path": "src/index.ts"})),
+        mock_llm::tool_use(
             "2",
             "Bash",
             json!({"command": "touch marker && sleep 5 && touch done.txt"}),

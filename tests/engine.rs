@@ -5,57 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/git_daemon.rs"]
 mod git_daemon;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
+use cli::{bin, git, proto, text, wait_for};
 use git_daemon::Daemon;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_proto")
-}
-
-/// Runs `proto` with an isolated HOME; returns the output.
-fn proto(home: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("HOME", home)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Founder")
-        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
-        .env("GIT_COMMITTER_NAME", "Founder")
-        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn goals_json(home: &Path, state: &Path) -> serde_json::Value {
     let out = proto(
@@ -63,6 +24,23 @@ fn goals_json(home: &Path, state: &Path) -> serde_json::Value {
         &[
             "get",
             "goals",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `proto get tasks -o json`: every task with its spend.
+fn tasks_json(home: &Path, state: &Path) -> serde_json::Value {
+    let out = proto(
+        home,
+        &[
+            "get",
+            "tasks",
             "--state-dir",
             state.to_str().unwrap(),
             "-o",
@@ -214,18 +192,7 @@ fn the_example_runs_offline_and_records_everything_in_git() {
     );
 
     // get tasks / describe goal read the store.
-    let out = proto(
-        home.path(),
-        &[
-            "get",
-            "tasks",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = tasks_json(home.path(), &state);
     assert!(tasks.as_array().unwrap().len() >= 7);
     let out = proto(
         home.path(),
@@ -245,18 +212,7 @@ fn a_pushed_goal_is_dispatched_met_and_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let company = small_company(tmp.path(), &goal("first", "first.txt", ""));
     let state = tmp.path().join("state");
-    let run = || {
-        proto(
-            tmp.path(),
-            &[
-                "run",
-                company.to_str().unwrap(),
-                "--once",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ],
-        )
-    };
+    let run = || run_once(tmp.path(), &company, &state);
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The user adds a goal and commits it.
@@ -288,18 +244,7 @@ fn an_invalid_revision_keeps_the_last_good_one_running() {
     let tmp = tempfile::tempdir().unwrap();
     let company = small_company(tmp.path(), &goal("good", "good.txt", ""));
     let state = tmp.path().join("state");
-    let run = || {
-        proto(
-            tmp.path(),
-            &[
-                "run",
-                company.to_str().unwrap(),
-                "--once",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ],
-        )
-    };
+    let run = || run_once(tmp.path(), &company, &state);
     assert_eq!(run().status.code(), Some(0));
     std::fs::write(
         company.join("bad.yaml"),
@@ -336,16 +281,7 @@ fn exhausted_attempts_stall_the_goal_until_retried() {
     let never = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: never}\nspec:\n  product: app\n  owner: ceo\n  description: Never holds.\n  check: {command: {run: 'test -f impossible.txt'}}\n  playbook: [{write: {path: other.txt, content: x}}]\n  budget: {attempts: 2}\n";
     let company = small_company(tmp.path(), never);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("Stalled") && all.contains("never"), "{all}");
@@ -358,18 +294,7 @@ fn exhausted_attempts_stall_the_goal_until_retried() {
         &["retry", "never", "--state-dir", state.to_str().unwrap()],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let out = proto(
-        tmp.path(),
-        &[
-            "get",
-            "tasks",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = tasks_json(tmp.path(), &state);
     assert_eq!(tasks[0]["state"], "queued", "{tasks:#}");
 }
 
@@ -464,16 +389,7 @@ fn sigkill_in_the_middle_of_a_playbook_loses_nothing_and_repeats_nothing() {
     .unwrap();
     child.wait().unwrap();
     assert!(started.exists());
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         reason(&goals_json(tmp.path(), &state), "slow"),
@@ -485,14 +401,6 @@ fn sigkill_in_the_middle_of_a_playbook_loses_nothing_and_repeats_nothing() {
         1,
         "{log}"
     );
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn status_reason(state: &Path, goal: &str) -> Option<String> {
@@ -561,16 +469,7 @@ fn a_suspended_company_does_no_work_and_says_why() {
     .unwrap();
     git(&company, &["commit", "-q", "-am", "Suspend"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(reason(&goals_json(tmp.path(), &state), "held"), "Suspended");
     let out = proto(
@@ -610,16 +509,7 @@ fn a_goal_without_a_playbook_is_worked_by_its_agent_through_a_model() {
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "Record a model"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert_eq!(
@@ -739,16 +629,7 @@ fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "Guard the workspace"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         reason(&goals_json(tmp.path(), &state), "guarded"),
@@ -790,16 +671,7 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "A judged goal"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let goals = goals_json(tmp.path(), &state);
     assert_eq!(reason(&goals, "judged"), "CheckPassed", "{goals:#}");
@@ -846,16 +718,7 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "An MCP server"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         reason(&goals_json(tmp.path(), &state), "echoed"),
@@ -894,16 +757,7 @@ fn a_spent_token_budget_stops_the_agent_with_a_clear_status() {
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "A small budget"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let goals = goals_json(tmp.path(), &state);
@@ -945,16 +799,7 @@ fn an_agent_delegates_to_another_who_works_and_reports_back() {
     git(&company, &["add", "-A"]);
     git(&company, &["commit", "-q", "-m", "A team of two"]);
     let state = tmp.path().join("state");
-    let out = proto(
-        tmp.path(),
-        &[
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         reason(&goals_json(tmp.path(), &state), "greeted"),
@@ -978,18 +823,7 @@ fn an_agent_delegates_to_another_who_works_and_reports_back() {
     );
     let write = audit.iter().find(|r| r["action"] == "Write").unwrap();
     assert_eq!(write["agent"], "writer");
-    let out = proto(
-        tmp.path(),
-        &[
-            "get",
-            "tasks",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    let tasks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = tasks_json(tmp.path(), &state);
     let child = tasks
         .as_array()
         .unwrap()
@@ -1153,18 +987,7 @@ fn a_spent_dollar_budget_ends_the_work_and_the_goal_waits_for_more() {
     let again = run_once(tmp.path(), &company, &state);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(model_calls(&company), 1, "no model call past the budget");
-    let tasks = proto(
-        tmp.path(),
-        &[
-            "get",
-            "tasks",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    let tasks: serde_json::Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    let tasks = tasks_json(tmp.path(), &state);
     let tasks = tasks.as_array().unwrap();
     assert_eq!(tasks.len(), 1, "{tasks:#?}");
     assert_eq!(tasks[0]["state"], "cancelled");
@@ -1216,18 +1039,7 @@ fn an_ask_rule_parks_the_task_waiting_for_approval() {
     let again = run_once(tmp.path(), &company, &state);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     assert_eq!(model_calls(&company), 1);
-    let tasks = proto(
-        tmp.path(),
-        &[
-            "get",
-            "tasks",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    let tasks: serde_json::Value = serde_json::from_slice(&tasks.stdout).unwrap();
+    let tasks = tasks_json(tmp.path(), &state);
     assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks:#}");
     assert_eq!(tasks[0]["state"], "waitingApproval");
     assert_eq!(tasks[0]["attempts"], 0, "waiting is not a failed attempt");

@@ -6,45 +6,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use cli::{bin, git, run_command, text, wait_for};
 use mock_llm::{MockLlm, Recorded, Reply};
 use serde_json::{Value, json};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_proto")
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Founder")
-        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
-        .env("GIT_COMMITTER_NAME", "Founder")
-        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A company whose model is the mock at `base_url`, with `extra` YAML documents (goals,
 /// agents) and `.claude/settings.json` holding `hooks`; the product is a bare repository.
@@ -94,24 +67,6 @@ fn inputs(log: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn proto_run(home: &Path, company: &Path, state: &Path) -> Command {
-    let mut command = Command::new(bin());
-    command
-        .args([
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-        .env("HOME", home)
-        .env("PROTO_TEST_KEY", "sk-test")
-        .env_remove("ANTHROPIC_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
 fn goal_reason(home: &Path, state: &Path) -> String {
     let out = Command::new(bin())
         .args([
@@ -141,34 +96,6 @@ fn audit(company: &Path) -> Vec<Value> {
                 .collect::<Vec<Value>>()
         })
         .collect()
-}
-
-/// A streamed answer that calls one tool.
-fn tool_use(id: &str, name: &str, input: Value) -> Reply {
-    Reply::sse(mock_llm::anthropic_stream(&[
-        mock_llm::message_start(
-            id,
-            "claude-sonnet-4-5",
-            json!({"input_tokens": 50, "output_tokens": 1}),
-        ),
-        (
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": {}}}),
-        ),
-        (
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
-        ),
-        (
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
-        ),
-        (
-            "message_delta",
-            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
-        ),
-        ("message_stop", json!({"type": "message_stop"})),
-    ]))
 }
 
 /// A streamed answer that ends the turn with `words`.
@@ -208,7 +135,7 @@ fn session_start_context_reaches_the_model_and_a_stop_hook_keeps_the_agent_going
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockLlm::start(vec![
         say("m1", "All done."),
-        tool_use(
+        mock_llm::tool_use(
             "m2",
             "Write",
             json!({"file_path": "hello.txt", "content": "hi\n"}),
@@ -239,7 +166,7 @@ fn session_start_context_reaches_the_model_and_a_stop_hook_keeps_the_agent_going
         hooks,
     );
     let state = tmp.path().join("state");
-    let out = proto_run(tmp.path(), &company, &state).output().unwrap();
+    let out = run_command(tmp.path(), &company, &state).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(goal_reason(tmp.path(), &state), "CheckPassed");
 
@@ -297,12 +224,12 @@ fn session_start_context_reaches_the_model_and_a_stop_hook_keeps_the_agent_going
 fn a_subagent_stop_hook_keeps_a_delegated_agent_going() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockLlm::start(vec![
-        tool_use(
+        mock_llm::tool_use(
             "c1",
             "Delegate",
             json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."}),
         ),
-        tool_use(
+        mock_llm::tool_use(
             "w1",
             "Write",
             json!({"file_path": "hello.txt", "content": "hi\n"}),
@@ -346,7 +273,7 @@ fn a_subagent_stop_hook_keeps_a_delegated_agent_going() {
         hooks,
     );
     let state = tmp.path().join("state");
-    let out = proto_run(tmp.path(), &company, &state).output().unwrap();
+    let out = run_command(tmp.path(), &company, &state).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(goal_reason(tmp.path(), &state), "CheckPassed");
 
@@ -387,7 +314,7 @@ fn a_subagent_stop_hook_keeps_a_delegated_agent_going() {
 fn stop_hooks_keep_a_session_going_only_up_to_the_cap() {
     let cap = proto::policy::MAX_STOP_CONTINUATIONS as usize;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut replies = vec![tool_use(
+    let mut replies = vec![mock_llm::tool_use(
         "m0",
         "Write",
         json!({"file_path": "hello.txt", "content": "hi\n"}),
@@ -410,7 +337,7 @@ fn stop_hooks_keep_a_session_going_only_up_to_the_cap() {
         hooks,
     );
     let state = tmp.path().join("state");
-    let out = proto_run(tmp.path(), &company, &state).output().unwrap();
+    let out = run_command(tmp.path(), &company, &state).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // The session ended at the cap; the goal's check decided.
     assert_eq!(goal_reason(tmp.path(), &state), "CheckPassed");
@@ -429,20 +356,12 @@ fn stop_hooks_keep_a_session_going_only_up_to_the_cap() {
     assert_eq!(capped[0]["outcome"]["continue"], Value::Null);
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_restarted_session_reuses_journaled_hook_outcomes_instead_of_asking_again() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(MockLlm::start(vec![
         say("m1", "Done."),
-        tool_use(
+        mock_llm::tool_use(
             "m2",
             "Bash",
             json!({"command": "touch marker && sleep 5 && touch done.txt"}),
@@ -473,7 +392,7 @@ fn a_restarted_session_reuses_journaled_hook_outcomes_instead_of_asking_again() 
         hooks,
     );
     let state = tmp.path().join("state");
-    let mut child = proto_run(tmp.path(), &company, &state)
+    let mut child = run_command(tmp.path(), &company, &state)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -499,7 +418,7 @@ fn a_restarted_session_reuses_journaled_hook_outcomes_instead_of_asking_again() 
     assert_eq!(mock.requests().len(), 2, "two turns before the kill");
     assert_eq!(inputs(&stop_log).len(), 1);
 
-    let out = proto_run(tmp.path(), &company, &state).output().unwrap();
+    let out = run_command(tmp.path(), &company, &state).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(goal_reason(tmp.path(), &state), "CheckPassed");
     let requests = mock.requests();
@@ -548,7 +467,7 @@ fn a_fail_closed_session_start_hook_that_fails_refuses_the_session() {
         hooks,
     );
     let state = tmp.path().join("state");
-    let out = proto_run(tmp.path(), &company, &state).output().unwrap();
+    let out = run_command(tmp.path(), &company, &state).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(mock.requests().is_empty(), "the model was asked anyway");
     let status = Command::new(bin())

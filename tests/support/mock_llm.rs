@@ -266,3 +266,32 @@ pub fn openai_stream(chunks: &[Value]) -> String {
     s.push_str("data: [DONE]\n\n");
     s
 }
+
+/// A streamed Anthropic answer that calls one tool (`toolu_<id>`) with `input`.
+pub fn tool_use(id: &str, name: &str, input: Value) -> Reply {
+    use serde_json::json;
+    Reply::sse(anthropic_stream(&[
+        message_start(
+            id,
+            "claude-sonnet-4-5",
+            json!({"input_tokens": 50, "output_tokens": 1}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": {}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 20}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]))
+}

@@ -1,0 +1,88 @@
+//! What the end-to-end tests share: running the real `proto` binary with an isolated HOME,
+//! real `git` with a fixed identity, and small waits and readers.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_proto")
+}
+
+/// Runs `proto` with an isolated HOME; returns the output.
+pub fn proto(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("HOME", home)
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+/// `proto run COMPANY --once --state-dir STATE`, not yet started, with output piped. The
+/// mock model's key variable (`PROTO_TEST_KEY`) is set; the real one is not passed on.
+pub fn run_command(home: &Path, company: &Path, state: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .args([
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .env("HOME", home)
+        .env("PROTO_TEST_KEY", "sk-test")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `git` in `dir` as a fixed author; panics with stderr when it fails.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Founder")
+        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
+        .env("GIT_COMMITTER_NAME", "Founder")
+        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Writes `content` to `root/path`, creating folders.
+pub fn write(root: &Path, path: &str, content: &str) {
+    let full = root.join(path);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(full, content).unwrap();
+}
+
+/// Standard output then standard error, as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
