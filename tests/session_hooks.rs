@@ -143,10 +143,11 @@ fn session_start_context_reaches_the_model_and_a_stop_hook_keeps_the_agent_going
         say("m3", "Tests pass; done."),
     ]));
     let tmp = tempfile::tempdir().unwrap();
-    let (start_log, stop_log, marker) = (
+    let (start_log, stop_log, marker, transcript) = (
         tmp.path().join("start.log"),
         tmp.path().join("stop.log"),
         tmp.path().join("blocked-once"),
+        tmp.path().join("transcript.jsonl"),
     );
     let hooks = json!({
         "SessionStart": [{ "matcher": "startup", "hooks": [
@@ -154,8 +155,8 @@ fn session_start_context_reaches_the_model_and_a_stop_hook_keeps_the_agent_going
             hook(tmp.path(), "json.sh", "cat >/dev/null\nprintf '{\"hookSpecificOutput\":{\"hookEventName\":\"SessionStart\",\"additionalContext\":\"JSON: indent with tabs\"}}'\n"),
         ]}],
         "Stop": [{ "hooks": [hook(tmp.path(), "stop.sh", &format!(
-            "input=$(cat)\necho \"$input\" >> {}\nif [ ! -e {m} ]; then touch {m}; echo 'run the tests first' >&2; exit 2; fi\n",
-            stop_log.display(), m = marker.display()
+            "input=$(cat)\necho \"$input\" >> {}\necho \"$input\" | python3 -c 'import json,shutil,sys; shutil.copy(json.load(sys.stdin)[\"transcript_path\"], sys.argv[1])' {t}\nif [ ! -e {m} ]; then touch {m}; echo 'run the tests first' >&2; exit 2; fi\n",
+            stop_log.display(), m = marker.display(), t = transcript.display()
         ))]}],
     });
     let company = company(
@@ -202,6 +203,16 @@ fn session_start_context_reaches_the_model_and_a_stop_hook_keeps_the_agent_going
     assert_eq!(stops[1]["stop_hook_active"], true);
     assert_eq!(stops[1]["last_assistant_message"], "Tests pass; done.");
     assert_eq!(stops[0]["cwd"], started[0]["cwd"]);
+    // The transcript the hook was pointed at held the whole conversation, as JSON lines.
+    let transcript = inputs(&transcript);
+    // Task, "All done.", the hook's feedback, the Write, its result, the last words.
+    assert_eq!(transcript.len(), 6, "{transcript:#?}");
+    assert_eq!(transcript[0]["type"], "user");
+    assert_eq!(transcript[5]["type"], "assistant");
+    assert_eq!(
+        transcript[5]["message"]["content"][0]["text"],
+        "Tests pass; done."
+    );
 
     // Each outcome is a journaled, audited step.
     let audit = audit(&company);

@@ -227,6 +227,7 @@ impl Session<'_> {
             }
             let response = self.turn(turn, &messages, &mut usage, &mut usd).await?;
             messages.push(response.to_message());
+            self.write_transcript(&messages).await;
             let calls: Vec<(String, String, serde_json::Value)> = response
                 .tool_uses()
                 .into_iter()
@@ -344,6 +345,31 @@ impl Session<'_> {
         )
         .await
         .map_err(hook_error)
+    }
+
+    /// Writes the conversation so far where hooks are told to find it (`transcript_path`),
+    /// one JSON line per message as Claude Code's transcripts have them. Best effort: hooks
+    /// that read it are a convenience, the journal is the record.
+    async fn write_transcript(&self, messages: &[Message]) {
+        let mut lines = String::new();
+        for message in messages {
+            let role = match message.role {
+                crate::model::Role::User => "user",
+                crate::model::Role::Assistant => "assistant",
+            };
+            lines.push_str(&json!({ "type": role, "message": message }).to_string());
+            lines.push('\n');
+        }
+        let (computer, workspace) = (self.actor.computer, self.actor.workspace);
+        let ignore = format!("{}/.gitignore", crate::tools::TMP_DIR);
+        let path = crate::policy::transcript_path(&self.actor);
+        let written = match computer.write(workspace, &ignore, b"*\n").await {
+            Ok(()) => computer.write(workspace, &path, lines.as_bytes()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(task = self.actor.task, "cannot write the transcript: {e}");
+        }
     }
 
     /// One model call, or its recorded response when the journal has it.

@@ -205,10 +205,20 @@ impl ToolCall {
     }
 }
 
+/// Where the conversation of the actor's task is written for hooks to read (Claude Code's
+/// `transcript_path`), relative to the workspace: under `.proto-tmp/`, which git ignores.
+pub fn transcript_path(actor: &Actor<'_>) -> String {
+    format!(
+        "{}/transcript-task-{}.jsonl",
+        crate::tools::TMP_DIR,
+        actor.task
+    )
+}
+
 fn hook_session(actor: &Actor<'_>) -> hooks::Session {
     hooks::Session {
         session_id: format!("task-{}", actor.task),
-        transcript_path: actor.workspace.root().join(".proto-tmp/transcript.jsonl"),
+        transcript_path: actor.workspace.root().join(transcript_path(actor)),
         cwd: actor.workspace.root().to_path_buf(),
     }
 }

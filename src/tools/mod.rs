@@ -35,6 +35,7 @@ pub use glob::Glob;
 pub use grep::Grep;
 pub use planning::{DEFAULT_PLANNING_FILE, Planning};
 pub use python::Python;
+pub(crate) use python::TMP_DIR;
 pub use read::Read;
 pub use write::Write;
 
