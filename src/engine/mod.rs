@@ -97,20 +97,21 @@ fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
 /// The company's model providers that can be reached now. A provider without its key is
 /// skipped (and said so): goals that need a model then wait with NoModel.
 fn build_models(spec: &Spec, repo_root: &Path) -> Vec<Arc<dyn crate::model::Model>> {
-    let providers = spec
-        .company()
-        .and_then(|c| c.spec.models.as_ref())
-        .map(|m| m.providers.clone())
-        .unwrap_or_default();
+    let models = spec.company().and_then(|c| c.spec.models.as_ref());
+    let providers = models.map(|m| m.providers.clone()).unwrap_or_default();
+    let prices =
+        crate::model::PriceTable::new(&models.map(|m| m.prices.clone()).unwrap_or_default());
     providers
         .iter()
-        .filter_map(|p| match crate::model::from_provider(p, repo_root) {
-            Ok(model) => Some(model),
-            Err(e) => {
-                tracing::info!(provider = %p.name, "not reachable: {e}");
-                None
-            }
-        })
+        .filter_map(
+            |p| match crate::model::from_provider_priced(p, repo_root, &prices) {
+                Ok(model) => Some(model),
+                Err(e) => {
+                    tracing::info!(provider = %p.name, "not reachable: {e}");
+                    None
+                }
+            },
+        )
         .collect()
 }
 

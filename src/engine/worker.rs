@@ -299,6 +299,29 @@ async fn agent_work(
         task_key: work.task.key.clone(),
         product: work.task.product.clone(),
     };
+    let selector = crate::agent::select::Selector {
+        store: &work.store,
+        task: id,
+        goal: &work.task.goal,
+        agent: &work.agent,
+        model: Some(model.as_ref()),
+        prices: &work.prices,
+        cancel: &work.cancel,
+    };
+    let facts = crate::agent::select::Facts::of_goal(
+        &work.task.goal,
+        &work.goal,
+        agent,
+        work.task.attempts,
+        work.task.last_error.as_deref(),
+    );
+    let selection = match selector.select(&work.spec, agent, &facts).await {
+        Ok(s) => s,
+        Err(e) => {
+            let cancelled = matches!(e, crate::agent::AgentError::Cancelled);
+            return failed(format!("agent {}: {e}", work.agent), check, cancelled);
+        }
+    };
     let session = crate::agent::Session {
         actor: Actor {
             mcp: pool.as_ref(),
@@ -306,14 +329,15 @@ async fn agent_work(
             ..actor.clone()
         },
         model: model.as_ref(),
-        model_id: work.model_id.clone(),
+        model_id: selection.model_id,
         system: work.system.clone(),
         task: crate::agent::task_prompt(&work.task.goal, &work.goal)
             + &crate::agent::lessons(work.task.attempts, work.task.last_error.as_deref()),
         tools,
         max_turns: agent.max_turns.unwrap_or(40),
-        max_tokens: 8192,
-        thinking: agent.thinking,
+        // The API wants room for the answer beyond the thinking budget.
+        max_tokens: 8192 + selection.thinking.unwrap_or(0),
+        thinking: selection.thinking,
         token_budget: work.token_budget,
         prices: work.prices.clone(),
         step_base: 0,
