@@ -28,7 +28,7 @@ fn company(dir: &Path, model_url: &str, tools: &str, goal: &str) -> PathBuf {
         "company.yaml",
         &format!(
             "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: ctx}}\nspec:\n  mission: Test.\n  ceo: ceo\n  \
-             models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{model_url}', apiKeyEnv: PROTO_TEST_KEY}}]\n  \
+             models:\n    default: sonnet\n    providers: [{{name: mock, type: anthropic, baseUrl: '{model_url}', apiKeyEnv: PROTO_TEST_KEY}}]\n  \
              writeback: {{author: {{name: proto-bot, email: bot@localhost}}}}\n---\n\
              apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\n\
              spec: {{title: CEO, description: Runs it., prompt: Run it., tools: [{tools}], skills: [release-notes, db-migrations]}}\n---\n\

@@ -64,13 +64,14 @@ fn reason(goals: &serde_json::Value, name: &str) -> String {
 }
 
 /// A minimal company in a fresh git repository at `dir/company`, with a bare product
-/// repository `dir/app.git`. `goals` are extra YAML documents.
+/// repository `dir/app.git`. `goals` are extra YAML documents. The CEO declares `model: sonnet`,
+/// so scripted models answer the agent's turns only (`auto` would ask a classifier first).
 fn small_company(dir: &Path, goals: &str) -> PathBuf {
     let company = dir.join("company");
     std::fs::create_dir_all(&company).unwrap();
     std::fs::write(
         company.join("company.yaml"),
-        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: small}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {author: {name: proto-bot, email: bot@localhost}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: The app., lead: ceo, repo: {url: ../app.git, branch: main}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 2}\n",
+        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: small}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {author: {name: proto-bot, email: bot@localhost}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: The app., lead: ceo, repo: {url: ../app.git, branch: main}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 2}\n",
     )
     .unwrap();
     std::fs::write(company.join("goals.yaml"), goals).unwrap();
@@ -773,7 +774,7 @@ fn a_spent_token_budget_stops_the_agent_with_a_clear_status() {
 #[test]
 fn an_agent_delegates_to_another_who_works_and_reports_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt greets.\n  check: {file: {path: hello.txt}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, description: Writes greetings and short texts., prompt: Write well., tools: [Write]}\n";
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt greets.\n  check: {file: {path: hello.txt}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes greetings and short texts., prompt: Write well., tools: [Write]}\n";
     let company = small_company(tmp.path(), goal_text);
     let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
     std::fs::write(

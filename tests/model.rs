@@ -208,9 +208,10 @@ async fn plain_text_streams_events_and_sends_the_right_request() {
     assert_eq!(r.body["model"], json!("claude-sonnet-4-5"));
     assert_eq!(r.body["max_tokens"], json!(1024));
     assert_eq!(r.body["temperature"], json!(0.5));
+    // No cache breakpoint: the prompt is far below Sonnet's 1,024-token cache minimum.
     assert_eq!(
         r.body["system"],
-        json!([{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}])
+        json!([{"type": "text", "text": "You are terse."}])
     );
     assert!(r.body.get("thinking").is_none());
     assert!(r.body.get("tools").is_none());
@@ -255,17 +256,18 @@ async fn tool_round_trip() {
     let tools = &recorded[0].body["tools"];
     assert_eq!(tools[0]["name"], json!("Read"));
     assert_eq!(tools[0]["input_schema"]["type"], json!("object"));
+    // The conversation is far below Sonnet's cache minimum, so it carries no breakpoints.
     let messages = &recorded[1].body["messages"];
     assert_eq!(messages.as_array().map(Vec::len), Some(3));
     assert_eq!(messages[1]["role"], json!("assistant"));
     assert_eq!(
         messages[1]["content"][1],
-        json!({"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"path": "src/main.rs"}, "cache_control": {"type": "ephemeral"}})
+        json!({"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"path": "src/main.rs"}})
     );
     assert_eq!(messages[2]["role"], json!("user"));
     assert_eq!(
         messages[2]["content"][0],
-        json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "fn main() { println!(\"hello\") }", "cache_control": {"type": "ephemeral"}})
+        json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "fn main() { println!(\"hello\") }"})
     );
 }
 
@@ -471,6 +473,8 @@ fn long_conversation() -> Request {
 async fn cache_breakpoints_sit_on_tools_system_and_conversation_prefix() {
     let server = MockLlm::start(vec![Reply::sse(text_stream("m", "ok", "end_turn"))]).await;
     let mut req = long_conversation();
+    // A model without a known cache minimum, so no breakpoint is dropped as too short.
+    req.model = "claude-unlisted".into();
     // Stale breakpoints from an earlier turn must not add up past the limit of 4.
     for m in &mut req.messages {
         for b in &mut m.content {
@@ -1053,6 +1057,8 @@ fn prices_default_override_and_cost() {
             output: 20.0,
             cache_write: None,
             cache_read: None,
+            context_window: None,
+            cache_min_tokens: None,
         },
         Price {
             model: "qwen3".into(),
@@ -1060,6 +1066,8 @@ fn prices_default_override_and_cost() {
             output: 0.0,
             cache_write: None,
             cache_read: None,
+            context_window: None,
+            cache_min_tokens: None,
         },
     ]);
     let usage = Usage {
@@ -1251,4 +1259,29 @@ async fn overloaded_event_is_retried_by_the_policy_and_waits_are_capped() {
         }
         .is_retryable()
     );
+}
+
+#[test]
+fn breakpoints_on_prefixes_shorter_than_the_cache_minimum_are_taken_off() {
+    let long = "x".repeat(5000);
+    let mut req = Request {
+        model: "claude-opus-4-5".into(),
+        system: vec![SystemBlock::text("short system prompt")],
+        tools: vec![tool("Read")],
+        messages: vec![
+            Message::user("start"),
+            Message::assistant(long),
+            Message::user("next"),
+        ],
+        max_tokens: 10,
+        ..Default::default()
+    };
+    place_cache_breakpoints(&mut req);
+    assert_eq!(count_cache_breakpoints(&req), 4);
+    proto::model::drop_short_breakpoints(&mut req, 4096);
+    // Tools and system are far below 4,096 bytes, so certainly below 4,096 tokens; the
+    // conversation prefix past the long answer may reach it and keeps its breakpoints.
+    assert!(req.tools[0].cache_control.is_none());
+    assert!(req.system[0].cache_control.is_none());
+    assert_eq!(count_cache_breakpoints(&req), 2);
 }

@@ -27,7 +27,7 @@ fn company(dir: &Path, base_url: &str, ceo_tools: &str, extra: &str, hooks: Valu
     std::fs::write(
         company.join("company.yaml"),
         format!(
-            "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: small}}\nspec:\n  mission: Test.\n  ceo: ceo\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{base_url}', apiKeyEnv: PROTO_TEST_KEY}}]\n  writeback: {{author: {{name: proto-bot, email: bot@localhost}}}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: Runs it., prompt: Run it., tools: {ceo_tools}}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: The app., lead: ceo, repo: {{url: ../app.git, branch: main}}}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: 2}}\n"
+            "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: small}}\nspec:\n  mission: Test.\n  ceo: ceo\n  models:\n    default: sonnet\n    providers: [{{name: mock, type: anthropic, baseUrl: '{base_url}', apiKeyEnv: PROTO_TEST_KEY}}]\n  writeback: {{author: {{name: proto-bot, email: bot@localhost}}}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: Runs it., prompt: Run it., tools: {ceo_tools}}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: The app., lead: ceo, repo: {{url: ../app.git, branch: main}}}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: 2}}\n"
         ),
     )
     .unwrap();

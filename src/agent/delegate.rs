@@ -184,17 +184,41 @@ pub async fn delegate(
         actor.agent
     );
     let about = format!("{description} {prompt}");
+    let priority = delegation
+        .spec
+        .goal(actor.goal)
+        .map(|g| g.spec.priority)
+        .unwrap_or_default();
+    let facts = super::select::Facts::of_delegation(
+        actor.goal,
+        priority,
+        &format!("{description}\n\n{prompt}"),
+        &agent.spec,
+    );
+    let selection = super::select::Selector {
+        store,
+        task: child,
+        goal: actor.goal,
+        agent: agent.name(),
+        model: Some(delegation.model.as_ref()),
+        prices: &delegation.prices,
+        cancel: actor.cancel,
+        budget: delegation.budget,
+    }
+    .select(&delegation.spec, &agent.spec, &facts)
+    .await
+    .map_err(|e| e.to_string())?;
     let session = super::Session {
         actor: child_actor,
         model: delegation.model.as_ref(),
-        model_id: super::model_id(&delegation.spec, &agent.spec),
+        model_id: selection.model_id,
         system: super::system_prompt(&delegation.spec, agent.name(), &agent.spec),
         scoped_rules: super::context::scoped_rules(&delegation.spec),
         task: super::context::first_message(&sources, &agent.spec, &about, &task).await,
         tools: super::tool_defs(&agent.spec),
         max_turns: agent.spec.max_turns.unwrap_or(40),
-        max_tokens: 8192,
-        thinking: agent.spec.thinking,
+        max_tokens: 8192 + selection.thinking.unwrap_or(0),
+        thinking: selection.thinking,
         budget: delegation.budget,
         prices: delegation.prices.clone(),
         step_base: 0,

@@ -17,6 +17,7 @@
 
 pub mod context;
 pub mod delegate;
+pub mod select;
 
 pub use context::system_prompt;
 
@@ -106,8 +107,8 @@ pub fn task_prompt(goal_name: &str, goal: &GoalSpec) -> String {
 }
 
 /// The model id an agent uses: its own `model` or the company default; tiers map through
-/// the company's `tiers` (defaults: the current Claude models). `auto` is Sonnet until smart
-/// selection picks per task.
+/// the company's `tiers` (defaults: the current Claude models). `auto` stands for Sonnet
+/// wherever [`select`] does not pick per task.
 pub fn model_id(spec: &Spec, agent: &AgentSpec) -> String {
     let models = spec.company().and_then(|c| c.spec.models.as_ref());
     let wanted = agent

@@ -116,20 +116,21 @@ fn knowledge_at(source: &GitSource, revision: &str) -> Arc<crate::knowledge::Kno
 /// The company's model providers that can be reached now. A provider without its key is
 /// skipped (and said so): goals that need a model then wait with NoModel.
 fn build_models(spec: &Spec, repo_root: &Path) -> Vec<Arc<dyn crate::model::Model>> {
-    let providers = spec
-        .company()
-        .and_then(|c| c.spec.models.as_ref())
-        .map(|m| m.providers.clone())
-        .unwrap_or_default();
+    let models = spec.company().and_then(|c| c.spec.models.as_ref());
+    let providers = models.map(|m| m.providers.clone()).unwrap_or_default();
+    let prices =
+        crate::model::PriceTable::new(&models.map(|m| m.prices.clone()).unwrap_or_default());
     providers
         .iter()
-        .filter_map(|p| match crate::model::from_provider(p, repo_root) {
-            Ok(model) => Some(model),
-            Err(e) => {
-                tracing::info!(provider = %p.name, "not reachable: {e}");
-                None
-            }
-        })
+        .filter_map(
+            |p| match crate::model::from_provider_priced(p, repo_root, &prices) {
+                Ok(model) => Some(model),
+                Err(e) => {
+                    tracing::info!(provider = %p.name, "not reachable: {e}");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -604,14 +605,6 @@ impl Engine {
                 mcp_servers: applied.spec.claude.mcp_servers.clone(),
                 spec: applied.spec.clone(),
                 knowledge: applied.knowledge.clone(),
-                model_id: applied
-                    .spec
-                    .agent(&goal.spec.owner)
-                    .map(|a| {
-                        let declared = crate::agent::model_id(&applied.spec, &a.spec);
-                        crate::agent::escalate(&applied.spec, &declared, task.attempts)
-                    })
-                    .unwrap_or_default(),
                 system: applied
                     .spec
                     .agent(&goal.spec.owner)

@@ -37,7 +37,6 @@ pub struct Work {
     pub resume: bool,
     /// The model that works goals without a playbook, when one is reachable.
     pub model: Option<Arc<dyn crate::model::Model>>,
-    pub model_id: String,
     pub system: Vec<crate::model::SystemBlock>,
     /// The task's budgets (company and goal).
     pub budget: crate::policy::limits::TaskBudget,
@@ -329,6 +328,34 @@ async fn agent_work(
         work.goal.description,
         serde_json::to_string(&work.goal.check).unwrap_or_default()
     );
+    let selector = crate::agent::select::Selector {
+        store: &work.store,
+        task: id,
+        goal: &work.task.goal,
+        agent: &work.agent,
+        model: Some(model.as_ref()),
+        prices: &work.prices,
+        cancel: &work.cancel,
+        budget: work.budget,
+    };
+    let facts = crate::agent::select::Facts::of_goal(
+        &work.task.goal,
+        &work.goal,
+        agent,
+        work.task.attempts,
+        work.task.last_error.as_deref(),
+    );
+    let selection = match selector.select(&work.spec, agent, &facts).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Done {
+                task: id,
+                outcome: session_outcome(&work.agent, &e),
+                check,
+                cancelled: matches!(e, crate::agent::AgentError::Cancelled),
+            };
+        }
+    };
     let session = crate::agent::Session {
         actor: Actor {
             mcp: pool.as_ref(),
@@ -336,14 +363,15 @@ async fn agent_work(
             ..actor.clone()
         },
         model: model.as_ref(),
-        model_id: work.model_id.clone(),
+        model_id: selection.model_id,
         system: work.system.clone(),
         scoped_rules: crate::agent::context::scoped_rules(&work.spec),
         task: crate::agent::context::first_message(&sources, agent, &about, &task).await,
         tools,
         max_turns: agent.max_turns.unwrap_or(40),
-        max_tokens: 8192,
-        thinking: agent.thinking,
+        // The API wants room for the answer beyond the thinking budget.
+        max_tokens: 8192 + selection.thinking.unwrap_or(0),
+        thinking: selection.thinking,
         budget: work.budget,
         prices: work.prices.clone(),
         step_base: 0,

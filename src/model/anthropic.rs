@@ -4,7 +4,8 @@
 //! HTTP timeouts, and the events drive the progress display. [`StreamAssembler`] turns the
 //! typed events back into exactly the [`Response`] the non-streaming API would have returned.
 //! [`place_cache_breakpoints`] puts the prompt-cache breakpoints where they pay off across the
-//! turns of a conversation.
+//! turns of a conversation, and [`drop_short_breakpoints`] takes off those whose prefix is
+//! certainly shorter than the model's cache minimum (from the price table).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,8 @@ pub struct Anthropic {
     client: reqwest::Client,
     /// Place cache breakpoints on every request (on by default).
     prompt_caching: bool,
+    /// Where the cache minimum of each model comes from.
+    prices: super::PriceTable,
 }
 
 impl Anthropic {
@@ -51,6 +54,7 @@ impl Anthropic {
             key,
             client: http_client()?,
             prompt_caching: true,
+            prices: super::PriceTable::default(),
         })
     }
 
@@ -89,6 +93,12 @@ impl Anthropic {
     /// Turns automatic cache breakpoints on or off (a caller placing its own turns it off).
     pub fn with_prompt_caching(mut self, on: bool) -> Self {
         self.prompt_caching = on;
+        self
+    }
+
+    /// The Company's price table, for each model's cache minimum.
+    pub fn with_prices(mut self, prices: super::PriceTable) -> Self {
+        self.prices = prices;
         self
     }
 }
@@ -162,6 +172,41 @@ pub fn place_cache_breakpoints(request: &mut Request) {
     }
 }
 
+/// Removes the breakpoints whose prefix (tools, then system, then messages, up to and
+/// including the marked block) is shorter than `min_tokens` for certain. A token is at least
+/// one byte, so a prefix of fewer bytes than the minimum can never be cached; the bound is
+/// deliberately loose (real prompts run 3-4 bytes a token) so that no breakpoint the API would
+/// honour is ever taken off. A breakpoint on a too-short prefix costs nothing but a slot, so
+/// this only keeps requests honest about what they cache.
+pub fn drop_short_breakpoints(request: &mut Request, min_tokens: u64) {
+    let size = |v: Result<Value, serde_json::Error>| -> u64 {
+        v.map(|v| v.to_string().len() as u64).unwrap_or(0)
+    };
+    let mut bytes = 0u64;
+    for tool in &mut request.tools {
+        bytes += size(serde_json::to_value(&*tool));
+        if bytes < min_tokens {
+            tool.cache_control = None;
+        }
+    }
+    for block in &mut request.system {
+        bytes += size(serde_json::to_value(&*block));
+        if bytes < min_tokens {
+            block.cache_control = None;
+        }
+    }
+    for msg in &mut request.messages {
+        for block in &mut msg.content {
+            bytes += size(serde_json::to_value(&*block));
+            if bytes < min_tokens
+                && let Some(cc) = block.cache_control_mut()
+            {
+                *cc = None;
+            }
+        }
+    }
+}
+
 /// Counts the `cache_control` breakpoints in a request.
 pub fn count_cache_breakpoints(request: &Request) -> usize {
     let tools = request
@@ -198,6 +243,9 @@ impl Model for Anthropic {
         let body = if self.prompt_caching {
             let mut r = request.clone();
             place_cache_breakpoints(&mut r);
+            if let Some(min) = self.prices.cache_min_tokens(&r.model) {
+                drop_short_breakpoints(&mut r, min);
+            }
             request_body(&r)
         } else {
             request_body(request)

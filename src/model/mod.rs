@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
-pub use anthropic::{Anthropic, place_cache_breakpoints};
+pub use anthropic::{Anthropic, drop_short_breakpoints, place_cache_breakpoints};
 pub use openai::OpenAi;
 pub use prices::{PriceTable, cost, default_prices};
 pub use replay::{Exchange, Replay};
@@ -630,9 +630,21 @@ pub fn from_provider(
     provider: &crate::spec::Provider,
     repo_root: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn Model>, ModelError> {
+    from_provider_priced(provider, repo_root, &PriceTable::default())
+}
+
+/// [`from_provider`] with the Company's price table, whose cache minimums decide which
+/// prompt-cache breakpoints are worth placing.
+pub fn from_provider_priced(
+    provider: &crate::spec::Provider,
+    repo_root: &std::path::Path,
+    prices: &PriceTable,
+) -> Result<std::sync::Arc<dyn Model>, ModelError> {
     use crate::spec::ProviderKind;
     Ok(match provider.kind {
-        ProviderKind::Anthropic => std::sync::Arc::new(Anthropic::from_provider(provider)?),
+        ProviderKind::Anthropic => {
+            std::sync::Arc::new(Anthropic::from_provider(provider)?.with_prices(prices.clone()))
+        }
         ProviderKind::Openai => std::sync::Arc::new(OpenAi::from_provider(provider)?),
         ProviderKind::Replay => {
             let file = provider.file.as_deref().ok_or_else(|| {

@@ -1,7 +1,13 @@
-//! Model prices and the cost of a call.
+//! Model prices, context windows, cache minimums and the cost of a call.
 //!
 //! The Company spec's `models.prices` is the source of truth; the defaults here only cover
-//! current models so a company that declares no table still sees its spending.
+//! current models so a company that declares no table still sees its spending. A declared
+//! entry replaces the default for its model, except that a context window or cache minimum it
+//! leaves out keeps the default's: those are facts about the model, not about the contract.
+//!
+//! Defaults for the Claude 4.5 models: a 200,000-token context window; the shortest prefix the
+//! API caches is 1,024 tokens for Sonnet 4.5 and 4,096 for Haiku 4.5 and Opus 4.5
+//! (Anthropic's prompt-caching documentation, "minimum cacheable prompt length").
 
 use super::Usage;
 use crate::spec::Price;
@@ -11,22 +17,32 @@ use crate::spec::Price;
 const CACHE_WRITE_FACTOR: f64 = 1.25;
 const CACHE_READ_FACTOR: f64 = 0.10;
 
-fn price(model: &str, input: f64, output: f64, cache_write: f64, cache_read: f64) -> Price {
+/// The context window of the current Claude models, in tokens.
+const CLAUDE_CONTEXT: u64 = 200_000;
+
+fn price(
+    model: &str,
+    [input, output, cache_write, cache_read]: [f64; 4],
+    cache_min_tokens: u64,
+) -> Price {
     Price {
         model: model.to_string(),
         input,
         output,
         cache_write: Some(cache_write),
         cache_read: Some(cache_read),
+        context_window: Some(CLAUDE_CONTEXT),
+        cache_min_tokens: Some(cache_min_tokens),
     }
 }
 
-/// Prices in USD per million tokens for current models.
+/// Prices in USD per million tokens (input, output, cache write, cache read), context
+/// windows and cache minimums for current models.
 pub fn default_prices() -> Vec<Price> {
     vec![
-        price("claude-haiku-4-5", 1.0, 5.0, 1.25, 0.10),
-        price("claude-sonnet-4-5", 3.0, 15.0, 3.75, 0.30),
-        price("claude-opus-4-5", 5.0, 25.0, 6.25, 0.50),
+        price("claude-haiku-4-5", [1.0, 5.0, 1.25, 0.10], 4096),
+        price("claude-sonnet-4-5", [3.0, 15.0, 3.75, 0.30], 1024),
+        price("claude-opus-4-5", [5.0, 25.0, 6.25, 0.50], 4096),
     ]
 }
 
@@ -64,7 +80,13 @@ impl PriceTable {
         let mut prices = default_prices();
         for o in overrides {
             match prices.iter_mut().find(|p| p.model == o.model) {
-                Some(p) => *p = o.clone(),
+                Some(p) => {
+                    *p = Price {
+                        context_window: o.context_window.or(p.context_window),
+                        cache_min_tokens: o.cache_min_tokens.or(p.cache_min_tokens),
+                        ..o.clone()
+                    }
+                }
                 None => prices.push(o.clone()),
             }
         }
@@ -87,7 +109,55 @@ impl PriceTable {
         self.lookup(model).map(|p| cost(usage, p))
     }
 
+    /// The context window of `model` in tokens, when the table knows it.
+    pub fn context_window(&self, model: &str) -> Option<u64> {
+        self.lookup(model).and_then(|p| p.context_window)
+    }
+
+    /// The shortest prefix `model` caches, in tokens, when the table knows it.
+    pub fn cache_min_tokens(&self, model: &str) -> Option<u64> {
+        self.lookup(model).and_then(|p| p.cache_min_tokens)
+    }
+
     pub fn prices(&self) -> &[Price] {
         &self.prices
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_price_keeps_the_models_limits_unless_it_sets_them() {
+        let table = PriceTable::new(&[
+            Price {
+                model: "claude-opus-4-5".into(),
+                input: 4.0,
+                output: 20.0,
+                cache_write: None,
+                cache_read: None,
+                context_window: None,
+                cache_min_tokens: None,
+            },
+            Price {
+                model: "qwen3".into(),
+                input: 0.0,
+                output: 0.0,
+                cache_write: None,
+                cache_read: None,
+                context_window: Some(32_768),
+                cache_min_tokens: None,
+            },
+        ]);
+        assert_eq!(table.lookup("claude-opus-4-5").map(|p| p.input), Some(4.0));
+        assert_eq!(table.context_window("claude-opus-4-5"), Some(200_000));
+        assert_eq!(
+            table.cache_min_tokens("claude-opus-4-5-20251101"),
+            Some(4096)
+        );
+        assert_eq!(table.cache_min_tokens("claude-sonnet-4-5"), Some(1024));
+        assert_eq!(table.context_window("qwen3"), Some(32_768));
+        assert_eq!(table.cache_min_tokens("qwen3"), None);
     }
 }

@@ -147,7 +147,7 @@ pub enum ProviderKind {
     Replay,
 }
 
-/// Price of a model in USD per million tokens.
+/// Price of a model in USD per million tokens, with the limits that go with the model.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Price {
@@ -158,6 +158,13 @@ pub struct Price {
     pub cache_write: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read: Option<f64>,
+    /// The context window in tokens (defaults ship for current models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
+    /// The shortest prompt prefix, in tokens, the provider caches; a cache breakpoint on a
+    /// shorter prefix is wasted (defaults ship for current models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_min_tokens: Option<u64>,
 }
 
 /// Spending limits of a company.
