@@ -12,43 +12,19 @@ mod git_daemon;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
-use cli::{bin, git, proto, text, wait_for};
+use cli::{bin, get_json, git, proto, text, wait_for};
 use git_daemon::Daemon;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn goals_json(home: &Path, state: &Path) -> serde_json::Value {
-    let out = proto(
-        home,
-        &[
-            "get",
-            "goals",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    get_json(home, state, "goals")
 }
 
 /// `proto get tasks -o json`: every task with its spend.
 fn tasks_json(home: &Path, state: &Path) -> serde_json::Value {
-    let out = proto(
-        home,
-        &[
-            "get",
-            "tasks",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    get_json(home, state, "tasks")
 }
 
 fn reason(goals: &serde_json::Value, name: &str) -> String {

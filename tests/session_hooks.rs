@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cli::{bin, git, run_command, text, wait_for};
+use cli::{bin, get_json, git, run_command, text, wait_for};
 use mock_llm::{MockLlm, Recorded, Reply};
 use serde_json::{Value, json};
 
@@ -68,19 +68,7 @@ fn inputs(log: &Path) -> Vec<Value> {
 }
 
 fn goal_reason(home: &Path, state: &Path) -> String {
-    let out = Command::new(bin())
-        .args([
-            "get",
-            "goals",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "-o",
-            "json",
-        ])
-        .env("HOME", home)
-        .output()
-        .unwrap();
-    let goals: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let goals = get_json(home, state, "goals");
     goals[0]["reason"].as_str().unwrap_or_default().to_string()
 }
 

@@ -22,6 +22,23 @@ pub fn proto(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `proto get WHAT --state-dir STATE -o json`, parsed.
+pub fn get_json(home: &Path, state: &Path, what: &str) -> serde_json::Value {
+    let out = proto(
+        home,
+        &[
+            "get",
+            what,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `proto run COMPANY --once --state-dir STATE`, not yet started, with output piped. The
 /// mock model's key variable (`PROTO_TEST_KEY`) is set; the real one is not passed on.
 pub fn run_command(home: &Path, company: &Path, state: &Path) -> Command {
