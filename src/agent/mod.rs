@@ -110,19 +110,28 @@ pub fn task_prompt(goal_name: &str, goal: &GoalSpec) -> String {
 /// the company's `tiers` (defaults: the current Claude models). `auto` stands for Sonnet
 /// wherever [`select`] does not pick per task.
 pub fn model_id(spec: &Spec, agent: &AgentSpec) -> String {
-    let models = spec.company().and_then(|c| c.spec.models.as_ref());
     let wanted = agent
         .model
         .clone()
-        .or_else(|| models.and_then(|m| m.default.clone()))
+        .or_else(|| {
+            spec.company()
+                .and_then(|c| c.spec.models.as_ref())
+                .and_then(|m| m.default.clone())
+        })
         .unwrap_or_else(|| "auto".into());
-    let tiers = models.and_then(|m| m.tiers.clone()).unwrap_or_default();
-    match wanted.as_str() {
-        "haiku" => tiers.haiku.unwrap_or_else(|| "claude-haiku-4-5".into()),
-        "sonnet" | "auto" => tiers.sonnet.unwrap_or_else(|| "claude-sonnet-4-5".into()),
-        "opus" => tiers.opus.unwrap_or_else(|| "claude-opus-4-5".into()),
-        id => id.to_string(),
-    }
+    resolve_model(spec, &wanted)
+}
+
+/// The model id a tier name stands for in this company (`models.tiers`, else the current
+/// Claude models; `auto` reads as sonnet), or a model id unchanged.
+pub fn resolve_model(spec: &Spec, wanted: &str) -> String {
+    let tier = match wanted {
+        "haiku" => select::Tier::Haiku,
+        "sonnet" | "auto" => select::Tier::Sonnet,
+        "opus" => select::Tier::Opus,
+        id => return id.to_string(),
+    };
+    tier.model_id(spec)
 }
 
 /// Definitions of the MCP tools an agent may use (`mcp__server` grants a whole server).
@@ -499,6 +508,21 @@ mod tests {
         assert_eq!(escalate(&spec, "llama3", 2), "llama3");
         assert!(lessons(2, Some("exit status 1: test failed")).contains("test failed"));
         assert_eq!(lessons(0, None), "");
+    }
+
+    #[test]
+    fn tier_names_resolve_through_the_company_tiers() {
+        let mut tree = crate::spec::MemTree::new("t");
+        tree.insert(
+            "all.yaml",
+            "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: c}\nspec: {mission: m, ceo: ceo, models: {tiers: {haiku: local-small}}}\n---\n\
+             apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: d, prompt: p}\n",
+        );
+        let (spec, _) = crate::spec::load_and_validate(&tree).unwrap();
+        assert_eq!(resolve_model(&spec, "haiku"), "local-small");
+        assert_eq!(resolve_model(&spec, "opus"), "claude-opus-4-5");
+        assert_eq!(resolve_model(&spec, "auto"), "claude-sonnet-4-5");
+        assert_eq!(resolve_model(&spec, "llama3"), "llama3");
     }
 
     #[test]

@@ -484,10 +484,9 @@ async fn evaluate(
         mcp: None,
         delegation: None,
     };
-    let model_id = match judge.model.as_deref() {
-        Some(tier) => crate::agent::model_id_for(tier),
-        None => crate::agent::model_id_for("haiku"),
-    };
+    // The judge's own `model`, else the company's haiku tier: grading is reading, not writing.
+    let model_id =
+        crate::agent::resolve_model(&work.spec, judge.model.as_deref().unwrap_or("haiku"));
     let session = crate::agent::Session {
         actor,
         model: model.as_ref(),
