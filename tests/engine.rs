@@ -1021,3 +1021,77 @@ fn an_ask_rule_parks_the_task_waiting_for_approval() {
     assert_eq!(tasks[0]["state"], "waitingApproval");
     assert_eq!(tasks[0]["attempts"], 0, "waiting is not a failed attempt");
 }
+
+#[test]
+fn older_tool_output_is_cleared_when_the_context_window_fills() {
+    use serde_json::json;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let write = |id: &str, file: &str| {
+        mock_llm::tool_use(
+            id,
+            "Write",
+            json!({"file_path": file, "content": format!("{file}\n")}),
+        )
+    };
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        write("1", "a.txt"),
+        write("2", "b.txt"),
+        write("3", "c.txt"),
+        write("4", "d.txt"),
+        mock_llm::Reply::sse(mock_llm::text_stream("5", "Wrote four files.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: four}\nspec:\n  product: app\n  owner: ceo\n  description: Four files exist.\n  check: {file: {path: d.txt}}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    // Each scripted turn reports 70 tokens: more than 75 % of an 80-token window.
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!(
+                "  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n    prices: [{{model: claude-sonnet-4-5, input: 3, output: 15, contextWindow: 80}}]\n",
+                mock.base_url()
+            ),
+        ),
+    )
+    .unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "A tiny context window"]);
+    let state = tmp.path().join("state");
+    let out = cli::run_command(tmp.path(), &company, &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 5);
+    let results = |n: usize| -> Vec<String> {
+        requests[n].body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter(|b| b["type"] == "tool_result")
+            .map(|b| b["content"].to_string())
+            .collect()
+    };
+    // Until the conversation is longer than the kept tail, nothing is cleared.
+    assert!(
+        results(3).iter().all(|r| !r.contains("output cleared")),
+        "{:?}",
+        results(3)
+    );
+    // Then the oldest result goes; the calls and the newest results stay.
+    let last = results(4);
+    assert_eq!(last.len(), 4);
+    assert!(last[0].contains("output cleared"), "{last:?}");
+    assert!(
+        last[1..].iter().all(|r| !r.contains("output cleared")),
+        "{last:?}"
+    );
+    let calls = requests[4].body["messages"]
+        .to_string()
+        .matches("\"tool_use\"")
+        .count();
+    assert_eq!(calls, 4, "every call is still in the conversation");
+}

@@ -15,6 +15,7 @@
 //! status). In the first message it is still fixed for the whole conversation, so every
 //! turn's cached prefix stays valid.
 
+pub mod compact;
 pub mod context;
 pub mod delegate;
 pub mod select;
@@ -309,6 +310,17 @@ impl Session<'_> {
                 role: crate::model::Role::User,
                 content: results,
             });
+            let used = response.usage.total_input() + response.usage.output_tokens;
+            if compact::over(used, self.prices.context_window(&self.model_id)) {
+                let cleared =
+                    compact::clear_old_tool_results(&mut messages, compact::KEEP_MESSAGES);
+                tracing::info!(
+                    task = self.actor.task,
+                    used,
+                    cleared,
+                    "context nearly full; older tool output cleared"
+                );
+            }
         }
         Err(AgentError::MaxTurns(self.max_turns))
     }
