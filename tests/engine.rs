@@ -1095,3 +1095,64 @@ fn older_tool_output_is_cleared_when_the_context_window_fills() {
         .count();
     assert_eq!(calls, 4, "every call is still in the conversation");
 }
+
+#[test]
+fn a_delegated_agents_ask_parks_the_whole_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: tagged}\nspec:\n  product: app\n  owner: ceo\n  description: The release is tagged.\n  check: {file: {path: tagged.txt}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: releaser}\nspec: {title: Release manager, reportsTo: ceo, model: sonnet, description: Tags releases., prompt: Release carefully., tools: [Bash]}\n";
+    let company = small_company(tmp.path(), goal_text);
+    use_recorded_model(&company);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "tools: [Read, Write, Edit, Bash, Git]",
+            "tools: [Read, Delegate]",
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(company.join(".claude")).unwrap();
+    std::fs::write(
+        company.join(".claude/settings.json"),
+        serde_json::json!({ "permissions": { "ask": ["Bash(git tag *)"] } }).to_string(),
+    )
+    .unwrap();
+    let tool = |id: &str, name: &str, input: serde_json::Value| {
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+    };
+    let replay = [
+        tool("d", "Delegate", serde_json::json!({"agent": "releaser", "description": "tag the release", "prompt": "Tag v1.0.0."})),
+        tool("t", "Bash", serde_json::json!({"command": "git tag v1.0.0"})),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    git(&company, &["add", "-A"]);
+    git(
+        &company,
+        &["commit", "-q", "-m", "Tags need a person, whoever asks"],
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "tagged"), "WaitingApproval", "{goals:#}");
+    assert!(
+        goals
+            .to_string()
+            .contains("Bash(git tag v1.0.0) (asked by releaser)"),
+        "{goals:#}"
+    );
+    // The parent task waits, and so does the child that asked; neither counts as failed.
+    let tasks = tasks_json(tmp.path(), &state);
+    let states: Vec<(&str, &str)> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["owner"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![("releaser", "waitingApproval"), ("ceo", "waitingApproval")],
+        "{tasks:#}"
+    );
+}

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::AgentError;
 use crate::model::{Model, PriceTable};
-use crate::policy::Actor;
+use crate::policy::{ActError, Actor};
 use crate::spec::{Priority, Spec};
 use crate::store::NewTask;
 
@@ -75,13 +76,68 @@ pub fn best_match<'a>(spec: &'a Spec, text: &str, exclude: &[String]) -> Option<
         .map(|(_, name)| name)
 }
 
-/// Runs the delegated work; the text is what the delegating model reads back.
+/// Why delegated work did not come back as a report.
+enum Refusal {
+    /// The delegating model is told (and may try otherwise): a bad request, a cycle, a child
+    /// that failed at its work.
+    Told(String),
+    /// The whole task stops: cancellation, a spent budget, an action waiting for approval, a
+    /// broken store. A child cannot decide these for its parent.
+    Stop(ActError),
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Told(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal::Told(reason.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for Refusal {
+    fn from(e: crate::store::StoreError) -> Self {
+        Refusal::Stop(ActError::Store(e))
+    }
+}
+
+/// What the delegating session makes of a child's error (see [`Refusal`]).
+fn refusal(target: &str, e: AgentError) -> Refusal {
+    match e {
+        AgentError::Cancelled => Refusal::Stop(ActError::Cancelled),
+        AgentError::Store(e) => Refusal::Stop(ActError::Store(e)),
+        AgentError::Budget(e) => Refusal::Stop(ActError::Budget(e)),
+        AgentError::NeedsApproval { action, reason } => Refusal::Stop(ActError::NeedsApproval(
+            format!("{action} (asked by {target}): {reason}"),
+        )),
+        e => Refusal::Told(format!("{target} could not finish: {e}")),
+    }
+}
+
+/// Runs the delegated work: `Ok` with the text the delegating model reads back (and whether
+/// it is an error for the model to handle), or the error that stops the whole task.
 pub async fn delegate(
     actor: &Actor<'_>,
     delegation: &Delegation,
     step: u32,
     input: &Value,
-) -> Result<(String, bool), String> {
+) -> Result<(String, bool), ActError> {
+    match work(actor, delegation, step, input).await {
+        Ok(report) => Ok((report, false)),
+        Err(Refusal::Told(reason)) => Ok((reason, true)),
+        Err(Refusal::Stop(e)) => Err(e),
+    }
+}
+
+async fn work(
+    actor: &Actor<'_>,
+    delegation: &Delegation,
+    step: u32,
+    input: &Value,
+) -> Result<String, Refusal> {
     let text = |k: &str| {
         input
             .get(k)
@@ -91,7 +147,9 @@ pub async fn delegate(
     };
     let (description, prompt) = (text("description"), text("prompt"));
     if prompt.trim().is_empty() {
-        return Err("prompt: the task for the other agent is empty".into());
+        return Err(Refusal::Told(
+            "prompt: the task for the other agent is empty".into(),
+        ));
     }
     let target = match input.get("agent").and_then(Value::as_str) {
         Some(name) => name.to_string(),
@@ -104,20 +162,20 @@ pub async fn delegate(
         .to_string(),
     };
     let Some(agent) = delegation.spec.agent(&target) else {
-        return Err(format!("no agent named {target}"));
+        return Err(Refusal::Told(format!("no agent named {target}")));
     };
     if delegation.chain.contains(&target) {
-        return Err(format!(
+        return Err(Refusal::Told(format!(
             "delegation cycle: {} -> {target}",
             delegation.chain.join(" -> ")
-        ));
+        )));
     }
     if delegation.chain.len() >= delegation.max_depth {
-        return Err(format!(
+        return Err(Refusal::Told(format!(
             "delegation deeper than {} levels: {}",
             delegation.max_depth,
             delegation.chain.join(" -> ")
-        ));
+        )));
     }
     // The child's record: a task of its own, found again after a restart by its key.
     let key = format!("{}/{}:{target}", delegation.task_key, step);
@@ -137,27 +195,22 @@ pub async fn delegate(
         now,
     ) {
         Ok(Some(id)) => {
-            store
-                .start(id, actor.computer.name(), now)
-                .map_err(|e| e.to_string())?;
+            store.start(id, actor.computer.name(), now)?;
             id
         }
         Ok(None) => {
             // Resumed after a restart: the child exists, queued again by the recovery.
             let found = store
-                .tasks()
-                .map_err(|e| e.to_string())?
+                .tasks()?
                 .into_iter()
                 .find(|t| t.key == key)
                 .ok_or("the child task vanished")?;
             if found.state == crate::plan::TaskState::Queued {
-                store
-                    .start(found.id, actor.computer.name(), now)
-                    .map_err(|e| e.to_string())?;
+                store.start(found.id, actor.computer.name(), now)?;
             }
             found.id
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let mut chain = delegation.chain.clone();
     chain.push(target.clone());
@@ -207,7 +260,7 @@ pub async fn delegate(
     }
     .select(&delegation.spec, &agent.spec, &facts)
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| refusal(&target, e))?;
     let session = super::Session {
         actor: child_actor,
         model: delegation.model.as_ref(),
@@ -228,14 +281,14 @@ pub async fn delegate(
         Ok(done) => crate::store::AttemptOutcome::Succeeded {
             detail: done.text.clone(),
         },
-        Err(e) => crate::store::AttemptOutcome::Failed {
-            error: e.to_string(),
-        },
+        Err(e) => super::outcome_of(&target, e),
     };
-    let _ = store.finish(child, &outcome, Utc::now(), Utc::now());
+    if let Err(e) = store.finish(child, &outcome, Utc::now(), Utc::now()) {
+        tracing::warn!(task = child, "cannot record the delegated work's end: {e}");
+    }
     match result {
-        Ok(done) => Ok((format!("{target} reports: {}", done.text), false)),
-        Err(e) => Ok((format!("{target} could not finish: {e}"), true)),
+        Ok(done) => Ok(format!("{target} reports: {}", done.text)),
+        Err(e) => Err(refusal(&target, e)),
     }
 }
 

@@ -63,6 +63,27 @@ pub enum AgentError {
     Cancelled,
 }
 
+/// How an agent session that did not finish ends its task's attempt: a spent dollar budget
+/// ends the task (the planner waits for budget), an action needing approval parks it,
+/// anything else (the attempt's token budget included) is a failed attempt, retried and
+/// escalated.
+pub fn outcome_of(agent: &str, e: &AgentError) -> crate::store::AttemptOutcome {
+    use crate::policy::limits::BudgetExceeded;
+    use crate::store::AttemptOutcome;
+    match e {
+        AgentError::Budget(spent @ BudgetExceeded::Usd { .. }) => AttemptOutcome::OverBudget {
+            error: spent.to_string(),
+        },
+        AgentError::NeedsApproval { action, reason } => AttemptOutcome::WaitingApproval {
+            action: action.clone(),
+            reason: reason.clone(),
+        },
+        e => AttemptOutcome::Failed {
+            error: format!("agent {agent}: {e}"),
+        },
+    }
+}
+
 /// How a session ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
@@ -294,6 +315,7 @@ impl Session<'_> {
                     }
                     Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
                     Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
+                    Err(ActError::Budget(e)) => return Err(AgentError::Budget(e)),
                     // An `ask` rule: the task waits for a person rather than the model
                     // working around the refusal.
                     Err(ActError::NeedsApproval(reason)) => {

@@ -350,7 +350,7 @@ async fn agent_work(
         Err(e) => {
             return Done {
                 task: id,
-                outcome: session_outcome(&work.agent, &e),
+                outcome: crate::agent::outcome_of(&work.agent, &e),
                 check,
                 cancelled: matches!(e, crate::agent::AgentError::Cancelled),
             };
@@ -379,7 +379,7 @@ async fn agent_work(
     if let Err(e) = session.run().await {
         return Done {
             task: id,
-            outcome: session_outcome(&work.agent, &e),
+            outcome: crate::agent::outcome_of(&work.agent, &e),
             check,
             cancelled: matches!(e, crate::agent::AgentError::Cancelled),
         };
@@ -413,26 +413,6 @@ async fn agent_work(
         check,
     )
     .await
-}
-
-/// How an agent session that did not finish ends the attempt: a spent dollar budget ends
-/// the task (the planner waits for budget), an action needing approval parks it, anything
-/// else (the attempt's token budget included) is a failed attempt, retried and escalated.
-fn session_outcome(agent: &str, e: &crate::agent::AgentError) -> AttemptOutcome {
-    use crate::agent::AgentError;
-    use crate::policy::limits::BudgetExceeded;
-    match e {
-        AgentError::Budget(spent @ BudgetExceeded::Usd { .. }) => AttemptOutcome::OverBudget {
-            error: spent.to_string(),
-        },
-        AgentError::NeedsApproval { action, reason } => AttemptOutcome::WaitingApproval {
-            action: action.clone(),
-            reason: reason.clone(),
-        },
-        e => AttemptOutcome::Failed {
-            error: format!("agent {agent}: {e}"),
-        },
-    }
 }
 
 /// Journal steps of the judge before and after the work.

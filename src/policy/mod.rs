@@ -51,6 +51,9 @@ pub enum ActError {
     EditMismatch { path: String, found: String },
     #[error("{0}")]
     Failed(String),
+    /// A delegated agent found a budget spent: the whole task stops, not just the child.
+    #[error("{0}")]
+    Budget(#[from] limits::BudgetExceeded),
     #[error("cancelled")]
     Cancelled,
 }
@@ -577,9 +580,7 @@ async fn execute(
                 return Err(ActError::Failed("delegation is not available here".into()));
             };
             let (content, is_error) =
-                crate::agent::delegate::delegate(actor, delegation, step, input)
-                    .await
-                    .unwrap_or_else(|reason| (reason, true));
+                crate::agent::delegate::delegate(actor, delegation, step, input).await?;
             Ok((json!({ "content": content, "isError": is_error }), None))
         }
         ToolCall::Tool { name, input } if name.starts_with("mcp__") => {
