@@ -1156,3 +1156,68 @@ fn a_delegated_agents_ask_parks_the_whole_task() {
         "{tasks:#}"
     );
 }
+
+#[test]
+fn an_agent_loads_a_skill_it_holds_and_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: noted}\nspec:\n  product: app\n  owner: ceo\n  description: NOTES.md exists.\n  check: {file: {path: NOTES.md}}\n";
+    let company = small_company(tmp.path(), goal_text);
+    use_recorded_model(&company);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "tools: [Read, Write, Edit, Bash, Git]",
+            "tools: [Read, Write], skills: [release-notes]",
+        ),
+    )
+    .unwrap();
+    cli::write(
+        &company,
+        ".claude/skills/release-notes/SKILL.md",
+        "---\nname: release-notes\ndescription: Writes release notes from merged changes.\n---\nGroup changes under Added, Changed and Fixed; one line each.\n",
+    );
+    cli::write(
+        &company,
+        ".claude/skills/pricing/SKILL.md",
+        "---\nname: pricing\ndescription: Sets prices.\n---\nNever discount.\n",
+    );
+    let tool = |id: &str, name: &str, input: serde_json::Value| {
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+    };
+    let replay = [
+        tool("s1", "Skill", serde_json::json!({"skill": "release-notes"})),
+        tool("s2", "Skill", serde_json::json!({"skill": "pricing"})),
+        tool("w", "Write", serde_json::json!({"file_path": "NOTES.md", "content": "## Added\n- notes\n"})),
+        serde_json::json!({"response": {"content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+    ]
+    .join("\n");
+    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "A skill to load"]);
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "noted"),
+        "CheckPassed"
+    );
+    let audit: Vec<serde_json::Value> = audit_text(&company)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let skills: Vec<&serde_json::Value> = audit.iter().filter(|r| r["action"] == "Skill").collect();
+    assert_eq!(skills.len(), 2, "{audit:#?}");
+    let loaded = skills[0]["outcome"]["content"].as_str().unwrap();
+    assert!(
+        loaded.contains("Group changes under Added, Changed and Fixed")
+            && loaded.contains("<skill name=\"release-notes\""),
+        "{loaded}"
+    );
+    assert_eq!(skills[0]["outcome"]["isError"], false);
+    assert_eq!(skills[1]["outcome"]["isError"], true);
+    assert_eq!(
+        skills[1]["outcome"]["content"],
+        "ceo holds no skill named pricing"
+    );
+}

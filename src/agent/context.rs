@@ -66,7 +66,7 @@ pub fn system_prompt(spec: &Spec, agent_name: &str, agent: &AgentSpec) -> Vec<Sy
     if !skills.is_empty() {
         text.push_str(
             "\nSkills you may use (say which you apply; the instructions of those that match \
-             a task come with it):\n",
+             a task come with it, and the Skill tool loads any other's):\n",
         );
         for skill in skills {
             text.push_str(&format!("- {}: {}\n", skill.name, skill.description));

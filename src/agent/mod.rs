@@ -226,6 +226,23 @@ pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
             cache_control: None,
         })
         .collect();
+    if !agent.skills.is_empty() {
+        defs.push(ToolDef {
+            name: crate::policy::SKILL_TOOL.into(),
+            description: "Load the full instructions of one of your skills (listed in your system prompt) when the work \
+                          calls for it; follow them once loaded."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "skill": { "type": "string", "enum": agent.skills, "description": "The skill's name." }
+                },
+                "required": ["skill"],
+                "additionalProperties": false
+            }),
+            cache_control: None,
+        });
+    }
     if crate::policy::allows(&agent.tools, "Delegate") {
         defs.push(ToolDef {
             name: "Delegate".into(),

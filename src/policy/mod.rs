@@ -187,7 +187,7 @@ impl ToolCall {
     /// short enough for a status message.
     pub fn summary(&self) -> String {
         let input = self.rules_input();
-        let argument = ["command", "file_path", "path", "url", "pattern"]
+        let argument = ["command", "file_path", "path", "url", "pattern", "skill"]
             .iter()
             .find_map(|k| input.get(k).and_then(Value::as_str).map(str::to_string))
             .or_else(|| {
@@ -299,7 +299,9 @@ async fn after(actor: &Actor<'_>, call: &ToolCall, result: Result<&Value, &str>)
 /// Takes one action, step `step` of the actor's task. See the module docs.
 pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted, ActError> {
     let now = Utc::now();
-    if !allows(actor.tools, call.tool()) {
+    // Loading a skill's instructions is allowed by holding the skill (checked when it runs),
+    // as Claude Code offers its Skill tool wherever skills are.
+    if !allows(actor.tools, call.tool()) && call.tool() != SKILL_TOOL {
         let err = ActError::Denied {
             agent: actor.agent.to_string(),
             tool: call.tool().to_string(),
@@ -401,6 +403,34 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         outcome,
         skipped: false,
     })
+}
+
+/// The tool that loads a skill's instructions (Claude Code's `Skill`).
+pub const SKILL_TOOL: &str = "Skill";
+
+/// The body of a skill the acting agent holds, for `Skill {"skill": name}`.
+fn load_skill(actor: &Actor<'_>, input: &Value) -> Result<String, String> {
+    let name = input
+        .get("skill")
+        .and_then(Value::as_str)
+        .ok_or("skill: the name of the skill to load is missing")?;
+    let spec = actor
+        .delegation
+        .map(|d| &d.spec)
+        .ok_or("skills are not available here")?;
+    let held = spec
+        .agent(actor.agent)
+        .is_some_and(|a| a.spec.skills.iter().any(|s| s == name));
+    let skill = spec.claude.skills.iter().find(|s| s.name == name);
+    match skill {
+        Some(skill) if held => Ok(format!(
+            "<skill name=\"{}\" file=\"{}\">\n{}\n</skill>",
+            skill.name,
+            skill.file,
+            skill.body.trim()
+        )),
+        _ => Err(format!("{} holds no skill named {name}", actor.agent)),
+    }
 }
 
 /// Tells the event log what the agent did. Best effort: the journal and the audit are the
@@ -574,6 +604,13 @@ async fn execute(
             let commit =
                 gitops::workspace::commit_all(actor.workspace.root(), message, actor.author)?;
             Ok((json!({ "commit": commit }), None))
+        }
+        ToolCall::Tool { name, input } if name == SKILL_TOOL => {
+            let (content, is_error) = match load_skill(actor, input) {
+                Ok(body) => (body, false),
+                Err(reason) => (reason, true),
+            };
+            Ok((json!({ "content": content, "isError": is_error }), None))
         }
         ToolCall::Tool { name, input } if name == "Delegate" => {
             let Some(delegation) = actor.delegation else {
