@@ -500,6 +500,13 @@ async fn workspaces_are_clones_named_after_the_task_and_reused() {
         local.read(&again, "progress.txt").await.unwrap(),
         Some(b"half done".to_vec())
     );
+
+    // Delivered work's workspace goes; the next task of the key starts from the branch.
+    local.discard(&spec).await.unwrap();
+    assert!(!expected.exists());
+    local.discard(&spec).await.unwrap();
+    let fresh = local.workspace(&spec).await.unwrap();
+    assert_eq!(local.read(&fresh, "progress.txt").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -214,6 +214,11 @@ fn a_pushed_goal_is_dispatched_met_and_recorded() {
         last.starts_with("proto-bot <bot@localhost> proto: second"),
         "{last}"
     );
+    // Delivered work leaves no workspace behind.
+    let left: Vec<_> = std::fs::read_dir(state.join("work"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

@@ -203,6 +203,17 @@ impl Computer for Local {
         tokio::fs::write(&resolved, content).await.map_err(io)
     }
 
+    async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
+        let dir = self.workdir.join(dir_name(&spec.task));
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ComputerError::Io {
+                path: dir.display().to_string(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     async fn healthy(&self) -> bool {
         true
     }

@@ -183,6 +183,11 @@ pub trait Computer: Send + Sync {
         content: &[u8],
     ) -> Result<(), ComputerError>;
 
+    /// Removes the task's workspace, if it has one: its work is delivered, and the next task
+    /// of the goal (a scheduled re-check, say) must start from the product's branch as it is
+    /// then, not from this clone.
+    async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError>;
+
     /// Whether the computer answers (for the registry's health).
     async fn healthy(&self) -> bool;
 }

@@ -112,8 +112,26 @@ fn observe(work: &Work, result: &CheckResult) -> LastCheck {
     check
 }
 
-/// Runs the attempt to its end; never panics, every failure is an outcome.
+/// Runs the attempt to its end; never panics, every failure is an outcome. A succeeded
+/// attempt's workspace is removed (a failed one keeps it for the next attempt to resume in).
 pub async fn run(work: Work) -> Done {
+    let done = attempt(&work).await;
+    if matches!(done.outcome, AttemptOutcome::Succeeded { .. })
+        && let Some(repo) = &work.repo
+    {
+        let spec = WorkspaceSpec {
+            repo: repo.clone(),
+            branch: work.branch.clone(),
+            task: work.task.key.clone(),
+        };
+        if let Err(e) = work.computer.discard(&spec).await {
+            tracing::warn!(task = work.task.id, "cannot remove the workspace: {e}");
+        }
+    }
+    done
+}
+
+async fn attempt(work: &Work) -> Done {
     let id = work.task.id;
     let failed = |error: String, check: Option<LastCheck>, cancelled: bool| Done {
         task: id,
