@@ -163,8 +163,8 @@ async fn attempt(work: &Work) -> Done {
         Ok(w) => w,
         Err(e) => return failed(format!("cannot prepare the workspace: {e}"), None, false),
     };
-    let before = evaluate(&work, &workspace, JUDGE_BEFORE_STEP).await;
-    let mut check = Some(observe(&work, &before));
+    let before = evaluate(work, &workspace, JUDGE_BEFORE_STEP).await;
+    let mut check = Some(observe(work, &before));
     if matches!(before, CheckResult::NeedsModel) {
         return failed("the check needs a model (NoModel)".into(), check, false);
     }
@@ -194,11 +194,11 @@ async fn attempt(work: &Work) -> Done {
         let already = CheckResult::Passed {
             detail: format!("already met: {}", before.detail()),
         };
-        return deliver(&work, &actor, ALREADY_MET_STEP, None, &already, check).await;
+        return deliver(work, &actor, ALREADY_MET_STEP, None, &already, check).await;
     }
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
-        return agent_work(&work, &actor, &before, check).await;
+        return agent_work(work, &actor, &before, check).await;
     }
     for (step, call) in calls.iter().enumerate() {
         let step = u32::try_from(step).unwrap_or(u32::MAX);
@@ -223,8 +223,8 @@ async fn attempt(work: &Work) -> Done {
             );
         }
     }
-    let after = evaluate(&work, &workspace, JUDGE_AFTER_STEP).await;
-    check = Some(observe(&work, &after));
+    let after = evaluate(work, &workspace, JUDGE_AFTER_STEP).await;
+    check = Some(observe(work, &after));
     if !after.passed() {
         return failed(
             format!("the check still fails: {}", after.detail()),
@@ -233,7 +233,7 @@ async fn attempt(work: &Work) -> Done {
         );
     }
     let step = u32::try_from(calls.len()).unwrap_or(u32::MAX);
-    deliver(&work, &actor, step, None, &after, check).await
+    deliver(work, &actor, step, None, &after, check).await
 }
 
 /// The check passed: commit what is left (when `commit` says how) and push the work to the
