@@ -548,3 +548,34 @@ async fn secret_probe() {
     assert_eq!(out.stdout.trim(), "key=[] path=[set]");
     println!("probe: key hidden, PATH kept");
 }
+
+#[tokio::test]
+async fn processes_left_running_are_stopped_when_the_attempt_releases_its_computer() {
+    let (dir, first, ws) = setup();
+    let second = Local::new("local", dir.path().join("work"));
+    // Each leaves a server-like process behind, one level down (a child of a child).
+    let started = run(
+        &first,
+        &ws,
+        "sh -c 'sleep 300 >/dev/null 2>&1 & echo $! > first.pid'",
+    )
+    .await;
+    assert!(started.success(), "{started:?}");
+    run(
+        &second,
+        &ws,
+        "sleep 300 >/dev/null 2>&1 & echo $! > second.pid",
+    )
+    .await;
+    let first_pid = wait_for_file(&ws.root().join("first.pid")).await;
+    let second_pid = wait_for_file(&ws.root().join("second.pid")).await;
+    assert!(!dead(&first_pid) && !dead(&second_pid));
+
+    // Only what this computer's commands started is stopped.
+    assert_eq!(first.release().await.unwrap(), 1);
+    assert_dies(&first_pid).await;
+    assert!(!dead(&second_pid), "another attempt's process was stopped");
+    assert_eq!(first.release().await.unwrap(), 0, "nothing is left");
+    assert_eq!(second.release().await.unwrap(), 1);
+    assert_dies(&second_pid).await;
+}

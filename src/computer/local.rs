@@ -32,19 +32,49 @@ const BASE_ENV: [&str; 8] = [
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR",
 ];
 
+/// The variable that marks every process a [`Local`]'s commands start (and whatever those
+/// start in turn), so that [`Computer::release`] finds them without trusting process ids,
+/// which the system reuses.
+const MARKER_VAR: &str = "PROTO_RUN";
+
 /// This host, keeping workspaces under `workdir`.
 pub struct Local {
     name: String,
     workdir: std::path::PathBuf,
+    /// Unique to this instance (one per attempt): the value of [`MARKER_VAR`].
+    marker: String,
 }
 
 impl Local {
     pub fn new(name: impl Into<String>, workdir: impl Into<std::path::PathBuf>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Local {
             name: name.into(),
             workdir: workdir.into(),
+            marker: format!("{}-{nanos}-{n}", std::process::id()),
         }
     }
+}
+
+/// Processes whose environment carries `marker` (Linux `/proc`; elsewhere none are found).
+fn marked_processes(marker: &str) -> Vec<i32> {
+    let needle = format!("{MARKER_VAR}={marker}\0");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // A process that ended meanwhile, or belongs to someone else, is not ours.
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -106,6 +136,7 @@ impl Computer for Local {
                     .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
             )
             .envs(&request.env)
+            .env(MARKER_VAR, &self.marker)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -212,6 +243,30 @@ impl Computer for Local {
             }),
             _ => Ok(()),
         }
+    }
+
+    async fn release(&self) -> Result<usize, ComputerError> {
+        let marker = self.marker.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut stopped = 0;
+            // A process may fork while the first sweep kills its parent: sweep until none.
+            for _ in 0..5 {
+                let found = marked_processes(&marker);
+                if found.is_empty() {
+                    break;
+                }
+                for pid in found {
+                    if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                        stopped += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stopped
+        })
+        .await
+        .map_err(|e| ComputerError::Workspace(format!("stopping left-over processes: {e}")))?;
+        Ok(stopped)
     }
 
     async fn healthy(&self) -> bool {

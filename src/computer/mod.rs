@@ -188,6 +188,11 @@ pub trait Computer: Send + Sync {
     /// then, not from this clone.
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError>;
 
+    /// Stops every process this computer's commands started that is still running (a server
+    /// left in the background, say), and says how many. Called when an attempt ends: work
+    /// that must outlive a task belongs to a service manager, not to the task.
+    async fn release(&self) -> Result<usize, ComputerError>;
+
     /// Whether the computer answers (for the registry's health).
     async fn healthy(&self) -> bool;
 }

@@ -112,10 +112,19 @@ fn observe(work: &Work, result: &CheckResult) -> LastCheck {
     check
 }
 
-/// Runs the attempt to its end; never panics, every failure is an outcome. A succeeded
-/// attempt's workspace is removed (a failed one keeps it for the next attempt to resume in).
+/// Runs the attempt to its end; never panics, every failure is an outcome. Processes the
+/// attempt left running are stopped; a succeeded attempt's workspace is removed (a failed
+/// one keeps it for the next attempt to resume in).
 pub async fn run(work: Work) -> Done {
     let done = attempt(&work).await;
+    match work.computer.release().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            task = work.task.id,
+            "stopped {n} process(es) the attempt left running"
+        ),
+        Err(e) => tracing::warn!(task = work.task.id, "cannot stop left-over processes: {e}"),
+    }
     if matches!(done.outcome, AttemptOutcome::Succeeded { .. })
         && let Some(repo) = &work.repo
     {
