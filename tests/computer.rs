@@ -579,3 +579,20 @@ async fn processes_left_running_are_stopped_when_the_attempt_releases_its_comput
     assert_eq!(second.release().await.unwrap(), 1);
     assert_dies(&second_pid).await;
 }
+
+#[tokio::test]
+async fn a_listing_names_the_files_below_a_folder_and_stays_inside() {
+    let (_dir, local, ws) = setup();
+    for path in [".claude/rules/a.md", ".claude/rules/deep/b.md", "other.txt"] {
+        local.write(&ws, path, b"x").await.unwrap();
+    }
+    assert_eq!(
+        local.list(&ws, ".claude/rules").await.unwrap(),
+        vec![".claude/rules/a.md", ".claude/rules/deep/b.md"]
+    );
+    assert!(local.list(&ws, "missing").await.unwrap().is_empty());
+    assert!(matches!(
+        local.list(&ws, "../..").await,
+        Err(ComputerError::OutsideWorkspace { .. })
+    ));
+}

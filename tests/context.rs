@@ -97,6 +97,16 @@ fn company(dir: &Path, model_url: &str, tools: &str, goal: &str) -> PathBuf {
     );
     write(&seed, "src/index.ts", "export const greeting = 1;\n");
     write(&seed, "CHANGELOG.md", "## 2.0\n- Added greetings\n");
+    write(
+        &seed,
+        ".claude/rules/voice.md",
+        "PRODUCT-RULE-VOICE: release notes speak in the past tense.\n",
+    );
+    write(
+        &seed,
+        ".claude/rules/docs/markdown.md",
+        "---\npaths: [\"*.md\"]\n---\nPRODUCT-RULE-MD: wrap prose at 100 columns.\n",
+    );
     git(&seed, &["init", "-q", "-b", "main"]);
     git(&seed, &["add", "-A"]);
     git(&seed, &["commit", "-q", "-m", "Seed the app"]);
@@ -240,6 +250,7 @@ fn the_model_gets_matched_skills_knowledge_product_memory_and_scoped_rules_on_to
         "IMPORTED-CONVENTION",
         "KNOWLEDGE-BEST",
         "file=\".proto/knowledge/learning/changelog-first.md\"",
+        "<rule name=\"voice\" scope=\"product\">\nPRODUCT-RULE-VOICE",
     ] {
         assert!(opening.contains(wanted), "{wanted} missing from: {opening}");
     }
@@ -247,6 +258,7 @@ fn the_model_gets_matched_skills_knowledge_product_memory_and_scoped_rules_on_to
         "SKILL-BODY-MIGRATIONS",
         "KNOWLEDGE-UNRELATED",
         "RULE-SCOPED-TS",
+        "PRODUCT-RULE-MD",
     ] {
         assert!(!opening.contains(unwanted), "{unwanted} in: {opening}");
     }
@@ -256,6 +268,17 @@ fn the_model_gets_matched_skills_knowledge_product_memory_and_scoped_rules_on_to
         "{opening}"
     );
 
+    // The product repository's scoped rule comes with the first Markdown file read.
+    let changelog = last_message(&requests[1]);
+    assert!(
+        changelog.contains("<rule name=\"docs/markdown\"") && changelog.contains("PRODUCT-RULE-MD"),
+        "{changelog}"
+    );
+    assert_eq!(
+        requests[4].to_string().matches("PRODUCT-RULE-MD").count(),
+        1,
+        "the product's rule is given once"
+    );
     // The scoped rule: not after reading CHANGELOG.md, but after reading src/index.ts,
     // following the file's content, and only that once.
     assert!(!requests[1].to_string().contains("RULE-SCOPED-TS"));

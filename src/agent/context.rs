@@ -180,6 +180,38 @@ pub async fn product_memory(computer: &dyn Computer, workspace: &Workspace) -> V
     out
 }
 
+/// Where a product repository keeps its rules (Claude Code's project rules).
+const PRODUCT_RULES_DIR: &str = ".claude/rules";
+
+/// The product repository's own rules, `.claude/rules/**/*.md`, read through the computer. A
+/// broken one is left out with a warning naming it. (Its `settings.json` is not read: agents
+/// commit to product repositories, and must not be able to loosen their own permissions.)
+pub async fn product_rules(computer: &dyn Computer, workspace: &Workspace) -> Vec<Rule> {
+    let files = match computer.list(workspace, PRODUCT_RULES_DIR).await {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!("{PRODUCT_RULES_DIR}: cannot list: {e}");
+            return Vec::new();
+        }
+    };
+    let mut rules = Vec::new();
+    for file in files.iter().filter(|f| f.ends_with(".md")) {
+        let Some(text) = read_text(computer, workspace, file).await else {
+            continue;
+        };
+        let mut diagnostics = Vec::new();
+        match crate::spec::claude::load_rule(file, &text, &mut diagnostics) {
+            Some(rule) if diagnostics.is_empty() => rules.push(rule),
+            _ => {
+                for d in diagnostics {
+                    tracing::warn!("product rule left out: {d}");
+                }
+            }
+        }
+    }
+    rules
+}
+
 async fn read_text(computer: &dyn Computer, workspace: &Workspace, path: &str) -> Option<String> {
     match computer.read(workspace, path).await {
         Ok(Some(bytes)) if bytes.len() <= MAX_MEMORY_BYTES => String::from_utf8(bytes).ok(),
@@ -212,6 +244,9 @@ pub struct Sources<'a> {
 pub struct TaskContext<'a> {
     pub skills: Vec<&'a Skill>,
     pub product_memory: Vec<Memory>,
+    /// The product repository's rules: those without `paths` join the first message, the
+    /// others are given on touch like the company's.
+    pub product_rules: Vec<Rule>,
     pub knowledge: Vec<Ranked<'a>>,
 }
 
@@ -221,6 +256,7 @@ impl<'a> TaskContext<'a> {
         TaskContext {
             skills: activated_skills(sources.spec, agent, about),
             product_memory: product_memory(sources.computer, sources.workspace).await,
+            product_rules: product_rules(sources.computer, sources.workspace).await,
             knowledge: sources
                 .knowledge
                 .rank(about, Some(sources.product), MAX_KNOWLEDGE_ENTRIES),
@@ -243,6 +279,13 @@ impl<'a> TaskContext<'a> {
                 "<memory file=\"{}\" scope=\"product\">\n{}\n</memory>",
                 memory.file,
                 memory.expanded.trim()
+            ));
+        }
+        for rule in self.product_rules.iter().filter(|r| r.paths.is_empty()) {
+            parts.push(format!(
+                "<rule name=\"{}\" scope=\"product\">\n{}\n</rule>",
+                rule.name,
+                rule.body.trim()
             ));
         }
         let mut budget = MAX_KNOWLEDGE_CHARS;
@@ -276,16 +319,34 @@ impl<'a> TaskContext<'a> {
     }
 }
 
-/// The first user message of a session: its task-specific context, then `task`.
-pub async fn first_message(
+impl TaskContext<'_> {
+    /// The rules a session gives when a tool call first touches a matching file: the
+    /// company's and the product repository's rules that have `paths`.
+    pub fn scoped_rules(&self, spec: &Spec) -> Vec<Rule> {
+        let mut rules = scoped_rules(spec);
+        rules.extend(
+            self.product_rules
+                .iter()
+                .filter(|r| !r.paths.is_empty())
+                .cloned(),
+        );
+        rules
+    }
+}
+
+/// A session's task-specific start: its first user message (the context, then `task`) and
+/// the path-scoped rules it gives on touch.
+pub async fn session_start(
     sources: &Sources<'_>,
     agent: &AgentSpec,
     about: &str,
     task: &str,
-) -> String {
-    TaskContext::gather(sources, agent, about)
-        .await
-        .first_message(task)
+) -> (String, Vec<Rule>) {
+    let context = TaskContext::gather(sources, agent, about).await;
+    (
+        context.first_message(task),
+        context.scoped_rules(sources.spec),
+    )
 }
 
 fn cut(text: &str, max: usize, path: &str) -> String {
@@ -554,12 +615,32 @@ mod tests {
         let context = TaskContext {
             skills: vec![&notes],
             product_memory: Vec::new(),
+            product_rules: vec![
+                Rule {
+                    name: "style".into(),
+                    paths: Vec::new(),
+                    body: "Tabs, not spaces.".into(),
+                    file: ".claude/rules/style.md".into(),
+                },
+                Rule {
+                    name: "api".into(),
+                    paths: vec!["src/api/**".into()],
+                    body: "Version every route.".into(),
+                    file: ".claude/rules/api.md".into(),
+                },
+            ],
             knowledge: knowledge.rank("release", None, 5),
         };
         let message = context.first_message("Do the task.");
         assert!(message.starts_with("<context>"), "{message}");
         assert!(message.ends_with("</context>\n\nDo the task."));
         assert!(message.contains("release-notes body"));
+        // The product's unscoped rule comes with the task; its scoped one waits for a touch.
+        assert!(message.contains("<rule name=\"style\" scope=\"product\">\nTabs, not spaces."));
+        assert!(!message.contains("Version every route."));
+        let scoped = context.scoped_rules(&Spec::default());
+        assert_eq!(scoped.len(), 1);
+        assert_eq!(scoped[0].name, "api");
         assert!(message.contains(
             "<knowledge file=\".proto/knowledge/learning/long.md\" kind=\"learning\" title=\"Release 'notes'\">"
         ));

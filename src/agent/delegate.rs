@@ -261,13 +261,15 @@ async fn work(
     .select(&delegation.spec, &agent.spec, &facts)
     .await
     .map_err(|e| refusal(&target, e))?;
+    let (task, scoped_rules) =
+        super::context::session_start(&sources, &agent.spec, &about, &task).await;
     let session = super::Session {
         actor: child_actor,
         model: delegation.model.as_ref(),
         model_id: selection.model_id,
         system: super::system_prompt(&delegation.spec, agent.name(), &agent.spec),
-        scoped_rules: super::context::scoped_rules(&delegation.spec),
-        task: super::context::first_message(&sources, &agent.spec, &about, &task).await,
+        scoped_rules,
+        task,
         tools: super::tool_defs(&agent.spec),
         max_turns: agent.spec.max_turns.unwrap_or(40),
         max_tokens: 8192 + selection.thinking.unwrap_or(0),

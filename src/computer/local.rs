@@ -234,6 +234,47 @@ impl Computer for Local {
         tokio::fs::write(&resolved, content).await.map_err(io)
     }
 
+    async fn list(&self, workspace: &Workspace, dir: &str) -> Result<Vec<String>, ComputerError> {
+        let start = workspace.resolve(dir)?;
+        let root = workspace.root().to_path_buf();
+        let dir = dir.to_string();
+        tokio::task::spawn_blocking(move || {
+            // `resolve` answers with links followed; so must the root the paths are cut from.
+            let root = std::fs::canonicalize(&root).unwrap_or(root);
+            let mut files = Vec::new();
+            let mut pending = vec![start];
+            while let Some(folder) = pending.pop() {
+                let entries = match std::fs::read_dir(&folder) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(ComputerError::Io {
+                            path: folder.display().to_string(),
+                            source,
+                        });
+                    }
+                };
+                for entry in entries.flatten() {
+                    // Links are not followed: a listing stays inside the workspace.
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    if kind.is_dir() {
+                        pending.push(entry.path());
+                    } else if kind.is_file()
+                        && let Ok(relative) = entry.path().strip_prefix(&root)
+                    {
+                        files.push(relative.to_string_lossy().into_owned());
+                    }
+                }
+            }
+            files.sort();
+            Ok(files)
+        })
+        .await
+        .map_err(|e| ComputerError::Workspace(format!("listing {dir}: {e}")))?
+    }
+
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
         let dir = self.workdir.join(dir_name(&spec.task));
         match tokio::fs::remove_dir_all(&dir).await {

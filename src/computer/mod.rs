@@ -183,6 +183,10 @@ pub trait Computer: Send + Sync {
         content: &[u8],
     ) -> Result<(), ComputerError>;
 
+    /// The files under `dir` of the workspace (recursively, as workspace-relative paths in
+    /// name order); empty when `dir` does not exist.
+    async fn list(&self, workspace: &Workspace, dir: &str) -> Result<Vec<String>, ComputerError>;
+
     /// Removes the task's workspace, if it has one: its work is delivered, and the next task
     /// of the goal (a scheduled re-check, say) must start from the product's branch as it is
     /// then, not from this clone.

@@ -383,6 +383,8 @@ async fn agent_work(
             };
         }
     };
+    let (task, scoped_rules) =
+        crate::agent::context::session_start(&sources, agent, &about, &task).await;
     let session = crate::agent::Session {
         actor: Actor {
             mcp: pool.as_ref(),
@@ -392,8 +394,8 @@ async fn agent_work(
         model: model.as_ref(),
         model_id: selection.model_id,
         system: work.system.clone(),
-        scoped_rules: crate::agent::context::scoped_rules(&work.spec),
-        task: crate::agent::context::first_message(&sources, agent, &about, &task).await,
+        scoped_rules,
+        task,
         tools,
         max_turns: agent.max_turns.unwrap_or(40),
         // The API wants room for the answer beyond the thinking budget.

@@ -663,7 +663,8 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
     })
 }
 
-fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Rule> {
+/// A rule file (`.claude/rules/<name>.md`, optional frontmatter with `paths`).
+pub fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Rule> {
     let name = path
         .strip_prefix(".claude/rules/")
         .unwrap_or(path)
