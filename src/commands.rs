@@ -377,13 +377,7 @@ pub fn describe_goal(
         .into_iter()
         .filter(|t| t.task.goal == name)
         .collect();
-    let events: Vec<_> = store
-        .events(0, 100_000)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|e| e.goal.as_deref() == Some(name))
-        .collect();
-    let events = events[events.len().saturating_sub(20)..].to_vec();
+    let events = store.recent_events(name, 20).map_err(|e| e.to_string())?;
     let spent = store.spent_on_goal(name).map_err(|e| e.to_string())?;
     let view =
         serde_json::json!({ "goal": goal, "spentUsd": spent, "tasks": tasks, "events": events });

@@ -1182,6 +1182,12 @@ fn an_agent_loads_a_skill_it_holds_and_no_other() {
         ".claude/skills/release-notes/SKILL.md",
         "---\nname: release-notes\ndescription: Writes release notes from merged changes.\n---\nGroup changes under Added, Changed and Fixed; one line each.\n",
     );
+    // Settings with permission rules: holding a skill still allows loading it.
+    cli::write(
+        &company,
+        ".claude/settings.json",
+        r#"{"permissions": {"deny": ["Bash(rm *)"]}}"#,
+    );
     cli::write(
         &company,
         ".claude/skills/pricing/SKILL.md",

@@ -891,3 +891,51 @@ fn two_connections_in_two_threads_never_double_book() {
         .count();
     assert_eq!(ticks, 80);
 }
+
+#[test]
+fn delegated_children_are_cancelled_with_their_parent_and_never_retried_in_its_place() {
+    let store = Store::in_memory().unwrap();
+    let root = store
+        .enqueue(&new_task("g", Priority::High), at(0))
+        .unwrap()
+        .unwrap();
+    store.start(root, "here", at(1)).unwrap();
+    let child_of = |parent: TaskId, key: &str| {
+        let id = store
+            .enqueue(
+                &NewTask {
+                    key: key.into(),
+                    parent: Some(parent),
+                    max_attempts: 1,
+                    ..new_task("g", Priority::High)
+                },
+                at(2),
+            )
+            .unwrap()
+            .unwrap();
+        store.start(id, "here", at(2)).unwrap();
+        id
+    };
+    let child = child_of(root, "g@000000000001/3:writer");
+    let grandchild = child_of(child, "g@000000000001/3:writer/1:tester");
+    // The child fails; the root fails for good. `retry` takes the root, not the child.
+    store
+        .finish(grandchild, &failed("no"), at(3), at(3))
+        .unwrap();
+    let root_task = store.finish(root, &failed("check"), at(4), at(4)).unwrap();
+    assert_eq!(root_task.state, TaskState::Queued);
+    store.start(root, "here", at(5)).unwrap();
+    store.finish(root, &failed("check"), at(6), at(6)).unwrap();
+    store.start(root, "here", at(7)).unwrap();
+    store.finish(root, &failed("check"), at(8), at(8)).unwrap();
+    assert_eq!(store.task(root).unwrap().state, TaskState::Failed);
+    assert_eq!(store.retry("g", at(9)).unwrap(), Some(root));
+    // Cancelling the root ends the live delegated work under it, at any depth.
+    store.cancel(root, "the goal changed", at(10)).unwrap();
+    assert_eq!(store.task(child).unwrap().state, TaskState::Cancelled);
+    assert_eq!(
+        store.task(grandchild).unwrap().state,
+        TaskState::Failed,
+        "finished work keeps its end"
+    );
+}

@@ -203,7 +203,7 @@ async fn work(
             let found = store
                 .tasks()?
                 .into_iter()
-                .find(|t| t.key == key)
+                .find(|t| t.key == key && t.parent == Some(actor.task))
                 .ok_or("the child task vanished")?;
             if found.state == crate::plan::TaskState::Queued {
                 store.start(found.id, actor.computer.name(), now)?;
@@ -272,7 +272,7 @@ async fn work(
         task,
         tools: super::tool_defs(&agent.spec),
         max_turns: agent.spec.max_turns.unwrap_or(40),
-        max_tokens: 8192 + selection.thinking.unwrap_or(0),
+        max_tokens: 8192u32.saturating_add(selection.thinking.unwrap_or(0)),
         thinking: selection.thinking,
         budget: delegation.budget,
         prices: delegation.prices.clone(),

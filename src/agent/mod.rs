@@ -299,9 +299,18 @@ impl Session<'_> {
             }
             let mut results = Vec::new();
             for (i, (id, name, input)) in calls.into_iter().enumerate() {
-                let offset = u32::try_from(i + 1)
-                    .unwrap_or(LAST_CALL_OFFSET)
-                    .min(LAST_CALL_OFFSET);
+                // Each call needs a journal step of its own; past the turn's last one a call
+                // is answered, not run, so no two calls ever share a step.
+                let offset = match u32::try_from(i + 1) {
+                    Ok(n) if n <= LAST_CALL_OFFSET => n,
+                    _ => {
+                        results.push(ContentBlock::tool_error(
+                            id,
+                            format!("not run: at most {LAST_CALL_OFFSET} tool calls per turn"),
+                        ));
+                        continue;
+                    }
+                };
                 let call = ToolCall::Tool {
                     name: name.clone(),
                     input,

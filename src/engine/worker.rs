@@ -399,7 +399,7 @@ async fn agent_work(
         tools,
         max_turns: agent.max_turns.unwrap_or(40),
         // The API wants room for the answer beyond the thinking budget.
-        max_tokens: 8192 + selection.thinking.unwrap_or(0),
+        max_tokens: 8192u32.saturating_add(selection.thinking.unwrap_or(0)),
         thinking: selection.thinking,
         budget: work.budget,
         prices: work.prices.clone(),

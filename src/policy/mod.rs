@@ -253,11 +253,19 @@ async fn admit(actor: &Actor<'_>, call: &ToolCall) -> Result<Option<Value>, ActE
         return Ok(None);
     };
     let input = call.rules_input();
+    // Holding skills is what allows `Skill` (see `act`); deny and ask rules still apply.
+    let with_skill;
+    let tools = if call.tool() == SKILL_TOOL {
+        with_skill = [actor.tools, &[SKILL_TOOL.to_string()]].concat();
+        &with_skill[..]
+    } else {
+        actor.tools
+    };
     match permissions::decide(
         call.tool(),
         &input,
         &settings.permissions,
-        actor.tools,
+        tools,
         actor.workspace.root(),
     ) {
         permissions::Decision::Deny { reason, .. } => return Err(ActError::Forbidden(reason)),

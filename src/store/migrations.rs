@@ -168,16 +168,19 @@ CREATE INDEX audit_pending ON audit (id) WHERE "commit" IS NULL;
 "#;
 
 /// Delegated work gets a `parent` (it was told apart by a `/` in its key before), attempts
-/// may end waiting for a person's approval, and spend is summed by time for daily budgets.
+/// may end waiting for a person's approval or over budget, spend is summed by time for daily
+/// budgets, and a goal's events are found without a scan.
 const V2: &str = r#"
 ALTER TABLE tasks ADD COLUMN parent INTEGER REFERENCES tasks (id);
 -- Children were keyed `<parent key>/<step>:<agent>`: the parent is the task whose key is
 -- everything before the last `/`.
+-- (Compared with substr, not LIKE: keys may hold `_` and `%`; the parent came first.)
 UPDATE tasks SET parent = (
     SELECT MAX(p.id) FROM tasks p
-    WHERE tasks.key LIKE p.key || '/%'
+    WHERE p.id < tasks.id
+      AND substr(tasks.key, 1, length(p.key) + 1) = p.key || '/'
       AND instr(substr(tasks.key, length(p.key) + 2), '/') = 0
-) WHERE key LIKE '%/%';
+) WHERE instr(key, '/') > 0;
 CREATE INDEX tasks_parent ON tasks (parent) WHERE parent IS NOT NULL;
 
 CREATE TABLE attempts_v2 (
@@ -200,4 +203,5 @@ CREATE INDEX attempts_task ON attempts (task);
 CREATE UNIQUE INDEX attempts_open ON attempts (task) WHERE finished_at IS NULL;
 
 CREATE INDEX spend_time ON spend (time);
+CREATE INDEX events_goal ON events (goal, id);
 "#;

@@ -616,6 +616,34 @@ impl Store {
                 &json!({ "from": state_name(task.state), "reason": reason }),
                 now,
             )?;
+            // Delegated work ends with the task it was delegated from.
+            let live_children: Vec<(TaskId, String)> = {
+                let mut stmt = tx.prepare(
+                    "WITH RECURSIVE tree (id) AS (
+                         SELECT id FROM tasks WHERE parent = ?1
+                         UNION ALL SELECT tasks.id FROM tasks JOIN tree ON tasks.parent = tree.id
+                     )
+                     SELECT id, state FROM tasks WHERE id IN tree
+                     AND state IN ('queued', 'running', 'waitingApproval')",
+                )?;
+                let rows = stmt.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (child, from) in live_children {
+                tx.execute(
+                    "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE id = ?1",
+                    params![child, time_text(now)],
+                )?;
+                close_attempt(tx, child, "cancelled", reason, now)?;
+                append_event(
+                    tx,
+                    Some(child),
+                    Some(&task.goal),
+                    kind::CANCELLED,
+                    &json!({ "from": from, "reason": reason, "parent": id }),
+                    now,
+                )?;
+            }
             Ok(())
         })
     }
@@ -661,7 +689,7 @@ impl Store {
         self.write(|tx| {
             let live: Option<TaskId> = tx
                 .query_row(
-                    "SELECT id FROM tasks WHERE goal = ?1
+                    "SELECT id FROM tasks WHERE goal = ?1 AND parent IS NULL
                      AND state IN ('queued', 'running', 'waitingApproval') LIMIT 1",
                     [goal],
                     |row| row.get(0),
@@ -673,7 +701,7 @@ impl Store {
             let dead: Option<(TaskId, String, u32)> = tx
                 .query_row(
                     "SELECT id, state, attempts FROM tasks
-                     WHERE goal = ?1 AND state IN ('stalled', 'failed')
+                     WHERE goal = ?1 AND parent IS NULL AND state IN ('stalled', 'failed')
                      ORDER BY id DESC LIMIT 1",
                     [goal],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
@@ -886,6 +914,20 @@ impl Store {
         self.write(|tx| append_event(tx, Some(task), Some(goal), activity.kind(), &data, now))
     }
 
+    /// The newest `limit` events of a goal, oldest first.
+    pub fn recent_events(&self, goal: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT id, time, task, goal, kind, data FROM (
+                     SELECT * FROM events WHERE goal = ?1 ORDER BY id DESC LIMIT ?2
+                 ) ORDER BY id",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![goal, limit], event_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     pub fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
@@ -893,16 +935,7 @@ impl Store {
                  WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![after, limit], |row| {
-                Ok(Event {
-                    id: row.get(0)?,
-                    time: time_column(row, 1)?,
-                    task: row.get(2)?,
-                    goal: row.get(3)?,
-                    kind: row.get(4)?,
-                    data: json_column(row, 5)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![after, limit], event_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -1138,6 +1171,17 @@ impl Store {
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
+}
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: row.get(0)?,
+        time: time_column(row, 1)?,
+        task: row.get(2)?,
+        goal: row.get(3)?,
+        kind: row.get(4)?,
+        data: json_column(row, 5)?,
+    })
 }
 
 fn goal_usd(conn: &Connection, goal: &str) -> Result<f64, StoreError> {
