@@ -243,6 +243,10 @@ fn a_delegated_child_spends_from_its_parents_attempt_budget() {
             "task t's token budget exceeded: 1000 tokens spent of 1000"
         );
     }
+    // A restart in between continues the same attempt, and so its budget.
+    assert!(store.interrupt(parent, at(1, 3)).unwrap());
+    store.start(parent, "local", at(1, 3)).unwrap();
+    assert_eq!(store.spent(parent, at(1, 3)).unwrap().attempt_tokens, 1000);
     // The next attempt of the parent starts with a fresh token budget (the dollars stay).
     store
         .finish(

@@ -28,14 +28,28 @@ pub fn clear_old_tool_results(messages: &mut [Message], keep: usize) -> usize {
     for message in &mut messages[..end] {
         for block in &mut message.content {
             if let ContentBlock::ToolResult { content, .. } = block
-                && content != CLEARED
+                && !content.starts_with(CLEARED)
             {
-                *content = CLEARED.to_string();
+                *content = format!("{CLEARED}{}", appended_rules(content));
                 cleared += 1;
             }
         }
     }
     cleared
+}
+
+/// The rules a session appended to a tool result (`<rule ...>` blocks at its end, see
+/// `context::RulesGiven::after_call`). They stay when the output goes: each rule is given
+/// only once per session, so clearing it would lose it for good.
+fn appended_rules(content: &str) -> &str {
+    let mut start = content.len();
+    while content[..start].ends_with("</rule>") {
+        match content[..start].rfind("\n\n<rule name=\"") {
+            Some(at) => start = at,
+            None => break,
+        }
+    }
+    &content[start..]
 }
 
 #[cfg(test)]
@@ -85,5 +99,20 @@ mod tests {
         // The first message (the task) and the calls are untouched; clearing again is a no-op.
         assert_eq!(messages[0], Message::user("task"));
         assert_eq!(clear_old_tool_results(&mut messages, 4), 0);
+    }
+
+    #[test]
+    fn rules_given_with_a_result_outlive_its_output() {
+        let given = "\n\n<rule name=\"ts\" paths=\"src/**\">\nStrict.\n</rule>\n\n<rule name=\"md\" paths=\"*.md\">\nWrap.\n</rule>";
+        let mut messages = vec![
+            result("t1", &format!("file text with </rule> inside{given}")),
+            result("t2", "newest"),
+        ];
+        assert_eq!(clear_old_tool_results(&mut messages, 1), 1);
+        let ContentBlock::ToolResult { content, .. } = &messages[0].content[0] else {
+            panic!("not a result");
+        };
+        assert_eq!(content, &format!("{CLEARED}{given}"));
+        assert_eq!(clear_old_tool_results(&mut messages, 1), 0);
     }
 }

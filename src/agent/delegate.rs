@@ -285,7 +285,16 @@ async fn work(
         },
         Err(e) => super::outcome_of(&target, e),
     };
-    if let Err(e) = store.finish(child, &outcome, Utc::now(), Utc::now()) {
+    // Stopped from outside (a shutdown), the child's work is not over: it goes back to the
+    // queue with its journal, and the parent's resumed Delegate step continues it.
+    let recorded = if matches!(result, Err(AgentError::Cancelled)) {
+        store.interrupt(child, Utc::now()).map(|_| ())
+    } else {
+        store
+            .finish(child, &outcome, Utc::now(), Utc::now())
+            .map(|_| ())
+    };
+    if let Err(e) = recorded {
         tracing::warn!(task = child, "cannot record the delegated work's end: {e}");
     }
     match result {

@@ -172,7 +172,10 @@ async fn attempt(work: &Work) -> Done {
         Ok(w) => w,
         Err(e) => return failed(format!("cannot prepare the workspace: {e}"), None, false),
     };
-    let before = evaluate(work, &workspace, JUDGE_BEFORE_STEP).await;
+    let before = match evaluate(work, &workspace, JUDGE_BEFORE_STEP).await {
+        Ok(result) => result,
+        Err(e) => return stopped(work, &e, None),
+    };
     let mut check = Some(observe(work, &before));
     if matches!(before, CheckResult::NeedsModel) {
         return failed("the check needs a model (NoModel)".into(), check, false);
@@ -232,7 +235,10 @@ async fn attempt(work: &Work) -> Done {
             );
         }
     }
-    let after = evaluate(work, &workspace, JUDGE_AFTER_STEP).await;
+    let after = match evaluate(work, &workspace, JUDGE_AFTER_STEP).await {
+        Ok(result) => result,
+        Err(e) => return stopped(work, &e, check),
+    };
     check = Some(observe(work, &after));
     if !after.passed() {
         return failed(
@@ -406,14 +412,12 @@ async fn agent_work(
         step_base: 0,
     };
     if let Err(e) = session.run().await {
-        return Done {
-            task: id,
-            outcome: crate::agent::outcome_of(&work.agent, &e),
-            check,
-            cancelled: matches!(e, crate::agent::AgentError::Cancelled),
-        };
+        return stopped(work, &e, check);
     }
-    let after = evaluate(work, actor.workspace, JUDGE_AFTER_STEP).await;
+    let after = match evaluate(work, actor.workspace, JUDGE_AFTER_STEP).await {
+        Ok(result) => result,
+        Err(e) => return stopped(work, &e, check),
+    };
     let check = Some(observe(work, &after));
     if !after.passed() {
         return failed(
@@ -423,7 +427,7 @@ async fn agent_work(
                 after.detail()
             ),
             check,
-            false,
+            work.cancel.is_cancelled(),
         );
     }
     // The controller commits and pushes on the agent's behalf, through the same path.
@@ -448,12 +452,25 @@ async fn agent_work(
 const JUDGE_BEFORE_STEP: u32 = 5_000_000;
 const JUDGE_AFTER_STEP: u32 = 6_000_000;
 
-/// Runs the goal's check; a `judge` check is graded by a model with read-only tools.
+/// The attempt ends on a session's error (the agent's or the judge's): see
+/// [`crate::agent::outcome_of`].
+fn stopped(work: &Work, e: &crate::agent::AgentError, check: Option<LastCheck>) -> Done {
+    Done {
+        task: work.task.id,
+        outcome: crate::agent::outcome_of(&work.agent, e),
+        check,
+        cancelled: matches!(e, crate::agent::AgentError::Cancelled),
+    }
+}
+
+/// Runs the goal's check; a `judge` check is graded by a model with read-only tools. A judge
+/// that cannot grade because the task must stop (cancelled, a budget spent, an approval
+/// needed, the store failing) is an `Err`, not a failed check: the attempt did not fail.
 async fn evaluate(
     work: &Work,
     workspace: &crate::computer::Workspace,
     step_base: u32,
-) -> CheckResult {
+) -> Result<CheckResult, crate::agent::AgentError> {
     let result = run_check(
         &work.goal.check,
         work.computer.as_ref(),
@@ -462,10 +479,10 @@ async fn evaluate(
     )
     .await;
     if !matches!(result, CheckResult::NeedsModel) {
-        return result;
+        return Ok(result);
     }
     let (Some(model), Some(judge)) = (work.model.as_ref(), work.goal.check.judge.as_ref()) else {
-        return result;
+        return Ok(result);
     };
     let tools: Vec<String> = ["Read", "Glob", "Grep"]
         .iter()
@@ -514,8 +531,9 @@ async fn evaluate(
         prices: work.prices.clone(),
         step_base,
     };
+    use crate::agent::AgentError;
     match session.run().await {
-        Ok(done) => match crate::agent::parse_verdict(&done.text) {
+        Ok(done) => Ok(match crate::agent::parse_verdict(&done.text) {
             Some(v) if v.pass => CheckResult::Passed {
                 detail: format!("judge: {}", v.reason),
             },
@@ -525,9 +543,15 @@ async fn evaluate(
             None => CheckResult::Failed {
                 detail: "the judge answered without a valid JSON verdict".into(),
             },
-        },
-        Err(e) => CheckResult::Failed {
+        }),
+        Err(
+            e @ (AgentError::Cancelled
+            | AgentError::Budget(_)
+            | AgentError::NeedsApproval { .. }
+            | AgentError::Store(_)),
+        ) => Err(e),
+        Err(e) => Ok(CheckResult::Failed {
             detail: format!("judge: {e}"),
-        },
+        }),
     }
 }

@@ -1110,8 +1110,12 @@ impl Store {
                 [task],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             ).optional()?.ok_or(StoreError::NoTask(task))?;
+            // The attempt began with the first start after the last attempt that ended:
+            // an interruption or a wait for approval continues the same attempt.
             let started: Option<String> = tx.query_row(
-                "SELECT MAX(started_at) FROM attempts WHERE task = ?1",
+                "SELECT MIN(started_at) FROM attempts WHERE task = ?1 AND id > COALESCE(
+                     (SELECT MAX(id) FROM attempts WHERE task = ?1
+                      AND outcome NOT IN ('running', 'interrupted', 'waitingApproval')), 0)",
                 [root],
                 |row| row.get(0),
             )?;
