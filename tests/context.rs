@@ -302,11 +302,15 @@ fn the_model_gets_matched_skills_knowledge_product_memory_and_scoped_rules_on_to
 fn a_resumed_conversation_gives_the_scoped_rule_where_it_gave_it_before() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        // Fails: the file comes later. Resumed, it must fail the same way, not be run again.
+        mock_llm::tool_use("0", "Read", json!({"file_path": "later.txt"})),
         mock_llm::tool_use("1", "Read", json!({"file_path": "src/index.ts"})),
         mock_llm::tool_use(
             "2",
             "Bash",
-            json!({"command": "touch marker && sleep 5 && touch done.txt"}),
+            // It also changes the product's memory: the resumed conversation must still
+            // start as the recorded one did.
+            json!({"command": "echo CHANGED-MEMORY >> CLAUDE.md && echo LATER-CONTENT > later.txt && touch marker && sleep 5 && touch done.txt"}),
         ),
         mock_llm::Reply::sse(mock_llm::text_stream("3", "Done.", "end_turn")),
     ]));
@@ -336,17 +340,23 @@ fn a_resumed_conversation_gives_the_scoped_rule_where_it_gave_it_before() {
     )
     .unwrap();
     child.wait().unwrap();
-    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(mock.requests().len(), 3);
 
     let out = run(tmp.path(), &company).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let requests: Vec<Value> = mock.requests().into_iter().map(|r| r.body).collect();
-    assert_eq!(requests.len(), 3, "recorded turns are not asked again");
-    // The conversation rebuilt from the journal is the one the model saw before the crash,
-    // the rule in the Read's result included.
-    let before = requests[1]["messages"].as_array().unwrap();
-    let after = requests[2]["messages"].as_array().unwrap();
-    assert!(message_text(&before[2]).contains("RULE-SCOPED-TS"));
+    assert_eq!(requests.len(), 4, "recorded turns are not asked again");
+    // The conversation rebuilt from the journal is the one the model saw before the crash:
+    // the failed Read's error, the rule in the second Read's result, the same first message.
+    let before = requests[2]["messages"].as_array().unwrap();
+    let after = requests[3]["messages"].as_array().unwrap();
+    assert!(
+        message_text(&before[2]).contains("later.txt"),
+        "{:#}",
+        before[2]
+    );
+    assert!(message_text(&before[4]).contains("RULE-SCOPED-TS"));
+    assert!(!message_text(&after[0]).contains("CHANGED-MEMORY"));
     let strip = |m: &Value| {
         let mut m = m.clone();
         for block in m["content"].as_array_mut().unwrap() {

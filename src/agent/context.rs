@@ -233,6 +233,9 @@ async fn read_text(computer: &dyn Computer, workspace: &Workspace, path: &str) -
 /// What a task's context is gathered from.
 pub struct Sources<'a> {
     pub spec: &'a Spec,
+    /// Whose session it is and for which goal (for the audit record of what was gathered).
+    pub agent_name: &'a str,
+    pub goal: &'a str,
     pub knowledge: &'a Knowledge,
     pub product: &'a str,
     pub computer: &'a dyn Computer,
@@ -334,19 +337,66 @@ impl TaskContext<'_> {
     }
 }
 
+/// Journal step of a session's task-specific start (its first message and scoped rules),
+/// beyond any step of a conversation, below the judge's.
+pub const CONTEXT_STEP: u32 = 4_000_000;
+
 /// A session's task-specific start: its first user message (the context, then `task`) and
 /// the path-scoped rules it gives on touch.
+///
+/// Gathered once per attempt and journaled as step [`CONTEXT_STEP`] of `journal.1`: the files
+/// it reads (memory, rules, knowledge) may change while the task runs, and a conversation
+/// resumed after a restart must start exactly as the recorded responses saw it.
 pub async fn session_start(
     sources: &Sources<'_>,
     agent: &AgentSpec,
     about: &str,
     task: &str,
-) -> (String, Vec<Rule>) {
+    journal: (&crate::store::Store, crate::store::TaskId),
+) -> Result<(String, Vec<Rule>), crate::store::StoreError> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Start {
+        message: String,
+        scoped_rules: Vec<Rule>,
+    }
+    let (store, task_id) = journal;
+    if let Some(done) = store.action(task_id, CONTEXT_STEP)?
+        && done.finished_at.is_some()
+        && let Some(start) = done
+            .outcome
+            .and_then(|o| serde_json::from_value::<Start>(o).ok())
+    {
+        return Ok((start.message, start.scoped_rules));
+    }
     let context = TaskContext::gather(sources, agent, about).await;
-    (
-        context.first_message(task),
-        context.scoped_rules(sources.spec),
-    )
+    let start = Start {
+        message: context.first_message(task),
+        scoped_rules: context.scoped_rules(sources.spec),
+    };
+    let now = chrono::Utc::now();
+    let input = serde_json::json!({ "about": about.chars().take(500).collect::<String>() });
+    let id = store.action_started(task_id, CONTEXT_STEP, "Context", &input, now)?;
+    let summary = serde_json::json!({
+        "skills": context.skills.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        "knowledge": context.knowledge.iter().map(|k| &k.entry.path).collect::<Vec<_>>(),
+        "productMemory": context.product_memory.iter().map(|m| &m.file).collect::<Vec<_>>(),
+        "scopedRules": start.scoped_rules.iter().map(|r| &r.name).collect::<Vec<_>>(),
+    });
+    let audit = crate::store::AuditRecord {
+        id: 0,
+        time: now,
+        agent: sources.agent_name.to_string(),
+        goal: Some(sources.goal.to_string()),
+        task: Some(task_id),
+        action: "context".into(),
+        input,
+        outcome: summary,
+        diff: None,
+    };
+    let outcome = serde_json::to_value(&start).unwrap_or_default();
+    store.action_finished(id, &outcome, &audit, chrono::Utc::now())?;
+    Ok((start.message, start.scoped_rules))
 }
 
 fn cut(text: &str, max: usize, path: &str) -> String {

@@ -227,6 +227,8 @@ async fn work(
     };
     let sources = super::context::Sources {
         spec: &delegation.spec,
+        agent_name: agent.name(),
+        goal: actor.goal,
         knowledge: &delegation.knowledge,
         product: &delegation.product,
         computer: actor.computer,
@@ -262,7 +264,7 @@ async fn work(
     .await
     .map_err(|e| refusal(&target, e))?;
     let (task, scoped_rules) =
-        super::context::session_start(&sources, &agent.spec, &about, &task).await;
+        super::context::session_start(&sources, &agent.spec, &about, &task, (store, child)).await?;
     let session = super::Session {
         actor: child_actor,
         model: delegation.model.as_ref(),

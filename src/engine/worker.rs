@@ -350,6 +350,8 @@ async fn agent_work(
         + &crate::agent::lessons(work.task.attempts, work.task.last_error.as_deref());
     let sources = crate::agent::context::Sources {
         spec: &work.spec,
+        agent_name: &work.agent,
+        goal: &work.task.goal,
         knowledge: &work.knowledge,
         product: &work.task.product,
         computer: actor.computer,
@@ -389,8 +391,18 @@ async fn agent_work(
             };
         }
     };
-    let (task, scoped_rules) =
-        crate::agent::context::session_start(&sources, agent, &about, &task).await;
+    let (task, scoped_rules) = match crate::agent::context::session_start(
+        &sources,
+        agent,
+        &about,
+        &task,
+        (&work.store, id),
+    )
+    .await
+    {
+        Ok(start) => start,
+        Err(e) => return failed(format!("agent {}: {e}", work.agent), check, false),
+    };
     let session = crate::agent::Session {
         actor: Actor {
             mcp: pool.as_ref(),

@@ -384,6 +384,26 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         Err(e) => {
             after(actor, call, Err(&e.to_string())).await;
             report(actor, step, call, Err(&e.to_string()));
+            // A model's call that failed is over: the model reads the error and goes on. It
+            // is journaled as finished so a resumed conversation reads the same error instead
+            // of running the call again. (Errors that stop the task are not: the step runs
+            // again when the task does.)
+            let over = matches!(
+                e,
+                ActError::Computer(_)
+                    | ActError::Git(_)
+                    | ActError::EditMismatch { .. }
+                    | ActError::Failed(_)
+            );
+            if over && matches!(call, ToolCall::Tool { .. }) {
+                let outcome = json!({ "content": e.to_string(), "isError": true });
+                actor.store.action_finished(
+                    id,
+                    &outcome,
+                    &audit(actor, call, outcome.clone(), None),
+                    Utc::now(),
+                )?;
+            }
             return Err(e);
         }
     };

@@ -83,7 +83,7 @@ pub struct Skill {
 }
 
 /// A rule: standing instructions, optionally limited to some paths.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
 pub struct Rule {
     pub name: String,
     pub paths: Vec<String>,
