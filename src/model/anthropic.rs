@@ -10,14 +10,12 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::sse::SseParser;
 use super::{
     ApiKey, CacheControl, ContentBlock, Model, ModelError, Request, Response, Role, StopReason,
-    StreamEvent, Usage, emit, error_from_response, http_client,
+    StreamEvent, Usage, emit, http_client, stream_events,
 };
 use crate::spec::{Provider, ProviderKind};
 
@@ -250,39 +248,22 @@ impl Model for Anthropic {
         } else {
             request_body(request)
         };
-        let resp = self
+        let request = self
             .client
             .post(format!("{}/v1/messages", self.base_url))
             .header("x-api-key", self.key.header_value()?)
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ModelError::Transport(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            return Err(error_from_response(resp).await);
-        }
-        let mut parser = SseParser::new();
+            .json(&body);
         let mut assembler = StreamAssembler::default();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ModelError::Transport(e.without_url().to_string()))?;
-            for ev in parser.push(&chunk) {
-                for out in assembler.handle(&ev.event, &ev.data)? {
-                    emit(&events, out);
-                }
-            }
-            if assembler.is_done() {
-                return assembler.finish();
-            }
-        }
-        if let Some(ev) = parser.finish() {
+        stream_events(request, |ev| {
             for out in assembler.handle(&ev.event, &ev.data)? {
                 emit(&events, out);
             }
-        }
+            Ok(assembler.is_done())
+        })
+        .await?;
         assembler.finish()
     }
 

@@ -703,6 +703,34 @@ pub(crate) fn http_client() -> Result<reqwest::Client, ModelError> {
         .map_err(|e| ModelError::Transport(e.to_string()))
 }
 
+/// Sends a streaming request and hands each server-sent event of a successful answer to
+/// `handle`, which says when the answer is complete; an event left unterminated when the body
+/// ends is handed over too. Transport failures and error statuses become [`ModelError`]s.
+pub(crate) async fn stream_events(
+    request: reqwest::RequestBuilder,
+    mut handle: impl FnMut(&sse::SseEvent) -> Result<bool, ModelError>,
+) -> Result<(), ModelError> {
+    use futures_util::StreamExt;
+    let transport = |e: reqwest::Error| ModelError::Transport(e.without_url().to_string());
+    let resp = request.send().await.map_err(transport)?;
+    if !resp.status().is_success() {
+        return Err(error_from_response(resp).await);
+    }
+    let mut parser = sse::SseParser::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        for event in parser.push(&chunk.map_err(transport)?) {
+            if handle(&event)? {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(event) = parser.finish() {
+        handle(&event)?;
+    }
+    Ok(())
+}
+
 /// Turns an unsuccessful HTTP response into the matching error.
 pub(crate) async fn error_from_response(resp: reqwest::Response) -> ModelError {
     let status = resp.status().as_u16();

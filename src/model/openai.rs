@@ -11,14 +11,12 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::sse::SseParser;
 use super::{
     ApiKey, ContentBlock, Model, ModelError, Request, Response, Role, StopReason, StreamEvent,
-    Usage, emit, error_from_response, http_client,
+    Usage, emit, http_client, stream_events,
 };
 use crate::spec::{Provider, ProviderKind};
 
@@ -178,34 +176,14 @@ impl Model for OpenAi {
         if let Some(key) = &self.key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ModelError::Transport(e.without_url().to_string()))?;
-        if !resp.status().is_success() {
-            return Err(error_from_response(resp).await);
-        }
-        let mut parser = SseParser::new();
         let mut assembler = ChunkAssembler::default();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ModelError::Transport(e.without_url().to_string()))?;
-            for ev in parser.push(&chunk) {
-                for out in assembler.handle(&ev.data)? {
-                    emit(&events, out);
-                }
-            }
-            if assembler.done {
-                break;
-            }
-        }
-        if !assembler.done
-            && let Some(ev) = parser.finish()
-        {
+        stream_events(req, |ev| {
             for out in assembler.handle(&ev.data)? {
                 emit(&events, out);
             }
-        }
+            Ok(assembler.done)
+        })
+        .await?;
         let (response, tail) = assembler.finish()?;
         for out in tail {
             emit(&events, out);
