@@ -132,16 +132,7 @@ pub fn task_prompt(goal_name: &str, goal: &GoalSpec) -> String {
 /// the company's `tiers` (defaults: the current Claude models). `auto` stands for Sonnet
 /// wherever [`select`] does not pick per task.
 pub fn model_id(spec: &Spec, agent: &AgentSpec) -> String {
-    let wanted = agent
-        .model
-        .clone()
-        .or_else(|| {
-            spec.company()
-                .and_then(|c| c.spec.models.as_ref())
-                .and_then(|m| m.default.clone())
-        })
-        .unwrap_or_else(|| "auto".into());
-    resolve_model(spec, &wanted)
+    resolve_model(spec, &select::declared(spec, agent))
 }
 
 /// The model id a tier name stands for in this company (`models.tiers`, else the current
@@ -178,16 +169,7 @@ pub async fn mcp_tool_defs(pool: &crate::mcp::McpPool, allowed: &[String]) -> Ve
 /// The model for attempt `attempt` (0 = first): each failed attempt escalates one tier
 /// (haiku → sonnet → opus), so a cheap model tries first and a strong one finishes.
 pub fn escalate(spec: &Spec, model_id: &str, attempt: u32) -> String {
-    let tiers = spec
-        .company()
-        .and_then(|c| c.spec.models.as_ref())
-        .and_then(|m| m.tiers.clone())
-        .unwrap_or_default();
-    let ladder = [
-        tiers.haiku.unwrap_or_else(|| model_id_for("haiku")),
-        tiers.sonnet.unwrap_or_else(|| model_id_for("sonnet")),
-        tiers.opus.unwrap_or_else(|| model_id_for("opus")),
-    ];
+    let ladder = select::Tier::LADDER.map(|t| t.model_id(spec));
     match ladder.iter().position(|m| m == model_id) {
         Some(at) => ladder[(at + attempt as usize).min(ladder.len() - 1)].clone(),
         // A model outside the ladder (a local model, say) is used as declared.

@@ -531,23 +531,16 @@ impl Store {
                 rows.collect::<Result<_, _>>()?
             };
             for (id, goal, attempts) in &running {
-                tx.execute(
-                    "UPDATE tasks SET state = 'queued', updated_at = ?2 WHERE id = ?1",
-                    params![id, time_text(now)],
-                )?;
-                close_attempt(
+                transition(
                     tx,
                     *id,
-                    "interrupted",
-                    "the controller stopped during the attempt",
-                    now,
-                )?;
-                append_event(
-                    tx,
-                    Some(*id),
-                    Some(goal),
-                    kind::INTERRUPTED,
-                    &json!({ "attempt": attempts.saturating_add(1) }),
+                    goal,
+                    TaskState::Queued,
+                    ("interrupted", "the controller stopped during the attempt"),
+                    (
+                        kind::INTERRUPTED,
+                        json!({ "attempt": attempts.saturating_add(1) }),
+                    ),
                     now,
                 )?;
             }
@@ -564,23 +557,16 @@ impl Store {
             if task.state != TaskState::Running {
                 return Ok(false);
             }
-            tx.execute(
-                "UPDATE tasks SET state = 'queued', updated_at = ?2 WHERE id = ?1",
-                params![id, time_text(now)],
-            )?;
-            close_attempt(
+            transition(
                 tx,
                 id,
-                "interrupted",
-                "the work was stopped before it finished",
-                now,
-            )?;
-            append_event(
-                tx,
-                Some(id),
-                Some(&task.goal),
-                kind::INTERRUPTED,
-                &json!({ "attempt": task.attempts.saturating_add(1) }),
+                &task.goal,
+                TaskState::Queued,
+                ("interrupted", "the work was stopped before it finished"),
+                (
+                    kind::INTERRUPTED,
+                    json!({ "attempt": task.attempts.saturating_add(1) }),
+                ),
                 now,
             )?;
             Ok(true)
@@ -603,17 +589,16 @@ impl Store {
                 }
                 _ => {}
             }
-            tx.execute(
-                "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE id = ?1",
-                params![id, time_text(now)],
-            )?;
-            close_attempt(tx, id, "cancelled", reason, now)?;
-            append_event(
+            transition(
                 tx,
-                Some(id),
-                Some(&task.goal),
-                kind::CANCELLED,
-                &json!({ "from": state_name(task.state), "reason": reason }),
+                id,
+                &task.goal,
+                TaskState::Cancelled,
+                ("cancelled", reason),
+                (
+                    kind::CANCELLED,
+                    json!({ "from": state_name(task.state), "reason": reason }),
+                ),
                 now,
             )?;
             // Delegated work ends with the task it was delegated from.
@@ -630,17 +615,16 @@ impl Store {
                 rows.collect::<Result<_, _>>()?
             };
             for (child, from) in live_children {
-                tx.execute(
-                    "UPDATE tasks SET state = 'cancelled', updated_at = ?2 WHERE id = ?1",
-                    params![child, time_text(now)],
-                )?;
-                close_attempt(tx, child, "cancelled", reason, now)?;
-                append_event(
+                transition(
                     tx,
-                    Some(child),
-                    Some(&task.goal),
-                    kind::CANCELLED,
-                    &json!({ "from": from, "reason": reason, "parent": id }),
+                    child,
+                    &task.goal,
+                    TaskState::Cancelled,
+                    ("cancelled", reason),
+                    (
+                        kind::CANCELLED,
+                        json!({ "from": from, "reason": reason, "parent": id }),
+                    ),
                     now,
                 )?;
             }
@@ -1259,6 +1243,26 @@ fn ensure_task(conn: &Connection, id: TaskId) -> Result<(), StoreError> {
         .query_row("SELECT id FROM tasks WHERE id = ?1", [id], |row| row.get(0))
         .optional()?;
     found.map(|_| ()).ok_or(StoreError::NoTask(id))
+}
+
+/// Moves a task to `state`, closes its open attempt as `attempt` (outcome, detail) and logs
+/// `event` (kind, data): the whole of every transition that changes nothing but the state.
+fn transition(
+    conn: &Connection,
+    id: TaskId,
+    goal: &str,
+    state: TaskState,
+    attempt: (&str, &str),
+    event: (&str, serde_json::Value),
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE tasks SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, state_name(state), time_text(now)],
+    )?;
+    close_attempt(conn, id, attempt.0, attempt.1, now)?;
+    append_event(conn, Some(id), Some(goal), event.0, &event.1, now)?;
+    Ok(())
 }
 
 /// Closes the task's open attempt, if it has one (a queued or waiting task has none).
