@@ -3,55 +3,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/git_daemon.rs"]
 mod git_daemon;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use cli::{commit_all, git, write};
 use git_daemon::Daemon;
 use proto::gitops::workspace::{self, WorkspaceState};
 use proto::gitops::{FileChange, GitopsError, Identity, Writeback};
 use proto::source::GitSource;
-
-/// Runs git in `dir` with a fixed identity and no user or system configuration.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = git_output(dir, args);
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn git_output(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "init.defaultBranch=main"])
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Human")
-        .env("GIT_AUTHOR_EMAIL", "human@example.com")
-        .env("GIT_COMMITTER_NAME", "Human")
-        .env("GIT_COMMITTER_EMAIL", "human@example.com")
-        .output()
-        .expect("git runs")
-}
-
-fn write(root: &Path, path: &str, content: &str) {
-    let file = root.join(path);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, content).unwrap();
-}
-
-fn commit_all(dir: &Path, message: &str) -> String {
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", message]);
-    git(dir, &["rev-parse", "HEAD"])
-}
 
 fn controller() -> Identity {
     Identity {

@@ -60,17 +60,10 @@ pub fn run_command(home: &Path, company: &Path, state: &Path) -> Command {
     command
 }
 
-/// Runs `git` in `dir` as a fixed author; panics with stderr when it fails.
+/// Runs `git` in `dir` as a fixed author, with no user or system configuration (and `main`
+/// as the first branch); panics with stderr when it fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Founder")
-        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
-        .env("GIT_COMMITTER_NAME", "Founder")
-        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
-        .output()
-        .unwrap();
+    let out = git_output(dir, args);
     assert!(
         out.status.success(),
         "git {args:?} in {}: {}",
@@ -78,6 +71,34 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// [`git`] without the check, for commands expected to fail.
+pub fn git_output(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Founder")
+        .env("GIT_AUTHOR_EMAIL", "founder@example.com")
+        .env("GIT_COMMITTER_NAME", "Founder")
+        .env("GIT_COMMITTER_EMAIL", "founder@example.com")
+        .output()
+        .unwrap()
+}
+
+/// Commits everything in `dir`; returns the new commit's id.
+pub fn commit_all(dir: &Path, message: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
 }
 
 /// Writes `content` to `root/path`, creating folders.
