@@ -12,8 +12,7 @@ mod cli;
 mod mock_llm;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use cli::{git, text, write};
 use serde_json::{Value, json};
@@ -125,21 +124,7 @@ fn goal(name: &str, description: &str, file: &str) -> String {
 }
 
 fn run(dir: &Path, company: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_proto"));
-    command
-        .args([
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-        ])
-        .env("HOME", dir)
-        .env("PROTO_TEST_KEY", "sk-test")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
+    cli::run_command(dir, company, &dir.join("state"))
 }
 
 fn system_text(request: &Value) -> String {
@@ -322,24 +307,7 @@ fn a_resumed_conversation_gives_the_scoped_rule_where_it_gave_it_before() {
         &goal("started", "The work has started.", "done.txt"),
     );
     let mut child = run(tmp.path(), &company).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let work = tmp.path().join("state/work");
-    while !std::fs::read_dir(&work)
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .any(|e| e.path().join("marker").exists())
-    {
-        assert!(Instant::now() < deadline, "the command never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    cli::kill_once_marked(&mut child, &tmp.path().join("state/work"));
     assert_eq!(mock.requests().len(), 3);
 
     let out = run(tmp.path(), &company).output().unwrap();

@@ -861,41 +861,9 @@ fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() 
     .unwrap();
     git(&company, &["commit", "-q", "-am", "A live model"]);
     let state = tmp.path().join("state");
-    let run = || {
-        let mut command = Command::new(bin());
-        command
-            .args([
-                "run",
-                company.to_str().unwrap(),
-                "--once",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ])
-            .env("HOME", tmp.path())
-            .env("PROTO_TEST_KEY", "sk-test")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        command
-    };
+    let run = || cli::run_command(tmp.path(), &company, &state);
     let mut child = run().spawn().unwrap();
-    wait_for(
-        "the agent's command to start",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_dir(state.join("work"))
-                .ok()
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .any(|e| e.path().join("marker").exists())
-        },
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    cli::kill_once_marked(&mut child, &state.join("work"));
     assert_eq!(mock.requests().len(), 1, "one model turn before the kill");
     let out = run().output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -13,9 +13,8 @@ mod mock_llm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use cli::{bin, get_json, git, run_command, text, wait_for};
+use cli::{bin, get_json, git, run_command, text};
 use mock_llm::{MockLlm, Recorded, Reply};
 use serde_json::{Value, json};
 
@@ -396,24 +395,7 @@ fn a_restarted_session_reuses_journaled_hook_outcomes_instead_of_asking_again() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(
-        "the agent's command to start",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_dir(state.join("work"))
-                .ok()
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .any(|e| e.path().join("marker").exists())
-        },
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    cli::kill_once_marked(&mut child, &state.join("work"));
     assert_eq!(mock.requests().len(), 2, "two turns before the kill");
     assert_eq!(inputs(&stop_log).len(), 1);
 
