@@ -66,6 +66,16 @@ fn audit_text(company: &Path) -> String {
         .collect()
 }
 
+/// A recorded model turn (replay file line) that calls one tool.
+fn recorded_tool(id: &str, name: &str, input: serde_json::Value) -> String {
+    serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+}
+
+/// A recorded model turn that ends with `text`.
+fn recorded_text(text: &str) -> String {
+    serde_json::json!({"response": {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
+}
+
 /// Declares a replay provider reading `replay.jsonl` in the company repository.
 fn use_recorded_model(company: &Path) {
     let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
@@ -596,14 +606,19 @@ fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
         .to_string(),
     )
     .unwrap();
-    let turn = |id: &str, name: &str, input: serde_json::Value| {
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
-    };
     let replay = [
-        turn("t1", "Write", serde_json::json!({"file_path": "secret.txt", "content": "x"})),
-        turn("t2", "Bash", serde_json::json!({"command": "rm -rf ."})),
-        turn("t3", "Write", serde_json::json!({"file_path": "hello.txt", "content": "hi\n"})),
-        serde_json::json!({"response": {"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+        recorded_tool(
+            "t1",
+            "Write",
+            serde_json::json!({"file_path": "secret.txt", "content": "x"}),
+        ),
+        recorded_tool("t2", "Bash", serde_json::json!({"command": "rm -rf ."})),
+        recorded_tool(
+            "t3",
+            "Write",
+            serde_json::json!({"file_path": "hello.txt", "content": "hi\n"}),
+        ),
+        recorded_text("done"),
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
@@ -691,9 +706,17 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
     )
     .unwrap();
     let replay = [
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "e", "name": "mcp__every__echo", "input": {"message": "from mcp"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string(),
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "w", "name": "Write", "input": {"file_path": "echo.txt", "content": "Echo: from mcp\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string(),
-        serde_json::json!({"response": {"content": [{"type": "text", "text": "done"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+        recorded_tool(
+            "e",
+            "mcp__every__echo",
+            serde_json::json!({"message": "from mcp"}),
+        ),
+        recorded_tool(
+            "w",
+            "Write",
+            serde_json::json!({"file_path": "echo.txt", "content": "Echo: from mcp\n"}),
+        ),
+        recorded_text("done"),
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
@@ -764,17 +787,11 @@ fn an_agent_delegates_to_another_who_works_and_reports_back() {
             .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Delegate]"),
     )
     .unwrap();
-    let tool = |id: &str, name: &str, input: serde_json::Value| {
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
-    };
-    let say = |t: &str| {
-        serde_json::json!({"response": {"content": [{"type": "text", "text": t}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
-    };
     let replay = [
-        tool("d", "Delegate", serde_json::json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."})),
-        tool("w", "Write", serde_json::json!({"file_path": "hello.txt", "content": "hi\n"})),
-        say("Wrote hello.txt."),
-        say("The writer did it."),
+        recorded_tool("d", "Delegate", serde_json::json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."})),
+        recorded_tool("w", "Write", serde_json::json!({"file_path": "hello.txt", "content": "hi\n"})),
+        recorded_text("Wrote hello.txt."),
+        recorded_text("The writer did it."),
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
@@ -957,8 +974,12 @@ fn an_ask_rule_parks_the_task_waiting_for_approval() {
     )
     .unwrap();
     let replay = [
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "git tag v1.0.0"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string(),
-        serde_json::json!({"response": {"content": [{"type": "text", "text": "worked around it"}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+        recorded_tool(
+            "t1",
+            "Bash",
+            serde_json::json!({"command": "git tag v1.0.0"}),
+        ),
+        recorded_text("worked around it"),
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
@@ -1090,12 +1111,9 @@ fn a_delegated_agents_ask_parks_the_whole_task() {
         serde_json::json!({ "permissions": { "ask": ["Bash(git tag *)"] } }).to_string(),
     )
     .unwrap();
-    let tool = |id: &str, name: &str, input: serde_json::Value| {
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
-    };
     let replay = [
-        tool("d", "Delegate", serde_json::json!({"agent": "releaser", "description": "tag the release", "prompt": "Tag v1.0.0."})),
-        tool("t", "Bash", serde_json::json!({"command": "git tag v1.0.0"})),
+        recorded_tool("d", "Delegate", serde_json::json!({"agent": "releaser", "description": "tag the release", "prompt": "Tag v1.0.0."})),
+        recorded_tool("t", "Bash", serde_json::json!({"command": "git tag v1.0.0"})),
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
@@ -1161,14 +1179,15 @@ fn an_agent_loads_a_skill_it_holds_and_no_other() {
         ".claude/skills/pricing/SKILL.md",
         "---\nname: pricing\ndescription: Sets prices.\n---\nNever discount.\n",
     );
-    let tool = |id: &str, name: &str, input: serde_json::Value| {
-        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
-    };
     let replay = [
-        tool("s1", "Skill", serde_json::json!({"skill": "release-notes"})),
-        tool("s2", "Skill", serde_json::json!({"skill": "pricing"})),
-        tool("w", "Write", serde_json::json!({"file_path": "NOTES.md", "content": "## Added\n- notes\n"})),
-        serde_json::json!({"response": {"content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string(),
+        recorded_tool("s1", "Skill", serde_json::json!({"skill": "release-notes"})),
+        recorded_tool("s2", "Skill", serde_json::json!({"skill": "pricing"})),
+        recorded_tool(
+            "w",
+            "Write",
+            serde_json::json!({"file_path": "NOTES.md", "content": "## Added\n- notes\n"}),
+        ),
+        recorded_text("Done."),
     ]
     .join("\n");
     std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();

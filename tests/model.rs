@@ -1066,10 +1066,20 @@ fn prices_default_override_and_cost() {
             output: 0.0,
             cache_write: None,
             cache_read: None,
-            context_window: None,
+            context_window: Some(32_768),
             cache_min_tokens: None,
         },
     ]);
+    // A declared price keeps the model's limits unless it sets them.
+    assert_eq!(table.lookup("claude-opus-4-5").map(|p| p.input), Some(4.0));
+    assert_eq!(table.context_window("claude-opus-4-5"), Some(200_000));
+    assert_eq!(
+        table.cache_min_tokens("claude-opus-4-5-20251101"),
+        Some(4096)
+    );
+    assert_eq!(table.cache_min_tokens("claude-sonnet-4-5"), Some(1024));
+    assert_eq!(table.context_window("qwen3"), Some(32_768));
+    assert_eq!(table.cache_min_tokens("qwen3"), None);
     let usage = Usage {
         input_tokens: 1_000_000,
         output_tokens: 1_000_000,
