@@ -76,6 +76,13 @@ fn recorded_text(text: &str) -> String {
     serde_json::json!({"response": {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
 }
 
+/// Writes the recorded turns to `replay.jsonl` and commits the company as it stands.
+fn commit_replay(company: &Path, turns: &[String], message: &str) {
+    std::fs::write(company.join("replay.jsonl"), turns.join("\n") + "\n").unwrap();
+    git(company, &["add", "-A"]);
+    git(company, &["commit", "-q", "-m", message]);
+}
+
 /// Declares a replay provider reading `replay.jsonl` in the company repository.
 fn use_recorded_model(company: &Path) {
     let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
@@ -606,25 +613,25 @@ fn permission_rules_and_hooks_stand_between_the_model_and_the_workspace() {
         .to_string(),
     )
     .unwrap();
-    let replay = [
-        recorded_tool(
-            "t1",
-            "Write",
-            serde_json::json!({"file_path": "secret.txt", "content": "x"}),
-        ),
-        recorded_tool("t2", "Bash", serde_json::json!({"command": "rm -rf ."})),
-        recorded_tool(
-            "t3",
-            "Write",
-            serde_json::json!({"file_path": "hello.txt", "content": "hi\n"}),
-        ),
-        recorded_text("done"),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
     use_recorded_model(&company);
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "Guard the workspace"]);
+    commit_replay(
+        &company,
+        &[
+            recorded_tool(
+                "t1",
+                "Write",
+                serde_json::json!({"file_path": "secret.txt", "content": "x"}),
+            ),
+            recorded_tool("t2", "Bash", serde_json::json!({"command": "rm -rf ."})),
+            recorded_tool(
+                "t3",
+                "Write",
+                serde_json::json!({"file_path": "hello.txt", "content": "hi\n"}),
+            ),
+            recorded_text("done"),
+        ],
+        "Guard the workspace",
+    );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -653,7 +660,10 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
     let text_turn = |t: &str| {
         serde_json::json!({"response": {"content": [{"type": "text", "text": t}], "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 10}}}).to_string()
     };
-    let replay = [
+    use_recorded_model(&company);
+    commit_replay(
+        &company,
+        &[
         // The judge before the work: not met.
         text_turn(r#"{"pass": false, "reason": "there is no quickstart.md"}"#),
         // The owner agent writes it.
@@ -661,12 +671,9 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
         text_turn("Wrote quickstart.md."),
         // The judge after the work: met.
         text_turn(r#"Checked. {"pass": true, "reason": "quickstart.md says how to run it"}"#),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    use_recorded_model(&company);
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "A judged goal"]);
+        ],
+        "A judged goal",
+    );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -705,23 +712,23 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
         serde_json::json!({ "mcpServers": { "every": { "command": "node", "args": [everything.to_str().unwrap(), "stdio"] } } }).to_string(),
     )
     .unwrap();
-    let replay = [
-        recorded_tool(
-            "e",
-            "mcp__every__echo",
-            serde_json::json!({"message": "from mcp"}),
-        ),
-        recorded_tool(
-            "w",
-            "Write",
-            serde_json::json!({"file_path": "echo.txt", "content": "Echo: from mcp\n"}),
-        ),
-        recorded_text("done"),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "An MCP server"]);
+    commit_replay(
+        &company,
+        &[
+            recorded_tool(
+                "e",
+                "mcp__every__echo",
+                serde_json::json!({"message": "from mcp"}),
+            ),
+            recorded_tool(
+                "w",
+                "Write",
+                serde_json::json!({"file_path": "echo.txt", "content": "Echo: from mcp\n"}),
+            ),
+            recorded_text("done"),
+        ],
+        "An MCP server",
+    );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -787,16 +794,24 @@ fn an_agent_delegates_to_another_who_works_and_reports_back() {
             .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Delegate]"),
     )
     .unwrap();
-    let replay = [
-        recorded_tool("d", "Delegate", serde_json::json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."})),
-        recorded_tool("w", "Write", serde_json::json!({"file_path": "hello.txt", "content": "hi\n"})),
-        recorded_text("Wrote hello.txt."),
-        recorded_text("The writer did it."),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "A team of two"]);
+    commit_replay(
+        &company,
+        &[
+            recorded_tool(
+                "d",
+                "Delegate",
+                serde_json::json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."}),
+            ),
+            recorded_tool(
+                "w",
+                "Write",
+                serde_json::json!({"file_path": "hello.txt", "content": "hi\n"}),
+            ),
+            recorded_text("Wrote hello.txt."),
+            recorded_text("The writer did it."),
+        ],
+        "A team of two",
+    );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -973,19 +988,19 @@ fn an_ask_rule_parks_the_task_waiting_for_approval() {
         serde_json::json!({ "permissions": { "ask": ["Bash(git tag *)"] } }).to_string(),
     )
     .unwrap();
-    let replay = [
-        recorded_tool(
-            "t1",
-            "Bash",
-            serde_json::json!({"command": "git tag v1.0.0"}),
-        ),
-        recorded_text("worked around it"),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
     use_recorded_model(&company);
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "Tags need a person"]);
+    commit_replay(
+        &company,
+        &[
+            recorded_tool(
+                "t1",
+                "Bash",
+                serde_json::json!({"command": "git tag v1.0.0"}),
+            ),
+            recorded_text("worked around it"),
+        ],
+        "Tags need a person",
+    );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
     let all = text(&out);
@@ -1111,16 +1126,21 @@ fn a_delegated_agents_ask_parks_the_whole_task() {
         serde_json::json!({ "permissions": { "ask": ["Bash(git tag *)"] } }).to_string(),
     )
     .unwrap();
-    let replay = [
-        recorded_tool("d", "Delegate", serde_json::json!({"agent": "releaser", "description": "tag the release", "prompt": "Tag v1.0.0."})),
-        recorded_tool("t", "Bash", serde_json::json!({"command": "git tag v1.0.0"})),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    git(&company, &["add", "-A"]);
-    git(
+    commit_replay(
         &company,
-        &["commit", "-q", "-m", "Tags need a person, whoever asks"],
+        &[
+            recorded_tool(
+                "d",
+                "Delegate",
+                serde_json::json!({"agent": "releaser", "description": "tag the release", "prompt": "Tag v1.0.0."}),
+            ),
+            recorded_tool(
+                "t",
+                "Bash",
+                serde_json::json!({"command": "git tag v1.0.0"}),
+            ),
+        ],
+        "Tags need a person, whoever asks",
     );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
@@ -1179,20 +1199,20 @@ fn an_agent_loads_a_skill_it_holds_and_no_other() {
         ".claude/skills/pricing/SKILL.md",
         "---\nname: pricing\ndescription: Sets prices.\n---\nNever discount.\n",
     );
-    let replay = [
-        recorded_tool("s1", "Skill", serde_json::json!({"skill": "release-notes"})),
-        recorded_tool("s2", "Skill", serde_json::json!({"skill": "pricing"})),
-        recorded_tool(
-            "w",
-            "Write",
-            serde_json::json!({"file_path": "NOTES.md", "content": "## Added\n- notes\n"}),
-        ),
-        recorded_text("Done."),
-    ]
-    .join("\n");
-    std::fs::write(company.join("replay.jsonl"), replay + "\n").unwrap();
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "A skill to load"]);
+    commit_replay(
+        &company,
+        &[
+            recorded_tool("s1", "Skill", serde_json::json!({"skill": "release-notes"})),
+            recorded_tool("s2", "Skill", serde_json::json!({"skill": "pricing"})),
+            recorded_tool(
+                "w",
+                "Write",
+                serde_json::json!({"file_path": "NOTES.md", "content": "## Added\n- notes\n"}),
+            ),
+            recorded_text("Done."),
+        ],
+        "A skill to load",
+    );
     let state = tmp.path().join("state");
     let out = run_once(tmp.path(), &company, &state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
