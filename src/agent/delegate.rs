@@ -218,10 +218,11 @@ async fn work(
         chain,
         ..delegation.clone()
     };
+    let child_tools = super::effective_tools(&agent.spec);
     let child_actor = Actor {
         task: child,
         agent: agent.name(),
-        tools: &agent.spec.tools,
+        tools: &child_tools,
         delegation: Some(&child_delegation),
         ..actor.clone()
     };

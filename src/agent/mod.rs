@@ -197,6 +197,17 @@ pub fn model_id_for(tier: &str) -> String {
     }
 }
 
+/// The tools an agent acts with: its declared `tools`, and `Skill` when it holds skills
+/// (as Claude Code offers its Skill tool wherever skills are; a call loads only a skill the
+/// agent holds). The one list both the tool definitions and `act()`'s ceiling come from.
+pub fn effective_tools(agent: &AgentSpec) -> Vec<String> {
+    let mut tools = agent.tools.clone();
+    if !agent.skills.is_empty() && !crate::policy::allows(&tools, crate::policy::SKILL_TOOL) {
+        tools.push(crate::policy::SKILL_TOOL.to_string());
+    }
+    tools
+}
+
 /// The model-facing definitions of the agent's built-in tools.
 pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
     let mut defs: Vec<ToolDef> = crate::tools::tools_for(&agent.tools)

@@ -183,7 +183,7 @@ async fn attempt(work: &Work) -> Done {
     let tools: Vec<String> = work
         .agent_spec
         .as_ref()
-        .map(|a| a.tools.clone())
+        .map(crate::agent::effective_tools)
         .unwrap_or_default();
     let actor = Actor {
         store: &work.store,

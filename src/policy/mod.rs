@@ -253,19 +253,11 @@ async fn admit(actor: &Actor<'_>, call: &ToolCall) -> Result<Option<Value>, ActE
         return Ok(None);
     };
     let input = call.rules_input();
-    // Holding skills is what allows `Skill` (see `act`); deny and ask rules still apply.
-    let with_skill;
-    let tools = if call.tool() == SKILL_TOOL {
-        with_skill = [actor.tools, &[SKILL_TOOL.to_string()]].concat();
-        &with_skill[..]
-    } else {
-        actor.tools
-    };
     match permissions::decide(
         call.tool(),
         &input,
         &settings.permissions,
-        tools,
+        actor.tools,
         actor.workspace.root(),
     ) {
         permissions::Decision::Deny { reason, .. } => return Err(ActError::Forbidden(reason)),
@@ -307,9 +299,7 @@ async fn after(actor: &Actor<'_>, call: &ToolCall, result: Result<&Value, &str>)
 /// Takes one action, step `step` of the actor's task. See the module docs.
 pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted, ActError> {
     let now = Utc::now();
-    // Loading a skill's instructions is allowed by holding the skill (checked when it runs),
-    // as Claude Code offers its Skill tool wherever skills are.
-    if !allows(actor.tools, call.tool()) && call.tool() != SKILL_TOOL {
+    if !allows(actor.tools, call.tool()) {
         let err = ActError::Denied {
             agent: actor.agent.to_string(),
             tool: call.tool().to_string(),
