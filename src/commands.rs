@@ -117,7 +117,6 @@ fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHa
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let path = state.join("status.json");
     // A second connection to the state database: what the agents do, as it happens.
     let store = Store::open(state).ok();
     Some(tokio::spawn(async move {
@@ -139,8 +138,9 @@ fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHa
                     doing = format!(" | {}", line.chars().take(100).collect::<String>());
                 }
             }
-            if let Ok(bytes) = tokio::fs::read(&path).await
-                && let Ok(status) = serde_json::from_slice::<StatusReport>(&bytes)
+            if let Some(store) = &store
+                && let Ok(Some(text)) = store.status()
+                && let Ok(status) = serde_json::from_str::<StatusReport>(&text)
             {
                 let count = |r: &str| status.goals.iter().filter(|g| g.reason == r).count();
                 bar.set_message(
@@ -154,7 +154,7 @@ fn progress(state: &Path, stop: CancellationToken) -> Option<tokio::task::JoinHa
                             + count("NoModel")
                             + count("WaitingApproval")
                             + count("BudgetExhausted"),
-                        count("AttemptsExhausted"),
+                        count("AttemptsExhausted") + count("DeliveryFailed"),
                     ) + &doing,
                 );
             }
@@ -229,15 +229,17 @@ fn print_summary(summary: &Summary) {
     );
 }
 
+/// The status the engine last recorded in the store.
 fn read_status(state: &Path) -> Result<StatusReport, String> {
-    let path = state.join("status.json");
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let store = open_store(state)?;
+    let text = store.status().map_err(|e| e.to_string())?.ok_or_else(|| {
         format!(
-            "{}: {e} (has `proto run` run with this --state-dir?)",
-            path.display()
+            "{}: no status recorded yet (has `proto run` run with this --state-dir?)",
+            state.display()
         )
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}: the recorded status: {e}", state.display()))
 }
 
 fn open_store(state: &Path) -> Result<Store, String> {

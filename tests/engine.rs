@@ -257,8 +257,7 @@ fn an_invalid_revision_keeps_the_last_good_one_running() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("bad.yaml") && all.contains("ownr"), "{all}");
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("status.json")).unwrap()).unwrap();
+    let status = recorded_status(&state).unwrap();
     assert_eq!(status["lastAttemptedRevision"], bad.as_str());
     assert_ne!(status["lastAppliedRevision"], bad.as_str());
     assert!(
@@ -402,9 +401,14 @@ fn sigkill_in_the_middle_of_a_playbook_loses_nothing_and_repeats_nothing() {
     );
 }
 
+/// The status the engine recorded in the store of `state`.
+fn recorded_status(state: &Path) -> Option<serde_json::Value> {
+    let store = proto::store::Store::open(state).ok()?;
+    serde_json::from_str(&store.status().ok()??).ok()
+}
+
 fn status_reason(state: &Path, goal: &str) -> Option<String> {
-    let bytes = std::fs::read(state.join("status.json")).ok()?;
-    let status: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let status = recorded_status(state)?;
     status["goals"]
         .as_array()?
         .iter()

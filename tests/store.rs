@@ -46,6 +46,7 @@ fn failed(error: &str) -> AttemptOutcome {
 fn succeeded() -> AttemptOutcome {
     AttemptOutcome::Succeeded {
         detail: "check passed".into(),
+        delivered: Some("0123456789abcdef0123456789abcdef01234567".into()),
     }
 }
 

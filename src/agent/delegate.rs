@@ -283,8 +283,10 @@ async fn work(
     };
     let result = Box::pin(session.run()).await;
     let outcome = match &result {
+        // A child's work is delivered with its root task's, not on its own.
         Ok(done) => crate::store::AttemptOutcome::Succeeded {
             detail: done.text.clone(),
+            delivered: None,
         },
         Err(e) => super::outcome_of(&target, e),
     };

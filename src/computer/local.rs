@@ -46,6 +46,21 @@ pub struct Local {
 }
 
 impl Local {
+    /// A computer whose commands carry `marker`, a name that outlives this process: built
+    /// from the state directory and the task (see [`run_marker`]), so the next controller
+    /// finds what a killed one left running and stops it before the work resumes.
+    pub fn marked(
+        name: impl Into<String>,
+        workdir: impl Into<std::path::PathBuf>,
+        marker: String,
+    ) -> Self {
+        Local {
+            name: name.into(),
+            workdir: workdir.into(),
+            marker,
+        }
+    }
+
     pub fn new(name: impl Into<String>, workdir: impl Into<std::path::PathBuf>) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
@@ -61,18 +76,79 @@ impl Local {
     }
 }
 
+/// The marker of the commands of `task` run for the controller whose state is in
+/// `state_dir`: the same in every process that uses that state directory.
+pub fn run_marker(state_dir: &std::path::Path, task: i64) -> String {
+    format!("{}{task}", marker_prefix(state_dir))
+}
+
+/// What every [`run_marker`] of one state directory starts with.
+fn marker_prefix(state_dir: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    // FNV-1a: stable across builds and runs, unlike the standard library's hasher.
+    let hash = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("state-{hash:016x}-task-")
+}
+
+/// Stops every process that a controller using `state_dir` started for a task and left
+/// running (it was killed, or lost its host): called at start, before any work resumes, so
+/// a resumed attempt never races the commands of the one it replaces. Says how many.
+pub fn stop_leftovers(state_dir: &std::path::Path) -> usize {
+    let prefix = marker_prefix(state_dir);
+    stop_until_gone(|| processes_matching(&format!("{MARKER_VAR}={prefix}"), true))
+}
+
+/// Kills what `find` finds until it finds nothing (a process may fork while its parent is
+/// being killed), a few sweeps at most.
+fn stop_until_gone(find: impl Fn() -> Vec<i32>) -> usize {
+    let mut stopped = 0;
+    for _ in 0..5 {
+        let found = find();
+        if found.is_empty() {
+            break;
+        }
+        for pid in found {
+            if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                stopped += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stopped
+}
+
 /// Processes whose environment carries `marker` (Linux `/proc`; elsewhere none are found).
 fn marked_processes(marker: &str) -> Vec<i32> {
-    let needle = format!("{MARKER_VAR}={marker}\0");
+    processes_matching(&format!("{MARKER_VAR}={marker}\0"), false)
+}
+
+/// Processes whose environment holds `needle` (as a whole `KEY=value\0` entry, or, with
+/// `prefix`, the start of one).
+fn processes_matching(needle: &str, prefix: bool) -> Vec<i32> {
+    let own = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
         .filter(|pid| {
             // A process that ended meanwhile, or belongs to someone else, is not ours.
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|entry| {
+                    if prefix {
+                        entry.starts_with(needle.as_bytes())
+                    } else {
+                        needle.as_bytes().strip_suffix(b"\0") == Some(entry)
+                    }
+                })
+            })
         })
         .collect()
 }
@@ -288,25 +364,12 @@ impl Computer for Local {
 
     async fn release(&self) -> Result<usize, ComputerError> {
         let marker = self.marker.clone();
-        let stopped = tokio::task::spawn_blocking(move || {
-            let mut stopped = 0;
-            // A process may fork while the first sweep kills its parent: sweep until none.
-            for _ in 0..5 {
-                let found = marked_processes(&marker);
-                if found.is_empty() {
-                    break;
-                }
-                for pid in found {
-                    if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                        stopped += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            stopped
-        })
-        .await
-        .map_err(|e| ComputerError::Workspace(format!("stopping left-over processes: {e}")))?;
+        let stopped =
+            tokio::task::spawn_blocking(move || stop_until_gone(|| marked_processes(&marker)))
+                .await
+                .map_err(|e| {
+                    ComputerError::Workspace(format!("stopping left-over processes: {e}"))
+                })?;
         Ok(stopped)
     }
 

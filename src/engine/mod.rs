@@ -47,6 +47,25 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// Whether trying the same pass again later may succeed: the store was busy, a fetch
+    /// or a file failed. An invalid declaration with nothing valid to fall back on is not.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, EngineError::NoValidRevision { .. })
+    }
+}
+
+/// How many passes in a row may fail before `--once` gives up (a watching controller never
+/// does).
+const ONCE_RETRIES: u32 = 5;
+
+/// The pause after the `failures`-th failed pass in a row: doubling from `base`, at most
+/// five minutes.
+fn error_pause(base: Duration, failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    base.saturating_mul(factor).min(Duration::from_secs(300))
+}
+
 /// How the engine runs.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -175,6 +194,8 @@ pub struct Engine {
     commits: Vec<String>,
     /// A fetch of the source is wanted (at start, on a trigger, when the timer fires).
     fetch_due: bool,
+    /// Finished attempts whose recording failed, to record on the next pass.
+    unrecorded: Vec<worker::Done>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -190,6 +211,14 @@ impl Engine {
     pub fn new(source: GitSource, options: Options) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&options.state_dir).map_err(io(&options.state_dir))?;
         let store = Arc::new(Store::open(&options.state_dir)?);
+        // Commands a killed controller left running would race the resumed work.
+        let stopped = computer::local::stop_leftovers(&options.state_dir);
+        if stopped > 0 {
+            tracing::info!(
+                processes = stopped,
+                "stopped commands a previous run left running"
+            );
+        }
         let resume: HashSet<TaskId> = store.recover_interrupted(Utc::now())?.into_iter().collect();
         if !resume.is_empty() {
             tracing::info!(
@@ -197,9 +226,9 @@ impl Engine {
                 "resuming tasks interrupted by a previous run"
             );
         }
-        let status = std::fs::read(options.state_dir.join("status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<StatusReport>(&b).ok())
+        let status = store
+            .status()?
+            .and_then(|text| serde_json::from_str::<StatusReport>(&text).ok())
             .unwrap_or_default();
         // The store holds every goal's last check with the goal key it ran against; the
         // previous status adds the human detail.
@@ -236,6 +265,7 @@ impl Engine {
             status,
             commits: Vec::new(),
             fetch_due: true,
+            unrecorded: Vec::new(),
         })
     }
 
@@ -250,17 +280,24 @@ impl Engine {
         shutdown: CancellationToken,
         mut trigger: mpsc::Receiver<()>,
     ) -> Result<Summary, EngineError> {
+        let mut failures: u32 = 0;
         loop {
-            self.tick().await?;
-            if self.options.once && self.idle()? {
-                break;
-            }
-            let wake = self.next_wake()?;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                Some(done) = self.done_rx.recv() => self.finished(done)?,
-                _ = trigger.recv() => self.fetch_due = true,
-                _ = tokio::time::sleep(wake) => self.fetch_due = true,
+            match self.pass(&shutdown, &mut trigger).await {
+                Ok(true) => break,
+                Ok(false) => failures = 0,
+                // The error policy: a pass that failed on something that passes (a busy
+                // store, a fetch that timed out) is tried again after a growing pause, as a
+                // kube-runtime controller requeues; what cannot pass ends the run.
+                Err(e) if e.is_transient() && !(self.options.once && failures >= ONCE_RETRIES) => {
+                    failures += 1;
+                    let pause = error_pause(self.options.retry_base, failures);
+                    tracing::error!(error = %e, failures, "reconcile failed; trying again in {pause:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => self.fetch_due = true,
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         // Graceful stop: running work is cancelled (process groups killed) and resumes from
@@ -289,11 +326,34 @@ impl Engine {
         })
     }
 
+    /// One pass and the wait after it: `Ok(true)` when the run is over.
+    async fn pass(
+        &mut self,
+        shutdown: &CancellationToken,
+        trigger: &mut mpsc::Receiver<()>,
+    ) -> Result<bool, EngineError> {
+        self.tick().await?;
+        if self.options.once && self.idle()? {
+            return Ok(true);
+        }
+        let wake = self.next_wake()?;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(true),
+            Some(done) = self.done_rx.recv() => self.take_in(done)?,
+            _ = trigger.recv() => self.fetch_due = true,
+            _ = tokio::time::sleep(wake) => self.fetch_due = true,
+        }
+        Ok(false)
+    }
+
     /// One pass: refresh the declaration, take in finished work, plan, apply, dispatch.
     pub async fn tick(&mut self) -> Result<(), EngineError> {
         self.refresh()?;
+        for done in std::mem::take(&mut self.unrecorded) {
+            self.take_in(done)?;
+        }
         while let Ok(done) = self.done_rx.try_recv() {
-            self.finished(done)?;
+            self.take_in(done)?;
         }
         if self.applied.is_none() {
             return Ok(());
@@ -585,7 +645,9 @@ impl Engine {
                 .unwrap_or_else(|| "main".into());
             let workdir =
                 computer::workdir(computer.spec.workdir.as_deref(), &self.options.state_dir);
-            let machine: Arc<dyn Computer> = Arc::new(Local::new(computer.name(), workdir));
+            let marker = computer::local::run_marker(&self.options.state_dir, task.id);
+            let machine: Arc<dyn Computer> =
+                Arc::new(Local::marked(computer.name(), workdir, marker));
             starts.push(worker::Work {
                 store: self.store.clone(),
                 goal_key: goal_key(goal),
@@ -653,6 +715,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Records a finished attempt; one that could not be recorded (the store busy) is kept
+    /// and recorded on the next pass, never dropped.
+    fn take_in(&mut self, done: worker::Done) -> Result<(), EngineError> {
+        match self.finished(done.clone()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.unrecorded.push(done);
+                Err(e)
+            }
+        }
+    }
+
     /// Records a finished attempt and writes it back to git.
     fn finished(&mut self, done: worker::Done) -> Result<(), EngineError> {
         self.running.remove(&done.task);
@@ -680,7 +754,7 @@ impl Engine {
         let retry_at = now + self.backoff(task.attempts);
         let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
         let verdict = match &done.outcome {
-            AttemptOutcome::Succeeded { detail } => {
+            AttemptOutcome::Succeeded { detail, .. } => {
                 tracing::info!(goal = %task.goal, "met: {detail}");
                 format!("met ({detail})")
             }
@@ -688,6 +762,13 @@ impl Engine {
                 tracing::warn!(goal = %task.goal, attempt = task.attempts, "failed: {error}");
                 format!(
                     "attempt {} of {} failed: {error}",
+                    task.attempts, task.max_attempts
+                )
+            }
+            AttemptOutcome::Undelivered { error } => {
+                tracing::warn!(goal = %task.goal, attempt = task.attempts, "not delivered: {error}");
+                format!(
+                    "attempt {} of {} was not delivered: {error}",
                     task.attempts, task.max_attempts
                 )
             }
@@ -831,13 +912,11 @@ impl Engine {
         self.write_status()
     }
 
-    /// `status.json` in the state directory: what `proto get goals` reads.
+    /// The status in the store: what `proto get goals` reads.
     fn write_status(&self) -> Result<(), EngineError> {
-        let path = self.options.state_dir.join("status.json");
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(&self.status).unwrap_or_default();
-        std::fs::write(&tmp, body).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))
+        let body = serde_json::to_string(&self.status).unwrap_or_default();
+        self.store.set_status(&body, Utc::now())?;
+        Ok(())
     }
 
     /// Nothing running and nothing queued that a computer could take.

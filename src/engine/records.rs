@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{Action, TaskState, WaitReason, goal_key};
 use crate::spec::Spec;
 use crate::spec::status::{Condition, READY, RECONCILING, STALLED};
-use crate::store::{AuditRecord, Revisions, Task};
+use crate::store::{AuditRecord, Failure, Revisions, Task};
 
 /// The last check of a goal, as status shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,10 +65,12 @@ impl StatusReport {
         self.goals.iter().find(|g| g.name == name)
     }
 
+    /// Goals that will not be met without a person: attempts exhausted, or work that could
+    /// not be delivered.
     pub fn stalled(&self) -> Vec<&GoalStatus> {
         self.goals
             .iter()
-            .filter(|g| g.reason == "AttemptsExhausted")
+            .filter(|g| matches!(g.reason.as_str(), "AttemptsExhausted" | "DeliveryFailed"))
             .collect()
     }
 }
@@ -165,7 +167,11 @@ pub fn status(seen: &Seen<'_>, previous: &StatusReport, now: DateTime<Utc>) -> S
                 Some(false),
                 false,
                 true,
-                "AttemptsExhausted".into(),
+                match task.and_then(|t| t.failure) {
+                    Some(Failure::Delivery) => "DeliveryFailed",
+                    _ => "AttemptsExhausted",
+                }
+                .into(),
                 task.and_then(|t| t.last_error.clone())
                     .unwrap_or_else(|| "the check still fails".into()),
             ),
@@ -308,7 +314,7 @@ pub fn product_plan(spec: &Spec, product: &str, status: &StatusReport) -> serde_
                 status: match s.map(|s| s.reason.as_str()) {
                     Some("CheckPassed") => "done",
                     Some("Working") => "in_progress",
-                    Some("AttemptsExhausted") => "blocked",
+                    Some("AttemptsExhausted" | "DeliveryFailed") => "blocked",
                     Some(
                         "DependenciesNotMet" | "NoModel" | "Suspended" | "WaitingApproval"
                         | "BudgetExhausted",

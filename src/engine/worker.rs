@@ -7,11 +7,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
 use crate::check::{CheckResult, run_check};
 use crate::computer::{Computer, WorkspaceSpec};
 use crate::gitops::Identity;
+use crate::gitops::delivery::{DeliveryError, Git};
 use crate::plan::GoalObservation;
-use crate::policy::{Actor, ToolCall, act};
+use crate::policy::{ActError, Actor, ToolCall, act};
 use crate::spec::{AgentSpec, GoalSpec, Step};
 use crate::store::{AttemptOutcome, Store, Task};
 
@@ -54,6 +57,7 @@ pub struct Work {
 }
 
 /// How the attempt ended, and the last check.
+#[derive(Clone, Debug)]
 pub struct Done {
     pub task: i64,
     pub outcome: AttemptOutcome,
@@ -114,7 +118,7 @@ fn observe(work: &Work, result: &CheckResult) -> LastCheck {
 
 /// Runs the attempt to its end; never panics, every failure is an outcome. Processes the
 /// attempt left running are stopped; a succeeded attempt's workspace is removed (a failed
-/// one keeps it for the next attempt to resume in).
+/// one is kept to look at until the next attempt replaces it).
 pub async fn run(work: Work) -> Done {
     let done = attempt(&work).await;
     match work.computer.release().await {
@@ -126,59 +130,69 @@ pub async fn run(work: Work) -> Done {
         Err(e) => tracing::warn!(task = work.task.id, "cannot stop left-over processes: {e}"),
     }
     if matches!(done.outcome, AttemptOutcome::Succeeded { .. })
-        && let Some(repo) = &work.repo
+        && let Some(spec) = workspace_spec(&work)
+        && let Err(e) = work.computer.discard(&spec).await
     {
-        let spec = WorkspaceSpec {
-            repo: repo.clone(),
-            branch: work.branch.clone(),
-            task: work.task.key.clone(),
-        };
-        if let Err(e) = work.computer.discard(&spec).await {
-            tracing::warn!(task = work.task.id, "cannot remove the workspace: {e}");
-        }
+        tracing::warn!(task = work.task.id, "cannot remove the workspace: {e}");
     }
     done
 }
 
+fn workspace_spec(work: &Work) -> Option<WorkspaceSpec> {
+    work.repo.as_ref().map(|repo| WorkspaceSpec {
+        repo: repo.clone(),
+        branch: work.branch.clone(),
+        task: work.task.key.clone(),
+    })
+}
+
 async fn attempt(work: &Work) -> Done {
     let id = work.task.id;
-    let failed = |error: String, check: Option<LastCheck>, cancelled: bool| Done {
-        task: id,
-        outcome: AttemptOutcome::Failed { error },
-        check,
-        cancelled,
-    };
-    let Some(repo) = work.repo.clone() else {
+    let Some(spec) = workspace_spec(work) else {
         return failed(
+            work,
             format!(
                 "Product/{} declares no repository to work in",
                 work.task.product
             ),
             None,
-            false,
         );
     };
-    if !work.resume
+    // A playbook starts again from its first step (its steps are cheap and deterministic);
+    // a model session keeps its journal, so a resumed one replays what it recorded.
+    let playbook = !work.goal.playbook.is_empty();
+    if (!work.resume || playbook)
         && let Err(e) = work.store.clear_actions(id)
     {
-        return failed(e.to_string(), None, false);
+        return failed(work, e.to_string(), None);
     }
-    let spec = WorkspaceSpec {
-        repo,
-        branch: work.branch.clone(),
-        task: work.task.key.clone(),
-    };
+    // Every attempt starts from a fresh clone of the product's branch: a workspace that an
+    // earlier attempt or a killed controller left (steps already applied, a rebase half
+    // done, a lock file) is never worked in again.
+    if let Err(e) = work.computer.discard(&spec).await {
+        return failed(work, format!("cannot remove the old workspace: {e}"), None);
+    }
     let workspace = match work.computer.workspace(&spec).await {
         Ok(w) => w,
-        Err(e) => return failed(format!("cannot prepare the workspace: {e}"), None, false),
+        Err(e) => return failed(work, format!("cannot prepare the workspace: {e}"), None),
     };
+    let git = Git {
+        computer: work.computer.as_ref(),
+        workspace: &workspace,
+        cancel: &work.cancel,
+    };
+    let cloned = match git.head().await {
+        Ok(head) => head,
+        Err(e) => return failed(work, format!("cannot read the workspace: {e}"), None),
+    };
+    // The fresh clone is the branch as it is: this check observes the product itself.
     let before = match evaluate(work, &workspace, JUDGE_BEFORE_STEP).await {
         Ok(result) => result,
         Err(e) => return stopped(work, &e, None),
     };
-    let mut check = Some(observe(work, &before));
+    let check = (!before.passed()).then(|| observe(work, &before));
     if matches!(before, CheckResult::NeedsModel) {
-        return failed("the check needs a model (NoModel)".into(), check, false);
+        return failed(work, "the check needs a model (NoModel)".into(), check);
     }
     let tools: Vec<String> = work
         .agent_spec
@@ -200,98 +214,237 @@ async fn attempt(work: &Work) -> Done {
         mcp: None,
         delegation: None,
     };
+    let delivery = Delivery {
+        work,
+        actor: &actor,
+        git: &git,
+    };
     if before.passed() {
-        // Met in the workspace: still make sure it is on the product's branch (an earlier
-        // attempt may have done the work and then failed to push).
-        let already = CheckResult::Passed {
-            detail: format!("already met: {}", before.detail()),
-        };
-        return deliver(work, &actor, ALREADY_MET_STEP, None, &already, check).await;
+        // The branch already meets the goal: nothing to do but make sure it is the branch
+        // (a missing branch is created where the clone started).
+        return delivery
+            .deliver(ALREADY_MET_STEP, cloned.map(|c| (c, before)))
+            .await;
     }
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
-        return agent_work(work, &actor, &before, check).await;
+        return agent_work(work, &actor, &delivery, &before, check).await;
     }
     for (step, call) in calls.iter().enumerate() {
         let step = u32::try_from(step).unwrap_or(u32::MAX);
         tracing::info!(goal = %work.task.goal, step, action = call.action(), "step");
         if let Err(e) = act(&actor, step, call).await {
-            if let crate::policy::ActError::NeedsApproval(reason) = e {
-                return Done {
-                    task: id,
-                    outcome: AttemptOutcome::WaitingApproval {
-                        action: call.summary(),
-                        reason,
-                    },
-                    check,
-                    cancelled: false,
-                };
+            if let Some(done) = parked(work, call, &e, check.clone()) {
+                return done;
             }
-            let cancelled = work.cancel.is_cancelled();
             return failed(
+                work,
                 format!("step {} ({}): {e}", step + 1, call.action()),
                 check,
-                cancelled,
             );
         }
     }
-    let after = match evaluate(work, &workspace, JUDGE_AFTER_STEP).await {
-        Ok(result) => result,
-        Err(e) => return stopped(work, &e, check),
-    };
-    check = Some(observe(work, &after));
-    if !after.passed() {
-        return failed(
-            format!("the check still fails: {}", after.detail()),
-            check,
-            work.cancel.is_cancelled(),
-        );
-    }
     let step = u32::try_from(calls.len()).unwrap_or(u32::MAX);
-    deliver(work, &actor, step, None, &after, check).await
+    delivery.deliver(step, None).await
 }
 
-/// The check passed: commit what is left (when `commit` says how) and push the work to the
-/// product's branch, both through `act()` as steps `step` and `step + 1`.
-async fn deliver(
-    work: &Work,
-    actor: &Actor<'_>,
-    step: u32,
-    commit: Option<String>,
-    after: &CheckResult,
-    check: Option<LastCheck>,
-) -> Done {
-    let failed = |error: String, check: Option<LastCheck>| Done {
+/// A refusal that parks the task rather than failing it: an action waiting for approval.
+fn parked(work: &Work, call: &ToolCall, e: &ActError, check: Option<LastCheck>) -> Option<Done> {
+    match e {
+        ActError::NeedsApproval(reason) => Some(Done {
+            task: work.task.id,
+            outcome: AttemptOutcome::WaitingApproval {
+                action: call.summary(),
+                reason: reason.clone(),
+            },
+            check,
+            cancelled: false,
+        }),
+        _ => None,
+    }
+}
+
+/// A failed attempt (or an interrupted one, when the task was cancelled meanwhile).
+fn failed(work: &Work, error: String, check: Option<LastCheck>) -> Done {
+    Done {
         task: work.task.id,
         outcome: AttemptOutcome::Failed { error },
         check,
         cancelled: work.cancel.is_cancelled(),
-    };
-    if let Some(message) = commit
-        && let Err(e) = act(actor, step, &ToolCall::Commit { message }).await
-    {
-        return failed(format!("commit: {e}"), check);
-    }
-    // An empty repository has nothing to deliver.
-    let has_commits =
-        crate::gitops::workspace::state(actor.workspace.root()).is_ok_and(|s| s.head.is_some());
-    let push = ToolCall::Push {
-        branch: work.branch.clone(),
-    };
-    if has_commits && let Err(e) = act(actor, step.saturating_add(1), &push).await {
-        return failed(format!("push to {}: {e}", work.branch), check);
-    }
-    Done {
-        task: work.task.id,
-        outcome: AttemptOutcome::Succeeded {
-            detail: after.detail().to_string(),
-        },
-        check,
-        cancelled: false,
     }
 }
 
-/// The push step of a goal found already met in its workspace.
+/// How often one attempt rebuilds its work on a branch that moved under it before it gives
+/// up (the next attempt starts over from a fresh clone).
+const DELIVERY_ROUNDS: u32 = 8;
+
+/// The end of every attempt whose work is done: publish it to the product's branch, and only
+/// then call it done. See [`crate::gitops::delivery`] for the rules.
+struct Delivery<'a> {
+    work: &'a Work,
+    actor: &'a Actor<'a>,
+    git: &'a Git<'a>,
+}
+
+impl Delivery<'_> {
+    /// Commits what is left (as the agent, step `step`), then rebases onto the branch's tip,
+    /// checks the goal on a clean checkout of the result and pushes it if the branch has not
+    /// moved (step `step + 1`), again and again while other deliveries win the race.
+    /// `checked` is a commit the check already passed on, with that result.
+    async fn deliver(&self, step: u32, mut checked: Option<(String, CheckResult)>) -> Done {
+        let work = self.work;
+        let message = commit_message(work);
+        let commit = ToolCall::Commit { message };
+        if let Err(e) = act(self.actor, step, &commit).await {
+            return self.not_delivered(&commit, e);
+        }
+        let committer = &work.author;
+        let mut pause = Duration::from_millis(25);
+        let mut last = String::new();
+        for round in 0..DELIVERY_ROUNDS {
+            let prepared = match self.git.prepare(&work.branch, committer).await {
+                Ok(p) => p,
+                Err(DeliveryError::Conflict { tip, .. }) => {
+                    return self.conflicted(&tip, round).await;
+                }
+                Err(e) => return self.undelivered(e.to_string()),
+            };
+            let result = match (&checked, &prepared.head) {
+                (Some((commit, result)), Some(head)) if commit == head => result.clone(),
+                _ => match evaluate(work, self.actor.workspace, judge_step(round)).await {
+                    Ok(result) => result,
+                    Err(e) => return stopped(work, &e, None),
+                },
+            };
+            if !result.passed() {
+                return failed(
+                    work,
+                    format!(
+                        "the check still fails on the work as it would be delivered to {}: {}",
+                        work.branch,
+                        result.detail()
+                    ),
+                    None,
+                );
+            }
+            checked = prepared.head.clone().map(|h| (h, result.clone()));
+            if prepared.up_to_date() {
+                return self.met(&result, prepared.head);
+            }
+            let push = ToolCall::Push {
+                branch: work.branch.clone(),
+                from: prepared.tip.clone(),
+            };
+            match act(self.actor, step.saturating_add(1), &push).await {
+                Ok(_) => return self.met(&result, prepared.head),
+                Err(ActError::Delivery(DeliveryError::Stale { message, .. })) => {
+                    tracing::info!(goal = %work.task.goal, round, "{} moved; rebuilding on it", work.branch);
+                    last = message;
+                }
+                Err(e) => return self.not_delivered(&push, e),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(jitter(pause)) => {}
+                () = work.cancel.cancelled() => return failed(work, "cancelled".into(), None),
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        self.undelivered(format!(
+            "{} kept moving: {DELIVERY_ROUNDS} pushes lost the race ({last})",
+            work.branch
+        ))
+    }
+
+    /// The work conflicts with what the branch holds now: the goal may still be met by what
+    /// others delivered, so the check runs on the branch's tip before the attempt fails.
+    async fn conflicted(&self, tip: &str, round: u32) -> Done {
+        let work = self.work;
+        if let Err(e) = self.git.reset_to(tip).await {
+            return self.undelivered(e.to_string());
+        }
+        match evaluate(work, self.actor.workspace, judge_step(round + 1)).await {
+            Ok(result) if result.passed() => self.met(&result, Some(tip.to_string())),
+            Ok(_) => self.undelivered(format!(
+                "the work conflicts with {} as it is now, and the goal is not met there",
+                work.branch
+            )),
+            Err(e) => stopped(work, &e, None),
+        }
+    }
+
+    /// The work is on the branch as `delivered`: the goal is met there.
+    fn met(&self, result: &CheckResult, delivered: Option<String>) -> Done {
+        let work = self.work;
+        let detail = match &delivered {
+            Some(commit) => format!(
+                "{} (on {} at {})",
+                result.detail(),
+                work.branch,
+                short(commit)
+            ),
+            None => result.detail().to_string(),
+        };
+        let passed = CheckResult::Passed {
+            detail: detail.clone(),
+        };
+        Done {
+            task: work.task.id,
+            outcome: AttemptOutcome::Succeeded { detail, delivered },
+            check: Some(observe(work, &passed)),
+            cancelled: false,
+        }
+    }
+
+    /// A delivery action was refused or failed.
+    fn not_delivered(&self, call: &ToolCall, e: ActError) -> Done {
+        if let Some(done) = parked(self.work, call, &e, None) {
+            return done;
+        }
+        if matches!(
+            e,
+            ActError::Cancelled | ActError::Delivery(DeliveryError::Cancelled)
+        ) {
+            return failed(self.work, "cancelled".into(), None);
+        }
+        self.undelivered(format!("{}: {e}", call.action()))
+    }
+
+    fn undelivered(&self, error: String) -> Done {
+        Done {
+            task: self.work.task.id,
+            outcome: AttemptOutcome::Undelivered { error },
+            check: None,
+            cancelled: self.work.cancel.is_cancelled(),
+        }
+    }
+}
+
+/// The message of the controller's commit of what the work left uncommitted.
+fn commit_message(work: &Work) -> String {
+    format!("{}: work by {}", work.task.goal, work.agent)
+}
+
+/// Journal steps of the judge grading round `round` of a delivery (each round may grade a
+/// different commit, so none may reuse another's recorded verdict).
+fn judge_step(round: u32) -> u32 {
+    JUDGE_AFTER_STEP.saturating_add(round.saturating_mul(10_000))
+}
+
+/// `pause` plus up to half of it again, so racing workers do not retry in step.
+fn jitter(pause: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let half = pause.as_millis().max(2) as u64 / 2;
+    pause + Duration::from_millis(u64::from(nanos) % half)
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// The commit step of a goal found already met on its branch.
 const ALREADY_MET_STEP: u32 = 7_000_000;
 
 /// Steps of the controller's own commit and push after an agent's work, beyond any step
@@ -303,6 +456,7 @@ const AGENT_COMMIT_STEP: u32 = 9_000_000;
 async fn agent_work(
     work: &Work,
     actor: &Actor<'_>,
+    delivery: &Delivery<'_>,
     before: &CheckResult,
     check: Option<LastCheck>,
 ) -> Done {
@@ -426,38 +580,9 @@ async fn agent_work(
     if let Err(e) = session.run().await {
         return stopped(work, &e, check);
     }
-    let after = match evaluate(work, actor.workspace, JUDGE_AFTER_STEP).await {
-        Ok(result) => result,
-        Err(e) => return stopped(work, &e, check),
-    };
-    let check = Some(observe(work, &after));
-    if !after.passed() {
-        return failed(
-            format!(
-                "the check still fails after {}'s work: {}",
-                work.agent,
-                after.detail()
-            ),
-            check,
-            work.cancel.is_cancelled(),
-        );
-    }
-    // The controller commits and pushes on the agent's behalf, through the same path.
-    let git = vec!["Git".to_string()];
-    let committer = Actor {
-        tools: &git,
-        ..actor.clone()
-    };
-    let message = format!("{}: work by {}", work.task.goal, work.agent);
-    deliver(
-        work,
-        &committer,
-        AGENT_COMMIT_STEP,
-        Some(message),
-        &after,
-        check,
-    )
-    .await
+    // The controller commits and pushes on the agent's behalf; the check decides on the
+    // work as it would be delivered.
+    delivery.deliver(AGENT_COMMIT_STEP, None).await
 }
 
 /// Journal steps of the judge before and after the work.

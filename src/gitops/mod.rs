@@ -4,6 +4,7 @@
 //! fetched, rebased and retried, never forced. [`workspace`] does the product side: clone a
 //! product repository into a task workspace, commit the work, push the branch.
 
+pub mod delivery;
 pub mod workspace;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,22 @@ pub enum GitopsError {
 pub struct Identity {
     pub name: String,
     pub email: String,
+}
+
+impl Identity {
+    /// The identity an agent's commits are authored by, in the controller's mail domain
+    /// (`ceo@agents.example.com` for a controller writing as `bot@example.com`), so an
+    /// agent's work is always told from a person's.
+    pub fn agent(agent: &str, controller: &Identity) -> Identity {
+        let domain = controller
+            .email
+            .rsplit_once('@')
+            .map_or("proto.invalid", |(_, d)| d);
+        Identity {
+            name: agent.to_string(),
+            email: format!("{agent}@agents.{domain}"),
+        }
+    }
 }
 
 /// One change to a file of the declaration folder (a path such as `.proto/status.yaml`).

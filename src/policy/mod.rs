@@ -24,7 +24,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::computer::{Computer, ComputerError, RunRequest, Workspace};
-use crate::gitops::{self, GitopsError, Identity};
+use crate::gitops::delivery::{DeliveryError, Prepared};
+use crate::gitops::{GitopsError, Identity};
 use crate::store::{AuditRecord, Store, StoreError, TaskId};
 
 #[derive(Debug, Error)]
@@ -47,6 +48,8 @@ pub enum ActError {
     Computer(#[from] ComputerError),
     #[error(transparent)]
     Git(#[from] GitopsError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     #[error("edit of {path}: the text to replace {found}")]
     EditMismatch { path: String, found: String },
     #[error("{0}")]
@@ -74,11 +77,15 @@ pub enum ToolCall {
         old: String,
         new: String,
     },
+    /// Delivery: commit everything in the workspace, authored as the agent.
     Commit {
         message: String,
     },
+    /// Delivery: push HEAD to the product's `branch` if the branch is still at `from`
+    /// (`None`: it does not exist yet). See [`crate::gitops::delivery`].
     Push {
         branch: String,
+        from: Option<String>,
     },
     /// A call an agent's model made to one of its tools (`Read`, `Grep`, `Bash`, ...).
     Tool {
@@ -119,9 +126,16 @@ impl ToolCall {
             ToolCall::Write { path, content } => json!({ "path": path, "bytes": content.len() }),
             ToolCall::Edit { path, old, new } => json!({ "path": path, "old": old, "new": new }),
             ToolCall::Commit { message } => json!({ "message": message }),
-            ToolCall::Push { branch } => json!({ "branch": branch }),
+            ToolCall::Push { branch, from } => json!({ "branch": branch, "from": from }),
             ToolCall::Tool { input, .. } => input.clone(),
         }
+    }
+
+    /// Delivering a goal's work is the controller's act on the agent's behalf: it needs no
+    /// tool of the agent's (permission rules, hooks and the audit still apply), and whether
+    /// it happened is read from the product's branch, never from the journal.
+    pub fn is_delivery(&self) -> bool {
+        matches!(self, ToolCall::Commit { .. } | ToolCall::Push { .. })
     }
 }
 
@@ -176,7 +190,7 @@ impl ToolCall {
                 json!({ "file_path": path, "old_string": old, "new_string": new })
             }
             ToolCall::Commit { message } => json!({ "args": ["commit", "-m", message] }),
-            ToolCall::Push { branch } => json!({ "args": ["push", "origin", branch] }),
+            ToolCall::Push { branch, .. } => json!({ "args": ["push", "origin", branch] }),
             ToolCall::Tool { input, .. } => input.clone(),
         }
     }
@@ -253,11 +267,19 @@ async fn admit(actor: &Actor<'_>, call: &ToolCall) -> Result<Option<Value>, ActE
         return Ok(None);
     };
     let input = call.rules_input();
+    // Delivery is the controller's to do (the agent need not hold `Git`); deny and ask rules
+    // still stand between it and the product.
+    let delivery = [String::from("Git")];
+    let tools = if call.is_delivery() {
+        &delivery[..]
+    } else {
+        actor.tools
+    };
     match permissions::decide(
         call.tool(),
         &input,
         &settings.permissions,
-        actor.tools,
+        tools,
         actor.workspace.root(),
     ) {
         permissions::Decision::Deny { reason, .. } => return Err(ActError::Forbidden(reason)),
@@ -299,7 +321,7 @@ async fn after(actor: &Actor<'_>, call: &ToolCall, result: Result<&Value, &str>)
 /// Takes one action, step `step` of the actor's task. See the module docs.
 pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted, ActError> {
     let now = Utc::now();
-    if !allows(actor.tools, call.tool()) {
+    if !call.is_delivery() && !allows(actor.tools, call.tool()) {
         let err = ActError::Denied {
             agent: actor.agent.to_string(),
             tool: call.tool().to_string(),
@@ -315,9 +337,12 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         return Err(err);
     }
     let input = call.input();
-    if let Some(previous) = actor.store.action(actor.task, step)? {
+    if !call.is_delivery()
+        && let Some(previous) = actor.store.action(actor.task, step)?
+    {
         if previous.finished_at.is_some() && previous.tool == call.tool() && previous.input == input
         {
+            replay(actor, step, call, previous.outcome.as_ref()).await;
             return Ok(Acted {
                 outcome: previous.outcome.unwrap_or(Value::Null),
                 skipped: true,
@@ -491,6 +516,33 @@ async fn read_text(actor: &Actor<'_>, path: &str) -> Result<Option<String>, ActE
         .map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
+/// A resumed session works in a fresh clone of the product's branch: the file changes its
+/// journal says were made are made again there (a command is not run again: its recorded
+/// output stands, and what it changed on disk is lost with the old workspace). Best effort:
+/// the goal's check decides whether the work is whole.
+async fn replay(actor: &Actor<'_>, step: u32, call: &ToolCall, outcome: Option<&Value>) {
+    let changes_files = match call {
+        ToolCall::Write { .. } | ToolCall::Edit { .. } => true,
+        ToolCall::Tool { name, .. } => matches!(name.as_str(), "Write" | "Edit"),
+        _ => false,
+    };
+    let failed = outcome
+        .and_then(|o| o.get("isError"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if !changes_files || failed || already_done(actor, call).await.unwrap_or(false) {
+        return;
+    }
+    if let Err(e) = execute(actor, step, call).await {
+        tracing::warn!(
+            task = actor.task,
+            step,
+            "cannot replay {}: {e}",
+            call.summary()
+        );
+    }
+}
+
 /// After a crash: has this call's effect already happened?
 async fn already_done(actor: &Actor<'_>, call: &ToolCall) -> Result<bool, ActError> {
     Ok(match call {
@@ -500,17 +552,8 @@ async fn already_done(actor: &Actor<'_>, call: &ToolCall) -> Result<bool, ActErr
         ToolCall::Edit { path, old, new } => read_text(actor, path)
             .await?
             .is_some_and(|text| text.contains(new.as_str()) && !text.contains(old.as_str())),
-        ToolCall::Commit { message } => {
-            let state = gitops::workspace::state(actor.workspace.root())?;
-            state.clean && state.head_message.as_deref() == message.lines().next()
-        }
-        ToolCall::Push { branch } => {
-            let state = gitops::workspace::state(actor.workspace.root())?;
-            match state.head {
-                Some(head) => gitops::workspace::pushed(actor.workspace.root(), branch, &head)?,
-                None => true,
-            }
-        }
+        // The product's branch says whether work was delivered (see `is_delivery`).
+        ToolCall::Commit { .. } | ToolCall::Push { .. } => false,
         ToolCall::Tool { name, input } => {
             let text = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
             match (name.as_str(), text("file_path")) {
@@ -619,8 +662,10 @@ async fn execute(
             ))
         }
         ToolCall::Commit { message } => {
-            let commit =
-                gitops::workspace::commit_all(actor.workspace.root(), message, actor.author)?;
+            let author = Identity::agent(actor.agent, actor.author);
+            let commit = git(actor)
+                .commit_all(message, &author, actor.author)
+                .await?;
             Ok((json!({ "commit": commit }), None))
         }
         ToolCall::Tool { name, input } if name == SKILL_TOOL => {
@@ -657,12 +702,14 @@ async fn execute(
             let Some(tool) = crate::tools::tool(name) else {
                 return Err(ActError::Failed(format!("no tool {name} on this computer")));
             };
+            // The agent's own commits (the `Git` tool) are authored as the agent.
+            let author = Identity::agent(actor.agent, actor.author);
             let ctx = crate::tools::ToolContext {
                 computer: actor.computer,
                 workspace: actor.workspace,
                 cancel: actor.cancel,
                 agent: actor.agent,
-                author: actor.author,
+                author: &author,
                 planning_file: None,
             };
             let out = tool
@@ -686,11 +733,24 @@ async fn execute(
                 diff,
             ))
         }
-        ToolCall::Push { branch } => {
-            gitops::workspace::push(actor.workspace.root(), branch)?;
-            let head = gitops::workspace::state(actor.workspace.root())?.head;
-            Ok((json!({ "pushed": head, "branch": branch }), None))
+        ToolCall::Push { branch, from } => {
+            let git = git(actor);
+            let prepared = Prepared {
+                tip: from.clone(),
+                head: git.head().await?,
+                rebased: false,
+            };
+            let pushed = git.push(branch, &prepared).await?;
+            Ok((json!({ "pushed": pushed, "branch": branch }), None))
         }
+    }
+}
+
+fn git<'a>(actor: &'a Actor<'_>) -> crate::gitops::delivery::Git<'a> {
+    crate::gitops::delivery::Git {
+        computer: actor.computer,
+        workspace: actor.workspace,
+        cancel: actor.cancel,
     }
 }
 

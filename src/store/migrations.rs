@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -204,4 +204,17 @@ CREATE UNIQUE INDEX attempts_open ON attempts (task) WHERE finished_at IS NULL;
 
 CREATE INDEX spend_time ON spend (time);
 CREATE INDEX events_goal ON events (goal, id);
+"#;
+
+/// Delivery: a succeeded task records the commit its work reached the product's branch as,
+/// a failed attempt whether the work or its delivery failed, and the company's status lives
+/// in the store (one row) instead of a file beside it that could disagree.
+const V3: &str = r#"
+ALTER TABLE tasks ADD COLUMN delivered TEXT;
+ALTER TABLE tasks ADD COLUMN failure TEXT CHECK (failure IN ('work', 'delivery'));
+CREATE TABLE status (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    report     TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) STRICT;
 "#;

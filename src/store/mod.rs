@@ -89,16 +89,58 @@ pub struct Task {
     pub last_error: Option<String>,
     /// The task that delegated this one, if any.
     pub parent: Option<TaskId>,
+    /// For a succeeded task: the commit of the product's branch that holds its work (its
+    /// own delivery, or the tip found already meeting the goal). `None` when the product
+    /// has no commits at all.
+    pub delivered: Option<String>,
+    /// For a task whose last attempt failed: whether the work or its delivery failed.
+    pub failure: Option<Failure>,
+}
+
+/// What part of an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Failure {
+    /// The work: a step, the agent's session, or the check on the work.
+    Work,
+    /// Delivering it: the push was refused, the branch unreachable, the rebase conflicting.
+    Delivery,
+}
+
+impl Failure {
+    fn name(self) -> &'static str {
+        match self {
+            Failure::Work => "work",
+            Failure::Delivery => "delivery",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Failure> {
+        match name {
+            "work" => Some(Failure::Work),
+            "delivery" => Some(Failure::Delivery),
+            _ => None,
+        }
+    }
 }
 
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "outcome")]
 pub enum AttemptOutcome {
-    /// The check passed (before or after the work).
-    Succeeded { detail: String },
+    /// The check passed on what the product's branch holds: the work was delivered as
+    /// `delivered`, or the branch already met the goal at that commit.
+    Succeeded {
+        detail: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered: Option<String>,
+    },
     /// The check still fails, or a step failed.
     Failed { error: String },
+    /// The work passed its check but did not reach the product's branch (the push was
+    /// refused, the rebase conflicted, the remote was unreachable). Counts as a failed
+    /// attempt.
+    Undelivered { error: String },
     /// An action needs a person's approval (an `ask` permission rule or hook): the task
     /// waits, its attempt not counted, until the approval flow resumes it.
     WaitingApproval { action: String, reason: String },
@@ -432,11 +474,12 @@ impl Store {
             let attempts = task.attempts.saturating_add(1);
             let now_text = time_text(now);
             match outcome {
-                AttemptOutcome::Succeeded { detail } => {
+                AttemptOutcome::Succeeded { detail, delivered } => {
                     tx.execute(
-                        "UPDATE tasks SET state = 'succeeded', attempts = ?2, updated_at = ?3
+                        "UPDATE tasks SET state = 'succeeded', attempts = ?2, updated_at = ?3,
+                             delivered = ?4, failure = NULL
                          WHERE id = ?1",
-                        params![id, attempts, now_text],
+                        params![id, attempts, now_text, delivered],
                     )?;
                     close_attempt(tx, id, "succeeded", detail, now)?;
                     append_event(
@@ -444,11 +487,15 @@ impl Store {
                         Some(id),
                         Some(&task.goal),
                         kind::SUCCEEDED,
-                        &json!({ "attempt": attempts, "detail": detail }),
+                        &json!({ "attempt": attempts, "detail": detail, "delivered": delivered }),
                         now,
                     )?;
                 }
-                AttemptOutcome::Failed { error } => {
+                AttemptOutcome::Failed { error } | AttemptOutcome::Undelivered { error } => {
+                    let failure = match outcome {
+                        AttemptOutcome::Undelivered { .. } => Failure::Delivery,
+                        _ => Failure::Work,
+                    };
                     let (state, not_before, kind) = if attempts < task.max_attempts {
                         (TaskState::Queued, retry_at, kind::RETRYING)
                     } else {
@@ -456,7 +503,7 @@ impl Store {
                     };
                     tx.execute(
                         "UPDATE tasks SET state = ?2, attempts = ?3, not_before = ?4,
-                             last_error = ?5, updated_at = ?6
+                             last_error = ?5, updated_at = ?6, failure = ?7
                          WHERE id = ?1",
                         params![
                             id,
@@ -464,7 +511,8 @@ impl Store {
                             attempts,
                             time_text(not_before),
                             error,
-                            now_text
+                            now_text,
+                            failure.name()
                         ],
                     )?;
                     close_attempt(tx, id, "failed", error, now)?;
@@ -472,6 +520,7 @@ impl Store {
                         "attempt": attempts,
                         "maxAttempts": task.max_attempts,
                         "error": error,
+                        "failure": failure,
                     });
                     if state == TaskState::Queued {
                         data["retryAt"] = json!(time_text(retry_at));
@@ -873,6 +922,31 @@ impl Store {
         })
     }
 
+    /// Replaces the company's status report (JSON written by the engine, read by the CLI):
+    /// one row, so readers never see a half-written report or one from another process.
+    pub fn set_status(&self, report: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO status (id, report, updated_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET report = excluded.report,
+                     updated_at = excluded.updated_at",
+                params![report, time_text(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The last status report the engine wrote, if any.
+    pub fn status(&self) -> Result<Option<String>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row("SELECT report FROM status WHERE id = 1", [], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+    }
+
     /// Appends to the event log.
     pub fn event(
         &self,
@@ -1195,7 +1269,8 @@ fn day_usd(conn: &Connection, now: DateTime<Utc>) -> Result<f64, StoreError> {
 }
 
 const TASK_COLUMNS: &str = "id, key, goal, product, owner, priority, state, attempts, \
-     max_attempts, not_before, created_at, updated_at, revision, computer, last_error, parent";
+     max_attempts, not_before, created_at, updated_at, revision, computer, last_error, parent, \
+     delivered, failure";
 
 fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -1215,6 +1290,13 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
         computer: row.get(13)?,
         last_error: row.get(14)?,
         parent: row.get(15)?,
+        delivered: row.get(16)?,
+        failure: row
+            .get::<_, Option<String>>(17)?
+            .map(|name| {
+                Failure::from_name(&name).ok_or_else(|| conversion_error(17, UnknownName(name)))
+            })
+            .transpose()?,
     })
 }
 

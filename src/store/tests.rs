@@ -112,6 +112,7 @@ fn the_real_schema_applies_and_the_file_is_set_up() {
             "observations",
             "revisions",
             "spend",
+            "status",
             "tasks"
         ]
     );
