@@ -367,7 +367,14 @@ fn porcelain_status(stdout: &str, target: &str) -> Option<PorcelainStatus> {
         if flag != "!" || !refs.ends_with(&format!(":{target}")) {
             return None;
         }
-        if summary.starts_with("[rejected]") {
+        // `[rejected]`: the lease or fast-forward check against what was advertised failed.
+        // `failed to update ref` / `failed to lock`: the server's own compare-and-swap (its
+        // ref transaction checks the old value under a lock) lost to a push that landed
+        // after the advertisement. Both are races, not refusals.
+        let raced = ["failed to update ref", "failed to lock"]
+            .iter()
+            .any(|m| summary.contains(m));
+        if summary.starts_with("[rejected]") || raced {
             Some(PorcelainStatus::Stale(summary))
         } else {
             Some(PorcelainStatus::Refused(summary))
@@ -435,6 +442,15 @@ mod tests {
             ),
             Some(PorcelainStatus::Refused(
                 "[remote rejected] (pre-receive hook declined)".into()
+            ))
+        );
+        assert_eq!(
+            porcelain_status(
+                "!\tabc:refs/heads/main\t[remote rejected] (failed to update ref)\n",
+                target
+            ),
+            Some(PorcelainStatus::Stale(
+                "[remote rejected] (failed to update ref)".into()
             ))
         );
         assert_eq!(
