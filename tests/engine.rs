@@ -917,6 +917,57 @@ fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() 
     assert_eq!(requests[1].header("x-api-key"), Some("sk-test"));
 }
 
+#[test]
+fn a_resumed_conversation_replays_its_file_changes_into_a_fresh_clone() {
+    use serde_json::json;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        mock_llm::tool_use(
+            "1",
+            "Write",
+            json!({"file_path": "plan.md", "content": "the plan\n"}),
+        ),
+        mock_llm::tool_use(
+            "2",
+            "Bash",
+            json!({"command": "touch marker && sleep 5 && touch built.txt"}),
+        ),
+        mock_llm::Reply::sse(mock_llm::text_stream("m3", "Built it.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: built}\nspec:\n  product: app\n  owner: ceo\n  description: Planned and built.\n  check: {command: {run: 'grep -q \"the plan\" plan.md && test -f built.txt'}}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!("  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n", mock.base_url()),
+        ),
+    )
+    .unwrap();
+    git(&company, &["commit", "-q", "-am", "A live model"]);
+    let state = tmp.path().join("state");
+    let run = || cli::run_command(tmp.path(), &company, &state);
+    let mut child = run().spawn().unwrap();
+    cli::kill_once_marked(&mut child, &state.join("work"));
+    assert_eq!(mock.requests().len(), 2, "two model turns before the kill");
+    let out = run().output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "built"),
+        "CheckPassed"
+    );
+    // The Write was not asked for again, yet its file is in what was delivered.
+    assert_eq!(mock.requests().len(), 3);
+    let app = tmp.path().join("app.git");
+    assert_eq!(git(&app, &["show", "main:plan.md"]), "the plan");
+    assert_eq!(
+        git(&app, &["log", "--format=%an|%s", "main"]),
+        "ceo|built: work by ceo"
+    );
+}
+
 /// Runs `proto run --once` on `company` with its state in `state`.
 fn run_once(home: &Path, company: &Path, state: &Path) -> Output {
     proto(
