@@ -255,7 +255,11 @@ fn open_store(state: &Path) -> Result<Store, String> {
 }
 
 pub fn get_goals(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
-    let status = read_status(&state_dir(state))?;
+    let state = state_dir(state);
+    // The goals come from status.json, but a damaged store behind them must be said, not
+    // hidden behind the last run's good-looking status.
+    open_store(&state)?;
+    let status = read_status(&state)?;
     match format {
         Format::Table => emit(&output::table(&GOAL_HEADER, &goal_rows(&status))),
         _ => emit(&output::encode(&status.goals, format).map_err(|e| e.to_string())?),
