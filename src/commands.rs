@@ -11,6 +11,7 @@ use proto::engine::{Engine, Options, Summary};
 use proto::output::{self, Format};
 use proto::source::GitSource;
 use proto::spec::duration::parse_duration;
+use proto::state_lock::StateLock;
 use proto::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +44,10 @@ pub fn run(
     branch: Option<String>,
     poll: &str,
 ) -> Result<ExitCode, String> {
+    let state = state_dir(state);
+    // First of all, and held until the function returns: a second controller on the same
+    // state would work the same queue twice, so it must stop before it touches anything.
+    let _lock = StateLock::acquire(&state).map_err(|e| e.to_string())?;
     let poll = parse_duration(poll)?;
     let source = match source {
         Some(s) => s,
@@ -56,7 +61,6 @@ pub fn run(
             company.display().to_string()
         }
     };
-    let state = state_dir(state);
     let cache = state.join("sources");
     let git = GitSource::open(&source, branch.as_deref(), path.as_deref(), &cache)
         .map_err(|e| format!("{source}: {e}"))?;

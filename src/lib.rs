@@ -20,5 +20,6 @@ pub mod plan;
 pub mod policy;
 pub mod source;
 pub mod spec;
+pub mod state_lock;
 pub mod store;
 pub mod tools;

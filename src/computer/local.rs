@@ -299,7 +299,7 @@ impl Computer for Local {
         path: &str,
         content: &[u8],
     ) -> Result<(), ComputerError> {
-        let resolved = workspace.resolve(path)?;
+        let resolved = workspace.resolve_for_write(path)?;
         let io = |source| ComputerError::Io {
             path: path.to_string(),
             source,

@@ -1,8 +1,8 @@
 //! Computers: where work runs. One trait, [`Computer`]: run a command with streamed output,
 //! exit status, timeout and cancellation that kills the whole process group; read and write
 //! files; prepare a task's workspace (a clone of the product's repository at its branch).
-//! File access that resolves outside the workspace is refused. `local` is this host; SSH,
-//! Kubernetes pods and desktops implement the same trait.
+//! File access that resolves outside the workspace is refused, and so are writes into `.git`.
+//! `local` is this host; SSH, Kubernetes pods and desktops implement the same trait.
 
 pub mod local;
 pub mod workspace;
@@ -23,6 +23,8 @@ pub use workspace::Workspace;
 pub enum ComputerError {
     #[error("{path}: outside the workspace")]
     OutsideWorkspace { path: String },
+    #[error("{path}: inside .git; files under .git are not written directly")]
+    GitDir { path: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -175,7 +177,8 @@ pub trait Computer: Send + Sync {
         path: &str,
     ) -> Result<Option<Vec<u8>>, ComputerError>;
 
-    /// Writes a file of the workspace, creating parent folders.
+    /// Writes a file of the workspace, creating parent folders; refuses a path inside a
+    /// `.git` folder (see [`Workspace::resolve_for_write`]).
     async fn write(
         &self,
         workspace: &Workspace,

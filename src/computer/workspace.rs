@@ -1,6 +1,9 @@
 //! A task's workspace: a directory holding a clone of the product repository. Every path an
 //! action names is resolved here, and anything that would land outside (`..`, absolute
-//! paths, symbolic links pointing out) is refused.
+//! paths, symbolic links pointing out) is refused. Writes are also refused inside any `.git`
+//! (the repository's or a nested one): a planted hook or config would run with the next
+//! `git` command. Paths are normalized (`.` and `..` taken out) before either check, so
+//! `./.git/x` and `a/../.git/x` are the same path as `.git/x`.
 
 use std::ffi::OsString;
 use std::io;
@@ -27,48 +30,95 @@ impl Workspace {
         &self.root
     }
 
-    /// The absolute path of `relative`, refusing any path that resolves outside the root
-    /// (after following symbolic links of the parts that exist).
+    /// The absolute path of `relative`, [normalized](normalize), refusing any path that
+    /// resolves outside the root (after following symbolic links of the parts that exist).
     pub fn resolve(&self, relative: &str) -> Result<PathBuf, ComputerError> {
+        let located = self.locate(relative)?;
+        Ok(located.root.join(located.inside))
+    }
+
+    /// [`Workspace::resolve`] for a path about to be written: also refused when it lies in a
+    /// `.git` folder, as written or where its symbolic links lead.
+    pub fn resolve_for_write(&self, relative: &str) -> Result<PathBuf, ComputerError> {
+        let located = self.locate(relative)?;
+        let landed = located.landing.strip_prefix(&located.root).ok();
+        if in_git_dir(&located.inside) || landed.is_some_and(in_git_dir) {
+            return Err(ComputerError::GitDir {
+                path: relative.to_string(),
+            });
+        }
+        Ok(located.root.join(located.inside))
+    }
+
+    /// Where `relative` is, refused when it is outside the root lexically or physically.
+    fn locate(&self, relative: &str) -> Result<Located, ComputerError> {
         let outside = || ComputerError::OutsideWorkspace {
             path: relative.to_string(),
         };
         // `~` would mean a home folder to a shell, never a folder of the workspace.
-        if relative.is_empty() || relative.starts_with('~') || Path::new(relative).is_absolute() {
+        if relative.is_empty() || relative.starts_with('~') {
             return Err(outside());
         }
         let root = std::fs::canonicalize(&self.root).map_err(|source| ComputerError::Io {
             path: self.root.display().to_string(),
             source,
         })?;
-
         // Lexically first: `..` may not climb above the root, whatever the disk holds.
-        let mut inside = PathBuf::new();
-        for component in Path::new(relative).components() {
-            match component {
-                Component::Normal(part) => inside.push(part),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    if !inside.pop() {
-                        return Err(outside());
-                    }
-                }
-                Component::RootDir | Component::Prefix(_) => return Err(outside()),
-            }
-        }
-        let path = root.join(&inside);
+        let inside = normalize(relative).ok_or_else(outside)?;
 
         // Then physically: where the path lands once the links on its way are followed.
-        let landing = physical(&path).map_err(|source| ComputerError::Io {
+        let landing = physical(&root.join(&inside)).map_err(|source| ComputerError::Io {
             path: relative.to_string(),
             source,
         })?;
         if landing.starts_with(&root) {
-            Ok(path)
+            Ok(Located {
+                root,
+                inside,
+                landing,
+            })
         } else {
             Err(outside())
         }
     }
+}
+
+/// A workspace path, lexically and physically.
+struct Located {
+    /// The workspace root, links resolved.
+    root: PathBuf,
+    /// The path as written, normalized, relative to the root.
+    inside: PathBuf,
+    /// Where it lands on disk, absolute, under `root`.
+    landing: PathBuf,
+}
+
+/// `relative` with its `.` parts dropped and each `..` taking back the part before it, as
+/// the kernel would read it if no part were a link; `None` for an absolute path or a `..`
+/// that climbs above the start. Every guard on a workspace path judges this form, so a
+/// path cannot pass one by being spelt differently (`./.git`, `x/../.git`). `""` names the
+/// root itself.
+pub fn normalize(relative: &str) -> Option<PathBuf> {
+    let mut inside = PathBuf::new();
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => inside.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !inside.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(inside)
+}
+
+/// Whether a normalized workspace-relative path is a `.git` or lies inside one, at any
+/// depth: a nested repository's hooks run as surely as the workspace's own.
+pub fn in_git_dir(relative: &Path) -> bool {
+    relative.components().any(|c| c.as_os_str() == ".git")
 }
 
 /// Where `path` (absolute) lands on disk, resolved one part at a time as the kernel would:

@@ -34,6 +34,18 @@ pub enum StoreError {
         "the state database is from a newer Proto (schema version {found}, this build knows {known})"
     )]
     TooNew { found: i64, known: i64 },
+    /// The database file fails SQLite's `quick_check`, or is not a database at all.
+    #[error(
+        "{}: the state database is damaged ({detail}); move the state directory {} aside and \
+         start `proto run` with a fresh one: observed state is rebuilt from git and the \
+         product branches (each goal's check runs again on what its branch holds)",
+        .path.display(),
+        .path.parent().unwrap_or(.path).display()
+    )]
+    Corrupt {
+        path: std::path::PathBuf,
+        detail: String,
+    },
     #[error("no task {0}")]
     NoTask(i64),
     #[error("encoding: {0}")]
@@ -257,14 +269,57 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How many problems a failed check reports; the first says enough to act on.
+const CHECK_PROBLEMS: u32 = 3;
+
+/// Refuses a database file that is damaged or not a database at all. `quick_check` reads
+/// every page of every table and index and checks its structure; it does not cross-check
+/// indexes against their tables as `integrity_check` does, which costs many times more on
+/// every start for damage that `quick_check` catches the usual causes of (a torn or
+/// overwritten page, a truncated file).
+fn quick_check(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    let damaged = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let answer = conn
+        .prepare(&format!("PRAGMA quick_check({CHECK_PROBLEMS})"))
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<String>, _>>()
+        });
+    match answer {
+        Ok(lines) if lines.iter().all(|line| line == "ok") => Ok(()),
+        Ok(lines) => Err(damaged(lines.join("; "))),
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ) =>
+        {
+            Err(damaged(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) `<dir>/proto.db` in WAL mode and migrates it.
+    /// Opens (creating if needed) `<dir>/proto.db` in WAL mode and migrates it, refusing a
+    /// damaged file (see [`StoreError::Corrupt`]).
     pub fn open(dir: &std::path::Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
             path: dir.to_path_buf(),
             source,
         })?;
-        Store::setup(Connection::open(dir.join(DB_FILE))?, migrations::MIGRATIONS)
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path)?;
+        // The check reads; it may have to wait for a writer like everything else.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Before anything else reads or changes the file: a damaged store would fail a task
+        // midway, or worse, answer wrongly about what was done.
+        quick_check(&conn, &path)?;
+        Store::setup(conn, migrations::MIGRATIONS)
     }
 
     /// A private in-memory store, for tests.

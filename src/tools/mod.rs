@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::computer::workspace::{in_git_dir, normalize};
 use crate::computer::{Computer, ComputerError, Workspace};
 use crate::gitops::Identity;
 
@@ -251,8 +252,9 @@ impl<'a> Input<'a> {
 
 /// The workspace-relative form of a path a model gave: relative paths are taken from the
 /// workspace root, and absolute ones (Claude Code's tools ask for absolute paths) must lie
-/// under it. The result has been through [`Workspace::resolve`], so it does not escape;
-/// `""` names the root itself.
+/// under it. The result is [normalized](crate::computer::workspace::normalize) (no `.`, no
+/// `..`) and has been through [`Workspace::resolve`], so it does not escape and every later
+/// check judges the path that is actually used; `""` names the root itself.
 pub(crate) fn relative_path(
     workspace: &Workspace,
     field: &str,
@@ -274,21 +276,26 @@ pub(crate) fn relative_path(
     } else {
         raw.to_string()
     };
-    let relative = relative.trim_end_matches('/');
-    if relative.is_empty() || relative == "." {
-        return Ok(String::new());
+    let relative = normalize(&relative)
+        .ok_or_else(outside)?
+        .to_string_lossy()
+        .into_owned();
+    if relative.is_empty() {
+        return Ok(relative);
     }
-    match workspace.resolve(relative) {
-        Ok(_) => Ok(relative.to_string()),
+    match workspace.resolve(&relative) {
+        Ok(_) => Ok(relative),
         Err(ComputerError::OutsideWorkspace { .. }) => Err(outside()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Refuses writing into `.git`: a planted hook would run with the next `git` command.
+/// Refuses writing into a `.git`, the workspace's or a nested repository's: a planted hook
+/// would run with the next `git` command. `relative` comes from [`relative_path`], so it is
+/// normalized and `./.git` or `x/../.git` cannot slip past. The computer refuses such
+/// writes too (and those through links); this says so before anything is read.
 pub(crate) fn refuse_git_dir(field: &str, relative: &str) -> Result<(), ToolError> {
-    let first = Path::new(relative).components().next();
-    if first.is_some_and(|c| c.as_os_str() == ".git") {
+    if in_git_dir(Path::new(relative)) {
         return Err(ToolError::Refused(format!(
             "`{field}`: {relative}: files under .git are not edited directly"
         )));
