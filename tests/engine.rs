@@ -886,16 +886,7 @@ fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() 
     let tmp = tempfile::tempdir().unwrap();
     let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: started}\nspec:\n  product: app\n  owner: ceo\n  description: The work has started.\n  check: {file: {path: done.txt}}\n";
     let company = small_company(tmp.path(), goal_text);
-    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
-    std::fs::write(
-        company.join("company.yaml"),
-        yaml.replace(
-            "  mission: Test.\n",
-            &format!("  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n", mock.base_url()),
-        ),
-    )
-    .unwrap();
-    git(&company, &["commit", "-q", "-am", "A live model"]);
+    use_mock_model(&company, &mock);
     let state = tmp.path().join("state");
     let run = || cli::run_command(tmp.path(), &company, &state);
     let mut child = run().spawn().unwrap();
@@ -937,16 +928,7 @@ fn a_resumed_conversation_replays_its_file_changes_into_a_fresh_clone() {
     let tmp = tempfile::tempdir().unwrap();
     let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: built}\nspec:\n  product: app\n  owner: ceo\n  description: Planned and built.\n  check: {command: {run: 'grep -q \"the plan\" plan.md && test -f built.txt'}}\n";
     let company = small_company(tmp.path(), goal_text);
-    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
-    std::fs::write(
-        company.join("company.yaml"),
-        yaml.replace(
-            "  mission: Test.\n",
-            &format!("  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n", mock.base_url()),
-        ),
-    )
-    .unwrap();
-    git(&company, &["commit", "-q", "-am", "A live model"]);
+    use_mock_model(&company, &mock);
     let state = tmp.path().join("state");
     let run = || cli::run_command(tmp.path(), &company, &state);
     let mut child = run().spawn().unwrap();
@@ -966,6 +948,20 @@ fn a_resumed_conversation_replays_its_file_changes_into_a_fresh_clone() {
         git(&app, &["log", "--format=%an|%s", "main"]),
         "ceo|built: work by ceo"
     );
+}
+
+/// Points `company` at `mock` (an Anthropic-speaking server) and commits it.
+fn use_mock_model(company: &Path, mock: &mock_llm::MockLlm) {
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!("  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n", mock.base_url()),
+        ),
+    )
+    .unwrap();
+    git(company, &["commit", "-q", "-am", "A live model"]);
 }
 
 /// Runs `proto run --once` on `company` with its state in `state`.

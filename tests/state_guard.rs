@@ -11,10 +11,10 @@ mod cli;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use cli::{bin, git, proto, text, wait_for};
+use cli::{git, proto, text, wait_for};
 use proto::computer::{ComputerError, Local, Workspace};
 use proto::gitops::Identity;
 use proto::policy::{ActError, Actor, ToolCall, act};
@@ -54,17 +54,7 @@ fn held_goal(release: &Path) -> String {
 fn spawn_run(home: &Path, company: &Path, state: &Path, name: &str) -> Child {
     let out = File::create(home.join(format!("{name}.out"))).unwrap();
     let err = File::create(home.join(format!("{name}.err"))).unwrap();
-    Command::new(bin())
-        .args([
-            "run",
-            company.to_str().unwrap(),
-            "--once",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-        .env("HOME", home)
-        .env_remove("ANTHROPIC_API_KEY")
-        .env("RUST_LOG", "info")
+    cli::run_command(home, company, state)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
