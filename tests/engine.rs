@@ -950,6 +950,40 @@ fn a_resumed_conversation_replays_its_file_changes_into_a_fresh_clone() {
     );
 }
 
+#[test]
+fn a_store_locked_longer_than_its_busy_timeout_delays_the_run_but_does_not_end_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let slow = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: slow}\nspec:\n  product: app\n  owner: ceo\n  description: Slow work.\n  check: {file: {path: done.txt}}\n  playbook:\n    - run: \"touch $HOME/started && sleep 2\"\n    - write: {path: done.txt, content: \"done\\n\"}\n";
+    let company = small_company(tmp.path(), slow);
+    let state = tmp.path().join("state");
+    let mut child = cli::run_command(tmp.path(), &company, &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the step", Duration::from_secs(60), || {
+        tmp.path().join("started").exists()
+    });
+    // Another process holds the write lock past twice the store's 10 s busy timeout: the
+    // step's journal write gives up (the attempt fails), then so does the controller's
+    // recording of that attempt, which its error policy tries again later.
+    let conn = rusqlite::Connection::open(state.join("proto.db")).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::thread::sleep(Duration::from_secs(23));
+    conn.execute_batch("COMMIT").unwrap();
+    drop(conn);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "slow"),
+        "CheckPassed"
+    );
+    assert_eq!(
+        git(&tmp.path().join("app.git"), &["show", "main:done.txt"]),
+        "done"
+    );
+}
+
 /// Points `company` at `mock` (an Anthropic-speaking server) and commits it.
 fn use_mock_model(company: &Path, mock: &mock_llm::MockLlm) {
     let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
