@@ -1,5 +1,5 @@
-//! Writeback and product workspaces against real repositories: set up and checked with the
-//! git CLI, served by `git daemon` for the remote cases.
+//! Writeback, and product workspaces with their delivery, against real repositories: set up
+//! and checked with the git CLI, served by `git daemon` for the remote cases.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 use cli::{commit_all, git, write};
 use git_daemon::Daemon;
-use proto::gitops::workspace::{self, WorkspaceState};
+use proto::computer::{Computer, Local, Workspace, WorkspaceSpec};
+use proto::gitops::delivery::{DeliveryError, Git, Prepared};
 use proto::gitops::{FileChange, GitopsError, Identity, Writeback};
 use proto::source::GitSource;
+use tokio_util::sync::CancellationToken;
 
 fn controller() -> Identity {
     Identity {
@@ -23,11 +25,9 @@ fn controller() -> Identity {
     }
 }
 
+/// The agent `dev` working for [`controller`]: the author of a product's work.
 fn agent() -> Identity {
-    Identity {
-        name: "Dev Agent".into(),
-        email: "dev@example.com".into(),
-    }
+    Identity::agent("dev", &controller())
 }
 
 fn write_change(path: &str, content: &str) -> FileChange {
@@ -405,8 +405,106 @@ fn writeback_to_a_remote_rebuilds_on_a_concurrent_push() {
     assert_eq!(git(source.repository_path(), &["rev-parse", "main"]), kept);
 }
 
+/// A task's workspace on a real [`Local`] computer, delivered through
+/// [`proto::gitops::delivery`] as the controller does: commits authored by [`agent`] and
+/// committed by [`controller`].
+struct Task {
+    rt: tokio::runtime::Runtime,
+    computer: Local,
+    spec: WorkspaceSpec,
+    workspace: Workspace,
+    cancel: CancellationToken,
+}
+
+impl Task {
+    /// The workspace of task `task` on `branch` of `repo` (a path or URL), under `workdir`.
+    fn open(workdir: &Path, repo: &str, branch: &str, task: &str) -> Task {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let computer = Local::new("here", workdir);
+        let spec = WorkspaceSpec {
+            repo: repo.into(),
+            branch: branch.into(),
+            task: task.into(),
+        };
+        let workspace = rt.block_on(computer.workspace(&spec)).unwrap();
+        Task {
+            rt,
+            computer,
+            spec,
+            workspace,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Asks the computer for the same workspace again (as a restarted task does).
+    fn reopen(&self) {
+        let again = self
+            .rt
+            .block_on(self.computer.workspace(&self.spec))
+            .unwrap();
+        assert_eq!(again.root(), self.dir());
+    }
+
+    fn dir(&self) -> &Path {
+        self.workspace.root()
+    }
+
+    fn git(&self) -> Git<'_> {
+        Git {
+            computer: &self.computer,
+            workspace: &self.workspace,
+            cancel: &self.cancel,
+        }
+    }
+
+    fn head(&self) -> Option<String> {
+        self.rt.block_on(self.git().head()).unwrap()
+    }
+
+    fn commit(&self, message: &str) -> Option<String> {
+        self.rt
+            .block_on(self.git().commit_all(message, &agent(), &controller()))
+            .unwrap()
+    }
+
+    fn fetch_tip(&self, branch: &str) -> Option<String> {
+        self.rt.block_on(self.git().fetch_tip(branch)).unwrap()
+    }
+
+    fn prepare(&self, branch: &str) -> Result<Prepared, DeliveryError> {
+        self.rt.block_on(self.git().prepare(branch, &controller()))
+    }
+
+    fn push(&self, branch: &str, prepared: &Prepared) -> Result<String, DeliveryError> {
+        self.rt.block_on(self.git().push(branch, prepared))
+    }
+}
+
+/// A clone of `repo` at `dir` that commits `file` and pushes it to main, as someone else
+/// working on the product would; the commit's id.
+fn someone_pushes(repo: &str, dir: &Path, file: &str, content: &str, message: &str) -> String {
+    if !dir.exists() {
+        git(
+            dir.parent().unwrap(),
+            &["clone", "-q", repo, dir.to_str().unwrap()],
+        );
+    }
+    git(dir, &["pull", "-q", "--rebase", "origin", "main"]);
+    write(dir, file, content);
+    let id = commit_all(dir, message);
+    git(dir, &["push", "-q", "origin", "main"]);
+    id
+}
+
+fn clean(dir: &Path) -> bool {
+    git(dir, &["status", "--porcelain", "--ignored"]).is_empty()
+}
+
 #[test]
-fn workspace_round_trip_to_a_bare_repository() {
+fn delivery_round_trip_to_a_bare_repository() {
     let tmp = tempfile::tempdir().unwrap();
     let product = tmp.path().join("hello-api.git");
     bare_with(
@@ -416,158 +514,254 @@ fn workspace_round_trip_to_a_bare_repository() {
             ("src/main.rs", "fn main() {}\n"),
         ],
     );
-    let ws = tmp.path().join("ws");
+    let start = git(&product, &["rev-parse", "main"]);
+    let task = Task::open(
+        &tmp.path().join("work"),
+        product.to_str().unwrap(),
+        "main",
+        "task-1",
+    );
+    let ws = task.dir();
 
-    workspace::clone_or_open(product.to_str().unwrap(), "main", &ws).unwrap();
+    // The clone: the branch checked out, tracking origin's.
     assert_eq!(
         std::fs::read_to_string(ws.join("README.md")).unwrap(),
         "# hello\n"
     );
-    let start = workspace::state(&ws).unwrap();
+    assert_eq!(task.head(), Some(start.clone()));
+    assert!(clean(ws));
     assert_eq!(
-        start,
-        WorkspaceState {
-            head: Some(git(&product, &["rev-parse", "main"])),
-            head_message: Some("initial".into()),
-            clean: true,
-        }
-    );
-    assert_eq!(
-        git(&ws, &["status", "--porcelain", "--branch"]),
+        git(ws, &["status", "--porcelain", "--branch"]),
         "## main...origin/main"
     );
-    assert_eq!(
-        workspace::commit_all(&ws, "nothing", &agent()).unwrap(),
-        None
-    );
+    assert_eq!(task.commit("nothing"), None, "nothing to commit");
 
-    write(&ws, "src/lib.rs", "pub fn hello() {}\n");
-    write(&ws, "README.md", "# hello, world\n");
+    // Additions, changes and deletions are committed, authored as the agent and committed
+    // as the controller, with the whole message.
+    write(ws, "src/lib.rs", "pub fn hello() {}\n");
+    write(ws, "README.md", "# hello, world\n");
     std::fs::remove_file(ws.join("src/main.rs")).unwrap();
-    assert!(!workspace::state(&ws).unwrap().clean);
-    let id = workspace::commit_all(&ws, "Add the library\n\nDetails.", &agent())
-        .unwrap()
-        .unwrap();
-    let now = workspace::state(&ws).unwrap();
-    assert_eq!(now.head.as_deref(), Some(id.as_str()));
-    assert_eq!(now.head_message.as_deref(), Some("Add the library"));
-    assert!(now.clean);
+    assert!(!clean(ws));
+    let id = task.commit("Add the library\n\nDetails.").unwrap();
+    assert_eq!(task.head(), Some(id.clone()));
+    assert!(clean(ws));
     assert_eq!(
-        git(
-            &ws,
-            &["show", "--name-status", "--format=%an <%ae>", "HEAD"]
-        ),
-        "Dev Agent <dev@example.com>\n\nM\tREADME.md\nA\tsrc/lib.rs\nD\tsrc/main.rs"
+        git(ws, &["log", "-1", "--format=%an <%ae>|%cn <%ce>|%P"]),
+        format!("dev <dev@agents.example.com>|Proto Controller <proto@example.com>|{start}")
     );
+    assert_eq!(
+        git(ws, &["log", "-1", "--format=%B"]),
+        "Add the library\n\nDetails."
+    );
+    assert_eq!(
+        git(ws, &["show", "--name-status", "--format=", "HEAD"]),
+        "M\tREADME.md\nA\tsrc/lib.rs\nD\tsrc/main.rs"
+    );
+    assert_eq!(task.commit("nothing more"), None);
 
-    assert!(!workspace::pushed(&ws, "main", &id).unwrap());
-    workspace::push(&ws, "main").unwrap();
+    // Prepared on the branch it was built on: nothing to rebase, nothing published yet.
+    let prepared = task.prepare("main").unwrap();
+    assert_eq!(
+        prepared,
+        Prepared {
+            tip: Some(start.clone()),
+            head: Some(id.clone()),
+            rebased: false,
+        }
+    );
+    assert!(!prepared.up_to_date());
+    assert_eq!(git(&product, &["rev-parse", "main"]), start);
+
+    assert_eq!(task.push("main", &prepared).unwrap(), id);
     assert_eq!(git(&product, &["rev-parse", "main"]), id);
-    assert!(workspace::pushed(&ws, "main", &id).unwrap());
-    assert!(
-        workspace::pushed(&ws, "main", start.head.as_deref().unwrap()).unwrap(),
-        "an ancestor is contained"
-    );
-    assert!(
-        !workspace::pushed(&ws, "other", &id).unwrap(),
-        "no such branch"
-    );
+    assert_eq!(git(&product, &["rev-parse", "main^"]), start);
+    assert_eq!(task.fetch_tip("main"), Some(id.clone()));
+    assert!(task.prepare("main").unwrap().up_to_date(), "delivered");
+    assert_eq!(task.fetch_tip("other"), None, "no such branch");
 
-    // Opening again changes nothing.
-    write(&ws, "scratch.txt", "work in progress\n");
-    workspace::clone_or_open(product.to_str().unwrap(), "main", &ws).unwrap();
+    // Opening again changes nothing; preparing leaves exactly the commit.
+    write(ws, "scratch.txt", "work in progress\n");
+    task.reopen();
     assert_eq!(
         std::fs::read_to_string(ws.join("scratch.txt")).unwrap(),
         "work in progress\n"
     );
-    std::fs::remove_file(ws.join("scratch.txt")).unwrap();
+    assert_eq!(task.head(), Some(id.clone()));
+    let again = task.prepare("main").unwrap();
+    assert!(again.up_to_date());
+    assert!(!ws.join("scratch.txt").exists());
+    assert!(clean(ws));
+    git(&product, &["fsck", "--no-progress"]);
+}
 
-    // Someone pushes meanwhile: our push rebases onto it.
-    let other = tmp.path().join("other");
-    git(
-        tmp.path(),
+#[test]
+fn delivery_rebases_onto_a_concurrent_push_keeping_the_authors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let product = tmp.path().join("hello-api.git");
+    bare_with(
+        &product,
         &[
-            "clone",
-            "-q",
-            product.to_str().unwrap(),
-            other.to_str().unwrap(),
+            ("README.md", "# hello\n"),
+            ("src/lib.rs", "pub fn hello() {}\n"),
         ],
     );
-    write(&other, "CHANGELOG.md", "- their change\n");
-    let theirs = commit_all(&other, "Their change");
-    git(&other, &["push", "-q", "origin", "main"]);
+    let url = product.to_str().unwrap();
+    let task = Task::open(&tmp.path().join("work"), url, "main", "task-1");
+    let ws = task.dir();
+
+    // Someone pushes meanwhile.
+    let theirs = someone_pushes(
+        url,
+        &tmp.path().join("other"),
+        "CHANGELOG.md",
+        "- their change\n",
+        "Their change",
+    );
     write(
-        &ws,
+        ws,
         "src/lib.rs",
         "pub fn hello() -> &'static str { \"hi\" }\n",
     );
-    let ours = workspace::commit_all(&ws, "Say hi", &agent())
-        .unwrap()
-        .unwrap();
-    workspace::push(&ws, "main").unwrap();
-    let head = git(&product, &["rev-parse", "main"]);
+    let ours = task.commit("Say hi").unwrap();
+
+    let prepared = task.prepare("main").unwrap();
+    assert_eq!(prepared.tip.as_deref(), Some(theirs.as_str()));
+    assert!(prepared.rebased);
+    let head = prepared.head.clone().unwrap();
     assert_ne!(head, ours, "rebased, so a new id");
-    assert_eq!(git(&product, &["rev-parse", "main^"]), theirs);
+    assert_eq!(task.head(), Some(head.clone()));
+    assert_eq!(git(ws, &["rev-parse", "HEAD^"]), theirs);
     assert_eq!(
-        git(&product, &["log", "-1", "--format=%an|%s", "main"]),
-        "Dev Agent|Say hi"
+        std::fs::read_to_string(ws.join("CHANGELOG.md")).unwrap(),
+        "- their change\n",
+        "the workspace holds what will be published"
+    );
+    assert!(clean(ws));
+    assert_eq!(
+        git(&product, &["rev-parse", "main"]),
+        theirs,
+        "nothing pushed yet"
+    );
+
+    assert_eq!(task.push("main", &prepared).unwrap(), head);
+    assert_eq!(git(&product, &["rev-parse", "main"]), head);
+    assert_eq!(
+        git(&product, &["log", "-2", "--format=%an|%cn|%s", "main"]),
+        "dev|Proto Controller|Say hi\nFounder|Founder|Their change",
+        "both commits, authors kept"
     );
     assert_eq!(
         git(&product, &["show", "main:CHANGELOG.md"]),
         "- their change"
     );
-    let state = workspace::state(&ws).unwrap();
-    assert_eq!(state.head.as_deref(), Some(head.as_str()));
-    assert!(state.clean);
-    assert!(workspace::pushed(&ws, "main", &head).unwrap());
     assert_eq!(
-        std::fs::read_to_string(ws.join("CHANGELOG.md")).unwrap(),
-        "- their change\n"
+        git(&product, &["show", "main:src/lib.rs"]),
+        "pub fn hello() -> &'static str { \"hi\" }"
+    );
+    assert_eq!(git(&product, &["rev-list", "--count", "main"]), "3");
+}
+
+#[test]
+fn delivery_reports_a_rebase_conflict_and_leaves_the_workspace_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let product = tmp.path().join("hello-api.git");
+    bare_with(&product, &[("README.md", "# hello\n"), ("a.txt", "a\n")]);
+    let url = product.to_str().unwrap();
+    let task = Task::open(&tmp.path().join("work"), url, "main", "task-1");
+    let ws = task.dir();
+
+    let conflicting = someone_pushes(
+        url,
+        &tmp.path().join("other"),
+        "README.md",
+        "# theirs\n",
+        "Their README",
+    );
+    write(ws, "README.md", "# ours\n");
+    write(ws, "b.txt", "b\n");
+    let mine = task.commit("Our README").unwrap();
+
+    match task.prepare("main") {
+        Err(DeliveryError::Conflict { branch, files, tip }) => {
+            assert_eq!(branch, "main");
+            assert_eq!(files, "README.md");
+            assert_eq!(tip, conflicting);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(git(&product, &["rev-parse", "main"]), conflicting);
+    assert_eq!(task.head(), Some(mine.clone()), "left as it was");
+    assert!(clean(ws));
+    assert_eq!(
+        git(ws, &["status", "--porcelain", "--branch"]),
+        "## main...origin/main [ahead 1, behind 1]",
+        "on the branch, not mid-rebase"
+    );
+    for state in ["rebase-merge", "rebase-apply"] {
+        assert!(
+            !ws.join(".git").join(state).exists(),
+            "no rebase left in progress ({state})"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join("README.md")).unwrap(),
+        "# ours\n"
     );
 
-    // A conflicting remote change is reported, not forced over.
-    git(&other, &["pull", "-q", "--rebase"]);
-    write(&other, "README.md", "# theirs\n");
-    let conflicting = commit_all(&other, "Their README");
-    git(&other, &["push", "-q", "origin", "main"]);
-    write(&ws, "README.md", "# ours\n");
-    let mine = workspace::commit_all(&ws, "Our README", &agent())
-        .unwrap()
-        .unwrap();
-    assert!(matches!(
-        workspace::push(&ws, "main"),
-        Err(GitopsError::RebaseConflict { .. })
-    ));
-    assert_eq!(git(&product, &["rev-parse", "main"]), conflicting);
-    assert_eq!(
-        workspace::state(&ws).unwrap().head.as_deref(),
-        Some(mine.as_str()),
-        "left as it was"
+    // A rebase that fails for another reason (here it refuses to start) says so.
+    let hook = ws.join(".git/hooks/pre-rebase");
+    write(
+        ws,
+        ".git/hooks/pre-rebase",
+        "#!/bin/sh\necho not now >&2\nexit 1\n",
     );
-    assert!(workspace::state(&ws).unwrap().clean);
-    assert!(
-        !ws.join(".git/rebase-merge").exists(),
-        "no rebase left in progress"
-    );
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    match task.prepare("main") {
+        Err(DeliveryError::Git { command, detail }) => {
+            assert!(command.starts_with("rebase "), "{command}");
+            assert!(detail.contains("pre-rebase hook refused"), "{detail}");
+        }
+        other => panic!("expected the rebase's failure, got {other:?}"),
+    }
+    assert_eq!(task.head(), Some(mine));
+    assert!(clean(ws));
 }
 
 #[test]
 fn pushing_to_a_non_bare_repository_is_an_error_not_a_silent_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let product = company_repo(&tmp.path().join("product"));
-    let ws = tmp.path().join("ws");
-    workspace::clone_or_open(product.to_str().unwrap(), "main", &ws).unwrap();
-    write(&ws, "a.txt", "a\n");
-    workspace::commit_all(&ws, "A", &agent()).unwrap().unwrap();
-    assert!(workspace::push(&ws, "main").is_err());
+    let before = git(&product, &["rev-parse", "main"]);
+    let task = Task::open(
+        &tmp.path().join("work"),
+        product.to_str().unwrap(),
+        "main",
+        "task-1",
+    );
+    write(task.dir(), "a.txt", "a\n");
+    let id = task.commit("A").unwrap();
+    let prepared = task.prepare("main").unwrap();
+    assert_eq!(prepared.tip.as_deref(), Some(before.as_str()));
+    match task.push("main", &prepared) {
+        Err(DeliveryError::Refused {
+            branch, message, ..
+        }) => {
+            assert_eq!(branch, "main");
+            assert!(message.contains("checked out"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(git(&product, &["rev-parse", "main"]), before);
     assert_eq!(
         git(&product, &["log", "-1", "--format=%s"]),
         "declare the company"
     );
+    assert!(clean(&product));
+    assert_eq!(task.head(), Some(id), "the work is kept to try again");
 }
 
 #[test]
-fn workspace_on_an_empty_repository_and_a_new_branch() {
+fn delivery_creates_branches_on_an_empty_repository_with_a_lease_on_their_absence() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty.git");
     git(
@@ -581,74 +775,213 @@ fn workspace_on_an_empty_repository_and_a_new_branch() {
             empty.to_str().unwrap(),
         ],
     );
-    let ws = tmp.path().join("ws");
-    workspace::clone_or_open(empty.to_str().unwrap(), "main", &ws).unwrap();
+    let url = empty.to_str().unwrap();
+    let work = tmp.path().join("work");
+    let task = Task::open(&work, url, "main", "task-1");
+    let ws = task.dir();
+
+    // Nothing at all: nothing to commit, nothing to push.
+    assert_eq!(task.head(), None);
+    assert!(clean(ws));
+    assert_eq!(task.commit("nothing"), None);
+    assert_eq!(task.fetch_tip("main"), None);
+    let nothing = task.prepare("main").unwrap();
     assert_eq!(
-        workspace::state(&ws).unwrap(),
-        WorkspaceState {
+        nothing,
+        Prepared {
+            tip: None,
             head: None,
-            head_message: None,
-            clean: true
+            rebased: false
         }
     );
-    workspace::push(&ws, "main").unwrap();
+    assert!(nothing.up_to_date());
+    assert!(matches!(
+        task.push("main", &nothing),
+        Err(DeliveryError::Git { .. })
+    ));
+    assert_eq!(git(&empty, &["for-each-ref"]), "", "still empty");
+
+    // The first commit creates the branch.
+    write(ws, "README.md", "# new product\n");
+    let first = task.commit("First commit").unwrap();
+    let prepared = task.prepare("main").unwrap();
     assert_eq!(
-        workspace::commit_all(&ws, "nothing", &agent()).unwrap(),
-        None
+        prepared,
+        Prepared {
+            tip: None,
+            head: Some(first.clone()),
+            rebased: false
+        }
     );
-    write(&ws, "README.md", "# new product\n");
-    let first = workspace::commit_all(&ws, "First commit", &agent())
-        .unwrap()
-        .unwrap();
-    workspace::push(&ws, "main").unwrap();
+    assert_eq!(task.push("main", &prepared).unwrap(), first);
     assert_eq!(git(&empty, &["rev-parse", "main"]), first);
     assert_eq!(git(&empty, &["rev-list", "--count", "main"]), "1");
 
-    // A branch the repository lacks starts from its default branch.
-    let feature = tmp.path().join("feature");
-    workspace::clone_or_open(empty.to_str().unwrap(), "task-7", &feature).unwrap();
+    // A branch the repository lacks starts from its default branch; two tasks create it.
+    let feature = Task::open(&work, url, "task-7", "task-7");
+    let rival = Task::open(&work, url, "task-7", "task-7-rival");
+    assert_eq!(feature.head(), Some(first.clone()));
     assert_eq!(
-        workspace::state(&feature).unwrap().head.as_deref(),
-        Some(first.as_str())
+        std::fs::read_to_string(feature.dir().join("README.md")).unwrap(),
+        "# new product\n"
     );
-    write(&feature, "feature.txt", "new\n");
-    let work = workspace::commit_all(&feature, "Task 7", &agent())
-        .unwrap()
-        .unwrap();
-    workspace::push(&feature, "task-7").unwrap();
-    assert_eq!(git(&empty, &["rev-parse", "task-7"]), work);
+    assert_eq!(feature.fetch_tip("task-7"), None);
+    write(feature.dir(), "feature.txt", "new\n");
+    let ours = feature.commit("Task 7").unwrap();
+    write(rival.dir(), "rival.txt", "mine\n");
+    rival.commit("Task 7, again").unwrap();
+    let prepared = feature.prepare("task-7").unwrap();
+    let rival_prepared = rival.prepare("task-7").unwrap();
+    assert_eq!(prepared.tip, None);
+    assert_eq!(rival_prepared.tip, None);
+
+    assert_eq!(feature.push("task-7", &prepared).unwrap(), ours);
+    assert_eq!(git(&empty, &["rev-parse", "task-7"]), ours);
+    assert_eq!(git(&empty, &["rev-parse", "task-7^"]), first);
+    assert_eq!(git(&empty, &["rev-parse", "main"]), first, "main untouched");
+
+    // The lease said "must not exist": the rival loses the race instead of overwriting.
+    assert!(matches!(
+        rival.push("task-7", &rival_prepared),
+        Err(DeliveryError::Stale { .. })
+    ));
+    assert_eq!(git(&empty, &["rev-parse", "task-7"]), ours);
+    let rebuilt = rival.prepare("task-7").unwrap();
+    assert_eq!(rebuilt.tip.as_deref(), Some(ours.as_str()));
+    assert!(rebuilt.rebased);
+    let theirs = rival.push("task-7", &rebuilt).unwrap();
+    assert_eq!(git(&empty, &["rev-parse", "task-7"]), theirs);
     assert_eq!(
-        git(&empty, &["rev-parse", "main"]),
-        first,
-        "main is untouched"
+        git(&empty, &["log", "--format=%s", "task-7"]),
+        "Task 7, again\nTask 7\nFirst commit"
     );
 }
 
 #[test]
-fn workspace_over_git_protocol() {
+fn a_push_on_a_stale_lease_leaves_the_branch_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let product = tmp.path().join("hello-api.git");
+    bare_with(&product, &[("README.md", "# hello\n")]);
+    let start = git(&product, &["rev-parse", "main"]);
+    let url = product.to_str().unwrap();
+    let task = Task::open(&tmp.path().join("work"), url, "main", "task-1");
+    write(task.dir(), "a.txt", "a\n");
+    let ours = task.commit("A").unwrap();
+    let prepared = task.prepare("main").unwrap();
+    assert_eq!(prepared.tip.as_deref(), Some(start.as_str()));
+
+    // The branch moves between prepare and push.
+    let theirs = someone_pushes(url, &tmp.path().join("other"), "b.txt", "b\n", "B");
+    match task.push("main", &prepared) {
+        Err(DeliveryError::Stale { branch, .. }) => assert_eq!(branch, "main"),
+        other => panic!("expected a stale lease, got {other:?}"),
+    }
+    assert_eq!(git(&product, &["rev-parse", "main"]), theirs);
+
+    // A lease on the new tip for work that does not descend from it would be a force: refused
+    // before anything is sent.
+    assert_eq!(task.fetch_tip("main"), Some(theirs.clone()));
+    let forced = Prepared {
+        tip: Some(theirs.clone()),
+        head: Some(ours.clone()),
+        rebased: false,
+    };
+    match task.push("main", &forced) {
+        Err(DeliveryError::Git { detail, .. }) => {
+            assert!(detail.contains("does not descend"), "{detail}")
+        }
+        other => panic!("expected a refusal to force, got {other:?}"),
+    }
+    assert_eq!(git(&product, &["rev-parse", "main"]), theirs);
+
+    // Prepared again, it lands on top.
+    let again = task.prepare("main").unwrap();
+    assert!(again.rebased);
+    let head = task.push("main", &again).unwrap();
+    assert_eq!(git(&product, &["rev-parse", "main"]), head);
+    assert_eq!(
+        git(&product, &["log", "--format=%s", "main"]),
+        "A\nB\ninitial"
+    );
+}
+
+#[test]
+fn delivery_over_git_protocol() {
     let tmp = tempfile::tempdir().unwrap();
     let served = tmp.path().join("srv");
     std::fs::create_dir_all(&served).unwrap();
-    bare_with(&served.join("product.git"), &[("README.md", "# p\n")]);
+    let product = served.join("product.git");
+    bare_with(&product, &[("README.md", "# p\n")]);
     let daemon = Daemon::start(&served);
     let url = daemon.url("product.git");
-    let ws = tmp.path().join("ws");
-    workspace::clone_or_open(&url, "main", &ws).unwrap();
-    write(&ws, "a.txt", "a\n");
-    let id = workspace::commit_all(&ws, "A", &agent()).unwrap().unwrap();
-
-    let other = tmp.path().join("other");
-    git(tmp.path(), &["clone", "-q", &url, other.to_str().unwrap()]);
-    write(&other, "b.txt", "b\n");
-    commit_all(&other, "B");
-    git(&other, &["push", "-q", "origin", "main"]);
-
-    workspace::push(&ws, "main").unwrap();
-    let head = workspace::state(&ws).unwrap().head.unwrap();
-    assert_ne!(head, id);
-    assert!(workspace::pushed(&ws, "main", &head).unwrap());
+    let task = Task::open(&tmp.path().join("work"), &url, "main", "task-1");
     assert_eq!(
-        git(&served.join("product.git"), &["log", "--format=%s", "main"]),
+        git(task.dir(), &["remote", "get-url", "origin"]),
+        url,
+        "the workspace's origin is the URL"
+    );
+    write(task.dir(), "a.txt", "a\n");
+    let id = task.commit("A").unwrap();
+
+    let theirs = someone_pushes(&url, &tmp.path().join("other"), "b.txt", "b\n", "B");
+    assert_eq!(task.fetch_tip("main"), Some(theirs.clone()));
+    let prepared = task.prepare("main").unwrap();
+    assert!(prepared.rebased);
+    let head = task.push("main", &prepared).unwrap();
+    assert_ne!(head, id);
+    assert_eq!(task.fetch_tip("main"), Some(head.clone()));
+    assert_eq!(git(&product, &["rev-parse", "main"]), head);
+    assert_eq!(
+        git(&product, &["log", "--format=%s", "main"]),
         "A\nB\ninitial"
+    );
+    assert_eq!(task.fetch_tip("task-2"), None, "no such branch over git://");
+}
+
+#[test]
+fn prepare_leaves_exactly_the_commit_after_a_check_changed_the_workspace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let product = tmp.path().join("hello-api.git");
+    bare_with(
+        &product,
+        &[("Cargo.lock", "# locked\n"), ("README.md", "# hello\n")],
+    );
+    let url = product.to_str().unwrap();
+    let task = Task::open(&tmp.path().join("work"), url, "main", "task-1");
+    let ws = task.dir();
+    write(ws, "a.txt", "a\n");
+    let ours = task.commit("A").unwrap();
+    let prepared = task.prepare("main").unwrap();
+
+    // The check rewrites a tracked file and leaves a file behind; then the push loses the race.
+    write(ws, "Cargo.lock", "# rewritten by the check\n");
+    write(ws, "check.log", "passed\n");
+    let theirs = someone_pushes(url, &tmp.path().join("other"), "b.txt", "b\n", "B");
+    assert!(matches!(
+        task.push("main", &prepared),
+        Err(DeliveryError::Stale { .. })
+    ));
+
+    // Prepared again: rebased, and the workspace is the commit to publish, nothing else.
+    let again = task.prepare("main").unwrap();
+    assert_eq!(again.tip.as_deref(), Some(theirs.as_str()));
+    assert!(again.rebased);
+    assert_ne!(again.head.as_deref(), Some(ours.as_str()));
+    assert!(clean(ws), "{}", git(ws, &["status", "--porcelain"]));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("Cargo.lock")).unwrap(),
+        "# locked\n"
+    );
+
+    // The same when the branch has not moved.
+    write(ws, "Cargo.lock", "# rewritten again\n");
+    let same = task.prepare("main").unwrap();
+    assert_eq!(same.head, again.head);
+    assert!(!same.rebased);
+    assert!(clean(ws), "{}", git(ws, &["status", "--porcelain"]));
+    let head = task.push("main", &same).unwrap();
+    assert_eq!(
+        git(&product, &["show", &format!("{head}:Cargo.lock")]),
+        "# locked"
     );
 }

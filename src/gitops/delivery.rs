@@ -224,10 +224,12 @@ impl Git<'_> {
         }
     }
 
-    /// Fetches the branch's tip and rebases the workspace's commits onto it, then removes
-    /// everything the commit does not hold (`git clean -ffdx`), so the workspace is a clean
-    /// checkout of what would be published. A conflict aborts the rebase and leaves HEAD
-    /// as it was.
+    /// Fetches the branch's tip and rebases the workspace's commits onto it, after removing
+    /// everything the commit does not hold (uncommitted changes to tracked files, and
+    /// `git clean -ffdx`), so the workspace is a clean checkout of what would be published.
+    /// The work must be committed first: what is left beside HEAD (a file a check rewrote
+    /// or left behind) is discarded, so it can neither stop the rebase nor reach the check.
+    /// A conflict aborts the rebase and leaves HEAD as it was.
     pub async fn prepare(
         &self,
         branch: &str,
@@ -235,6 +237,10 @@ impl Git<'_> {
     ) -> Result<Prepared, DeliveryError> {
         let tip = self.fetch_tip(branch).await?;
         let mut head = self.head().await?;
+        if head.is_some() {
+            self.ok(&["reset", "-q", "--hard"]).await?;
+        }
+        self.ok(&["clean", "-ffdxq"]).await?;
         let mut rebased = false;
         if let (Some(tip), Some(current)) = (&tip, &head)
             && !self.contains(current, tip).await?
@@ -243,7 +249,6 @@ impl Git<'_> {
             head = self.head().await?;
             rebased = true;
         }
-        self.ok(&["clean", "-ffdxq"]).await?;
         Ok(Prepared { tip, head, rebased })
     }
 
@@ -268,11 +273,13 @@ impl Git<'_> {
             .map(|o| o.stdout.split_whitespace().collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
         let abort = self.run(&["rebase", "--abort"], &BTreeMap::new()).await?;
+        if files.is_empty() {
+            // Not a conflict: the rebase's own failure is the cause (it may have refused to
+            // start, leaving nothing to abort).
+            return Err(failed(&["rebase", onto], &out));
+        }
         if !abort.success() {
             return Err(failed(&["rebase", "--abort"], &abort));
-        }
-        if files.is_empty() {
-            return Err(failed(&["rebase", onto], &out));
         }
         Err(DeliveryError::Conflict {
             branch: branch.to_string(),

@@ -30,8 +30,6 @@ pub enum GitopsError {
         attempts: u32,
         message: String,
     },
-    #[error("rebasing onto {remote} conflicts in {files}; the local commits are left as they were")]
-    RebaseConflict { remote: String, files: String },
     #[error("{0}: not a relative path inside the declaration folder")]
     InvalidPath(String),
     #[error("{path}: {source}")]
