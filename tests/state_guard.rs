@@ -241,9 +241,7 @@ fn real_store(tmp: &Path) -> (PathBuf, PathBuf) {
 fn damaged_copy(state: &Path, name: &str, damage: impl FnOnce(&Path)) -> PathBuf {
     let copy = state.with_file_name(name);
     std::fs::create_dir_all(&copy).unwrap();
-    for file in ["proto.db"] {
-        std::fs::copy(state.join(file), copy.join(file)).unwrap();
-    }
+    std::fs::copy(state.join("proto.db"), copy.join("proto.db")).unwrap();
     damage(&copy.join("proto.db"));
     copy
 }

@@ -100,9 +100,12 @@ impl Git<'_> {
         env: &BTreeMap<String, String>,
     ) -> Result<RunOutcome, DeliveryError> {
         // Settings a user's global configuration must not change here: no signing prompt,
-        // no editor, no background gc racing the next command, no pager.
+        // no editor, no background gc racing the next command, no pager. And nothing the
+        // work may have planted in the workspace's `.git` runs as the controller: no hooks
+        // (the product's server-side hooks still run on push), no fsmonitor program.
         let mut line = String::from(
-            "git -c commit.gpgsign=false -c core.editor=true -c gc.auto=0 -c rebase.autoStash=false --no-pager",
+            "git -c commit.gpgsign=false -c core.editor=true -c gc.auto=0 -c rebase.autoStash=false \
+             -c core.hooksPath=/dev/null -c core.fsmonitor=false --no-pager",
         );
         for arg in args {
             line.push(' ');
@@ -110,9 +113,14 @@ impl Git<'_> {
         }
         let mut env = env.clone();
         env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
-        for key in CREDENTIAL_ENV {
-            if let Ok(value) = std::env::var(key) {
-                env.insert(key.into(), value);
+        // Messages are matched (a missing remote branch): they must be git's own English.
+        env.insert("LC_ALL".into(), "C".into());
+        // Credentials only for the commands that talk to the remote.
+        if matches!(args.first(), Some(&"fetch" | &"push")) {
+            for key in CREDENTIAL_ENV {
+                if let Ok(value) = std::env::var(key) {
+                    env.insert(key.into(), value);
+                }
             }
         }
         let request = RunRequest {
