@@ -164,8 +164,8 @@ async fn race(url: &str, workers: usize) {
                 .unwrap();
             let mut lost = 0;
             loop {
-                let prepared = git.prepare("main", &bot).await.unwrap();
-                match git.push("main", &prepared).await {
+                let prepared = git.prepare("main", &bot, lost > 0).await.unwrap();
+                match git.push("main", prepared.tip.as_deref()).await {
                     Ok(_) => return lost,
                     Err(DeliveryError::Stale { .. }) => lost += 1,
                     Err(e) => panic!("worker {n}: {e}"),

@@ -475,11 +475,13 @@ impl Task {
     }
 
     fn prepare(&self, branch: &str) -> Result<Prepared, DeliveryError> {
-        self.rt.block_on(self.git().prepare(branch, &controller()))
+        self.rt
+            .block_on(self.git().prepare(branch, &controller(), true))
     }
 
     fn push(&self, branch: &str, prepared: &Prepared) -> Result<String, DeliveryError> {
-        self.rt.block_on(self.git().push(branch, prepared))
+        self.rt
+            .block_on(self.git().push(branch, prepared.tip.as_deref()))
     }
 }
 

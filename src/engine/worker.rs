@@ -181,10 +181,6 @@ async fn attempt(work: &Work) -> Done {
         workspace: &workspace,
         cancel: &work.cancel,
     };
-    let cloned = match git.head().await {
-        Ok(head) => head,
-        Err(e) => return failed(work, format!("cannot read the workspace: {e}"), None),
-    };
     // The fresh clone is the branch as it is: this check observes the product itself.
     let before = match evaluate(work, &workspace, JUDGE_BEFORE_STEP).await {
         Ok(result) => result,
@@ -222,6 +218,10 @@ async fn attempt(work: &Work) -> Done {
     if before.passed() {
         // The branch already meets the goal: nothing to do but make sure it is the branch
         // (a missing branch is created where the clone started).
+        let cloned = match git.head().await {
+            Ok(head) => head,
+            Err(e) => return failed(work, format!("cannot read the workspace: {e}"), None),
+        };
         return delivery
             .deliver(ALREADY_MET_STEP, cloned.map(|c| (c, before)))
             .await;
@@ -302,7 +302,9 @@ impl Delivery<'_> {
         let mut pause = Duration::from_millis(25);
         let mut last = String::new();
         for round in 0..DELIVERY_ROUNDS {
-            let prepared = match self.git.prepare(&work.branch, committer).await {
+            // The first round trusts the tip the clone saw (the push's lease checks it);
+            // a lost race fetches the new one.
+            let prepared = match self.git.prepare(&work.branch, committer, round > 0).await {
                 Ok(p) => p,
                 Err(DeliveryError::Conflict { tip, .. }) => {
                     return self.conflicted(&tip, round).await;

@@ -91,32 +91,38 @@ pub struct Git<'a> {
     pub cancel: &'a CancellationToken,
 }
 
+/// What every delivery script starts with: `g`, git with the settings a user's global
+/// configuration must not change here (no signing prompt, no editor, no background gc
+/// racing the next command, no pager) and with nothing the work may have planted in the
+/// workspace's `.git` running as the controller (no hooks — the product's server-side hooks
+/// still run on push — and no fsmonitor program).
+const PRELUDE: &str = "g() { git -c commit.gpgsign=false -c core.editor=true -c gc.auto=0 \
+    -c rebase.autoStash=false -c core.hooksPath=/dev/null -c core.fsmonitor=false \
+    --no-pager \"$@\"; }\n";
+
+/// Exit statuses the delivery scripts use to say what stopped them.
+const EXIT_FETCH: i32 = 70;
+const EXIT_CONFLICT: i32 = 71;
+const EXIT_REBASE: i32 = 72;
+const EXIT_NOT_DESCENDANT: i32 = 73;
+const EXIT_NOTHING: i32 = 74;
+
 impl Git<'_> {
-    /// Runs `git <args>` (arguments quoted for the shell); `env` adds to the plain
-    /// environment every command gets.
-    async fn run(
+    /// Runs `script` (after [`PRELUDE`]) in the workspace as one command: each step of a
+    /// delivery is one process start, not one per git command (a round trip each on a
+    /// remote computer). `env` adds to the plain environment; `remote` passes the
+    /// controller's SSH credentials, for the steps that talk to the remote.
+    async fn script(
         &self,
-        args: &[&str],
-        env: &BTreeMap<String, String>,
+        script: &str,
+        env: BTreeMap<String, String>,
+        remote: bool,
     ) -> Result<RunOutcome, DeliveryError> {
-        // Settings a user's global configuration must not change here: no signing prompt,
-        // no editor, no background gc racing the next command, no pager. And nothing the
-        // work may have planted in the workspace's `.git` runs as the controller: no hooks
-        // (the product's server-side hooks still run on push), no fsmonitor program.
-        let mut line = String::from(
-            "git -c commit.gpgsign=false -c core.editor=true -c gc.auto=0 -c rebase.autoStash=false \
-             -c core.hooksPath=/dev/null -c core.fsmonitor=false --no-pager",
-        );
-        for arg in args {
-            line.push(' ');
-            line.push_str(&crate::tools::shell_quote(arg));
-        }
-        let mut env = env.clone();
+        let mut env = env;
         env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
         // Messages are matched (a missing remote branch): they must be git's own English.
         env.insert("LC_ALL".into(), "C".into());
-        // Credentials only for the commands that talk to the remote.
-        if matches!(args.first(), Some(&"fetch" | &"push")) {
+        if remote {
             for key in CREDENTIAL_ENV {
                 if let Ok(value) = std::env::var(key) {
                     env.insert(key.into(), value);
@@ -124,7 +130,7 @@ impl Git<'_> {
             }
         }
         let request = RunRequest {
-            command: line,
+            command: format!("{PRELUDE}{script}"),
             cwd: String::new(),
             env,
             timeout: GIT_TIMEOUT,
@@ -139,30 +145,13 @@ impl Git<'_> {
         Ok(out)
     }
 
-    /// Runs `git <args>` and wants it to succeed; its stdout, trimmed.
-    async fn ok(&self, args: &[&str]) -> Result<String, DeliveryError> {
-        self.ok_as(args, &BTreeMap::new()).await
-    }
-
-    async fn ok_as(
-        &self,
-        args: &[&str],
-        env: &BTreeMap<String, String>,
-    ) -> Result<String, DeliveryError> {
-        let out = self.run(args, env).await?;
-        if out.success() {
-            Ok(out.stdout.trim().to_string())
-        } else {
-            Err(failed(args, &out))
-        }
-    }
-
     /// The commit at HEAD; `None` while the branch is unborn.
     pub async fn head(&self) -> Result<Option<String>, DeliveryError> {
         let out = self
-            .run(
-                &["rev-parse", "--verify", "-q", "HEAD^{commit}"],
-                &BTreeMap::new(),
+            .script(
+                "g rev-parse --verify -q 'HEAD^{commit}'",
+                BTreeMap::new(),
+                false,
             )
             .await?;
         Ok(out
@@ -179,169 +168,182 @@ impl Git<'_> {
         author: &Identity,
         committer: &Identity,
     ) -> Result<Option<String>, DeliveryError> {
-        self.ok(&["add", "-A"]).await?;
-        let staged = self
-            .run(&["diff", "--cached", "--quiet"], &BTreeMap::new())
-            .await?;
-        match staged.code {
-            Some(0) => return Ok(None),
-            Some(1) => {}
-            _ => return Err(failed(&["diff", "--cached", "--quiet"], &staged)),
-        }
         // `--no-verify`: the product's hooks are the server's business (they run on push);
         // a client-side hook in a fresh clone would be one the work itself planted.
-        self.ok_as(
-            &["commit", "-q", "--no-verify", "-m", message],
-            &identity_env(author, committer),
-        )
-        .await?;
-        self.head().await
+        let script = format!(
+            "g add -A || exit $?\n\
+             g diff --cached --quiet; staged=$?\n\
+             [ $staged -eq 0 ] && exit 0\n\
+             [ $staged -eq 1 ] || exit $staged\n\
+             g commit -q --no-verify -m {} || exit $?\n\
+             g rev-parse HEAD\n",
+            quote(message)
+        );
+        let out = self
+            .script(&script, identity_env(author, committer), false)
+            .await?;
+        if !out.success() {
+            return Err(failed("add -A && commit", &out));
+        }
+        let head = out.stdout.trim();
+        Ok((!head.is_empty()).then(|| head.to_string()))
+    }
+
+    /// Makes the workspace a clean checkout of what would be published: removes everything
+    /// HEAD does not hold (uncommitted changes to tracked files, and `git clean -ffdx`), then
+    /// rebases HEAD onto the branch's tip. The work must be committed first: what is left
+    /// beside HEAD (a file a check rewrote or left behind) can neither stop the rebase nor
+    /// reach the check. A conflict aborts the rebase and leaves HEAD as it was.
+    ///
+    /// With `fetch`, the tip is fetched first; without, it is the tip as the workspace last
+    /// saw it (its clone): the compare-and-swap push still refuses a branch that moved, and
+    /// a clean first round then costs no trip to the remote.
+    pub async fn prepare(
+        &self,
+        branch: &str,
+        committer: &Identity,
+        fetch: bool,
+    ) -> Result<Prepared, DeliveryError> {
+        let tracking = quote(&format!("refs/remotes/origin/{branch}"));
+        let fetch_step = if fetch {
+            fetch_script(branch)
+        } else {
+            String::new()
+        };
+        // Authors are kept by the rebase; the controller commits the rebased commits.
+        let script = format!(
+            "{fetch_step}\
+             tip=$(g rev-parse --verify -q {tracking}^{{commit}}) || tip=\n\
+             head=$(g rev-parse --verify -q 'HEAD^{{commit}}') || head=\n\
+             if [ -n \"$head\" ]; then g reset -q --hard || exit $?; fi\n\
+             g clean -ffdxq || exit $?\n\
+             rebased=0\n\
+             if [ -n \"$tip\" ] && [ -n \"$head\" ] && ! g merge-base --is-ancestor \"$tip\" \"$head\"; then\n\
+               if ! said=$(g rebase -q \"$tip\" 2>&1); then\n\
+                 files=$(g diff --name-only --diff-filter=U)\n\
+                 g rebase --abort >/dev/null 2>&1\n\
+                 if [ -n \"$files\" ]; then echo \"tip=$tip\"; echo \"$files\"; exit {EXIT_CONFLICT}; fi\n\
+                 printf '%s\\n' \"$said\" >&2; exit {EXIT_REBASE}\n\
+               fi\n\
+               head=$(g rev-parse HEAD) || exit $?\n\
+               rebased=1\n\
+             fi\n\
+             echo \"tip=$tip\"\n\
+             echo \"head=$head\"\n\
+             echo \"rebased=$rebased\"\n"
+        );
+        let out = self
+            .script(&script, identity_env(committer, committer), fetch)
+            .await?;
+        let field = |name: &str| {
+            out.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        match out.code {
+            Some(0) => Ok(Prepared {
+                tip: field("tip"),
+                head: field("head"),
+                rebased: field("rebased").as_deref() == Some("1"),
+            }),
+            Some(EXIT_CONFLICT) => Err(DeliveryError::Conflict {
+                branch: branch.to_string(),
+                files: out
+                    .stdout
+                    .lines()
+                    .filter(|l| !l.starts_with("tip="))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                tip: field("tip").unwrap_or_default(),
+            }),
+            Some(EXIT_FETCH) => Err(failed(&format!("fetch origin {branch}"), &out)),
+            Some(EXIT_REBASE) => Err(failed(&format!("rebase onto {branch}"), &out)),
+            _ => Err(failed("reset --hard && clean -ffdx", &out)),
+        }
     }
 
     /// Fetches `branch` of `origin` and answers its tip; `None` when the branch does not
     /// exist there (yet).
     pub async fn fetch_tip(&self, branch: &str) -> Result<Option<String>, DeliveryError> {
-        let tracking = format!("refs/remotes/origin/{branch}");
-        let refspec = format!("+refs/heads/{branch}:{tracking}");
-        let out = self
-            .run(
-                &["fetch", "-q", "--no-tags", "origin", &refspec],
-                &BTreeMap::new(),
-            )
-            .await?;
+        let tracking = quote(&format!("refs/remotes/origin/{branch}"));
+        let script = format!(
+            "{}g rev-parse --verify -q {tracking}^{{commit}} || true\n",
+            fetch_script(branch)
+        );
+        let out = self.script(&script, BTreeMap::new(), true).await?;
         if !out.success() {
-            if out.stderr.contains("couldn't find remote ref") {
-                // The branch is gone (or never was): forget what the last fetch said of it.
-                self.run(&["update-ref", "-d", &tracking], &BTreeMap::new())
-                    .await?;
-                return Ok(None);
-            }
-            return Err(failed(&["fetch", "origin", &refspec], &out));
+            return Err(failed(&format!("fetch origin {branch}"), &out));
         }
-        Ok(Some(self.ok(&["rev-parse", "--verify", &tracking]).await?))
-    }
-
-    /// Whether `ancestor` is `commit` or one of its ancestors.
-    async fn contains(&self, commit: &str, ancestor: &str) -> Result<bool, DeliveryError> {
-        let args = ["merge-base", "--is-ancestor", ancestor, commit];
-        let out = self.run(&args, &BTreeMap::new()).await?;
-        match out.code {
-            Some(0) => Ok(true),
-            Some(1) => Ok(false),
-            _ => Err(failed(&args, &out)),
-        }
-    }
-
-    /// Fetches the branch's tip and rebases the workspace's commits onto it, after removing
-    /// everything the commit does not hold (uncommitted changes to tracked files, and
-    /// `git clean -ffdx`), so the workspace is a clean checkout of what would be published.
-    /// The work must be committed first: what is left beside HEAD (a file a check rewrote
-    /// or left behind) is discarded, so it can neither stop the rebase nor reach the check.
-    /// A conflict aborts the rebase and leaves HEAD as it was.
-    pub async fn prepare(
-        &self,
-        branch: &str,
-        committer: &Identity,
-    ) -> Result<Prepared, DeliveryError> {
-        let tip = self.fetch_tip(branch).await?;
-        let mut head = self.head().await?;
-        if head.is_some() {
-            self.ok(&["reset", "-q", "--hard"]).await?;
-        }
-        self.ok(&["clean", "-ffdxq"]).await?;
-        let mut rebased = false;
-        if let (Some(tip), Some(current)) = (&tip, &head)
-            && !self.contains(current, tip).await?
-        {
-            self.rebase(branch, tip, committer).await?;
-            head = self.head().await?;
-            rebased = true;
-        }
-        Ok(Prepared { tip, head, rebased })
-    }
-
-    async fn rebase(
-        &self,
-        branch: &str,
-        onto: &str,
-        committer: &Identity,
-    ) -> Result<(), DeliveryError> {
-        // Authors are kept; the controller is the committer of the rebased commits.
-        let env = identity_env(committer, committer);
-        let out = self.run(&["rebase", "-q", onto], &env).await?;
-        if out.success() {
-            return Ok(());
-        }
-        let files = self
-            .run(
-                &["diff", "--name-only", "--diff-filter=U"],
-                &BTreeMap::new(),
-            )
-            .await
-            .map(|o| o.stdout.split_whitespace().collect::<Vec<_>>().join(", "))
-            .unwrap_or_default();
-        let abort = self.run(&["rebase", "--abort"], &BTreeMap::new()).await?;
-        if files.is_empty() {
-            // Not a conflict: the rebase's own failure is the cause (it may have refused to
-            // start, leaving nothing to abort).
-            return Err(failed(&["rebase", onto], &out));
-        }
-        if !abort.success() {
-            return Err(failed(&["rebase", "--abort"], &abort));
-        }
-        Err(DeliveryError::Conflict {
-            branch: branch.to_string(),
-            files,
-            tip: onto.to_string(),
-        })
+        let tip = out.stdout.trim();
+        Ok((!tip.is_empty()).then(|| tip.to_string()))
     }
 
     /// Moves the workspace to `commit` exactly (for checking the branch as others left it).
     pub async fn reset_to(&self, commit: &str) -> Result<(), DeliveryError> {
-        self.ok(&["reset", "-q", "--hard", commit]).await?;
-        self.ok(&["clean", "-ffdxq"]).await?;
-        Ok(())
+        let script = format!("g reset -q --hard {} && g clean -ffdxq", quote(commit));
+        let out = self.script(&script, BTreeMap::new(), false).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failed(&format!("reset --hard {commit}"), &out))
+        }
     }
 
-    /// Pushes HEAD to `branch` if, and only if, the branch is still `prepared.tip`, and
-    /// answers the commit pushed. Refuses
-    /// (as a [`DeliveryError::Git`]) to push a HEAD that does not descend from that tip: the
-    /// lease must never stand in for a force.
-    pub async fn push(&self, branch: &str, prepared: &Prepared) -> Result<String, DeliveryError> {
-        let Some(head) = &prepared.head else {
-            return Err(DeliveryError::Git {
-                command: "push".into(),
-                detail: "nothing is committed".into(),
-            });
-        };
-        if let Some(tip) = &prepared.tip
-            && !self.contains(head, tip).await?
-        {
-            return Err(DeliveryError::Git {
-                command: "push".into(),
-                detail: format!("{head} does not descend from {branch}'s tip {tip}"),
-            });
-        }
+    /// Pushes HEAD to `branch` if, and only if, the branch is still at `tip` (`None`: it
+    /// does not exist), and answers the commit pushed. Refuses (as a [`DeliveryError::Git`])
+    /// to push a HEAD that does not descend from `tip`: the lease must never stand in for a
+    /// force.
+    pub async fn push(&self, branch: &str, tip: Option<&str>) -> Result<String, DeliveryError> {
         let target = format!("refs/heads/{branch}");
-        let lease = format!(
-            "--force-with-lease={target}:{}",
-            prepared.tip.as_deref().unwrap_or_default()
+        let lease = format!("--force-with-lease={target}:{}", tip.unwrap_or_default());
+        let descends = match tip {
+            Some(tip) => format!(
+                "g merge-base --is-ancestor {} \"$head\" || {{ echo \"head=$head\"; exit {EXIT_NOT_DESCENDANT}; }}\n",
+                quote(tip)
+            ),
+            None => String::new(),
+        };
+        let script = format!(
+            "head=$(g rev-parse --verify -q 'HEAD^{{commit}}') || exit {EXIT_NOTHING}\n\
+             {descends}\
+             echo \"head=$head\"\n\
+             g push --porcelain --no-verify {} origin \"$head:{}\"\n",
+            quote(&lease),
+            target
         );
-        let refspec = format!("{head}:{target}");
-        let args = [
-            "push",
-            "--porcelain",
-            "--no-verify",
-            &lease,
-            "origin",
-            &refspec,
-        ];
-        let out = self.run(&args, &BTreeMap::new()).await?;
-        let status = porcelain_status(&out.stdout, &target);
-        if out.success() {
-            return Ok(head.clone());
+        let out = self.script(&script, BTreeMap::new(), true).await?;
+        let head = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("head="))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+        match out.code {
+            Some(0) => return Ok(head),
+            Some(EXIT_NOTHING) => {
+                return Err(DeliveryError::Git {
+                    command: "push".into(),
+                    detail: "nothing is committed".into(),
+                });
+            }
+            Some(EXIT_NOT_DESCENDANT) => {
+                return Err(DeliveryError::Git {
+                    command: "push".into(),
+                    detail: format!(
+                        "{head} does not descend from {branch}'s tip {}",
+                        tip.unwrap_or_default()
+                    ),
+                });
+            }
+            _ => {}
         }
-        match status {
+        match porcelain_status(&out.stdout, &target) {
             Some(PorcelainStatus::Stale(message)) => Err(DeliveryError::Stale {
                 branch: branch.to_string(),
                 message,
@@ -351,16 +353,42 @@ impl Git<'_> {
                 branch: branch.to_string(),
                 message: with_remote_lines(&message, &out.stderr),
             }),
-            None => Err(failed(&["push", "origin", &refspec], &out)),
+            None => Err(failed(&format!("push origin {target}"), &out)),
         }
     }
 
     /// Where `origin` points, for messages.
     async fn remote(&self) -> String {
-        self.ok(&["remote", "get-url", "origin"])
+        match self
+            .script("g remote get-url origin", BTreeMap::new(), false)
             .await
-            .unwrap_or_else(|_| "origin".into())
+        {
+            Ok(out) if out.success() => out.stdout.trim().to_string(),
+            _ => "origin".into(),
+        }
     }
+}
+
+/// The script step that fetches `branch` of `origin` into its tracking ref, or removes that
+/// ref when the remote has no such branch (it is gone, or never was); exits with
+/// [`EXIT_FETCH`] when the fetch fails otherwise.
+fn fetch_script(branch: &str) -> String {
+    let tracking = quote(&format!("refs/remotes/origin/{branch}"));
+    let refspec = quote(&format!(
+        "+refs/heads/{branch}:refs/remotes/origin/{branch}"
+    ));
+    format!(
+        "if ! said=$(g fetch -q --no-tags origin {refspec} 2>&1); then\n\
+           case \"$said\" in\n\
+             *\"couldn't find remote ref\"*) g update-ref -d {tracking} ;;\n\
+             *) printf '%s\\n' \"$said\" >&2; exit {EXIT_FETCH} ;;\n\
+           esac\n\
+         fi\n"
+    )
+}
+
+fn quote(text: &str) -> String {
+    crate::tools::shell_quote(text)
 }
 
 /// What `git push --porcelain` said of one ref.
@@ -429,9 +457,9 @@ fn identity_env(author: &Identity, committer: &Identity) -> BTreeMap<String, Str
     .collect()
 }
 
-fn failed(args: &[&str], out: &RunOutcome) -> DeliveryError {
+fn failed(command: &str, out: &RunOutcome) -> DeliveryError {
     DeliveryError::Git {
-        command: args.join(" "),
+        command: command.to_string(),
         detail: out.summary(),
     }
 }

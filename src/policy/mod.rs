@@ -24,7 +24,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::computer::{Computer, ComputerError, RunRequest, Workspace};
-use crate::gitops::delivery::{DeliveryError, Prepared};
+use crate::gitops::delivery::DeliveryError;
 use crate::gitops::{GitopsError, Identity};
 use crate::store::{AuditRecord, Store, StoreError, TaskId};
 
@@ -734,13 +734,7 @@ async fn execute(
             ))
         }
         ToolCall::Push { branch, from } => {
-            let git = git(actor);
-            let prepared = Prepared {
-                tip: from.clone(),
-                head: git.head().await?,
-                rebased: false,
-            };
-            let pushed = git.push(branch, &prepared).await?;
+            let pushed = git(actor).push(branch, from.as_deref()).await?;
             Ok((json!({ "pushed": pushed, "branch": branch }), None))
         }
     }
