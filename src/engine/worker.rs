@@ -223,7 +223,7 @@ async fn attempt(work: &Work) -> Done {
             Err(e) => return failed(work, format!("cannot read the workspace: {e}"), None),
         };
         return delivery
-            .deliver(ALREADY_MET_STEP, cloned.map(|c| (c, before)))
+            .deliver(ALREADY_MET_STEP, false, cloned.map(|c| (c, before)))
             .await;
     }
     let calls = playbook_calls(&work.goal.playbook);
@@ -245,7 +245,9 @@ async fn attempt(work: &Work) -> Done {
         }
     }
     let step = u32::try_from(calls.len()).unwrap_or(u32::MAX);
-    delivery.deliver(step, None).await
+    // A last `commit` step staged and committed everything (`git add -A`).
+    let committed = matches!(calls.last(), Some(ToolCall::Commit { .. }));
+    delivery.deliver(step, !committed, None).await
 }
 
 /// A refusal that parks the task rather than failing it: an action waiting for approval.
@@ -291,12 +293,20 @@ impl Delivery<'_> {
     /// checks the goal on a clean checkout of the result and pushes it if the branch has not
     /// moved (step `step + 1`), again and again while other deliveries win the race.
     /// `checked` is a commit the check already passed on, with that result.
-    async fn deliver(&self, step: u32, mut checked: Option<(String, CheckResult)>) -> Done {
+    /// `commit` is false when nothing can be left to commit (a fresh clone, a playbook whose
+    /// last step committed everything), which saves a process start per task.
+    async fn deliver(
+        &self,
+        step: u32,
+        commit: bool,
+        mut checked: Option<(String, CheckResult)>,
+    ) -> Done {
         let work = self.work;
-        let message = commit_message(work);
-        let commit = ToolCall::Commit { message };
-        if let Err(e) = act(self.actor, step, &commit).await {
-            return self.not_delivered(&commit, e);
+        let call = ToolCall::Commit {
+            message: commit_message(work),
+        };
+        if commit && let Err(e) = act(self.actor, step, &call).await {
+            return self.not_delivered(&call, e);
         }
         let committer = &work.author;
         let mut pause = Duration::from_millis(25);
@@ -584,7 +594,7 @@ async fn agent_work(
     }
     // The controller commits and pushes on the agent's behalf; the check decides on the
     // work as it would be delivered.
-    delivery.deliver(AGENT_COMMIT_STEP, None).await
+    delivery.deliver(AGENT_COMMIT_STEP, true, None).await
 }
 
 /// Journal steps of the judge before and after the work.
