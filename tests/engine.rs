@@ -7,10 +7,14 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/company.rs"]
+mod company;
 #[path = "support/git_daemon.rs"]
 mod git_daemon;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
+
+use company::small_company;
 
 use cli::{bin, get_json, git, proto, text, wait_for};
 use git_daemon::Daemon;
@@ -37,25 +41,6 @@ fn reason(goals: &serde_json::Value, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// A minimal company in a fresh git repository at `dir/company`, with a bare product
-/// repository `dir/app.git`. `goals` are extra YAML documents. The CEO declares `model: sonnet`,
-/// so scripted models answer the agent's turns only (`auto` would ask a classifier first).
-fn small_company(dir: &Path, goals: &str) -> PathBuf {
-    let company = dir.join("company");
-    std::fs::create_dir_all(&company).unwrap();
-    std::fs::write(
-        company.join("company.yaml"),
-        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: small}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {author: {name: proto-bot, email: bot@localhost}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: The app., lead: ceo, repo: {url: ../app.git, branch: main}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 2}\n",
-    )
-    .unwrap();
-    std::fs::write(company.join("goals.yaml"), goals).unwrap();
-    git(&company, &["init", "-q", "-b", "main"]);
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "Declare the company"]);
-    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    company
 }
 
 /// Every audit record the controller committed, as text.
@@ -885,19 +870,7 @@ fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() 
     ]));
     let tmp = tempfile::tempdir().unwrap();
     let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: started}\nspec:\n  product: app\n  owner: ceo\n  description: The work has started.\n  check: {file: {path: done.txt}}\n";
-    let company = small_company(tmp.path(), goal_text);
-    use_mock_model(&company, &mock);
-    let state = tmp.path().join("state");
-    let run = || cli::run_command(tmp.path(), &company, &state);
-    let mut child = run().spawn().unwrap();
-    cli::kill_once_marked(&mut child, &state.join("work"));
-    assert_eq!(mock.requests().len(), 1, "one model turn before the kill");
-    let out = run().output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        reason(&goals_json(tmp.path(), &state), "started"),
-        "CheckPassed"
-    );
+    killed_in_a_command_then_resumed(tmp.path(), goal_text, "started", &mock, 1);
     // The first turn came from the journal; only the second was asked for.
     let requests = mock.requests();
     assert_eq!(
@@ -927,19 +900,7 @@ fn a_resumed_conversation_replays_its_file_changes_into_a_fresh_clone() {
     ]));
     let tmp = tempfile::tempdir().unwrap();
     let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: built}\nspec:\n  product: app\n  owner: ceo\n  description: Planned and built.\n  check: {command: {run: 'grep -q \"the plan\" plan.md && test -f built.txt'}}\n";
-    let company = small_company(tmp.path(), goal_text);
-    use_mock_model(&company, &mock);
-    let state = tmp.path().join("state");
-    let run = || cli::run_command(tmp.path(), &company, &state);
-    let mut child = run().spawn().unwrap();
-    cli::kill_once_marked(&mut child, &state.join("work"));
-    assert_eq!(mock.requests().len(), 2, "two model turns before the kill");
-    let out = run().output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        reason(&goals_json(tmp.path(), &state), "built"),
-        "CheckPassed"
-    );
+    killed_in_a_command_then_resumed(tmp.path(), goal_text, "built", &mock, 2);
     // The Write was not asked for again, yet its file is in what was delivered.
     assert_eq!(mock.requests().len(), 3);
     let app = tmp.path().join("app.git");
@@ -982,6 +943,28 @@ fn a_store_locked_longer_than_its_busy_timeout_delays_the_run_but_does_not_end_i
         git(&tmp.path().join("app.git"), &["show", "main:done.txt"]),
         "done"
     );
+}
+
+/// A small company with `goal_text` worked through `mock`: the controller is killed with
+/// SIGKILL once the agent's command has started (after `turns` model turns), then run again
+/// to the end, where goal `goal` must be met.
+fn killed_in_a_command_then_resumed(
+    home: &Path,
+    goal_text: &str,
+    goal: &str,
+    mock: &mock_llm::MockLlm,
+    turns: usize,
+) {
+    let company = small_company(home, goal_text);
+    use_mock_model(&company, mock);
+    let state = home.join("state");
+    let run = || cli::run_command(home, &company, &state);
+    let mut child = run().spawn().unwrap();
+    cli::kill_once_marked(&mut child, &state.join("work"));
+    assert_eq!(mock.requests().len(), turns, "model turns before the kill");
+    let out = run().output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(reason(&goals_json(home, &state), goal), "CheckPassed");
 }
 
 /// Points `company` at `mock` (an Anthropic-speaking server) and commits it.

@@ -8,6 +8,10 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/company.rs"]
+mod company;
+
+use company::small_company;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,22 +27,6 @@ use proto::store::{NewTask, Store, StoreError};
 use proto::tools::{ToolContext, ToolError, tool};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-/// A company in a fresh git repository at `dir/company` with one product (a bare repository
-/// `dir/app.git`) on one local computer; `goals` are extra YAML documents.
-fn tiny_company(dir: &Path, goals: &str) -> PathBuf {
-    let company = dir.join("company");
-    cli::write(
-        &company,
-        "company.yaml",
-        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: tiny}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {author: {name: proto-bot, email: bot@localhost}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: The app., lead: ceo, repo: {url: ../app.git, branch: main}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 1}\n",
-    );
-    cli::write(&company, "goals.yaml", goals);
-    git(&company, &["init", "-q", "-b", "main"]);
-    cli::commit_all(&company, "Declare the company");
-    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    company
-}
 
 /// A goal whose playbook marks its workspace (`started`) and then waits until `release`
 /// exists: a run is held in the middle of its work for as long as a test needs.
@@ -125,7 +113,7 @@ fn state_arg(state: &Path) -> &str {
 fn a_second_run_on_the_same_state_is_refused_at_once_and_readers_keep_working() {
     let tmp = tempfile::tempdir().unwrap();
     let release = tmp.path().join("release");
-    let company = tiny_company(tmp.path(), &held_goal(&release));
+    let company = small_company(tmp.path(), &held_goal(&release));
     let state = tmp.path().join("state");
     let mut first = spawn_run(tmp.path(), &company, &state, "first");
     wait_started(&state);
@@ -191,7 +179,7 @@ fn a_second_run_on_the_same_state_is_refused_at_once_and_readers_keep_working() 
 fn a_run_killed_with_sigkill_leaves_no_lock_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let release = tmp.path().join("release");
-    let company = tiny_company(tmp.path(), &held_goal(&release));
+    let company = small_company(tmp.path(), &held_goal(&release));
     let state = tmp.path().join("state");
     let mut killed = spawn_run(tmp.path(), &company, &state, "killed");
     wait_started(&state);
@@ -225,7 +213,7 @@ fn a_run_killed_with_sigkill_leaves_no_lock_behind() {
 /// A real store, made by a run, checkpointed so that every page is in `proto.db` itself.
 fn real_store(tmp: &Path) -> (PathBuf, PathBuf) {
     let goal = "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: first}\nspec:\n  product: app\n  owner: ceo\n  description: First holds.\n  check: {file: {path: first.txt}}\n  playbook:\n    - write: {path: first.txt, content: \"first\\n\"}\n    - commit: {message: \"Make first hold\"}\n";
-    let company = tiny_company(tmp, goal);
+    let company = small_company(tmp, goal);
     let state = tmp.join("state");
     let mut run = spawn_run(tmp, &company, &state, "real");
     let status = exit_of(&mut run, "the run making the store");
@@ -656,7 +644,7 @@ async fn playbook_write_and_edit_steps_normalize_paths_before_the_guards() {
 fn a_declared_playbook_cannot_plant_a_git_hook_through_a_dotted_path() {
     let tmp = tempfile::tempdir().unwrap();
     let goal = "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: hook}\nspec:\n  product: app\n  owner: ceo\n  description: A hook is planted.\n  check: {file: {path: hooked.txt}}\n  budget: {attempts: 1}\n  playbook:\n    - write:\n        path: ./.git/hooks/pre-commit\n        content: \"#!/bin/sh\\ntouch hooked.txt\\n\"\n    - commit: {message: \"Plant a hook\"}\n";
-    let company = tiny_company(tmp.path(), goal);
+    let company = small_company(tmp.path(), goal);
     let state = tmp.path().join("state");
     let mut run = spawn_run(tmp.path(), &company, &state, "hook");
     let status = exit_of(&mut run, "the run");
