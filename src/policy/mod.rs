@@ -24,8 +24,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::computer::{Computer, ComputerError, RunRequest, Workspace};
+use crate::gitops::Identity;
 use crate::gitops::delivery::DeliveryError;
-use crate::gitops::{GitopsError, Identity};
 use crate::store::{AuditRecord, Store, StoreError, TaskId};
 
 #[derive(Debug, Error)]
@@ -46,8 +46,6 @@ pub enum ActError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Computer(#[from] ComputerError),
-    #[error(transparent)]
-    Git(#[from] GitopsError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
     #[error("edit of {path}: the text to replace {found}")]
@@ -267,19 +265,11 @@ async fn admit(actor: &Actor<'_>, call: &ToolCall) -> Result<Option<Value>, ActE
         return Ok(None);
     };
     let input = call.rules_input();
-    // Delivery is the controller's to do (the agent need not hold `Git`); deny and ask rules
-    // still stand between it and the product.
-    let delivery = [String::from("Git")];
-    let tools = if call.is_delivery() {
-        &delivery[..]
-    } else {
-        actor.tools
-    };
     match permissions::decide(
         call.tool(),
         &input,
         &settings.permissions,
-        tools,
+        ceiling(actor, call),
         actor.workspace.root(),
     ) {
         permissions::Decision::Deny { reason, .. } => return Err(ActError::Forbidden(reason)),
@@ -318,10 +308,23 @@ async fn after(actor: &Actor<'_>, call: &ToolCall, result: Result<&Value, &str>)
     }
 }
 
+/// The tools a call is held to: the agent's own, except for delivery, which is the
+/// controller's act on the agent's behalf and holds `Git` whatever the agent holds (deny and
+/// ask rules still stand between it and the product).
+fn ceiling<'a>(actor: &'a Actor<'_>, call: &ToolCall) -> &'a [String] {
+    static DELIVERY: std::sync::LazyLock<[String; 1]> =
+        std::sync::LazyLock::new(|| [String::from("Git")]);
+    if call.is_delivery() {
+        &DELIVERY[..]
+    } else {
+        actor.tools
+    }
+}
+
 /// Takes one action, step `step` of the actor's task. See the module docs.
 pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted, ActError> {
     let now = Utc::now();
-    if !call.is_delivery() && !allows(actor.tools, call.tool()) {
+    if !allows(ceiling(actor, call), call.tool()) {
         let err = ActError::Denied {
             agent: actor.agent.to_string(),
             tool: call.tool().to_string(),
@@ -406,7 +409,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             let over = matches!(
                 e,
                 ActError::Computer(_)
-                    | ActError::Git(_)
+                    | ActError::Delivery(_)
                     | ActError::EditMismatch { .. }
                     | ActError::Failed(_)
             );
