@@ -503,7 +503,9 @@ fn a_workspace_left_mid_rebase_and_locked_is_replaced_not_retried() {
         "in-command",
         |state| {
             // What a kill in the middle of a rebase leaves: a lock and a rebase in progress.
-            for entry in std::fs::read_dir(state.join("work")).unwrap().flatten() {
+            let workspaces = std::fs::read_dir(state.join("work")).unwrap().flatten();
+            // The product mirrors live beside the workspaces; they are not one.
+            for entry in workspaces.filter(|e| e.path().join(".git").is_dir()) {
                 let dot_git = entry.path().join(".git");
                 std::fs::write(dot_git.join("index.lock"), "").unwrap();
                 std::fs::create_dir_all(dot_git.join("rebase-merge")).unwrap();

@@ -985,3 +985,157 @@ fn prepare_leaves_exactly_the_commit_after_a_check_changed_the_workspace() {
         "# locked"
     );
 }
+
+/// The bytes of objects a repository holds itself (not through alternates).
+fn own_objects(dir: &Path) -> u64 {
+    fn walk(path: &Path) -> u64 {
+        std::fs::read_dir(path).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+    }
+    walk(&dir.join(".git/objects"))
+}
+
+#[test]
+fn workspaces_share_the_mirror_history_and_see_every_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app.git");
+    // A product with some history: 40 commits of a 64 KiB file.
+    bare_with(&repo, &[("README.md", "app\n")]);
+    let url = repo.to_str().unwrap();
+    let pusher = tmp.path().join("pusher");
+    for n in 0..40 {
+        let big: String = (0..4096).map(|i| format!("{n:04}{i:012}\n")).collect();
+        someone_pushes(url, &pusher, "big.txt", &big, &format!("change {n}"));
+    }
+    let work = tmp.path().join("work");
+    let mirrors = work.join(proto::gitops::workspace::MIRRORS);
+    let first = work.join("first");
+    proto::gitops::workspace::make(url, "main", &first, &mirrors).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(first.join("README.md")).unwrap(),
+        "app\n"
+    );
+    // The history stays in the mirror: the workspace holds (next to) nothing of its own.
+    assert!(
+        std::fs::read_to_string(first.join(".git/objects/info/alternates"))
+            .unwrap()
+            .contains(".mirrors"),
+    );
+    assert!(
+        own_objects(&first) < 64 * 1024,
+        "{} bytes",
+        own_objects(&first)
+    );
+    // Its origin is the product itself, and it tracks the branch.
+    assert_eq!(git(&first, &["remote", "get-url", "origin"]).trim(), url);
+    assert_eq!(
+        git(&first, &["rev-parse", "HEAD"]),
+        git(&repo, &["rev-parse", "main"])
+    );
+
+    // A push after the first workspace: the next one is made at the new tip.
+    let tip = someone_pushes(url, &pusher, "new.txt", "new\n", "later");
+    let second = work.join("second");
+    proto::gitops::workspace::make(url, "main", &second, &mirrors).unwrap();
+    assert_eq!(git(&second, &["rev-parse", "HEAD"]).trim(), tip);
+    assert_eq!(git(&second, &["rev-parse", "origin/main"]).trim(), tip);
+    assert!(second.join("new.txt").exists());
+    // A branch the product lacks starts at its default branch.
+    let third = work.join("third");
+    proto::gitops::workspace::make(url, "feature", &third, &mirrors).unwrap();
+    assert_eq!(git(&third, &["rev-parse", "HEAD"]).trim(), tip);
+    assert_eq!(
+        git(&third, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/feature"
+    );
+    // One mirror for the product, however many workspaces.
+    let mirror_count = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(mirror_count, 1);
+
+    proto::gitops::workspace::remove(&second).unwrap();
+    assert!(!second.exists());
+    // The others still read their history through the mirror.
+    assert!(git(&first, &["log", "--oneline"]).lines().count() > 40);
+    assert!(clean(&first) && clean(&third));
+}
+
+#[test]
+fn what_a_killed_run_leaves_in_a_mirror_or_workspace_is_never_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app.git");
+    bare_with(&repo, &[("README.md", "app\n")]);
+    let url = repo.to_str().unwrap();
+    let work = tmp.path().join("work");
+    let mirrors = work.join(proto::gitops::workspace::MIRRORS);
+    let ws = work.join("task");
+    proto::gitops::workspace::make(url, "main", &ws, &mirrors).unwrap();
+    proto::gitops::workspace::remove(&ws).unwrap();
+
+    // What SIGKILL leaves: the lock files of a fetch cut short, a mirror half initialised
+    // beside the real one, and a workspace half cloned.
+    let mirror = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    std::fs::write(mirror.join("refs/heads/main.lock"), "").unwrap();
+    std::fs::write(mirror.join("packed-refs.lock"), "").unwrap();
+    std::fs::write(mirror.join("shallow.lock"), "").unwrap();
+    let pusher = tmp.path().join("pusher");
+    let tip = someone_pushes(url, &pusher, "new.txt", "new\n", "later");
+    let half = tmp.path().join("work/task.partial");
+    std::fs::create_dir_all(half.join(".git")).unwrap();
+    std::fs::write(half.join("junk.txt"), "left over\n").unwrap();
+
+    proto::gitops::workspace::make(url, "main", &ws, &mirrors).unwrap();
+    assert_eq!(git(&ws, &["rev-parse", "HEAD"]).trim(), tip);
+    assert!(!ws.join("junk.txt").exists() && !half.exists());
+    assert!(clean(&ws));
+    // A mirror whose creation was cut short is made again, not used.
+    let other = tmp.path().join("other.git");
+    bare_with(&other, &[("OTHER.md", "other\n")]);
+    let before: Vec<_> = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    proto::gitops::workspace::make(other.to_str().unwrap(), "main", &work.join("o"), &mirrors)
+        .unwrap();
+    let other_mirror = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && !before.contains(p))
+        .unwrap();
+    proto::gitops::workspace::remove(&work.join("o")).unwrap();
+    std::fs::remove_dir_all(&other_mirror).unwrap();
+    let mut half_mirror = other_mirror.as_os_str().to_owned();
+    half_mirror.push(".partial");
+    std::fs::create_dir_all(std::path::PathBuf::from(&half_mirror).join("refs")).unwrap();
+    std::fs::write(
+        std::path::PathBuf::from(&half_mirror).join("HEAD"),
+        "garbage",
+    )
+    .unwrap();
+    proto::gitops::workspace::make(other.to_str().unwrap(), "main", &work.join("o"), &mirrors)
+        .unwrap();
+    assert!(work.join("o/OTHER.md").exists());
+    assert!(!std::path::Path::new(&half_mirror).exists());
+
+    // `remove` also takes a half-made workspace with it.
+    std::fs::create_dir_all(&half).unwrap();
+    proto::gitops::workspace::remove(&ws).unwrap();
+    assert!(!ws.exists() && !half.exists());
+}

@@ -168,9 +168,10 @@ impl Computer for Local {
                 source,
             })?;
         let (repo, branch, target) = (spec.repo.clone(), spec.branch.clone(), dir.clone());
-        // libgit2 blocks; a clone can take a while.
+        let mirrors = self.workdir.join(crate::gitops::workspace::MIRRORS);
+        // Git runs as child processes waited on synchronously, under a file lock.
         tokio::task::spawn_blocking(move || {
-            crate::gitops::workspace::clone_or_open(&repo, &branch, &target)
+            crate::gitops::workspace::make(&repo, &branch, &target, &mirrors)
         })
         .await
         .map_err(|e| ComputerError::Workspace(format!("{}: {e}", dir.display())))?
@@ -353,13 +354,10 @@ impl Computer for Local {
 
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
         let dir = self.workdir.join(dir_name(&spec.task));
-        match tokio::fs::remove_dir_all(&dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ComputerError::Io {
-                path: dir.display().to_string(),
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        tokio::task::spawn_blocking(move || crate::gitops::workspace::remove(&dir))
+            .await
+            .map_err(|e| ComputerError::Workspace(format!("removing a workspace: {e}")))?
+            .map_err(|e| ComputerError::Workspace(e.to_string()))
     }
 
     async fn release(&self) -> Result<usize, ComputerError> {

@@ -31,6 +31,9 @@ pub enum GitopsError {
         attempts: u32,
         message: String,
     },
+    /// A `git` command line failed (making a workspace): what it was for, and git's message.
+    #[error("cannot {what}: {message}")]
+    Command { what: String, message: String },
     #[error("{0}: not a relative path inside the declaration folder")]
     InvalidPath(String),
     #[error("{path}: {source}")]

@@ -1,87 +1,393 @@
-//! A task's workspace: a clone of the product repository at the product's branch
-//! ([`clone_or_open`]). Everything after the clone (committing the work, fetching the
-//! branch's tip, rebasing onto it, the compare-and-swap push) is [`super::delivery`]'s,
-//! done with the `git` command line through the task's computer, so there is one way a
-//! product's work is committed and published.
+//! A task's workspace: a clone of the product repository at the product's branch ([`make`]).
+//! Everything after it (committing the work, fetching the branch's tip, rebasing onto it, the
+//! compare-and-swap push) is [`super::delivery`]'s, so there is one way a product's work is
+//! committed and published.
+//!
+//! Workspaces are cheap: each computer keeps one bare **mirror** per product repository
+//! (under `<workdir>/.mirrors`), fetched before each workspace is made, and a workspace is a
+//! `git clone --shared` of it: its objects come from the mirror through `alternates`, so
+//! making one costs a checkout of the files and no copy of history, however long the
+//! product's history grows. The workspace's `origin` is the product repository itself, so
+//! delivery fetches and pushes there directly, and new objects (the work, a newer tip) land
+//! in the workspace's own object store.
+//!
+//! A clone with alternates rather than a `git worktree`: worktrees share one ref namespace
+//! and refuse to check a branch out twice, while every task works on the product's branch at
+//! once and delivery moves `refs/remotes/origin/<branch>` in each workspace independently.
+//!
+//! Crash safety: a mirror and a workspace are each built under a `.partial` name and renamed
+//! into place, so one that exists is whole; the mirror is fetched under an exclusive lock
+//! (which the kernel drops when a killed process ends) and git's own lock files that a
+//! killed fetch left are removed under it. A mirror is never deleted while it exists:
+//! workspaces may be reading through it; it only ever gains objects, and is repacked (never
+//! pruned) when its packs pile up.
 //!
 //! A product repository given as a local path must be bare (`git init --bare x.git`), as
 //! any shared repository is: git refuses a push to the checked-out branch of a repository
 //! with a working tree.
 
-use std::path::Path;
-
-use git2::Repository;
-use git2::build::CheckoutBuilder;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use super::GitopsError;
 use crate::source::remote;
 
-/// Clones `repo` (a path or URL) at `branch` into `dir`, or opens `dir` if it already holds
-/// that clone. An empty repository or a missing branch gives a workspace on a new branch.
-///
-/// A missing branch starts at the remote's default branch (as `git checkout -b` would), so
-/// the work builds on the product's code; only an empty repository gives an unborn branch.
-/// `origin` is configured last, so a clone interrupted half-way is redone, not trusted.
-pub fn clone_or_open(repo: &str, branch: &str, dir: &Path) -> Result<(), GitopsError> {
-    if let Ok(existing) = Repository::open(dir)
-        && existing.find_remote("origin").is_ok()
-    {
+/// The folder of a computer's workdir that holds its product mirrors.
+pub const MIRRORS: &str = ".mirrors";
+
+/// Variables of the controller's environment a fetch may need to authenticate.
+const CREDENTIAL_ENV: [&str; 3] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH"];
+
+/// More packs than this in a mirror and it is repacked into one (each fetch adds one).
+const MAX_PACKS: usize = 32;
+
+/// Makes the workspace `dir`: a clone of `repo` (a path or URL) at `branch`, or leaves `dir`
+/// as it is when it already exists (only a whole workspace is ever renamed into place). An
+/// empty repository or a missing branch gives a workspace on a new branch, which starts at
+/// the remote's default branch (as `git checkout -b` would), so the work builds on the
+/// product's code; only an empty repository gives an unborn branch.
+pub fn make(repo: &str, branch: &str, dir: &Path, mirrors: &Path) -> Result<(), GitopsError> {
+    if dir.is_dir() {
         return Ok(());
     }
-    let url = if remote::is_url(repo) {
-        repo.to_owned()
-    } else {
-        std::path::absolute(repo)
-            .map_err(|source| GitopsError::Io {
-                path: repo.into(),
-                source,
-            })?
-            .to_string_lossy()
-            .into_owned()
+    let url = repository_url(repo)?;
+    let mirror = mirrors.join(mirror_name(&url));
+    let start = {
+        let _lock = lock(mirrors, &mirror)?;
+        ensure_mirror(&mirror, &url)?;
+        fetch(&mirror)?;
+        let start = start_commit(&mirror, branch)?;
+        repack_if_needed(&mirror)?;
+        start
     };
-    let local = Repository::init(dir)?;
-    let tracking = tracking_ref(branch);
-    let mut anonymous = local.remote_anonymous(&url)?;
-    let heads = remote::fetch(&mut anonymous, &[tracking_refspec(branch)])?;
-    let has_branch = heads
-        .iter()
-        .any(|(name, _)| *name == format!("refs/heads/{branch}"));
-    let start = if has_branch {
-        Some(local.find_reference(&tracking)?.peel_to_commit()?.id())
-    } else {
-        // The branch is new: start it where the remote's HEAD is, if the remote has one.
-        match remote::default_branch(&local, &url)? {
-            Some(default) => {
-                remote::fetch(&mut anonymous, &[tracking_refspec(&default)])?;
-                Some(
-                    local
-                        .find_reference(&tracking_ref(&default))?
-                        .peel_to_commit()?
-                        .id(),
-                )
+    let partial = partial_of(dir);
+    remove_dir(&partial)?;
+    clone_shared(&mirror, &partial, &url, branch, start.as_deref())?;
+    std::fs::rename(&partial, dir).map_err(io(dir))
+}
+
+/// Removes the workspace `dir` and whatever half-made one a killed process left beside it.
+pub fn remove(dir: &Path) -> Result<(), GitopsError> {
+    remove_dir(&partial_of(dir))?;
+    remove_dir(dir)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), GitopsError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn partial_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+fn repository_url(repo: &str) -> Result<String, GitopsError> {
+    if remote::is_url(repo) {
+        return Ok(repo.to_owned());
+    }
+    std::path::absolute(repo)
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(io(Path::new(repo)))
+}
+
+/// The mirror's folder name: readable (the repository's last path part) and unique (a hash
+/// of the whole URL), so two products named alike never share a mirror.
+fn mirror_name(url: &str) -> String {
+    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let base: String = url
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("repo")
+        .trim_end_matches(".git")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("{base}-{hash:016x}.git")
+}
+
+/// The exclusive lock of one mirror, held while it is created, fetched or repacked.
+fn lock(mirrors: &Path, mirror: &Path) -> Result<File, GitopsError> {
+    std::fs::create_dir_all(mirrors).map_err(io(mirrors))?;
+    let mut path = mirror.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    file.lock().map_err(io(&path))?;
+    Ok(file)
+}
+
+fn ensure_mirror(mirror: &Path, url: &str) -> Result<(), GitopsError> {
+    if mirror.is_dir() {
+        // The URL a product names may change spelling but not the mirror's name (a hash of
+        // it), so the mirror's `origin` is what was asked for.
+        return clear_stale_locks(mirror);
+    }
+    let partial = partial_of(mirror);
+    remove_dir(&partial)?;
+    git(
+        None,
+        &["init", "-q", "--bare", &path_text(&partial)],
+        "init a mirror",
+    )?;
+    for (key, value) in [
+        ("remote.origin.url", url),
+        // Never prune: workspaces read objects through the mirror.
+        ("gc.auto", "0"),
+        ("gc.pruneExpire", "never"),
+        // A pack per fetch (rather than loose objects), repacked when they pile up.
+        ("fetch.unpackLimit", "1"),
+        ("transfer.unpackLimit", "1"),
+    ] {
+        git(
+            Some(&partial),
+            &["config", key, value],
+            "configure a mirror",
+        )?;
+    }
+    std::fs::rename(&partial, mirror).map_err(io(mirror))
+}
+
+/// Lock files a killed git left in the mirror. Safe to remove: the mirror's lock is held,
+/// so no git of ours is running there.
+fn clear_stale_locks(mirror: &Path) -> Result<(), GitopsError> {
+    fn sweep(dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if entry.file_name() != "objects" {
+                    sweep(&path)?;
+                }
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                std::fs::remove_file(&path)?;
             }
-            None => None,
         }
-    };
-    let local_ref = format!("refs/heads/{branch}");
-    if let Some(start) = start {
-        local.reference(&local_ref, start, true, "clone: start the workspace branch")?;
+        Ok(())
     }
-    local.set_head(&local_ref)?;
-    if start.is_some() {
-        local.checkout_head(Some(CheckoutBuilder::new().force()))?;
+    sweep(mirror).map_err(io(mirror))
+}
+
+fn fetch(mirror: &Path) -> Result<(), GitopsError> {
+    git(
+        Some(mirror),
+        &[
+            "fetch",
+            "-q",
+            "--prune",
+            "--no-tags",
+            "origin",
+            "+refs/heads/*:refs/heads/*",
+        ],
+        "fetch the product into its mirror",
+    )
+    .map(drop)
+}
+
+/// Where the workspace's branch starts: the branch's tip, or, for a new branch, the tip of
+/// the remote's default branch; `None` in an empty repository.
+fn start_commit(mirror: &Path, branch: &str) -> Result<Option<String>, GitopsError> {
+    if let Some(tip) = resolve(mirror, &format!("refs/heads/{branch}"))? {
+        return Ok(Some(tip));
     }
-    let mut config = local.config()?;
-    config.set_str(&format!("branch.{branch}.remote"), "origin")?;
-    config.set_str(&format!("branch.{branch}.merge"), &local_ref)?;
-    local.remote("origin", &url)?;
+    let said = git(
+        Some(mirror),
+        &["ls-remote", "--symref", "origin", "HEAD"],
+        "read the product's default branch",
+    )?;
+    let text = String::from_utf8_lossy(&said.stdout);
+    let default = text.lines().find_map(|line| {
+        line.strip_prefix("ref: ")?
+            .strip_suffix("\tHEAD")
+            .map(str::to_owned)
+    });
+    match default {
+        Some(head) => resolve(mirror, &head),
+        None => Ok(None),
+    }
+}
+
+fn resolve(mirror: &Path, reference: &str) -> Result<Option<String>, GitopsError> {
+    let out = run(
+        Some(mirror),
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("{reference}^{{commit}}"),
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    Ok((out.status.success() && !text.is_empty()).then_some(text))
+}
+
+fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
+    let packs = mirror.join("objects/pack");
+    let count = std::fs::read_dir(&packs)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                .count()
+        })
+        .unwrap_or(0);
+    if count > MAX_PACKS {
+        // `--keep-unreachable`: an object a force-push orphaned may still be a workspace's.
+        git(
+            Some(mirror),
+            &["repack", "-a", "-d", "-q", "--keep-unreachable"],
+            "repack a mirror",
+        )?;
+    }
     Ok(())
 }
 
-fn tracking_ref(branch: &str) -> String {
-    format!("refs/remotes/origin/{branch}")
+/// The workspace itself, at `dir` (a `.partial` name, renamed by the caller when whole).
+fn clone_shared(
+    mirror: &Path,
+    dir: &Path,
+    url: &str,
+    branch: &str,
+    start: Option<&str>,
+) -> Result<(), GitopsError> {
+    git(
+        None,
+        &[
+            "clone",
+            "-q",
+            "--shared",
+            "--no-checkout",
+            &path_text(mirror),
+            &path_text(dir),
+        ],
+        "clone the mirror",
+    )?;
+    let ws = Some(dir);
+    git(
+        ws,
+        &["remote", "set-url", "origin", url],
+        "set the workspace's origin",
+    )?;
+    match start {
+        Some(start) => git(
+            ws,
+            &["checkout", "-q", "-B", branch, start],
+            "check the branch out",
+        )?,
+        None => git(
+            ws,
+            &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
+            "start an unborn branch",
+        )?,
+    };
+    git(
+        ws,
+        &["config", &format!("branch.{branch}.remote"), "origin"],
+        "track the branch",
+    )?;
+    git(
+        ws,
+        &[
+            "config",
+            &format!("branch.{branch}.merge"),
+            &format!("refs/heads/{branch}"),
+        ],
+        "track the branch",
+    )
+    .map(drop)
 }
 
-fn tracking_refspec(branch: &str) -> String {
-    format!("+refs/heads/{branch}:refs/remotes/origin/{branch}")
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Runs git (in `dir`, if given) and fails with its message when it fails.
+fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Output, GitopsError> {
+    let out = run(dir, args)?;
+    if out.status.success() {
+        return Ok(out);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .next_back()
+        .unwrap_or("failed")
+        .trim()
+        .to_owned();
+    Err(GitopsError::Command {
+        what: what.to_owned(),
+        message,
+    })
+}
+
+fn run(dir: Option<&Path>, args: &[&str]) -> Result<Output, GitopsError> {
+    let mut command = Command::new("git");
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    // No hooks and no background work: a fresh clone has no hooks of its own, and the
+    // user's global configuration must not plant one.
+    command
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "advice.detachedHead=false",
+        ])
+        .args(args)
+        .env_clear()
+        .envs(
+            ["PATH", "HOME", "USER", "TMPDIR"]
+                .iter()
+                .chain(CREDENTIAL_ENV.iter())
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null());
+    command.output().map_err(|source| GitopsError::Io {
+        path: PathBuf::from("git"),
+        source,
+    })
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitopsError + '_ {
+    move |source| GitopsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_names_are_readable_and_distinct() {
+        let a = mirror_name("/srv/git/shop.git");
+        let b = mirror_name("/other/shop.git");
+        assert!(a.starts_with("shop-") && a.ends_with(".git"), "{a}");
+        assert_ne!(a, b);
+        assert!(mirror_name("git@host:team/app").starts_with("app-"));
+        assert!(mirror_name("https://h/x/../../etc/").starts_with("etc-"));
+    }
 }
