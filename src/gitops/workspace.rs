@@ -324,8 +324,7 @@ fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Output, GitopsEr
     let stderr = String::from_utf8_lossy(&out.stderr);
     let message = stderr
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .next_back()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or("failed")
         .trim()
         .to_owned();
