@@ -11,7 +11,7 @@ pub mod worker;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -26,7 +26,7 @@ use crate::source::{GitSource, SourceError};
 use crate::spec::{self, Diagnostic, Resource, Spec};
 use crate::store::{AttemptOutcome, NewTask, Store, StoreError, TaskId};
 
-use records::{LastCheck, StatusReport};
+use records::{Dirty, LastCheck, StatusReport};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -54,6 +54,14 @@ impl EngineError {
         !matches!(self, EngineError::NoValidRevision { .. })
     }
 }
+
+/// How long finished work may wait to be recorded in git: records are committed together,
+/// at most this often while work goes on (and at once when the loop has nothing to do), so
+/// the company repository gets one commit per burst of work, not one per task.
+const RECORD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the declared computers are marked seen while nothing about them changes.
+const COMPUTERS_SEEN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How many passes in a row may fail before `--once` gives up (a watching controller never
 /// does).
@@ -158,6 +166,45 @@ struct Running {
     computer: String,
 }
 
+/// Finished work waiting for the next record commit.
+#[derive(Default)]
+struct PendingRecord {
+    /// One line per finished task: `<goal> <verdict>`.
+    lines: Vec<String>,
+    /// Products whose plan (`tasks.json`) changed.
+    products: std::collections::BTreeSet<String>,
+    /// When the oldest of it finished.
+    since: Option<Instant>,
+}
+
+impl PendingRecord {
+    fn is_empty(&self) -> bool {
+        self.since.is_none()
+    }
+
+    fn add(&mut self, product: &str, line: String) {
+        self.lines.push(line);
+        self.products.insert(product.to_string());
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// The commit message: the one task's verdict, or a count and a line per task.
+    fn message(&self) -> String {
+        match self.lines.as_slice() {
+            [one] => format!("proto: {one}"),
+            lines => format!(
+                "proto: {} tasks recorded\n\n{}\n",
+                lines.len(),
+                lines
+                    .iter()
+                    .map(|l| format!("- {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+}
+
 /// How a run ended, for `proto run --once`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
@@ -190,6 +237,20 @@ pub struct Engine {
     done_rx: mpsc::UnboundedReceiver<worker::Done>,
     checks: BTreeMap<String, (LastCheck, String)>,
     last_plan: Vec<Action>,
+    /// Each goal's key in the applied declaration (computed once per revision).
+    keys: HashMap<String, String>,
+    /// Why goals wait, from the last plan.
+    waits: HashMap<String, plan::WaitReason>,
+    /// Goals whose status must be rebuilt: only what changed is.
+    dirty: Dirty,
+    /// The company's part of the status changed (a revision seen, applied or refused).
+    company_dirty: bool,
+    /// Finished work not yet recorded in git.
+    record: PendingRecord,
+    /// When the declared computers were last marked seen.
+    computers_seen: Option<Instant>,
+    /// When the source was last fetched.
+    last_fetch: Option<Instant>,
     status: StatusReport,
     commits: Vec<String>,
     /// A fetch of the source is wanted (at start, on a trigger, when the timer fires).
@@ -226,10 +287,11 @@ impl Engine {
                 "resuming tasks interrupted by a previous run"
             );
         }
-        let status = store
+        let mut status = store
             .status()?
             .and_then(|text| serde_json::from_str::<StatusReport>(&text).ok())
             .unwrap_or_default();
+        status.reindex();
         // The store holds every goal's last check with the goal key it ran against; the
         // previous status adds the human detail.
         let checks = store
@@ -262,6 +324,13 @@ impl Engine {
             done_rx,
             checks,
             last_plan: Vec::new(),
+            keys: HashMap::new(),
+            waits: HashMap::new(),
+            dirty: Dirty::All,
+            company_dirty: true,
+            record: PendingRecord::default(),
+            computers_seen: None,
+            last_fetch: None,
             status,
             commits: Vec::new(),
             fetch_due: true,
@@ -314,7 +383,10 @@ impl Engine {
             }
         }
         self.store.recover_interrupted(Utc::now())?;
-        self.write_status()?;
+        // What the interruptions changed, and every record still waiting, are written now.
+        self.dirty = Dirty::All;
+        self.refresh_status(Utc::now())?;
+        self.record_pending()?;
         Ok(Summary {
             status: self.status.clone(),
             commits: self.commits.clone(),
@@ -341,12 +413,19 @@ impl Engine {
             _ = shutdown.cancelled() => return Ok(true),
             Some(done) = self.done_rx.recv() => self.take_in(done)?,
             _ = trigger.recv() => self.fetch_due = true,
-            _ = tokio::time::sleep(wake) => self.fetch_due = true,
+            // A timer for a retry or the records is no reason to go to the network; the
+            // poll interval is.
+            _ = tokio::time::sleep(wake) => {
+                self.fetch_due = self.last_fetch.is_none_or(|at| at.elapsed() >= self.options.poll);
+            }
         }
         Ok(false)
     }
 
-    /// One pass: refresh the declaration, take in finished work, plan, apply, dispatch.
+    /// One pass: refresh the declaration, take in finished work, plan, apply, dispatch;
+    /// then bring the status up to date for what changed, and record finished work in git
+    /// when it is due. Dispatch comes before the records, so the next task never waits on
+    /// them.
     pub async fn tick(&mut self) -> Result<(), EngineError> {
         self.refresh()?;
         for done in std::mem::take(&mut self.unrecorded) {
@@ -369,7 +448,82 @@ impl Engine {
             None => Vec::new(),
         };
         self.apply(&actions, now)?;
+        self.note_waits(&actions);
         self.last_plan = actions;
+        self.mark_computers_seen(now)?;
+        self.dispatch(now)?;
+        self.refresh_status(now)?;
+        if self.record_due() {
+            self.record_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `applied` the running declaration. Only the goals it changed need their status
+    /// rebuilt, unless the company itself or the list of goals changed.
+    fn adopt(&mut self, applied: Applied) {
+        let keys: HashMap<String, String> = applied
+            .spec
+            .goals
+            .iter()
+            .map(|g| (g.name().to_string(), goal_key(g)))
+            .collect();
+        let same_shape = self.applied.as_ref().is_some_and(|old| {
+            old.spec.companies == applied.spec.companies
+                && old.spec.goals.len() == applied.spec.goals.len()
+                && old
+                    .spec
+                    .goals
+                    .iter()
+                    .zip(&applied.spec.goals)
+                    .all(|(a, b)| a.name() == b.name())
+        });
+        if same_shape {
+            for (name, key) in &keys {
+                if self.keys.get(name) != Some(key) {
+                    self.dirty.goal(name);
+                }
+            }
+        } else {
+            self.dirty = Dirty::All;
+        }
+        self.keys = keys;
+        self.computers_seen = None;
+        self.company_dirty = true;
+        self.applied = Some(applied);
+    }
+
+    /// Takes in why goals wait in the new plan: a goal whose reason changed needs its
+    /// status rebuilt.
+    fn note_waits(&mut self, actions: &[Action]) {
+        let waits: HashMap<String, plan::WaitReason> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Wait { goal, reason, .. } => Some((goal.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect();
+        for (goal, reason) in &waits {
+            if self.waits.get(goal) != Some(reason) {
+                self.dirty.goal(goal);
+            }
+        }
+        for goal in self.waits.keys() {
+            if !waits.contains_key(goal) {
+                self.dirty.goal(goal);
+            }
+        }
+        self.waits = waits;
+    }
+
+    /// Marks the declared computers seen: after a new revision, then now and then.
+    fn mark_computers_seen(&mut self, now: DateTime<Utc>) -> Result<(), EngineError> {
+        if self
+            .computers_seen
+            .is_some_and(|at| at.elapsed() < COMPUTERS_SEEN_INTERVAL)
+        {
+            return Ok(());
+        }
         if let Some(applied) = &self.applied {
             for c in &applied.spec.computers {
                 // Only this host can run work so far; others are declared but not reachable.
@@ -377,8 +531,7 @@ impl Engine {
                     .computer_seen(c.name(), c.spec.local.is_some(), now)?;
             }
         }
-        self.dispatch(now)?;
-        self.refresh_status(now)?;
+        self.computers_seen = Some(Instant::now());
         Ok(())
     }
 
@@ -387,16 +540,19 @@ impl Engine {
     fn refresh(&mut self) -> Result<(), EngineError> {
         // Fetch only when the poll timer or a trigger asked: a worker finishing is no reason
         // to go to the network.
-        if std::mem::take(&mut self.fetch_due)
-            && let Err(e) = self.source.fetch()
-        {
-            tracing::warn!(error = %e, "fetch failed; working from the last fetched revision");
+        if std::mem::take(&mut self.fetch_due) {
+            self.last_fetch = Some(Instant::now());
+            if let Err(e) = self.source.fetch() {
+                tracing::warn!(error = %e, "fetch failed; working from the last fetched revision");
+            }
         }
         let head = self.source.head()?;
         let revisions = self.store.revisions()?;
         if revisions.last_attempted.as_deref() == Some(head.as_str()) && self.applied.is_some() {
             return Ok(());
         }
+        // A revision seen, applied or refused: the company's part of the status moves.
+        self.company_dirty = true;
         if let (Some(applied), Some(last)) =
             (&mut self.applied, revisions.last_attempted.as_deref())
             && self.source.only_controller_changes(last, &head)?
@@ -427,7 +583,7 @@ impl Engine {
                 )?;
                 tracing::info!(revision = %short(&head), "applied");
                 let models = build_models(&spec, self.source.repository_path());
-                self.applied = Some(Applied {
+                self.adopt(Applied {
                     knowledge: knowledge_at(&self.source, &head),
                     revision: head,
                     limits: rate_limits(&spec),
@@ -464,7 +620,7 @@ impl Engine {
                                 let tree = self.source.snapshot(&good)?;
                                 if let Ok((spec, _)) = spec::load_and_validate(&tree) {
                                     let models = build_models(&spec, self.source.repository_path());
-                                    self.applied = Some(Applied {
+                                    self.adopt(Applied {
                                         knowledge: knowledge_at(&self.source, &good),
                                         revision: good,
                                         limits: rate_limits(&spec),
@@ -493,7 +649,6 @@ impl Engine {
         let Some(applied) = &self.applied else {
             return Ok(());
         };
-        let tasks = self.store.tasks()?;
         for action in actions {
             match action {
                 Action::Suspended { message, .. } => {
@@ -527,6 +682,7 @@ impl Engine {
                         parent: None,
                     };
                     if let Some(id) = self.store.enqueue(&task, now)? {
+                        self.dirty.goal(goal);
                         tracing::info!(goal = %goal, task = id, "enqueued");
                     }
                 }
@@ -542,23 +698,30 @@ impl Engine {
                             revision: applied.revision.clone(),
                             parent: None,
                         };
-                        self.store.enqueue(&task, now)?;
+                        if self.store.enqueue(&task, now)?.is_some() {
+                            self.dirty.goal(goal);
+                        }
                     }
                 }
-                Action::Cancel { key, message, .. } => {
-                    for task in tasks.iter().filter(|t| t.key == *key && t.state.is_live()) {
+                Action::Cancel { key, message, goal } => {
+                    for task in self.store.key_tasks(key)? {
+                        if !task.state.is_live() {
+                            continue;
+                        }
                         if let Some(running) = self.running.get(&task.id) {
                             running.cancel.cancel();
                         }
                         self.store.cancel(task.id, message, now)?;
+                        self.dirty.goal(goal);
                     }
                 }
                 Action::Stall { key, message, goal } => {
-                    for task in tasks
-                        .iter()
-                        .filter(|t| t.key == *key && t.state == plan::TaskState::Failed)
-                    {
+                    for task in self.store.key_tasks(key)? {
+                        if task.state != plan::TaskState::Failed {
+                            continue;
+                        }
                         self.store.stall(task.id, message, now)?;
+                        self.dirty.goal(goal);
                         tracing::error!(goal = %goal, "stalled: {message}");
                     }
                 }
@@ -622,19 +785,43 @@ impl Engine {
         for running in self.running.values() {
             *used.entry(running.computer.clone()).or_default() += 1;
         }
-        for task in self.store.ready(now)? {
+        // Ready tasks are read only while some computer has room: with a long queue and
+        // full computers, a pass reads nothing.
+        let mut room: u32 = applied
+            .spec
+            .computers
+            .iter()
+            .filter(|c| c.spec.local.is_some())
+            .map(|c| {
+                c.spec
+                    .capacity
+                    .unwrap_or(1)
+                    .saturating_sub(used.get(c.name()).copied().unwrap_or(0))
+            })
+            .sum();
+        let mut placed = Vec::new();
+        if room > 0 {
+            self.store.ready_each(now, |task| {
+                if applied.spec.goal(&task.goal).is_none() {
+                    return true;
+                }
+                let choice = self
+                    .computers_for(&task.product)
+                    .into_iter()
+                    .find(|(c, capacity)| used.get(c.name()).copied().unwrap_or(0) < *capacity)
+                    .map(|(c, _)| c.clone());
+                if let Some(computer) = choice {
+                    *used.entry(computer.name().to_string()).or_default() += 1;
+                    placed.push((task.clone(), computer));
+                    room -= 1;
+                }
+                room > 0
+            })?;
+        }
+        for (task, computer) in placed {
             let Some(goal) = applied.spec.goal(&task.goal) else {
                 continue;
             };
-            let choice = self
-                .computers_for(&task.product)
-                .into_iter()
-                .find(|(c, capacity)| used.get(c.name()).copied().unwrap_or(0) < *capacity)
-                .map(|(c, _)| c.clone());
-            let Some(computer) = choice else {
-                continue;
-            };
-            *used.entry(computer.name().to_string()).or_default() += 1;
             let product = applied.spec.product(&task.product);
             let repo = product
                 .and_then(|p| p.spec.repo.as_ref())
@@ -699,6 +886,7 @@ impl Engine {
             )?;
             tracing::info!(goal = %work.task.goal, task = id, computer = work.computer.name(), "started");
             self.resume.remove(&id);
+            self.dirty.goal(&work.task.goal);
             self.running.insert(
                 id,
                 Running {
@@ -739,6 +927,7 @@ impl Engine {
                 .map(goal_key)
                 .unwrap_or_default();
             self.checks.insert(task.goal.clone(), (check.clone(), key));
+            self.dirty.goal(&task.goal);
         }
         let now = Utc::now();
         if task.state != plan::TaskState::Running {
@@ -748,6 +937,7 @@ impl Engine {
         if done.cancelled {
             // Not a failure of the work: it resumes from its journal when it runs again.
             self.store.interrupt(done.task, now)?;
+            self.dirty.goal(&task.goal);
             self.resume.insert(done.task);
             return Ok(());
         }
@@ -788,11 +978,11 @@ impl Engine {
             &serde_json::json!({ "outcome": done.outcome }),
             now,
         )?;
-        self.refresh_status(now)?;
-        self.writeback(
+        self.dirty.goal(&task.goal);
+        self.record.add(
             &task.product,
-            &format!("proto: {} {}", task.goal, first_line(&verdict)),
-        )?;
+            format!("{} {}", task.goal, first_line(&verdict)),
+        );
         Ok(())
     }
 
@@ -809,9 +999,28 @@ impl Engine {
         chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::seconds(1))
     }
 
-    /// One commit to the company repository: pending audit records, the product's plan and
-    /// the status. A failure leaves the records pending for the next commit.
-    fn writeback(&mut self, product: &str, message: &str) -> Result<(), EngineError> {
+    /// Whether the finished work waiting to be recorded should be committed now: it has
+    /// waited [`RECORD_INTERVAL`], or nothing is running to add to it.
+    fn record_due(&self) -> bool {
+        self.record
+            .since
+            .is_some_and(|since| since.elapsed() >= RECORD_INTERVAL || self.running.is_empty())
+    }
+
+    /// Commits what finished work is waiting to be recorded, if any.
+    fn record_pending(&mut self) -> Result<(), EngineError> {
+        if self.record.is_empty() {
+            return Ok(());
+        }
+        let record = std::mem::take(&mut self.record);
+        let products: Vec<&str> = record.products.iter().map(String::as_str).collect();
+        self.writeback(&products, &record.message())
+    }
+
+    /// One commit to the company repository: pending audit records, the plans of
+    /// `products` and the status. A failure leaves the audit records pending for the next
+    /// commit.
+    fn writeback(&mut self, products: &[&str], message: &str) -> Result<(), EngineError> {
         let Some(applied) = &self.applied else {
             return Ok(());
         };
@@ -871,11 +1080,14 @@ impl Engine {
                 });
             }
         }
-        let plan = records::product_plan(&applied.spec, product, &self.status);
-        changes.push(FileChange::Write {
-            path: format!(".proto/planning/{product}/tasks.json"),
-            content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n").into_bytes(),
-        });
+        for product in products {
+            let plan = records::product_plan(&applied.spec, product, &self.status);
+            changes.push(FileChange::Write {
+                path: format!(".proto/planning/{product}/tasks.json"),
+                content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n")
+                    .into_bytes(),
+            });
+        }
         let status_yaml = serde_saphyr::to_string(&self.status).unwrap_or_default();
         changes.push(FileChange::Write {
             path: ".proto/status.yaml".into(),
@@ -894,28 +1106,63 @@ impl Engine {
         Ok(())
     }
 
+    /// Rebuilds the status of the goals whose observations changed since the last call
+    /// (and the company's part), and saves just that to the store.
     fn refresh_status(&mut self, now: DateTime<Utc>) -> Result<(), EngineError> {
         let Some(applied) = &self.applied else {
             return Ok(());
         };
-        let tasks = self.store.tasks()?;
+        if self.dirty.is_none() && !self.company_dirty {
+            return Ok(());
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let keys: Vec<&str> = match &dirty {
+            Dirty::None => Vec::new(),
+            Dirty::Goals(goals) => goals
+                .iter()
+                .filter_map(|g| self.keys.get(g).map(String::as_str))
+                .collect(),
+            Dirty::All => self.keys.values().map(String::as_str).collect(),
+        };
+        let tasks = self.store.newest_tasks(keys)?;
         let revisions = self.store.revisions()?;
         let seen = records::Seen {
             spec: &applied.spec,
+            keys: &self.keys,
             revision: &applied.revision,
             revisions: &revisions,
             tasks: &tasks,
             checks: &self.checks,
-            plan: &self.last_plan,
+            waits: &self.waits,
         };
-        self.status = records::status(&seen, &self.status, now);
-        self.write_status()
+        let rebuilt = records::update(&mut self.status, &seen, &dirty, now);
+        self.company_dirty = false;
+        self.save_status(&rebuilt, dirty == Dirty::All)
     }
 
-    /// The status in the store: what `proto get goals` reads.
-    fn write_status(&self) -> Result<(), EngineError> {
-        let body = serde_json::to_string(&self.status).unwrap_or_default();
-        self.store.set_status(&body, Utc::now())?;
+    /// Saves the company's part of the status and the goals `rebuilt` (with `whole`, the
+    /// goal list itself changed: rows of goals no longer declared go).
+    fn save_status(&self, rebuilt: &[String], whole: bool) -> Result<(), EngineError> {
+        let rows: Vec<(String, usize, String)> = rebuilt
+            .iter()
+            .filter_map(|name| {
+                let position = self.status.position(name)?;
+                let status = self.status.goals.get(position)?;
+                Some((
+                    name.clone(),
+                    position,
+                    serde_json::to_string(status).unwrap_or_default(),
+                ))
+            })
+            .collect();
+        let names: Option<Vec<String>> =
+            whole.then(|| self.status.goals.iter().map(|g| g.name.clone()).collect());
+        self.store.save_status(
+            &self.status.company_json(),
+            &rows,
+            names.as_deref(),
+            Utc::now(),
+        )?;
         Ok(())
     }
 
@@ -926,26 +1173,35 @@ impl Engine {
         }
         let queued = self
             .store
-            .tasks()?
+            .open_tasks()?
             .into_iter()
-            .filter(|t| t.state == plan::TaskState::Queued && t.parent.is_none())
+            .filter(|t| t.state == plan::TaskState::Queued)
             .any(|t| !self.computers_for(&t.product).is_empty());
         Ok(!queued)
     }
 
-    /// How long to sleep when nothing wakes the loop: until the next retry is due, or the
-    /// poll interval.
+    /// How long to sleep when nothing wakes the loop: until the next retry comes due, the
+    /// pending records are due, or the poll interval. Work that is due but waits for a
+    /// computer is not a reason to wake: a finished task (which frees one) wakes the loop.
     fn next_wake(&self) -> Result<Duration, EngineError> {
         let now = Utc::now();
         let next_retry = self
             .store
-            .tasks()?
+            .open_tasks()?
             .into_iter()
-            .filter(|t| t.state == plan::TaskState::Queued)
-            .map(|t| (t.not_before - now).to_std().unwrap_or(Duration::ZERO))
+            .filter(|t| t.state == plan::TaskState::Queued && t.not_before > now)
+            .filter_map(|t| (t.not_before - now).to_std().ok())
             .min();
-        let wake = next_retry.map_or(self.options.poll, |d| d.min(self.options.poll));
-        Ok(wake.max(Duration::from_millis(50)))
+        let record = self
+            .record
+            .since
+            .map(|since| RECORD_INTERVAL.saturating_sub(since.elapsed()));
+        let wake = [next_retry, record]
+            .into_iter()
+            .flatten()
+            .fold(self.options.poll, Duration::min);
+        // A deadline a hair away is slept to, not spun on.
+        Ok(wake.max(Duration::from_millis(1)))
     }
 }
 

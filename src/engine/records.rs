@@ -2,14 +2,14 @@
 //! plans (`.proto/planning/<product>/tasks.json`), the audit trail
 //! (`.proto/audit/<date>.jsonl`) and `.proto/status.yaml`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Action, TaskState, WaitReason, goal_key};
-use crate::spec::Spec;
+use crate::plan::{TaskState, WaitReason};
 use crate::spec::status::{Condition, READY, RECONCILING, STALLED};
+use crate::spec::{GoalSpec, Resource, Spec};
 use crate::store::{AuditRecord, Failure, Revisions, Task};
 
 /// The last check of a goal, as status shows it.
@@ -58,11 +58,54 @@ pub struct StatusReport {
     pub errors: Vec<String>,
     pub suspended: bool,
     pub goals: Vec<GoalStatus>,
+    /// Where each goal is in `goals`, for keyed lookups; rebuilt whenever the list changes
+    /// shape (see [`StatusReport::reindex`]).
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl StatusReport {
     pub fn goal(&self, name: &str) -> Option<&GoalStatus> {
-        self.goals.iter().find(|g| g.name == name)
+        match self.index.get(name) {
+            Some(i) => self.goals.get(*i).filter(|g| g.name == name),
+            // A report read from JSON is not indexed until it is reindexed.
+            None if self.index.is_empty() => self.goals.iter().find(|g| g.name == name),
+            None => None,
+        }
+    }
+
+    /// Where goal `name` is in `goals`.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        match self.index.get(name) {
+            Some(i) => Some(*i),
+            None if self.index.is_empty() => self.goals.iter().position(|g| g.name == name),
+            None => None,
+        }
+    }
+
+    /// The report without its goals, as JSON: what the store keeps beside one row per goal.
+    pub fn company_json(&self) -> String {
+        let company = StatusReport {
+            company: self.company.clone(),
+            source: self.source.clone(),
+            last_applied_revision: self.last_applied_revision.clone(),
+            last_attempted_revision: self.last_attempted_revision.clone(),
+            errors: self.errors.clone(),
+            suspended: self.suspended,
+            goals: Vec::new(),
+            index: std::collections::HashMap::new(),
+        };
+        serde_json::to_string(&company).unwrap_or_default()
+    }
+
+    /// Indexes the goals by name (after reading a report, or changing its list).
+    pub fn reindex(&mut self) {
+        self.index = self
+            .goals
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i))
+            .collect();
     }
 
     /// Goals that will not be met without a person: attempts exhausted, or work that could
@@ -103,52 +146,129 @@ fn condition(
 /// What a status is built from.
 pub struct Seen<'a> {
     pub spec: &'a Spec,
+    /// Each goal's key in `spec`, by goal name.
+    pub keys: &'a HashMap<String, String>,
     /// The revision running.
     pub revision: &'a str,
     pub revisions: &'a Revisions,
-    pub tasks: &'a [Task],
+    /// The newest top-level task of each goal key that has one.
+    pub tasks: &'a BTreeMap<String, Task>,
     /// Each goal's last check, with the goal key it ran against.
     pub checks: &'a BTreeMap<String, (LastCheck, String)>,
-    /// The last plan (its wait actions explain goals that are not worked).
-    pub plan: &'a [Action],
+    /// Why goals wait, from the last plan.
+    pub waits: &'a HashMap<String, WaitReason>,
 }
 
-/// Builds the status of every goal from what was seen; `previous` keeps transition times.
-pub fn status(seen: &Seen<'_>, previous: &StatusReport, now: DateTime<Utc>) -> StatusReport {
-    let Seen {
-        spec,
-        revision,
-        revisions,
-        tasks,
-        checks,
-        plan,
-    } = *seen;
-    let company = spec.company();
-    let suspended = company.is_some_and(|c| c.spec.suspend);
-    let mut goals = Vec::new();
-    for goal in &spec.goals {
-        let name = goal.name();
-        let key = goal_key(goal);
-        let prev = previous.goal(name);
-        let task = tasks
+/// Which goals' status to rebuild.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Dirty {
+    /// None of them.
+    #[default]
+    None,
+    /// These.
+    Goals(HashSet<String>),
+    /// Every goal (a new declaration, a company-wide change).
+    All,
+}
+
+impl Dirty {
+    pub fn goal(&mut self, name: &str) {
+        match self {
+            Dirty::None => *self = Dirty::Goals(HashSet::from([name.to_string()])),
+            Dirty::Goals(goals) => {
+                goals.insert(name.to_string());
+            }
+            Dirty::All => {}
+        }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Dirty::None => false,
+            Dirty::Goals(goals) => goals.contains(name),
+            Dirty::All => true,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Dirty::None
+    }
+}
+
+/// Brings `report` up to date: the company's part always, and the status of the `dirty`
+/// goals (each keeps its transition times). With `Dirty::All` the goal list itself is
+/// rebuilt in the declaration's order. Returns the names of the goals rebuilt.
+pub fn update(
+    report: &mut StatusReport,
+    seen: &Seen<'_>,
+    dirty: &Dirty,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let company = seen.spec.company();
+    report.company = company.map(|c| c.name().to_string()).unwrap_or_default();
+    report.source = seen.spec.source.clone();
+    report.last_applied_revision = seen.revisions.last_applied.clone();
+    report.last_attempted_revision = seen.revisions.last_attempted.clone();
+    report.errors = seen.revisions.errors.clone();
+    report.suspended = company.is_some_and(|c| c.spec.suspend);
+    if *dirty == Dirty::All {
+        let goals = seen
+            .spec
+            .goals
             .iter()
-            .filter(|t| t.goal == name && t.key == key)
-            .max_by_key(|t| t.id);
-        let check = checks
-            .get(name)
-            .filter(|(_, k)| *k == key)
-            .map(|(c, _)| c.clone());
-        let wait = plan.iter().find_map(|a| match a {
-            Action::Wait { goal, reason, .. } if goal == name => Some(reason.clone()),
-            _ => None,
-        });
+            .map(|goal| goal_status(seen, goal, report.suspended, report.goal(goal.name()), now))
+            .collect();
+        report.goals = goals;
+        report.reindex();
+        return report.goals.iter().map(|g| g.name.clone()).collect();
+    }
+    if report.index.len() != report.goals.len() || report.index.is_empty() {
+        report.reindex();
+    }
+    let mut rebuilt = Vec::new();
+    for goal in &seen.spec.goals {
+        let name = goal.name();
+        if !dirty.contains(name) {
+            continue;
+        }
+        let status = goal_status(seen, goal, report.suspended, report.goal(name), now);
+        match report.index.get(name) {
+            Some(i) => report.goals[*i] = status,
+            None => {
+                report.index.insert(name.to_string(), report.goals.len());
+                report.goals.push(status);
+            }
+        }
+        rebuilt.push(name.to_string());
+    }
+    rebuilt
+}
+
+/// One goal's status from what was seen; `prev` keeps its transition times.
+fn goal_status(
+    seen: &Seen<'_>,
+    goal: &Resource<GoalSpec>,
+    suspended: bool,
+    prev: Option<&GoalStatus>,
+    now: DateTime<Utc>,
+) -> GoalStatus {
+    let name = goal.name();
+    let key = seen.keys.get(name).map_or("", String::as_str);
+    let task = seen.tasks.get(key).filter(|t| t.goal == name);
+    let check = seen
+        .checks
+        .get(name)
+        .filter(|(_, k)| k == key)
+        .map(|(c, _)| c.clone());
+    let wait = seen.waits.get(name);
+    {
         let (ready, reconciling, stalled, reason, message): (
             Option<bool>,
             bool,
             bool,
             String,
             String,
-        ) = match (&check, task.map(|t| t.state), &wait) {
+        ) = match (&check, task.map(|t| t.state), wait) {
             _ if suspended => (
                 None,
                 false,
@@ -253,7 +373,7 @@ pub fn status(seen: &Seen<'_>, previous: &StatusReport, now: DateTime<Utc>) -> S
         let mut ready_condition =
             condition(READY, ready == Some(true), &reason, &message, now, prev);
         ready_condition.status = ready_text.to_string();
-        goals.push(GoalStatus {
+        GoalStatus {
             name: name.to_string(),
             product: goal.spec.product.clone(),
             owner: goal.spec.owner.clone(),
@@ -269,17 +389,8 @@ pub fn status(seen: &Seen<'_>, previous: &StatusReport, now: DateTime<Utc>) -> S
             last_check: check,
             attempts: task.map_or(0, |t| t.attempts),
             task: task.map(|t| t.id),
-            revision: revision.to_string(),
-        });
-    }
-    StatusReport {
-        company: company.map(|c| c.name().to_string()).unwrap_or_default(),
-        source: spec.source.clone(),
-        last_applied_revision: revisions.last_applied.clone(),
-        last_attempted_revision: revisions.last_attempted.clone(),
-        errors: revisions.errors.clone(),
-        suspended,
-        goals,
+            revision: seen.revision.to_string(),
+        }
     }
 }
 

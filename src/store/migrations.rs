@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -216,5 +216,15 @@ CREATE TABLE status (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     report     TEXT NOT NULL,
     updated_at TEXT NOT NULL
+) STRICT;
+"#;
+
+/// Goal status one row per goal: a finished task rewrites its goal's row, not the whole
+/// company's report. The `status` row keeps the company's part (with no goals).
+const V4: &str = r#"
+CREATE TABLE goal_status (
+    goal       TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL,
+    body       TEXT NOT NULL
 ) STRICT;
 "#;

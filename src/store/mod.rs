@@ -6,6 +6,7 @@
 
 pub mod activity;
 mod migrations;
+mod observed;
 #[cfg(test)]
 mod tests;
 
@@ -261,6 +262,9 @@ pub mod kind {
 
 pub struct Store {
     conn: std::sync::Mutex<rusqlite::Connection>,
+    /// The planner's view ([`observed::View`]), built on first use; always locked after
+    /// `conn`, never before.
+    view: std::sync::Mutex<Option<observed::View>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -351,6 +355,7 @@ impl Store {
         }
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
+            view: std::sync::Mutex::new(None),
         })
     }
 
@@ -360,6 +365,38 @@ impl Store {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Brings the planner's view up to date with what was just committed for `tasks` (and
+    /// the check of `goal`). A view that cannot be updated is dropped, to be rebuilt from
+    /// the tables when next asked: it is never left wrong.
+    fn noted(&self, tasks: &[TaskId], goal: Option<&str>) {
+        let conn = self.lock();
+        let mut slot = self
+            .view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(view) = slot.as_mut() else {
+            return;
+        };
+        let updated = tasks
+            .iter()
+            .try_for_each(|id| view.note_task(&conn, *id))
+            .and_then(|()| goal.map_or(Ok(()), |g| view.note_goal(&conn, g)));
+        if updated.is_err() {
+            *slot = None;
+        }
+    }
+
+    /// Runs `f` with the planner's view as of now.
+    fn with_view<T>(&self, f: impl FnOnce(&observed::View) -> T) -> Result<T, StoreError> {
+        let conn = self.lock();
+        let mut slot = self
+            .view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let view = observed::View::current(&mut slot, &conn)?;
+        Ok(f(view))
     }
 
     /// Runs `f` in one write transaction. IMMEDIATE takes the write lock up front: a
@@ -395,7 +432,7 @@ impl Store {
         task: &NewTask,
         now: DateTime<Utc>,
     ) -> Result<Option<TaskId>, StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let blocking: Option<TaskId> = tx
                 .query_row(
                     "SELECT id FROM tasks WHERE key = ?1
@@ -438,7 +475,11 @@ impl Store {
                 now,
             )?;
             Ok(Some(id))
-        })
+        });
+        if let Ok(Some(id)) = &result {
+            self.noted(&[*id], None);
+        }
+        result
     }
 
     pub fn task(&self, id: TaskId) -> Result<Task, StoreError> {
@@ -459,23 +500,40 @@ impl Store {
     /// Queued tasks whose not-before time has come, in dispatch order: priority
     /// (critical first), then creation order.
     pub fn ready(&self, now: DateTime<Utc>) -> Result<Vec<Task>, StoreError> {
-        self.read(|tx| {
-            query_tasks(
-                tx,
-                &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks
-                     WHERE state = 'queued' AND not_before <= ?1 AND parent IS NULL
-                     ORDER BY CASE priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1
-                                            WHEN 'medium' THEN 2 ELSE 3 END, id"
-                ),
-                [time_text(now)],
-            )
+        let mut ready = Vec::new();
+        self.ready_each(now, |task| {
+            ready.push(task.clone());
+            true
+        })?;
+        Ok(ready)
+    }
+
+    /// Calls `take` with each ready task in dispatch order (see [`Store::ready`]) until it
+    /// answers false: the loop stops reading when its computers are full, and reads from
+    /// the planner's view, not the tables.
+    pub fn ready_each(
+        &self,
+        now: DateTime<Utc>,
+        mut take: impl FnMut(&Task) -> bool,
+    ) -> Result<(), StoreError> {
+        self.with_view(|view| {
+            let mut ready: Vec<&Task> = view
+                .tasks
+                .values()
+                .filter(|t| t.state == TaskState::Queued && t.not_before <= now)
+                .collect();
+            ready.sort_by_key(|t| (t.priority, t.id));
+            for task in ready {
+                if !take(task) {
+                    break;
+                }
+            }
         })
     }
 
     /// Marks a queued task running on `computer` and opens attempt number `attempts + 1`.
     pub fn start(&self, id: TaskId, computer: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let task = load_task(tx, id)?;
             if task.state != TaskState::Queued {
                 return Err(StoreError::State {
@@ -503,7 +561,11 @@ impl Store {
                 now,
             )?;
             Ok(())
-        })
+        });
+        if result.is_ok() {
+            self.noted(&[id], None);
+        }
+        result
     }
 
     /// Closes the running attempt. On success the task is `Succeeded`. On failure the attempt
@@ -516,7 +578,7 @@ impl Store {
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Task, StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let task = load_task(tx, id)?;
             if task.state != TaskState::Running {
                 return Err(StoreError::State {
@@ -620,13 +682,17 @@ impl Store {
                 }
             }
             load_task(tx, id)
-        })
+        });
+        if result.is_ok() {
+            self.noted(&[id], None);
+        }
+        result
     }
 
     /// A task left running by a process that died goes back to the queue; its interrupted
     /// attempt does not count. Returns the ids requeued.
     pub fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<TaskId>, StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let running: Vec<(TaskId, String, u32)> = {
                 let mut stmt = tx.prepare(
                     "SELECT id, goal, attempts FROM tasks WHERE state = 'running' ORDER BY id",
@@ -648,15 +714,22 @@ impl Store {
                     now,
                 )?;
             }
-            Ok(running.into_iter().map(|(id, _, _)| id).collect())
-        })
+            Ok(running
+                .into_iter()
+                .map(|(id, _, _)| id)
+                .collect::<Vec<TaskId>>())
+        });
+        if let Ok(ids) = &result {
+            self.noted(ids, None);
+        }
+        result
     }
 
     /// One running task goes back to the queue without counting its attempt: its work was
     /// stopped from outside (a shutdown, a suspended company), not failed. Returns whether it
     /// was running.
     pub fn interrupt(&self, id: TaskId, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let task = load_task(tx, id)?;
             if task.state != TaskState::Running {
                 return Ok(false);
@@ -674,13 +747,17 @@ impl Store {
                 now,
             )?;
             Ok(true)
-        })
+        });
+        if result.is_ok() {
+            self.noted(&[id], None);
+        }
+        result
     }
 
     /// Ends a task for good. Cancelling a cancelled task does nothing; a succeeded one cannot
     /// be cancelled. A running attempt is closed as cancelled.
     pub fn cancel(&self, id: TaskId, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let task = load_task(tx, id)?;
             match task.state {
                 TaskState::Cancelled => return Ok(()),
@@ -733,7 +810,11 @@ impl Store {
                 )?;
             }
             Ok(())
-        })
+        });
+        if result.is_ok() {
+            self.noted(&[id], None);
+        }
+        result
     }
 
     /// Marks a failed task Stalled (a dead letter) with the message.
@@ -742,7 +823,7 @@ impl Store {
     /// error). A task that is not failed may be stalled too (its running attempt is closed),
     /// except a succeeded or cancelled one; stalling a stalled task only updates the message.
     pub fn stall(&self, id: TaskId, message: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let task = load_task(tx, id)?;
             if matches!(task.state, TaskState::Succeeded | TaskState::Cancelled) {
                 return Err(StoreError::State {
@@ -765,7 +846,11 @@ impl Store {
                 now,
             )?;
             Ok(())
-        })
+        });
+        if result.is_ok() {
+            self.noted(&[id], None);
+        }
+        result
     }
 
     /// `proto retry GOAL`: a stalled or failed task of the goal becomes queued again with a
@@ -774,7 +859,7 @@ impl Store {
     /// The newest such task is the one requeued. Nothing is requeued while the goal has a
     /// live task: the goal has one slot, and it is taken.
     pub fn retry(&self, goal: &str, now: DateTime<Utc>) -> Result<Option<TaskId>, StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             let live: Option<TaskId> = tx
                 .query_row(
                     "SELECT id FROM tasks WHERE goal = ?1 AND parent IS NULL
@@ -813,7 +898,11 @@ impl Store {
                 now,
             )?;
             Ok(Some(id))
-        })
+        });
+        if let Ok(Some(id)) = &result {
+            self.noted(&[*id], None);
+        }
+        result
     }
 
     /// Records a goal's check result.
@@ -823,7 +912,7 @@ impl Store {
         observation: &GoalObservation,
         detail: &str,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
+        let result = self.write(|tx| {
             tx.execute(
                 "INSERT INTO observations (goal, passed, checked_at, key, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)
@@ -838,7 +927,11 @@ impl Store {
                 ],
             )?;
             Ok(())
-        })
+        });
+        if result.is_ok() {
+            self.noted(&[], Some(goal));
+        }
+        result
     }
 
     /// What the planner needs: goal observations, and the live tasks and the newest task of
@@ -847,41 +940,50 @@ impl Store {
     ///
     /// Tasks come oldest first, so where the planner keys by goal the newest task wins.
     pub fn observed(&self) -> Result<Observed, StoreError> {
+        self.with_view(|view| Observed {
+            goals: view.goals.clone(),
+            tasks: view.tasks.values().map(task_observation).collect(),
+            model_available: false,
+            judge_available: false,
+            spending: Spending::default(),
+        })
+    }
+
+    /// The live top-level tasks (queued, running, waiting for approval), oldest first:
+    /// what the loop schedules and wakes for, without reading finished history.
+    pub fn open_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.with_view(|view| {
+            view.tasks
+                .values()
+                .filter(|t| t.state.is_live())
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The newest top-level task of each of `keys` that has one: what a goal's status
+    /// shows.
+    pub fn newest_tasks<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<BTreeMap<String, Task>, StoreError> {
+        self.with_view(|view| {
+            keys.into_iter()
+                .filter_map(|k| view.newest(k).map(|t| (k.to_string(), t.clone())))
+                .collect()
+        })
+    }
+
+    /// The top-level tasks of one goal key, oldest first (an indexed read, not a scan).
+    pub fn key_tasks(&self, key: &str) -> Result<Vec<Task>, StoreError> {
         self.read(|tx| {
-            let goals = {
-                let mut stmt =
-                    tx.prepare("SELECT goal, passed, checked_at, key FROM observations")?;
-                let rows = stmt.query_map([], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        GoalObservation {
-                            passed: row.get(1)?,
-                            checked_at: time_column(row, 2)?,
-                            key: row.get(3)?,
-                        },
-                    ))
-                })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let tasks = query_tasks(
+            query_tasks(
                 tx,
-                // Live tasks, and the newest task of each goal key: what the planner decides
-                // on. Older finished tasks stay for `get tasks` but need not be read each tick.
                 &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE parent IS NULL
-                     AND (state IN ('queued', 'running', 'waitingApproval')
-                          OR id IN (SELECT MAX(id) FROM tasks WHERE parent IS NULL GROUP BY key))
-                     ORDER BY id"
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE key = ?1 AND parent IS NULL ORDER BY id"
                 ),
-                [],
-            )?;
-            Ok(Observed {
-                goals,
-                tasks: tasks.iter().map(task_observation).collect(),
-                model_available: false,
-                judge_available: false,
-                spending: Spending::default(),
-            })
+                [key],
+            )
         })
     }
 
@@ -977,28 +1079,67 @@ impl Store {
         })
     }
 
-    /// Replaces the company's status report (JSON written by the engine, read by the CLI):
-    /// one row, so readers never see a half-written report or one from another process.
-    pub fn set_status(&self, report: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Records the company's status (JSON written by the engine, read by the CLI) in one
+    /// transaction: `company` is the report without its goals, `goals` the goals whose
+    /// status changed (name, position in the list, JSON), and `only` (when the goal list
+    /// itself changed) the names of every goal that remains; the rows of others go.
+    pub fn save_status(
+        &self,
+        company: &str,
+        goals: &[(String, usize, String)],
+        only: Option<&[String]>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO status (id, report, updated_at) VALUES (1, ?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET report = excluded.report,
                      updated_at = excluded.updated_at",
-                params![report, time_text(now)],
+                params![company, time_text(now)],
             )?;
+            if let Some(names) = only {
+                tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS keep (goal TEXT PRIMARY KEY); DELETE FROM keep;")?;
+                let mut keep = tx.prepare_cached("INSERT OR IGNORE INTO keep (goal) VALUES (?1)")?;
+                for name in names {
+                    keep.execute([name])?;
+                }
+                tx.execute("DELETE FROM goal_status WHERE goal NOT IN (SELECT goal FROM keep)", [])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT INTO goal_status (goal, position, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (goal) DO UPDATE SET position = excluded.position, body = excluded.body",
+            )?;
+            for (name, position, body) in goals {
+                put.execute(params![name, i64::try_from(*position).unwrap_or(i64::MAX), body])?;
+            }
             Ok(())
         })
     }
 
-    /// The last status report the engine wrote, if any.
+    /// The last status report the engine wrote, if any: the company's part with its goals
+    /// in their order, as one JSON document.
     pub fn status(&self) -> Result<Option<String>, StoreError> {
         self.read(|tx| {
-            Ok(tx
+            let company: Option<String> = tx
                 .query_row("SELECT report FROM status WHERE id = 1", [], |row| {
                     row.get(0)
                 })
-                .optional()?)
+                .optional()?;
+            let Some(company) = company else {
+                return Ok(None);
+            };
+            let mut report: serde_json::Value = serde_json::from_str(&company)?;
+            let mut stmt = tx.prepare("SELECT body FROM goal_status ORDER BY position, goal")?;
+            let goals = stmt
+                .query_map([], |row| row.get::<_, String>(0))?
+                .map(|body| Ok(serde_json::from_str::<serde_json::Value>(&body?)?))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if let Some(object) = report.as_object_mut()
+                && !goals.is_empty()
+            {
+                object.insert("goals".into(), serde_json::Value::Array(goals));
+            }
+            Ok(Some(report.to_string()))
         })
     }
 
