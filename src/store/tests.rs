@@ -250,3 +250,154 @@ fn version_2_finds_the_parents_of_delegated_tasks_by_their_keys() {
         .unwrap();
     assert_eq!(attempts, 1, "attempts survive the table's rebuild");
 }
+
+/// A small xorshift generator: the operation sequences below, reproducible from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn new_task(key: &str, parent: Option<TaskId>) -> NewTask {
+    let goal = key.split('@').next().unwrap_or(key).to_string();
+    NewTask {
+        key: key.into(),
+        goal,
+        product: "app".into(),
+        owner: "ceo".into(),
+        priority: Priority::Medium,
+        max_attempts: 3,
+        revision: "r1".into(),
+        parent,
+    }
+}
+
+/// The view a store keeps as it goes, against one built from the tables afresh.
+fn assert_view_matches_tables(store: &Store, dir: &std::path::Path, step: usize) {
+    let kept = store.observed().unwrap();
+    let fresh = Store::open(dir).unwrap().observed().unwrap();
+    assert_eq!(kept, fresh, "step {step}");
+    let open: Vec<TaskId> = store.open_tasks().unwrap().iter().map(|t| t.id).collect();
+    let mut expected: Vec<TaskId> = Store::open(dir)
+        .unwrap()
+        .tasks()
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.parent.is_none() && t.state.is_live())
+        .map(|t| t.id)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(open, expected, "step {step}");
+}
+
+#[test]
+fn the_kept_view_equals_the_tables_through_random_transitions() {
+    for seed in [1_u64, 7, 42, 1234, 98_765] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Built first, so every later change must reach it by the transitions themselves.
+        store.observed().unwrap();
+        let mut rng = Rng(seed);
+        let keys = ["a@1", "a@2", "b@1", "c@1", "c@9"];
+        let mut now = Utc::now();
+        for step in 0..300 {
+            now += chrono::Duration::seconds(1);
+            let key = keys[rng.below(keys.len() as u64) as usize];
+            let ids: Vec<TaskId> = store.tasks().unwrap().iter().map(|t| t.id).collect();
+            let pick = |rng: &mut Rng| ids.get(rng.below(ids.len().max(1) as u64) as usize).copied();
+            // Transitions that do not apply to the task's state fail; the view must still hold.
+            match rng.below(10) {
+                0 | 1 => {
+                    store.enqueue(&new_task(key, None), now).unwrap();
+                }
+                2 => {
+                    let parent = pick(&mut rng);
+                    store.enqueue(&new_task(key, parent), now).unwrap();
+                }
+                3 => {
+                    if let Some(id) = pick(&mut rng) {
+                        let _ = store.start(id, "here", now);
+                    }
+                }
+                4 | 5 => {
+                    if let Some(id) = pick(&mut rng) {
+                        let outcome = if rng.below(2) == 0 {
+                            AttemptOutcome::Succeeded {
+                                detail: "ok".into(),
+                                delivered: None,
+                            }
+                        } else {
+                            AttemptOutcome::Failed {
+                                error: "no".into(),
+                            }
+                        };
+                        let _ = store.finish(id, &outcome, now, now);
+                    }
+                }
+                6 => {
+                    if let Some(id) = pick(&mut rng) {
+                        let _ = store.cancel(id, "gone", now);
+                    }
+                }
+                7 => {
+                    if let Some(id) = pick(&mut rng) {
+                        let _ = store.stall(id, "stuck", now);
+                    }
+                }
+                8 => {
+                    let _ = store.retry(key.split('@').next().unwrap(), now);
+                    if let Some(id) = pick(&mut rng) {
+                        let _ = store.interrupt(id, now);
+                    }
+                }
+                _ => {
+                    let observation = GoalObservation {
+                        passed: rng.below(2) == 0,
+                        checked_at: now,
+                        key: key.into(),
+                    };
+                    store
+                        .observe(key.split('@').next().unwrap(), &observation, "d")
+                        .unwrap();
+                }
+            }
+            if step % 10 == 0 {
+                store.recover_interrupted(now).unwrap();
+            }
+            assert_view_matches_tables(&store, dir.path(), step);
+        }
+    }
+}
+
+#[test]
+fn a_change_another_process_commits_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let id = controller.enqueue(&new_task("a@1", None), now).unwrap().unwrap();
+    controller.start(id, "here", now).unwrap();
+    controller
+        .finish(
+            id,
+            &AttemptOutcome::Failed {
+                error: "no".into(),
+            },
+            now,
+            now,
+        )
+        .unwrap();
+    controller.stall(id, "stuck", now).unwrap();
+    assert_eq!(controller.open_tasks().unwrap().len(), 0);
+    // `proto retry a` from another process, on its own connection.
+    let cli = Store::open(dir.path()).unwrap();
+    assert_eq!(cli.retry("a", now).unwrap(), Some(id));
+    let open = controller.open_tasks().unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].state, TaskState::Queued);
+    assert_view_matches_tables(&controller, dir.path(), 0);
+}
