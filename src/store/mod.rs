@@ -6,8 +6,13 @@
 
 pub mod activity;
 mod migrations;
+mod record;
+mod retention;
 #[cfg(test)]
 mod tests;
+
+pub use record::{Cost, Entry, StepRecord};
+pub use retention::{Pruned, Retention};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -261,6 +266,11 @@ pub mod kind {
 
 pub struct Store {
     conn: std::sync::Mutex<rusqlite::Connection>,
+    /// Write transactions committed through this handle: what the cost of a step is
+    /// measured in (see [`Store::write_count`]).
+    writes: std::sync::atomic::AtomicU64,
+    /// When this handle last ran retention (see [`Store::prune_if_due`]).
+    pruned_at: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -336,6 +346,12 @@ impl Store {
         if found > known {
             return Err(StoreError::TooNew { found, known });
         }
+        // Only a database without tables can take it: a new store frees the pages retention
+        // empties a little at a time (`PRAGMA incremental_vacuum`), with no VACUUM ever
+        // rewriting the file. Older stores reuse freed pages instead.
+        if found == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         // An in-memory database answers "memory"; a file that cannot do WAL keeps its mode
         // and still works, only with less concurrency.
         let mode: String =
@@ -351,6 +367,8 @@ impl Store {
         }
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
+            writes: std::sync::atomic::AtomicU64::new(0),
+            pruned_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -373,7 +391,16 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(value)
+    }
+
+    /// Write transactions committed through this handle since it was opened. Each one is a
+    /// WAL append and, at `synchronous = NORMAL`, a share of the next checkpoint: the unit
+    /// the cost of journaling a step is counted in.
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` in one read transaction, so reads that span queries see one snapshot.
