@@ -195,7 +195,10 @@ impl Store {
         let conn = self.lock();
         let mode: i64 = conn.pragma_query_value(None, "auto_vacuum", |row| row.get(0))?;
         if mode == 2 {
-            conn.execute_batch("PRAGMA incremental_vacuum")?;
+            // The pragma frees one page per step: run it to the end.
+            let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
         }
         Ok(())
     }

@@ -110,6 +110,7 @@ fn the_real_schema_applies_and_the_file_is_set_up() {
             "computers",
             "events",
             "observations",
+            "pruning",
             "revisions",
             "spend",
             "status",
@@ -249,4 +250,32 @@ fn version_2_finds_the_parents_of_delegated_tasks_by_their_keys() {
         .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(attempts, 1, "attempts survive the table's rebuild");
+}
+
+#[test]
+fn version_4_lets_only_pruning_delete_from_an_older_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file(dir.path());
+    migrations::migrate(&mut conn, &migrations::MIGRATIONS[..3]).unwrap();
+    conn.execute(
+        "INSERT INTO events (time, kind, data) VALUES ('2026-01-01T00:00:00.000000000Z', 'old', '{}')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let conn = store.lock();
+        assert!(conn.execute("DELETE FROM events", []).is_err());
+        let auto_vacuum: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto_vacuum, 0, "an existing file keeps its mode");
+    }
+    let now = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let pruned = store.prune(&Retention::default(), now).unwrap();
+    assert_eq!(pruned.events, 1);
+    assert!(store.events(0, 10).unwrap().is_empty());
 }
