@@ -170,7 +170,16 @@ impl Store {
             // every pass.
             *last = Some(now);
         }
-        self.prune(policy, now).map(Some)
+        let pruned = self.prune(policy, now)?;
+        if pruned != Pruned::default() {
+            tracing::info!(
+                events = pruned.events,
+                actions = pruned.actions,
+                audit = pruned.audit,
+                "retention: pruned"
+            );
+        }
+        Ok(Some(pruned))
     }
 
     /// Deletes `ids` with `sql` (which binds the batch as a JSON array), `BATCH` rows per
