@@ -310,8 +310,7 @@ fn recording_a_turn_in_one_transaction_against_four() {
         stop_reason: Some("tool_use".into()),
     };
 
-    let (writes, clock) = (store.write_count(), Instant::now());
-    for turn in 0..TURNS {
+    let old_way = |turn: u32| {
         let now = Utc::now();
         let id = store
             .action_started(task, turn * 100, "Model", &input, now)
@@ -321,11 +320,8 @@ fn recording_a_turn_in_one_transaction_against_four() {
             .unwrap();
         store.action_finished(id, &outcome, &audit, now).unwrap();
         store.activity(task, "readme", &activity, now).unwrap();
-    }
-    let (four, four_time) = (store.write_count() - writes, clock.elapsed());
-
-    let (writes, clock) = (store.write_count(), Instant::now());
-    for turn in TURNS..2 * TURNS {
+    };
+    let new_way = |turn: u32| {
         let now = Utc::now();
         store
             .record(
@@ -352,8 +348,25 @@ fn recording_a_turn_in_one_transaction_against_four() {
                 now,
             )
             .unwrap();
-    }
-    let (one, one_time) = (store.write_count() - writes, clock.elapsed());
+    };
+    // One worker, then four recording at once (the engine's workers share the store).
+    let timed = |first: u32, workers: u32, record: &(dyn Fn(u32) + Sync)| {
+        let (writes, clock) = (store.write_count(), Instant::now());
+        std::thread::scope(|scope| {
+            for w in 0..workers {
+                scope.spawn(move || {
+                    for turn in 0..TURNS / workers {
+                        record(first + w * TURNS + turn);
+                    }
+                });
+            }
+        });
+        (store.write_count() - writes, clock.elapsed())
+    };
+    let (four, four_time) = timed(0, 1, &old_way);
+    let (one, one_time) = timed(10 * TURNS, 1, &new_way);
+    let (_, four_parallel) = timed(20 * TURNS, 4, &old_way);
+    let (_, one_parallel) = timed(30 * TURNS, 4, &new_way);
 
     println!(
         "{TURNS} model turns recorded: {four} transactions in {four_time:?} ({:?}/turn) before, \
@@ -361,10 +374,14 @@ fn recording_a_turn_in_one_transaction_against_four() {
         four_time / TURNS,
         one_time / TURNS
     );
+    println!(
+        "{TURNS} model turns recorded by 4 workers at once: {four_parallel:?} before, \
+         {one_parallel:?} with Store::record"
+    );
     assert_eq!(four, 4 * u64::from(TURNS));
     assert_eq!(one, u64::from(TURNS));
     assert_eq!(
         store.spend_by_task().unwrap()[&task].calls,
-        2 * u64::from(TURNS)
+        4 * u64::from(TURNS)
     );
 }

@@ -2,7 +2,9 @@
 //! with priority, state, attempt count, not-before time), the attempts, the act() journal
 //! that makes crash recovery exact, the append-only event log, goal observations, computer
 //! health, spend, applied/attempted revisions, and the audit records waiting to be written
-//! back to git. Every state transition is one transaction.
+//! back to git. Every state transition is one transaction, and so is every step an agent
+//! takes ([`Store::record`]); pruning ([`Store::prune`]) is the only way rows leave the event
+//! log.
 
 pub mod activity;
 mod migrations;
