@@ -4,9 +4,10 @@
 //! transaction. A call whose effect may reach past the workspace (see [`opens_entry`]) is
 //! also journaled as started before its effect, so that after a crash a step found started
 //! but not finished is known to be in doubt and re-examined — is the file already written,
-//! the commit already made, the push already there? — rather than blindly redone. Permission rules from settings, hooks, approvals, rate limits and
-//! budgets join this same path; no tool reaches a computer any other way. The hooks around
-//! a whole session (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
+//! the commit already made, the push already there? — rather than blindly redone.
+//! Permission rules from settings, hooks, approvals, rate limits and budgets join this same
+//! path; no tool reaches a computer any other way. The hooks around a whole session
+//! (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
 
 pub mod hooks;
 pub mod lifecycle;
