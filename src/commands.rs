@@ -43,6 +43,7 @@ pub fn run(
     path: Option<String>,
     branch: Option<String>,
     poll: &str,
+    retention: proto::store::Retention,
 ) -> Result<ExitCode, String> {
     let state = state_dir(state);
     // First of all, and held until the function returns: a second controller on the same
@@ -68,6 +69,7 @@ pub fn run(
         state_dir: state.clone(),
         once,
         poll,
+        retention,
         ..Options::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -76,6 +76,14 @@ enum Command {
         /// How often a remote is polled, e.g. 30s.
         #[arg(long, default_value = "30s")]
         poll: String,
+        /// Days of events (and of finished tasks' journals) the store keeps; 0 keeps them
+        /// whatever their age. Live tasks keep theirs; git keeps the audit for good.
+        #[arg(long, default_value_t = 30, value_name = "DAYS")]
+        keep_events_days: u32,
+        /// Newest events each goal keeps (and journal entries of its finished tasks); 0
+        /// for no cap.
+        #[arg(long, default_value_t = 1_000, value_name = "N")]
+        keep_events_per_goal: u32,
     },
     /// Write the example company to DIR as a git repository, with its product repositories.
     Init { dir: PathBuf },
@@ -194,7 +202,21 @@ fn run(command: Command) -> Result<ExitCode, String> {
             path,
             branch,
             poll,
-        } => commands::run(source, once, state_dir, path, branch, &poll),
+            keep_events_days,
+            keep_events_per_goal,
+        } => commands::run(
+            source,
+            once,
+            state_dir,
+            path,
+            branch,
+            &poll,
+            proto::store::Retention {
+                max_age: (keep_events_days > 0)
+                    .then(|| chrono::Duration::days(i64::from(keep_events_days))),
+                per_goal: (keep_events_per_goal > 0).then_some(keep_events_per_goal),
+            },
+        ),
         Command::Init { dir } => commands::init(&dir),
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
         Command::Logs {

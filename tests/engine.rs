@@ -889,6 +889,57 @@ fn a_conversation_killed_mid_tool_call_resumes_without_asking_the_model_again() 
 }
 
 #[test]
+fn a_model_turn_killed_mid_call_is_asked_again_and_recorded_once() {
+    use serde_json::json;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The second turn's answer never comes while the first controller lives.
+    let stalled = mock_llm::Reply {
+        delay: Duration::from_secs(60),
+        ..mock_llm::Reply::sse(mock_llm::text_stream("m2", "Done.", "end_turn"))
+    };
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        mock_llm::tool_use(
+            "1",
+            "Write",
+            json!({"file_path": "hello.txt", "content": "hi\n"}),
+        ),
+        stalled,
+        mock_llm::Reply::sse(mock_llm::text_stream("m3", "Done.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: hello}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt exists.\n  check: {file: {path: hello.txt}}\n";
+    let company = small_company(tmp.path(), goal_text);
+    use_mock_model(&company, &mock);
+    let state = tmp.path().join("state");
+    let run = || cli::run_command(tmp.path(), &company, &state);
+    let mut child = run().spawn().unwrap();
+    wait_for("the second model call", Duration::from_secs(60), || {
+        mock.requests().len() == 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+
+    let out = run().output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "hello"),
+        "CheckPassed"
+    );
+    // The recorded first turn was not asked again; the interrupted one was, once.
+    assert_eq!(mock.requests().len(), 3);
+    // Nothing was recorded of the interrupted call: one audit record per answered turn.
+    assert_eq!(model_calls(&company), 2);
+    assert_eq!(
+        git(&tmp.path().join("app.git"), &["show", "main:hello.txt"]),
+        "hi"
+    );
+}
+
+#[test]
 fn a_resumed_conversation_replays_its_file_changes_into_a_fresh_clone() {
     use serde_json::json;
     let rt = tokio::runtime::Runtime::new().unwrap();

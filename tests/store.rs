@@ -540,6 +540,110 @@ fn the_journal_and_its_audit_records() {
 }
 
 #[test]
+fn a_step_recorded_whole_in_one_transaction() {
+    use proto::store::activity::Activity;
+    use proto::store::{Cost, Entry, StepRecord};
+    let store = Store::in_memory().unwrap();
+    let id = store
+        .enqueue(&new_task("a", Priority::Medium), at(0))
+        .unwrap()
+        .unwrap();
+    let activity = Activity::Tool {
+        agent: "ceo".into(),
+        call: "Bash(make)".into(),
+        step: 0,
+        ok: true,
+        error: None,
+    };
+    let audit = audit_record("Bash", Some(id));
+    let input = json!({ "command": "make" });
+    let outcome = json!({ "exit": 0 });
+    let cost = Cost {
+        agent: "ceo",
+        model: "haiku",
+        input_tokens: 10,
+        output_tokens: 2,
+        usd: 0.5,
+    };
+    let record = |entry, cost| StepRecord {
+        task: id,
+        goal: "a",
+        entry,
+        cost,
+        audit: Some(&audit),
+        activity: Some(&activity),
+    };
+    let events = |store: &Store| store.events(0, 100).unwrap().len();
+    let (writes, logged) = (store.write_count(), events(&store));
+
+    // Opened before an effect, finished with everything else in one transaction.
+    let open = store.action_started(id, 0, "Bash", &input, at(1)).unwrap();
+    let finish = Entry::Finish {
+        action: open,
+        outcome: &outcome,
+    };
+    assert_eq!(
+        store
+            .record(&record(finish.clone(), Some(cost.clone())), at(2))
+            .unwrap(),
+        Some(open)
+    );
+    assert_eq!(store.write_count() - writes, 2);
+    let entry = store.action(id, 0).unwrap().unwrap();
+    assert_eq!((entry.started_at, entry.finished_at), (at(1), Some(at(2))));
+    assert_eq!(entry.outcome, Some(outcome.clone()));
+    assert_eq!(store.spend_by_task().unwrap()[&id].calls, 1);
+    assert_eq!(store.pending_audit().unwrap().len(), 1);
+    assert_eq!(events(&store) - logged, 1);
+
+    // Finishing it again writes nothing more: no second audit, spend or activity.
+    store
+        .record(&record(finish, Some(cost.clone())), at(3))
+        .unwrap();
+    assert_eq!(store.spend_by_task().unwrap()[&id].calls, 1);
+    assert_eq!(store.pending_audit().unwrap().len(), 1);
+    assert_eq!(events(&store) - logged, 1);
+    assert_eq!(
+        store.action(id, 0).unwrap().unwrap().finished_at,
+        Some(at(2))
+    );
+
+    // A whole entry replaces an unfinished one of the same step, under a new id.
+    let stale = store.action_started(id, 1, "Model", &input, at(4)).unwrap();
+    let whole = Entry::Whole {
+        step: 1,
+        tool: "Model",
+        input: &input,
+        outcome: &outcome,
+        started_at: at(4),
+    };
+    let fresh = store.record(&record(whole, None), at(5)).unwrap().unwrap();
+    assert_ne!(fresh, stale);
+    let entry = store.action(id, 1).unwrap().unwrap();
+    assert_eq!((entry.id, entry.finished_at), (fresh, Some(at(5))));
+    assert!(matches!(
+        store.record(
+            &record(Entry::Finish { action: stale, outcome: &outcome }, None),
+            at(6)
+        ),
+        Err(StoreError::NoAction(n)) if n == stale
+    ));
+
+    // A record that fails leaves nothing behind: the spend of an unknown task is refused.
+    let (audited, logged) = (store.pending_audit().unwrap().len(), events(&store));
+    let orphan = StepRecord {
+        task: 999,
+        ..record(Entry::None, Some(cost))
+    };
+    assert!(matches!(
+        store.record(&orphan, at(7)),
+        Err(StoreError::NoTask(999))
+    ));
+    assert_eq!(store.pending_audit().unwrap().len(), audited);
+    assert_eq!(events(&store), logged);
+}
+
+#[test]
 fn observations_events_revisions_computers_and_spend() {
     let store = Store::in_memory().unwrap();
     let id = store

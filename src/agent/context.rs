@@ -376,7 +376,6 @@ pub async fn session_start(
     };
     let now = chrono::Utc::now();
     let input = serde_json::json!({ "about": about.chars().take(500).collect::<String>() });
-    let id = store.action_started(task_id, CONTEXT_STEP, "Context", &input, now)?;
     let summary = serde_json::json!({
         "skills": context.skills.iter().map(|s| &s.name).collect::<Vec<_>>(),
         "knowledge": context.knowledge.iter().map(|k| &k.entry.path).collect::<Vec<_>>(),
@@ -395,7 +394,24 @@ pub async fn session_start(
         diff: None,
     };
     let outcome = serde_json::to_value(&start).unwrap_or_default();
-    store.action_finished(id, &outcome, &audit, chrono::Utc::now())?;
+    // Gathering only reads: the entry is written whole once it is known.
+    store.record(
+        &crate::store::StepRecord {
+            task: task_id,
+            goal: sources.goal,
+            entry: crate::store::Entry::Whole {
+                step: CONTEXT_STEP,
+                tool: "Context",
+                input: &audit.input,
+                outcome: &outcome,
+                started_at: now,
+            },
+            cost: None,
+            audit: Some(&audit),
+            activity: None,
+        },
+        chrono::Utc::now(),
+    )?;
     Ok((start.message, start.scoped_rules))
 }
 

@@ -32,7 +32,7 @@ use crate::model::{
 };
 use crate::policy::{ActError, Actor, ToolCall, act};
 use crate::spec::{AgentSpec, GoalSpec, Rule, Spec};
-use crate::store::StoreError;
+use crate::store::{Cost, Entry, StepRecord, StoreError};
 
 /// Steps of one model turn: the response, then up to 97 tool calls, then the two hook steps.
 const STEP_STRIDE: u32 = 100;
@@ -466,7 +466,9 @@ impl Session<'_> {
             temperature: None,
         };
         let input = json!({ "model": self.model_id, "turn": turn, "messages": messages.len() });
-        let id = store.action_started(self.actor.task, at, "Model", &input, Utc::now())?;
+        // No "started" entry before the call: a turn interrupted mid-call has nothing to
+        // recover and is simply asked again. The whole turn is recorded in one transaction.
+        let started_at = Utc::now();
         let response = tokio::select! {
             r = with_retries(self.model, &request, MODEL_RETRIES) => r?,
             _ = self.actor.cancel.cancelled() => return Err(AgentError::Cancelled),
@@ -477,28 +479,23 @@ impl Session<'_> {
             .cost(&self.model_id, &response.usage)
             .unwrap_or(0.0);
         *usd += cost;
-        store.spend(
-            self.actor.task,
-            self.actor.agent,
-            &self.model_id,
-            response.usage.total_input(),
-            response.usage.output_tokens,
-            cost,
-            Utc::now(),
-        )?;
         let outcome = serde_json::to_value(&response).unwrap_or_default();
+        let stop_reason = response
+            .stop_reason
+            .as_ref()
+            .map(|s| s.as_str().to_string());
+        let now = Utc::now();
         let audit = crate::store::AuditRecord {
             id: 0,
-            time: Utc::now(),
+            time: now,
             agent: self.actor.agent.to_string(),
             goal: Some(self.actor.goal.to_string()),
             task: Some(self.actor.task),
             action: "model".into(),
-            input,
-            outcome: json!({ "stopReason": response.stop_reason.as_ref().map(|s| s.as_str().to_string()), "usage": response.usage, "usd": cost, "text": response.text() }),
+            input: input.clone(),
+            outcome: json!({ "stopReason": stop_reason, "usage": response.usage, "usd": cost, "text": response.text() }),
             diff: None,
         };
-        store.action_finished(id, &outcome, &audit, Utc::now())?;
         let activity = crate::store::activity::Activity::Model {
             agent: self.actor.agent.to_string(),
             model: self.model_id.clone(),
@@ -508,12 +505,31 @@ impl Session<'_> {
             cache_read_tokens: response.usage.cache_read_input_tokens,
             cache_write_tokens: response.usage.cache_creation_input_tokens,
             usd: cost,
-            stop_reason: response
-                .stop_reason
-                .as_ref()
-                .map(|s| s.as_str().to_string()),
+            stop_reason,
         };
-        store.activity(self.actor.task, self.actor.goal, &activity, Utc::now())?;
+        store.record(
+            &StepRecord {
+                task: self.actor.task,
+                goal: self.actor.goal,
+                entry: Entry::Whole {
+                    step: at,
+                    tool: "Model",
+                    input: &input,
+                    outcome: &outcome,
+                    started_at,
+                },
+                cost: Some(Cost {
+                    agent: self.actor.agent,
+                    model: &self.model_id,
+                    input_tokens: response.usage.total_input(),
+                    output_tokens: response.usage.output_tokens,
+                    usd: cost,
+                }),
+                audit: Some(&audit),
+                activity: Some(&activity),
+            },
+            now,
+        )?;
         Ok(response)
     }
 }

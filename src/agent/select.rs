@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use super::AgentError;
 use crate::model::{Message, Model, PriceTable, Request, Response, SystemBlock, with_retries};
 use crate::spec::{AgentSpec, Check, GoalSpec, Priority, Spec};
-use crate::store::{AuditRecord, Store, TaskId};
+use crate::store::{AuditRecord, Cost, Entry, StepRecord, Store, TaskId};
 
 /// Journal step of the classifier call; the selection is journaled at the next one. Beyond
 /// the steps of a conversation, below the controller's own commit.
@@ -477,13 +477,9 @@ impl Selector<'_> {
             }
         };
         let input = serde_json::to_value(facts).unwrap_or_default();
-        let id = self
-            .store
-            .action_started(self.task, at, "Select", &input, Utc::now())?;
         let outcome = serde_json::to_value(&selection).unwrap_or_default();
         let audit = self.audit("select", input, outcome.clone());
-        self.store
-            .action_finished(id, &outcome, &audit, Utc::now())?;
+        self.journal(at, "Select", Utc::now(), &outcome, &audit, None)?;
         tracing::info!(
             goal = self.goal,
             agent = self.agent,
@@ -549,9 +545,9 @@ impl Selector<'_> {
     ) -> Result<Result<Response, String>, AgentError> {
         let request = classifier_request(model_id, facts);
         let input = json!({ "model": model_id, "purpose": "select", "messages": 1 });
-        let id = self
-            .store
-            .action_started(self.task, SELECT_STEP, "Model", &input, Utc::now())?;
+        // Recorded whole once answered, like a model turn: a call interrupted midway is
+        // asked again.
+        let started_at = Utc::now();
         let result = tokio::select! {
             r = with_retries(model, &request, 1) => r,
             _ = self.cancel.cancelled() => return Err(AgentError::Cancelled),
@@ -561,21 +557,11 @@ impl Selector<'_> {
             Err(e) => {
                 let outcome = json!({ "error": e.to_string() });
                 let audit = self.audit("model", input, outcome.clone());
-                self.store
-                    .action_finished(id, &outcome, &audit, Utc::now())?;
+                self.journal(SELECT_STEP, "Model", started_at, &outcome, &audit, None)?;
                 return Ok(Err(format!("the classifier call failed: {e}")));
             }
         };
         let cost = self.prices.cost(model_id, &response.usage).unwrap_or(0.0);
-        self.store.spend(
-            self.task,
-            self.agent,
-            model_id,
-            response.usage.total_input(),
-            response.usage.output_tokens,
-            cost,
-            Utc::now(),
-        )?;
         let outcome = serde_json::to_value(&response).unwrap_or_default();
         let audit = self.audit(
             "model",
@@ -587,9 +573,52 @@ impl Selector<'_> {
                 "text": response.text(),
             }),
         );
-        self.store
-            .action_finished(id, &outcome, &audit, Utc::now())?;
+        let cost = Cost {
+            agent: self.agent,
+            model: model_id,
+            input_tokens: response.usage.total_input(),
+            output_tokens: response.usage.output_tokens,
+            usd: cost,
+        };
+        self.journal(
+            SELECT_STEP,
+            "Model",
+            started_at,
+            &outcome,
+            &audit,
+            Some(cost),
+        )?;
         Ok(Ok(response))
+    }
+
+    /// Journals step `step` whole, with its audit record and what it cost: one transaction.
+    fn journal(
+        &self,
+        step: u32,
+        tool: &str,
+        started_at: chrono::DateTime<Utc>,
+        outcome: &serde_json::Value,
+        audit: &AuditRecord,
+        cost: Option<Cost<'_>>,
+    ) -> Result<(), AgentError> {
+        self.store.record(
+            &StepRecord {
+                task: self.task,
+                goal: self.goal,
+                entry: Entry::Whole {
+                    step,
+                    tool,
+                    input: &audit.input,
+                    outcome,
+                    started_at,
+                },
+                cost,
+                audit: Some(audit),
+                activity: None,
+            },
+            Utc::now(),
+        )?;
+        Ok(())
     }
 
     fn audit(

@@ -84,6 +84,8 @@ pub struct Options {
     pub poll: Duration,
     /// Smallest retry delay (doubled each attempt, with jitter, at most a minute).
     pub retry_base: Duration,
+    /// How much of the event log and of finished tasks' journals the store keeps.
+    pub retention: crate::store::Retention,
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             once: false,
             poll: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
+            retention: crate::store::Retention::default(),
         }
     }
 }
@@ -455,6 +458,10 @@ impl Engine {
         self.refresh_status(now)?;
         if self.record_due() {
             self.record_pending()?;
+        }
+        // At most once an hour; one that fails is tried again the next hour.
+        if let Err(e) = self.store.prune_if_due(&self.options.retention, now) {
+            tracing::warn!("retention: {e}");
         }
         Ok(())
     }

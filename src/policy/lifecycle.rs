@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use super::hooks::{self, HookDecision, HookInput, HookOutcome};
 use super::{ActError, Actor, hook_session};
-use crate::store::AuditRecord;
+use crate::store::{AuditRecord, Entry, StepRecord};
 
 /// Times Stop or SubagentStop hooks may keep one session going. A hook that wants more is
 /// stuck rather than helping (it should look at `stop_hook_active`), and each continuation
@@ -87,9 +87,6 @@ fn journal(
     outcome: &Value,
 ) -> Result<(), ActError> {
     let now = Utc::now();
-    let id = actor
-        .store
-        .action_started(actor.task, step, event, input, now)?;
     let audit = AuditRecord {
         id: 0,
         time: now,
@@ -101,9 +98,24 @@ fn journal(
         outcome: outcome.clone(),
         diff: None,
     };
-    actor
-        .store
-        .action_finished(id, outcome, &audit, Utc::now())?;
+    // The hooks have answered; their answer is the entry, written whole.
+    actor.store.record(
+        &StepRecord {
+            task: actor.task,
+            goal: actor.goal,
+            entry: Entry::Whole {
+                step,
+                tool: event,
+                input,
+                outcome,
+                started_at: now,
+            },
+            cost: None,
+            audit: Some(&audit),
+            activity: None,
+        },
+        Utc::now(),
+    )?;
     Ok(())
 }
 

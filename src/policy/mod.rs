@@ -1,11 +1,13 @@
 //! `act()`: the one path every agent action takes. It checks the agent may use the tool,
-//! journals the action as started before its effect and as finished after it (with an
-//! audit record carrying the unified diff of any file it changed), and executes it on the
-//! task's computer. After a crash, a step found started but not finished is re-examined —
-//! is the file already written, the commit already made, the push already there? — rather
-//! than blindly redone. Permission rules from settings, hooks, approvals, rate limits and
-//! budgets join this same path; no tool reaches a computer any other way. The hooks around
-//! a whole session (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
+//! executes it on the task's computer, and journals it with an audit record carrying the
+//! unified diff of any file it changed and the activity line of the event log, all in one
+//! transaction. A call whose effect may reach past the workspace (see [`opens_entry`]) is
+//! also journaled as started before its effect, so that after a crash a step found started
+//! but not finished is known to be in doubt and re-examined — is the file already written,
+//! the commit already made, the push already there? — rather than blindly redone.
+//! Permission rules from settings, hooks, approvals, rate limits and budgets join this same
+//! path; no tool reaches a computer any other way. The hooks around a whole session
+//! (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
 
 pub mod hooks;
 pub mod lifecycle;
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::computer::{Computer, ComputerError, RunRequest, Workspace};
 use crate::gitops::Identity;
 use crate::gitops::delivery::DeliveryError;
-use crate::store::{AuditRecord, Store, StoreError, TaskId};
+use crate::store::{AuditRecord, Entry, StepRecord, Store, StoreError, TaskId};
 
 #[derive(Debug, Error)]
 pub enum ActError {
@@ -321,6 +323,25 @@ fn ceiling<'a>(actor: &'a Actor<'_>, call: &ToolCall) -> &'a [String] {
     }
 }
 
+/// Whether a call is journaled as started before its effect, in a transaction of its own,
+/// and finished after it. Only calls whose effect may reach past the workspace, or cannot be
+/// looked at afterwards, are: a command, git, delivery, an MCP server, delegated work. After
+/// a kill -9 their entry says the effect may have happened. Every other call (a read, a
+/// search, a skill, a change to a workspace file) is journaled whole after its effect, with
+/// its audit record and activity line, in one transaction: a resumed attempt works in a fresh
+/// clone where an interrupted one of these cannot have left anything, so it is simply made
+/// again, as it was when its entry said "started".
+pub fn opens_entry(call: &ToolCall) -> bool {
+    match call {
+        ToolCall::Write { .. } | ToolCall::Edit { .. } => false,
+        ToolCall::Bash { .. } | ToolCall::Commit { .. } | ToolCall::Push { .. } => true,
+        ToolCall::Tool { name, .. } => !matches!(
+            name.as_str(),
+            "Read" | "Glob" | "Grep" | "Write" | "Edit" | "Planning" | SKILL_TOOL
+        ),
+    }
+}
+
 /// Takes one action, step `step` of the actor's task. See the module docs.
 pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted, ActError> {
     let now = Utc::now();
@@ -330,13 +351,15 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             tool: call.tool().to_string(),
             allowed: actor.tools.join(", "),
         };
-        actor.store.audit(&audit(
+        let audit = audit(actor, call, json!({ "denied": err.to_string() }), None);
+        record(
             actor,
+            step,
             call,
-            json!({ "denied": err.to_string() }),
-            None,
-        ))?;
-        report(actor, step, call, Err(&err.to_string()));
+            Entry::None,
+            Some(&audit),
+            Err(&err.to_string()),
+        )?;
         return Err(err);
     }
     let input = call.input();
@@ -381,19 +404,36 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         },
         Ok(None) => call,
         Err(refusal) => {
-            actor.store.audit(&audit(
+            let audit = audit(actor, call, json!({ "refused": refusal.to_string() }), None);
+            record(
                 actor,
+                step,
                 call,
-                json!({ "refused": refusal.to_string() }),
-                None,
-            ))?;
-            report(actor, step, call, Err(&refusal.to_string()));
+                Entry::None,
+                Some(&audit),
+                Err(&refusal.to_string()),
+            )?;
             return Err(refusal);
         }
     };
-    let id = actor
-        .store
-        .action_started(actor.task, step, call.tool(), &input, now)?;
+    let started = opens_entry(call)
+        .then(|| {
+            actor
+                .store
+                .action_started(actor.task, step, call.tool(), &input, now)
+        })
+        .transpose()?;
+    // The entry as it ends: the started one finished, or the whole of it at once.
+    let entry = |outcome| match started {
+        Some(action) => Entry::Finish { action, outcome },
+        None => Entry::Whole {
+            step,
+            tool: call.tool(),
+            input: &input,
+            outcome,
+            started_at: now,
+        },
+    };
     let (outcome, diff) = match execute(actor, step, call).await {
         Ok(done) => {
             after(actor, call, Ok(&done.0)).await;
@@ -401,7 +441,6 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         }
         Err(e) => {
             after(actor, call, Err(&e.to_string())).await;
-            report(actor, step, call, Err(&e.to_string()));
             // A model's call that failed is over: the model reads the error and goes on. It
             // is journaled as finished so a resumed conversation reads the same error instead
             // of running the call again. (Errors that stop the task are not: the step runs
@@ -415,22 +454,24 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             );
             if over && matches!(call, ToolCall::Tool { .. }) {
                 let outcome = json!({ "content": e.to_string(), "isError": true });
-                actor.store.action_finished(
-                    id,
-                    &outcome,
-                    &audit(actor, call, outcome.clone(), None),
-                    Utc::now(),
+                let audit = audit(actor, call, outcome.clone(), None);
+                record(
+                    actor,
+                    step,
+                    call,
+                    entry(&outcome),
+                    Some(&audit),
+                    Err(&e.to_string()),
                 )?;
+            } else if let Err(lost) =
+                record(actor, step, call, Entry::None, None, Err(&e.to_string()))
+            {
+                // Only the activity line: the error that stops the task matters more.
+                tracing::warn!(task = actor.task, "cannot record the activity: {lost}");
             }
             return Err(e);
         }
     };
-    actor.store.action_finished(
-        id,
-        &outcome,
-        &audit(actor, call, outcome.clone(), diff),
-        Utc::now(),
-    )?;
     let failed = outcome
         .get("isError")
         .and_then(Value::as_bool)
@@ -439,12 +480,15 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         .get("content")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    report(
+    let audit = audit(actor, call, outcome.clone(), diff);
+    record(
         actor,
         step,
         call,
+        entry(&outcome),
+        Some(&audit),
         if failed { Err(content) } else { Ok(()) },
-    );
+    )?;
     Ok(Acted {
         outcome,
         skipped: false,
@@ -479,9 +523,16 @@ fn load_skill(actor: &Actor<'_>, input: &Value) -> Result<String, String> {
     }
 }
 
-/// Tells the event log what the agent did. Best effort: the journal and the audit are the
-/// record; a lost progress line is not worth failing the action for.
-fn report(actor: &Actor<'_>, step: u32, call: &ToolCall, result: Result<(), &str>) {
+/// Writes what the step leaves in the store (its journal entry, its audit record, and the
+/// activity line the event log shows) in one transaction.
+fn record(
+    actor: &Actor<'_>,
+    step: u32,
+    call: &ToolCall,
+    entry: Entry<'_>,
+    audit: Option<&AuditRecord>,
+    result: Result<(), &str>,
+) -> Result<(), StoreError> {
     let activity = crate::store::activity::Activity::Tool {
         agent: actor.agent.to_string(),
         call: call.summary(),
@@ -489,12 +540,18 @@ fn report(actor: &Actor<'_>, step: u32, call: &ToolCall, result: Result<(), &str
         ok: result.is_ok(),
         error: result.err().map(|e| e.chars().take(300).collect()),
     };
-    if let Err(e) = actor
-        .store
-        .activity(actor.task, actor.goal, &activity, Utc::now())
-    {
-        tracing::warn!(task = actor.task, "cannot record the activity: {e}");
-    }
+    actor.store.record(
+        &StepRecord {
+            task: actor.task,
+            goal: actor.goal,
+            entry,
+            cost: None,
+            audit,
+            activity: Some(&activity),
+        },
+        Utc::now(),
+    )?;
+    Ok(())
 }
 
 fn audit(actor: &Actor<'_>, call: &ToolCall, outcome: Value, diff: Option<String>) -> AuditRecord {

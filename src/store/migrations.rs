@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -219,9 +219,23 @@ CREATE TABLE status (
 ) STRICT;
 "#;
 
+/// Retention (see `retention.rs`): the event log's DELETE trigger lets rows go while the
+/// `pruning` guard row exists, which only the store's pruning inserts, and deletes again,
+/// inside its own transactions; an UPDATE is still refused always. No index is added for
+/// it: pruning scans once an hour, while an index would cost every append.
+const V4: &str = r#"
+CREATE TABLE pruning (
+    id INTEGER PRIMARY KEY CHECK (id = 1)
+) STRICT;
+DROP TRIGGER events_no_delete;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (SELECT 1 FROM pruning)
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: only retention removes events'); END;
+"#;
+
 /// Goal status one row per goal: a finished task rewrites its goal's row, not the whole
 /// company's report. The `status` row keeps the company's part (with no goals).
-const V4: &str = r#"
+const V5: &str = r#"
 CREATE TABLE goal_status (
     goal       TEXT PRIMARY KEY,
     position   INTEGER NOT NULL,

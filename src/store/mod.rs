@@ -2,13 +2,20 @@
 //! with priority, state, attempt count, not-before time), the attempts, the act() journal
 //! that makes crash recovery exact, the append-only event log, goal observations, computer
 //! health, spend, applied/attempted revisions, and the audit records waiting to be written
-//! back to git. Every state transition is one transaction.
+//! back to git. Every state transition is one transaction, and so is every step an agent
+//! takes ([`Store::record`]); pruning ([`Store::prune`]) is the only way rows leave the event
+//! log.
 
 pub mod activity;
 mod migrations;
 mod observed;
+mod record;
+mod retention;
 #[cfg(test)]
 mod tests;
+
+pub use record::{Cost, Entry, StepRecord};
+pub use retention::{Pruned, Retention};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -265,6 +272,11 @@ pub struct Store {
     /// The planner's view ([`observed::View`]), built on first use; always locked after
     /// `conn`, never before.
     view: std::sync::Mutex<Option<observed::View>>,
+    /// Write transactions committed through this handle: what the cost of a step is
+    /// measured in (see [`Store::write_count`]).
+    writes: std::sync::atomic::AtomicU64,
+    /// When this handle last ran retention (see [`Store::prune_if_due`]).
+    pruned_at: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -340,6 +352,12 @@ impl Store {
         if found > known {
             return Err(StoreError::TooNew { found, known });
         }
+        // Only a database without tables can take it: a new store frees the pages retention
+        // empties a little at a time (`PRAGMA incremental_vacuum`), with no VACUUM ever
+        // rewriting the file. Older stores reuse freed pages instead.
+        if found == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         // An in-memory database answers "memory"; a file that cannot do WAL keeps its mode
         // and still works, only with less concurrency.
         let mode: String =
@@ -356,6 +374,8 @@ impl Store {
         Ok(Store {
             conn: std::sync::Mutex::new(conn),
             view: std::sync::Mutex::new(None),
+            writes: std::sync::atomic::AtomicU64::new(0),
+            pruned_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -410,7 +430,16 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(value)
+    }
+
+    /// Write transactions committed through this handle since it was opened. Each one is a
+    /// WAL append and, at `synchronous = NORMAL`, a share of the next checkpoint: the unit
+    /// the cost of journaling a step is counted in.
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` in one read transaction, so reads that span queries see one snapshot.

@@ -109,7 +109,9 @@ fn the_real_schema_applies_and_the_file_is_set_up() {
             "audit",
             "computers",
             "events",
+            "goal_status",
             "observations",
+            "pruning",
             "revisions",
             "spend",
             "status",
@@ -309,7 +311,10 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
             now += chrono::Duration::seconds(1);
             let key = keys[rng.below(keys.len() as u64) as usize];
             let ids: Vec<TaskId> = store.tasks().unwrap().iter().map(|t| t.id).collect();
-            let pick = |rng: &mut Rng| ids.get(rng.below(ids.len().max(1) as u64) as usize).copied();
+            let pick = |rng: &mut Rng| {
+                ids.get(rng.below(ids.len().max(1) as u64) as usize)
+                    .copied()
+            };
             // Transitions that do not apply to the task's state fail; the view must still hold.
             match rng.below(10) {
                 0 | 1 => {
@@ -332,9 +337,7 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
                                 delivered: None,
                             }
                         } else {
-                            AttemptOutcome::Failed {
-                                error: "no".into(),
-                            }
+                            AttemptOutcome::Failed { error: "no".into() }
                         };
                         let _ = store.finish(id, &outcome, now, now);
                     }
@@ -379,17 +382,13 @@ fn a_change_another_process_commits_is_seen() {
     let dir = tempfile::tempdir().unwrap();
     let controller = Store::open(dir.path()).unwrap();
     let now = Utc::now();
-    let id = controller.enqueue(&new_task("a@1", None), now).unwrap().unwrap();
+    let id = controller
+        .enqueue(&new_task("a@1", None), now)
+        .unwrap()
+        .unwrap();
     controller.start(id, "here", now).unwrap();
     controller
-        .finish(
-            id,
-            &AttemptOutcome::Failed {
-                error: "no".into(),
-            },
-            now,
-            now,
-        )
+        .finish(id, &AttemptOutcome::Failed { error: "no".into() }, now, now)
         .unwrap();
     controller.stall(id, "stuck", now).unwrap();
     assert_eq!(controller.open_tasks().unwrap().len(), 0);
@@ -400,4 +399,32 @@ fn a_change_another_process_commits_is_seen() {
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].state, TaskState::Queued);
     assert_view_matches_tables(&controller, dir.path(), 0);
+}
+
+#[test]
+fn version_4_lets_only_pruning_delete_from_an_older_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = file(dir.path());
+    migrations::migrate(&mut conn, &migrations::MIGRATIONS[..3]).unwrap();
+    conn.execute(
+        "INSERT INTO events (time, kind, data) VALUES ('2026-01-01T00:00:00.000000000Z', 'old', '{}')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(dir.path()).unwrap();
+    {
+        let conn = store.lock();
+        assert!(conn.execute("DELETE FROM events", []).is_err());
+        let auto_vacuum: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto_vacuum, 0, "an existing file keeps its mode");
+    }
+    let now = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let pruned = store.prune(&Retention::default(), now).unwrap();
+    assert_eq!(pruned.events, 1);
+    assert!(store.events(0, 10).unwrap().is_empty());
 }
