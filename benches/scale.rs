@@ -1,0 +1,421 @@
+//! Whether the controller's cost grows with the company: the figures of issue 10, side by
+//! side in one run.
+//!
+//! 1. **Throughput** of `proto run --once` over N trivial playbook goals (each writes one file
+//!    and commits; its check is that the file exists) at capacity 1 and 2, next to a shell
+//!    loop doing the same git work (clone, write, commit, push per goal); and the
+//!    controller's own time between tasks: at capacity 1, from each `TaskFinished` event to
+//!    the next `TaskStarted` in the store (p50 / p99 / max).
+//! 2. **Push → dispatch**: a watching `proto run` on a company of R resources (agents, goals
+//!    waiting on a goal that needs a model, one product, one computer). Each sample commits
+//!    one new goal file to the company repository and times from the commit to the goal's
+//!    `TaskStarted` event (p50 / p99 of the samples). At the largest size the store first
+//!    holds F finished tasks (goals met by a `--once` run of the same company), and the
+//!    watching controller's peak RSS (`VmHWM`) is printed.
+//!
+//! Run with `cargo bench --bench scale`. Environment (comma lists):
+//! - `PROTO_SCALE_GOALS` (default `200,2000`), `PROTO_SCALE_CAPACITIES` (default `1,2`);
+//! - `PROTO_SCALE_SHELL_SECONDS` (default 300): the shell loop stops after this long and its
+//!   rate is what it did until then (it only slows down as the product grows, so a cut-short
+//!   loop is measured at its fastest);
+//! - `PROTO_SCALE_RESOURCES` (default `100,10000`), `PROTO_SCALE_PUSHES` (default 25),
+//!   `PROTO_SCALE_FINISHED` (default 2000);
+//! - `PROTO_BIN`: another `proto` binary to measure.
+//!
+//! `cargo test --all-targets` runs it without `--bench` on tiny sizes, so it stays working.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly by design
+
+#[path = "../tests/support/cli.rs"]
+mod cli;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli::git;
+
+fn list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {v:?} is not a number"))
+        })
+        .collect()
+}
+
+fn number(name: &str, default: usize) -> usize {
+    list(name, &default.to_string())[0]
+}
+
+const HEADER: &str = "apiVersion: proto.dev/v1alpha1";
+
+/// One trivial goal: write `<name>.txt`, commit; met when the file exists.
+fn trivial_goal(name: &str, extra: &str) -> String {
+    format!(
+        "---\n{HEADER}\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name}.txt exists.\n  check: {{file: {{path: {name}.txt}}}}\n{extra}  playbook:\n    - write: {{path: {name}.txt, content: \"{name}\\n\"}}\n    - commit: {{message: \"{name}\"}}\n"
+    )
+}
+
+/// A company repository at `dir/company` (committed) with `agents` extra agents, `waiting`
+/// goals that wait on `gate` (a goal only a model can work, and no model is configured),
+/// and `trivial` goals anyone can meet; the product is the bare `dir/app.git`.
+fn company(dir: &Path, capacity: usize, agents: usize, waiting: usize, trivial: usize) -> PathBuf {
+    let company = dir.join("company");
+    std::fs::create_dir_all(company.join("goals")).unwrap();
+    let mut head = format!(
+        "{HEADER}\nkind: Company\nmetadata: {{name: bench}}\nspec:\n  mission: Measure scale.\n  ceo: ceo\n  writeback: {{author: {{name: proto-bot, email: bot@localhost}}}}\n---\n{HEADER}\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}}\n---\n{HEADER}\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: The app., lead: ceo, repo: {{url: ../app.git, branch: main}}}}\n---\n{HEADER}\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: {capacity}}}\n---\n{HEADER}\nkind: Goal\nmetadata: {{name: gate}}\nspec: {{product: app, owner: ceo, description: Needs a model., check: {{file: {{path: gate.txt}}}}}}\n"
+    );
+    let mut files: Vec<(String, String)> = Vec::new();
+    for first in (0..agents).step_by(100) {
+        let mut yaml = String::new();
+        for i in first..(first + 100).min(agents) {
+            write!(yaml, "---\n{HEADER}\nkind: Agent\nmetadata: {{name: a{i}}}\nspec: {{title: Agent {i}, reportsTo: ceo, model: haiku, description: Does part {i}., prompt: Do part {i}.}}\n").unwrap();
+        }
+        files.push((format!("agents-{first:05}.yaml"), yaml));
+    }
+    for first in (0..waiting).step_by(100) {
+        let mut yaml = String::new();
+        for i in first..(first + 100).min(waiting) {
+            yaml.push_str(&trivial_goal(&format!("w{i}"), "  dependsOn: [gate]\n"));
+        }
+        files.push((format!("goals/waiting-{first:05}.yaml"), yaml));
+    }
+    for first in (0..trivial).step_by(50) {
+        let mut yaml = String::new();
+        for i in first..(first + 50).min(trivial) {
+            yaml.push_str(&trivial_goal(&format!("g{i}"), ""));
+        }
+        files.push((format!("goals/trivial-{first:05}.yaml"), yaml));
+    }
+    head.push('\n');
+    std::fs::write(company.join("company.yaml"), head).unwrap();
+    for (name, yaml) in files {
+        std::fs::write(company.join(name), yaml).unwrap();
+    }
+    git(&company, &["init", "-q", "-b", "main"]);
+    git(&company, &["add", "-A"]);
+    git(&company, &["commit", "-q", "-m", "Declare the company"]);
+    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    company
+}
+
+fn proto(bin: &str, dir: &Path, company: &Path, once: bool) -> Child {
+    let mut args = vec![
+        "run".to_string(),
+        company.display().to_string(),
+        "--state-dir".into(),
+        dir.join("state").display().to_string(),
+    ];
+    if once {
+        args.push("--once".into());
+    }
+    Command::new(bin)
+        .args(&args)
+        .env("HOME", dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("proto.out")).unwrap())
+        .stderr(std::fs::File::create(dir.join("proto.log")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
+}
+
+/// The peak resident set of a running process, in MiB (`VmHWM`).
+fn peak_rss(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Waits for `child`, sampling its peak RSS; panics with its log when it fails.
+fn finish(mut child: Child, dir: &Path) -> f64 {
+    let mut peak = 0.0_f64;
+    let status = loop {
+        if let Some(rss) = peak_rss(child.id()) {
+            peak = peak.max(rss);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let log = std::fs::read_to_string(dir.join("proto.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "proto exited with {status} in {}:\n{}",
+            dir.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    peak
+}
+
+fn store(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("state/proto.db")).unwrap()
+}
+
+fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// The controller's time from each finished task to the next task started, in ms.
+fn gaps(dir: &Path) -> Vec<f64> {
+    let conn = store(dir);
+    let mut stmt = conn
+        .prepare("SELECT kind, time FROM events WHERE kind IN ('TaskFinished', 'TaskStarted') ORDER BY id")
+        .unwrap();
+    let events: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut gaps = Vec::new();
+    let mut finished: Option<chrono::DateTime<chrono::Utc>> = None;
+    for (kind, at) in events {
+        match (kind.as_str(), finished) {
+            ("TaskFinished", _) => finished = Some(time(&at)),
+            ("TaskStarted", Some(f)) => {
+                gaps.push((time(&at) - f).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                finished = None;
+            }
+            _ => {}
+        }
+    }
+    gaps
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(&format!("proto-scale-{tag}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
+}
+
+fn throughput(bin: &str, goals: usize, capacity: usize) {
+    let dir = workdir("throughput");
+    let company = company(&dir, capacity, 0, 0, goals);
+    let started = Instant::now();
+    let child = proto(bin, &dir, &company, true);
+    let peak = finish(child, &dir);
+    let seconds = started.elapsed().as_secs_f64();
+    let delivered: usize = git(&dir.join("app.git"), &["rev-list", "--count", "main"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        delivered,
+        goals,
+        "one commit per goal on main ({})",
+        dir.display()
+    );
+    let gaps = gaps(&dir);
+    println!(
+        "scale: throughput  goals {goals:>5}  capacity {capacity}  {:>6.2} tasks/s  ({seconds:.1} s)  between tasks p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  peak RSS {peak:.0} MiB",
+        goals as f64 / seconds,
+        percentile(&gaps, 50.0),
+        percentile(&gaps, 99.0),
+        percentile(&gaps, 100.0),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The same git work as a goal, in a shell loop: clone, write, commit, push.
+fn shell_loop(goals: usize, limit: Duration) {
+    let dir = workdir("shell");
+    git(&dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let script = "set -e\ni=0\nend=$(( $(date +%s) + $2 ))\nwhile [ $i -lt $1 ] && [ $(date +%s) -lt $end ]; do\n  rm -rf ws\n  git clone -q app.git ws 2>/dev/null\n  cd ws\n  echo g$i > g$i.txt\n  git add g$i.txt\n  git -c user.name=b -c user.email=b@b commit -q -m g$i\n  git push -q origin HEAD:main\n  cd ..\n  i=$((i+1))\ndone\necho $i\n";
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            script,
+            "loop",
+            &goals.to_string(),
+            &limit.as_secs().to_string(),
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let done: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    println!(
+        "scale: shell loop  goals {goals:>5}  did {done}  {:>6.2} tasks/s  ({seconds:.1} s{})",
+        done as f64 / seconds,
+        if done < goals {
+            ", stopped at the time limit"
+        } else {
+            ""
+        }
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// When goal `name`'s first task started, from the store's events.
+fn started_at(conn: &rusqlite::Connection, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    conn.query_row(
+        "SELECT time FROM events WHERE kind = 'TaskStarted' AND goal = ?1 ORDER BY id LIMIT 1",
+        [name],
+        |r| r.get::<_, String>(0),
+    )
+    .ok()
+    .map(|t| time(&t))
+}
+
+fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize) {
+    let dir = workdir("push");
+    // company, ceo, product, computer, gate = 5; the rest half agents, half goals.
+    let rest = resources.saturating_sub(5 + finished);
+    let agents = rest / 2;
+    let waiting = rest - agents;
+    let company = company(&dir, 1, agents, waiting, finished);
+    let mut setup = String::new();
+    if finished > 0 {
+        let started = Instant::now();
+        finish(proto(bin, &dir, &company, true), &dir);
+        write!(
+            setup,
+            ", after {finished} tasks finished in {:.0} s",
+            started.elapsed().as_secs_f64()
+        )
+        .unwrap();
+    }
+    let mut child = proto(bin, &dir, &company, false);
+    let conn = store_when_ready(&dir);
+    // Until the controller runs the company (the last declared goal waits in its status).
+    let up = Instant::now();
+    while up.elapsed() < Duration::from_secs(300) {
+        let ready: bool = conn
+            .query_row("SELECT COUNT(*) FROM revisions", [], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+            .unwrap_or(false);
+        if ready && std::fs::read_to_string(dir.join("proto.log")).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut samples = Vec::new();
+    for n in 0..pushes {
+        let name = format!("pushed{n}");
+        std::fs::write(
+            company.join(format!("goals/{name}.yaml")),
+            trivial_goal(&name, "").trim_start_matches("---\n"),
+        )
+        .unwrap();
+        git(&company, &["add", "-A"]);
+        let before = chrono::Utc::now();
+        git(&company, &["commit", "-q", "-m", &format!("Add {name}")]);
+        let t0 = Instant::now();
+        let at = loop {
+            if let Some(at) = started_at(&conn, &name) {
+                break at;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "{name} was never dispatched ({})",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        samples.push((at - before).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        // Let its work finish, so the next sample starts from a quiet controller.
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let peak = peak_rss(child.id()).unwrap_or(f64::NAN);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    println!(
+        "scale: push→dispatch  resources {resources:>6}{setup}  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({pushes} one-file commits)  peak RSS {peak:.0} MiB",
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        percentile(&samples, 100.0),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn store_when_ready(dir: &Path) -> rusqlite::Connection {
+    let t0 = Instant::now();
+    loop {
+        if dir.join("state/proto.db").exists()
+            && let Ok(conn) = rusqlite::Connection::open(dir.join("state/proto.db"))
+            && conn
+                .query_row("SELECT COUNT(*) FROM revisions", [], |r| r.get::<_, i64>(0))
+                .is_ok()
+        {
+            return conn;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no store in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let bin =
+        std::env::var("PROTO_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_proto").to_string());
+    println!("scale: proto binary {bin}");
+    let (goals, capacities, resources, pushes, finished, shell) = if full {
+        (
+            list("PROTO_SCALE_GOALS", "200,2000"),
+            list("PROTO_SCALE_CAPACITIES", "1,2"),
+            list("PROTO_SCALE_RESOURCES", "100,10000"),
+            number("PROTO_SCALE_PUSHES", 25),
+            number("PROTO_SCALE_FINISHED", 2000),
+            Duration::from_secs(number("PROTO_SCALE_SHELL_SECONDS", 300) as u64),
+        )
+    } else {
+        println!("scale: smoke run on tiny sizes (`cargo bench --bench scale` for the figures)");
+        (vec![4], vec![1], vec![40], 2, 3, Duration::from_secs(30))
+    };
+    for &n in &goals {
+        shell_loop(n, shell);
+        for &c in &capacities {
+            throughput(&bin, n, c);
+        }
+    }
+    let largest = resources.iter().copied().max().unwrap_or(0);
+    for &r in &resources {
+        let done = if r == largest { finished } else { 0 };
+        push_to_dispatch(&bin, r, done, pushes);
+    }
+}
