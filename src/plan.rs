@@ -7,6 +7,7 @@
 //! No I/O, no clock (time is an argument), no randomness: the same inputs give the same plan,
 //! so `proto plan` can show it and tests need no mocks.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -225,21 +226,10 @@ impl fmt::Display for Action {
 }
 
 /// The idempotency key of a goal's work: its name and a hash of its spec, so that one
-/// revision of a goal gets exactly one live task and an edit gets a fresh one.
+/// revision of a goal gets exactly one live task and an edit gets a fresh one. A loaded
+/// [`Spec`] carries every goal's key already ([`Spec::key_of`]).
 pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
-    let canonical = serde_json::to_string(&goal.spec).unwrap_or_default();
-    format!(
-        "{}@{:012x}",
-        goal.name(),
-        fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff
-    )
-}
-
-/// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::spec::goal_key(goal)
 }
 
 /// Whether working `goal` needs a model: no playbook to run, or a check only a model can judge.
@@ -292,7 +282,16 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
         .filter(|t| t.state.is_live())
         .map(|t| (t.goal.as_str(), t))
         .collect();
-    let keys: HashMap<&str, String> = spec.goals.iter().map(|g| (g.name(), goal_key(g))).collect();
+    let keys: HashMap<&str, Cow<'_, str>> = spec
+        .goals
+        .iter()
+        .map(|g| (g.name(), spec.key_of(g)))
+        .collect();
+    // Every task of each goal, in the order observed: looked up once per goal below.
+    let mut tasks_of: HashMap<&str, Vec<&TaskObservation>> = HashMap::new();
+    for task in &observed.tasks {
+        tasks_of.entry(task.goal.as_str()).or_default().push(task);
+    }
 
     // Work for goals that no longer exist goes first: it frees capacity.
     let mut orphans: Vec<&TaskObservation> = live
@@ -347,10 +346,12 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             }
             continue;
         }
-        let finished: Vec<&TaskObservation> = observed
-            .tasks
-            .iter()
-            .filter(|t| t.goal == name && t.key == *key)
+        let finished: Vec<&TaskObservation> = tasks_of
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|t| t.key == **key)
+            .copied()
             .collect();
         if finished.iter().any(|t| t.state == TaskState::Stalled) {
             continue; // a dead letter until a new revision or `proto retry`
@@ -367,7 +368,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
         {
             actions.push(Action::Stall {
                 goal: name.to_string(),
-                key: key.clone(),
+                key: key.to_string(),
                 message: format!(
                     "{} of {max_attempts} attempts failed; last error: {}",
                     failed.attempts,
@@ -424,7 +425,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
         };
         actions.push(Action::Enqueue {
             goal: name.to_string(),
-            key: key.clone(),
+            key: key.to_string(),
             product: goal.spec.product.clone(),
             owner: goal.spec.owner.clone(),
             priority,

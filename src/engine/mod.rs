@@ -112,6 +112,9 @@ struct Applied {
     limits: Arc<crate::policy::limits::RateLimits>,
     /// `.proto/knowledge` at this revision, read once and shared by every session.
     knowledge: Arc<crate::knowledge::Knowledge>,
+    /// What was parsed of the files at this revision (and at any invalid one tried since),
+    /// so the next revision re-reads only the files whose blob changed.
+    loader: spec::Loader,
 }
 
 fn router(models: &[Arc<dyn crate::model::Model>]) -> Option<Arc<dyn crate::model::Model>> {
@@ -573,8 +576,22 @@ impl Engine {
             }
             return Ok(());
         }
-        let tree = self.source.snapshot(&head)?;
-        match spec::load_and_validate(&tree) {
+        // The parsed files of the running revision are reused; a failed revision leaves
+        // what it parsed with the running one, for the fix that follows it.
+        let mut loader = self
+            .applied
+            .as_mut()
+            .map(|a| std::mem::take(&mut a.loader))
+            .unwrap_or_default();
+        let loaded = loader.load_and_validate(&self.source.tree(&head)?);
+        let stats = loader.stats();
+        tracing::debug!(
+            files = stats.files,
+            parsed = stats.parsed,
+            reused = stats.reused,
+            "declaration loaded"
+        );
+        match loaded {
             Ok((mut spec, warnings)) => {
                 for w in warnings {
                     tracing::warn!("{w}");
@@ -597,6 +614,7 @@ impl Engine {
                     spec: Arc::new(spec),
                     router: router(&models),
                     models,
+                    loader,
                 });
             }
             Err(diagnostics) => {
@@ -613,6 +631,9 @@ impl Engine {
                     &serde_json::json!({ "revision": head, "errors": errors }),
                     Utc::now(),
                 )?;
+                if let Some(applied) = &mut self.applied {
+                    applied.loader = std::mem::take(&mut loader);
+                }
                 match &self.applied {
                     Some(applied) => tracing::error!(
                         revision = %short(&head),
@@ -624,8 +645,8 @@ impl Engine {
                         // Before any valid revision there may be one in the store's history.
                         match revisions.last_applied.clone() {
                             Some(good) if good != head => {
-                                let tree = self.source.snapshot(&good)?;
-                                if let Ok((spec, _)) = spec::load_and_validate(&tree) {
+                                let tree = self.source.tree(&good)?;
+                                if let Ok((spec, _)) = loader.load_and_validate(&tree) {
                                     let models = build_models(&spec, self.source.repository_path());
                                     self.adopt(Applied {
                                         knowledge: knowledge_at(&self.source, &good),
@@ -634,6 +655,7 @@ impl Engine {
                                         spec: Arc::new(spec),
                                         router: router(&models),
                                         models,
+                                        loader,
                                     });
                                 }
                             }

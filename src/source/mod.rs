@@ -7,7 +7,10 @@
 //! takes triggers from webhooks.
 
 pub(crate) mod remote;
+mod tree;
 pub mod watch;
+
+pub use tree::GitTree;
 
 use std::path::{Path, PathBuf};
 
@@ -160,6 +163,36 @@ impl GitSource {
     /// controller's folders (`.proto/`, `approvals/`) are left out.
     pub fn snapshot(&self, revision: &str) -> Result<MemTree, SourceError> {
         let repo = self.repo()?;
+        let (tree, label) = self.declaration_tree(&repo, revision)?;
+        let mut files = Vec::new();
+        collect(&repo, &tree, "", &mut files)?;
+        let mut out = MemTree::new(label);
+        for (path, content) in files {
+            out.insert(path, content);
+        }
+        Ok(out)
+    }
+
+    /// The same files as [`GitSource::snapshot`], but listed with their blob ids and read
+    /// only when the loader asks: a [`crate::spec::Loader`] that saw the previous revision
+    /// reads just the files whose blob changed.
+    pub fn tree(&self, revision: &str) -> Result<GitTree, SourceError> {
+        let repo = self.repo()?;
+        let (entries, label) = {
+            let (tree, label) = self.declaration_tree(&repo, revision)?;
+            let mut entries = Vec::new();
+            tree::list(&repo, &tree, "", &mut entries)?;
+            (entries, label)
+        };
+        Ok(GitTree::new(repo, label, entries))
+    }
+
+    /// The tree of the sub-folder at `revision`, and a label naming the commit.
+    fn declaration_tree<'r>(
+        &self,
+        repo: &'r Repository,
+        revision: &str,
+    ) -> Result<(Tree<'r>, String), SourceError> {
         let commit = repo.revparse_single(revision)?.peel_to_commit()?;
         let short = commit.id().to_string().chars().take(12).collect::<String>();
         let root = commit.tree()?;
@@ -173,20 +206,14 @@ impl GitSource {
             let entry = root
                 .get_path(Path::new(&self.subpath))
                 .map_err(|_| no_path())?;
-            entry.to_object(&repo)?.into_tree().map_err(|_| no_path())?
+            entry.to_object(repo)?.into_tree().map_err(|_| no_path())?
         };
         let label = if self.subpath.is_empty() {
             format!("{} at {short}", self.location)
         } else {
             format!("{} at {short}, folder {}", self.location, self.subpath)
         };
-        let mut files = Vec::new();
-        collect(&repo, &tree, "", &mut files)?;
-        let mut out = MemTree::new(label);
-        for (path, content) in files {
-            out.insert(path, content);
-        }
-        Ok(out)
+        Ok((tree, label))
     }
 
     /// The files under one of the controller's folders of the sub-folder at `revision`

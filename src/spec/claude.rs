@@ -584,7 +584,7 @@ fn load_agent(
         origin: Origin {
             file: path.to_string(),
             pos: node.pos,
-            node,
+            node: std::sync::Arc::new(node),
             flat: true,
         },
     })

@@ -5,6 +5,8 @@
 //! kind's schema (all problems, each at its line), then deserialized into the typed spec.
 //! A broken document is reported and skipped; the rest still load, so one run shows all errors.
 
+use std::sync::{Arc, OnceLock};
+
 use serde::de::DeserializeOwned;
 
 use super::claude;
@@ -17,104 +19,43 @@ use super::yaml::{self, MAX_FILE_BYTES, Node};
 use super::{Origin, Resource, Spec};
 
 /// Loads every declaration in `tree`. Problems local to one file are returned alongside the
-/// spec; cross-document checks are [`super::validate`]'s job.
+/// spec; cross-document checks are [`super::validate`]'s job. [`super::Loader`] does the same
+/// revision after revision, re-reading only the files that changed.
 pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
-    let mut spec = Spec {
-        source: tree.label(),
-        ..Spec::default()
-    };
-    let mut diags = Vec::new();
-    let files = match tree.files() {
-        Ok(files) => files,
-        Err(e) => {
-            diags.push(Diagnostic::error(
-                tree.label(),
-                Pos::default(),
-                e.to_string(),
-            ));
-            return (spec, diags);
-        }
-    };
-    let schemas: Vec<(Kind, serde_json::Value)> = Kind::ALL
-        .iter()
-        .map(|k| (*k, document_schema(*k)))
-        .collect();
-    let relevant: Vec<&String> = files
-        .iter()
-        .filter(|p| claude::role_of(p).is_some() || p.ends_with(".yaml") || p.ends_with(".yml"))
-        .collect();
-    // Files are independent: threads take them one at a time from a shared counter (files
-    // differ a lot in cost), and the results are merged in file order, so the outcome is the
-    // same whatever the thread count.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(relevant.len().div_ceil(MIN_FILES_PER_THREAD).max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, (Spec, Vec<Diagnostic>))> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(path) = relevant.get(i) else { break };
-                        out.push((i, load_file(tree, path, &schemas)));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    let parts = done.into_iter().map(|(_, part)| part);
-    for (part, part_diags) in parts {
-        spec.companies.extend(part.companies);
-        spec.products.extend(part.products);
-        spec.computers.extend(part.computers);
-        spec.agents.extend(part.agents);
-        spec.goals.extend(part.goals);
-        spec.broken.extend(part.broken);
-        spec.claude.skills.extend(part.claude.skills);
-        spec.claude.rules.extend(part.claude.rules);
-        spec.claude.mcp_servers.extend(part.claude.mcp_servers);
-        spec.claude.memory.extend(part.claude.memory);
-        if part.claude.settings.is_some() {
-            spec.claude.settings = part.claude.settings;
-        }
-        diags.extend(part_diags);
-    }
-    // Claude Code subagents answer to the main session; in a company that is the CEO.
-    if let Some(ceo) = spec.company().map(|c| c.spec.ceo.clone()) {
-        for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
-            if agent.spec.reports_to.is_none() && agent.metadata.name != ceo {
-                agent.spec.reports_to = Some(ceo.clone());
-            }
-        }
-    }
-    (spec, diags)
+    super::loader::load_once(tree)
 }
 
-/// Below this many files a thread is not worth starting.
-const MIN_FILES_PER_THREAD: usize = 64;
+/// The JSON Schema of each kind, built once: every document is checked against one.
+fn schemas() -> &'static [(Kind, serde_json::Value)] {
+    static SCHEMAS: OnceLock<Vec<(Kind, serde_json::Value)>> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        Kind::ALL
+            .iter()
+            .map(|k| (*k, document_schema(*k)))
+            .collect()
+    })
+}
 
-fn load_file(
+/// Loads one file (`role` is its Claude Code role, `None` for YAML) into a spec of its own,
+/// with the keys of its goals.
+pub(super) fn load_file(
     tree: &dyn FileTree,
     path: &str,
-    schemas: &[(Kind, serde_json::Value)],
+    role: Option<claude::Role>,
 ) -> (Spec, Vec<Diagnostic>) {
     let mut spec = Spec::default();
     let mut diags = Vec::new();
     if let Some(text) = read_text(tree, path, &mut diags) {
-        match claude::role_of(path) {
+        match role {
             Some(role) => claude::load_file(role, path, &text, tree, &mut spec, &mut diags),
-            None => load_yaml(path, &text, schemas, &mut spec, &mut diags),
+            None => load_yaml(path, &text, schemas(), &mut spec, &mut diags),
         }
     }
+    spec.goal_keys = spec
+        .goals
+        .iter()
+        .map(|g| (g.name().to_string(), super::goal_key(g)))
+        .collect();
     (spec, diags)
 }
 
@@ -335,7 +276,7 @@ fn push<S: DeserializeOwned>(
             origin: Origin {
                 file: path.to_string(),
                 pos: doc.pos,
-                node: doc,
+                node: Arc::new(doc),
                 flat: false,
             },
         }),

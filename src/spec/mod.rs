@@ -10,6 +10,7 @@ pub mod diag;
 pub mod duration;
 pub mod kinds;
 mod load;
+mod loader;
 pub mod schema;
 pub mod shape;
 pub mod status;
@@ -17,14 +18,17 @@ pub mod tree;
 pub mod validate;
 pub mod yaml;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 pub use claude::{ClaudeFiles, McpServer, Memory, Rule, Settings, Skill};
 pub use diag::{Diagnostic, Pos, Severity};
 pub use kinds::*;
 pub use load::load;
+pub use loader::{LoadStats, Loader};
 pub use schema::{Kind, Metadata};
-pub use tree::{DirTree, FileTree, MemTree, TreeError};
+pub use tree::{BlobId, DirTree, FileTree, MemTree, TreeError};
 pub use validate::validate;
 
 use yaml::Node;
@@ -35,7 +39,9 @@ use yaml::Node;
 pub struct Origin {
     pub file: String,
     pub pos: Pos,
-    pub node: Node,
+    /// Shared, because an incremental [`Loader`] hands the same parsed document to every
+    /// revision in which its file did not change.
+    pub node: Arc<Node>,
     /// Markdown agents keep their fields at the top of the frontmatter, not under `spec`.
     pub flat: bool,
 }
@@ -106,6 +112,9 @@ pub struct Spec {
     /// Resources that were declared but failed to load: their errors are already reported,
     /// so references to them must not be reported again as "not declared".
     pub broken: Vec<(Kind, String)>,
+    /// Each goal's key by name (see [`goal_key`]), computed once when its file was loaded:
+    /// the planner needs every goal's key on every pass, and the spec does not change.
+    pub goal_keys: HashMap<String, String>,
 }
 
 impl Spec {
@@ -123,6 +132,15 @@ impl Spec {
 
     pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
         self.goals.iter().find(|g| g.name() == name)
+    }
+
+    /// The key of `goal` (see [`goal_key`]): the one computed at load time, or computed now
+    /// for a goal the loader did not see.
+    pub fn key_of(&self, goal: &Resource<GoalSpec>) -> Cow<'_, str> {
+        match self.goal_keys.get(goal.name()) {
+            Some(key) => Cow::Borrowed(key),
+            None => Cow::Owned(goal_key(goal)),
+        }
     }
 
     pub fn product(&self, name: &str) -> Option<&Resource<ProductSpec>> {
@@ -165,7 +183,15 @@ impl Spec {
 /// Loads and validates; `Ok` carries the spec and any warnings, `Err` every diagnostic
 /// (errors and warnings) when at least one is an error.
 pub fn load_and_validate(tree: &dyn FileTree) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let (spec, mut diagnostics) = load(tree);
+    let (spec, diagnostics) = load(tree);
+    finish(spec, diagnostics)
+}
+
+/// Adds the cross-document diagnostics to what loading found, in a stable order.
+fn finish(
+    spec: Spec,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
     diagnostics.extend(validate(&spec));
     diagnostics.sort_by(|a, b| (&a.file, a.pos, &a.message).cmp(&(&b.file, b.pos, &b.message)));
     diagnostics.dedup();
@@ -174,4 +200,23 @@ pub fn load_and_validate(tree: &dyn FileTree) -> Result<(Spec, Vec<Diagnostic>),
     } else {
         Ok((spec, diagnostics))
     }
+}
+
+/// The idempotency key of a goal's work: its name and a hash of its spec, so that one
+/// revision of a goal gets exactly one live task and an edit gets a fresh one. Stored as task
+/// keys, so it must not change between versions of Proto.
+pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
+    let canonical = serde_json::to_string(&goal.spec).unwrap_or_default();
+    format!(
+        "{}@{:012x}",
+        goal.name(),
+        fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff
+    )
+}
+
+/// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
