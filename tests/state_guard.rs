@@ -658,8 +658,20 @@ fn a_declared_playbook_cannot_plant_a_git_hook_through_a_dotted_path() {
     let workspaces: Vec<PathBuf> = std::fs::read_dir(state.join("work"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(proto::gitops::workspace::MIRRORS))
         .collect();
     assert_eq!(workspaces.len(), 1, "{workspaces:?}");
     assert!(!workspaces[0].join(".git/hooks/pre-commit").exists());
+    // Nor in the product's mirror the workspace was made from.
+    for mirror in
+        std::fs::read_dir(state.join("work").join(proto::gitops::workspace::MIRRORS)).unwrap()
+    {
+        let mirror = mirror.unwrap().path();
+        assert!(
+            !mirror.join("hooks/pre-commit").exists(),
+            "{}",
+            mirror.display()
+        );
+    }
     assert!(!workspaces[0].join("hooked.txt").exists());
 }

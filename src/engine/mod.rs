@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::computer::{self, Computer, Local};
 use crate::gitops::{FileChange, Identity, Writeback};
-use crate::plan::{self, Action, goal_key};
+use crate::plan::{self, Action};
 use crate::source::{GitSource, SourceError};
 use crate::spec::{self, Diagnostic, Resource, Spec};
 use crate::store::{AttemptOutcome, NewTask, Store, StoreError, TaskId};
@@ -476,7 +476,7 @@ impl Engine {
             .spec
             .goals
             .iter()
-            .map(|g| (g.name().to_string(), goal_key(g)))
+            .map(|g| (g.name().to_string(), applied.spec.key_of(g).into_owned()))
             .collect();
         let same_shape = self.applied.as_ref().is_some_and(|old| {
             old.spec.companies == applied.spec.companies
@@ -718,7 +718,7 @@ impl Engine {
                 Action::Recheck { goal, priority } => {
                     if let Some(g) = applied.spec.goal(goal) {
                         let task = NewTask {
-                            key: goal_key(g),
+                            key: applied.spec.key_of(g).into_owned(),
                             goal: goal.clone(),
                             product: g.spec.product.clone(),
                             owner: g.spec.owner.clone(),
@@ -866,7 +866,7 @@ impl Engine {
                 Arc::new(Local::marked(computer.name(), workdir, marker));
             starts.push(worker::Work {
                 store: self.store.clone(),
-                goal_key: goal_key(goal),
+                goal_key: applied.spec.key_of(goal).into_owned(),
                 goal: goal.spec.clone(),
                 agent: goal.spec.owner.clone(),
                 agent_spec: applied.spec.agent(&goal.spec.owner).map(|a| a.spec.clone()),
@@ -949,12 +949,7 @@ impl Engine {
         self.running.remove(&done.task);
         let task = self.store.task(done.task)?;
         if let Some(check) = &done.check {
-            let key = self
-                .applied
-                .as_ref()
-                .and_then(|a| a.spec.goal(&task.goal))
-                .map(goal_key)
-                .unwrap_or_default();
+            let key = self.keys.get(&task.goal).cloned().unwrap_or_default();
             self.checks.insert(task.goal.clone(), (check.clone(), key));
             self.dirty.goal(&task.goal);
         }
