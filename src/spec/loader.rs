@@ -155,7 +155,7 @@ fn run(
     for (i, part) in parse(tree, &relevant, &todo) {
         parts[i] = Some(Arc::new(part));
     }
-    if let Some(cache) = cache.as_deref_mut() {
+    if let Some(cache) = cache {
         cache.clear();
         for (((path, _), id), part) in relevant.iter().zip(&ids).zip(&parts) {
             if let (Some(id), Some(part)) = (id, part) {
