@@ -100,7 +100,7 @@ pub(super) fn load_once(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
 /// Loads `tree`; with a cache, reuses and refreshes it.
 fn run(
     tree: &dyn FileTree,
-    mut cache: Option<&mut HashMap<String, Cached>>,
+    cache: Option<&mut HashMap<String, Cached>>,
 ) -> ((Spec, Vec<Diagnostic>), LoadStats) {
     let mut spec = Spec {
         source: tree.label(),
