@@ -4,8 +4,9 @@
 //! 1. **Throughput** of `proto run --once` over N trivial playbook goals (each writes one file
 //!    and commits; its check is that the file exists) at capacity 1 and 2, next to a shell
 //!    loop doing the same git work (clone, write, commit, push per goal); and the
-//!    controller's own time between tasks: at capacity 1, from each `TaskFinished` event to
-//!    the next `TaskStarted` in the store (p50 / p99 / max).
+//!    controller's own time between tasks: from the moment each attempt's worker handed it
+//!    back (the `ended` of its `TaskFinished` event) to the next `TaskStarted` (p50 / p99 /
+//!    max; meaningful at capacity 1, where the next task can only start then).
 //! 2. **Push → dispatch**: a watching `proto run` on a company of R resources (agents, goals
 //!    waiting on a goal that needs a model, one product, one computer). Each sample commits
 //!    one new goal file to the company repository and times from the commit to the goal's
@@ -174,25 +175,29 @@ fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
-/// The controller's time from each finished task to the next task started, in ms.
+/// The controller's time from each attempt's end (when its worker handed it back) to the
+/// next task started, in ms.
 fn gaps(dir: &Path) -> Vec<f64> {
     let conn = store(dir);
     let mut stmt = conn
-        .prepare("SELECT kind, time FROM events WHERE kind IN ('TaskFinished', 'TaskStarted') ORDER BY id")
+        .prepare(
+            "SELECT kind, time, json_extract(data, '$.ended') FROM events
+             WHERE kind IN ('TaskFinished', 'TaskStarted') ORDER BY id",
+        )
         .unwrap();
-    let events: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let events: Vec<(String, String, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     let mut gaps = Vec::new();
-    let mut finished: Option<chrono::DateTime<chrono::Utc>> = None;
-    for (kind, at) in events {
-        match (kind.as_str(), finished) {
-            ("TaskFinished", _) => finished = Some(time(&at)),
-            ("TaskStarted", Some(f)) => {
-                gaps.push((time(&at) - f).num_microseconds().unwrap_or(0) as f64 / 1000.0);
-                finished = None;
+    let mut ended: Option<chrono::DateTime<chrono::Utc>> = None;
+    for (kind, at, end) in events {
+        match (kind.as_str(), ended) {
+            ("TaskFinished", _) => ended = Some(time(end.as_deref().unwrap_or(&at))),
+            ("TaskStarted", Some(e)) => {
+                gaps.push((time(&at) - e).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                ended = None;
             }
             _ => {}
         }

@@ -925,7 +925,8 @@ impl Engine {
             );
             let tx = self.done_tx.clone();
             tokio::spawn(async move {
-                let done = worker::run(work).await;
+                let mut done = worker::run(work).await;
+                done.ended = Some(Utc::now());
                 let _ = tx.send(done);
             });
         }
@@ -999,7 +1000,7 @@ impl Engine {
             Some(task.id),
             Some(&task.goal),
             "TaskFinished",
-            &serde_json::json!({ "outcome": done.outcome }),
+            &serde_json::json!({ "outcome": done.outcome, "ended": done.ended }),
             now,
         )?;
         self.dirty.goal(&task.goal);

@@ -63,6 +63,9 @@ pub struct Done {
     pub outcome: AttemptOutcome,
     pub check: Option<LastCheck>,
     pub cancelled: bool,
+    /// When the worker handed the attempt back (its workspace removed, its processes
+    /// stopped): from here on, the time is the controller's.
+    pub ended: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Playbook steps as tool calls, in order.
@@ -261,6 +264,7 @@ fn parked(work: &Work, call: &ToolCall, e: &ActError, check: Option<LastCheck>) 
             },
             check,
             cancelled: false,
+            ended: None,
         }),
         _ => None,
     }
@@ -273,6 +277,7 @@ fn failed(work: &Work, error: String, check: Option<LastCheck>) -> Done {
         outcome: AttemptOutcome::Failed { error },
         check,
         cancelled: work.cancel.is_cancelled(),
+        ended: None,
     }
 }
 
@@ -404,6 +409,7 @@ impl Delivery<'_> {
             outcome: AttemptOutcome::Succeeded { detail, delivered },
             check: Some(observe(work, &passed)),
             cancelled: false,
+            ended: None,
         }
     }
 
@@ -427,6 +433,7 @@ impl Delivery<'_> {
             outcome: AttemptOutcome::Undelivered { error },
             check: None,
             cancelled: self.work.cancel.is_cancelled(),
+            ended: None,
         }
     }
 }
@@ -478,6 +485,7 @@ async fn agent_work(
         outcome: AttemptOutcome::Failed { error },
         check,
         cancelled,
+        ended: None,
     };
     let (Some(model), Some(agent)) = (work.model.as_ref(), work.agent_spec.as_ref()) else {
         return failed(
@@ -554,6 +562,7 @@ async fn agent_work(
                 outcome: crate::agent::outcome_of(&work.agent, &e),
                 check,
                 cancelled: matches!(e, crate::agent::AgentError::Cancelled),
+                ended: None,
             };
         }
     };
@@ -609,6 +618,7 @@ fn stopped(work: &Work, e: &crate::agent::AgentError, check: Option<LastCheck>) 
         outcome: crate::agent::outcome_of(&work.agent, e),
         check,
         cancelled: matches!(e, crate::agent::AgentError::Cancelled),
+        ended: None,
     }
 }
 
