@@ -301,6 +301,7 @@ fn started_at(conn: &rusqlite::Connection, name: &str) -> Option<chrono::DateTim
 fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize) {
     let dir = workdir("push");
     // company, ceo, product, computer, gate = 5; the rest half agents, half goals.
+    let finished = finished.min(resources.saturating_sub(5));
     let rest = resources.saturating_sub(5 + finished);
     let agents = rest / 2;
     let waiting = rest - agents;
