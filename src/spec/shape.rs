@@ -81,7 +81,7 @@ impl<'a> Walker<'a> {
             return;
         }
         if let Some(expected) = schema.get("const") {
-            if node.to_json() != *expected {
+            if !same(node, expected) {
                 errors.push(ShapeError {
                     pos: node.pos,
                     path: path.into(),
@@ -113,8 +113,7 @@ impl<'a> Walker<'a> {
             }
         }
         if let Some(options) = schema.get("enum").and_then(Json::as_array) {
-            let value = node.to_json();
-            if !options.contains(&value) {
+            if !options.iter().any(|o| same(node, o)) {
                 let names: Vec<&str> = options.iter().filter_map(Json::as_str).collect();
                 let text = node.scalar_text();
                 errors.push(ShapeError {
@@ -205,12 +204,13 @@ impl<'a> Walker<'a> {
         // A misspelt field is reported once, as unknown with a suggestion, not also as missing.
         let mut suggested: Vec<&str> = Vec::new();
         for (key, value) in entries {
-            let name = key.scalar_text();
-            let field_path = join(path, &name);
-            if let Some(prop) = properties.get(&name) {
+            let name = key.key_text();
+            let name = name.as_ref();
+            let field_path = join(path, name);
+            if let Some(prop) = properties.get(name) {
                 self.walk(value, prop, &field_path, key.pos, errors);
             } else {
-                if let Some(near) = closest(&name, properties.keys().map(String::as_str)) {
+                if let Some(near) = closest(name, properties.keys().map(String::as_str)) {
                     suggested.push(near);
                 }
                 match additional {
@@ -218,7 +218,7 @@ impl<'a> Walker<'a> {
                         pos: key.pos,
                         path: field_path,
                         message: "unknown field".into(),
-                        hint: did_you_mean(&name, properties.keys().map(String::as_str)).or_else(
+                        hint: did_you_mean(name, properties.keys().map(String::as_str)).or_else(
                             || {
                                 Some(format!(
                                     "expected one of {}",
@@ -300,6 +300,16 @@ impl<'a> Walker<'a> {
                 hint: None,
             });
         }
+    }
+}
+
+/// Whether `node` holds the JSON value `expected`; strings, the common case of `const` and
+/// `enum`, are compared without converting the node.
+fn same(node: &Node, expected: &Json) -> bool {
+    match (&node.value, expected) {
+        (Value::Str(text), Json::String(want)) => text == want,
+        (Value::Str(_), _) | (_, Json::String(_)) => false,
+        _ => node.to_json() == *expected,
     }
 }
 
