@@ -100,7 +100,7 @@ pub(super) fn load_once(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
 /// Loads `tree`; with a cache, reuses and refreshes it.
 fn run(
     tree: &dyn FileTree,
-    mut cache: Option<&mut HashMap<String, Cached>>,
+    cache: Option<&mut HashMap<String, Cached>>,
 ) -> ((Spec, Vec<Diagnostic>), LoadStats) {
     let mut spec = Spec {
         source: tree.label(),
@@ -155,7 +155,7 @@ fn run(
     for (i, part) in parse(tree, &relevant, &todo) {
         parts[i] = Some(Arc::new(part));
     }
-    if let Some(cache) = cache.as_deref_mut() {
+    if let Some(cache) = cache {
         cache.clear();
         for (((path, _), id), part) in relevant.iter().zip(&ids).zip(&parts) {
             if let (Some(id), Some(part)) = (id, part) {
