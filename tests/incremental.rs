@@ -15,7 +15,7 @@ use std::path::Path;
 
 use git2::{IndexAddOption, Repository, Signature};
 use proto::source::GitSource;
-use proto::spec::{self, Loader};
+use proto::spec::{self, BlobId, FileTree, Loader};
 
 /// xorshift64*: deterministic, and enough to pick edits.
 struct Rng(u64);
@@ -536,6 +536,7 @@ fn a_one_file_change_parses_one_file() {
         files.insert(format!("goals/one-{g}.yaml"), content);
     }
     files.insert("CLAUDE.md".into(), "# Memory\n".into());
+    files.insert(".proto/status.yaml".into(), "goals: {}\n".into());
     commit(&repo, &files, "initial");
     let source = GitSource::open(
         repo.workdir().unwrap().to_str().unwrap(),
@@ -544,8 +545,23 @@ fn a_one_file_change_parses_one_file() {
         &tmp.path().join("cache"),
     )
     .unwrap();
+    // The lazy tree holds what the snapshot holds, and knows each file's blob id unread.
+    let (lazy, snapshot) = (
+        source.tree("HEAD").unwrap(),
+        source.snapshot("HEAD").unwrap(),
+    );
+    assert_eq!(lazy.files().unwrap(), snapshot.files().unwrap());
+    assert_eq!(lazy.label(), snapshot.label());
+    for path in snapshot.files().unwrap() {
+        let bytes = snapshot.read(&path).unwrap();
+        assert_eq!(lazy.read(&path).unwrap(), bytes);
+        assert_eq!(lazy.size(&path).unwrap(), bytes.len() as u64);
+        assert_eq!(lazy.blob_id(&path), BlobId::of(&bytes), "{path}");
+    }
+    assert!(lazy.read(".proto/status.yaml").is_err());
+
     let mut loader = Loader::new();
-    let _ = loader.load_and_validate(&source.tree("HEAD").unwrap());
+    let _ = loader.load_and_validate(&lazy);
     let first = loader.stats();
     assert_eq!(first.reused, 0);
     assert_eq!(first.parsed, first.files);

@@ -24,8 +24,28 @@ pub struct ShapeError {
 pub fn check(node: &Node, schema: &Json) -> Vec<ShapeError> {
     let mut errors = Vec::new();
     let walker = Walker { root: schema };
-    walker.walk(node, schema, "", node.pos, &mut errors);
+    walker.walk(node, schema, &Path::Root, node.pos, &mut errors);
     errors
+}
+
+/// Where a node sits in its document, rendered (`spec.playbook[1].run`) only when a problem
+/// is reported there: most nodes have none, and formatting every node's path was a tenth of
+/// the time it takes to load a large company.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Field(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Field(parent, field) => join(&parent.render(), field),
+            Path::Index(parent, i) => format!("{}[{i}]", parent.render()),
+        }
+    }
 }
 
 struct Walker<'a> {
@@ -67,7 +87,7 @@ impl<'a> Walker<'a> {
         &self,
         node: &Node,
         schema: &'a Json,
-        path: &str,
+        path: &Path<'_>,
         anchor: Pos,
         errors: &mut Vec<ShapeError>,
     ) {
@@ -81,10 +101,10 @@ impl<'a> Walker<'a> {
             return;
         }
         if let Some(expected) = schema.get("const") {
-            if node.to_json() != *expected {
+            if !same(node, expected) {
                 errors.push(ShapeError {
                     pos: node.pos,
-                    path: path.into(),
+                    path: path.render(),
                     message: format!("must be {expected}, found {}", describe(node)),
                     hint: None,
                 });
@@ -105,7 +125,7 @@ impl<'a> Walker<'a> {
                     .collect();
                 errors.push(ShapeError {
                     pos: node.pos,
-                    path: path.into(),
+                    path: path.render(),
                     message: format!("expected {}, found {}", wanted.join(" or "), describe(node)),
                     hint: quote_hint(node, &allowed),
                 });
@@ -113,13 +133,12 @@ impl<'a> Walker<'a> {
             }
         }
         if let Some(options) = schema.get("enum").and_then(Json::as_array) {
-            let value = node.to_json();
-            if !options.contains(&value) {
+            if !options.iter().any(|o| same(node, o)) {
                 let names: Vec<&str> = options.iter().filter_map(Json::as_str).collect();
                 let text = node.scalar_text();
                 errors.push(ShapeError {
                     pos: node.pos,
-                    path: path.into(),
+                    path: path.render(),
                     message: format!(
                         "unknown value \"{text}\"; expected one of {}",
                         names.join(", ")
@@ -135,7 +154,7 @@ impl<'a> Walker<'a> {
             Value::Seq(items) => {
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.walk(item, item_schema, &format!("{path}[{i}]"), item.pos, errors);
+                        self.walk(item, item_schema, &Path::Index(path, i), item.pos, errors);
                     }
                 }
             }
@@ -148,7 +167,7 @@ impl<'a> Walker<'a> {
         text: &str,
         pos: Pos,
         schema: &Json,
-        path: &str,
+        path: &Path<'_>,
         errors: &mut Vec<ShapeError>,
     ) {
         if !yaml::is_integer_text(text) {
@@ -180,7 +199,7 @@ impl<'a> Walker<'a> {
             );
             errors.push(ShapeError {
                 pos,
-                path: path.into(),
+                path: path.render(),
                 message: format!("{text} is out of range {range}"),
                 hint: None,
             });
@@ -192,7 +211,7 @@ impl<'a> Walker<'a> {
         node: &Node,
         entries: &[(Node, Node)],
         schema: &'a Json,
-        path: &str,
+        path: &Path<'_>,
         anchor: Pos,
         errors: &mut Vec<ShapeError>,
     ) {
@@ -205,20 +224,21 @@ impl<'a> Walker<'a> {
         // A misspelt field is reported once, as unknown with a suggestion, not also as missing.
         let mut suggested: Vec<&str> = Vec::new();
         for (key, value) in entries {
-            let name = key.scalar_text();
-            let field_path = join(path, &name);
-            if let Some(prop) = properties.get(&name) {
+            let name = key.key_text();
+            let name = name.as_ref();
+            let field_path = Path::Field(path, name);
+            if let Some(prop) = properties.get(name) {
                 self.walk(value, prop, &field_path, key.pos, errors);
             } else {
-                if let Some(near) = closest(&name, properties.keys().map(String::as_str)) {
+                if let Some(near) = closest(name, properties.keys().map(String::as_str)) {
                     suggested.push(near);
                 }
                 match additional {
                     Some(Json::Bool(false)) => errors.push(ShapeError {
                         pos: key.pos,
-                        path: field_path,
+                        path: field_path.render(),
                         message: "unknown field".into(),
-                        hint: did_you_mean(&name, properties.keys().map(String::as_str)).or_else(
+                        hint: did_you_mean(name, properties.keys().map(String::as_str)).or_else(
                             || {
                                 Some(format!(
                                     "expected one of {}",
@@ -243,7 +263,7 @@ impl<'a> Walker<'a> {
                 if node.get(field).is_none() && !suggested.contains(&field) {
                     errors.push(ShapeError {
                         pos: anchor,
-                        path: join(path, field),
+                        path: Path::Field(path, field).render(),
                         message: "missing required field".into(),
                         hint: None,
                     });
@@ -256,17 +276,20 @@ impl<'a> Walker<'a> {
         &self,
         node: &Node,
         branches: &'a [Json],
-        path: &str,
+        path: &Path<'_>,
         anchor: Pos,
         errors: &mut Vec<ShapeError>,
     ) {
         let mut best: Option<Vec<ShapeError>> = None;
+        // Rendered once a branch fails; a node that fits its first branch never needs it.
+        let mut rendered: Option<String> = None;
         for branch in branches {
             let mut attempt = Vec::new();
             self.walk(node, branch, path, anchor, &mut attempt);
             if attempt.is_empty() {
                 return;
             }
+            let path = rendered.get_or_insert_with(|| path.render()).as_str();
             // Prefer the branch whose type matched (its errors are about fields, not types).
             let type_mismatch = attempt.len() == 1
                 && attempt[0].path == path
@@ -288,6 +311,7 @@ impl<'a> Walker<'a> {
             .iter()
             .filter(|b| b.get("type").and_then(Json::as_str) != Some("null"))
             .collect();
+        let path = rendered.unwrap_or_else(|| path.render());
         if let Some(mut found) = best {
             if non_null.len() == 1 || found.iter().any(|e| e.path != path) {
                 errors.append(&mut found);
@@ -295,11 +319,21 @@ impl<'a> Walker<'a> {
             }
             errors.push(ShapeError {
                 pos: node.pos,
-                path: path.into(),
+                path,
                 message: format!("unexpected {}", describe(node)),
                 hint: None,
             });
         }
+    }
+}
+
+/// Whether `node` holds the JSON value `expected`; strings, the common case of `const` and
+/// `enum`, are compared without converting the node.
+fn same(node: &Node, expected: &Json) -> bool {
+    match (&node.value, expected) {
+        (Value::Str(text), Json::String(want)) => text == want,
+        (Value::Str(_), _) | (_, Json::String(_)) => false,
+        _ => node.to_json() == *expected,
     }
 }
 

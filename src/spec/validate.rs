@@ -2,7 +2,7 @@
 //! Company, references, cycles, "exactly one of" rules, crons, durations, patterns, tools,
 //! and selectors that select nothing. Every problem is collected; none stops the others.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::claude::{TOOLS, is_known_tool};
 use super::diag::{Diagnostic, Pos, did_you_mean};
@@ -14,6 +14,10 @@ pub fn validate(spec: &Spec) -> Vec<Diagnostic> {
     let mut v = Validator {
         spec,
         diags: Vec::new(),
+        agents: Names::of(Kind::Agent, &spec.agents, spec),
+        products: Names::of(Kind::Product, &spec.products, spec),
+        computers: Names::of(Kind::Computer, &spec.computers, spec),
+        goals: Names::of(Kind::Goal, &spec.goals, spec),
     };
     v.names();
     v.company();
@@ -38,11 +42,18 @@ pub fn is_dns_label(name: &str) -> bool {
 struct Validator<'a> {
     spec: &'a Spec,
     diags: Vec<Diagnostic>,
+    /// The names references may point at, gathered once.
+    agents: Names<'a>,
+    products: Names<'a>,
+    computers: Names<'a>,
+    goals: Names<'a>,
 }
 
 /// Names of one kind, for lookups and suggestions, plus the names of that kind's broken
-/// declarations (already reported; a reference to one is not an error of its own).
-struct Names<'a>(BTreeSet<&'a str>, BTreeSet<&'a str>);
+/// declarations (already reported; a reference to one is not an error of its own). Hashed:
+/// a large company makes tens of thousands of lookups, and suggestions do not depend on
+/// the order of the candidates.
+struct Names<'a>(HashSet<&'a str>, HashSet<&'a str>);
 
 impl<'a> Names<'a> {
     fn of<S>(kind: Kind, resources: &'a [Resource<S>], spec: &'a Spec) -> Self {
@@ -68,19 +79,22 @@ impl<'a> Validator<'a> {
     }
 
     /// A reference from `res.field` to a resource of `kind` named `target`.
-    fn reference<S>(
-        &mut self,
-        res: &Resource<S>,
-        field: &str,
-        kind: &str,
-        target: &str,
-        names: &Names,
-    ) {
+    fn reference<S>(&mut self, res: &Resource<S>, field: &str, kind: Kind, target: &str) {
+        let names = match kind {
+            Kind::Agent => &self.agents,
+            Kind::Product => &self.products,
+            Kind::Computer => &self.computers,
+            Kind::Goal => &self.goals,
+            Kind::Company => return,
+        };
         if !names.has(target) {
-            self.push(
-                res.error(field, format!("{kind} \"{target}\" is not declared"))
-                    .hint(names.suggest(target)),
-            );
+            let d = res
+                .error(
+                    field,
+                    format!("{} \"{target}\" is not declared", kind.as_str()),
+                )
+                .hint(names.suggest(target));
+            self.push(d);
         }
     }
 
@@ -163,9 +177,8 @@ impl<'a> Validator<'a> {
                 }
             }
         }
-        let agents = Names::of(Kind::Agent, &s.agents, s);
         for company in &s.companies {
-            self.reference(company, "spec.ceo", "Agent", &company.spec.ceo, &agents);
+            self.reference(company, "spec.ceo", Kind::Agent, &company.spec.ceo);
             if let Some(approvals) = &company.spec.approvals
                 && let Some(timeout) = &approvals.timeout
             {
@@ -194,10 +207,8 @@ impl<'a> Validator<'a> {
 
     fn products(&mut self) {
         let s = self.spec;
-        let agents = Names::of(Kind::Agent, &s.agents, s);
-        let computers = Names::of(Kind::Computer, &s.computers, s);
         for product in &s.products {
-            self.reference(product, "spec.lead", "Agent", &product.spec.lead, &agents);
+            self.reference(product, "spec.lead", Kind::Agent, &product.spec.lead);
             let Some(selector) = &product.spec.computers else {
                 continue;
             };
@@ -211,9 +222,8 @@ impl<'a> Validator<'a> {
                         self.reference(
                             product,
                             &format!("spec.computers.names[{i}]"),
-                            "Computer",
+                            Kind::Computer,
                             name,
-                            &computers,
                         );
                     }
                 }
@@ -262,7 +272,6 @@ impl<'a> Validator<'a> {
 
     fn agents(&mut self) {
         let s = self.spec;
-        let agents = Names::of(Kind::Agent, &s.agents, s);
         let skills: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.name.as_str()).collect();
         let mcp: BTreeSet<&str> = s
             .claude
@@ -274,14 +283,14 @@ impl<'a> Validator<'a> {
         let ceo = s
             .company()
             .map(|c| c.spec.ceo.as_str())
-            .filter(|c| agents.has(c));
+            .filter(|c| self.agents.has(c));
         for agent in &s.agents {
             match (&agent.spec.reports_to, ceo) {
                 (Some(boss), _) => {
                     if Some(agent.name()) == ceo {
                         self.push(agent.error("spec.reportsTo", "the CEO reports to no one"));
                     } else {
-                        self.reference(agent, "spec.reportsTo", "Agent", boss, &agents);
+                        self.reference(agent, "spec.reportsTo", Kind::Agent, boss);
                     }
                 }
                 (None, Some(ceo)) if agent.name() != ceo && !agent.origin.flat => self.push(
@@ -307,14 +316,15 @@ impl<'a> Validator<'a> {
                 }
             }
             for (i, tool) in agent.spec.tools.iter().enumerate() {
-                let field = format!("spec.tools[{i}]");
+                // Formatted only for a problem: most tools are fine.
+                let field = || format!("spec.tools[{i}]");
                 if let Some(rest) = tool.strip_prefix("mcp__") {
                     let server = rest.split("__").next().unwrap_or_default();
                     if !mcp.contains(server) {
                         self.push(
                             agent
                                 .error(
-                                    &field,
+                                    &field(),
                                     format!("MCP server \"{server}\" is not in .mcp.json"),
                                 )
                                 .hint(did_you_mean(server, mcp.iter().copied())),
@@ -323,7 +333,7 @@ impl<'a> Validator<'a> {
                 } else if !is_known_tool(tool.split('(').next().unwrap_or(tool)) {
                     self.push(
                         agent
-                            .error(&field, format!("unknown tool \"{tool}\""))
+                            .error(&field(), format!("unknown tool \"{tool}\""))
                             .hint(
                                 did_you_mean(tool, TOOLS)
                                     .or_else(|| Some(format!("tools are {}", TOOLS.join(", ")))),
@@ -354,13 +364,10 @@ impl<'a> Validator<'a> {
 
     fn goals(&mut self) {
         let s = self.spec;
-        let agents = Names::of(Kind::Agent, &s.agents, s);
-        let products = Names::of(Kind::Product, &s.products, s);
-        let goals = Names::of(Kind::Goal, &s.goals, s);
         for goal in &s.goals {
             let g = &goal.spec;
-            self.reference(goal, "spec.product", "Product", &g.product, &products);
-            self.reference(goal, "spec.owner", "Agent", &g.owner, &agents);
+            self.reference(goal, "spec.product", Kind::Product, &g.product);
+            self.reference(goal, "spec.owner", Kind::Agent, &g.owner);
             for (i, dep) in g.depends_on.iter().enumerate() {
                 if dep == goal.name() {
                     self.push(goal.error(
@@ -368,7 +375,7 @@ impl<'a> Validator<'a> {
                         "a goal cannot depend on itself",
                     ));
                 } else {
-                    self.reference(goal, &format!("spec.dependsOn[{i}]"), "Goal", dep, &goals);
+                    self.reference(goal, &format!("spec.dependsOn[{i}]"), Kind::Goal, dep);
                 }
             }
             let kinds = g.check.kinds();
@@ -414,13 +421,14 @@ impl<'a> Validator<'a> {
                 }
             }
             if let Some(f) = &g.check.file {
-                self.workspace_path(goal, "spec.check.file.path", &f.path);
+                self.workspace_path(goal, || "spec.check.file.path".into(), &f.path);
                 if let Some(re) = &f.matches {
                     self.regex(goal, "spec.check.file.matches", re);
                 }
             }
             for (i, step) in g.playbook.iter().enumerate() {
-                let field = format!("spec.playbook[{i}]");
+                // Formatted only for a problem: most steps are fine.
+                let field = |suffix: &str| format!("spec.playbook[{i}]{suffix}");
                 let kinds = step.kinds();
                 if kinds.len() != 1 {
                     let found = if kinds.is_empty() {
@@ -429,24 +437,19 @@ impl<'a> Validator<'a> {
                         kinds.join(", ")
                     };
                     self.push(goal.error(
-                        &field,
+                        &field(""),
                         format!(
                             "exactly one of run, write, edit, commit is required; found {found}"
                         ),
                     ));
                 }
                 if let Some(w) = &step.write {
-                    self.workspace_path(goal, &format!("{field}.write.path"), &w.path);
+                    self.workspace_path(goal, || field(".write.path"), &w.path);
                 }
                 if let Some(e) = &step.edit {
-                    self.workspace_path(goal, &format!("{field}.edit.path"), &e.path);
+                    self.workspace_path(goal, || field(".edit.path"), &e.path);
                     if e.old.is_empty() {
-                        self.push(
-                            goal.error(
-                                &format!("{field}.edit.old"),
-                                "the text to replace is empty",
-                            ),
-                        );
+                        self.push(goal.error(&field(".edit.old"), "the text to replace is empty"));
                     }
                 }
             }
@@ -501,14 +504,14 @@ impl<'a> Validator<'a> {
     }
 
     /// Paths a check or playbook touches must stay inside the task's workspace.
-    fn workspace_path<S>(&mut self, res: &Resource<S>, field: &str, path: &str) {
+    fn workspace_path<S>(&mut self, res: &Resource<S>, field: impl FnOnce() -> String, path: &str) {
         if path.is_empty()
             || path.starts_with('/')
             || path.starts_with('~')
             || path.split('/').any(|p| p == "..")
         {
             self.push(res.error(
-                field,
+                &field(),
                 format!("\"{path}\" must be a relative path inside the workspace (no leading /, ~ or ..)"),
             ));
         }
@@ -563,32 +566,39 @@ pub fn cycles<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> 
         Active,
         Done,
     }
-    let mut marks: BTreeMap<&str, Mark> = edges.keys().map(|k| (*k, Mark::New)).collect();
+    // Nodes by index, in name order, so the search visits them as the map orders them; a
+    // large company has thousands of nodes, and comparing names at each step was the cost.
+    let names: Vec<&'a str> = edges.keys().copied().collect();
+    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let targets: Vec<Vec<usize>> = edges
+        .values()
+        .map(|ts| ts.iter().filter_map(|t| index.get(t).copied()).collect())
+        .collect();
+    let mut marks = vec![Mark::New; names.len()];
     let mut found: BTreeSet<Vec<&str>> = BTreeSet::new();
     // Iterative DFS: deep chains must not overflow the stack.
-    for &start in edges.keys() {
-        if marks.get(start) != Some(&Mark::New) {
+    for start in 0..names.len() {
+        if marks[start] != Mark::New {
             continue;
         }
-        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
-        let mut path: Vec<&str> = vec![start];
-        marks.insert(start, Mark::Active);
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        let mut path: Vec<usize> = vec![start];
+        marks[start] = Mark::Active;
         while let Some((node, next)) = stack.last().copied() {
-            let targets = edges.get(node).map(Vec::as_slice).unwrap_or_default();
-            if next < targets.len() {
+            if let Some(&t) = targets[node].get(next) {
                 if let Some(top) = stack.last_mut() {
                     top.1 += 1;
                 }
-                let t = targets[next];
-                match marks.get(t).copied() {
-                    Some(Mark::New) => {
-                        marks.insert(t, Mark::Active);
+                match marks[t] {
+                    Mark::New => {
+                        marks[t] = Mark::Active;
                         stack.push((t, 0));
                         path.push(t);
                     }
-                    Some(Mark::Active) => {
+                    Mark::Active => {
                         if let Some(at) = path.iter().position(|p| *p == t) {
-                            let mut cycle: Vec<&str> = path[at..].to_vec();
+                            let mut cycle: Vec<&str> =
+                                path[at..].iter().map(|i| names[*i]).collect();
                             let min = cycle
                                 .iter()
                                 .enumerate()
@@ -599,10 +609,10 @@ pub fn cycles<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> 
                             found.insert(cycle);
                         }
                     }
-                    _ => {}
+                    Mark::Done => {}
                 }
             } else {
-                marks.insert(node, Mark::Done);
+                marks[node] = Mark::Done;
                 stack.pop();
                 path.pop();
             }

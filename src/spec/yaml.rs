@@ -163,6 +163,15 @@ impl Node {
         }
     }
 
+    /// Like [`Node::scalar_text`], borrowed where the node holds its text: keys are
+    /// compared by it many times while building and checking a document.
+    pub fn key_text(&self) -> Cow<'_, str> {
+        match &self.value {
+            Value::Number(text) | Value::Str(text) => Cow::Borrowed(text),
+            _ => Cow::Owned(self.scalar_text()),
+        }
+    }
+
     /// A scalar as text, numbers as written (mapping keys are compared as text).
     pub fn scalar_text(&self) -> String {
         match &self.value {
@@ -218,18 +227,19 @@ pub fn is_integer_text(text: &str) -> bool {
                 .is_some_and(|o| !o.is_empty() && o.bytes().all(|b| (b'0'..=b'7').contains(&b))))
 }
 
-/// Resolves a plain scalar by the YAML 1.2 core schema.
-fn resolve_plain(text: &str) -> Value {
-    match text {
+/// Resolves a plain scalar by the YAML 1.2 core schema. Takes the parser's text as it comes,
+/// so text the parser already copied is not copied again.
+fn resolve_plain(text: Cow<'_, str>) -> Value {
+    match text.as_ref() {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
         _ => {}
     }
-    if is_integer_text(text) || is_float_text(text) {
-        Value::Number(text.to_string())
+    if is_integer_text(&text) || is_float_text(&text) {
+        Value::Number(text.into_owned())
     } else {
-        Value::Str(text.to_string())
+        Value::Str(text.into_owned())
     }
 }
 
@@ -375,12 +385,12 @@ impl Builder<'_> {
             }) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
-                    let name = k.scalar_text();
+                    let name = k.key_text();
                     let first = match index {
-                        Some(index) => index.get(&name).copied(),
+                        Some(index) => index.get(name.as_ref()).copied(),
                         None => entries
                             .iter()
-                            .find(|(e, _)| e.scalar_text() == name)
+                            .find(|(e, _)| e.key_text() == name)
                             .map(|(e, _)| e.pos),
                     };
                     if let Some(first) = first {
@@ -393,13 +403,13 @@ impl Builder<'_> {
                         ));
                     }
                     if let Some(index) = index {
-                        index.insert(name, k.pos);
+                        index.insert(name.into_owned(), k.pos);
                     } else if entries.len() >= 32 {
                         let mut built: HashMap<String, Pos> = entries
                             .iter()
                             .map(|(e, _)| (e.scalar_text(), e.pos))
                             .collect();
-                        built.insert(name, k.pos);
+                        built.insert(name.into_owned(), k.pos);
                         *index = Some(built);
                     }
                     entries.push((k, node));
@@ -425,7 +435,7 @@ impl Builder<'_> {
                     .as_ref()
                     .is_some_and(|t| t.to_string().ends_with(":str"));
                 let value = if style == ScalarStyle::Plain && !forced_str {
-                    resolve_plain(&text)
+                    resolve_plain(text)
                 } else {
                     Value::Str(Cow::into_owned(text))
                 };
