@@ -57,13 +57,13 @@ pub fn make(repo: &str, branch: &str, dir: &Path, mirrors: &Path) -> Result<(), 
         let _lock = lock(mirrors, &mirror)?;
         ensure_mirror(&mirror, &url)?;
         fetch(&mirror)?;
-        let start = start_commit(&mirror, branch)?;
+        let start = start_of(&mirror, branch)?;
         repack_if_needed(&mirror)?;
         start
     };
     let partial = partial_of(dir);
     remove_dir(&partial)?;
-    clone_shared(&mirror, &partial, &url, branch, start.as_deref())?;
+    clone_shared(&mirror, &partial, &url, branch, &start)?;
     std::fs::rename(&partial, dir).map_err(io(dir))
 }
 
@@ -198,11 +198,23 @@ fn fetch(mirror: &Path) -> Result<(), GitopsError> {
     .map(drop)
 }
 
+/// Where a workspace's branch starts.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// The branch exists: the workspace checks it out.
+    Branch,
+    /// The branch is new: it starts at this commit (the tip of the remote's default branch).
+    At(String),
+    /// The repository is empty: the branch is unborn.
+    Unborn,
+}
+
 /// Where the workspace's branch starts: the branch's tip, or, for a new branch, the tip of
-/// the remote's default branch; `None` in an empty repository.
-fn start_commit(mirror: &Path, branch: &str) -> Result<Option<String>, GitopsError> {
-    if let Some(tip) = resolve(mirror, &format!("refs/heads/{branch}"))? {
-        return Ok(Some(tip));
+/// the remote's default branch; unborn in an empty repository.
+fn start_of(mirror: &Path, branch: &str) -> Result<Start, GitopsError> {
+    let repo = git2::Repository::open_bare(mirror)?;
+    if resolve(&repo, &format!("refs/heads/{branch}")).is_some() {
+        return Ok(Start::Branch);
     }
     let said = git(
         Some(mirror),
@@ -215,24 +227,15 @@ fn start_commit(mirror: &Path, branch: &str) -> Result<Option<String>, GitopsErr
             .strip_suffix("\tHEAD")
             .map(str::to_owned)
     });
-    match default {
-        Some(head) => resolve(mirror, &head),
-        None => Ok(None),
-    }
+    Ok(match default.and_then(|head| resolve(&repo, &head)) {
+        Some(commit) => Start::At(commit),
+        None => Start::Unborn,
+    })
 }
 
-fn resolve(mirror: &Path, reference: &str) -> Result<Option<String>, GitopsError> {
-    let out = run(
-        Some(mirror),
-        &[
-            "rev-parse",
-            "--verify",
-            "-q",
-            &format!("{reference}^{{commit}}"),
-        ],
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    Ok((out.status.success() && !text.is_empty()).then_some(text))
+fn resolve(repo: &git2::Repository, reference: &str) -> Option<String> {
+    let commit = repo.find_reference(reference).ok()?.peel_to_commit().ok()?;
+    Some(commit.id().to_string())
 }
 
 fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
@@ -256,59 +259,43 @@ fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
     Ok(())
 }
 
-/// The workspace itself, at `dir` (a `.partial` name, renamed by the caller when whole).
+/// The workspace itself, at `dir` (a `.partial` name, renamed by the caller when whole):
+/// one `git clone` (with the checkout, for a branch that exists), then its `origin` and
+/// the branch's tracking set in-process.
 fn clone_shared(
     mirror: &Path,
     dir: &Path,
     url: &str,
     branch: &str,
-    start: Option<&str>,
+    start: &Start,
 ) -> Result<(), GitopsError> {
-    git(
-        None,
-        &[
-            "clone",
-            "-q",
-            "--shared",
-            "--no-checkout",
-            &path_text(mirror),
-            &path_text(dir),
-        ],
-        "clone the mirror",
-    )?;
-    let ws = Some(dir);
-    git(
-        ws,
-        &["remote", "set-url", "origin", url],
-        "set the workspace's origin",
-    )?;
+    let (mirror_text, dir_text) = (path_text(mirror), path_text(dir));
+    let mut args = vec!["clone", "-q", "--shared"];
     match start {
-        Some(start) => git(
-            ws,
-            &["checkout", "-q", "-B", branch, start],
-            "check the branch out",
-        )?,
-        None => git(
-            ws,
-            &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
-            "start an unborn branch",
-        )?,
-    };
-    git(
-        ws,
-        &["config", &format!("branch.{branch}.remote"), "origin"],
-        "track the branch",
+        Start::Branch => args.extend(["--branch", branch]),
+        Start::At(_) | Start::Unborn => args.push("--no-checkout"),
+    }
+    args.extend([mirror_text.as_str(), dir_text.as_str()]);
+    git(None, &args, "clone the mirror")?;
+    if let Start::At(commit) = start {
+        git(
+            Some(dir),
+            &["checkout", "-q", "-b", branch, commit],
+            "start the branch",
+        )?;
+    }
+    let repo = git2::Repository::open(dir)?;
+    if *start == Start::Unborn {
+        repo.set_head(&format!("refs/heads/{branch}"))?;
+    }
+    repo.remote_set_url("origin", url)?;
+    let mut config = repo.config()?;
+    config.set_str(&format!("branch.{branch}.remote"), "origin")?;
+    config.set_str(
+        &format!("branch.{branch}.merge"),
+        &format!("refs/heads/{branch}"),
     )?;
-    git(
-        ws,
-        &[
-            "config",
-            &format!("branch.{branch}.merge"),
-            &format!("refs/heads/{branch}"),
-        ],
-        "track the branch",
-    )
-    .map(drop)
+    Ok(())
 }
 
 fn path_text(path: &Path) -> String {
