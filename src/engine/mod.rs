@@ -618,6 +618,10 @@ impl Engine {
                 });
             }
             Err(diagnostics) => {
+                // Back with the running revision before anything below can fail.
+                if let Some(applied) = &mut self.applied {
+                    applied.loader = std::mem::take(&mut loader);
+                }
                 let errors: Vec<String> = diagnostics
                     .iter()
                     .filter(|d| d.is_error())
@@ -631,9 +635,6 @@ impl Engine {
                     &serde_json::json!({ "revision": head, "errors": errors }),
                     Utc::now(),
                 )?;
-                if let Some(applied) = &mut self.applied {
-                    applied.loader = std::mem::take(&mut loader);
-                }
                 match &self.applied {
                     Some(applied) => tracing::error!(
                         revision = %short(&head),

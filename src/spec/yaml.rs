@@ -462,26 +462,38 @@ impl Builder<'_> {
                 pos,
             )?,
             Event::SequenceEnd | Event::MappingEnd => {
+                // Trees live as long as their revision runs (every resource keeps its own), so
+                // collections give back what their growth over-reserved.
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { pos, anchor, items }) => (
-                        Node {
-                            pos,
-                            value: Value::Seq(items),
-                        },
+                    Some(Frame::Seq {
+                        pos,
                         anchor,
-                    ),
+                        mut items,
+                    }) => {
+                        items.shrink_to_fit();
+                        (
+                            Node {
+                                pos,
+                                value: Value::Seq(items),
+                            },
+                            anchor,
+                        )
+                    }
                     Some(Frame::Map {
                         pos,
                         anchor,
-                        entries,
+                        mut entries,
                         ..
-                    }) => (
-                        Node {
-                            pos,
-                            value: Value::Map(entries),
-                        },
-                        anchor,
-                    ),
+                    }) => {
+                        entries.shrink_to_fit();
+                        (
+                            Node {
+                                pos,
+                                value: Value::Map(entries),
+                            },
+                            anchor,
+                        )
+                    }
                     None => return Err(SyntaxError::at(pos, "unbalanced collection end")),
                 };
                 self.remember(anchor, &node);
