@@ -97,6 +97,7 @@ pub struct Git<'a> {
 /// workspace's `.git` running as the controller (no hooks — the product's server-side hooks
 /// still run on push — and no fsmonitor program).
 const PRELUDE: &str = "g() { git -c commit.gpgsign=false -c core.editor=true -c gc.auto=0 \
+    -c maintenance.auto=false \
     -c rebase.autoStash=false -c core.hooksPath=/dev/null -c core.fsmonitor=false \
     --no-pager \"$@\"; }\n";
 

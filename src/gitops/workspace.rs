@@ -337,6 +337,8 @@ fn run(dir: Option<&Path>, args: &[&str]) -> Result<Output, GitopsError> {
             "-c",
             "gc.auto=0",
             "-c",
+            "maintenance.auto=false",
+            "-c",
             "advice.detachedHead=false",
         ])
         .args(args)
