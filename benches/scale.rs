@@ -21,6 +21,9 @@
 //!   loop is measured at its fastest);
 //! - `PROTO_SCALE_RESOURCES` (default `100,10000`), `PROTO_SCALE_PUSHES` (default 25),
 //!   `PROTO_SCALE_FINISHED` (default 2000);
+//! - `PROTO_SCALE_DIR`: where the companies, products and workspaces are made (default: the
+//!   system's temporary folder); a fresh workspace is a checkout of the product's files, so
+//!   the file system's cost of creating files shows in every figure;
 //! - `PROTO_BIN`: another `proto` binary to measure.
 //!
 //! `cargo test --all-targets` runs it without `--bench` on tiny sizes, so it stays working.
@@ -215,12 +218,21 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// A fresh folder for one measurement, under `PROTO_SCALE_DIR` (default: the system's
+/// temporary folder). Workspaces are made there, so its file system's cost of creating
+/// files is part of every figure: name the folder in the figures you quote.
 fn workdir(tag: &str) -> PathBuf {
-    tempfile::Builder::new()
-        .prefix(&format!("proto-scale-{tag}-"))
-        .tempdir()
-        .unwrap()
-        .keep()
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&format!("proto-scale-{tag}-"));
+    match std::env::var_os("PROTO_SCALE_DIR") {
+        Some(base) => {
+            std::fs::create_dir_all(&base).unwrap();
+            builder.tempdir_in(base)
+        }
+        None => builder.tempdir(),
+    }
+    .unwrap()
+    .keep()
 }
 
 fn throughput(bin: &str, goals: usize, capacity: usize) {

@@ -39,7 +39,7 @@ pub const MIRRORS: &str = ".mirrors";
 /// Variables of the controller's environment a fetch may need to authenticate.
 const CREDENTIAL_ENV: [&str; 3] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH"];
 
-/// More packs than this in a mirror and it is repacked into one (each fetch adds one).
+/// More packs than this in a mirror and they are rolled up (each fetch adds one).
 const MAX_PACKS: usize = 32;
 
 /// Makes the workspace `dir`: a clone of `repo` (a path or URL) at `branch`, or leaves `dir`
@@ -249,10 +249,12 @@ fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
         })
         .unwrap_or(0);
     if count > MAX_PACKS {
-        // `--keep-unreachable`: an object a force-push orphaned may still be a workspace's.
+        // Geometric: small packs are rolled into larger ones, so a repack costs what is new,
+        // not the whole history. Rolled-up packs keep every object they held, reachable or
+        // not: an object a force-push orphaned may still be a workspace's.
         git(
             Some(mirror),
-            &["repack", "-a", "-d", "-q", "--keep-unreachable"],
+            &["repack", "-d", "-q", "--geometric=2"],
             "repack a mirror",
         )?;
     }
