@@ -222,8 +222,9 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 /// temporary folder). Workspaces are made there, so its file system's cost of creating
 /// files is part of every figure: name the folder in the figures you quote.
 fn workdir(tag: &str) -> PathBuf {
+    let prefix = format!("proto-scale-{tag}-");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&format!("proto-scale-{tag}-"));
+    builder.prefix(&prefix);
     match std::env::var_os("PROTO_SCALE_DIR") {
         Some(base) => {
             std::fs::create_dir_all(&base).unwrap();
