@@ -172,6 +172,67 @@ struct Running {
     computer: String,
 }
 
+/// How a record commit went: the commit (if the changes changed anything) and the audit
+/// records it carried.
+struct Recorded {
+    commit: Result<Option<String>, String>,
+    ids: Vec<i64>,
+}
+
+/// The files of one record commit: the audit records not yet in their day's file, the plans
+/// of `products`, and the status.
+fn record_changes(
+    writer: &Writeback,
+    spec: &Spec,
+    status: &StatusReport,
+    products: &[String],
+    pending: &[crate::store::AuditRecord],
+) -> Vec<FileChange> {
+    let mut changes = Vec::new();
+    let mut by_date: BTreeMap<String, Vec<&crate::store::AuditRecord>> = BTreeMap::new();
+    for record in pending {
+        by_date
+            .entry(record.time.format("%Y-%m-%d").to_string())
+            .or_default()
+            .push(record);
+    }
+    for (date, records) in by_date {
+        let path = format!(".proto/audit/{date}.jsonl");
+        let existing = writer
+            .read(&path)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let present = records::audit_ids(&existing);
+        let lines: String = records
+            .iter()
+            .filter(|r| !present.contains(&r.id))
+            .map(|r| records::audit_line(r))
+            .collect();
+        if !lines.is_empty() {
+            changes.push(FileChange::Append {
+                path,
+                content: lines.into_bytes(),
+            });
+        }
+    }
+    for product in products {
+        let plan = records::product_plan(spec, product, status);
+        changes.push(FileChange::Write {
+            path: format!(".proto/planning/{product}/tasks.json"),
+            content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n").into_bytes(),
+        });
+    }
+    changes.push(FileChange::Write {
+        path: ".proto/status.yaml".into(),
+        content: serde_saphyr::to_string(status)
+            .unwrap_or_default()
+            .into_bytes(),
+    });
+    changes
+}
+
 /// Finished work waiting for the next record commit.
 #[derive(Default)]
 struct PendingRecord {
@@ -253,6 +314,8 @@ pub struct Engine {
     company_dirty: bool,
     /// Finished work not yet recorded in git.
     record: PendingRecord,
+    /// The record commit being written, if any.
+    recording: Option<tokio::task::JoinHandle<Recorded>>,
     /// When the declared computers were last marked seen.
     computers_seen: Option<Instant>,
     /// When the source was last fetched.
@@ -335,6 +398,7 @@ impl Engine {
             dirty: Dirty::All,
             company_dirty: true,
             record: PendingRecord::default(),
+            recording: None,
             computers_seen: None,
             last_fetch: None,
             status,
@@ -392,7 +456,9 @@ impl Engine {
         // What the interruptions changed, and every record still waiting, are written now.
         self.dirty = Dirty::All;
         self.refresh_status(Utc::now())?;
+        self.collect_record(true).await?;
         self.record_pending()?;
+        self.collect_record(true).await?;
         Ok(Summary {
             status: self.status.clone(),
             commits: self.commits.clone(),
@@ -459,6 +525,7 @@ impl Engine {
         self.mark_computers_seen(now)?;
         self.dispatch(now)?;
         self.refresh_status(now)?;
+        self.collect_record(false).await?;
         if self.record_due() {
             self.record_pending()?;
         }
@@ -1033,9 +1100,10 @@ impl Engine {
             .is_some_and(|since| since.elapsed() >= RECORD_INTERVAL || self.running.is_empty())
     }
 
-    /// Commits what finished work is waiting to be recorded, if any.
+    /// Starts the commit of what finished work is waiting to be recorded, if any and if no
+    /// record commit is in flight (one at a time: the next carries what came meanwhile).
     fn record_pending(&mut self) -> Result<(), EngineError> {
-        if self.record.is_empty() {
+        if self.record.is_empty() || self.recording.is_some() {
             return Ok(());
         }
         let record = std::mem::take(&mut self.record);
@@ -1043,9 +1111,10 @@ impl Engine {
         self.writeback(&products, &record.message())
     }
 
-    /// One commit to the company repository: pending audit records, the plans of
-    /// `products` and the status. A failure leaves the audit records pending for the next
-    /// commit.
+    /// Starts one commit to the company repository on a blocking thread: pending audit
+    /// records, the plans of `products` and the status. The loop goes on dispatching while
+    /// it is written; [`Engine::collect_record`] takes in how it went. A failure leaves the
+    /// audit records pending for the next commit.
     fn writeback(&mut self, products: &[&str], message: &str) -> Result<(), EngineError> {
         let Some(applied) = &self.applied else {
             return Ok(());
@@ -1077,57 +1146,49 @@ impl Engine {
             }
         };
         let pending = self.store.pending_audit()?;
-        let mut changes = Vec::new();
-        let mut by_date: BTreeMap<String, Vec<&crate::store::AuditRecord>> = BTreeMap::new();
-        for record in &pending {
-            by_date
-                .entry(record.time.format("%Y-%m-%d").to_string())
-                .or_default()
-                .push(record);
-        }
-        for (date, records) in by_date {
-            let path = format!(".proto/audit/{date}.jsonl");
-            let existing = writer
-                .read(&path)
-                .ok()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let present = records::audit_ids(&existing);
-            let lines: String = records
-                .iter()
-                .filter(|r| !present.contains(&r.id))
-                .map(|r| records::audit_line(r))
-                .collect();
-            if !lines.is_empty() {
-                changes.push(FileChange::Append {
-                    path,
-                    content: lines.into_bytes(),
-                });
+        let spec = applied.spec.clone();
+        let status = self.status.clone();
+        let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
+        let message = message.to_string();
+        self.recording = Some(tokio::task::spawn_blocking(move || {
+            let changes = record_changes(&writer, &spec, &status, &products, &pending);
+            let ids = pending.iter().map(|r| r.id).collect();
+            Recorded {
+                commit: writer.commit(&changes, &message).map_err(|e| e.to_string()),
+                ids,
             }
+        }));
+        Ok(())
+    }
+
+    /// Takes in the record commit in flight: at once if it is done, or (with `wait`) when
+    /// it is.
+    async fn collect_record(&mut self, wait: bool) -> Result<(), EngineError> {
+        let Some(handle) = self.recording.take() else {
+            return Ok(());
+        };
+        if !wait && !handle.is_finished() {
+            self.recording = Some(handle);
+            return Ok(());
         }
-        for product in products {
-            let plan = records::product_plan(&applied.spec, product, &self.status);
-            changes.push(FileChange::Write {
-                path: format!(".proto/planning/{product}/tasks.json"),
-                content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n")
-                    .into_bytes(),
-            });
-        }
-        let status_yaml = serde_saphyr::to_string(&self.status).unwrap_or_default();
-        changes.push(FileChange::Write {
-            path: ".proto/status.yaml".into(),
-            content: status_yaml.into_bytes(),
-        });
-        match writer.commit(&changes, message) {
-            Ok(Some(commit)) => {
-                let ids: Vec<i64> = pending.iter().map(|r| r.id).collect();
+        match handle.await {
+            Ok(Recorded {
+                commit: Ok(Some(commit)),
+                ids,
+            }) => {
                 self.store.audit_written(&ids, &commit)?;
                 tracing::info!(commit = %short(&commit), "recorded in git");
                 self.commits.push(commit);
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "cannot write back; the records stay pending"),
+            Ok(Recorded {
+                commit: Ok(None), ..
+            }) => {}
+            Ok(Recorded { commit: Err(e), .. }) => {
+                tracing::error!(error = %e, "cannot write back; the records stay pending")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the writeback stopped; the records stay pending")
+            }
         }
         Ok(())
     }
@@ -1222,7 +1283,9 @@ impl Engine {
             .record
             .since
             .map(|since| RECORD_INTERVAL.saturating_sub(since.elapsed()));
-        let wake = [next_retry, record]
+        // A record commit in flight is taken in as soon as it is written.
+        let writing = self.recording.as_ref().map(|_| Duration::from_millis(20));
+        let wake = [next_retry, record, writing]
             .into_iter()
             .flatten()
             .fold(self.options.poll, Duration::min);
