@@ -14,7 +14,7 @@ pub use tree::GitTree;
 
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Oid, Repository, Tree};
+use git2::{Oid, Repository, Tree};
 
 use thiserror::Error;
 
@@ -164,11 +164,13 @@ impl GitSource {
     pub fn snapshot(&self, revision: &str) -> Result<MemTree, SourceError> {
         let repo = self.repo()?;
         let (tree, label) = self.declaration_tree(&repo, revision)?;
-        let mut files = Vec::new();
-        collect(&repo, &tree, "", &mut files)?;
+        // One walk of the tree for both views (see `tree::list`), then every file read.
+        let mut entries = Vec::new();
+        tree::list(&repo, &tree, "", &mut entries)?;
         let mut out = MemTree::new(label);
-        for (path, content) in files {
-            out.insert(path, content);
+        for (path, id) in entries {
+            let blob = repo.find_blob(id)?;
+            out.insert(path, blob.content().to_vec());
         }
         Ok(out)
     }
@@ -239,9 +241,12 @@ impl GitSource {
         let Ok(tree) = entry.to_object(&repo)?.into_tree() else {
             return Ok(Vec::new());
         };
-        let mut files = Vec::new();
-        collect(&repo, &tree, &folder, &mut files)?;
-        Ok(files)
+        let mut entries = Vec::new();
+        tree::list(&repo, &tree, &folder, &mut entries)?;
+        entries
+            .into_iter()
+            .map(|(path, id)| Ok((path, repo.find_blob(id)?.content().to_vec())))
+            .collect()
     }
 
     /// Whether every path changed between the two commits lies in the controller's own
@@ -395,40 +400,4 @@ fn open_cache(
     }
     repo.set_head(&format!("refs/heads/{branch}"))?;
     Ok((path, branch))
-}
-
-/// Adds every blob under `tree` to `out`, `prefix`-relative. Submodules (commit entries) and
-/// symbolic links are skipped, as the working-directory tree skips them; oversized files are
-/// kept so the loader can name them and their size. The controller's folders are skipped
-/// when collecting from the root.
-fn collect(
-    repo: &Repository,
-    tree: &Tree<'_>,
-    prefix: &str,
-    out: &mut Vec<(String, Vec<u8>)>,
-) -> Result<(), SourceError> {
-    for entry in tree.iter() {
-        let name = String::from_utf8_lossy(entry.name_bytes());
-        let path = if prefix.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                if prefix.is_empty() && crate::spec::tree::CONTROLLER_DIRS.contains(&path.as_str())
-                {
-                    continue;
-                }
-                let sub = repo.find_tree(entry.id())?;
-                collect(repo, &sub, &path, out)?;
-            }
-            Some(ObjectType::Blob) if entry.filemode() != i32::from(git2::FileMode::Link) => {
-                let blob = repo.find_blob(entry.id())?;
-                out.push((path, blob.content().to_vec()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
