@@ -1258,12 +1258,8 @@ impl Engine {
         if !self.running.is_empty() {
             return Ok(false);
         }
-        let queued = self
-            .store
-            .open_tasks()?
-            .into_iter()
-            .filter(|t| t.state == plan::TaskState::Queued)
-            .any(|t| !self.computers_for(&t.product).is_empty());
+        let (products, _) = self.store.queue_shape(Utc::now())?;
+        let queued = products.iter().any(|p| !self.computers_for(p).is_empty());
         Ok(!queued)
     }
 
@@ -1272,13 +1268,8 @@ impl Engine {
     /// computer is not a reason to wake: a finished task (which frees one) wakes the loop.
     fn next_wake(&self) -> Result<Duration, EngineError> {
         let now = Utc::now();
-        let next_retry = self
-            .store
-            .open_tasks()?
-            .into_iter()
-            .filter(|t| t.state == plan::TaskState::Queued && t.not_before > now)
-            .filter_map(|t| (t.not_before - now).to_std().ok())
-            .min();
+        let (_, due) = self.store.queue_shape(now)?;
+        let next_retry = due.and_then(|at| (at - now).to_std().ok());
         let record = self
             .record
             .since

@@ -990,6 +990,28 @@ impl Store {
         })
     }
 
+    /// What the loop sleeps on, from the planner's view without copying it: the products of
+    /// queued tasks, and the earliest time after `now` a queued task comes due.
+    pub fn queue_shape(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(std::collections::BTreeSet<String>, Option<DateTime<Utc>>), StoreError> {
+        self.with_view(|view| {
+            let queued = view.tasks.values().filter(|t| t.state == TaskState::Queued);
+            let mut products = std::collections::BTreeSet::new();
+            let mut next = None::<DateTime<Utc>>;
+            for task in queued {
+                if !products.contains(&task.product) {
+                    products.insert(task.product.clone());
+                }
+                if task.not_before > now {
+                    next = Some(next.map_or(task.not_before, |n| n.min(task.not_before)));
+                }
+            }
+            (products, next)
+        })
+    }
+
     /// The newest top-level task of each of `keys` that has one: what a goal's status
     /// shows.
     pub fn newest_tasks<'k>(
@@ -1079,23 +1101,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let finished: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT finished_at FROM actions WHERE id = ?1",
-                    [action],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            match finished {
-                None => return Err(StoreError::NoAction(action)),
-                Some(Some(_)) => return Ok(()),
-                Some(None) => {}
+            if finish_entry(tx, action, outcome, now)? {
+                insert_audit(tx, audit)?;
             }
-            tx.execute(
-                "UPDATE actions SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
-                params![action, time_text(now), serde_json::to_string(outcome)?],
-            )?;
-            insert_audit(tx, audit)?;
             Ok(())
         })
     }
@@ -1543,6 +1551,34 @@ fn load_task(conn: &Connection, id: TaskId) -> Result<Task, StoreError> {
     )
     .optional()?
     .ok_or(StoreError::NoTask(id))
+}
+
+/// Finishes the journal entry `action` with `outcome`; false when it was already finished
+/// (a repeated call then writes nothing else either).
+fn finish_entry(
+    conn: &Connection,
+    action: i64,
+    outcome: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let finished: Option<Option<String>> = conn
+        .query_row(
+            "SELECT finished_at FROM actions WHERE id = ?1",
+            [action],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match finished {
+        None => Err(StoreError::NoAction(action)),
+        Some(Some(_)) => Ok(false),
+        Some(None) => {
+            conn.execute(
+                "UPDATE actions SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
+                params![action, time_text(now), serde_json::to_string(outcome)?],
+            )?;
+            Ok(true)
+        }
+    }
 }
 
 fn ensure_task(conn: &Connection, id: TaskId) -> Result<(), StoreError> {

@@ -30,12 +30,13 @@
 //! ```
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use serde_json::Value;
 
 use super::activity::Activity;
 use super::{
-    AuditRecord, Store, StoreError, TaskId, append_event, ensure_task, insert_audit, time_text,
+    AuditRecord, Store, StoreError, TaskId, append_event, ensure_task, finish_entry, insert_audit,
+    time_text,
 };
 
 /// What one model call cost, recorded with its turn so a budget never sees the turn without
@@ -129,22 +130,9 @@ impl Store {
                     Some(tx.last_insert_rowid())
                 }
                 Entry::Finish { action, outcome } => {
-                    let finished: Option<Option<String>> = tx
-                        .query_row(
-                            "SELECT finished_at FROM actions WHERE id = ?1",
-                            [action],
-                            |row| row.get(0),
-                        )
-                        .optional()?;
-                    match finished {
-                        None => return Err(StoreError::NoAction(*action)),
-                        Some(Some(_)) => return Ok(Some(*action)),
-                        Some(None) => {}
+                    if !finish_entry(tx, *action, outcome, now)? {
+                        return Ok(Some(*action));
                     }
-                    tx.execute(
-                        "UPDATE actions SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
-                        params![action, time_text(now), serde_json::to_string(outcome)?],
-                    )?;
                     Some(*action)
                 }
             };

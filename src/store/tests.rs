@@ -398,6 +398,14 @@ fn a_change_another_process_commits_is_seen() {
     let open = controller.open_tasks().unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].state, TaskState::Queued);
+    // What the loop sleeps on: the product waits, and nothing comes due later than now.
+    let (products, due) = controller.queue_shape(now).unwrap();
+    assert_eq!(products.into_iter().collect::<Vec<_>>(), ["app"]);
+    assert_eq!(due, None);
+    let (_, due) = controller
+        .queue_shape(now - chrono::Duration::seconds(5))
+        .unwrap();
+    assert_eq!(due, Some(open[0].not_before));
     assert_view_matches_tables(&controller, dir.path(), 0);
 }
 
