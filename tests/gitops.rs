@@ -1139,3 +1139,142 @@ fn what_a_killed_run_leaves_in_a_mirror_or_workspace_is_never_trusted() {
     proto::gitops::workspace::remove(&ws).unwrap();
     assert!(!ws.exists() && !half.exists());
 }
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_delivered_workspace_is_reused_exactly_as_a_fresh_one_would_be() {
+    use proto::gitops::workspace::{MIRRORS, make, recycle};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app.git");
+    bare_with(
+        &repo,
+        &[
+            ("keep.txt", "keep\n"),
+            ("gone.txt", "gone\n"),
+            ("changed.txt", "one\n"),
+        ],
+    );
+    let url = repo.to_str().unwrap();
+    let work = tmp.path().join("work");
+    let mirrors = work.join(MIRRORS);
+    let first = work.join("first");
+    make(url, "main", &first, &mirrors).unwrap();
+    let kept = inode(&first.join("keep.txt"));
+
+    // What a finished task may leave behind: files beside the commit, an edit, and things
+    // planted in `.git` that would run or mislead git in the next task.
+    write(&first, "untracked.txt", "x\n");
+    write(&first, "build/out.o", "x\n");
+    write(&first, ".git/info/exclude", "build/\nuntracked.txt\n");
+    write(&first, "changed.txt", "edited, never committed\n");
+    let marker = tmp.path().join("hook-ran");
+    write(
+        &first,
+        ".git/hooks/post-checkout",
+        &format!("#!/bin/sh\ntouch {}\n", marker.display()),
+    );
+    git(&first, &["config", "url./nowhere/.insteadOf", url]);
+    git(&first, &["config", "alias.status", "log"]);
+    recycle(url, &first, &mirrors).unwrap();
+    assert!(!first.exists(), "the spare moved beside the mirror");
+
+    // Someone changes, removes and adds files meanwhile.
+    let pusher = tmp.path().join("pusher");
+    git(tmp.path(), &["clone", "-q", url, pusher.to_str().unwrap()]);
+    write(&pusher, "changed.txt", "two\n");
+    write(&pusher, "new.txt", "new\n");
+    git(&pusher, &["rm", "-q", "gone.txt"]);
+    let tip = commit_all(&pusher, "later");
+    git(&pusher, &["push", "-q", "origin", "main"]);
+
+    let second = work.join("second");
+    make(url, "main", &second, &mirrors).unwrap();
+    // Reused: the unchanged file was not written again...
+    assert_eq!(inode(&second.join("keep.txt")), kept);
+    // ...and the workspace is the new commit exactly, as a fresh clone would be.
+    assert_eq!(git(&second, &["rev-parse", "HEAD"]).trim(), tip);
+    assert_eq!(git(&second, &["rev-parse", "origin/main"]).trim(), tip);
+    assert!(clean(&second), "{}", git(&second, &["status", "--ignored"]));
+    let mut files = git(&second, &["ls-files"])
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    files.sort();
+    assert_eq!(files, ["changed.txt", "keep.txt", "new.txt"]);
+    assert!(!second.join("untracked.txt").exists() && !second.join("build").exists());
+    assert_eq!(
+        std::fs::read_to_string(second.join("changed.txt")).unwrap(),
+        "two\n"
+    );
+    // Nothing planted in `.git` survived.
+    assert!(!marker.exists(), "a planted hook ran");
+    assert!(!second.join(".git/hooks/post-checkout").exists());
+    let config = std::fs::read_to_string(second.join(".git/config")).unwrap();
+    assert!(
+        !config.contains("insteadOf") && !config.contains("alias"),
+        "{config}"
+    );
+    assert_eq!(git(&second, &["remote", "get-url", "origin"]).trim(), url);
+    assert_eq!(
+        git(&second, &["rev-parse", "--abbrev-ref", "main@{upstream}"]).trim(),
+        "origin/main"
+    );
+    assert!(
+        std::fs::read_to_string(second.join(".git/objects/info/alternates"))
+            .unwrap()
+            .contains(MIRRORS)
+    );
+
+    // An index that tells git to look past a file is not trusted: that spare is dropped and
+    // the workspace cloned afresh, so the tampered file never reaches the next task.
+    git(&second, &["update-index", "--assume-unchanged", "keep.txt"]);
+    write(&second, "keep.txt", "tampered\n");
+    assert!(clean(&second), "git looks past the tampered file");
+    recycle(url, &second, &mirrors).unwrap();
+    let third = work.join("third");
+    make(url, "main", &third, &mirrors).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(third.join("keep.txt")).unwrap(),
+        "keep\n"
+    );
+    assert!(clean(&third));
+
+    // A new branch made from a spare starts at the default branch, like a fresh one.
+    recycle(url, &third, &mirrors).unwrap();
+    let fourth = work.join("fourth");
+    make(url, "feature", &fourth, &mirrors).unwrap();
+    assert_eq!(git(&fourth, &["rev-parse", "HEAD"]).trim(), tip);
+    assert_eq!(
+        git(&fourth, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/feature"
+    );
+    assert!(clean(&fourth));
+
+    // A spare half made into a workspace when the controller was killed is not trusted:
+    // it is the `.partial` that `remove` (called before every attempt) takes away.
+    recycle(url, &fourth, &mirrors).unwrap();
+    let fifth = work.join("fifth");
+    let half = work.join("fifth.partial");
+    let spares = std::fs::read_dir(&mirrors)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".spares"))
+        .unwrap();
+    let spare = std::fs::read_dir(&spares)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
+    std::fs::rename(spare.path(), &half).unwrap();
+    std::fs::rename(half.join(".git"), half.join(".proto-old-git")).unwrap();
+    proto::gitops::workspace::remove(&fifth).unwrap();
+    assert!(!half.exists());
+    make(url, "main", &fifth, &mirrors).unwrap();
+    assert!(clean(&fifth));
+    assert_eq!(git(&fifth, &["rev-parse", "HEAD"]).trim(), tip);
+}

@@ -360,6 +360,18 @@ impl Computer for Local {
             .map_err(|e| ComputerError::Workspace(e.to_string()))
     }
 
+    async fn recycle(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
+        let dir = self.workdir.join(dir_name(&spec.task));
+        let mirrors = self.workdir.join(crate::gitops::workspace::MIRRORS);
+        let repo = spec.repo.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::gitops::workspace::recycle(&repo, &dir, &mirrors)
+        })
+        .await
+        .map_err(|e| ComputerError::Workspace(format!("keeping a workspace: {e}")))?
+        .map_err(|e| ComputerError::Workspace(e.to_string()))
+    }
+
     async fn release(&self) -> Result<usize, ComputerError> {
         let marker = self.marker.clone();
         let stopped =

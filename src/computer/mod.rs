@@ -195,6 +195,13 @@ pub trait Computer: Send + Sync {
     /// then, not from this clone.
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError>;
 
+    /// Hands back the task's delivered workspace. A computer may keep it to make the next
+    /// workspace of the same product from (it must then be exactly as a fresh one would be);
+    /// by default it is removed, as [`Computer::discard`] does.
+    async fn recycle(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
+        self.discard(spec).await
+    }
+
     /// Stops every process this computer's commands started that is still running (a server
     /// left in the background, say), and says how many. Called when an attempt ends: work
     /// that must outlive a task belongs to a service manager, not to the task.

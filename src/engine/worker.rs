@@ -120,8 +120,9 @@ fn observe(work: &Work, result: &CheckResult) -> LastCheck {
 }
 
 /// Runs the attempt to its end; never panics, every failure is an outcome. Processes the
-/// attempt left running are stopped; a succeeded attempt's workspace is removed (a failed
-/// one is kept to look at until the next attempt replaces it).
+/// attempt left running are stopped; a succeeded attempt's workspace is handed back to its
+/// computer (to make the next one from), a failed one is kept to look at until the next
+/// attempt replaces it.
 pub async fn run(work: Work) -> Done {
     let done = attempt(&work).await;
     match work.computer.release().await {
@@ -134,9 +135,9 @@ pub async fn run(work: Work) -> Done {
     }
     if matches!(done.outcome, AttemptOutcome::Succeeded { .. })
         && let Some(spec) = workspace_spec(&work)
-        && let Err(e) = work.computer.discard(&spec).await
+        && let Err(e) = work.computer.recycle(&spec).await
     {
-        tracing::warn!(task = work.task.id, "cannot remove the workspace: {e}");
+        tracing::warn!(task = work.task.id, "cannot hand back the workspace: {e}");
     }
     done
 }

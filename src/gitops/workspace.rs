@@ -22,6 +22,16 @@
 //! workspaces may be reading through it; it only ever gains objects, and is repacked (never
 //! pruned) when its packs pile up.
 //!
+//! **Spares.** A delivered workspace is not thrown away but kept as a spare of its mirror
+//! ([`recycle`]); the next workspace of that product is made from one ([`make`]): its `.git`
+//! is built anew (nothing the last task planted there — hooks, configuration, objects,
+//! alternates — survives; only the index is kept, as the cache of which files are
+//! unchanged), and `reset --hard` + `clean -ffdx` move its files to the new commit, which
+//! writes only the files that differ. A fresh checkout writes every file of the product, so
+//! this is what keeps a task's cost from growing with the product. An index that could hide
+//! a file from git (assume-unchanged, skip-worktree, intent-to-add, a split index) is not
+//! trusted: that spare is removed and the workspace cloned afresh.
+//!
 //! A product repository given as a local path must be bare (`git init --bare x.git`), as
 //! any shared repository is: git refuses a push to the checked-out branch of a repository
 //! with a working tree.
@@ -38,6 +48,13 @@ pub const MIRRORS: &str = ".mirrors";
 
 /// Variables of the controller's environment a fetch may need to authenticate.
 const CREDENTIAL_ENV: [&str; 3] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH"];
+
+/// The folder beside a mirror that holds its spare workspaces.
+const SPARES: &str = "spares";
+
+/// Spare workspaces kept per mirror: enough for the tasks a computer runs at once on one
+/// product; more are removed.
+const MAX_SPARES: usize = 8;
 
 /// More packs than this in a mirror and they are rolled up (each fetch adds one).
 const MAX_PACKS: usize = 32;
@@ -63,8 +80,176 @@ pub fn make(repo: &str, branch: &str, dir: &Path, mirrors: &Path) -> Result<(), 
     };
     let partial = partial_of(dir);
     remove_dir(&partial)?;
-    clone_shared(&mirror, &partial, &url, branch, &start)?;
+    let reused = take_spare(&mirror, &partial)
+        && match refresh(&partial, &mirror, &url, branch, &start) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(workspace = %dir.display(), "a spare workspace is not reused: {e}");
+                remove_dir(&partial)?;
+                false
+            }
+        };
+    if !reused {
+        clone_shared(&mirror, &partial, &url, branch, &start)?;
+    }
     std::fs::rename(&partial, dir).map_err(io(dir))
+}
+
+/// Hands back the delivered workspace `dir` of `repo`: kept as a spare of the product's
+/// mirror for the next workspace to be made from, or removed when there are spares enough.
+pub fn recycle(repo: &str, dir: &Path, mirrors: &Path) -> Result<(), GitopsError> {
+    remove_dir(&partial_of(dir))?;
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let spares = spares_of(&mirrors.join(mirror_name(&repository_url(repo)?)));
+    let kept = std::fs::read_dir(&spares).map_or(0, Iterator::count);
+    if kept < MAX_SPARES {
+        std::fs::create_dir_all(&spares).map_err(io(&spares))?;
+        // Unique among this process's spares and any other's: the clock and the process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let spare = spares.join(format!("{nanos:x}-{}", std::process::id()));
+        if std::fs::rename(dir, &spare).is_ok() {
+            return Ok(());
+        }
+    }
+    remove_dir(dir)
+}
+
+fn spares_of(mirror: &Path) -> PathBuf {
+    let mut name = mirror.as_os_str().to_owned();
+    name.push(".");
+    name.push(SPARES);
+    PathBuf::from(name)
+}
+
+/// Moves one spare of `mirror` to `to`; false when there is none. A rename is atomic, so two
+/// computers' threads never take the same spare.
+fn take_spare(mirror: &Path, to: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(spares_of(mirror)) else {
+        return false;
+    };
+    entries
+        .filter_map(Result::ok)
+        .any(|entry| std::fs::rename(entry.path(), to).is_ok())
+}
+
+/// Makes the spare at `dir` a workspace of `branch` as [`clone_shared`] would: a new `.git`
+/// reading objects from the mirror, the spare's index kept (if it can be trusted) so only
+/// changed files are written, then the files moved to the branch's commit exactly.
+fn refresh(
+    dir: &Path,
+    mirror: &Path,
+    url: &str,
+    branch: &str,
+    start: &Start,
+) -> Result<(), GitopsError> {
+    let commit = match start {
+        Start::Branch => {
+            let repo = git2::Repository::open_bare(mirror)?;
+            resolve(&repo, &format!("refs/heads/{branch}")).ok_or_else(|| GitopsError::Command {
+                what: "reuse a workspace".into(),
+                message: format!("{branch} vanished from the mirror"),
+            })?
+        }
+        Start::At(commit) => commit.clone(),
+        Start::Unborn => {
+            return Err(GitopsError::Command {
+                what: "reuse a workspace".into(),
+                message: "an empty repository has nothing to reuse".into(),
+            });
+        }
+    };
+    let git_dir = dir.join(".git");
+    let old = dir.join(".proto-old-git");
+    let kind = std::fs::symlink_metadata(&git_dir).map_err(io(&git_dir))?;
+    if !kind.is_dir() {
+        return Err(untrusted("its .git is not a folder"));
+    }
+    trusted_index(&git_dir.join("index"))?;
+    std::fs::rename(&git_dir, &old).map_err(io(&old))?;
+    let repo = git2::Repository::init(dir)?;
+    std::fs::rename(old.join("index"), git_dir.join("index")).map_err(io(&git_dir))?;
+    remove_dir(&old)?;
+    let objects = mirror.join("objects");
+    let alternates = git_dir.join("objects/info/alternates");
+    std::fs::write(&alternates, format!("{}\n", path_text(&objects))).map_err(io(&alternates))?;
+    copy_branches(&repo, mirror)?;
+    let oid = git2::Oid::from_str(&commit)?;
+    repo.reference(&format!("refs/heads/{branch}"), oid, true, "reuse")?;
+    repo.set_head(&format!("refs/heads/{branch}"))?;
+    configure_origin(&repo, url, branch)?;
+    git(
+        Some(dir),
+        &["reset", "-q", "--hard"],
+        "reset a reused workspace",
+    )?;
+    git(Some(dir), &["clean", "-ffdxq"], "clean a reused workspace")?;
+    Ok(())
+}
+
+fn untrusted(why: &str) -> GitopsError {
+    GitopsError::Command {
+        what: "reuse a workspace".into(),
+        message: why.into(),
+    }
+}
+
+/// Refuses an index that could make git look past a file: entries marked assume-unchanged,
+/// skip-worktree or intent-to-add. An index libgit2 cannot read whole (one split into a
+/// shared part that lived in the `.git` being replaced, a sparse index: mandatory extensions
+/// it does not know) is refused as well.
+fn trusted_index(path: &Path) -> Result<(), GitopsError> {
+    const ASSUME_VALID: u16 = 0x8000;
+    const INTENT_TO_ADD: u16 = 1 << 13;
+    const SKIP_WORKTREE: u16 = 1 << 14;
+    let index = git2::Index::open(path)?;
+    if index.iter().any(|entry| {
+        entry.flags & ASSUME_VALID != 0
+            || entry.flags_extended & (INTENT_TO_ADD | SKIP_WORKTREE) != 0
+    }) {
+        return Err(untrusted("its index hides files from git"));
+    }
+    Ok(())
+}
+
+/// The mirror's branches as the workspace's `origin/*`, as a clone sets them.
+fn copy_branches(repo: &git2::Repository, mirror: &Path) -> Result<(), GitopsError> {
+    let source = git2::Repository::open_bare(mirror)?;
+    for reference in source.references_glob("refs/heads/*")? {
+        let reference = reference?;
+        let name = reference
+            .name()
+            .ok()
+            .and_then(|n| n.strip_prefix("refs/heads/"));
+        if let (Some(name), Some(target)) = (name, reference.target()) {
+            repo.reference(
+                &format!("refs/remotes/origin/{name}"),
+                target,
+                true,
+                "reuse",
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `origin` is the product repository itself, and the branch tracks it there.
+fn configure_origin(repo: &git2::Repository, url: &str, branch: &str) -> Result<(), GitopsError> {
+    if repo.find_remote("origin").is_ok() {
+        repo.remote_set_url("origin", url)?;
+    } else {
+        repo.remote("origin", url)?;
+    }
+    let mut config = repo.config()?;
+    config.set_str(&format!("branch.{branch}.remote"), "origin")?;
+    config.set_str(
+        &format!("branch.{branch}.merge"),
+        &format!("refs/heads/{branch}"),
+    )?;
+    Ok(())
 }
 
 /// Removes the workspace `dir` and whatever half-made one a killed process left beside it.
@@ -290,14 +475,7 @@ fn clone_shared(
     if *start == Start::Unborn {
         repo.set_head(&format!("refs/heads/{branch}"))?;
     }
-    repo.remote_set_url("origin", url)?;
-    let mut config = repo.config()?;
-    config.set_str(&format!("branch.{branch}.remote"), "origin")?;
-    config.set_str(
-        &format!("branch.{branch}.merge"),
-        &format!("refs/heads/{branch}"),
-    )?;
-    Ok(())
+    configure_origin(&repo, url, branch)
 }
 
 fn path_text(path: &Path) -> String {
