@@ -20,9 +20,9 @@ use proto::plan::{Observed, plan};
 use proto::source::GitSource;
 use proto::spec::{FileTree, Loader, MemTree, load_and_validate};
 
-// The same allocator as the `proto` binary, so the figure is what users get.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The same allocator as the `proto` binary, tuned the same, so the figure is what users get.
+#[path = "../src/allocator.rs"]
+mod allocator;
 
 #[path = "support/generate.rs"]
 mod support;

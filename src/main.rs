@@ -7,12 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod allocator;
 mod commands;
-
-// Loading a company allocates many small strings and nodes; mimalloc does that faster than
-// glibc's allocator (the declaration benchmark uses it too, so its figure is the binary's).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use proto::output::{self, Format};
 use proto::plan::{self, Observed};
