@@ -255,40 +255,43 @@ pub fn load_file(
 // Frontmatter
 // ---------------------------------------------------------------------------------------------
 
-/// Splits `---\n<yaml>\n---\n<body>`; the frontmatter's positions are made file-relative.
-fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Node, String)> {
+/// Splits `---\n<yaml>\n---\n<body>` into the YAML and the body (a byte-order mark
+/// first is skipped); the message says what is missing.
+fn split_frontmatter(text: &str) -> Result<(&str, &str), &'static str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let Some(rest) = text
+    let rest = text
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
-    else {
-        diags.push(
-            Diagnostic::error(path, Pos::new(1, 1), "missing frontmatter").hint(Some(
-                "start the file with a --- line, then name: and description:, then ---".into(),
-            )),
-        );
-        return None;
-    };
+        .ok_or("missing frontmatter")?;
     let mut offset = 0;
-    let mut end = None;
     for line in rest.split_inclusive('\n') {
         if line.trim_end() == "---" {
-            end = Some((offset, offset + line.len()));
-            break;
+            return Ok((&rest[..offset], &rest[offset + line.len()..]));
         }
         offset += line.len();
     }
-    let Some((fm_end, body_start)) = end else {
-        diags.push(Diagnostic::error(
-            path,
-            Pos::new(1, 1),
-            "frontmatter is not closed by a --- line",
-        ));
-        return None;
+    Err("frontmatter is not closed by a --- line")
+}
+
+/// Splits `---\n<yaml>\n---\n<body>`; the frontmatter's positions are made file-relative.
+fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Node, String)> {
+    let (yaml_text, body) = match split_frontmatter(text) {
+        Ok(parts) => parts,
+        Err(message) => {
+            let diag = Diagnostic::error(path, Pos::new(1, 1), message);
+            diags.push(if message == "missing frontmatter" {
+                diag.hint(Some(
+                    "start the file with a --- line, then name: and description:, then ---".into(),
+                ))
+            } else {
+                diag
+            });
+            return None;
+        }
     };
-    match yaml::parse_one(&rest[..fm_end]) {
+    match yaml::parse_one(yaml_text) {
         Ok(mut node) => {
-            shift_lines(&mut node, 1);
+            node.shift_lines(1);
             if !matches!(node.value, Value::Map(_)) {
                 diags.push(Diagnostic::error(
                     path,
@@ -297,12 +300,7 @@ fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(N
                 ));
                 return None;
             }
-            Some((
-                node,
-                rest[body_start..]
-                    .trim_start_matches(['\r', '\n'])
-                    .to_string(),
-            ))
+            Some((node, body.trim_start_matches(['\r', '\n']).to_string()))
         }
         Err(e) => {
             diags.push(Diagnostic::error(
@@ -312,20 +310,6 @@ fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(N
             ));
             None
         }
-    }
-}
-
-fn shift_lines(node: &mut Node, by: u32) {
-    if node.pos.line > 0 {
-        node.pos.line += by;
-    }
-    match &mut node.value {
-        Value::Seq(items) => items.iter_mut().for_each(|n| shift_lines(n, by)),
-        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
-            shift_lines(k, by);
-            shift_lines(v, by);
-        }),
-        _ => {}
     }
 }
 
@@ -584,7 +568,8 @@ fn load_agent(
         origin: Origin {
             file: path.to_string(),
             pos: node.pos,
-            node: std::sync::Arc::new(node),
+            source: super::Source::new(split_frontmatter(text).map_or("", |(y, _)| y), 1),
+            doc: 0,
             flat: true,
         },
     })

@@ -125,18 +125,32 @@ fn load_yaml(
             return;
         }
     };
-    for doc in docs {
-        load_document(path, doc, schemas, spec, diags);
+    let source = super::Source::new(text, 0);
+    for (index, doc) in docs.into_iter().enumerate() {
+        let at = At {
+            path,
+            source: &source,
+            index,
+        };
+        load_document(&at, doc, schemas, spec, diags);
     }
 }
 
+/// Where a document is: its file, the file's text and its place among the file's documents.
+struct At<'a> {
+    path: &'a str,
+    source: &'a Arc<super::Source>,
+    index: usize,
+}
+
 fn load_document(
-    path: &str,
+    at: &At,
     doc: Node,
     schemas: &[(Kind, serde_json::Value)],
     spec: &mut Spec,
     diags: &mut Vec<Diagnostic>,
 ) {
+    let path = at.path;
     let api_version = doc.get("apiVersion");
     let kind_node = doc.get("kind");
     if api_version.is_none() && kind_node.is_none() {
@@ -232,36 +246,29 @@ fn load_document(
     match kind {
         Kind::Company => push(
             Kind::Company,
-            path,
+            at,
             doc,
             &resource,
             &mut spec.companies,
             diags,
         ),
-        Kind::Product => push(
-            Kind::Product,
-            path,
-            doc,
-            &resource,
-            &mut spec.products,
-            diags,
-        ),
+        Kind::Product => push(Kind::Product, at, doc, &resource, &mut spec.products, diags),
         Kind::Computer => push(
             Kind::Computer,
-            path,
+            at,
             doc,
             &resource,
             &mut spec.computers,
             diags,
         ),
-        Kind::Agent => push(Kind::Agent, path, doc, &resource, &mut spec.agents, diags),
-        Kind::Goal => push(Kind::Goal, path, doc, &resource, &mut spec.goals, diags),
+        Kind::Agent => push(Kind::Agent, at, doc, &resource, &mut spec.agents, diags),
+        Kind::Goal => push(Kind::Goal, at, doc, &resource, &mut spec.goals, diags),
     }
 }
 
 fn push<S: DeserializeOwned>(
     kind: Kind,
-    path: &str,
+    at: &At,
     doc: Node,
     resource: &str,
     into: &mut Vec<Resource<S>>,
@@ -274,12 +281,13 @@ fn push<S: DeserializeOwned>(
             metadata: d.metadata,
             spec: d.spec,
             origin: Origin {
-                file: path.to_string(),
+                file: at.path.to_string(),
                 pos: doc.pos,
-                node: Arc::new(doc),
+                source: at.source.clone(),
+                doc: at.index,
                 flat: false,
             },
         }),
-        Err(e) => diags.push(Diagnostic::error(path, doc.pos, e.to_string()).resource(resource)),
+        Err(e) => diags.push(Diagnostic::error(at.path, doc.pos, e.to_string()).resource(resource)),
     }
 }

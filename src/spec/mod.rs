@@ -33,15 +33,17 @@ pub use validate::validate;
 
 use yaml::Node;
 
-/// Where a resource was declared: its file, its position and its parsed tree (kept so that
-/// cross-document checks can point at the exact field).
+/// Where a resource was declared: its file, its position, and the text it was parsed from
+/// (so that cross-document checks can point at the exact field).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Origin {
     pub file: String,
     pub pos: Pos,
-    /// Shared, because an incremental [`Loader`] hands the same parsed document to every
-    /// revision in which its file did not change.
-    pub node: Arc<Node>,
+    /// The YAML the resource's document is one of; shared by the documents of a file, and by
+    /// every revision in which the file did not change (an incremental [`Loader`]).
+    pub source: Arc<Source>,
+    /// Which document of `source`.
+    pub doc: usize,
     /// Markdown agents keep their fields at the top of the frontmatter, not under `spec`.
     pub flat: bool,
 }
@@ -66,7 +68,55 @@ impl Origin {
         } else {
             path
         };
-        self.node.pos_of(path)
+        self.node_pos(path)
+    }
+
+    /// The position of a field given by its path in the document as written.
+    pub fn node_pos(&self, path: &str) -> Pos {
+        self.source
+            .document(self.doc)
+            .map_or(self.pos, |node| node.pos_of(path))
+    }
+}
+
+/// The YAML text resources were parsed from. Their trees are not kept: a company's parsed
+/// documents take several times the memory of its resources, and only a diagnostic needs
+/// them (to point at a field), so the text is parsed again then, once.
+#[derive(Debug)]
+pub struct Source {
+    text: Box<str>,
+    /// Lines of the file before `text` (a markdown file's `---` line).
+    shift: u32,
+    parsed: std::sync::OnceLock<Vec<Node>>,
+}
+
+impl Source {
+    pub fn new(text: &str, shift: u32) -> Arc<Self> {
+        Arc::new(Self {
+            text: text.into(),
+            shift,
+            parsed: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The `index`th document, parsed on first use.
+    fn document(&self, index: usize) -> Option<&Node> {
+        self.parsed
+            .get_or_init(|| {
+                let mut docs = yaml::parse_documents(&self.text).unwrap_or_default();
+                if self.shift > 0 {
+                    docs.iter_mut().for_each(|d| d.shift_lines(self.shift));
+                }
+                docs
+            })
+            .get(index)
+    }
+}
+
+/// Two sources are the same when their text and place in the file are.
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.shift == other.shift
     }
 }
 

@@ -118,7 +118,7 @@ impl<'a> Validator<'a> {
                     "metadata.name"
                 };
                 self.push(
-                    Diagnostic::error(res.origin.file.clone(), res.origin.node.pos_of(field), format!(
+                    Diagnostic::error(res.origin.file.clone(), res.origin.node_pos(field), format!(
                         "invalid name \"{name}\": use lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
                     ))
                     .resource(res.id())
@@ -134,7 +134,7 @@ impl<'a> Validator<'a> {
                 self.push(
                     Diagnostic::error(
                         res.origin.file.clone(),
-                        res.origin.node.pos_of(field),
+                        res.origin.node_pos(field),
                         format!(
                             "duplicate name; first declared at {}:{}:{}",
                             first.origin.file, first.origin.pos.line, first.origin.pos.col

@@ -114,6 +114,22 @@ impl Node {
         Some(node)
     }
 
+    /// Moves every position `by` lines down: a document parsed out of a larger file (a
+    /// markdown frontmatter) is located in that file.
+    pub fn shift_lines(&mut self, by: u32) {
+        if self.pos.line > 0 {
+            self.pos.line += by;
+        }
+        match &mut self.value {
+            Value::Seq(items) => items.iter_mut().for_each(|n| n.shift_lines(by)),
+            Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+                k.shift_lines(by);
+                v.shift_lines(by);
+            }),
+            _ => {}
+        }
+    }
+
     /// Where to point for a problem with `path`: the field's key if it exists, else the key
     /// of the deepest ancestor that does.
     pub fn pos_of(&self, path: &str) -> Pos {
