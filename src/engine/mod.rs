@@ -172,23 +172,33 @@ struct Running {
     computer: String,
 }
 
-/// How a record commit went: the commit (if the changes changed anything) and the audit
-/// records it carried.
+/// How a record commit went: the commit (if the changes changed anything), the audit
+/// records it carried, and the highest audit id in each day's file once it is made.
 struct Recorded {
     commit: Result<Option<String>, String>,
     ids: Vec<i64>,
+    known: AuditKnown,
 }
 
+/// The highest audit record id each day's file (`.proto/audit/<date>.jsonl`) holds, as far
+/// as this process knows. Records are appended in id order, so with it a record commit
+/// need not read and parse the day's file to leave out what is already there; a day not
+/// known yet (the first commit after a start, which may follow one a kill cut short before
+/// the store heard of it) is read once.
+type AuditKnown = BTreeMap<String, i64>;
+
 /// The files of one record commit: the audit records not yet in their day's file, the plans
-/// of `products`, and the status.
+/// of `products`, and the status; and what the day's files will hold.
 fn record_changes(
     writer: &Writeback,
     spec: &Spec,
     status: &StatusReport,
     products: &[String],
     pending: &[crate::store::AuditRecord],
-) -> Vec<FileChange> {
+    known: &AuditKnown,
+) -> (Vec<FileChange>, AuditKnown) {
     let mut changes = Vec::new();
+    let mut known = known.clone();
     let mut by_date: BTreeMap<String, Vec<&crate::store::AuditRecord>> = BTreeMap::new();
     for record in pending {
         by_date
@@ -198,18 +208,17 @@ fn record_changes(
     }
     for (date, records) in by_date {
         let path = format!(".proto/audit/{date}.jsonl");
-        let existing = writer
-            .read(&path)
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let present = records::audit_ids(&existing);
+        let highest = known.get(&date).copied().unwrap_or_else(|| {
+            let existing = writer.read(&path).ok().flatten().unwrap_or_default();
+            records::highest_audit_id(&String::from_utf8_lossy(&existing))
+        });
         let lines: String = records
             .iter()
-            .filter(|r| !present.contains(&r.id))
+            .filter(|r| r.id > highest)
             .map(|r| records::audit_line(r))
             .collect();
+        let last = records.iter().map(|r| r.id).max().unwrap_or(0);
+        known.insert(date, highest.max(last));
         if !lines.is_empty() {
             changes.push(FileChange::Append {
                 path,
@@ -230,7 +239,7 @@ fn record_changes(
             .unwrap_or_default()
             .into_bytes(),
     });
-    changes
+    (changes, known)
 }
 
 /// Finished work waiting for the next record commit.
@@ -316,6 +325,8 @@ pub struct Engine {
     record: PendingRecord,
     /// The record commit being written, if any.
     recording: Option<tokio::task::JoinHandle<Recorded>>,
+    /// What the day's audit files hold, as of the last record commit that was made.
+    audit_known: AuditKnown,
     /// When the declared computers were last marked seen.
     computers_seen: Option<Instant>,
     /// When the source was last fetched.
@@ -399,6 +410,7 @@ impl Engine {
             company_dirty: true,
             record: PendingRecord::default(),
             recording: None,
+            audit_known: AuditKnown::new(),
             computers_seen: None,
             last_fetch: None,
             status,
@@ -1150,12 +1162,15 @@ impl Engine {
         let status = self.status.clone();
         let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
         let message = message.to_string();
+        let known = self.audit_known.clone();
         self.recording = Some(tokio::task::spawn_blocking(move || {
-            let changes = record_changes(&writer, &spec, &status, &products, &pending);
+            let (changes, known) =
+                record_changes(&writer, &spec, &status, &products, &pending, &known);
             let ids = pending.iter().map(|r| r.id).collect();
             Recorded {
                 commit: writer.commit(&changes, &message).map_err(|e| e.to_string()),
                 ids,
+                known,
             }
         }));
         Ok(())
@@ -1175,7 +1190,9 @@ impl Engine {
             Ok(Recorded {
                 commit: Ok(Some(commit)),
                 ids,
+                known,
             }) => {
+                self.audit_known = known;
                 self.store.audit_written(&ids, &commit)?;
                 tracing::info!(commit = %short(&commit), "recorded in git");
                 self.commits.push(commit);

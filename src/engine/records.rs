@@ -57,7 +57,9 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     pub suspended: bool,
-    pub goals: Vec<GoalStatus>,
+    /// Shared, so that a record commit can take the report as it is (a copy of the list,
+    /// not of every goal's status) while the loop goes on updating it.
+    pub goals: Vec<std::sync::Arc<GoalStatus>>,
     /// Where each goal is in `goals`, for keyed lookups; rebuilt whenever the list changes
     /// shape (see [`StatusReport::reindex`]).
     #[serde(skip)]
@@ -67,9 +69,13 @@ pub struct StatusReport {
 impl StatusReport {
     pub fn goal(&self, name: &str) -> Option<&GoalStatus> {
         match self.index.get(name) {
-            Some(i) => self.goals.get(*i).filter(|g| g.name == name),
+            Some(i) => self.goals.get(*i).map(|g| &**g).filter(|g| g.name == name),
             // A report read from JSON is not indexed until it is reindexed.
-            None if self.index.is_empty() => self.goals.iter().find(|g| g.name == name),
+            None if self.index.is_empty() => self
+                .goals
+                .iter()
+                .map(|g| &**g)
+                .find(|g| g.name == name),
             None => None,
         }
     }
@@ -113,6 +119,7 @@ impl StatusReport {
     pub fn stalled(&self) -> Vec<&GoalStatus> {
         self.goals
             .iter()
+            .map(|g| &**g)
             .filter(|g| matches!(g.reason.as_str(), "AttemptsExhausted" | "DeliveryFailed"))
             .collect()
     }
@@ -216,7 +223,15 @@ pub fn update(
             .spec
             .goals
             .iter()
-            .map(|goal| goal_status(seen, goal, report.suspended, report.goal(goal.name()), now))
+            .map(|goal| {
+                std::sync::Arc::new(goal_status(
+                    seen,
+                    goal,
+                    report.suspended,
+                    report.goal(goal.name()),
+                    now,
+                ))
+            })
             .collect();
         report.goals = goals;
         report.reindex();
@@ -231,7 +246,13 @@ pub fn update(
         if !dirty.contains(name) {
             continue;
         }
-        let status = goal_status(seen, goal, report.suspended, report.goal(name), now);
+        let status = std::sync::Arc::new(goal_status(
+            seen,
+            goal,
+            report.suspended,
+            report.goal(name),
+            now,
+        ));
         match report.index.get(name) {
             Some(i) => report.goals[*i] = status,
             None => {
@@ -459,11 +480,17 @@ pub fn audit_line(record: &AuditRecord) -> String {
     format!("{line}\n")
 }
 
-/// The ids already present in an audit file (so a record is never written twice, even when
-/// the process died between committing it and noting that it did).
-pub fn audit_ids(file: &str) -> std::collections::BTreeSet<i64> {
+/// The highest record id an audit file holds (records are appended in id order), so a
+/// record is never written twice, even when the process died between committing it and
+/// noting that it did.
+pub fn highest_audit_id(file: &str) -> i64 {
+    #[derive(Deserialize)]
+    struct Line {
+        id: i64,
+    }
     file.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("id").and_then(serde_json::Value::as_i64))
-        .collect()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .map(|l| l.id)
+        .max()
+        .unwrap_or(0)
 }
