@@ -71,11 +71,9 @@ impl StatusReport {
         match self.index.get(name) {
             Some(i) => self.goals.get(*i).map(|g| &**g).filter(|g| g.name == name),
             // A report read from JSON is not indexed until it is reindexed.
-            None if self.index.is_empty() => self
-                .goals
-                .iter()
-                .map(|g| &**g)
-                .find(|g| g.name == name),
+            None if self.index.is_empty() => {
+                self.goals.iter().map(|g| &**g).find(|g| g.name == name)
+            }
             None => None,
         }
     }
