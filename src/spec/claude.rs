@@ -25,17 +25,48 @@ pub const TOOLS: [&str; 11] = [
 ];
 
 /// Claude Code tool names that map onto a Proto tool.
-pub const TOOL_ALIASES: [(&str, &str); 6] = [
+pub const TOOL_ALIASES: [(&str, &str); 12] = [
     ("Task", "Delegate"),
     ("Agent", "Delegate"),
     ("TodoWrite", "Planning"),
+    ("TodoRead", "Planning"),
+    // Claude Code's task list, which replaced TodoWrite, is what Planning keeps.
+    ("TaskCreate", "Planning"),
+    ("TaskUpdate", "Planning"),
+    ("TaskList", "Planning"),
+    ("TaskGet", "Planning"),
     ("MultiEdit", "Edit"),
     ("NotebookEdit", "Edit"),
+    ("NotebookRead", "Read"),
     ("LS", "Glob"),
 ];
 
-/// Claude Code tools Proto does not offer yet; agents listing them still load.
-pub const UNSUPPORTED_TOOLS: [&str; 3] = ["WebFetch", "WebSearch", "BashOutput"];
+/// Claude Code tools Proto does not offer; agents listing them still load, without them.
+pub const UNSUPPORTED_TOOLS: [&str; 19] = [
+    "WebFetch",
+    "WebSearch",
+    "BashOutput",
+    "KillShell",
+    "KillBash",
+    "TaskOutput",
+    "TaskStop",
+    "AskUserQuestion",
+    "ExitPlanMode",
+    "EnterPlanMode",
+    "EnterWorktree",
+    "SendMessage",
+    "TeamCreate",
+    "TeamDelete",
+    "SlashCommand",
+    "ToolSearch",
+    "LSP",
+    "ListMcpResourcesTool",
+    "ReadMcpResourceTool",
+];
+
+/// The tool that loads a skill's instructions; an agent may name it, and holds it anyway
+/// when it holds skills.
+pub const SKILL_TOOL: &str = "Skill";
 
 /// Hook events, with Claude Code's names.
 pub const HOOK_EVENTS: [&str; 18] = [
@@ -70,6 +101,43 @@ pub struct ClaudeFiles {
     pub settings: Option<Settings>,
     pub mcp_servers: Vec<McpServer>,
     pub memory: Vec<Memory>,
+    /// Files skipped because they could not be read, each reported with a warning.
+    pub skipped: Vec<Skipped>,
+}
+
+impl ClaudeFiles {
+    /// The memory that applies everywhere (the root `CLAUDE.md`, `.claude/CLAUDE.md`).
+    pub fn global_memory(&self) -> impl Iterator<Item = &Memory> {
+        self.memory.iter().filter(|m| m.scope.is_empty())
+    }
+
+    /// The memory for work on `path` (a file or folder of the company repository): the
+    /// global memory and every nested `CLAUDE.md` of a folder holding `path`, outermost
+    /// first, as Claude Code loads a subtree's `CLAUDE.md` when it works there.
+    pub fn memory_for<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Memory> {
+        let mut scoped: Vec<&Memory> = self
+            .memory
+            .iter()
+            .filter(|m| {
+                m.scope.is_empty()
+                    || path == m.scope
+                    || path
+                        .strip_prefix(m.scope.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .collect();
+        scoped.sort_by_key(|m| m.scope.matches('/').count() + usize::from(!m.scope.is_empty()));
+        scoped.into_iter()
+    }
+}
+
+/// A Claude Code file Proto skipped, as Claude Code skips a file it cannot read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skipped {
+    pub file: String,
+    pub role: Role,
+    /// The agent the file would have declared, when its name could be read.
+    pub name: Option<String>,
 }
 
 /// A skill: instructions an agent activates when its description matches the task.
@@ -80,6 +148,19 @@ pub struct Skill {
     pub allowed_tools: Vec<String>,
     pub body: String,
     pub file: String,
+}
+
+impl Skill {
+    /// The folder the skill lives in (`.claude/skills/<folder>/SKILL.md`).
+    pub fn folder(&self) -> &str {
+        self.file.split('/').nth(2).unwrap_or_default()
+    }
+
+    /// Whether a reference (an agent's `skills` entry) names this skill: by its name, or by
+    /// its folder when the two differ.
+    pub fn answers_to(&self, reference: &str) -> bool {
+        self.name == reference || self.folder() == reference
+    }
 }
 
 /// A rule: standing instructions, optionally limited to some paths.
@@ -178,6 +259,16 @@ pub struct Memory {
     pub imports: Vec<String>,
     /// The text with every import appended, as an agent's context receives it.
     pub expanded: String,
+    /// The folder it applies to: `""` for the root `CLAUDE.md` (everywhere), else the
+    /// folder holding a nested one, which is memory only for work under that folder.
+    pub scope: String,
+}
+
+/// The folder a memory file applies to (see [`Memory::scope`]): `""` for `CLAUDE.md` and
+/// `.claude/CLAUDE.md` at the root.
+pub fn memory_scope(path: &str) -> String {
+    let folder = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    if folder == ".claude" { "" } else { folder }.to_string()
 }
 
 /// What a path is to the loader.
@@ -217,7 +308,10 @@ pub fn role_of(path: &str) -> Option<Role> {
     (file == "CLAUDE.md").then_some(Role::Memory)
 }
 
-/// Loads one Claude Code file into `spec`.
+/// Loads one Claude Code file into `spec`. A subagent, skill, rule or `.mcp.json` that
+/// cannot be read is skipped, as Claude Code skips it: its problems are reported as warnings
+/// and the rest of the company loads. `settings.json` stays strict: it holds the deny rules
+/// and hooks that restrain agents, and loading without it would allow more than it says.
 pub fn load_file(
     role: Role,
     path: &str,
@@ -226,28 +320,72 @@ pub fn load_file(
     spec: &mut Spec,
     diags: &mut Vec<Diagnostic>,
 ) {
-    match role {
-        Role::Agent => match load_agent(path, text, diags) {
-            Ok(agent) => spec.agents.push(agent),
-            Err(Some(name)) => spec.broken.push((Kind::Agent, name)),
-            Err(None) => {}
+    let mut found = Vec::new();
+    let loaded = match role {
+        Role::Settings => {
+            spec.claude.settings = load_settings(path, text, diags);
+            return;
+        }
+        Role::Memory => {
+            spec.claude
+                .memory
+                .push(load_memory(path, text, tree, diags));
+            return;
+        }
+        Role::Agent => match load_agent(path, text, &mut found) {
+            Ok(agent) => {
+                spec.agents.push(agent);
+                Ok(())
+            }
+            Err(name) => Err(name),
         },
-        Role::Skill => {
-            if let Some(skill) = load_skill(path, text, diags) {
+        Role::Skill => match load_skill(path, text, &mut found) {
+            Some(skill) => {
                 spec.claude.skills.push(skill);
+                Ok(())
             }
-        }
-        Role::Rule => {
-            if let Some(rule) = load_rule(path, text, diags) {
+            None => Err(None),
+        },
+        Role::Rule => match load_rule(path, text, &mut found) {
+            Some(rule) => {
                 spec.claude.rules.push(rule);
+                Ok(())
+            }
+            None => Err(None),
+        },
+        Role::Mcp => match load_mcp(path, text, &mut found) {
+            Some(servers) => {
+                spec.claude.mcp_servers.extend(servers);
+                Ok(())
+            }
+            None => Err(None),
+        },
+    };
+    let skipped = loaded.is_err();
+    for mut d in found {
+        if d.is_error() {
+            // Claude Code does not refuse a company over one of its files; neither does Proto.
+            d.severity = super::diag::Severity::Warning;
+            if skipped {
+                d.message.push_str("; file skipped");
+            } else {
+                d.message.push_str("; ignored");
             }
         }
-        Role::Settings => spec.claude.settings = load_settings(path, text, diags),
-        Role::Mcp => spec.claude.mcp_servers.extend(load_mcp(path, text, diags)),
-        Role::Memory => spec
-            .claude
-            .memory
-            .push(load_memory(path, text, tree, diags)),
+        diags.push(d);
+    }
+    if let Err(name) = loaded {
+        if !diags
+            .iter()
+            .any(|d| d.file.as_path() == std::path::Path::new(path))
+        {
+            diags.push(Diagnostic::warning(path, Pos::default(), "file skipped"));
+        }
+        spec.claude.skipped.push(Skipped {
+            file: path.to_string(),
+            role,
+            name,
+        });
     }
 }
 
@@ -286,7 +424,27 @@ fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(N
         ));
         return None;
     };
-    match yaml::parse_one(&rest[..fm_end]) {
+    let parsed = match yaml::parse_one(&rest[..fm_end]) {
+        Ok(node) => Ok(node),
+        Err(e) => match quote_colon_values(&rest[..fm_end]).map(|t| yaml::parse_one(&t)) {
+            Some(Ok(node)) => {
+                diags.push(
+                    Diagnostic::warning(
+                        path,
+                        Pos::new(e.pos.line + 1, e.pos.col),
+                        format!(
+                            "invalid YAML: {}; read with the value quoted, as Claude Code reads it",
+                            e.message
+                        ),
+                    )
+                    .hint(Some("put the value in double quotes".into())),
+                );
+                Ok(node)
+            }
+            _ => Err(e),
+        },
+    };
+    match parsed {
         Ok(mut node) => {
             shift_lines(&mut node, 1);
             if !matches!(node.value, Value::Map(_)) {
@@ -313,6 +471,35 @@ fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(N
             None
         }
     }
+}
+
+/// Claude Code reads `description: Use it when: ...` although the second `: ` makes it
+/// invalid YAML, by quoting such values and parsing again; this does the same. Each line
+/// `key: value` at the top level whose value holds `: ` and is not already quoted, a block
+/// or a flow collection gets its value double-quoted. `None` when no line needed it.
+fn quote_colon_values(yaml: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::with_capacity(yaml.len() + 16);
+    for line in yaml.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[text.len()..];
+        if let Some((key, value)) = text.split_once(": ") {
+            let plain_key = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let value = value.trim();
+            let special = value.starts_with(['"', '\'', '|', '>', '[', '{', '&', '*', '!']);
+            if plain_key && value.contains(": ") && !special {
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+                out.push_str(&format!("{key}: \"{escaped}\"{ending}"));
+                changed = true;
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    changed.then_some(out)
 }
 
 fn shift_lines(node: &mut Node, by: u32) {
@@ -442,6 +629,62 @@ impl Fields<'_> {
         }
     }
 
+    /// A tools list: a YAML list, or a string of entries separated by commas or spaces
+    /// ([`split_tools`]). `Err` when the field is there but unreadable: the caller must not
+    /// fall back to "every tool" then.
+    fn tool_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ()> {
+        match self.node.get(key) {
+            None
+            | Some(Node {
+                value: Value::Null, ..
+            }) => Ok(None),
+            Some(Node {
+                value: Value::Str(s),
+                ..
+            }) => Ok(Some(split_tools(s))),
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.as_str() {
+                        Some(s) => out.extend(split_tools(s)),
+                        None => {
+                            let (pos, found) = (item.pos, item.type_name());
+                            self.error(pos, key, format!("expected a string, found {found}"));
+                            return Err(());
+                        }
+                    }
+                }
+                Ok(Some(out))
+            }
+            Some(n) => {
+                let (pos, found) = (n.pos, n.type_name());
+                self.error(
+                    pos,
+                    key,
+                    format!("expected a list of tools or a string of them, found {found}"),
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Warns about Claude Code keys Proto has no use for, so that nothing is ignored silently.
+    fn warn_unsupported(&mut self, keys: &[(&str, &str)]) {
+        for (key, why) in keys {
+            if let Some(k) = self.node.key(key) {
+                self.diags.push(
+                    Diagnostic::warning(self.path, k.pos, "not supported by Proto; ignored")
+                        .resource(self.resource.clone())
+                        .field(*key)
+                        .hint(Some(why.to_string())),
+                );
+            }
+        }
+    }
+
     /// Warns about keys neither Proto nor Claude Code knows.
     fn warn_unknown(&mut self, known: &[&str]) {
         if let Value::Map(entries) = &self.node.value {
@@ -464,7 +707,7 @@ impl Fields<'_> {
 // Agents
 // ---------------------------------------------------------------------------------------------
 
-const AGENT_KEYS: [&str; 16] = [
+const AGENT_KEYS: [&str; 19] = [
     "name",
     "description",
     "tools",
@@ -476,6 +719,9 @@ const AGENT_KEYS: [&str; 16] = [
     "hooks",
     "mcpServers",
     "memory",
+    "background",
+    "isolation",
+    "effort",
     "title",
     "department",
     "reportsTo",
@@ -483,33 +729,198 @@ const AGENT_KEYS: [&str; 16] = [
     "maxTurns",
 ];
 
-/// Normalizes tool names: Claude Code aliases become Proto's, unsupported ones are dropped
-/// with a warning. Unknown names are left for validation to report with a suggestion.
-pub fn normalize_tools(tools: Vec<String>, warn: &mut dyn FnMut(&str)) -> Vec<String> {
+/// Claude Code subagent keys Proto does not act on, with what the user should know.
+const AGENT_UNSUPPORTED: [(&str, &str); 6] = [
+    (
+        "hooks",
+        "hooks scoped to one subagent; put them in .claude/settings.json to have them run",
+    ),
+    (
+        "mcpServers",
+        "servers scoped to one subagent; declare them in .mcp.json and list mcp__<server> in tools",
+    ),
+    (
+        "memory",
+        "Proto keeps what agents learn in .proto/knowledge",
+    ),
+    ("background", "Proto runs every task in the background"),
+    ("isolation", "every task already works in its own workspace"),
+    ("effort", "use thinking: <tokens> for a thinking budget"),
+];
+
+/// The annotation that keeps a subagent's display `color`: Proto draws no terminal of its
+/// own, but the choice is kept with the agent rather than dropped.
+pub const COLOR: &str = "proto.dev/color";
+
+/// The annotation that keeps a Claude Code agent's own name when Proto had to derive a DNS
+/// label from it, so references by the original name still resolve.
+pub const ORIGINAL_NAME: &str = "proto.dev/claude-code-name";
+
+/// A DNS label for a name Claude Code accepts but Kubernetes does not (`CSharpExpert`,
+/// `microsoft_learn_contributor`): lower case; `_`, spaces and every other character
+/// outside `[a-z0-9]` become `-`, runs of `-` collapse, ends are trimmed. A label longer than
+/// 63 characters is cut and given a hash of the whole name, so two long names stay apart.
+/// Deterministic: the same name always gives the same label.
+pub fn dns_label(name: &str) -> String {
+    let mut label = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            label.push(c);
+        } else if !label.ends_with('-') {
+            label.push('-');
+        }
+    }
+    let label = label.trim_matches('-');
+    let hash = || format!("{:08x}", super::fnv1a(name.as_bytes()) & 0xffff_ffff);
+    if label.is_empty() {
+        return format!("agent-{}", hash());
+    }
+    if label.len() <= 63 {
+        return label.to_string();
+    }
+    // ASCII only by now, so any byte index is a character boundary.
+    format!("{}-{}", label[..54].trim_end_matches('-'), hash())
+}
+
+/// Why a tool named in a Claude Code file is left out. Claude Code itself drops the tools it
+/// does not have, so these are warnings, never errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// A Claude Code tool Proto has no equivalent for.
+    NotInProto,
+    /// A name neither Proto nor Claude Code knows: another editor's tool, or a typo.
+    Unknown,
+}
+
+/// Splits a tools line into entries: commas or whitespace separate them (the Agent Skills
+/// format is space-separated, Claude Code's comma-separated), except inside parentheses,
+/// where `Bash(git status:*)` keeps its space.
+pub fn split_tools(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                current.push(c);
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                current.push(c);
+            }
+            c if depth == 0 && (c == ',' || c.is_whitespace()) => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Normalizes the tool names of a Claude Code file: aliases become Proto's names, `*` every
+/// Proto tool, `mcp__server__*` the whole server (`mcp__server`); tools Proto lacks are
+/// dropped and reported through `drop`, as Claude Code drops the tools it lacks. MCP tools
+/// are kept: whether their server is declared is known only once `.mcp.json` is read.
+pub fn normalize_tools(tools: Vec<String>, drop: &mut dyn FnMut(&str, Dropped)) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let keep = |name: String, out: &mut Vec<String>| {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    };
     for tool in tools {
+        let tool = tool.trim();
+        if tool == "*" {
+            for t in TOOLS {
+                keep(t.to_string(), &mut out);
+            }
+            continue;
+        }
+        if tool.starts_with("mcp__") {
+            let whole = tool.strip_suffix("__*").unwrap_or(tool);
+            keep(whole.to_string(), &mut out);
+            continue;
+        }
         // `Task(code-reviewer)` limits a tool to some uses; the limit is kept.
         let (base, limit) = match tool.find('(') {
             Some(open) => (&tool[..open], &tool[open..]),
-            None => (tool.as_str(), ""),
+            None => (tool, ""),
         };
         let base = TOOL_ALIASES
             .iter()
             .find(|(alias, _)| *alias == base)
             .map_or(base, |(_, proto)| proto);
-        if UNSUPPORTED_TOOLS.contains(&base) {
-            warn(base);
-            continue;
-        }
-        let name = format!("{base}{limit}");
-        if !out.contains(&name) {
-            out.push(name);
+        if TOOLS.contains(&base) || base == SKILL_TOOL {
+            keep(format!("{base}{limit}"), &mut out);
+        } else if UNSUPPORTED_TOOLS.contains(&base) {
+            drop(base, Dropped::NotInProto);
+        } else {
+            drop(tool, Dropped::Unknown);
         }
     }
     out
 }
 
-/// The agent, or the name it would have had (if known) when it is broken.
+/// The warning for a tool [`normalize_tools`] dropped.
+fn dropped_tool(
+    path: &str,
+    pos: Pos,
+    resource: &str,
+    field: &str,
+    tool: &str,
+    why: Dropped,
+) -> Diagnostic {
+    let (message, hint) = match why {
+        Dropped::NotInProto => (
+            format!("tool \"{tool}\" is a Claude Code tool Proto does not have; dropped"),
+            None,
+        ),
+        Dropped::Unknown => (
+            format!("unknown tool \"{tool}\"; dropped"),
+            did_you_mean(
+                tool,
+                TOOLS
+                    .iter()
+                    .copied()
+                    .chain(TOOL_ALIASES.iter().map(|(a, _)| *a)),
+            )
+            .or_else(|| Some(format!("tools are {}", TOOLS.join(", ")))),
+        ),
+    };
+    Diagnostic::warning(path, pos, message)
+        .resource(resource)
+        .field(field)
+        .hint(hint)
+}
+
+/// Removes what `disallowed` names from `tools` (Claude Code's `disallowedTools`): a tool
+/// named bare or with a limit (`Bash(rm:*)`) is removed whole, since an allow list cannot
+/// say "all but these uses", and giving less than the file allows is the safe side.
+/// `mcp__server` removes every tool of that server.
+pub fn subtract_tools(tools: Vec<String>, disallowed: &[String]) -> Vec<String> {
+    let base = |t: &str| t.split('(').next().unwrap_or(t).to_string();
+    tools
+        .into_iter()
+        .filter(|tool| {
+            let b = base(tool);
+            !disallowed.iter().any(|d| {
+                let d = base(d);
+                b == d || (d.starts_with("mcp__") && b.starts_with(&format!("{d}__")))
+            })
+        })
+        .collect()
+}
+
+/// Read-only tools: what `permissionMode: plan` leaves an agent.
+const PLAN_MODE_TOOLS: [&str; 4] = ["Read", "Glob", "Grep", "Planning"];
+
+/// The agent, or `Err` with the name it would have had (if known) when the file is broken.
 fn load_agent(
     path: &str,
     text: &str,
@@ -521,13 +932,12 @@ fn load_agent(
         .unwrap_or(path)
         .trim_end_matches(".md");
     let Some((node, body)) = frontmatter(path, text, diags) else {
-        return Err(Some(stem.to_string()));
+        return Err(None);
     };
-    let name_guess = node
-        .get("name")
-        .and_then(Node::as_str)
-        .unwrap_or(stem)
-        .to_string();
+    let written = node.get("name").and_then(Node::as_str).map(str::to_string);
+    let name_guess = written
+        .as_deref()
+        .map_or_else(|| stem.to_string(), dns_label);
     let mut f = Fields {
         path,
         node: &node,
@@ -535,38 +945,114 @@ fn load_agent(
         diags,
     };
     f.warn_unknown(&AGENT_KEYS);
+    f.warn_unsupported(&AGENT_UNSUPPORTED);
     let name = f.string("name", true);
     let description = f.string("description", true);
-    let tools = f.list("tools");
+    let tools = f.tool_list("tools");
+    let disallowed = f.tool_list("disallowedTools");
     let model = f.string("model", false).filter(|m| m != "inherit");
+    let permission_mode = f.string("permissionMode", false);
+    let color = f.string("color", false);
     let skills = f.list("skills").unwrap_or_default();
     let title = f.string("title", false);
     let department = f.string("department", false);
     let reports_to = f.string("reportsTo", false);
     let thinking = f.number("thinking");
     let max_turns = f.number("maxTurns");
-    let (Some(name), Some(description)) = (name, description) else {
+    let (Some(written), Some(description)) = (name, description) else {
         return Err(Some(name_guess));
     };
-    let tools_pos = node.get("tools").map_or(node.pos, |n| n.pos);
-    // Claude Code gives a subagent with no `tools` line every tool.
-    let tools = tools.unwrap_or_else(|| TOOLS.iter().map(|t| t.to_string()).collect());
-    let tools = normalize_tools(tools, &mut |t| {
+    // An unreadable tools line must not turn into "every tool".
+    let (Ok(tools), Ok(disallowed)) = (tools, disallowed) else {
+        return Err(Some(name_guess));
+    };
+    let name = dns_label(&written);
+    let title = title.unwrap_or_else(|| title_case(&written));
+    let resource = format!("Agent/{name}");
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(color) = color {
+        annotations.insert(COLOR.to_string(), color);
+    }
+    if name != written {
+        let pos = node.get("name").map_or(node.pos, |n| n.pos);
         diags.push(
             Diagnostic::warning(
                 path,
-                tools_pos,
-                format!("tool \"{t}\" is not available in Proto yet; ignored"),
+                pos,
+                format!(
+                    "\"{written}\" is not a DNS label (lower-case letters, digits and '-', at most 63 characters), which Proto's names must be; loaded as \"{name}\""
+                ),
             )
-            .resource(format!("Agent/{name}"))
-            .field("tools"),
+            .resource(resource.clone())
+            .field("name")
+            .hint(Some(format!(
+                "write name: {name}; references to \"{written}\" still resolve"
+            ))),
         );
+        annotations.insert(ORIGINAL_NAME.to_string(), written);
+    }
+    let tools_pos = node.get("tools").map_or(node.pos, |n| n.pos);
+    // Claude Code gives a subagent with no `tools` line every tool.
+    let tools = tools.unwrap_or_else(|| TOOLS.iter().map(|t| t.to_string()).collect());
+    let mut tools = normalize_tools(tools, &mut |t, why| {
+        diags.push(dropped_tool(path, tools_pos, &resource, "tools", t, why));
     });
-    let title = title.unwrap_or_else(|| title_case(&name));
+    if let Some(disallowed) = disallowed {
+        let pos = node.get("disallowedTools").map_or(node.pos, |n| n.pos);
+        let disallowed = normalize_tools(disallowed, &mut |t, why| {
+            if why == Dropped::Unknown {
+                diags.push(dropped_tool(
+                    path,
+                    pos,
+                    &resource,
+                    "disallowedTools",
+                    t,
+                    why,
+                ));
+            }
+        });
+        tools = subtract_tools(tools, &disallowed);
+    }
+    match permission_mode.as_deref() {
+        None => {}
+        Some("plan") => {
+            // Plan mode only reads and plans; ignoring it would grant more than the file does.
+            tools.retain(|t| {
+                let base = t.split('(').next().unwrap_or(t);
+                PLAN_MODE_TOOLS.contains(&base)
+            });
+            let pos = node.get("permissionMode").map_or(node.pos, |n| n.pos);
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    pos,
+                    "plan mode: the agent keeps only its read-only tools (Read, Glob, Grep, Planning)",
+                )
+                .resource(resource.clone())
+                .field("permissionMode"),
+            );
+        }
+        Some(mode) => {
+            let pos = node.get("permissionMode").map_or(node.pos, |n| n.pos);
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    pos,
+                    format!("permission mode \"{mode}\" is not supported by Proto; ignored"),
+                )
+                .resource(resource.clone())
+                .field("permissionMode")
+                .hint(Some(
+                    "every action follows .claude/settings.json and the approval gates".into(),
+                )),
+            );
+        }
+    }
     Ok(Resource {
         kind: Kind::Agent,
         metadata: Metadata {
             name,
+            annotations,
             ..Metadata::default()
         },
         spec: AgentSpec {
@@ -608,6 +1094,75 @@ fn title_case(name: &str) -> String {
 // Skills and rules
 // ---------------------------------------------------------------------------------------------
 
+/// Skill keys of the Agent Skills specification and of Claude Code.
+const SKILL_KEYS: [&str; 13] = [
+    "name",
+    "description",
+    "allowed-tools",
+    "license",
+    "compatibility",
+    "metadata",
+    "model",
+    "argument-hint",
+    "disable-model-invocation",
+    "user-invocable",
+    "context",
+    "agent",
+    "hooks",
+];
+
+/// Claude Code skill keys Proto does not act on (`license`, `compatibility` and `metadata`
+/// are descriptive, and need nothing).
+const SKILL_UNSUPPORTED: [(&str, &str); 7] = [
+    (
+        "model",
+        "a skill runs on the model of the agent that uses it",
+    ),
+    ("argument-hint", "for Claude Code's slash-command menu"),
+    (
+        "disable-model-invocation",
+        "Proto has no one to start a skill by hand; agents activate skills by their description",
+    ),
+    ("user-invocable", "for Claude Code's slash-command menu"),
+    (
+        "context",
+        "a skill runs in the session of the agent that uses it",
+    ),
+    (
+        "agent",
+        "a skill runs in the session of the agent that uses it",
+    ),
+    (
+        "hooks",
+        "hooks scoped to one skill; put them in .claude/settings.json to have them run",
+    ),
+];
+
+/// The Agent Skills rule for a skill's name: lower-case letters, digits and hyphens, at
+/// most 64 characters, no leading, trailing or doubled hyphen.
+pub fn is_skill_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+/// The first paragraph of a body, which Claude Code uses as a skill's description when the
+/// frontmatter has none.
+fn first_paragraph(body: &str) -> Option<String> {
+    let paragraph: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty() || l.starts_with('#'))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    (!paragraph.is_empty()).then(|| paragraph.join(" "))
+}
+
 fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Skill> {
     let (node, body) = frontmatter(path, text, diags)?;
     let folder = path.split('/').nth(2).unwrap_or_default().to_string();
@@ -617,43 +1172,86 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
         resource: format!("Skill/{folder}"),
         diags,
     };
-    f.warn_unknown(&[
-        "name",
-        "description",
-        "allowed-tools",
-        "license",
-        "metadata",
-        "model",
-    ]);
-    let name = f.string("name", true);
-    let description = f.string("description", true);
-    let allowed_tools = f.list("allowed-tools").unwrap_or_default();
-    let (name, description) = (name?, description?);
-    if name != folder {
-        let pos = node.get("name").map_or(node.pos, |n| n.pos);
+    f.warn_unknown(&SKILL_KEYS);
+    f.warn_unsupported(&SKILL_UNSUPPORTED);
+    // Claude Code names a skill after its folder when the frontmatter does not.
+    let name = f.string("name", false).unwrap_or_else(|| folder.clone());
+    let description = f.string("description", false);
+    let allowed_tools = f.tool_list("allowed-tools");
+    let resource = format!("Skill/{name}");
+    let name_pos = node.get("name").map_or(node.pos, |n| n.pos);
+    let description = match description {
+        Some(d) => d,
+        None => {
+            let Some(d) = first_paragraph(&body) else {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        node.pos,
+                        "no description, and no paragraph in the body to take it from",
+                    )
+                    .resource(resource)
+                    .field("description"),
+                );
+                return None;
+            };
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    node.pos,
+                    "no description; the first paragraph of the body is used, as Claude Code does",
+                )
+                .resource(resource.clone())
+                .field("description"),
+            );
+            d
+        }
+    };
+    // Claude Code loads these; the Agent Skills specification asks for a name that is the
+    // folder's and lower-case. Agents refer to the skill by its name (its folder works too).
+    if !is_skill_name(&name) {
+        let label = dns_label(&name);
         diags.push(
-            Diagnostic::error(
+            Diagnostic::warning(
                 path,
-                pos,
-                format!("name \"{name}\" differs from its folder \"{folder}\""),
+                name_pos,
+                format!(
+                    "name \"{name}\" is not lower-case letters, digits and hyphens (the Agent Skills rule); loaded as written"
+                ),
             )
-            .resource(format!("Skill/{folder}"))
-            .field("name"),
+            .resource(resource.clone())
+            .field("name")
+            .hint(Some(format!("write name: {label} and name the folder {label}"))),
+        );
+    } else if name != folder {
+        diags.push(
+            Diagnostic::warning(
+                path,
+                name_pos,
+                format!(
+                    "name \"{name}\" differs from its folder \"{folder}\"; loaded as \"{name}\""
+                ),
+            )
+            .resource(resource.clone())
+            .field("name")
+            .hint(Some(format!(
+                "rename the folder to {name}, or write name: {folder}"
+            ))),
         );
     }
-    let allowed_tools = normalize_tools(allowed_tools, &mut |_| {});
+    // An unreadable allowed-tools line must not be read as "no restriction".
+    let allowed_tools = allowed_tools.ok()?.unwrap_or_default();
     let tools_pos = node.key("allowed-tools").map_or(node.pos, |n| n.pos);
-    for tool in &allowed_tools {
-        let base = tool.split('(').next().unwrap_or(tool);
-        if !is_known_tool(base) {
-            diags.push(
-                Diagnostic::error(path, tools_pos, format!("unknown tool \"{base}\""))
-                    .resource(format!("Skill/{folder}"))
-                    .field("allowed-tools")
-                    .hint(did_you_mean(base, TOOLS)),
-            );
-        }
-    }
+    let allowed_tools = normalize_tools(allowed_tools, &mut |t, why| {
+        diags.push(dropped_tool(
+            path,
+            tools_pos,
+            &resource,
+            "allowed-tools",
+            t,
+            why,
+        ));
+    });
     Some(Skill {
         name,
         description,
@@ -742,7 +1340,14 @@ pub fn parse_permission_rule(rule: &str) -> Result<(&str, Option<&str>), String>
         }
         None => (rule, None),
     };
-    if tool.is_empty() || !tool.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    // MCP server names may hold hyphens (`mcp__computer-use__click`) and rules may end in a
+    // wildcard (`mcp__github__*`); other tool names hold neither.
+    let mcp = tool.starts_with("mcp__");
+    if tool.is_empty()
+        || !tool
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || (mcp && (c == '-' || c == '*')))
+    {
         return Err("expected a tool name such as Bash or Bash(git push *)".into());
     }
     Ok((tool, spec))
@@ -751,6 +1356,7 @@ pub fn parse_permission_rule(rule: &str) -> Result<(&str, Option<&str>), String>
 /// Whether a tool name is one an agent or a rule may name.
 pub fn is_known_tool(tool: &str) -> bool {
     TOOLS.contains(&tool)
+        || tool == SKILL_TOOL
         || TOOL_ALIASES.iter().any(|(a, _)| *a == tool)
         || UNSUPPORTED_TOOLS.contains(&tool)
         || tool.starts_with("mcp__")
@@ -776,11 +1382,13 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
                 Err(message) => {
                     diags.push(Diagnostic::error(path, json_pos(text, rule), message).field(field))
                 }
+                // Claude Code matches a rule against the tools it has: a rule for another
+                // tool never matches anything, there as here.
                 Ok((tool, _)) if !is_known_tool(tool) => diags.push(
-                    Diagnostic::error(
+                    Diagnostic::warning(
                         path,
                         json_pos(text, rule),
-                        format!("unknown tool \"{tool}\""),
+                        format!("unknown tool \"{tool}\"; the rule never matches"),
                     )
                     .field(field)
                     .hint(did_you_mean(tool, TOOLS)),
@@ -846,17 +1454,34 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
 
 const MCP_KEYS: [&str; 7] = ["type", "command", "args", "env", "url", "headers", "cwd"];
 
-fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServer> {
+/// The name Claude Code gives a server in tool names (`mcp__<server>__<tool>`): every
+/// character other than an ASCII letter, digit, `_` or `-` becomes `_`, so `claude.ai Slack`
+/// is `claude_ai_Slack`.
+pub fn mcp_server_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The servers of a `.mcp.json`; `None` when the file cannot be read at all. A server entry
+/// Proto cannot use is skipped with a warning, as Claude Code starts the others.
+fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<McpServer>> {
     use serde_json::Value as J;
     let file: J = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             diags.push(json_error(path, &e));
-            return Vec::new();
+            return None;
         }
     };
     let Some(servers) = file.get("mcpServers") else {
-        return Vec::new();
+        return Some(Vec::new());
     };
     let Some(servers) = servers.as_object() else {
         diags.push(
@@ -867,24 +1492,38 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
             )
             .field("mcpServers"),
         );
-        return Vec::new();
+        return None;
     };
-    let mut out = Vec::new();
+    let mut out: Vec<McpServer> = Vec::new();
     for (name, entry) in servers {
         let field = format!("mcpServers.{name}");
         let pos = json_pos(text, name);
-        let Some(obj) = entry.as_object() else {
+        let skip = |diags: &mut Vec<Diagnostic>,
+                    pos: Pos,
+                    field: String,
+                    message: String,
+                    hint: Option<String>| {
             diags.push(
-                Diagnostic::error(path, pos, "expected an object with command or url").field(field),
+                Diagnostic::warning(path, pos, format!("{message}; server skipped"))
+                    .field(field)
+                    .hint(hint),
+            );
+        };
+        let Some(obj) = entry.as_object() else {
+            skip(
+                diags,
+                pos,
+                field,
+                "expected an object with command or url".into(),
+                None,
             );
             continue;
         };
-        let mut ok = true;
         for key in obj.keys() {
             if !MCP_KEYS.contains(&key.as_str()) {
-                ok = false;
+                // Claude Code ignores keys it does not use (`description`, `enabled`, ...).
                 diags.push(
-                    Diagnostic::error(path, json_pos(text, key), "unknown field")
+                    Diagnostic::warning(path, json_pos(text, key), "unknown field; ignored")
                         .field(format!("{field}.{key}"))
                         .hint(
                             did_you_mean(key, MCP_KEYS).or_else(|| {
@@ -916,13 +1555,12 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
         };
         let (Some(args), Some(env), Some(headers)) = (strings("args"), map("env"), map("headers"))
         else {
-            diags.push(
-                Diagnostic::error(
-                    path,
-                    pos,
-                    "args must be a list of strings; env and headers objects of strings",
-                )
-                .field(field),
+            skip(
+                diags,
+                pos,
+                field,
+                "args must be a list of strings; env and headers objects of strings".into(),
+                None,
             );
             continue;
         };
@@ -935,52 +1573,232 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
                 McpTransport::Http { url, headers }
             }
             (Some(kind), _, _) if !["stdio", "http", "sse", "streamable-http"].contains(&kind) => {
-                diags.push(
-                    Diagnostic::error(
-                        path,
-                        json_pos(text, kind),
-                        format!("unknown transport type \"{kind}\""),
-                    )
-                    .field(format!("{field}.type"))
-                    .hint(Some("expected stdio, http or sse".into())),
+                skip(
+                    diags,
+                    json_pos(text, kind),
+                    format!("{field}.type"),
+                    format!("unknown transport type \"{kind}\""),
+                    Some("expected stdio, http or sse".into()),
                 );
                 continue;
             }
             _ => {
-                diags.push(
-                    Diagnostic::error(
-                        path,
-                        pos,
-                        "exactly one of \"command\" (stdio) or \"url\" (http) is required",
-                    )
-                    .field(field),
+                skip(
+                    diags,
+                    pos,
+                    field,
+                    "exactly one of \"command\" (stdio) or \"url\" (http) is required".into(),
+                    None,
                 );
                 continue;
             }
         };
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let normalized = mcp_server_name(name);
+        if normalized.is_empty() {
+            skip(diags, pos, field, "the server has no name".into(), None);
+            continue;
+        }
+        if normalized != *name {
             diags.push(
-                Diagnostic::error(
+                Diagnostic::warning(
                     path,
                     pos,
-                    "server names may hold only letters, digits, - and _ (tools are named mcp__<server>__<tool>)",
+                    format!(
+                        "server name \"{name}\" is used as \"{normalized}\" in tool names (mcp__{normalized}__<tool>), as Claude Code does"
+                    ),
                 )
-                .field(field),
+                .field(field.clone()),
+            );
+        }
+        if out.iter().any(|s| s.name == normalized) {
+            skip(
+                diags,
+                pos,
+                field,
+                format!("another server is also named \"{normalized}\" in tool names"),
+                None,
             );
             continue;
         }
-        if ok {
-            out.push(McpServer {
-                name: name.clone(),
-                transport,
-                file: path.to_string(),
+        out.push(McpServer {
+            name: normalized,
+            transport,
+            file: path.to_string(),
+        });
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across files
+// ---------------------------------------------------------------------------------------------
+
+/// What can only be settled once every file is read, for the Claude Code files: a subagent
+/// whose name another agent already has is skipped (Proto's own YAML agents win); references
+/// to a subagent by the name it was written with resolve to the label it was loaded as; MCP
+/// tools of servers `.mcp.json` does not declare, and skills no file declares, are dropped
+/// from subagents and skills with a warning, as Claude Code runs without them.
+pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
+    let warn = |res: &Resource<AgentSpec>, field: &str, message: String| {
+        Diagnostic::warning(res.origin.file.clone(), res.origin.pos_of(field), message)
+            .resource(res.id())
+            .field(res.origin.display_field(field))
+    };
+    // Names: YAML agents first, then subagents in file order.
+    let mut taken: std::collections::HashMap<String, String> = spec
+        .agents
+        .iter()
+        .filter(|a| !a.origin.flat)
+        .map(|a| (a.name().to_string(), a.origin.file.clone()))
+        .collect();
+    let mut kept = Vec::with_capacity(spec.agents.len());
+    for agent in std::mem::take(&mut spec.agents) {
+        if !agent.origin.flat {
+            kept.push(agent);
+            continue;
+        }
+        if let Some(first) = taken.get(agent.name()) {
+            let written = agent
+                .metadata
+                .annotations
+                .get(ORIGINAL_NAME)
+                .map_or(String::new(), |w| format!(" (written \"{w}\")"));
+            diags.push(warn(
+                &agent,
+                "metadata.name",
+                format!(
+                    "agent \"{}\"{written} is already declared in {first}; file skipped",
+                    agent.name()
+                ),
+            ));
+            spec.claude.skipped.push(Skipped {
+                file: agent.origin.file.clone(),
+                role: Role::Agent,
+                name: None,
             });
+            continue;
+        }
+        taken.insert(agent.name().to_string(), agent.origin.file.clone());
+        kept.push(agent);
+    }
+    spec.agents = kept;
+
+    // References by the written name.
+    let aliases: std::collections::HashMap<String, String> = spec
+        .agents
+        .iter()
+        .filter_map(|a| {
+            let written = a.metadata.annotations.get(ORIGINAL_NAME)?;
+            (!taken.contains_key(written)).then(|| (written.clone(), a.name().to_string()))
+        })
+        .collect();
+    if !aliases.is_empty() {
+        let resolve = |name: &mut String| {
+            if let Some(label) = aliases.get(name.as_str()) {
+                name.clone_from(label);
+            }
+        };
+        spec.companies
+            .iter_mut()
+            .for_each(|c| resolve(&mut c.spec.ceo));
+        spec.products
+            .iter_mut()
+            .for_each(|p| resolve(&mut p.spec.lead));
+        spec.goals
+            .iter_mut()
+            .for_each(|g| resolve(&mut g.spec.owner));
+        for agent in &mut spec.agents {
+            if let Some(boss) = &mut agent.spec.reports_to {
+                resolve(boss);
+            }
         }
     }
-    out
+
+    // MCP tools and skills that are not there.
+    let servers: std::collections::HashSet<String> = spec
+        .claude
+        .mcp_servers
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    let missing_server = |tool: &str| -> Option<String> {
+        let server = tool
+            .strip_prefix("mcp__")?
+            .split("__")
+            .next()
+            .unwrap_or_default();
+        (!servers.contains(server)).then(|| server.to_string())
+    };
+    let skill_names: Vec<(String, String)> = spec
+        .claude
+        .skills
+        .iter()
+        .map(|s| (s.name.clone(), s.folder().to_string()))
+        .collect();
+    for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
+        let mut dropped = Vec::new();
+        agent.spec.tools.retain(|tool| match missing_server(tool) {
+            Some(server) => {
+                dropped.push((tool.clone(), server));
+                false
+            }
+            None => true,
+        });
+        for (tool, server) in dropped {
+            diags.push(
+                warn(
+                    agent,
+                    "spec.tools",
+                    format!("MCP server \"{server}\" of \"{tool}\" is not in .mcp.json; dropped"),
+                )
+                .hint(did_you_mean(&server, servers.iter().map(String::as_str))),
+            );
+        }
+        let mut unknown = Vec::new();
+        agent.spec.skills.retain(|skill| {
+            let known = skill_names.iter().any(|(n, f)| n == skill || f == skill);
+            if !known {
+                unknown.push(skill.clone());
+            }
+            known
+        });
+        for skill in unknown {
+            diags.push(
+                warn(
+                    agent,
+                    "spec.skills",
+                    format!("skill \"{skill}\" is not in .claude/skills/; dropped"),
+                )
+                .hint(did_you_mean(
+                    &skill,
+                    skill_names.iter().map(|(n, _)| n.as_str()),
+                )),
+            );
+        }
+    }
+    for skill in &mut spec.claude.skills {
+        let file = skill.file.clone();
+        let resource = format!("Skill/{}", skill.name);
+        skill
+            .allowed_tools
+            .retain(|tool| match missing_server(tool) {
+                Some(server) => {
+                    diags.push(
+                        Diagnostic::warning(
+                            file.clone(),
+                            Pos::default(),
+                            format!(
+                                "MCP server \"{server}\" of \"{tool}\" is not in .mcp.json; dropped"
+                            ),
+                        )
+                        .resource(resource.clone())
+                        .field("allowed-tools"),
+                    );
+                    false
+                }
+                None => true,
+            });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1108,6 +1926,7 @@ pub fn load_memory(
         text: text.to_string(),
         imports,
         expanded,
+        scope: memory_scope(path),
     }
 }
 
