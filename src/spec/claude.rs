@@ -148,6 +148,8 @@ pub struct Skill {
     pub allowed_tools: Vec<String>,
     pub body: String,
     pub file: String,
+    /// Where `allowed-tools` is written, for what is found once every file is read.
+    pub tools_pos: Pos,
 }
 
 impl Skill {
@@ -1258,6 +1260,7 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
         allowed_tools,
         body,
         file: path.to_string(),
+        tools_pos,
     })
 }
 
@@ -1777,7 +1780,7 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
         }
     }
     for skill in &mut spec.claude.skills {
-        let file = skill.file.clone();
+        let (file, pos) = (skill.file.clone(), skill.tools_pos);
         let resource = format!("Skill/{}", skill.name);
         skill
             .allowed_tools
@@ -1786,7 +1789,7 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
                     diags.push(
                         Diagnostic::warning(
                             file.clone(),
-                            Pos::default(),
+                            pos,
                             format!(
                                 "MCP server \"{server}\" of \"{tool}\" is not in .mcp.json; dropped"
                             ),
@@ -2038,7 +2041,134 @@ mod tests {
     }
 
     #[test]
+    fn tools_lines_split_on_commas_or_spaces_outside_parentheses() {
+        assert_eq!(
+            split_tools("Bash(git status:*) Bash(jq:*)  Read,Grep, mcp__gh__*"),
+            vec![
+                "Bash(git status:*)",
+                "Bash(jq:*)",
+                "Read",
+                "Grep",
+                "mcp__gh__*"
+            ]
+        );
+        assert!(split_tools(" , ").is_empty());
+    }
+
+    #[test]
+    fn tools_proto_lacks_are_dropped_and_aliases_mapped() {
+        let mut dropped = Vec::new();
+        let tools = normalize_tools(
+            split_tools(
+                "Read, TodoRead, NotebookRead, KillShell, codebase, Task(reviewer), mcp__gh__*, Skill",
+            ),
+            &mut |t, why| dropped.push((t.to_string(), why)),
+        );
+        assert_eq!(
+            tools,
+            vec!["Read", "Planning", "Delegate(reviewer)", "mcp__gh", "Skill"]
+        );
+        assert_eq!(
+            dropped,
+            vec![
+                ("KillShell".to_string(), Dropped::NotInProto),
+                ("codebase".to_string(), Dropped::Unknown)
+            ]
+        );
+        let all = normalize_tools(vec!["*".into()], &mut |_, _| {});
+        assert_eq!(all.len(), TOOLS.len());
+    }
+
+    #[test]
+    fn disallowed_tools_are_taken_away_whole() {
+        let tools: Vec<String> = ["Read", "Bash(git *)", "Write", "mcp__gh__issues", "mcp__db"]
+            .map(String::from)
+            .to_vec();
+        let out = subtract_tools(
+            tools,
+            &["Bash(rm:*)".into(), "Write".into(), "mcp__gh".into()],
+        );
+        assert_eq!(out, vec!["Read", "mcp__db"]);
+    }
+
+    #[test]
+    fn dns_labels_are_derived_deterministically() {
+        assert_eq!(dns_label("CSharpExpert"), "csharpexpert");
+        assert_eq!(
+            dns_label("microsoft_learn_contributor"),
+            "microsoft-learn-contributor"
+        );
+        assert_eq!(dns_label("  My  Agent!! "), "my-agent");
+        assert_eq!(dns_label("code-reviewer"), "code-reviewer");
+        let long = "a".repeat(70);
+        let label = dns_label(&long);
+        assert_eq!(label.len(), 63);
+        assert_eq!(label, dns_label(&long));
+        assert_ne!(label, dns_label(&"a".repeat(71)));
+        assert!(super::super::validate::is_dns_label(&label));
+        assert!(dns_label("日本").starts_with("agent-"));
+    }
+
+    #[test]
+    fn colon_values_are_quoted_as_claude_code_does() {
+        let fixed = quote_colon_values("name: a\ndescription: Use it: now \"x\"\ntools: Read\n");
+        assert_eq!(
+            fixed.as_deref(),
+            Some("name: a\ndescription: \"Use it: now \\\"x\\\"\"\ntools: Read\n")
+        );
+        assert_eq!(quote_colon_values("description: \"a: b\"\n"), None);
+        assert_eq!(quote_colon_values("  nested: a: b\n"), None);
+    }
+
+    #[test]
+    fn mcp_server_names_are_normalized_like_claude_code() {
+        assert_eq!(mcp_server_name("claude.ai Slack"), "claude_ai_Slack");
+        assert_eq!(mcp_server_name("@acme/docs"), "_acme_docs");
+        assert_eq!(mcp_server_name("my-server_2"), "my-server_2");
+    }
+
+    #[test]
+    fn nested_memory_is_scoped_to_its_folder() {
+        let memory = |file: &str| Memory {
+            file: file.into(),
+            text: String::new(),
+            imports: Vec::new(),
+            expanded: String::new(),
+            scope: memory_scope(file),
+        };
+        let files = ClaudeFiles {
+            memory: vec![
+                memory("CLAUDE.md"),
+                memory("products/api/CLAUDE.md"),
+                memory(".claude/CLAUDE.md"),
+                memory(".claude/skills/pdf/CLAUDE.md"),
+            ],
+            ..ClaudeFiles::default()
+        };
+        let global: Vec<&str> = files.global_memory().map(|m| m.file.as_str()).collect();
+        assert_eq!(global, vec!["CLAUDE.md", ".claude/CLAUDE.md"]);
+        let api: Vec<&str> = files
+            .memory_for("products/api/src/main.rs")
+            .map(|m| m.file.as_str())
+            .collect();
+        assert_eq!(
+            api,
+            vec!["CLAUDE.md", ".claude/CLAUDE.md", "products/api/CLAUDE.md"]
+        );
+        assert_eq!(files.memory_for("products/apiary").count(), 2);
+    }
+
+    #[test]
     fn permission_rules_parse() {
+        assert_eq!(
+            parse_permission_rule("mcp__computer-use__*"),
+            Ok(("mcp__computer-use__*", None))
+        );
+        assert_eq!(
+            parse_permission_rule("mcp__my-server__tool"),
+            Ok(("mcp__my-server__tool", None))
+        );
+        assert!(parse_permission_rule("Web-Fetch").is_err());
         assert_eq!(
             parse_permission_rule("Bash(git push *)"),
             Ok(("Bash", Some("git push *")))

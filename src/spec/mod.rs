@@ -176,7 +176,22 @@ impl Spec {
         parts.push(plural(self.claude.rules.len(), "rule"));
         parts.push(plural(self.claude.mcp_servers.len(), "MCP server"));
         parts.push(plural(self.claude.memory.len(), "memory file"));
-        parts.join(", ")
+        let mut summary = parts.join(", ");
+        // Named here too, so a skipped file is not lost among the warnings.
+        if !self.claude.skipped.is_empty() {
+            let files: Vec<&str> = self
+                .claude
+                .skipped
+                .iter()
+                .map(|s| s.file.as_str())
+                .collect();
+            summary.push_str(&format!(
+                "; skipped {}: {}",
+                plural(files.len(), "Claude Code file"),
+                files.join(", ")
+            ));
+        }
+        summary
     }
 }
 
