@@ -934,7 +934,9 @@ fn load_agent(
         .unwrap_or(path)
         .trim_end_matches(".md");
     let Some((node, body)) = frontmatter(path, text, diags) else {
-        return Err(None);
+        // Its name is unknown; the file's stem is usually it, and serves to explain a
+        // reference to the agent.
+        return Err(Some(stem.to_string()));
     };
     let written = node.get("name").and_then(Node::as_str).map(str::to_string);
     let name_guess = written
@@ -1013,6 +1015,25 @@ fn load_agent(
                 ));
             }
         });
+        for limited in disallowed.iter().filter(|d| d.contains('(')) {
+            let base = limited.split('(').next().unwrap_or(limited);
+            if tools.iter().any(|t| t.split('(').next() == Some(base)) {
+                diags.push(
+                    Diagnostic::warning(
+                        path,
+                        pos,
+                        format!(
+                            "\"{limited}\" takes away all of {base}: a tools list cannot grant a tool but some of its uses"
+                        ),
+                    )
+                    .resource(resource.clone())
+                    .field("disallowedTools")
+                    .hint(Some(format!(
+                        "to allow {base} but not these uses, keep it in tools and put the rule in .claude/settings.json permissions.deny"
+                    ))),
+                );
+            }
+        }
         tools = subtract_tools(tools, &disallowed);
     }
     match permission_mode.as_deref() {

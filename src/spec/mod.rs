@@ -126,8 +126,19 @@ impl Spec {
         }
     }
 
+    /// The agent named `name`; a Claude Code subagent also answers to the name it was
+    /// written with when Proto derived a DNS label from it (`CSharpExpert`).
     pub fn agent(&self, name: &str) -> Option<&Resource<AgentSpec>> {
-        self.agents.iter().find(|a| a.name() == name)
+        self.agents.iter().find(|a| a.name() == name).or_else(|| {
+            self.agents.iter().find(|a| {
+                a.origin.flat
+                    && a.metadata
+                        .annotations
+                        .get(claude::ORIGINAL_NAME)
+                        .map(String::as_str)
+                        == Some(name)
+            })
+        })
     }
 
     pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
