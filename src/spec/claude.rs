@@ -3,9 +3,12 @@
 //! (`.claude/rules/**/*.md`), settings (`.claude/settings.json`: hooks and permission rules),
 //! MCP servers (`.mcp.json`) and memory (`CLAUDE.md` with `@path` imports).
 //!
-//! Claude Code ignores frontmatter keys it does not know, so we warn rather than fail on
-//! them; everything Proto acts on (tools, hook events, permission rules, references) is
-//! checked as strictly as the YAML kinds.
+//! Claude Code is lenient with these files, and so is Proto, with Claude Code's behaviour as
+//! the reference: a file it would skip is skipped (see [`load_file`]), tools it lacks are
+//! dropped, names Kubernetes would refuse get a derived label, unknown keys are ignored. Each
+//! leniency is a located warning, never silence, and none grants more than the file says:
+//! `disallowedTools` and `permissionMode: plan` are honoured, and `settings.json`, which
+//! holds the deny rules and hooks, stays as strict as Proto's own YAML kinds.
 
 use std::collections::BTreeMap;
 
