@@ -493,7 +493,8 @@ fn quote_colon_values(yaml: &str) -> Option<String> {
                 && key
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            let value = value.trim();
+            // A ` #` ends a plain value in YAML: the comment stays a comment.
+            let value = value.split(" #").next().unwrap_or(value).trim();
             let special = value.starts_with(['"', '\'', '|', '>', '[', '{', '&', '*', '!']);
             if plain_key && value.contains(": ") && !special {
                 let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
@@ -2141,6 +2142,10 @@ mod tests {
             Some("name: a\ndescription: \"Use it: now \\\"x\\\"\"\ntools: Read\n")
         );
         assert_eq!(quote_colon_values("description: \"a: b\"\n"), None);
+        assert_eq!(
+            quote_colon_values("model: a: b # note: c\n").as_deref(),
+            Some("model: \"a: b\"\n")
+        );
         assert_eq!(quote_colon_values("  nested: a: b\n"), None);
     }
 
