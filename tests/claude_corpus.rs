@@ -300,3 +300,20 @@ fn a_goal_owned_by_a_skipped_subagent_names_the_skipped_file() {
         ]
     );
 }
+
+#[test]
+fn an_incremental_loader_gives_the_same_outcome_revision_after_revision() {
+    let mut tree = MemTree::new("corpus").with_blob_ids();
+    for (path, content) in files_under(&corpus().join("repo")) {
+        tree.insert(path, content);
+    }
+    let once = spec::load_and_validate(&tree).unwrap();
+    let mut loader = spec::Loader::new();
+    let first = loader.load_and_validate(&tree).unwrap();
+    let second = loader.load_and_validate(&tree).unwrap();
+    assert!(loader.stats().reused > 0, "{:?}", loader.stats());
+    for (spec, diagnostics) in [first, second] {
+        assert_eq!(spec, once.0);
+        assert_eq!(diagnostics, once.1);
+    }
+}
