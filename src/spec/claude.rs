@@ -873,6 +873,33 @@ pub fn normalize_tools(tools: Vec<String>, drop: &mut dyn FnMut(&str, Dropped)) 
     out
 }
 
+/// Tool names of other editors' agent files (VS Code's custom agents, mostly) with the Proto
+/// tool that does the same. Claude Code does not grant them, so neither does Proto: the
+/// equivalent is only suggested, for whoever wants the agent to have it.
+const EDITOR_TOOLS: [(&str, &str); 12] = [
+    ("codebase", "Grep"),
+    ("search", "Grep"),
+    ("usages", "Grep"),
+    ("read", "Read"),
+    ("readFile", "Read"),
+    ("edit", "Edit"),
+    ("editFiles", "Edit"),
+    ("createFile", "Write"),
+    ("runCommands", "Bash"),
+    ("runInTerminal", "Bash"),
+    ("terminal", "Bash"),
+    ("changes", "Git"),
+];
+
+fn editor_equivalent(tool: &str) -> Option<String> {
+    EDITOR_TOOLS
+        .iter()
+        .find(|(name, _)| *name == tool)
+        .map(|(_, proto)| {
+            format!("another editor's name; Proto's {proto} does this: write {proto} to grant it")
+        })
+}
+
 /// The warning for a tool [`normalize_tools`] dropped.
 fn dropped_tool(
     path: &str,
@@ -889,14 +916,16 @@ fn dropped_tool(
         ),
         Dropped::Unknown => (
             format!("unknown tool \"{tool}\"; dropped"),
-            did_you_mean(
-                tool,
-                TOOLS
-                    .iter()
-                    .copied()
-                    .chain(TOOL_ALIASES.iter().map(|(a, _)| *a)),
-            )
-            .or_else(|| Some(format!("tools are {}", TOOLS.join(", ")))),
+            editor_equivalent(tool).or_else(|| {
+                did_you_mean(
+                    tool,
+                    TOOLS
+                        .iter()
+                        .copied()
+                        .chain(TOOL_ALIASES.iter().map(|(a, _)| *a)),
+                )
+                .or_else(|| Some(format!("tools are {}", TOOLS.join(", "))))
+            }),
         ),
     };
     Diagnostic::warning(path, pos, message)
