@@ -524,6 +524,7 @@ mod tests {
             allowed_tools: Vec::new(),
             body: format!("{name} body"),
             file: format!(".claude/skills/{name}/SKILL.md"),
+            name_pos: Default::default(),
             tools_pos: Default::default(),
         }
     }

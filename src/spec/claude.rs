@@ -151,7 +151,9 @@ pub struct Skill {
     pub allowed_tools: Vec<String>,
     pub body: String,
     pub file: String,
-    /// Where `allowed-tools` is written, for what is found once every file is read.
+    /// Where `name` and `allowed-tools` are written (or the frontmatter, without them), for
+    /// what is found once every file is read.
+    pub name_pos: Pos,
     pub tools_pos: Pos,
 }
 
@@ -600,13 +602,7 @@ impl Fields<'_> {
             Some(Node {
                 value: Value::Str(s),
                 ..
-            }) => Some(
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect(),
-            ),
+            }) => Some(split_commas(s)),
             Some(Node {
                 value: Value::Seq(items),
                 ..
@@ -827,6 +823,31 @@ pub fn split_tools(text: &str) -> Vec<String> {
         out.push(current);
     }
     out
+}
+
+/// Splits a comma-separated list, except at commas inside braces, brackets or parentheses:
+/// `src/**/*.{ts,tsx}, docs/**` is two globs.
+pub fn split_commas(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '{' | '[' | '(' => depth += 1,
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out.into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// Normalizes the tool names of a Claude Code file: aliases become Proto's names, `*` every
@@ -1314,6 +1335,7 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
         allowed_tools,
         body,
         file: path.to_string(),
+        name_pos,
         tools_pos,
     })
 }
@@ -1771,6 +1793,35 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
         }
     }
 
+    // Two skills under one name: the first (in path order) is the one references reach.
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut skills = Vec::with_capacity(spec.claude.skills.len());
+    for skill in std::mem::take(&mut spec.claude.skills) {
+        if let Some(first) = seen.get(&skill.name) {
+            diags.push(
+                Diagnostic::warning(
+                    skill.file.clone(),
+                    skill.name_pos,
+                    format!(
+                        "skill \"{}\" is already declared in {first}; file skipped",
+                        skill.name
+                    ),
+                )
+                .resource(format!("Skill/{}", skill.name))
+                .field("name"),
+            );
+            spec.claude.skipped.push(Skipped {
+                file: skill.file.clone(),
+                role: Role::Skill,
+                name: None,
+            });
+            continue;
+        }
+        seen.insert(skill.name.clone(), skill.file.clone());
+        skills.push(skill);
+    }
+    spec.claude.skills = skills;
+
     // MCP tools and skills that are not there.
     let servers: std::collections::HashSet<String> = spec
         .claude
@@ -2107,6 +2158,14 @@ mod tests {
             ]
         );
         assert!(split_tools(" , ").is_empty());
+    }
+
+    #[test]
+    fn comma_lists_keep_brace_globs_whole() {
+        assert_eq!(
+            split_commas("src/**/*.{ts,tsx}, docs/** ,"),
+            vec!["src/**/*.{ts,tsx}", "docs/**"]
+        );
     }
 
     #[test]
