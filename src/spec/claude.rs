@@ -1790,6 +1790,16 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
             if let Some(boss) = &mut agent.spec.reports_to {
                 resolve(boss);
             }
+            // `Task(code_reviewer)` limits delegation to an agent by the name it was written
+            // with; the delegate is asked for by its label.
+            for tool in &mut agent.spec.tools {
+                let inner = tool
+                    .strip_prefix("Delegate(")
+                    .and_then(|rest| rest.strip_suffix(')'));
+                if let Some(label) = inner.and_then(|inner| aliases.get(inner)) {
+                    *tool = format!("Delegate({label})");
+                }
+            }
         }
     }
 
