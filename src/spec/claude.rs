@@ -631,10 +631,13 @@ impl Fields<'_> {
         }
     }
 
-    /// A tools list: a YAML list, or a string of entries separated by commas or spaces
-    /// ([`split_tools`]). `Err` when the field is there but unreadable: the caller must not
+    /// A tools list: a YAML list, or a string of entries separated as `format` says. `Err` when the field is there but unreadable: the caller must not
     /// fall back to "every tool" then.
-    fn tool_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ()> {
+    fn tool_list(&mut self, key: &str, format: ToolsFormat) -> Result<Option<Vec<String>>, ()> {
+        let split = |s: &str| match format {
+            ToolsFormat::Commas => split_commas(s),
+            ToolsFormat::CommasOrSpaces => split_tools(s),
+        };
         match self.node.get(key) {
             None
             | Some(Node {
@@ -643,7 +646,7 @@ impl Fields<'_> {
             Some(Node {
                 value: Value::Str(s),
                 ..
-            }) => Ok(Some(split_tools(s))),
+            }) => Ok(Some(split(s))),
             Some(Node {
                 value: Value::Seq(items),
                 ..
@@ -651,7 +654,7 @@ impl Fields<'_> {
                 let mut out = Vec::new();
                 for item in items {
                     match item.as_str() {
-                        Some(s) => out.extend(split_tools(s)),
+                        Some(s) => out.extend(split(s)),
                         None => {
                             let (pos, found) = (item.pos, item.type_name());
                             self.error(pos, key, format!("expected a string, found {found}"));
@@ -792,6 +795,17 @@ pub enum Dropped {
     NotInProto,
     /// A name neither Proto nor Claude Code knows: another editor's tool, or a typo.
     Unknown,
+}
+
+/// How a tools string separates its entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ToolsFormat {
+    /// A subagent's `tools`: Claude Code splits at commas only, so `Read Grep` is one
+    /// (unknown) name there, and here.
+    Commas,
+    /// A skill's `allowed-tools`: the Agent Skills specification separates with spaces,
+    /// Claude Code's documentation with commas; both are read.
+    CommasOrSpaces,
 }
 
 /// Splits a tools line into entries: commas or whitespace separate them (the Agent Skills
@@ -937,16 +951,21 @@ fn dropped_tool(
         ),
         Dropped::Unknown => (
             format!("unknown tool \"{tool}\"; dropped"),
-            editor_equivalent(tool).or_else(|| {
-                did_you_mean(
-                    tool,
-                    TOOLS
-                        .iter()
-                        .copied()
-                        .chain(TOOL_ALIASES.iter().map(|(a, _)| *a)),
-                )
-                .or_else(|| Some(format!("tools are {}", TOOLS.join(", "))))
-            }),
+            editor_equivalent(tool)
+                .or_else(|| {
+                    tool.contains(char::is_whitespace)
+                        .then(|| "separate tools with commas".to_string())
+                })
+                .or_else(|| {
+                    did_you_mean(
+                        tool,
+                        TOOLS
+                            .iter()
+                            .copied()
+                            .chain(TOOL_ALIASES.iter().map(|(a, _)| *a)),
+                    )
+                    .or_else(|| Some(format!("tools are {}", TOOLS.join(", "))))
+                }),
         ),
     };
     Diagnostic::warning(path, pos, message)
@@ -1006,8 +1025,8 @@ fn load_agent(
     f.warn_unsupported(&AGENT_UNSUPPORTED);
     let name = f.string("name", true);
     let description = f.string("description", true);
-    let tools = f.tool_list("tools");
-    let disallowed = f.tool_list("disallowedTools");
+    let tools = f.tool_list("tools", ToolsFormat::Commas);
+    let disallowed = f.tool_list("disallowedTools", ToolsFormat::Commas);
     let model = f.string("model", false).filter(|m| m != "inherit");
     let permission_mode = f.string("permissionMode", false);
     let color = f.string("color", false);
@@ -1254,7 +1273,7 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
     // Claude Code names a skill after its folder when the frontmatter does not.
     let name = f.string("name", false).unwrap_or_else(|| folder.clone());
     let description = f.string("description", false);
-    let allowed_tools = f.tool_list("allowed-tools");
+    let allowed_tools = f.tool_list("allowed-tools", ToolsFormat::CommasOrSpaces);
     let resource = format!("Skill/{name}");
     let name_pos = node.get("name").map_or(node.pos, |n| n.pos);
     let description = match description {
