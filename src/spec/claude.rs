@@ -1376,7 +1376,16 @@ pub fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
             diags,
         };
         f.warn_unknown(&["paths", "description"]);
-        (f.list("paths").unwrap_or_default(), body)
+        let written = node
+            .get("paths")
+            .is_some_and(|n| !matches!(n.value, Value::Null));
+        // Unreadable paths must not make a scoped rule apply everywhere.
+        let paths = match f.list("paths") {
+            Some(paths) => paths,
+            None if written => return None,
+            None => Vec::new(),
+        };
+        (paths, body)
     } else {
         (Vec::new(), text.to_string())
     };
