@@ -830,9 +830,14 @@ fn load_agent(
                 ));
             }
         });
+        // Each tool taken away whole is said once, whatever the number of limits naming it.
+        let mut held: std::collections::HashSet<&str> = tools
+            .iter()
+            .map(|t| t.split('(').next().unwrap_or(t))
+            .collect();
         for limited in disallowed.iter().filter(|d| d.contains('(')) {
             let base = limited.split('(').next().unwrap_or(limited);
-            if tools.iter().any(|t| t.split('(').next() == Some(base)) {
+            if held.remove(base) {
                 diags.push(
                     Diagnostic::warning(
                         path,
@@ -1304,6 +1309,7 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
         return None;
     };
     let mut out: Vec<McpServer> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for (name, entry) in servers {
         let field = format!("mcpServers.{name}");
         let pos = json_pos(text, name);
@@ -1419,7 +1425,8 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
                 .field(field.clone()),
             );
         }
-        if out.iter().any(|s| s.name == normalized) {
+        // Hashed: a file of 40,000 servers must not cost 40,000² compares.
+        if !names.insert(normalized.clone()) {
             skip(
                 diags,
                 pos,

@@ -284,6 +284,8 @@ impl<'a> Validator<'a> {
     fn agents(&mut self) {
         let s = self.spec;
         let skills: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.name.as_str()).collect();
+        // A skill also answers to its folder (`Skill::answers_to`).
+        let folders: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.folder()).collect();
         let mcp: BTreeSet<&str> = s
             .claude
             .mcp_servers
@@ -316,8 +318,7 @@ impl<'a> Validator<'a> {
                 _ => {}
             }
             for (i, skill) in agent.spec.skills.iter().enumerate() {
-                let declared = skills.contains(skill.as_str())
-                    || s.claude.skills.iter().any(|k| k.answers_to(skill));
+                let declared = skills.contains(skill.as_str()) || folders.contains(skill.as_str());
                 if !declared {
                     self.push(
                         agent

@@ -142,11 +142,12 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
             .unwrap_or_default();
         (!servers.contains(server)).then(|| server.to_string())
     };
-    let skill_names: Vec<(String, String)> = spec
+    // Names and folders both answer (see `Skill::answers_to`).
+    let skill_names: std::collections::HashSet<String> = spec
         .claude
         .skills
         .iter()
-        .map(|s| (s.name.clone(), s.folder().to_string()))
+        .flat_map(|s| [s.name.clone(), s.folder().to_string()])
         .collect();
     for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
         let mut dropped = Vec::new();
@@ -169,7 +170,7 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
         }
         let mut unknown = Vec::new();
         agent.spec.skills.retain(|skill| {
-            let known = skill_names.iter().any(|(n, f)| n == skill || f == skill);
+            let known = skill_names.contains(skill);
             if !known {
                 unknown.push(skill.clone());
             }
@@ -182,10 +183,7 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
                     "spec.skills",
                     format!("skill \"{skill}\" is not in .claude/skills/; dropped"),
                 )
-                .hint(did_you_mean(
-                    &skill,
-                    skill_names.iter().map(|(n, _)| n.as_str()),
-                )),
+                .hint(did_you_mean(&skill, skill_names.iter().map(String::as_str))),
             );
         }
     }

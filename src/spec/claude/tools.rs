@@ -12,6 +12,8 @@
 //! assert_eq!(dropped, [("KillShell".to_string(), Dropped::NotInProto)]);
 //! ```
 
+use std::collections::HashSet;
+
 use super::super::diag::{Diagnostic, Pos, did_you_mean};
 use super::{SKILL_TOOL, TOOL_ALIASES, TOOLS, UNSUPPORTED_TOOLS};
 
@@ -98,8 +100,10 @@ pub fn split_commas(text: &str) -> Vec<String> {
 /// are kept: whether their server is declared is known only once `.mcp.json` is read.
 pub fn normalize_tools(tools: Vec<String>, drop: &mut dyn FnMut(&str, Dropped)) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let keep = |name: String, out: &mut Vec<String>| {
-        if !out.contains(&name) {
+    // A set beside the list: a list of 100,000 tools must not cost 100,000² compares.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut keep = |name: String, out: &mut Vec<String>| {
+        if seen.insert(name.clone()) {
             out.push(name);
         }
     };
@@ -208,14 +212,17 @@ pub(super) fn dropped_tool(
 /// `mcp__server` removes every tool of that server.
 pub fn subtract_tools(tools: Vec<String>, disallowed: &[String]) -> Vec<String> {
     let base = |t: &str| t.split('(').next().unwrap_or(t).to_string();
+    // Hashed, so that long lists on both sides cost their lengths, not their product.
+    let gone: HashSet<String> = disallowed.iter().map(|d| base(d)).collect();
+    let server = |tool: &str| -> Option<String> {
+        let rest = tool.strip_prefix("mcp__")?;
+        Some(format!("mcp__{}", rest.split("__").next().unwrap_or(rest)))
+    };
     tools
         .into_iter()
         .filter(|tool| {
             let b = base(tool);
-            !disallowed.iter().any(|d| {
-                let d = base(d);
-                b == d || (d.starts_with("mcp__") && b.starts_with(&format!("{d}__")))
-            })
+            !(gone.contains(&b) || server(&b).is_some_and(|s| gone.contains(&s)))
         })
         .collect()
 }
