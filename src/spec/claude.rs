@@ -115,7 +115,8 @@ pub struct ClaudeFiles {
     pub settings: Option<Settings>,
     pub mcp_servers: Vec<McpServer>,
     pub memory: Vec<Memory>,
-    /// Files skipped because they could not be read, each reported with a warning.
+    /// Files skipped, each reported with a warning: unreadable ones, and subagents or
+    /// skills declaring a name an earlier file has.
     pub skipped: Vec<Skipped>,
 }
 
@@ -150,7 +151,8 @@ impl ClaudeFiles {
 pub struct Skipped {
     pub file: String,
     pub role: Role,
-    /// The agent the file would have declared, when its name could be read.
+    /// The agent the file would have declared (its file's stem when even the name could
+    /// not be read), to explain a reference to it.
     pub name: Option<String>,
 }
 
