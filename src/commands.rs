@@ -218,6 +218,12 @@ fn print_summary(summary: &Summary) {
             println!("  {}: {}", g.name, g.message);
         }
     }
+    if !status.skipped.is_empty() {
+        println!("\nClaude Code files skipped (see the warnings of `proto validate`):");
+        for file in &status.skipped {
+            println!("  {file}");
+        }
+    }
     if !status.errors.is_empty() {
         println!(
             "\nRevision {} is invalid; {} keeps running:",

@@ -557,3 +557,23 @@ fn home_rules_without_a_home_match_nothing() {
     let d = decide_in("Read", &json!({ "file_path": "a.txt" }), &p, &[], &roots);
     assert!(d.is_allow(), "{d:?}");
 }
+
+#[test]
+fn rules_may_name_hyphenated_mcp_servers() {
+    let p = perms(
+        &["mcp__computer-use__*", "mcp__my-server__tool"],
+        &[],
+        &["mcp__my-server__drop"],
+    );
+    let cases: &[(&str, D)] = &[
+        ("mcp__computer-use__click", D::Allow),
+        ("mcp__my-server__tool", D::Allow),
+        ("mcp__my-server__other", D::Deny),
+        ("mcp__my-server__drop", D::Deny),
+        ("mcp__computer-user__click", D::Deny),
+    ];
+    for (tool, expected) in cases {
+        let d = decide_in(tool, &json!({}), &p, &[], &roots());
+        assert_eq!(kind(&d), *expected, "{tool}: {d:?}");
+    }
+}

@@ -48,7 +48,9 @@ pub fn system_prompt(spec: &Spec, agent_name: &str, agent: &AgentSpec) -> Vec<Sy
         agent.title,
         agent.prompt.trim()
     );
-    for memory in &spec.claude.memory {
+    // Nested `CLAUDE.md` files are memory for work under their folder only, as in Claude
+    // Code; the system prompt is every task's, so it holds only the global ones.
+    for memory in spec.claude.global_memory() {
         text.push_str(&format!(
             "\n<memory file=\"{}\">\n{}\n</memory>\n",
             memory.file,
@@ -79,7 +81,7 @@ fn held_skills<'a>(spec: &'a Spec, agent: &'a AgentSpec) -> impl Iterator<Item =
     spec.claude
         .skills
         .iter()
-        .filter(|s| agent.skills.contains(&s.name))
+        .filter(|s| agent.skills.iter().any(|r| s.answers_to(r)))
 }
 
 /// The rules that apply only to some paths: they wait for a tool call that touches one.
@@ -522,6 +524,8 @@ mod tests {
             allowed_tools: Vec::new(),
             body: format!("{name} body"),
             file: format!(".claude/skills/{name}/SKILL.md"),
+            name_pos: Default::default(),
+            tools_pos: Default::default(),
         }
     }
 

@@ -56,6 +56,10 @@ pub struct StatusReport {
     /// Why the last attempted revision was not applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// Claude Code files the running revision skipped (each reported with a warning when it
+    /// was loaded): the company runs without them, as Claude Code would.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     pub suspended: bool,
     /// Shared, so that a record commit can take the report as it is (a copy of the list,
     /// not of every goal's status) while the loop goes on updating it.
@@ -95,6 +99,7 @@ impl StatusReport {
             last_applied_revision: self.last_applied_revision.clone(),
             last_attempted_revision: self.last_attempted_revision.clone(),
             errors: self.errors.clone(),
+            skipped: self.skipped.clone(),
             suspended: self.suspended,
             goals: Vec::new(),
             index: std::collections::HashMap::new(),
@@ -215,6 +220,13 @@ pub fn update(
     report.last_applied_revision = seen.revisions.last_applied.clone();
     report.last_attempted_revision = seen.revisions.last_attempted.clone();
     report.errors = seen.revisions.errors.clone();
+    report.skipped = seen
+        .spec
+        .claude
+        .skipped
+        .iter()
+        .map(|s| s.file.clone())
+        .collect();
     report.suspended = company.is_some_and(|c| c.spec.suspend);
     if *dirty == Dirty::All {
         let goals = seen

@@ -508,10 +508,13 @@ fn load_skill(actor: &Actor<'_>, input: &Value) -> Result<String, String> {
         .delegation
         .map(|d| &d.spec)
         .ok_or("skills are not available here")?;
-    let held = spec
-        .agent(actor.agent)
-        .is_some_and(|a| a.spec.skills.iter().any(|s| s == name));
-    let skill = spec.claude.skills.iter().find(|s| s.name == name);
+    let skill = spec.claude.skills.iter().find(|s| s.answers_to(name));
+    let held = spec.agent(actor.agent).is_some_and(|a| {
+        a.spec
+            .skills
+            .iter()
+            .any(|r| skill.is_some_and(|s| s.answers_to(r)))
+    });
     match skill {
         Some(skill) if held => Ok(format!(
             "<skill name=\"{}\" file=\"{}\">\n{}\n</skill>",

@@ -3,9 +3,12 @@
 //! (`.claude/rules/**/*.md`), settings (`.claude/settings.json`: hooks and permission rules),
 //! MCP servers (`.mcp.json`) and memory (`CLAUDE.md` with `@path` imports).
 //!
-//! Claude Code ignores frontmatter keys it does not know, so we warn rather than fail on
-//! them; everything Proto acts on (tools, hook events, permission rules, references) is
-//! checked as strictly as the YAML kinds.
+//! Claude Code is lenient with these files, and so is Proto, with Claude Code's behaviour as
+//! the reference: a file it would skip is skipped (see [`load_file`]), tools it lacks are
+//! dropped, names Kubernetes would refuse get a derived label, unknown keys are ignored. Each
+//! leniency is a located warning, never silence, and none grants more than the file says:
+//! `disallowedTools` and `permissionMode: plan` are honoured, and `settings.json`, which
+//! holds the deny rules and hooks, stays as strict as Proto's own YAML kinds.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +21,17 @@ use super::tree::FileTree;
 use super::yaml::{self, Node, Value};
 use super::{Origin, Resource, Spec};
 
+mod names;
+mod recover;
+mod settle;
+mod tools;
+
+pub use names::{COLOR, ORIGINAL_NAME, dns_label, is_skill_name, mcp_server_name};
+use recover::{first_paragraph, quote_colon_values};
+pub use settle::settle;
+pub use tools::{Dropped, normalize_tools, split_commas, split_tools, subtract_tools};
+use tools::{ToolsFormat, dropped_tool};
+
 /// Tools Proto provides, by the names agents list them with.
 pub const TOOLS: [&str; 11] = [
     "Bash", "Read", "Write", "Edit", "Glob", "Grep", "Git", "Python", "Planning", "Delegate",
@@ -25,17 +39,48 @@ pub const TOOLS: [&str; 11] = [
 ];
 
 /// Claude Code tool names that map onto a Proto tool.
-pub const TOOL_ALIASES: [(&str, &str); 6] = [
+pub const TOOL_ALIASES: [(&str, &str); 12] = [
     ("Task", "Delegate"),
     ("Agent", "Delegate"),
     ("TodoWrite", "Planning"),
+    ("TodoRead", "Planning"),
+    // Claude Code's task list, which replaced TodoWrite, is what Planning keeps.
+    ("TaskCreate", "Planning"),
+    ("TaskUpdate", "Planning"),
+    ("TaskList", "Planning"),
+    ("TaskGet", "Planning"),
     ("MultiEdit", "Edit"),
     ("NotebookEdit", "Edit"),
+    ("NotebookRead", "Read"),
     ("LS", "Glob"),
 ];
 
-/// Claude Code tools Proto does not offer yet; agents listing them still load.
-pub const UNSUPPORTED_TOOLS: [&str; 3] = ["WebFetch", "WebSearch", "BashOutput"];
+/// Claude Code tools Proto does not offer; agents listing them still load, without them.
+pub const UNSUPPORTED_TOOLS: [&str; 19] = [
+    "WebFetch",
+    "WebSearch",
+    "BashOutput",
+    "KillShell",
+    "KillBash",
+    "TaskOutput",
+    "TaskStop",
+    "AskUserQuestion",
+    "ExitPlanMode",
+    "EnterPlanMode",
+    "EnterWorktree",
+    "SendMessage",
+    "TeamCreate",
+    "TeamDelete",
+    "SlashCommand",
+    "ToolSearch",
+    "LSP",
+    "ListMcpResourcesTool",
+    "ReadMcpResourceTool",
+];
+
+/// The tool that loads a skill's instructions; an agent may name it, and holds it anyway
+/// when it holds skills.
+pub const SKILL_TOOL: &str = "Skill";
 
 /// Hook events, with Claude Code's names.
 pub const HOOK_EVENTS: [&str; 18] = [
@@ -70,6 +115,45 @@ pub struct ClaudeFiles {
     pub settings: Option<Settings>,
     pub mcp_servers: Vec<McpServer>,
     pub memory: Vec<Memory>,
+    /// Files skipped, each reported with a warning: unreadable ones, and subagents or
+    /// skills declaring a name an earlier file has.
+    pub skipped: Vec<Skipped>,
+}
+
+impl ClaudeFiles {
+    /// The memory that applies everywhere (the root `CLAUDE.md`, `.claude/CLAUDE.md`).
+    pub fn global_memory(&self) -> impl Iterator<Item = &Memory> {
+        self.memory.iter().filter(|m| m.scope.is_empty())
+    }
+
+    /// The memory for work on `path` (a file or folder of the company repository): the
+    /// global memory and every nested `CLAUDE.md` of a folder holding `path`, outermost
+    /// first, as Claude Code loads a subtree's `CLAUDE.md` when it works there.
+    pub fn memory_for<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Memory> {
+        let mut scoped: Vec<&Memory> = self
+            .memory
+            .iter()
+            .filter(|m| {
+                m.scope.is_empty()
+                    || path == m.scope
+                    || path
+                        .strip_prefix(m.scope.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .collect();
+        scoped.sort_by_key(|m| m.scope.matches('/').count() + usize::from(!m.scope.is_empty()));
+        scoped.into_iter()
+    }
+}
+
+/// A Claude Code file Proto skipped, as Claude Code skips a file it cannot read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skipped {
+    pub file: String,
+    pub role: Role,
+    /// The agent the file would have declared (its file's stem when even the name could
+    /// not be read), to explain a reference to it.
+    pub name: Option<String>,
 }
 
 /// A skill: instructions an agent activates when its description matches the task.
@@ -80,6 +164,23 @@ pub struct Skill {
     pub allowed_tools: Vec<String>,
     pub body: String,
     pub file: String,
+    /// Where `name` and `allowed-tools` are written (or the frontmatter, without them), for
+    /// what is found once every file is read.
+    pub name_pos: Pos,
+    pub tools_pos: Pos,
+}
+
+impl Skill {
+    /// The folder the skill lives in (`.claude/skills/<folder>/SKILL.md`).
+    pub fn folder(&self) -> &str {
+        self.file.split('/').nth(2).unwrap_or_default()
+    }
+
+    /// Whether a reference (an agent's `skills` entry) names this skill: by its name, or by
+    /// its folder when the two differ.
+    pub fn answers_to(&self, reference: &str) -> bool {
+        self.name == reference || self.folder() == reference
+    }
 }
 
 /// A rule: standing instructions, optionally limited to some paths.
@@ -178,6 +279,16 @@ pub struct Memory {
     pub imports: Vec<String>,
     /// The text with every import appended, as an agent's context receives it.
     pub expanded: String,
+    /// The folder it applies to: `""` for the root `CLAUDE.md` (everywhere), else the
+    /// folder holding a nested one, which is memory only for work under that folder.
+    pub scope: String,
+}
+
+/// The folder a memory file applies to (see [`Memory::scope`]): `""` for `CLAUDE.md` and
+/// `.claude/CLAUDE.md` at the root.
+pub fn memory_scope(path: &str) -> String {
+    let folder = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    if folder == ".claude" { "" } else { folder }.to_string()
 }
 
 /// What a path is to the loader.
@@ -217,7 +328,10 @@ pub fn role_of(path: &str) -> Option<Role> {
     (file == "CLAUDE.md").then_some(Role::Memory)
 }
 
-/// Loads one Claude Code file into `spec`.
+/// Loads one Claude Code file into `spec`. A subagent, skill, rule or `.mcp.json` that
+/// cannot be read is skipped, as Claude Code skips it: its problems are reported as warnings
+/// and the rest of the company loads. `settings.json` stays strict: it holds the deny rules
+/// and hooks that restrain agents, and loading without it would allow more than it says.
 pub fn load_file(
     role: Role,
     path: &str,
@@ -226,28 +340,72 @@ pub fn load_file(
     spec: &mut Spec,
     diags: &mut Vec<Diagnostic>,
 ) {
-    match role {
-        Role::Agent => match load_agent(path, text, diags) {
-            Ok(agent) => spec.agents.push(agent),
-            Err(Some(name)) => spec.broken.push((Kind::Agent, name)),
-            Err(None) => {}
+    let mut found = Vec::new();
+    let loaded = match role {
+        Role::Settings => {
+            spec.claude.settings = load_settings(path, text, diags);
+            return;
+        }
+        Role::Memory => {
+            spec.claude
+                .memory
+                .push(load_memory(path, text, tree, diags));
+            return;
+        }
+        Role::Agent => match load_agent(path, text, &mut found) {
+            Ok(agent) => {
+                spec.agents.push(agent);
+                Ok(())
+            }
+            Err(name) => Err(name),
         },
-        Role::Skill => {
-            if let Some(skill) = load_skill(path, text, diags) {
+        Role::Skill => match load_skill(path, text, &mut found) {
+            Some(skill) => {
                 spec.claude.skills.push(skill);
+                Ok(())
             }
-        }
-        Role::Rule => {
-            if let Some(rule) = load_rule(path, text, diags) {
+            None => Err(None),
+        },
+        Role::Rule => match load_rule(path, text, &mut found) {
+            Some(rule) => {
                 spec.claude.rules.push(rule);
+                Ok(())
+            }
+            None => Err(None),
+        },
+        Role::Mcp => match load_mcp(path, text, &mut found) {
+            Some(servers) => {
+                spec.claude.mcp_servers.extend(servers);
+                Ok(())
+            }
+            None => Err(None),
+        },
+    };
+    let skipped = loaded.is_err();
+    for mut d in found {
+        if d.is_error() {
+            // Claude Code does not refuse a company over one of its files; neither does Proto.
+            d.severity = super::diag::Severity::Warning;
+            if skipped {
+                d.message.push_str("; file skipped");
+            } else {
+                d.message.push_str("; ignored");
             }
         }
-        Role::Settings => spec.claude.settings = load_settings(path, text, diags),
-        Role::Mcp => spec.claude.mcp_servers.extend(load_mcp(path, text, diags)),
-        Role::Memory => spec
-            .claude
-            .memory
-            .push(load_memory(path, text, tree, diags)),
+        diags.push(d);
+    }
+    if let Err(name) = loaded {
+        if !diags
+            .iter()
+            .any(|d| d.file.as_path() == std::path::Path::new(path))
+        {
+            diags.push(Diagnostic::warning(path, Pos::default(), "file skipped"));
+        }
+        spec.claude.skipped.push(Skipped {
+            file: path.to_string(),
+            role,
+            name,
+        });
     }
 }
 
@@ -273,6 +431,19 @@ fn split_frontmatter(text: &str) -> Result<(&str, &str), &'static str> {
     Err("frontmatter is not closed by a --- line")
 }
 
+/// The frontmatter as the YAML it was read from (quoted as [`frontmatter`] quoted it), for
+/// diagnostics that point at its fields later.
+fn frontmatter_source(text: &str) -> std::sync::Arc<super::Source> {
+    let yaml_text = split_frontmatter(text).map_or("", |(y, _)| y);
+    match yaml::parse_one(yaml_text) {
+        Err(_) => match quote_colon_values(yaml_text) {
+            Some(quoted) => super::Source::new(&quoted, 1),
+            None => super::Source::new(yaml_text, 1),
+        },
+        Ok(_) => super::Source::new(yaml_text, 1),
+    }
+}
+
 /// Splits `---\n<yaml>\n---\n<body>`; the frontmatter's positions are made file-relative.
 fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(Node, String)> {
     let (yaml_text, body) = match split_frontmatter(text) {
@@ -289,7 +460,27 @@ fn frontmatter(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<(N
             return None;
         }
     };
-    match yaml::parse_one(yaml_text) {
+    let parsed = match yaml::parse_one(yaml_text) {
+        Ok(node) => Ok(node),
+        Err(e) => match quote_colon_values(yaml_text).map(|t| yaml::parse_one(&t)) {
+            Some(Ok(node)) => {
+                diags.push(
+                    Diagnostic::warning(
+                        path,
+                        Pos::new(e.pos.line + 1, e.pos.col),
+                        format!(
+                            "invalid YAML: {}; read with the value quoted, as Claude Code reads it",
+                            e.message
+                        ),
+                    )
+                    .hint(Some("put the value in double quotes".into())),
+                );
+                Ok(node)
+            }
+            _ => Err(e),
+        },
+    };
+    match parsed {
         Ok(mut node) => {
             node.shift_lines(1);
             if !matches!(node.value, Value::Map(_)) {
@@ -391,13 +582,7 @@ impl Fields<'_> {
             Some(Node {
                 value: Value::Str(s),
                 ..
-            }) => Some(
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(String::from)
-                    .collect(),
-            ),
+            }) => Some(split_commas(s)),
             Some(Node {
                 value: Value::Seq(items),
                 ..
@@ -426,6 +611,65 @@ impl Fields<'_> {
         }
     }
 
+    /// A tools list: a YAML list, or a string of entries separated as `format` says. `Err` when the field is there but unreadable: the caller must not
+    /// fall back to "every tool" then.
+    fn tool_list(&mut self, key: &str, format: ToolsFormat) -> Result<Option<Vec<String>>, ()> {
+        let split = |s: &str| match format {
+            ToolsFormat::Commas => split_commas(s),
+            ToolsFormat::CommasOrSpaces => split_tools(s),
+        };
+        match self.node.get(key) {
+            None
+            | Some(Node {
+                value: Value::Null, ..
+            }) => Ok(None),
+            Some(Node {
+                value: Value::Str(s),
+                ..
+            }) => Ok(Some(split(s))),
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.as_str() {
+                        Some(s) => out.extend(split(s)),
+                        None => {
+                            let (pos, found) = (item.pos, item.type_name());
+                            self.error(pos, key, format!("expected a string, found {found}"));
+                            return Err(());
+                        }
+                    }
+                }
+                Ok(Some(out))
+            }
+            Some(n) => {
+                let (pos, found) = (n.pos, n.type_name());
+                self.error(
+                    pos,
+                    key,
+                    format!("expected a list of tools or a string of them, found {found}"),
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Warns about Claude Code keys Proto has no use for, so that nothing is ignored silently.
+    fn warn_unsupported(&mut self, keys: &[(&str, &str)]) {
+        for (key, why) in keys {
+            if let Some(k) = self.node.key(key) {
+                self.diags.push(
+                    Diagnostic::warning(self.path, k.pos, "not supported by Proto; ignored")
+                        .resource(self.resource.clone())
+                        .field(*key)
+                        .hint(Some(why.to_string())),
+                );
+            }
+        }
+    }
+
     /// Warns about keys neither Proto nor Claude Code knows.
     fn warn_unknown(&mut self, known: &[&str]) {
         if let Value::Map(entries) = &self.node.value {
@@ -448,7 +692,7 @@ impl Fields<'_> {
 // Agents
 // ---------------------------------------------------------------------------------------------
 
-const AGENT_KEYS: [&str; 16] = [
+const AGENT_KEYS: [&str; 19] = [
     "name",
     "description",
     "tools",
@@ -460,6 +704,9 @@ const AGENT_KEYS: [&str; 16] = [
     "hooks",
     "mcpServers",
     "memory",
+    "background",
+    "isolation",
+    "effort",
     "title",
     "department",
     "reportsTo",
@@ -467,33 +714,29 @@ const AGENT_KEYS: [&str; 16] = [
     "maxTurns",
 ];
 
-/// Normalizes tool names: Claude Code aliases become Proto's, unsupported ones are dropped
-/// with a warning. Unknown names are left for validation to report with a suggestion.
-pub fn normalize_tools(tools: Vec<String>, warn: &mut dyn FnMut(&str)) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for tool in tools {
-        // `Task(code-reviewer)` limits a tool to some uses; the limit is kept.
-        let (base, limit) = match tool.find('(') {
-            Some(open) => (&tool[..open], &tool[open..]),
-            None => (tool.as_str(), ""),
-        };
-        let base = TOOL_ALIASES
-            .iter()
-            .find(|(alias, _)| *alias == base)
-            .map_or(base, |(_, proto)| proto);
-        if UNSUPPORTED_TOOLS.contains(&base) {
-            warn(base);
-            continue;
-        }
-        let name = format!("{base}{limit}");
-        if !out.contains(&name) {
-            out.push(name);
-        }
-    }
-    out
-}
+/// Claude Code subagent keys Proto does not act on, with what the user should know.
+const AGENT_UNSUPPORTED: [(&str, &str); 6] = [
+    (
+        "hooks",
+        "hooks scoped to one subagent; put them in .claude/settings.json to have them run",
+    ),
+    (
+        "mcpServers",
+        "servers scoped to one subagent; declare them in .mcp.json and list mcp__<server> in tools",
+    ),
+    (
+        "memory",
+        "Proto keeps what agents learn in .proto/knowledge",
+    ),
+    ("background", "Proto runs every task in the background"),
+    ("isolation", "every task already works in its own workspace"),
+    ("effort", "use thinking: <tokens> for a thinking budget"),
+];
 
-/// The agent, or the name it would have had (if known) when it is broken.
+/// Read-only tools: what `permissionMode: plan` leaves an agent.
+const PLAN_MODE_TOOLS: [&str; 4] = ["Read", "Glob", "Grep", "Planning"];
+
+/// The agent, or `Err` with the name it would have had (if known) when the file is broken.
 fn load_agent(
     path: &str,
     text: &str,
@@ -505,13 +748,14 @@ fn load_agent(
         .unwrap_or(path)
         .trim_end_matches(".md");
     let Some((node, body)) = frontmatter(path, text, diags) else {
+        // Its name is unknown; the file's stem is usually it, and serves to explain a
+        // reference to the agent.
         return Err(Some(stem.to_string()));
     };
-    let name_guess = node
-        .get("name")
-        .and_then(Node::as_str)
-        .unwrap_or(stem)
-        .to_string();
+    let written = node.get("name").and_then(Node::as_str).map(str::to_string);
+    let name_guess = written
+        .as_deref()
+        .map_or_else(|| stem.to_string(), dns_label);
     let mut f = Fields {
         path,
         node: &node,
@@ -519,38 +763,138 @@ fn load_agent(
         diags,
     };
     f.warn_unknown(&AGENT_KEYS);
+    f.warn_unsupported(&AGENT_UNSUPPORTED);
     let name = f.string("name", true);
     let description = f.string("description", true);
-    let tools = f.list("tools");
+    let tools = f.tool_list("tools", ToolsFormat::Commas);
+    let disallowed = f.tool_list("disallowedTools", ToolsFormat::Commas);
     let model = f.string("model", false).filter(|m| m != "inherit");
+    let permission_mode = f.string("permissionMode", false);
+    let color = f.string("color", false);
     let skills = f.list("skills").unwrap_or_default();
     let title = f.string("title", false);
     let department = f.string("department", false);
     let reports_to = f.string("reportsTo", false);
     let thinking = f.number("thinking");
     let max_turns = f.number("maxTurns");
-    let (Some(name), Some(description)) = (name, description) else {
+    let (Some(written), Some(description)) = (name, description) else {
         return Err(Some(name_guess));
     };
-    let tools_pos = node.get("tools").map_or(node.pos, |n| n.pos);
-    // Claude Code gives a subagent with no `tools` line every tool.
-    let tools = tools.unwrap_or_else(|| TOOLS.iter().map(|t| t.to_string()).collect());
-    let tools = normalize_tools(tools, &mut |t| {
+    // An unreadable tools line must not turn into "every tool".
+    let (Ok(tools), Ok(disallowed)) = (tools, disallowed) else {
+        return Err(Some(name_guess));
+    };
+    let name = dns_label(&written);
+    let title = title.unwrap_or_else(|| title_case(&written));
+    let resource = format!("Agent/{name}");
+    let mut annotations = std::collections::BTreeMap::new();
+    if let Some(color) = color {
+        annotations.insert(COLOR.to_string(), color);
+    }
+    if name != written {
+        let pos = node.get("name").map_or(node.pos, |n| n.pos);
         diags.push(
             Diagnostic::warning(
                 path,
-                tools_pos,
-                format!("tool \"{t}\" is not available in Proto yet; ignored"),
+                pos,
+                format!(
+                    "\"{written}\" is not a DNS label (lower-case letters, digits and '-', at most 63 characters), which Proto's names must be; loaded as \"{name}\""
+                ),
             )
-            .resource(format!("Agent/{name}"))
-            .field("tools"),
+            .resource(resource.clone())
+            .field("name")
+            .hint(Some(format!(
+                "write name: {name}; references to \"{written}\" still resolve"
+            ))),
         );
+        annotations.insert(ORIGINAL_NAME.to_string(), written);
+    }
+    let tools_pos = node.get("tools").map_or(node.pos, |n| n.pos);
+    // Claude Code gives a subagent with no `tools` line every tool.
+    let tools = tools.unwrap_or_else(|| TOOLS.iter().map(|t| t.to_string()).collect());
+    let mut tools = normalize_tools(tools, &mut |t, why| {
+        diags.push(dropped_tool(path, tools_pos, &resource, "tools", t, why));
     });
-    let title = title.unwrap_or_else(|| title_case(&name));
+    if let Some(disallowed) = disallowed {
+        let pos = node.get("disallowedTools").map_or(node.pos, |n| n.pos);
+        let disallowed = normalize_tools(disallowed, &mut |t, why| {
+            if why == Dropped::Unknown {
+                diags.push(dropped_tool(
+                    path,
+                    pos,
+                    &resource,
+                    "disallowedTools",
+                    t,
+                    why,
+                ));
+            }
+        });
+        // Each tool taken away whole is said once, whatever the number of limits naming it.
+        let mut held: std::collections::HashSet<&str> = tools
+            .iter()
+            .map(|t| t.split('(').next().unwrap_or(t))
+            .collect();
+        for limited in disallowed.iter().filter(|d| d.contains('(')) {
+            let base = limited.split('(').next().unwrap_or(limited);
+            if held.remove(base) {
+                diags.push(
+                    Diagnostic::warning(
+                        path,
+                        pos,
+                        format!(
+                            "\"{limited}\" takes away all of {base}: a tools list cannot grant a tool but some of its uses"
+                        ),
+                    )
+                    .resource(resource.clone())
+                    .field("disallowedTools")
+                    .hint(Some(format!(
+                        "to allow {base} but not these uses, keep it in tools and put the rule in .claude/settings.json permissions.deny"
+                    ))),
+                );
+            }
+        }
+        tools = subtract_tools(tools, &disallowed);
+    }
+    match permission_mode.as_deref() {
+        None => {}
+        Some("plan") => {
+            // Plan mode only reads and plans; ignoring it would grant more than the file does.
+            tools.retain(|t| {
+                let base = t.split('(').next().unwrap_or(t);
+                PLAN_MODE_TOOLS.contains(&base)
+            });
+            let pos = node.get("permissionMode").map_or(node.pos, |n| n.pos);
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    pos,
+                    "plan mode: the agent keeps only its read-only tools (Read, Glob, Grep, Planning)",
+                )
+                .resource(resource.clone())
+                .field("permissionMode"),
+            );
+        }
+        Some(mode) => {
+            let pos = node.get("permissionMode").map_or(node.pos, |n| n.pos);
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    pos,
+                    format!("permission mode \"{mode}\" is not supported by Proto; ignored"),
+                )
+                .resource(resource.clone())
+                .field("permissionMode")
+                .hint(Some(
+                    "every action follows .claude/settings.json and the approval gates".into(),
+                )),
+            );
+        }
+    }
     Ok(Resource {
         kind: Kind::Agent,
         metadata: Metadata {
             name,
+            annotations,
             ..Metadata::default()
         },
         spec: AgentSpec {
@@ -568,7 +912,7 @@ fn load_agent(
         origin: Origin {
             file: path.to_string(),
             pos: node.pos,
-            source: super::Source::new(split_frontmatter(text).map_or("", |(y, _)| y), 1),
+            source: frontmatter_source(text),
             doc: 0,
             flat: true,
         },
@@ -593,6 +937,50 @@ fn title_case(name: &str) -> String {
 // Skills and rules
 // ---------------------------------------------------------------------------------------------
 
+/// Skill keys of the Agent Skills specification and of Claude Code.
+const SKILL_KEYS: [&str; 13] = [
+    "name",
+    "description",
+    "allowed-tools",
+    "license",
+    "compatibility",
+    "metadata",
+    "model",
+    "argument-hint",
+    "disable-model-invocation",
+    "user-invocable",
+    "context",
+    "agent",
+    "hooks",
+];
+
+/// Claude Code skill keys Proto does not act on (`license`, `compatibility` and `metadata`
+/// are descriptive, and need nothing).
+const SKILL_UNSUPPORTED: [(&str, &str); 7] = [
+    (
+        "model",
+        "a skill runs on the model of the agent that uses it",
+    ),
+    ("argument-hint", "for Claude Code's slash-command menu"),
+    (
+        "disable-model-invocation",
+        "Proto has no one to start a skill by hand; agents activate skills by their description",
+    ),
+    ("user-invocable", "for Claude Code's slash-command menu"),
+    (
+        "context",
+        "a skill runs in the session of the agent that uses it",
+    ),
+    (
+        "agent",
+        "a skill runs in the session of the agent that uses it",
+    ),
+    (
+        "hooks",
+        "hooks scoped to one skill; put them in .claude/settings.json to have them run",
+    ),
+];
+
 fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Skill> {
     let (node, body) = frontmatter(path, text, diags)?;
     let folder = path.split('/').nth(2).unwrap_or_default().to_string();
@@ -602,49 +990,94 @@ fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Ski
         resource: format!("Skill/{folder}"),
         diags,
     };
-    f.warn_unknown(&[
-        "name",
-        "description",
-        "allowed-tools",
-        "license",
-        "metadata",
-        "model",
-    ]);
-    let name = f.string("name", true);
-    let description = f.string("description", true);
-    let allowed_tools = f.list("allowed-tools").unwrap_or_default();
-    let (name, description) = (name?, description?);
-    if name != folder {
-        let pos = node.get("name").map_or(node.pos, |n| n.pos);
+    f.warn_unknown(&SKILL_KEYS);
+    f.warn_unsupported(&SKILL_UNSUPPORTED);
+    // Claude Code names a skill after its folder when the frontmatter does not.
+    let name = f.string("name", false).unwrap_or_else(|| folder.clone());
+    let description = f.string("description", false);
+    let allowed_tools = f.tool_list("allowed-tools", ToolsFormat::CommasOrSpaces);
+    let resource = format!("Skill/{name}");
+    let name_pos = node.get("name").map_or(node.pos, |n| n.pos);
+    let description = match description {
+        Some(d) => d,
+        None => {
+            let Some(d) = first_paragraph(&body) else {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        node.pos,
+                        "no description, and no paragraph in the body to take it from",
+                    )
+                    .resource(resource)
+                    .field("description"),
+                );
+                return None;
+            };
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    node.pos,
+                    "no description; the first paragraph of the body is used, as Claude Code does",
+                )
+                .resource(resource.clone())
+                .field("description"),
+            );
+            d
+        }
+    };
+    // Claude Code loads these; the Agent Skills specification asks for a name that is the
+    // folder's and lower-case. Agents refer to the skill by its name (its folder works too).
+    if !is_skill_name(&name) {
+        let label = dns_label(&name);
         diags.push(
-            Diagnostic::error(
+            Diagnostic::warning(
                 path,
-                pos,
-                format!("name \"{name}\" differs from its folder \"{folder}\""),
+                name_pos,
+                format!(
+                    "name \"{name}\" is not lower-case letters, digits and hyphens (the Agent Skills rule); loaded as written"
+                ),
             )
-            .resource(format!("Skill/{folder}"))
-            .field("name"),
+            .resource(resource.clone())
+            .field("name")
+            .hint(Some(format!("write name: {label} and name the folder {label}"))),
+        );
+    } else if name != folder {
+        diags.push(
+            Diagnostic::warning(
+                path,
+                name_pos,
+                format!(
+                    "name \"{name}\" differs from its folder \"{folder}\"; loaded as \"{name}\""
+                ),
+            )
+            .resource(resource.clone())
+            .field("name")
+            .hint(Some(format!(
+                "rename the folder to {name}, or write name: {folder}"
+            ))),
         );
     }
-    let allowed_tools = normalize_tools(allowed_tools, &mut |_| {});
+    // An unreadable allowed-tools line must not be read as "no restriction".
+    let allowed_tools = allowed_tools.ok()?.unwrap_or_default();
     let tools_pos = node.key("allowed-tools").map_or(node.pos, |n| n.pos);
-    for tool in &allowed_tools {
-        let base = tool.split('(').next().unwrap_or(tool);
-        if !is_known_tool(base) {
-            diags.push(
-                Diagnostic::error(path, tools_pos, format!("unknown tool \"{base}\""))
-                    .resource(format!("Skill/{folder}"))
-                    .field("allowed-tools")
-                    .hint(did_you_mean(base, TOOLS)),
-            );
-        }
-    }
+    let allowed_tools = normalize_tools(allowed_tools, &mut |t, why| {
+        diags.push(dropped_tool(
+            path,
+            tools_pos,
+            &resource,
+            "allowed-tools",
+            t,
+            why,
+        ));
+    });
     Some(Skill {
         name,
         description,
         allowed_tools,
         body,
         file: path.to_string(),
+        name_pos,
+        tools_pos,
     })
 }
 
@@ -665,7 +1098,16 @@ pub fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
             diags,
         };
         f.warn_unknown(&["paths", "description"]);
-        (f.list("paths").unwrap_or_default(), body)
+        let written = node
+            .get("paths")
+            .is_some_and(|n| !matches!(n.value, Value::Null));
+        // Unreadable paths must not make a scoped rule apply everywhere.
+        let paths = match f.list("paths") {
+            Some(paths) => paths,
+            None if written => return None,
+            None => Vec::new(),
+        };
+        (paths, body)
     } else {
         (Vec::new(), text.to_string())
     };
@@ -727,7 +1169,14 @@ pub fn parse_permission_rule(rule: &str) -> Result<(&str, Option<&str>), String>
         }
         None => (rule, None),
     };
-    if tool.is_empty() || !tool.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    // MCP server names may hold hyphens (`mcp__computer-use__click`) and rules may end in a
+    // wildcard (`mcp__github__*`); other tool names hold neither.
+    let mcp = tool.starts_with("mcp__");
+    if tool.is_empty()
+        || !tool
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || (mcp && (c == '-' || c == '*')))
+    {
         return Err("expected a tool name such as Bash or Bash(git push *)".into());
     }
     Ok((tool, spec))
@@ -736,6 +1185,7 @@ pub fn parse_permission_rule(rule: &str) -> Result<(&str, Option<&str>), String>
 /// Whether a tool name is one an agent or a rule may name.
 pub fn is_known_tool(tool: &str) -> bool {
     TOOLS.contains(&tool)
+        || tool == SKILL_TOOL
         || TOOL_ALIASES.iter().any(|(a, _)| *a == tool)
         || UNSUPPORTED_TOOLS.contains(&tool)
         || tool.starts_with("mcp__")
@@ -761,11 +1211,13 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
                 Err(message) => {
                     diags.push(Diagnostic::error(path, json_pos(text, rule), message).field(field))
                 }
+                // Claude Code matches a rule against the tools it has: a rule for another
+                // tool never matches anything, there as here.
                 Ok((tool, _)) if !is_known_tool(tool) => diags.push(
-                    Diagnostic::error(
+                    Diagnostic::warning(
                         path,
                         json_pos(text, rule),
-                        format!("unknown tool \"{tool}\""),
+                        format!("unknown tool \"{tool}\"; the rule never matches"),
                     )
                     .field(field)
                     .hint(did_you_mean(tool, TOOLS)),
@@ -831,17 +1283,19 @@ fn load_settings(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
 
 const MCP_KEYS: [&str; 7] = ["type", "command", "args", "env", "url", "headers", "cwd"];
 
-fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServer> {
+/// The servers of a `.mcp.json`; `None` when the file cannot be read at all. A server entry
+/// Proto cannot use is skipped with a warning, as Claude Code starts the others.
+fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<McpServer>> {
     use serde_json::Value as J;
     let file: J = match serde_json::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             diags.push(json_error(path, &e));
-            return Vec::new();
+            return None;
         }
     };
     let Some(servers) = file.get("mcpServers") else {
-        return Vec::new();
+        return Some(Vec::new());
     };
     let Some(servers) = servers.as_object() else {
         diags.push(
@@ -852,24 +1306,39 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
             )
             .field("mcpServers"),
         );
-        return Vec::new();
+        return None;
     };
-    let mut out = Vec::new();
+    let mut out: Vec<McpServer> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for (name, entry) in servers {
         let field = format!("mcpServers.{name}");
         let pos = json_pos(text, name);
-        let Some(obj) = entry.as_object() else {
+        let skip = |diags: &mut Vec<Diagnostic>,
+                    pos: Pos,
+                    field: String,
+                    message: String,
+                    hint: Option<String>| {
             diags.push(
-                Diagnostic::error(path, pos, "expected an object with command or url").field(field),
+                Diagnostic::warning(path, pos, format!("{message}; server skipped"))
+                    .field(field)
+                    .hint(hint),
+            );
+        };
+        let Some(obj) = entry.as_object() else {
+            skip(
+                diags,
+                pos,
+                field,
+                "expected an object with command or url".into(),
+                None,
             );
             continue;
         };
-        let mut ok = true;
         for key in obj.keys() {
             if !MCP_KEYS.contains(&key.as_str()) {
-                ok = false;
+                // Claude Code ignores keys it does not use (`description`, `enabled`, ...).
                 diags.push(
-                    Diagnostic::error(path, json_pos(text, key), "unknown field")
+                    Diagnostic::warning(path, json_pos(text, key), "unknown field; ignored")
                         .field(format!("{field}.{key}"))
                         .hint(
                             did_you_mean(key, MCP_KEYS).or_else(|| {
@@ -901,13 +1370,12 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
         };
         let (Some(args), Some(env), Some(headers)) = (strings("args"), map("env"), map("headers"))
         else {
-            diags.push(
-                Diagnostic::error(
-                    path,
-                    pos,
-                    "args must be a list of strings; env and headers objects of strings",
-                )
-                .field(field),
+            skip(
+                diags,
+                pos,
+                field,
+                "args must be a list of strings; env and headers objects of strings".into(),
+                None,
             );
             continue;
         };
@@ -920,52 +1388,61 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<McpServe
                 McpTransport::Http { url, headers }
             }
             (Some(kind), _, _) if !["stdio", "http", "sse", "streamable-http"].contains(&kind) => {
-                diags.push(
-                    Diagnostic::error(
-                        path,
-                        json_pos(text, kind),
-                        format!("unknown transport type \"{kind}\""),
-                    )
-                    .field(format!("{field}.type"))
-                    .hint(Some("expected stdio, http or sse".into())),
+                skip(
+                    diags,
+                    json_pos(text, kind),
+                    format!("{field}.type"),
+                    format!("unknown transport type \"{kind}\""),
+                    Some("expected stdio, http or sse".into()),
                 );
                 continue;
             }
             _ => {
-                diags.push(
-                    Diagnostic::error(
-                        path,
-                        pos,
-                        "exactly one of \"command\" (stdio) or \"url\" (http) is required",
-                    )
-                    .field(field),
+                skip(
+                    diags,
+                    pos,
+                    field,
+                    "exactly one of \"command\" (stdio) or \"url\" (http) is required".into(),
+                    None,
                 );
                 continue;
             }
         };
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let normalized = mcp_server_name(name);
+        if normalized.is_empty() {
+            skip(diags, pos, field, "the server has no name".into(), None);
+            continue;
+        }
+        if normalized != *name {
             diags.push(
-                Diagnostic::error(
+                Diagnostic::warning(
                     path,
                     pos,
-                    "server names may hold only letters, digits, - and _ (tools are named mcp__<server>__<tool>)",
+                    format!(
+                        "server name \"{name}\" is used as \"{normalized}\" in tool names (mcp__{normalized}__<tool>), as Claude Code does"
+                    ),
                 )
-                .field(field),
+                .field(field.clone()),
+            );
+        }
+        // Hashed: a file of 40,000 servers must not cost 40,000² compares.
+        if !names.insert(normalized.clone()) {
+            skip(
+                diags,
+                pos,
+                field,
+                format!("another server is also named \"{normalized}\" in tool names"),
+                None,
             );
             continue;
         }
-        if ok {
-            out.push(McpServer {
-                name: name.clone(),
-                transport,
-                file: path.to_string(),
-            });
-        }
+        out.push(McpServer {
+            name: normalized,
+            transport,
+            file: path.to_string(),
+        });
     }
-    out
+    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1093,6 +1570,7 @@ pub fn load_memory(
         text: text.to_string(),
         imports,
         expanded,
+        scope: memory_scope(path),
     }
 }
 
@@ -1204,7 +1682,47 @@ mod tests {
     }
 
     #[test]
+    fn nested_memory_is_scoped_to_its_folder() {
+        let memory = |file: &str| Memory {
+            file: file.into(),
+            text: String::new(),
+            imports: Vec::new(),
+            expanded: String::new(),
+            scope: memory_scope(file),
+        };
+        let files = ClaudeFiles {
+            memory: vec![
+                memory("CLAUDE.md"),
+                memory("products/api/CLAUDE.md"),
+                memory(".claude/CLAUDE.md"),
+                memory(".claude/skills/pdf/CLAUDE.md"),
+            ],
+            ..ClaudeFiles::default()
+        };
+        let global: Vec<&str> = files.global_memory().map(|m| m.file.as_str()).collect();
+        assert_eq!(global, vec!["CLAUDE.md", ".claude/CLAUDE.md"]);
+        let api: Vec<&str> = files
+            .memory_for("products/api/src/main.rs")
+            .map(|m| m.file.as_str())
+            .collect();
+        assert_eq!(
+            api,
+            vec!["CLAUDE.md", ".claude/CLAUDE.md", "products/api/CLAUDE.md"]
+        );
+        assert_eq!(files.memory_for("products/apiary").count(), 2);
+    }
+
+    #[test]
     fn permission_rules_parse() {
+        assert_eq!(
+            parse_permission_rule("mcp__computer-use__*"),
+            Ok(("mcp__computer-use__*", None))
+        );
+        assert_eq!(
+            parse_permission_rule("mcp__my-server__tool"),
+            Ok(("mcp__my-server__tool", None))
+        );
+        assert!(parse_permission_rule("Web-Fetch").is_err());
         assert_eq!(
             parse_permission_rule("Bash(git push *)"),
             Ok(("Bash", Some("git push *")))

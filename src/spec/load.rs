@@ -18,6 +18,9 @@ use super::tree::FileTree;
 use super::yaml::{self, MAX_FILE_BYTES, Node};
 use super::{Origin, Resource, Spec};
 
+/// Documents whose `apiVersion` starts otherwise belong to another API and are skipped.
+const API_GROUP_PREFIX: &str = "proto.dev/";
+
 /// Loads every declaration in `tree`. Problems local to one file are returned alongside the
 /// spec; cross-document checks are [`super::validate`]'s job. [`super::Loader`] does the same
 /// revision after revision, re-reading only the files that changed.
@@ -155,6 +158,18 @@ fn load_document(
     let kind_node = doc.get("kind");
     if api_version.is_none() && kind_node.is_none() {
         // Not a declaration (a CI config, a values file): not ours to judge.
+        return;
+    }
+    if let Some(other) = api_version
+        .and_then(Node::as_str)
+        .filter(|v| !v.starts_with(API_GROUP_PREFIX))
+    {
+        // Another API's document (a Kubernetes manifest, a skill's template): not Proto's.
+        tracing::debug!(
+            file = path,
+            api_version = other,
+            "not a proto.dev document; skipped"
+        );
         return;
     }
     let name = doc

@@ -125,7 +125,10 @@ fn run(
         .into_iter()
         .filter_map(|p| {
             let role = claude::role_of(&p);
-            (role.is_some() || p.ends_with(".yaml") || p.ends_with(".yml")).then_some((p, role))
+            // Nothing under `.claude/` is a declaration: YAML there is Claude Code's
+            // (a skill's templates and examples).
+            let yaml = (p.ends_with(".yaml") || p.ends_with(".yml")) && !p.starts_with(".claude/");
+            (role.is_some() || yaml).then_some((p, role))
         })
         .collect();
     // Which files can be reused, and with which id each is remembered for the next load.
@@ -171,6 +174,7 @@ fn run(
             Err(shared) => absorb_shared(&mut spec, &mut diags, &shared),
         }
     }
+    claude::settle(&mut spec, &mut diags);
     // Claude Code subagents answer to the main session; in a company that is the CEO.
     if let Some(ceo) = spec.company().map(|c| c.spec.ceo.clone()) {
         for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
@@ -235,6 +239,7 @@ fn absorb_owned(spec: &mut Spec, diags: &mut Vec<Diagnostic>, part: Part) {
     spec.claude.rules.extend(p.claude.rules);
     spec.claude.mcp_servers.extend(p.claude.mcp_servers);
     spec.claude.memory.extend(p.claude.memory);
+    spec.claude.skipped.extend(p.claude.skipped);
     if p.claude.settings.is_some() {
         spec.claude.settings = p.claude.settings;
     }
@@ -257,6 +262,7 @@ fn absorb_shared(spec: &mut Spec, diags: &mut Vec<Diagnostic>, part: &Part) {
         .mcp_servers
         .extend_from_slice(&p.claude.mcp_servers);
     spec.claude.memory.extend_from_slice(&p.claude.memory);
+    spec.claude.skipped.extend_from_slice(&p.claude.skipped);
     if p.claude.settings.is_some() {
         spec.claude.settings.clone_from(&p.claude.settings);
     }

@@ -176,8 +176,19 @@ impl Spec {
         }
     }
 
+    /// The agent named `name`; a Claude Code subagent also answers to the name it was
+    /// written with when Proto derived a DNS label from it (`CSharpExpert`).
     pub fn agent(&self, name: &str) -> Option<&Resource<AgentSpec>> {
-        self.agents.iter().find(|a| a.name() == name)
+        self.agents.iter().find(|a| a.name() == name).or_else(|| {
+            self.agents.iter().find(|a| {
+                a.origin.flat
+                    && a.metadata
+                        .annotations
+                        .get(claude::ORIGINAL_NAME)
+                        .map(String::as_str)
+                        == Some(name)
+            })
+        })
     }
 
     pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
@@ -226,7 +237,22 @@ impl Spec {
         parts.push(plural(self.claude.rules.len(), "rule"));
         parts.push(plural(self.claude.mcp_servers.len(), "MCP server"));
         parts.push(plural(self.claude.memory.len(), "memory file"));
-        parts.join(", ")
+        let mut summary = parts.join(", ");
+        // Named here too, so a skipped file is not lost among the warnings.
+        if !self.claude.skipped.is_empty() {
+            let files: Vec<&str> = self
+                .claude
+                .skipped
+                .iter()
+                .map(|s| s.file.as_str())
+                .collect();
+            summary.push_str(&format!(
+                "; skipped {}: {}",
+                plural(files.len(), "Claude Code file"),
+                files.join(", ")
+            ));
+        }
+        summary
     }
 }
 

@@ -88,12 +88,23 @@ impl<'a> Validator<'a> {
             Kind::Company => return,
         };
         if !names.has(target) {
+            // A subagent whose file was skipped is named, so the reason is found at once.
+            let skipped = (kind == Kind::Agent)
+                .then(|| {
+                    self.spec
+                        .claude
+                        .skipped
+                        .iter()
+                        .find(|s| s.name.as_deref() == Some(target))
+                })
+                .flatten()
+                .map(|s| format!("its file {} was skipped: see the warning there", s.file));
             let d = res
                 .error(
                     field,
                     format!("{} \"{target}\" is not declared", kind.as_str()),
                 )
-                .hint(names.suggest(target));
+                .hint(skipped.or_else(|| names.suggest(target)));
             self.push(d);
         }
     }
@@ -273,12 +284,15 @@ impl<'a> Validator<'a> {
     fn agents(&mut self) {
         let s = self.spec;
         let skills: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.name.as_str()).collect();
+        // A skill also answers to its folder (`Skill::answers_to`).
+        let folders: BTreeSet<&str> = s.claude.skills.iter().map(|k| k.folder()).collect();
         let mcp: BTreeSet<&str> = s
             .claude
             .mcp_servers
             .iter()
             .map(|m| m.name.as_str())
             .collect();
+        let prices = Prices::of(s);
         // Without a declared CEO, "reports to no one" cannot be judged.
         let ceo = s
             .company()
@@ -304,7 +318,8 @@ impl<'a> Validator<'a> {
                 _ => {}
             }
             for (i, skill) in agent.spec.skills.iter().enumerate() {
-                if !skills.contains(skill.as_str()) {
+                let declared = skills.contains(skill.as_str()) || folders.contains(skill.as_str());
+                if !declared {
                     self.push(
                         agent
                             .error(
@@ -314,6 +329,22 @@ impl<'a> Validator<'a> {
                             .hint(did_you_mean(skill, skills.iter().copied())),
                     );
                 }
+            }
+            if let Some(model) = &agent.spec.model
+                && !prices.knows(model)
+            {
+                self.push(
+                    Diagnostic::warning(
+                        agent.origin.file.clone(),
+                        agent.origin.pos_of("spec.model"),
+                        format!("model \"{model}\" has no price, so its cost would be unknown"),
+                    )
+                    .resource(agent.id())
+                    .field(agent.origin.display_field("spec.model"))
+                    .hint(Some(
+                        "use auto, haiku, sonnet, opus, inherit, or a model id with a price in the Company's models.prices".into(),
+                    )),
+                );
             }
             for (i, tool) in agent.spec.tools.iter().enumerate() {
                 // Formatted only for a problem: most tools are fine.
@@ -515,6 +546,25 @@ impl<'a> Validator<'a> {
                 format!("\"{path}\" must be a relative path inside the workspace (no leading /, ~ or ..)"),
             ));
         }
+    }
+}
+
+/// What agents' `model` fields may name without a cost warning: the tier words and the
+/// models with a price (the defaults and the Company's `models.prices`).
+struct Prices(crate::model::prices::PriceTable);
+
+impl Prices {
+    fn of(spec: &Spec) -> Self {
+        let declared = spec
+            .company()
+            .and_then(|c| c.spec.models.as_ref())
+            .map_or(&[][..], |m| m.prices.as_slice());
+        Prices(crate::model::prices::PriceTable::new(declared))
+    }
+
+    fn knows(&self, model: &str) -> bool {
+        matches!(model, "auto" | "inherit" | "haiku" | "sonnet" | "opus")
+            || self.0.lookup(model).is_some()
     }
 }
 
