@@ -699,19 +699,8 @@ pub fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
 /// Position of the first occurrence of `"key"` in a JSON text: serde_json keeps no positions
 /// after parsing, and pointing near the problem beats pointing at line 1.
 fn json_pos(text: &str, key: &str) -> Pos {
-    let needle = format!("\"{key}\"");
-    text.find(&needle)
-        .map_or(Pos::new(1, 1), |at| pos_at(text, at))
-}
-
-fn pos_at(text: &str, byte: usize) -> Pos {
-    let before = &text[..byte];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Pos::new(
-        u32::try_from(line).unwrap_or(u32::MAX),
-        u32::try_from(col).unwrap_or(u32::MAX),
-    )
+    // One pass over the text for all the look-ups of a file (see `json_pos`).
+    super::json_pos::locate(text, key)
 }
 
 fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {

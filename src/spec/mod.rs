@@ -8,6 +8,8 @@
 pub mod claude;
 pub mod diag;
 pub mod duration;
+pub mod echo;
+pub mod json_pos;
 pub mod kinds;
 mod load;
 mod loader;
