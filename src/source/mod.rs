@@ -165,12 +165,15 @@ impl GitSource {
         let repo = self.repo()?;
         let (tree, label) = self.declaration_tree(&repo, revision)?;
         // One walk of the tree for both views (see `tree::list`), then every file read.
-        let mut entries = Vec::new();
-        tree::list(&repo, &tree, "", &mut entries)?;
+        let mut listed = tree::Listed::default();
+        tree::list(&repo, &tree, "", &mut listed)?;
         let mut out = MemTree::new(label);
-        for (path, id) in entries {
+        for (path, id) in listed.entries {
             let blob = repo.find_blob(id)?;
             out.insert(path, blob.content().to_vec());
+        }
+        for refused in listed.refused {
+            out.refuse(refused.path, refused.why);
         }
         Ok(out)
     }
@@ -182,9 +185,9 @@ impl GitSource {
         let repo = self.repo()?;
         let (entries, label) = {
             let (tree, label) = self.declaration_tree(&repo, revision)?;
-            let mut entries = Vec::new();
-            tree::list(&repo, &tree, "", &mut entries)?;
-            (entries, label)
+            let mut listed = tree::Listed::default();
+            tree::list(&repo, &tree, "", &mut listed)?;
+            (listed, label)
         };
         Ok(GitTree::new(repo, label, entries))
     }
@@ -241,9 +244,10 @@ impl GitSource {
         let Ok(tree) = entry.to_object(&repo)?.into_tree() else {
             return Ok(Vec::new());
         };
-        let mut entries = Vec::new();
-        tree::list(&repo, &tree, &folder, &mut entries)?;
-        entries
+        let mut listed = tree::Listed::default();
+        tree::list(&repo, &tree, &folder, &mut listed)?;
+        listed
+            .entries
             .into_iter()
             .map(|(path, id)| Ok((path, repo.find_blob(id)?.content().to_vec())))
             .collect()

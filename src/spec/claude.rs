@@ -59,8 +59,9 @@ pub const HOOK_EVENTS: [&str; 18] = [
     "SessionEnd",
 ];
 
-/// Imports in memory files are followed this many hops deep.
-pub const MAX_IMPORT_HOPS: usize = 4;
+/// Imports in memory files are followed this many hops deep: Claude Code's documented limit
+/// ("imported files can recursively import additional files, with a maximum depth of 5 hops").
+pub const MAX_IMPORT_HOPS: usize = 5;
 
 /// The Claude Code files of a company.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -1111,6 +1112,7 @@ fn expand(
 ) {
     for (pos, target) in find_imports(text) {
         let Some(resolved) = resolve(file, &target) else {
+            diags.extend(super::import::outside(file, pos, &target));
             continue;
         };
         if chain.contains(&resolved) {
@@ -1126,10 +1128,15 @@ fn expand(
             );
             continue;
         }
-        // Mentions such as `@ceo` that name no file are ordinary text, as in Claude Code.
-        if tree.size(&resolved).is_err() {
+        if imports.contains(&resolved) {
             continue;
         }
+        // Mentions such as `@ceo` that name no file are ordinary text, as in Claude Code;
+        // only regular files inside the tree are read, bounded (see `import`).
+        let at = (file, pos, target.as_str());
+        let Some(content) = super::import::read(tree, at, &resolved, out.len(), diags) else {
+            continue;
+        };
         if chain.len() > MAX_IMPORT_HOPS {
             diags.push(
                 Diagnostic::warning(
@@ -1139,12 +1146,6 @@ fn expand(
                 )
                 .field(format!("@{target}")),
             );
-            continue;
-        }
-        let Some(content) = super::load::read_text(tree, &resolved, diags) else {
-            continue;
-        };
-        if imports.contains(&resolved) {
             continue;
         }
         imports.push(resolved.clone());
