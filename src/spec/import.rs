@@ -77,7 +77,8 @@ pub(super) fn read(
             why: Refusal::Folder,
             ..
         }) => return warn("names a folder, not a file; read as text".into()),
-        Err(e) => return warn(format!("not followed: {e}")),
+        // The refusal says what it is and that the file is not read.
+        Err(e) => return warn(e.to_string()),
     };
     if size > MAX_FILE_BYTES as u64 {
         return warn(format!(
