@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use proto::spec::{self, Diagnostic, DirTree, MemTree, Severity};
 
 /// What a hang looks like from here.
-const TIME_BOUND: Duration = Duration::from_secs(20);
+const TIME_BOUND: Duration = Duration::from_secs(30);
 /// Address space for one `proto validate`: a loader that read `/dev/zero` whole, or built a
 /// 1.7 GB suggestion table, dies under it.
 const MEMORY_BOUND: u64 = 1024 * 1024 * 1024;
@@ -409,6 +409,30 @@ fn many_settings_rules_are_located_in_linear_time() {
     );
     let diags = diagnostics("40,000 permission rules", tree);
     assert!(diags.len() >= 40_000);
+}
+
+#[test]
+fn a_long_tool_list_costs_what_it_holds() {
+    let tools: Vec<String> = (0..100_000).map(|i| format!("T{i}")).collect();
+    let mut tree = base();
+    tree.insert(
+        ".claude/agents/x.md",
+        format!(
+            "---\nname: x\ndescription: d\ntools: {}\n---\nbody\n",
+            tools.join(", ")
+        ),
+    );
+    let diags = diagnostics("100,000 tools (69 s before)", tree);
+    assert!(diags.len() >= 100_000);
+}
+
+#[test]
+fn a_line_of_a_million_mentions_costs_what_it_holds() {
+    let mut tree = base();
+    // Each import's column was counted from the start of its line.
+    tree.insert("CLAUDE.md", "@x ".repeat(1_000_000));
+    let diags = diagnostics("1,000,000 mentions on a line (85 s before)", tree);
+    assert!(diags.iter().all(|d| !d.is_error()));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -488,6 +488,7 @@ const AGENT_KEYS: [&str; 16] = [
 /// with a warning. Unknown names are left for validation to report with a suggestion.
 pub fn normalize_tools(tools: Vec<String>, warn: &mut dyn FnMut(&str)) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for tool in tools {
         // `Task(code-reviewer)` limits a tool to some uses; the limit is kept.
         let (base, limit) = match tool.find('(') {
@@ -503,7 +504,8 @@ pub fn normalize_tools(tools: Vec<String>, warn: &mut dyn FnMut(&str)) -> Vec<St
             continue;
         }
         let name = format!("{base}{limit}");
-        if !out.contains(&name) {
+        // A set beside the list: a list of 100,000 tools must not cost 100,000² compares.
+        if seen.insert(name.clone()) {
             out.push(name);
         }
     }
@@ -1043,7 +1045,8 @@ pub fn find_imports(text: &str) -> Vec<(Pos, String)> {
                     .unwrap_or(rest.len());
                 let target = rest[..end].trim_end_matches([',', ';', ':', ')', '.']);
                 if !target.is_empty() {
-                    let col = u32::try_from(line[..byte].chars().count() + 1).unwrap_or(u32::MAX);
+                    // `k` counts characters already: no recount from the line's start.
+                    let col = u32::try_from(k + 1).unwrap_or(u32::MAX);
                     let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
                     out.push((Pos::new(line_no, col), target.to_string()));
                 }

@@ -141,11 +141,14 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         return None;
     }
     let limit = (len / 3).clamp(1, 3);
+    let word: Vec<char> = word.chars().flat_map(char::to_lowercase).collect();
     candidates
         .into_iter()
         .filter(|c| c.len() <= 4 * (len + limit) && c.chars().count().abs_diff(len) <= limit)
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter_map(|c| {
+            let other: Vec<char> = c.chars().flat_map(char::to_lowercase).collect();
+            distance_within(&word, &other, limit).map(|d| (d, c))
+        })
         .min_by_key(|(d, c)| (*d, *c))
         .map(|(_, c)| c)
 }
@@ -155,27 +158,39 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
     let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    distance_within(&a, &b, usize::MAX).unwrap_or(usize::MAX)
+}
+
+/// The optimal-string-alignment distance of `a` and `b` if it is at most `limit`. Three
+/// rolling rows; stops as soon as a whole row exceeds `limit`, since no later row can come
+/// back under it: a name far from every candidate costs a few rows, not the whole table.
+fn distance_within(a: &[char], b: &[char], limit: usize) -> Option<usize> {
     let width = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * width];
-    for i in 0..=a.len() {
-        d[i * width] = i;
-    }
-    for (j, cell) in d.iter_mut().enumerate().take(width) {
-        *cell = j;
-    }
+    let mut before: Vec<usize> = vec![0; width];
+    let mut previous: Vec<usize> = (0..width).collect();
+    let mut row: Vec<usize> = vec![0; width];
     for i in 1..=a.len() {
-        for j in 1..=b.len() {
+        row[0] = i;
+        let mut lowest = row[0];
+        for j in 1..width {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[(i - 1) * width + j] + 1)
-                .min(d[i * width + j - 1] + 1)
-                .min(d[(i - 1) * width + j - 1] + cost);
+            let mut best = (previous[j] + 1)
+                .min(row[j - 1] + 1)
+                .min(previous[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[(i - 2) * width + j - 2] + 1);
+                best = best.min(before[j - 2] + 1);
             }
-            d[i * width + j] = best;
+            row[j] = best;
+            lowest = lowest.min(best);
         }
+        if lowest > limit {
+            return None;
+        }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut row);
     }
-    d[a.len() * width + b.len()]
+    let d = previous[width - 1];
+    (d <= limit).then_some(d)
 }
 
 #[cfg(test)]
