@@ -155,11 +155,11 @@ impl Walker<'_, '_> {
         links: usize,
     ) -> Result<(), SourceError> {
         for entry in tree.iter() {
-            let lossy = String::from_utf8_lossy(entry.name_bytes());
+            let shown = crate::spec::echo::name_from_bytes(entry.name_bytes());
             let path = if rel.is_empty() {
-                lossy.to_string()
+                shown
             } else {
-                format!("{rel}/{lossy}")
+                format!("{rel}/{shown}")
             };
             let Ok(name) = entry.name() else {
                 self.refuse(path, Refusal::NameNotUtf8);

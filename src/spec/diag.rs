@@ -117,7 +117,13 @@ impl fmt::Display for Diagnostic {
 /// Paths print with forward slashes whatever the platform, so messages are stable in tests;
 /// control characters and bytes that are not UTF-8 print escaped (see [`super::echo`]).
 pub fn display_path(path: &Path) -> String {
-    clean_path(&path.to_string_lossy().replace('\\', "/"))
+    let text = path.to_string_lossy();
+    // Only Windows separates with `\`; elsewhere it is part of a name (or of an escape).
+    if cfg!(windows) {
+        clean_path(&text.replace('\\', "/"))
+    } else {
+        clean_path(&text)
+    }
 }
 
 /// `did you mean "x"?` for the closest candidate within a small edit distance.

@@ -112,9 +112,28 @@ pub fn clean_path(path: &str) -> String {
     format!("{head}{ELLIPSIS}{tail}")
 }
 
+/// A file name that is not UTF-8, readable: its valid parts as they are, each invalid byte
+/// as `\xFF`, so two such names stay apart and the user can find the file.
+pub fn name_from_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_are_not_utf8_show_their_bytes() {
+        assert_eq!(name_from_bytes(b"bad\xff.yaml"), "bad\\xFF.yaml");
+        assert_eq!(name_from_bytes("ok-é".as_bytes()), "ok-é");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

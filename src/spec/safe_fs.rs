@@ -19,6 +19,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -100,9 +101,10 @@ impl Walker {
         for entry in fs::read_dir(real).map_err(&io)? {
             let entry = entry.map_err(&io)?;
             let os_name = entry.file_name();
+            let shown = super::echo::name_from_bytes(os_name.as_bytes());
             let child = match rel {
-                "" => os_name.to_string_lossy().into_owned(),
-                _ => format!("{rel}/{}", os_name.to_string_lossy()),
+                "" => shown,
+                _ => format!("{rel}/{shown}"),
             };
             let Some(name) = os_name.to_str() else {
                 self.refuse(child, Refusal::NameNotUtf8);
