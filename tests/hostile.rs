@@ -23,7 +23,7 @@ use proto::spec::{self, Diagnostic, DirTree, MemTree, Severity};
 const TIME_BOUND: Duration = Duration::from_secs(30);
 /// Address space for one `proto validate` (a debug build, threads' stacks included): a
 /// loader that read `/dev/zero` whole, or built a 1.7 GB suggestion table, dies under it.
-const MEMORY_BOUND: u64 = 512 * 1024 * 1024;
+const MEMORY_BOUND: u64 = 256 * 1024 * 1024;
 
 /// Runs `f` in a thread and fails the test if it has not finished within [`TIME_BOUND`].
 fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
