@@ -329,6 +329,36 @@ fn links_in_a_git_tree_resolve_against_the_tree() {
     }
 }
 
+#[test]
+fn links_from_a_company_folder_may_reach_the_rest_of_its_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let company = repo.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    cli::git(&repo, &["init", "-q"]);
+    base_on_disk(&company);
+    write(&repo, "shared/agents/reviewer.md", AGENT);
+    std::fs::create_dir_all(company.join(".claude")).unwrap();
+    symlink("../../shared/agents", company.join(".claude/agents")).unwrap();
+    symlink("../../..", company.join(".claude/out")).unwrap();
+    cli::commit_all(&repo, "a company in a folder, linking a shared one");
+    let cache = tmp.path().join("cache");
+    let source =
+        proto::source::GitSource::open(repo.to_str().unwrap(), None, Some("company"), &cache)
+            .unwrap();
+    let tree = source.tree(&source.head().unwrap()).unwrap();
+    let (spec, diags) = bounded("company folder", move || spec::load(&tree));
+    assert!(
+        spec.agents.iter().any(|a| a.metadata.name == "reviewer"),
+        "{diags:#?}"
+    );
+    let out = diags
+        .iter()
+        .find(|d| d.file == Path::new(".claude/out"))
+        .unwrap_or_else(|| panic!("{diags:#?}"));
+    assert!(out.is_error() && out.message.contains("leaves the repository"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Costs that grew faster than the input
 // ---------------------------------------------------------------------------------------------

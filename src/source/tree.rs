@@ -101,24 +101,31 @@ pub(super) struct Listed {
 }
 
 /// Adds every file under `tree` to `out` with its blob id, `prefix`-relative, skipping
-/// submodules and the controller's folders at the root. Symbolic links (blobs of mode
-/// 120000 holding the target path) are resolved against `tree`, as a checkout would
-/// resolve them: a link to a file lists that file's blob under the link's path, a link to a
-/// folder lists the folder's files under it; links that leave `tree`, dangle or loop are
-/// refused (see [`crate::spec::Refusal`]).
+/// submodules and the controller's folders at the root. `tree` is the folder `at` of the
+/// commit's tree `root`. Symbolic links (blobs of mode 120000 holding the target path) are
+/// resolved against `root`, as a checkout would resolve them: a link to a file lists that
+/// file's blob under the link's path, a link to a folder lists the folder's files under it;
+/// links that leave the repository, dangle or loop are refused (see
+/// [`crate::spec::Refusal`]).
 pub(super) fn list(
     repo: &Repository,
+    (root, at): (&Tree<'_>, &str),
     tree: &Tree<'_>,
     prefix: &str,
     out: &mut Listed,
 ) -> Result<(), SourceError> {
     let mut walker = Walker {
         repo,
-        root: tree,
+        root,
         out,
         linked_entries: 0,
     };
-    walker.walk(tree, prefix, &[], 0)
+    let real: Vec<String> = at
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    walker.walk(tree, prefix, &real, 0)
 }
 
 /// The longest symbolic link target read: a path, not a document.
