@@ -468,10 +468,18 @@ fn a_long_tool_list_costs_what_it_holds() {
 #[test]
 fn a_line_of_a_million_mentions_costs_what_it_holds() {
     let mut tree = base();
-    // Each import's column was counted from the start of its line.
+    // Each import's column was counted from the start of its line, and each mention was
+    // looked up in the tree, however often it repeated.
     tree.insert("CLAUDE.md", "@x ".repeat(1_000_000));
     let diags = diagnostics("1,000,000 mentions on a line (85 s before)", tree);
     assert!(diags.iter().all(|d| !d.is_error()));
+    // Distinct ones: looked up up to a bound, then read as text, with a warning.
+    let mut tree = base();
+    let mentions: Vec<String> = (0..300_000).map(|i| format!("@m{i}")).collect();
+    tree.insert("CLAUDE.md", mentions.join(" "));
+    let diags = diagnostics("300,000 distinct mentions", tree);
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(diags[0].message.contains("distinct @paths"), "{}", diags[0]);
 }
 
 #[test]
@@ -522,6 +530,11 @@ fn large_inputs_validate_under_a_memory_limit() {
         )],
     );
     case("mentions-1M", &[("CLAUDE.md", "@x ".repeat(1_000_000))]);
+    let mentions: Vec<String> = (0..300_000).map(|i| format!("@m{i}")).collect();
+    case(
+        "mentions-300000-distinct",
+        &[("CLAUDE.md", mentions.join(" "))],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1113,7 +1113,27 @@ fn expand(
     out: &mut String,
     diags: &mut Vec<Diagnostic>,
 ) {
+    // Each distinct target is looked up once per file, and at most so many of them: a file
+    // of a million `@mentions` costs a bounded number of look-ups, not a million.
+    let mut tried = std::collections::HashSet::new();
     for (pos, target) in find_imports(text) {
+        if !tried.contains(&target) && tried.len() == super::import::MAX_TARGETS_PER_FILE {
+            diags.push(
+                Diagnostic::warning(
+                    file,
+                    pos,
+                    format!(
+                        "more than {} distinct @paths in one file; the rest are read as text",
+                        super::import::MAX_TARGETS_PER_FILE
+                    ),
+                )
+                .field(format!("@{target}")),
+            );
+            break;
+        }
+        if !tried.insert(target.clone()) {
+            continue;
+        }
         let Some(resolved) = resolve(file, &target) else {
             diags.extend(super::import::outside(file, pos, &target));
             continue;

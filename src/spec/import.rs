@@ -22,6 +22,9 @@ use super::diag::{Diagnostic, Pos};
 use super::tree::{FileTree, Refusal, TreeError};
 use super::yaml::MAX_FILE_BYTES;
 
+/// Distinct `@targets` looked up in one memory file; past them the text is just text.
+pub const MAX_TARGETS_PER_FILE: usize = 10_000;
+
 /// All the imports of one memory file together are read up to this many bytes.
 pub const MAX_IMPORTED_BYTES: usize = 4 * MAX_FILE_BYTES;
 
