@@ -147,23 +147,33 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         return None;
     }
     let limit = (len / 3).clamp(1, 3);
-    let word: Vec<char> = word.chars().flat_map(char::to_lowercase).collect();
+    let word = lowercase(word);
     candidates
         .into_iter()
         .filter(|c| c.len() <= 4 * (len + limit) && c.chars().count().abs_diff(len) <= limit)
         .filter_map(|c| {
-            let other: Vec<char> = c.chars().flat_map(char::to_lowercase).collect();
+            let other = lowercase(c);
             distance_within(&word, &other, limit).map(|d| (d, c))
         })
         .min_by_key(|(d, c)| (*d, *c))
         .map(|(_, c)| c)
 }
 
+/// The characters of `text`, lower-cased (a fast path for ASCII, the usual case for names).
+fn lowercase(text: &str) -> Vec<char> {
+    if text.is_ascii() {
+        text.bytes()
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect()
+    } else {
+        text.chars().flat_map(char::to_lowercase).collect()
+    }
+}
+
 /// Edit distance counting an insertion, deletion, substitution or swap of two neighbours as
 /// one edit (optimal string alignment), case-insensitive: `Gaol` is one edit from `Goal`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
-    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    let (a, b) = (lowercase(a), lowercase(b));
     distance_within(&a, &b, usize::MAX).unwrap_or(usize::MAX)
 }
 

@@ -57,6 +57,10 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 /// Linear in the length of `text`.
 pub fn clean(text: &str) -> String {
     let escaped = escape(text);
+    // No run of a text this short can be over a limit: nothing to cut (the usual case).
+    if escaped.len() <= MAX_VALUE_CHARS {
+        return escaped.into_owned();
+    }
     let mut out = String::with_capacity(escaped.len().min(4 * MAX_TEXT_CHARS));
     let mut quoted = false;
     // Characters kept of the current value or word, and whether some were dropped.
