@@ -53,9 +53,9 @@ fn the_fixture_validates_with_only_the_import_depth_warning() {
     );
     let d = &diagnostics[0];
     assert_eq!(d.severity, Severity::Warning);
-    assert_eq!(d.file, Path::new("docs/deeper/three.md"));
+    assert_eq!(d.file, Path::new("docs/deeper/four.md"));
     assert_eq!((d.pos.line, d.pos.col), (3, 1));
-    assert_eq!(d.field.as_deref(), Some("@four.md"));
+    assert_eq!(d.field.as_deref(), Some("@five.md"));
     assert_eq!(
         d.message,
         format!(
@@ -434,7 +434,8 @@ fn memory_follows_imports_in_order_up_to_the_hop_limit() {
         .unwrap_or_else(|e| panic!("cannot read CLAUDE.md: {e}"));
     assert_eq!(memory.text, on_disk);
 
-    // CLAUDE.md -> conventions -> one -> two -> three is four hops; four.md would be a fifth.
+    // CLAUDE.md -> conventions -> one -> two -> three -> four is five hops, Claude Code's
+    // documented limit; four.md's import of five.md would be a sixth.
     assert_eq!(
         memory.imports,
         strings(&[
@@ -442,6 +443,7 @@ fn memory_follows_imports_in_order_up_to_the_hop_limit() {
             "docs/deeper/one.md",
             "docs/deeper/two.md",
             "docs/deeper/three.md",
+            "docs/deeper/four.md",
         ])
     );
     assert_eq!(memory.imports.len(), claude::MAX_IMPORT_HOPS);
@@ -454,6 +456,7 @@ fn memory_follows_imports_in_order_up_to_the_hop_limit() {
         "ONE-MARKER",
         "TWO-MARKER",
         "THREE-MARKER",
+        "FOUR-MARKER",
     ] {
         let Some(at) = memory.expanded.find(marker) else {
             panic!("{marker} is missing from the expanded memory")
@@ -461,7 +464,7 @@ fn memory_follows_imports_in_order_up_to_the_hop_limit() {
         assert!(at > last, "{marker} is out of order");
         last = at;
     }
-    assert!(!memory.expanded.contains("FOUR-MARKER"));
+    assert!(!memory.expanded.contains("FIVE-MARKER"));
 }
 
 #[test]

@@ -163,14 +163,15 @@ impl GitSource {
     /// controller's folders (`.proto/`, `approvals/`) are left out.
     pub fn snapshot(&self, revision: &str) -> Result<MemTree, SourceError> {
         let repo = self.repo()?;
-        let (tree, label) = self.declaration_tree(&repo, revision)?;
+        let (listed, label) = self.declaration_listing(&repo, revision)?;
         // One walk of the tree for both views (see `tree::list`), then every file read.
-        let mut entries = Vec::new();
-        tree::list(&repo, &tree, "", &mut entries)?;
         let mut out = MemTree::new(label);
-        for (path, id) in entries {
+        for (path, id) in listed.entries {
             let blob = repo.find_blob(id)?;
             out.insert(path, blob.content().to_vec());
+        }
+        for refused in listed.refused {
+            out.refuse(refused.path, refused.why);
         }
         Ok(out)
     }
@@ -180,13 +181,22 @@ impl GitSource {
     /// reads just the files whose blob changed.
     pub fn tree(&self, revision: &str) -> Result<GitTree, SourceError> {
         let repo = self.repo()?;
-        let (entries, label) = {
-            let (tree, label) = self.declaration_tree(&repo, revision)?;
-            let mut entries = Vec::new();
-            tree::list(&repo, &tree, "", &mut entries)?;
-            (entries, label)
-        };
+        let (entries, label) = self.declaration_listing(&repo, revision)?;
         Ok(GitTree::new(repo, label, entries))
+    }
+
+    /// The files of the sub-folder at `revision` (symbolic links resolved against the whole
+    /// repository, as a checkout resolves them), and a label naming the commit.
+    fn declaration_listing(
+        &self,
+        repo: &Repository,
+        revision: &str,
+    ) -> Result<(tree::Listed, String), SourceError> {
+        let (tree, label) = self.declaration_tree(repo, revision)?;
+        let root = repo.revparse_single(revision)?.peel_to_commit()?.tree()?;
+        let mut listed = tree::Listed::default();
+        tree::list(repo, (&root, &self.subpath), &tree, "", &mut listed)?;
+        Ok((listed, label))
     }
 
     /// The tree of the sub-folder at `revision`, and a label naming the commit.
@@ -241,9 +251,10 @@ impl GitSource {
         let Ok(tree) = entry.to_object(&repo)?.into_tree() else {
             return Ok(Vec::new());
         };
-        let mut entries = Vec::new();
-        tree::list(&repo, &tree, &folder, &mut entries)?;
-        entries
+        let mut listed = tree::Listed::default();
+        tree::list(&repo, (&root, &full), &tree, &folder, &mut listed)?;
+        listed
+            .entries
             .into_iter()
             .map(|(path, id)| Ok((path, repo.find_blob(id)?.content().to_vec())))
             .collect()

@@ -104,8 +104,9 @@ pub const HOOK_EVENTS: [&str; 18] = [
     "SessionEnd",
 ];
 
-/// Imports in memory files are followed this many hops deep.
-pub const MAX_IMPORT_HOPS: usize = 4;
+/// Imports in memory files are followed this many hops deep: Claude Code's documented limit
+/// ("imported files can recursively import additional files, with a maximum depth of 5 hops").
+pub const MAX_IMPORT_HOPS: usize = 5;
 
 /// The Claude Code files of a company.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -1126,19 +1127,8 @@ pub fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
 /// Position of the first occurrence of `"key"` in a JSON text: serde_json keeps no positions
 /// after parsing, and pointing near the problem beats pointing at line 1.
 fn json_pos(text: &str, key: &str) -> Pos {
-    let needle = format!("\"{key}\"");
-    text.find(&needle)
-        .map_or(Pos::new(1, 1), |at| pos_at(text, at))
-}
-
-fn pos_at(text: &str, byte: usize) -> Pos {
-    let before = &text[..byte];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    Pos::new(
-        u32::try_from(line).unwrap_or(u32::MAX),
-        u32::try_from(col).unwrap_or(u32::MAX),
-    )
+    // One pass over the text for all the look-ups of a file (see `json_pos`).
+    super::json_pos::locate(text, key)
 }
 
 fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {
@@ -1515,7 +1505,8 @@ pub fn find_imports(text: &str) -> Vec<(Pos, String)> {
                     .unwrap_or(rest.len());
                 let target = rest[..end].trim_end_matches([',', ';', ':', ')', '.']);
                 if !target.is_empty() {
-                    let col = u32::try_from(line[..byte].chars().count() + 1).unwrap_or(u32::MAX);
+                    // `k` counts characters already: no recount from the line's start.
+                    let col = u32::try_from(k + 1).unwrap_or(u32::MAX);
                     let line_no = u32::try_from(i + 1).unwrap_or(u32::MAX);
                     out.push((Pos::new(line_no, col), target.to_string()));
                 }
@@ -1583,8 +1574,29 @@ fn expand(
     out: &mut String,
     diags: &mut Vec<Diagnostic>,
 ) {
+    // Each distinct target is looked up once per file, and at most so many of them: a file
+    // of a million `@mentions` costs a bounded number of look-ups, not a million.
+    let mut tried = std::collections::HashSet::new();
     for (pos, target) in find_imports(text) {
+        if !tried.contains(&target) && tried.len() == super::import::MAX_TARGETS_PER_FILE {
+            diags.push(
+                Diagnostic::warning(
+                    file,
+                    pos,
+                    format!(
+                        "more than {} distinct @paths in one file; the rest are read as text",
+                        super::import::MAX_TARGETS_PER_FILE
+                    ),
+                )
+                .field(format!("@{target}")),
+            );
+            break;
+        }
+        if !tried.insert(target.clone()) {
+            continue;
+        }
         let Some(resolved) = resolve(file, &target) else {
+            diags.extend(super::import::outside(file, pos, &target));
             continue;
         };
         if chain.contains(&resolved) {
@@ -1600,10 +1612,15 @@ fn expand(
             );
             continue;
         }
-        // Mentions such as `@ceo` that name no file are ordinary text, as in Claude Code.
-        if tree.size(&resolved).is_err() {
+        if imports.contains(&resolved) {
             continue;
         }
+        // Mentions such as `@ceo` that name no file are ordinary text, as in Claude Code;
+        // only regular files inside the tree are read, bounded (see `import`).
+        let at = (file, pos, target.as_str());
+        let Some(content) = super::import::read(tree, at, &resolved, out.len(), diags) else {
+            continue;
+        };
         if chain.len() > MAX_IMPORT_HOPS {
             diags.push(
                 Diagnostic::warning(
@@ -1613,12 +1630,6 @@ fn expand(
                 )
                 .field(format!("@{target}")),
             );
-            continue;
-        }
-        let Some(content) = super::load::read_text(tree, &resolved, diags) else {
-            continue;
-        };
-        if imports.contains(&resolved) {
             continue;
         }
         imports.push(resolved.clone());

@@ -50,7 +50,17 @@ pub(super) fn load_file(
     let mut diags = Vec::new();
     if let Some(text) = read_text(tree, path, &mut diags) {
         match role {
-            Some(role) => claude::load_file(role, path, &text, tree, &mut spec, &mut diags),
+            Some(role) => {
+                // Editors on Windows save JSON with a byte-order mark; Claude Code reads
+                // such files, and YAML and Markdown here already accept one.
+                let text = match role {
+                    claude::Role::Settings | claude::Role::Mcp => {
+                        text.strip_prefix('\u{feff}').unwrap_or(&text)
+                    }
+                    _ => &text,
+                };
+                claude::load_file(role, path, text, tree, &mut spec, &mut diags)
+            }
             None => load_yaml(path, &text, schemas(), &mut spec, &mut diags),
         }
     }

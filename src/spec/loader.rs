@@ -107,8 +107,12 @@ fn run(
         ..Spec::default()
     };
     let mut diags = Vec::new();
-    let files = match tree.files() {
-        Ok(files) => files,
+    let files = match tree.listing() {
+        Ok(listing) => {
+            // Links out of the tree, loops, special files: reported where they are.
+            diags.extend(listing.refused.iter().filter_map(|r| r.diagnostic()));
+            listing.files
+        }
         Err(e) => {
             diags.push(Diagnostic::error(
                 tree.label(),

@@ -8,9 +8,13 @@
 pub mod claude;
 pub mod diag;
 pub mod duration;
+pub mod echo;
+mod import;
+pub mod json_pos;
 pub mod kinds;
 mod load;
 mod loader;
+pub mod safe_fs;
 pub mod schema;
 pub mod shape;
 pub mod status;
@@ -28,7 +32,7 @@ pub use kinds::*;
 pub use load::load;
 pub use loader::{LoadStats, Loader};
 pub use schema::{Kind, Metadata};
-pub use tree::{BlobId, DirTree, FileTree, MemTree, TreeError};
+pub use tree::{BlobId, DirTree, FileTree, Listing, MemTree, Refusal, Refused, TreeError};
 pub use validate::validate;
 
 use yaml::Node;

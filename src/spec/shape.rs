@@ -173,24 +173,27 @@ impl<'a> Walker<'a> {
         if !yaml::is_integer_text(text) {
             return;
         }
-        let min = schema.get("minimum").and_then(Json::as_f64);
-        let max = schema.get("maximum").and_then(Json::as_f64).or_else(|| {
-            match schema.get("format").and_then(Json::as_str) {
-                Some("uint8") => Some(f64::from(u8::MAX)),
-                Some("uint16") => Some(f64::from(u16::MAX)),
-                Some("uint32") => Some(f64::from(u32::MAX)),
-                Some("int32") => Some(f64::from(i32::MAX)),
-                Some("uint64" | "uint") => Some(u64::MAX as f64),
-                _ => Some(i64::MAX as f64),
-            }
+        // Integers compare exactly (as i128): through f64, u64::MAX would print rounded as
+        // 18446744073709552000 and neighbours of a bound would compare equal to it.
+        let bound = |key: &str| {
+            let b = schema.get(key)?;
+            b.as_i64()
+                .map(i128::from)
+                .or_else(|| b.as_u64().map(i128::from))
+        };
+        let min = bound("minimum");
+        let max = bound("maximum").or_else(|| {
+            Some(match schema.get("format").and_then(Json::as_str) {
+                Some("uint8") => i128::from(u8::MAX),
+                Some("uint16") => i128::from(u16::MAX),
+                Some("uint32") => i128::from(u32::MAX),
+                Some("int32") => i128::from(i32::MAX),
+                Some("uint64" | "uint") => i128::from(u64::MAX),
+                _ => i128::from(i64::MAX),
+            })
         });
-        // Integers too large for i64 are out of any range we accept.
-        let v = Node {
-            pos,
-            value: Value::Number(text.to_string()),
-        }
-        .as_i64()
-        .map_or(f64::INFINITY, |i| i as f64);
+        // Integers beyond i128 are out of any range we accept.
+        let v = yaml::parse_i128(text).unwrap_or(i128::MAX);
         if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) {
             let range = format!(
                 "{}..={}",

@@ -24,12 +24,86 @@ pub enum TreeError {
     },
     #[error("{0}: no such file in the tree")]
     NotFound(String),
+    #[error("{why}")]
+    Refused { path: String, why: Refusal },
     #[error("{path}: {source}")]
     Git {
         path: String,
         #[source]
         source: git2::Error,
     },
+}
+
+/// Why a path of the tree was left out, or could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Refusal {
+    #[error("symbolic link to \"{target}\" leaves the repository; not followed")]
+    LeavesTree {
+        target: String,
+        /// Whether it names a folder (whose files may have been declarations).
+        folder: bool,
+    },
+    #[error("symbolic link loop; not followed")]
+    Loop,
+    #[error("symbolic link to \"{target}\", which does not exist")]
+    Dangling { target: String },
+    #[error("symbolic links lead more than {0} folders deep; not followed")]
+    TooDeep(usize),
+    #[error("symbolic links lead to more than {0} entries; the rest is not listed")]
+    TooMany(usize),
+    #[error("not a regular file ({0}); not read")]
+    NotRegular(&'static str),
+    #[error("is a folder, not a file")]
+    Folder,
+    #[error("file name is not valid UTF-8; rename it")]
+    NameNotUtf8,
+    #[error("larger than {0} bytes; not read")]
+    TooLarge(usize),
+}
+
+/// A path the tree left out of its files, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub path: String,
+    pub why: Refusal,
+}
+
+impl Refused {
+    /// How the loader reports it: an error where a declaration or a Claude Code file may
+    /// have been lost (the company would load with less than it says), a warning for a
+    /// folder elsewhere that could not be followed or a name that cannot be read, and
+    /// nothing for links elsewhere in a working copy (`node_modules/.bin`, `.venv`), which
+    /// were never Proto's to read.
+    pub fn diagnostic(&self) -> Option<super::Diagnostic> {
+        use super::Diagnostic;
+        let path = self.path.as_str();
+        let declaration = super::claude::role_of(path).is_some()
+            || path.ends_with(".yaml")
+            || path.ends_with(".yml")
+            || path == ".claude"
+            || path.starts_with(".claude/");
+        let pos = super::Pos::default();
+        let message = self.why.to_string();
+        match &self.why {
+            Refusal::Dangling { .. } => {
+                declaration.then(|| Diagnostic::warning(path, pos, message))
+            }
+            _ if declaration => Some(Diagnostic::error(path, pos, message)),
+            Refusal::LeavesTree { folder: true, .. }
+            | Refusal::Loop
+            | Refusal::TooDeep(_)
+            | Refusal::TooMany(_)
+            | Refusal::NameNotUtf8 => Some(Diagnostic::warning(path, pos, message)),
+            _ => None,
+        }
+    }
+}
+
+/// What a tree holds: its files, and the paths it left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub files: Vec<String>,
+    pub refused: Vec<Refused>,
 }
 
 /// The id of a file's content: equal ids mean equal bytes. For git trees it is the blob id,
@@ -56,6 +130,14 @@ impl BlobId {
 pub trait FileTree: Sync {
     /// Every regular file, sorted, excluding `.git/` and the controller's folders.
     fn files(&self) -> Result<Vec<String>, TreeError>;
+    /// The files, with the paths left out and why (symbolic links that leave the tree,
+    /// loops, special files); the loader reports those.
+    fn listing(&self) -> Result<Listing, TreeError> {
+        Ok(Listing {
+            files: self.files()?,
+            refused: Vec::new(),
+        })
+    }
     /// The size of a file in bytes, to refuse oversized files before reading them.
     fn size(&self, path: &str) -> Result<u64, TreeError>;
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError>;
@@ -68,11 +150,14 @@ pub trait FileTree: Sync {
     }
 }
 
-fn skipped_at_root(name: &str) -> bool {
+pub(super) fn skipped_at_root(name: &str) -> bool {
     CONTROLLER_DIRS.contains(&name)
 }
 
-/// A directory on disk. Symbolic links are not followed, so a tree cannot point outside itself.
+/// A directory on disk. Symbolic links are followed while they resolve inside the directory
+/// (teams link `.claude/agents` or `CLAUDE.md` to a shared folder); links that leave it, loops
+/// and special files (FIFOs, devices, sockets) are refused, and files are read with their
+/// size bounded while reading (see [`super::safe_fs`]).
 #[derive(Clone, Debug)]
 pub struct DirTree {
     root: PathBuf,
@@ -86,52 +171,23 @@ impl DirTree {
     pub fn root(&self) -> &Path {
         &self.root
     }
-
-    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), TreeError> {
-        let io = |source| TreeError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        for entry in std::fs::read_dir(dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == ".git" || (rel.is_empty() && skipped_at_root(&name)) {
-                continue;
-            }
-            let kind = entry.file_type().map_err(io)?;
-            let child = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if kind.is_dir() {
-                self.walk(&entry.path(), &child, out)?;
-            } else if kind.is_file() {
-                out.push(child);
-            }
-        }
-        Ok(())
-    }
 }
 
 impl FileTree for DirTree {
     fn files(&self) -> Result<Vec<String>, TreeError> {
-        let mut out = Vec::new();
-        self.walk(&self.root, "", &mut out)?;
-        out.sort();
-        Ok(out)
+        Ok(self.listing()?.files)
+    }
+
+    fn listing(&self) -> Result<Listing, TreeError> {
+        super::safe_fs::walk(&self.root)
     }
 
     fn size(&self, path: &str) -> Result<u64, TreeError> {
-        let full = self.root.join(path);
-        std::fs::metadata(&full)
-            .map(|m| m.len())
-            .map_err(|source| TreeError::Io { path: full, source })
+        super::safe_fs::size(&self.root, path)
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
-        let full = self.root.join(path);
-        std::fs::read(&full).map_err(|source| TreeError::Io { path: full, source })
+        super::safe_fs::read(&self.root, path, super::yaml::MAX_FILE_BYTES)
     }
 
     fn label(&self) -> String {
@@ -148,6 +204,7 @@ pub struct MemTree {
     /// over every byte and a one-shot load gains nothing from it.
     ids: bool,
     blob_ids: BTreeMap<String, BlobId>,
+    refused: Vec<Refused>,
 }
 
 impl MemTree {
@@ -182,6 +239,16 @@ impl MemTree {
         self
     }
 
+    /// Records a path left out of the tree (a symbolic link that leaves it, say), for the
+    /// loader to report.
+    pub fn refuse(&mut self, path: impl Into<String>, why: Refusal) -> &mut Self {
+        self.refused.push(Refused {
+            path: path.into(),
+            why,
+        });
+        self
+    }
+
     /// Removes a file; `true` if it was there.
     pub fn remove(&mut self, path: &str) -> bool {
         self.blob_ids.remove(path);
@@ -202,18 +269,25 @@ impl FileTree for MemTree {
             .collect())
     }
 
+    fn listing(&self) -> Result<Listing, TreeError> {
+        Ok(Listing {
+            files: self.files()?,
+            refused: self.refused.clone(),
+        })
+    }
+
     fn size(&self, path: &str) -> Result<u64, TreeError> {
         self.files
             .get(path)
             .map(|c| c.len() as u64)
-            .ok_or_else(|| TreeError::NotFound(path.into()))
+            .ok_or_else(|| missing(&self.files, path))
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, TreeError> {
         self.files
             .get(path)
             .cloned()
-            .ok_or_else(|| TreeError::NotFound(path.into()))
+            .ok_or_else(|| missing(&self.files, path))
     }
 
     fn label(&self) -> String {
@@ -222,5 +296,23 @@ impl FileTree for MemTree {
 
     fn blob_id(&self, path: &str) -> Option<BlobId> {
         self.blob_ids.get(path).copied()
+    }
+}
+
+/// Why `path` is not a file of a tree whose files are `files`: it is a folder of them, or
+/// it is not there at all.
+pub fn missing<V>(files: &BTreeMap<String, V>, path: &str) -> TreeError {
+    let folder = format!("{}/", path.trim_end_matches('/'));
+    let is_folder = files
+        .range(folder.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&folder));
+    if is_folder {
+        TreeError::Refused {
+            path: path.to_owned(),
+            why: Refusal::Folder,
+        }
+    } else {
+        TreeError::NotFound(path.to_owned())
     }
 }

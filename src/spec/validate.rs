@@ -568,6 +568,9 @@ impl Prices {
     }
 }
 
+/// The longest schedule [`check_cron`] reads.
+pub const MAX_CRON_BYTES: usize = 1024;
+
 /// The five cron fields with their ranges, in order.
 const CRON_FIELDS: [(&str, u32, u32); 5] = [
     ("minute", 0, 59),
@@ -579,6 +582,14 @@ const CRON_FIELDS: [(&str, u32, u32); 5] = [
 
 /// A 5-field cron expression (or a nickname such as `@daily`).
 pub fn check_cron(expr: &str) -> Result<croner::Cron, String> {
+    // Every minute of every field listed one by one fits in about 400 characters; a longer
+    // schedule is not a schedule, and refusing it keeps the checks below cheap.
+    if expr.len() > MAX_CRON_BYTES {
+        return Err(format!(
+            "invalid cron \"{expr}\": {} bytes long; a schedule is at most {MAX_CRON_BYTES}",
+            expr.len()
+        ));
+    }
     let fields: Vec<&str> = expr.split_whitespace().collect();
     if !expr.trim_start().starts_with('@') {
         if fields.len() != 5 {
@@ -589,11 +600,15 @@ pub fn check_cron(expr: &str) -> Result<croner::Cron, String> {
         }
         // Say which field is out of range; the parser only says "out of bounds".
         for (field, (name, min, max)) in fields.iter().zip(CRON_FIELDS) {
-            for number in field
-                .split([',', '-', '/', '*'])
-                .filter_map(|n| n.parse::<u32>().ok())
-            {
-                let step = field.contains(&format!("/{number}"));
+            // Each number with whether it follows a `/` (a step, not a value of the field).
+            let mut after_slash = false;
+            for piece in field.split_inclusive([',', '-', '/', '*']) {
+                let step = after_slash;
+                after_slash = piece.ends_with('/');
+                let digits = piece.trim_end_matches([',', '-', '/', '*']);
+                let Ok(number) = digits.parse::<u32>() else {
+                    continue;
+                };
                 if !step && !(min..=max).contains(&number) {
                     return Err(format!(
                         "invalid cron \"{expr}\": {name} {number} is out of range {min}-{max}"
@@ -704,5 +719,10 @@ mod tests {
         assert!(check_cron("@daily").is_ok());
         assert!(check_cron("0 0 */6 * * *").is_err());
         assert!(check_cron("61 * * * *").is_err());
+        assert!(check_cron("0,5,10,15,20,25,30,35,40,45,50,55 */2 1-31/3 * 1-5").is_ok());
+        let huge = format!("{} * * * *", vec!["1"; 500_000].join(","));
+        let started = std::time::Instant::now();
+        assert!(check_cron(&huge).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

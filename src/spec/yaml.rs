@@ -201,16 +201,26 @@ impl Node {
 }
 
 fn parse_int(text: &str) -> Option<i64> {
+    parse_i128(text).and_then(|v| i64::try_from(v).ok())
+}
+
+/// An integer scalar (decimal, `0x` hex or `0o` octal, signed) exactly, as wide as any
+/// bound a schema states (`u64::MAX` included); `None` if it is not one or is wider.
+pub fn parse_i128(text: &str) -> Option<i128> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
+    // `from_str_radix` would take a second sign; the text already had its one.
+    if digits.starts_with(['+', '-']) {
+        return None;
+    }
     let value = if let Some(hex) = digits.strip_prefix("0x") {
-        i64::from_str_radix(hex, 16).ok()?
+        i128::from_str_radix(hex, 16).ok()?
     } else if let Some(oct) = digits.strip_prefix("0o") {
-        i64::from_str_radix(oct, 8).ok()?
+        i128::from_str_radix(oct, 8).ok()?
     } else {
-        digits.parse::<i64>().ok()?
+        digits.parse::<i128>().ok()?
     };
     Some(if negative { -value } else { value })
 }
