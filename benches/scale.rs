@@ -330,7 +330,7 @@ fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize)
         )
         .unwrap();
     }
-    let mut child = proto(bin, &dir, &company, false);
+    let mut watching = Watching(proto(bin, &dir, &company, false));
     let conn = store_when_ready(&dir);
     // Until the controller runs the company (the last declared goal waits in its status).
     let up = Instant::now();
@@ -372,13 +372,13 @@ fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize)
         // Let its work finish, so the next sample starts from a quiet controller.
         std::thread::sleep(Duration::from_millis(600));
     }
-    let peak = peak_rss(child.id()).unwrap_or(f64::NAN);
+    let peak = peak_rss(watching.0.id()).unwrap_or(f64::NAN);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(watching.0.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    child.wait().unwrap();
+    watching.0.wait().unwrap();
     println!(
         "scale: push→dispatch  resources {resources:>6}{setup}  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({pushes} one-file commits)  peak RSS {peak:.0} MiB",
         percentile(&samples, 50.0),
@@ -386,6 +386,19 @@ fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize)
         percentile(&samples, 100.0),
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A watching controller, killed if the benchmark panics before it stops it (a leftover
+/// would go on using the machine the next figures are taken on).
+struct Watching(Child);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
 }
 
 fn store_when_ready(dir: &Path) -> rusqlite::Connection {
