@@ -1,4 +1,5 @@
-//! The Anthropic Messages API (`POST {base_url}/v1/messages`), always streaming.
+//! The Anthropic Messages API (`POST {base_url}/v1/messages`; a base URL written with `/v1`
+//! works as well, see [`super::endpoint`]), always streaming.
 //!
 //! We always ask for a stream: long generations with large `max_tokens` would otherwise hit
 //! HTTP timeouts, and the events drive the progress display. [`StreamAssembler`] turns the
@@ -30,7 +31,8 @@ pub const MAX_CACHE_BREAKPOINTS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Anthropic {
     name: String,
-    base_url: String,
+    /// The Messages URL the base URL stands for.
+    endpoint: reqwest::Url,
     key: ApiKey,
     client: reqwest::Client,
     /// Place cache breakpoints on every request (on by default).
@@ -40,15 +42,18 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
-    /// A client for `base_url` (without the `/v1/messages` path) with the given key.
+    /// A client for the server at `base_url` (with or without `/v1`) with the given key.
     pub fn new(
         name: impl Into<String>,
         base_url: impl Into<String>,
         key: ApiKey,
     ) -> Result<Self, ModelError> {
+        let name = name.into();
+        let endpoint = super::endpoint::anthropic_messages(&base_url.into())
+            .map_err(|e| ModelError::Config(format!("provider {name}: baseUrl {e}")))?;
         Ok(Anthropic {
-            name: name.into(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
+            name,
+            endpoint,
             key,
             client: http_client()?,
             prompt_caching: true,
@@ -250,7 +255,7 @@ impl Model for Anthropic {
         };
         let request = self
             .client
-            .post(format!("{}/v1/messages", self.base_url))
+            .post(self.endpoint.clone())
             .header("x-api-key", self.key.header_value()?)
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")

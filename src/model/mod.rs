@@ -9,11 +9,13 @@
 //! - [`anthropic`]: the Messages API, always streaming.
 //! - [`openai`]: OpenAI-compatible chat completions (llama.cpp, Ollama, vLLM, …).
 //! - [`replay`]: recorded exchanges from a file, for tests and demos.
+//! - [`endpoint`]: base URLs read as the official SDKs read them.
 //! - [`sse`]: the incremental server-sent-events parser both HTTP providers use.
 //! - [`prices`]: default prices per model and the cost of a call.
 //! - [`retry`]: waiting out 429/529 with `retry-after` honoured.
 
 pub mod anthropic;
+pub mod endpoint;
 pub mod openai;
 pub mod prices;
 pub mod replay;

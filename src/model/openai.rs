@@ -1,4 +1,5 @@
-//! OpenAI-compatible chat completions (`POST {base_url}/v1/chat/completions`), streaming,
+//! OpenAI-compatible chat completions (`POST {base_url}/v1/chat/completions`; a base URL
+//! written with `/v1` works as well, see [`super::endpoint`]), streaming,
 //! for local servers such as llama.cpp, Ollama or vLLM and for hosted OpenAI-style APIs.
 //!
 //! The neutral types are Anthropic-shaped, so this module translates both ways: system blocks
@@ -24,22 +25,26 @@ use crate::spec::{Provider, ProviderKind};
 #[derive(Debug, Clone)]
 pub struct OpenAi {
     name: String,
-    base_url: String,
+    /// The chat-completions URL the base URL stands for.
+    endpoint: reqwest::Url,
     /// Local servers usually need none.
     key: Option<ApiKey>,
     client: reqwest::Client,
 }
 
 impl OpenAi {
-    /// A client for `base_url` (without `/v1/chat/completions`).
+    /// A client for the server at `base_url`, with or without `/v1`.
     pub fn new(
         name: impl Into<String>,
         base_url: impl Into<String>,
         key: Option<ApiKey>,
     ) -> Result<Self, ModelError> {
+        let name = name.into();
+        let endpoint = super::endpoint::openai_chat(&base_url.into())
+            .map_err(|e| ModelError::Config(format!("provider {name}: baseUrl {e}")))?;
         Ok(OpenAi {
-            name: name.into(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
+            name,
+            endpoint,
             key,
             client: http_client()?,
         })
@@ -169,7 +174,7 @@ impl Model for OpenAi {
     ) -> Result<Response, ModelError> {
         let mut req = self
             .client
-            .post(format!("{}/v1/chat/completions", self.base_url))
+            .post(self.endpoint.clone())
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .json(&request_body(request));

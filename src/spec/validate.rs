@@ -203,13 +203,21 @@ impl<'a> Validator<'a> {
                             "a replay provider needs the file of recorded exchanges",
                         ));
                     }
+                    // A URL no request can go to is an error; one that is usable but
+                    // almost certainly a mistake (a query, credentials) is a warning.
                     if let Some(url) = &p.base_url
-                        && !(url.starts_with("http://") || url.starts_with("https://"))
+                        && let Err(problem) = crate::model::endpoint::check(url)
                     {
-                        self.push(company.error(
-                            &format!("spec.models.providers[{i}].baseUrl"),
-                            format!("\"{url}\" is not an http:// or https:// URL"),
-                        ));
+                        let field = format!("spec.models.providers[{i}].baseUrl");
+                        let d = company.error(&field, problem.to_string());
+                        self.push(if problem.is_fatal() {
+                            d
+                        } else {
+                            Diagnostic {
+                                severity: super::diag::Severity::Warning,
+                                ..d
+                            }
+                        });
                     }
                 }
             }
@@ -674,6 +682,48 @@ pub fn cycles<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_that_make_no_sense_are_reported_where_they_are_written() {
+        let company = |urls: &str| {
+            let mut tree = crate::spec::MemTree::new("t");
+            tree.insert(
+                "all.yaml",
+                format!(
+                    "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: c}}\nspec:\n  mission: m\n  ceo: ceo\n  models:\n    providers:\n{urls}---\n\
+                     apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: d, prompt: p}}\n"
+                ),
+            );
+            crate::spec::load_and_validate(&tree)
+        };
+        // With or without /v1 and a trailing slash: nothing to say.
+        let (_, warnings) = company(
+            "      - {name: a, type: openai, baseUrl: 'http://127.0.0.1:8080/v1/'}\n      - {name: b, type: anthropic, baseUrl: 'https://api.anthropic.com'}\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (_, warnings) = company(
+            "      - {name: a, type: openai, baseUrl: 'http://127.0.0.1:8080/v1?key=x'}\n      - {name: b, type: openai, baseUrl: 'http://me:pw@host/v1#top'}\n",
+        )
+        .unwrap();
+        let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(
+            text[0].starts_with("all.yaml:9:")
+                && text[0].contains("spec.models.providers[0].baseUrl")
+                && text[0].contains("has a query"),
+            "{text:#?}"
+        );
+        assert!(text[1].contains("providers[1].baseUrl"), "{text:#?}");
+        let errors =
+            company("      - {name: a, type: openai, baseUrl: 'localhost:8080'}\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.to_string().contains("is not an http:// or https:// URL")),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn dns_labels() {
