@@ -1365,3 +1365,85 @@ fn an_agent_loads_a_skill_it_holds_and_no_other() {
         "ceo holds no skill named pricing"
     );
 }
+
+#[test]
+fn a_model_server_that_is_down_is_waited_for_and_the_goal_met_once_it_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt exists.\n  check: {file: {path: hello.txt}}\n  budget: {attempts: 2}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let down = mock_llm::down_address();
+    // Written as llama.cpp and the OpenAI SDK document it, with `/v1`.
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!("  mission: Test.\n  models:\n    providers: [{{name: local, type: anthropic, baseUrl: 'http://{down}/v1/', apiKeyEnv: PROTO_TEST_KEY}}]\n"),
+        ),
+    )
+    .unwrap();
+    git(
+        &company,
+        &["commit", "-q", "-am", "A model server that is not up yet"],
+    );
+    let state = tmp.path().join("state");
+    let child = cli::run_command(tmp.path(), &company, &state)
+        .spawn()
+        .unwrap();
+    let goal = |goals: &serde_json::Value| {
+        goals
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "greeted")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut waiting = serde_json::Value::Null;
+    wait_for(
+        "the goal to wait for the provider",
+        Duration::from_secs(60),
+        || {
+            let Some(status) = recorded_status(&state) else {
+                return false;
+            };
+            waiting = goal(&status["goals"]);
+            waiting["reason"] == "ProviderUnavailable"
+        },
+    );
+    let message = waiting["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("connection refused to {down}")),
+        "{waiting:#}"
+    );
+    // Waiting spends no attempt, however long it lasts (the goal allows only two).
+    std::thread::sleep(Duration::from_secs(4));
+    let status = recorded_status(&state).unwrap();
+    assert_eq!(
+        goal(&status["goals"])["reason"],
+        "ProviderUnavailable",
+        "{status:#}"
+    );
+    assert_eq!(goal(&status["goals"])["attempts"], 0, "{status:#}");
+    // The server comes up: the breaker's trial call finds it, and the work goes on.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(mock_llm::MockLlm::start_on(
+        down,
+        vec![
+            mock_llm::tool_use(
+                "1",
+                "Write",
+                serde_json::json!({"file_path": "hello.txt", "content": "hello\n"}),
+            ),
+            mock_llm::Reply::sse(mock_llm::text_stream("2", "Wrote it.", "end_turn")),
+        ],
+    ));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "greeted"), "CheckPassed", "{goals:#}");
+    assert_eq!(goal(&goals)["attempts"], 1, "{goals:#}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].path, "/v1/messages");
+}

@@ -63,9 +63,24 @@ pub enum AgentError {
     Cancelled,
 }
 
+impl AgentError {
+    /// Whether the session stopped because no model provider could answer.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, AgentError::Model(m) if m.is_outage())
+    }
+
+    /// When the provider may answer again, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            AgentError::Model(m) if m.is_outage() => m.retry_after(),
+            _ => None,
+        }
+    }
+}
+
 /// How an agent session that did not finish ends its task's attempt: a spent dollar budget
-/// ends the task (the planner waits for budget), an action needing approval parks it,
-/// anything else (the attempt's token budget included) is a failed attempt, retried and
+/// ends the task (the planner waits for budget), an action needing approval parks it, a
+/// provider outage queues it again without counting the attempt, anything else (the attempt's token budget included) is a failed attempt, retried and
 /// escalated.
 pub fn outcome_of(agent: &str, e: &AgentError) -> crate::store::AttemptOutcome {
     use crate::policy::limits::BudgetExceeded;
@@ -77,6 +92,10 @@ pub fn outcome_of(agent: &str, e: &AgentError) -> crate::store::AttemptOutcome {
         AgentError::NeedsApproval { action, reason } => AttemptOutcome::WaitingApproval {
             action: action.clone(),
             reason: reason.clone(),
+        },
+        // The provider is out, not the work wrong: wait for it, no attempt spent.
+        AgentError::Model(m) if m.is_outage() => AttemptOutcome::ProviderUnavailable {
+            error: m.to_string(),
         },
         e => AttemptOutcome::Failed {
             error: format!("agent {agent}: {e}"),

@@ -337,6 +337,8 @@ pub struct Engine {
     fetch_due: bool,
     /// Finished attempts whose recording failed, to record on the next pass.
     unrecorded: Vec<worker::Done>,
+    /// Provider outages in a row per task, for the wait before the next try.
+    outages: HashMap<TaskId, u32>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -417,6 +419,7 @@ impl Engine {
             commits: Vec::new(),
             fetch_due: true,
             unrecorded: Vec::new(),
+            outages: HashMap::new(),
         })
     }
 
@@ -1046,7 +1049,21 @@ impl Engine {
             self.resume.insert(done.task);
             return Ok(());
         }
-        let retry_at = now + self.backoff(task.attempts);
+        let retry_at = match &done.outcome {
+            AttemptOutcome::ProviderUnavailable { .. } => {
+                // The conversation so far is kept: the next attempt picks it up from the
+                // journal once the provider answers, no token spent twice.
+                self.resume.insert(done.task);
+                let outages = self.outages.entry(done.task).or_default();
+                *outages += 1;
+                let outages = *outages;
+                now + self.outage_wait(outages, done.retry_after)
+            }
+            _ => {
+                self.outages.remove(&done.task);
+                now + self.backoff(task.attempts)
+            }
+        };
         let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
         let verdict = match &done.outcome {
             AttemptOutcome::Succeeded { detail, .. } => {
@@ -1075,6 +1092,10 @@ impl Engine {
                 tracing::warn!(goal = %task.goal, "stopped: {error}");
                 format!("stopped: {error}")
             }
+            AttemptOutcome::ProviderUnavailable { error } => {
+                tracing::warn!(goal = %task.goal, retry_at = %retry_at, "waits for the model provider: {error}");
+                format!("waits for the model provider: {error}")
+            }
         };
         self.store.event(
             Some(task.id),
@@ -1089,6 +1110,19 @@ impl Engine {
             format!("{} {}", task.goal, first_line(&verdict)),
         );
         Ok(())
+    }
+
+    /// The wait before trying a task again after its `outages`-th provider outage in a
+    /// row: what the circuit breaker asked for (its next trial), else doubling from the
+    /// retry base up to a minute. However long the outage, the task is never given up.
+    fn outage_wait(&self, outages: u32, asked: Option<Duration>) -> chrono::Duration {
+        let doubling = self
+            .options
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(outages.saturating_sub(1).min(16)))
+            .min(Duration::from_secs(60));
+        let wait = asked.map_or(doubling, |a| a.min(Duration::from_secs(60)));
+        chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::seconds(60))
     }
 
     fn backoff(&self, attempts: u32) -> chrono::Duration {

@@ -348,6 +348,21 @@ fn goal_status(
                 "Working".into(),
                 "a task is working on it".into(),
             ),
+            // Waiting out a provider outage: no attempt spent, the cause shown.
+            (_, Some(TaskState::Queued), _) if task.is_some_and(|t| t.outage.is_some()) => (
+                Some(false),
+                true,
+                false,
+                "ProviderUnavailable".into(),
+                task.map(|t| {
+                    format!(
+                        "waiting for the model provider: {}; trying again after {}",
+                        t.outage.clone().unwrap_or_default(),
+                        t.not_before.to_rfc3339()
+                    )
+                })
+                .unwrap_or_default(),
+            ),
             (_, Some(TaskState::Queued), _) => {
                 let retry = task.is_some_and(|t| t.attempts > 0);
                 let message = match task {
@@ -458,8 +473,12 @@ pub fn product_plan(spec: &Spec, product: &str, status: &StatusReport) -> serde_
                     Some("Working") => "in_progress",
                     Some("AttemptsExhausted" | "DeliveryFailed") => "blocked",
                     Some(
-                        "DependenciesNotMet" | "NoModel" | "Suspended" | "WaitingApproval"
-                        | "BudgetExhausted",
+                        "DependenciesNotMet"
+                        | "NoModel"
+                        | "Suspended"
+                        | "WaitingApproval"
+                        | "BudgetExhausted"
+                        | "ProviderUnavailable",
                     ) => "waiting",
                     _ => "todo",
                 }

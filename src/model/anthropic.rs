@@ -262,7 +262,7 @@ impl Model for Anthropic {
             .header("accept", "text/event-stream")
             .json(&body);
         let mut assembler = StreamAssembler::default();
-        stream_events(request, |ev| {
+        stream_events(request, &self.endpoint, |ev| {
             for out in assembler.handle(&ev.event, &ev.data)? {
                 emit(&events, out);
             }

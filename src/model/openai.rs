@@ -182,7 +182,7 @@ impl Model for OpenAi {
             req = req.bearer_auth(key.expose());
         }
         let mut assembler = ChunkAssembler::default();
-        stream_events(req, |ev| {
+        stream_events(req, &self.endpoint, |ev| {
             for out in assembler.handle(&ev.data)? {
                 emit(&events, out);
             }
