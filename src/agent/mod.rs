@@ -268,6 +268,14 @@ pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
     defs
 }
 
+/// What the model is told when its turn hit `max_tokens`.
+fn truncated_note(max_tokens: u32) -> String {
+    format!(
+        "Your last answer was cut off: it reached the limit of {max_tokens} output tokens (stop reason max_tokens). \
+         Continue from where it stopped; if a tool call was cut off, make it again, shorter. If you had finished, say so in one line."
+    )
+}
+
 fn step(base: u32, turn: u32, offset: u32) -> u32 {
     base.saturating_add(turn.saturating_mul(STEP_STRIDE))
         .saturating_add(offset)
@@ -294,10 +302,23 @@ impl Session<'_> {
                 .into_iter()
                 .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
                 .collect();
-            if calls.is_empty() || response.stop_reason != Some(StopReason::ToolUse) {
-                if calls.is_empty()
-                    && let Some(reason) = self.stop_hooks(turn, continued, &response).await?
-                {
+            // A turn's tool calls run whatever its stop reason says: Ollama ends streamed
+            // tool calls with `finish_reason: "stop"`, and some models `end_turn` with
+            // tool_use blocks. Dropping them would lose work the model asked for.
+            if calls.is_empty() && response.stop_reason == Some(StopReason::MaxTokens) {
+                // Cut off mid-answer: the model is told so and may continue, rather than the
+                // session ending on half a sentence. The turn's activity records the stop.
+                tracing::info!(
+                    task = self.actor.task,
+                    turn,
+                    max_tokens = self.max_tokens,
+                    "the answer was cut off at max_tokens; asking the model to continue"
+                );
+                messages.push(Message::user(truncated_note(self.max_tokens)));
+                continue;
+            }
+            if calls.is_empty() {
+                if let Some(reason) = self.stop_hooks(turn, continued, &response).await? {
                     continued += 1;
                     messages.push(Message::user(format!("Stop hook feedback: {reason}")));
                     continue;
@@ -365,6 +386,10 @@ impl Session<'_> {
                     Err(e) => ContentBlock::tool_error(id, e.to_string()),
                 };
                 results.push(block);
+            }
+            if response.stop_reason == Some(StopReason::MaxTokens) {
+                // The calls that arrived whole ran; anything after them was cut off.
+                results.push(ContentBlock::text(truncated_note(self.max_tokens)));
             }
             messages.push(Message {
                 role: crate::model::Role::User,

@@ -117,9 +117,21 @@ struct Applied {
     loader: spec::Loader,
 }
 
-fn router(models: &[Arc<dyn crate::model::Model>]) -> Option<Arc<dyn crate::model::Model>> {
+/// The providers behind one router, each turn limited to the company's `turnTimeout`.
+fn router(
+    spec: &Spec,
+    models: &[Arc<dyn crate::model::Model>],
+) -> Option<Arc<dyn crate::model::Model>> {
+    let limit = spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .map_or(crate::model::limit::DEFAULT_TURN_TIMEOUT, |m| {
+            m.turn_timeout()
+        });
     (!models.is_empty()).then(|| {
-        Arc::new(crate::model::Router::new(models.to_vec())) as Arc<dyn crate::model::Model>
+        let router: Arc<dyn crate::model::Model> =
+            Arc::new(crate::model::Router::new(models.to_vec()));
+        Arc::new(crate::model::limit::TurnLimit::new(router, limit)) as Arc<dyn crate::model::Model>
     })
 }
 
@@ -693,8 +705,8 @@ impl Engine {
                     knowledge: knowledge_at(&self.source, &head),
                     revision: head,
                     limits: rate_limits(&spec),
+                    router: router(&spec, &models),
                     spec: Arc::new(spec),
-                    router: router(&models),
                     models,
                     loader,
                 });
@@ -735,8 +747,8 @@ impl Engine {
                                         knowledge: knowledge_at(&self.source, &good),
                                         revision: good,
                                         limits: rate_limits(&spec),
+                                        router: router(&spec, &models),
                                         spec: Arc::new(spec),
-                                        router: router(&models),
                                         models,
                                         loader,
                                     });

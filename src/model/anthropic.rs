@@ -262,14 +262,32 @@ impl Model for Anthropic {
             .header("accept", "text/event-stream")
             .json(&body);
         let mut assembler = StreamAssembler::default();
-        stream_events(request, &self.endpoint, |ev| {
+        let answer = stream_events(request, &self.endpoint, |ev| {
             for out in assembler.handle(&ev.event, &ev.data)? {
                 emit(&events, out);
             }
             Ok(assembler.is_done())
         })
         .await?;
-        assembler.finish()
+        match answer {
+            super::Answer::Streamed => assembler.finish(),
+            super::Answer::Whole(message) => {
+                // The non-streaming API's Message object is our Response, field for field.
+                if let Some(e) = message.get("error").filter(|_| message["type"] == "error") {
+                    return Err(ModelError::from_api(
+                        e["type"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default(),
+                        None,
+                    ));
+                }
+                let response: Response = serde_json::from_value(message)
+                    .map_err(|e| ModelError::Decode(format!("the message is not readable: {e}")))?;
+                for out in response.to_events() {
+                    emit(&events, out);
+                }
+                Ok(response)
+            }
+        }
     }
 
     fn name(&self) -> &str {
@@ -482,11 +500,17 @@ impl StreamAssembler {
                 "stream ended before message_start".to_string()
             }));
         }
-        let content = self
-            .blocks
-            .into_values()
-            .map(Partial::finish)
-            .collect::<Result<Vec<_>, _>>()?;
+        let cut_off = self.stop_reason == Some(StopReason::MaxTokens);
+        let mut content = Vec::new();
+        for partial in self.blocks.into_values() {
+            match partial.finish() {
+                Ok(block) => content.push(block),
+                // A tool call cut off by max_tokens has half its input: it is dropped (a
+                // call with made-up input must not run), and the session tells the model.
+                Err(_) if cut_off => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Response {
             id: self.id,
             model: self.model,

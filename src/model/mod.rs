@@ -9,6 +9,7 @@
 //! - [`anthropic`]: the Messages API, always streaming.
 //! - [`openai`]: OpenAI-compatible chat completions (llama.cpp, Ollama, vLLM, …).
 //! - [`replay`]: recorded exchanges from a file, for tests and demos.
+//! - [`limit`]: the wall-clock limit of one turn (`models.turnTimeout`).
 //! - [`endpoint`]: base URLs read as the official SDKs read them.
 //! - [`sse`]: the incremental server-sent-events parser both HTTP providers use.
 //! - [`prices`]: default prices per model and the cost of a call.
@@ -16,6 +17,7 @@
 
 pub mod anthropic;
 pub mod endpoint;
+pub mod limit;
 pub mod openai;
 pub mod prices;
 pub mod replay;
@@ -507,7 +509,9 @@ pub enum ModelError {
     /// to 127.0.0.1:8080`), not just "error sending request".
     #[error("transport: {0}")]
     Transport(String),
-    /// A turn ran longer than `models.turnTimeout`: a server stuck or generating without end.
+    /// A turn ran longer than `models.turnTimeout`: a server stuck or a model generating
+    /// without end. The attempt fails and is retried (it is no outage: the same turn would
+    /// likely run away again, so it must not wait forever without spending attempts).
     #[error("the turn ran longer than its limit of {}s", .0.as_secs())]
     TurnTimeout(Duration),
     /// No provider may be called now: every circuit is open after repeated failures. The
@@ -553,6 +557,9 @@ pub enum ErrorClass {
     Request,
     /// The provider answered with something we cannot read.
     Protocol,
+    /// One of our limits ended the call (`models.turnTimeout`): the attempt fails and is
+    /// retried, with backoff and escalation.
+    Limit,
 }
 
 impl ModelError {
@@ -570,8 +577,8 @@ impl ModelError {
             ModelError::RateLimited { .. }
             | ModelError::Overloaded { .. }
             | ModelError::Transport(_)
-            | ModelError::TurnTimeout(_)
             | ModelError::CircuitOpen { .. } => ErrorClass::Outage,
+            ModelError::TurnTimeout(_) => ErrorClass::Limit,
             // 408 (request timeout) and 5xx are the server's trouble, not the request's.
             ModelError::Http { status, .. } if *status == 408 || *status >= 500 => {
                 ErrorClass::Outage
@@ -799,34 +806,54 @@ pub fn transport_error(e: &reqwest::Error, endpoint: &reqwest::Url) -> ModelErro
     ModelError::Transport(format!("{cause} ({detail})"))
 }
 
+/// How a server answered a request for a stream.
+pub(crate) enum Answer {
+    /// As a stream: its events went to the handler.
+    Streamed,
+    /// As one JSON document (some servers and proxies ignore `stream: true`): the body.
+    Whole(Value),
+}
+
 /// Sends a streaming request to `endpoint` and hands each server-sent event of a successful
 /// answer to `handle`, which says when the answer is complete; an event left unterminated
-/// when the body ends is handed over too. Transport failures and error statuses become
+/// when the body ends is handed over too. A server that answers with one JSON document
+/// instead of a stream has it returned whole. Transport failures and error statuses become
 /// [`ModelError`]s.
 pub(crate) async fn stream_events(
     request: reqwest::RequestBuilder,
     endpoint: &reqwest::Url,
     mut handle: impl FnMut(&sse::SseEvent) -> Result<bool, ModelError>,
-) -> Result<(), ModelError> {
+) -> Result<Answer, ModelError> {
     use futures_util::StreamExt;
     let transport = |e: reqwest::Error| transport_error(&e, endpoint);
     let resp = request.send().await.map_err(transport)?;
     if !resp.status().is_success() {
         return Err(error_from_response(resp).await);
     }
+    let json = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if json {
+        let body = resp.bytes().await.map_err(transport)?;
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| ModelError::Decode(format!("the answer is not JSON: {e}")))?;
+        return Ok(Answer::Whole(value));
+    }
     let mut parser = sse::SseParser::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         for event in parser.push(&chunk.map_err(transport)?) {
             if handle(&event)? {
-                return Ok(());
+                return Ok(Answer::Streamed);
             }
         }
     }
     if let Some(event) = parser.finish() {
         handle(&event)?;
     }
-    Ok(())
+    Ok(Answer::Streamed)
 }
 
 /// Turns an unsuccessful HTTP response into the matching error.

@@ -196,6 +196,9 @@ impl<'a> Validator<'a> {
                 self.duration(company, "spec.approvals.timeout", timeout);
             }
             if let Some(models) = &company.spec.models {
+                if let Some(timeout) = &models.turn_timeout {
+                    self.duration(company, "spec.models.turnTimeout", timeout);
+                }
                 for (i, p) in models.providers.iter().enumerate() {
                     if p.kind == super::ProviderKind::Replay && p.file.is_none() {
                         self.push(company.error(
@@ -715,6 +718,26 @@ mod tests {
             "{text:#?}"
         );
         assert!(text[1].contains("providers[1].baseUrl"), "{text:#?}");
+        let (spec, _) = company(
+            "      - {name: a, type: openai, baseUrl: 'http://h/v1'}\n    turnTimeout: 90s\n",
+        )
+        .unwrap();
+        let models = spec.company().and_then(|c| c.spec.models.clone()).unwrap();
+        assert_eq!(models.turn_timeout(), std::time::Duration::from_secs(90));
+        assert_eq!(
+            crate::spec::Models::default().turn_timeout(),
+            crate::model::limit::DEFAULT_TURN_TIMEOUT
+        );
+        let errors = company(
+            "      - {name: a, type: openai, baseUrl: 'http://h/v1'}\n    turnTimeout: soon\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.to_string().contains("spec.models.turnTimeout")),
+            "{errors:?}"
+        );
         let errors =
             company("      - {name: a, type: openai, baseUrl: 'localhost:8080'}\n").unwrap_err();
         assert!(
