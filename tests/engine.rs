@@ -1425,6 +1425,20 @@ fn a_model_server_that_is_down_is_waited_for_and_the_goal_met_once_it_answers() 
         "{status:#}"
     );
     assert_eq!(goal(&status["goals"])["attempts"], 0, "{status:#}");
+    // `proto get providers` shows the provider and what its breaker saw.
+    let providers = get_json(tmp.path(), &state, "providers");
+    let local = &providers[0];
+    assert_eq!(local["name"], "local", "{providers:#}");
+    assert_eq!(local["type"], "anthropic");
+    assert_eq!(local["baseUrl"], format!("http://{down}/v1/"));
+    assert!(
+        local["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{providers:#}"
+    );
+    assert!(local["lastSuccessAt"].is_null(), "{providers:#}");
     // The server comes up: the breaker's trial call finds it, and the work goes on.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(mock_llm::MockLlm::start_on(
@@ -1446,4 +1460,15 @@ fn a_model_server_that_is_down_is_waited_for_and_the_goal_met_once_it_answers() 
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].path, "/v1/messages");
+    let providers = get_json(tmp.path(), &state, "providers");
+    assert_eq!(providers[0]["state"], "Closed", "{providers:#}");
+    assert!(providers[0]["lastSuccessAt"].is_string(), "{providers:#}");
+    let table = text(&proto(
+        tmp.path(),
+        &["get", "providers", "--state-dir", state.to_str().unwrap()],
+    ));
+    assert!(
+        table.contains("NAME") && table.contains("local") && table.contains("Closed"),
+        "{table}"
+    );
 }

@@ -108,6 +108,10 @@ struct Applied {
     models: Vec<Arc<dyn crate::model::Model>>,
     /// The providers behind one model that fails over between them.
     router: Option<Arc<dyn crate::model::Model>>,
+    /// The same router, for its circuit breakers' view of each provider.
+    breakers: Option<Arc<crate::model::Router>>,
+    /// Why each provider that could not be built was not (no key, no replay file).
+    unbuilt: BTreeMap<String, String>,
     /// The company's action rate limits, shared by every worker of this revision.
     limits: Arc<crate::policy::limits::RateLimits>,
     /// `.proto/knowledge` at this revision, read once and shared by every session.
@@ -117,22 +121,69 @@ struct Applied {
     loader: spec::Loader,
 }
 
-/// The providers behind one router, each turn limited to the company's `turnTimeout`.
+/// The providers behind one router, each turn limited to the company's `turnTimeout`; and
+/// the router itself, whose breakers `proto get providers` reports.
 fn router(
     spec: &Spec,
     models: &[Arc<dyn crate::model::Model>],
-) -> Option<Arc<dyn crate::model::Model>> {
+) -> (
+    Option<Arc<dyn crate::model::Model>>,
+    Option<Arc<crate::model::Router>>,
+) {
     let limit = spec
         .company()
         .and_then(|c| c.spec.models.as_ref())
         .map_or(crate::model::limit::DEFAULT_TURN_TIMEOUT, |m| {
             m.turn_timeout()
         });
-    (!models.is_empty()).then(|| {
-        let router: Arc<dyn crate::model::Model> =
-            Arc::new(crate::model::Router::new(models.to_vec()));
-        Arc::new(crate::model::limit::TurnLimit::new(router, limit)) as Arc<dyn crate::model::Model>
-    })
+    if models.is_empty() {
+        return (None, None);
+    }
+    let router = Arc::new(crate::model::Router::new(models.to_vec()));
+    let inner: Arc<dyn crate::model::Model> = router.clone();
+    let limited: Arc<dyn crate::model::Model> =
+        Arc::new(crate::model::limit::TurnLimit::new(inner, limit));
+    (Some(limited), Some(router))
+}
+
+/// Each declared provider as `proto get providers` shows it: the breaker's state and what
+/// it last saw, or why the provider could not be built at all.
+fn providers_status(applied: &Applied) -> Vec<records::ProviderStatus> {
+    let declared = applied
+        .spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .map(|m| m.providers.clone())
+        .unwrap_or_default();
+    let health = applied
+        .breakers
+        .as_ref()
+        .map(|r| r.health())
+        .unwrap_or_default();
+    declared
+        .iter()
+        .map(|p| {
+            let seen = health.iter().find(|h| h.name == p.name);
+            let unbuilt = applied.unbuilt.get(&p.name);
+            records::ProviderStatus {
+                name: p.name.clone(),
+                kind: p.kind,
+                base_url: p.base_url.clone().or_else(|| {
+                    (p.kind == crate::spec::ProviderKind::Anthropic)
+                        .then(|| crate::model::anthropic::DEFAULT_BASE_URL.to_string())
+                }),
+                state: match (seen, unbuilt) {
+                    (Some(h), _) => records::ProviderState::from(h.state),
+                    _ => records::ProviderState::NotConfigured,
+                },
+                last_error: seen
+                    .and_then(|h| h.last_error.clone())
+                    .or_else(|| unbuilt.cloned()),
+                last_error_at: seen.and_then(|h| h.last_error_at),
+                last_success_at: seen.and_then(|h| h.last_success_at),
+            }
+        })
+        .collect()
 }
 
 fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
@@ -158,25 +209,29 @@ fn knowledge_at(source: &GitSource, revision: &str) -> Arc<crate::knowledge::Kno
     Arc::new(knowledge)
 }
 
-/// The company's model providers that can be reached now. A provider without its key is
-/// skipped (and said so): goals that need a model then wait with NoModel.
-fn build_models(spec: &Spec, repo_root: &Path) -> Vec<Arc<dyn crate::model::Model>> {
+/// The company's model providers that can be reached now, and why the others cannot. A
+/// provider without its key is skipped (and said so): goals that need a model then wait
+/// with NoModel.
+fn build_models(
+    spec: &Spec,
+    repo_root: &Path,
+) -> (Vec<Arc<dyn crate::model::Model>>, BTreeMap<String, String>) {
     let models = spec.company().and_then(|c| c.spec.models.as_ref());
     let providers = models.map(|m| m.providers.clone()).unwrap_or_default();
     let prices =
         crate::model::PriceTable::new(&models.map(|m| m.prices.clone()).unwrap_or_default());
-    providers
-        .iter()
-        .filter_map(
-            |p| match crate::model::from_provider_priced(p, repo_root, &prices) {
-                Ok(model) => Some(model),
-                Err(e) => {
-                    tracing::info!(provider = %p.name, "not reachable: {e}");
-                    None
-                }
-            },
-        )
-        .collect()
+    let mut built = Vec::new();
+    let mut unbuilt = BTreeMap::new();
+    for p in &providers {
+        match crate::model::from_provider_priced(p, repo_root, &prices) {
+            Ok(model) => built.push(model),
+            Err(e) => {
+                tracing::info!(provider = %p.name, "not reachable: {e}");
+                unbuilt.insert(p.name.clone(), e.to_string());
+            }
+        }
+    }
+    (built, unbuilt)
 }
 
 struct Running {
@@ -548,6 +603,7 @@ impl Engine {
         };
         self.apply(&actions, now)?;
         self.note_waits(&actions);
+        self.note_providers();
         self.last_plan = actions;
         self.mark_computers_seen(now)?;
         self.dispatch(now)?;
@@ -595,6 +651,19 @@ impl Engine {
         self.computers_seen = None;
         self.company_dirty = true;
         self.applied = Some(applied);
+    }
+
+    /// Takes in what the circuit breakers saw since the last pass: the company's status
+    /// shows each provider's health.
+    fn note_providers(&mut self) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        let providers = providers_status(applied);
+        if providers != self.status.providers {
+            self.status.providers = providers;
+            self.company_dirty = true;
+        }
     }
 
     /// Takes in why goals wait in the new plan: a goal whose reason changed needs its
@@ -700,12 +769,15 @@ impl Engine {
                     Utc::now(),
                 )?;
                 tracing::info!(revision = %short(&head), "applied");
-                let models = build_models(&spec, self.source.repository_path());
+                let (models, unbuilt) = build_models(&spec, self.source.repository_path());
+                let (router, breakers) = router(&spec, &models);
                 self.adopt(Applied {
                     knowledge: knowledge_at(&self.source, &head),
                     revision: head,
                     limits: rate_limits(&spec),
-                    router: router(&spec, &models),
+                    router,
+                    breakers,
+                    unbuilt,
                     spec: Arc::new(spec),
                     models,
                     loader,
@@ -742,12 +814,16 @@ impl Engine {
                             Some(good) if good != head => {
                                 let tree = self.source.tree(&good)?;
                                 if let Ok((spec, _)) = loader.load_and_validate(&tree) {
-                                    let models = build_models(&spec, self.source.repository_path());
+                                    let (models, unbuilt) =
+                                        build_models(&spec, self.source.repository_path());
+                                    let (router, breakers) = router(&spec, &models);
                                     self.adopt(Applied {
                                         knowledge: knowledge_at(&self.source, &good),
                                         revision: good,
                                         limits: rate_limits(&spec),
-                                        router: router(&spec, &models),
+                                        router,
+                                        breakers,
+                                        unbuilt,
                                         spec: Arc::new(spec),
                                         models,
                                         loader,
