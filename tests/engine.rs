@@ -1472,3 +1472,63 @@ fn a_model_server_that_is_down_is_waited_for_and_the_goal_met_once_it_answers() 
         "{table}"
     );
 }
+
+#[test]
+fn a_delegated_agents_provider_outage_makes_the_whole_task_wait_then_resume() {
+    use serde_json::json;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        // The CEO delegates; the writer's first call finds the server failing (a 500 is the
+        // server's trouble, not the request's).
+        mock_llm::tool_use(
+            "d",
+            "Delegate",
+            json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."}),
+        ),
+        mock_llm::Reply::error(
+            500,
+            json!({"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}),
+        ),
+        // Then it answers: the CEO's delegation resumes from its journal and the writer works.
+        mock_llm::tool_use(
+            "w",
+            "Write",
+            json!({"file_path": "hello.txt", "content": "hi\n"}),
+        ),
+        mock_llm::Reply::sse(mock_llm::text_stream("w2", "Wrote hello.txt.", "end_turn")),
+        mock_llm::Reply::sse(mock_llm::text_stream("c2", "The writer did it.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt greets.\n  check: {file: {path: hello.txt}}\n  budget: {attempts: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes greetings and short texts., prompt: Write well., tools: [Write]}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "tools: [Read, Write, Edit, Bash, Git]",
+            "tools: [Read, Delegate]",
+        ),
+    )
+    .unwrap();
+    use_mock_model(&company, &mock);
+    let state = tmp.path().join("state");
+    let out = cli::run_command(tmp.path(), &company, &state)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = goals_json(tmp.path(), &state);
+    // One attempt allowed, and the outage did not spend it.
+    assert_eq!(reason(&goals, "greeted"), "CheckPassed", "{goals:#}\n{all}");
+    assert!(all.contains("waits for the model provider"), "{all}");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 5, "the CEO's first turn is not asked again");
+    let tasks = tasks_json(tmp.path(), &state);
+    let child = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["owner"] == "writer")
+        .unwrap();
+    assert_eq!(child["state"], "succeeded", "{tasks:#}");
+}

@@ -373,6 +373,7 @@ impl Session<'_> {
                         }
                     }
                     Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
+                    Err(ActError::ProviderUnavailable(e)) => return Err(AgentError::Model(e)),
                     Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
                     Err(ActError::Budget(e)) => return Err(AgentError::Budget(e)),
                     // An `ask` rule: the task waits for a person rather than the model
