@@ -505,3 +505,29 @@ async fn a_turn_past_its_wall_clock_limit_ends_as_a_retryable_error() {
     assert_eq!(e.class(), ErrorClass::Limit);
     assert!(!e.is_outage(), "a runaway turn spends its attempt: {e}");
 }
+
+#[tokio::test]
+async fn a_404_says_where_the_request_went_and_llama_cpps_context_error_is_the_requests() {
+    let server = MockLlm::start(vec![
+        Reply::error(404, json!({"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}})),
+        // llama.cpp's answer to a prompt longer than its context (`-c`).
+        Reply::error(400, json!({"error": {"code": 400, "message": "the request exceeds the available context size, try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 9000, "n_ctx": 8192}})),
+    ])
+    .await;
+    let model = OpenAi::new("llama", format!("{}/llm", server.base_url()), None).unwrap();
+    let e = model.complete(&request("hi"), None).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Request);
+    let shown = e.to_string();
+    assert!(
+        shown.contains("HTTP 404")
+            && shown.contains("/llm/v1/chat/completions")
+            && shown.contains("check the provider's baseUrl"),
+        "{shown}"
+    );
+    let e = model.complete(&request("hi"), None).await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Request);
+    assert!(
+        e.to_string().contains("exceeds the available context size"),
+        "{e}"
+    );
+}

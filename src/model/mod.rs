@@ -859,6 +859,7 @@ pub(crate) async fn stream_events(
 /// Turns an unsuccessful HTTP response into the matching error.
 pub(crate) async fn error_from_response(resp: reqwest::Response) -> ModelError {
     let status = resp.status().as_u16();
+    let url = resp.url().clone();
     let retry_after = resp
         .headers()
         .get("retry-after")
@@ -898,6 +899,12 @@ pub(crate) async fn error_from_response(resp: reqwest::Response) -> ModelError {
         _ if kind == "overloaded_error" => ModelError::Overloaded {
             retry_after,
             message,
+        },
+        // No such route: almost always a base URL that does not fit the server, so say
+        // where the request went.
+        404 => ModelError::Http {
+            status,
+            body: format!("{body} (POST {url}: check the provider's baseUrl)"),
         },
         _ => ModelError::Http { status, body },
     }
