@@ -206,6 +206,19 @@ impl<'a> Validator<'a> {
                             "a replay provider needs the file of recorded exchanges",
                         ));
                     }
+                    // There is no one obvious OpenAI-compatible server to default to.
+                    if p.kind == super::ProviderKind::Openai && p.base_url.is_none() {
+                        self.push(
+                            company
+                                .error(
+                                    &format!("spec.models.providers[{i}]"),
+                                    "an openai provider needs its server's baseUrl",
+                                )
+                                .hint(Some(
+                                    "e.g. baseUrl: http://127.0.0.1:8080/v1 (llama.cpp) or http://127.0.0.1:11434/v1 (Ollama)".into(),
+                                )),
+                        );
+                    }
                     // A URL no request can go to is an error; one that is usable but
                     // almost certainly a mistake (a query, credentials) is a warning.
                     if let Some(url) = &p.base_url
@@ -736,6 +749,13 @@ mod tests {
             errors
                 .iter()
                 .any(|d| d.to_string().contains("spec.models.turnTimeout")),
+            "{errors:?}"
+        );
+        let errors = company("      - {name: a, type: openai}\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.to_string().contains("needs its server's baseUrl")),
             "{errors:?}"
         );
         let errors =
