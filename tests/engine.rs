@@ -107,6 +107,18 @@ fn the_example_runs_offline_and_records_everything_in_git() {
     );
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
+    // No key here: the declared provider is shown, and why it is not used.
+    let providers = get_json(home.path(), &state, "providers");
+    assert_eq!(providers[0]["name"], "anthropic", "{providers:#}");
+    assert_eq!(providers[0]["state"], "NotConfigured", "{providers:#}");
+    assert_eq!(providers[0]["baseUrl"], "https://api.anthropic.com");
+    assert!(
+        providers[0]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("ANTHROPIC_API_KEY holds no API key"),
+        "{providers:#}"
+    );
     let goals = goals_json(home.path(), &state);
     for met in [
         "hello-api-serves-hello",
