@@ -531,3 +531,38 @@ async fn a_404_says_where_the_request_went_and_llama_cpps_context_error_is_the_r
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_local_server_on_the_anthropic_route_needs_no_key() {
+    let server = MockLlm::start(vec![Reply::sse(text_stream("m", "hi", "end_turn"))]).await;
+    // llama-server's Messages route, declared as its docs show it: no apiKeyEnv.
+    let provider = proto::spec::Provider {
+        name: "llama-messages".into(),
+        kind: proto::spec::ProviderKind::Anthropic,
+        base_url: Some(format!("{}/v1", server.base_url())),
+        api_key_env: None,
+        file: None,
+    };
+    let model = proto::model::from_provider(&provider, std::path::Path::new(".")).unwrap();
+    assert_eq!(
+        model.complete(&request("hi"), None).await.unwrap().text(),
+        "hi"
+    );
+    let sent = server.requests();
+    assert_eq!(sent[0].path, "/v1/messages");
+    // Sent only if the environment has one (it is then the user's to give).
+    let key = std::env::var("ANTHROPIC_API_KEY")
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty());
+    assert_eq!(sent[0].header("x-api-key").map(str::to_string), key);
+    // A named variable stays required.
+    let named = proto::spec::Provider {
+        api_key_env: Some("PROTO_TEST_SURELY_UNSET_KEY".into()),
+        ..provider
+    };
+    assert!(matches!(
+        proto::model::from_provider(&named, std::path::Path::new(".")),
+        Err(ModelError::Config(_))
+    ));
+}

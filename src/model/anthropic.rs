@@ -33,7 +33,8 @@ pub struct Anthropic {
     name: String,
     /// The Messages URL the base URL stands for.
     endpoint: reqwest::Url,
-    key: ApiKey,
+    /// Anthropic's own API needs one; a local server speaking the format (llama.cpp) may not.
+    key: Option<ApiKey>,
     client: reqwest::Client,
     /// Place cache breakpoints on every request (on by default).
     prompt_caching: bool,
@@ -47,6 +48,15 @@ impl Anthropic {
         name: impl Into<String>,
         base_url: impl Into<String>,
         key: ApiKey,
+    ) -> Result<Self, ModelError> {
+        Self::with_key(name, base_url, Some(key))
+    }
+
+    /// A client for a server that may need no key (a local server speaking the format).
+    pub fn with_key(
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        key: Option<ApiKey>,
     ) -> Result<Self, ModelError> {
         let name = name.into();
         let endpoint = super::endpoint::anthropic_messages(&base_url.into())
@@ -74,8 +84,11 @@ impl Anthropic {
         )
     }
 
-    /// A client for a provider declared in the Company spec; the key comes from its
-    /// `apiKeyEnv` (default `ANTHROPIC_API_KEY`).
+    /// A client for a provider declared in the Company spec. A named `apiKeyEnv` must hold
+    /// a key, and so must `ANTHROPIC_API_KEY` for Anthropic's own API; a server elsewhere
+    /// (llama.cpp's Messages route, a gateway) declared without `apiKeyEnv` is called with
+    /// `ANTHROPIC_API_KEY` when it is set and without a key when not, as local servers need
+    /// none.
     pub fn from_provider(provider: &Provider) -> Result<Self, ModelError> {
         if provider.kind != ProviderKind::Anthropic {
             return Err(ModelError::Config(format!(
@@ -83,14 +96,16 @@ impl Anthropic {
                 provider.name
             )));
         }
-        Self::from_env(
-            provider.name.clone(),
-            provider.base_url.as_deref(),
-            provider
-                .api_key_env
-                .as_deref()
-                .unwrap_or("ANTHROPIC_API_KEY"),
-        )
+        let base = provider.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let anthropic_itself = super::endpoint::check(base)
+            .map(|u| u.host_str() == Some("api.anthropic.com"))
+            .unwrap_or(true);
+        let key = match provider.api_key_env.as_deref() {
+            Some(var) => Some(ApiKey::from_env(var)?),
+            None if anthropic_itself => Some(ApiKey::from_env("ANTHROPIC_API_KEY")?),
+            None => ApiKey::from_env("ANTHROPIC_API_KEY").ok(),
+        };
+        Self::with_key(provider.name.clone(), base, key)
     }
 
     /// Turns automatic cache breakpoints on or off (a caller placing its own turns it off).
@@ -256,11 +271,14 @@ impl Model for Anthropic {
         let request = self
             .client
             .post(self.endpoint.clone())
-            .header("x-api-key", self.key.header_value()?)
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .json(&body);
+        let request = match &self.key {
+            Some(key) => request.header("x-api-key", key.header_value()?),
+            None => request,
+        };
         let mut assembler = StreamAssembler::default();
         let answer = stream_events(request, &self.endpoint, |ev| {
             for out in assembler.handle(&ev.event, &ev.data)? {
