@@ -566,3 +566,48 @@ async fn a_local_server_on_the_anthropic_route_needs_no_key() {
         Err(ModelError::Config(_))
     ));
 }
+
+#[tokio::test]
+async fn llama_cpp_streams_its_usage_with_the_finish_reason_and_timings() {
+    let base = json!({"created": 1, "id": "chatcmpl-l", "model": "qwen3-4b", "system_fingerprint": "b6000", "object": "chat.completion.chunk"});
+    let chunk = |choice: Value, extra: Value| {
+        let mut c = base.clone();
+        c["choices"] = json!([choice]);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let body = openai_stream(&[
+        chunk(
+            json!({"finish_reason": Value::Null, "index": 0, "delta": {"role": "assistant", "content": Value::Null}}),
+            json!({}),
+        ),
+        chunk(
+            json!({"finish_reason": Value::Null, "index": 0, "delta": {"tool_calls": [{"index": 0, "id": "k1", "type": "function", "function": {"name": "Write", "arguments": ""}}]}}),
+            json!({}),
+        ),
+        chunk(
+            json!({"finish_reason": Value::Null, "index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": WRITE_ARGS}}]}}),
+            json!({}),
+        ),
+        chunk(
+            json!({"finish_reason": "tool_calls", "index": 0, "delta": {}}),
+            json!({"usage": {"completion_tokens": 20, "prompt_tokens": 100, "total_tokens": 120, "prompt_tokens_details": {"cached_tokens": 80}},
+                   "timings": {"cache_n": 80, "prompt_n": 20, "prompt_ms": 900.5, "predicted_n": 20, "predicted_ms": 2000.1}}),
+        ),
+    ]);
+    let server = MockLlm::start(vec![Reply::sse(body)]).await;
+    let model = OpenAi::new("llama", format!("{}/v1", server.base_url()), None).unwrap();
+    let response = model.complete(&request("write"), None).await.unwrap();
+    assert_eq!(response.tool_uses().len(), 1);
+    assert_eq!(response.tool_uses()[0].1, "Write");
+    assert_eq!(
+        (
+            response.usage.input_tokens,
+            response.usage.cache_read_input_tokens,
+            response.usage.output_tokens
+        ),
+        (20, 80, 20)
+    );
+}
