@@ -1472,6 +1472,13 @@ fn a_model_server_that_is_down_is_waited_for_and_the_goal_met_once_it_answers() 
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].path, "/v1/messages");
+    // Only the start of the outage is recorded in git, not every try.
+    let log = git(&company, &["log", "--format=%B"]);
+    assert_eq!(
+        log.matches("waits for the model provider").count(),
+        1,
+        "{log}"
+    );
     let providers = get_json(tmp.path(), &state, "providers");
     assert_eq!(providers[0]["state"], "Closed", "{providers:#}");
     assert!(providers[0]["lastSuccessAt"].is_string(), "{providers:#}");

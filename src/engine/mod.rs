@@ -1193,10 +1193,17 @@ impl Engine {
             now,
         )?;
         self.dirty.goal(&task.goal);
-        self.record.add(
-            &task.product,
-            format!("{} {}", task.goal, first_line(&verdict)),
-        );
+        // A long outage retried every minute would otherwise commit to the company
+        // repository every minute: only its start is recorded in git (the store's event log
+        // has every try).
+        let repeated_outage = matches!(done.outcome, AttemptOutcome::ProviderUnavailable { .. })
+            && self.outages.get(&task.id).is_some_and(|n| *n > 1);
+        if !repeated_outage {
+            self.record.add(
+                &task.product,
+                format!("{} {}", task.goal, first_line(&verdict)),
+            );
+        }
         Ok(())
     }
 
