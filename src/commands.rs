@@ -340,6 +340,50 @@ pub fn get_tasks(state: Option<PathBuf>, format: Format) -> Result<ExitCode, Str
     }
 }
 
+/// The model providers as the running (or last) controller saw them.
+pub fn get_providers(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
+    let status = read_status(&state_dir(state))?;
+    let providers = &status.providers;
+    match format {
+        Format::Table => {
+            let time = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let cells: Vec<Vec<String>> = providers
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        serde_json::to_value(p.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                            .unwrap_or_default(),
+                        p.base_url.clone().unwrap_or_else(|| "-".into()),
+                        format!("{:?}", p.state),
+                        p.last_error.clone().unwrap_or_else(|| "-".into()),
+                        time(&p.last_error_at),
+                        time(&p.last_success_at),
+                    ]
+                })
+                .collect();
+            emit(&output::table(
+                &[
+                    "NAME",
+                    "TYPE",
+                    "BASE-URL",
+                    "STATE",
+                    "LAST-ERROR",
+                    "ERROR-AT",
+                    "LAST-SUCCESS",
+                ],
+                &cells,
+            ))
+        }
+        _ => emit(&output::encode(providers, format).map_err(|e| e.to_string())?),
+    }
+}
+
 pub fn get_computers(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
     let store = open_store(&state_dir(state))?;
     let computers = store.computers().map_err(|e| e.to_string())?;

@@ -112,7 +112,8 @@ enum Command {
         #[command(subcommand)]
         what: Describe,
     },
-    /// List resources: agents of a company directory; goals, tasks and computers of a run.
+    /// List resources: agents of a company directory; goals, tasks, providers and computers
+    /// of a run.
     Get {
         #[command(subcommand)]
         what: Get,
@@ -142,6 +143,13 @@ enum Get {
     },
     /// Tasks in the store, newest first.
     Tasks {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Model providers: type, base URL, circuit-breaker state, last error and success.
+    Providers {
         #[arg(long)]
         state_dir: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t)]
@@ -239,6 +247,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Get {
             what: Get::Computers { state_dir, output },
         } => commands::get_computers(state_dir, output),
+        Command::Get {
+            what: Get::Providers { state_dir, output },
+        } => commands::get_providers(state_dir, output),
         Command::Validate { path } => {
             let (spec, warnings) = match load(&path) {
                 Ok(ok) => ok,

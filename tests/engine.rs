@@ -107,6 +107,18 @@ fn the_example_runs_offline_and_records_everything_in_git() {
     );
     let all = text(&out);
     assert_eq!(out.status.code(), Some(0), "{all}");
+    // No key here: the declared provider is shown, and why it is not used.
+    let providers = get_json(home.path(), &state, "providers");
+    assert_eq!(providers[0]["name"], "anthropic", "{providers:#}");
+    assert_eq!(providers[0]["state"], "NotConfigured", "{providers:#}");
+    assert_eq!(providers[0]["baseUrl"], "https://api.anthropic.com");
+    assert!(
+        providers[0]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("ANTHROPIC_API_KEY holds no API key"),
+        "{providers:#}"
+    );
     let goals = goals_json(home.path(), &state);
     for met in [
         "hello-api-serves-hello",
@@ -1364,4 +1376,178 @@ fn an_agent_loads_a_skill_it_holds_and_no_other() {
         skills[1]["outcome"]["content"],
         "ceo holds no skill named pricing"
     );
+}
+
+#[test]
+fn a_model_server_that_is_down_is_waited_for_and_the_goal_met_once_it_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt exists.\n  check: {file: {path: hello.txt}}\n  budget: {attempts: 2}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let down = mock_llm::down_address();
+    // Written as llama.cpp and the OpenAI SDK document it, with `/v1`.
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!("  mission: Test.\n  models:\n    providers: [{{name: local, type: anthropic, baseUrl: 'http://{down}/v1/', apiKeyEnv: PROTO_TEST_KEY}}]\n"),
+        ),
+    )
+    .unwrap();
+    git(
+        &company,
+        &["commit", "-q", "-am", "A model server that is not up yet"],
+    );
+    let state = tmp.path().join("state");
+    let child = cli::run_command(tmp.path(), &company, &state)
+        .spawn()
+        .unwrap();
+    let goal = |goals: &serde_json::Value| {
+        goals
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "greeted")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut waiting = serde_json::Value::Null;
+    wait_for(
+        "the goal to wait for the provider",
+        Duration::from_secs(60),
+        || {
+            let Some(status) = recorded_status(&state) else {
+                return false;
+            };
+            waiting = goal(&status["goals"]);
+            waiting["reason"] == "ProviderUnavailable"
+        },
+    );
+    let message = waiting["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("connection refused to {down}")),
+        "{waiting:#}"
+    );
+    // Waiting spends no attempt, however long it lasts (the goal allows only two).
+    std::thread::sleep(Duration::from_secs(4));
+    let status = recorded_status(&state).unwrap();
+    assert_eq!(
+        goal(&status["goals"])["reason"],
+        "ProviderUnavailable",
+        "{status:#}"
+    );
+    assert_eq!(goal(&status["goals"])["attempts"], 0, "{status:#}");
+    // `proto get providers` shows the provider and what its breaker saw.
+    let providers = get_json(tmp.path(), &state, "providers");
+    let local = &providers[0];
+    assert_eq!(local["name"], "local", "{providers:#}");
+    assert_eq!(local["type"], "anthropic");
+    assert_eq!(local["baseUrl"], format!("http://{down}/v1/"));
+    assert!(
+        local["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{providers:#}"
+    );
+    assert!(local["lastSuccessAt"].is_null(), "{providers:#}");
+    // The server comes up: the breaker's trial call finds it, and the work goes on.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(mock_llm::MockLlm::start_on(
+        down,
+        vec![
+            mock_llm::tool_use(
+                "1",
+                "Write",
+                serde_json::json!({"file_path": "hello.txt", "content": "hello\n"}),
+            ),
+            mock_llm::Reply::sse(mock_llm::text_stream("2", "Wrote it.", "end_turn")),
+        ],
+    ));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let goals = goals_json(tmp.path(), &state);
+    assert_eq!(reason(&goals, "greeted"), "CheckPassed", "{goals:#}");
+    assert_eq!(goal(&goals)["attempts"], 1, "{goals:#}");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].path, "/v1/messages");
+    // Only the start of the outage is recorded in git, not every try.
+    let log = git(&company, &["log", "--format=%B"]);
+    assert_eq!(
+        log.matches("waits for the model provider").count(),
+        1,
+        "{log}"
+    );
+    let providers = get_json(tmp.path(), &state, "providers");
+    assert_eq!(providers[0]["state"], "Closed", "{providers:#}");
+    assert!(providers[0]["lastSuccessAt"].is_string(), "{providers:#}");
+    let table = text(&proto(
+        tmp.path(),
+        &["get", "providers", "--state-dir", state.to_str().unwrap()],
+    ));
+    assert!(
+        table.contains("NAME") && table.contains("local") && table.contains("Closed"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_delegated_agents_provider_outage_makes_the_whole_task_wait_then_resume() {
+    use serde_json::json;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        // The CEO delegates; the writer's first call finds the server failing (a 500 is the
+        // server's trouble, not the request's).
+        mock_llm::tool_use(
+            "d",
+            "Delegate",
+            json!({"agent": "writer", "description": "write the greeting", "prompt": "Write hello.txt saying hi."}),
+        ),
+        mock_llm::Reply::error(
+            500,
+            json!({"type": "error", "error": {"type": "api_error", "message": "Internal server error"}}),
+        ),
+        // Then it answers: the CEO's delegation resumes from its journal and the writer works.
+        mock_llm::tool_use(
+            "w",
+            "Write",
+            json!({"file_path": "hello.txt", "content": "hi\n"}),
+        ),
+        mock_llm::Reply::sse(mock_llm::text_stream("w2", "Wrote hello.txt.", "end_turn")),
+        mock_llm::Reply::sse(mock_llm::text_stream("c2", "The writer did it.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: greeted}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt greets.\n  check: {file: {path: hello.txt}}\n  budget: {attempts: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes greetings and short texts., prompt: Write well., tools: [Write]}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "tools: [Read, Write, Edit, Bash, Git]",
+            "tools: [Read, Delegate]",
+        ),
+    )
+    .unwrap();
+    use_mock_model(&company, &mock);
+    let state = tmp.path().join("state");
+    let out = cli::run_command(tmp.path(), &company, &state)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = goals_json(tmp.path(), &state);
+    // One attempt allowed, and the outage did not spend it.
+    assert_eq!(reason(&goals, "greeted"), "CheckPassed", "{goals:#}\n{all}");
+    assert!(all.contains("waits for the model provider"), "{all}");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 5, "the CEO's first turn is not asked again");
+    let tasks = tasks_json(tmp.path(), &state);
+    let child = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["owner"] == "writer")
+        .unwrap();
+    assert_eq!(child["state"], "succeeded", "{tasks:#}");
 }

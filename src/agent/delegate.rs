@@ -108,6 +108,7 @@ impl From<crate::store::StoreError> for Refusal {
 fn refusal(target: &str, e: AgentError) -> Refusal {
     match e {
         AgentError::Cancelled => Refusal::Stop(ActError::Cancelled),
+        AgentError::Model(e) if e.is_outage() => Refusal::Stop(ActError::ProviderUnavailable(e)),
         AgentError::Store(e) => Refusal::Stop(ActError::Store(e)),
         AgentError::Budget(e) => Refusal::Stop(ActError::Budget(e)),
         AgentError::NeedsApproval { action, reason } => Refusal::Stop(ActError::NeedsApproval(
@@ -292,7 +293,9 @@ async fn work(
     };
     // Stopped from outside (a shutdown), the child's work is not over: it goes back to the
     // queue with its journal, and the parent's resumed Delegate step continues it.
-    let recorded = if matches!(result, Err(AgentError::Cancelled)) {
+    // So is a child whose provider is out: the task waits for the provider, then resumes.
+    let recorded = if matches!(&result, Err(e) if matches!(e, AgentError::Cancelled) || e.is_outage())
+    {
         store.interrupt(child, Utc::now()).map(|_| ())
     } else {
         store

@@ -63,9 +63,24 @@ pub enum AgentError {
     Cancelled,
 }
 
+impl AgentError {
+    /// Whether the session stopped because no model provider could answer.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, AgentError::Model(m) if m.is_outage())
+    }
+
+    /// When the provider may answer again, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            AgentError::Model(m) if m.is_outage() => m.retry_after(),
+            _ => None,
+        }
+    }
+}
+
 /// How an agent session that did not finish ends its task's attempt: a spent dollar budget
-/// ends the task (the planner waits for budget), an action needing approval parks it,
-/// anything else (the attempt's token budget included) is a failed attempt, retried and
+/// ends the task (the planner waits for budget), an action needing approval parks it, a
+/// provider outage queues it again without counting the attempt, anything else (the attempt's token budget included) is a failed attempt, retried and
 /// escalated.
 pub fn outcome_of(agent: &str, e: &AgentError) -> crate::store::AttemptOutcome {
     use crate::policy::limits::BudgetExceeded;
@@ -77,6 +92,10 @@ pub fn outcome_of(agent: &str, e: &AgentError) -> crate::store::AttemptOutcome {
         AgentError::NeedsApproval { action, reason } => AttemptOutcome::WaitingApproval {
             action: action.clone(),
             reason: reason.clone(),
+        },
+        // The provider is out, not the work wrong: wait for it, no attempt spent.
+        AgentError::Model(m) if m.is_outage() => AttemptOutcome::ProviderUnavailable {
+            error: m.to_string(),
         },
         e => AttemptOutcome::Failed {
             error: format!("agent {agent}: {e}"),
@@ -249,6 +268,14 @@ pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
     defs
 }
 
+/// What the model is told when its turn hit `max_tokens`.
+fn truncated_note(max_tokens: u32) -> String {
+    format!(
+        "Your last answer was cut off: it reached the limit of {max_tokens} output tokens (stop reason max_tokens). \
+         Continue from where it stopped; if a tool call was cut off, make it again, shorter. If you had finished, say so in one line."
+    )
+}
+
 fn step(base: u32, turn: u32, offset: u32) -> u32 {
     base.saturating_add(turn.saturating_mul(STEP_STRIDE))
         .saturating_add(offset)
@@ -275,10 +302,23 @@ impl Session<'_> {
                 .into_iter()
                 .map(|(id, name, input)| (id.to_string(), name.to_string(), input.clone()))
                 .collect();
-            if calls.is_empty() || response.stop_reason != Some(StopReason::ToolUse) {
-                if calls.is_empty()
-                    && let Some(reason) = self.stop_hooks(turn, continued, &response).await?
-                {
+            // A turn's tool calls run whatever its stop reason says: Ollama ends streamed
+            // tool calls with `finish_reason: "stop"`, and some models `end_turn` with
+            // tool_use blocks. Dropping them would lose work the model asked for.
+            if calls.is_empty() && response.stop_reason == Some(StopReason::MaxTokens) {
+                // Cut off mid-answer: the model is told so and may continue, rather than the
+                // session ending on half a sentence. The turn's activity records the stop.
+                tracing::info!(
+                    task = self.actor.task,
+                    turn,
+                    max_tokens = self.max_tokens,
+                    "the answer was cut off at max_tokens; asking the model to continue"
+                );
+                messages.push(Message::user(truncated_note(self.max_tokens)));
+                continue;
+            }
+            if calls.is_empty() {
+                if let Some(reason) = self.stop_hooks(turn, continued, &response).await? {
                     continued += 1;
                     messages.push(Message::user(format!("Stop hook feedback: {reason}")));
                     continue;
@@ -333,6 +373,7 @@ impl Session<'_> {
                         }
                     }
                     Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
+                    Err(ActError::ProviderUnavailable(e)) => return Err(AgentError::Model(e)),
                     Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
                     Err(ActError::Budget(e)) => return Err(AgentError::Budget(e)),
                     // An `ask` rule: the task waits for a person rather than the model
@@ -346,6 +387,10 @@ impl Session<'_> {
                     Err(e) => ContentBlock::tool_error(id, e.to_string()),
                 };
                 results.push(block);
+            }
+            if response.stop_reason == Some(StopReason::MaxTokens) {
+                // The calls that arrived whole ran; anything after them was cut off.
+                results.push(ContentBlock::text(truncated_note(self.max_tokens)));
             }
             messages.push(Message {
                 role: crate::model::Role::User,

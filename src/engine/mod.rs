@@ -108,6 +108,10 @@ struct Applied {
     models: Vec<Arc<dyn crate::model::Model>>,
     /// The providers behind one model that fails over between them.
     router: Option<Arc<dyn crate::model::Model>>,
+    /// The same router, for its circuit breakers' view of each provider.
+    breakers: Option<Arc<crate::model::Router>>,
+    /// Why each provider that could not be built was not (no key, no replay file).
+    unbuilt: BTreeMap<String, String>,
     /// The company's action rate limits, shared by every worker of this revision.
     limits: Arc<crate::policy::limits::RateLimits>,
     /// `.proto/knowledge` at this revision, read once and shared by every session.
@@ -117,10 +121,69 @@ struct Applied {
     loader: spec::Loader,
 }
 
-fn router(models: &[Arc<dyn crate::model::Model>]) -> Option<Arc<dyn crate::model::Model>> {
-    (!models.is_empty()).then(|| {
-        Arc::new(crate::model::Router::new(models.to_vec())) as Arc<dyn crate::model::Model>
-    })
+/// The providers behind one router, each turn limited to the company's `turnTimeout`; and
+/// the router itself, whose breakers `proto get providers` reports.
+fn router(
+    spec: &Spec,
+    models: &[Arc<dyn crate::model::Model>],
+) -> (
+    Option<Arc<dyn crate::model::Model>>,
+    Option<Arc<crate::model::Router>>,
+) {
+    let limit = spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .map_or(crate::model::limit::DEFAULT_TURN_TIMEOUT, |m| {
+            m.turn_timeout()
+        });
+    if models.is_empty() {
+        return (None, None);
+    }
+    let router = Arc::new(crate::model::Router::new(models.to_vec()));
+    let inner: Arc<dyn crate::model::Model> = router.clone();
+    let limited: Arc<dyn crate::model::Model> =
+        Arc::new(crate::model::limit::TurnLimit::new(inner, limit));
+    (Some(limited), Some(router))
+}
+
+/// Each declared provider as `proto get providers` shows it: the breaker's state and what
+/// it last saw, or why the provider could not be built at all.
+fn providers_status(applied: &Applied) -> Vec<records::ProviderStatus> {
+    let declared = applied
+        .spec
+        .company()
+        .and_then(|c| c.spec.models.as_ref())
+        .map(|m| m.providers.clone())
+        .unwrap_or_default();
+    let health = applied
+        .breakers
+        .as_ref()
+        .map(|r| r.health())
+        .unwrap_or_default();
+    declared
+        .iter()
+        .map(|p| {
+            let seen = health.iter().find(|h| h.name == p.name);
+            let unbuilt = applied.unbuilt.get(&p.name);
+            records::ProviderStatus {
+                name: p.name.clone(),
+                kind: p.kind,
+                base_url: p.base_url.clone().or_else(|| {
+                    (p.kind == crate::spec::ProviderKind::Anthropic)
+                        .then(|| crate::model::anthropic::DEFAULT_BASE_URL.to_string())
+                }),
+                state: match (seen, unbuilt) {
+                    (Some(h), _) => records::ProviderState::from(h.state),
+                    _ => records::ProviderState::NotConfigured,
+                },
+                last_error: seen
+                    .and_then(|h| h.last_error.clone())
+                    .or_else(|| unbuilt.cloned()),
+                last_error_at: seen.and_then(|h| h.last_error_at),
+                last_success_at: seen.and_then(|h| h.last_success_at),
+            }
+        })
+        .collect()
 }
 
 fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
@@ -146,25 +209,29 @@ fn knowledge_at(source: &GitSource, revision: &str) -> Arc<crate::knowledge::Kno
     Arc::new(knowledge)
 }
 
-/// The company's model providers that can be reached now. A provider without its key is
-/// skipped (and said so): goals that need a model then wait with NoModel.
-fn build_models(spec: &Spec, repo_root: &Path) -> Vec<Arc<dyn crate::model::Model>> {
+/// The company's model providers that can be reached now, and why the others cannot. A
+/// provider without its key is skipped (and said so): goals that need a model then wait
+/// with NoModel.
+fn build_models(
+    spec: &Spec,
+    repo_root: &Path,
+) -> (Vec<Arc<dyn crate::model::Model>>, BTreeMap<String, String>) {
     let models = spec.company().and_then(|c| c.spec.models.as_ref());
     let providers = models.map(|m| m.providers.clone()).unwrap_or_default();
     let prices =
         crate::model::PriceTable::new(&models.map(|m| m.prices.clone()).unwrap_or_default());
-    providers
-        .iter()
-        .filter_map(
-            |p| match crate::model::from_provider_priced(p, repo_root, &prices) {
-                Ok(model) => Some(model),
-                Err(e) => {
-                    tracing::info!(provider = %p.name, "not reachable: {e}");
-                    None
-                }
-            },
-        )
-        .collect()
+    let mut built = Vec::new();
+    let mut unbuilt = BTreeMap::new();
+    for p in &providers {
+        match crate::model::from_provider_priced(p, repo_root, &prices) {
+            Ok(model) => built.push(model),
+            Err(e) => {
+                tracing::info!(provider = %p.name, "not reachable: {e}");
+                unbuilt.insert(p.name.clone(), e.to_string());
+            }
+        }
+    }
+    (built, unbuilt)
 }
 
 struct Running {
@@ -337,6 +404,8 @@ pub struct Engine {
     fetch_due: bool,
     /// Finished attempts whose recording failed, to record on the next pass.
     unrecorded: Vec<worker::Done>,
+    /// Provider outages in a row per task, for the wait before the next try.
+    outages: HashMap<TaskId, u32>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
@@ -417,6 +486,7 @@ impl Engine {
             commits: Vec::new(),
             fetch_due: true,
             unrecorded: Vec::new(),
+            outages: HashMap::new(),
         })
     }
 
@@ -533,6 +603,7 @@ impl Engine {
         };
         self.apply(&actions, now)?;
         self.note_waits(&actions);
+        self.note_providers();
         self.last_plan = actions;
         self.mark_computers_seen(now)?;
         self.dispatch(now)?;
@@ -580,6 +651,19 @@ impl Engine {
         self.computers_seen = None;
         self.company_dirty = true;
         self.applied = Some(applied);
+    }
+
+    /// Takes in what the circuit breakers saw since the last pass: the company's status
+    /// shows each provider's health.
+    fn note_providers(&mut self) {
+        let Some(applied) = &self.applied else {
+            return;
+        };
+        let providers = providers_status(applied);
+        if providers != self.status.providers {
+            self.status.providers = providers;
+            self.company_dirty = true;
+        }
     }
 
     /// Takes in why goals wait in the new plan: a goal whose reason changed needs its
@@ -685,13 +769,16 @@ impl Engine {
                     Utc::now(),
                 )?;
                 tracing::info!(revision = %short(&head), "applied");
-                let models = build_models(&spec, self.source.repository_path());
+                let (models, unbuilt) = build_models(&spec, self.source.repository_path());
+                let (router, breakers) = router(&spec, &models);
                 self.adopt(Applied {
                     knowledge: knowledge_at(&self.source, &head),
                     revision: head,
                     limits: rate_limits(&spec),
+                    router,
+                    breakers,
+                    unbuilt,
                     spec: Arc::new(spec),
-                    router: router(&models),
                     models,
                     loader,
                 });
@@ -727,13 +814,17 @@ impl Engine {
                             Some(good) if good != head => {
                                 let tree = self.source.tree(&good)?;
                                 if let Ok((spec, _)) = loader.load_and_validate(&tree) {
-                                    let models = build_models(&spec, self.source.repository_path());
+                                    let (models, unbuilt) =
+                                        build_models(&spec, self.source.repository_path());
+                                    let (router, breakers) = router(&spec, &models);
                                     self.adopt(Applied {
                                         knowledge: knowledge_at(&self.source, &good),
                                         revision: good,
                                         limits: rate_limits(&spec),
+                                        router,
+                                        breakers,
+                                        unbuilt,
                                         spec: Arc::new(spec),
-                                        router: router(&models),
                                         models,
                                         loader,
                                     });
@@ -1046,7 +1137,21 @@ impl Engine {
             self.resume.insert(done.task);
             return Ok(());
         }
-        let retry_at = now + self.backoff(task.attempts);
+        let retry_at = match &done.outcome {
+            AttemptOutcome::ProviderUnavailable { .. } => {
+                // The conversation so far is kept: the next attempt picks it up from the
+                // journal once the provider answers, no token spent twice.
+                self.resume.insert(done.task);
+                let outages = self.outages.entry(done.task).or_default();
+                *outages += 1;
+                let outages = *outages;
+                now + self.outage_wait(outages, done.retry_after)
+            }
+            _ => {
+                self.outages.remove(&done.task);
+                now + self.backoff(task.attempts)
+            }
+        };
         let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
         let verdict = match &done.outcome {
             AttemptOutcome::Succeeded { detail, .. } => {
@@ -1075,6 +1180,10 @@ impl Engine {
                 tracing::warn!(goal = %task.goal, "stopped: {error}");
                 format!("stopped: {error}")
             }
+            AttemptOutcome::ProviderUnavailable { error } => {
+                tracing::warn!(goal = %task.goal, retry_at = %retry_at, "waits for the model provider: {error}");
+                format!("waits for the model provider: {error}")
+            }
         };
         self.store.event(
             Some(task.id),
@@ -1084,11 +1193,31 @@ impl Engine {
             now,
         )?;
         self.dirty.goal(&task.goal);
-        self.record.add(
-            &task.product,
-            format!("{} {}", task.goal, first_line(&verdict)),
-        );
+        // A long outage retried every minute would otherwise commit to the company
+        // repository every minute: only its start is recorded in git (the store's event log
+        // has every try).
+        let repeated_outage = matches!(done.outcome, AttemptOutcome::ProviderUnavailable { .. })
+            && self.outages.get(&task.id).is_some_and(|n| *n > 1);
+        if !repeated_outage {
+            self.record.add(
+                &task.product,
+                format!("{} {}", task.goal, first_line(&verdict)),
+            );
+        }
         Ok(())
+    }
+
+    /// The wait before trying a task again after its `outages`-th provider outage in a
+    /// row: what the circuit breaker asked for (its next trial), else doubling from the
+    /// retry base up to a minute. However long the outage, the task is never given up.
+    fn outage_wait(&self, outages: u32, asked: Option<Duration>) -> chrono::Duration {
+        let doubling = self
+            .options
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(outages.saturating_sub(1).min(16)))
+            .min(Duration::from_secs(60));
+        let wait = asked.map_or(doubling, |a| a.min(Duration::from_secs(60)));
+        chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::seconds(60))
     }
 
     fn backoff(&self, attempts: u32) -> chrono::Duration {

@@ -61,6 +61,9 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
     pub suspended: bool,
+    /// The model providers and what their circuit breakers last saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderStatus>,
     /// Shared, so that a record commit can take the report as it is (a copy of the list,
     /// not of every goal's status) while the loop goes on updating it.
     pub goals: Vec<std::sync::Arc<GoalStatus>>,
@@ -68,6 +71,48 @@ pub struct StatusReport {
     /// shape (see [`StatusReport::reindex`]).
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,
+}
+
+/// A model provider's state, as `proto get providers` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProviderState {
+    /// Calls go through.
+    Closed,
+    /// Failing: calls are refused until the next trial.
+    Open,
+    /// The next call is the trial that decides.
+    HalfOpen,
+    /// Declared but not usable (no key in its variable, no replay file).
+    NotConfigured,
+}
+
+impl From<crate::model::BreakerState> for ProviderState {
+    fn from(s: crate::model::BreakerState) -> Self {
+        use crate::model::BreakerState;
+        match s {
+            BreakerState::Closed => ProviderState::Closed,
+            BreakerState::Open => ProviderState::Open,
+            BreakerState::HalfOpen => ProviderState::HalfOpen,
+        }
+    }
+}
+
+/// One declared model provider and its health.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: crate::spec::ProviderKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    pub state: ProviderState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 impl StatusReport {
@@ -101,6 +146,7 @@ impl StatusReport {
             errors: self.errors.clone(),
             skipped: self.skipped.clone(),
             suspended: self.suspended,
+            providers: self.providers.clone(),
             goals: Vec::new(),
             index: std::collections::HashMap::new(),
         };
@@ -348,6 +394,21 @@ fn goal_status(
                 "Working".into(),
                 "a task is working on it".into(),
             ),
+            // Waiting out a provider outage: no attempt spent, the cause shown.
+            (_, Some(TaskState::Queued), _) if task.is_some_and(|t| t.outage.is_some()) => (
+                Some(false),
+                true,
+                false,
+                "ProviderUnavailable".into(),
+                task.map(|t| {
+                    format!(
+                        "waiting for the model provider: {}; trying again after {}",
+                        t.outage.clone().unwrap_or_default(),
+                        t.not_before.to_rfc3339()
+                    )
+                })
+                .unwrap_or_default(),
+            ),
             (_, Some(TaskState::Queued), _) => {
                 let retry = task.is_some_and(|t| t.attempts > 0);
                 let message = match task {
@@ -458,8 +519,12 @@ pub fn product_plan(spec: &Spec, product: &str, status: &StatusReport) -> serde_
                     Some("Working") => "in_progress",
                     Some("AttemptsExhausted" | "DeliveryFailed") => "blocked",
                     Some(
-                        "DependenciesNotMet" | "NoModel" | "Suspended" | "WaitingApproval"
-                        | "BudgetExhausted",
+                        "DependenciesNotMet"
+                        | "NoModel"
+                        | "Suspended"
+                        | "WaitingApproval"
+                        | "BudgetExhausted"
+                        | "ProviderUnavailable",
                     ) => "waiting",
                     _ => "todo",
                 }

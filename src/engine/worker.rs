@@ -66,6 +66,9 @@ pub struct Done {
     /// When the worker handed the attempt back (its workspace removed, its processes
     /// stopped): from here on, the time is the controller's.
     pub ended: Option<chrono::DateTime<chrono::Utc>>,
+    /// For a provider outage: when the provider said (or its circuit breaker knows) it may
+    /// answer again.
+    pub retry_after: Option<Duration>,
 }
 
 /// Playbook steps as tool calls, in order.
@@ -266,6 +269,7 @@ fn parked(work: &Work, call: &ToolCall, e: &ActError, check: Option<LastCheck>) 
             check,
             cancelled: false,
             ended: None,
+            retry_after: None,
         }),
         _ => None,
     }
@@ -279,6 +283,7 @@ fn failed(work: &Work, error: String, check: Option<LastCheck>) -> Done {
         check,
         cancelled: work.cancel.is_cancelled(),
         ended: None,
+        retry_after: None,
     }
 }
 
@@ -411,6 +416,7 @@ impl Delivery<'_> {
             check: Some(observe(work, &passed)),
             cancelled: false,
             ended: None,
+            retry_after: None,
         }
     }
 
@@ -435,6 +441,7 @@ impl Delivery<'_> {
             check: None,
             cancelled: self.work.cancel.is_cancelled(),
             ended: None,
+            retry_after: None,
         }
     }
 }
@@ -487,6 +494,7 @@ async fn agent_work(
         check,
         cancelled,
         ended: None,
+        retry_after: None,
     };
     let (Some(model), Some(agent)) = (work.model.as_ref(), work.agent_spec.as_ref()) else {
         return failed(
@@ -564,6 +572,7 @@ async fn agent_work(
                 check,
                 cancelled: matches!(e, crate::agent::AgentError::Cancelled),
                 ended: None,
+                retry_after: e.retry_after(),
             };
         }
     };
@@ -620,6 +629,7 @@ fn stopped(work: &Work, e: &crate::agent::AgentError, check: Option<LastCheck>) 
         check,
         cancelled: matches!(e, crate::agent::AgentError::Cancelled),
         ended: None,
+        retry_after: e.retry_after(),
     }
 }
 
@@ -710,6 +720,9 @@ async fn evaluate(
             | AgentError::NeedsApproval { .. }
             | AgentError::Store(_)),
         ) => Err(e),
+        // A judge that cannot reach its model has not judged: the attempt waits for the
+        // provider instead of failing the check.
+        Err(e @ AgentError::Model(_)) if e.is_outage() => Err(e),
         Err(e) => Ok(CheckResult::Failed {
             detail: format!("judge: {e}"),
         }),

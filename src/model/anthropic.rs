@@ -1,4 +1,5 @@
-//! The Anthropic Messages API (`POST {base_url}/v1/messages`), always streaming.
+//! The Anthropic Messages API (`POST {base_url}/v1/messages`; a base URL written with `/v1`
+//! works as well, see [`super::endpoint`]), always streaming.
 //!
 //! We always ask for a stream: long generations with large `max_tokens` would otherwise hit
 //! HTTP timeouts, and the events drive the progress display. [`StreamAssembler`] turns the
@@ -30,8 +31,10 @@ pub const MAX_CACHE_BREAKPOINTS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Anthropic {
     name: String,
-    base_url: String,
-    key: ApiKey,
+    /// The Messages URL the base URL stands for.
+    endpoint: reqwest::Url,
+    /// Anthropic's own API needs one; a local server speaking the format (llama.cpp) may not.
+    key: Option<ApiKey>,
     client: reqwest::Client,
     /// Place cache breakpoints on every request (on by default).
     prompt_caching: bool,
@@ -40,15 +43,27 @@ pub struct Anthropic {
 }
 
 impl Anthropic {
-    /// A client for `base_url` (without the `/v1/messages` path) with the given key.
+    /// A client for the server at `base_url` (with or without `/v1`) with the given key.
     pub fn new(
         name: impl Into<String>,
         base_url: impl Into<String>,
         key: ApiKey,
     ) -> Result<Self, ModelError> {
+        Self::with_key(name, base_url, Some(key))
+    }
+
+    /// A client for a server that may need no key (a local server speaking the format).
+    pub fn with_key(
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        key: Option<ApiKey>,
+    ) -> Result<Self, ModelError> {
+        let name = name.into();
+        let endpoint = super::endpoint::anthropic_messages(&base_url.into())
+            .map_err(|e| ModelError::Config(format!("provider {name}: baseUrl {e}")))?;
         Ok(Anthropic {
-            name: name.into(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
+            name,
+            endpoint,
             key,
             client: http_client()?,
             prompt_caching: true,
@@ -69,8 +84,11 @@ impl Anthropic {
         )
     }
 
-    /// A client for a provider declared in the Company spec; the key comes from its
-    /// `apiKeyEnv` (default `ANTHROPIC_API_KEY`).
+    /// A client for a provider declared in the Company spec. A named `apiKeyEnv` must hold
+    /// a key, and so must `ANTHROPIC_API_KEY` for Anthropic's own API; a server elsewhere
+    /// (llama.cpp's Messages route, a gateway) declared without `apiKeyEnv` is called with
+    /// `ANTHROPIC_API_KEY` when it is set and without a key when not, as local servers need
+    /// none.
     pub fn from_provider(provider: &Provider) -> Result<Self, ModelError> {
         if provider.kind != ProviderKind::Anthropic {
             return Err(ModelError::Config(format!(
@@ -78,14 +96,16 @@ impl Anthropic {
                 provider.name
             )));
         }
-        Self::from_env(
-            provider.name.clone(),
-            provider.base_url.as_deref(),
-            provider
-                .api_key_env
-                .as_deref()
-                .unwrap_or("ANTHROPIC_API_KEY"),
-        )
+        let base = provider.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let anthropic_itself = super::endpoint::check(base)
+            .map(|u| u.host_str() == Some("api.anthropic.com"))
+            .unwrap_or(true);
+        let key = match provider.api_key_env.as_deref() {
+            Some(var) => Some(ApiKey::from_env(var)?),
+            None if anthropic_itself => Some(ApiKey::from_env("ANTHROPIC_API_KEY")?),
+            None => ApiKey::from_env("ANTHROPIC_API_KEY").ok(),
+        };
+        Self::with_key(provider.name.clone(), base, key)
     }
 
     /// Turns automatic cache breakpoints on or off (a caller placing its own turns it off).
@@ -250,21 +270,42 @@ impl Model for Anthropic {
         };
         let request = self
             .client
-            .post(format!("{}/v1/messages", self.base_url))
-            .header("x-api-key", self.key.header_value()?)
+            .post(self.endpoint.clone())
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .json(&body);
+        let request = match &self.key {
+            Some(key) => request.header("x-api-key", key.header_value()?),
+            None => request,
+        };
         let mut assembler = StreamAssembler::default();
-        stream_events(request, |ev| {
+        let answer = stream_events(request, &self.endpoint, |ev| {
             for out in assembler.handle(&ev.event, &ev.data)? {
                 emit(&events, out);
             }
             Ok(assembler.is_done())
         })
         .await?;
-        assembler.finish()
+        match answer {
+            super::Answer::Streamed => assembler.finish(),
+            super::Answer::Whole(message) => {
+                // The non-streaming API's Message object is our Response, field for field.
+                if let Some(e) = message.get("error").filter(|_| message["type"] == "error") {
+                    return Err(ModelError::from_api(
+                        e["type"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default(),
+                        None,
+                    ));
+                }
+                let response: Response = serde_json::from_value(message)
+                    .map_err(|e| ModelError::Decode(format!("the message is not readable: {e}")))?;
+                for out in response.to_events() {
+                    emit(&events, out);
+                }
+                Ok(response)
+            }
+        }
     }
 
     fn name(&self) -> &str {
@@ -477,11 +518,17 @@ impl StreamAssembler {
                 "stream ended before message_start".to_string()
             }));
         }
-        let content = self
-            .blocks
-            .into_values()
-            .map(Partial::finish)
-            .collect::<Result<Vec<_>, _>>()?;
+        let cut_off = self.stop_reason == Some(StopReason::MaxTokens);
+        let mut content = Vec::new();
+        for partial in self.blocks.into_values() {
+            match partial.finish() {
+                Ok(block) => content.push(block),
+                // A tool call cut off by max_tokens has half its input: it is dropped (a
+                // call with made-up input must not run), and the session tells the model.
+                Err(_) if cut_off => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Response {
             id: self.id,
             model: self.model,

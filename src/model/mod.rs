@@ -9,11 +9,15 @@
 //! - [`anthropic`]: the Messages API, always streaming.
 //! - [`openai`]: OpenAI-compatible chat completions (llama.cpp, Ollama, vLLM, …).
 //! - [`replay`]: recorded exchanges from a file, for tests and demos.
+//! - [`limit`]: the wall-clock limit of one turn (`models.turnTimeout`).
+//! - [`endpoint`]: base URLs read as the official SDKs read them.
 //! - [`sse`]: the incremental server-sent-events parser both HTTP providers use.
 //! - [`prices`]: default prices per model and the cost of a call.
 //! - [`retry`]: waiting out 429/529 with `retry-after` honoured.
 
 pub mod anthropic;
+pub mod endpoint;
+pub mod limit;
 pub mod openai;
 pub mod prices;
 pub mod replay;
@@ -34,7 +38,7 @@ pub use openai::OpenAi;
 pub use prices::{PriceTable, cost, default_prices};
 pub use replay::{Exchange, Replay};
 pub use retry::{RetryPolicy, with_retries, with_retry_policy};
-pub use router::Router;
+pub use router::{BreakerState, ProviderHealth, Router};
 
 /// A language model that completes a conversation.
 ///
@@ -501,9 +505,19 @@ pub enum ModelError {
     /// Any other unsuccessful HTTP status.
     #[error("HTTP {status}: {body}")]
     Http { status: u16, body: String },
-    /// The connection failed or broke off.
+    /// The connection failed or broke off; the message keeps the cause (`connection refused
+    /// to 127.0.0.1:8080`), not just "error sending request".
     #[error("transport: {0}")]
     Transport(String),
+    /// A turn ran longer than `models.turnTimeout`: a server stuck or a model generating
+    /// without end. The attempt fails and is retried (it is no outage: the same turn would
+    /// likely run away again, so it must not wait forever without spending attempts).
+    #[error("the turn ran longer than its limit of {}s", .0.as_secs())]
+    TurnTimeout(Duration),
+    /// No provider may be called now: every circuit is open after repeated failures. The
+    /// earliest breaker lets a trial call through after `retry_after`.
+    #[error("every provider's circuit is open (last error: {last}); next trial in {}s", retry_after.as_secs())]
+    CircuitOpen { retry_after: Duration, last: String },
     /// The provider sent something we cannot read.
     #[error("decode: {0}")]
     Decode(String),
@@ -532,8 +546,24 @@ fn after(d: &Option<Duration>) -> String {
     }
 }
 
+/// What kind of failure a [`ModelError`] is, which decides what the engine does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The provider cannot answer now (down, unreachable, too slow, 5xx, 429, 529, circuit
+    /// open): the work waits and tries again; no attempt is spent.
+    Outage,
+    /// The request or the declaration is wrong (400, 401, 403, 404, no key, a bad replay):
+    /// trying again unchanged cannot help.
+    Request,
+    /// The provider answered with something we cannot read.
+    Protocol,
+    /// One of our limits ended the call (`models.turnTimeout`): the attempt fails and is
+    /// retried, with backoff and escalation.
+    Limit,
+}
+
 impl ModelError {
-    /// Whether waiting and retrying the same call may succeed.
+    /// Whether waiting and retrying the same call soon may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -541,11 +571,37 @@ impl ModelError {
         )
     }
 
-    /// The wait the provider asked for, if any.
+    /// What kind of failure this is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ModelError::RateLimited { .. }
+            | ModelError::Overloaded { .. }
+            | ModelError::Transport(_)
+            | ModelError::CircuitOpen { .. } => ErrorClass::Outage,
+            ModelError::TurnTimeout(_) => ErrorClass::Limit,
+            // 408 (request timeout) and 5xx are the server's trouble, not the request's.
+            ModelError::Http { status, .. } if *status == 408 || *status >= 500 => {
+                ErrorClass::Outage
+            }
+            ModelError::Api { kind, .. } if kind == "api_error" || kind == "timeout_error" => {
+                ErrorClass::Outage
+            }
+            ModelError::Decode(_) => ErrorClass::Protocol,
+            _ => ErrorClass::Request,
+        }
+    }
+
+    /// Whether the provider is out for now: the caller waits rather than giving up.
+    pub fn is_outage(&self) -> bool {
+        self.class() == ErrorClass::Outage
+    }
+
+    /// The wait the provider (or the circuit breaker) asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ModelError::RateLimited { retry_after, .. }
             | ModelError::Overloaded { retry_after, .. } => *retry_after,
+            ModelError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -703,37 +759,107 @@ pub(crate) fn http_client() -> Result<reqwest::Client, ModelError> {
         .map_err(|e| ModelError::Transport(e.to_string()))
 }
 
-/// Sends a streaming request and hands each server-sent event of a successful answer to
-/// `handle`, which says when the answer is complete; an event left unterminated when the body
-/// ends is handed over too. Transport failures and error statuses become [`ModelError`]s.
+/// A transport failure as a message that keeps its cause: reqwest's own text is only the
+/// outermost layer ("error sending request"), the reason a user can act on ("connection
+/// refused", "dns error", "timed out") is further down the source chain.
+pub fn transport_error(e: &reqwest::Error, endpoint: &reqwest::Url) -> ModelError {
+    use std::error::Error as _;
+    let target = match (endpoint.host_str(), endpoint.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        _ => endpoint.to_string(),
+    };
+    let io = {
+        let mut source = e.source();
+        let mut found = None;
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                found = Some(io.kind());
+            }
+            source = s.source();
+        }
+        found
+    };
+    let mut chain = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        // reqwest repeats the URL in its outermost message; the target is said once.
+        let text = text
+            .replace(&format!(" for url ({endpoint})"), "")
+            .replace(&format!(" ({endpoint})"), "");
+        if !chain.iter().any(|c: &String| c.contains(&text)) {
+            chain.push(text);
+        }
+        source = s.source();
+    }
+    let detail = chain.join(": ");
+    use std::io::ErrorKind;
+    let cause = match io {
+        Some(ErrorKind::ConnectionRefused) => format!("connection refused to {target}"),
+        Some(ErrorKind::ConnectionReset) => format!("connection reset by {target}"),
+        Some(ErrorKind::TimedOut) => format!("timed out talking to {target}"),
+        _ if e.is_timeout() => format!("timed out talking to {target}"),
+        _ if e.is_connect() => format!("cannot connect to {target}"),
+        _ => format!("talking to {target}"),
+    };
+    ModelError::Transport(format!("{cause} ({detail})"))
+}
+
+/// How a server answered a request for a stream.
+pub(crate) enum Answer {
+    /// As a stream: its events went to the handler.
+    Streamed,
+    /// As one JSON document (some servers and proxies ignore `stream: true`): the body.
+    Whole(Value),
+}
+
+/// Sends a streaming request to `endpoint` and hands each server-sent event of a successful
+/// answer to `handle`, which says when the answer is complete; an event left unterminated
+/// when the body ends is handed over too. A server that answers with one JSON document
+/// instead of a stream has it returned whole. Transport failures and error statuses become
+/// [`ModelError`]s.
 pub(crate) async fn stream_events(
     request: reqwest::RequestBuilder,
+    endpoint: &reqwest::Url,
     mut handle: impl FnMut(&sse::SseEvent) -> Result<bool, ModelError>,
-) -> Result<(), ModelError> {
+) -> Result<Answer, ModelError> {
     use futures_util::StreamExt;
-    let transport = |e: reqwest::Error| ModelError::Transport(e.without_url().to_string());
+    let transport = |e: reqwest::Error| transport_error(&e, endpoint);
     let resp = request.send().await.map_err(transport)?;
     if !resp.status().is_success() {
         return Err(error_from_response(resp).await);
+    }
+    let json = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if json {
+        let body = resp.bytes().await.map_err(transport)?;
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| ModelError::Decode(format!("the answer is not JSON: {e}")))?;
+        return Ok(Answer::Whole(value));
     }
     let mut parser = sse::SseParser::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         for event in parser.push(&chunk.map_err(transport)?) {
             if handle(&event)? {
-                return Ok(());
+                return Ok(Answer::Streamed);
             }
         }
     }
     if let Some(event) = parser.finish() {
         handle(&event)?;
     }
-    Ok(())
+    Ok(Answer::Streamed)
 }
 
 /// Turns an unsuccessful HTTP response into the matching error.
 pub(crate) async fn error_from_response(resp: reqwest::Response) -> ModelError {
     let status = resp.status().as_u16();
+    let url = resp.url().clone();
     let retry_after = resp
         .headers()
         .get("retry-after")
@@ -773,6 +899,12 @@ pub(crate) async fn error_from_response(resp: reqwest::Response) -> ModelError {
         _ if kind == "overloaded_error" => ModelError::Overloaded {
             retry_after,
             message,
+        },
+        // No such route: almost always a base URL that does not fit the server, so say
+        // where the request went.
+        404 => ModelError::Http {
+            status,
+            body: format!("{body} (POST {url}: check the provider's baseUrl)"),
         },
         _ => ModelError::Http { status, body },
     }

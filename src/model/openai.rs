@@ -1,4 +1,5 @@
-//! OpenAI-compatible chat completions (`POST {base_url}/v1/chat/completions`), streaming,
+//! OpenAI-compatible chat completions (`POST {base_url}/v1/chat/completions`; a base URL
+//! written with `/v1` works as well, see [`super::endpoint`]), streaming,
 //! for local servers such as llama.cpp, Ollama or vLLM and for hosted OpenAI-style APIs.
 //!
 //! The neutral types are Anthropic-shaped, so this module translates both ways: system blocks
@@ -24,22 +25,26 @@ use crate::spec::{Provider, ProviderKind};
 #[derive(Debug, Clone)]
 pub struct OpenAi {
     name: String,
-    base_url: String,
+    /// The chat-completions URL the base URL stands for.
+    endpoint: reqwest::Url,
     /// Local servers usually need none.
     key: Option<ApiKey>,
     client: reqwest::Client,
 }
 
 impl OpenAi {
-    /// A client for `base_url` (without `/v1/chat/completions`).
+    /// A client for the server at `base_url`, with or without `/v1`.
     pub fn new(
         name: impl Into<String>,
         base_url: impl Into<String>,
         key: Option<ApiKey>,
     ) -> Result<Self, ModelError> {
+        let name = name.into();
+        let endpoint = super::endpoint::openai_chat(&base_url.into())
+            .map_err(|e| ModelError::Config(format!("provider {name}: baseUrl {e}")))?;
         Ok(OpenAi {
-            name: name.into(),
-            base_url: base_url.into().trim_end_matches('/').to_string(),
+            name,
+            endpoint,
             key,
             client: http_client()?,
         })
@@ -130,10 +135,17 @@ pub fn request_body(request: &Request) -> Value {
             }
         }
     }
+    // `max_tokens` counts the thinking budget, as in the Anthropic API; this route sends no
+    // thinking, so the budget is not granted as answer tokens (a CPU-served model would
+    // otherwise be allowed turns of 8,000 + the whole budget).
+    let max_tokens = match request.thinking {
+        Some(budget) if budget < request.max_tokens => request.max_tokens - budget,
+        _ => request.max_tokens,
+    };
     let mut body = json!({
         "model": request.model,
         "messages": messages,
-        "max_tokens": request.max_tokens,
+        "max_tokens": max_tokens,
         "stream": true,
         "stream_options": {"include_usage": true},
     });
@@ -169,7 +181,7 @@ impl Model for OpenAi {
     ) -> Result<Response, ModelError> {
         let mut req = self
             .client
-            .post(format!("{}/v1/chat/completions", self.base_url))
+            .post(self.endpoint.clone())
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .json(&request_body(request));
@@ -177,13 +189,18 @@ impl Model for OpenAi {
             req = req.bearer_auth(key.expose());
         }
         let mut assembler = ChunkAssembler::default();
-        stream_events(req, |ev| {
+        let answer = stream_events(req, &self.endpoint, |ev| {
             for out in assembler.handle(&ev.data)? {
                 emit(&events, out);
             }
             Ok(assembler.done)
         })
         .await?;
+        if let super::Answer::Whole(completion) = answer {
+            for out in assembler.handle(&as_chunk(&completion).to_string())? {
+                emit(&events, out);
+            }
+        }
         let (response, tail) = assembler.finish()?;
         for out in tail {
             emit(&events, out);
@@ -377,18 +394,26 @@ impl ChunkAssembler {
             "content_filter" => StopReason::Refusal,
             _ => StopReason::Other(r),
         });
+        let cut_off = stop_reason == Some(StopReason::MaxTokens);
         let mut events = Vec::new();
         let mut content = Vec::new();
         for (index, p) in self.blocks {
             let mut block = p.block;
+            events.push(StreamEvent::ContentBlockStop { index });
             if let ContentBlock::ToolUse { input, name, .. } = &mut block
                 && !p.arguments.trim().is_empty()
             {
-                *input = serde_json::from_str(&p.arguments).map_err(|e| {
-                    ModelError::Decode(format!("arguments of tool call {name} are not JSON: {e}"))
-                })?;
+                match serde_json::from_str(&p.arguments) {
+                    Ok(parsed) => *input = parsed,
+                    // Cut off by the length limit: half a call never runs (see anthropic).
+                    Err(_) if cut_off => continue,
+                    Err(e) => {
+                        return Err(ModelError::Decode(format!(
+                            "arguments of tool call {name} are not JSON: {e}"
+                        )));
+                    }
+                }
             }
-            events.push(StreamEvent::ContentBlockStop { index });
             content.push(block);
         }
         events.push(StreamEvent::MessageDelta {
@@ -407,6 +432,29 @@ impl ChunkAssembler {
             events,
         ))
     }
+}
+
+/// A whole (non-streamed) chat completion as the one chunk that carries all of it: each
+/// choice's `message` becomes its `delta`, and tool calls get the `index` deltas carry.
+fn as_chunk(completion: &Value) -> Value {
+    let mut chunk = completion.clone();
+    if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
+        for choice in choices {
+            let Some(obj) = choice.as_object_mut() else {
+                continue;
+            };
+            let Some(mut message) = obj.remove("message") else {
+                continue;
+            };
+            if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for (i, call) in calls.iter_mut().enumerate() {
+                    call["index"] = json!(i);
+                }
+            }
+            obj.insert("delta".into(), message);
+        }
+    }
+    chunk
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {

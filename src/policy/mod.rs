@@ -59,6 +59,10 @@ pub enum ActError {
     Budget(#[from] limits::BudgetExceeded),
     #[error("cancelled")]
     Cancelled,
+    /// A delegated agent's model provider is out: the whole task waits for it (the child
+    /// resumes from its journal), rather than the parent being told its helper failed.
+    #[error("model: {0}")]
+    ProviderUnavailable(crate::model::ModelError),
 }
 
 /// One action an agent (or a playbook acting as it) takes.

@@ -106,6 +106,20 @@ pub struct Models {
     /// Prices in USD per million tokens; defaults ship for current models.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prices: Vec<Price>,
+    /// The longest one model turn may take (a duration such as `10m`, the default): a turn
+    /// past it is ended and its attempt fails, to be retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_timeout: Option<String>,
+}
+
+impl Models {
+    /// `turnTimeout`, or its default of 10 minutes (validation has refused a bad one).
+    pub fn turn_timeout(&self) -> std::time::Duration {
+        self.turn_timeout
+            .as_deref()
+            .and_then(|t| super::duration::parse_duration(t).ok())
+            .unwrap_or(crate::model::limit::DEFAULT_TURN_TIMEOUT)
+    }
 }
 
 /// The model id behind each tier name.

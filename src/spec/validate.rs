@@ -196,6 +196,9 @@ impl<'a> Validator<'a> {
                 self.duration(company, "spec.approvals.timeout", timeout);
             }
             if let Some(models) = &company.spec.models {
+                if let Some(timeout) = &models.turn_timeout {
+                    self.duration(company, "spec.models.turnTimeout", timeout);
+                }
                 for (i, p) in models.providers.iter().enumerate() {
                     if p.kind == super::ProviderKind::Replay && p.file.is_none() {
                         self.push(company.error(
@@ -203,13 +206,34 @@ impl<'a> Validator<'a> {
                             "a replay provider needs the file of recorded exchanges",
                         ));
                     }
+                    // There is no one obvious OpenAI-compatible server to default to.
+                    if p.kind == super::ProviderKind::Openai && p.base_url.is_none() {
+                        self.push(
+                            company
+                                .error(
+                                    &format!("spec.models.providers[{i}]"),
+                                    "an openai provider needs its server's baseUrl",
+                                )
+                                .hint(Some(
+                                    "e.g. baseUrl: http://127.0.0.1:8080/v1 (llama.cpp) or http://127.0.0.1:11434/v1 (Ollama)".into(),
+                                )),
+                        );
+                    }
+                    // A URL no request can go to is an error; one that is usable but
+                    // almost certainly a mistake (a query, credentials) is a warning.
                     if let Some(url) = &p.base_url
-                        && !(url.starts_with("http://") || url.starts_with("https://"))
+                        && let Err(problem) = crate::model::endpoint::check(url)
                     {
-                        self.push(company.error(
-                            &format!("spec.models.providers[{i}].baseUrl"),
-                            format!("\"{url}\" is not an http:// or https:// URL"),
-                        ));
+                        let field = format!("spec.models.providers[{i}].baseUrl");
+                        let d = company.error(&field, problem.to_string());
+                        self.push(if problem.is_fatal() {
+                            d
+                        } else {
+                            Diagnostic {
+                                severity: super::diag::Severity::Warning,
+                                ..d
+                            }
+                        });
                     }
                 }
             }
@@ -689,6 +713,75 @@ pub fn cycles<'a>(edges: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<Vec<&'a str>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_that_make_no_sense_are_reported_where_they_are_written() {
+        let company = |urls: &str| {
+            let mut tree = crate::spec::MemTree::new("t");
+            tree.insert(
+                "all.yaml",
+                format!(
+                    "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: c}}\nspec:\n  mission: m\n  ceo: ceo\n  models:\n    providers:\n{urls}---\n\
+                     apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: d, prompt: p}}\n"
+                ),
+            );
+            crate::spec::load_and_validate(&tree)
+        };
+        // With or without /v1 and a trailing slash: nothing to say.
+        let (_, warnings) = company(
+            "      - {name: a, type: openai, baseUrl: 'http://127.0.0.1:8080/v1/'}\n      - {name: b, type: anthropic, baseUrl: 'https://api.anthropic.com'}\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (_, warnings) = company(
+            "      - {name: a, type: openai, baseUrl: 'http://127.0.0.1:8080/v1?key=x'}\n      - {name: b, type: openai, baseUrl: 'http://me:pw@host/v1#top'}\n",
+        )
+        .unwrap();
+        let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:#?}");
+        assert!(
+            text[0].starts_with("all.yaml:9:")
+                && text[0].contains("spec.models.providers[0].baseUrl")
+                && text[0].contains("has a query"),
+            "{text:#?}"
+        );
+        assert!(text[1].contains("providers[1].baseUrl"), "{text:#?}");
+        let (spec, _) = company(
+            "      - {name: a, type: openai, baseUrl: 'http://h/v1'}\n    turnTimeout: 90s\n",
+        )
+        .unwrap();
+        let models = spec.company().and_then(|c| c.spec.models.clone()).unwrap();
+        assert_eq!(models.turn_timeout(), std::time::Duration::from_secs(90));
+        assert_eq!(
+            crate::spec::Models::default().turn_timeout(),
+            crate::model::limit::DEFAULT_TURN_TIMEOUT
+        );
+        let errors = company(
+            "      - {name: a, type: openai, baseUrl: 'http://h/v1'}\n    turnTimeout: soon\n",
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.to_string().contains("spec.models.turnTimeout")),
+            "{errors:?}"
+        );
+        let errors = company("      - {name: a, type: openai}\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.to_string().contains("needs its server's baseUrl")),
+            "{errors:?}"
+        );
+        let errors =
+            company("      - {name: a, type: openai, baseUrl: 'localhost:8080'}\n").unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.to_string().contains("is not an http:// or https:// URL")),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn dns_labels() {

@@ -69,10 +69,17 @@ impl Activity {
                 output_tokens,
                 cache_read_tokens,
                 usd,
+                stop_reason,
                 ..
             } => format!(
-                "{agent}: {model} turn {} ({input_tokens} in, {cache_read_tokens} cached, {output_tokens} out, ${usd:.4})",
-                turn + 1
+                "{agent}: {model} turn {} ({input_tokens} in, {cache_read_tokens} cached, {output_tokens} out, ${usd:.4}){}",
+                turn + 1,
+                // Said, so a session that kept going after a cut-off answer shows why.
+                if stop_reason.as_deref() == Some("max_tokens") {
+                    "; cut off at max_tokens, told to continue"
+                } else {
+                    ""
+                }
             ),
             Activity::Tool {
                 agent,

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -241,4 +241,11 @@ CREATE TABLE goal_status (
     position   INTEGER NOT NULL,
     body       TEXT NOT NULL
 ) STRICT;
+"#;
+
+/// Provider outages: a task whose attempt stopped because no model provider could answer
+/// keeps the cause here while it waits (the attempt is not counted, and `last_error` keeps
+/// the last real failure, whose lesson the next attempt is told).
+const V6: &str = r#"
+ALTER TABLE tasks ADD COLUMN outage TEXT;
 "#;

@@ -115,6 +115,10 @@ pub struct Task {
     pub delivered: Option<String>,
     /// For a task whose last attempt failed: whether the work or its delivery failed.
     pub failure: Option<Failure>,
+    /// For a queued task whose last attempt stopped because no model provider could
+    /// answer: the cause (`connection refused to 127.0.0.1:8080`). It waits for the provider
+    /// without spending an attempt.
+    pub outage: Option<String>,
 }
 
 /// What part of an attempt failed.
@@ -167,6 +171,10 @@ pub enum AttemptOutcome {
     /// A dollar budget (the company's daily one or the goal's) is spent: the task ends and
     /// the planner waits until the budget allows more.
     OverBudget { error: String },
+    /// No model provider could answer (down, unreachable, 5xx, 429, 529, every circuit
+    /// open): the task is queued again for `retry_at` without spending an attempt, and
+    /// shows the cause while it waits.
+    ProviderUnavailable { error: String },
 }
 
 /// One act() call's journal entry: recorded as started before the effect, and as finished
@@ -265,6 +273,8 @@ pub mod kind {
     pub const RETRIED: &str = "task.retried";
     pub const WAITING_APPROVAL: &str = "task.waitingApproval";
     pub const OVER_BUDGET: &str = "task.overBudget";
+    /// An attempt stopped by a provider outage: queued again, the attempt not counted.
+    pub const PROVIDER_UNAVAILABLE: &str = "task.providerUnavailable";
 }
 
 pub struct Store {
@@ -619,7 +629,27 @@ impl Store {
             // Attempts counts finished attempts, successes included.
             let attempts = task.attempts.saturating_add(1);
             let now_text = time_text(now);
+            // An outage is over once an attempt ends any other way.
+            tx.execute("UPDATE tasks SET outage = NULL WHERE id = ?1", params![id])?;
             match outcome {
+                AttemptOutcome::ProviderUnavailable { error } => {
+                    // Not a finished attempt: the work waits for the provider.
+                    tx.execute(
+                        "UPDATE tasks SET state = 'queued', not_before = ?2, outage = ?3,
+                             updated_at = ?4
+                         WHERE id = ?1",
+                        params![id, time_text(retry_at), error, now_text],
+                    )?;
+                    close_attempt(tx, id, "interrupted", error, now)?;
+                    append_event(
+                        tx,
+                        Some(id),
+                        Some(&task.goal),
+                        kind::PROVIDER_UNAVAILABLE,
+                        &json!({ "attempt": attempts, "error": error, "retryAt": time_text(retry_at) }),
+                        now,
+                    )?;
+                }
                 AttemptOutcome::Succeeded { detail, delivered } => {
                     tx.execute(
                         "UPDATE tasks SET state = 'succeeded', attempts = ?2, updated_at = ?3,
@@ -1503,7 +1533,7 @@ fn day_usd(conn: &Connection, now: DateTime<Utc>) -> Result<f64, StoreError> {
 
 const TASK_COLUMNS: &str = "id, key, goal, product, owner, priority, state, attempts, \
      max_attempts, not_before, created_at, updated_at, revision, computer, last_error, parent, \
-     delivered, failure";
+     delivered, failure, outage";
 
 fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
@@ -1530,6 +1560,7 @@ fn task_row(row: &Row<'_>) -> rusqlite::Result<Task> {
                 Failure::from_name(&name).ok_or_else(|| conversion_error(17, UnknownName(name)))
             })
             .transpose()?,
+        outage: row.get(18)?,
     })
 }
 

@@ -91,9 +91,21 @@ pub struct MockLlm {
     requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
+/// An address on 127.0.0.1 where nothing listens (yet): a model server that is down.
+/// [`MockLlm::start_on`] brings one up there later.
+pub fn down_address() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    probe.local_addr().expect("addr")
+}
+
 impl MockLlm {
     pub async fn start(replies: Vec<Reply>) -> MockLlm {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), replies).await
+    }
+
+    /// A server on `addr` (a [`down_address`] coming up, say).
+    pub async fn start_on(addr: SocketAddr, replies: Vec<Reply>) -> MockLlm {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let replies = Arc::new(Mutex::new(VecDeque::from(replies)));
