@@ -1278,3 +1278,57 @@ fn a_delivered_workspace_is_reused_exactly_as_a_fresh_one_would_be() {
     assert!(clean(&fifth));
     assert_eq!(git(&fifth, &["rev-parse", "HEAD"]).trim(), tip);
 }
+
+#[test]
+fn writeback_to_a_checkout_waits_for_the_users_git_and_keeps_what_they_staged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("company");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    write(&repo, "company.yaml", "kind: Company\n");
+    write(&repo, ".proto/status.yaml", "status: {}\n");
+    commit_all(&repo, "declare the company");
+    let source = GitSource::open(
+        repo.to_str().unwrap(),
+        None,
+        None,
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
+    let writeback = Writeback::new(&source, None, controller(), false).unwrap();
+
+    // The user stages a new goal, and their git is still holding the index when the
+    // controller records.
+    write(&repo, "second.yaml", "kind: Goal\n");
+    git(&repo, &["add", "second.yaml"]);
+    let lock = repo.join(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    let recording = std::thread::spawn(move || {
+        writeback
+            .commit(
+                &[write_change(
+                    ".proto/status.yaml",
+                    "status: {ready: true}\n",
+                )],
+                "proto: record",
+            )
+            .unwrap()
+            .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::remove_file(&lock).unwrap();
+    let id = recording.join().unwrap();
+
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), id);
+    // What the user staged is still staged, and the records are in the index as committed.
+    assert_eq!(
+        git(&repo, &["diff", "--cached", "--name-only"]).trim(),
+        "second.yaml"
+    );
+    assert_eq!(
+        git(&repo, &["status", "--porcelain"]).trim(),
+        "A  second.yaml"
+    );
+    git(&repo, &["commit", "-q", "-m", "Add a second goal"]);
+    assert!(git(&repo, &["show", "HEAD:.proto/status.yaml"]).contains("ready: true"));
+}

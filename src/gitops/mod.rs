@@ -360,7 +360,6 @@ impl Writeback {
             return Ok(());
         };
         let tree = repo.find_commit(commit)?.tree()?;
-        let mut index = repo.index()?;
         let mut done: Vec<String> = Vec::new();
         for change in changes {
             let full = self.full_path(change.path());
@@ -384,11 +383,9 @@ impl Writeback {
                 std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
                     .map_err(io)?;
             }
-            index.add_path(Path::new(&full))?;
             done.push(full);
         }
-        index.write()?;
-        Ok(())
+        stage(workdir, &done)
     }
 
     /// A declaration-folder path as a repository path.
@@ -397,6 +394,34 @@ impl Writeback {
             path.to_owned()
         } else {
             format!("{}/{path}", self.subpath)
+        }
+    }
+}
+
+/// How often staging is tried while someone else's git holds the index.
+const STAGE_ATTEMPTS: u32 = 40;
+
+/// Stages `paths` of the checkout at `workdir` through git itself, which updates the index
+/// under git's lock: reading the index here and writing it back would undo whatever the
+/// person working in the checkout staged in between. While their git holds the lock, it is
+/// tried again.
+fn stage(workdir: &Path, paths: &[String]) -> Result<(), GitopsError> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["add", "--"];
+    args.extend(paths.iter().map(String::as_str));
+    let mut attempt = 1;
+    loop {
+        match workspace::git(Some(workdir), &args, "stage the records in the checkout") {
+            Ok(_) => return Ok(()),
+            // git names the held lock in a message that is not its last line; any failure is
+            // tried again, briefly, and the last one reported.
+            Err(_) if attempt < STAGE_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

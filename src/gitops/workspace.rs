@@ -483,7 +483,7 @@ fn path_text(path: &Path) -> String {
 }
 
 /// Runs git (in `dir`, if given) and fails with its message when it fails.
-fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Output, GitopsError> {
+pub(super) fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Output, GitopsError> {
     let out = run(dir, args)?;
     if out.status.success() {
         return Ok(out);
