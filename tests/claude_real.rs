@@ -5,7 +5,8 @@
 //! The collection is not in the tree. Point `PROTO_CLAUDE_REAL` at a folder of cases, one
 //! folder a case (any depth), each holding the files of one Claude Code file as they would sit
 //! in a repository (`.claude/agents/x.md`, `.claude/skills/x/SKILL.md` with its extra files,
-//! `.claude/settings.json`, `.mcp.json`), then run
+//! `.claude/settings.json`, `.mcp.json`, `.claude/rules/*.md`,
+//! `CLAUDE.md`), then run
 //!
 //! ```text
 //! PROTO_CLAUDE_REAL=/path/to/cases cargo test --test claude_real -- --ignored --nocapture
@@ -14,7 +15,7 @@
 //! Each case is loaded in a minimal company (a Company and its CEO) and classified: loaded
 //! (with how many warnings), skipped (with the message), or the company failed. A file Claude
 //! Code would load (agents: frontmatter in YAML with `name` and `description`; skills: a
-//! `SKILL.md` with YAML frontmatter; settings and `.mcp.json`: JSON) that Proto skips, or that
+//! `SKILL.md` with YAML frontmatter; settings and `.mcp.json`: JSON; rules and memory: any Markdown) that Proto skips, or that
 //! fails the company, counts against the goal. The rates per kind and the most frequent
 //! reasons are printed; set `PROTO_CLAUDE_REAL_LIST=1` to list every failing case.
 
@@ -33,7 +34,10 @@ fn cases(root: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
-    if root.join(".claude").is_dir() || root.join(".mcp.json").is_file() {
+    if root.join(".claude").is_dir()
+        || root.join(".mcp.json").is_file()
+        || root.join("CLAUDE.md").is_file()
+    {
         out.push(root.to_path_buf());
         return;
     }
@@ -84,6 +88,10 @@ fn main_file(files: &[(String, Vec<u8>)]) -> Option<(&'static str, String, Vec<u
             "settings"
         } else if p == ".mcp.json" {
             "mcp"
+        } else if p.starts_with(".claude/rules/") && p.ends_with(".md") {
+            "rule"
+        } else if p == "CLAUDE.md" {
+            "memory"
         } else {
             continue;
         };
@@ -107,17 +115,57 @@ fn frontmatter(text: &str) -> Option<&str> {
     None
 }
 
+/// Claude Code's `quoteProblematicValues`, which it applies when the frontmatter is not YAML,
+/// then parses again: every `key: value` line (key of letters, `_` and `-`) whose value is
+/// not quoted and holds one of `{}[]*&#!|>%@`` ` or `: ` gets its value double-quoted.
+fn claude_quote(yaml: &str) -> String {
+    let special = |v: &str| v.contains(": ") || v.contains(|c| "{}[]*&#!|>%@`".contains(c));
+    yaml.split('\n')
+        .map(|line| {
+            let Some((key, rest)) = line.split_once(':') else {
+                return line.to_string();
+            };
+            let value = rest.trim_start();
+            let key_ok = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphabetic() || c == '_' || c == '-');
+            let quoted = value.len() >= 2
+                && ((value.starts_with('"') && value.ends_with('"'))
+                    || (value.starts_with('\'') && value.ends_with('\'')));
+            if key_ok
+                && rest.starts_with(char::is_whitespace)
+                && !value.is_empty()
+                && !quoted
+                && special(value)
+            {
+                format!(
+                    "{key}: \"{}\"",
+                    value.replace('\\', "\\\\").replace('"', "\\\"")
+                )
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Would Claude Code load this file? (An approximation of it, documented at the top.)
 fn claude_loads(kind: &str, content: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(content) else {
         return false;
     };
     match kind {
+        // Rules and memory are Markdown: Claude Code reads any of it.
+        "rule" | "memory" => true,
         "agent" | "skill" => {
             let Some(fm) = frontmatter(text) else {
                 return false;
             };
-            let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(fm) else {
+            let parsed = serde_saphyr::from_str::<serde_json::Value>(fm)
+                .or_else(|_| serde_saphyr::from_str::<serde_json::Value>(&claude_quote(fm)));
+            let Ok(v) = parsed else {
                 return false;
             };
             if kind == "skill" {
@@ -130,8 +178,12 @@ fn claude_loads(kind: &str, content: &[u8]) -> bool {
             };
             s("name") && s("description")
         }
+        // JSON with an object at the top (and, in `.mcp.json`, an object of servers).
         _ => serde_json::from_str::<serde_json::Value>(text.trim_start_matches('\u{feff}'))
-            .is_ok_and(|v| v.is_object()),
+            .is_ok_and(|v| {
+                v.is_object()
+                    && (kind != "mcp" || v.get("mcpServers").is_none_or(|s| s.is_object()))
+            }),
     }
 }
 
@@ -200,10 +252,25 @@ fn real_claude_code_files() {
         match spec::load_and_validate(&tree) {
             Ok((spec, diags)) => {
                 let skipped = spec.claude.skipped.iter().any(|s| s.file == main);
+                if let Ok(pat) = std::env::var("PROTO_CLAUDE_REAL_DIAG") {
+                    for d in diags.iter().filter(|d| d.to_string().contains(&pat)) {
+                        println!("DIAG {}: {d}", case.display());
+                    }
+                }
                 let mine: Vec<_> = diags
                     .iter()
                     .filter(|d| d.file.to_string_lossy() == main)
                     .collect();
+                if skipped && !loads && list {
+                    println!(
+                        "BROKEN {}: {}",
+                        case.display(),
+                        mine.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n    ")
+                    );
+                }
                 if skipped {
                     c[base + if loads { 1 } else { 0 }] += 1;
                     if loads {
