@@ -1131,6 +1131,11 @@ fn json_pos(text: &str, key: &str) -> Pos {
     super::json_pos::locate(text, key)
 }
 
+/// Where `key` first appears after `after`: a field of the object that starts there.
+fn json_pos_after(text: &str, key: &str, after: Pos) -> Pos {
+    super::json_pos::locate_after(text, key, after)
+}
+
 fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {
     let pos = Pos::new(
         u32::try_from(e.line()).unwrap_or(u32::MAX),
@@ -1302,7 +1307,7 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
     let mut names = std::collections::HashSet::new();
     for (name, entry) in servers {
         let field = format!("mcpServers.{name}");
-        let pos = json_pos(text, name);
+        let pos = json_pos_after(text, name, json_pos(text, "mcpServers"));
         let skip = |diags: &mut Vec<Diagnostic>,
                     pos: Pos,
                     field: String,
@@ -1328,13 +1333,16 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
             if !MCP_KEYS.contains(&key.as_str()) {
                 // Claude Code ignores keys it does not use (`description`, `enabled`, ...).
                 diags.push(
-                    Diagnostic::warning(path, json_pos(text, key), "unknown field; ignored")
-                        .field(format!("{field}.{key}"))
-                        .hint(
-                            did_you_mean(key, MCP_KEYS).or_else(|| {
-                                Some(format!("expected one of {}", MCP_KEYS.join(", ")))
-                            }),
-                        ),
+                    Diagnostic::warning(
+                        path,
+                        json_pos_after(text, key, pos),
+                        "unknown field; ignored",
+                    )
+                    .field(format!("{field}.{key}"))
+                    .hint(
+                        did_you_mean(key, MCP_KEYS)
+                            .or_else(|| Some(format!("expected one of {}", MCP_KEYS.join(", ")))),
+                    ),
                 );
             }
         }
@@ -1380,7 +1388,7 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
             (Some(kind), _, _) if !["stdio", "http", "sse", "streamable-http"].contains(&kind) => {
                 skip(
                     diags,
-                    json_pos(text, kind),
+                    json_pos_after(text, kind, pos),
                     format!("{field}.type"),
                     format!("unknown transport type \"{kind}\""),
                     Some("expected stdio, http or sse".into()),
