@@ -15,7 +15,7 @@
 //! Each case is loaded in a minimal company (a Company and its CEO) and classified: loaded
 //! (with how many warnings), skipped (with the message), or the company failed. A file Claude
 //! Code would load (agents: frontmatter in YAML with `name` and `description`; skills: a
-//! `SKILL.md` with YAML frontmatter; settings and `.mcp.json`: JSON; rules and memory: any Markdown) that Proto skips, or that
+//! `SKILL.md` with YAML frontmatter, or none; settings and `.mcp.json`: JSON; rules and memory: any Markdown) that Proto skips, or that
 //! fails the company, counts against the goal. The rates per kind and the most frequent
 //! reasons are printed; set `PROTO_CLAUDE_REAL_LIST=1` to list every failing case.
 
@@ -161,7 +161,10 @@ fn claude_loads(kind: &str, content: &[u8]) -> bool {
         "rule" | "memory" => true,
         "agent" | "skill" => {
             let Some(fm) = frontmatter(text) else {
-                return false;
+                // Claude Code loads a SKILL.md without frontmatter (named after its folder,
+                // described by its first line); a subagent needs a name.
+                let bare = text.trim_start_matches('\u{feff}');
+                return kind == "skill" && !bare.starts_with("---");
             };
             let parsed = serde_saphyr::from_str::<serde_json::Value>(fm)
                 .or_else(|_| serde_saphyr::from_str::<serde_json::Value>(&claude_quote(fm)));
@@ -178,6 +181,13 @@ fn claude_loads(kind: &str, content: &[u8]) -> bool {
             };
             s("name") && s("description")
         }
+        // Settings: Claude Code validates the file against its schema and skips it whole
+        // ("Files with errors are skipped entirely") when hooks or permissions have the wrong
+        // shape; the common shapes are checked here.
+        "settings" => {
+            serde_json::from_str::<serde_json::Value>(text.trim_start_matches('\u{feff}'))
+                .is_ok_and(|v| v.is_object() && settings_shape(&v))
+        }
         // JSON with an object at the top (and, in `.mcp.json`, an object of servers).
         _ => serde_json::from_str::<serde_json::Value>(text.trim_start_matches('\u{feff}'))
             .is_ok_and(|v| {
@@ -185,6 +195,33 @@ fn claude_loads(kind: &str, content: &[u8]) -> bool {
                     && (kind != "mcp" || v.get("mcpServers").is_none_or(|s| s.is_object()))
             }),
     }
+}
+
+/// Whether `hooks` and `permissions` have the shapes Claude Code's schema requires.
+fn settings_shape(v: &serde_json::Value) -> bool {
+    let hooks_ok = v.get("hooks").is_none_or(|h| {
+        h.as_object().is_some_and(|events| {
+            events.values().all(|matchers| {
+                matchers.as_array().is_some_and(|ms| {
+                    ms.iter().all(|m| {
+                        m.get("hooks").is_some_and(serde_json::Value::is_array)
+                            && m.get("matcher").is_none_or(serde_json::Value::is_string)
+                    })
+                })
+            })
+        })
+    });
+    let strings = |x: &serde_json::Value| {
+        x.as_array()
+            .is_some_and(|a| a.iter().all(serde_json::Value::is_string))
+    };
+    let permissions_ok = v.get("permissions").is_none_or(|p| {
+        p.is_object()
+            && ["allow", "ask", "deny"]
+                .iter()
+                .all(|k| p.get(*k).is_none_or(strings))
+    });
+    hooks_ok && permissions_ok
 }
 
 /// A message with its particulars blanked, to count reasons.
@@ -252,6 +289,19 @@ fn real_claude_code_files() {
         match spec::load_and_validate(&tree) {
             Ok((spec, diags)) => {
                 let skipped = spec.claude.skipped.iter().any(|s| s.file == main);
+                if std::env::var("PROTO_CLAUDE_REAL_SHOW")
+                    .is_ok_and(|w| case.to_string_lossy().contains(&w))
+                {
+                    for a in spec.agents.iter().filter(|a| a.origin.file == main) {
+                        println!(
+                            "SHOW {}: {} tools {:?} model {:?}",
+                            case.display(),
+                            a.id(),
+                            a.spec.tools,
+                            a.spec.model
+                        );
+                    }
+                }
                 if let Ok(pat) = std::env::var("PROTO_CLAUDE_REAL_DIAG") {
                     for d in diags.iter().filter(|d| d.to_string().contains(&pat)) {
                         println!("DIAG {}: {d}", case.display());

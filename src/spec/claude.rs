@@ -983,8 +983,30 @@ const SKILL_UNSUPPORTED: [(&str, &str); 7] = [
 ];
 
 fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Skill> {
-    let (node, body) = frontmatter(path, text, diags)?;
     let folder = path.split('/').nth(2).unwrap_or_default().to_string();
+    // Claude Code loads a SKILL.md without frontmatter too: named after its folder, described
+    // by its first paragraph. (A subagent without one is skipped, there as here.)
+    let (node, body) = match split_frontmatter(text) {
+        Err("missing frontmatter") => {
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    Pos::new(1, 1),
+                    format!(
+                        "no frontmatter; loaded as skill \"{folder}\", as Claude Code loads it"
+                    ),
+                )
+                .resource(format!("Skill/{folder}"))
+                .hint(Some(format!(
+                    "start the file with a --- line, then name: {folder} and description:, then ---"
+                ))),
+            );
+            let node = yaml::parse_one("{}").ok()?;
+            let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+            (node, body.to_string())
+        }
+        _ => frontmatter(path, text, diags)?,
+    };
     let mut f = Fields {
         path,
         node: &node,
