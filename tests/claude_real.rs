@@ -13,11 +13,17 @@
 //! ```
 //!
 //! Each case is loaded in a minimal company (a Company and its CEO) and classified: loaded
-//! (with how many warnings), skipped (with the message), or the company failed. A file Claude
-//! Code would load (agents: frontmatter in YAML with `name` and `description`; skills: a
-//! `SKILL.md` with YAML frontmatter, or none; settings and `.mcp.json`: JSON; rules and memory: any Markdown) that Proto skips, or that
-//! fails the company, counts against the goal. The rates per kind and the most frequent
-//! reasons are printed; set `PROTO_CLAUDE_REAL_LIST=1` to list every failing case.
+//! (with how many warnings), skipped (with the message), or the company failed. Whether Claude
+//! Code loads the file is decided as Claude Code decides it: agents need YAML frontmatter
+//! (read again with Claude Code's own quoting when it is not YAML) with `name` and
+//! `description`; a `SKILL.md` loads with YAML frontmatter or none; settings must be JSON
+//! whose `hooks` and `permissions` have the shapes Claude Code's schema requires (it skips
+//! the whole file otherwise); `.mcp.json` must be JSON with an object of servers; rules and
+//! memory are any Markdown. A file Claude Code loads that Proto skips, or that fails the
+//! company, counts against the goal, as does a broken file that fails the company. The rates
+//! per kind and the most frequent reasons are printed; set `PROTO_CLAUDE_REAL_LIST=1` to list
+//! every case not loaded. Where the collection comes from, and how to rebuild it:
+//! `tests/claude_real/SOURCES.md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a measurement
 
