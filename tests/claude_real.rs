@@ -108,9 +108,11 @@ fn main_file(files: &[(String, Vec<u8>)]) -> Option<(&'static str, String, Vec<u
 
 fn frontmatter(text: &str) -> Option<&str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let rest = text
-        .strip_prefix("---\n")
-        .or_else(|| text.strip_prefix("---\r\n"))?;
+    // Claude Code's `^---\s*\n`.
+    let (first, rest) = text.split_at(text.find('\n')? + 1);
+    if first.trim_end() != "---" {
+        return None;
+    }
     let mut at = 0;
     for line in rest.split_inclusive('\n') {
         if line.trim_end() == "---" {

@@ -415,13 +415,15 @@ pub fn load_file(
 // ---------------------------------------------------------------------------------------------
 
 /// Splits `---\n<yaml>\n---\n<body>` into the YAML and the body (a byte-order mark
-/// first is skipped); the message says what is missing.
+/// first is skipped; the opening `---` may be followed by spaces, as Claude Code's
+/// `^---\s*\n` allows); the message says what is missing.
 fn split_frontmatter(text: &str) -> Result<(&str, &str), &'static str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let rest = text
-        .strip_prefix("---\n")
-        .or_else(|| text.strip_prefix("---\r\n"))
-        .ok_or("missing frontmatter")?;
+    let opening = text.find('\n').map(|end| text.split_at(end + 1));
+    let rest = match opening {
+        Some((first, rest)) if first.trim_end() == "---" => rest,
+        _ => return Err("missing frontmatter"),
+    };
     let mut offset = 0;
     for line in rest.split_inclusive('\n') {
         if line.trim_end() == "---" {
@@ -1674,6 +1676,25 @@ fn expand(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frontmatter_opens_as_claude_code_opens_it() {
+        // Claude Code's `^---\s*\n`: spaces after the opening dashes are allowed.
+        assert_eq!(
+            split_frontmatter("--- \nname: a\n---\nBody\n"),
+            Ok(("name: a\n", "Body\n"))
+        );
+        assert_eq!(
+            split_frontmatter("\u{feff}---\r\nname: a\r\n---\r\n"),
+            Ok(("name: a\r\n", ""))
+        );
+        assert_eq!(
+            split_frontmatter("---name: a\n---\n"),
+            Err("missing frontmatter")
+        );
+        assert_eq!(split_frontmatter("---"), Err("missing frontmatter"));
+        assert_eq!(split_frontmatter("# Title\n"), Err("missing frontmatter"));
+    }
 
     #[test]
     fn imports_skip_code_and_addresses() {
