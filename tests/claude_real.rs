@@ -302,11 +302,12 @@ fn real_claude_code_files() {
                 {
                     for a in spec.agents.iter().filter(|a| a.origin.file == main) {
                         println!(
-                            "SHOW {}: {} tools {:?} model {:?}",
+                            "SHOW {}: {} tools {:?} model {:?} description {:?}",
                             case.display(),
                             a.id(),
                             a.spec.tools,
-                            a.spec.model
+                            a.spec.model,
+                            a.spec.description
                         );
                     }
                 }
