@@ -282,7 +282,7 @@ fn a_goal_owned_by_a_skipped_subagent_names_the_skipped_file() {
     }
     tree.insert(
         "goals/audit.yaml",
-        "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata:\n  name: audit\nspec:\n  product: web\n  owner: wildcard\n  description: Audited.\n  check:\n    command: { run: \"true\" }\n",
+        "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata:\n  name: audit\nspec:\n  product: web\n  owner: security-auditor\n  description: Audited.\n  check:\n    command: { run: \"true\" }\n",
     );
     let Err(diagnostics) = spec::load_and_validate(&tree) else {
         panic!("a Proto goal owned by no loaded agent must fail, as Proto's kinds stay strict")
@@ -295,8 +295,8 @@ fn a_goal_owned_by_a_skipped_subagent_names_the_skipped_file() {
     assert_eq!(
         errors,
         vec![
-            "goals/audit.yaml:7:3: Goal/audit: spec.owner: Agent \"wildcard\" is not declared \
-             (its file .claude/agents/wildcard.md was skipped: see the warning there)"
+            "goals/audit.yaml:7:3: Goal/audit: spec.owner: Agent \"security-auditor\" is not declared \
+             (its file .claude/agents/security-auditor.md was skipped: see the warning there)"
         ]
     );
 }

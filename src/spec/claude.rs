@@ -415,13 +415,15 @@ pub fn load_file(
 // ---------------------------------------------------------------------------------------------
 
 /// Splits `---\n<yaml>\n---\n<body>` into the YAML and the body (a byte-order mark
-/// first is skipped); the message says what is missing.
+/// first is skipped; the opening `---` may be followed by spaces, as Claude Code's
+/// `^---\s*\n` allows); the message says what is missing.
 fn split_frontmatter(text: &str) -> Result<(&str, &str), &'static str> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let rest = text
-        .strip_prefix("---\n")
-        .or_else(|| text.strip_prefix("---\r\n"))
-        .ok_or("missing frontmatter")?;
+    let opening = text.find('\n').map(|end| text.split_at(end + 1));
+    let rest = match opening {
+        Some((first, rest)) if first.trim_end() == "---" => rest,
+        _ => return Err("missing frontmatter"),
+    };
     let mut offset = 0;
     for line in rest.split_inclusive('\n') {
         if line.trim_end() == "---" {
@@ -983,8 +985,30 @@ const SKILL_UNSUPPORTED: [(&str, &str); 7] = [
 ];
 
 fn load_skill(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Skill> {
-    let (node, body) = frontmatter(path, text, diags)?;
     let folder = path.split('/').nth(2).unwrap_or_default().to_string();
+    // Claude Code loads a SKILL.md without frontmatter too: named after its folder, described
+    // by its first paragraph. (A subagent without one is skipped, there as here.)
+    let (node, body) = match split_frontmatter(text) {
+        Err("missing frontmatter") => {
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    Pos::new(1, 1),
+                    format!(
+                        "no frontmatter; loaded as skill \"{folder}\", as Claude Code loads it"
+                    ),
+                )
+                .resource(format!("Skill/{folder}"))
+                .hint(Some(format!(
+                    "start the file with a --- line, then name: {folder} and description:, then ---"
+                ))),
+            );
+            let node = yaml::parse_one("{}").ok()?;
+            let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+            (node, body.to_string())
+        }
+        _ => frontmatter(path, text, diags)?,
+    };
     let mut f = Fields {
         path,
         node: &node,
@@ -1129,6 +1153,11 @@ pub fn load_rule(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<
 fn json_pos(text: &str, key: &str) -> Pos {
     // One pass over the text for all the look-ups of a file (see `json_pos`).
     super::json_pos::locate(text, key)
+}
+
+/// Where `key` first appears after `after`: a field of the object that starts there.
+fn json_pos_after(text: &str, key: &str, after: Pos) -> Pos {
+    super::json_pos::locate_after(text, key, after)
 }
 
 fn json_error(path: &str, e: &serde_json::Error) -> Diagnostic {
@@ -1302,7 +1331,7 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
     let mut names = std::collections::HashSet::new();
     for (name, entry) in servers {
         let field = format!("mcpServers.{name}");
-        let pos = json_pos(text, name);
+        let pos = json_pos_after(text, name, json_pos(text, "mcpServers"));
         let skip = |diags: &mut Vec<Diagnostic>,
                     pos: Pos,
                     field: String,
@@ -1328,13 +1357,16 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
             if !MCP_KEYS.contains(&key.as_str()) {
                 // Claude Code ignores keys it does not use (`description`, `enabled`, ...).
                 diags.push(
-                    Diagnostic::warning(path, json_pos(text, key), "unknown field; ignored")
-                        .field(format!("{field}.{key}"))
-                        .hint(
-                            did_you_mean(key, MCP_KEYS).or_else(|| {
-                                Some(format!("expected one of {}", MCP_KEYS.join(", ")))
-                            }),
-                        ),
+                    Diagnostic::warning(
+                        path,
+                        json_pos_after(text, key, pos),
+                        "unknown field; ignored",
+                    )
+                    .field(format!("{field}.{key}"))
+                    .hint(
+                        did_you_mean(key, MCP_KEYS)
+                            .or_else(|| Some(format!("expected one of {}", MCP_KEYS.join(", ")))),
+                    ),
                 );
             }
         }
@@ -1380,7 +1412,7 @@ fn load_mcp(path: &str, text: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<M
             (Some(kind), _, _) if !["stdio", "http", "sse", "streamable-http"].contains(&kind) => {
                 skip(
                     diags,
-                    json_pos(text, kind),
+                    json_pos_after(text, kind, pos),
                     format!("{field}.type"),
                     format!("unknown transport type \"{kind}\""),
                     Some("expected stdio, http or sse".into()),
@@ -1644,6 +1676,25 @@ fn expand(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frontmatter_opens_as_claude_code_opens_it() {
+        // Claude Code's `^---\s*\n`: spaces after the opening dashes are allowed.
+        assert_eq!(
+            split_frontmatter("--- \nname: a\n---\nBody\n"),
+            Ok(("name: a\n", "Body\n"))
+        );
+        assert_eq!(
+            split_frontmatter("\u{feff}---\r\nname: a\r\n---\r\n"),
+            Ok(("name: a\r\n", ""))
+        );
+        assert_eq!(
+            split_frontmatter("---name: a\n---\n"),
+            Err("missing frontmatter")
+        );
+        assert_eq!(split_frontmatter("---"), Err("missing frontmatter"));
+        assert_eq!(split_frontmatter("# Title\n"), Err("missing frontmatter"));
+    }
 
     #[test]
     fn imports_skip_code_and_addresses() {

@@ -3,8 +3,9 @@
 //! serde_json keeps no positions after parsing, so a diagnostic about a key or a value points
 //! at the first string literal equal to it. Searching the text from its start for each one
 //! cost the size of the file per diagnostic: 40,000 servers in one `.mcp.json` took 12 s.
-//! [`JsonIndex`] reads the text once, noting where each distinct string literal first
-//! appears; a look-up is then a hash probe.
+//! [`JsonIndex`] reads the text once, noting where each distinct string literal appears; a
+//! look-up is then a hash probe (and a binary search for the first one after a place, so
+//! that `description` in the second server of a `.mcp.json` points there, not at the first).
 //!
 //! ```
 //! use proto::spec::json_pos::JsonIndex;
@@ -12,6 +13,9 @@
 //! let index = JsonIndex::new("{\n  \"mcpServers\": {\"a b\": {}}\n}");
 //! assert_eq!(index.pos("a b"), Some(Pos::new(2, 18)));
 //! assert_eq!(index.pos("missing"), None);
+//! let index = JsonIndex::new("{\"a\": {\"x\": 1},\n \"b\": {\"x\": 2}}");
+//! assert_eq!(index.pos("x"), Some(Pos::new(1, 8)));
+//! assert_eq!(index.pos_after("x", Pos::new(2, 2)), Some(Pos::new(2, 8)));
 //! ```
 
 use std::cell::RefCell;
@@ -20,16 +24,16 @@ use std::hash::{Hash, Hasher};
 
 use super::diag::Pos;
 
-/// Where each distinct string literal of a JSON text first appears (its opening quote).
+/// Where each distinct string literal of a JSON text appears (its opening quote), in order.
 #[derive(Debug, Default)]
 pub struct JsonIndex {
-    first: HashMap<String, Pos>,
+    all: HashMap<String, Vec<Pos>>,
 }
 
 impl JsonIndex {
     /// Indexes `text` in one pass; text that is not valid JSON is indexed as far as it goes.
     pub fn new(text: &str) -> JsonIndex {
-        let mut first = HashMap::new();
+        let mut all: HashMap<String, Vec<Pos>> = HashMap::new();
         let bytes = text.as_bytes();
         let (mut line, mut col) = (1u32, 1u32);
         let mut i = 0;
@@ -49,12 +53,14 @@ impl JsonIndex {
                 }
                 let end = j.min(bytes.len());
                 let raw = text.get(start..end).unwrap_or_default();
-                first.entry(raw.to_string()).or_insert(pos);
+                all.entry(raw.to_string()).or_default().push(pos);
                 if escaped {
                     // The decoded form is what a diagnostic names (`a"b` for `"a\"b"`).
                     let literal = text.get(i..(end + 1).min(bytes.len())).unwrap_or_default();
-                    if let Ok(decoded) = serde_json::from_str::<String>(literal) {
-                        first.entry(decoded).or_insert(pos);
+                    if let Ok(decoded) = serde_json::from_str::<String>(literal)
+                        && decoded != raw
+                    {
+                        all.entry(decoded).or_default().push(pos);
                     }
                 }
                 // Advance past the literal, keeping the column in characters. A string
@@ -68,12 +74,20 @@ impl JsonIndex {
             advance(b, &mut line, &mut col);
             i += 1;
         }
-        JsonIndex { first }
+        JsonIndex { all }
     }
 
     /// Where the string literal `text` first appears, if it does.
     pub fn pos(&self, text: &str) -> Option<Pos> {
-        self.first.get(text).copied()
+        self.all.get(text).and_then(|p| p.first()).copied()
+    }
+
+    /// Where the string literal `text` first appears after `after`, if it does.
+    pub fn pos_after(&self, text: &str, after: Pos) -> Option<Pos> {
+        let positions = self.all.get(text)?;
+        positions
+            .get(positions.partition_point(|p| *p <= after))
+            .copied()
     }
 }
 
@@ -118,6 +132,20 @@ fn sample(text: &str) -> u64 {
 /// Where the string literal `key` first appears in `text`, reusing this thread's index of
 /// `text` when it is the text indexed last; line 1, column 1 when it does not appear.
 pub fn locate(text: &str, key: &str) -> Pos {
+    with_index(text, |index| index.pos(key)).unwrap_or(Pos::new(1, 1))
+}
+
+/// Where the string literal `key` first appears in `text` after `after` (a key inside the
+/// object that starts there); its first place when none follows, line 1, column 1 when it
+/// does not appear.
+pub fn locate_after(text: &str, key: &str, after: Pos) -> Pos {
+    with_index(text, |index| {
+        index.pos_after(key, after).or_else(|| index.pos(key))
+    })
+    .unwrap_or(Pos::new(1, 1))
+}
+
+fn with_index(text: &str, look: impl FnOnce(&JsonIndex) -> Option<Pos>) -> Option<Pos> {
     let (address, len, fingerprint) = (text.as_ptr() as usize, text.len(), sample(text));
     LAST.with(|last| {
         let mut last = last.borrow_mut();
@@ -132,9 +160,7 @@ pub fn locate(text: &str, key: &str) -> Pos {
                 index: JsonIndex::new(text),
             });
         }
-        last.as_ref()
-            .and_then(|c| c.index.pos(key))
-            .unwrap_or(Pos::new(1, 1))
+        last.as_ref().and_then(|c| look(&c.index))
     })
 }
 
