@@ -27,6 +27,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // a measurement
 
+#[path = "support/files.rs"]
+mod files;
+use files::files_under;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -56,28 +60,6 @@ fn cases(root: &Path, out: &mut Vec<PathBuf>) {
     for d in dirs {
         cases(&d, out);
     }
-}
-
-fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('\\', "/");
-                out.push((rel, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The case's main file and its kind.
@@ -281,7 +263,7 @@ fn real_claude_code_files() {
     let mut warnings: BTreeMap<String, usize> = BTreeMap::new();
     let mut warned: BTreeMap<&str, usize> = BTreeMap::new();
     for case in &all {
-        let fs = files(case);
+        let fs = files_under(case);
         let Some((kind, main, content)) = main_file(&fs) else {
             continue;
         };
