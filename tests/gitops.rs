@@ -1332,3 +1332,34 @@ fn writeback_to_a_checkout_waits_for_the_users_git_and_keeps_what_they_staged() 
     git(&repo, &["commit", "-q", "-m", "Add a second goal"]);
     assert!(git(&repo, &["show", "HEAD:.proto/status.yaml"]).contains("ready: true"));
 }
+
+#[test]
+fn a_spare_a_left_over_process_still_works_in_is_not_reused() {
+    use proto::gitops::workspace::{MIRRORS, make, recycle};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("app.git");
+    bare_with(&repo, &[("keep.txt", "keep\n")]);
+    let url = repo.to_str().unwrap();
+    let mirrors = tmp.path().join("work").join(MIRRORS);
+    let first = tmp.path().join("work/first");
+    make(url, "main", &first, &mirrors).unwrap();
+    // A command the last task left running, in its workspace, that nothing stopped.
+    let mut left = std::process::Command::new("sleep")
+        .arg("30")
+        .current_dir(&first)
+        .spawn()
+        .unwrap();
+    recycle(url, &first, &mirrors).unwrap();
+    let second = tmp.path().join("work/second");
+    make(url, "main", &second, &mirrors).unwrap();
+    // Cloned afresh: the folder the process works in was removed, not handed on.
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", left.id())).unwrap();
+    left.kill().unwrap();
+    left.wait().unwrap();
+    assert!(
+        cwd.to_string_lossy().ends_with(" (deleted)"),
+        "the process still works in {}",
+        cwd.display()
+    );
+    assert!(clean(&second));
+}

@@ -128,19 +128,33 @@ fn observe(work: &Work, result: &CheckResult) -> LastCheck {
 /// attempt replaces it.
 pub async fn run(work: Work) -> Done {
     let done = attempt(&work).await;
-    match work.computer.release().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            task = work.task.id,
-            "stopped {n} process(es) the attempt left running"
-        ),
-        Err(e) => tracing::warn!(task = work.task.id, "cannot stop left-over processes: {e}"),
-    }
+    let stopped = match work.computer.release().await {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(
+                task = work.task.id,
+                "stopped {n} process(es) the attempt left running"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(task = work.task.id, "cannot stop left-over processes: {e}");
+            false
+        }
+    };
     if matches!(done.outcome, AttemptOutcome::Succeeded { .. })
         && let Some(spec) = workspace_spec(&work)
-        && let Err(e) = work.computer.recycle(&spec).await
     {
-        tracing::warn!(task = work.task.id, "cannot hand back the workspace: {e}");
+        // A workspace some process of the attempt may still write into is never made the
+        // next task's: it is removed instead.
+        let handed = if stopped {
+            work.computer.recycle(&spec).await
+        } else {
+            work.computer.discard(&spec).await
+        };
+        if let Err(e) = handed {
+            tracing::warn!(task = work.task.id, "cannot hand back the workspace: {e}");
+        }
     }
     done
 }

@@ -162,6 +162,11 @@ fn refresh(
             });
         }
     };
+    if let Some(pid) = process_inside(dir) {
+        return Err(untrusted(&format!(
+            "process {pid} still works in it (a command left running)"
+        )));
+    }
     let git_dir = dir.join(".git");
     let old = dir.join(".proto-old-git");
     let kind = std::fs::symlink_metadata(&git_dir).map_err(io(&git_dir))?;
@@ -188,6 +193,22 @@ fn refresh(
     )?;
     git(Some(dir), &["clean", "-ffdxq"], "clean a reused workspace")?;
     Ok(())
+}
+
+/// A process whose working folder is `dir` or inside it (Linux `/proc`; elsewhere none is
+/// found): something the last task started and nobody stopped, which could go on writing
+/// into the next task's files after they were checked. The kernel follows a renamed
+/// folder, so a spare's new name is what such a process shows.
+fn process_inside(dir: &Path) -> Option<u32> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            cwd.starts_with(&dir).then_some(pid)
+        })
 }
 
 fn untrusted(why: &str) -> GitopsError {
