@@ -27,12 +27,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proto::agent::select::{CLASSIFIER_SYSTEM, Facts, Selector, Tier};
-use proto::agent::{Session, lessons, system_prompt, task_prompt, tool_defs};
+use proto::agent::select::{CLASSIFIER_SYSTEM, Tier};
+use proto::agent::{Builder, Place, Setup, system_prompt};
 use proto::computer::{Local, Workspace};
 use proto::gitops::Identity;
-use proto::model::{Anthropic, ApiKey, PriceTable, Usage};
-use proto::policy::Actor;
+use proto::model::{Anthropic, ApiKey, Model, PriceTable, Usage};
 use proto::spec::{
     AgentSpec, Check, CommandCheck, FileCheck, GoalSpec, MemTree, Priority, Spec, load_and_validate,
 };
@@ -525,9 +524,24 @@ async fn run_config(
 ) -> (Vec<Outcome>, Vec<sim::Call>) {
     let prices = PriceTable::default();
     let server = Sim::start(prices.clone(), script(tasks.clone())).await;
-    let model = Anthropic::new("sim", server.base_url(), ApiKey::new("bench"))
-        .unwrap()
-        .with_prices(prices.clone());
+    let model: Arc<dyn Model> = Arc::new(
+        Anthropic::new("sim", server.base_url(), ApiKey::new("bench"))
+            .unwrap()
+            .with_prices(prices.clone()),
+    );
+    let setup = Arc::new(Setup {
+        spec: Arc::new(spec.clone()),
+        model,
+        prices: prices.clone(),
+        budget: Default::default(),
+        knowledge: Default::default(),
+        settings: None,
+        limits: None,
+        mcp: None,
+        product: "shop-api".into(),
+        task_key: "bench".into(),
+        max_depth: proto::agent::delegate::DEFAULT_DEPTH,
+    });
     let store = Store::in_memory().unwrap();
     let computer = Local::new("bench", dir);
     let author = Identity {
@@ -582,23 +596,31 @@ async fn run_config(
                 }
             ));
             let ws = workspace(&root);
-            let selection = Selector {
-                store: &store,
-                task: id,
-                goal: &goal_name,
-                agent: task.agent,
-                model: Some(&model),
-                prices: &prices,
-                cancel: &cancel,
-                budget: Default::default(),
-            }
-            .select(
-                spec,
-                &agent,
-                &Facts::of_goal(&goal_name, &goal, &agent, attempt, last_error.as_deref()),
-            )
-            .await
-            .unwrap();
+            // The engine's own session builder: selection (the classifier call included),
+            // context, the agent's tools, limits.
+            let builder = Builder {
+                setup: setup.clone(),
+                place: Place {
+                    store: &store,
+                    task: id,
+                    goal: &goal_name,
+                    computer: &computer,
+                    workspace: &ws,
+                    author: &author,
+                    cancel: &cancel,
+                },
+            };
+            let session = builder
+                .owner(
+                    task.agent,
+                    &agent,
+                    &goal,
+                    (attempt, last_error.as_deref()),
+                    system_prompt(spec, task.agent, &agent),
+                )
+                .await
+                .unwrap();
+            let selection = session.selected.clone().unwrap();
             selections.push(format!(
                 "{}{}{}",
                 selection.tier.map_or("-", Tier::as_str),
@@ -611,35 +633,6 @@ async fn run_config(
                     proto::agent::select::Source::Declared => "",
                 }
             ));
-            let session = Session {
-                actor: Actor {
-                    store: &store,
-                    task: id,
-                    goal: &goal_name,
-                    agent: task.agent,
-                    tools: &agent.tools,
-                    computer: &computer,
-                    workspace: &ws,
-                    author: &author,
-                    cancel: &cancel,
-                    settings: None,
-                    limits: None,
-                    mcp: None,
-                    delegation: None,
-                },
-                model: &model,
-                model_id: selection.model_id.clone(),
-                system: system_prompt(spec, task.agent, &agent),
-                task: task_prompt(&goal_name, &goal) + &lessons(attempt, last_error.as_deref()),
-                tools: tool_defs(&agent),
-                max_turns: agent.max_turns.unwrap_or(40),
-                max_tokens: 8192 + selection.thinking.unwrap_or(0),
-                thinking: selection.thinking,
-                budget: Default::default(),
-                scoped_rules: Vec::new(),
-                prices: prices.clone(),
-                step_base: 0,
-            };
             let done = session.run().await.expect("the scripted session finishes");
             assert_eq!(done.turns as usize, task.turns.len() + 1);
             let passed = selection.tier.is_some_and(|t| t >= task.needs);

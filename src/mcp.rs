@@ -602,6 +602,67 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// One MCP server's tool as a session's [`Tool`](crate::tools::Tool): its calls go to the
+/// server through the session's pool. What it does there cannot be looked at afterwards, so
+/// it is journaled as reaching outside.
+pub struct ServerTool {
+    pool: Arc<McpPool>,
+    listed: McpTool,
+}
+
+impl ServerTool {
+    pub fn new(pool: Arc<McpPool>, listed: McpTool) -> Self {
+        ServerTool { pool, listed }
+    }
+
+    /// Every tool the pool's servers offer, each a [`ServerTool`]. A server that cannot be
+    /// reached is skipped with a warning: its tools are simply absent from the session.
+    pub async fn all(pool: &Arc<McpPool>) -> Vec<ServerTool> {
+        let (tools, errors) = pool.tools().await;
+        for e in errors {
+            tracing::warn!("MCP server unavailable: {e}");
+        }
+        tools
+            .into_iter()
+            .map(|listed| ServerTool::new(pool.clone(), listed))
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::tools::Tool for ServerTool {
+    // The model calls it by its qualified name; the server's own name is `listed.name`.
+    #[allow(clippy::misnamed_getters)]
+    fn name(&self) -> &str {
+        &self.listed.qualified_name
+    }
+
+    fn description(&self) -> &str {
+        &self.listed.description
+    }
+
+    fn input_schema(&self) -> serde_json::Value {
+        self.listed.input_schema.clone()
+    }
+
+    async fn run(
+        &self,
+        input: &serde_json::Value,
+        _ctx: &crate::tools::ToolContext<'_>,
+    ) -> Result<crate::tools::ToolOutput, crate::tools::ToolError> {
+        let result = self
+            .pool
+            .call(&self.listed.qualified_name, input.clone())
+            .await
+            .map_err(|e| crate::tools::ToolError::Failed(e.to_string()))?;
+        Ok(crate::tools::ToolOutput {
+            content: result.content,
+            is_error: result.is_error,
+            changed_files: Vec::new(),
+        })
+    }
+}
+
 /// The MCP servers an agent may use, connected on first use and kept connected.
 pub struct McpPool {
     cwd: PathBuf,

@@ -677,8 +677,9 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
         // The owner agent writes it.
         serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "w", "name": "Write", "input": {"file_path": "quickstart.md", "content": "Run: python3 app.py\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 12}}}).to_string(),
         text_turn("Wrote quickstart.md."),
-        // The judge after the work: met.
-        text_turn(r#"Checked. {"pass": true, "reason": "quickstart.md says how to run it"}"#),
+        // The judge after the work reads the file, then passes citing it.
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "r", "name": "Read", "input": {"file_path": "quickstart.md"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 12}}}).to_string(),
+        text_turn(r#"Checked. {"pass": true, "reason": "quickstart.md says how to run it", "evidence": ["quickstart.md:1"]}"#),
         ],
         "A judged goal",
     );
@@ -693,6 +694,66 @@ fn a_judge_check_is_graded_by_a_model_with_a_validated_verdict() {
             .contains("judge: quickstart.md says how to run it"),
         "{goals:#}"
     );
+}
+
+/// A judge's pass counts only with evidence from its own reading: passing without citing
+/// anything, citing a file it never read, or citing a file that is not there, each leaves
+/// the goal unmet with the reason, and the work is not delivered.
+#[test]
+fn a_judge_that_passes_without_evidence_does_not_meet_the_goal() {
+    let text_turn = |t: &str| {
+        serde_json::json!({"response": {"content": [{"type": "text", "text": t}], "stop_reason": "end_turn", "usage": {"input_tokens": 20, "output_tokens": 10}}}).to_string()
+    };
+    let read = |path: &str| {
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "r", "name": "Read", "input": {"file_path": path}}], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 12}}}).to_string()
+    };
+    let cases = [
+        (
+            vec![text_turn(r#"{"pass": true, "reason": "looks done"}"#)],
+            "without citing evidence",
+        ),
+        (
+            vec![text_turn(
+                r#"{"pass": true, "reason": "looks done", "evidence": ["quickstart.md"]}"#,
+            )],
+            "none of its own tool calls read or found",
+        ),
+        (
+            vec![
+                read("missing.md"),
+                text_turn(r#"{"pass": true, "reason": "looks done", "evidence": ["missing.md"]}"#),
+            ],
+            "none of its own tool calls read or found",
+        ),
+    ];
+    for (judge_after, why) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let judged = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: judged}\nspec:\n  product: app\n  owner: ceo\n  description: A quickstart exists.\n  budget: {attempts: 1}\n  check: {judge: {rubric: 'quickstart.md explains how to run the app', model: haiku}}\n";
+        let company = small_company(tmp.path(), judged);
+        use_recorded_model(&company);
+        let mut exchanges = vec![
+            text_turn(r#"{"pass": false, "reason": "there is no quickstart.md"}"#),
+            serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "w", "name": "Write", "input": {"file_path": "quickstart.md", "content": "Run: python3 app.py\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 30, "output_tokens": 12}}}).to_string(),
+            text_turn("Wrote quickstart.md."),
+        ];
+        exchanges.extend(judge_after);
+        commit_replay(&company, &exchanges, "A judged goal");
+        let state = tmp.path().join("state");
+        let out = run_once(tmp.path(), &company, &state);
+        let goals = goals_json(tmp.path(), &state);
+        assert_ne!(reason(&goals, "judged"), "CheckPassed", "{goals:#}");
+        assert!(
+            goals.to_string().contains(why),
+            "{why}: {goals:#}\n{}",
+            text(&out)
+        );
+        // Nothing reached the product.
+        let log = git(
+            &tmp.path().join("app.git"),
+            &["log", "--all", "--format=%s"],
+        );
+        assert!(!log.contains("judged"), "{log}");
+    }
 }
 
 #[test]
@@ -750,6 +811,75 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|r| r["action"] == "mcp__every__echo")
         .unwrap_or_else(|| panic!("no MCP call audited: {audit}"));
+    assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
+    assert_eq!(echo["outcome"]["isError"], false);
+}
+
+/// A delegated agent's session comes from the same builder as the owner's: it has exactly
+/// the tools its own declaration grants, MCP servers' tools included, though the agent that
+/// delegates to it holds none.
+#[test]
+fn a_delegated_agent_has_the_mcp_tools_its_declaration_grants() {
+    let npm = std::env::var_os("PROTO_TEST_NPM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
+    let everything = npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        everything.is_file(),
+        "run scripts/test.sh to install the npm MCP servers"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: echoed}\nspec:\n  product: app\n  owner: ceo\n  description: echo.txt holds what the MCP server echoed.\n  check: {file: {path: echo.txt, matches: 'Echo. from mcp'}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes what servers say., prompt: Write well., tools: [Write, mcp__every]}\n";
+    let company = small_company(tmp.path(), goal_text);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("  mission: Test.\n", "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n")
+            .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Delegate]"),
+    )
+    .unwrap();
+    std::fs::write(
+        company.join(".mcp.json"),
+        serde_json::json!({ "mcpServers": { "every": { "command": "node", "args": [everything.to_str().unwrap(), "stdio"] } } }).to_string(),
+    )
+    .unwrap();
+    commit_replay(
+        &company,
+        &[
+            recorded_tool(
+                "d",
+                "Delegate",
+                serde_json::json!({"agent": "writer", "description": "echo it", "prompt": "Echo 'from mcp' with the server and write it to echo.txt."}),
+            ),
+            recorded_tool(
+                "e",
+                "mcp__every__echo",
+                serde_json::json!({"message": "from mcp"}),
+            ),
+            recorded_tool(
+                "w",
+                "Write",
+                serde_json::json!({"file_path": "echo.txt", "content": "Echo: from mcp\n"}),
+            ),
+            recorded_text("Wrote echo.txt."),
+            recorded_text("The writer did it."),
+        ],
+        "A writer with a server",
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        reason(&goals_json(tmp.path(), &state), "echoed"),
+        "CheckPassed"
+    );
+    let audit = audit_text(&company);
+    let echo = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["action"] == "mcp__every__echo")
+        .unwrap_or_else(|| panic!("no MCP call audited: {audit}"));
+    assert_eq!(echo["agent"], "writer", "{echo:#}");
     assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
     assert_eq!(echo["outcome"]["isError"], false);
 }

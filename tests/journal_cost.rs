@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -21,6 +22,7 @@ use proto::policy::{Actor, ToolCall, act, opens_entry};
 use proto::spec::Priority;
 use proto::store::activity::Activity;
 use proto::store::{AuditRecord, Cost, Entry, NewTask, StepRecord, Store, TaskId};
+use proto::tools::Registry;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -79,15 +81,14 @@ impl Bench {
             task: self.task,
             goal: "readme",
             agent: "ceo",
-            tools,
+            tools: Arc::new(Registry::with_builtins(tools.to_vec())),
             computer: &self.local,
             workspace: &self.workspace,
             author: &self.author,
             cancel: &self.cancel,
             settings: None,
             limits: None,
-            mcp: None,
-            delegation: None,
+            delegated: false,
         }
     }
 
@@ -147,7 +148,10 @@ async fn a_tool_call_is_one_write_and_a_command_two() {
     );
     let bash = tool("Bash", json!({ "command": "echo built > built.txt" }));
     let denied = tool("Grep", json!({ "pattern": "Shop" }));
-    assert!(!opens_entry(&read) && !opens_entry(&write) && opens_entry(&bash));
+    let tools = tools();
+    let actor = bench.actor(&tools);
+    assert!(!opens_entry(&actor, &read) && !opens_entry(&actor, &write));
+    assert!(opens_entry(&actor, &bash));
 
     assert_eq!(writes_of(&bench, 1, &read).await, 1, "Read");
     assert_eq!(writes_of(&bench, 2, &write).await, 1, "Write");
@@ -222,7 +226,7 @@ async fn a_model_turn_is_one_write_with_its_spend_audit_and_activity() {
         system: Vec::new(),
         scoped_rules: Vec::new(),
         task: "Write hello.txt".into(),
-        tools: Vec::new(),
+        selected: None,
         max_turns: 4,
         max_tokens: 1_000,
         thinking: None,

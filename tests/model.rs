@@ -954,7 +954,23 @@ async fn replay_answers_in_order_matches_and_errors_when_exhausted() {
     std::fs::write(&path, text).expect("write");
     let replay = Replay::from_file("replay", &path).expect("replay");
 
+    // A recorded call of a tool the request does not offer is refused, as a real model
+    // cannot make it; the exchange is not spent.
     let mut req = request("Please fix the build");
+    let refused = replay
+        .complete(&req, None)
+        .await
+        .expect_err("Bash is not offered");
+    assert!(
+        matches!(&refused, ModelError::ReplayToolNotOffered { tool, .. } if tool == "Bash"),
+        "{refused}"
+    );
+    req.tools.push(proto::model::ToolDef {
+        name: "Bash".into(),
+        description: "Runs a command.".into(),
+        input_schema: json!({"type": "object"}),
+        cache_control: None,
+    });
     let (first, events) = complete_collect(&replay, &req).await;
     let first = first.expect("first");
     assert_eq!(first.id, "r1");
@@ -989,7 +1005,11 @@ async fn replay_answers_in_order_matches_and_errors_when_exhausted() {
         "{err:?}"
     );
     assert!(err.to_string().contains("exhausted after 2"), "{err}");
-    assert_eq!(replay.requests().len(), 3);
+    assert_eq!(
+        replay.requests().len(),
+        4,
+        "the refused request is kept too"
+    );
 
     // A drifted conversation fails loudly instead of answering the wrong question.
     let strict = Replay::new(

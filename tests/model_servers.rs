@@ -7,6 +7,7 @@
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -23,6 +24,7 @@ use proto::policy::limits::TaskBudget;
 use proto::spec::Priority;
 use proto::store::activity::Activity;
 use proto::store::{NewTask, Store, TaskId};
+use proto::tools::Registry;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -185,22 +187,21 @@ impl Bench {
                 task: self.task,
                 goal: "hello",
                 agent: "ceo",
-                tools: &self.tools,
+                tools: Arc::new(Registry::with_builtins(self.tools.clone())),
                 computer: &self.local,
                 workspace: &self.workspace,
                 author: &self.author,
                 cancel: &self.cancel,
                 settings: None,
                 limits: None,
-                mcp: None,
-                delegation: None,
+                delegated: false,
             },
             model,
             model_id: model_id.into(),
             system: Vec::new(),
             scoped_rules: Vec::new(),
             task: "Write hello.txt".into(),
-            tools: Vec::new(),
+            selected: None,
             max_turns: 6,
             max_tokens: 1_000,
             thinking: None,

@@ -16,6 +16,7 @@ use company::small_company;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cli::{git, proto, text, wait_for};
@@ -24,7 +25,7 @@ use proto::gitops::Identity;
 use proto::policy::{ActError, Actor, ToolCall, act};
 use proto::spec::Priority;
 use proto::store::{NewTask, Store, StoreError};
-use proto::tools::{ToolContext, ToolError, tool};
+use proto::tools::{Registry, ToolContext, ToolError, builtin};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -435,6 +436,7 @@ impl Workspaces {
             agent: "ada",
             author: &self.author,
             planning_file: None,
+            step: None,
         }
     }
 }
@@ -446,7 +448,7 @@ fn escapes(path: &str) -> bool {
 #[tokio::test]
 async fn write_and_edit_tools_normalize_paths_before_the_git_and_escape_guards() {
     let ws = Workspaces::new();
-    let (write, edit) = (tool("Write").unwrap(), tool("Edit").unwrap());
+    let (write, edit) = (builtin("Write").unwrap(), builtin("Edit").unwrap());
     for path in REFUSED {
         let written = write
             .run(
@@ -501,7 +503,7 @@ async fn write_and_edit_tools_normalize_paths_before_the_git_and_escape_guards()
         );
     }
     // Reading `.git` stays allowed: only writes are guarded.
-    let read = tool("Read").unwrap();
+    let read = builtin("Read").unwrap();
     let out = read
         .run(&json!({"file_path": "./.git/config"}), &ws.context())
         .await
@@ -513,7 +515,7 @@ async fn write_and_edit_tools_normalize_paths_before_the_git_and_escape_guards()
 async fn a_link_into_git_does_not_carry_a_write_there() {
     let ws = Workspaces::new();
     std::os::unix::fs::symlink(".git/hooks", ws.root().join("hooks")).unwrap();
-    let write = tool("Write").unwrap();
+    let write = builtin("Write").unwrap();
     let result = write
         .run(
             &json!({"file_path": "hooks/pre-commit", "content": "planted\n"}),
@@ -553,15 +555,14 @@ async fn playbook_write_and_edit_steps_normalize_paths_before_the_guards() {
         task: id,
         goal: "guarded",
         agent: "ceo",
-        tools: &tools,
+        tools: Arc::new(Registry::with_builtins(tools.to_vec())),
         computer: &ws.local,
         workspace: &ws.workspace,
         author: &ws.author,
         cancel: &ws.cancel,
         settings: None,
         limits: None,
-        mcp: None,
-        delegation: None,
+        delegated: false,
     };
     let mut step = 0;
     let mut next = || {

@@ -15,12 +15,17 @@
 //! status). In the first message it is still fixed for the whole conversation, so every
 //! turn's cached prefix stays valid.
 
+pub mod build;
 pub mod compact;
 pub mod context;
 pub mod delegate;
 pub mod select;
+pub mod skill;
+pub mod verdict;
 
+pub use build::{Builder, Place, Setup, grants};
 pub use context::system_prompt;
+pub use verdict::{JUDGE_SYSTEM, Verdict, judged, parse_verdict};
 
 use chrono::Utc;
 use serde_json::json;
@@ -111,6 +116,19 @@ pub struct Finished {
     pub usd: f64,
     /// The model's last words.
     pub text: String,
+    /// The tool calls the session made, in order (those resumed from the journal too): what
+    /// a judge's verdict may cite.
+    pub calls: Vec<Called>,
+}
+
+/// One tool call a session made, and what came of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Called {
+    pub tool: String,
+    pub input: serde_json::Value,
+    /// What the model was given back.
+    pub output: String,
+    pub ok: bool,
 }
 
 /// One agent working one task.
@@ -124,10 +142,11 @@ pub struct Session<'a> {
     pub scoped_rules: Vec<Rule>,
     /// The task as the first user message.
     pub task: String,
-    pub tools: Vec<ToolDef>,
     pub max_turns: u32,
     pub max_tokens: u32,
     pub thinking: Option<u32>,
+    /// How the model and thinking were chosen, when a selection chose them (not for a judge).
+    pub selected: Option<select::Selection>,
     /// The budgets every model call is checked against, with what the store says was spent.
     pub budget: crate::policy::limits::TaskBudget,
     pub prices: PriceTable,
@@ -166,25 +185,6 @@ pub fn resolve_model(spec: &Spec, wanted: &str) -> String {
     tier.model_id(spec)
 }
 
-/// Definitions of the MCP tools an agent may use (`mcp__server` grants a whole server).
-/// A server that cannot be reached is skipped with a warning; its tools are simply absent.
-pub async fn mcp_tool_defs(pool: &crate::mcp::McpPool, allowed: &[String]) -> Vec<ToolDef> {
-    let (tools, errors) = pool.tools().await;
-    for e in errors {
-        tracing::warn!("MCP server unavailable: {e}");
-    }
-    tools
-        .into_iter()
-        .filter(|t| crate::policy::allows(allowed, &t.qualified_name))
-        .map(|t| ToolDef {
-            name: t.qualified_name,
-            description: t.description,
-            input_schema: t.input_schema,
-            cache_control: None,
-        })
-        .collect()
-}
-
 /// The model for attempt `attempt` (0 = first): each failed attempt escalates one tier
 /// (haiku → sonnet → opus), so a cheap model tries first and a strong one finishes.
 pub fn escalate(spec: &Spec, model_id: &str, attempt: u32) -> String {
@@ -216,58 +216,6 @@ pub fn model_id_for(tier: &str) -> String {
     }
 }
 
-/// The tools an agent acts with: its declared `tools`, and `Skill` when it holds skills
-/// (as Claude Code offers its Skill tool wherever skills are; a call loads only a skill the
-/// agent holds). The one list both the tool definitions and `act()`'s ceiling come from.
-pub fn effective_tools(agent: &AgentSpec) -> Vec<String> {
-    let mut tools = agent.tools.clone();
-    if !agent.skills.is_empty() && !crate::policy::allows(&tools, crate::policy::SKILL_TOOL) {
-        tools.push(crate::policy::SKILL_TOOL.to_string());
-    }
-    tools
-}
-
-/// The model-facing definitions of the agent's built-in tools.
-pub fn tool_defs(agent: &AgentSpec) -> Vec<ToolDef> {
-    let mut defs: Vec<ToolDef> = crate::tools::tools_for(&agent.tools)
-        .iter()
-        .map(|t| ToolDef {
-            name: t.name().to_string(),
-            description: t.description().to_string(),
-            input_schema: t.input_schema(),
-            cache_control: None,
-        })
-        .collect();
-    if !agent.skills.is_empty() {
-        defs.push(ToolDef {
-            name: crate::policy::SKILL_TOOL.into(),
-            description: "Load the full instructions of one of your skills (listed in your system prompt) when the work \
-                          calls for it; follow them once loaded."
-                .into(),
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "skill": { "type": "string", "enum": agent.skills, "description": "The skill's name." }
-                },
-                "required": ["skill"],
-                "additionalProperties": false
-            }),
-            cache_control: None,
-        });
-    }
-    if crate::policy::allows(&agent.tools, "Delegate") {
-        defs.push(ToolDef {
-            name: "Delegate".into(),
-            description: "Hand a piece of work to another agent of the company (by name, or the best match for the \
-                          description). It works in the same workspace and reports back."
-                .into(),
-            input_schema: delegate::schema(),
-            cache_control: None,
-        });
-    }
-    defs
-}
-
 /// What the model is told when its turn hit `max_tokens`.
 fn truncated_note(max_tokens: u32) -> String {
     format!(
@@ -290,11 +238,17 @@ impl Session<'_> {
         let mut usage = Usage::default();
         let mut usd = 0.0;
         let mut rules_given = context::RulesGiven::default();
+        let mut made = Vec::new();
+        // The registry's tools as the model is told them, once: the same list every turn
+        // keeps the cached prefix valid.
+        let tools = self.actor.tools.definitions();
         for turn in 0..self.max_turns {
             if self.actor.cancel.is_cancelled() {
                 return Err(AgentError::Cancelled);
             }
-            let response = self.turn(turn, &messages, &mut usage, &mut usd).await?;
+            let response = self
+                .turn(turn, &messages, &tools, &mut usage, &mut usd)
+                .await?;
             messages.push(response.to_message());
             self.write_transcript(&messages).await;
             let calls: Vec<(String, String, serde_json::Value)> = response
@@ -328,6 +282,7 @@ impl Session<'_> {
                     usage,
                     usd,
                     text: response.text(),
+                    calls: made,
                 });
             }
             let mut results = Vec::new();
@@ -363,6 +318,12 @@ impl Session<'_> {
                             .get("isError")
                             .and_then(|e| e.as_bool())
                             .unwrap_or(false);
+                        made.push(Called {
+                            tool: name.clone(),
+                            input: call.input(),
+                            output: content.clone(),
+                            ok: !is_error,
+                        });
                         if is_error {
                             ContentBlock::tool_error(id, content)
                         } else {
@@ -384,7 +345,15 @@ impl Session<'_> {
                             reason,
                         });
                     }
-                    Err(e) => ContentBlock::tool_error(id, e.to_string()),
+                    Err(e) => {
+                        made.push(Called {
+                            tool: name.clone(),
+                            input: call.input(),
+                            output: e.to_string(),
+                            ok: false,
+                        });
+                        ContentBlock::tool_error(id, e.to_string())
+                    }
                 };
                 results.push(block);
             }
@@ -485,6 +454,7 @@ impl Session<'_> {
         &self,
         turn: u32,
         messages: &[Message],
+        tools: &[ToolDef],
         usage: &mut Usage,
         usd: &mut f64,
     ) -> Result<Response, AgentError> {
@@ -505,7 +475,7 @@ impl Session<'_> {
             model: self.model_id.clone(),
             system: self.system.clone(),
             messages: messages.to_vec(),
-            tools: self.tools.clone(),
+            tools: tools.to_vec(),
             max_tokens: self.max_tokens,
             thinking: self.thinking.filter(|t| *t > 0),
             temperature: None,
@@ -588,27 +558,6 @@ fn hook_error(e: ActError) -> AgentError {
     }
 }
 
-/// The judge's verdict, as it must answer.
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
-pub struct Verdict {
-    pub pass: bool,
-    pub reason: String,
-}
-
-/// The first JSON object in `text` that is a valid verdict.
-pub fn parse_verdict(text: &str) -> Option<Verdict> {
-    let start = text.find('{')?;
-    let end = text.rfind('}')?;
-    (start < end)
-        .then(|| serde_json::from_str(&text[start..=end]).ok())
-        .flatten()
-}
-
-/// The judge's instructions: inspect with read-only tools, answer with a JSON verdict.
-pub const JUDGE_SYSTEM: &str = "You are a strict, fair reviewer. Inspect the workspace with the Read, Glob and Grep \
-tools and grade it against the rubric you are given. Do not guess: read the files the rubric is about. When you \
-have decided, answer with one JSON object and nothing else: {\"pass\": true or false, \"reason\": \"one or two sentences\"}.";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,18 +586,5 @@ mod tests {
         assert_eq!(resolve_model(&spec, "opus"), "claude-opus-4-5");
         assert_eq!(resolve_model(&spec, "auto"), "claude-sonnet-4-5");
         assert_eq!(resolve_model(&spec, "llama3"), "llama3");
-    }
-
-    #[test]
-    fn verdicts_are_validated() {
-        assert_eq!(
-            parse_verdict("Looks good.\n{\"pass\": true, \"reason\": \"all there\"}"),
-            Some(Verdict {
-                pass: true,
-                reason: "all there".into()
-            })
-        );
-        assert_eq!(parse_verdict("{\"pass\": \"yes\"}"), None);
-        assert_eq!(parse_verdict("no json"), None);
     }
 }

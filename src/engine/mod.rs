@@ -1049,7 +1049,7 @@ impl Engine {
                 resume: self.resume.contains(&task.id),
                 // One router per revision: its circuit breakers remember across tasks.
                 model: applied.router.clone(),
-                settings: applied.spec.claude.settings.clone(),
+                settings: applied.spec.claude.settings.clone().map(Arc::new),
                 limits: applied.limits.clone(),
                 mcp_servers: applied.spec.claude.mcp_servers.clone(),
                 spec: applied.spec.clone(),

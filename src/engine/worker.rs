@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
+use crate::agent::{Builder, Place, Setup};
 use crate::check::{CheckResult, run_check};
 use crate::computer::{Computer, WorkspaceSpec};
 use crate::gitops::Identity;
@@ -45,7 +46,7 @@ pub struct Work {
     pub budget: crate::policy::limits::TaskBudget,
     pub prices: crate::model::PriceTable,
     /// Permission rules and hooks from `.claude/settings.json`.
-    pub settings: Option<crate::spec::Settings>,
+    pub settings: Option<Arc<crate::spec::Settings>>,
     /// The company's action rate limits, shared by every worker.
     pub limits: Arc<crate::policy::limits::RateLimits>,
     /// The company's MCP servers (`.mcp.json`), started for the agent's session.
@@ -211,25 +212,26 @@ async fn attempt(work: &Work) -> Done {
     if matches!(before, CheckResult::NeedsModel) {
         return failed(work, "the check needs a model (NoModel)".into(), check);
     }
-    let tools: Vec<String> = work
+    // A playbook's steps are the controller's own actions; the owner's grants still bound
+    // them (a `run` step needs `Bash`), and its built-in tools are what a model would use.
+    let grants = work
         .agent_spec
         .as_ref()
-        .map(crate::agent::effective_tools)
+        .map(crate::agent::grants)
         .unwrap_or_default();
     let actor = Actor {
         store: &work.store,
         task: id,
         goal: &work.task.goal,
         agent: &work.agent,
-        tools: &tools,
+        tools: Arc::new(crate::tools::Registry::with_builtins(grants)),
         computer: work.computer.as_ref(),
         workspace: &workspace,
         author: &work.author,
         cancel: &work.cancel,
-        settings: work.settings.as_ref(),
+        settings: work.settings.as_deref(),
         limits: Some(&work.limits),
-        mcp: None,
-        delegation: None,
+        delegated: false,
     };
     let delivery = Delivery {
         work,
@@ -520,107 +522,25 @@ async fn agent_work(
             false,
         );
     };
-    // MCP servers run in the workspace for this session only, and stop with it.
+    // MCP servers run in the workspace for this task's sessions only, and stop with them.
     let pool = (!work.mcp_servers.is_empty()).then(|| {
-        crate::mcp::McpPool::new(
+        Arc::new(crate::mcp::McpPool::new(
             work.mcp_servers.clone(),
             actor.workspace.root(),
             std::time::Duration::from_secs(60),
-        )
+        ))
     });
-    let mut tools = crate::agent::tool_defs(agent);
-    if let Some(pool) = &pool {
-        tools.extend(crate::agent::mcp_tool_defs(pool, &agent.tools).await);
-    }
-    let delegation = crate::agent::delegate::Delegation {
-        spec: work.spec.clone(),
-        model: model.clone(),
-        prices: work.prices.clone(),
-        chain: vec![work.agent.clone()],
-        max_depth: crate::agent::delegate::DEFAULT_DEPTH,
-        budget: work.budget,
-        task_key: work.task.key.clone(),
-        product: work.task.product.clone(),
-        knowledge: work.knowledge.clone(),
+    let builder = Builder {
+        setup: setup(work, model.clone(), pool),
+        place: place(work, actor.workspace),
     };
-    let task = crate::agent::task_prompt(&work.task.goal, &work.goal)
-        + &crate::agent::lessons(work.task.attempts, work.task.last_error.as_deref());
-    let sources = crate::agent::context::Sources {
-        spec: &work.spec,
-        agent_name: &work.agent,
-        goal: &work.task.goal,
-        knowledge: &work.knowledge,
-        product: &work.task.product,
-        computer: actor.computer,
-        workspace: actor.workspace,
-    };
-    let about = format!(
-        "{} {} {}",
-        work.task.goal,
-        work.goal.description,
-        serde_json::to_string(&work.goal.check).unwrap_or_default()
-    );
-    let selector = crate::agent::select::Selector {
-        store: &work.store,
-        task: id,
-        goal: &work.task.goal,
-        agent: &work.agent,
-        model: Some(model.as_ref()),
-        prices: &work.prices,
-        cancel: &work.cancel,
-        budget: work.budget,
-    };
-    let facts = crate::agent::select::Facts::of_goal(
-        &work.task.goal,
-        &work.goal,
-        agent,
-        work.task.attempts,
-        work.task.last_error.as_deref(),
-    );
-    let selection = match selector.select(&work.spec, agent, &facts).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Done {
-                task: id,
-                outcome: crate::agent::outcome_of(&work.agent, &e),
-                check,
-                cancelled: matches!(e, crate::agent::AgentError::Cancelled),
-                ended: None,
-                retry_after: e.retry_after(),
-            };
-        }
-    };
-    let (task, scoped_rules) = match crate::agent::context::session_start(
-        &sources,
-        agent,
-        &about,
-        &task,
-        (&work.store, id),
-    )
-    .await
+    let last = (work.task.attempts, work.task.last_error.as_deref());
+    let session = match builder
+        .owner(&work.agent, agent, &work.goal, last, work.system.clone())
+        .await
     {
-        Ok(start) => start,
-        Err(e) => return failed(format!("agent {}: {e}", work.agent), check, false),
-    };
-    let session = crate::agent::Session {
-        actor: Actor {
-            mcp: pool.as_ref(),
-            delegation: Some(&delegation),
-            ..actor.clone()
-        },
-        model: model.as_ref(),
-        model_id: selection.model_id,
-        system: work.system.clone(),
-        scoped_rules,
-        task,
-        tools,
-        max_turns: agent.max_turns.unwrap_or(40),
-        // The API wants room for the answer beyond the thinking budget.
-        max_tokens: 8192u32.saturating_add(selection.thinking.unwrap_or(0)),
-        thinking: selection.thinking,
-        budget: work.budget,
-        prices: work.prices.clone(),
-        step_base: 0,
+        Ok(session) => session,
+        Err(e) => return stopped(work, &e, check),
     };
     if let Err(e) = session.run().await {
         return stopped(work, &e, check);
@@ -628,6 +548,40 @@ async fn agent_work(
     // The controller commits and pushes on the agent's behalf; the check decides on the
     // work as it would be delivered.
     delivery.deliver(AGENT_COMMIT_STEP, true, None).await
+}
+
+/// What every session of the task is built from.
+fn setup(
+    work: &Work,
+    model: Arc<dyn crate::model::Model>,
+    mcp: Option<Arc<crate::mcp::McpPool>>,
+) -> Arc<Setup> {
+    Arc::new(Setup {
+        spec: work.spec.clone(),
+        model,
+        prices: work.prices.clone(),
+        budget: work.budget,
+        knowledge: work.knowledge.clone(),
+        settings: work.settings.clone(),
+        limits: Some(work.limits.clone()),
+        mcp,
+        product: work.task.product.clone(),
+        task_key: work.task.key.clone(),
+        max_depth: crate::agent::delegate::DEFAULT_DEPTH,
+    })
+}
+
+/// Where the task's sessions work.
+fn place<'a>(work: &'a Work, workspace: &'a crate::computer::Workspace) -> Place<'a> {
+    Place {
+        store: &work.store,
+        task: work.task.id,
+        goal: &work.task.goal,
+        computer: work.computer.as_ref(),
+        workspace,
+        author: &work.author,
+        cancel: &work.cancel,
+    }
 }
 
 /// Journal steps of the judge before and after the work.
@@ -668,66 +622,22 @@ async fn evaluate(
     let (Some(model), Some(judge)) = (work.model.as_ref(), work.goal.check.judge.as_ref()) else {
         return Ok(result);
     };
-    let tools: Vec<String> = ["Read", "Glob", "Grep"]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let spec = AgentSpec {
-        title: "Judge".into(),
-        description: "Grades a workspace against a rubric.".into(),
-        tools: tools.clone(),
-        prompt: crate::agent::JUDGE_SYSTEM.into(),
-        ..AgentSpec::default()
+    let builder = Builder {
+        setup: setup(work, model.clone(), None),
+        place: place(work, workspace),
     };
-    let actor = Actor {
-        store: &work.store,
-        task: work.task.id,
-        goal: &work.task.goal,
-        agent: "judge",
-        tools: &tools,
-        computer: work.computer.as_ref(),
-        workspace,
-        author: &work.author,
-        cancel: &work.cancel,
-        settings: None,
-        limits: Some(&work.limits),
-        mcp: None,
-        delegation: None,
-    };
-    // The judge's own `model`, else the company's haiku tier: grading is reading, not writing.
-    let model_id =
-        crate::agent::resolve_model(&work.spec, judge.model.as_deref().unwrap_or("haiku"));
-    let session = crate::agent::Session {
-        actor,
-        model: model.as_ref(),
-        model_id,
-        system: vec![crate::model::SystemBlock::text(crate::agent::JUDGE_SYSTEM)],
-        scoped_rules: Vec::new(),
-        task: format!(
-            "Rubric: {}\n\nGrade the workspace against it.",
-            judge.rubric
-        ),
-        tools: crate::agent::tool_defs(&spec),
-        max_turns: 12,
-        max_tokens: 2048,
-        thinking: None,
-        budget: work.budget,
-        prices: work.prices.clone(),
-        step_base,
-    };
+    let session = builder.judge(judge, step_base);
     use crate::agent::AgentError;
     match session.run().await {
-        Ok(done) => Ok(match crate::agent::parse_verdict(&done.text) {
-            Some(v) if v.pass => CheckResult::Passed {
-                detail: format!("judge: {}", v.reason),
+        // A pass stands only with evidence from the judge's own reading (see `verdict`).
+        Ok(done) => Ok(
+            match crate::agent::judged(&done.text, &done.calls, work.computer.as_ref(), workspace)
+                .await
+            {
+                Ok(detail) => CheckResult::Passed { detail },
+                Err(detail) => CheckResult::Failed { detail },
             },
-            Some(v) => CheckResult::Failed {
-                detail: format!("judge: {}", v.reason),
-            },
-            None => CheckResult::Failed {
-                detail: "the judge answered without a valid JSON verdict".into(),
-            },
-        }),
+        ),
         Err(
             e @ (AgentError::Cancelled
             | AgentError::Budget(_)

@@ -537,6 +537,17 @@ pub enum ModelError {
         index: usize,
         expected: String,
     },
+    /// A replay file's next exchange calls a tool the request did not offer: a real model
+    /// can only call the tools it is given.
+    #[error(
+        "replay {file}: exchange {index} calls {tool}, which the request does not offer (it offers {offered})"
+    )]
+    ReplayToolNotOffered {
+        file: String,
+        index: usize,
+        tool: String,
+        offered: String,
+    },
 }
 
 fn after(d: &Option<Duration>) -> String {

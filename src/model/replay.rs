@@ -8,8 +8,9 @@
 //!
 //! `match`, when given, must occur in the newest user message's text (or its tool results'
 //! content): a replay that drifted from the conversation it was recorded for fails loudly
-//! instead of answering the wrong question. Responses come back in file order, and an
-//! exhausted file is an error, never a silent repeat.
+//! instead of answering the wrong question. Likewise a recorded tool call the request does
+//! not offer is an error, as a real model can only call the tools it is given. Responses
+//! come back in file order, and an exhausted file is an error, never a silent repeat.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -122,6 +123,24 @@ impl Model for Replay {
                     file: self.source.clone(),
                     index,
                     expected: key.clone(),
+                });
+            }
+            if let Some((_, tool, _)) = exchange
+                .response
+                .tool_uses()
+                .into_iter()
+                .find(|(_, name, _)| !request.tools.iter().any(|t| t.name == *name))
+            {
+                return Err(ModelError::ReplayToolNotOffered {
+                    file: self.source.clone(),
+                    index,
+                    tool: tool.to_string(),
+                    offered: request
+                        .tools
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
             state.next += 1;

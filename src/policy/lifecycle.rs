@@ -45,7 +45,7 @@ pub const MAX_STOP_CONTINUATIONS: u32 = 5;
 
 /// Whether the actor is a delegated child rather than the task's own agent.
 fn is_subagent(actor: &Actor<'_>) -> bool {
-    actor.delegation.is_some_and(|d| d.chain.len() > 1)
+    actor.delegated
 }
 
 fn declared(actor: &Actor<'_>, event: &str) -> bool {

@@ -1,5 +1,6 @@
-//! `act()`: the one path every agent action takes. It checks the agent may use the tool,
-//! executes it on the task's computer, and journals it with an audit record carrying the
+//! `act()`: the one path every agent action takes. It decides — the agent may use the tool,
+//! permission rules, hooks, rate limits — then hands the call over (a model's tool call to
+//! the session's tool registry, see [`execute`]), and journals it with an audit record carrying the
 //! unified diff of any file it changed and the activity line of the event log, all in one
 //! transaction. A call whose effect may reach past the workspace (see [`opens_entry`]) is
 //! also journaled as started before its effect, so that after a crash a step found started
@@ -9,6 +10,7 @@
 //! path; no tool reaches a computer any other way. The hooks around a whole session
 //! (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
 
+mod execute;
 pub mod hooks;
 pub mod lifecycle;
 pub mod limits;
@@ -16,19 +18,22 @@ pub mod permissions;
 
 pub use lifecycle::{MAX_STOP_CONTINUATIONS, session_start, stop};
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use similar::TextDiff;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::computer::{Computer, ComputerError, RunRequest, Workspace};
+use execute::{already_done, execute, replay};
+
+use crate::computer::{Computer, ComputerError, Workspace};
 use crate::gitops::Identity;
 use crate::gitops::delivery::DeliveryError;
 use crate::store::{AuditRecord, Entry, StepRecord, Store, StoreError, TaskId};
+pub use crate::tools::allows;
+use crate::tools::{Effect, Registry};
 
 #[derive(Debug, Error)]
 pub enum ActError {
@@ -158,8 +163,9 @@ pub struct Actor<'a> {
     pub task: TaskId,
     pub goal: &'a str,
     pub agent: &'a str,
-    /// The agent's allowed tools (`Bash`, `Bash(git *)`, ...).
-    pub tools: &'a [String],
+    /// The agent's tools: what it was granted (`Bash`, `Bash(git *)`, ...) and what runs
+    /// each call. Built by the session builder; a playbook's actor holds the built-ins.
+    pub tools: Arc<Registry>,
     pub computer: &'a dyn Computer,
     pub workspace: &'a Workspace,
     pub author: &'a Identity,
@@ -168,20 +174,9 @@ pub struct Actor<'a> {
     pub settings: Option<&'a crate::spec::Settings>,
     /// Actions per minute, per company and per agent.
     pub limits: Option<&'a limits::RateLimits>,
-    /// The company's MCP servers, for `mcp__<server>__<tool>` calls.
-    pub mcp: Option<&'a crate::mcp::McpPool>,
-    /// Set when the agent may hand work to others: the chain so far and what children use.
-    pub delegation: Option<&'a crate::agent::delegate::Delegation>,
-}
-
-/// Whether `tools` allows `tool`. A narrowed entry (`Bash(npm test)`) counts as holding the
-/// tool here; the argument-level rules are the permission layer's job.
-pub fn allows(tools: &[String], tool: &str) -> bool {
-    tools.iter().any(|t| {
-        let base = t.split('(').next().unwrap_or(t);
-        // `mcp__server` grants every tool of that server.
-        base == tool || (base.starts_with("mcp__") && tool.starts_with(&format!("{base}__")))
-    })
+    /// A delegated child working for another agent, not the task's own agent (its session
+    /// ends with `SubagentStop` hooks).
+    pub delegated: bool,
 }
 
 impl ToolCall {
@@ -323,7 +318,7 @@ fn ceiling<'a>(actor: &'a Actor<'_>, call: &ToolCall) -> &'a [String] {
     if call.is_delivery() {
         &DELIVERY[..]
     } else {
-        actor.tools
+        actor.tools.grants()
     }
 }
 
@@ -335,14 +330,14 @@ fn ceiling<'a>(actor: &'a Actor<'_>, call: &ToolCall) -> &'a [String] {
 /// its audit record and activity line, in one transaction: a resumed attempt works in a fresh
 /// clone where an interrupted one of these cannot have left anything, so it is simply made
 /// again, as it was when its entry said "started".
-pub fn opens_entry(call: &ToolCall) -> bool {
+pub fn opens_entry(actor: &Actor<'_>, call: &ToolCall) -> bool {
     match call {
         ToolCall::Write { .. } | ToolCall::Edit { .. } => false,
         ToolCall::Bash { .. } | ToolCall::Commit { .. } | ToolCall::Push { .. } => true,
-        ToolCall::Tool { name, .. } => !matches!(
-            name.as_str(),
-            "Read" | "Glob" | "Grep" | "Write" | "Edit" | "Planning" | SKILL_TOOL
-        ),
+        ToolCall::Tool { name, .. } => actor
+            .tools
+            .get(name)
+            .is_none_or(|t| t.effect() == Effect::Outside),
     }
 }
 
@@ -353,7 +348,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         let err = ActError::Denied {
             agent: actor.agent.to_string(),
             tool: call.tool().to_string(),
-            allowed: actor.tools.join(", "),
+            allowed: actor.tools.grants().join(", "),
         };
         let audit = audit(actor, call, json!({ "denied": err.to_string() }), None);
         record(
@@ -420,7 +415,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             return Err(refusal);
         }
     };
-    let started = opens_entry(call)
+    let started = opens_entry(actor, call)
         .then(|| {
             actor
                 .store
@@ -499,37 +494,6 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
     })
 }
 
-/// The tool that loads a skill's instructions (Claude Code's `Skill`).
-pub const SKILL_TOOL: &str = "Skill";
-
-/// The body of a skill the acting agent holds, for `Skill {"skill": name}`.
-fn load_skill(actor: &Actor<'_>, input: &Value) -> Result<String, String> {
-    let name = input
-        .get("skill")
-        .and_then(Value::as_str)
-        .ok_or("skill: the name of the skill to load is missing")?;
-    let spec = actor
-        .delegation
-        .map(|d| &d.spec)
-        .ok_or("skills are not available here")?;
-    let skill = spec.claude.skills.iter().find(|s| s.answers_to(name));
-    let held = spec.agent(actor.agent).is_some_and(|a| {
-        a.spec
-            .skills
-            .iter()
-            .any(|r| skill.is_some_and(|s| s.answers_to(r)))
-    });
-    match skill {
-        Some(skill) if held => Ok(format!(
-            "<skill name=\"{}\" file=\"{}\">\n{}\n</skill>",
-            skill.name,
-            skill.file,
-            skill.body.trim()
-        )),
-        _ => Err(format!("{} holds no skill named {name}", actor.agent)),
-    }
-}
-
 /// Writes what the step leaves in the store (its journal entry, its audit record, and the
 /// activity line the event log shows) in one transaction.
 fn record(
@@ -575,276 +539,17 @@ fn audit(actor: &Actor<'_>, call: &ToolCall, outcome: Value, diff: Option<String
     }
 }
 
-async fn read_text(actor: &Actor<'_>, path: &str) -> Result<Option<String>, ActError> {
-    Ok(actor
-        .computer
-        .read(actor.workspace, path)
-        .await?
-        .map(|b| String::from_utf8_lossy(&b).into_owned()))
-}
-
-/// A resumed session works in a fresh clone of the product's branch: the file changes its
-/// journal says were made are made again there (a command is not run again: its recorded
-/// output stands, and what it changed on disk is lost with the old workspace). Best effort:
-/// the goal's check decides whether the work is whole.
-async fn replay(actor: &Actor<'_>, step: u32, call: &ToolCall, outcome: Option<&Value>) {
-    let changes_files = match call {
-        ToolCall::Write { .. } | ToolCall::Edit { .. } => true,
-        ToolCall::Tool { name, .. } => matches!(name.as_str(), "Write" | "Edit"),
-        _ => false,
-    };
-    let failed = outcome
-        .and_then(|o| o.get("isError"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    if !changes_files || failed || already_done(actor, call).await.unwrap_or(false) {
-        return;
-    }
-    if let Err(e) = execute(actor, step, call).await {
-        tracing::warn!(
-            task = actor.task,
-            step,
-            "cannot replay {}: {e}",
-            call.summary()
-        );
-    }
-}
-
-/// After a crash: has this call's effect already happened?
-async fn already_done(actor: &Actor<'_>, call: &ToolCall) -> Result<bool, ActError> {
-    Ok(match call {
-        ToolCall::Write { path, content } => {
-            read_text(actor, path).await?.as_deref() == Some(content.as_str())
-        }
-        ToolCall::Edit { path, old, new } => read_text(actor, path)
-            .await?
-            .is_some_and(|text| text.contains(new.as_str()) && !text.contains(old.as_str())),
-        // The product's branch says whether work was delivered (see `is_delivery`).
-        ToolCall::Commit { .. } | ToolCall::Push { .. } => false,
-        ToolCall::Tool { name, input } => {
-            let text = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_string);
-            match (name.as_str(), text("file_path")) {
-                // A path the tool itself would resolve differently (absolute) reads as "not done".
-                ("Write", Some(path)) => {
-                    let now = read_text(actor, &path).await.ok().flatten();
-                    now.is_some() && now == text("content")
-                }
-                ("Edit", Some(path)) => match (
-                    text("old_string"),
-                    text("new_string"),
-                    read_text(actor, &path).await.ok().flatten(),
-                ) {
-                    (Some(old), Some(new), Some(now)) => now.contains(&new) && !now.contains(&old),
-                    _ => false,
-                },
-                // Reads and searches have no effect; commands cannot be inspected: run again.
-                _ => false,
-            }
-        }
-        // A command's effects cannot be inspected: it runs again (playbook commands should
-        // be idempotent, as `cargo fmt` or `npm ci` are).
-        ToolCall::Bash { .. } => false,
-    })
-}
-
-fn unified_diff(path: &str, before: &str, after: &str) -> Option<String> {
-    if before == after {
-        return None;
-    }
-    Some(
-        TextDiff::from_lines(before, after)
-            .unified_diff()
-            .context_radius(3)
-            .header(&format!("a/{path}"), &format!("b/{path}"))
-            .to_string(),
-    )
-}
-
-async fn execute(
-    actor: &Actor<'_>,
-    step: u32,
-    call: &ToolCall,
-) -> Result<(Value, Option<String>), ActError> {
-    if actor.cancel.is_cancelled() {
-        return Err(ActError::Cancelled);
-    }
-    match call {
-        ToolCall::Bash { command, timeout } => {
-            let request = RunRequest {
-                command: command.clone(),
-                cwd: String::new(),
-                env: BTreeMap::new(),
-                timeout: *timeout,
-            };
-            let out = actor
-                .computer
-                .run(actor.workspace, &request, None, actor.cancel)
-                .await?;
-            if out.cancelled {
-                return Err(ActError::Cancelled);
-            }
-            let outcome = json!({ "exitCode": out.code, "timedOut": out.timed_out, "stdoutTail": tail(&out.stdout), "stderrTail": tail(&out.stderr) });
-            if !out.success() {
-                return Err(ActError::Failed(format!("`{command}`: {}", out.summary())));
-            }
-            Ok((outcome, None))
-        }
-        ToolCall::Write { path, content } => {
-            let before = read_text(actor, path).await?.unwrap_or_default();
-            actor
-                .computer
-                .write(actor.workspace, path, content.as_bytes())
-                .await?;
-            Ok((
-                json!({ "written": content.len() }),
-                unified_diff(path, &before, content),
-            ))
-        }
-        ToolCall::Edit { path, old, new } => {
-            let before = read_text(actor, path)
-                .await?
-                .ok_or_else(|| ActError::EditMismatch {
-                    path: path.clone(),
-                    found: "cannot be found: the file does not exist".into(),
-                })?;
-            let count = before.matches(old.as_str()).count();
-            if count != 1 {
-                return Err(ActError::EditMismatch {
-                    path: path.clone(),
-                    found: if count == 0 {
-                        "does not occur".into()
-                    } else {
-                        format!("occurs {count} times; it must occur once")
-                    },
-                });
-            }
-            let after = before.replacen(old.as_str(), new, 1);
-            actor
-                .computer
-                .write(actor.workspace, path, after.as_bytes())
-                .await?;
-            Ok((
-                json!({ "replaced": 1 }),
-                unified_diff(path, &before, &after),
-            ))
-        }
-        ToolCall::Commit { message } => {
-            let author = Identity::agent(actor.agent, actor.author);
-            let commit = git(actor)
-                .commit_all(message, &author, actor.author)
-                .await?;
-            Ok((json!({ "commit": commit }), None))
-        }
-        ToolCall::Tool { name, input } if name == SKILL_TOOL => {
-            let (content, is_error) = match load_skill(actor, input) {
-                Ok(body) => (body, false),
-                Err(reason) => (reason, true),
-            };
-            Ok((json!({ "content": content, "isError": is_error }), None))
-        }
-        ToolCall::Tool { name, input } if name == "Delegate" => {
-            let Some(delegation) = actor.delegation else {
-                return Err(ActError::Failed("delegation is not available here".into()));
-            };
-            let (content, is_error) =
-                crate::agent::delegate::delegate(actor, delegation, step, input).await?;
-            Ok((json!({ "content": content, "isError": is_error }), None))
-        }
-        ToolCall::Tool { name, input } if name.starts_with("mcp__") => {
-            let Some(pool) = actor.mcp else {
-                return Err(ActError::Failed(format!(
-                    "{name}: no MCP servers are declared"
-                )));
-            };
-            let result = pool
-                .call(name, input.clone())
-                .await
-                .map_err(|e| ActError::Failed(e.to_string()))?;
-            Ok((
-                json!({ "content": result.content, "isError": result.is_error }),
-                None,
-            ))
-        }
-        ToolCall::Tool { name, input } => {
-            let Some(tool) = crate::tools::tool(name) else {
-                return Err(ActError::Failed(format!("no tool {name} on this computer")));
-            };
-            // The agent's own commits (the `Git` tool) are authored as the agent.
-            let author = Identity::agent(actor.agent, actor.author);
-            let ctx = crate::tools::ToolContext {
-                computer: actor.computer,
-                workspace: actor.workspace,
-                cancel: actor.cancel,
-                agent: actor.agent,
-                author: &author,
-                planning_file: None,
-            };
-            let out = tool
-                .run(input, &ctx)
-                .await
-                .map_err(|e| ActError::Failed(e.to_string()))?;
-            let diffs: Vec<String> = out
-                .changed_files
-                .iter()
-                .filter_map(|c| {
-                    unified_diff(
-                        &c.path,
-                        c.before.as_deref().unwrap_or_default(),
-                        c.after.as_deref().unwrap_or_default(),
-                    )
-                })
-                .collect();
-            let diff = (!diffs.is_empty()).then(|| diffs.join(""));
-            Ok((
-                json!({ "content": out.content, "isError": out.is_error }),
-                diff,
-            ))
-        }
-        ToolCall::Push { branch, from } => {
-            let pushed = git(actor).push(branch, from.as_deref()).await?;
-            Ok((json!({ "pushed": pushed, "branch": branch }), None))
-        }
-    }
-}
-
-fn git<'a>(actor: &'a Actor<'_>) -> crate::gitops::delivery::Git<'a> {
-    crate::gitops::delivery::Git {
-        computer: actor.computer,
-        workspace: actor.workspace,
-        cancel: actor.cancel,
-    }
-}
-
-/// The last lines of an output, for the audit log.
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn narrowed_tools_still_hold_the_tool() {
-        let tools = vec!["Read".to_string(), "Bash(npm test)".to_string()];
-        assert!(allows(&tools, "Bash"));
-        assert!(allows(&tools, "Read"));
-        assert!(!allows(&tools, "Write"));
-        let mcp = vec!["mcp__fs".to_string(), "mcp__web__fetch".to_string()];
-        assert!(allows(&mcp, "mcp__fs__read_file"));
-        assert!(allows(&mcp, "mcp__web__fetch"));
-        assert!(!allows(&mcp, "mcp__web__post"));
-        assert!(!allows(&mcp, "mcp__fsx__read"));
-    }
-
-    #[test]
     fn diffs_are_unified() {
-        let diff = unified_diff("a.txt", "one\ntwo\n", "one\nthree\n").unwrap();
+        let diff = execute::unified_diff("a.txt", "one\ntwo\n", "one\nthree\n").unwrap();
         assert!(
             diff.contains("--- a/a.txt") && diff.contains("-two") && diff.contains("+three"),
             "{diff}"
         );
-        assert_eq!(unified_diff("a.txt", "x", "x"), None);
+        assert_eq!(execute::unified_diff("a.txt", "x", "x"), None);
     }
 }

@@ -27,11 +27,11 @@ pub struct Bash;
 
 #[async_trait]
 impl Tool for Bash {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Bash"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Runs a shell command (sh -c) at the workspace root and returns its output (stdout \
          and stderr, at most 30000 characters) and exit code. timeout is in milliseconds \
          (default 120000, at most 600000). Each call starts afresh at the workspace root. \

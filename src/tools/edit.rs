@@ -6,19 +6,19 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    FileChange, Input, Tool, ToolContext, ToolError, ToolOutput, refuse_git_dir, relative_path,
-    text,
+    Effect, FileChange, Input, Tool, ToolContext, ToolError, ToolOutput, current_text,
+    refuse_git_dir, relative_path, text,
 };
 
 pub struct Edit;
 
 #[async_trait]
 impl Tool for Edit {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Edit"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Replaces old_string with new_string in a file of the workspace. old_string must \
          match exactly (whitespace included) and only once, unless replace_all is true; \
          include enough surrounding lines to make it unique. An empty old_string creates a \
@@ -37,6 +37,24 @@ impl Tool for Edit {
             "required": ["file_path", "old_string", "new_string"],
             "additionalProperties": false
         })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Workspace
+    }
+
+    /// The new text is there and the old is not (an edit that created a file: the file
+    /// holds exactly the new text).
+    async fn already_done(&self, input: &Value, ctx: &ToolContext<'_>) -> bool {
+        let text = |k: &str| input.get(k).and_then(Value::as_str);
+        let (Some(old), Some(new)) = (text("old_string"), text("new_string")) else {
+            return false;
+        };
+        match current_text(input, ctx).await {
+            Some(now) if old.is_empty() => now == new,
+            Some(now) => now.contains(new) && !now.contains(old),
+            None => false,
+        }
     }
 
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {

@@ -65,11 +65,11 @@ pub struct Git;
 
 #[async_trait]
 impl Tool for Git {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Git"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Runs git in the workspace with args as a list, e.g. [\"commit\", \"-m\", \"Add x\"]. \
          Allowed: status, diff, log, show, add, commit, branch (list or create), \
          checkout -b, rev-parse. Pushing, resets, amending, forcing and configuration are \

@@ -14,7 +14,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
+use super::{Effect, Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
 
 /// How many paths are listed at most.
 const MAX_RESULTS: usize = 100;
@@ -26,11 +26,11 @@ pub struct Glob;
 
 #[async_trait]
 impl Tool for Glob {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Glob"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Finds files by name with a glob pattern such as \"**/*.rs\" or \"src/**/*.ts\". \
          Returns matching paths (relative to the workspace root), most recently modified \
          first, at most 100. Files ignored by .gitignore are left out."
@@ -46,6 +46,10 @@ impl Tool for Glob {
             "required": ["pattern"],
             "additionalProperties": false
         })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Inspects
     }
 
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {

@@ -14,7 +14,7 @@ use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContex
 use serde_json::{Value, json};
 
 use super::glob::{search_root, walker};
-use super::{Input, Tool, ToolContext, ToolError, ToolOutput, truncate};
+use super::{Effect, Input, Tool, ToolContext, ToolError, ToolOutput, truncate};
 
 /// The most output the model is shown, in characters (as for `Bash`).
 const MAX_OUTPUT_CHARS: usize = 30_000;
@@ -38,11 +38,11 @@ pub struct Grep;
 
 #[async_trait]
 impl Tool for Grep {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Grep"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Searches file contents with a regular expression (ripgrep syntax), honouring \
          .gitignore. output_mode \"files_with_matches\" (default) lists matching files, \
          newest first; \"content\" shows matching lines (with -n line numbers and -A/-B/-C \
@@ -71,6 +71,10 @@ impl Tool for Grep {
             "required": ["pattern"],
             "additionalProperties": false
         })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Inspects
     }
 
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {

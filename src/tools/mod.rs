@@ -1,8 +1,8 @@
 //! The tool suite of the agent runtime: what a model may ask to be done, each tool in a file
 //! of its own. Every tool reaches the task's computer only through [`Computer`] and its
-//! [`Workspace`] (so paths are resolved, and escapes refused, in one place). `act()`, the
-//! policy path, is to be the only caller of [`Tool::run`]: the model never reaches a tool
-//! directly.
+//! [`Workspace`] (so paths are resolved, and escapes refused, in one place). A session's
+//! tools are one [`Registry`]; `act()`, the policy path, is the only caller of
+//! [`Tool::run`]: the model never reaches a tool directly.
 //!
 //! Input schemas follow Claude Code's tool shapes (`Read {file_path, offset, limit}`,
 //! `Edit {file_path, old_string, new_string, replace_all}`, …), so models trained on them
@@ -16,6 +16,7 @@ mod grep;
 mod planning;
 mod python;
 mod read;
+mod registry;
 mod write;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::computer::workspace::{in_git_dir, normalize};
 use crate::computer::{Computer, ComputerError, Workspace};
 use crate::gitops::Identity;
+use crate::store::{Store, StoreError, TaskId};
 
 pub use bash::Bash;
 pub use edit::Edit;
@@ -38,6 +40,7 @@ pub use planning::{DEFAULT_PLANNING_FILE, Planning};
 pub use python::Python;
 pub(crate) use python::TMP_DIR;
 pub use read::Read;
+pub use registry::{Registry, allows, builtin, builtins};
 pub use write::Write;
 
 /// Where a tool runs and on whose behalf.
@@ -52,6 +55,35 @@ pub struct ToolContext<'a> {
     /// The product's `tasks.json`, relative to the workspace root; `None` for
     /// [`DEFAULT_PLANNING_FILE`].
     pub planning_file: Option<String>,
+    /// The task step this call is, for a tool that starts work of its own (`Delegate`
+    /// records a child task under it); `None` outside a task (a tool tried on its own).
+    pub step: Option<StepOf<'a>>,
+}
+
+/// The task step a tool call is, and where its task is recorded.
+#[derive(Clone, Copy)]
+pub struct StepOf<'a> {
+    pub store: &'a Store,
+    pub task: TaskId,
+    pub goal: &'a str,
+    pub number: u32,
+    /// The controller's own identity, from which every agent's is made.
+    pub controller: &'a Identity,
+}
+
+/// What a tool's effect reaches, which decides how `act()` journals it and what a resumed
+/// attempt (in a fresh workspace) does with a call its journal says was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads and searches: nothing to redo.
+    Inspects,
+    /// Changes files of the workspace only: made again in a resumed attempt's fresh
+    /// workspace unless [`Tool::already_done`] finds it there.
+    Workspace,
+    /// May reach past the workspace (a command, git, another server, another agent), or
+    /// cannot be looked at afterwards: journaled as started before it runs, so after a
+    /// kill -9 the call is known to be in doubt.
+    Outside,
 }
 
 /// One file a tool changed, for the audit record's diff. `None` means "did not exist".
@@ -104,6 +136,27 @@ pub enum ToolError {
     Computer(#[from] ComputerError),
     #[error("{0}")]
     Failed(String),
+    /// Not the model's to handle: the whole task stops (see [`Halt`]).
+    #[error(transparent)]
+    Halt(#[from] Halt),
+}
+
+/// Why a call stops its whole task instead of being answered to the model. A tool that
+/// starts work of its own (`Delegate`) meets these in that work; a child cannot decide them
+/// for its parent.
+#[derive(Debug, Error)]
+pub enum Halt {
+    #[error("cancelled")]
+    Cancelled,
+    /// The task waits for a model provider (the work resumes from its journal).
+    #[error("model: {0}")]
+    ProviderUnavailable(crate::model::ModelError),
+    #[error("{0}")]
+    Budget(#[from] crate::policy::limits::BudgetExceeded),
+    #[error("needs a person's approval first: {0}")]
+    NeedsApproval(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ToolError {
@@ -118,63 +171,32 @@ impl ToolError {
 /// Something a model can ask to be done.
 #[async_trait]
 pub trait Tool: Send + Sync {
-    /// The name the model calls it by (`Read`, `Bash`, …).
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
+    /// The name the model calls it by (`Read`, `Bash`, `mcp__fs__read_file`, …).
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
     /// The JSON schema of its input.
     fn input_schema(&self) -> Value;
+    /// What its effect reaches; the cautious answer unless a tool knows better.
+    fn effect(&self) -> Effect {
+        Effect::Outside
+    }
+    /// Whether the call's effect is already in the workspace (for [`Effect::Workspace`]
+    /// tools, after a restart): if so it is not made again.
+    async fn already_done(&self, _input: &Value, _ctx: &ToolContext<'_>) -> bool {
+        false
+    }
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError>;
 }
 
 /// A tool as a model is told about it: `{name, description, input_schema}`, the shape of
 /// the Anthropic Messages API's `tools` entries.
-pub fn definition(tool: &dyn Tool) -> Value {
-    serde_json::json!({
-        "name": tool.name(),
-        "description": tool.description(),
-        "input_schema": tool.input_schema(),
-    })
-}
-
-/// The names of every built-in tool.
-pub const TOOL_NAMES: [&str; 9] = [
-    "Read", "Write", "Edit", "Glob", "Grep", "Bash", "Git", "Python", "Planning",
-];
-
-/// The built-in tool called `name`, if there is one.
-pub fn tool(name: &str) -> Option<Box<dyn Tool>> {
-    let tool: Box<dyn Tool> = match name {
-        "Read" => Box::new(Read),
-        "Write" => Box::new(Write),
-        "Edit" => Box::new(Edit),
-        "Glob" => Box::new(Glob),
-        "Grep" => Box::new(Grep),
-        "Bash" => Box::new(Bash),
-        "Git" => Box::new(Git),
-        "Python" => Box::new(Python),
-        "Planning" => Box::new(Planning),
-        _ => return None,
-    };
-    Some(tool)
-}
-
-/// The tools an agent's `tools` list names, in its order, each once. A rule's narrowing
-/// (`Bash(git *)`) is the policy path's business: here it only names the tool. Names that
-/// are not built-in (MCP tools, `Delegate`) are left to whoever provides them.
-pub fn tools_for(names: &[String]) -> Vec<Box<dyn Tool>> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut tools = Vec::new();
-    for name in names {
-        let base = name.split('(').next().unwrap_or_default().trim();
-        if seen.contains(&base) {
-            continue;
-        }
-        if let Some(tool) = tool(base) {
-            seen.push(base);
-            tools.push(tool);
-        }
+pub fn definition(tool: &dyn Tool) -> crate::model::ToolDef {
+    crate::model::ToolDef {
+        name: tool.name().to_string(),
+        description: tool.description().to_string(),
+        input_schema: tool.input_schema(),
+        cache_control: None,
     }
-    tools
 }
 
 /// A tool's input object, read field by field so that errors name the field.
@@ -301,6 +323,15 @@ pub(crate) fn refuse_git_dir(field: &str, relative: &str) -> Result<(), ToolErro
         )));
     }
     Ok(())
+}
+
+/// The text of the file a call's `file_path` names, as it is in the workspace now (`None`
+/// when it is absent, unreadable or outside): what [`Tool::already_done`] looks at.
+pub(crate) async fn current_text(input: &Value, ctx: &ToolContext<'_>) -> Option<String> {
+    let raw = input.get("file_path")?.as_str()?;
+    let path = relative_path(ctx.workspace, "file_path", raw).ok()?;
+    let bytes = ctx.computer.read(ctx.workspace, &path).await.ok()??;
+    String::from_utf8(bytes).ok()
 }
 
 /// Text of a file, refusing what is not UTF-8 (the edit tools would corrupt it).

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{FileChange, Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
+use super::{Effect, FileChange, Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
 
 /// Where the plan lives in a workspace unless the context names another file.
 pub const DEFAULT_PLANNING_FILE: &str = ".proto/planning/tasks.json";
@@ -80,11 +80,11 @@ pub struct Planning;
 
 #[async_trait]
 impl Tool for Planning {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Planning"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Reads and updates the product's task plan (tasks with subtasks, status todo | \
          in_progress | done | blocked, assignee, dependencies, notes). action \"list\" shows \
          it (optionally only one status or assignee); \"add\" adds a task (title, optional \
@@ -109,6 +109,10 @@ impl Tool for Planning {
             "required": ["action"],
             "additionalProperties": false
         })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Workspace
     }
 
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {

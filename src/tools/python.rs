@@ -27,11 +27,11 @@ pub struct Python;
 
 #[async_trait]
 impl Tool for Python {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Python"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Runs Python 3 code at the workspace root and returns what it prints (stdout and \
          stderr) and its exit code. timeout is in milliseconds (default 120000, at most \
          600000)."

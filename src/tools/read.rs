@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::computer::ComputerError;
 
-use super::{Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
+use super::{Effect, Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
 
 /// How many lines are shown when no `limit` is given.
 const DEFAULT_LIMIT: usize = 2000;
@@ -17,11 +17,11 @@ pub struct Read;
 
 #[async_trait]
 impl Tool for Read {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Read"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Reads a file of the workspace. Returns its lines numbered from 1 (cat -n format). \
          By default up to 2000 lines from the start; give offset (the line to start at) and \
          limit (how many lines) for long files. Lines longer than 2000 characters are cut."
@@ -38,6 +38,10 @@ impl Tool for Read {
             "required": ["file_path"],
             "additionalProperties": false
         })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Inspects
     }
 
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {

@@ -5,18 +5,19 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{
-    FileChange, Input, Tool, ToolContext, ToolError, ToolOutput, refuse_git_dir, relative_path,
+    Effect, FileChange, Input, Tool, ToolContext, ToolError, ToolOutput, current_text,
+    refuse_git_dir, relative_path,
 };
 
 pub struct Write;
 
 #[async_trait]
 impl Tool for Write {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "Write"
     }
 
-    fn description(&self) -> &'static str {
+    fn description(&self) -> &str {
         "Writes a file of the workspace, replacing it if it exists and creating missing \
          folders. Prefer Edit for changing part of an existing file."
     }
@@ -31,6 +32,15 @@ impl Tool for Write {
             "required": ["file_path", "content"],
             "additionalProperties": false
         })
+    }
+
+    fn effect(&self) -> Effect {
+        Effect::Workspace
+    }
+
+    async fn already_done(&self, input: &Value, ctx: &ToolContext<'_>) -> bool {
+        let content = input.get("content").and_then(Value::as_str);
+        content.is_some() && current_text(input, ctx).await.as_deref() == content
     }
 
     async fn run(&self, input: &Value, ctx: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
