@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::delegate::DelegateTool;
+use super::delegate::{Child, DELEGATE_TOOL, DelegateTool, Spawner};
 use super::select::{Facts, Selector};
 use super::skill::SkillTool;
 use super::{
-    AgentError, JUDGE_SYSTEM, Session, lessons, resolve_model, system_prompt, task_prompt,
+    AgentError, Finished, JUDGE_SYSTEM, Session, lessons, resolve_model, system_prompt, task_prompt,
 };
 use crate::computer::{Computer, Workspace};
 use crate::gitops::Identity;
@@ -35,8 +35,6 @@ pub const DEFAULT_MAX_TURNS: u32 = 40;
 pub const JUDGE_TOOLS: [&str; 3] = ["Read", "Glob", "Grep"];
 const JUDGE_MAX_TURNS: u32 = 12;
 const JUDGE_MAX_TOKENS: u32 = 2048;
-/// The tool that hands work to another agent (Claude Code's `Task`).
-pub const DELEGATE_TOOL: &str = "Delegate";
 
 /// What every session of one task is made from: the company at the task's revision.
 pub struct Setup {
@@ -258,7 +256,14 @@ impl<'a> Builder<'a> {
             )));
         }
         if registry.allows(DELEGATE_TOOL) {
-            registry.add(Arc::new(DelegateTool::new(self.setup.clone(), chain)));
+            registry.add(Arc::new(DelegateTool {
+                spec: self.setup.spec.clone(),
+                spawner: Arc::new(Spawn(self.setup.clone())),
+                chain,
+                max_depth: self.setup.max_depth,
+                task_key: self.setup.task_key.clone(),
+                product: self.setup.product.clone(),
+            }));
         }
         let wants_mcp = registry.grants().iter().any(|g| g.starts_with("mcp__"));
         if let Some(pool) = self.setup.mcp.as_ref().filter(|_| wants_mcp) {
@@ -285,5 +290,37 @@ impl<'a> Builder<'a> {
             limits: self.setup.limits.as_deref(),
             delegated: false,
         }
+    }
+}
+
+/// Starts delegated agents' sessions with the same builder, for the `Delegate` tool.
+struct Spawn(Arc<Setup>);
+
+#[async_trait::async_trait]
+impl Spawner for Spawn {
+    async fn run(&self, child: Child<'_>) -> Result<Finished, AgentError> {
+        let Some(agent) = self.0.spec.agent(child.agent) else {
+            return Err(AgentError::Act(crate::policy::ActError::Failed(format!(
+                "no agent named {}",
+                child.agent
+            ))));
+        };
+        let builder = Builder {
+            setup: self.0.clone(),
+            place: Place {
+                store: child.store,
+                task: child.parent,
+                goal: child.goal,
+                computer: child.computer,
+                workspace: child.workspace,
+                author: child.author,
+                cancel: child.cancel,
+            },
+        };
+        let asked = (child.from, child.description, child.prompt);
+        let session = builder
+            .delegated(child.task, child.chain, agent.name(), &agent.spec, asked)
+            .await?;
+        Box::pin(session.run()).await
     }
 }

@@ -11,26 +11,55 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::AgentError;
-use super::build::{Builder, DELEGATE_TOOL, Place, Setup};
+use super::{AgentError, Finished};
+use crate::computer::{Computer, Workspace};
+use crate::gitops::Identity;
 use crate::spec::{Priority, Spec};
 use crate::store::{NewTask, Store, TaskId};
 use crate::tools::{Effect, Halt, StepOf, Tool, ToolContext, ToolError, ToolOutput};
 
 /// How deep delegation may nest unless the company says otherwise.
 pub const DEFAULT_DEPTH: usize = 8;
+/// The tool's name (Claude Code's `Task`).
+pub const DELEGATE_TOOL: &str = "Delegate";
 
-/// The `Delegate` tool of one session: what its children are built from, and who is in
-/// the chain so far (from the task's owner down to the session's agent).
-pub struct DelegateTool {
-    setup: Arc<Setup>,
-    chain: Vec<String>,
+/// What runs a delegated agent's session. The session builder gives it to the tool, so
+/// delegation starts a child without reaching back into how sessions are made.
+#[async_trait]
+pub trait Spawner: Send + Sync {
+    async fn run(&self, child: Child<'_>) -> Result<Finished, AgentError>;
 }
 
-impl DelegateTool {
-    pub fn new(setup: Arc<Setup>, chain: Vec<String>) -> Self {
-        DelegateTool { setup, chain }
-    }
+/// One delegated piece of work, as the spawner is given it.
+pub struct Child<'a> {
+    pub store: &'a Store,
+    /// The task the work is part of (the child's record is under it).
+    pub parent: TaskId,
+    pub goal: &'a str,
+    pub computer: &'a dyn Computer,
+    pub workspace: &'a Workspace,
+    pub author: &'a Identity,
+    pub cancel: &'a tokio_util::sync::CancellationToken,
+    /// The child's own task record.
+    pub task: TaskId,
+    /// From the task's owner down to `agent`.
+    pub chain: Vec<String>,
+    pub agent: &'a str,
+    pub from: &'a str,
+    pub description: &'a str,
+    pub prompt: &'a str,
+}
+
+/// The `Delegate` tool of one session: who may be asked, how their sessions are started,
+/// and who is in the chain so far (from the task's owner down to the session's agent).
+pub struct DelegateTool {
+    pub spec: Arc<Spec>,
+    pub spawner: Arc<dyn Spawner>,
+    pub chain: Vec<String>,
+    pub max_depth: usize,
+    /// The task's key and product, for the children's records.
+    pub task_key: String,
+    pub product: String,
 }
 
 #[async_trait]
@@ -166,7 +195,7 @@ impl DelegateTool {
         if prompt.trim().is_empty() {
             return Err("prompt: the task for the other agent is empty".into());
         }
-        let spec = &self.setup.spec;
+        let spec = &self.spec;
         let target = match input.get("agent").and_then(Value::as_str) {
             Some(name) => name.to_string(),
             None => best_match(spec, &format!("{description} {prompt}"), &self.chain)
@@ -181,37 +210,35 @@ impl DelegateTool {
                 format!("delegation cycle: {} -> {target}", self.chain.join(" -> ")).into(),
             );
         }
-        if self.chain.len() >= self.setup.max_depth {
+        if self.chain.len() >= self.max_depth {
             return Err(format!(
                 "delegation deeper than {} levels: {}",
-                self.setup.max_depth,
+                self.max_depth,
                 self.chain.join(" -> ")
             )
             .into());
         }
         let child = self.child_task(ctx, step, &target)?;
-        let builder = Builder {
-            setup: self.setup.clone(),
-            place: Place {
+        let mut chain = self.chain.clone();
+        chain.push(target.clone());
+        let result = self
+            .spawner
+            .run(Child {
                 store: step.store,
-                task: step.task,
+                parent: step.task,
                 goal: step.goal,
                 computer: ctx.computer,
                 workspace: ctx.workspace,
                 author: step.controller,
                 cancel: ctx.cancel,
-            },
-        };
-        let mut chain = self.chain.clone();
-        chain.push(target.clone());
-        let asked = (ctx.agent, description.as_str(), prompt.as_str());
-        let result = match builder
-            .delegated(child, chain, agent.name(), &agent.spec, asked)
-            .await
-        {
-            Ok(session) => Box::pin(session.run()).await,
-            Err(e) => Err(e),
-        };
+                task: child,
+                chain,
+                agent: agent.name(),
+                from: ctx.agent,
+                description: &description,
+                prompt: &prompt,
+            })
+            .await;
         record_end(step.store, child, &target, &result);
         match result {
             Ok(done) => Ok(format!("{target} reports: {}", done.text)),
@@ -227,14 +254,14 @@ impl DelegateTool {
         step: StepOf<'_>,
         target: &str,
     ) -> Result<TaskId, Refusal> {
-        let key = format!("{}/{}:{target}", self.setup.task_key, step.number);
+        let key = format!("{}/{}:{target}", self.task_key, step.number);
         let store = step.store;
         let now = Utc::now();
         let queued = store.enqueue(
             &NewTask {
                 key: key.clone(),
                 goal: step.goal.to_string(),
-                product: self.setup.product.clone(),
+                product: self.product.clone(),
                 owner: target.to_string(),
                 priority: Priority::High,
                 max_attempts: 1,
@@ -263,12 +290,7 @@ impl DelegateTool {
 /// Records how the child's session ended. Stopped from outside (a shutdown) or by a
 /// provider outage, the child's work is not over: it goes back to the queue with its
 /// journal, and the parent's resumed Delegate step continues it.
-fn record_end(
-    store: &Store,
-    child: TaskId,
-    target: &str,
-    result: &Result<super::Finished, AgentError>,
-) {
+fn record_end(store: &Store, child: TaskId, target: &str, result: &Result<Finished, AgentError>) {
     let now = Utc::now();
     let recorded = match result {
         Err(e) if matches!(e, AgentError::Cancelled) || e.is_outage() => {
