@@ -17,6 +17,15 @@
 //! tier the task needs. The classifier's scripted answers are mostly right, with one task
 //! under-estimated (it fails on haiku and is retried), one over-estimated, and one answer that
 //! is not JSON (the rules decide). Run with `cargo bench --bench agent_cost`.
+//!
+//! Besides the per-task table and the ratios it prints where each configuration's dollars go
+//! (classifier calls, thinking, other output, uncached input, cache writes, cache reads) and
+//! the floor the hard tasks set: they pass on Opus only and run the same conversation in
+//! both configurations, so their always-Opus dollars (0.395 of always-Opus at the list prices
+//! of `model::prices`) bound the ratio from below before any routine or moderate task is
+//! paid for. With routine work on Haiku (0.2× Opus prices) and moderate work on Sonnet (0.6×)
+//! the same conversations cannot cost less than about 0.68 of always-Opus; a lower ratio needs
+//! smart sessions that use fewer tokens than the baseline's, not cheaper selection alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly by design
 
@@ -751,6 +760,44 @@ fn main() {
     });
 }
 
+/// Dollars of `calls` by where they go, per kind of task: classifier calls, thinking,
+/// other output, uncached input, cache writes, cache reads.
+fn breakdown(tasks: &[TaskDef], calls: &[sim::Call]) -> BTreeMap<Kind, [f64; 6]> {
+    let prices = PriceTable::default();
+    let mut out: BTreeMap<Kind, [f64; 6]> = BTreeMap::new();
+    for c in calls {
+        let id: usize = c
+            .tag
+            .trim_start_matches("classify ")
+            .trim_start_matches('T')
+            .split('#')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a task's tag");
+        let kind = tasks.iter().find(|t| t.id == id).expect("a task").kind;
+        let p = prices.lookup(&c.model).expect("a priced model");
+        let u = &c.usage;
+        let per = |tokens: u64, rate: f64| tokens as f64 * rate / 1_000_000.0;
+        let row = out.entry(kind).or_default();
+        if c.tag.starts_with("classify") {
+            row[0] += prices.cost(&c.model, u).expect("a priced model");
+            continue;
+        }
+        row[1] += per(c.thinking, p.output);
+        row[2] += per(u.output_tokens - c.thinking, p.output);
+        row[3] += per(u.input_tokens, p.input);
+        row[4] += per(
+            u.cache_creation_input_tokens,
+            p.cache_write.unwrap_or(p.input * 1.25),
+        );
+        row[5] += per(
+            u.cache_read_input_tokens,
+            p.cache_read.unwrap_or(p.input * 0.1),
+        );
+    }
+    out
+}
+
 fn report(
     tasks: &[TaskDef],
     smart: &[Outcome],
@@ -803,6 +850,37 @@ fn report(
     let s_total: f64 = smart.iter().map(|o| o.usd).sum();
     let o_total: f64 = opus.iter().map(|o| o.usd).sum();
     let ratio = s_total / o_total;
+    println!(
+        "\nwhere the dollars go     classifier  thinking    output  uncached  cache-wr  cache-rd     total"
+    );
+    for (name, calls) in [("smart", smart_calls), ("always-Opus", opus_calls)] {
+        let rows = breakdown(tasks, calls);
+        let mut sum = [0.0; 6];
+        for (kind, row) in &rows {
+            print!("{name:<11} {:<12}", format!("{kind:?}").to_lowercase());
+            for (i, v) in row.iter().enumerate() {
+                sum[i] += v;
+                print!(" {v:>9.4}");
+            }
+            println!(" {:>9.4}", row.iter().sum::<f64>());
+        }
+        print!("{name:<11} {:<12}", "all");
+        for v in sum {
+            print!(" {v:>9.4}");
+        }
+        println!(" {:>9.4}", sum.iter().sum::<f64>());
+    }
+    // Hard tasks pass on Opus only and run the same conversation in both configurations,
+    // so their always-Opus dollars alone bound the ratio from below.
+    let hard_opus: f64 = opus
+        .iter()
+        .filter(|o| o.kind == Kind::Hard)
+        .map(|o| o.usd)
+        .sum();
+    println!(
+        "floor: the hard tasks alone, at their always-Opus cost, are {:.3} of always-Opus",
+        hard_opus / o_total
+    );
     println!("classifier calls: {classifier_calls}, ${classifier:.4} (included in smart)");
     println!(
         "attempts: smart {} (escalated: {}), always-Opus {}",
