@@ -20,12 +20,19 @@
 //!
 //! Besides the per-task table and the ratios it prints where each configuration's dollars go
 //! (classifier calls, thinking, other output, uncached input, cache writes, cache reads) and
-//! the floor the hard tasks set: they pass on Opus only and run the same conversation in
-//! both configurations, so their always-Opus dollars (0.395 of always-Opus at the list prices
-//! of `model::prices`) bound the ratio from below before any routine or moderate task is
-//! paid for. With routine work on Haiku (0.2× Opus prices) and moderate work on Sonnet (0.6×)
-//! the same conversations cannot cost less than about 0.68 of always-Opus; a lower ratio needs
-//! smart sessions that use fewer tokens than the baseline's, not cheaper selection alone.
+//! the floor of the ratio:
+//! - the hard tasks pass on Opus only and run the same conversation in both configurations,
+//!   so their always-Opus dollars (0.395 of always-Opus at the list prices of
+//!   `model::prices`) bound it before any routine or moderate task is paid for;
+//! - an oracle that runs each task once on the cheapest tier that passes, with the thinking
+//!   smart selection gives that tier and no classifier call, measures the floor of any
+//!   selection for these conversations (0.686: routine work on Haiku costs 0.2× Opus prices,
+//!   moderate work on Sonnet 0.6×);
+//! - the same oracle with thinking off everywhere shows that even dropping what the script
+//!   cannot see thinking buy would not reach 0.40 (it is a what-if, not a proposal).
+//!
+//! A lower ratio needs smart sessions that use fewer tokens than the baseline's, not cheaper
+//! selection alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly by design
 
@@ -36,7 +43,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proto::agent::select::{CLASSIFIER_SYSTEM, Facts, Selector, Tier};
+use proto::agent::select::{CLASSIFIER_SYSTEM, Facts, MAX_THINKING, Selection, Selector, Tier};
 use proto::agent::{Session, lessons, system_prompt, task_prompt, tool_defs};
 use proto::computer::{Local, Workspace};
 use proto::gitops::Identity;
@@ -490,6 +497,12 @@ fn script(tasks: Arc<Vec<TaskDef>>) -> impl Fn(&Value) -> Scripted + Send + Sync
 enum Config {
     Smart,
     AlwaysOpus,
+    /// For the floor only: each task once, on the cheapest tier that passes, no classifier
+    /// call; with the thinking smart selection gives that tier (haiku off, sonnet 4,000,
+    /// opus the agent's), or with thinking off everywhere.
+    Oracle {
+        thinking: bool,
+    },
 }
 
 struct Outcome {
@@ -553,7 +566,7 @@ async fn run_config(
             .clone();
         let agent = AgentSpec {
             model: Some(match config {
-                Config::Smart => "auto".into(),
+                Config::Smart | Config::Oracle { .. } => "auto".into(),
                 Config::AlwaysOpus => "opus".into(),
             }),
             ..declared
@@ -584,30 +597,47 @@ async fn run_config(
             store.clear_actions(id).unwrap();
             let root: PathBuf = dir.join(format!(
                 "{}-{goal_name}-{attempt}",
-                if config == Config::Smart {
-                    "smart"
-                } else {
-                    "opus"
+                match config {
+                    Config::Smart => "smart",
+                    Config::AlwaysOpus => "opus",
+                    Config::Oracle { thinking: true } => "oracle",
+                    Config::Oracle { thinking: false } => "oracle-unthinking",
                 }
             ));
             let ws = workspace(&root);
-            let selection = Selector {
-                store: &store,
-                task: id,
-                goal: &goal_name,
-                agent: task.agent,
-                model: Some(&model),
-                prices: &prices,
-                cancel: &cancel,
-                budget: Default::default(),
-            }
-            .select(
-                spec,
-                &agent,
-                &Facts::of_goal(&goal_name, &goal, &agent, attempt, last_error.as_deref()),
-            )
-            .await
-            .unwrap();
+            let selection = if let Config::Oracle { thinking } = config {
+                let ceiling = agent.thinking.unwrap_or(MAX_THINKING);
+                Selection {
+                    tier: Some(task.needs),
+                    model_id: task.needs.model_id(spec),
+                    thinking: match task.needs {
+                        Tier::Haiku => None,
+                        Tier::Sonnet => Some(4_000.min(ceiling)),
+                        Tier::Opus => Some(ceiling),
+                    }
+                    .filter(|t| thinking && *t > 0),
+                    source: proto::agent::select::Source::Rule,
+                    reason: "oracle".into(),
+                }
+            } else {
+                Selector {
+                    store: &store,
+                    task: id,
+                    goal: &goal_name,
+                    agent: task.agent,
+                    model: Some(&model),
+                    prices: &prices,
+                    cancel: &cancel,
+                    budget: Default::default(),
+                }
+                .select(
+                    spec,
+                    &agent,
+                    &Facts::of_goal(&goal_name, &goal, &agent, attempt, last_error.as_deref()),
+                )
+                .await
+                .unwrap()
+            };
             selections.push(format!(
                 "{}{}{}",
                 selection.tier.map_or("-", Tier::as_str),
@@ -740,6 +770,11 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let (smart, smart_calls) = run_config(Config::Smart, &spec, &tasks, dir.path()).await;
         let (opus, opus_calls) = run_config(Config::AlwaysOpus, &spec, &tasks, dir.path()).await;
+        let (oracle, _) =
+            run_config(Config::Oracle { thinking: true }, &spec, &tasks, dir.path()).await;
+        let (unthinking, _) =
+            run_config(Config::Oracle { thinking: false }, &spec, &tasks, dir.path()).await;
+        let floors = [oracle, unthinking].map(|o| o.iter().map(|o| o.usd).sum::<f64>());
         if verbose {
             for (name, calls) in [("smart", &smart_calls), ("always-Opus", &opus_calls)] {
                 for c in calls.iter() {
@@ -756,7 +791,7 @@ fn main() {
                 }
             }
         }
-        report(&tasks, &smart, &smart_calls, &opus, &opus_calls);
+        report(&tasks, &smart, &smart_calls, &opus, &opus_calls, floors);
     });
 }
 
@@ -804,6 +839,7 @@ fn report(
     smart_calls: &[sim::Call],
     opus: &[Outcome],
     opus_calls: &[sim::Call],
+    [oracle, unthinking]: [f64; 2],
 ) {
     let prices = PriceTable::default();
     let count = |k: Kind| tasks.iter().filter(|t| t.kind == k).count();
@@ -880,6 +916,14 @@ fn report(
     println!(
         "floor: the hard tasks alone, at their always-Opus cost, are {:.3} of always-Opus",
         hard_opus / o_total
+    );
+    println!(
+        "floor: every task once on the cheapest tier that passes, no classifier: ${oracle:.4}, ratio {:.3}",
+        oracle / o_total
+    );
+    println!(
+        "what-if, the same with thinking off everywhere (the script cannot see what thinking buys): ${unthinking:.4}, ratio {:.3}",
+        unthinking / o_total
     );
     println!("classifier calls: {classifier_calls}, ${classifier:.4} (included in smart)");
     println!(
