@@ -368,8 +368,8 @@ fn checks_a_document(facts: &Facts) -> bool {
 /// not change the answer enough to pay for itself:
 /// - routine: the work names routine work and nothing hard, its check is not a `judge`, its
 ///   priority is not `critical`, the agent's role is not a hard one, and either the role is a
-///   routine one (a writer, an editor) or the check looks into a document → haiku, no
-///   thinking;
+///   routine one (a writer, an editor) or the description itself names routine work and the
+///   check looks into a document → haiku, no thinking;
 /// - hard: the work names hard or risky work and nothing routine, and either the agent's role
 ///   is a hard one or the priority is `critical` → opus, thinking 16,000.
 ///
@@ -385,7 +385,8 @@ pub fn certain(facts: &Facts) -> Option<Choice> {
                 && !critical
                 && role_hard.is_none()
                 && (mentions(&facts.agent_title, ROUTINE).is_some()
-                    || checks_a_document(facts)) =>
+                    || (checks_a_document(facts)
+                        && mentions(&facts.description, ROUTINE).is_some())) =>
         {
             (
                 Tier::Haiku,
@@ -976,6 +977,15 @@ mod tests {
                 "Technical Writer",
                 Medium,
                 Some(Tier::Haiku),
+            ),
+            // Only the check's path names a document; the description says nothing routine.
+            (
+                "Explain the new deployment steps.",
+                "file",
+                "README.md matches deploy",
+                "Backend Developer",
+                Medium,
+                None,
             ),
             // Routine words, but the check runs code and the role is not a writer's: it may be
             // code ("email format" is validation logic), so the classifier is asked.
