@@ -17,6 +17,22 @@
 //! tier the task needs. The classifier's scripted answers are mostly right, with one task
 //! under-estimated (it fails on haiku and is retried), one over-estimated, and one answer that
 //! is not JSON (the rules decide). Run with `cargo bench --bench agent_cost`.
+//!
+//! Besides the per-task table and the ratios it prints where each configuration's dollars go
+//! (classifier calls, thinking, other output, uncached input, cache writes, cache reads) and
+//! the floor of the ratio:
+//! - the hard tasks pass on Opus only and run the same conversation in both configurations,
+//!   so their always-Opus dollars (0.395 of always-Opus at the list prices of
+//!   `model::prices`) bound it before any routine or moderate task is paid for;
+//! - an oracle that runs each task once on the cheapest tier that passes, with the thinking
+//!   smart selection gives that tier and no classifier call, measures the floor of any
+//!   selection for these conversations (0.686: routine work on Haiku costs 0.2× Opus prices,
+//!   moderate work on Sonnet 0.6×);
+//! - the same oracle with thinking off everywhere shows that even dropping what the script
+//!   cannot see thinking buy would not reach 0.40 (it is a what-if, not a proposal).
+//!
+//! A lower ratio needs smart sessions that use fewer tokens than the baseline's, not cheaper
+//! selection alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly by design
 
@@ -27,7 +43,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proto::agent::select::{CLASSIFIER_SYSTEM, Tier};
+use proto::agent::select::{CLASSIFIER_SYSTEM, MAX_THINKING, Tier};
 use proto::agent::{Builder, Place, Setup, system_prompt};
 use proto::computer::{Local, Workspace};
 use proto::gitops::Identity;
@@ -480,6 +496,12 @@ fn script(tasks: Arc<Vec<TaskDef>>) -> impl Fn(&Value) -> Scripted + Send + Sync
 enum Config {
     Smart,
     AlwaysOpus,
+    /// For the floor only: each task once, on the cheapest tier that passes, no classifier
+    /// call; with the thinking smart selection gives that tier (haiku off, sonnet 4,000,
+    /// opus the agent's), or with thinking off everywhere.
+    Oracle {
+        thinking: bool,
+    },
 }
 
 struct Outcome {
@@ -558,7 +580,7 @@ async fn run_config(
             .clone();
         let agent = AgentSpec {
             model: Some(match config {
-                Config::Smart => "auto".into(),
+                Config::Smart | Config::Oracle { .. } => "auto".into(),
                 Config::AlwaysOpus => "opus".into(),
             }),
             ..declared
@@ -589,10 +611,11 @@ async fn run_config(
             store.clear_actions(id).unwrap();
             let root: PathBuf = dir.join(format!(
                 "{}-{goal_name}-{attempt}",
-                if config == Config::Smart {
-                    "smart"
-                } else {
-                    "opus"
+                match config {
+                    Config::Smart => "smart",
+                    Config::AlwaysOpus => "opus",
+                    Config::Oracle { thinking: true } => "oracle",
+                    Config::Oracle { thinking: false } => "oracle-unthinking",
                 }
             ));
             let ws = workspace(&root);
@@ -610,10 +633,28 @@ async fn run_config(
                     cancel: &cancel,
                 },
             };
+            // The oracle declares the tier each task needs (and the thinking it would get
+            // there), so the selection is that declaration: no classifier call.
+            let oracle = match config {
+                Config::Oracle { thinking } => {
+                    let ceiling = agent.thinking.unwrap_or(MAX_THINKING);
+                    Some(AgentSpec {
+                        model: Some(task.needs.as_str().into()),
+                        thinking: match task.needs {
+                            Tier::Haiku => None,
+                            Tier::Sonnet => Some(4_000.min(ceiling)),
+                            Tier::Opus => Some(ceiling),
+                        }
+                        .filter(|t| thinking && *t > 0),
+                        ..agent.clone()
+                    })
+                }
+                _ => None,
+            };
             let session = builder
                 .owner(
                     task.agent,
-                    &agent,
+                    oracle.as_ref().unwrap_or(&agent),
                     &goal,
                     (attempt, last_error.as_deref()),
                     system_prompt(spec, task.agent, &agent),
@@ -724,6 +765,11 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let (smart, smart_calls) = run_config(Config::Smart, &spec, &tasks, dir.path()).await;
         let (opus, opus_calls) = run_config(Config::AlwaysOpus, &spec, &tasks, dir.path()).await;
+        let (oracle, _) =
+            run_config(Config::Oracle { thinking: true }, &spec, &tasks, dir.path()).await;
+        let (unthinking, _) =
+            run_config(Config::Oracle { thinking: false }, &spec, &tasks, dir.path()).await;
+        let floors = [oracle, unthinking].map(|o| o.iter().map(|o| o.usd).sum::<f64>());
         if verbose {
             for (name, calls) in [("smart", &smart_calls), ("always-Opus", &opus_calls)] {
                 for c in calls.iter() {
@@ -740,8 +786,46 @@ fn main() {
                 }
             }
         }
-        report(&tasks, &smart, &smart_calls, &opus, &opus_calls);
+        report(&tasks, &smart, &smart_calls, &opus, &opus_calls, floors);
     });
+}
+
+/// Dollars of `calls` by where they go, per kind of task: classifier calls, thinking,
+/// other output, uncached input, cache writes, cache reads.
+fn breakdown(tasks: &[TaskDef], calls: &[sim::Call]) -> BTreeMap<Kind, [f64; 6]> {
+    let prices = PriceTable::default();
+    let mut out: BTreeMap<Kind, [f64; 6]> = BTreeMap::new();
+    for c in calls {
+        let id: usize = c
+            .tag
+            .trim_start_matches("classify ")
+            .trim_start_matches('T')
+            .split('#')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a task's tag");
+        let kind = tasks.iter().find(|t| t.id == id).expect("a task").kind;
+        let p = prices.lookup(&c.model).expect("a priced model");
+        let u = &c.usage;
+        let per = |tokens: u64, rate: f64| tokens as f64 * rate / 1_000_000.0;
+        let row = out.entry(kind).or_default();
+        if c.tag.starts_with("classify") {
+            row[0] += prices.cost(&c.model, u).expect("a priced model");
+            continue;
+        }
+        row[1] += per(c.thinking, p.output);
+        row[2] += per(u.output_tokens - c.thinking, p.output);
+        row[3] += per(u.input_tokens, p.input);
+        row[4] += per(
+            u.cache_creation_input_tokens,
+            p.cache_write.unwrap_or(p.input * 1.25),
+        );
+        row[5] += per(
+            u.cache_read_input_tokens,
+            p.cache_read.unwrap_or(p.input * 0.1),
+        );
+    }
+    out
 }
 
 fn report(
@@ -750,6 +834,7 @@ fn report(
     smart_calls: &[sim::Call],
     opus: &[Outcome],
     opus_calls: &[sim::Call],
+    [oracle, unthinking]: [f64; 2],
 ) {
     let prices = PriceTable::default();
     let count = |k: Kind| tasks.iter().filter(|t| t.kind == k).count();
@@ -796,6 +881,45 @@ fn report(
     let s_total: f64 = smart.iter().map(|o| o.usd).sum();
     let o_total: f64 = opus.iter().map(|o| o.usd).sum();
     let ratio = s_total / o_total;
+    println!(
+        "\nwhere the dollars go     classifier  thinking    output  uncached  cache-wr  cache-rd     total"
+    );
+    for (name, calls) in [("smart", smart_calls), ("always-Opus", opus_calls)] {
+        let rows = breakdown(tasks, calls);
+        let mut sum = [0.0; 6];
+        for (kind, row) in &rows {
+            print!("{name:<11} {:<12}", format!("{kind:?}").to_lowercase());
+            for (i, v) in row.iter().enumerate() {
+                sum[i] += v;
+                print!(" {v:>9.4}");
+            }
+            println!(" {:>9.4}", row.iter().sum::<f64>());
+        }
+        print!("{name:<11} {:<12}", "all");
+        for v in sum {
+            print!(" {v:>9.4}");
+        }
+        println!(" {:>9.4}", sum.iter().sum::<f64>());
+    }
+    // Hard tasks pass on Opus only and run the same conversation in both configurations,
+    // so their always-Opus dollars alone bound the ratio from below.
+    let hard_opus: f64 = opus
+        .iter()
+        .filter(|o| o.kind == Kind::Hard)
+        .map(|o| o.usd)
+        .sum();
+    println!(
+        "floor: the hard tasks alone, at their always-Opus cost, are {:.3} of always-Opus",
+        hard_opus / o_total
+    );
+    println!(
+        "floor: every task once on the cheapest tier that passes, no classifier: ${oracle:.4}, ratio {:.3}",
+        oracle / o_total
+    );
+    println!(
+        "what-if, the same with thinking off everywhere (the script cannot see what thinking buys): ${unthinking:.4}, ratio {:.3}",
+        unthinking / o_total
+    );
     println!("classifier calls: {classifier_calls}, ${classifier:.4} (included in smart)");
     println!(
         "attempts: smart {} (escalated: {}), always-Opus {}",
@@ -804,8 +928,8 @@ fn report(
         opus.iter().map(|o| o.attempts).sum::<u32>()
     );
     println!(
-        "\nTOTAL smart ${s_total:.4}  always-Opus ${o_total:.4}  ratio {ratio:.3} (target <= 0.25: {})",
-        if ratio <= 0.25 { "met" } else { "NOT met" }
+        "\nTOTAL smart ${s_total:.4}  always-Opus ${o_total:.4}  ratio {ratio:.3} (target <= 0.40: {})",
+        if ratio <= 0.40 { "met" } else { "NOT met" }
     );
     // The target may have been set when Opus cost $15/$75 per million tokens (Opus 4.1);
     // the same usage at that price, for comparison only.

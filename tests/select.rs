@@ -180,6 +180,11 @@ async fn without_a_model_the_rules_decide_and_attempts_escalate_from_there() {
         (s.source, s.tier, s.thinking),
         (Source::Rule, Some(Tier::Haiku), None)
     );
+    // Typo work checked in a document: the rules are certain, no model is even needed.
+    assert!(s.reason.contains("no classifier call"), "{}", s.reason);
+    let other = Store::in_memory().unwrap();
+    let s = select(&other, task(&other), None, &backend(), &facts()).await;
+    assert_eq!((s.source, s.tier), (Source::Rule, Some(Tier::Sonnet)));
     assert!(s.reason.contains("no model"), "{}", s.reason);
 
     // A second attempt (the worker clears the journal for it) escalates and thinks.
@@ -270,4 +275,109 @@ async fn a_restart_does_not_repeat_the_classifier_call() {
         (Source::Classifier, Some(Tier::Sonnet), Some(2_000))
     );
     assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn certain_rules_decide_without_a_classifier_call() {
+    let server = MockLlm::start(vec![]).await;
+    let model = client(&server);
+    let store = Store::in_memory().unwrap();
+    let id = task(&store);
+    let writer = AgentSpec {
+        title: "Technical Writer".into(),
+        ..backend()
+    };
+    let docs = Facts {
+        description: "Fix the typos in the README's install section.".into(),
+        check_kind: "file".into(),
+        check: "README.md matches ## Install".into(),
+        agent_title: "Technical Writer".into(),
+        ..facts()
+    };
+    let s = select(&store, id, Some(&model), &writer, &docs).await;
+    assert_eq!(
+        (s.source, s.tier, s.thinking),
+        (Source::Rule, Some(Tier::Haiku), None)
+    );
+    assert!(server.requests().is_empty(), "the classifier was asked");
+    assert_eq!(store.spent_on_goal("add-health").unwrap(), 0.0);
+    // Recorded as decided by the rules.
+    let selections = audited(&store, "select");
+    assert_eq!(selections.len(), 1);
+    assert_eq!(selections[0]["source"], json!("rule"));
+    assert!(
+        selections[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the rules are certain"),
+        "{}",
+        selections[0]
+    );
+}
+
+#[tokio::test]
+async fn a_retry_starts_from_the_tier_that_failed_without_asking_again() {
+    let server = MockLlm::start(vec![Reply::sse(text_stream(
+        "c1",
+        "{\"tier\": \"sonnet\", \"thinking\": 2000, \"reason\": \"a handler and a test\"}",
+        "end_turn",
+    ))])
+    .await;
+    let model = client(&server);
+    let store = Store::in_memory().unwrap();
+    let id = task(&store);
+    let first = select(&store, id, Some(&model), &backend(), &facts()).await;
+    assert_eq!(
+        (first.source, first.tier, first.thinking),
+        (Source::Classifier, Some(Tier::Sonnet), Some(2_000))
+    );
+
+    // The check still fails: one tier up from sonnet, thinking doubled, no second call.
+    store.clear_actions(id).unwrap();
+    let fell_short = Facts {
+        attempt: 1,
+        last_error: Some("the check still fails after backend's work: exit 1".into()),
+        ..facts()
+    };
+    let second = select(&store, id, Some(&model), &backend(), &fell_short).await;
+    assert_eq!(
+        (
+            second.source,
+            second.tier,
+            second.model_id.as_str(),
+            second.thinking
+        ),
+        (
+            Source::Rule,
+            Some(Tier::Opus),
+            "claude-opus-4-5",
+            Some(4_000)
+        )
+    );
+    assert!(
+        second.reason.contains("fell short on sonnet"),
+        "{}",
+        second.reason
+    );
+
+    // The same attempt selected again (its journal lost): what it had, not a new step up.
+    store.clear_actions(id).unwrap();
+    let again = select(&store, id, Some(&model), &backend(), &fell_short).await;
+    assert_eq!(again, second);
+
+    // A conflict with what others delivered is not the work's fault: the same tier again.
+    store.clear_actions(id).unwrap();
+    let conflict = Facts {
+        attempt: 2,
+        last_error: Some(
+            "the work conflicts with main as it is now, and the goal is not met there".into(),
+        ),
+        ..facts()
+    };
+    let third = select(&store, id, Some(&model), &backend(), &conflict).await;
+    assert_eq!(
+        (third.tier, third.thinking),
+        (Some(Tier::Opus), Some(4_000))
+    );
+    assert_eq!(server.requests().len(), 1, "the classifier was asked again");
 }

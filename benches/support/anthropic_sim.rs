@@ -55,6 +55,8 @@ pub struct Call {
     pub tag: String,
     pub model: String,
     pub usage: Usage,
+    /// Of `usage.output_tokens`, those the model spent thinking.
+    pub thinking: u64,
 }
 
 type Script = dyn Fn(&Value) -> Scripted + Send + Sync;
@@ -223,6 +225,7 @@ fn answer(state: &State, body: &Value) -> (u16, String) {
     let scripted = (state.script)(body);
     let mut usage = usage(state, body, &model);
     let mut content = Vec::new();
+    let mut thinking = 0;
     if let Some(b) = budget
         && starts_a_turn(body)
         && scripted.thinking > 0
@@ -230,6 +233,7 @@ fn answer(state: &State, body: &Value) -> (u16, String) {
         let thought = scripted.thinking.min(b);
         content.push(json!({"type": "thinking", "thinking": filler(thought), "signature": format!("sig-{thought}")}));
         usage.output_tokens += thought;
+        thinking = thought;
     }
     for block in &scripted.content {
         usage.output_tokens += tokens(block.to_string().len());
@@ -239,6 +243,7 @@ fn answer(state: &State, body: &Value) -> (u16, String) {
         tag: scripted.tag,
         model: model.clone(),
         usage,
+        thinking,
     });
     (200, stream(&model, &content, scripted.stop_reason, &usage))
 }

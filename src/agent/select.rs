@@ -1,7 +1,8 @@
 //! Smart selection: the model tier and thinking budget an agent works one task with when its
 //! model is `auto` (its own `model`, or else the company's `models.default`).
 //!
-//! One cheap classifier call, on the company's haiku tier, reads the task (the goal, its
+//! When the rules are certain (below), they decide and no classifier call is made. Otherwise
+//! one cheap classifier call, on the company's haiku tier, reads the task (the goal, its
 //! check, priority, the agent's title, the attempt and the earlier failure) and must answer one
 //! JSON object, `{"tier": "haiku"|"sonnet"|"opus", "thinking": 0..=32000, "reason": "..."}`.
 //! Anything else (no reachable model, a provider error, an answer that is not exactly that
@@ -34,12 +35,24 @@
 //!
 //! A `critical` goal then goes one tier up, taking that tier's thinking.
 //!
+//! The rules are *certain* ([`certain`]), and the classifier is not asked, when two independent
+//! signals agree: routine words in the work with a routine role or a check on a document
+//! (haiku), or hard words in the work with a hard role or critical priority (opus). The
+//! selection then says so in its reason, with source `rule`.
+//!
 //! # Attempts and thinking
-//! A selection is for the work as a first attempt sees it. Each failed attempt escalates one
-//! tier from there ([`super::escalate`]) and doubles the thinking budget, from at least 4,000
-//! tokens (so work that looked routine and failed thinks on its retry), up to 32,000. The
-//! agent's declared `thinking` is the ceiling of whatever is selected (`thinking: 0` keeps it
-//! off); a budget that is on is at least 1,024 tokens, the API's minimum.
+//! A selection is for the work as a first attempt sees it. A retry starts from the evidence:
+//! the selection the failed attempt worked with (read back from the audit log, as the journal
+//! is cleared between attempts) and its error ([`Evidence`]). Work that fell short (its check
+//! still fails, its turns ran out, or the error does not say) goes one tier up from the tier
+//! that failed and doubles its thinking budget, from at least 4,000 tokens (so work that
+//! looked routine and failed thinks on its retry), up to 32,000; work that was done but could
+//! not land for a reason outside it (a conflict with what others delivered) is retried on the
+//! same tier. Neither asks the classifier again. When the failed attempt's selection is not
+//! on record, the choice is made as for a first attempt and escalated one tier per failed
+//! attempt ([`super::escalate`]). The agent's declared `thinking` is the ceiling of whatever
+//! is selected (`thinking: 0` keeps it off); a budget that is on is at least 1,024 tokens, the
+//! API's minimum.
 //!
 //! A declared tier or model id is used as declared: no classifier call, the agent's thinking
 //! as it is, one tier up per failed attempt as before.
@@ -335,6 +348,122 @@ pub fn rule(facts: &Facts) -> Choice {
     }
 }
 
+/// Extensions of files that hold prose: a check that looks into one checks a document.
+const DOCUMENTS: &[&str] = &["md", "markdown", "mdx", "txt", "rst", "adoc", "html", "htm"];
+
+/// Whether the facts' check is a file check on a document (README.md, a page of copy).
+fn checks_a_document(facts: &Facts) -> bool {
+    if facts.check_kind != "file" {
+        return false;
+    }
+    let path = facts
+        .check
+        .split_once(" matches ")
+        .map_or(facts.check.as_str(), |(path, _)| path);
+    path.rsplit_once('.')
+        .is_some_and(|(_, ext)| DOCUMENTS.iter().any(|d| d.eq_ignore_ascii_case(ext.trim())))
+}
+
+/// The rules' choice when two independent signals agree, so asking the classifier could
+/// not change the answer enough to pay for itself:
+/// - routine: the work names routine work and nothing hard, its check is not a `judge`, its
+///   priority is not `critical`, the agent's role is not a hard one, and either the role is a
+///   routine one (a writer, an editor) or the description itself names routine work and the
+///   check looks into a document → haiku, no thinking;
+/// - hard: the work names hard or risky work and nothing routine, and either the agent's role
+///   is a hard one or the priority is `critical` → opus, thinking 16,000.
+///
+/// Anything else (mixed or no signals, a command check on routine words, which may be code)
+/// is for the classifier.
+pub fn certain(facts: &Facts) -> Option<Choice> {
+    let work = format!("{} {}", facts.description, facts.check);
+    let role_hard = mentions(&facts.agent_title, HARD);
+    let critical = facts.priority == Priority::Critical;
+    let (tier, why) = match (mentions(&work, HARD), mentions(&work, ROUTINE)) {
+        (None, Some(w))
+            if facts.check_kind != "judge"
+                && !critical
+                && role_hard.is_none()
+                && (mentions(&facts.agent_title, ROUTINE).is_some()
+                    || (checks_a_document(facts)
+                        && mentions(&facts.description, ROUTINE).is_some())) =>
+        {
+            (
+                Tier::Haiku,
+                format!("routine work (\"{w}\") for a routine role or a document"),
+            )
+        }
+        (Some(w), None) if role_hard.is_some() || critical => (
+            Tier::Opus,
+            format!("hard or risky work (\"{w}\") for a hard role or at critical priority"),
+        ),
+        _ => return None,
+    };
+    Some(Choice {
+        tier,
+        thinking: thinking_for(tier),
+        reason: format!("{why}; the rules are certain, no classifier call"),
+    })
+}
+
+/// What a failed attempt's error says about the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// The work fell short (its check still fails, its turns ran out, or the error does not
+    /// say): the next attempt works one tier up and thinks harder.
+    FellShort,
+    /// The work was done but could not land for a reason outside it (it conflicts with what
+    /// others delivered meanwhile): the next attempt works on the same tier again.
+    NotTheWork,
+}
+
+/// Error texts of attempts that failed for a reason outside the work.
+const NOT_THE_WORK: &[&str] = &["the work conflicts with"];
+
+impl Evidence {
+    /// What `last_error` says; no error says nothing, so the work fell short.
+    pub fn of(last_error: Option<&str>) -> Evidence {
+        match last_error {
+            Some(e) if NOT_THE_WORK.iter().any(|n| e.contains(n)) => Evidence::NotTheWork,
+            _ => Evidence::FellShort,
+        }
+    }
+}
+
+/// The selection of a retry, from the selection the failed attempt worked with and the
+/// evidence of its failure: one tier up from the tier that failed (not from a new guess),
+/// thinking doubled from what it had (at least 4,000, at most 32,000, under the agent's
+/// ceiling); or, when the failure was not the work's, the same tier and thinking again.
+pub fn retry(
+    spec: &Spec,
+    agent: &AgentSpec,
+    failed: &Selection,
+    tier: Tier,
+    evidence: Evidence,
+    attempt: u32,
+) -> Selection {
+    let (next, thinking, why) = match evidence {
+        Evidence::FellShort => (
+            tier.up(1),
+            thinking_for_attempt(failed.thinking.unwrap_or(0), 1, agent.thinking),
+            "the work fell short",
+        ),
+        Evidence::NotTheWork => (tier, failed.thinking, "the failure was not the work's"),
+    };
+    Selection {
+        tier: Some(next),
+        model_id: next.model_id(spec),
+        thinking,
+        source: Source::Rule,
+        reason: format!(
+            "attempt {} after {why} on {}: {}",
+            attempt + 1,
+            tier.as_str(),
+            next.as_str()
+        ),
+    }
+}
+
 /// The classifier's answer, validated: the first `{` to the last `}` must be exactly a
 /// [`Choice`] with a thinking budget of at most 32,000 and a reason.
 pub fn parse_choice(text: &str) -> Option<Choice> {
@@ -468,12 +597,31 @@ impl Selector<'_> {
         {
             return Ok(selection);
         }
-        let selection = match self.classify(spec, facts).await? {
-            Ok(choice) => compose(spec, agent, &choice, Source::Classifier, facts.attempt),
-            Err(why) => {
-                let mut s = compose(spec, agent, &rule(facts), Source::Rule, facts.attempt);
-                s.reason = format!("{} (rule; {why})", s.reason);
-                s
+        // A retry starts from the tier the failed attempt worked with; the same attempt
+        // selected again (its journal lost, say) keeps what it had.
+        let recorded = match facts.attempt {
+            0 => None,
+            _ => self.recorded_selection()?,
+        };
+        let selection = if let Some((attempt, recorded, _)) = &recorded
+            && *attempt == facts.attempt
+        {
+            recorded.clone()
+        } else if let Some((attempt, recorded, tier)) = &recorded
+            && attempt + 1 == facts.attempt
+        {
+            let evidence = Evidence::of(facts.last_error.as_deref());
+            retry(spec, agent, recorded, *tier, evidence, facts.attempt)
+        } else if let Some(choice) = certain(facts) {
+            compose(spec, agent, &choice, Source::Rule, facts.attempt)
+        } else {
+            match self.classify(spec, facts).await? {
+                Ok(choice) => compose(spec, agent, &choice, Source::Classifier, facts.attempt),
+                Err(why) => {
+                    let mut s = compose(spec, agent, &rule(facts), Source::Rule, facts.attempt);
+                    s.reason = format!("{} (rule; {why})", s.reason);
+                    s
+                }
             }
         };
         let input = serde_json::to_value(facts).unwrap_or_default();
@@ -491,6 +639,25 @@ impl Selector<'_> {
             selection.reason
         );
         Ok(selection)
+    }
+
+    /// The newest selection recorded for this task (the journal is cleared between attempts,
+    /// the audit log is not), with the attempt it was for and its tier: `None` when there is
+    /// none (pruned, or recorded by an older version) or it named no tier (a declared model
+    /// off the ladder).
+    fn recorded_selection(&self) -> Result<Option<(u32, Selection, Tier)>, AgentError> {
+        let Some((input, outcome)) = self.store.last_audit(self.task, "select")? else {
+            return Ok(None);
+        };
+        let attempt = input
+            .get("attempt")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|a| u32::try_from(a).ok());
+        let selection = serde_json::from_value::<Selection>(outcome).ok();
+        Ok(match (attempt, selection) {
+            (Some(attempt), Some(s)) => s.tier.map(|t| (attempt, s, t)),
+            _ => None,
+        })
     }
 
     /// The classifier's choice, or why there is none. Only the store and cancellation are
@@ -771,5 +938,275 @@ mod tests {
         assert_eq!(thinking_for_attempt(16_000, 0, Some(6_000)), Some(6_000));
         assert_eq!(thinking_for_attempt(16_000, 2, Some(0)), None);
         assert_eq!(thinking_for_attempt(500, 0, None), Some(MIN_THINKING));
+    }
+
+    #[test]
+    fn the_rules_are_certain_only_when_two_signals_agree() {
+        use Priority::{Critical, High, Medium};
+        // (description, check kind, check, agent title, priority, certain tier)
+        let cases = [
+            // Routine words and a routine role, or a check on a document: haiku, no call.
+            (
+                "Fix the typos in the README's install section.",
+                "file",
+                "README.md matches ## Install",
+                "Technical Writer",
+                Medium,
+                Some(Tier::Haiku),
+            ),
+            (
+                "Tighten the wording of the pricing page FAQ.",
+                "file",
+                "web/pricing.html matches FAQ",
+                "Backend Developer",
+                Medium,
+                Some(Tier::Haiku),
+            ),
+            (
+                "Rewrite the landing page headline.",
+                "file",
+                "web/index.html matches <h1>",
+                "Copywriter",
+                High,
+                Some(Tier::Haiku),
+            ),
+            (
+                "Add the 1.4.0 entry to the changelog.",
+                "command",
+                "grep -q 1.4.0 CHANGELOG",
+                "Technical Writer",
+                Medium,
+                Some(Tier::Haiku),
+            ),
+            // Only the check's path names a document; the description says nothing routine.
+            (
+                "Explain the new deployment steps.",
+                "file",
+                "README.md matches deploy",
+                "Backend Developer",
+                Medium,
+                None,
+            ),
+            // Routine words, but the check runs code and the role is not a writer's: it may be
+            // code ("email format" is validation logic), so the classifier is asked.
+            (
+                "Validate the checkout form: required fields, email format.",
+                "command",
+                "node --check web/app.js",
+                "Frontend Developer",
+                Medium,
+                None,
+            ),
+            // A file check on configuration, not a document.
+            (
+                "Cache pip downloads in CI and run the lint step as its own job.",
+                "file",
+                ".github/workflows/ci.yml matches actions/cache",
+                "CI/CD Engineer",
+                Medium,
+                None,
+            ),
+            // Mixed signals, a judge, critical priority or a hard role: not certain.
+            (
+                "Fix the typo in the security docs.",
+                "file",
+                "docs/security.md",
+                "Technical Writer",
+                Medium,
+                None,
+            ),
+            (
+                "The README explains install and usage.",
+                "judge",
+                "a newcomer can install it",
+                "Technical Writer",
+                Medium,
+                None,
+            ),
+            (
+                "Fix the typo in the README.",
+                "file",
+                "README.md",
+                "Technical Writer",
+                Critical,
+                None,
+            ),
+            (
+                "Update the docs of the login flow.",
+                "file",
+                "docs/login.md",
+                "Security Auditor",
+                Medium,
+                None,
+            ),
+            // Hard words alone are not enough; with a hard role or critical priority they are.
+            (
+                "Migrate order amounts to integer cents.",
+                "command",
+                "pytest -q",
+                "Database Developer",
+                High,
+                None,
+            ),
+            (
+                "Migrate order amounts to integer cents.",
+                "command",
+                "pytest -q",
+                "Database Developer",
+                Critical,
+                Some(Tier::Opus),
+            ),
+            (
+                "Fix the XSS in the search page.",
+                "command",
+                "pytest -q",
+                "Security Auditor",
+                Medium,
+                Some(Tier::Opus),
+            ),
+            // No signal at all: the classifier.
+            (
+                "Add GET /orders/{id}/status with a test.",
+                "command",
+                "pytest -q",
+                "Backend Developer",
+                Medium,
+                None,
+            ),
+        ];
+        for (description, kind, check, title, priority, tier) in cases {
+            let facts = Facts {
+                check: check.into(),
+                priority,
+                ..facts(description, kind, title)
+            };
+            let choice = certain(&facts);
+            assert_eq!(
+                choice.as_ref().map(|c| c.tier),
+                tier,
+                "{description} by {title}"
+            );
+            if let Some(choice) = choice {
+                assert_eq!(choice.thinking, thinking_for(choice.tier), "{description}");
+                assert!(
+                    choice.reason.contains("no classifier call"),
+                    "{}",
+                    choice.reason
+                );
+                // Whatever is certain, the plain rules agree with.
+                assert_eq!(rule(&facts).tier, choice.tier, "{description}");
+            }
+        }
+    }
+
+    #[test]
+    fn evidence_of_a_failure_says_whether_the_work_fell_short() {
+        let cases = [
+            (None, Evidence::FellShort),
+            (
+                Some("the check still fails after backend's work: exit 1"),
+                Evidence::FellShort,
+            ),
+            (
+                Some("agent backend: 40 turns without finishing (maxTurns)"),
+                Evidence::FellShort,
+            ),
+            (Some("judge: the rubric is not met"), Evidence::FellShort),
+            (
+                Some("the work conflicts with main as it is now, and the goal is not met there"),
+                Evidence::NotTheWork,
+            ),
+        ];
+        for (error, evidence) in cases {
+            assert_eq!(Evidence::of(error), evidence, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_starts_from_the_tier_that_failed_and_the_evidence() {
+        use Evidence::{FellShort, NotTheWork};
+        let spec = Spec::default();
+        // (failed tier, its thinking, evidence, agent's ceiling) -> (tier, thinking)
+        let cases = [
+            (
+                Tier::Haiku,
+                None,
+                FellShort,
+                None,
+                Tier::Sonnet,
+                Some(4_000),
+            ),
+            (
+                Tier::Sonnet,
+                Some(2_000),
+                FellShort,
+                None,
+                Tier::Opus,
+                Some(4_000),
+            ),
+            (
+                Tier::Sonnet,
+                Some(6_000),
+                FellShort,
+                None,
+                Tier::Opus,
+                Some(12_000),
+            ),
+            (
+                Tier::Opus,
+                Some(20_000),
+                FellShort,
+                None,
+                Tier::Opus,
+                Some(MAX_THINKING),
+            ),
+            (
+                Tier::Opus,
+                Some(16_000),
+                FellShort,
+                Some(6_000),
+                Tier::Opus,
+                Some(6_000),
+            ),
+            (Tier::Haiku, None, FellShort, Some(0), Tier::Sonnet, None),
+            (
+                Tier::Sonnet,
+                Some(4_000),
+                NotTheWork,
+                None,
+                Tier::Sonnet,
+                Some(4_000),
+            ),
+            (Tier::Haiku, None, NotTheWork, None, Tier::Haiku, None),
+        ];
+        for (failed_tier, thinking, evidence, ceiling, tier, expected_thinking) in cases {
+            let agent = AgentSpec {
+                thinking: ceiling,
+                ..AgentSpec::default()
+            };
+            let failed = Selection {
+                tier: Some(failed_tier),
+                model_id: failed_tier.model_id(&spec),
+                thinking,
+                source: Source::Classifier,
+                reason: "earlier".into(),
+            };
+            let next = retry(&spec, &agent, &failed, failed_tier, evidence, 1);
+            assert_eq!(
+                (next.tier, next.model_id.clone(), next.thinking, next.source),
+                (
+                    Some(tier),
+                    tier.model_id(&spec),
+                    expected_thinking,
+                    Source::Rule
+                ),
+                "{failed_tier:?}/{thinking:?} {evidence:?}"
+            );
+            assert!(
+                next.reason.starts_with("attempt 2 after"),
+                "{}",
+                next.reason
+            );
+        }
     }
 }

@@ -1291,6 +1291,26 @@ impl Store {
         })
     }
 
+    /// The input and outcome of the newest audit record of `action` on `task`, written back
+    /// or not (retention may have pruned it: then `None`). Selection reads the model an
+    /// earlier attempt worked with here, as the journal is cleared between attempts.
+    pub fn last_audit(
+        &self,
+        task: TaskId,
+        action: &str,
+    ) -> Result<Option<(serde_json::Value, serde_json::Value)>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT input, outcome FROM audit WHERE task = ?1 AND action = ?2
+                     ORDER BY id DESC LIMIT 1",
+                    params![task, action],
+                    |row| Ok((json_column(row, 0)?, json_column(row, 1)?)),
+                )
+                .optional()?)
+        })
+    }
+
     /// Marks audit records as written back in `commit`. A record keeps the first commit it
     /// was written in.
     pub fn audit_written(&self, ids: &[i64], commit: &str) -> Result<(), StoreError> {
