@@ -18,6 +18,7 @@ pub mod org;
 pub mod output;
 pub mod plan;
 pub mod policy;
+pub mod program;
 pub mod source;
 pub mod spec;
 pub mod state_lock;

@@ -200,7 +200,7 @@ impl Computer for Local {
         }
 
         let started = Instant::now();
-        let mut child = Command::new("sh")
+        let mut child = Command::new(crate::program::program("sh"))
             .arg("-c")
             .arg(&request.command)
             .current_dir(&cwd)

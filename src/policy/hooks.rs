@@ -418,7 +418,7 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
     };
     let timeout = Duration::from_secs(hook.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS));
     let started = Instant::now();
-    let mut child = match Command::new("sh")
+    let mut child = match Command::new(crate::program::program("sh"))
         .arg("-c")
         .arg(command)
         .current_dir(cwd)
