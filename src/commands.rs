@@ -527,3 +527,58 @@ pub fn retry(goal: &str, state: Option<PathBuf>) -> Result<ExitCode, String> {
         None => Err(format!("{goal} has no stalled or failed task to retry")),
     }
 }
+
+/// `proto stop`: every running task is cancelled (its processes killed, its model stream
+/// dropped; it resumes from its journal later) and nothing starts until `proto resume`. The
+/// stop is kept in the store, so a controller started afterwards stays stopped, and it is
+/// recorded with who and why in the event log and the git audit.
+pub fn stop(reason: Option<String>, state: Option<PathBuf>) -> Result<ExitCode, String> {
+    let dir = state_dir(state);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let store = Store::open(&dir).map_err(|e| e.to_string())?;
+    let by = who();
+    let reason = reason.unwrap_or_else(|| "no reason given".into());
+    if store
+        .stop(&by, &reason, chrono::Utc::now())
+        .map_err(|e| e.to_string())?
+    {
+        println!(
+            "stopped by {by}: {reason}; a running controller cancels its tasks now; `proto resume` to continue"
+        );
+    } else if let Some(stop) = store.stopped().map_err(|e| e.to_string())? {
+        println!("already {}", stop.message());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `proto resume`: lifts a stop; queued and interrupted work starts again on the next pass.
+pub fn resume(state: Option<PathBuf>) -> Result<ExitCode, String> {
+    let store = open_store(&state_dir(state))?;
+    if store
+        .resume(&who(), chrono::Utc::now())
+        .map_err(|e| e.to_string())?
+    {
+        println!("resumed by {}", who());
+    } else {
+        println!("not stopped; nothing to resume");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who acts at this terminal: the git identity (`Name <email>`), else the login name.
+fn who() -> String {
+    let config = |key: &str| {
+        std::process::Command::new(proto::program::program("git"))
+            .args(["config", "--get", key])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match (config("user.name"), config("user.email")) {
+        (Some(name), Some(email)) => format!("{name} <{email}>"),
+        (Some(name), None) => name,
+        _ => std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+    }
+}

@@ -83,6 +83,20 @@ enum Command {
     },
     /// Write the example company to DIR as a git repository, with its product repositories.
     Init { dir: PathBuf },
+    /// The kill switch: cancel every running task (processes killed, model streams
+    /// dropped) and start nothing until `proto resume`. Durable across restarts.
+    Stop {
+        /// Why, for the audit and the status.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Lift a stop: work starts again on the controller's next pass.
+    Resume {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Queue a stalled goal's work again with a fresh attempt budget.
     Retry {
         goal: String,
@@ -223,6 +237,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
         ),
         Command::Init { dir } => commands::init(&dir),
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
+        Command::Stop { reason, state_dir } => commands::stop(reason, state_dir),
+        Command::Resume { state_dir } => commands::resume(state_dir),
         Command::Logs {
             goal,
             follow,

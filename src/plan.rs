@@ -38,6 +38,9 @@ pub struct Observed {
     /// Dollars spent so far, for the dollar budgets.
     #[serde(default)]
     pub spending: Spending,
+    /// Why a person stopped the controller (`proto stop`), while the stop holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// Dollars spent, as the planner weighs them against the budgets.
@@ -264,6 +267,15 @@ fn budget_spent(spec: &Spec, goal: &Resource<GoalSpec>, spending: &Spending) -> 
 
 /// The plan: actions in the order they should be taken.
 pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action> {
+    if let Some(message) = &observed.stopped {
+        return vec![Action::Suspended {
+            company: spec
+                .company()
+                .map(|c| c.name().to_string())
+                .unwrap_or_default(),
+            message: message.clone(),
+        }];
+    }
     if let Some(company) = spec.company()
         && company.spec.suspend
     {
@@ -538,6 +550,16 @@ spec: {description: d, lead: ceo}
                 suspend: true,
                 goals: vec![goal("a", "high", "")],
                 observe: fresh,
+                want: vec!["suspended -"],
+            },
+            Case {
+                name: "a stop plans nothing, whatever the declaration says",
+                suspend: false,
+                goals: vec![goal("a", "high", "")],
+                observe: |_| Observed {
+                    stopped: Some("stopped by ada: drill".into()),
+                    ..Observed::default()
+                },
                 want: vec!["suspended -"],
             },
             Case {

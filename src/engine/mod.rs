@@ -194,6 +194,23 @@ fn rate_limits(spec: &Spec) -> Arc<crate::policy::limits::RateLimits> {
 
 /// The knowledge entries committed at `revision`. A broken entry is skipped with a warning,
 /// and knowledge that cannot be read at all leaves agents without it, never without work.
+/// How often an idle loop looks at the kill switch: a stop from another process takes
+/// effect within this (plus the time to kill what runs).
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// Returns once the kill switch differs from `known`: one row read every [`STOP_POLL`],
+/// so a stop reaches a loop that sleeps until its next timer.
+async fn stop_changed(store: Arc<Store>, known: Option<crate::store::Stop>) {
+    loop {
+        tokio::time::sleep(STOP_POLL).await;
+        match store.stopped() {
+            Ok(now) if now != known => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the kill switch: {e}"),
+        }
+    }
+}
+
 fn knowledge_at(source: &GitSource, revision: &str) -> Arc<crate::knowledge::Knowledge> {
     let files = match source.controller_files(revision, crate::knowledge::FOLDER) {
         Ok(files) => files,
@@ -373,6 +390,8 @@ pub struct Engine {
     source: GitSource,
     store: Arc<Store>,
     options: Options,
+    /// A person's stop (`proto stop`), as the store last said.
+    stopped: Option<crate::store::Stop>,
     applied: Option<Applied>,
     running: HashMap<TaskId, Running>,
     resume: HashSet<TaskId>,
@@ -463,6 +482,7 @@ impl Engine {
             .collect();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Engine {
+            stopped: store.stopped()?,
             source,
             store,
             options,
@@ -563,8 +583,11 @@ impl Engine {
             return Ok(true);
         }
         let wake = self.next_wake()?;
+        let stop_changed = stop_changed(self.store.clone(), self.stopped.clone());
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(true),
+            // `proto stop` / `resume` from another process: the next pass acts on it.
+            () = stop_changed => {}
             Some(done) = self.done_rx.recv() => self.take_in(done)?,
             _ = trigger.recv() => self.fetch_due = true,
             // A timer for a retry or the records is no reason to go to the network; the
@@ -576,11 +599,28 @@ impl Engine {
         Ok(false)
     }
 
+    /// Reads the kill switch. A change rebuilds every goal's status (each says it is
+    /// stopped, or no longer); a new stop is logged here, its cancellation is the plan's.
+    fn note_stop(&mut self) -> Result<(), EngineError> {
+        let now = self.store.stopped()?;
+        if now != self.stopped {
+            match &now {
+                Some(stop) => tracing::warn!("{}", stop.message()),
+                None => tracing::info!("resumed"),
+            }
+            self.stopped = now;
+            self.dirty = Dirty::All;
+            self.company_dirty = true;
+        }
+        Ok(())
+    }
+
     /// One pass: refresh the declaration, take in finished work, plan, apply, dispatch;
     /// then bring the status up to date for what changed, and record finished work in git
     /// when it is due. Dispatch comes before the records, so the next task never waits on
     /// them.
     pub async fn tick(&mut self) -> Result<(), EngineError> {
+        self.note_stop()?;
         self.refresh()?;
         for done in std::mem::take(&mut self.unrecorded) {
             self.take_in(done)?;
@@ -597,6 +637,7 @@ impl Engine {
         observed.model_available = self.applied.as_ref().is_some_and(|a| !a.models.is_empty());
         observed.judge_available = observed.model_available;
         observed.spending = self.store.spending(now)?;
+        observed.stopped = self.stopped.as_ref().map(crate::store::Stop::message);
         let actions = match &self.applied {
             Some(applied) => plan::plan(&applied.spec, &observed, now),
             None => Vec::new(),
@@ -964,7 +1005,7 @@ impl Engine {
         let Some(applied) = &self.applied else {
             return Ok(());
         };
-        if applied.spec.company().is_some_and(|c| c.spec.suspend) {
+        if self.stopped.is_some() || applied.spec.company().is_some_and(|c| c.spec.suspend) {
             return Ok(());
         }
         let author = applied
@@ -1367,6 +1408,7 @@ impl Engine {
             tasks: &tasks,
             checks: &self.checks,
             waits: &self.waits,
+            stopped: self.stopped.as_ref(),
         };
         let rebuilt = records::update(&mut self.status, &seen, &dirty, now);
         self.company_dirty = false;
@@ -1403,6 +1445,10 @@ impl Engine {
     fn idle(&self) -> Result<bool, EngineError> {
         if !self.running.is_empty() {
             return Ok(false);
+        }
+        // Stopped, nothing can start until a person resumes.
+        if self.stopped.is_some() {
+            return Ok(true);
         }
         let (products, _) = self.store.queue_shape(Utc::now())?;
         let queued = products.iter().any(|p| !self.computers_for(p).is_empty());

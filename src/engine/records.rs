@@ -61,6 +61,9 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
     pub suspended: bool,
+    /// A person's stop (`proto stop`), while it holds: nothing runs until `proto resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<crate::store::Stop>,
     /// The model providers and what their circuit breakers last saw.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderStatus>,
@@ -146,6 +149,7 @@ impl StatusReport {
             errors: self.errors.clone(),
             skipped: self.skipped.clone(),
             suspended: self.suspended,
+            stopped: self.stopped.clone(),
             providers: self.providers.clone(),
             goals: Vec::new(),
             index: std::collections::HashMap::new(),
@@ -213,6 +217,8 @@ pub struct Seen<'a> {
     pub checks: &'a BTreeMap<String, (LastCheck, String)>,
     /// Why goals wait, from the last plan.
     pub waits: &'a HashMap<String, WaitReason>,
+    /// A person's stop, while it holds.
+    pub stopped: Option<&'a crate::store::Stop>,
 }
 
 /// Which goals' status to rebuild.
@@ -274,6 +280,8 @@ pub fn update(
         .map(|s| s.file.clone())
         .collect();
     report.suspended = company.is_some_and(|c| c.spec.suspend);
+    report.stopped = seen.stopped.cloned();
+    let held = Held::of(report);
     if *dirty == Dirty::All {
         let goals = seen
             .spec
@@ -283,7 +291,7 @@ pub fn update(
                 std::sync::Arc::new(goal_status(
                     seen,
                     goal,
-                    report.suspended,
+                    held.as_ref(),
                     report.goal(goal.name()),
                     now,
                 ))
@@ -305,7 +313,7 @@ pub fn update(
         let status = std::sync::Arc::new(goal_status(
             seen,
             goal,
-            report.suspended,
+            held.as_ref(),
             report.goal(name),
             now,
         ));
@@ -321,11 +329,33 @@ pub fn update(
     rebuilt
 }
 
+/// Why nothing runs for any goal: a person's stop, or the company suspended in git.
+struct Held {
+    reason: &'static str,
+    message: String,
+}
+
+impl Held {
+    fn of(report: &StatusReport) -> Option<Held> {
+        match &report.stopped {
+            Some(stop) => Some(Held {
+                reason: "Stopped",
+                message: stop.message(),
+            }),
+            None if report.suspended => Some(Held {
+                reason: "Suspended",
+                message: "the company is suspended".into(),
+            }),
+            None => None,
+        }
+    }
+}
+
 /// One goal's status from what was seen; `prev` keeps its transition times.
 fn goal_status(
     seen: &Seen<'_>,
     goal: &Resource<GoalSpec>,
-    suspended: bool,
+    held: Option<&Held>,
     prev: Option<&GoalStatus>,
     now: DateTime<Utc>,
 ) -> GoalStatus {
@@ -346,13 +376,10 @@ fn goal_status(
             String,
             String,
         ) = match (&check, task.map(|t| t.state), wait) {
-            _ if suspended => (
-                None,
-                false,
-                false,
-                "Suspended".into(),
-                "the company is suspended".into(),
-            ),
+            _ if held.is_some() => {
+                let held = held.map_or(("", String::new()), |h| (h.reason, h.message.clone()));
+                (None, false, false, held.0.into(), held.1)
+            }
             (Some(c), _, _) if c.passed => (
                 Some(true),
                 false,

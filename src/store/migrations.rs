@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -248,4 +248,15 @@ CREATE TABLE goal_status (
 /// the last real failure, whose lesson the next attempt is told).
 const V6: &str = r#"
 ALTER TABLE tasks ADD COLUMN outage TEXT;
+"#;
+
+/// The kill switch (`proto stop` / `proto resume`, see `control.rs`): one row, its columns
+/// NULL while no stop holds.
+const V7: &str = r#"
+CREATE TABLE control (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    stopped_at TEXT,
+    stopped_by TEXT,
+    reason     TEXT
+) STRICT;
 "#;

@@ -7,6 +7,7 @@
 //! log.
 
 pub mod activity;
+mod control;
 mod migrations;
 mod observed;
 mod record;
@@ -276,6 +277,8 @@ pub mod kind {
     /// An attempt stopped by a provider outage: queued again, the attempt not counted.
     pub const PROVIDER_UNAVAILABLE: &str = "task.providerUnavailable";
 }
+
+pub use control::{Stop, kind as control_kind};
 
 pub struct Store {
     conn: std::sync::Mutex<rusqlite::Connection>,
@@ -1005,6 +1008,7 @@ impl Store {
             model_available: false,
             judge_available: false,
             spending: Spending::default(),
+            stopped: None,
         })
     }
 

@@ -1,0 +1,123 @@
+//! The kill switch's durable half: whether a person stopped the controller, who, why and
+//! when. `proto stop` sets it (from another process, through the same database), the
+//! running engine reads it every pass and within a fraction of a second when idle, and a
+//! restarted controller stays stopped until `proto resume` clears it. Both are recorded in
+//! the event log and queued for the git audit in the same transaction as the change.
+
+use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{
+    AuditRecord, Store, StoreError, append_event, insert_audit, optional_time_column, time_text,
+};
+
+/// Event kinds of the switch.
+pub mod kind {
+    pub const STOPPED: &str = "control.stopped";
+    pub const RESUMED: &str = "control.resumed";
+}
+
+/// A stop in force.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stop {
+    pub at: DateTime<Utc>,
+    /// Who stopped it (`Name <email>` from git, else the login name).
+    pub by: String,
+    pub reason: String,
+}
+
+impl Stop {
+    /// What the status and the plan say while it holds.
+    pub fn message(&self) -> String {
+        format!(
+            "stopped by {} at {}: {} (`proto resume` to continue)",
+            self.by,
+            self.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.reason
+        )
+    }
+}
+
+impl Store {
+    /// Stops everything: `Ok(false)` when a stop already held (it is kept, with its reason).
+    pub fn stop(&self, by: &str, reason: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            if current(tx)?.is_some() {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO control (id, stopped_at, stopped_by, reason) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET stopped_at = ?1, stopped_by = ?2, reason = ?3",
+                (time_text(now), by, reason),
+            )?;
+            let data = json!({ "by": by, "reason": reason });
+            append_event(tx, None, None, kind::STOPPED, &data, now)?;
+            insert_audit(tx, &audit("stop", by, data, now))?;
+            Ok(true)
+        })
+    }
+
+    /// Lifts a stop: `Ok(false)` when none held.
+    pub fn resume(&self, by: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let Some(stop) = current(tx)? else {
+                return Ok(false);
+            };
+            tx.execute(
+                "UPDATE control SET stopped_at = NULL, stopped_by = NULL, reason = NULL WHERE id = 1",
+                [],
+            )?;
+            let data = json!({ "by": by, "stopped": stop });
+            append_event(tx, None, None, kind::RESUMED, &data, now)?;
+            insert_audit(tx, &audit("resume", by, data, now))?;
+            Ok(true)
+        })
+    }
+
+    /// The stop in force, if any.
+    pub fn stopped(&self) -> Result<Option<Stop>, StoreError> {
+        self.read(|tx| current(tx))
+    }
+}
+
+fn current(conn: &rusqlite::Connection) -> Result<Option<Stop>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT stopped_at, stopped_by, reason FROM control WHERE id = 1",
+            [],
+            |row| {
+                Ok((
+                    optional_time_column(row, 0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(match row {
+        Some((Some(at), by, reason)) => Some(Stop {
+            at,
+            by: by.unwrap_or_default(),
+            reason: reason.unwrap_or_default(),
+        }),
+        _ => None,
+    })
+}
+
+/// The audit line of a person's act on the whole company.
+fn audit(action: &str, by: &str, input: serde_json::Value, now: DateTime<Utc>) -> AuditRecord {
+    AuditRecord {
+        id: 0,
+        time: now,
+        agent: by.to_string(),
+        goal: None,
+        task: None,
+        action: action.to_string(),
+        input,
+        outcome: json!({ "ok": true }),
+        diff: None,
+    }
+}
