@@ -108,6 +108,7 @@ fn the_real_schema_applies_and_the_file_is_set_up() {
             "attempts",
             "audit",
             "computers",
+            "control",
             "events",
             "goal_status",
             "observations",
