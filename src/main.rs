@@ -291,15 +291,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
             diff,
             output,
         } => {
-            let since = match since {
-                Some(ago) => Some(
-                    chrono::Duration::from_std(ago)
-                        .ok()
-                        .and_then(|ago| chrono::Utc::now().checked_sub_signed(ago))
-                        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
-                ),
-                None => None,
-            };
+            let now = chrono::Utc::now();
+            let since = since.map(|ago| proto::audit::filter::cutoff(now, ago));
             let filter = proto::audit::Filter {
                 goal,
                 agent,

@@ -45,6 +45,14 @@ impl Glob {
     }
 }
 
+/// The time `ago` before `now` (`--since`); an age past the calendar's start is all time.
+pub fn cutoff(now: DateTime<Utc>, ago: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|ago| now.checked_sub_signed(ago))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// Which records `proto audit` prints; `None` fields do not filter.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
@@ -216,6 +224,24 @@ mod tests {
         for (filter, expected) in cases {
             assert_eq!(ids(filter.clone()), expected, "{filter:?}");
         }
+    }
+
+    #[test]
+    fn since_is_a_time_before_now() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 2, 3, 0, 0).unwrap();
+        let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+        assert_eq!(
+            cutoff(now, hours(2)),
+            Utc.with_ymd_and_hms(2026, 1, 2, 1, 0, 0).unwrap()
+        );
+        assert_eq!(
+            cutoff(now, hours(48)),
+            Utc.with_ymd_and_hms(2025, 12, 31, 3, 0, 0).unwrap()
+        );
+        assert_eq!(
+            cutoff(now, std::time::Duration::MAX),
+            DateTime::<Utc>::MIN_UTC
+        );
     }
 
     #[test]
