@@ -134,7 +134,7 @@ enum Command {
         /// Only this goal's records.
         #[arg(long)]
         goal: Option<String>,
-        /// Only this agent's records (`proto` for the controller's own).
+        /// Only the records of this agent (the one that acted, or whose work was delivered).
         #[arg(long)]
         agent: Option<String>,
         /// Only this task's records.
