@@ -1,8 +1,8 @@
 //! `proto audit` end to end, against real git: the example run by `proto run --once`, then
 //! queried with each filter (and the results checked against what was asked), an old and a
 //! malformed line committed by hand, the same trail read from a bare clone and through a
-//! `file://` URL, an agent's `Write` through a recorded model with its diff, and bad
-//! arguments refused.
+//! `file://` URL, an agent's `Write` through a recorded model with its diff, a trail under
+//! a declaration's folder (`--path`), and bad arguments refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -328,4 +328,32 @@ fn an_agent_s_write_is_audited_with_its_diff() {
             && long.contains("+hello from the agent"),
         "{long}"
     );
+}
+
+#[test]
+fn a_declaration_in_a_folder_has_its_audit_there() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let repo = home.join("monorepo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    let line = r#"{"id":1,"time":"2026-01-02T03:04:05+00:00","agent":"ceo","goal":"g","task":1,"action":"Bash","input":{"command":"make"},"outcome":{"exitCode":0},"diff":null}"#;
+    write(
+        &repo,
+        "company/.proto/audit/2026-01-02.jsonl",
+        &format!("{line}\nnot a record\n"),
+    );
+    write(&repo, ".proto/audit/2026-01-02.jsonl", "");
+    let commit = commit_all(&repo, "A trail in a folder");
+    let out = audit(home, &repo, &["--path", "company", "-o", "json"]);
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found.len(), 1, "{}", text(&out));
+    assert_eq!(field(&found[0], "action"), "Bash");
+    let warning = format!(
+        "company/.proto/audit/2026-01-02.jsonl:2 (commit {})",
+        &commit[..12]
+    );
+    assert!(text(&out).contains(&warning), "{}", text(&out));
+    // The repository's root has no records of its own.
+    assert!(records(home, &repo, &[]).is_empty());
 }
