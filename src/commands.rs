@@ -1,4 +1,4 @@
-//! The commands that drive or read a running controller: `run`, `init`, `retry`,
+//! The commands that drive or read a running controller: `run`, `init`, `retry`, `audit`,
 //! `describe goal`, `get goals|tasks|computers`.
 
 use std::io::IsTerminal;
@@ -24,6 +24,64 @@ fn home() -> PathBuf {
 /// `~/.proto/state` unless given.
 fn state_dir(given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| home().join(".proto/state"))
+}
+
+/// Where `proto run` with no source writes and runs the embedded example.
+fn example_company() -> PathBuf {
+    home().join(".proto/example/company")
+}
+
+/// The company repository as `proto run` is given it: a path or URL (the example when
+/// none), the declaration's folder, the branch, and the state holding a remote's cache.
+pub struct Location {
+    pub source: Option<String>,
+    pub path: Option<String>,
+    pub branch: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Location {
+    /// The source `proto run` would reconcile from, opened the same way.
+    fn open(self) -> Result<GitSource, String> {
+        let source = self
+            .source
+            .unwrap_or_else(|| example_company().display().to_string());
+        let cache = state_dir(self.state_dir).join("sources");
+        GitSource::open(
+            &source,
+            self.branch.as_deref(),
+            self.path.as_deref(),
+            &cache,
+        )
+        .map_err(|e| format!("{source}: {e}"))
+    }
+}
+
+/// `proto audit`: the committed audit records that pass `filter`, oldest first. A line
+/// that is not a record is a warning naming its file, commit and line; the rest print.
+pub fn audit(
+    location: Location,
+    filter: &proto::audit::Filter,
+    diff: bool,
+    format: Format,
+) -> Result<ExitCode, String> {
+    let git = location.open()?;
+    let trail = proto::audit::read(&git).map_err(|e| format!("{}: {e}", git.label()))?;
+    for skipped in &trail.skipped {
+        eprintln!("warning: {skipped}");
+    }
+    let records = filter.apply(trail.records);
+    if diff {
+        return emit(&proto::audit::render::long(&records));
+    }
+    match format {
+        Format::Table if records.is_empty() => {
+            eprintln!("No audit records match (read at commit {}).", &trail.commit);
+            Ok(ExitCode::SUCCESS)
+        }
+        Format::Table => emit(&proto::audit::render::table(&records)),
+        _ => emit(&output::encode(&records, format).map_err(|e| e.to_string())?),
+    }
 }
 
 pub fn init(dir: &Path) -> Result<ExitCode, String> {
@@ -54,7 +112,7 @@ pub fn run(
         Some(s) => s,
         None => {
             let dir = home().join(".proto/example");
-            let company = dir.join("company");
+            let company = example_company();
             if !company.exists() {
                 proto::example::init(&dir).map_err(|e| e.to_string())?;
                 eprintln!("wrote the example company to {}", company.display());

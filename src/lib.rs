@@ -6,6 +6,7 @@
 //! [`output`] render what the CLI prints.
 
 pub mod agent;
+pub mod audit;
 pub mod check;
 pub mod computer;
 pub mod engine;

@@ -121,6 +121,54 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// What the agents and the controller did, from the audit trail committed to the company
+    /// repository (`.proto/audit/*.jsonl` at the tip of the tracked branch; git is the
+    /// truth, not the store). Oldest first; filters combine with AND.
+    ///
+    /// A table by default, a line per record with a one-line summary and the size of its
+    /// diff (`+added/-removed`); `--diff` prints each record in full followed by its diff,
+    /// as `git log -p` does; `-o json|yaml` prints the full records, diffs included.
+    #[command(after_help = "Examples:\n  \
+        proto audit ./company --agent ceo --since 2h\n  \
+        proto audit ./company --goal hello-api-readme --action Write --diff\n  \
+        proto audit ./company --action 'mcp__*' -o json")]
+    Audit {
+        /// The company repository, as given to `proto run` (a path or URL) [default: the
+        /// embedded example under ~/.proto/example].
+        source: Option<String>,
+        /// The folder of the repository holding the declaration, as given to `proto run`.
+        #[arg(long)]
+        path: Option<String>,
+        /// The branch to read [default: the repository's HEAD branch].
+        #[arg(long)]
+        branch: Option<String>,
+        /// Where a remote source's cache clone lives [default: ~/.proto/state].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Only this goal's records.
+        #[arg(long)]
+        goal: Option<String>,
+        /// Only the records of this agent (the one that acted, or whose work was delivered).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this task's records.
+        #[arg(long, value_name = "ID")]
+        task: Option<i64>,
+        /// Only actions matching this glob (`*` any run, `?` one character): `Write`,
+        /// `mcp__*`, `push`, `Bash`.
+        #[arg(long, value_name = "PATTERN")]
+        action: Option<String>,
+        /// Only records newer than this, e.g. 30m, 2h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = spec::duration::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Print each record in full with its diff (the changes it made), like `git log -p`.
+        #[arg(long, conflicts_with = "output")]
+        diff: bool,
+        /// `table` prints a row per record; `json` and `yaml` the full records, diffs
+        /// included.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// Show one resource in detail.
     Describe {
         #[command(subcommand)]
@@ -246,6 +294,40 @@ fn run(command: Command) -> Result<ExitCode, String> {
             state_dir,
             output,
         } => commands::logs(goal.as_deref(), follow, tail, state_dir, output),
+        Command::Audit {
+            source,
+            path,
+            branch,
+            state_dir,
+            goal,
+            agent,
+            task,
+            action,
+            since,
+            diff,
+            output,
+        } => {
+            let now = chrono::Utc::now();
+            let since = since.map(|ago| proto::audit::filter::cutoff(now, ago));
+            let filter = proto::audit::Filter {
+                goal,
+                agent,
+                task,
+                action: action.as_deref().map(proto::audit::Glob::new),
+                since,
+            };
+            commands::audit(
+                commands::Location {
+                    source,
+                    path,
+                    branch,
+                    state_dir,
+                },
+                &filter,
+                diff,
+                output,
+            )
+        }
         Command::Describe {
             what:
                 Describe::Goal {
