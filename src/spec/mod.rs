@@ -17,6 +17,7 @@ mod loader;
 pub mod safe_fs;
 pub mod schema;
 pub mod shape;
+mod simple_yaml;
 pub mod status;
 pub mod tree;
 pub mod validate;
