@@ -704,7 +704,9 @@ mod tests {
 /// Typed values straight from a tree, without an intermediate JSON value: loading 10,000
 /// documents spends its time parsing, not copying.
 pub mod de {
-    use serde::de::value::{Error, StrDeserializer};
+    use std::borrow::Cow;
+
+    use serde::de::value::{BorrowedStrDeserializer, Error, StrDeserializer};
     use serde::de::{
         self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
     };
@@ -804,9 +806,18 @@ pub mod de {
                     self.value = Some(v);
                     // Keys are text whatever they look like (`1: x` is the key "1"), as in
                     // the schema check.
-                    let key: de::value::StringDeserializer<Error> =
-                        k.scalar_text().into_deserializer();
-                    seed.deserialize(key).map(Some)
+                    // Borrowed where the key holds its text, so naming a field allocates
+                    // nothing.
+                    match k.key_text() {
+                        Cow::Borrowed(text) => seed
+                            .deserialize(BorrowedStrDeserializer::<Error>::new(text))
+                            .map(Some),
+                        Cow::Owned(text) => {
+                            let key: de::value::StringDeserializer<Error> =
+                                text.into_deserializer();
+                            seed.deserialize(key).map(Some)
+                        }
+                    }
                 }
                 None => Ok(None),
             }
