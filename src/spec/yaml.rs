@@ -262,7 +262,12 @@ pub(super) fn resolve_plain(text: Cow<'_, str>) -> Value {
         "false" | "False" | "FALSE" => return Value::Bool(false),
         _ => {}
     }
-    if is_integer_text(&text) || is_float_text(&text) {
+    // Only these start a number: most scalars are names and sentences, checked in one byte.
+    let numeric = matches!(
+        text.as_bytes().first(),
+        Some(b'0'..=b'9' | b'-' | b'+' | b'.')
+    );
+    if numeric && (is_integer_text(&text) || is_float_text(&text)) {
         Value::Number(text.into_owned())
     } else {
         Value::Str(text.into_owned())
