@@ -68,7 +68,7 @@ pub(super) fn load_file(
                 };
                 claude::load_file(role, path, text, tree, &mut spec, &mut diags)
             }
-            None => load_yaml(path, &text, schemas(), &mut spec, &mut diags),
+            None => load_yaml(path, text, schemas(), &mut spec, &mut diags),
         }
     }
     spec.goal_keys = spec
@@ -129,12 +129,12 @@ pub(super) fn read_text(
 
 fn load_yaml(
     path: &str,
-    text: &str,
+    text: String,
     schemas: &[(Kind, Compiled<'static>)],
     spec: &mut Spec,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let docs = match yaml::parse_documents(text) {
+    let docs = match yaml::parse_documents(&text) {
         Ok(docs) => docs,
         Err(e) => {
             diags.push(Diagnostic::error(
@@ -145,7 +145,7 @@ fn load_yaml(
             return;
         }
     };
-    let source = super::Source::new(text, 0);
+    let source = super::Source::owned(text, 0);
     for (index, doc) in docs.into_iter().enumerate() {
         let at = At {
             path,

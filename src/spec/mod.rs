@@ -97,8 +97,13 @@ pub struct Source {
 
 impl Source {
     pub fn new(text: &str, shift: u32) -> Arc<Self> {
+        Self::owned(text.into(), shift)
+    }
+
+    /// Like [`Source::new`], keeping the text read from the file rather than a copy of it.
+    pub fn owned(text: String, shift: u32) -> Arc<Self> {
         Arc::new(Self {
-            text: text.into(),
+            text: text.into_boxed_str(),
             shift,
             parsed: std::sync::OnceLock::new(),
         })
@@ -332,19 +337,48 @@ fn finish(
 /// revision of a goal gets exactly one live task and an edit gets a fresh one. Stored as task
 /// keys, so it must not change between versions of Proto.
 pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
-    let canonical = serde_json::to_string(&goal.spec).unwrap_or_default();
-    format!(
-        "{}@{:012x}",
-        goal.name(),
-        fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff
-    )
+    // The canonical JSON is hashed as it is written, not gathered into a string first (10,000
+    // goals are keyed on every full load); a spec that cannot be written hashes as "".
+    let mut hash = Fnv1a::default();
+    if serde_json::to_writer(&mut hash, &goal.spec).is_err() {
+        hash = Fnv1a::default();
+    }
+    format!("{}@{:012x}", goal.name(), hash.0 & 0xffff_ffff_ffff)
 }
 
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut hash = Fnv1a::default();
+    hash.add(bytes);
+    hash.0
+}
+
+/// An FNV-1a hash being computed.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn add(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.add(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +395,16 @@ mod tests {
         }
         tree.insert("goals.yaml", text);
         load(&tree).0
+    }
+
+    #[test]
+    fn goal_keys_hash_the_canonical_json_as_before() {
+        let spec = goals(&["a"]);
+        let goal = &spec.goals[0];
+        let canonical = serde_json::to_string(&goal.spec).unwrap();
+        let expected = format!("a@{:012x}", fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff);
+        assert_eq!(goal_key(goal), expected);
+        assert_eq!(spec.goal_keys.get("a"), Some(&expected));
     }
 
     #[test]
