@@ -13,7 +13,7 @@ use super::claude;
 use super::diag::{Diagnostic, Pos, did_you_mean};
 use super::kinds::API_VERSION;
 use super::schema::{Document, Kind, document_schema};
-use super::shape;
+use super::shape::{self, Compiled};
 use super::tree::FileTree;
 use super::yaml::{self, MAX_FILE_BYTES, Node};
 use super::{Origin, Resource, Spec};
@@ -28,14 +28,21 @@ pub fn load(tree: &dyn FileTree) -> (Spec, Vec<Diagnostic>) {
     super::loader::load_once(tree)
 }
 
-/// The JSON Schema of each kind, built once: every document is checked against one.
-fn schemas() -> &'static [(Kind, serde_json::Value)] {
-    static SCHEMAS: OnceLock<Vec<(Kind, serde_json::Value)>> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        Kind::ALL
-            .iter()
-            .map(|k| (*k, document_schema(*k)))
-            .collect()
+/// The JSON Schema of each kind, built and compiled once: every document is checked against
+/// one.
+fn schemas() -> &'static [(Kind, Compiled<'static>)] {
+    static JSON: OnceLock<Vec<(Kind, serde_json::Value)>> = OnceLock::new();
+    static COMPILED: OnceLock<Vec<(Kind, Compiled<'static>)>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        JSON.get_or_init(|| {
+            Kind::ALL
+                .iter()
+                .map(|k| (*k, document_schema(*k)))
+                .collect()
+        })
+        .iter()
+        .map(|(k, schema)| (*k, Compiled::new(schema)))
+        .collect()
     })
 }
 
@@ -61,7 +68,7 @@ pub(super) fn load_file(
                 };
                 claude::load_file(role, path, text, tree, &mut spec, &mut diags)
             }
-            None => load_yaml(path, &text, schemas(), &mut spec, &mut diags),
+            None => load_yaml(path, text, schemas(), &mut spec, &mut diags),
         }
     }
     spec.goal_keys = spec
@@ -122,12 +129,12 @@ pub(super) fn read_text(
 
 fn load_yaml(
     path: &str,
-    text: &str,
-    schemas: &[(Kind, serde_json::Value)],
+    text: String,
+    schemas: &[(Kind, Compiled<'static>)],
     spec: &mut Spec,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let docs = match yaml::parse_documents(text) {
+    let docs = match yaml::parse_documents(&text) {
         Ok(docs) => docs,
         Err(e) => {
             diags.push(Diagnostic::error(
@@ -138,7 +145,7 @@ fn load_yaml(
             return;
         }
     };
-    let source = super::Source::new(text, 0);
+    let source = super::Source::owned(text, 0);
     for (index, doc) in docs.into_iter().enumerate() {
         let at = At {
             path,
@@ -159,7 +166,7 @@ struct At<'a> {
 fn load_document(
     at: &At,
     doc: Node,
-    schemas: &[(Kind, serde_json::Value)],
+    schemas: &[(Kind, Compiled<'static>)],
     spec: &mut Spec,
     diags: &mut Vec<Diagnostic>,
 ) {
@@ -252,12 +259,10 @@ fn load_document(
         }
         Some(_) => {}
     }
-    let schema = schemas
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, s)| s)
-        .unwrap_or(&serde_json::Value::Null);
-    let problems = shape::check(&doc, schema);
+    let problems = match schemas.iter().find(|(k, _)| *k == kind) {
+        Some((_, schema)) => shape::check_compiled(&doc, schema),
+        None => shape::check(&doc, &serde_json::Value::Null),
+    };
     if !problems.is_empty() {
         spec.broken.push((kind, name.clone()));
         diags.extend(problems.into_iter().map(|p| {

@@ -17,6 +17,7 @@ mod loader;
 pub mod safe_fs;
 pub mod schema;
 pub mod shape;
+mod simple_yaml;
 pub mod status;
 pub mod tree;
 pub mod validate;
@@ -96,8 +97,13 @@ pub struct Source {
 
 impl Source {
     pub fn new(text: &str, shift: u32) -> Arc<Self> {
+        Self::owned(text.into(), shift)
+    }
+
+    /// Like [`Source::new`], keeping the text read from the file rather than a copy of it.
+    pub fn owned(text: String, shift: u32) -> Arc<Self> {
         Arc::new(Self {
-            text: text.into(),
+            text: text.into_boxed_str(),
             shift,
             parsed: std::sync::OnceLock::new(),
         })
@@ -169,6 +175,51 @@ pub struct Spec {
     /// Each goal's key by name (see [`goal_key`]), computed once when its file was loaded:
     /// the planner needs every goal's key on every pass, and the spec does not change.
     pub goal_keys: HashMap<String, String>,
+    /// Where each goal is in `goals`, by name, for [`Spec::goal`].
+    pub goal_index: NameIndex,
+}
+
+/// Positions in a list by name, built on the first lookup: the engine looks goals up by name
+/// for every task, and a scan of 5,000 goals each time made that quadratic. The spec is not
+/// meant to change once loaded, but its lists are public: a lookup checks that the position it
+/// finds still holds the name, and scans when it does not.
+#[derive(Clone, Default)]
+pub struct NameIndex(std::sync::OnceLock<HashMap<String, usize>>);
+
+impl NameIndex {
+    fn find<'s, T>(
+        &self,
+        items: &'s [T],
+        name_of: impl Fn(&T) -> &str,
+        name: &str,
+    ) -> Option<&'s T> {
+        let index = self.0.get_or_init(|| {
+            let mut index = HashMap::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                // The first of equal names wins, as a scan would find it.
+                index.entry(name_of(item).to_string()).or_insert(i);
+            }
+            index
+        });
+        match index.get(name).and_then(|i| items.get(*i)) {
+            Some(item) if name_of(item) == name => Some(item),
+            _ => items.iter().find(|item| name_of(item) == name),
+        }
+    }
+}
+
+/// A cache, not part of the value: two specs with the same resources are equal whatever
+/// either has looked up.
+impl PartialEq for NameIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NameIndex")
+    }
 }
 
 impl Spec {
@@ -196,7 +247,7 @@ impl Spec {
     }
 
     pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
-        self.goals.iter().find(|g| g.name() == name)
+        self.goal_index.find(&self.goals, |g| g.name(), name)
     }
 
     /// The key of `goal` (see [`goal_key`]): the one computed at load time, or computed now
@@ -286,17 +337,88 @@ fn finish(
 /// revision of a goal gets exactly one live task and an edit gets a fresh one. Stored as task
 /// keys, so it must not change between versions of Proto.
 pub fn goal_key(goal: &Resource<GoalSpec>) -> String {
-    let canonical = serde_json::to_string(&goal.spec).unwrap_or_default();
-    format!(
-        "{}@{:012x}",
-        goal.name(),
-        fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff
-    )
+    // The canonical JSON is hashed as it is written, not gathered into a string first (10,000
+    // goals are keyed on every full load); a spec that cannot be written hashes as "".
+    let mut hash = Fnv1a::default();
+    if serde_json::to_writer(&mut hash, &goal.spec).is_err() {
+        hash = Fnv1a::default();
+    }
+    format!("{}@{:012x}", goal.name(), hash.0 & 0xffff_ffff_ffff)
 }
 
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut hash = Fnv1a::default();
+    hash.add(bytes);
+    hash.0
+}
+
+/// An FNV-1a hash being computed.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn add(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.add(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn goals(names: &[&str]) -> Spec {
+        let mut tree = MemTree::new("test");
+        let mut text = String::new();
+        for name in names {
+            text.push_str(&format!(
+                "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: p\n  owner: a\n  description: d\n  check:\n    command: {{run: 'true'}}\n"
+            ));
+        }
+        tree.insert("goals.yaml", text);
+        load(&tree).0
+    }
+
+    #[test]
+    fn goal_keys_hash_the_canonical_json_as_before() {
+        let spec = goals(&["a"]);
+        let goal = &spec.goals[0];
+        let canonical = serde_json::to_string(&goal.spec).unwrap();
+        let expected = format!("a@{:012x}", fnv1a(canonical.as_bytes()) & 0xffff_ffff_ffff);
+        assert_eq!(goal_key(goal), expected);
+        assert_eq!(spec.goal_keys.get("a"), Some(&expected));
+    }
+
+    #[test]
+    fn goals_are_found_by_name_even_after_the_list_changed() {
+        let mut spec = goals(&["a", "b", "c"]);
+        assert_eq!(spec.goal("b").map(Resource::name), Some("b"));
+        assert!(spec.goal("z").is_none());
+        // The index was built; the list changes under it.
+        spec.goals.remove(0);
+        assert_eq!(spec.goal("b").map(Resource::name), Some("b"));
+        assert_eq!(spec.goal("c").map(Resource::name), Some("c"));
+        assert!(spec.goal("a").is_none());
+        let copy = spec.clone();
+        assert_eq!(copy, spec);
+        assert_eq!(copy.goal("c").map(Resource::name), Some("c"));
+    }
 }

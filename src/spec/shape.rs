@@ -22,10 +22,162 @@ pub struct ShapeError {
 
 /// Walks `node` against `schema` (a root schema holding `$defs`).
 pub fn check(node: &Node, schema: &Json) -> Vec<ShapeError> {
+    check_compiled(node, &Compiled::new(schema))
+}
+
+/// Walks `node` against a schema compiled once for many documents.
+pub fn check_compiled(node: &Node, schema: &Compiled<'_>) -> Vec<ShapeError> {
     let mut errors = Vec::new();
-    let walker = Walker { root: schema };
-    walker.walk(node, schema, &Path::Root, node.pos, &mut errors);
+    schema.walk(node, schema.root, &Path::Root, node.pos, &mut errors);
     errors
+}
+
+/// A schema with each of its sub-schemas' keywords looked up once. Walking the JSON form
+/// looked up `$ref`, `anyOf`, `oneOf`, `const`, `type`, `enum`, ... by name in every node's
+/// schema, for every node of every document: a fifth of the time it took to load a large
+/// company.
+pub struct Compiled<'a> {
+    nodes: Vec<Schema<'a>>,
+    root: usize,
+}
+
+/// One sub-schema, `$ref`s resolved; children are indexes into [`Compiled::nodes`].
+#[derive(Default)]
+struct Schema<'a> {
+    /// `anyOf` (or else `oneOf`): each branch, and whether its own `type` is `"null"`.
+    alternatives: Option<Vec<(usize, bool)>>,
+    constant: Option<&'a Json>,
+    types: Vec<&'a str>,
+    enumeration: Option<&'a [Json]>,
+    /// The range an integer must be in.
+    minimum: Option<i128>,
+    maximum: i128,
+    items: Option<usize>,
+    /// The properties by name, and the JSON map for the names in order (for messages).
+    properties: Vec<(&'a str, usize)>,
+    names: Option<&'a Map<String, Json>>,
+    additional: Additional,
+    required: Vec<&'a str>,
+}
+
+#[derive(Default)]
+enum Additional {
+    #[default]
+    Allowed,
+    Refused,
+    Checked(usize),
+}
+
+impl<'a> Compiled<'a> {
+    pub fn new(root: &'a Json) -> Self {
+        let mut compiled = Compiled {
+            nodes: Vec::new(),
+            root: 0,
+        };
+        let mut seen = std::collections::HashMap::new();
+        compiled.root = compiled.compile(root, root, &mut seen);
+        compiled
+    }
+
+    fn compile(
+        &mut self,
+        root: &'a Json,
+        schema: &'a Json,
+        seen: &mut std::collections::HashMap<*const Json, usize>,
+    ) -> usize {
+        let schema = resolve(root, schema);
+        if let Some(index) = seen.get(&std::ptr::from_ref(schema)) {
+            return *index;
+        }
+        // Registered before its children, which may refer back to it.
+        let index = self.nodes.len();
+        self.nodes.push(Schema::default());
+        seen.insert(std::ptr::from_ref(schema), index);
+        let mut node = Schema {
+            constant: schema.get("const"),
+            enumeration: schema
+                .get("enum")
+                .and_then(Json::as_array)
+                .map(Vec::as_slice),
+            names: schema.get("properties").and_then(Json::as_object),
+            ..Schema::default()
+        };
+        if let Some(branches) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(Json::as_array)
+        {
+            node.alternatives = Some(
+                branches
+                    .iter()
+                    .map(|b| {
+                        let null = b.get("type").and_then(Json::as_str) == Some("null");
+                        (self.compile(root, b, seen), null)
+                    })
+                    .collect(),
+            );
+        }
+        node.types = match schema.get("type") {
+            Some(Json::String(s)) => vec![s.as_str()],
+            Some(Json::Array(items)) => items.iter().filter_map(Json::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let bound = |key: &str| {
+            let b = schema.get(key)?;
+            b.as_i64()
+                .map(i128::from)
+                .or_else(|| b.as_u64().map(i128::from))
+        };
+        node.minimum = bound("minimum");
+        node.maximum =
+            bound("maximum").unwrap_or_else(|| match schema.get("format").and_then(Json::as_str) {
+                Some("uint8") => i128::from(u8::MAX),
+                Some("uint16") => i128::from(u16::MAX),
+                Some("uint32") => i128::from(u32::MAX),
+                Some("int32") => i128::from(i32::MAX),
+                Some("uint64" | "uint") => i128::from(u64::MAX),
+                _ => i128::from(i64::MAX),
+            });
+        node.items = schema.get("items").map(|i| self.compile(root, i, seen));
+        if let Some(names) = node.names {
+            node.properties = names
+                .iter()
+                .map(|(name, prop)| (name.as_str(), self.compile(root, prop, seen)))
+                .collect();
+        }
+        node.additional = match schema.get("additionalProperties") {
+            Some(Json::Bool(false)) => Additional::Refused,
+            Some(extra @ Json::Object(_)) => Additional::Checked(self.compile(root, extra, seen)),
+            _ => Additional::Allowed,
+        };
+        node.required = schema
+            .get("required")
+            .and_then(Json::as_array)
+            .map(|r| r.iter().filter_map(Json::as_str).collect())
+            .unwrap_or_default();
+        self.nodes[index] = node;
+        index
+    }
+}
+
+/// Follows `$ref`s from `schema` into the root's `$defs`.
+fn resolve<'a>(root: &'a Json, mut schema: &'a Json) -> &'a Json {
+    // Bounded: our schemas never chain more than a few references.
+    for _ in 0..16 {
+        let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
+            break;
+        };
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        match root
+            .get("$defs")
+            .or_else(|| root.get("definitions"))
+            .and_then(|defs| defs.get(name))
+        {
+            Some(target) => schema = target,
+            None => break,
+        }
+    }
+    schema
 }
 
 /// Where a node sits in its document, rendered (`spec.playbook[1].run`) only when a problem
@@ -48,10 +200,6 @@ impl Path<'_> {
     }
 }
 
-struct Walker<'a> {
-    root: &'a Json,
-}
-
 fn join(path: &str, field: &str) -> String {
     if path.is_empty() {
         field.to_string()
@@ -60,47 +208,25 @@ fn join(path: &str, field: &str) -> String {
     }
 }
 
-impl<'a> Walker<'a> {
-    fn resolve(&self, mut schema: &'a Json) -> &'a Json {
-        // Bounded: our schemas never chain more than a few references.
-        for _ in 0..16 {
-            let Some(reference) = schema.get("$ref").and_then(Json::as_str) else {
-                break;
-            };
-            let name = reference.rsplit('/').next().unwrap_or_default();
-            match self
-                .root
-                .get("$defs")
-                .or_else(|| self.root.get("definitions"))
-                .and_then(|defs| defs.get(name))
-            {
-                Some(target) => schema = target,
-                None => break,
-            }
-        }
-        schema
-    }
-
+impl Compiled<'_> {
     /// `anchor` is where the node was introduced (its key), the place to point at when a field
     /// of it is missing.
     fn walk(
         &self,
         node: &Node,
-        schema: &'a Json,
+        schema: usize,
         path: &Path<'_>,
         anchor: Pos,
         errors: &mut Vec<ShapeError>,
     ) {
-        let schema = self.resolve(schema);
-        if let Some(branches) = schema
-            .get("anyOf")
-            .or_else(|| schema.get("oneOf"))
-            .and_then(Json::as_array)
-        {
+        let Some(schema) = self.nodes.get(schema) else {
+            return;
+        };
+        if let Some(branches) = &schema.alternatives {
             self.walk_alternatives(node, branches, path, anchor, errors);
             return;
         }
-        if let Some(expected) = schema.get("const") {
+        if let Some(expected) = schema.constant {
             if !same(node, expected) {
                 errors.push(ShapeError {
                     pos: node.pos,
@@ -111,28 +237,22 @@ impl<'a> Walker<'a> {
             }
             return;
         }
-        if let Some(types) = schema.get("type") {
-            let allowed: Vec<&str> = match types {
-                Json::String(s) => vec![s.as_str()],
-                Json::Array(items) => items.iter().filter_map(Json::as_str).collect(),
-                _ => Vec::new(),
-            };
-            if !allowed.is_empty() && !allowed.iter().any(|t| type_matches(node, t)) {
-                let wanted: Vec<&str> = allowed
-                    .iter()
-                    .filter(|t| **t != "null")
-                    .map(|t| type_noun(t))
-                    .collect();
-                errors.push(ShapeError {
-                    pos: node.pos,
-                    path: path.render(),
-                    message: format!("expected {}, found {}", wanted.join(" or "), describe(node)),
-                    hint: quote_hint(node, &allowed),
-                });
-                return;
-            }
+        let allowed = &schema.types;
+        if !allowed.is_empty() && !allowed.iter().any(|t| type_matches(node, t)) {
+            let wanted: Vec<&str> = allowed
+                .iter()
+                .filter(|t| **t != "null")
+                .map(|t| type_noun(t))
+                .collect();
+            errors.push(ShapeError {
+                pos: node.pos,
+                path: path.render(),
+                message: format!("expected {}, found {}", wanted.join(" or "), describe(node)),
+                hint: quote_hint(node, allowed),
+            });
+            return;
         }
-        if let Some(options) = schema.get("enum").and_then(Json::as_array) {
+        if let Some(options) = schema.enumeration {
             if !options.iter().any(|o| same(node, o)) {
                 let names: Vec<&str> = options.iter().filter_map(Json::as_str).collect();
                 let text = node.scalar_text();
@@ -149,10 +269,10 @@ impl<'a> Walker<'a> {
             return;
         }
         match &node.value {
-            Value::Number(text) => self.check_integer(text, node.pos, schema, path, errors),
+            Value::Number(text) => check_integer(text, node.pos, schema, path, errors),
             Value::Map(entries) => self.walk_object(node, entries, schema, path, anchor, errors),
             Value::Seq(items) => {
-                if let Some(item_schema) = schema.get("items") {
+                if let Some(item_schema) = schema.items {
                     for (i, item) in items.iter().enumerate() {
                         self.walk(item, item_schema, &Path::Index(path, i), item.pos, errors);
                     }
@@ -162,115 +282,60 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn check_integer(
-        &self,
-        text: &str,
-        pos: Pos,
-        schema: &Json,
-        path: &Path<'_>,
-        errors: &mut Vec<ShapeError>,
-    ) {
-        if !yaml::is_integer_text(text) {
-            return;
-        }
-        // Integers compare exactly (as i128): through f64, u64::MAX would print rounded as
-        // 18446744073709552000 and neighbours of a bound would compare equal to it.
-        let bound = |key: &str| {
-            let b = schema.get(key)?;
-            b.as_i64()
-                .map(i128::from)
-                .or_else(|| b.as_u64().map(i128::from))
-        };
-        let min = bound("minimum");
-        let max = bound("maximum").or_else(|| {
-            Some(match schema.get("format").and_then(Json::as_str) {
-                Some("uint8") => i128::from(u8::MAX),
-                Some("uint16") => i128::from(u16::MAX),
-                Some("uint32") => i128::from(u32::MAX),
-                Some("int32") => i128::from(i32::MAX),
-                Some("uint64" | "uint") => i128::from(u64::MAX),
-                _ => i128::from(i64::MAX),
-            })
-        });
-        // Integers beyond i128 are out of any range we accept.
-        let v = yaml::parse_i128(text).unwrap_or(i128::MAX);
-        if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) {
-            let range = format!(
-                "{}..={}",
-                min.map_or(String::new(), |m| m.to_string()),
-                max.map_or(String::new(), |m| m.to_string())
-            );
-            errors.push(ShapeError {
-                pos,
-                path: path.render(),
-                message: format!("{text} is out of range {range}"),
-                hint: None,
-            });
-        }
-    }
-
     fn walk_object(
         &self,
         node: &Node,
         entries: &[(Node, Node)],
-        schema: &'a Json,
+        schema: &Schema<'_>,
         path: &Path<'_>,
         anchor: Pos,
         errors: &mut Vec<ShapeError>,
     ) {
         let empty = Map::new();
-        let properties = schema
-            .get("properties")
-            .and_then(Json::as_object)
-            .unwrap_or(&empty);
-        let additional = schema.get("additionalProperties");
+        let names = schema.names.unwrap_or(&empty);
         // A misspelt field is reported once, as unknown with a suggestion, not also as missing.
         let mut suggested: Vec<&str> = Vec::new();
         for (key, value) in entries {
             let name = key.key_text();
             let name = name.as_ref();
             let field_path = Path::Field(path, name);
-            if let Some(prop) = properties.get(name) {
-                self.walk(value, prop, &field_path, key.pos, errors);
+            if let Some((_, prop)) = schema.properties.iter().find(|(n, _)| *n == name) {
+                self.walk(value, *prop, &field_path, key.pos, errors);
             } else {
-                if let Some(near) = closest(name, properties.keys().map(String::as_str)) {
+                if let Some(near) = closest(name, names.keys().map(String::as_str)) {
                     suggested.push(near);
                 }
-                match additional {
-                    Some(Json::Bool(false)) => errors.push(ShapeError {
+                match schema.additional {
+                    Additional::Refused => errors.push(ShapeError {
                         pos: key.pos,
                         path: field_path.render(),
                         message: "unknown field".into(),
-                        hint: did_you_mean(name, properties.keys().map(String::as_str)).or_else(
-                            || {
-                                Some(format!(
-                                    "expected one of {}",
-                                    properties
-                                        .keys()
-                                        .map(String::as_str)
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                ))
-                            },
-                        ),
+                        hint: did_you_mean(name, names.keys().map(String::as_str)).or_else(|| {
+                            Some(format!(
+                                "expected one of {}",
+                                names
+                                    .keys()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))
+                        }),
                     }),
-                    Some(extra @ Json::Object(_)) => {
+                    Additional::Checked(extra) => {
                         self.walk(value, extra, &field_path, key.pos, errors)
                     }
-                    _ => {}
+                    Additional::Allowed => {}
                 }
             }
         }
-        if let Some(required) = schema.get("required").and_then(Json::as_array) {
-            for field in required.iter().filter_map(Json::as_str) {
-                if node.get(field).is_none() && !suggested.contains(&field) {
-                    errors.push(ShapeError {
-                        pos: anchor,
-                        path: Path::Field(path, field).render(),
-                        message: "missing required field".into(),
-                        hint: None,
-                    });
-                }
+        for field in &schema.required {
+            if node.get(field).is_none() && !suggested.contains(field) {
+                errors.push(ShapeError {
+                    pos: anchor,
+                    path: Path::Field(path, field).render(),
+                    message: "missing required field".into(),
+                    hint: None,
+                });
             }
         }
     }
@@ -278,7 +343,7 @@ impl<'a> Walker<'a> {
     fn walk_alternatives(
         &self,
         node: &Node,
-        branches: &'a [Json],
+        branches: &[(usize, bool)],
         path: &Path<'_>,
         anchor: Pos,
         errors: &mut Vec<ShapeError>,
@@ -286,9 +351,9 @@ impl<'a> Walker<'a> {
         let mut best: Option<Vec<ShapeError>> = None;
         // Rendered once a branch fails; a node that fits its first branch never needs it.
         let mut rendered: Option<String> = None;
-        for branch in branches {
+        for (branch, _) in branches {
             let mut attempt = Vec::new();
-            self.walk(node, branch, path, anchor, &mut attempt);
+            self.walk(node, *branch, path, anchor, &mut attempt);
             if attempt.is_empty() {
                 return;
             }
@@ -310,13 +375,10 @@ impl<'a> Walker<'a> {
                 best = Some(attempt);
             }
         }
-        let non_null: Vec<&Json> = branches
-            .iter()
-            .filter(|b| b.get("type").and_then(Json::as_str) != Some("null"))
-            .collect();
+        let non_null = branches.iter().filter(|(_, null)| !null).count();
         let path = rendered.unwrap_or_else(|| path.render());
         if let Some(mut found) = best {
-            if non_null.len() == 1 || found.iter().any(|e| e.path != path) {
+            if non_null == 1 || found.iter().any(|e| e.path != path) {
                 errors.append(&mut found);
                 return;
             }
@@ -327,6 +389,32 @@ impl<'a> Walker<'a> {
                 hint: None,
             });
         }
+    }
+}
+
+fn check_integer(
+    text: &str,
+    pos: Pos,
+    schema: &Schema<'_>,
+    path: &Path<'_>,
+    errors: &mut Vec<ShapeError>,
+) {
+    if !yaml::is_integer_text(text) {
+        return;
+    }
+    // Integers compare exactly (as i128): through f64, u64::MAX would print rounded as
+    // 18446744073709552000 and neighbours of a bound would compare equal to it.
+    let (min, max) = (schema.minimum, schema.maximum);
+    // Integers beyond i128 are out of any range we accept.
+    let v = yaml::parse_i128(text).unwrap_or(i128::MAX);
+    if min.is_some_and(|m| v < m) || v > max {
+        let range = format!("{}..={max}", min.map_or(String::new(), |m| m.to_string()),);
+        errors.push(ShapeError {
+            pos,
+            path: path.render(),
+            message: format!("{text} is out of range {range}"),
+            hint: None,
+        });
     }
 }
 
