@@ -121,3 +121,40 @@ fn audit(action: &str, by: &str, input: serde_json::Value, now: DateTime<Utc>) -
         diff: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_holds_once_with_its_first_reason_until_resumed() {
+        let store = Store::in_memory().unwrap();
+        let t0 = Utc::now();
+        assert_eq!(store.stopped().unwrap(), None);
+        assert!(!store.resume("ada", t0).unwrap(), "nothing to resume");
+        assert!(
+            store
+                .stop("ada <ada@example.com>", "fire drill", t0)
+                .unwrap()
+        );
+        assert!(
+            !store.stop("bob", "again", t0).unwrap(),
+            "a stop already holds"
+        );
+        let stop = store.stopped().unwrap().unwrap();
+        assert_eq!(
+            (stop.by.as_str(), stop.reason.as_str()),
+            ("ada <ada@example.com>", "fire drill")
+        );
+        assert!(stop.message().contains("fire drill") && stop.message().contains("proto resume"));
+        assert!(store.resume("bob", t0).unwrap());
+        assert_eq!(store.stopped().unwrap(), None);
+        // Both are in the audit, waiting to be committed to git, as the person who acted.
+        let audit = store.pending_audit().unwrap();
+        let acts: Vec<(&str, &str)> = audit
+            .iter()
+            .map(|r| (r.action.as_str(), r.agent.as_str()))
+            .collect();
+        assert_eq!(acts, [("stop", "ada <ada@example.com>"), ("resume", "bob")]);
+    }
+}
