@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cli::git;
+use cli::{git, processes_naming};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -92,17 +92,6 @@ impl EndlessModel {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Processes whose command line names `marker`.
-fn marked(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
-        .count()
 }
 
 /// A company of `commands` goals running a long command and `models` goals an agent works
@@ -188,13 +177,13 @@ fn main() {
     let mut times = Vec::new();
     for round in 0..rounds {
         let waiting = Instant::now();
-        while !(marked(&marker) >= commands && model.open() == models) {
+        while !(processes_naming(&marker) >= commands && model.open() == models) {
             if waiting.elapsed() > Duration::from_secs(120) {
                 let log = std::fs::read_to_string(dir.join("run.err")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 panic!(
                     "round {round}: {} of {commands} commands and {} of {models} streams run after two minutes; the controller's log ends:\n{}",
-                    marked(&marker),
+                    processes_naming(&marker),
                     model.open(),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
@@ -206,11 +195,11 @@ fn main() {
             dir,
             &["stop", "--reason", "drill", "--state-dir", &state_arg],
         );
-        while marked(&marker) > 0 || model.open() > 0 {
+        while processes_naming(&marker) > 0 || model.open() > 0 {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
                 "round {round}: {} processes and {} streams still there after a minute",
-                marked(&marker),
+                processes_naming(&marker),
                 model.open()
             );
             std::thread::sleep(Duration::from_millis(5));

@@ -51,6 +51,23 @@ fn audit_text(company: &Path) -> String {
         .collect()
 }
 
+/// Declares the npm MCP server `everything` as `every` in the company's `.mcp.json`.
+fn declare_everything_server(company: &Path) {
+    let npm = std::env::var_os("PROTO_TEST_NPM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
+    let everything = npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        everything.is_file(),
+        "run scripts/test.sh to install the npm MCP servers"
+    );
+    std::fs::write(
+        company.join(".mcp.json"),
+        serde_json::json!({ "mcpServers": { "every": { "command": "node", "args": [everything.to_str().unwrap(), "stdio"] } } }).to_string(),
+    )
+    .unwrap();
+}
+
 /// A recorded model turn (replay file line) that calls one tool.
 fn recorded_tool(id: &str, name: &str, input: serde_json::Value) -> String {
     serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
@@ -758,14 +775,6 @@ fn a_judge_that_passes_without_evidence_does_not_meet_the_goal() {
 
 #[test]
 fn an_agent_uses_a_real_mcp_server_through_act() {
-    let npm = std::env::var_os("PROTO_TEST_NPM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
-    let everything = npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        everything.is_file(),
-        "run scripts/test.sh to install the npm MCP servers"
-    );
     let tmp = tempfile::tempdir().unwrap();
     let mcp_goal = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: echoed}\nspec:\n  product: app\n  owner: ceo\n  description: echo.txt holds what the MCP server echoed.\n  check: {file: {path: echo.txt, matches: 'Echo. from mcp'}}\n";
     let company = small_company(tmp.path(), mcp_goal);
@@ -776,11 +785,7 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
             .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Write, Edit, Bash, Git, mcp__every]"),
     )
     .unwrap();
-    std::fs::write(
-        company.join(".mcp.json"),
-        serde_json::json!({ "mcpServers": { "every": { "command": "node", "args": [everything.to_str().unwrap(), "stdio"] } } }).to_string(),
-    )
-    .unwrap();
+    declare_everything_server(&company);
     commit_replay(
         &company,
         &[
@@ -820,14 +825,6 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
 /// delegates to it holds none.
 #[test]
 fn a_delegated_agent_has_the_mcp_tools_its_declaration_grants() {
-    let npm = std::env::var_os("PROTO_TEST_NPM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
-    let everything = npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(
-        everything.is_file(),
-        "run scripts/test.sh to install the npm MCP servers"
-    );
     let tmp = tempfile::tempdir().unwrap();
     let goal_text = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: echoed}\nspec:\n  product: app\n  owner: ceo\n  description: echo.txt holds what the MCP server echoed.\n  check: {file: {path: echo.txt, matches: 'Echo. from mcp'}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes what servers say., prompt: Write well., tools: [Write, mcp__every]}\n";
     let company = small_company(tmp.path(), goal_text);
@@ -838,11 +835,7 @@ fn a_delegated_agent_has_the_mcp_tools_its_declaration_grants() {
             .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Delegate]"),
     )
     .unwrap();
-    std::fs::write(
-        company.join(".mcp.json"),
-        serde_json::json!({ "mcpServers": { "every": { "command": "node", "args": [everything.to_str().unwrap(), "stdio"] } } }).to_string(),
-    )
-    .unwrap();
+    declare_everything_server(&company);
     commit_replay(
         &company,
         &[

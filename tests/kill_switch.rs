@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use cli::{get_json, git, proto, text, wait_for};
+use cli::{get_json, git, processes_naming, proto, text, wait_for};
 use company::small_company;
 
 const GOALS: usize = 3;
@@ -32,17 +32,6 @@ fn waiting_goals(release: &Path) -> String {
             )
         })
         .collect()
-}
-
-/// Processes whose command line names `marker`: the goals' shells.
-fn marked(marker: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
-        .count()
 }
 
 /// A watching `proto run` (no `--once`), its output in files beside the state.
@@ -100,7 +89,7 @@ fn a_stop_kills_every_task_holds_across_a_restart_and_resume_finishes_the_work()
     wait_for(
         "every goal's command to run",
         Duration::from_secs(60),
-        || marked(&marker) == GOALS,
+        || processes_naming(&marker) == GOALS,
     );
 
     let stopped = proto(
@@ -111,7 +100,7 @@ fn a_stop_kills_every_task_holds_across_a_restart_and_resume_finishes_the_work()
     wait_for(
         "the goals' processes to be killed",
         Duration::from_secs(30),
-        || marked(&marker) == 0,
+        || processes_naming(&marker) == 0,
     );
     wait_for(
         "every goal to say it is stopped",
@@ -120,6 +109,16 @@ fn a_stop_kills_every_task_holds_across_a_restart_and_resume_finishes_the_work()
     );
     let goals = get_json(home, &state, "goals").to_string();
     assert!(goals.contains("fire drill"), "{goals}");
+    // The stop is in the company's record in git too.
+    wait_for(
+        "the stop to be committed to .proto/status.yaml",
+        Duration::from_secs(30),
+        || {
+            let shown = cli::git_output(&company, &["show", "HEAD:.proto/status.yaml"]);
+            let status = String::from_utf8_lossy(&shown.stdout);
+            status.contains("stopped:") && status.contains("fire drill")
+        },
+    );
     // Nothing was delivered: the product has no branch yet.
     let refs = git(
         &home.join("app.git"),
@@ -137,7 +136,11 @@ fn a_stop_kills_every_task_holds_across_a_restart_and_resume_finishes_the_work()
         || std::fs::read_to_string(home.join("second.err")).is_ok_and(|e| e.contains("applied")),
     );
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(marked(&marker), 0, "a stopped controller started work");
+    assert_eq!(
+        processes_naming(&marker),
+        0,
+        "a stopped controller started work"
+    );
     assert_eq!(reasons(home, &state), vec!["Stopped"; GOALS]);
 
     // Resumed, the work runs again and finishes.

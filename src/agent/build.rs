@@ -7,16 +7,13 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use super::delegate::{Child, DELEGATE_TOOL, DelegateTool, Spawner};
 use super::select::{Facts, Selector};
 use super::skill::SkillTool;
 use super::{
-    AgentError, Finished, JUDGE_SYSTEM, Session, lessons, resolve_model, system_prompt, task_prompt,
+    AgentError, Finished, JUDGE_SYSTEM, Place, Session, lessons, resolve_model, system_prompt,
+    task_prompt,
 };
-use crate::computer::{Computer, Workspace};
-use crate::gitops::Identity;
 use crate::knowledge::Knowledge;
 use crate::mcp::{McpPool, ServerTool};
 use crate::model::{Model, PriceTable, SystemBlock};
@@ -24,7 +21,7 @@ use crate::policy::Actor;
 use crate::policy::limits::{RateLimits, TaskBudget};
 use crate::spec::claude::SKILL_TOOL;
 use crate::spec::{AgentSpec, GoalSpec, JudgeCheck, Settings, Spec};
-use crate::store::{Store, TaskId};
+use crate::store::TaskId;
 use crate::tools::Registry;
 
 /// Output tokens a turn may use for its answer, beyond any thinking budget.
@@ -56,19 +53,6 @@ pub struct Setup {
     pub task_key: String,
     /// How deep delegation may nest.
     pub max_depth: usize,
-}
-
-/// Where the work happens, and for which task.
-#[derive(Clone, Copy)]
-pub struct Place<'a> {
-    pub store: &'a Store,
-    pub task: TaskId,
-    pub goal: &'a str,
-    pub computer: &'a dyn Computer,
-    pub workspace: &'a Workspace,
-    /// The controller's identity, from which each agent's is made.
-    pub author: &'a Identity,
-    pub cancel: &'a CancellationToken,
 }
 
 /// Builds the sessions of one task.
@@ -307,15 +291,7 @@ impl Spawner for Spawn {
         };
         let builder = Builder {
             setup: self.0.clone(),
-            place: Place {
-                store: child.store,
-                task: child.parent,
-                goal: child.goal,
-                computer: child.computer,
-                workspace: child.workspace,
-                author: child.author,
-                cancel: child.cancel,
-            },
+            place: child.place,
         };
         let asked = (child.from, child.description, child.prompt);
         let session = builder

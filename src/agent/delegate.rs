@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::{AgentError, Finished};
-use crate::computer::{Computer, Workspace};
-use crate::gitops::Identity;
+use super::{AgentError, Finished, Place};
 use crate::spec::{Priority, Spec};
 use crate::store::{NewTask, Store, TaskId};
 use crate::tools::{Effect, Halt, StepOf, Tool, ToolContext, ToolError, ToolOutput};
@@ -32,14 +30,8 @@ pub trait Spawner: Send + Sync {
 
 /// One delegated piece of work, as the spawner is given it.
 pub struct Child<'a> {
-    pub store: &'a Store,
-    /// The task the work is part of (the child's record is under it).
-    pub parent: TaskId,
-    pub goal: &'a str,
-    pub computer: &'a dyn Computer,
-    pub workspace: &'a Workspace,
-    pub author: &'a Identity,
-    pub cancel: &'a tokio_util::sync::CancellationToken,
+    /// Where the parent works, and its task (the child's record is under it).
+    pub place: Place<'a>,
     /// The child's own task record.
     pub task: TaskId,
     /// From the task's owner down to `agent`.
@@ -224,13 +216,15 @@ impl DelegateTool {
         let result = self
             .spawner
             .run(Child {
-                store: step.store,
-                parent: step.task,
-                goal: step.goal,
-                computer: ctx.computer,
-                workspace: ctx.workspace,
-                author: step.controller,
-                cancel: ctx.cancel,
+                place: Place {
+                    store: step.store,
+                    task: step.task,
+                    goal: step.goal,
+                    computer: ctx.computer,
+                    workspace: ctx.workspace,
+                    author: step.controller,
+                    cancel: ctx.cancel,
+                },
                 task: child,
                 chain,
                 agent: agent.name(),

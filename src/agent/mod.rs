@@ -23,7 +23,7 @@ pub mod select;
 pub mod skill;
 pub mod verdict;
 
-pub use build::{Builder, Place, Setup, grants};
+pub use build::{Builder, Setup, grants};
 pub use context::system_prompt;
 pub use verdict::{JUDGE_SYSTEM, Verdict, judged, parse_verdict};
 
@@ -106,6 +106,19 @@ pub fn outcome_of(agent: &str, e: &AgentError) -> crate::store::AttemptOutcome {
             error: format!("agent {agent}: {e}"),
         },
     }
+}
+
+/// Where the work happens, and for which task.
+#[derive(Clone, Copy)]
+pub struct Place<'a> {
+    pub store: &'a crate::store::Store,
+    pub task: crate::store::TaskId,
+    pub goal: &'a str,
+    pub computer: &'a dyn crate::computer::Computer,
+    pub workspace: &'a crate::computer::Workspace,
+    /// The controller's identity, from which each agent's is made.
+    pub author: &'a crate::gitops::Identity,
+    pub cancel: &'a tokio_util::sync::CancellationToken,
 }
 
 /// How a session ended.

@@ -343,8 +343,13 @@ impl PendingRecord {
     }
 
     fn add(&mut self, product: &str, line: String) {
-        self.lines.push(line);
         self.products.insert(product.to_string());
+        self.note(line);
+    }
+
+    /// A change to the whole company's record (a stop, a resume): its status and audit.
+    fn note(&mut self, line: String) {
+        self.lines.push(line);
         self.since.get_or_insert_with(Instant::now);
     }
 
@@ -604,9 +609,16 @@ impl Engine {
     fn note_stop(&mut self) -> Result<(), EngineError> {
         let now = self.store.stopped()?;
         if now != self.stopped {
+            // The status and the audit of the change go to git with the next record.
             match &now {
-                Some(stop) => tracing::warn!("{}", stop.message()),
-                None => tracing::info!("resumed"),
+                Some(stop) => {
+                    tracing::warn!("{}", stop.message());
+                    self.record.note(stop.message());
+                }
+                None => {
+                    tracing::info!("resumed");
+                    self.record.note("resumed".into());
+                }
             }
             self.stopped = now;
             self.dirty = Dirty::All;

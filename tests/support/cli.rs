@@ -147,3 +147,15 @@ pub fn kill_once_marked(child: &mut Child, work: &Path) {
     .unwrap();
     child.wait().unwrap();
 }
+
+/// How many processes now running have `marker` on their command line (a test's commands
+/// carry a marker of their own, so nothing else is counted).
+pub fn processes_naming(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
+        .count()
+}
