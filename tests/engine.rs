@@ -68,6 +68,19 @@ fn declare_everything_server(company: &Path) {
     .unwrap();
 }
 
+/// The audit record of the MCP server's `echo` call, checked to have echoed.
+fn audited_echo(company: &Path) -> serde_json::Value {
+    let audit = audit_text(company);
+    let echo = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["action"] == "mcp__every__echo")
+        .unwrap_or_else(|| panic!("no MCP call audited: {audit}"));
+    assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
+    assert_eq!(echo["outcome"]["isError"], false);
+    echo
+}
+
 /// A recorded model turn (replay file line) that calls one tool.
 fn recorded_tool(id: &str, name: &str, input: serde_json::Value) -> String {
     serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
@@ -810,14 +823,7 @@ fn an_agent_uses_a_real_mcp_server_through_act() {
         reason(&goals_json(tmp.path(), &state), "echoed"),
         "CheckPassed"
     );
-    let audit = audit_text(&company);
-    let echo = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|r| r["action"] == "mcp__every__echo")
-        .unwrap_or_else(|| panic!("no MCP call audited: {audit}"));
-    assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
-    assert_eq!(echo["outcome"]["isError"], false);
+    audited_echo(&company);
 }
 
 /// A delegated agent's session comes from the same builder as the owner's: it has exactly
@@ -866,15 +872,8 @@ fn a_delegated_agent_has_the_mcp_tools_its_declaration_grants() {
         reason(&goals_json(tmp.path(), &state), "echoed"),
         "CheckPassed"
     );
-    let audit = audit_text(&company);
-    let echo = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|r| r["action"] == "mcp__every__echo")
-        .unwrap_or_else(|| panic!("no MCP call audited: {audit}"));
+    let echo = audited_echo(&company);
     assert_eq!(echo["agent"], "writer", "{echo:#}");
-    assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
-    assert_eq!(echo["outcome"]["isError"], false);
 }
 
 #[test]
