@@ -623,7 +623,7 @@ pub fn resume(state: Option<PathBuf>) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Who acts at this terminal: the git identity (`Name <email>`), else the login name.
+/// Who acts at this terminal: the git identity (`Name <email>`), else the user's name.
 fn who() -> String {
     let config = |key: &str| {
         std::process::Command::new(proto::program::program("git"))
@@ -637,6 +637,15 @@ fn who() -> String {
     match (config("user.name"), config("user.email")) {
         (Some(name), Some(email)) => format!("{name} <{email}>"),
         (Some(name), None) => name,
-        _ => std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        _ => std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid())),
     }
 }

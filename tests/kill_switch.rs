@@ -171,3 +171,44 @@ fn a_stop_kills_every_task_holds_across_a_restart_and_resume_finishes_the_work()
     let again = proto(home, &["resume", "--state-dir", state_arg]);
     assert!(text(&again).contains("not stopped"), "{}", text(&again));
 }
+
+/// A stop made before the controller ever ran holds from its first pass: `run --once` ends
+/// without starting anything, and the company's record in git says who stopped it and why.
+#[test]
+fn a_controller_started_while_stopped_starts_nothing_and_records_the_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let release = home.join("release");
+    let marker = release.to_str().unwrap().to_string();
+    let company = small_company(home, &waiting_goals(&release));
+    let state = home.join("state");
+    let state_arg = state.to_str().unwrap();
+    let stopped = proto(
+        home,
+        &["stop", "--reason", "audit week", "--state-dir", state_arg],
+    );
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    let out = proto(
+        home,
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state_arg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(processes_naming(&marker), 0);
+    assert_eq!(reasons(home, &state), vec!["Stopped"; GOALS]);
+    let status = git(&company, &["show", "HEAD:.proto/status.yaml"]);
+    assert!(
+        status.contains("stopped:") && status.contains("audit week"),
+        "{status}"
+    );
+    let refs = git(
+        &home.join("app.git"),
+        &["for-each-ref", "--format=%(refname)"],
+    );
+    assert!(refs.trim().is_empty(), "{refs}");
+}

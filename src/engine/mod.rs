@@ -487,7 +487,9 @@ impl Engine {
             .collect();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Engine {
-            stopped: store.stopped()?,
+            // Read on the first pass, so a stop that already holds is noted (and committed
+            // to the record) as one that comes later is.
+            stopped: None,
             source,
             store,
             options,
