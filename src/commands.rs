@@ -589,25 +589,41 @@ pub fn retry(goal: &str, state: Option<PathBuf>) -> Result<ExitCode, String> {
 /// `proto stop`: every running task is cancelled (its processes killed, its model stream
 /// dropped; it resumes from its journal later) and nothing starts until `proto resume`. The
 /// stop is kept in the store, so a controller started afterwards stays stopped, and it is
-/// recorded with who and why in the event log and the git audit.
+/// recorded with who and why in the event log and the git audit. It returns once the store
+/// shows no task running — the controller marks a task interrupted only after its processes
+/// are gone — or says plainly that no controller has confirmed it.
 pub fn stop(reason: Option<String>, state: Option<PathBuf>) -> Result<ExitCode, String> {
     let dir = state_dir(state);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let store = Store::open(&dir).map_err(|e| e.to_string())?;
     let by = who();
     let reason = reason.unwrap_or_else(|| "no reason given".into());
-    if store
+    let fresh = store
         .stop(&by, &reason, chrono::Utc::now())
-        .map_err(|e| e.to_string())?
-    {
-        println!(
-            "stopped by {by}: {reason}; a running controller cancels its tasks now; `proto resume` to continue"
-        );
-    } else if let Some(stop) = store.stopped().map_err(|e| e.to_string())? {
+        .map_err(|e| e.to_string())?;
+    if !fresh && let Some(stop) = store.stopped().map_err(|e| e.to_string())? {
         println!("already {}", stop.message());
+    }
+    let deadline = std::time::Instant::now() + STOP_CONFIRM;
+    let mut running = store.running_now().map_err(|e| e.to_string())?;
+    while running > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        running = store.running_now().map_err(|e| e.to_string())?;
+    }
+    if running == 0 {
+        println!("stopped by {by}: {reason}; no task is running; `proto resume` to continue");
+    } else {
+        println!(
+            "the stop is recorded, but {running} task(s) are still marked running after {}s: no controller has cancelled them \
+             (a controller that starts later recovers them, stopped)",
+            STOP_CONFIRM.as_secs()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long `proto stop` waits for a running controller to cancel its tasks.
+const STOP_CONFIRM: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `proto resume`: lifts a stop; queued and interrupted work starts again on the next pass.
 pub fn resume(state: Option<PathBuf>) -> Result<ExitCode, String> {

@@ -97,6 +97,13 @@ fn a_stop_kills_every_task_holds_across_a_restart_and_resume_finishes_the_work()
         &["stop", "--reason", "fire drill", "--state-dir", state_arg],
     );
     assert!(stopped.status.success(), "{}", text(&stopped));
+    // It returns once the controller has cancelled every task: their processes are gone.
+    assert!(
+        text(&stopped).contains("no task is running"),
+        "{}",
+        text(&stopped)
+    );
+    assert_eq!(processes_naming(&marker), 0, "{}", text(&stopped));
     wait_for(
         "the goals' processes to be killed",
         Duration::from_secs(30),

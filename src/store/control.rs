@@ -81,6 +81,18 @@ impl Store {
     pub fn stopped(&self) -> Result<Option<Stop>, StoreError> {
         self.read(|tx| current(tx))
     }
+
+    /// Tasks the tables say are running now, read afresh (not from this handle's view): what
+    /// `proto stop` waits on, from another process than the controller's.
+    pub fn running_now(&self) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE state = 'running'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )?)
+        })
+    }
 }
 
 fn current(conn: &rusqlite::Connection) -> Result<Option<Stop>, StoreError> {
