@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::Called;
+use crate::computer::workspace::normalize;
 use crate::computer::{Computer, Workspace};
 
 /// The judge's instructions: inspect with read-only tools, answer with a verdict citing its
@@ -132,19 +133,15 @@ fn strip_lines(item: &str) -> &str {
     }
 }
 
-/// A path as the workspace names it: relative to its root, without `./` or a trailing `/`.
+/// A path as the workspace names it: relative to its root, in the one normal form every
+/// workspace guard judges ([`normalize`]: no `.`, no `..`, no trailing `/`); `.` for the
+/// root. A path outside the root is left as written, so it backs nothing.
 fn workspace_path(raw: &str, root: &Path) -> String {
-    let root = root.to_string_lossy();
-    let relative = raw
-        .strip_prefix(root.as_ref())
-        .map(|r| r.trim_start_matches('/'))
-        .unwrap_or(raw);
-    let relative = relative.strip_prefix("./").unwrap_or(relative);
-    let relative = relative.trim_end_matches('/');
-    if relative.is_empty() {
-        ".".into()
-    } else {
-        relative.to_string()
+    let relative = Path::new(raw).strip_prefix(root).unwrap_or(Path::new(raw));
+    match normalize(&relative.to_string_lossy()) {
+        Some(p) if p.as_os_str().is_empty() => ".".into(),
+        Some(p) => p.to_string_lossy().into_owned(),
+        None => raw.to_string(),
     }
 }
 
