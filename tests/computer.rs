@@ -200,6 +200,39 @@ async fn cancellation_kills_the_whole_process_group() {
     assert_dies(&background).await;
 }
 
+/// Git removes its ref lock (`refs/heads/main.lock`) on `SIGTERM` but not on `SIGKILL`: a
+/// cancelled command is asked to end first, so what it cleans up on a signal is cleaned up,
+/// and one that ignores the request is killed after the grace.
+#[tokio::test]
+async fn cancellation_lets_a_command_clean_up_and_then_kills_one_that_will_not_end() {
+    let (_dir, local, ws) = setup();
+    let local = Arc::new(local);
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn({
+        let (local, ws, cancel) = (local.clone(), ws.clone(), cancel.clone());
+        async move {
+            // A child that cleans up, and a child that ignores the request to end.
+            let script = "sh -c 'trap \"rm -f main.lock; exit 1\" TERM; touch main.lock; \
+                          while :; do sleep 0.05; done' & \
+                          sh -c 'trap \"\" TERM; echo $$ > stubborn.pid; \
+                          while :; do sleep 0.05; done' & wait";
+            local.run(&ws, &request(script), None, &cancel).await
+        }
+    });
+    let stubborn = wait_for_file(&ws.root().join("stubborn.pid")).await;
+    while !ws.root().join("main.lock").exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    let outcome = running.await.unwrap().unwrap();
+    assert!(outcome.cancelled);
+    assert!(
+        !ws.root().join("main.lock").exists(),
+        "the command was killed before it could remove its lock"
+    );
+    assert_dies(&stubborn).await;
+}
+
 #[tokio::test]
 async fn an_abandoned_run_kills_its_process_group() {
     let (_dir, local, ws) = setup();

@@ -320,6 +320,35 @@ fn a_refused_push_leaves_the_goal_not_ready_with_the_servers_reason() {
 }
 
 #[test]
+fn a_branch_left_locked_on_the_server_is_reported_as_the_lock_not_as_a_lost_race() {
+    // A git process on the server died holding the branch's lock: no push can land until a
+    // person removes it, and the goal must say which file, not that others won a race.
+    let tmp = tempfile::tempdir().unwrap();
+    let goals_yaml = goal(
+        "locked",
+        "app",
+        "{file: {path: a.txt}}",
+        "    - write: {path: a.txt, content: \"a\\n\"}\n",
+    ) + "  budget: {attempts: 1}\n";
+    let company = company(tmp.path(), &[("app", None)], "Read, Write", &goals_yaml);
+    seed(&tmp.path().join("app.git"));
+    let lock = tmp.path().join("app.git/refs/heads/main.lock");
+    std::fs::write(&lock, "").unwrap();
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let status = goal_status(tmp.path(), &state, "locked");
+    assert_eq!(status["reason"], "DeliveryFailed", "{status:#}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not update main") && message.contains("main.lock"),
+        "{message}"
+    );
+    assert!(!message.contains("lost the race"), "{message}");
+    assert!(lock.exists(), "the server's lock is the person's to remove");
+}
+
+#[test]
 fn an_owner_without_git_has_its_playbook_delivered_as_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let goals_yaml = goal(
@@ -429,9 +458,10 @@ fn killed_before_the_push() {
     );
 }
 
-#[test]
-fn killed_in_the_middle_of_a_push() {
-    // The server's hook runs inside the push: the kill lands while the push is in flight.
+/// A controller killed while the product's server runs `hook` (whose body, given the
+/// marker file it touches the first time, holds the push there) delivers, once restarted,
+/// exactly what an uninterrupted run does, and leaves no lock in the product's repository.
+fn killed_inside_the_servers_push(hook: &str, body: impl Fn(&Path) -> String) {
     let goals_yaml = goal("work", "app", "{file: {path: done.txt}}", APPEND_AND_COMMIT);
     let runs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut results = Vec::new();
@@ -442,17 +472,9 @@ fn killed_in_the_middle_of_a_push() {
             "Read, Write, Bash",
             &goals_yaml,
         );
-        let hook = tmp.path().join("app.git/hooks/pre-receive");
+        let hook = tmp.path().join("app.git/hooks").join(hook);
         let marker = tmp.path().join("in-push");
-        // Slow only the first time, so the restarted run's push goes through.
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\ncat >/dev/null\nif [ ! -e '{m}' ]; then touch '{m}'; sleep 30; fi\nexit 0\n",
-                m = marker.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&hook, body(&marker)).unwrap();
         std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let state = tmp.path().join("state");
@@ -471,9 +493,38 @@ fn killed_in_the_middle_of_a_push() {
         );
         let app = tmp.path().join("app.git");
         assert_eq!(subjects(&app), ["Do the work"]);
+        assert!(
+            !app.join("refs/heads/main.lock").exists(),
+            "the product's branch is left locked"
+        );
         results.push(delivered(&app, "main"));
     }
     assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn killed_in_the_middle_of_a_push() {
+    // The server's hook runs inside the push: the kill lands while the push is in flight.
+    // Slow only the first time, so the restarted run's push goes through.
+    killed_inside_the_servers_push("pre-receive", |marker| {
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nif [ ! -e '{m}' ]; then touch '{m}'; sleep 30; fi\nexit 0\n",
+            m = marker.display()
+        )
+    });
+}
+
+#[test]
+fn killed_while_the_server_holds_the_branchs_lock() {
+    // `reference-transaction prepared` runs with `refs/heads/main.lock` taken: the restarted
+    // controller must stop the push it left running so that git removes its lock (a
+    // SIGKILL would leave it, and every later push would be refused).
+    killed_inside_the_servers_push("reference-transaction", |marker| {
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$1\" = prepared ] && [ ! -e '{m}' ]; then touch '{m}'; sleep 30; fi\nexit 0\n",
+            m = marker.display()
+        )
+    });
 }
 
 #[test]

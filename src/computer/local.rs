@@ -1,12 +1,11 @@
 //! The local computer: this host. Commands run under `sh -c` in their own process group, so
-//! a timeout or cancellation kills everything they started.
+//! a timeout or cancellation stops everything they started (see [`stopping`]).
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -14,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::stopping;
 use super::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec};
 
 /// How much of each stream an outcome keeps (its end).
@@ -101,26 +101,7 @@ fn marker_prefix(state_dir: &std::path::Path) -> String {
 /// a resumed attempt never races the commands of the one it replaces. Says how many.
 pub fn stop_leftovers(state_dir: &std::path::Path) -> usize {
     let prefix = marker_prefix(state_dir);
-    stop_until_gone(|| processes_matching(&format!("{MARKER_VAR}={prefix}"), true))
-}
-
-/// Kills what `find` finds until it finds nothing (a process may fork while its parent is
-/// being killed), a few sweeps at most.
-fn stop_until_gone(find: impl Fn() -> Vec<i32>) -> usize {
-    let mut stopped = 0;
-    for _ in 0..5 {
-        let found = find();
-        if found.is_empty() {
-            break;
-        }
-        for pid in found {
-            if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                stopped += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    stopped
+    stopping::stop_found(|| processes_matching(&format!("{MARKER_VAR}={prefix}"), true))
 }
 
 /// Processes whose environment carries `marker` (Linux `/proc`; elsewhere none are found).
@@ -253,7 +234,7 @@ impl Computer for Local {
             Ended::Exited(status) => status,
             Ended::TimedOut | Ended::Cancelled => {
                 // The shell is not reaped yet, so its id still names the group.
-                group.kill();
+                group.stop().await;
                 child.wait().await
             }
         };
@@ -375,7 +356,7 @@ impl Computer for Local {
     async fn release(&self) -> Result<usize, ComputerError> {
         let marker = self.marker.clone();
         let stopped =
-            tokio::task::spawn_blocking(move || stop_until_gone(|| marked_processes(&marker)))
+            tokio::task::spawn_blocking(move || stopping::stop_found(|| marked_processes(&marker)))
                 .await
                 .map_err(|e| {
                     ComputerError::Workspace(format!("stopping left-over processes: {e}"))
@@ -431,10 +412,10 @@ impl Group {
         }
     }
 
-    fn kill(&self) {
+    /// Stops the group with the grace of [`stopping::stop_group`].
+    async fn stop(&self) {
         if let Some(pgid) = self.pgid {
-            // ESRCH (everyone already gone) is fine: there is nothing left to kill.
-            let _ = killpg(pgid, Signal::SIGKILL);
+            stopping::stop_group(pgid).await;
         }
     }
 
@@ -446,7 +427,9 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.kill();
+        if let Some(pgid) = self.pgid {
+            stopping::stop_group_detached(pgid);
+        }
     }
 }
 

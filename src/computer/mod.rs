@@ -5,6 +5,7 @@
 //! `local` is this host; SSH, Kubernetes pods and desktops implement the same trait.
 
 pub mod local;
+pub mod stopping;
 pub mod workspace;
 
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@ use crate::agent::{Builder, Place, Setup};
 use crate::check::{CheckResult, run_check};
 use crate::computer::{Computer, WorkspaceSpec};
 use crate::gitops::Identity;
-use crate::gitops::delivery::{DeliveryError, Git};
+use crate::gitops::delivery::{DeliveryError, Git, Lost};
 use crate::plan::GoalObservation;
 use crate::policy::{ActError, Actor, ToolCall, act};
 use crate::spec::{AgentSpec, GoalSpec, Step};
@@ -337,7 +337,7 @@ impl Delivery<'_> {
         }
         let committer = &work.author;
         let mut pause = Duration::from_millis(25);
-        let mut last = String::new();
+        let mut last = (String::new(), Lost::Lease);
         for round in 0..DELIVERY_ROUNDS {
             // The first round trusts the tip the clone saw (the push's lease checks it);
             // a lost race fetches the new one.
@@ -376,9 +376,9 @@ impl Delivery<'_> {
             };
             match act(self.actor, step.saturating_add(1), &push).await {
                 Ok(_) => return self.met(&result, prepared.head),
-                Err(ActError::Delivery(DeliveryError::Stale { message, .. })) => {
+                Err(ActError::Delivery(DeliveryError::Stale { message, lost, .. })) => {
                     tracing::info!(goal = %work.task.goal, round, "{} moved; rebuilding on it", work.branch);
-                    last = message;
+                    last = (message, lost);
                 }
                 Err(e) => return self.not_delivered(&push, e),
             }
@@ -388,10 +388,17 @@ impl Delivery<'_> {
             }
             pause = (pause * 2).min(Duration::from_secs(2));
         }
-        self.undelivered(format!(
-            "{} kept moving: {DELIVERY_ROUNDS} pushes lost the race ({last})",
-            work.branch
-        ))
+        let (message, lost) = last;
+        self.undelivered(match lost {
+            Lost::Lease => format!(
+                "{} kept moving: {DELIVERY_ROUNDS} pushes lost the race ({message})",
+                work.branch
+            ),
+            Lost::ServerLock => format!(
+                "the server could not update {} in {DELIVERY_ROUNDS} pushes: {message}",
+                work.branch
+            ),
+        })
     }
 
     /// The work conflicts with what the branch holds now: the goal may still be met by what

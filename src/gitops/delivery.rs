@@ -59,11 +59,27 @@ pub enum DeliveryError {
     /// The branch moved since it was fetched (another delivery won the race): fetch,
     /// rebase, check and push again.
     #[error("{branch} moved while the work was being pushed ({message})")]
-    Stale { branch: String, message: String },
+    Stale {
+        branch: String,
+        message: String,
+        /// What lost: the lease, or the server's own update of the ref under its lock.
+        lost: Lost,
+    },
     #[error(transparent)]
     Computer(#[from] ComputerError),
     #[error("cancelled")]
     Cancelled,
+}
+
+/// What a push that lost a race lost to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// The branch was not where the lease said: someone pushed first.
+    Lease,
+    /// The server could not take or update the branch's ref under its lock. Normally a
+    /// push that landed at the same moment; when it never clears, a lock file that a
+    /// process on the server left behind.
+    ServerLock,
 }
 
 /// The workspace prepared for publishing: its HEAD descends from the branch's tip.
@@ -345,9 +361,15 @@ impl Git<'_> {
             _ => {}
         }
         match porcelain_status(&out.stdout, &target) {
-            Some(PorcelainStatus::Stale(message)) => Err(DeliveryError::Stale {
+            Some(PorcelainStatus::Stale(message, lost)) => Err(DeliveryError::Stale {
                 branch: branch.to_string(),
-                message,
+                message: match lost {
+                    Lost::Lease => message,
+                    // The server says which lock, and whether a git process may have died
+                    // holding it.
+                    Lost::ServerLock => with_remote_lines(&message, &out.stderr),
+                },
+                lost,
             }),
             Some(PorcelainStatus::Refused(message)) => Err(DeliveryError::Refused {
                 remote: self.remote().await,
@@ -395,8 +417,8 @@ fn quote(text: &str) -> String {
 /// What `git push --porcelain` said of one ref.
 #[derive(Debug, PartialEq, Eq)]
 enum PorcelainStatus {
-    /// Lost a race: the lease or fast-forward check failed.
-    Stale(String),
+    /// Lost a race: the lease or fast-forward check failed, or the server's own update.
+    Stale(String, Lost),
     /// The server declined the update.
     Refused(String),
 }
@@ -418,8 +440,10 @@ fn porcelain_status(stdout: &str, target: &str) -> Option<PorcelainStatus> {
         let raced = ["failed to update ref", "failed to lock"]
             .iter()
             .any(|m| summary.contains(m));
-        if summary.starts_with("[rejected]") || raced {
-            Some(PorcelainStatus::Stale(summary))
+        if summary.starts_with("[rejected]") {
+            Some(PorcelainStatus::Stale(summary, Lost::Lease))
+        } else if raced {
+            Some(PorcelainStatus::Stale(summary, Lost::ServerLock))
         } else {
             Some(PorcelainStatus::Refused(summary))
         }
@@ -477,7 +501,10 @@ mod tests {
                 "To /srv/app.git\n!\tabc:refs/heads/main\t[rejected] (stale info)\nDone\n",
                 target
             ),
-            Some(PorcelainStatus::Stale("[rejected] (stale info)".into()))
+            Some(PorcelainStatus::Stale(
+                "[rejected] (stale info)".into(),
+                Lost::Lease
+            ))
         );
         assert_eq!(
             porcelain_status(
@@ -494,7 +521,8 @@ mod tests {
                 target
             ),
             Some(PorcelainStatus::Stale(
-                "[remote rejected] (failed to update ref)".into()
+                "[remote rejected] (failed to update ref)".into(),
+                Lost::ServerLock
             ))
         );
         assert_eq!(
