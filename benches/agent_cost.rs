@@ -563,6 +563,7 @@ async fn run_config(
         product: "shop-api".into(),
         task_key: "bench".into(),
         max_depth: proto::agent::delegate::DEFAULT_DEPTH,
+        gates: None,
     });
     let store = Store::in_memory().unwrap();
     let computer = Local::new("bench", dir);

@@ -22,7 +22,7 @@ fn home() -> PathBuf {
 }
 
 /// `~/.proto/state` unless given.
-fn state_dir(given: Option<PathBuf>) -> PathBuf {
+pub(crate) fn state_dir(given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| home().join(".proto/state"))
 }
 
@@ -42,7 +42,7 @@ pub struct Location {
 
 impl Location {
     /// The source `proto run` would reconcile from, opened the same way.
-    fn open(self) -> Result<GitSource, String> {
+    pub(crate) fn open(self) -> Result<GitSource, String> {
         let source = self
             .source
             .unwrap_or_else(|| example_company().display().to_string());
@@ -312,7 +312,7 @@ fn read_status(state: &Path) -> Result<StatusReport, String> {
         .map_err(|e| format!("{}: the recorded status: {e}", state.display()))
 }
 
-fn open_store(state: &Path) -> Result<Store, String> {
+pub(crate) fn open_store(state: &Path) -> Result<Store, String> {
     if !state.join("proto.db").exists() {
         return Err(format!(
             "{}: no store here (has `proto run` run with this --state-dir?)",

@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod model;
 pub mod org;
 pub mod output;
+pub mod pattern;
 pub mod plan;
 pub mod policy;
 pub mod program;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod allocator;
+mod approvals_cli;
 mod commands;
 
 use proto::output::{self, Format};
@@ -169,6 +170,35 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Approve a waiting request: merge its branch (`proto/approvals/ID`) into the company
+    /// repository's branch as the local git user, who must be one of the Company's
+    /// `approvals.approvers`. The controller resumes the task at its next poll.
+    Approve {
+        id: String,
+        /// The company repository, as given to `proto run` (a local path).
+        source: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Deny a waiting request: commit `status: denied` and the reason to its branch, as the
+    /// local git user (an approver). The task's attempt ends with the reason, which its next
+    /// attempt is told.
+    Deny {
+        id: String,
+        source: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Show one resource in detail.
     Describe {
         #[command(subcommand)]
@@ -184,6 +214,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Describe {
+    /// An approval request: who asks, for what, why, and the diff it would publish.
+    Approval {
+        id: String,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// A goal: its status, its tasks and its recent events.
     Goal {
         name: String,
@@ -198,6 +236,13 @@ enum Describe {
 enum Get {
     /// Goals and their status, as the last run saw them.
     Goals {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Approval requests, newest first: waiting, approved and denied.
+    Approvals {
         #[arg(long)]
         state_dir: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t)]
@@ -342,6 +387,49 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Get {
             what: Get::Tasks { state_dir, output },
         } => commands::get_tasks(state_dir, output),
+        Command::Get {
+            what: Get::Approvals { state_dir, output },
+        } => approvals_cli::get(state_dir, output),
+        Command::Describe {
+            what:
+                Describe::Approval {
+                    id,
+                    state_dir,
+                    output,
+                },
+        } => approvals_cli::describe(&id, state_dir, output),
+        Command::Approve {
+            id,
+            source,
+            path,
+            branch,
+            state_dir,
+        } => approvals_cli::approve(
+            &id,
+            commands::Location {
+                source,
+                path,
+                branch,
+                state_dir,
+            },
+        ),
+        Command::Deny {
+            id,
+            source,
+            reason,
+            path,
+            branch,
+            state_dir,
+        } => approvals_cli::deny(
+            &id,
+            reason,
+            commands::Location {
+                source,
+                path,
+                branch,
+                state_dir,
+            },
+        ),
         Command::Get {
             what: Get::Computers { state_dir, output },
         } => commands::get_computers(state_dir, output),

@@ -89,6 +89,7 @@ impl Bench {
             settings: None,
             limits: None,
             delegated: false,
+            gates: None,
         }
     }
 

@@ -195,6 +195,7 @@ impl Bench {
                 settings: None,
                 limits: None,
                 delegated: false,
+                gates: None,
             },
             model,
             model_id: model_id.into(),

@@ -563,6 +563,7 @@ async fn playbook_write_and_edit_steps_normalize_paths_before_the_guards() {
         settings: None,
         limits: None,
         delegated: false,
+        gates: None,
     };
     let mut step = 0;
     let mut next = || {

@@ -53,6 +53,8 @@ pub struct Setup {
     pub task_key: String,
     /// How deep delegation may nest.
     pub max_depth: usize,
+    /// Which actions wait for a person's approval, in every session of the task.
+    pub gates: Option<Arc<crate::policy::gates::Gates>>,
 }
 
 /// Builds the sessions of one task.
@@ -273,6 +275,7 @@ impl<'a> Builder<'a> {
             settings: self.setup.settings.as_deref(),
             limits: self.setup.limits.as_deref(),
             delegated: false,
+            gates: self.setup.gates.as_deref(),
         }
     }
 }

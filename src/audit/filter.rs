@@ -3,47 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
+pub use crate::pattern::Glob;
 use crate::store::{AuditRecord, TaskId};
-
-/// A shell-style pattern: `*` matches any run of characters, `?` one character, anything
-/// else itself (case-sensitive, as tool names are).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Glob(Vec<char>);
-
-impl Glob {
-    pub fn new(pattern: &str) -> Glob {
-        Glob(pattern.chars().collect())
-    }
-
-    pub fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        // Iterative matching with one backtrack point for the last `*`: linear for the
-        // patterns people type, never exponential.
-        let (pattern, mut p, mut t) = (&self.0, 0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match pattern.get(p) {
-                Some('*') => {
-                    star = Some((p, t));
-                    p += 1;
-                }
-                Some(&c) if c == '?' || c == text[t] => {
-                    p += 1;
-                    t += 1;
-                }
-                _ => match star {
-                    Some((sp, st)) => {
-                        p = sp + 1;
-                        t = st + 1;
-                        star = Some((sp, st + 1));
-                    }
-                    None => return false,
-                },
-            }
-        }
-        pattern[p..].iter().all(|&c| c == '*')
-    }
-}
 
 /// The time `ago` before `now` (`--since`); an age past the calendar's start is all time.
 pub fn cutoff(now: DateTime<Utc>, ago: std::time::Duration) -> DateTime<Utc> {

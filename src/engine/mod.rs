@@ -5,6 +5,7 @@
 //! One loop owns all state changes; workers run on their own tokio tasks and report back
 //! over a channel, so there is never a second writer deciding what to do next.
 
+mod approvals;
 pub mod records;
 pub mod worker;
 
@@ -428,6 +429,10 @@ pub struct Engine {
     fetch_due: bool,
     /// Finished attempts whose recording failed, to record on the next pass.
     unrecorded: Vec<worker::Done>,
+    /// When the approval requests' answers were last read from git.
+    approvals_checked: Option<Instant>,
+    /// Requests whose answer was refused (not by an approver), audited once each.
+    refused_answers: HashSet<String>,
     /// Provider outages in a row per task, for the wait before the next try.
     outages: HashMap<TaskId, u32>,
 }
@@ -513,6 +518,8 @@ impl Engine {
             commits: Vec::new(),
             fetch_due: true,
             unrecorded: Vec::new(),
+            approvals_checked: None,
+            refused_answers: HashSet::new(),
             outages: HashMap::new(),
         })
     }
@@ -636,6 +643,7 @@ impl Engine {
     pub async fn tick(&mut self) -> Result<(), EngineError> {
         self.note_stop()?;
         self.refresh()?;
+        self.approvals(Utc::now())?;
         for done in std::mem::take(&mut self.unrecorded) {
             self.take_in(done)?;
         }
@@ -1022,19 +1030,7 @@ impl Engine {
         if self.stopped.is_some() || applied.spec.company().is_some_and(|c| c.spec.suspend) {
             return Ok(());
         }
-        let author = applied
-            .spec
-            .company()
-            .and_then(|c| c.spec.writeback.as_ref())
-            .and_then(|w| w.author.as_ref())
-            .map(|a| Identity {
-                name: a.name.clone(),
-                email: a.email.clone(),
-            })
-            .unwrap_or_else(|| Identity {
-                name: "proto".into(),
-                email: "proto@localhost".into(),
-            });
+        let author = writeback_author(&applied.spec);
         let mut starts = Vec::new();
         let mut used: HashMap<String, u32> = HashMap::new();
         for running in self.running.values() {
@@ -1090,6 +1086,7 @@ impl Engine {
             let marker = computer::local::run_marker(&self.options.state_dir, task.id);
             let machine: Arc<dyn Computer> =
                 Arc::new(Local::marked(computer.name(), workdir, marker));
+            let gates = Arc::new(gates(&applied.spec, &goal.spec, &branch));
             starts.push(worker::Work {
                 store: self.store.clone(),
                 goal_key: applied.spec.key_of(goal).into_owned(),
@@ -1101,7 +1098,9 @@ impl Engine {
                 branch,
                 author: author.clone(),
                 cancel: CancellationToken::new(),
-                resume: self.resume.contains(&task.id),
+                // An approved step continues the attempt that asked (after a restart too).
+                resume: self.resume.contains(&task.id)
+                    || matches!(self.store.approved(task.id), Ok(Some(_))),
                 // One router per revision: its circuit breakers remember across tasks.
                 model: applied.router.clone(),
                 settings: applied.spec.claude.settings.clone().map(Arc::new),
@@ -1109,6 +1108,7 @@ impl Engine {
                 mcp_servers: applied.spec.claude.mcp_servers.clone(),
                 spec: applied.spec.clone(),
                 knowledge: applied.knowledge.clone(),
+                gates,
                 system: applied
                     .spec
                     .agent(&goal.spec.owner)
@@ -1315,20 +1315,12 @@ impl Engine {
         let Some(applied) = &self.applied else {
             return Ok(());
         };
-        let company = applied.spec.company();
-        let settings = company
+        let settings = applied
+            .spec
+            .company()
             .and_then(|c| c.spec.writeback.clone())
             .unwrap_or_default();
-        let author = settings.author.clone().map_or(
-            Identity {
-                name: "proto".into(),
-                email: "proto@localhost".into(),
-            },
-            |a| Identity {
-                name: a.name,
-                email: a.email,
-            },
-        );
+        let author = writeback_author(&applied.spec);
         let writer = match Writeback::new(
             &self.source,
             settings.branch.as_deref(),
@@ -1488,6 +1480,43 @@ impl Engine {
             .fold(self.options.poll, Duration::min);
         // A deadline a hair away is slept to, not spun on.
         Ok(wake.max(Duration::from_millis(1)))
+    }
+}
+
+/// The identity the controller commits its records as (`writeback.author`).
+fn writeback_author(spec: &spec::Spec) -> Identity {
+    spec.company()
+        .and_then(|c| c.spec.writeback.as_ref())
+        .and_then(|w| w.author.clone())
+        .map_or(
+            Identity {
+                name: "proto".into(),
+                email: "proto@localhost".into(),
+            },
+            |a| Identity {
+                name: a.name,
+                email: a.email,
+            },
+        )
+}
+
+/// The gates of a task of `goal`, whose work is published to `branch`.
+fn gates(spec: &spec::Spec, goal: &spec::GoalSpec, branch: &str) -> crate::policy::gates::Gates {
+    let approvals = spec.company().and_then(|c| c.spec.approvals.as_ref());
+    crate::policy::gates::Gates {
+        gated: approvals.map(|a| a.gated.clone()).unwrap_or_default(),
+        goal: goal
+            .gate
+            .clone()
+            .map(|gate| crate::policy::gates::GoalGate {
+                gate,
+                branch: branch.to_string(),
+            }),
+        // Validation refuses a timeout it cannot read.
+        timeout: approvals
+            .and_then(|a| a.timeout.as_deref())
+            .and_then(|t| spec::duration::parse_duration(t).ok())
+            .and_then(|d| chrono::Duration::from_std(d).ok()),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::agent::{Builder, Place, Setup};
 use crate::check::{CheckResult, run_check};
 use crate::computer::{Computer, WorkspaceSpec};
 use crate::gitops::Identity;
-use crate::gitops::delivery::{DeliveryError, Git, Lost};
+use crate::gitops::delivery::{DeliveryError, Git, Lost, review_branch};
 use crate::plan::GoalObservation;
 use crate::policy::{ActError, Actor, ToolCall, act};
 use crate::spec::{AgentSpec, GoalSpec, Step};
@@ -55,6 +55,8 @@ pub struct Work {
     pub spec: Arc<crate::spec::Spec>,
     /// The company's knowledge at that revision, ranked into each session's context.
     pub knowledge: Arc<crate::knowledge::Knowledge>,
+    /// Which of the task's actions wait for a person's approval.
+    pub gates: Arc<crate::policy::gates::Gates>,
 }
 
 /// How the attempt ended, and the last check.
@@ -232,6 +234,7 @@ async fn attempt(work: &Work) -> Done {
         settings: work.settings.as_deref(),
         limits: Some(&work.limits),
         delegated: false,
+        gates: Some(&work.gates),
     };
     let delivery = Delivery {
         work,
@@ -248,6 +251,9 @@ async fn attempt(work: &Work) -> Done {
         return delivery
             .deliver(ALREADY_MET_STEP, false, cloned.map(|c| (c, before)))
             .await;
+    }
+    if let Some(done) = publish_reviewed(work, &git, &delivery).await {
+        return done;
     }
     let calls = playbook_calls(&work.goal.playbook);
     if calls.is_empty() {
@@ -271,6 +277,32 @@ async fn attempt(work: &Work) -> Done {
     // A last `commit` step staged and committed everything (`git add -A`).
     let committed = matches!(calls.last(), Some(ToolCall::Commit { .. }));
     delivery.deliver(step, !committed, None).await
+}
+
+/// A gated goal whose reviewed work a person approved: that commit, exactly, is published
+/// (the work is not done again), through the same delivery as any other. `None` when there
+/// is no such approval for this attempt.
+async fn publish_reviewed(work: &Work, git: &Git<'_>, delivery: &Delivery<'_>) -> Option<Done> {
+    let approved = match work.store.approved(work.task.id) {
+        Ok(approved) => approved?,
+        Err(e) => return Some(failed(work, e.to_string(), None)),
+    };
+    let reviewed = approved.reviewed?;
+    let branch = review_branch(&work.task.goal);
+    if let Err(e) = git.fetch_tip(&branch).await {
+        return Some(delivery.undelivered(e.to_string()));
+    }
+    if let Err(e) = git.reset_to(&reviewed).await {
+        return Some(delivery.undelivered(format!(
+            "the approved work ({reviewed}) is no longer on {branch}: {e}"
+        )));
+    }
+    tracing::info!(goal = %work.task.goal, approval = %approved.id, "publishing the approved work");
+    Some(
+        delivery
+            .deliver(approved.step.saturating_sub(1), false, None)
+            .await,
+    )
 }
 
 /// A refusal that parks the task rather than failing it: an action waiting for approval.
@@ -374,8 +406,18 @@ impl Delivery<'_> {
                 branch: work.branch.clone(),
                 from: prepared.tip.clone(),
             };
+            if let Err(done) = self
+                .review(step.saturating_add(1), prepared.tip.as_deref())
+                .await
+            {
+                return *done;
+            }
             match act(self.actor, step.saturating_add(1), &push).await {
                 Ok(_) => return self.met(&result, prepared.head),
+                Err(e @ ActError::NeedsApproval(_)) => {
+                    return parked(work, &push, &e, None)
+                        .unwrap_or_else(|| self.not_delivered(&push, e));
+                }
                 Err(ActError::Delivery(DeliveryError::Stale { message, lost, .. })) => {
                     tracing::info!(goal = %work.task.goal, round, "{} moved; rebuilding on it", work.branch);
                     last = (message, lost);
@@ -399,6 +441,79 @@ impl Delivery<'_> {
                 work.branch
             ),
         })
+    }
+
+    /// For a gated goal whose publishing is not approved yet: puts the work where a person
+    /// can review it (the product's `proto/<goal>`, through `act()` like any push) and asks
+    /// for approval with the diff it would publish onto `tip`. The push to the goal's branch
+    /// that follows then waits for the answer. `Err` ends the attempt.
+    async fn review(&self, push_step: u32, tip: Option<&str>) -> Result<(), Box<Done>> {
+        let work = self.work;
+        let publish = ToolCall::Push {
+            branch: work.branch.clone(),
+            from: None,
+        };
+        // Publishing is gated by the goal's `gate:` or a `push:<branch>` pattern.
+        let Some(gate) = work.gates.gate(&publish) else {
+            return Ok(());
+        };
+        let approved = work
+            .store
+            .approved(work.task.id)
+            .map_err(|e| Box::new(failed(work, e.to_string(), None)))?;
+        if approved.is_some_and(|a| a.step == push_step) {
+            return Ok(());
+        }
+        let branch = review_branch(&work.task.goal);
+        let fail = |e: String| Box::new(self.undelivered(e));
+        let head = self
+            .git
+            .head()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail("nothing to review: the workspace has no commit".into()))?;
+        let reviewed_tip = self
+            .git
+            .fetch_tip(&branch)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if reviewed_tip.as_deref() != Some(head.as_str()) {
+            let call = ToolCall::Push {
+                branch: branch.clone(),
+                from: reviewed_tip,
+            };
+            // The step after the gated push's: delivery itself never uses it.
+            act(self.actor, push_step.saturating_add(1), &call)
+                .await
+                .map_err(|e| Box::new(self.not_delivered(&call, e)))?;
+        }
+        let diff = self
+            .git
+            .diff(tip, &head)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let reason = format!(
+            "{}; review {branch} of Product/{}",
+            gate.reason, work.task.product
+        );
+        let input = serde_json::json!({ "branch": work.branch });
+        work.store
+            .ask_approval(
+                &crate::store::Ask {
+                    task: work.task.id,
+                    step: push_step,
+                    agent: &work.agent,
+                    action: &gate.action,
+                    input: &input,
+                    reason: &reason,
+                    diff: Some(&diff),
+                    reviewed: Some(&head),
+                    timeout: work.gates.timeout,
+                },
+                Utc::now(),
+            )
+            .map_err(|e| Box::new(failed(work, e.to_string(), None)))?;
+        Ok(())
     }
 
     /// The work conflicts with what the branch holds now: the goal may still be met by what
@@ -575,6 +690,7 @@ fn setup(
         product: work.task.product.clone(),
         task_key: work.task.key.clone(),
         max_depth: crate::agent::delegate::DEFAULT_DEPTH,
+        gates: Some(work.gates.clone()),
     })
 }
 

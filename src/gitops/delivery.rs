@@ -28,6 +28,19 @@ use tokio_util::sync::CancellationToken;
 use super::Identity;
 use crate::computer::{Computer, ComputerError, RunOutcome, RunRequest, Workspace};
 
+/// Where a gated goal's work waits for review on the product: `proto/<goal>`. The
+/// controller owns these branches, so a new attempt's work replaces what an earlier one left
+/// there (under a lease, never blindly).
+pub const REVIEW_PREFIX: &str = "proto/";
+
+/// The review branch of `goal`.
+pub fn review_branch(goal: &str) -> String {
+    format!("{REVIEW_PREFIX}{goal}")
+}
+
+/// The most of a diff an approval request carries.
+const DIFF_LIMIT: usize = 256 * 1024;
+
 /// How long one git command may take (a push of a large history over a slow link).
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -318,7 +331,8 @@ impl Git<'_> {
     pub async fn push(&self, branch: &str, tip: Option<&str>) -> Result<String, DeliveryError> {
         let target = format!("refs/heads/{branch}");
         let lease = format!("--force-with-lease={target}:{}", tip.unwrap_or_default());
-        let descends = match tip {
+        // A review branch is the controller's own: it may be replaced, never a product's.
+        let descends = match tip.filter(|_| !branch.starts_with(REVIEW_PREFIX)) {
             Some(tip) => format!(
                 "g merge-base --is-ancestor {} \"$head\" || {{ echo \"head=$head\"; exit {EXIT_NOT_DESCENDANT}; }}\n",
                 quote(tip)
@@ -378,6 +392,28 @@ impl Git<'_> {
             }),
             None => Err(failed(&format!("push origin {target}"), &out)),
         }
+    }
+
+    /// What publishing `to` onto `from` would change (`git diff from to`), cut at
+    /// [`DIFF_LIMIT`] bytes; everything `to` holds when `from` is `None`.
+    pub async fn diff(&self, from: Option<&str>, to: &str) -> Result<String, DeliveryError> {
+        // Git's empty tree: a branch that does not exist yet holds nothing.
+        let from = from.unwrap_or("4b825dc642cb6eb9a060e54bf8d69288fbee4904");
+        let script = format!("g diff --no-color {} {}", quote(from), quote(to));
+        let out = self.script(&script, BTreeMap::new(), false).await?;
+        if !out.success() {
+            return Err(failed("diff", &out));
+        }
+        let mut diff = out.stdout;
+        if diff.len() > DIFF_LIMIT {
+            let mut cut = DIFF_LIMIT;
+            while !diff.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            diff.truncate(cut);
+            diff.push_str("\n[... the diff is cut here; the branch holds all of it]\n");
+        }
+        Ok(diff)
     }
 
     /// Where `origin` points, for messages.

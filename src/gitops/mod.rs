@@ -5,6 +5,7 @@
 //! product repository into a task workspace, and [`delivery`] commits the finished work and
 //! pushes it to the product's branch by compare-and-swap.
 
+pub mod approvals;
 pub mod delivery;
 pub mod workspace;
 
@@ -36,6 +37,9 @@ pub enum GitopsError {
     Command { what: String, message: String },
     #[error("{0}: not a relative path inside the declaration folder")]
     InvalidPath(String),
+    /// A record the controller could not write out (a file it could not serialize).
+    #[error("{0}")]
+    Record(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,6 +11,7 @@
 //! (`SessionStart`, `Stop`, `SubagentStop`) are in [`lifecycle`].
 
 mod execute;
+pub mod gates;
 pub mod hooks;
 pub mod lifecycle;
 pub mod limits;
@@ -31,7 +32,7 @@ use execute::{already_done, execute, replay};
 use crate::computer::{Computer, ComputerError, Workspace};
 use crate::gitops::Identity;
 use crate::gitops::delivery::DeliveryError;
-use crate::store::{AuditRecord, Entry, StepRecord, Store, StoreError, TaskId};
+use crate::store::{ApprovalState, AuditRecord, Entry, StepRecord, Store, StoreError, TaskId};
 pub use crate::tools::allows;
 use crate::tools::{Effect, Registry};
 
@@ -140,6 +141,15 @@ impl ToolCall {
         }
     }
 
+    /// The input an approval is given for: a push is approved for its branch, whatever tip
+    /// the branch has moved to by the time it runs.
+    pub fn approval_input(&self) -> Value {
+        match self {
+            ToolCall::Push { branch, .. } => json!({ "branch": branch }),
+            _ => self.input(),
+        }
+    }
+
     /// Delivering a goal's work is the controller's act on the agent's behalf: it needs no
     /// tool of the agent's (permission rules, hooks and the audit still apply), and whether
     /// it happened is read from the product's branch, never from the journal.
@@ -177,6 +187,8 @@ pub struct Actor<'a> {
     /// A delegated child working for another agent, not the task's own agent (its session
     /// ends with `SubagentStop` hooks).
     pub delegated: bool,
+    /// Which actions wait for a person's approval (the Company's and the goal's gates).
+    pub gates: Option<&'a gates::Gates>,
 }
 
 impl ToolCall {
@@ -389,7 +401,11 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
     }
     throttle(actor).await?;
     let rewritten;
-    let call = match admit(actor, call).await {
+    let (admitted, asked) = match admit(actor, call).await {
+        Err(ActError::NeedsApproval(reason)) => (Ok(None), Some((call.action().to_string(), reason))),
+        other => (other, None),
+    };
+    let call = match admitted {
         Ok(Some(updated)) => match call {
             ToolCall::Tool { name, .. } => {
                 rewritten = ToolCall::Tool {
@@ -415,6 +431,15 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             return Err(refusal);
         }
     };
+    let gated = asked.or_else(|| {
+        actor
+            .gates
+            .and_then(|g| g.gate(call))
+            .map(|g| (g.action, g.reason))
+    });
+    if let Some((action, reason)) = gated {
+        approval(actor, step, call, &action, &reason)?;
+    }
     let started = opens_entry(actor, call)
         .then(|| {
             actor
@@ -492,6 +517,55 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
         outcome,
         skipped: false,
     })
+}
+
+/// A gated step runs only once a person approved it (for this attempt of the task, with
+/// this input): otherwise the request is made (or found waiting) and the task waits, or a
+/// denial refuses it.
+fn approval(
+    actor: &Actor<'_>,
+    step: u32,
+    call: &ToolCall,
+    action: &str,
+    reason: &str,
+) -> Result<(), ActError> {
+    let input = call.approval_input();
+    let asked = actor.store.ask_approval(
+        &crate::store::Ask {
+            task: actor.task,
+            step,
+            agent: actor.agent,
+            action,
+            input: &input,
+            reason,
+            diff: None,
+            reviewed: None,
+            timeout: actor.gates.and_then(|g| g.timeout),
+        },
+        Utc::now(),
+    )?;
+    let refusal = match asked.state {
+        ApprovalState::Approved => return Ok(()),
+        ApprovalState::Pending => ActError::NeedsApproval(format!(
+            "{reason} (approval request {}: `proto approve {}` or merge its branch proto/approvals/{})",
+            asked.id, asked.id, asked.id
+        )),
+        ApprovalState::Denied => ActError::Forbidden(format!(
+            "{action} was denied by {}: {}",
+            asked.decided_by.unwrap_or_default(),
+            asked.answer.unwrap_or_default()
+        )),
+    };
+    let audit = audit(actor, call, json!({ "refused": refusal.to_string() }), None);
+    record(
+        actor,
+        step,
+        call,
+        Entry::None,
+        Some(&audit),
+        Err(&refusal.to_string()),
+    )?;
+    Err(refusal)
 }
 
 /// Writes what the step leaves in the store (its journal entry, its audit record, and the

@@ -149,6 +149,36 @@ impl GitSource {
         Ok(())
     }
 
+    /// Brings the remote's approval request branches (`proto/approvals/*`) into the cache,
+    /// and removes those the remote no longer has (a deleted request is a denial). A local
+    /// repository already holds them.
+    pub fn fetch_approvals(&self) -> Result<(), SourceError> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let repo = self.repo()?;
+        let prefix = "refs/heads/proto/approvals/";
+        let advertised = remote::fetch(
+            &mut repo.remote_anonymous(url)?,
+            &[format!("+{prefix}*:{prefix}*")],
+        )?;
+        let kept: std::collections::HashSet<&str> =
+            advertised.iter().map(|(name, _)| name.as_str()).collect();
+        let mut gone = Vec::new();
+        for reference in repo.references_glob(&format!("{prefix}*"))? {
+            let reference = reference?;
+            if let Ok(name) = reference.name()
+                && !kept.contains(name)
+            {
+                gone.push(name.to_string());
+            }
+        }
+        for name in gone {
+            repo.find_reference(&name)?.delete()?;
+        }
+        Ok(())
+    }
+
     /// The commit id at the tip of the tracked branch.
     pub fn head(&self) -> Result<String, SourceError> {
         let repo = self.repo()?;

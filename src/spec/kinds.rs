@@ -216,6 +216,28 @@ pub struct Approvals {
     /// Unanswered requests are denied after this long, e.g. `72h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Whether the approving merge commit must carry a signature `git verify-commit`
+    /// accepts (GPG, or SSH with `gpg.ssh.allowedSignersFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signed_merges: Option<bool>,
+    /// A forge on which requests are also opened as pull requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<Forge>,
+}
+
+/// A forge (`github` or `gitea`) and the company repository on it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Forge {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `owner/name` of the company repository on the forge.
+    pub repo: String,
+    /// The environment variable holding the forge's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
 }
 
 /// How the controller commits its records.

@@ -190,10 +190,28 @@ impl<'a> Validator<'a> {
         }
         for company in &s.companies {
             self.reference(company, "spec.ceo", Kind::Agent, &company.spec.ceo);
-            if let Some(approvals) = &company.spec.approvals
-                && let Some(timeout) = &approvals.timeout
-            {
-                self.duration(company, "spec.approvals.timeout", timeout);
+            if let Some(approvals) = &company.spec.approvals {
+                if let Some(timeout) = &approvals.timeout {
+                    self.duration(company, "spec.approvals.timeout", timeout);
+                }
+                if let Some(forge) = &approvals.forge {
+                    let field = "spec.approvals.forge.type";
+                    if !matches!(forge.kind.as_str(), "github" | "gitea") {
+                        self.push(company.error(
+                            field,
+                            format!("`{}`: a forge is `github` or `gitea`", forge.kind),
+                        ));
+                    } else {
+                        // Said rather than silently ignored: requests and answers go
+                        // through git branches, which every forge shows as well.
+                        let mut warning = company.error(
+                            "spec.approvals.forge",
+                            "pull requests are not opened on forges yet: approval requests are branches of the company repository (proto/approvals/<id>), answered by merging or denying them",
+                        );
+                        warning.severity = super::diag::Severity::Warning;
+                        self.push(warning);
+                    }
+                }
             }
             if let Some(models) = &company.spec.models {
                 if let Some(timeout) = &models.turn_timeout {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -259,4 +259,31 @@ CREATE TABLE control (
     stopped_by TEXT,
     reason     TEXT
 ) STRICT;
+"#;
+
+/// Approval requests (see `approvals.rs`): one per gated step of a task's attempt, with the
+/// commit that published it to the company repository and the person's answer.
+const V8: &str = r#"
+CREATE TABLE approvals (
+    id           TEXT PRIMARY KEY,
+    task         INTEGER NOT NULL REFERENCES tasks (id),
+    attempt      INTEGER NOT NULL,
+    step         INTEGER NOT NULL,
+    goal         TEXT NOT NULL,
+    agent        TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    input        TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    diff         TEXT,
+    reviewed     TEXT,
+    requested_at TEXT NOT NULL,
+    expires_at   TEXT,
+    published    TEXT,
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied')),
+    decided_by   TEXT,
+    decided_at   TEXT,
+    answer       TEXT,
+    UNIQUE (task, attempt, step)
+) STRICT;
+CREATE INDEX approvals_state ON approvals (state);
 "#;

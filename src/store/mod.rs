@@ -7,6 +7,7 @@
 //! log.
 
 pub mod activity;
+mod approvals;
 mod control;
 mod migrations;
 mod observed;
@@ -278,6 +279,7 @@ pub mod kind {
     pub const PROVIDER_UNAVAILABLE: &str = "task.providerUnavailable";
 }
 
+pub use approvals::{Approval, ApprovalState, Ask, approval_id, kind as approval_kind};
 pub use control::{Stop, kind as control_kind};
 
 pub struct Store {
