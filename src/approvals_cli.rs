@@ -50,7 +50,14 @@ pub fn get(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
         .collect();
     emit(&output::table(
         &[
-            "ID", "GOAL", "ACTION", "STATE", "REQUESTED", "EXPIRES", "BY", "REASON",
+            "ID",
+            "GOAL",
+            "ACTION",
+            "STATE",
+            "REQUESTED",
+            "EXPIRES",
+            "BY",
+            "REASON",
         ],
         &rows,
     ))
@@ -67,7 +74,15 @@ pub fn describe(id: &str, state: Option<PathBuf>, format: Format) -> Result<Exit
     let mut line = |key: &str, value: &str| text.push_str(&format!("{key:<10} {value}\n"));
     line("Id:", &approval.id);
     line("Goal:", &approval.goal);
-    line("Task:", &format!("{} (attempt {}, step {})", approval.task, approval.attempt + 1, approval.step));
+    line(
+        "Task:",
+        &format!(
+            "{} (attempt {}, step {})",
+            approval.task,
+            approval.attempt + 1,
+            approval.step
+        ),
+    );
     line("Agent:", &approval.agent);
     line("Action:", &approval.action);
     line("Input:", &approval.input.to_string());
@@ -118,12 +133,15 @@ pub fn approve(id: &str, location: Location) -> Result<ExitCode, String> {
 pub fn deny(id: &str, reason: Option<String>, location: Location) -> Result<ExitCode, String> {
     let (source, who) = answerer(location)?;
     let reason = reason.unwrap_or_else(|| "denied without a reason".into());
-    git_approvals::deny(source.repository_path(), source.subpath(), id, &who, &reason)
-        .map_err(|e| format!("{}: {e}", source.label()))?;
-    println!(
-        "denied {id} as {} <{}>: {reason}",
-        who.name, who.email
-    );
+    git_approvals::deny(
+        source.repository_path(),
+        source.subpath(),
+        id,
+        &who,
+        &reason,
+    )
+    .map_err(|e| format!("{}: {e}", source.label()))?;
+    println!("denied {id} as {} <{}>: {reason}", who.name, who.email);
     Ok(ExitCode::SUCCESS)
 }
 

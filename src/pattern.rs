@@ -58,7 +58,11 @@ mod tests {
             ("a?c", "abc", true),
             ("*", "", true),
         ] {
-            assert_eq!(Glob::new(pattern).matches(text), matches, "{pattern} {text}");
+            assert_eq!(
+                Glob::new(pattern).matches(text),
+                matches,
+                "{pattern} {text}"
+            );
         }
     }
 }

@@ -87,7 +87,9 @@ impl Engine {
                 );
                 self.dirty.goal(&approval.goal);
             }
-            Err(e) => tracing::error!(approval = %approval.id, error = %e, "cannot publish the approval request"),
+            Err(e) => {
+                tracing::error!(approval = %approval.id, error = %e, "cannot publish the approval request")
+            }
         }
         Ok(())
     }
@@ -104,6 +106,20 @@ impl Engine {
             controller: self.applied.as_ref().map(|a| writeback_author(&a.spec)),
             require_signed: approvals.require_signed_merges.unwrap_or(false),
         }
+    }
+
+    /// The denial of a request nobody answered in time.
+    fn expired(&self, approval: &Approval, now: DateTime<Utc>) -> Option<(bool, String, String)> {
+        approval.expires_at.filter(|e| *e <= now).map(|expires| {
+            (
+                false,
+                "proto".to_string(),
+                format!(
+                    "no answer by {} (approvals.timeout)",
+                    expires.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            )
+        })
     }
 
     /// Reads one request's answer from git and records it.
@@ -134,18 +150,20 @@ impl Engine {
                 if self.refused_answers.insert(approval.id.clone()) {
                     tracing::error!(approval = %approval.id, by = %by, "approval refused: {why}");
                     self.store.note_refused_answer(approval, &by, &why, now)?;
+                    self.record
+                        .note(format!("{} approval by {by} refused: {why}", approval.id));
                 }
-                return Ok(());
+                match self.expired(approval, now) {
+                    Some(denial) => denial,
+                    None => return Ok(()),
+                }
             }
-            Answer::Pending => match approval.expires_at {
-                Some(expires) if expires <= now => (
-                    false,
-                    "proto".to_string(),
-                    format!("no answer by {}", expires.format("%Y-%m-%d %H:%M:%S UTC")),
-                ),
-                _ => return Ok(()),
+            Answer::Pending => match self.expired(approval, now) {
+                Some(denial) => denial,
+                None => return Ok(()),
             },
         };
+
         if self
             .store
             .answer_approval(&approval.id, approved, &by, &said, now)?

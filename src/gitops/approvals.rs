@@ -147,11 +147,20 @@ pub struct Policy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     Pending,
-    Approved { by: String, commit: String },
-    Denied { by: String, reason: String },
+    Approved {
+        by: String,
+        commit: String,
+    },
+    Denied {
+        by: String,
+        reason: String,
+    },
     /// The file reached the branch, but not by a person allowed to approve: refused (and
     /// audited), the request keeps waiting.
-    Refused { by: String, why: String },
+    Refused {
+        by: String,
+        why: String,
+    },
 }
 
 /// Reads the answer to request `id` in the repository at `path`: the watched `branch`, the
@@ -251,7 +260,11 @@ fn judge(path: &Path, commit: &Commit<'_>, policy: &Policy) -> Answer {
         let id = commit.id().to_string();
         match verify_commit(path, &id) {
             Ok(()) => {}
-            Err(why) => return refuse(format!("the approving commit {id} is not signed by a trusted key: {why}")),
+            Err(why) => {
+                return refuse(format!(
+                    "the approving commit {id} is not signed by a trusted key: {why}"
+                ));
+            }
         }
     }
     Answer::Approved {
@@ -274,16 +287,18 @@ fn verify_commit(path: &Path, id: &str) -> Result<(), String> {
         Ok(())
     } else {
         let said = String::from_utf8_lossy(&out.stderr);
-        Err(said.lines().last().unwrap_or("no valid signature").trim().to_string())
+        Err(said
+            .lines()
+            .last()
+            .unwrap_or("no valid signature")
+            .trim()
+            .to_string())
     }
 }
 
 /// The oldest commit of `tip`'s first-parent history that holds `file` with its parent not
 /// holding it: the commit that brought it into the branch.
-fn introducing_commit<'r>(
-    tip: &Commit<'r>,
-    file: &str,
-) -> Result<Commit<'r>, GitopsError> {
+fn introducing_commit<'r>(tip: &Commit<'r>, file: &str) -> Result<Commit<'r>, GitopsError> {
     let mut current = tip.clone();
     // Bounded: a history longer than this is read no further (the answer is then the
     // oldest commit seen holding the file).
@@ -343,19 +358,17 @@ fn full_path(subpath: &str, path: &str) -> String {
 /// commit, so the approver is its committer). A checked-out branch is merged with `git
 /// merge` in its working tree; otherwise the merge commit is made in the repository and the
 /// branch moved only if it has not moved meanwhile. Answers the merge commit.
-pub fn approve(
-    path: &Path,
-    branch: &str,
-    id: &str,
-    who: &Identity,
-) -> Result<String, GitopsError> {
+pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<String, GitopsError> {
     let repo = Repository::open(path)?;
     let request = repo
         .find_branch(&request_branch(id), git2::BranchType::Local)
         .map_err(|_| no_request(id))?
         .get()
         .peel_to_commit()?;
-    let message = format!("Approve {id}\n\nMerge {} as an approval.", request_branch(id));
+    let message = format!(
+        "Approve {id}\n\nMerge {} as an approval.",
+        request_branch(id)
+    );
     let checked_out = !repo.is_bare()
         && repo
             .head()

@@ -95,7 +95,11 @@ mod tests {
     #[test]
     fn patterns_and_goal_gates_name_the_action_asked_for() {
         let gates = Gates {
-            gated: vec!["publish_*".into(), "push:main".into(), "mcp__stripe__*".into()],
+            gated: vec![
+                "publish_*".into(),
+                "push:main".into(),
+                "mcp__stripe__*".into(),
+            ],
             goal: None,
             timeout: None,
         };

@@ -402,7 +402,9 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
     throttle(actor).await?;
     let rewritten;
     let (admitted, asked) = match admit(actor, call).await {
-        Err(ActError::NeedsApproval(reason)) => (Ok(None), Some((call.action().to_string(), reason))),
+        Err(ActError::NeedsApproval(reason)) => {
+            (Ok(None), Some((call.action().to_string(), reason)))
+        }
         other => (other, None),
     };
     let call = match admitted {

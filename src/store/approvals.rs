@@ -289,7 +289,7 @@ impl Store {
         answer: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.write(|tx| {
+        let moved = self.write(|tx| {
             let Some(approval) = tx
                 .query_row(
                     &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
@@ -298,10 +298,10 @@ impl Store {
                 )
                 .optional()?
             else {
-                return Ok(false);
+                return Ok(None);
             };
             if approval.state != ApprovalState::Pending {
-                return Ok(false);
+                return Ok(None);
             }
             let state = if approved {
                 ApprovalState::Approved
@@ -337,7 +337,7 @@ impl Store {
             )?;
             // A task no longer waiting (cancelled, its goal gone) keeps its state.
             if task.state != TaskState::WaitingApproval || task.attempts != approval.attempt {
-                return Ok(true);
+                return Ok(Some(None));
             }
             let now_text = time_text(now);
             if approved {
@@ -346,13 +346,10 @@ impl Store {
                      WHERE id = ?1",
                     params![task.id, now_text],
                 )?;
-                return Ok(true);
+                return Ok(Some(Some(task.id)));
             }
             let attempts = task.attempts.saturating_add(1);
-            let error = format!(
-                "{} was denied by {by}: {answer}",
-                approval.action
-            );
+            let error = format!("{} was denied by {by}: {answer}", approval.action);
             let state = if attempts < task.max_attempts {
                 TaskState::Queued
             } else {
@@ -365,8 +362,13 @@ impl Store {
                 params![task.id, state_name(state), attempts, now_text, error],
             )?;
             close_attempt(tx, task.id, "denied", &error, now)?;
-            Ok(true)
-        })
+            Ok(Some(Some(task.id)))
+        })?;
+        // The planner's view follows the task it moved.
+        if let Some(Some(task)) = moved {
+            self.noted(&[task], None);
+        }
+        Ok(moved.is_some())
     }
 }
 
@@ -462,15 +464,26 @@ mod tests {
         let input = json!({});
         let request = store.ask_approval(&ask(task, &input), Utc::now()).unwrap();
         store
-            .answer_approval(&request.id, false, "ann@example.com", "not on a Friday", Utc::now())
+            .answer_approval(
+                &request.id,
+                false,
+                "ann@example.com",
+                "not on a Friday",
+                Utc::now(),
+            )
             .unwrap();
         let task = store.task(task).unwrap();
         assert_eq!(task.state, TaskState::Queued);
         assert_eq!(task.attempts, 1);
         let error = task.last_error.unwrap_or_default();
-        assert!(error.contains("not on a Friday") && error.contains("ann@example.com"), "{error}");
+        assert!(
+            error.contains("not on a Friday") && error.contains("ann@example.com"),
+            "{error}"
+        );
         // The next attempt asks again.
-        let next = store.ask_approval(&ask(task.id, &input), Utc::now()).unwrap();
+        let next = store
+            .ask_approval(&ask(task.id, &input), Utc::now())
+            .unwrap();
         assert_eq!(next.state, ApprovalState::Pending);
         assert_ne!(next.id, request.id);
     }
