@@ -9,6 +9,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/mock_llm.rs"]
+mod mock_llm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,20 @@ use cli::{get_json, git, git_output, proto, run_command, text, wait_for};
 /// goal `deploy` writes `deploy.txt` and is gated by `gate` (a goal `gate:` line, or empty)
 /// under `approvals` (the Company's `approvals:` block, indented by four).
 fn company(dir: &Path, approvals: &str, gate: &str, attempts: u32) -> PathBuf {
+    let playbook = "  playbook:\n    - run: \"echo built > build.txt\"\n    - write: {path: deploy.txt, content: \"deployed\\n\"}\n    - commit: {message: \"Deploy\"}\n";
+    company_with(dir, approvals, gate, attempts, "", playbook)
+}
+
+/// [`company`] with `models` (the Company's `models:` block) and the goal's `work` (its
+/// playbook, or nothing for a model's work).
+fn company_with(
+    dir: &Path,
+    approvals: &str,
+    gate: &str,
+    attempts: u32,
+    models: &str,
+    work: &str,
+) -> PathBuf {
     let company = dir.join("company");
     std::fs::create_dir_all(&company).unwrap();
     git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
@@ -32,11 +48,11 @@ fn company(dir: &Path, approvals: &str, gate: &str, attempts: u32) -> PathBuf {
         &["push", "-q", dir.join("app.git").to_str().unwrap(), "main"],
     );
     let yaml = format!(
-        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: small}}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {{author: {{name: proto-bot, email: bot@example.com}}}}\n  approvals:\n{approvals}\
----\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}}\n\
+        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: small}}\nspec:\n  mission: Test.\n{models}  ceo: ceo\n  writeback: {{author: {{name: proto-bot, email: bot@example.com}}}}\n  approvals:\n{approvals}\
+---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}}\n\
 ---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: 2}}\n\
 ---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: A product., lead: ceo, repo: {{url: '../app.git', branch: main}}}}\n\
----\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: deploy}}\nspec:\n  product: app\n  owner: ceo\n  description: Deploy.\n  check: {{file: {{path: deploy.txt}}}}\n{gate}  budget: {{attempts: {attempts}}}\n  playbook:\n    - run: \"echo built > build.txt\"\n    - write: {{path: deploy.txt, content: \"deployed\\n\"}}\n    - commit: {{message: \"Deploy\"}}\n"
+---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: deploy}}\nspec:\n  product: app\n  owner: ceo\n  description: Deploy.\n  check: {{file: {{path: deploy.txt}}}}\n{gate}  budget: {{attempts: {attempts}}}\n{work}"
     );
     std::fs::write(company.join("company.yaml"), yaml).unwrap();
     git(&company, &["init", "-q", "-b", "main"]);
@@ -106,7 +122,7 @@ fn parked(home: &Path, company: &Path, state: &Path) -> String {
     let out = run_once(home, company, state);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let g = goal(home, state);
-    assert_eq!(g["reason"], "WaitingApproval", "{g:#}");
+    assert_eq!(g["reason"], "WaitingApproval", "{g:#} {}", text(&out));
     let waiting = approvals(home, state);
     assert_eq!(waiting.len(), 1, "{waiting:#?}");
     assert_eq!(waiting[0]["state"], "pending");
@@ -363,4 +379,45 @@ fn a_controller_killed_while_a_request_waits_goes_on_waiting_and_publishes_once_
     assert_eq!(tip(&app, "main"), Some(reviewed));
     let log = git(&app, &["log", "--format=%s", "main"]);
     assert_eq!(log.lines().collect::<Vec<_>>(), ["Deploy", "Seed"]);
+}
+
+#[test]
+fn a_models_gated_call_resumes_from_the_journal_once_approved_without_asking_the_model_again() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        mock_llm::tool_use(
+            "1",
+            "Write",
+            serde_json::json!({"file_path": "deploy.txt", "content": "deployed\n"}),
+        ),
+        mock_llm::Reply::sse(mock_llm::text_stream("m2", "Deployed.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let models = format!(
+        "  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n",
+        mock.base_url()
+    );
+    let approvals_yaml = format!("{APPROVERS}    gated: [Write]\n");
+    let company = company_with(home, &approvals_yaml, "", 1, &models, "");
+    let state = home.join("state");
+    let id = parked(home, &company, &state);
+    let asked = approvals(home, &state);
+    assert_eq!(asked[0]["action"], "Write");
+    assert_eq!(asked[0]["input"]["file_path"], "deploy.txt", "{asked:#?}");
+    assert_eq!(mock.requests().len(), 1);
+    let out = proto(home, &["approve", &id, company.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_once(home, &company, &state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        goal(home, &state)["reason"],
+        "CheckPassed",
+        "{}",
+        text(&out)
+    );
+    // The first turn came from the journal: only the turn after the approved call was asked.
+    assert_eq!(mock.requests().len(), 2, "the model was asked again");
+    let app = home.join("app.git");
+    assert_eq!(git(&app, &["show", "main:deploy.txt"]), "deployed");
 }
