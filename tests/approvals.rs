@@ -421,3 +421,74 @@ fn a_models_gated_call_resumes_from_the_journal_once_approved_without_asking_the
     let app = home.join("app.git");
     assert_eq!(git(&app, &["show", "main:deploy.txt"]), "deployed");
 }
+
+#[test]
+fn with_signed_merges_required_only_a_merge_signed_by_an_allowed_key_approves() {
+    let approvals_yaml = format!("{APPROVERS}    requireSignedMerges: true\n");
+    for signed in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path();
+        let company = company(home, &approvals_yaml, GATE, 1);
+        let state = home.join("state");
+        let id = parked(home, &company, &state);
+        // Ann's SSH signing key, trusted by the repository's allowed signers file.
+        let key = home.join("ann_key");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ann", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let public = std::fs::read_to_string(home.join("ann_key.pub")).unwrap();
+        let signers = home.join("allowed_signers");
+        std::fs::write(&signers, format!("ann@example.com {public}")).unwrap();
+        git(&company, &["config", "gpg.format", "ssh"]);
+        git(
+            &company,
+            &[
+                "config",
+                "gpg.ssh.allowedSignersFile",
+                signers.to_str().unwrap(),
+            ],
+        );
+        if signed {
+            git(
+                &company,
+                &["config", "user.signingkey", key.to_str().unwrap()],
+            );
+            git(&company, &["config", "commit.gpgsign", "true"]);
+        }
+        let out = proto(home, &["approve", &id, company.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = run_once(home, &company, &state);
+        let answered = approvals(home, &state);
+        if signed {
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+            assert_eq!(answered[0]["state"], "approved", "{answered:#?}");
+            assert_eq!(goal(home, &state)["reason"], "CheckPassed");
+        } else {
+            assert_eq!(answered[0]["state"], "pending", "{answered:#?}");
+            assert_eq!(goal(home, &state)["reason"], "WaitingApproval");
+            let audit = proto(
+                home,
+                &[
+                    "audit",
+                    company.to_str().unwrap(),
+                    "--action",
+                    "approve",
+                    "-o",
+                    "json",
+                ],
+            );
+            assert!(
+                text(&audit).contains("not signed by a trusted key"),
+                "{}",
+                text(&audit)
+            );
+        }
+    }
+}
