@@ -105,6 +105,7 @@ fn the_real_schema_applies_and_the_file_is_set_up() {
         tables,
         [
             "actions",
+            "approvals",
             "attempts",
             "audit",
             "computers",
