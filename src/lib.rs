@@ -18,6 +18,7 @@ pub mod model;
 pub mod org;
 pub mod output;
 pub mod pattern;
+pub mod place;
 pub mod plan;
 pub mod policy;
 pub mod program;

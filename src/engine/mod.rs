@@ -24,7 +24,7 @@ use crate::computer::{self, Computer, Local};
 use crate::gitops::{FileChange, Identity, Writeback};
 use crate::plan::{self, Action};
 use crate::source::{GitSource, SourceError};
-use crate::spec::{self, Diagnostic, Resource, Spec};
+use crate::spec::{self, Diagnostic, Spec};
 use crate::store::{AttemptOutcome, NewTask, Store, StoreError, TaskId};
 
 use records::{Dirty, LastCheck, StatusReport};
@@ -994,33 +994,29 @@ impl Engine {
         Ok(())
     }
 
-    /// Computers a product may use, with their capacity.
-    fn computers_for(&self, product: &str) -> Vec<(&Resource<spec::ComputerSpec>, u32)> {
-        let Some(applied) = &self.applied else {
-            return Vec::new();
-        };
-        let selector = applied
-            .spec
-            .product(product)
-            .and_then(|p| p.spec.computers.clone());
-        applied
-            .spec
-            .computers
+    /// The declared computers as the scheduler sees them, with what runs on each now.
+    fn placer(&self) -> crate::place::Placer {
+        let mut running: HashMap<&str, u32> = HashMap::new();
+        for task in self.running.values() {
+            *running.entry(task.computer.as_str()).or_default() += 1;
+        }
+        let slots = self
+            .applied
             .iter()
-            .filter(|c| match &selector {
-                None => true,
-                Some(s) => match (&s.match_labels, &s.names) {
-                    (Some(labels), _) => labels
-                        .iter()
-                        .all(|(k, v)| c.metadata.labels.get(k) == Some(v)),
-                    (None, Some(names)) => names.iter().any(|n| n == c.name()),
-                    (None, None) => true,
-                },
+            .flat_map(|a| a.spec.computers.iter())
+            .map(|c| crate::place::Slot {
+                name: c.name().to_string(),
+                labels: c.metadata.labels.clone(),
+                capacity: c.spec.capacity.unwrap_or(1),
+                running: running.get(c.name()).copied().unwrap_or(0),
+                capabilities: c.spec.capabilities.iter().copied().collect(),
+                // This host answers while the controller runs.
+                healthy: true,
+                // Only this host can run work so far; SSH, Kubernetes and desktops come later.
+                usable: c.spec.local.is_some(),
             })
-            // Only this host can run work so far; SSH, Kubernetes and desktops come later.
-            .filter(|c| c.spec.local.is_some())
-            .map(|c| (c, c.spec.capacity.unwrap_or(1)))
-            .collect()
+            .collect();
+        crate::place::Placer::new(slots)
     }
 
     fn dispatch(&mut self, now: DateTime<Utc>) -> Result<(), EngineError> {
@@ -1032,41 +1028,22 @@ impl Engine {
         }
         let author = writeback_author(&applied.spec);
         let mut starts = Vec::new();
-        let mut used: HashMap<String, u32> = HashMap::new();
-        for running in self.running.values() {
-            *used.entry(running.computer.clone()).or_default() += 1;
-        }
         // Ready tasks are read only while some computer has room: with a long queue and
         // full computers, a pass reads nothing.
-        let mut room: u32 = applied
-            .spec
-            .computers
-            .iter()
-            .filter(|c| c.spec.local.is_some())
-            .map(|c| {
-                c.spec
-                    .capacity
-                    .unwrap_or(1)
-                    .saturating_sub(used.get(c.name()).copied().unwrap_or(0))
-            })
-            .sum();
+        let mut placer = self.placer();
         let mut placed = Vec::new();
-        if room > 0 {
+        if placer.room() > 0 {
             self.store.ready_each(now, |task| {
                 if applied.spec.goal(&task.goal).is_none() {
                     return true;
                 }
-                let choice = self
-                    .computers_for(&task.product)
-                    .into_iter()
-                    .find(|(c, capacity)| used.get(c.name()).copied().unwrap_or(0) < *capacity)
-                    .map(|(c, _)| c.clone());
-                if let Some(computer) = choice {
-                    *used.entry(computer.name().to_string()).or_default() += 1;
-                    placed.push((task.clone(), computer));
-                    room -= 1;
+                let chosen = placer
+                    .place(&want(&applied.spec, &task.product))
+                    .and_then(|name| applied.spec.computers.iter().find(|c| c.name() == name));
+                if let Some(computer) = chosen {
+                    placed.push((task.clone(), computer.clone()));
                 }
-                room > 0
+                placer.room() > 0
             })?;
         }
         for (task, computer) in placed {
@@ -1457,7 +1434,13 @@ impl Engine {
             return Ok(true);
         }
         let (products, _) = self.store.queue_shape(Utc::now())?;
-        let queued = products.iter().any(|p| !self.computers_for(p).is_empty());
+        let placer = self.placer();
+        let queued = match &self.applied {
+            Some(applied) => products
+                .iter()
+                .any(|p| placer.could_take(&want(&applied.spec, p))),
+            None => false,
+        };
         Ok(!queued)
     }
 
@@ -1480,6 +1463,18 @@ impl Engine {
             .fold(self.options.poll, Duration::min);
         // A deadline a hair away is slept to, not spun on.
         Ok(wake.max(Duration::from_millis(1)))
+    }
+}
+
+/// What a task on `product` asks of a computer: the product's selector. (Goals do not
+/// declare the capabilities their work needs yet; an agent holding the `Computer` tool may
+/// still work without a desktop, so none is inferred.)
+fn want<'s>(spec: &'s spec::Spec, product: &str) -> crate::place::Want<'s> {
+    crate::place::Want {
+        selector: spec
+            .product(product)
+            .and_then(|p| p.spec.computers.as_ref()),
+        needs: std::collections::BTreeSet::new(),
     }
 }
 
