@@ -20,6 +20,7 @@ pub mod output;
 pub mod plan;
 pub mod policy;
 pub mod program;
+pub mod secrets;
 pub mod source;
 pub mod spec;
 pub mod state_lock;
