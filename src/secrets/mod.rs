@@ -204,7 +204,9 @@ fn line_of(text: &str, at: usize) -> usize {
 
 /// The line holding `at`, every secret on it redacted, cut to [`EXCERPT_CHARS`].
 fn excerpt(text: &str, at: usize, hits: &[Hit]) -> String {
-    let start = text[..floor_boundary(text, at)].rfind('\n').map_or(0, |i| i + 1);
+    let start = text[..floor_boundary(text, at)]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let end = text[floor_boundary(text, at)..]
         .find('\n')
         .map_or(text.len(), |i| at + i);

@@ -165,7 +165,11 @@ fn load() -> RuleSet {
 pub(super) fn hits(path: &str, text: &str) -> Vec<Hit> {
     let set = &*RULES;
     let mut candidates: BTreeSet<usize> = set.always.iter().copied().collect();
-    for found in set.keywords.iter().flat_map(|k| k.find_overlapping_iter(text)) {
+    for found in set
+        .keywords
+        .iter()
+        .flat_map(|k| k.find_overlapping_iter(text))
+    {
         if let Some(rules) = set.keyword_rules.get(found.pattern().as_usize()) {
             candidates.extend(rules.iter().copied());
         }

@@ -42,10 +42,17 @@ fn real_format_fake_credentials_are_found_with_their_line_and_rule() {
         assert!(finding.excerpt.contains(MARKER), "{finding}");
     }
 
-    let found = scan("deploy.sh", &format!("export GH_TOKEN={}\n", github_token()));
+    let found = scan(
+        "deploy.sh",
+        &format!("export GH_TOKEN={}\n", github_token()),
+    );
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].rule, "github-pat");
-    assert!(found[0].to_string().starts_with("deploy.sh:1 looks like a secret"));
+    assert!(
+        found[0]
+            .to_string()
+            .starts_with("deploy.sh:1 looks like a secret")
+    );
 
     let found = scan("id_rsa", &format!("# key\n{}", private_key()));
     assert_eq!(found.len(), 1, "{found:?}");
@@ -68,7 +75,10 @@ fn redaction_removes_every_secret_and_nothing_else() {
     assert!(redacted.starts_with("{\"command\":\"echo (redacted) && export"));
     // Still one JSON line, and nothing left to find.
     let first = redacted.lines().next().unwrap_or_default();
-    assert!(serde_json::from_str::<serde_json::Value>(first).is_ok(), "{first}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(first).is_ok(),
+        "{first}"
+    );
     assert!(scan("audit.jsonl", &redacted).is_empty(), "{redacted}");
     assert_eq!(redact("a.txt", "nothing here\n"), "nothing here\n");
 }
@@ -143,7 +153,10 @@ fn the_refusal_says_where_what_and_what_to_do() {
         findings: scan("a.txt", &format!("x\nx\naws_key = {}\n", aws_key_id())),
     };
     let message = refused.to_string();
-    assert!(message.starts_with("not committed: a.txt:3 looks like a secret"), "{message}");
+    assert!(
+        message.starts_with("not committed: a.txt:3 looks like a secret"),
+        "{message}"
+    );
     assert!(message.contains("environment"), "{message}");
     assert!(!message.contains(&aws_key_id()), "{message}");
 }
@@ -152,7 +165,11 @@ fn the_refusal_says_where_what_and_what_to_do() {
 #[test]
 fn scanning_a_megabyte_of_source() {
     let mut text = String::new();
-    for file in ["src/engine/mod.rs", "src/store/mod.rs", "src/gitops/delivery.rs"] {
+    for file in [
+        "src/engine/mod.rs",
+        "src/store/mod.rs",
+        "src/gitops/delivery.rs",
+    ] {
         text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
     }
     assert!(!text.is_empty());
