@@ -1,7 +1,8 @@
 //! Git as the record. [`Writeback`] commits the controller's records (`.proto/planning`,
 //! `.proto/audit`, `.proto/status.yaml`) to the company repository, one commit per finished
 //! task, authored as the Company's `writeback.author`, and pushes them: a rejected push is
-//! fetched, rebased and retried, never forced. The product side: [`workspace`] clones a
+//! fetched, rebased and retried, never forced. Secrets in the records are redacted before
+//! they are committed (see [`crate::secrets`]). The product side: [`workspace`] clones a
 //! product repository into a task workspace, and [`delivery`] commits the finished work and
 //! pushes it to the product's branch by compare-and-swap.
 

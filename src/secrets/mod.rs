@@ -136,6 +136,9 @@ pub fn scan_diff(diff: &str) -> Vec<Finding> {
 fn hits(file: &str, text: &str) -> Vec<Hit> {
     let mut hits = rules::hits(file, text);
     hits.extend(entropy::hits(text));
+    // `apiKeyEnv: ANTHROPIC_API_KEY` names where a key is, which is what we ask for: the
+    // generic rules weigh the name's letters as if it were random.
+    hits.retain(|hit| !is_variable_name(text.get(hit.start..hit.end).unwrap_or_default()));
     hits.sort_by(|a, b| (a.start, a.end, &a.rule).cmp(&(b.start, b.end, &b.rule)));
     let mut kept: Vec<Hit> = Vec::new();
     for hit in hits {
@@ -145,6 +148,21 @@ fn hits(file: &str, text: &str) -> Vec<Hit> {
         kept.push(hit);
     }
     kept
+}
+
+/// An environment variable's name (`ANTHROPIC_API_KEY`): capitals and digits in words
+/// joined by underscores. A rule without a secret group matches the assignment whole
+/// (`apiKeyEnv: ANTHROPIC_API_KEY`): its value is the last word.
+fn is_variable_name(span: &str) -> bool {
+    let name = span
+        .split(|c: char| c.is_whitespace() || "=:\"'`$(){},;".contains(c))
+        .rfind(|word| !word.is_empty())
+        .unwrap_or_default();
+    name.contains('_')
+        && name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The byte ranges of `hits`, merged, widened to character boundaries.

@@ -100,6 +100,10 @@ fn ordinary_text_is_not_taken_for_secrets() {
         ),
         ("env reference", "API_KEY = os.environ[\"API_KEY\"]\npassword: ${DB_PASSWORD}\n".into()),
         (
+            "variable names",
+            "- { name: anthropic, type: anthropic, apiKeyEnv: ANTHROPIC_API_KEY }\n".into(),
+        ),
+        (
             "token counts",
             "inputTokens: 1234\noutputTokens: 56\ncacheReadTokens: 0\n".into(),
         ),
