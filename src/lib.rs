@@ -22,6 +22,7 @@ pub mod place;
 pub mod plan;
 pub mod policy;
 pub mod program;
+pub mod secrets;
 pub mod source;
 pub mod spec;
 pub mod state_lock;

@@ -26,7 +26,8 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::Identity;
-use crate::computer::{Computer, ComputerError, RunOutcome, RunRequest, Workspace};
+use crate::computer::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace};
+use crate::secrets::{Finding, Refused};
 
 /// Where a gated goal's work waits for review on the product: `proto/<goal>`. The
 /// controller owns these branches, so a new attempt's work replaces what an earlier one left
@@ -47,6 +48,16 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Variables of the controller's environment a push may need to authenticate (the SSH agent,
 /// a custom SSH command); commands otherwise see a plain environment.
 const CREDENTIAL_ENV: [&str; 3] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH"];
+
+/// The most diff text a commit's secret scan reads. A change that adds more is refused
+/// rather than committed unscanned.
+const MAX_SCANNED_BYTES: usize = 32 * 1024 * 1024;
+
+/// `git diff` as the secret scan reads it: only what is added, with no context lines, in
+/// git's own format whatever the user's configuration says (prefixes, colour, external diff
+/// and text conversion programs).
+const DIFF: &str =
+    "g diff -U0 --no-color --no-ext-diff --no-textconv --src-prefix=a/ --dst-prefix=b/";
 
 #[derive(Debug, Error)]
 pub enum DeliveryError {
@@ -78,6 +89,9 @@ pub enum DeliveryError {
         /// What lost: the lease, or the server's own update of the ref under its lock.
         lost: Lost,
     },
+    /// What the commit would add holds secrets: nothing was committed.
+    #[error(transparent)]
+    Secrets(#[from] Refused),
     #[error(transparent)]
     Computer(#[from] ComputerError),
     #[error("cancelled")]
@@ -191,18 +205,29 @@ impl Git<'_> {
     }
 
     /// Stages everything (`git add -A`) and commits it authored by `author`, committed by
-    /// `committer`; `Ok(None)` when nothing changed.
+    /// `committer`; `Ok(None)` when nothing changed. What is staged is scanned for secrets
+    /// first: if it adds one, nothing is committed and [`DeliveryError::Secrets`] says where.
     pub async fn commit_all(
         &self,
         message: &str,
         author: &Identity,
         committer: &Identity,
     ) -> Result<Option<String>, DeliveryError> {
+        let staged = self
+            .diff_text(&format!(
+                "g add -A || exit $?\n\
+                 base=$(g rev-parse --verify -q 'HEAD^{{commit}}') || base=$(g hash-object -t tree /dev/null)\n\
+                 {DIFF} --cached \"$base\"\n"
+            ))
+            .await?;
+        if staged.trim().is_empty() {
+            return Ok(None);
+        }
+        refuse_secrets(crate::secrets::scan_diff(&staged))?;
         // `--no-verify`: the product's hooks are the server's business (they run on push);
         // a client-side hook in a fresh clone would be one the work itself planted.
         let script = format!(
-            "g add -A || exit $?\n\
-             g diff --cached --quiet; staged=$?\n\
+            "g diff --cached --quiet; staged=$?\n\
              [ $staged -eq 0 ] && exit 0\n\
              [ $staged -eq 1 ] || exit $staged\n\
              g commit -q --no-verify -m {} || exit $?\n\
@@ -217,6 +242,84 @@ impl Git<'_> {
         }
         let head = out.stdout.trim();
         Ok((!head.is_empty()).then(|| head.to_string()))
+    }
+
+    /// The secrets the commits after `base` (`None`: all of HEAD's history) add, for a
+    /// commit made by other means than [`Git::commit_all`] (the agent's `Git` tool).
+    pub async fn secrets_since(&self, base: Option<&str>) -> Result<Vec<Finding>, DeliveryError> {
+        let base = match base {
+            Some(commit) => quote(commit),
+            None => "$(g hash-object -t tree /dev/null)".to_string(),
+        };
+        let diff = self.diff_text(&format!("{DIFF} {base} HEAD\n")).await?;
+        Ok(crate::secrets::scan_diff(&diff))
+    }
+
+    /// Moves the branch back to `base` (`None`: unborn again), keeping the index and the
+    /// files: the commits after it are undone, their changes left staged to be fixed.
+    pub async fn uncommit(&self, base: Option<&str>) -> Result<(), DeliveryError> {
+        let script = match base {
+            Some(commit) => format!("g reset -q --soft {}", quote(commit)),
+            None => "g update-ref -d HEAD".to_string(),
+        };
+        let out = self.script(&script, BTreeMap::new(), false).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(failed("reset --soft", &out))
+        }
+    }
+
+    /// The whole standard output of `script` (a diff, which may be larger than the tail a
+    /// [`RunOutcome`] keeps), up to [`MAX_SCANNED_BYTES`].
+    async fn diff_text(&self, script: &str) -> Result<String, DeliveryError> {
+        let request = RunRequest {
+            command: format!("{PRELUDE}{script}"),
+            cwd: String::new(),
+            env: BTreeMap::from([
+                ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
+                ("LC_ALL".to_string(), "C".to_string()),
+            ]),
+            timeout: GIT_TIMEOUT,
+        };
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let collect = async move {
+            let mut text = String::new();
+            let mut over = false;
+            while let Some(chunk) = receiver.recv().await {
+                if let Output::Stdout(part) = chunk {
+                    if over || text.len() + part.len() > MAX_SCANNED_BYTES {
+                        over = true;
+                    } else {
+                        text.push_str(&part);
+                    }
+                }
+            }
+            (text, over)
+        };
+        let (out, (text, over)) = tokio::join!(
+            self.computer
+                .run(self.workspace, &request, Some(sender), self.cancel),
+            collect
+        );
+        let out = out?;
+        if out.cancelled {
+            return Err(DeliveryError::Cancelled);
+        }
+        if !out.success() {
+            return Err(failed("diff (secret scan)", &out));
+        }
+        if over {
+            return Err(DeliveryError::Git {
+                command: "diff (secret scan)".into(),
+                detail: format!(
+                    "the change adds more than {} MiB of text, more than is scanned for \
+                     secrets; commit it in smaller parts",
+                    MAX_SCANNED_BYTES / (1024 * 1024)
+                ),
+            });
+        }
+        Ok(text)
     }
 
     /// Makes the workspace a clean checkout of what would be published: removes everything
@@ -444,6 +547,15 @@ fn fetch_script(branch: &str) -> String {
            esac\n\
          fi\n"
     )
+}
+
+/// A refusal when `findings` holds any.
+fn refuse_secrets(findings: Vec<Finding>) -> Result<(), Refused> {
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        Err(Refused { findings })
+    }
 }
 
 fn quote(text: &str) -> String {

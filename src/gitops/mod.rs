@@ -1,7 +1,8 @@
 //! Git as the record. [`Writeback`] commits the controller's records (`.proto/planning`,
 //! `.proto/audit`, `.proto/status.yaml`) to the company repository, one commit per finished
 //! task, authored as the Company's `writeback.author`, and pushes them: a rejected push is
-//! fetched, rebased and retried, never forced. The product side: [`workspace`] clones a
+//! fetched, rebased and retried, never forced. Secrets in the records are redacted before
+//! they are committed (see [`crate::secrets`]). The product side: [`workspace`] clones a
 //! product repository into a task workspace, and [`delivery`] commits the finished work and
 //! pushes it to the product's branch by compare-and-swap.
 
@@ -130,6 +131,9 @@ impl Writeback {
     }
 
     /// One commit with `changes` and `message`; `Ok(None)` when the changes change nothing.
+    /// Secrets in the changes (an audit line carries a tool's input: a `Write`'s content, a
+    /// command line) are replaced by [`crate::secrets::MARKER`] first: the record is kept,
+    /// the secret never reaches the repository.
     /// For a local repository with a working tree, the branch moves as `git pull` would move
     /// it and the working tree's controller files are brought up to date; if the user has
     /// uncommitted changes to those files, nothing is written and
@@ -142,6 +146,8 @@ impl Writeback {
         for change in changes {
             check_path(change.path())?;
         }
+        let redacted = redact_secrets(changes);
+        let changes = redacted.as_slice();
         let repo = Repository::open(&self.path)?;
         if let Some(url) = &self.url {
             return self.commit_remote(&repo, url, changes, message);
@@ -437,6 +443,39 @@ impl FileChange {
             FileChange::Write { path, .. } | FileChange::Append { path, .. } => path,
         }
     }
+}
+
+/// `changes` with every secret in them redacted, each one found logged (file, line, rule;
+/// never the secret).
+fn redact_secrets(changes: &[FileChange]) -> Vec<FileChange> {
+    changes
+        .iter()
+        .map(|change| {
+            let (FileChange::Write { path, content } | FileChange::Append { path, content }) =
+                change;
+            let Ok(text) = std::str::from_utf8(content) else {
+                return change.clone();
+            };
+            let found = crate::secrets::scan(path, text);
+            if found.is_empty() {
+                return change.clone();
+            }
+            for finding in &found {
+                tracing::warn!(%finding, "secret redacted from the company's records");
+            }
+            let content = crate::secrets::redact(path, text).into_bytes();
+            match change {
+                FileChange::Write { path, .. } => FileChange::Write {
+                    path: path.clone(),
+                    content,
+                },
+                FileChange::Append { path, .. } => FileChange::Append {
+                    path: path.clone(),
+                    content,
+                },
+            }
+        })
+        .collect()
 }
 
 /// A change's path must stay inside the declaration folder and out of `.git`.

@@ -42,6 +42,7 @@ fn from_tool(e: ToolError) -> ActError {
         ToolError::Halt(Halt::Budget(e)) => ActError::Budget(e),
         ToolError::Halt(Halt::NeedsApproval(reason)) => ActError::NeedsApproval(reason),
         ToolError::Halt(Halt::Store(e)) => ActError::Store(e),
+        ToolError::Secrets(refused) => ActError::Delivery(refused.into()),
         e => ActError::Failed(e.to_string()),
     }
 }

@@ -489,11 +489,42 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
                     Some(&audit),
                     Err(&e.to_string()),
                 )?;
-            } else if let Err(lost) =
-                record(actor, step, call, Entry::None, None, Err(&e.to_string()))
-            {
-                // Only the activity line: the error that stops the task matters more.
-                tracing::warn!(task = actor.task, "cannot record the activity: {lost}");
+            } else {
+                // A refused commit (a playbook's or delivery's) is audited as the model's
+                // failed calls are: what was refused and why. The step is not over: it runs
+                // again when the task does.
+                let refused = secrets_refused(&e)
+                    .map(|_| audit(actor, call, json!({ "refused": e.to_string() }), None));
+                if let Err(lost) = record(
+                    actor,
+                    step,
+                    call,
+                    Entry::None,
+                    refused.as_ref(),
+                    Err(&e.to_string()),
+                ) {
+                    // Only the activity line: the error that stops the task matters more.
+                    tracing::warn!(task = actor.task, "cannot record the activity: {lost}");
+                }
+            }
+            if let Some(refused) = secrets_refused(&e) {
+                let data = json!({
+                    "agent": actor.agent,
+                    "call": call.summary(),
+                    "findings": refused.findings,
+                });
+                if let Err(lost) = actor.store.event(
+                    Some(actor.task),
+                    Some(actor.goal),
+                    crate::store::kind::SECRET_BLOCKED,
+                    &data,
+                    Utc::now(),
+                ) {
+                    tracing::warn!(
+                        task = actor.task,
+                        "cannot record the refused commit: {lost}"
+                    );
+                }
             }
             return Err(e);
         }
@@ -599,6 +630,14 @@ fn record(
         Utc::now(),
     )?;
     Ok(())
+}
+
+/// The refusal, when `e` is a commit refused for the secrets it would add.
+fn secrets_refused(e: &ActError) -> Option<&crate::secrets::Refused> {
+    match e {
+        ActError::Delivery(DeliveryError::Secrets(refused)) => Some(refused),
+        _ => None,
+    }
 }
 
 fn audit(actor: &Actor<'_>, call: &ToolCall, outcome: Value, diff: Option<String>) -> AuditRecord {

@@ -277,6 +277,9 @@ pub mod kind {
     pub const OVER_BUDGET: &str = "task.overBudget";
     /// An attempt stopped by a provider outage: queued again, the attempt not counted.
     pub const PROVIDER_UNAVAILABLE: &str = "task.providerUnavailable";
+    /// A commit refused because it would add secrets (appended by `act()`; its data names
+    /// the files, lines and rules, never the secrets).
+    pub const SECRET_BLOCKED: &str = "secret.blocked";
 }
 
 pub use approvals::{Approval, ApprovalState, Ask, approval_id, kind as approval_kind};

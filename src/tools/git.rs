@@ -4,7 +4,8 @@
 //! controller pushes the workspace's branch itself, and history is the company's record.
 //!
 //! Arguments are passed as a list and quoted for the shell, so an argument is never shell
-//! syntax. Commits are made as the task's author (`GIT_AUTHOR_*`/`GIT_COMMITTER_*`).
+//! syntax. Commits are made as the task's author (`GIT_AUTHOR_*`/`GIT_COMMITTER_*`), and a
+//! commit that adds a secret is undone and refused (see [`crate::secrets`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -112,7 +113,44 @@ impl Tool for Git {
         // Never wait on a prompt or an editor nobody will answer.
         env.insert("GIT_TERMINAL_PROMPT".to_string(), "0".to_string());
         env.insert("GIT_EDITOR".to_string(), "true".to_string());
-        run_shell(ctx, &line, timeout, env).await
+        if args.first().map(String::as_str) != Some("commit") {
+            return run_shell(ctx, &line, timeout, env).await;
+        }
+        // A commit is checked after git made it, on exactly what it holds (`-a`, paths and
+        // the index all decide that): one that adds a secret is undone before anything can
+        // push it, its changes left staged for the agent to fix.
+        let git = crate::gitops::delivery::Git {
+            computer: ctx.computer,
+            workspace: ctx.workspace,
+            cancel: ctx.cancel,
+        };
+        let before = git.head().await.map_err(delivery_error)?;
+        let out = run_shell(ctx, &line, timeout, env).await?;
+        let after = git.head().await.map_err(delivery_error)?;
+        if out.is_error || after.is_none() || after == before {
+            return Ok(out);
+        }
+        let findings = git
+            .secrets_since(before.as_deref())
+            .await
+            .map_err(delivery_error)?;
+        if findings.is_empty() {
+            return Ok(out);
+        }
+        git.uncommit(before.as_deref())
+            .await
+            .map_err(delivery_error)?;
+        Err(ToolError::Secrets(crate::secrets::Refused { findings }))
+    }
+}
+
+fn delivery_error(e: crate::gitops::delivery::DeliveryError) -> ToolError {
+    match e {
+        crate::gitops::delivery::DeliveryError::Cancelled => {
+            ToolError::Halt(super::Halt::Cancelled)
+        }
+        crate::gitops::delivery::DeliveryError::Computer(e) => ToolError::Computer(e),
+        e => ToolError::Failed(e.to_string()),
     }
 }
 

@@ -132,6 +132,9 @@ pub enum ToolError {
     OutsideWorkspace { field: String, path: String },
     #[error("refused: {0}")]
     Refused(String),
+    /// A commit that would add secrets, undone.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::Refused),
     #[error(transparent)]
     Computer(#[from] ComputerError),
     #[error("{0}")]
