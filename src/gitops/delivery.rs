@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::Identity;
-use crate::computer::{Computer, ComputerError, RunOutcome, RunRequest, Workspace};
+use crate::computer::{Computer, ComputerError, Origin, RunOutcome, RunRequest, Workspace};
 
 /// How long one git command may take (a push of a large history over a slow link).
 const GIT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -151,6 +151,7 @@ impl Git<'_> {
             cwd: String::new(),
             env,
             timeout: GIT_TIMEOUT,
+            origin: Origin::Controller,
         };
         let out = self
             .computer
