@@ -238,6 +238,26 @@ async fn the_network_is_off_unless_declared() {
     )
     .await;
     assert!(!bind.success(), "a server cannot listen either");
+    let udp = run(
+        &off,
+        ws,
+        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"x\", (\"127.0.0.1\", 9))'",
+    )
+    .await;
+    assert!(!udp.success(), "UDP is off too");
+    assert!(udp.stderr.contains("Permission denied"), "{}", udp.stderr);
+    let unix = run(
+        &off,
+        ws,
+        "python3 -c 'import socket; socket.socketpair(socket.AF_UNIX); print(\"local\")'",
+    )
+    .await;
+    assert_eq!(
+        unix.stdout,
+        "local\n",
+        "unix sockets stay: {}",
+        unix.summary()
+    );
 
     let on = host.local(SandboxMode::WorkspaceWrite, true);
     let reached = run(&on, ws, &connect(port)).await;

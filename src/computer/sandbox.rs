@@ -8,7 +8,8 @@
 //!   repository and `~/.ssh` (their names can be listed, their files cannot be opened);
 //! - write only its workspace (`workspace-write`; `TMPDIR` is a folder inside it that git
 //!   ignores) and the harmless devices (`/dev/null`, …); nothing in `read-only`;
-//! - not bind or connect TCP sockets nor reach abstract unix sockets, unless `network: true`;
+//! - not bind or connect TCP sockets (Landlock), open a socket of any family but `AF_UNIX`
+//!   (seccomp: UDP, raw, netlink), nor reach abstract unix sockets, unless `network: true`;
 //! - not signal any process outside its own sandbox (the controller, other tasks' commands).
 //!
 //! The controller's own commands are not sandboxed: delivery's git (it pushes to the
@@ -16,10 +17,14 @@
 //!
 //! **How it is applied.** The ruleset is built in the parent with the `landlock` crate (which
 //! opens every path and adds its rule there), and the child, between `fork` and `exec`, only
-//! makes two raw system calls on the ruleset's descriptor: `prctl(PR_SET_NO_NEW_PRIVS)` and
-//! `landlock_restrict_self`. Both are async-signal-safe and allocate nothing, which is all a
+//! makes raw system calls on values prepared in the parent: `prctl(PR_SET_NO_NEW_PRIVS)`,
+//! `prctl(PR_SET_SECCOMP)` with the network filter, and `landlock_restrict_self` on the
+//! ruleset's descriptor. They are async-signal-safe and allocate nothing, which is all a
 //! `pre_exec` hook of a multi-threaded process may do; no launcher binary is needed, so the
 //! library, its tests and the `proto` binary confine commands the same way.
+//!
+//! The network is taken away by Landlock and seccomp rather than a network namespace: a
+//! namespace needs privilege or unprivileged user namespaces, which hosts often disable.
 //!
 //! Landlock only ever grants: a denied folder is carved out by granting read on every sibling
 //! along its ancestry instead of on `/` ([`readable_roots`]), and the few folders inside a
@@ -158,13 +163,18 @@ impl Sandbox {
         let fd = fd.ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::Unsupported, "Landlock is not enabled")
         })?;
-        Ok(Prepared { fd })
+        Ok(Prepared {
+            fd,
+            filter: (!self.network).then(network_filter),
+        })
     }
 }
 
-/// A ruleset ready to be applied to a child process.
+/// A ruleset ready to be applied to a child process, with the seccomp filter that takes the
+/// network away when it is off.
 pub struct Prepared {
     fd: OwnedFd,
+    filter: Option<Vec<libc::sock_filter>>,
 }
 
 impl Prepared {
@@ -173,12 +183,28 @@ impl Prepared {
     /// ruleset. Async-signal-safe: two system calls on values prepared in the parent.
     pub fn hook(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
         let fd = self.fd.as_raw_fd();
+        let filter = self.filter.clone();
         move || {
-            // SAFETY: plain system calls with integer arguments; the descriptor stays open in
-            // the parent (and so in this child) until the spawn has returned.
+            // SAFETY: plain system calls with integer arguments, or a pointer to the filter
+            // this closure owns; the descriptor stays open in the parent (and so in this
+            // child) until the spawn has returned.
             unsafe {
                 if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(filter) = &filter {
+                    let program = libc::sock_fprog {
+                        len: filter.len() as libc::c_ushort,
+                        filter: filter.as_ptr().cast_mut(),
+                    };
+                    if libc::prctl(
+                        libc::PR_SET_SECCOMP,
+                        libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                        &program as *const libc::sock_fprog,
+                    ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -187,6 +213,43 @@ impl Prepared {
             Ok(())
         }
     }
+}
+
+/// The seccomp filter of a command without network: a socket of any family but `AF_UNIX`
+/// (UDP, raw, netlink, which Landlock's TCP rules do not cover) and `io_uring` (whose
+/// operations would slip past the filter) fail with `EACCES`; a system call of another
+/// architecture or ABI (x32) than this build's kills the process, so none slips past either.
+fn network_filter() -> Vec<libc::sock_filter> {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    // Classic BPF opcodes (linux/filter.h).
+    const LOAD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    // Offsets in `struct seccomp_data`: the call's number, its architecture, and the low
+    // half of its first argument (little-endian).
+    const NR: u32 = 0;
+    const ARCH_AT: u32 = 4;
+    const ARG0: u32 = 16;
+    const X32_BIT: u32 = 0x4000_0000;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let denied = libc::SECCOMP_RET_ERRNO | libc::EACCES as u32;
+    vec![
+        op(LOAD, 0, 0, ARCH_AT),
+        op(JEQ, 1, 0, ARCH),
+        op(RET, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        op(LOAD, 0, 0, NR),
+        op(JGE, 4, 0, X32_BIT),
+        op(JEQ, 3, 0, libc::SYS_io_uring_setup as u32),
+        op(JEQ, 0, 3, libc::SYS_socket as u32),
+        op(LOAD, 0, 0, ARG0),
+        op(JEQ, 1, 0, libc::AF_UNIX as u32),
+        op(RET, 0, 0, denied),
+        op(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 /// The entries of `dir` that are not symbolic links, as full paths. Links are left out: the
