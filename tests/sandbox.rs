@@ -1,6 +1,7 @@
 //! The sandbox of agent commands, tried for real: a sandboxed command cannot write outside its
 //! workspace, read the controller's state, the company repository or `~/.ssh`, reach
-//! 127.0.0.1 with the network off, or signal the controller or another process; `read-only`
+//! 127.0.0.1 with the network off, signal the controller or another process, or read the
+//! controller's environment; `read-only`
 //! cannot write even its workspace; `network: true` and `sandbox: off` lift what they say;
 //! the controller's own commands stay unconfined. Through the real `Local` computer, and once
 //! through the real binary with a playbook's `run:` step.
@@ -287,6 +288,12 @@ async fn commands_cannot_signal_the_controller_or_other_processes() {
     // The command's parent is the controller (here, this test's process).
     let controller = run(&local, ws, "kill -0 $PPID").await;
     assert!(!controller.success(), "the controller could be signalled");
+    // Nor can it read the controller's environment (its model keys) through /proc.
+    let environ = run(&local, ws, "cat /proc/$PPID/environ").await;
+    assert!(
+        !environ.success() && environ.stdout.is_empty(),
+        "the controller's environment was read"
+    );
     let other = run(&local, ws, &format!("kill -TERM {}", victim.id())).await;
     assert!(!other.success(), "another process could be signalled");
     assert!(
@@ -369,6 +376,7 @@ fn escaping_goal(home: &Path, state: &Path, company: &Path, port: u16) -> String
          try read-company 'cat {company}/company.yaml'\n\
          try read-ssh 'cat {home}/.ssh/id_test'\n\
          try signal-controller 'kill -0 '$PPID\n\
+         try read-controller-env 'cat /proc/'$PPID'/environ'\n\
          try connect \"python3 -c 'import socket; socket.create_connection((\\\"127.0.0.1\\\", {port}), 5)'\"\n\
          try git-status 'git status --short'\n\
          true\n",
@@ -402,7 +410,8 @@ fn a_playbook_step_run_by_the_controller_is_confined() {
     assert_eq!(
         report,
         "write-home refused\nread-state refused\nread-company refused\nread-ssh refused\n\
-         signal-controller refused\nconnect refused\ngit-status allowed",
+         signal-controller refused\nread-controller-env refused\nconnect refused\n\
+         git-status allowed",
         "git works in the workspace; nothing else gets out"
     );
     assert!(!home.join("escaped").exists());

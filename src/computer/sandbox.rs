@@ -10,7 +10,9 @@
 //!   ignores) and the harmless devices (`/dev/null`, …); nothing in `read-only`;
 //! - not bind or connect TCP sockets (Landlock), open a socket of any family but `AF_UNIX`
 //!   (seccomp: UDP, raw, netlink), nor reach abstract unix sockets, unless `network: true`;
-//! - not signal any process outside its own sandbox (the controller, other tasks' commands).
+//! - not signal any process outside its own sandbox (the controller, other tasks' commands),
+//!   nor read the files of any process in `/proc` (the controller's environment holds its
+//!   model keys).
 //!
 //! The controller's own commands are not sandboxed: delivery's git (it pushes to the
 //! product's repository), goal checks and hooks are the company's policy, not agent actions.
@@ -146,7 +148,9 @@ impl Sandbox {
         let all = AccessFs::from_all(abi);
         // Paths that cannot be opened (gone, or closed to the controller itself) get no rule
         // (`path_beneath_rules` skips them) and so stay closed to commands.
-        let mut readable = readable_roots(&self.denied, &mut list_folder);
+        let mut denied = self.denied.clone();
+        denied.extend(processes());
+        let mut readable = readable_roots(&denied, &mut list_folder);
         readable.extend(self.readable.iter().cloned());
         let workspace_access = match self.mode {
             SandboxMode::WorkspaceWrite => all,
@@ -250,6 +254,22 @@ fn network_filter() -> Vec<libc::sock_filter> {
         op(RET, 0, 0, denied),
         op(RET, 0, 0, libc::SECCOMP_RET_ALLOW),
     ]
+}
+
+/// The `/proc` folders of the processes running now, whose files (the controller's
+/// environment, with its model keys, above all) a command must not read. Landlock's own
+/// ptrace scoping does not cover `/proc/<pid>/environ` reads between processes of one user,
+/// so they are kept out of the read grants; processes started later get none either, so a
+/// command cannot read its own `/proc/self` files (its `/proc/self/fd` links still work).
+fn processes() -> Vec<PathBuf> {
+    list_folder(Path::new("/proc"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
 }
 
 /// The entries of `dir` that are not symbolic links, as full paths. Links are left out: the
