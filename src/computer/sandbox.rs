@@ -183,8 +183,9 @@ pub struct Prepared {
 
 impl Prepared {
     /// The hook run in the child between `fork` and `exec`: sets `no_new_privs` (which
-    /// Landlock requires of an unprivileged process) and restricts the process with the
-    /// ruleset. Async-signal-safe: two system calls on values prepared in the parent.
+    /// Landlock and seccomp require of an unprivileged process), installs the network filter
+    /// and restricts the process with the ruleset. Async-signal-safe: system calls on values
+    /// prepared in the parent, no allocation.
     pub fn hook(&self) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
         let fd = self.fd.as_raw_fd();
         let filter = self.filter.clone();
