@@ -9,7 +9,7 @@ use regex::Regex;
 use reqwest::redirect::Policy;
 use tokio_util::sync::CancellationToken;
 
-use crate::computer::{Computer, RunRequest, Workspace};
+use crate::computer::{Computer, Origin, RunRequest, Workspace};
 use crate::spec::duration::parse_duration;
 use crate::spec::{Check, CommandCheck, FileCheck, HttpCheck};
 
@@ -121,6 +121,7 @@ async fn command_check(
         cwd: String::new(),
         env: BTreeMap::new(),
         timeout,
+        origin: Origin::Controller,
     };
     match computer.run(workspace, &request, None, cancel).await {
         Ok(outcome) if outcome.cancelled => failed("cancelled"),

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::computer::{
-    Computer, ComputerError, Local, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec,
+    Computer, ComputerError, Local, Origin, Output, RunOutcome, RunRequest, Workspace,
+    WorkspaceSpec,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,7 @@ fn request(command: &str) -> RunRequest {
         cwd: String::new(),
         env: BTreeMap::new(),
         timeout: Duration::from_secs(60),
+        origin: Origin::Agent,
     }
 }
 

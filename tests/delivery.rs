@@ -400,6 +400,15 @@ fn killed_and_resumed_delivers_what_an_uninterrupted_run_does(
             cli::write(&company, ".claude/settings.json", settings);
             cli::commit_all(&company, "Hooks");
         }
+        // The commands that hold the killed run touch `marker` in HOME, outside their
+        // workspace: test scaffolding, not agent work, so the computer runs them unconfined.
+        let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+        cli::write(
+            &company,
+            "company.yaml",
+            &yaml.replace("capacity: 4}", "capacity: 4, sandbox: off}"),
+        );
+        cli::commit_all(&company, "No sandbox");
         let state = tmp.path().join("state");
         if !*kill {
             // The hooks and commands that hold the killed run at its boundary do so once:

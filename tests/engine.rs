@@ -1108,6 +1108,15 @@ fn a_store_locked_longer_than_its_busy_timeout_delays_the_run_but_does_not_end_i
     let tmp = tempfile::tempdir().unwrap();
     let slow = "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: slow}\nspec:\n  product: app\n  owner: ceo\n  description: Slow work.\n  check: {file: {path: done.txt}}\n  playbook:\n    - run: \"touch $HOME/started && sleep 2\"\n    - write: {path: done.txt, content: \"done\\n\"}\n";
     let company = small_company(tmp.path(), slow);
+    // The step signals that it started in HOME, outside its workspace: test scaffolding,
+    // run unconfined.
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("capacity: 2}", "capacity: 2, sandbox: off}"),
+    )
+    .unwrap();
+    git(&company, &["commit", "-qam", "No sandbox"]);
     let state = tmp.path().join("state");
     let mut child = cli::run_command(tmp.path(), &company, &state)
         .stdout(Stdio::null())

@@ -1,5 +1,6 @@
 //! The local computer: this host. Commands run under `sh -c` in their own process group, so
-//! a timeout or cancellation stops everything they started (see [`stopping`]).
+//! a timeout or cancellation stops everything they started (see [`stopping`]); agent
+//! commands run in the computer's [`sandbox`](super::sandbox), if it has one.
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,8 +14,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::sandbox::{Prepared, Sandbox};
 use super::stopping;
-use super::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec};
+use super::{
+    Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec,
+};
 
 /// How much of each stream an outcome keeps (its end).
 const TAIL_BYTES: usize = 64 * 1024;
@@ -43,6 +47,8 @@ pub struct Local {
     workdir: std::path::PathBuf,
     /// Unique to this instance (one per attempt): the value of [`MARKER_VAR`].
     marker: String,
+    /// What confines agent commands; `None` runs them with the controller's rights.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl Local {
@@ -58,7 +64,40 @@ impl Local {
             name: name.into(),
             workdir: workdir.into(),
             marker,
+            sandbox: None,
         }
+    }
+
+    /// This computer with agent commands ([`Origin::Agent`]) confined by `sandbox`.
+    pub fn sandboxed(mut self, sandbox: Option<Sandbox>) -> Self {
+        self.sandbox = sandbox.map(Arc::new);
+        self
+    }
+
+    /// The sandbox of `request` in `workspace`, built (it opens many paths) off the async
+    /// threads; with the `TMPDIR` its command gets.
+    async fn confine(
+        &self,
+        workspace: &Workspace,
+        request: &RunRequest,
+    ) -> Result<Option<(Prepared, Option<std::path::PathBuf>)>, ComputerError> {
+        let Some(sandbox) = self
+            .sandbox
+            .clone()
+            .filter(|_| request.origin == Origin::Agent)
+        else {
+            return Ok(None);
+        };
+        let root = workspace.root().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let tmp = sandbox.tmp_dir(&root).map_err(|source| ComputerError::Io {
+                path: root.display().to_string(),
+                source,
+            })?;
+            Ok(Some((sandbox.prepare(&root)?, tmp)))
+        })
+        .await
+        .map_err(|e| ComputerError::Workspace(format!("preparing the sandbox: {e}")))?
     }
 
     pub fn new(name: impl Into<String>, workdir: impl Into<std::path::PathBuf>) -> Self {
@@ -72,6 +111,7 @@ impl Local {
             name: name.into(),
             workdir: workdir.into(),
             marker: format!("{}-{nanos}-{n}", std::process::id()),
+            sandbox: None,
         }
     }
 }
@@ -180,8 +220,10 @@ impl Computer for Local {
             });
         }
 
+        let confined = self.confine(workspace, request).await?;
         let started = Instant::now();
-        let mut child = Command::new(crate::program::program("sh"))
+        let mut command = Command::new(crate::program::program("sh"));
+        command
             .arg("-c")
             .arg(&request.command)
             .current_dir(&cwd)
@@ -192,7 +234,18 @@ impl Computer for Local {
                 BASE_ENV
                     .iter()
                     .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-            )
+            );
+        if let Some((prepared, tmp)) = &confined {
+            if let Some(tmp) = tmp {
+                command.env("TMPDIR", tmp);
+            }
+            // SAFETY: the hook only makes system calls on values prepared here (see
+            // `Prepared::hook`); `prepared` lives until the spawn below has returned.
+            unsafe {
+                command.pre_exec(prepared.hook());
+            }
+        }
+        let mut child = command
             .envs(&request.env)
             .env(MARKER_VAR, &self.marker)
             .stdin(Stdio::null())
@@ -204,6 +257,8 @@ impl Computer for Local {
                 command: request.command.clone(),
                 source,
             })?;
+        // The child has its own copy of the ruleset's descriptor (closed on exec).
+        drop(confined);
         let group = Group::new(&child);
 
         let stdout_tail = Arc::new(Mutex::new(Tail::default()));

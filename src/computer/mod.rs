@@ -5,6 +5,7 @@
 //! `local` is this host; SSH, Kubernetes pods and desktops implement the same trait.
 
 pub mod local;
+pub mod sandbox;
 pub mod stopping;
 pub mod workspace;
 
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use local::Local;
+pub use sandbox::Sandbox;
 pub use workspace::Workspace;
 
 #[derive(Debug, Error)]
@@ -40,6 +42,8 @@ pub enum ComputerError {
     },
     #[error("workspace: {0}")]
     Workspace(String),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
 }
 
 /// A command to run in a workspace.
@@ -51,6 +55,19 @@ pub struct RunRequest {
     pub cwd: String,
     pub env: BTreeMap<String, String>,
     pub timeout: Duration,
+    /// Whose command it is, which decides whether the computer's sandbox applies.
+    pub origin: Origin,
+}
+
+/// Whose command a [`RunRequest`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// An agent's (the `Bash` and `Python` tools, a playbook's `run:` step): confined by the
+    /// computer's sandbox, if it has one.
+    Agent,
+    /// The controller's own (delivery's git, goal checks): the company's policy, not an
+    /// agent's action, so never sandboxed (delivery pushes outside the workspace).
+    Controller,
 }
 
 /// One chunk of output, as it arrives.

@@ -15,6 +15,10 @@ use super::ComputerError;
 /// own limit).
 const MAX_SYMLINKS: u32 = 40;
 
+/// The workspace's scratch folder (tool scripts, transcripts, sandboxed commands' `TMPDIR`):
+/// whoever makes it writes a `.gitignore` of `*` in it, so nothing there is ever committed.
+pub const SCRATCH: &str = ".proto-tmp";
+
 /// A workspace root and the computer-side rules for paths inside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {

@@ -809,7 +809,7 @@ impl Engine {
             .as_mut()
             .map(|a| std::mem::take(&mut a.loader))
             .unwrap_or_default();
-        let loaded = loader.load_and_validate(&self.source.tree(&head)?);
+        let loaded = enforceable(loader.load_and_validate(&self.source.tree(&head)?));
         let stats = loader.stats();
         tracing::debug!(
             files = stats.files,
@@ -876,7 +876,8 @@ impl Engine {
                         match revisions.last_applied.clone() {
                             Some(good) if good != head => {
                                 let tree = self.source.tree(&good)?;
-                                if let Ok((spec, _)) = loader.load_and_validate(&tree) {
+                                if let Ok((spec, _)) = enforceable(loader.load_and_validate(&tree))
+                                {
                                     let (models, unbuilt) =
                                         build_models(&spec, self.source.repository_path());
                                     let (router, breakers) = router(&spec, &models);
@@ -1061,8 +1062,18 @@ impl Engine {
             let workdir =
                 computer::workdir(computer.spec.workdir.as_deref(), &self.options.state_dir);
             let marker = computer::local::run_marker(&self.options.state_dir, task.id);
+            // Agent commands are confined away from the controller's state, the company
+            // repository and the keys in `~/.ssh` (their workspace and the product mirrors
+            // it reads its git objects from excepted).
+            let sandbox = computer::Sandbox::new(
+                computer.spec.sandbox.unwrap_or_default(),
+                computer.spec.network,
+                &self.options.state_dir,
+                self.source.repository_path(),
+                &workdir.join(crate::gitops::workspace::MIRRORS),
+            );
             let machine: Arc<dyn Computer> =
-                Arc::new(Local::marked(computer.name(), workdir, marker));
+                Arc::new(Local::marked(computer.name(), workdir, marker).sandboxed(sandbox));
             let gates = Arc::new(gates(&applied.spec, &goal.spec, &branch));
             starts.push(worker::Work {
                 store: self.store.clone(),
@@ -1512,6 +1523,20 @@ fn gates(spec: &spec::Spec, goal: &spec::GoalSpec, branch: &str) -> crate::polic
             .and_then(|a| a.timeout.as_deref())
             .and_then(|t| spec::duration::parse_duration(t).ok())
             .and_then(|d| chrono::Duration::from_std(d).ok()),
+    }
+}
+
+/// A loaded revision, refused when this kernel cannot enforce the sandbox of one of its
+/// computers: agent commands never run unconfined on a computer that declares a sandbox.
+fn enforceable(
+    loaded: Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>>,
+) -> Result<(Spec, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (spec, warnings) = loaded?;
+    let refused = computer::sandbox::unsupported(&spec, computer::sandbox::kernel_abi());
+    if refused.is_empty() {
+        Ok((spec, warnings))
+    } else {
+        Err(refused)
     }
 }
 

@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::Identity;
-use crate::computer::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace};
+use crate::computer::{Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Workspace};
 use crate::secrets::{Finding, Refused};
 
 /// Where a gated goal's work waits for review on the product: `proto/<goal>`. The
@@ -178,6 +178,7 @@ impl Git<'_> {
             cwd: String::new(),
             env,
             timeout: GIT_TIMEOUT,
+            origin: Origin::Controller,
         };
         let out = self
             .computer
@@ -281,6 +282,7 @@ impl Git<'_> {
                 ("LC_ALL".to_string(), "C".to_string()),
             ]),
             timeout: GIT_TIMEOUT,
+            origin: Origin::Controller,
         };
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         let collect = async move {
@@ -503,11 +505,7 @@ impl Git<'_> {
         // Git's empty tree: a branch that does not exist yet holds nothing.
         let from = from.unwrap_or("4b825dc642cb6eb9a060e54bf8d69288fbee4904");
         let script = format!("g diff --no-color {} {}", quote(from), quote(to));
-        let out = self.script(&script, BTreeMap::new(), false).await?;
-        if !out.success() {
-            return Err(failed("diff", &out));
-        }
-        let mut diff = out.stdout;
+        let mut diff = self.diff_text(&script).await?;
         if diff.len() > DIFF_LIMIT {
             let mut cut = DIFF_LIMIT;
             while !diff.is_char_boundary(cut) {

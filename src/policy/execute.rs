@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use similar::TextDiff;
 
 use super::{ActError, Actor, ToolCall};
-use crate::computer::RunRequest;
+use crate::computer::{Origin, RunRequest};
 use crate::gitops::Identity;
 use crate::tools::{Effect, Halt, ToolContext, ToolError};
 
@@ -140,6 +140,7 @@ pub(super) async fn execute(
                 cwd: String::new(),
                 env: BTreeMap::new(),
                 timeout: *timeout,
+                origin: Origin::Agent,
             };
             let out = actor
                 .computer

@@ -367,6 +367,36 @@ pub struct ComputerSpec {
     /// Where task workspaces are created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
+    /// What agent commands (`Bash`, `Python`, playbook `run:` steps) may touch (default
+    /// `workspace-write`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxMode>,
+    /// Whether sandboxed agent commands may use the network (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
+}
+
+/// How agent commands on a computer are confined (Codex's three modes).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Everything readable but the controller's secrets; nothing writable.
+    ReadOnly,
+    /// As `read-only`, and the workspace writable.
+    #[default]
+    WorkspaceWrite,
+    /// No sandbox: commands run with the controller's rights.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::ReadOnly => "read-only",
+            SandboxMode::WorkspaceWrite => "workspace-write",
+            SandboxMode::Off => "off",
+        }
+    }
 }
 
 /// This host.

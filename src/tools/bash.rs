@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::{Input, Tool, ToolContext, ToolError, ToolOutput};
-use crate::computer::{Output, RunRequest};
+use crate::computer::{Origin, Output, RunRequest};
 
 /// The default timeout, in milliseconds (Claude Code's: two minutes).
 pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 120_000;
@@ -88,6 +88,7 @@ pub(crate) async fn run_shell(
         cwd: String::new(),
         env,
         timeout,
+        origin: Origin::Agent,
     };
     let (sender, receiver) = mpsc::unbounded_channel();
     // Collected while the command runs, so a flood of output is cut as it comes instead of

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::bash::{MAX_TIMEOUT_MS, run_shell, timeout};
 use super::{Input, Tool, ToolContext, ToolError, ToolOutput, shell_quote};
-use crate::computer::RunRequest;
+use crate::computer::{Origin, RunRequest};
 
 /// The tools' scratch folder in the workspace.
-pub(crate) const TMP_DIR: &str = ".proto-tmp";
+pub(crate) const TMP_DIR: &str = crate::computer::workspace::SCRATCH;
 
 /// How long removing the script may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +81,7 @@ impl Tool for Python {
             cwd: String::new(),
             env: BTreeMap::new(),
             timeout: CLEANUP_TIMEOUT,
+            origin: Origin::Agent,
         };
         if let Err(e) = ctx
             .computer
