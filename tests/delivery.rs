@@ -349,6 +349,50 @@ fn a_branch_left_locked_on_the_server_is_reported_as_the_lock_not_as_a_lost_race
 }
 
 #[test]
+fn git_configuration_planted_by_the_work_is_not_obeyed_by_the_controllers_git() {
+    // A sandboxed step may write the workspace's .git: a filter driver, an ssh command and
+    // another origin, each of which the controller's own (unsandboxed) git would run or use.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let evil = home.join("evil.git");
+    git(home, &["init", "-q", "--bare", "evil.git"]);
+    let plant = format!(
+        "    - run: \"printf '[filter \\\"x\\\"]\\\\n\\\\tclean = touch {m}-filter\\\\n[core]\\\\n\\\\tsshCommand = touch {m}-ssh\\\\n' >> .git/config && echo '* filter=x' > .gitattributes && git remote set-url origin {evil}\"\n",
+        m = home.join("pwned").display(),
+        evil = evil.display()
+    );
+    let steps = format!(
+        "{plant}    - write: {{path: done.txt, content: \"done\\n\"}}\n    - commit: {{message: \"Work\"}}\n"
+    );
+    let goals_yaml = goal("planted", "app", "{file: {path: done.txt}}", &steps);
+    let company = company(home, &[("app", None)], "Read, Write, Bash", &goals_yaml);
+    let state = home.join("state");
+    let out = run_once(home, &company, &state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        goal_status(home, &state, "planted")["reason"],
+        "CheckPassed"
+    );
+    let config = std::fs::read_dir(home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pwned"))
+        .collect::<Vec<_>>();
+    assert!(config.is_empty(), "the planted commands ran: {config:?}");
+    assert_eq!(
+        git(&home.join("app.git"), &["show", "main:done.txt"]),
+        "done"
+    );
+    assert!(
+        git_output(&evil, &["rev-parse", "--verify", "-q", "main"])
+            .stdout
+            .is_empty(),
+        "the work went to the planted origin"
+    );
+}
+
+#[test]
 fn an_owner_without_git_has_its_playbook_delivered_as_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let goals_yaml = goal(

@@ -190,14 +190,17 @@ impl Computer for Local {
             })?;
         let (repo, branch, target) = (spec.repo.clone(), spec.branch.clone(), dir.clone());
         let mirrors = self.workdir.join(crate::gitops::workspace::MIRRORS);
+        let made_in = mirrors.clone();
         // Git runs as child processes waited on synchronously, under a file lock.
         tokio::task::spawn_blocking(move || {
-            crate::gitops::workspace::make(&repo, &branch, &target, &mirrors)
+            crate::gitops::workspace::make(&repo, &branch, &target, &made_in)
         })
         .await
         .map_err(|e| ComputerError::Workspace(format!("{}: {e}", dir.display())))?
         .map_err(|e| ComputerError::Workspace(format!("{}: {e}", dir.display())))?;
-        Ok(Workspace::new(dir))
+        let pristine = crate::gitops::workspace::pristine(&spec.repo, &spec.branch, &mirrors)
+            .map_err(|e| ComputerError::Workspace(e.to_string()))?;
+        Ok(Workspace::new(dir).with_pristine(pristine))
     }
 
     async fn run(

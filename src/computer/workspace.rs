@@ -23,11 +23,35 @@ pub const SCRATCH: &str = ".proto-tmp";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {
     root: PathBuf,
+    /// The git state the computer made the workspace with, restored before each of the
+    /// controller's own git commands there: agent commands may write `.git`, and the
+    /// controller's git runs unsandboxed (see [`crate::gitops::delivery`]).
+    pristine: Option<Pristine>,
+}
+
+/// The `.git/config` and `.git/objects/info/alternates` a workspace was cloned with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pristine {
+    pub config: String,
+    pub alternates: String,
 }
 
 impl Workspace {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Workspace { root: root.into() }
+        Workspace {
+            root: root.into(),
+            pristine: None,
+        }
+    }
+
+    /// A workspace whose git state the controller restores before its own git runs there.
+    pub fn with_pristine(mut self, pristine: Pristine) -> Self {
+        self.pristine = Some(pristine);
+        self
+    }
+
+    pub fn pristine(&self) -> Option<&Pristine> {
+        self.pristine.as_ref()
     }
 
     pub fn root(&self) -> &Path {

@@ -142,7 +142,27 @@ pub struct Git<'a> {
 const PRELUDE: &str = "g() { git -c commit.gpgsign=false -c core.editor=true -c gc.auto=0 \
     -c maintenance.auto=false \
     -c rebase.autoStash=false -c core.hooksPath=/dev/null -c core.fsmonitor=false \
-    --no-pager \"$@\"; }\n";
+    --no-pager \"$@\"; }\n\
+    if [ -n \"${PROTO_GIT_CONFIG:-}\" ]; then\n\
+    for p in .git .git/config .git/objects .git/objects/info .git/refs .git/HEAD .git/info; do\n\
+    if [ -L \"$p\" ]; then echo \"$p is a symbolic link: the workspace's git directory is not the one the controller made\" >&2; exit 75; fi\n\
+    done\n\
+    [ -d .git ] || { echo 'the workspace has no git directory' >&2; exit 75; }\n\
+    rm -f .git/config .git/commondir .git/config.worktree .git/objects/info/alternates .git/info/attributes || exit 75\n\
+    printf '%s' \"$PROTO_GIT_CONFIG\" > .git/config || exit 75\n\
+    mkdir -p .git/objects/info && printf '%s' \"$PROTO_GIT_ALTERNATES\" > .git/objects/info/alternates || exit 75\n\
+    fi\n";
+
+/// Environment for a script in `workspace`: its pristine git state, which [`PRELUDE`]
+/// restores (agent commands may have written `.git`: a filter driver, `core.sshCommand`, an
+/// `include.path`, another `origin`, all of which the controller's unsandboxed git would
+/// otherwise obey).
+fn pristine_env(workspace: &Workspace, env: &mut BTreeMap<String, String>) {
+    if let Some(pristine) = workspace.pristine() {
+        env.insert("PROTO_GIT_CONFIG".into(), pristine.config.clone());
+        env.insert("PROTO_GIT_ALTERNATES".into(), pristine.alternates.clone());
+    }
+}
 
 /// Exit statuses the delivery scripts use to say what stopped them.
 const EXIT_FETCH: i32 = 70;
@@ -163,6 +183,7 @@ impl Git<'_> {
         remote: bool,
     ) -> Result<RunOutcome, DeliveryError> {
         let mut env = env;
+        pristine_env(self.workspace, &mut env);
         env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
         // Messages are matched (a missing remote branch): they must be git's own English.
         env.insert("LC_ALL".into(), "C".into());
@@ -274,13 +295,15 @@ impl Git<'_> {
     /// The whole standard output of `script` (a diff, which may be larger than the tail a
     /// [`RunOutcome`] keeps), up to [`MAX_SCANNED_BYTES`].
     async fn diff_text(&self, script: &str) -> Result<String, DeliveryError> {
+        let mut env = BTreeMap::from([
+            ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
+            ("LC_ALL".to_string(), "C".to_string()),
+        ]);
+        pristine_env(self.workspace, &mut env);
         let request = RunRequest {
             command: format!("{PRELUDE}{script}"),
             cwd: String::new(),
-            env: BTreeMap::from([
-                ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
-                ("LC_ALL".to_string(), "C".to_string()),
-            ]),
+            env,
             timeout: GIT_TIMEOUT,
             origin: Origin::Controller,
         };

@@ -273,6 +273,31 @@ fn configure_origin(repo: &git2::Repository, url: &str, branch: &str) -> Result<
     Ok(())
 }
 
+/// The git state a workspace of `repo`'s `branch` is made with (see [`make`]): the clone's
+/// configuration (`origin` and the branch it tracks) and its alternates (the mirror's
+/// objects), as the controller restores them before its own git runs in the workspace.
+pub fn pristine(
+    repo: &str,
+    branch: &str,
+    mirrors: &Path,
+) -> Result<crate::computer::workspace::Pristine, GitopsError> {
+    let url = repository_url(repo)?;
+    let objects = mirrors.join(mirror_name(&url)).join("objects");
+    // Git's config quoting: backslashes and double quotes escaped inside double quotes.
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    Ok(crate::computer::workspace::Pristine {
+        config: format!(
+            "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n\
+             [remote \"origin\"]\n\turl = {}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n\
+             [branch {}]\n\tremote = origin\n\tmerge = {}\n",
+            quoted(&url),
+            quoted(branch),
+            quoted(&format!("refs/heads/{branch}")),
+        ),
+        alternates: format!("{}\n", objects.display()),
+    })
+}
+
 /// Removes the workspace `dir` and whatever half-made one a killed process left beside it.
 pub fn remove(dir: &Path) -> Result<(), GitopsError> {
     remove_dir(&partial_of(dir))?;
