@@ -115,6 +115,19 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
                 yaml_quoted(&format!("echo GH_TOKEN={} >/dev/null", github_token()))
             ),
         ),
+        // A commit made by a command, past the controller's commit scan: caught before the
+        // push.
+        goal(
+            "smuggled",
+            "smuggled.txt",
+            &format!(
+                "    - run: {}\n    - write: {{path: smuggled.txt, content: \"clean\\n\"}}\n",
+                yaml_quoted(&format!(
+                    "printf 'token = %s\\n' {} > t.txt && git add t.txt && git -c user.name=a -c user.email=a@example.com commit -qm smuggle",
+                    github_token()
+                ))
+            ),
+        ),
         goal(
             "ordinary",
             "data.txt",
@@ -134,6 +147,7 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
     for (goal, place, rule) in [
         ("leaky-config", "config.ini:2", "high-entropy-assignment"),
         ("leaky-key", "deploy_key:1", "private-key"),
+        ("smuggled", "t.txt:1", ""),
     ] {
         let status = goal_status(tmp.path(), &state, goal);
         assert_eq!(status["ready"], "False", "{status:#}\n{said}");
@@ -152,6 +166,7 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
     assert!(product.contains("notes.txt") && product.contains("data.txt"));
     assert!(product.contains("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"));
     assert!(!product.contains("config.ini") && !product.contains("deploy_key"));
+    assert!(!product.contains("smuggle"), "{product}");
 
     // Neither repository ever held a secret; the audit says what was refused, redacted.
     let history = company_history(&company);
