@@ -492,3 +492,59 @@ fn with_signed_merges_required_only_a_merge_signed_by_an_allowed_key_approves() 
         }
     }
 }
+
+#[test]
+fn a_delegated_agents_gated_call_parks_the_task_and_resumes_it_once_approved() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        mock_llm::tool_use(
+            "1",
+            "Delegate",
+            serde_json::json!({"agent": "writer", "description": "deploy", "prompt": "Write deploy.txt saying deployed."}),
+        ),
+        mock_llm::tool_use(
+            "2",
+            "Write",
+            serde_json::json!({"file_path": "deploy.txt", "content": "deployed\n"}),
+        ),
+        mock_llm::Reply::sse(mock_llm::text_stream("m3", "Wrote it.", "end_turn")),
+        mock_llm::Reply::sse(mock_llm::text_stream("m4", "Done.", "end_turn")),
+    ]));
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let models = format!(
+        "  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n",
+        mock.base_url()
+    );
+    let approvals_yaml = format!("{APPROVERS}    gated: [Write]\n");
+    let company = company_with(home, &approvals_yaml, "", 1, &models, "");
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace("tools: [Read, Write, Bash]", "tools: [Read, Delegate]")
+            + "---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes files., prompt: Write well., tools: [Write]}\n",
+    )
+    .unwrap();
+    cli::commit_all(&company, "A team of two");
+    let state = home.join("state");
+    let id = parked(home, &company, &state);
+    let asked = approvals(home, &state);
+    assert_eq!(asked[0]["agent"], "writer", "{asked:#?}");
+    assert_eq!(mock.requests().len(), 2);
+    let out = proto(home, &["approve", &id, company.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run_once(home, &company, &state);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        goal(home, &state)["reason"],
+        "CheckPassed",
+        "{}",
+        text(&out)
+    );
+    // Both conversations resumed from their journals: only the turns after the call.
+    assert_eq!(mock.requests().len(), 4, "a recorded turn was asked again");
+    assert_eq!(
+        git(&home.join("app.git"), &["show", "main:deploy.txt"]),
+        "deployed"
+    );
+}

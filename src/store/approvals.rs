@@ -191,15 +191,21 @@ impl Store {
         })
     }
 
-    /// The approved request for this step of the task's current attempt, if there is one.
+    /// An approved request of the task's current attempt (or of an agent it delegated to),
+    /// if there is one: the task resumes where it asked. A request with reviewed work comes
+    /// first.
     pub fn approved(&self, task: TaskId) -> Result<Option<Approval>, StoreError> {
         self.read(|tx| {
             Ok(tx
                 .query_row(
+                    // The task's own requests and those of the agents it delegated to.
                     &format!(
-                        "SELECT {COLUMNS} FROM approvals a WHERE task = ?1 AND state = 'approved'
+                        "WITH RECURSIVE tree(id) AS (
+                             SELECT ?1 UNION ALL SELECT t.id FROM tasks t JOIN tree ON t.parent = tree.id)
+                         SELECT {COLUMNS} FROM approvals a
+                         WHERE task IN (SELECT id FROM tree) AND state = 'approved'
                            AND attempt = (SELECT attempts FROM tasks WHERE id = a.task)
-                         ORDER BY (reviewed IS NULL), step LIMIT 1"
+                         ORDER BY (task <> ?1), (reviewed IS NULL), step LIMIT 1"
                     ),
                     [task],
                     from_row,
@@ -313,7 +319,13 @@ impl Store {
                  WHERE id = ?1",
                 params![id, state.name(), by, time_text(now), answer],
             )?;
-            let task = load_task(tx, approval.task)?;
+            // A delegated agent's request parks the task that delegated to it: the answer
+            // moves that root task, which delegates again and finds the answer.
+            let mut task = load_task(tx, approval.task)?;
+            let delegated = task.parent.is_some();
+            while let Some(parent) = task.parent {
+                task = load_task(tx, parent)?;
+            }
             let data = json!({ "id": id, "action": approval.action, "by": by, "answer": answer });
             let event = if approved {
                 kind::APPROVED
@@ -336,7 +348,9 @@ impl Store {
                 },
             )?;
             // A task no longer waiting (cancelled, its goal gone) keeps its state.
-            if task.state != TaskState::WaitingApproval || task.attempts != approval.attempt {
+            if task.state != TaskState::WaitingApproval
+                || (!delegated && task.attempts != approval.attempt)
+            {
                 return Ok(Some(None));
             }
             let now_text = time_text(now);
