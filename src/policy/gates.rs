@@ -38,6 +38,13 @@ pub struct Gated {
 impl Gates {
     /// Whether `call` needs approval before it runs.
     pub fn gate(&self, call: &ToolCall) -> Option<Gated> {
+        // A review branch is where gated work waits to be looked at: putting it there is
+        // never what is gated, whatever pattern (`push:*`) would match it.
+        if let ToolCall::Push { branch, .. } = call
+            && branch.starts_with(crate::gitops::delivery::REVIEW_PREFIX)
+        {
+            return None;
+        }
         if let (Some(goal), ToolCall::Push { branch, .. }) = (&self.goal, call)
             && *branch == goal.branch
         {
@@ -118,6 +125,12 @@ mod tests {
                 "{call:?}"
             );
         }
+        let everything = Gates {
+            gated: vec!["push:*".into()],
+            ..Gates::default()
+        };
+        assert_eq!(everything.gate(&push("proto/deploy")), None);
+        assert!(everything.gate(&push("main")).is_some());
         let gated_goal = Gates {
             goal: Some(GoalGate {
                 gate: "production_deploy".into(),
