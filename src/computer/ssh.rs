@@ -180,10 +180,10 @@ async fn collect(
 fn stop_script(pgid: u32) -> String {
     let polls = STOP_GRACE.as_millis() / 100;
     format!(
-        "kill -TERM -- -{pgid} 2>/dev/null || exit 0\n\
+        "kill -TERM -{pgid} 2>/dev/null || exit 0\n\
          i=0\n\
-         while [ $i -lt {polls} ] && kill -0 -- -{pgid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n\
-         kill -KILL -- -{pgid} 2>/dev/null\n\
+         while [ $i -lt {polls} ] && kill -0 -{pgid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n\
+         kill -KILL -{pgid} 2>/dev/null\n\
          exit 0\n"
     )
 }
@@ -387,10 +387,11 @@ impl Computer for Ssh {
         let script = clone_script(&workdir, &dir, &spec.repo, &spec.branch);
         let (code, _, stderr) = self.script(&script, CLONE_TIMEOUT).await?;
         if code != Some(0) {
+            // Git's own reason (`fatal: ...`) before the advice that follows it.
             let why = stderr
                 .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
+                .find(|l| l.starts_with("fatal:"))
+                .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
                 .unwrap_or("the clone failed");
             return Err(ComputerError::Workspace(format!(
                 "{} on {}: {why}",
@@ -453,9 +454,8 @@ impl Computer for Ssh {
             head: Some(Vec::new()),
             pgid: pgid.clone(),
         };
-        let known = |pgid: &Arc<Mutex<Option<u32>>>| {
-            *pgid.lock().unwrap_or_else(PoisonError::into_inner)
-        };
+        let known =
+            |pgid: &Arc<Mutex<Option<u32>>>| *pgid.lock().unwrap_or_else(PoisonError::into_inner);
 
         let deadline = tokio::time::Instant::now() + request.timeout;
         let ended = loop {

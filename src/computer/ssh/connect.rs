@@ -46,9 +46,9 @@ pub enum SshError {
         known_hosts: PathBuf,
     },
     #[error(
-        "{host} presented an {algorithm} key ({fingerprint}) that differs from the one in {}, \
-         line {line}: the host was reinstalled or someone is in the middle; remove that line \
-         once you know which",
+        "{host} presented an {algorithm} key ({fingerprint}) that differs from the one {} holds \
+         for it: the host was reinstalled or someone is in the middle; remove the old key \
+         (ssh-keygen -R) once you know which",
         known_hosts.display()
     )]
     ChangedHostKey {
@@ -56,7 +56,6 @@ pub enum SshError {
         algorithm: String,
         fingerprint: String,
         known_hosts: PathBuf,
-        line: usize,
     },
     #[error("{}: {detail}", path.display())]
     KnownHosts { path: PathBuf, detail: String },
@@ -450,12 +449,12 @@ pub fn verify(
     };
     match russh::keys::check_known_hosts_path(host, port, key, known_hosts) {
         Ok(true) => Ok(()),
-        Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::ChangedHostKey {
+        // The line russh names skips comment lines, so it is not repeated here.
+        Err(russh::keys::Error::KeyChanged { .. }) => Err(SshError::ChangedHostKey {
             host: address,
             algorithm,
             fingerprint,
             known_hosts: known_hosts.to_path_buf(),
-            line,
         }),
         Err(e) => Err(file_error(e.to_string())),
         Ok(false) => {

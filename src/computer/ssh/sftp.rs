@@ -12,8 +12,8 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 use tokio::io::AsyncWriteExt;
 
-use crate::computer::workspace::{self, Workspace};
 use crate::computer::ComputerError;
+use crate::computer::workspace::{self, Workspace};
 
 /// How many symbolic links a path may pass through before it is taken for a loop.
 const MAX_SYMLINKS: u32 = 40;
