@@ -4,9 +4,13 @@
 //! process group (SIGTERM first), `release`, files over SFTP with the workspace's refusals,
 //! a workspace cloned on the remote and delivered by the same `Git` delivery Local uses,
 //! strict host key checks (unknown and changed keys refused, `accept-new` recording), and a
-//! dead or silent host giving an error rather than a hang.
+//! dead or silent host giving an error rather than a hang; and `proto run --once` meeting a
+//! playbook goal on a Computer declared with `ssh:`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+#[path = "support/cli.rs"]
+mod cli;
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -155,7 +159,7 @@ fn setup() -> (Sshd, Ssh, Workspace, tempfile::TempDir) {
     let root = scratch.path().join("ws");
     std::fs::create_dir(&root).unwrap();
     let ssh = sshd.computer(&scratch.path().join("work"));
-    (sshd, ssh, Workspace::new(root), scratch)
+    (sshd, ssh, Workspace::elsewhere(root), scratch)
 }
 
 fn request(command: &str) -> RunRequest {
@@ -592,7 +596,7 @@ async fn an_unknown_host_key_is_refused_and_accept_new_records_it() {
     let sshd = Sshd::start();
     let scratch = tempfile::tempdir().unwrap();
     let known = scratch.path().join("known_hosts");
-    let ws = Workspace::new(scratch.path());
+    let ws = Workspace::elsewhere(scratch.path());
 
     // Strict, with a file that does not know the host (or does not exist).
     let strict = Ssh::new("r", sshd.target(known.clone(), HostKeys::Strict), None);
@@ -636,7 +640,7 @@ async fn a_changed_host_key_is_refused_even_under_accept_new() {
     let known = scratch.path().join("known_hosts");
     let line = format!("[127.0.0.1]:{} {}\n", sshd.port, impostor.join(" "));
     std::fs::write(&known, format!("# header\n{line}")).unwrap();
-    let ws = Workspace::new(scratch.path());
+    let ws = Workspace::elsewhere(scratch.path());
     for host_keys in [HostKeys::Strict, HostKeys::AcceptNew] {
         let ssh = Ssh::new("r", sshd.target(known.clone(), host_keys), None);
         let err = ssh
@@ -659,7 +663,7 @@ async fn a_changed_host_key_is_refused_even_under_accept_new() {
 async fn a_dead_or_silent_host_is_an_error_not_a_hang() {
     let mut sshd = Sshd::start();
     let scratch = tempfile::tempdir().unwrap();
-    let ws = Workspace::new(scratch.path());
+    let ws = Workspace::elsewhere(scratch.path());
     let ssh = Ssh::new("r", sshd.target(sshd.known_hosts(), HostKeys::Strict), None);
     assert!(run(&ssh, &ws, "true").await.success());
     sshd.kill();
@@ -710,7 +714,7 @@ async fn a_wrong_client_key_is_refused_with_who_was_refused() {
     let ssh = Ssh::new("r", target, None);
     let err = ssh
         .run(
-            &Workspace::new(scratch.path()),
+            &Workspace::elsewhere(scratch.path()),
             &request("true"),
             None,
             &CancellationToken::new(),
@@ -722,4 +726,87 @@ async fn a_wrong_client_key_is_refused_with_who_was_refused() {
         "{err}"
     );
     assert!(err.to_string().contains("stranger"), "{err}");
+}
+
+#[test]
+fn run_once_meets_a_playbook_goal_on_an_ssh_computer() {
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    cli::git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let remote_work = dir.join("remote-work");
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    let yaml = r#"apiVersion: proto.dev/v1alpha1
+kind: Company
+metadata: {name: small}
+spec:
+  mission: Test.
+  ceo: ceo
+  writeback: {author: {name: proto-bot, email: bot@example.com}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Agent
+metadata: {name: ceo}
+spec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Computer
+metadata: {name: faraway}
+spec:
+  ssh: {host: 127.0.0.1, port: PORT, user: USER, identityFile: 'KEY', knownHosts: 'KNOWN'}
+  workdir: 'WORK'
+---
+apiVersion: proto.dev/v1alpha1
+kind: Product
+metadata: {name: app}
+spec: {description: A product., lead: ceo, repo: {url: '../app.git', branch: main}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Goal
+metadata: {name: noted}
+spec:
+  product: app
+  owner: ceo
+  description: noted.
+  check: {file: {path: notes.txt, matches: ran}}
+  playbook:
+    - write: {path: notes.txt, content: "hello\n"}
+    - run: "echo \"ran in $PWD\" >> notes.txt"
+    - commit: {message: "Take notes"}
+"#
+    .replace("PORT", &sshd.port.to_string())
+    .replace("USER", &whoami())
+    .replace("KEY", &sshd.path("clientkey").display().to_string())
+    .replace("KNOWN", &sshd.known_hosts().display().to_string())
+    .replace("WORK", &remote_work.display().to_string());
+    std::fs::write(company.join("company.yaml"), yaml).unwrap();
+    cli::git(&company, &["init", "-q", "-b", "main"]);
+    cli::git(&company, &["add", "-A"]);
+    cli::git(&company, &["commit", "-q", "-m", "Declare the company"]);
+    let state = dir.join("state");
+    let out = cli::run_command(dir, &company, &state).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", cli::text(&out));
+    let goals = cli::get_json(dir, &state, "goals");
+    let noted = goals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "noted")
+        .unwrap();
+    assert_eq!(noted["reason"], "CheckPassed", "{noted}");
+    let app = dir.join("app.git");
+    let notes = cli::git(&app, &["show", "main:notes.txt"]);
+    let workspace = std::fs::canonicalize(&remote_work).unwrap().join("noted");
+    assert!(
+        notes.starts_with(&format!("hello\nran in {}", workspace.display())),
+        "{notes}"
+    );
+    assert_eq!(
+        cli::git(&app, &["log", "-1", "--format=%cn|%s", "main"]).trim(),
+        "proto-bot|Take notes"
+    );
+    // The work was done in the SSH computer's workdir, not the controller's.
+    assert!(remote_work.is_dir());
+    assert!(!state.join("work").join("noted").exists());
 }

@@ -404,7 +404,7 @@ impl Computer for Ssh {
         let pristine = crate::gitops::workspace::pristine(&spec.repo, &spec.branch, &workdir)
             .map_err(|e| ComputerError::Workspace(e.to_string()))?;
         Ok(
-            Workspace::new(dir).with_pristine(super::workspace::Pristine {
+            Workspace::elsewhere(dir).with_pristine(super::workspace::Pristine {
                 alternates: String::new(),
                 ..pristine
             }),
