@@ -810,3 +810,38 @@ spec:
     assert!(remote_work.is_dir());
     assert!(!state.join("work").join("noted").exists());
 }
+
+#[tokio::test]
+async fn commands_and_files_share_one_pooled_connection() {
+    let (sshd, ssh, ws, _scratch) = setup();
+    for n in 0..5 {
+        assert!(run(&ssh, &ws, &format!("echo {n} > f{n}")).await.success());
+        assert!(ssh.read(&ws, &format!("f{n}")).await.unwrap().is_some());
+    }
+    // A task's computer (another marker) rides the same connection.
+    let task = ssh.marked("task-1".into());
+    assert!(run(&task, &ws, "true").await.success());
+    let log = std::fs::read_to_string(sshd.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn an_abandoned_run_stops_its_remote_process_group() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let req = request("sleep 300 & echo $! > bg.pid; wait");
+    // The run's future is dropped once the command is under way.
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        _ = ssh.run(&ws, &req, None, &cancel) => {
+            panic!("the command cannot have ended by itself")
+        }
+        _ = wait_for_file(&ssh, &ws, "bg.pid") => {}
+    }
+    let pid = wait_for_file(&ssh, &ws, "bg.pid").await;
+    // Stopped in the background, with the grace: waited for, boundedly.
+    let deadline = Instant::now() + PATIENCE;
+    while alive(&ssh, &ws, &pid).await {
+        assert!(Instant::now() < deadline, "{pid} still runs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -333,7 +333,7 @@ impl Stderr {
             return;
         };
         let rest = head.split_off(newline + 1);
-        let line = String::from_utf8_lossy(&head).into_owned();
+        let line = String::from_utf8_lossy(head).into_owned();
         self.head = None;
         match line
             .trim_end()
@@ -682,6 +682,29 @@ fn release_script(marker: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_workspace_judges_paths_without_this_hosts_disk() {
+        let ws = Workspace::elsewhere("/nowhere/on/this/host/ws");
+        assert_eq!(
+            ws.resolve("a/./b/../c").unwrap(),
+            Path::new("/nowhere/on/this/host/ws/a/c")
+        );
+        for outside in ["../x", "/etc/passwd", "~/x", ""] {
+            assert!(
+                matches!(
+                    ws.resolve(outside),
+                    Err(ComputerError::OutsideWorkspace { .. })
+                ),
+                "{outside}"
+            );
+        }
+        assert!(matches!(
+            ws.resolve_for_write("x/../.git/config"),
+            Err(ComputerError::GitDir { .. })
+        ));
+        assert!(!ws.on_this_host());
+    }
 
     #[test]
     fn variable_names_are_checked_before_they_reach_a_shell() {

@@ -185,15 +185,6 @@ impl Pool {
         *slot = Some(link.clone());
         Ok(link)
     }
-
-    /// Forgets the connection after a failure that may have been its own (a broken SFTP
-    /// session): the next use connects afresh.
-    pub async fn forget(&self, link: &Arc<Link>) {
-        let mut slot = self.link.lock().await;
-        if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, link)) {
-            *slot = None;
-        }
-    }
 }
 
 impl Link {
