@@ -845,3 +845,82 @@ async fn an_abandoned_run_stops_its_remote_process_group() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The processes descended from `ancestor` (Linux `/proc`).
+fn descendants(ancestor: u32) -> Vec<i32> {
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    all.into_iter()
+        .filter(|pid| {
+            let mut p = *pid;
+            for _ in 0..64 {
+                match parent_of(p) {
+                    Some(parent) if parent == ancestor as i32 => return true,
+                    Some(parent) if parent > 1 => p = parent,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_made_again() {
+    let (sshd, ssh, ws, _scratch) = setup();
+    assert!(run(&ssh, &ws, "true").await.success());
+    // The server's side of the connection dies; the listener lives on.
+    let sessions = descendants(sshd.child.id());
+    assert!(!sessions.is_empty());
+    for pid in sessions {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let again = run(&ssh, &ws, "echo again").await;
+    assert_eq!(again.stdout, "again\n");
+    assert!(ssh.read(&ws, "nothing-here").await.unwrap().is_none());
+    let log = std::fs::read_to_string(sshd.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 2, "{log}");
+}
+
+#[tokio::test]
+async fn large_files_and_outputs_arrive_whole() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    ssh.write(&ws, "big.bin", &content).await.unwrap();
+    assert_eq!(std::fs::read(ws.root().join("big.bin")).unwrap(), content);
+    assert_eq!(ssh.read(&ws, "big.bin").await.unwrap().unwrap(), content);
+
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let out = ssh
+        .run(
+            &ws,
+            &request("seq 1 100000"),
+            Some(sender),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let expected: String = (1..=100_000).map(|n| format!("{n}\n")).collect();
+    let mut streamed = String::new();
+    while let Some(Output::Stdout(text)) = receiver.recv().await {
+        streamed.push_str(&text);
+    }
+    assert_eq!(streamed, expected);
+    // The outcome keeps the last 64 KiB.
+    assert_eq!(out.stdout.len(), 64 * 1024);
+    assert!(expected.ends_with(&out.stdout));
+}

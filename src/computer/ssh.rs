@@ -138,18 +138,17 @@ impl Ssh {
         script: &str,
         timeout: Duration,
     ) -> Result<(Option<u32>, String, String), ComputerError> {
-        let link = self.pool.link().await?;
-        collect(&link, script, timeout).await
+        collect(&self.pool, script, timeout).await
     }
 }
 
-/// Runs `script` on `link` to its end (within `timeout`): exit code and output.
+/// Runs `script` on the computer to its end (within `timeout`): exit code and output.
 async fn collect(
-    link: &connect::Link,
+    pool: &Pool,
     script: &str,
     timeout: Duration,
 ) -> Result<(Option<u32>, String, String), ComputerError> {
-    let mut channel = link.exec(&format!("sh -c {}", quote(script))).await?;
+    let (link, mut channel) = pool.exec(&format!("sh -c {}", quote(script))).await?;
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
     let read = async {
         while let Some(msg) = channel.wait().await {
@@ -190,11 +189,7 @@ fn stop_script(pgid: u32) -> String {
 
 /// Stops the remote process group `pgid` (see [`stop_script`]).
 async fn stop_group(pool: &Pool, pgid: u32) {
-    let stopped = async {
-        let link = pool.link().await?;
-        collect(&link, &stop_script(pgid), SCRIPT_TIMEOUT).await
-    };
-    if let Err(e) = stopped.await {
+    if let Err(e) = collect(pool, &stop_script(pgid), SCRIPT_TIMEOUT).await {
         tracing::warn!(pgid, "cannot stop a remote process group: {e}");
     }
 }
@@ -418,11 +413,10 @@ impl Computer for Ssh {
         output: Option<mpsc::UnboundedSender<Output>>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, ComputerError> {
-        let link = self.pool.link().await?;
         let cwd = if request.cwd.is_empty() {
             workspace.root().to_path_buf()
         } else {
-            let sftp = link.sftp().await?;
+            let sftp = self.pool.link().await?.sftp().await?;
             let located = sftp::locate(&sftp, workspace, &request.cwd, false).await?;
             let path = located.path();
             let is_dir = sftp
@@ -441,7 +435,7 @@ impl Computer for Ssh {
         };
         let command = wrapper(&cwd, request, &self.marker)?;
         let started = Instant::now();
-        let mut channel = link.exec(&command).await?;
+        let (_link, mut channel) = self.pool.exec(&command).await?;
         let pgid = Arc::new(Mutex::new(None));
         let mut group = Group {
             pool: self.pool.clone(),

@@ -185,6 +185,31 @@ impl Pool {
         *slot = Some(link.clone());
         Ok(link)
     }
+
+    /// A session channel running `command` on the pooled connection. A connection found
+    /// closed when the channel is refused (its peer went away since it was last used) is
+    /// made again, once.
+    pub async fn exec(
+        &self,
+        command: &str,
+    ) -> Result<(Arc<Link>, russh::Channel<client::Msg>), SshError> {
+        let link = self.link().await?;
+        match link.exec(command).await {
+            Ok(channel) => Ok((link, channel)),
+            Err(e) if !link.handle.is_closed() => Err(e),
+            Err(_) => {
+                {
+                    let mut slot = self.link.lock().await;
+                    if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                        *slot = None;
+                    }
+                }
+                let link = self.link().await?;
+                let channel = link.exec(command).await?;
+                Ok((link, channel))
+            }
+        }
+    }
 }
 
 impl Link {
