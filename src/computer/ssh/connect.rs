@@ -129,11 +129,7 @@ impl Target {
         Target {
             host: ssh.host.clone(),
             port: ssh.port.unwrap_or(22),
-            user: ssh
-                .user
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "root".into()),
+            user: ssh.user.clone().unwrap_or_else(controller_user),
             login,
             known_hosts,
             host_keys,
@@ -145,6 +141,18 @@ impl Target {
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+}
+
+/// The name of the user the controller runs as (`ssh`'s default too).
+fn controller_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let user = nix::unistd::User::from_uid(nix::unistd::getuid());
+            user.ok().flatten().map(|u| u.name)
+        })
+        .unwrap_or_else(|| "root".into())
 }
 
 /// The one connection of a computer, shared by its commands and file accesses.
@@ -491,5 +499,35 @@ pub fn verify(
                 known_hosts: known_hosts.to_path_buf(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(known_hosts: Option<&str>) -> SshConnection {
+        SshConnection {
+            host: "build-1".into(),
+            port: None,
+            user: Some("ci".into()),
+            identity_file: Some("/keys/ci".into()),
+            known_hosts: known_hosts.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_target_takes_the_declared_fields_and_the_defaults() {
+        let target = Target::from_spec(&spec(Some("/etc/proto/known_hosts")));
+        assert_eq!(target.address(), "build-1:22");
+        assert_eq!(target.user, "ci");
+        assert_eq!(target.login, Login::KeyFile(PathBuf::from("/keys/ci")));
+        assert_eq!(target.known_hosts, PathBuf::from("/etc/proto/known_hosts"));
+        assert_eq!(target.host_keys, HostKeys::Strict);
+        assert_eq!(Target::from_spec(&spec(None)).host_keys, HostKeys::Strict);
+        let accepting = Target::from_spec(&spec(Some(ACCEPT_NEW)));
+        assert_eq!(accepting.host_keys, HostKeys::AcceptNew);
+        // `accept-new` is a policy, never a file name.
+        assert!(accepting.known_hosts.ends_with(".ssh/known_hosts"));
     }
 }
