@@ -924,3 +924,31 @@ async fn large_files_and_outputs_arrive_whole() {
     assert_eq!(out.stdout.len(), 64 * 1024);
     assert!(expected.ends_with(&out.stdout));
 }
+
+#[tokio::test]
+async fn a_command_whose_connection_drops_is_stopped_over_a_new_one() {
+    let (sshd, ssh, ws, _scratch) = setup();
+    let req = request("sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; wait");
+    let cancel = CancellationToken::new();
+    let running = ssh.run(&ws, &req, None, &cancel);
+    let dropping = async {
+        wait_for_file(&ssh, &ws, "sh.pid").await;
+        // Only the server's processes die: the command itself lives on, orphaned.
+        for pid in descendants(sshd.child.id()) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sshd" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    };
+    let (ran, ()) = tokio::join!(running, dropping);
+    let err = ran.unwrap_err();
+    assert!(err.to_string().contains("connection dropped"), "{err}");
+    for file in ["bg.pid", "sh.pid"] {
+        let pid = wait_for_file(&ssh, &ws, file).await;
+        assert!(!alive(&ssh, &ws, &pid).await, "{file} {pid} still runs");
+    }
+}

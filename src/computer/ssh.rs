@@ -473,7 +473,7 @@ impl Computer for Ssh {
         };
 
         let stopping = matches!(ended, Ended::TimedOut | Ended::Cancelled);
-        if !stopping {
+        if matches!(ended, Ended::Exited(_)) {
             // The command's shell ended: its id may name another group by now.
             group.pgid = None;
         }
@@ -515,8 +515,11 @@ impl Computer for Ssh {
         if let Some(stopper) = stopper {
             let _ = stopper.await;
         }
-        // The group ended, or was stopped: nothing is left to stop if the future is dropped.
-        group.pgid = None;
+        if let Some(id) = group.pgid.take() {
+            // The connection dropped under a running command: sshd does not stop it, so
+            // it is stopped over a new connection rather than left running unwatched.
+            stop_group(&self.pool, id).await;
+        }
         let (stdout, stderr) = (stdout.finish(output), stderr.finish(output));
         let (code, timed_out, cancelled) = match ended {
             Ended::Exited(code) => (code.and_then(|c| i32::try_from(c).ok()), false, false),
