@@ -2,10 +2,12 @@
 //! exit status, timeout and cancellation that kills the whole process group; read and write
 //! files; prepare a task's workspace (a clone of the product's repository at its branch).
 //! File access that resolves outside the workspace is refused, and so are writes into `.git`.
-//! `local` is this host; SSH, Kubernetes pods and desktops implement the same trait.
+//! `local` is this host, `ssh` another machine over SSH; Kubernetes pods and desktops will
+//! implement the same trait.
 
 pub mod local;
 pub mod sandbox;
+pub mod ssh;
 pub mod stopping;
 pub mod workspace;
 
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use local::Local;
 pub use sandbox::Sandbox;
+pub use ssh::Ssh;
 pub use workspace::Workspace;
 
 #[derive(Debug, Error)]
@@ -44,6 +47,8 @@ pub enum ComputerError {
     Workspace(String),
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
 }
 
 /// A command to run in a workspace.

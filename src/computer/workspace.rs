@@ -27,6 +27,8 @@ pub struct Workspace {
     /// controller's own git commands there: agent commands may write `.git`, and the
     /// controller's git runs unsandboxed (see [`crate::gitops::delivery`]).
     pristine: Option<Pristine>,
+    /// Whether the root is a folder of this host (not of an SSH computer).
+    on_this_host: bool,
 }
 
 /// The `.git/config` and `.git/objects/info/alternates` a workspace was cloned with.
@@ -41,7 +43,24 @@ impl Workspace {
         Workspace {
             root: root.into(),
             pristine: None,
+            on_this_host: true,
         }
+    }
+
+    /// A workspace on another computer (an SSH host): `root` is a path there. Paths are
+    /// judged lexically here (`..`, absolute paths, `.git`); where their links lead is
+    /// judged by the computer, where the files are, on every access.
+    pub fn elsewhere(root: impl Into<PathBuf>) -> Self {
+        Workspace {
+            on_this_host: false,
+            ..Workspace::new(root)
+        }
+    }
+
+    /// Whether the workspace's files are on this host, for code that reads them directly
+    /// rather than through its computer.
+    pub fn on_this_host(&self) -> bool {
+        self.on_this_host
     }
 
     /// A workspace whose git state the controller restores before its own git runs there.
@@ -86,6 +105,14 @@ impl Workspace {
         // `~` would mean a home folder to a shell, never a folder of the workspace.
         if relative.is_empty() || relative.starts_with('~') {
             return Err(outside());
+        }
+        if !self.on_this_host {
+            let inside = normalize(relative).ok_or_else(outside)?;
+            return Ok(Located {
+                root: self.root.clone(),
+                landing: self.root.join(&inside),
+                inside,
+            });
         }
         let root = std::fs::canonicalize(&self.root).map_err(|source| ComputerError::Io {
             path: self.root.display().to_string(),

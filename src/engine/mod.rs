@@ -20,7 +20,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::computer::{self, Computer, Local};
+use crate::computer::{self, Computer, Local, Ssh};
 use crate::gitops::{FileChange, Identity, Writeback};
 use crate::plan::{self, Action};
 use crate::source::{GitSource, SourceError};
@@ -98,6 +98,55 @@ impl Default for Options {
             retry_base: Duration::from_secs(1),
             retention: crate::store::Retention::default(),
         }
+    }
+}
+
+/// The SSH computers of the applied revision: one [`Ssh`] (one pooled connection) each,
+/// kept across revisions that leave its `ssh:` and `workdir:` as they were; with what each
+/// one's last health check said.
+#[derive(Default)]
+struct Remotes {
+    computers: HashMap<String, (crate::spec::kinds::SshConnection, Option<String>, Arc<Ssh>)>,
+    health: Arc<std::sync::Mutex<HashMap<String, bool>>>,
+}
+
+impl Remotes {
+    /// The SSH computers `spec` declares, reusing the connections of `self` that still fit.
+    fn adopt(&mut self, spec: &Spec) {
+        let mut computers = HashMap::new();
+        for c in &spec.computers {
+            let Some(ssh) = &c.spec.ssh else { continue };
+            let workdir = c.spec.workdir.clone();
+            let kept = self
+                .computers
+                .remove(c.name())
+                .filter(|(s, w, _)| s == ssh && *w == workdir);
+            let entry = kept.unwrap_or_else(|| {
+                let computer = Ssh::from_spec(c.name(), ssh, workdir.as_deref());
+                (ssh.clone(), workdir, Arc::new(computer))
+            });
+            computers.insert(c.name().to_string(), entry);
+        }
+        self.computers = computers;
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|name, _| self.computers.contains_key(name));
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<Ssh>> {
+        self.computers.get(name).map(|(_, _, ssh)| ssh)
+    }
+
+    /// Whether `name` answered its last health check; one not checked yet is given the
+    /// benefit of the doubt (its first task fails with the reason if it is down).
+    fn healthy(&self, name: &str) -> bool {
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+            .unwrap_or(true)
     }
 }
 
@@ -421,6 +470,8 @@ pub struct Engine {
     audit_known: AuditKnown,
     /// When the declared computers were last marked seen.
     computers_seen: Option<Instant>,
+    /// The SSH computers of the applied revision.
+    remotes: Remotes,
     /// When the source was last fetched.
     last_fetch: Option<Instant>,
     status: StatusReport,
@@ -513,6 +564,7 @@ impl Engine {
             recording: None,
             audit_known: AuditKnown::new(),
             computers_seen: None,
+            remotes: Remotes::default(),
             last_fetch: None,
             status,
             commits: Vec::new(),
@@ -711,6 +763,7 @@ impl Engine {
             self.dirty = Dirty::All;
         }
         self.keys = keys;
+        self.remotes.adopt(&applied.spec);
         self.computers_seen = None;
         self.company_dirty = true;
         self.applied = Some(applied);
@@ -762,7 +815,26 @@ impl Engine {
         }
         if let Some(applied) = &self.applied {
             for c in &applied.spec.computers {
-                // Only this host can run work so far; others are declared but not reachable.
+                if let Some(ssh) = self.remotes.get(c.name()) {
+                    // Checked off the pass: a host that does not answer takes the connect
+                    // timeout to say so.
+                    let (ssh, store) = (ssh.clone(), self.store.clone());
+                    let health = self.remotes.health.clone();
+                    let name = c.name().to_string();
+                    tokio::spawn(async move {
+                        let healthy = ssh.healthy().await;
+                        health
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(name.clone(), healthy);
+                        if let Err(e) = store.computer_seen(&name, healthy, Utc::now()) {
+                            tracing::warn!(computer = %name, "cannot record its health: {e}");
+                        }
+                    });
+                    continue;
+                }
+                // This host answers while the controller runs; Kubernetes and desktops are
+                // declared but not reachable yet.
                 self.store
                     .computer_seen(c.name(), c.spec.local.is_some(), now)?;
             }
@@ -1011,10 +1083,11 @@ impl Engine {
                 capacity: c.spec.capacity.unwrap_or(1),
                 running: running.get(c.name()).copied().unwrap_or(0),
                 capabilities: c.spec.capabilities.iter().copied().collect(),
-                // This host answers while the controller runs.
-                healthy: true,
-                // Only this host can run work so far; SSH, Kubernetes and desktops come later.
-                usable: c.spec.local.is_some(),
+                // This host answers while the controller runs; an SSH computer as its last
+                // health check said.
+                healthy: self.remotes.healthy(c.name()),
+                // This host and SSH computers can run work; Kubernetes and desktops come later.
+                usable: c.spec.local.is_some() || c.spec.ssh.is_some(),
             })
             .collect();
         crate::place::Placer::new(slots)
@@ -1059,21 +1132,28 @@ impl Engine {
                 .and_then(|p| p.spec.repo.as_ref())
                 .and_then(|r| r.branch.clone())
                 .unwrap_or_else(|| "main".into());
-            let workdir =
-                computer::workdir(computer.spec.workdir.as_deref(), &self.options.state_dir);
             let marker = computer::local::run_marker(&self.options.state_dir, task.id);
-            // Agent commands are confined away from the controller's state, the company
-            // repository and the keys in `~/.ssh` (their workspace and the product mirrors
-            // it reads its git objects from excepted).
-            let sandbox = computer::Sandbox::new(
-                computer.spec.sandbox.unwrap_or_default(),
-                computer.spec.network,
-                &self.options.state_dir,
-                self.source.repository_path(),
-                &workdir.join(crate::gitops::workspace::MIRRORS),
-            );
-            let machine: Arc<dyn Computer> =
-                Arc::new(Local::marked(computer.name(), workdir, marker).sandboxed(sandbox));
+            let machine: Arc<dyn Computer> = match self.remotes.get(computer.name()) {
+                // The computer's one connection, with this task's marker.
+                Some(ssh) => Arc::new(ssh.marked(marker)),
+                None => {
+                    let workdir = computer::workdir(
+                        computer.spec.workdir.as_deref(),
+                        &self.options.state_dir,
+                    );
+                    // Agent commands are confined away from the controller's state, the
+                    // company repository and the keys in `~/.ssh` (their workspace and the
+                    // product mirrors it reads its git objects from excepted).
+                    let sandbox = computer::Sandbox::new(
+                        computer.spec.sandbox.unwrap_or_default(),
+                        computer.spec.network,
+                        &self.options.state_dir,
+                        self.source.repository_path(),
+                        &workdir.join(crate::gitops::workspace::MIRRORS),
+                    );
+                    Arc::new(Local::marked(computer.name(), workdir, marker).sandboxed(sandbox))
+                }
+            };
             let gates = Arc::new(gates(&applied.spec, &goal.spec, &branch));
             starts.push(worker::Work {
                 store: self.store.clone(),

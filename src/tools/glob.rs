@@ -86,6 +86,14 @@ impl Tool for Glob {
 
 /// The directory (or file) a search starts from, absolute, checked to be in the workspace.
 pub(crate) fn search_root(ctx: &ToolContext<'_>, path: Option<&str>) -> Result<PathBuf, ToolError> {
+    // The walk reads this host's disk; another computer's files are searched there.
+    if !ctx.workspace.on_this_host() {
+        return Err(ToolError::Failed(
+            "this workspace is on another computer (SSH), which Grep and Glob cannot read: \
+             search it with Bash (`grep -rn`, `find`)"
+                .into(),
+        ));
+    }
     let relative = match path {
         None => String::new(),
         Some(raw) => relative_path(ctx.workspace, "path", raw)?,

@@ -1,0 +1,954 @@
+//! The SSH computer against a real OpenSSH server (a private `sshd` on a free port of
+//! 127.0.0.1, with its own host key and an authorized client key): exit codes and streamed
+//! output, environment and working folder, timeout and cancellation stopping the remote
+//! process group (SIGTERM first), `release`, files over SFTP with the workspace's refusals,
+//! a workspace cloned on the remote and delivered by the same `Git` delivery Local uses,
+//! strict host key checks (unknown and changed keys refused, `accept-new` recording), and a
+//! dead or silent host giving an error rather than a hang; and `proto run --once` meeting a
+//! playbook goal on a Computer declared with `ssh:`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::computer::ssh::{HostKeys, Login, SshError, Target};
+use proto::computer::{
+    Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace, WorkspaceSpec,
+};
+use proto::gitops::Identity;
+use proto::gitops::delivery::Git;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A bound on every wait of these tests, far above what each step takes.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A private OpenSSH server, killed when dropped.
+struct Sshd {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for key in ["hostkey", "clientkey"] {
+            keygen(&d.join(key));
+        }
+        std::fs::copy(d.join("clientkey.pub"), d.join("authorized_keys")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = free_port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
+                 Subsystem sftp internal-sftp\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        // `-D`: in the foreground, so this handle's kill stops the listener.
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .arg("-E")
+            .arg(d.join("sshd.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd starts (apt-get install openssh-server)");
+        let sshd = Sshd { child, dir, port };
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sshd
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A known_hosts file holding this server's key.
+    fn known_hosts(&self) -> PathBuf {
+        let path = self.path("known_hosts");
+        let key = std::fs::read_to_string(self.path("hostkey.pub")).unwrap();
+        let key: Vec<&str> = key.split_whitespace().take(2).collect();
+        std::fs::write(
+            &path,
+            format!("[127.0.0.1]:{} {}\n", self.port, key.join(" ")),
+        )
+        .unwrap();
+        path
+    }
+
+    fn target(&self, known_hosts: PathBuf, host_keys: HostKeys) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: whoami(),
+            login: Login::KeyFile(self.path("clientkey")),
+            known_hosts,
+            host_keys,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The computer, trusting this server's key, keeping workspaces in `workdir`.
+    fn computer(&self, workdir: &Path) -> Ssh {
+        Ssh::new(
+            "remote",
+            self.target(self.known_hosts(), HostKeys::Strict),
+            Some(workdir.display().to_string()),
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A server, its computer and an empty workspace folder (the remote is this host, so the
+/// test can look at the remote's files directly).
+fn setup() -> (Sshd, Ssh, Workspace, tempfile::TempDir) {
+    let sshd = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("ws");
+    std::fs::create_dir(&root).unwrap();
+    let ssh = sshd.computer(&scratch.path().join("work"));
+    (sshd, ssh, Workspace::elsewhere(root), scratch)
+}
+
+fn request(command: &str) -> RunRequest {
+    RunRequest {
+        command: command.to_string(),
+        cwd: String::new(),
+        env: BTreeMap::new(),
+        timeout: PATIENCE,
+        origin: Origin::Agent,
+    }
+}
+
+async fn run(ssh: &Ssh, ws: &Workspace, command: &str) -> RunOutcome {
+    ssh.run(ws, &request(command), None, &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// Whether process `pid` runs on the remote, asked by a second command there (a zombie
+/// waiting to be reaped does not count).
+async fn alive(ssh: &Ssh, ws: &Workspace, pid: &str) -> bool {
+    let out = run(
+        ssh,
+        ws,
+        &format!(
+            "kill -0 {pid} 2>/dev/null || exit 1; \
+             [ \"$(sed 's/.*) //' /proc/{pid}/stat | cut -c1)\" != Z ]"
+        ),
+    )
+    .await;
+    out.success()
+}
+
+/// Waits (boundedly) for a file the remote command writes; its trimmed content.
+async fn wait_for_file(ssh: &Ssh, ws: &Workspace, path: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(bytes) = ssh.read(ws, path).await.unwrap() {
+            let text = String::from_utf8(bytes).unwrap();
+            if text.ends_with('\n') {
+                return text.trim().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "{path} never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn exit_codes_and_streamed_output_are_reported() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let out = ssh
+        .run(
+            &ws,
+            &request("echo out; echo err >&2; echo more; exit 3"),
+            Some(sender),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(3));
+    assert!(!out.timed_out && !out.cancelled);
+    assert_eq!(out.stdout, "out\nmore\n");
+    // The wrapper's process-group line is the computer's, not the command's.
+    assert_eq!(out.stderr, "err\n");
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    while let Some(chunk) = receiver.recv().await {
+        match chunk {
+            Output::Stdout(text) => stdout.push_str(&text),
+            Output::Stderr(text) => stderr.push_str(&text),
+        }
+    }
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("out\nmore\n", "err\n"));
+
+    assert_eq!(run(&ssh, &ws, "true").await.code, Some(0));
+    assert_eq!(run(&ssh, &ws, "exit 42").await.code, Some(42));
+    let missing = run(&ssh, &ws, "no-such-program-here").await;
+    assert_eq!(missing.code, Some(127), "{missing:?}");
+    assert!(ssh.healthy().await);
+}
+
+#[tokio::test]
+async fn output_streams_while_the_command_runs() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let running = {
+        let (ssh, ws, cancel) = (&ssh, &ws, cancel.clone());
+        async move {
+            ssh.run(
+                ws,
+                &request("echo first; while [ ! -f go ]; do sleep 0.05; done; echo second"),
+                Some(sender),
+                &cancel,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let watching = async {
+        // The first line arrives while the command still waits for `go`.
+        let first = tokio::time::timeout(PATIENCE, receiver.recv())
+            .await
+            .unwrap();
+        assert_eq!(first, Some(Output::Stdout("first\n".into())));
+        std::fs::write(ws.root().join("go"), "").unwrap();
+        let mut rest = String::new();
+        while let Some(Output::Stdout(text)) = receiver.recv().await {
+            rest.push_str(&text);
+        }
+        rest
+    };
+    let (out, rest) = tokio::join!(running, watching);
+    assert_eq!(out.code, Some(0));
+    assert_eq!(rest, "second\n");
+}
+
+#[tokio::test]
+async fn environment_and_working_folder_apply() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    std::fs::create_dir_all(ws.root().join("sub/dir")).unwrap();
+    let mut req = request("printf '%s|%s|' \"$GREETING\" \"$OTHER\"; pwd");
+    req.cwd = "sub/./dir".into();
+    req.env
+        .insert("GREETING".into(), "hello 'world' $HOME `id`".into());
+    req.env.insert("OTHER".into(), "two\nlines".into());
+    let out = ssh
+        .run(&ws, &req, None, &CancellationToken::new())
+        .await
+        .unwrap();
+    let root = std::fs::canonicalize(ws.root()).unwrap();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "hello 'world' $HOME `id`|two\nlines|{}\n",
+            root.join("sub/dir").display()
+        )
+    );
+
+    // Outside the workspace, or missing: refused before anything runs.
+    for (cwd, outside) in [("..", true), ("/tmp", true), ("nope", false)] {
+        req.cwd = cwd.into();
+        let err = ssh
+            .run(&ws, &req, None, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            matches!(err, ComputerError::OutsideWorkspace { .. }),
+            outside,
+            "{cwd}: {err}"
+        );
+    }
+    // A name no shell could export is refused, not spliced into the script.
+    let mut bad = request("true");
+    bad.env.insert("A;touch pwned".into(), "x".into());
+    assert!(
+        ssh.run(&ws, &bad, None, &CancellationToken::new())
+            .await
+            .is_err()
+    );
+    assert!(!ws.root().join("pwned").exists());
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_whole_remote_process_group() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let mut req = request("sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; wait");
+    req.timeout = Duration::from_secs(2);
+    let out = ssh
+        .run(&ws, &req, None, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.code, None);
+    assert!(
+        out.summary().starts_with("timed out after"),
+        "{}",
+        out.summary()
+    );
+    for file in ["bg.pid", "sh.pid"] {
+        let pid = wait_for_file(&ssh, &ws, file).await;
+        assert!(!alive(&ssh, &ws, &pid).await, "{file} {pid} still runs");
+    }
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_group_with_sigterm_first() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let cancel = CancellationToken::new();
+    // The shell cleans up on SIGTERM (as git removes its ref locks); the background
+    // sleep is in the same group and is stopped too.
+    let command = "trap 'echo cleaned > cleaned; exit 0' TERM; sleep 300 & echo $! > bg.pid; \
+                   echo $$ > sh.pid; while :; do sleep 0.1; done";
+    let req = request(command);
+    let running = ssh.run(&ws, &req, None, &cancel);
+    let cancelling = async {
+        wait_for_file(&ssh, &ws, "sh.pid").await;
+        cancel.cancel();
+    };
+    let (out, ()) = tokio::join!(running, cancelling);
+    let out = out.unwrap();
+    assert!(out.cancelled, "{out:?}");
+    assert_eq!(out.code, None);
+    assert_eq!(wait_for_file(&ssh, &ws, "cleaned").await, "cleaned");
+    for file in ["bg.pid", "sh.pid"] {
+        let pid = wait_for_file(&ssh, &ws, file).await;
+        assert!(!alive(&ssh, &ws, &pid).await, "{file} {pid} still runs");
+    }
+}
+
+#[tokio::test]
+async fn a_group_that_ignores_sigterm_is_killed() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let cancel = CancellationToken::new();
+    let command = "trap '' TERM; echo $$ > sh.pid; while :; do sleep 0.1; done";
+    let req = request(command);
+    let running = ssh.run(&ws, &req, None, &cancel);
+    let cancelling = async {
+        wait_for_file(&ssh, &ws, "sh.pid").await;
+        cancel.cancel();
+    };
+    let (out, ()) = tokio::join!(running, cancelling);
+    assert!(out.unwrap().cancelled);
+    let pid = wait_for_file(&ssh, &ws, "sh.pid").await;
+    assert!(!alive(&ssh, &ws, &pid).await, "{pid} still runs");
+}
+
+#[tokio::test]
+async fn release_stops_what_the_commands_left_running() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    // The background process lets go of the streams, so the run ends at once.
+    let out = run(
+        &ssh,
+        &ws,
+        "sleep 300 >/dev/null 2>&1 </dev/null & echo $! > bg.pid",
+    )
+    .await;
+    assert!(out.success());
+    let pid = wait_for_file(&ssh, &ws, "bg.pid").await;
+    assert!(alive(&ssh, &ws, &pid).await);
+    // Another attempt's computer (same connection, another marker) stops nothing of it.
+    let other = ssh.marked("another-task".into());
+    assert_eq!(other.release().await.unwrap(), 0);
+    assert!(alive(&ssh, &ws, &pid).await);
+    assert_eq!(ssh.release().await.unwrap(), 1);
+    assert!(!alive(&ssh, &ws, &pid).await, "{pid} still runs");
+    assert_eq!(ssh.release().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn files_round_trip_over_sftp_and_paths_outside_are_refused() {
+    let (_sshd, ssh, ws, scratch) = setup();
+    ssh.write(&ws, "a/b/c.txt", b"content\n").await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(ws.root().join("a/b/c.txt")).unwrap(),
+        "content\n"
+    );
+    ssh.write(&ws, "a/b/c.txt", b"short").await.unwrap();
+    assert_eq!(
+        ssh.read(&ws, "a/b/c.txt").await.unwrap().as_deref(),
+        Some(&b"short"[..])
+    );
+    assert_eq!(ssh.read(&ws, "missing.txt").await.unwrap(), None);
+    ssh.write(&ws, "top.txt", b"x").await.unwrap();
+    assert_eq!(
+        ssh.list(&ws, ".").await.unwrap(),
+        vec!["a/b/c.txt".to_string(), "top.txt".to_string()]
+    );
+    assert_eq!(ssh.list(&ws, "a").await.unwrap(), vec!["a/b/c.txt"]);
+    assert!(ssh.list(&ws, "none").await.unwrap().is_empty());
+
+    // Outside, lexically or through a link.
+    std::fs::write(scratch.path().join("secret"), "s").unwrap();
+    std::os::unix::fs::symlink(scratch.path(), ws.root().join("out")).unwrap();
+    for path in [
+        "../secret",
+        "/etc/passwd",
+        "~/x",
+        "out/secret",
+        "a/../../secret",
+    ] {
+        let read = ssh.read(&ws, path).await.unwrap_err();
+        assert!(
+            matches!(read, ComputerError::OutsideWorkspace { .. }),
+            "{path}: {read}"
+        );
+        let write = ssh.write(&ws, path, b"no").await.unwrap_err();
+        assert!(
+            matches!(write, ComputerError::OutsideWorkspace { .. }),
+            "{path}: {write}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("secret")).unwrap(),
+        "s"
+    );
+
+    // Into `.git`, however spelt or linked.
+    std::fs::create_dir_all(ws.root().join(".git/hooks")).unwrap();
+    std::os::unix::fs::symlink(".git/hooks", ws.root().join("hooks")).unwrap();
+    for path in [
+        ".git/config",
+        "./.git/hooks/pre-commit",
+        "a/../.git/x",
+        "hooks/pre-commit",
+        "vendor/lib/.git/config",
+    ] {
+        let err = ssh.write(&ws, path, b"#!/bin/sh").await.unwrap_err();
+        assert!(matches!(err, ComputerError::GitDir { .. }), "{path}: {err}");
+    }
+    assert!(!ws.root().join(".git/hooks/pre-commit").exists());
+    // Reading `.git` is allowed, as on this host.
+    std::fs::write(ws.root().join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    assert!(ssh.read(&ws, ".git/HEAD").await.unwrap().is_some());
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_workspace_cloned_on_the_remote_is_delivered_by_the_same_git_delivery() {
+    let (_sshd, ssh, _ws, scratch) = setup();
+    let base = scratch.path();
+    git(base, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    git(base, &["init", "-q", "-b", "main", "seed"]);
+    std::fs::write(base.join("seed/README.md"), "seed\n").unwrap();
+    git(&base.join("seed"), &["add", "-A"]);
+    git(
+        &base.join("seed"),
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-qm",
+            "Seed",
+        ],
+    );
+    let repo = base.join("app.git");
+    git(
+        &base.join("seed"),
+        &["push", "-q", repo.to_str().unwrap(), "main"],
+    );
+
+    let spec = WorkspaceSpec {
+        repo: repo.display().to_string(),
+        branch: "main".into(),
+        task: "goal/ship it".into(),
+    };
+    let workspace = ssh.workspace(&spec).await.unwrap();
+    assert_eq!(workspace.root(), base.join("work/goal-ship-it"));
+    assert_eq!(
+        ssh.read(&workspace, "README.md").await.unwrap().as_deref(),
+        Some(&b"seed\n"[..])
+    );
+    // Made again for a restarted task: the same workspace, as it was left.
+    ssh.write(&workspace, "feature.txt", b"made remotely\n")
+        .await
+        .unwrap();
+    assert_eq!(ssh.workspace(&spec).await.unwrap().root(), workspace.root());
+
+    let cancel = CancellationToken::new();
+    let delivery = Git {
+        computer: &ssh,
+        workspace: &workspace,
+        cancel: &cancel,
+    };
+    let bot = Identity {
+        name: "proto-bot".into(),
+        email: "bot@example.com".into(),
+    };
+    let commit = delivery
+        .commit_all("Add the feature", &Identity::agent("ceo", &bot), &bot)
+        .await
+        .unwrap()
+        .expect("a commit");
+    let prepared = delivery.prepare("main", &bot, true).await.unwrap();
+    assert!(!prepared.up_to_date());
+    delivery
+        .push("main", prepared.tip.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(git(&repo, &["rev-parse", "main"]).trim(), commit);
+    assert_eq!(git(&repo, &["show", "main:feature.txt"]), "made remotely\n");
+
+    // A branch the product does not have yet starts at its default branch.
+    let feature = WorkspaceSpec {
+        branch: "feature/x".into(),
+        task: "other".into(),
+        ..spec.clone()
+    };
+    let other = ssh.workspace(&feature).await.unwrap();
+    let head = ssh
+        .run(
+            &other,
+            &request("git symbolic-ref HEAD; cat feature.txt"),
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.stdout, "refs/heads/feature/x\nmade remotely\n");
+
+    ssh.discard(&spec).await.unwrap();
+    assert!(!workspace.root().exists());
+    assert!(other.root().exists());
+
+    // A product the remote cannot reach: the clone's own reason.
+    let missing = WorkspaceSpec {
+        repo: base.join("nope.git").display().to_string(),
+        task: "missing".into(),
+        ..spec
+    };
+    let err = ssh.workspace(&missing).await.unwrap_err();
+    assert!(err.to_string().contains("nope.git"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_host_key_is_refused_and_accept_new_records_it() {
+    let sshd = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let known = scratch.path().join("known_hosts");
+    let ws = Workspace::elsewhere(scratch.path());
+
+    // Strict, with a file that does not know the host (or does not exist).
+    let strict = Ssh::new("r", sshd.target(known.clone(), HostKeys::Strict), None);
+    let err = strict
+        .run(&ws, &request("true"), None, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, ComputerError::Ssh(SshError::UnknownHostKey { .. })),
+        "{text}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{}", sshd.port)), "{text}");
+    assert!(text.contains("SHA256:"), "{text}");
+    assert!(text.contains(&known.display().to_string()), "{text}");
+    assert!(!known.exists(), "a strict check records nothing");
+    assert!(!strict.healthy().await);
+
+    // accept-new: recorded, and trusted from then on by a strict check.
+    let accepting = Ssh::new("r", sshd.target(known.clone(), HostKeys::AcceptNew), None);
+    assert!(run(&accepting, &ws, "true").await.success());
+    let recorded = std::fs::read_to_string(&known).unwrap();
+    let recorded: Vec<&str> = recorded.lines().filter(|l| !l.is_empty()).collect();
+    let host_key = std::fs::read_to_string(sshd.path("hostkey.pub")).unwrap();
+    let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    assert_eq!(
+        recorded,
+        [format!("[127.0.0.1]:{} {}", sshd.port, host_key.join(" "))]
+    );
+    let strict = Ssh::new("r", sshd.target(known, HostKeys::Strict), None);
+    assert!(run(&strict, &ws, "true").await.success());
+}
+
+#[tokio::test]
+async fn a_changed_host_key_is_refused_even_under_accept_new() {
+    let sshd = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    keygen(&scratch.path().join("impostor"));
+    let impostor = std::fs::read_to_string(scratch.path().join("impostor.pub")).unwrap();
+    let impostor: Vec<&str> = impostor.split_whitespace().take(2).collect();
+    let known = scratch.path().join("known_hosts");
+    let line = format!("[127.0.0.1]:{} {}\n", sshd.port, impostor.join(" "));
+    std::fs::write(&known, format!("# header\n{line}")).unwrap();
+    let ws = Workspace::elsewhere(scratch.path());
+    for host_keys in [HostKeys::Strict, HostKeys::AcceptNew] {
+        let ssh = Ssh::new("r", sshd.target(known.clone(), host_keys), None);
+        let err = ssh
+            .run(&ws, &request("true"), None, &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ComputerError::Ssh(SshError::ChangedHostKey { .. })),
+            "{host_keys:?}: {err}"
+        );
+        assert!(err.to_string().contains("differs"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("# header\n{line}")
+    );
+}
+
+#[tokio::test]
+async fn a_dead_or_silent_host_is_an_error_not_a_hang() {
+    let mut sshd = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let ws = Workspace::elsewhere(scratch.path());
+    let ssh = Ssh::new("r", sshd.target(sshd.known_hosts(), HostKeys::Strict), None);
+    assert!(run(&ssh, &ws, "true").await.success());
+    sshd.kill();
+    // A new connection to the dead host: refused at once.
+    let dead = Ssh::new("r", sshd.target(sshd.known_hosts(), HostKeys::Strict), None);
+    let err = tokio::time::timeout(
+        PATIENCE,
+        dead.run(&ws, &request("true"), None, &CancellationToken::new()),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
+    assert!(
+        matches!(err, ComputerError::Ssh(SshError::Connect { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("cannot connect to 127.0.0.1"),
+        "{err}"
+    );
+    assert!(!dead.healthy().await);
+
+    // A host that accepts the connection and never answers: the connect timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut target = sshd.target(sshd.known_hosts(), HostKeys::Strict);
+    target.port = port;
+    target.connect_timeout = Duration::from_secs(1);
+    let silent = Ssh::new("r", target, None);
+    let err = tokio::time::timeout(
+        PATIENCE,
+        silent.run(&ws, &request("true"), None, &CancellationToken::new()),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
+    assert!(err.to_string().contains("no answer"), "{err}");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn a_wrong_client_key_is_refused_with_who_was_refused() {
+    let sshd = Sshd::start();
+    let scratch = tempfile::tempdir().unwrap();
+    keygen(&scratch.path().join("stranger"));
+    let mut target = sshd.target(sshd.known_hosts(), HostKeys::Strict);
+    target.login = Login::KeyFile(scratch.path().join("stranger"));
+    let ssh = Ssh::new("r", target, None);
+    let err = ssh
+        .run(
+            &Workspace::elsewhere(scratch.path()),
+            &request("true"),
+            None,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ComputerError::Ssh(SshError::Auth { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("stranger"), "{err}");
+}
+
+#[test]
+fn run_once_meets_a_playbook_goal_on_an_ssh_computer() {
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    cli::git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let remote_work = dir.join("remote-work");
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    let yaml = r#"apiVersion: proto.dev/v1alpha1
+kind: Company
+metadata: {name: small}
+spec:
+  mission: Test.
+  ceo: ceo
+  writeback: {author: {name: proto-bot, email: bot@example.com}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Agent
+metadata: {name: ceo}
+spec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Computer
+metadata: {name: faraway}
+spec:
+  ssh: {host: 127.0.0.1, port: PORT, user: USER, identityFile: 'KEY', knownHosts: 'KNOWN'}
+  workdir: 'WORK'
+---
+apiVersion: proto.dev/v1alpha1
+kind: Product
+metadata: {name: app}
+spec: {description: A product., lead: ceo, repo: {url: '../app.git', branch: main}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Goal
+metadata: {name: noted}
+spec:
+  product: app
+  owner: ceo
+  description: noted.
+  check: {file: {path: notes.txt, matches: ran}}
+  playbook:
+    - write: {path: notes.txt, content: "hello\n"}
+    - run: "echo \"ran in $PWD\" >> notes.txt"
+    - commit: {message: "Take notes"}
+"#
+    .replace("PORT", &sshd.port.to_string())
+    .replace("USER", &whoami())
+    .replace("KEY", &sshd.path("clientkey").display().to_string())
+    .replace("KNOWN", &sshd.known_hosts().display().to_string())
+    .replace("WORK", &remote_work.display().to_string());
+    std::fs::write(company.join("company.yaml"), yaml).unwrap();
+    cli::git(&company, &["init", "-q", "-b", "main"]);
+    cli::git(&company, &["add", "-A"]);
+    cli::git(&company, &["commit", "-q", "-m", "Declare the company"]);
+    let state = dir.join("state");
+    let out = cli::run_command(dir, &company, &state).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", cli::text(&out));
+    let goals = cli::get_json(dir, &state, "goals");
+    let noted = goals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "noted")
+        .unwrap();
+    assert_eq!(noted["reason"], "CheckPassed", "{noted}");
+    let app = dir.join("app.git");
+    let notes = cli::git(&app, &["show", "main:notes.txt"]);
+    let workspace = std::fs::canonicalize(&remote_work).unwrap().join("noted");
+    assert!(
+        notes.starts_with(&format!("hello\nran in {}", workspace.display())),
+        "{notes}"
+    );
+    assert_eq!(
+        cli::git(&app, &["log", "-1", "--format=%cn|%s", "main"]).trim(),
+        "proto-bot|Take notes"
+    );
+    // The work was done in the SSH computer's workdir, not the controller's.
+    assert!(remote_work.is_dir());
+    assert!(!state.join("work").join("noted").exists());
+}
+
+#[tokio::test]
+async fn commands_and_files_share_one_pooled_connection() {
+    let (sshd, ssh, ws, _scratch) = setup();
+    for n in 0..5 {
+        assert!(run(&ssh, &ws, &format!("echo {n} > f{n}")).await.success());
+        assert!(ssh.read(&ws, &format!("f{n}")).await.unwrap().is_some());
+    }
+    // A task's computer (another marker) rides the same connection.
+    let task = ssh.marked("task-1".into());
+    assert!(run(&task, &ws, "true").await.success());
+    let log = std::fs::read_to_string(sshd.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+}
+
+#[tokio::test]
+async fn an_abandoned_run_stops_its_remote_process_group() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let req = request("sleep 300 & echo $! > bg.pid; wait");
+    // The run's future is dropped once the command is under way.
+    let cancel = CancellationToken::new();
+    tokio::select! {
+        _ = ssh.run(&ws, &req, None, &cancel) => {
+            panic!("the command cannot have ended by itself")
+        }
+        _ = wait_for_file(&ssh, &ws, "bg.pid") => {}
+    }
+    let pid = wait_for_file(&ssh, &ws, "bg.pid").await;
+    // Stopped in the background, with the grace: waited for, boundedly.
+    let deadline = Instant::now() + PATIENCE;
+    while alive(&ssh, &ws, &pid).await {
+        assert!(Instant::now() < deadline, "{pid} still runs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The processes descended from `ancestor` (Linux `/proc`).
+fn descendants(ancestor: u32) -> Vec<i32> {
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let all: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    all.into_iter()
+        .filter(|pid| {
+            let mut p = *pid;
+            for _ in 0..64 {
+                match parent_of(p) {
+                    Some(parent) if parent == ancestor as i32 => return true,
+                    Some(parent) if parent > 1 => p = parent,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_made_again() {
+    let (sshd, ssh, ws, _scratch) = setup();
+    assert!(run(&ssh, &ws, "true").await.success());
+    // The server's side of the connection dies; the listener lives on.
+    let sessions = descendants(sshd.child.id());
+    assert!(!sessions.is_empty());
+    for pid in sessions {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let again = run(&ssh, &ws, "echo again").await;
+    assert_eq!(again.stdout, "again\n");
+    assert!(ssh.read(&ws, "nothing-here").await.unwrap().is_none());
+    let log = std::fs::read_to_string(sshd.path("sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 2, "{log}");
+}
+
+#[tokio::test]
+async fn large_files_and_outputs_arrive_whole() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    ssh.write(&ws, "big.bin", &content).await.unwrap();
+    assert_eq!(std::fs::read(ws.root().join("big.bin")).unwrap(), content);
+    assert_eq!(ssh.read(&ws, "big.bin").await.unwrap().unwrap(), content);
+
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let out = ssh
+        .run(
+            &ws,
+            &request("seq 1 100000"),
+            Some(sender),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let expected: String = (1..=100_000).map(|n| format!("{n}\n")).collect();
+    let mut streamed = String::new();
+    while let Some(Output::Stdout(text)) = receiver.recv().await {
+        streamed.push_str(&text);
+    }
+    assert_eq!(streamed, expected);
+    // The outcome keeps the last 64 KiB.
+    assert_eq!(out.stdout.len(), 64 * 1024);
+    assert!(expected.ends_with(&out.stdout));
+}
+
+#[tokio::test]
+async fn a_command_whose_connection_drops_is_stopped_over_a_new_one() {
+    let (sshd, ssh, ws, _scratch) = setup();
+    let req = request("sleep 300 & echo $! > bg.pid; echo $$ > sh.pid; wait");
+    let cancel = CancellationToken::new();
+    let running = ssh.run(&ws, &req, None, &cancel);
+    let dropping = async {
+        wait_for_file(&ssh, &ws, "sh.pid").await;
+        // Only the server's processes die: the command itself lives on, orphaned.
+        for pid in descendants(sshd.child.id()) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sshd" {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    };
+    let (ran, ()) = tokio::join!(running, dropping);
+    let err = ran.unwrap_err();
+    assert!(err.to_string().contains("connection dropped"), "{err}");
+    for file in ["bg.pid", "sh.pid"] {
+        let pid = wait_for_file(&ssh, &ws, file).await;
+        assert!(!alive(&ssh, &ws, &pid).await, "{file} {pid} still runs");
+    }
+}
