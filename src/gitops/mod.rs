@@ -146,7 +146,7 @@ impl Writeback {
         for change in changes {
             check_path(change.path())?;
         }
-        let redacted = redact_secrets(changes);
+        let redacted = redact_secrets(changes, |path| self.read(path).ok().flatten());
         let changes = redacted.as_slice();
         let repo = Repository::open(&self.path)?;
         if let Some(url) = &self.url {
@@ -446,8 +446,13 @@ impl FileChange {
 }
 
 /// `changes` with every secret in them redacted, each one found logged (file, line, rule;
-/// never the secret).
-fn redact_secrets(changes: &[FileChange]) -> Vec<FileChange> {
+/// never the secret). A rewritten file (`status.yaml`, whole at every record) is scanned
+/// only in the lines it did not hold before (`previous`): those were redacted when they
+/// were written, and a large company's status is megabytes.
+fn redact_secrets(
+    changes: &[FileChange],
+    previous: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Vec<FileChange> {
     changes
         .iter()
         .map(|change| {
@@ -456,26 +461,66 @@ fn redact_secrets(changes: &[FileChange]) -> Vec<FileChange> {
             let Ok(text) = std::str::from_utf8(content) else {
                 return change.clone();
             };
-            let found = crate::secrets::scan(path, text);
-            if found.is_empty() {
+            let before = match change {
+                FileChange::Write { .. } => previous(path),
+                FileChange::Append { .. } => None,
+            };
+            let redacted = match before.as_deref().and_then(|b| std::str::from_utf8(b).ok()) {
+                Some(before) => redact_new_lines(path, before, text),
+                None => redact_whole(path, text),
+            };
+            let Some(content) = redacted else {
                 return change.clone();
-            }
-            for finding in &found {
-                tracing::warn!(%finding, "secret redacted from the company's records");
-            }
-            let content = crate::secrets::redact(path, text).into_bytes();
+            };
             match change {
                 FileChange::Write { path, .. } => FileChange::Write {
                     path: path.clone(),
-                    content,
+                    content: content.into_bytes(),
                 },
                 FileChange::Append { path, .. } => FileChange::Append {
                     path: path.clone(),
-                    content,
+                    content: content.into_bytes(),
                 },
             }
         })
         .collect()
+}
+
+/// `text` redacted, or `None` when it holds no secret.
+fn redact_whole(path: &str, text: &str) -> Option<String> {
+    let found = crate::secrets::scan(path, text);
+    if found.is_empty() {
+        return None;
+    }
+    for finding in &found {
+        tracing::warn!(%finding, "secret redacted from the company's records");
+    }
+    Some(crate::secrets::redact(path, text))
+}
+
+/// `text` with the lines `before` did not hold redacted, or `None` when those hold no
+/// secret.
+fn redact_new_lines(path: &str, before: &str, text: &str) -> Option<String> {
+    let old: std::collections::HashSet<&str> = before.lines().collect();
+    let fresh: Vec<&str> = text.lines().filter(|l| !old.contains(l)).collect();
+    if fresh.is_empty() {
+        return None;
+    }
+    redact_whole(path, &fresh.join("\n"))?;
+    // A secret is there (rare): the whole text is redacted, so one that spans lines (a key
+    // block) goes whole, and then each new line on its own, so none escapes for want of
+    // the context the whole text gave it.
+    let whole = crate::secrets::redact(path, text);
+    let mut out = String::with_capacity(whole.len());
+    for line in whole.split_inclusive('\n') {
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        if old.contains(bare) {
+            out.push_str(line);
+        } else {
+            out.push_str(&crate::secrets::redact(path, line));
+        }
+    }
+    Some(out)
 }
 
 /// A change's path must stay inside the declaration folder and out of `.git`.
@@ -489,4 +534,33 @@ fn check_path(path: &str) -> Result<(), GitopsError> {
         return Err(GitopsError::InvalidPath(path.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_record_is_redacted_in_the_lines_it_adds() {
+        let token = ["ghp_", "u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d"].concat();
+        let before = "goals:\n- name: a\n  message: ok\n";
+        // Nothing new holds a secret: nothing to rewrite.
+        let same = format!("{before}- name: b\n  message: fine\n");
+        assert_eq!(redact_new_lines("status.yaml", before, &same), None);
+        // A new line with a token is redacted; the old lines are kept as they were.
+        let leaky = format!("{before}- name: c\n  message: echo GH_TOKEN={token}\n");
+        let out = redact_new_lines("status.yaml", before, &leaky).unwrap();
+        assert!(!out.contains(&token), "{out}");
+        assert!(out.starts_with(before), "{out}");
+        // A change with no earlier version is scanned whole.
+        let changes = [FileChange::Write {
+            path: ".proto/status.yaml".into(),
+            content: leaky.clone().into_bytes(),
+        }];
+        let redacted = redact_secrets(&changes, |_| None);
+        let FileChange::Write { content, .. } = &redacted[0] else {
+            panic!("a write stays a write");
+        };
+        assert!(!String::from_utf8_lossy(content).contains(&token));
+    }
 }
