@@ -9,6 +9,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/git_daemon.rs"]
+mod git_daemon;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
@@ -547,4 +549,58 @@ fn a_delegated_agents_gated_call_parks_the_task_and_resumes_it_once_approved() {
         git(&home.join("app.git"), &["show", "main:deploy.txt"]),
         "deployed"
     );
+}
+
+#[test]
+fn a_remote_company_gets_its_request_pushed_and_an_approval_pushed_from_a_clone_publishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let home = tmp.path();
+    company(&served, APPROVERS, GATE, 3);
+    git(
+        &served,
+        &["clone", "-q", "--bare", "company", "company.git"],
+    );
+    let daemon = git_daemon::Daemon::start(&served);
+    let url = daemon.url("company.git");
+    let state = home.join("state");
+    let once = |home: &Path| {
+        proto(
+            home,
+            &[
+                "run",
+                &url,
+                "--once",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = once(home);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let waiting = approvals(home, &state);
+    let id = waiting[0]["id"].as_str().unwrap().to_string();
+    // The request was pushed to the company's server.
+    let branch = format!("proto/approvals/{id}");
+    assert!(tip(&served.join("company.git"), &branch).is_some());
+    // Ann approves in her clone and pushes the merge.
+    let clone = home.join("ann");
+    git(home, &["clone", "-q", &url, "ann"]);
+    git(&clone, &["config", "user.name", "Ann"]);
+    git(&clone, &["config", "user.email", "ann@example.com"]);
+    let approved = proto(home, &["approve", &id, clone.to_str().unwrap()]);
+    assert!(approved.status.success(), "{}", text(&approved));
+    git(&clone, &["push", "-q", "origin", "main"]);
+    let out = once(home);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        goal(home, &state)["reason"],
+        "CheckPassed",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(approvals(home, &state)[0]["decidedBy"], "ann@example.com");
+    let app = served.join("app.git");
+    assert_eq!(git(&app, &["show", "main:deploy.txt"]), "deployed");
 }

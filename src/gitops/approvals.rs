@@ -360,11 +360,17 @@ fn full_path(subpath: &str, path: &str) -> String {
 /// branch moved only if it has not moved meanwhile. Answers the merge commit.
 pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<String, GitopsError> {
     let repo = Repository::open(path)?;
-    let request = repo
-        .find_branch(&request_branch(id), git2::BranchType::Local)
-        .map_err(|_| no_request(id))?
-        .get()
-        .peel_to_commit()?;
+    // In a clone of the company repository the request is `origin`'s branch.
+    let (request, request_ref) = match repo
+        .find_reference(&format!("refs/heads/{}", request_branch(id)))
+        .or_else(|_| repo.find_reference(&format!("refs/remotes/origin/{}", request_branch(id))))
+    {
+        Ok(r) => {
+            let name = r.name().unwrap_or_default().to_string();
+            (r.peel_to_commit()?, name)
+        }
+        Err(_) => return Err(no_request(id)),
+    };
     let message = format!(
         "Approve {id}\n\nMerge {} as an approval.",
         request_branch(id)
@@ -381,7 +387,7 @@ pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<St
         let out = std::process::Command::new(crate::program::program("git"))
             .current_dir(&workdir)
             .args(["merge", "--no-ff", "--no-edit", "-m", &message])
-            .arg(format!("refs/heads/{}", request_branch(id)))
+            .arg(&request_ref)
             .envs(identity_vars(who))
             .stdin(std::process::Stdio::null())
             .output()
