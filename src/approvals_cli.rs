@@ -12,7 +12,7 @@ use proto::output::{self, Format};
 use proto::source::GitSource;
 use proto::store::{Approval, Store};
 
-use crate::commands::{Location, open_store, state_dir};
+use crate::commands::{Location, git_config, open_store, state_dir};
 use crate::emit;
 
 /// `proto get approvals`: every request, newest first.
@@ -191,17 +191,7 @@ fn answerer(location: Location) -> Result<(GitSource, Identity), String> {
 /// The git identity configured for the repository at `path` (its config, the user's, the
 /// system's), as a commit there would be made.
 fn git_user(path: &Path) -> Result<Identity, String> {
-    let config = |key: &str| {
-        std::process::Command::new(proto::program::program("git"))
-            .arg("-C")
-            .arg(path)
-            .args(["config", "--get", key])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
+    let config = |key: &str| git_config(Some(path), key);
     match (config("user.name"), config("user.email")) {
         (Some(name), Some(email)) => Ok(Identity { name, email }),
         _ => Err("no git identity: set `git config user.name` and `user.email`, the answer is signed with them".into()),

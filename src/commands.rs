@@ -641,15 +641,7 @@ pub fn resume(state: Option<PathBuf>) -> Result<ExitCode, String> {
 
 /// Who acts at this terminal: the git identity (`Name <email>`), else the user's name.
 fn who() -> String {
-    let config = |key: &str| {
-        std::process::Command::new(proto::program::program("git"))
-            .args(["config", "--get", key])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
+    let config = |key: &str| git_config(None, key);
     match (config("user.name"), config("user.email")) {
         (Some(name), Some(email)) => format!("{name} <{email}>"),
         (Some(name), None) => name,
@@ -664,4 +656,20 @@ fn who() -> String {
             })
             .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid())),
     }
+}
+
+/// `git config --get key`, in the repository at `dir` (its configuration first) or wherever
+/// this runs; `None` when unset.
+pub(crate) fn git_config(dir: Option<&Path>, key: &str) -> Option<String> {
+    let mut command = std::process::Command::new(proto::program::program("git"));
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    command
+        .args(["config", "--get", key])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|v| !v.is_empty())
 }

@@ -119,6 +119,30 @@ fn merge_as(company: &Path, id: &str, email: &str) {
     );
 }
 
+/// The git audit's `approve` records of the company, as JSON text.
+fn approvals_audit(home: &Path, company: &Path) -> String {
+    let out = proto(
+        home,
+        &[
+            "audit",
+            company.to_str().unwrap(),
+            "--action",
+            "approve",
+            "-o",
+            "json",
+        ],
+    );
+    text(&out)
+}
+
+/// The Company's `models:` block for the mock model server.
+fn mock_models(mock: &mock_llm::MockLlm) -> String {
+    format!(
+        "  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n",
+        mock.base_url()
+    )
+}
+
 /// The one waiting request, after a first run parked the goal on it.
 fn parked(home: &Path, company: &Path, state: &Path) -> String {
     let out = run_once(home, company, state);
@@ -198,18 +222,8 @@ fn a_gated_goal_waits_on_its_review_branch_and_an_approvers_merge_publishes_it_o
     assert_eq!(answered[0]["state"], "approved");
     assert_eq!(answered[0]["decidedBy"], "ann@example.com");
     // The answer is in the git audit.
-    let audit = proto(
-        home,
-        &[
-            "audit",
-            company.to_str().unwrap(),
-            "--action",
-            "approve",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(text(&audit).contains("ann@example.com"), "{}", text(&audit));
+    let audit = approvals_audit(home, &company);
+    assert!(audit.contains("ann@example.com"), "{}", audit);
 }
 
 #[test]
@@ -229,21 +243,11 @@ fn a_merge_by_the_controller_or_an_agent_is_refused_and_a_denial_ends_the_attemp
     assert_eq!(goal(home, &state)["reason"], "WaitingApproval");
     assert_eq!(approvals(home, &state)[0]["state"], "pending");
     assert_eq!(tip(&app, "main").as_deref(), Some(seeded.as_str()));
-    let audit = proto(
-        home,
-        &[
-            "audit",
-            company.to_str().unwrap(),
-            "--action",
-            "approve",
-            "-o",
-            "json",
-        ],
-    );
+    let audit = approvals_audit(home, &company);
     assert!(
-        text(&audit).contains("controller's own identity"),
+        audit.contains("controller's own identity"),
         "the refusal is audited: {}",
-        text(&audit)
+        audit
     );
 
     // Someone who is not an approver cannot answer from the command line either.
@@ -298,22 +302,8 @@ fn an_agent_identity_cannot_approve_and_an_unanswered_request_times_out() {
             .contains("no answer by"),
         "{answered:#?}"
     );
-    let audit = proto(
-        home,
-        &[
-            "audit",
-            company.to_str().unwrap(),
-            "--action",
-            "approve",
-            "-o",
-            "json",
-        ],
-    );
-    assert!(
-        text(&audit).contains("an agent never approves"),
-        "{}",
-        text(&audit)
-    );
+    let audit = approvals_audit(home, &company);
+    assert!(audit.contains("an agent never approves"), "{}", audit);
 }
 
 #[test]
@@ -396,10 +386,7 @@ fn a_models_gated_call_resumes_from_the_journal_once_approved_without_asking_the
     ]));
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
-    let models = format!(
-        "  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n",
-        mock.base_url()
-    );
+    let models = mock_models(&mock);
     let approvals_yaml = format!("{APPROVERS}    gated: [Write]\n");
     let company = company_with(home, &approvals_yaml, "", 1, &models, "");
     let state = home.join("state");
@@ -475,22 +462,8 @@ fn with_signed_merges_required_only_a_merge_signed_by_an_allowed_key_approves() 
         } else {
             assert_eq!(answered[0]["state"], "pending", "{answered:#?}");
             assert_eq!(goal(home, &state)["reason"], "WaitingApproval");
-            let audit = proto(
-                home,
-                &[
-                    "audit",
-                    company.to_str().unwrap(),
-                    "--action",
-                    "approve",
-                    "-o",
-                    "json",
-                ],
-            );
-            assert!(
-                text(&audit).contains("not signed by a trusted key"),
-                "{}",
-                text(&audit)
-            );
+            let audit = approvals_audit(home, &company);
+            assert!(audit.contains("not signed by a trusted key"), "{}", audit);
         }
     }
 }
@@ -514,10 +487,7 @@ fn a_delegated_agents_gated_call_parks_the_task_and_resumes_it_once_approved() {
     ]));
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
-    let models = format!(
-        "  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n",
-        mock.base_url()
-    );
+    let models = mock_models(&mock);
     let approvals_yaml = format!("{APPROVERS}    gated: [Write]\n");
     let company = company_with(home, &approvals_yaml, "", 1, &models, "");
     let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();

@@ -283,6 +283,10 @@ async fn attempt(work: &Work) -> Done {
 /// (the work is not done again), through the same delivery as any other. `None` when there
 /// is no such approval for this attempt.
 async fn publish_reviewed(work: &Work, git: &Git<'_>, delivery: &Delivery<'_>) -> Option<Done> {
+    // An approved task is dispatched to resume: any other attempt skips the store read.
+    if !work.resume {
+        return None;
+    }
     let approved = match work.store.approved(work.task.id) {
         Ok(approved) => approved?,
         Err(e) => return Some(failed(work, e.to_string(), None)),

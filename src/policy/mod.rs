@@ -420,18 +420,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             _ => call,
         },
         Ok(None) => call,
-        Err(refusal) => {
-            let audit = audit(actor, call, json!({ "refused": refusal.to_string() }), None);
-            record(
-                actor,
-                step,
-                call,
-                Entry::None,
-                Some(&audit),
-                Err(&refusal.to_string()),
-            )?;
-            return Err(refusal);
-        }
+        Err(refusal) => return Err(refused(actor, step, call, refusal)?),
     };
     let gated = asked.or_else(|| {
         actor
@@ -589,6 +578,17 @@ fn approval(
             asked.answer.unwrap_or_default()
         )),
     };
+    Err(refused(actor, step, call, refusal)?)
+}
+
+/// Audits a call that may not run (nothing is journaled: it runs, or is asked again, when
+/// the step comes again) and hands back the refusal.
+fn refused(
+    actor: &Actor<'_>,
+    step: u32,
+    call: &ToolCall,
+    refusal: ActError,
+) -> Result<ActError, StoreError> {
     let audit = audit(actor, call, json!({ "refused": refusal.to_string() }), None);
     record(
         actor,
@@ -598,7 +598,7 @@ fn approval(
         Some(&audit),
         Err(&refusal.to_string()),
     )?;
-    Err(refusal)
+    Ok(refusal)
 }
 
 /// Writes what the step leaves in the store (its journal entry, its audit record, and the
