@@ -14,7 +14,7 @@ mod git_daemon;
 #[path = "support/mock_llm.rs"]
 mod mock_llm;
 
-use company::small_company;
+use company::{recorded_text, recorded_tool, small_company};
 
 use cli::{bin, get_json, git, proto, text, wait_for};
 use git_daemon::Daemon;
@@ -79,16 +79,6 @@ fn audited_echo(company: &Path) -> serde_json::Value {
     assert_eq!(echo["outcome"]["content"], "Echo: from mcp", "{echo:#}");
     assert_eq!(echo["outcome"]["isError"], false);
     echo
-}
-
-/// A recorded model turn (replay file line) that calls one tool.
-fn recorded_tool(id: &str, name: &str, input: serde_json::Value) -> String {
-    serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
-}
-
-/// A recorded model turn that ends with `text`.
-fn recorded_text(text: &str) -> String {
-    serde_json::json!({"response": {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
 }
 
 /// Writes the recorded turns to `replay.jsonl` and commits the company as it stands.

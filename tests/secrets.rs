@@ -15,7 +15,7 @@ mod company;
 use std::path::Path;
 
 use cli::{get_json, git, run_command, text};
-use company::small_company;
+use company::{recorded_text, recorded_tool, small_company};
 
 /// Real-format fake credentials, built at run time so this file holds none whole.
 fn aws_key_id() -> String {
@@ -192,15 +192,6 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
         "{}",
         text(&logs)
     );
-}
-
-/// A recorded model turn (replay file line) that calls one tool.
-fn recorded_tool(id: &str, name: &str, input: serde_json::Value) -> String {
-    serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
-}
-
-fn recorded_text(text: &str) -> String {
-    serde_json::json!({"response": {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
 }
 
 #[test]

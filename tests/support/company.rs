@@ -23,3 +23,15 @@ pub fn small_company(dir: &Path, goals: &str) -> PathBuf {
     git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
     company
 }
+
+/// A recorded model turn (a replay file's line) that calls one tool.
+#[allow(dead_code)] // not every test binary that includes this module replays a model
+pub fn recorded_tool(id: &str, name: &str, input: serde_json::Value) -> String {
+    serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": name, "input": input}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+}
+
+/// A recorded model turn that ends with `text`.
+#[allow(dead_code)] // not every test binary that includes this module replays a model
+pub fn recorded_text(text: &str) -> String {
+    serde_json::json!({"response": {"content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}).to_string()
+}
