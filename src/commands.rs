@@ -21,9 +21,11 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
-/// `~/.proto/state` unless given.
+/// `~/.proto/state` unless given, made absolute: paths under it are written into git
+/// configuration (a workspace's alternates), which git resolves from elsewhere.
 pub(crate) fn state_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| home().join(".proto/state"))
+    let dir = given.unwrap_or_else(|| home().join(".proto/state"));
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Where `proto run` with no source writes and runs the embedded example.

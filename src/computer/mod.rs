@@ -234,16 +234,19 @@ pub trait Computer: Send + Sync {
     async fn healthy(&self) -> bool;
 }
 
-/// Where on this host a computer keeps workspaces, given its `workdir` setting.
+/// Where on this host a computer keeps workspaces, given its `workdir` setting; always an
+/// absolute path, since workspaces name their mirror's objects in git's `alternates`, which
+/// git reads relative to the workspace, not to this process.
 pub fn workdir(setting: Option<&str>, state_dir: &Path) -> PathBuf {
-    match setting {
+    let dir = match setting {
         Some(dir) if dir.starts_with("~/") => std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| state_dir.to_path_buf())
             .join(&dir[2..]),
         Some(dir) => PathBuf::from(dir),
         None => state_dir.join("work"),
-    }
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 #[cfg(test)]
