@@ -62,6 +62,9 @@ pub struct RunRequest {
     pub timeout: Duration,
     /// Whose command it is, which decides whether the computer's sandbox applies.
     pub origin: Origin,
+    /// What the command reads on its standard input (a hook's event); `None` reads as an
+    /// empty input, never the controller's own.
+    pub stdin: Option<String>,
 }
 
 /// Whose command a [`RunRequest`] is.

@@ -213,6 +213,7 @@ impl Git<'_> {
             env,
             timeout: GIT_TIMEOUT,
             origin: Origin::Controller,
+            stdin: None,
         };
         let out = self
             .computer
@@ -357,6 +358,7 @@ impl Git<'_> {
             env,
             timeout: GIT_TIMEOUT,
             origin: Origin::Controller,
+            stdin: None,
         };
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         let collect = async move {
