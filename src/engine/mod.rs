@@ -899,7 +899,7 @@ impl Engine {
                 self.store.event(
                     None,
                     None,
-                    "RevisionApplied",
+                    crate::store::EventKind::RevisionApplied,
                     &serde_json::json!({ "revision": head }),
                     Utc::now(),
                 )?;
@@ -932,7 +932,7 @@ impl Engine {
                 self.store.event(
                     None,
                     None,
-                    "RevisionFailed",
+                    crate::store::EventKind::RevisionFailed,
                     &serde_json::json!({ "revision": head, "errors": errors }),
                     Utc::now(),
                 )?;
@@ -1203,7 +1203,7 @@ impl Engine {
             self.store.event(
                 Some(id),
                 Some(&work.task.goal),
-                "TaskStarted",
+                crate::store::EventKind::Dispatched,
                 &serde_json::json!({ "computer": work.computer.name() }),
                 now,
             )?;
@@ -1311,7 +1311,7 @@ impl Engine {
         self.store.event(
             Some(task.id),
             Some(&task.goal),
-            "TaskFinished",
+            crate::store::EventKind::AttemptFinished,
             &serde_json::json!({ "outcome": done.outcome, "ended": done.ended }),
             now,
         )?;

@@ -10,14 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    AuditRecord, Store, StoreError, append_event, insert_audit, optional_time_column, time_text,
+    AuditRecord, EventKind, Store, StoreError, append_event, insert_audit, optional_time_column,
+    time_text,
 };
-
-/// Event kinds of the switch.
-pub mod kind {
-    pub const STOPPED: &str = "control.stopped";
-    pub const RESUMED: &str = "control.resumed";
-}
 
 /// A stop in force.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,7 +49,7 @@ impl Store {
                 (time_text(now), by, reason),
             )?;
             let data = json!({ "by": by, "reason": reason });
-            append_event(tx, None, None, kind::STOPPED, &data, now)?;
+            append_event(tx, None, None, EventKind::ControlStopped, &data, now)?;
             insert_audit(tx, &audit("stop", by, data, now))?;
             Ok(true)
         })
@@ -71,7 +66,7 @@ impl Store {
                 [],
             )?;
             let data = json!({ "by": by, "stopped": stop });
-            append_event(tx, None, None, kind::RESUMED, &data, now)?;
+            append_event(tx, None, None, EventKind::ControlResumed, &data, now)?;
             insert_audit(tx, &audit("resume", by, data, now))?;
             Ok(true)
         })
