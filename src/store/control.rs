@@ -77,6 +77,20 @@ impl Store {
         self.read(|tx| current(tx))
     }
 
+    /// After a stop: waits until no task is marked running (the controller marks a task
+    /// interrupted only once its processes are gone), at most `within`. Answers how many
+    /// are still running then: 0 when the stop took effect. `proto stop` and the API's
+    /// `POST /api/v1/stop` both confirm a stop with it.
+    pub fn await_idle(&self, within: std::time::Duration) -> Result<i64, StoreError> {
+        let deadline = std::time::Instant::now() + within;
+        let mut running = self.running_now()?;
+        while running > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            running = self.running_now()?;
+        }
+        Ok(running)
+    }
+
     /// Tasks the tables say are running now, read afresh (not from this handle's view): what
     /// `proto stop` waits on, from another process than the controller's.
     pub fn running_now(&self) -> Result<i64, StoreError> {

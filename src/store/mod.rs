@@ -12,12 +12,14 @@ mod control;
 mod event;
 mod migrations;
 mod observed;
+mod reads;
 mod record;
 mod retention;
 #[cfg(test)]
 mod tests;
 
 pub use record::{Cost, Entry, StepRecord};
+pub use reads::{AttemptRow, SpendReport, SpendSum};
 pub use retention::{Pruned, Retention};
 
 use chrono::{DateTime, SecondsFormat, Utc};
