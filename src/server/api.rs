@@ -107,7 +107,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 pub async fn company(State(app): State<Arc<App>>) -> Answer {
     let applied = applied(&app)?;
-    let (report, stopped) = blocking(&app, |store| Ok((status(store)?, store.stopped()?))).await?;
+    let (report, stopped, last_event) = blocking(&app, |store| {
+        Ok((status(store)?, store.stopped()?, store.last_event_id()?))
+    })
+    .await?;
     let spec = &applied.spec;
     let company = spec.company();
     Ok(Json(json!({
@@ -121,6 +124,7 @@ pub async fn company(State(app): State<Arc<App>>) -> Answer {
         "suspended": report.suspended,
         "stopped": stopped,
         "providers": report.providers,
+        "lastEventId": last_event,
         "counts": {
             "products": spec.products.len(),
             "computers": spec.computers.len(),
