@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test). Installed only when missing; apt-get update runs once.
-packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server)
+# Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test; chromium: the dashboard's browser test in tests/api.rs). Installed only when missing; apt-get update runs once.
+packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server chromium)
 # Node.js runs the real MCP servers the MCP client is tested against; any node on PATH will do.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
@@ -21,12 +21,15 @@ if ((${#missing[@]})); then
   fi
 fi
 
-# MCP servers from npm for tests/mcp.rs, kept under target/ and installed only when missing.
+# From npm, kept under target/ and installed only when missing: the MCP servers of
+# tests/mcp.rs, and GitHub's example webhook payloads that tests/api.rs signs and delivers.
 npm_prefix="$PWD/target/npm"
 if [[ ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-everything" \
-   || ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-filesystem" ]]; then
+   || ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-filesystem" \
+   || ! -d "$npm_prefix/node_modules/@octokit/webhooks-examples" ]]; then
   npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error \
-    @modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything
+    @modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything \
+    @octokit/webhooks-examples
 fi
 export PROTO_TEST_NPM="$npm_prefix"
 

@@ -114,9 +114,9 @@ impl Listen {
             None if once => return Ok(None),
             None => DEFAULT_LISTEN,
         };
-        text.parse()
-            .map(Some)
-            .map_err(|e| format!("--listen {text}: {e} (an address such as 127.0.0.1:7070, or none)"))
+        text.parse().map(Some).map_err(|e| {
+            format!("--listen {text}: {e} (an address such as 127.0.0.1:7070, or none)")
+        })
     }
 }
 
@@ -165,8 +165,8 @@ pub fn run(
     let summary = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel(16);
-        let _watch =
-            proto::source::watch::watch(&git, poll, trigger_tx.clone()).map_err(|e| e.to_string())?;
+        let _watch = proto::source::watch::watch(&git, poll, trigger_tx.clone())
+            .map_err(|e| e.to_string())?;
         let signals = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -178,7 +178,15 @@ pub fn run(
         let mut engine = Engine::new(git, options).map_err(|e| e.to_string())?;
         let server = match listen {
             Some(listen) => Some(
-                serve(&listen, &state, watched, &mut engine, trigger_tx, shutdown.clone()).await?,
+                serve(
+                    &listen,
+                    &state,
+                    watched,
+                    &mut engine,
+                    trigger_tx,
+                    shutdown.clone(),
+                )
+                .await?,
             ),
             None => None,
         };
@@ -210,8 +218,8 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     use proto::server::{Config, Server, Token, WebhookSecret, auth::Origin};
-    let (token, origin) = Token::load_or_generate(listen.token_file.as_deref(), state)
-        .map_err(|e| e.to_string())?;
+    let (token, origin) =
+        Token::load_or_generate(listen.token_file.as_deref(), state).map_err(|e| e.to_string())?;
     if let Origin::Generated(path) = &origin {
         eprintln!(
             "API token (shown once; kept in {} with mode 0600): {}",
@@ -693,9 +701,7 @@ pub fn stop(reason: Option<String>, state: Option<PathBuf>) -> Result<ExitCode, 
     if !fresh && let Some(stop) = store.stopped().map_err(|e| e.to_string())? {
         println!("already {}", stop.message());
     }
-    let running = store
-        .await_idle(STOP_CONFIRM)
-        .map_err(|e| e.to_string())?;
+    let running = store.await_idle(STOP_CONFIRM).map_err(|e| e.to_string())?;
     if running == 0 {
         println!("stopped by {by}: {reason}; no task is running; `proto resume` to continue");
     } else {

@@ -250,7 +250,10 @@ pub async fn goals(State(app): State<Arc<App>>) -> Answer {
 pub async fn goal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answer {
     let applied = applied(&app)?;
     let Some(goal) = applied.spec.goals.iter().find(|g| g.name() == name) else {
-        return Err(not_found(format!("no goal {name} in revision {}", applied.revision)));
+        return Err(not_found(format!(
+            "no goal {name} in revision {}",
+            applied.revision
+        )));
     };
     let wanted = name.clone();
     let (report, spent, tasks, events) = blocking(&app, move |store| {
@@ -322,10 +325,7 @@ pub async fn approvals(State(app): State<Arc<App>>) -> Answer {
 pub async fn spend(State(app): State<Arc<App>>) -> Answer {
     let applied = applied(&app)?;
     let report = blocking(&app, |store| Ok(store.spend_report()?)).await?;
-    let budgets = applied
-        .spec
-        .company()
-        .and_then(|c| c.spec.budgets.clone());
+    let budgets = applied.spec.company().and_then(|c| c.spec.budgets.clone());
     let goal_budgets: BTreeMap<&str, f64> = applied
         .spec
         .goals
@@ -503,7 +503,9 @@ pub async fn deny(State(app): State<Arc<App>>, Path(id): Path<String>, bytes: By
         let commit = git_approvals::deny(&watched.repository, &watched.subpath, &id, &who, &reason)
             .map_err(|e| ApiError(StatusCode::CONFLICT, e.to_string()))?;
         let _ = trigger.try_send(());
-        Ok(Json(json!({ "denied": id, "commit": commit, "reason": reason })))
+        Ok(Json(
+            json!({ "denied": id, "commit": commit, "reason": reason }),
+        ))
     })
     .await
 }

@@ -148,7 +148,10 @@ mod tests {
         let mode = std::fs::metadata(dir.path().join(TOKEN_FILE))
             .unwrap()
             .permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         let (again, origin) = Token::load_or_generate(None, dir.path()).unwrap();
         assert!(matches!(origin, Origin::Read(_)));
         assert!(again.matches(token.reveal()));

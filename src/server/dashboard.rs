@@ -11,7 +11,8 @@ const SCRIPT: &str = include_str!("dashboard/dashboard.js");
 const STYLE: &str = include_str!("dashboard/dashboard.css");
 
 /// A page that only loads its own files: nothing from elsewhere can run in it.
-const POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+const POLICY: &str =
+    "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
 pub async fn page() -> impl IntoResponse {
     (

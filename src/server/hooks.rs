@@ -41,9 +41,13 @@ impl WebhookSecret {
 
     /// From `--webhook-secret-file` when given, else from `PROTO_WEBHOOK_SECRET`; `None`
     /// when neither is set (every delivery is then refused).
-    pub fn configured(file: Option<&std::path::Path>) -> Result<Option<WebhookSecret>, ServerError> {
+    pub fn configured(
+        file: Option<&std::path::Path>,
+    ) -> Result<Option<WebhookSecret>, ServerError> {
         if let Some(path) = file {
-            return Ok(Some(WebhookSecret::new(&super::auth::read_secret_file(path)?)));
+            return Ok(Some(WebhookSecret::new(&super::auth::read_secret_file(
+                path,
+            )?)));
         }
         Ok(std::env::var(SECRET_VARIABLE)
             .ok()
@@ -151,7 +155,11 @@ pub async fn receive(
     body: Bytes,
 ) -> Response {
     let Some(forge) = Forge::parse(&forge) else {
-        return (StatusCode::NOT_FOUND, "no such webhook; github, gitea or gitlab\n").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "no such webhook; github, gitea or gitlab\n",
+        )
+            .into_response();
     };
     let (result, status, message) = answer(&app, forge, &headers, &body);
     app.metrics.observe_delivery(forge, result);
@@ -177,7 +185,11 @@ fn answer(
         );
     }
     if !forge.is_push(headers) {
-        return (Delivery::Ignored, StatusCode::ACCEPTED, "ignored: not a push\n");
+        return (
+            Delivery::Ignored,
+            StatusCode::ACCEPTED,
+            "ignored: not a push\n",
+        );
     }
     let Ok(push) = serde_json::from_slice::<Push>(body) else {
         return (
@@ -259,7 +271,10 @@ mod tests {
             &watched("https://gitlab.example/group/acme/company"),
             "group/acme/company"
         ));
-        assert!(!same_repository(&watched("https://github.com/acme/other"), "acme/company"));
+        assert!(!same_repository(
+            &watched("https://github.com/acme/other"),
+            "acme/company"
+        ));
         assert!(!same_repository(&watched("company"), "acme/company"));
     }
 

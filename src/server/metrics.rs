@@ -213,6 +213,18 @@ impl Metrics {
             "Events recorded in the store by kind",
             metrics.events.clone(),
         );
+        // Every delivery result of every forge, at 0 until it happens: a rate over a series
+        // that appears only with its first delivery would miss that one.
+        for forge in [Forge::Github, Forge::Gitea, Forge::Gitlab] {
+            for result in [
+                Delivery::Refreshed,
+                Delivery::Ignored,
+                Delivery::Unauthorized,
+                Delivery::Malformed,
+            ] {
+                metrics.hooks.get_or_create(&HookLabels { forge, result });
+            }
+        }
         Metrics {
             registry,
             ..metrics
@@ -226,7 +238,9 @@ impl Metrics {
 
     /// A webhook delivery was answered.
     pub fn observe_delivery(&self, forge: Forge, result: Delivery) {
-        self.hooks.get_or_create(&HookLabels { forge, result }).inc();
+        self.hooks
+            .get_or_create(&HookLabels { forge, result })
+            .inc();
     }
 
     /// What a new event of the log counts for.

@@ -64,7 +64,7 @@ pub enum ServerError {
 /// Where the company comes from, as the webhooks and the approval answers need it.
 #[derive(Clone, Debug)]
 pub struct Watched {
-    /// The source as given (a path or URL).
+    /// The remote's URL, or the local repository's path.
     pub label: String,
     /// The branch tracked.
     pub branch: String,
@@ -79,7 +79,10 @@ pub struct Watched {
 impl Watched {
     pub fn of(source: &crate::source::GitSource) -> Watched {
         Watched {
-            label: source.label().to_string(),
+            label: source.url().map_or_else(
+                || source.repository_path().display().to_string(),
+                String::from,
+            ),
             branch: source.branch().to_string(),
             repository: source.repository_path().to_path_buf(),
             subpath: source.subpath().to_string(),

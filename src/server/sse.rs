@@ -76,8 +76,7 @@ impl Tail {
         loop {
             let store = self.store.clone();
             let after = self.after;
-            let batch =
-                tokio::task::spawn_blocking(move || store.events(after, BATCH)).await;
+            let batch = tokio::task::spawn_blocking(move || store.events(after, BATCH)).await;
             match batch {
                 Ok(Ok(events)) if !events.is_empty() => {
                     for event in &events {

@@ -18,8 +18,8 @@ mod retention;
 #[cfg(test)]
 mod tests;
 
-pub use record::{Cost, Entry, StepRecord};
 pub use reads::{AttemptRow, SpendReport, SpendSum};
+pub use record::{Cost, Entry, StepRecord};
 pub use retention::{Pruned, Retention};
 
 use chrono::{DateTime, SecondsFormat, Utc};

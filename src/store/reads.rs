@@ -9,8 +9,8 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ActionRecord, AuditRecord, Store, StoreError, TaskId, json_column, optional_time_column, state_from_name,
-    time_column,
+    ActionRecord, AuditRecord, Store, StoreError, TaskId, json_column, optional_time_column,
+    state_from_name, time_column,
 };
 
 /// One attempt of a task.
@@ -185,9 +185,11 @@ impl Store {
     /// The newest event's id (0 when the log is empty): where a live reader starts.
     pub fn last_event_id(&self) -> Result<i64, StoreError> {
         self.read(|tx| {
-            Ok(tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
-                row.get(0)
-            })?)
+            Ok(
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+                    row.get(0)
+                })?,
+            )
         })
     }
 }
