@@ -120,22 +120,34 @@ impl Listen {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    source: Option<String>,
-    once: bool,
-    state: Option<PathBuf>,
-    path: Option<String>,
-    branch: Option<String>,
-    poll: &str,
-    retention: proto::store::Retention,
-    listen: Option<Listen>,
-) -> Result<ExitCode, String> {
+/// What `proto run` was asked.
+pub struct RunArgs {
+    pub source: Option<String>,
+    pub once: bool,
+    pub state: Option<PathBuf>,
+    pub path: Option<String>,
+    pub branch: Option<String>,
+    pub poll: String,
+    pub retention: proto::store::Retention,
+    pub listen: Option<Listen>,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let RunArgs {
+        source,
+        once,
+        state,
+        path,
+        branch,
+        poll,
+        retention,
+        listen,
+    } = args;
     let state = state_dir(state);
     // First of all, and held until the function returns: a second controller on the same
     // state would work the same queue twice, so it must stop before it touches anything.
     let _lock = StateLock::acquire(&state).map_err(|e| e.to_string())?;
-    let poll = parse_duration(poll)?;
+    let poll = parse_duration(&poll)?;
     let source = match source {
         Some(s) => s,
         None => {
@@ -217,7 +229,7 @@ async fn serve(
     trigger: tokio::sync::mpsc::Sender<()>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    use proto::server::{Config, Server, Token, WebhookSecret, auth::Origin};
+    use proto::server::{Config, Server, Token, WebhookSecret, Wiring, auth::Origin};
     let (token, origin) =
         Token::load_or_generate(listen.token_file.as_deref(), state).map_err(|e| e.to_string())?;
     if let Origin::Generated(path) = &origin {
@@ -235,16 +247,18 @@ async fn serve(
     let server = Server::bind(
         listen.addr,
         state,
-        watched,
-        engine.applied_revision(),
-        trigger,
-        metrics,
+        Wiring {
+            watched,
+            applied: engine.applied_revision(),
+            trigger,
+            metrics,
+            shutdown,
+        },
         Config {
             token,
             public_read: listen.public_read,
             webhook_secret,
         },
-        shutdown,
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -334,25 +334,27 @@ fn run(command: Command) -> Result<ExitCode, String> {
             token_file,
             public_read,
             webhook_secret_file,
-        } => commands::run(
+        } => commands::run(commands::RunArgs {
             source,
             once,
-            state_dir,
+            state: state_dir,
             path,
             branch,
-            &poll,
-            proto::store::Retention {
+            poll,
+            retention: proto::store::Retention {
                 max_age: (keep_events_days > 0)
                     .then(|| chrono::Duration::days(i64::from(keep_events_days))),
                 per_goal: (keep_events_per_goal > 0).then_some(keep_events_per_goal),
             },
-            commands::Listen::parse(listen.as_deref(), once)?.map(|addr| commands::Listen {
-                addr,
-                token_file,
-                public_read,
-                webhook_secret_file,
+            listen: commands::Listen::parse(listen.as_deref(), once)?.map(|addr| {
+                commands::Listen {
+                    addr,
+                    token_file,
+                    public_read,
+                    webhook_secret_file,
+                }
             }),
-        ),
+        }),
         Command::Init { dir } => commands::init(&dir),
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
         Command::Stop { reason, state_dir } => commands::stop(reason, state_dir),

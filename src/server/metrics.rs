@@ -222,7 +222,7 @@ impl Metrics {
                 Delivery::Unauthorized,
                 Delivery::Malformed,
             ] {
-                metrics.hooks.get_or_create(&HookLabels { forge, result });
+                let _ = metrics.hooks.get_or_create(&HookLabels { forge, result });
             }
         }
         Metrics {

@@ -100,6 +100,18 @@ pub struct Config {
     pub webhook_secret: Option<WebhookSecret>,
 }
 
+/// What the server takes from the process that runs the engine.
+pub struct Wiring {
+    pub watched: Watched,
+    /// The engine's [`crate::engine::Engine::applied_revision`].
+    pub applied: watch::Receiver<Option<AppliedRevision>>,
+    /// The engine's trigger channel.
+    pub trigger: mpsc::Sender<()>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Stops the server.
+    pub shutdown: CancellationToken,
+}
+
 /// What every handler shares.
 pub struct App {
     /// The server's own connection to the state database: its reads never wait behind the
@@ -179,13 +191,16 @@ impl Server {
     pub async fn bind(
         addr: SocketAddr,
         state_dir: &std::path::Path,
-        watched: Watched,
-        applied: watch::Receiver<Option<AppliedRevision>>,
-        trigger: mpsc::Sender<()>,
-        metrics: Arc<metrics::Metrics>,
+        wiring: Wiring,
         config: Config,
-        shutdown: CancellationToken,
     ) -> Result<Server, ServerError> {
+        let Wiring {
+            watched,
+            applied,
+            trigger,
+            metrics,
+            shutdown,
+        } = wiring;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Listen { addr, source })?;
@@ -220,7 +235,7 @@ impl Server {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until the shutdown token given to [`Server::bind`] fires; open SSE streams
+    /// Serves until the shutdown token of its [`Wiring`] fires; open SSE streams
     /// end with it.
     pub async fn serve(self) -> std::io::Result<()> {
         let shutdown = self.app.shutdown.clone();
