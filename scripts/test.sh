@@ -22,14 +22,17 @@ if ((${#missing[@]})); then
 fi
 
 # From npm, kept under target/ and installed only when missing: the MCP servers of
-# tests/mcp.rs, and GitHub's example webhook payloads that tests/api.rs signs and delivers.
+# tests/mcp.rs; for tests/api.rs, GitHub's example webhook payloads (signed and delivered
+# by the tests) and playwright-core, which drives Debian's chromium (it downloads no browser).
 npm_prefix="$PWD/target/npm"
-if [[ ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-everything" \
-   || ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-filesystem" \
-   || ! -d "$npm_prefix/node_modules/@octokit/webhooks-examples" ]]; then
-  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error \
-    @modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything \
-    @octokit/webhooks-examples
+npm_packages=(@modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything
+  @octokit/webhooks-examples playwright-core)
+npm_missing=()
+for p in "${npm_packages[@]}"; do
+  [[ -d "$npm_prefix/node_modules/$p" ]] || npm_missing+=("$p")
+done
+if ((${#npm_missing[@]})); then
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error "${npm_missing[@]}"
 fi
 export PROTO_TEST_NPM="$npm_prefix"
 

@@ -917,3 +917,111 @@ async fn the_dashboard_renders_the_example_company_in_chromium() {
     assert!(dom.contains("id=\"login\" class=\"\""), "{dom}");
     assert!(!dom.contains("data-goal="), "{dom}");
 }
+
+/// Where the npm packages of the tests are (`scripts/test.sh` installs them).
+fn npm_prefix() -> PathBuf {
+    std::env::var_os("PROTO_TEST_NPM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_the_company_live_and_stops_it_from_the_page() {
+    let npm = npm_prefix();
+    assert!(
+        npm.join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "playwright-core is not installed under {}: run scripts/test.sh",
+        npm.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    // Two goals whose commands wait for their own file, and a branch of the org chart.
+    let goal = |n: usize, release: &Path| {
+        format!(
+            "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: g{n}}}\nspec:\n  product: app\n  owner: ceo\n  description: g{n}.txt exists.\n  check: {{file: {{path: g{n}.txt}}}}\n  playbook:\n    - run: \"while [ ! -f {} ]; do sleep 0.05; done; echo {n} > g{n}.txt\"\n    - commit: {{message: g{n}}}\n",
+            release.display()
+        )
+    };
+    let releases = [home.join("release0"), home.join("release1")];
+    let agents = "---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: writer}\nspec: {title: Writer, reportsTo: ceo, model: sonnet, description: Writes., prompt: Write., tools: [Write]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: editor}\nspec: {title: Editor, reportsTo: writer, model: haiku, description: Edits., prompt: Edit., tools: [Edit]}\n";
+    let company = small_company(
+        home,
+        &(goal(0, &releases[0]) + &goal(1, &releases[1]) + agents),
+    );
+    let state = home.join("state");
+    let c = Controller::start(
+        home,
+        Some(company.to_str().unwrap()),
+        &state,
+        &["--poll", "1s"],
+    );
+    wait_ready(&c).await;
+    let marker = releases[1].to_str().unwrap().to_string();
+    eventually("both goals to run", || async {
+        running(&get(&c, "/api/v1/tasks").await) == 2
+    })
+    .await;
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&c.base)
+        .arg(TOKEN)
+        .arg(&releases[0])
+        .arg(&shots)
+        .env("PROTO_TEST_NPM", &npm)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        c.log()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["consoleErrors"], serde_json::json!([]), "{seen}");
+    assert_eq!(seen["ceo"], "ceo", "{seen}");
+    assert_eq!(seen["agents"], 3, "{seen}");
+    assert_eq!(seen["writerVisible"], true, "{seen}");
+    assert_eq!(seen["editorVisibleBefore"], false, "collapsed: {seen}");
+    assert_eq!(seen["editorVisibleAfter"], true, "expanded: {seen}");
+    assert_ne!(seen["before"], "True", "{seen}");
+    assert_eq!(seen["after"], "True", "{seen}");
+    assert!(seen["afterClass"].as_str().unwrap().contains("ready-true"));
+    assert_eq!(seen["navigations"], 1, "no reload: {seen}");
+    assert!(
+        seen["state"].as_str().unwrap().contains("stopped"),
+        "{seen}"
+    );
+    assert_eq!(seen["killLabel"], "Resume", "{seen}");
+    for shot in [
+        "dashboard-before.png",
+        "dashboard-met.png",
+        "dashboard-stopped.png",
+    ] {
+        assert!(
+            shots.join(shot).metadata().unwrap().len() > 10_000,
+            "{shot}"
+        );
+    }
+
+    // The stop pressed in the page stopped the controller's work: g1's command is gone,
+    // its task is not running, and the stop says who and why.
+    wait_for("g1's command to be killed", WAIT, || {
+        processes_naming(&marker) == 0
+    });
+    let company_view = get(&c, "/api/v1/company").await;
+    assert_eq!(
+        company_view["stopped"]["reason"], "pressed in the page",
+        "{company_view}"
+    );
+    assert_eq!(company_view["stopped"]["by"], "HTTP API");
+    assert_eq!(running(&get(&c, "/api/v1/tasks").await), 0);
+    let g1 = get(&c, "/api/v1/goals/g1").await;
+    assert_ne!(g1["status"]["ready"], "True", "{g1}");
+}
