@@ -97,6 +97,9 @@ pub fn init(dir: &Path) -> Result<ExitCode, String> {
 /// `proto run --listen`: where the HTTP server listens and how it authenticates.
 pub struct Listen {
     pub addr: std::net::SocketAddr,
+    /// Asked for with `--listen`, rather than the default: failing to listen is then an
+    /// error, not a warning.
+    pub explicit: bool,
     pub token_file: Option<PathBuf>,
     pub public_read: bool,
     pub webhook_secret_file: Option<PathBuf>,
@@ -189,8 +192,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
         let watched = proto::server::Watched::of(&git);
         let mut engine = Engine::new(git, options).map_err(|e| e.to_string())?;
         let server = match listen {
-            Some(listen) => Some(
-                serve(
+            Some(listen) => {
+                let served = serve(
                     &listen,
                     &state,
                     watched,
@@ -198,8 +201,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
                     trigger_tx,
                     shutdown.clone(),
                 )
-                .await?,
-            ),
+                .await;
+                match served {
+                    Ok(server) => Some(server),
+                    Err(e) if listen.explicit => return Err(e),
+                    // The default address taken (another controller on this host): this
+                    // one runs without the HTTP server rather than not at all.
+                    Err(e) => {
+                        eprintln!(
+                            "warning: {e}; running without the HTTP API (--listen ADDR to choose one)"
+                        );
+                        None
+                    }
+                }
+            }
             None => None,
         };
         let result = engine

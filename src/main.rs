@@ -349,6 +349,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             listen: commands::Listen::parse(listen.as_deref(), once)?.map(|addr| {
                 commands::Listen {
                     addr,
+                    explicit: listen.is_some(),
                     token_file,
                     public_read,
                     webhook_secret_file,
