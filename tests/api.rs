@@ -1025,3 +1025,92 @@ async fn the_dashboard_follows_the_company_live_and_stops_it_from_the_page() {
     let g1 = get(&c, "/api/v1/goals/g1").await;
     assert_ne!(g1["status"]["ready"], "True", "{g1}");
 }
+
+/// A company whose goal `deploy` is gated (`production_deploy`), approvers `ann@example.com`.
+fn gated_company(dir: &Path) -> PathBuf {
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let seed = dir.join("seed");
+    git(dir, &["init", "-q", "-b", "main", "seed"]);
+    cli::write(&seed, "README.md", "app\n");
+    cli::commit_all(&seed, "Seed");
+    git(
+        &seed,
+        &["push", "-q", dir.join("app.git").to_str().unwrap(), "main"],
+    );
+    std::fs::write(
+        company.join("company.yaml"),
+        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: small}\nspec:\n  mission: Test.\n  ceo: ceo\n  writeback: {author: {name: proto-bot, email: bot@example.com}}\n  approvals:\n    approvers: [ann@example.com]\n\
+---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}\n\
+---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 2}\n\
+---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: A product., lead: ceo, repo: {url: '../app.git', branch: main}}\n\
+---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: deploy}\nspec:\n  product: app\n  owner: ceo\n  description: Deploy.\n  check: {file: {path: deploy.txt}}\n  gate: production_deploy\n  playbook:\n    - write: {path: deploy.txt, content: \"deployed\\n\"}\n    - commit: {message: \"Deploy\"}\n",
+    )
+    .unwrap();
+    git(&company, &["init", "-q", "-b", "main"]);
+    cli::commit_all(&company, "Declare the company");
+    company
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_answers_a_request_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let company = gated_company(home);
+    let state = home.join("state");
+    let c = Controller::start(
+        home,
+        Some(company.to_str().unwrap()),
+        &state,
+        &["--poll", "1s"],
+    );
+    wait_ready(&c).await;
+    eventually("the request to wait", || async {
+        get(&c, "/api/v1/approvals")
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["state"] == "pending")
+    })
+    .await;
+    let waiting = get(&c, "/api/v1/approvals").await;
+    let id = waiting[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        waiting[0]["diff"].as_str().unwrap().contains("+deployed"),
+        "{waiting}"
+    );
+    let answer = |body: Value| {
+        let url = c.url(&format!("/api/v1/approvals/{id}/approve"));
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Who answers must be named, and be an approver.
+    assert_eq!(answer(serde_json::json!({})).await.status(), 400);
+    let stranger = answer(serde_json::json!({"name": "Eve", "email": "eve@example.com"})).await;
+    assert_eq!(stranger.status(), 403);
+    assert!(stranger.text().await.unwrap().contains("not an approver"));
+    let approved = answer(serde_json::json!({"name": "Ann", "email": "ann@example.com"})).await;
+    assert_eq!(approved.status(), 200);
+    let approved: Value = approved.json().await.unwrap();
+    // The answer is the merge commit in the company repository, made as Ann.
+    let commit = approved["commit"].as_str().unwrap();
+    assert_eq!(
+        git(&company, &["log", "-1", "--format=%ce", commit]),
+        "ann@example.com"
+    );
+    eventually("the approved work to be published", || async {
+        let goals = get(&c, "/api/v1/goals").await;
+        goals[0]["status"]["ready"] == "True"
+    })
+    .await;
+    assert_eq!(get(&c, "/api/v1/approvals").await[0]["state"], "approved");
+}

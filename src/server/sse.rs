@@ -72,23 +72,36 @@ impl Tail {
         ))
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Tail {
+            store,
+            metrics,
+            newest,
+            doing,
+            mut after,
+        } = self;
         loop {
-            let store = self.store.clone();
-            let after = self.after;
-            let batch = tokio::task::spawn_blocking(move || store.events(after, BATCH)).await;
+            // The read and what each event counts for (a dispatch's latency reads its task)
+            // run off the async threads.
+            let (store, metrics, doing) = (store.clone(), metrics.clone(), doing.clone());
+            let from = after;
+            let batch = tokio::task::spawn_blocking(move || {
+                let events = store.events(from, BATCH)?;
+                for event in &events {
+                    take(event, &store, &metrics, &doing);
+                }
+                Ok::<_, StoreError>((events.last().map(|e| e.id), events.len()))
+            })
+            .await;
             match batch {
-                Ok(Ok(events)) if !events.is_empty() => {
-                    for event in &events {
-                        self.take(event);
-                    }
-                    self.after = events.last().map_or(self.after, |e| e.id);
-                    self.newest.send_replace(self.after);
-                    if events.len() == BATCH {
+                Ok(Ok((Some(last), read))) => {
+                    after = last;
+                    newest.send_replace(after);
+                    if read == BATCH {
                         continue;
                     }
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok((None, _))) => {}
                 Ok(Err(e)) => tracing::warn!("the event stream cannot read the store: {e}"),
                 Err(e) => tracing::warn!("the event stream's reader failed: {e}"),
             }
@@ -98,24 +111,25 @@ impl Tail {
             }
         }
     }
+}
 
-    fn take(&self, event: &Event) {
-        self.metrics.observe_event(event, &self.store);
-        if let Some(activity) = Activity::from_event(event) {
-            let agent = match &activity {
-                Activity::Model { agent, .. } | Activity::Tool { agent, .. } => agent.clone(),
-            };
-            let doing = Doing {
-                at: event.time,
-                goal: event.goal.clone(),
-                task: event.task,
-                line: activity.line(),
-            };
-            self.doing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(agent, doing);
-        }
+/// What one new event of the log counts for: the metrics, and what its agent is doing.
+fn take(event: &Event, store: &Store, metrics: &Metrics, doing: &DoingMap) {
+    metrics.observe_event(event, store);
+    if let Some(activity) = Activity::from_event(event) {
+        let agent = match &activity {
+            Activity::Model { agent, .. } | Activity::Tool { agent, .. } => agent.clone(),
+        };
+        let now = Doing {
+            at: event.time,
+            goal: event.goal.clone(),
+            task: event.task,
+            line: activity.line(),
+        };
+        doing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(agent, now);
     }
 }
 
