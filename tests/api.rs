@@ -346,7 +346,9 @@ async fn the_api_reads_streams_and_stops_the_company() {
         running(&get(&c, "/api/v1/tasks").await) == GOALS
     })
     .await;
-    assert_eq!(processes_naming(&marker), GOALS);
+    wait_for("both goals' commands to run", WAIT, || {
+        processes_naming(&marker) == GOALS
+    });
 
     // Reads.
     let company_view = get(&c, "/api/v1/company").await;
@@ -962,6 +964,9 @@ async fn the_dashboard_follows_the_company_live_and_stops_it_from_the_page() {
         running(&get(&c, "/api/v1/tasks").await) == 2
     })
     .await;
+    wait_for("g1's command to run", WAIT, || {
+        processes_naming(&marker) == 1
+    });
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&shots).unwrap();
