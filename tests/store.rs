@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use proto::plan::{GoalObservation, TaskState};
 use proto::spec::Priority;
-use proto::store::{AttemptOutcome, AuditRecord, NewTask, Store, StoreError, TaskId, kind};
+use proto::store::{AttemptOutcome, AuditRecord, EventKind, NewTask, Store, StoreError, TaskId};
 use serde_json::json;
 
 fn t0() -> DateTime<Utc> {
@@ -64,7 +64,7 @@ fn audit_record(action: &str, task: Option<TaskId>) -> AuditRecord {
     }
 }
 
-fn kinds(store: &Store, task: TaskId) -> Vec<String> {
+fn kinds(store: &Store, task: TaskId) -> Vec<EventKind> {
     store
         .events(0, usize::MAX)
         .unwrap()
@@ -248,13 +248,13 @@ fn failures_retry_with_backoff_until_attempts_run_out() {
     assert_eq!(
         kinds(&store, id),
         [
-            kind::QUEUED,
-            kind::STARTED,
-            kind::RETRYING,
-            kind::STARTED,
-            kind::RETRYING,
-            kind::STARTED,
-            kind::FAILED
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskRetrying,
+            EventKind::TaskStarted,
+            EventKind::TaskRetrying,
+            EventKind::TaskStarted,
+            EventKind::TaskFailed
         ]
     );
     let retrying = &store.events(0, 100).unwrap()[2];
@@ -296,7 +296,7 @@ fn success_ends_the_task() {
     assert_eq!((task.state, task.attempts), (TaskState::Succeeded, 1));
     assert_eq!(task.updated_at, at(2));
     assert_eq!(task.not_before, at(0));
-    assert_eq!(kinds(&store, id).last().unwrap(), kind::SUCCEEDED);
+    assert_eq!(kinds(&store, id).last().unwrap(), &EventKind::TaskSucceeded);
     let err = store.start(id, "local", at(3)).unwrap_err();
     assert!(matches!(err, StoreError::State { .. }), "{err}");
     assert!(matches!(store.task(999), Err(StoreError::NoTask(999))));
@@ -340,7 +340,11 @@ fn interrupted_attempts_do_not_count() {
     assert_eq!(store.task(c).unwrap().state, TaskState::Queued);
     assert_eq!(
         kinds(&store, b),
-        [kind::QUEUED, kind::STARTED, kind::INTERRUPTED]
+        [
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskInterrupted
+        ]
     );
 
     // The interrupted attempt's number is used again by the next start.
@@ -375,7 +379,11 @@ fn cancel_stall_and_retry() {
     store.cancel(a, "again", at(3)).unwrap();
     assert_eq!(
         kinds(&store, a),
-        [kind::QUEUED, kind::STARTED, kind::CANCELLED],
+        [
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskCancelled
+        ],
         "cancelling twice is one transition"
     );
     // The worker that was running it learns it was cancelled.
@@ -674,10 +682,22 @@ fn observations_events_revisions_computers_and_spend() {
     let first = store.events(0, 10).unwrap();
     assert_eq!(first.len(), 1);
     let e1 = store
-        .event(Some(id), Some("a"), "note", &json!({ "n": 1 }), at(3))
+        .event(
+            Some(id),
+            Some("a"),
+            EventKind::RevisionApplied,
+            &json!({ "n": 1 }),
+            at(3),
+        )
         .unwrap();
     let e2 = store
-        .event(None, None, "note", &json!({ "n": 2 }), at(4))
+        .event(
+            None,
+            None,
+            EventKind::RevisionApplied,
+            &json!({ "n": 2 }),
+            at(4),
+        )
         .unwrap();
     assert!(e2 > e1 && e1 > first[0].id);
     let after = store.events(first[0].id, 1).unwrap();
@@ -879,13 +899,20 @@ fn committed_data_survives_a_crash() {
     );
     assert_eq!(store.pending_audit().unwrap().len(), 1);
     assert!(!store.observed().unwrap().goals["a"].passed);
-    let kinds: Vec<String> = store
+    let kinds: Vec<EventKind> = store
         .events(0, 100)
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, [kind::QUEUED, kind::STARTED, kind::INTERRUPTED]);
+    assert_eq!(
+        kinds,
+        [
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskInterrupted
+        ]
+    );
 }
 
 #[test]
@@ -938,7 +965,13 @@ fn two_connections_in_two_threads_never_double_book() {
                         if store.enqueue(&task, at(0))?.is_some() {
                             created += 1;
                         }
-                        store.event(None, None, "tick", &json!({ "worker": worker }), at(0))?;
+                        store.event(
+                            None,
+                            None,
+                            EventKind::RevisionApplied,
+                            &json!({ "worker": worker }),
+                            at(0),
+                        )?;
                     }
                     Ok(created)
                 };
@@ -992,7 +1025,7 @@ fn two_connections_in_two_threads_never_double_book() {
         .events(0, usize::MAX)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "tick")
+        .filter(|e| e.kind == EventKind::RevisionApplied)
         .count();
     assert_eq!(ticks, 80);
 }

@@ -515,7 +515,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
                 if let Err(lost) = actor.store.event(
                     Some(actor.task),
                     Some(actor.goal),
-                    crate::store::kind::SECRET_BLOCKED,
+                    crate::store::EventKind::SecretBlocked,
                     &data,
                     Utc::now(),
                 ) {
