@@ -66,6 +66,13 @@ pub enum McpError {
         #[source]
         source: std::io::Error,
     },
+    /// A stdio server for a task whose workspace is on another computer: it would run on
+    /// this host, beside files that are not the task's.
+    #[error(
+        "MCP server {server}: a stdio server runs beside the workspace, and this task's \
+         workspace is on another computer; only HTTP servers are reachable from there"
+    )]
+    NotBesideTheWorkspace { server: String },
     /// The server started (or the URL was reached) but the MCP handshake failed.
     #[error("MCP server \"{server}\": cannot connect: {reason}")]
     Connect { server: String, reason: String },
@@ -665,7 +672,8 @@ impl crate::tools::Tool for ServerTool {
 
 /// The MCP servers an agent may use, connected on first use and kept connected.
 pub struct McpPool {
-    cwd: PathBuf,
+    /// Where stdio servers start: the workspace, when it is on this host.
+    cwd: Option<PathBuf>,
     timeout: Duration,
     servers: BTreeMap<String, Slot>,
 }
@@ -684,8 +692,25 @@ impl McpPool {
         cwd: impl Into<PathBuf>,
         timeout: Duration,
     ) -> Self {
+        McpPool::with_cwd(servers, Some(cwd.into()), timeout)
+    }
+
+    /// A pool for a task whose workspace is on another computer: its HTTP servers are
+    /// reached as usual, its stdio servers refused ([`McpError::NotBesideTheWorkspace`]).
+    pub fn beside_a_remote_workspace(
+        servers: impl IntoIterator<Item = McpServer>,
+        timeout: Duration,
+    ) -> Self {
+        McpPool::with_cwd(servers, None, timeout)
+    }
+
+    fn with_cwd(
+        servers: impl IntoIterator<Item = McpServer>,
+        cwd: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Self {
         McpPool {
-            cwd: cwd.into(),
+            cwd,
             timeout,
             servers: servers
                 .into_iter()
@@ -718,7 +743,16 @@ impl McpPool {
         if let Some(client) = client.as_ref() {
             return Ok(client.clone());
         }
-        let connected = Arc::new(McpClient::connect(&slot.server, &self.cwd, self.timeout).await?);
+        let cwd = match (&self.cwd, &slot.server.transport) {
+            (Some(cwd), _) => cwd.as_path(),
+            (None, McpTransport::Http { .. }) => Path::new("/"),
+            (None, McpTransport::Stdio { .. }) => {
+                return Err(McpError::NotBesideTheWorkspace {
+                    server: server.to_string(),
+                });
+            }
+        };
+        let connected = Arc::new(McpClient::connect(&slot.server, cwd, self.timeout).await?);
         *client = Some(connected.clone());
         Ok(connected)
     }

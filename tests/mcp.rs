@@ -546,3 +546,22 @@ async fn a_pool_reconnects_after_its_server_died() {
     assert!(!listed.is_error, "{}", listed.content);
     assert!(!Arc::ptr_eq(&first, &pool.client("fs").await.unwrap()));
 }
+
+/// A task whose workspace is on another computer does not start stdio servers on this host
+/// (they would see this host's files, not the task's): refused with the reason, nothing
+/// started; the other servers of the pool are unaffected.
+#[tokio::test]
+async fn stdio_servers_are_refused_beside_a_remote_workspace() {
+    let root = tempfile::tempdir().unwrap();
+    let marker = root.path().join("started");
+    let server = stdio("fs", "sh", &["-c", &format!("touch {}", marker.display())]);
+    let pool = McpPool::beside_a_remote_workspace([server], TIMEOUT);
+    let (tools, errors) = pool.tools().await;
+    assert!(tools.is_empty());
+    assert!(
+        matches!(&errors[..], [McpError::NotBesideTheWorkspace { server }] if server == "fs"),
+        "{errors:?}"
+    );
+    assert!(errors[0].to_string().contains("only HTTP servers"));
+    assert!(!marker.exists(), "a stdio server was started on this host");
+}
