@@ -1086,7 +1086,8 @@ impl Engine {
                 // This host answers while the controller runs; an SSH computer as its last
                 // health check said.
                 healthy: self.remotes.healthy(c.name()),
-                // This host and SSH computers can run work; Kubernetes and desktops come later.
+                // This host (its display too, for a `gui` computer) and SSH computers can run
+                // work; Kubernetes comes later.
                 usable: c.spec.local.is_some() || c.spec.ssh.is_some(),
             })
             .collect();
@@ -1151,7 +1152,17 @@ impl Engine {
                         self.source.repository_path(),
                         &workdir.join(crate::gitops::workspace::MIRRORS),
                     );
-                    Arc::new(Local::marked(computer.name(), workdir, marker).sandboxed(sandbox))
+                    let local = Local::marked(computer.name(), workdir, marker).sandboxed(sandbox);
+                    match desktop(&computer.spec) {
+                        Ok(Some(desktop)) => Arc::new(local.with_desktop(desktop)),
+                        Ok(None) => Arc::new(local),
+                        Err(e) => {
+                            // The work may not need the screen: it runs, without the
+                            // `Computer` tool, and the reason is in the log.
+                            tracing::warn!(computer = computer.name(), "{e}");
+                            Arc::new(local)
+                        }
+                    }
                 }
             };
             let gates = Arc::new(gates(&applied.spec, &goal.spec, &branch));
@@ -1566,6 +1577,18 @@ fn want<'s>(spec: &'s spec::Spec, product: &str) -> crate::place::Want<'s> {
             .product(product)
             .and_then(|p| p.spec.computers.as_ref()),
         needs: std::collections::BTreeSet::new(),
+    }
+}
+
+/// The display a computer declares for agents to drive (capability `gui` and a `display`).
+fn desktop(
+    spec: &spec::ComputerSpec,
+) -> Result<Option<Arc<computer::desktop::Desktop>>, computer::desktop::DesktopError> {
+    match &spec.display {
+        Some(display) if spec.capabilities.contains(&spec::Capability::Gui) => Ok(Some(
+            Arc::new(computer::desktop::Desktop::new(display)?),
+        )),
+        _ => Ok(None),
     }
 }
 

@@ -164,6 +164,9 @@ pub struct Acted {
     pub outcome: Value,
     /// The step was found done (journaled, or re-examined after a crash) and not redone.
     pub skipped: bool,
+    /// Images the tool gave the model (a screenshot). Only for a call made now: the journal
+    /// keeps what identified them (the outcome's `images`), not the pixels.
+    pub images: Vec<crate::model::Image>,
 }
 
 /// Everything `act()` needs about who acts, where, and for which task.
@@ -383,6 +386,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             return Ok(Acted {
                 outcome: previous.outcome.unwrap_or(Value::Null),
                 skipped: true,
+                images: Vec::new(),
             });
         }
         if previous.finished_at.is_none() && already_done(actor, call).await? {
@@ -396,6 +400,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             return Ok(Acted {
                 outcome,
                 skipped: true,
+                images: Vec::new(),
             });
         }
     }
@@ -449,9 +454,13 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             started_at: now,
         },
     };
-    let (outcome, diff) = match execute(actor, step, call).await {
+    let execute::Executed {
+        outcome,
+        diff,
+        images,
+    } = match execute(actor, step, call).await {
         Ok(done) => {
-            after(actor, call, Ok(&done.0)).await;
+            after(actor, call, Ok(&done.outcome)).await;
             done
         }
         Err(e) => {
@@ -538,6 +547,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
     Ok(Acted {
         outcome,
         skipped: false,
+        images,
     })
 }
 
