@@ -628,6 +628,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_resumed_screenshot_is_named_not_replayed() {
+        let image = crate::model::Image::png(b"png bytes");
+        let fresh = crate::policy::Acted {
+            outcome: json!({"content": "the screen", "isError": false, "images": [image.summary()]}),
+            skipped: false,
+            images: vec![image.clone()],
+        };
+        assert_eq!(images_gone(&fresh), "");
+        // From the journal: the summary is there, the pixels are not; the model is told.
+        let resumed = crate::policy::Acted {
+            skipped: true,
+            images: Vec::new(),
+            ..fresh
+        };
+        let note = images_gone(&resumed);
+        assert!(note.contains(&image.sha256), "{note}");
+        assert!(note.contains("9 bytes") && note.contains("take a new screenshot"), "{note}");
+        // A transcript names the image instead of copying it.
+        let message = Message {
+            role: crate::model::Role::User,
+            content: vec![ContentBlock::tool_result_with_images("t1", "the screen", vec![image.clone()])],
+        };
+        let written = serde_json::to_string(&*without_images(&message)).unwrap();
+        assert!(!written.contains(&image.data), "{written}");
+        assert!(written.contains(&image.sha256), "{written}");
+    }
+
+    #[test]
     fn failed_attempts_escalate_and_carry_their_lessons() {
         let spec = Spec::default();
         assert_eq!(escalate(&spec, "claude-haiku-4-5", 0), "claude-haiku-4-5");
