@@ -644,11 +644,18 @@ mod tests {
         };
         let note = images_gone(&resumed);
         assert!(note.contains(&image.sha256), "{note}");
-        assert!(note.contains("9 bytes") && note.contains("take a new screenshot"), "{note}");
+        assert!(
+            note.contains("9 bytes") && note.contains("take a new screenshot"),
+            "{note}"
+        );
         // A transcript names the image instead of copying it.
         let message = Message {
             role: crate::model::Role::User,
-            content: vec![ContentBlock::tool_result_with_images("t1", "the screen", vec![image.clone()])],
+            content: vec![ContentBlock::tool_result_with_images(
+                "t1",
+                "the screen",
+                vec![image.clone()],
+            )],
         };
         let written = serde_json::to_string(&*without_images(&message)).unwrap();
         assert!(!written.contains(&image.data), "{written}");

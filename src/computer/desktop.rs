@@ -101,7 +101,10 @@ pub enum Input {
         count: u8,
     },
     /// The left button pressed at `from`, the pointer moved to `to`, released.
-    Drag { from: Point, to: Point },
+    Drag {
+        from: Point,
+        to: Point,
+    },
     /// `amount` wheel clicks, at `at` or where the pointer is.
     Scroll {
         at: Option<Point>,
@@ -141,8 +144,8 @@ pub fn fit(size: Size) -> Size {
 /// A coordinate of the model's picture (`picture` pixels wide) on the screen (`screen`
 /// pixels wide), kept on the screen.
 fn to_screen(at: u32, picture: u32, screen: u32) -> u32 {
-    let scaled = (u64::from(at) * u64::from(screen) + u64::from(picture) / 2)
-        / u64::from(picture.max(1));
+    let scaled =
+        (u64::from(at) * u64::from(screen) + u64::from(picture) / 2) / u64::from(picture.max(1));
     (scaled as u32).min(screen.saturating_sub(1))
 }
 
@@ -258,7 +261,7 @@ mod driver {
     use x11rb::rust_connection::RustConnection;
 
     use super::{
-        Button, DesktopError, Input, Point, Region, ScrollDirection, Screenshot, Size, picture,
+        Button, DesktopError, Input, Point, Region, Screenshot, ScrollDirection, Size, picture,
         point_on_screen, region_on_screen,
     };
 
@@ -668,7 +671,10 @@ mod tests {
             point_on_screen(Point { x: 512, y: 320 }, screen),
             Point { x: 640, y: 400 }
         );
-        assert_eq!(point_on_screen(Point { x: 0, y: 0 }, screen), Point { x: 0, y: 0 });
+        assert_eq!(
+            point_on_screen(Point { x: 0, y: 0 }, screen),
+            Point { x: 0, y: 0 }
+        );
         // The far edge and beyond stay on the screen.
         assert_eq!(
             point_on_screen(Point { x: 1024, y: 9999 }, screen),

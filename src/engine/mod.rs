@@ -1585,9 +1585,9 @@ fn desktop(
     spec: &spec::ComputerSpec,
 ) -> Result<Option<Arc<computer::desktop::Desktop>>, computer::desktop::DesktopError> {
     match &spec.display {
-        Some(display) if spec.capabilities.contains(&spec::Capability::Gui) => Ok(Some(
-            Arc::new(computer::desktop::Desktop::new(display)?),
-        )),
+        Some(display) if spec.capabilities.contains(&spec::Capability::Gui) => {
+            Ok(Some(Arc::new(computer::desktop::Desktop::new(display)?)))
+        }
         _ => Ok(None),
     }
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{Input as Fields, Tool, ToolContext, ToolError, ToolOutput};
-use crate::computer::desktop::{Button, Input, Point, Region, ScrollDirection, Screenshot};
+use crate::computer::desktop::{Button, Input, Point, Region, Screenshot, ScrollDirection};
 use crate::model::Image;
 
 /// The tool's name, as agents are granted it.
@@ -57,7 +57,10 @@ fn point(fields: &Fields<'_>, field: &str) -> Result<Option<Point>, ToolError> {
                 x: u32::try_from(x).unwrap_or(u32::MAX),
                 y: u32::try_from(y).unwrap_or(u32::MAX),
             })),
-            _ => Err(ToolError::invalid(field, "must be [x, y], non-negative integers")),
+            _ => Err(ToolError::invalid(
+                field,
+                "must be [x, y], non-negative integers",
+            )),
         },
         _ => Err(ToolError::invalid(field, "must be [x, y]")),
     }
@@ -90,11 +93,7 @@ fn parse(input: &Value) -> Result<Action, ToolError> {
         "triple_click" => click(Button::Left, 3)?,
         "right_click" => click(Button::Right, 1)?,
         "middle_click" => click(Button::Middle, 1)?,
-        "mouse_move" => Action::Do(Input::Move(required_point(
-            &fields,
-            "coordinate",
-            action,
-        )?)),
+        "mouse_move" => Action::Do(Input::Move(required_point(&fields, "coordinate", action)?)),
         "left_click_drag" => Action::Do(Input::Drag {
             from: required_point(&fields, "start_coordinate", action)?,
             to: required_point(&fields, "coordinate", action)?,

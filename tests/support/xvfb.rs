@@ -33,7 +33,14 @@ impl Display {
         }
         let name = format!(":{number}");
         let xvfb = Command::new("Xvfb")
-            .args([&name, "-screen", "0", &format!("{WIDTH}x{HEIGHT}x24"), "-nolisten", "tcp"])
+            .args([
+                &name,
+                "-screen",
+                "0",
+                &format!("{WIDTH}x{HEIGHT}x24"),
+                "-nolisten",
+                "tcp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,7 +95,11 @@ impl Display {
             if out.status.success() && !out.stdout.is_empty() {
                 break;
             }
-            assert!(Instant::now() < deadline, "no xterm window on {}", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "no xterm window on {}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         // Let the shell start and draw its prompt.
