@@ -219,6 +219,21 @@ fn a_replayed_session_types_a_command_into_the_xterm_and_it_runs() {
         assert_eq!(blocks[1]["type"], "text");
     }
 
+    // The activity log tells the actions apart, as permission rules do.
+    let logs = text(&cli::proto(
+        home,
+        &[
+            "logs",
+            "--goal",
+            "typed",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    ));
+    for call in ["Computer(left_click)", "Computer(type)", "Computer(key)"] {
+        assert!(logs.contains(call), "{call} not in the logs:\n{logs}");
+    }
+
     // The audit names each screenshot by hash and size; its pixels are nowhere in it.
     let audit = audit_text(&company);
     let records: Vec<Value> = audit

@@ -215,7 +215,14 @@ impl ToolCall {
     /// short enough for a status message.
     pub fn summary(&self) -> String {
         let input = self.rules_input();
-        let argument = ["command", "file_path", "path", "url", "pattern", "skill"]
+        // The screen's calls are told apart by their action (`Computer(left_click)`), as
+        // permission rules tell them apart.
+        let keys: &[&str] = if self.tool() == crate::tools::COMPUTER_TOOL {
+            &["action"]
+        } else {
+            &["command", "file_path", "path", "url", "pattern", "skill"]
+        };
+        let argument = keys
             .iter()
             .find_map(|k| input.get(k).and_then(Value::as_str).map(str::to_string))
             .or_else(|| {
