@@ -238,6 +238,7 @@ pub fn encode_png(rgb: &[u8], size: Size) -> Result<Vec<u8>, String> {
 }
 
 /// A captured frame: RGB pixels, scaled and encoded into a [`Screenshot`].
+#[cfg(feature = "desktop")]
 fn picture(rgb: &[u8], size: Size, screen: Size) -> Result<Screenshot, String> {
     let sent = fit(size);
     let scaled = scale_rgb(rgb, size, sent);
