@@ -154,10 +154,11 @@ fn a_replayed_session_types_a_command_into_the_xterm_and_it_runs() {
         end_turn("Typed it."),
     ]));
 
-    // The check gives the shell in the xterm a few seconds to run what was typed (a loaded
-    // machine may be slow to), as a check of any effect on a screen has to.
+    // The check gives the shell in the xterm three seconds to run what was typed (a loaded
+    // machine may be slow to), as a check of any effect on a screen has to. (It also runs,
+    // and fails, once before the agent works: the goal might already hold.)
     let goal = format!(
-        "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: typed}}\nspec:\n  product: app\n  owner: ceo\n  description: The xterm wrote typed.txt.\n  check: {{command: {{run: 'for i in $(seq 100); do grep -qx hi {} && exit 0; sleep 0.1; done; exit 1'}}}}\n",
+        "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: typed}}\nspec:\n  product: app\n  owner: ceo\n  description: The xterm wrote typed.txt.\n  check: {{command: {{run: 'for i in $(seq 30); do grep -qx hi {} && exit 0; sleep 0.1; done; exit 1'}}}}\n",
         typed.display()
     );
     let company = company::small_company(home, &goal);

@@ -150,6 +150,58 @@ impl Remotes {
     }
 }
 
+/// The displays the applied revision's desktops declare: one [`Desktop`] (one thread, one X
+/// connection) per display, shared by every task on it, so their actions on the one screen
+/// never interleave; kept across revisions that still declare it.
+///
+/// [`Desktop`]: computer::desktop::Desktop
+#[derive(Default)]
+struct Desktops {
+    displays: HashMap<String, Arc<computer::desktop::Desktop>>,
+}
+
+impl Desktops {
+    fn adopt(&mut self, spec: &Spec) {
+        let mut displays = HashMap::new();
+        for c in &spec.computers {
+            let Some(display) = Self::declared(&c.spec) else {
+                continue;
+            };
+            if displays.contains_key(display) {
+                // Two computers naming one screen share its driver too.
+                continue;
+            }
+            let kept = self.displays.remove(display);
+            let desktop = match kept {
+                Some(desktop) => desktop,
+                None => match computer::desktop::Desktop::new(display) {
+                    Ok(desktop) => Arc::new(desktop),
+                    Err(e) => {
+                        // Its work may not need the screen: it runs without the `Computer`
+                        // tool, and the reason is in the log.
+                        tracing::warn!(computer = c.name(), "{e}");
+                        continue;
+                    }
+                },
+            };
+            displays.insert(display.to_string(), desktop);
+        }
+        self.displays = displays;
+    }
+
+    /// The display a computer declares for agents to drive (capability `gui` and a
+    /// `display`), if it has one.
+    fn declared(spec: &spec::ComputerSpec) -> Option<&str> {
+        spec.display
+            .as_deref()
+            .filter(|_| spec.capabilities.contains(&spec::Capability::Gui))
+    }
+
+    fn get(&self, spec: &spec::ComputerSpec) -> Option<Arc<computer::desktop::Desktop>> {
+        Self::declared(spec).and_then(|d| self.displays.get(d).cloned())
+    }
+}
+
 /// The declaration currently running, with the models its providers give.
 struct Applied {
     revision: String,
@@ -472,6 +524,8 @@ pub struct Engine {
     computers_seen: Option<Instant>,
     /// The SSH computers of the applied revision.
     remotes: Remotes,
+    /// The displays of the applied revision's desktops.
+    desktops: Desktops,
     /// When the source was last fetched.
     last_fetch: Option<Instant>,
     status: StatusReport,
@@ -565,6 +619,7 @@ impl Engine {
             audit_known: AuditKnown::new(),
             computers_seen: None,
             remotes: Remotes::default(),
+            desktops: Desktops::default(),
             last_fetch: None,
             status,
             commits: Vec::new(),
@@ -764,6 +819,7 @@ impl Engine {
         }
         self.keys = keys;
         self.remotes.adopt(&applied.spec);
+        self.desktops.adopt(&applied.spec);
         self.computers_seen = None;
         self.company_dirty = true;
         self.applied = Some(applied);
@@ -1153,15 +1209,9 @@ impl Engine {
                         &workdir.join(crate::gitops::workspace::MIRRORS),
                     );
                     let local = Local::marked(computer.name(), workdir, marker).sandboxed(sandbox);
-                    match desktop(&computer.spec) {
-                        Ok(Some(desktop)) => Arc::new(local.with_desktop(desktop)),
-                        Ok(None) => Arc::new(local),
-                        Err(e) => {
-                            // The work may not need the screen: it runs, without the
-                            // `Computer` tool, and the reason is in the log.
-                            tracing::warn!(computer = computer.name(), "{e}");
-                            Arc::new(local)
-                        }
+                    match self.desktops.get(&computer.spec) {
+                        Some(desktop) => Arc::new(local.with_desktop(desktop)),
+                        None => Arc::new(local),
                     }
                 }
             };
@@ -1577,18 +1627,6 @@ fn want<'s>(spec: &'s spec::Spec, product: &str) -> crate::place::Want<'s> {
             .product(product)
             .and_then(|p| p.spec.computers.as_ref()),
         needs: std::collections::BTreeSet::new(),
-    }
-}
-
-/// The display a computer declares for agents to drive (capability `gui` and a `display`).
-fn desktop(
-    spec: &spec::ComputerSpec,
-) -> Result<Option<Arc<computer::desktop::Desktop>>, computer::desktop::DesktopError> {
-    match &spec.display {
-        Some(display) if spec.capabilities.contains(&spec::Capability::Gui) => {
-            Ok(Some(Arc::new(computer::desktop::Desktop::new(display)?)))
-        }
-        _ => Ok(None),
     }
 }
 

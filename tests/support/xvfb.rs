@@ -75,17 +75,18 @@ impl Display {
     /// mapped.
     pub fn xterm(&mut self, dir: &Path) {
         let geometry = format!("80x24+{}+{}", XTERM_AT.0, XTERM_AT.1);
+        let log = dir.join("xterm.log");
         let child = Command::new("xterm")
             .args(["-display", &self.name, "-geometry", &geometry, "-e", "sh"])
             .current_dir(dir)
             .env("SHELL", "/bin/sh")
             .env("PS1", "$ ")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("xterm's log"))
             .spawn()
             .expect("xterm (scripts/test.sh installs it)");
-        self.xterm = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let xterm = self.xterm.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = Command::new("xdotool")
                 .args(["search", "--onlyvisible", "--class", "xterm"])
@@ -95,10 +96,13 @@ impl Display {
             if out.status.success() && !out.stdout.is_empty() {
                 break;
             }
+            let exited = xterm.try_wait().ok().flatten();
             assert!(
-                Instant::now() < deadline,
-                "no xterm window on {}",
-                self.name
+                exited.is_none() && Instant::now() < deadline,
+                "no xterm window on {} (xterm: {exited:?}; xdotool: {}; xterm's log: {})",
+                self.name,
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -113,7 +117,11 @@ impl Drop for Display {
             let _ = xterm.kill();
             let _ = xterm.wait();
         }
-        let _ = self.xvfb.kill();
+        // SIGTERM, so the server removes its lock file and socket on the way out.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.xvfb.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.xvfb.wait();
     }
 }
