@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test; chromium: the dashboard's browser test in tests/api.rs). Installed only when missing; apt-get update runs once.
 packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server chromium)
+# The desktop feature and its tests: libxkbcommon-dev (enigo's key names), and a headless X
+# server with an xterm to drive (xvfb, xterm; xdotool and x11-utils find its window and
+# wait for the server).
+packages+=(libxkbcommon-dev xvfb xterm xdotool x11-utils)
 # Node.js runs the real MCP servers the MCP client is tested against; any node on PATH will do.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()

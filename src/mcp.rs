@@ -665,7 +665,7 @@ impl crate::tools::Tool for ServerTool {
         Ok(crate::tools::ToolOutput {
             content: result.content,
             is_error: result.is_error,
-            changed_files: Vec::new(),
+            ..crate::tools::ToolOutput::default()
         })
     }
 }

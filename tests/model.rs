@@ -1315,3 +1315,65 @@ fn breakpoints_on_prefixes_shorter_than_the_cache_minimum_are_taken_off() {
     assert!(req.system[0].cache_control.is_none());
     assert_eq!(count_cache_breakpoints(&req), 2);
 }
+
+#[test]
+fn images_in_tool_results_reach_each_provider_in_its_own_shape() {
+    use proto::model::{Image, ToolContent};
+    let image = Image::png(b"\x89PNG not really");
+    let mut req = request("look at the screen");
+    req.messages.push(Message {
+        role: Role::Assistant,
+        content: vec![
+            ContentBlock::tool_use("shot", "Computer", json!({"action": "screenshot"})),
+            ContentBlock::tool_use("ls", "Bash", json!({"command": "ls"})),
+        ],
+    });
+    req.messages.push(Message {
+        role: Role::User,
+        content: vec![
+            ContentBlock::tool_result_with_images("shot", "the screen", vec![image.clone()]),
+            ContentBlock::tool_result("ls", "a.txt"),
+        ],
+    });
+
+    // Anthropic: the image block first, then the text; a text-only result stays a string.
+    let body = proto::model::anthropic::request_body(&req);
+    let results = &body["messages"][2]["content"];
+    assert_eq!(
+        results[0]["content"],
+        json!([
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": image.data}},
+            {"type": "text", "text": "the screen"},
+        ])
+    );
+    assert_eq!(results[1]["content"], json!("a.txt"));
+    // What is recorded reads back the same (a replay file, a resumed journal).
+    let block: ContentBlock = serde_json::from_value(results[0].clone()).unwrap();
+    let ContentBlock::ToolResult { content, .. } = block else {
+        panic!("not a tool result");
+    };
+    assert_eq!(
+        content,
+        ToolContent {
+            text: "the screen".into(),
+            images: vec![image.clone()]
+        }
+    );
+    assert_eq!(image.bytes, b"\x89PNG not really".len());
+    assert_eq!(image.sha256.len(), 64);
+
+    // OpenAI-compatible: a tool message cannot carry an image, so the tool messages answer
+    // the calls with text and one user message after them carries the image.
+    let body = proto::model::openai::request_body(&req);
+    assert_eq!(
+        body["messages"].as_array().unwrap()[2..],
+        [
+            json!({"role": "tool", "tool_call_id": "shot", "content": "the screen"}),
+            json!({"role": "tool", "tool_call_id": "ls", "content": "a.txt"}),
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "The image(s) of tool call shot:"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", image.data)}},
+            ]}),
+        ]
+    );
+}

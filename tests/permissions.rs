@@ -341,8 +341,8 @@ fn write_rules_and_other_tools() {
             "Task(reviewer)",
             "Git(commit)",
         ],
-        &["Git(push *)"],
-        &["mcp__prod", "Git(push main)"],
+        &["Git(push *)", "Computer(type)"],
+        &["mcp__prod", "Git(push main)", "Computer(key)"],
     );
     let cases: &[(&str, Value, D)] = &[
         ("Write", json!({ "file_path": "docs/a.md" }), D::Allow),
@@ -383,12 +383,21 @@ fn write_rules_and_other_tools() {
         ("Git", json!({ "message": "fix" }), D::Allow),
         ("Git", json!({ "branch": "feature" }), D::Ask),
         ("Git", json!({ "branch": "main" }), D::Deny),
+        // The screen by action: looking is allowed, typing asks, keys are refused.
+        ("Computer", json!({ "action": "screenshot" }), D::Allow),
+        ("Computer", json!({ "action": "type", "text": "x" }), D::Ask),
+        (
+            "Computer",
+            json!({ "action": "key", "text": "ctrl+c" }),
+            D::Deny,
+        ),
         ("mcp__prod__drop_table", json!({}), D::Deny),
         // `mcp__prod` is one server, not a prefix of names.
         ("mcp__production__x", json!({}), D::Allow),
     ];
     for (tool, input, expected) in cases {
-        let d = decide_in(tool, input, &p, &["mcp__production".to_string()], &roots());
+        let granted = ["mcp__production".to_string(), "Computer".to_string()];
+        let d = decide_in(tool, input, &p, &granted, &roots());
         assert_eq!(kind(&d), *expected, "{tool} {input}: {d:?}");
     }
 }

@@ -22,7 +22,7 @@ use crate::policy::limits::{RateLimits, TaskBudget};
 use crate::spec::claude::SKILL_TOOL;
 use crate::spec::{AgentSpec, GoalSpec, JudgeCheck, Settings, Spec};
 use crate::store::TaskId;
-use crate::tools::Registry;
+use crate::tools::{COMPUTER_TOOL, ComputerUse, Registry};
 
 /// Output tokens a turn may use for its answer, beyond any thinking budget.
 pub const ANSWER_TOKENS: u32 = 8192;
@@ -230,10 +230,15 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// The agent's tools, in a stable order (built-ins as granted, then skills, delegation
-    /// and MCP tools) so the cached prompt prefix stays the same from session to session.
+    /// The agent's tools, in a stable order (built-ins as granted, then `Computer`, skills,
+    /// delegation and MCP tools) so the cached prompt prefix stays the same from session to session.
     async fn tools(&self, agent: &str, spec: &AgentSpec, chain: Vec<String>) -> Registry {
         let mut registry = Registry::with_builtins(grants(spec));
+        // The screen is offered only where there is one: a grant of `Computer` on a
+        // computer without a display gives nothing to call.
+        if registry.allows(COMPUTER_TOOL) && self.place.computer.has_display() {
+            registry.add(Arc::new(ComputerUse));
+        }
         if !spec.skills.is_empty() {
             registry.add(Arc::new(SkillTool::new(
                 self.setup.spec.clone(),

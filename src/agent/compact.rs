@@ -27,10 +27,12 @@ pub fn clear_old_tool_results(messages: &mut [Message], keep: usize) -> usize {
     let mut cleared = 0;
     for message in &mut messages[..end] {
         for block in &mut message.content {
+            // Screenshots go with the text: they are the bulkiest output there is.
             if let ContentBlock::ToolResult { content, .. } = block
-                && !content.starts_with(CLEARED)
+                && (!content.text.starts_with(CLEARED) || !content.images.is_empty())
             {
-                *content = format!("{CLEARED}{}", appended_rules(content));
+                content.text = format!("{CLEARED}{}", appended_rules(&content.text));
+                content.images.clear();
                 cleared += 1;
             }
         }
@@ -89,7 +91,7 @@ mod tests {
             .iter()
             .flat_map(|m| &m.content)
             .filter_map(|b| match b {
-                ContentBlock::ToolResult { content, .. } => Some(content.clone()),
+                ContentBlock::ToolResult { content, .. } => Some(content.text.clone()),
                 _ => None,
             })
             .collect();
@@ -112,7 +114,7 @@ mod tests {
         let ContentBlock::ToolResult { content, .. } = &messages[0].content[0] else {
             panic!("not a result");
         };
-        assert_eq!(content, &format!("{CLEARED}{given}"));
+        assert_eq!(content.text, format!("{CLEARED}{given}"));
         assert_eq!(clear_old_tool_results(&mut messages, 1), 0);
     }
 }

@@ -343,7 +343,8 @@ impl Session<'_> {
                             let root = self.actor.workspace.root();
                             let content =
                                 rules_given.after_call(&self.scoped_rules, &call, root, content);
-                            ContentBlock::tool_result(id, content)
+                            let content = content + &images_gone(&acted);
+                            ContentBlock::tool_result_with_images(id, content, acted.images)
                         }
                     }
                     Err(ActError::Cancelled) => return Err(AgentError::Cancelled),
@@ -447,6 +448,8 @@ impl Session<'_> {
                 crate::model::Role::User => "user",
                 crate::model::Role::Assistant => "assistant",
             };
+            // Screenshots are named, not copied: the transcript is rewritten every turn.
+            let message = without_images(message);
             lines.push_str(&json!({ "type": role, "message": message }).to_string());
             lines.push('\n');
         }
@@ -562,6 +565,55 @@ impl Session<'_> {
     }
 }
 
+/// `message` with the images of its tool results replaced by a line naming each (borrowed
+/// as it is when it has none).
+fn without_images(message: &Message) -> std::borrow::Cow<'_, Message> {
+    let has_images = message.content.iter().any(
+        |b| matches!(b, ContentBlock::ToolResult { content, .. } if !content.images.is_empty()),
+    );
+    if !has_images {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut message = message.clone();
+    for block in &mut message.content {
+        if let ContentBlock::ToolResult { content, .. } = block {
+            for image in std::mem::take(&mut content.images) {
+                content.text.push_str(&format!(
+                    "\n[image {} ({} bytes, sha256 {})]",
+                    image.media_type.as_str(),
+                    image.bytes,
+                    image.sha256
+                ));
+            }
+        }
+    }
+    std::borrow::Cow::Owned(message)
+}
+
+/// What a result replayed from the journal says of the images the call gave: the journal
+/// keeps what identified them, not their pixels (a screenshot a turn is megabytes over a long
+/// session), so a resumed conversation is told each one is gone and how to see the screen
+/// again. The conversation stays valid, and a screen from before a restart is stale anyway.
+fn images_gone(acted: &crate::policy::Acted) -> String {
+    if !acted.images.is_empty() {
+        return String::new();
+    }
+    let Some(images) = acted.outcome.get("images").and_then(|i| i.as_array()) else {
+        return String::new();
+    };
+    images
+        .iter()
+        .map(|image| {
+            format!(
+                "\n[image {} ({} bytes, sha256 {}) not kept across the restart; take a new screenshot to see the screen]",
+                image["mediaType"].as_str().unwrap_or("image"),
+                image["bytes"],
+                image["sha256"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect()
+}
+
 /// A lifecycle hook's failure as the session's: cancellation and the store keep their kind.
 fn hook_error(e: ActError) -> AgentError {
     match e {
@@ -574,6 +626,41 @@ fn hook_error(e: ActError) -> AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_screenshot_is_named_not_replayed() {
+        let image = crate::model::Image::png(b"png bytes");
+        let fresh = crate::policy::Acted {
+            outcome: json!({"content": "the screen", "isError": false, "images": [image.summary()]}),
+            skipped: false,
+            images: vec![image.clone()],
+        };
+        assert_eq!(images_gone(&fresh), "");
+        // From the journal: the summary is there, the pixels are not; the model is told.
+        let resumed = crate::policy::Acted {
+            skipped: true,
+            images: Vec::new(),
+            ..fresh
+        };
+        let note = images_gone(&resumed);
+        assert!(note.contains(&image.sha256), "{note}");
+        assert!(
+            note.contains("9 bytes") && note.contains("take a new screenshot"),
+            "{note}"
+        );
+        // A transcript names the image instead of copying it.
+        let message = Message {
+            role: crate::model::Role::User,
+            content: vec![ContentBlock::tool_result_with_images(
+                "t1",
+                "the screen",
+                vec![image.clone()],
+            )],
+        };
+        let written = serde_json::to_string(&*without_images(&message)).unwrap();
+        assert!(!written.contains(&image.data), "{written}");
+        assert!(written.contains(&image.sha256), "{written}");
+    }
 
     #[test]
     fn failed_attempts_escalate_and_carry_their_lessons() {

@@ -49,6 +49,8 @@ pub struct Local {
     marker: String,
     /// What confines agent commands; `None` runs them with the controller's rights.
     sandbox: Option<Arc<Sandbox>>,
+    /// The X display agents see and drive, for a computer with capability `gui`.
+    desktop: Option<Arc<super::desktop::Desktop>>,
 }
 
 impl Local {
@@ -65,7 +67,15 @@ impl Local {
             workdir: workdir.into(),
             marker,
             sandbox: None,
+            desktop: None,
         }
+    }
+
+    /// This computer with the X display `desktop`, which agents see and drive through the
+    /// `Computer` tool.
+    pub fn with_desktop(mut self, desktop: Arc<super::desktop::Desktop>) -> Self {
+        self.desktop = Some(desktop);
+        self
     }
 
     /// This computer with agent commands ([`Origin::Agent`]) confined by `sandbox`.
@@ -112,6 +122,7 @@ impl Local {
             workdir: workdir.into(),
             marker: format!("{}-{nanos}-{n}", std::process::id()),
             sandbox: None,
+            desktop: None,
         }
     }
 }
@@ -436,6 +447,31 @@ impl Computer for Local {
 
     async fn healthy(&self) -> bool {
         true
+    }
+
+    fn has_display(&self) -> bool {
+        self.desktop.is_some()
+    }
+
+    async fn screenshot(
+        &self,
+        region: Option<super::desktop::Region>,
+    ) -> Result<super::desktop::Screenshot, ComputerError> {
+        Ok(self.display()?.screenshot(region).await?)
+    }
+
+    async fn input(&self, input: super::desktop::Input) -> Result<(), ComputerError> {
+        Ok(self.display()?.input(input).await?)
+    }
+}
+
+impl Local {
+    fn display(&self) -> Result<&super::desktop::Desktop, ComputerError> {
+        self.desktop
+            .as_deref()
+            .ok_or_else(|| ComputerError::NoDisplay {
+                computer: self.name.clone(),
+            })
     }
 }
 

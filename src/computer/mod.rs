@@ -2,9 +2,11 @@
 //! exit status, timeout and cancellation that kills the whole process group; read and write
 //! files; prepare a task's workspace (a clone of the product's repository at its branch).
 //! File access that resolves outside the workspace is refused, and so are writes into `.git`.
-//! `local` is this host, `ssh` another machine over SSH; Kubernetes pods and desktops will
-//! implement the same trait.
+//! A computer with a display (capability `gui`) also takes screenshots and mouse and keyboard
+//! input ([`desktop`]). `local` is this host, `ssh` another machine over SSH; Kubernetes pods
+//! will implement the same trait.
 
+pub mod desktop;
 pub mod local;
 pub mod sandbox;
 pub mod ssh;
@@ -49,6 +51,10 @@ pub enum ComputerError {
     Sandbox(#[from] sandbox::SandboxError),
     #[error(transparent)]
     Ssh(#[from] ssh::SshError),
+    #[error(transparent)]
+    Desktop(#[from] desktop::DesktopError),
+    #[error("computer {computer} has no display (declare capability `gui` and a `display`)")]
+    NoDisplay { computer: String },
 }
 
 /// A command to run in a workspace.
@@ -235,6 +241,31 @@ pub trait Computer: Send + Sync {
 
     /// Whether the computer answers (for the registry's health).
     async fn healthy(&self) -> bool;
+
+    /// Whether the computer has a display agents may see and drive (the `Computer` tool is
+    /// offered only then).
+    fn has_display(&self) -> bool {
+        false
+    }
+
+    /// A picture of the display (or of `region` of it, in the model's picture of the
+    /// screen), scaled to what a model takes in; see [`desktop`].
+    async fn screenshot(
+        &self,
+        _region: Option<desktop::Region>,
+    ) -> Result<desktop::Screenshot, ComputerError> {
+        Err(ComputerError::NoDisplay {
+            computer: self.name().to_string(),
+        })
+    }
+
+    /// Mouse or keyboard input on the display, its coordinates in the model's picture of
+    /// the screen.
+    async fn input(&self, _input: desktop::Input) -> Result<(), ComputerError> {
+        Err(ComputerError::NoDisplay {
+            computer: self.name().to_string(),
+        })
+    }
 }
 
 /// Where on this host a computer keeps workspaces, given its `workdir` setting; always an

@@ -150,6 +150,58 @@ impl Remotes {
     }
 }
 
+/// The displays the applied revision's desktops declare: one [`Desktop`] (one thread, one X
+/// connection) per display, shared by every task on it, so their actions on the one screen
+/// never interleave; kept across revisions that still declare it.
+///
+/// [`Desktop`]: computer::desktop::Desktop
+#[derive(Default)]
+struct Desktops {
+    displays: HashMap<String, Arc<computer::desktop::Desktop>>,
+}
+
+impl Desktops {
+    fn adopt(&mut self, spec: &Spec) {
+        let mut displays = HashMap::new();
+        for c in &spec.computers {
+            let Some(display) = Self::declared(&c.spec) else {
+                continue;
+            };
+            if displays.contains_key(display) {
+                // Two computers naming one screen share its driver too.
+                continue;
+            }
+            let kept = self.displays.remove(display);
+            let desktop = match kept {
+                Some(desktop) => desktop,
+                None => match computer::desktop::Desktop::new(display) {
+                    Ok(desktop) => Arc::new(desktop),
+                    Err(e) => {
+                        // Its work may not need the screen: it runs without the `Computer`
+                        // tool, and the reason is in the log.
+                        tracing::warn!(computer = c.name(), "{e}");
+                        continue;
+                    }
+                },
+            };
+            displays.insert(display.to_string(), desktop);
+        }
+        self.displays = displays;
+    }
+
+    /// The display a computer declares for agents to drive (capability `gui` and a
+    /// `display`), if it has one.
+    fn declared(spec: &spec::ComputerSpec) -> Option<&str> {
+        spec.display
+            .as_deref()
+            .filter(|_| spec.capabilities.contains(&spec::Capability::Gui))
+    }
+
+    fn get(&self, spec: &spec::ComputerSpec) -> Option<Arc<computer::desktop::Desktop>> {
+        Self::declared(spec).and_then(|d| self.displays.get(d).cloned())
+    }
+}
+
 /// The declaration currently running, with the models its providers give.
 struct Applied {
     revision: String,
@@ -472,6 +524,8 @@ pub struct Engine {
     computers_seen: Option<Instant>,
     /// The SSH computers of the applied revision.
     remotes: Remotes,
+    /// The displays of the applied revision's desktops.
+    desktops: Desktops,
     /// When the source was last fetched.
     last_fetch: Option<Instant>,
     status: StatusReport,
@@ -579,6 +633,7 @@ impl Engine {
             audit_known: AuditKnown::new(),
             computers_seen: None,
             remotes: Remotes::default(),
+            desktops: Desktops::default(),
             last_fetch: None,
             status,
             commits: Vec::new(),
@@ -796,6 +851,7 @@ impl Engine {
         }
         self.keys = keys;
         self.remotes.adopt(&applied.spec);
+        self.desktops.adopt(&applied.spec);
         self.computers_seen = None;
         self.company_dirty = true;
         self.published.send_replace(Some(AppliedRevision {
@@ -1122,7 +1178,8 @@ impl Engine {
                 // This host answers while the controller runs; an SSH computer as its last
                 // health check said.
                 healthy: self.remotes.healthy(c.name()),
-                // This host and SSH computers can run work; Kubernetes and desktops come later.
+                // This host (its display too, for a `gui` computer) and SSH computers can run
+                // work; Kubernetes comes later.
                 usable: c.spec.local.is_some() || c.spec.ssh.is_some(),
             })
             .collect();
@@ -1187,7 +1244,11 @@ impl Engine {
                         self.source.repository_path(),
                         &workdir.join(crate::gitops::workspace::MIRRORS),
                     );
-                    Arc::new(Local::marked(computer.name(), workdir, marker).sandboxed(sandbox))
+                    let local = Local::marked(computer.name(), workdir, marker).sandboxed(sandbox);
+                    match self.desktops.get(&computer.spec) {
+                        Some(desktop) => Arc::new(local.with_desktop(desktop)),
+                        None => Arc::new(local),
+                    }
                 }
             };
             let gates = Arc::new(gates(&applied.spec, &goal.spec, &branch));

@@ -177,9 +177,11 @@ pub enum ContentBlock {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cache_control: Option<CacheControl>,
     },
+    /// What a tool call gave back: text, and images when the tool returned some (a
+    /// screenshot). Text alone serializes as the plain string it always was.
     ToolResult {
         tool_use_id: String,
-        content: String,
+        content: ToolContent,
         #[serde(default, skip_serializing_if = "is_false")]
         is_error: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,9 +211,21 @@ impl ContentBlock {
     }
 
     pub fn tool_result(tool_use_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self::tool_result_with_images(tool_use_id, content, Vec::new())
+    }
+
+    /// A tool result carrying images (a screenshot) before its text.
+    pub fn tool_result_with_images(
+        tool_use_id: impl Into<String>,
+        content: impl Into<String>,
+        images: Vec<Image>,
+    ) -> Self {
         ContentBlock::ToolResult {
             tool_use_id: tool_use_id.into(),
-            content: content.into(),
+            content: ToolContent {
+                text: content.into(),
+                images,
+            },
             is_error: false,
             cache_control: None,
         }
@@ -220,7 +234,7 @@ impl ContentBlock {
     pub fn tool_error(tool_use_id: impl Into<String>, content: impl Into<String>) -> Self {
         ContentBlock::ToolResult {
             tool_use_id: tool_use_id.into(),
-            content: content.into(),
+            content: ToolContent::text(content),
             is_error: true,
             cache_control: None,
         }
@@ -235,6 +249,187 @@ impl ContentBlock {
             | ContentBlock::ToolResult { cache_control, .. } => Some(cache_control),
             ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => None,
         }
+    }
+}
+
+/// The content of a tool result: its text, and the images it carries. On the wire (and in
+/// anything that records messages) text alone is the plain string it always was; with
+/// images it is the Messages API's list of blocks, the images first:
+/// `[{"type":"image","source":{...}}, {"type":"text","text":...}]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ToolContent {
+    pub text: String,
+    pub images: Vec<Image>,
+}
+
+impl ToolContent {
+    pub fn text(text: impl Into<String>) -> Self {
+        ToolContent {
+            text: text.into(),
+            images: Vec::new(),
+        }
+    }
+}
+
+impl From<String> for ToolContent {
+    fn from(text: String) -> Self {
+        ToolContent::text(text)
+    }
+}
+
+impl From<&str> for ToolContent {
+    fn from(text: &str) -> Self {
+        ToolContent::text(text)
+    }
+}
+
+impl Serialize for ToolContent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        if self.images.is_empty() {
+            return serializer.serialize_str(&self.text);
+        }
+        let with_text = !self.text.is_empty();
+        let mut seq = serializer.serialize_seq(Some(self.images.len() + usize::from(with_text)))?;
+        for image in &self.images {
+            seq.serialize_element(image)?;
+        }
+        if with_text {
+            seq.serialize_element(&serde_json::json!({"type": "text", "text": self.text}))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Text(String),
+            Blocks(Vec<Value>),
+        }
+        match Wire::deserialize(deserializer)? {
+            Wire::Text(text) => Ok(ToolContent::text(text)),
+            Wire::Blocks(blocks) => {
+                let mut content = ToolContent::default();
+                for block in blocks {
+                    match block.get("type").and_then(Value::as_str) {
+                        Some("text") => content
+                            .text
+                            .push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+                        Some("image") => content
+                            .images
+                            .push(Image::deserialize(block).map_err(serde::de::Error::custom)?),
+                        other => {
+                            return Err(serde::de::Error::custom(format!(
+                                "tool result content: unknown block type {other:?}"
+                            )));
+                        }
+                    }
+                }
+                Ok(content)
+            }
+        }
+    }
+}
+
+/// The kinds of image a tool result may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaType {
+    Png,
+}
+
+impl MediaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaType::Png => "image/png",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "image/png" => Some(MediaType::Png),
+            _ => None,
+        }
+    }
+}
+
+/// An image for the model (a screenshot): its bytes as base64, encoded once, with the
+/// SHA-256 and size that journals and the audit keep instead of the pixels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub media_type: MediaType,
+    /// The bytes, base64 (standard alphabet, padded), as the APIs take them.
+    pub data: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// Size of the bytes.
+    pub bytes: usize,
+}
+
+impl Image {
+    /// A PNG image.
+    pub fn png(bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        Image {
+            media_type: MediaType::Png,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            sha256: hex(&sha2::Sha256::digest(bytes)),
+            bytes: bytes.len(),
+        }
+    }
+
+    /// What identifies the image without its pixels: `{mediaType, sha256, bytes}`, for
+    /// journals and the audit.
+    pub fn summary(&self) -> Value {
+        serde_json::json!({
+            "mediaType": self.media_type.as_str(),
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+        })
+    }
+
+    /// `data:image/png;base64,...`, the form OpenAI-style APIs take.
+    pub fn data_url(&self) -> String {
+        format!("data:{};base64,{}", self.media_type.as_str(), self.data)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Serialize for Image {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_json::json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": self.media_type.as_str(), "data": self.data},
+        })
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Image {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        use serde::de::Error as _;
+        let block = Value::deserialize(deserializer)?;
+        let source = &block["source"];
+        let media = source["media_type"].as_str().unwrap_or_default();
+        let media_type = MediaType::parse(media)
+            .ok_or_else(|| D::Error::custom(format!("image: unsupported media type {media:?}")))?;
+        let data = source["data"]
+            .as_str()
+            .ok_or_else(|| D::Error::custom("image: no base64 `source.data`"))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| D::Error::custom(format!("image: {e}")))?;
+        Ok(Image {
+            media_type,
+            ..Image::png(&bytes)
+        })
     }
 }
 
@@ -745,7 +940,7 @@ pub fn last_user_content(request: &Request) -> String {
     msg.content
         .iter()
         .filter_map(|b| match b {
-            ContentBlock::ToolResult { content, .. } => Some(content.as_str()),
+            ContentBlock::ToolResult { content, .. } => Some(content.text.as_str()),
             _ => None,
         })
         .collect::<Vec<_>>()

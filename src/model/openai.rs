@@ -3,7 +3,8 @@
 //! for local servers such as llama.cpp, Ollama or vLLM and for hosted OpenAI-style APIs.
 //!
 //! The neutral types are Anthropic-shaped, so this module translates both ways: system blocks
-//! become one `system` message, tool results become `role: tool` messages, tool uses become
+//! become one `system` message, tool results become `role: tool` messages (their images, which
+//! a tool message cannot carry, a `user` message of `image_url` parts after them), tool uses become
 //! the assistant's `tool_calls`; thinking blocks have no counterpart and are dropped. In the
 //! stream, `tool_calls` deltas are assembled by their `index` (a call's id and name come in
 //! its first delta, its arguments in fragments), and the usage arrives in a last chunk
@@ -82,7 +83,10 @@ pub fn request_body(request: &Request) -> Value {
         match msg.role {
             Role::User => {
                 // Tool results answer the previous assistant message's calls, so they come
-                // first, before any text the user added.
+                // first, before any text the user added. A tool message carries text only:
+                // the images of the results follow in one user message, each introduced by
+                // the call it came from.
+                let mut images = Vec::new();
                 for block in &msg.content {
                     if let ContentBlock::ToolResult {
                         tool_use_id,
@@ -91,18 +95,31 @@ pub fn request_body(request: &Request) -> Value {
                         ..
                     } = block
                     {
-                        let content = if *is_error {
-                            format!("Error: {content}")
+                        let text = if *is_error {
+                            format!("Error: {}", content.text)
                         } else {
-                            content.clone()
+                            content.text.clone()
                         };
                         messages.push(
-                            json!({"role": "tool", "tool_call_id": tool_use_id, "content": content}),
+                            json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}),
                         );
+                        if !content.images.is_empty() {
+                            images.push(json!({"type": "text", "text": format!("The image(s) of tool call {tool_use_id}:")}));
+                        }
+                        for image in &content.images {
+                            images.push(
+                                json!({"type": "image_url", "image_url": {"url": image.data_url()}}),
+                            );
+                        }
                     }
                 }
                 let text = msg.text();
-                if !text.is_empty() {
+                if !images.is_empty() {
+                    if !text.is_empty() {
+                        images.push(json!({"type": "text", "text": text}));
+                    }
+                    messages.push(json!({"role": "user", "content": images}));
+                } else if !text.is_empty() {
                     messages.push(json!({"role": "user", "content": text}));
                 }
             }

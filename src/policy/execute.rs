@@ -11,6 +11,7 @@ use similar::TextDiff;
 use super::{ActError, Actor, ToolCall};
 use crate::computer::{Origin, RunRequest};
 use crate::gitops::Identity;
+use crate::model::Image;
 use crate::tools::{Effect, Halt, ToolContext, ToolError};
 
 /// Where a tool runs and on whose behalf; `step` when the call is a step of the task (a
@@ -125,11 +126,30 @@ pub(super) fn unified_diff(path: &str, before: &str, after: &str) -> Option<Stri
     )
 }
 
+/// What an action did: the outcome journaled and audited, the diff of the files it changed,
+/// and the images it gave the model (kept out of the outcome, which records only their
+/// [summaries](Image::summary)).
+pub(super) struct Executed {
+    pub outcome: Value,
+    pub diff: Option<String>,
+    pub images: Vec<Image>,
+}
+
+impl Executed {
+    fn new(outcome: Value, diff: Option<String>) -> Self {
+        Executed {
+            outcome,
+            diff,
+            images: Vec::new(),
+        }
+    }
+}
+
 pub(super) async fn execute(
     actor: &Actor<'_>,
     step: u32,
     call: &ToolCall,
-) -> Result<(Value, Option<String>), ActError> {
+) -> Result<Executed, ActError> {
     if actor.cancel.is_cancelled() {
         return Err(ActError::Cancelled);
     }
@@ -154,7 +174,7 @@ pub(super) async fn execute(
             if !out.success() {
                 return Err(ActError::Failed(format!("`{command}`: {}", out.summary())));
             }
-            Ok((outcome, None))
+            Ok(Executed::new(outcome, None))
         }
         ToolCall::Write { path, content } => {
             let before = read_text(actor, path).await?.unwrap_or_default();
@@ -162,7 +182,7 @@ pub(super) async fn execute(
                 .computer
                 .write(actor.workspace, path, content.as_bytes())
                 .await?;
-            Ok((
+            Ok(Executed::new(
                 json!({ "written": content.len() }),
                 unified_diff(path, &before, content),
             ))
@@ -190,7 +210,7 @@ pub(super) async fn execute(
                 .computer
                 .write(actor.workspace, path, after.as_bytes())
                 .await?;
-            Ok((
+            Ok(Executed::new(
                 json!({ "replaced": 1 }),
                 unified_diff(path, &before, &after),
             ))
@@ -200,7 +220,7 @@ pub(super) async fn execute(
             let commit = git(actor)
                 .commit_all(message, &author, actor.author)
                 .await?;
-            Ok((json!({ "commit": commit }), None))
+            Ok(Executed::new(json!({ "commit": commit }), None))
         }
         ToolCall::Tool { name, input } => {
             let Some(tool) = actor.tools.get(name) else {
@@ -227,14 +247,24 @@ pub(super) async fn execute(
                 })
                 .collect();
             let diff = (!diffs.is_empty()).then(|| diffs.join(""));
-            Ok((
-                json!({ "content": out.content, "isError": out.is_error }),
+            let mut outcome = json!({ "content": out.content, "isError": out.is_error });
+            if !out.images.is_empty() {
+                // What identifies each image, never its pixels: journals and the audit stay
+                // small, and a resumed session says the image is gone (see `agent`).
+                outcome["images"] = out.images.iter().map(Image::summary).collect();
+            }
+            Ok(Executed {
+                outcome,
                 diff,
-            ))
+                images: out.images,
+            })
         }
         ToolCall::Push { branch, from } => {
             let pushed = git(actor).push(branch, from.as_deref()).await?;
-            Ok((json!({ "pushed": pushed, "branch": branch }), None))
+            Ok(Executed::new(
+                json!({ "pushed": pushed, "branch": branch }),
+                None,
+            ))
         }
     }
 }

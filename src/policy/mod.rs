@@ -164,6 +164,9 @@ pub struct Acted {
     pub outcome: Value,
     /// The step was found done (journaled, or re-examined after a crash) and not redone.
     pub skipped: bool,
+    /// Images the tool gave the model (a screenshot). Only for a call made now: the journal
+    /// keeps what identified them (the outcome's `images`), not the pixels.
+    pub images: Vec<crate::model::Image>,
 }
 
 /// Everything `act()` needs about who acts, where, and for which task.
@@ -212,7 +215,14 @@ impl ToolCall {
     /// short enough for a status message.
     pub fn summary(&self) -> String {
         let input = self.rules_input();
-        let argument = ["command", "file_path", "path", "url", "pattern", "skill"]
+        // The screen's calls are told apart by their action (`Computer(left_click)`), as
+        // permission rules tell them apart.
+        let keys: &[&str] = if self.tool() == crate::tools::COMPUTER_TOOL {
+            &["action"]
+        } else {
+            &["command", "file_path", "path", "url", "pattern", "skill"]
+        };
+        let argument = keys
             .iter()
             .find_map(|k| input.get(k).and_then(Value::as_str).map(str::to_string))
             .or_else(|| {
@@ -393,6 +403,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             return Ok(Acted {
                 outcome: previous.outcome.unwrap_or(Value::Null),
                 skipped: true,
+                images: Vec::new(),
             });
         }
         if previous.finished_at.is_none() && already_done(actor, call).await? {
@@ -406,6 +417,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             return Ok(Acted {
                 outcome,
                 skipped: true,
+                images: Vec::new(),
             });
         }
     }
@@ -459,9 +471,13 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
             started_at: now,
         },
     };
-    let (outcome, diff) = match execute(actor, step, call).await {
+    let execute::Executed {
+        outcome,
+        diff,
+        images,
+    } = match execute(actor, step, call).await {
         Ok(done) => {
-            after(actor, call, Ok(&done.0)).await;
+            after(actor, call, Ok(&done.outcome)).await;
             done
         }
         Err(e) => {
@@ -548,6 +564,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
     Ok(Acted {
         outcome,
         skipped: false,
+        images,
     })
 }
 

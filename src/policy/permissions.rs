@@ -236,6 +236,8 @@ impl Subject {
             ),
             "WebFetch" => field(&["url"]).map_or(Subject::None, Subject::Url),
             "Delegate" => field(&["subagent_type", "agent"]).map_or(Subject::None, Subject::Text),
+            // `Computer(screenshot)` allows looking only; `Computer(type)` may ask first.
+            "Computer" => field(&["action"]).map_or(Subject::None, Subject::Text),
             "Git" => {
                 if let Some(command) = field(&["command"]) {
                     Subject::Command(command)

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::claude::{TOOLS, is_known_tool};
 use super::diag::{Diagnostic, Pos, did_you_mean};
 use super::duration::parse_duration;
-use super::{Kind, Resource, Spec};
+use super::{Capability, Kind, Resource, Spec};
 
 /// Every cross-document problem in `spec`.
 pub fn validate(spec: &Spec) -> Vec<Diagnostic> {
@@ -319,6 +319,22 @@ impl<'a> Validator<'a> {
             }
             if computer.spec.capacity == Some(0) {
                 self.push(computer.error("spec.capacity", "capacity must be at least 1"));
+            }
+            let gui = computer.spec.capabilities.contains(&Capability::Gui);
+            match (&computer.spec.display, gui) {
+                (None, true) => self.push(computer.error(
+                    "spec.capabilities",
+                    "capability gui needs a `display`: the X display agents see and drive (display: \":0\")",
+                )),
+                (Some(_), false) => self.push(computer.error(
+                    "spec.display",
+                    "a display is driven only on a computer with capability gui (capabilities: [shell, gui])",
+                )),
+                (Some(_), true) if computer.spec.local.is_none() => self.push(computer.error(
+                    "spec.display",
+                    "only a local computer's display can be driven yet",
+                )),
+                _ => {}
             }
         }
     }

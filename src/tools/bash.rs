@@ -133,7 +133,7 @@ pub(crate) async fn run_shell(
     Ok(ToolOutput {
         content,
         is_error: status.is_some(),
-        changed_files: Vec::new(),
+        ..ToolOutput::default()
     })
 }
 

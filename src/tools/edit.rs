@@ -138,6 +138,7 @@ impl Tool for Edit {
                 before,
                 after: Some(after),
             }],
+            images: Vec::new(),
         })
     }
 }

@@ -9,6 +9,7 @@
 //! call these tools well and permission rules written for Claude Code read the same.
 
 mod bash;
+mod computer_use;
 mod edit;
 mod git;
 mod glob;
@@ -32,6 +33,7 @@ use crate::gitops::Identity;
 use crate::store::{Store, StoreError, TaskId};
 
 pub use bash::Bash;
+pub use computer_use::{COMPUTER_TOOL, ComputerUse};
 pub use edit::Edit;
 pub use git::Git;
 pub use glob::Glob;
@@ -104,6 +106,9 @@ pub struct ToolOutput {
     /// edit that did not match): the model is told so and may try again.
     pub is_error: bool,
     pub changed_files: Vec<FileChange>,
+    /// Images the model sees with the text (a screenshot). Journals and the audit keep only
+    /// what identifies them ([`crate::model::Image::summary`]), never their pixels.
+    pub images: Vec<crate::model::Image>,
 }
 
 impl ToolOutput {

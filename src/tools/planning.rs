@@ -180,6 +180,7 @@ impl Tool for Planning {
                 before,
                 after: Some(after),
             }],
+            images: Vec::new(),
         })
     }
 }

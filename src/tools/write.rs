@@ -73,6 +73,7 @@ impl Tool for Write {
                 before,
                 after: Some(content.to_string()),
             }],
+            images: Vec::new(),
         })
     }
 }
