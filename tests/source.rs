@@ -406,3 +406,85 @@ async fn a_remote_is_polled_until_the_receiver_goes() {
     .await;
     assert!(closed.is_ok(), "the poller stops when the watch is dropped");
 }
+
+/// A declaration held in memory: the engine's `Source` seam with nothing of git behind it
+/// (the shape a Kubernetes source takes: resources presented as files of a tree).
+struct InMemory {
+    files: Vec<(String, String)>,
+    base: PathBuf,
+}
+
+impl proto::source::Source for InMemory {
+    fn label(&self) -> &str {
+        "memory"
+    }
+    fn fetch(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    fn head(&self) -> Result<String, SourceError> {
+        Ok("r1".into())
+    }
+    fn tree(&self, _revision: &str) -> Result<Box<dyn FileTree>, SourceError> {
+        let mut tree = proto::spec::MemTree::new("memory@r1");
+        for (path, content) in &self.files {
+            tree.insert(path.clone(), content.clone());
+        }
+        Ok(Box::new(tree))
+    }
+    fn only_controller_changes(&self, from: &str, to: &str) -> Result<bool, SourceError> {
+        Ok(from == to)
+    }
+    fn controller_files(&self, _: &str, _: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        Ok(Vec::new())
+    }
+    fn resolve_repo(&self, url: &str) -> String {
+        self.base.join(url).display().to_string()
+    }
+    fn base_dir(&self) -> &Path {
+        &self.base
+    }
+}
+
+/// The engine runs on any `Source`: a declaration with no repository behind it is loaded,
+/// validated and worked like one from git, its goal delivered to the product, and with no
+/// company repository the record stays in the store.
+#[tokio::test]
+async fn the_engine_runs_on_a_source_that_is_not_git() {
+    let tmp = tempfile::tempdir().unwrap();
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "app.git"],
+    );
+    let company = "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: mem}\nspec: {mission: Test., ceo: ceo}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: App., lead: ceo, repo: {url: app.git, branch: main}}\n";
+    let goal = "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: hello}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt exists.\n  check: {file: {path: hello.txt}}\n  playbook:\n    - write: {path: hello.txt, content: \"hi\\n\"}\n";
+    let source = InMemory {
+        files: vec![
+            ("company.yaml".into(), company.into()),
+            ("goals/hello.yaml".into(), goal.into()),
+        ],
+        base: tmp.path().to_path_buf(),
+    };
+    let options = proto::engine::Options {
+        state_dir: tmp.path().join("state"),
+        once: true,
+        ..Default::default()
+    };
+    let engine =
+        proto::engine::Engine::with_source(std::sync::Arc::new(source), None, options).unwrap();
+    let (_keep, trigger) = tokio::sync::mpsc::channel(1);
+    let summary = engine
+        .run(tokio_util::sync::CancellationToken::new(), trigger)
+        .await
+        .unwrap();
+    let hello = summary.status.goal("hello").unwrap();
+    assert_eq!(
+        (hello.ready.as_str(), hello.reason.as_str()),
+        ("True", "CheckPassed")
+    );
+    assert_eq!(summary.status.source, "memory");
+    assert!(summary.commits.is_empty());
+    assert_eq!(
+        git(&tmp.path().join("app.git"), &["show", "main:hello.txt"]),
+        "hi"
+    );
+}

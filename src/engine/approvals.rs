@@ -25,10 +25,14 @@ impl Engine {
             return Ok(());
         }
         self.approvals_checked = Some(Instant::now());
+        let Some(company) = self.company.clone() else {
+            tracing::warn!("approvals wait: there is no company repository to ask them in");
+            return Ok(());
+        };
         for approval in pending.iter().filter(|a| a.published.is_none()) {
             self.publish_request(approval)?;
         }
-        if let Err(e) = self.source.fetch_approvals() {
+        if let Err(e) = company.fetch_approvals() {
             tracing::warn!(error = %e, "cannot fetch the approval branches; answers are read at the next poll");
             return Ok(());
         }
@@ -57,8 +61,11 @@ impl Engine {
             .and_then(|w| w.push)
             .unwrap_or(true);
         let branch = approvals::request_branch(&approval.id);
+        let Some(company) = self.company.clone() else {
+            return Ok(());
+        };
         let written = Writeback::new(
-            &self.source,
+            &company,
             Some(&branch),
             writeback_author(&applied.spec),
             push,
@@ -129,10 +136,13 @@ impl Engine {
         policy: &Policy,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
+        let Some(company) = self.company.clone() else {
+            return Ok(());
+        };
         let answer = approvals::read_answer(
-            self.source.repository_path(),
-            self.source.branch(),
-            self.source.subpath(),
+            company.repository_path(),
+            company.branch(),
+            company.subpath(),
             &approval.id,
             policy,
         );

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::computer::{self, Computer, Local, Ssh};
 use crate::gitops::{FileChange, Identity, Writeback};
 use crate::plan::{self, Action};
-use crate::source::{GitSource, SourceError};
+use crate::source::{GitSource, Source, SourceError};
 use crate::spec::{self, Diagnostic, Spec};
 use crate::store::{AttemptOutcome, NewTask, Store, StoreError, TaskId};
 
@@ -313,7 +313,7 @@ async fn stop_changed(store: Arc<Store>, known: Option<crate::store::Stop>) {
     }
 }
 
-fn knowledge_at(source: &GitSource, revision: &str) -> Arc<crate::knowledge::Knowledge> {
+fn knowledge_at(source: &dyn Source, revision: &str) -> Arc<crate::knowledge::Knowledge> {
     let files = match source.controller_files(revision, crate::knowledge::FOLDER) {
         Ok(files) => files,
         Err(e) => {
@@ -494,7 +494,11 @@ impl Summary {
 }
 
 pub struct Engine {
-    source: GitSource,
+    /// Where the declaration comes from.
+    source: Arc<dyn Source>,
+    /// The company's git repository, where records, approval requests and knowledge are
+    /// written and answers read; `None` for a source with no repository behind it.
+    company: Option<Arc<GitSource>>,
     store: Arc<Store>,
     options: Options,
     /// A person's stop (`proto stop`), as the store last said.
@@ -567,6 +571,18 @@ impl Engine {
     /// Opens the store under the state directory and recovers tasks a killed process left
     /// running: they continue from their journal.
     pub fn new(source: GitSource, options: Options) -> Result<Engine, EngineError> {
+        let source = Arc::new(source);
+        let declared: Arc<dyn Source> = source.clone();
+        Engine::with_source(declared, Some(source), options)
+    }
+
+    /// An engine on any declaration source; `company` is the git repository its records and
+    /// approvals go to (for git, the source's own repository).
+    pub fn with_source(
+        source: Arc<dyn Source>,
+        company: Option<Arc<GitSource>>,
+        options: Options,
+    ) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&options.state_dir).map_err(io(&options.state_dir))?;
         let store = Arc::new(Store::open(&options.state_dir)?);
         // Commands a killed controller left running would race the resumed work.
@@ -615,6 +631,7 @@ impl Engine {
             // to the record) as one that comes later is.
             stopped: None,
             source,
+            company,
             store,
             options,
             applied: None,
@@ -713,11 +730,14 @@ impl Engine {
         Ok(Summary {
             status: self.status.clone(),
             commits: self.commits.clone(),
-            record: format!(
-                "{} (branch {})",
-                self.source.repository_path().display(),
-                self.source.branch()
-            ),
+            record: match &self.company {
+                Some(company) => format!(
+                    "{} (branch {})",
+                    company.repository_path().display(),
+                    company.branch()
+                ),
+                None => "the store only (no company repository)".to_string(),
+            },
         })
     }
 
@@ -959,7 +979,7 @@ impl Engine {
         {
             // The controller's own commits (or changes outside the declaration) do not
             // change what is declared; they may have recorded knowledge.
-            applied.knowledge = knowledge_at(&self.source, &head);
+            applied.knowledge = knowledge_at(self.source.as_ref(), &head);
             applied.revision = head.clone();
             if revisions.errors.is_empty() {
                 self.store.record_revision(&head, &[], Utc::now())?;
@@ -973,7 +993,7 @@ impl Engine {
             .as_mut()
             .map(|a| std::mem::take(&mut a.loader))
             .unwrap_or_default();
-        let loaded = enforceable(loader.load_and_validate(&self.source.tree(&head)?));
+        let loaded = enforceable(loader.load_and_validate(self.source.tree(&head)?.as_ref()));
         let stats = loader.stats();
         tracing::debug!(
             files = stats.files,
@@ -996,10 +1016,10 @@ impl Engine {
                     Utc::now(),
                 )?;
                 tracing::info!(revision = %short(&head), "applied");
-                let (models, unbuilt) = build_models(&spec, self.source.repository_path());
+                let (models, unbuilt) = build_models(&spec, self.source.base_dir());
                 let (router, breakers) = router(&spec, &models);
                 self.adopt(Applied {
-                    knowledge: knowledge_at(&self.source, &head),
+                    knowledge: knowledge_at(self.source.as_ref(), &head),
                     revision: head,
                     limits: rate_limits(&spec),
                     router,
@@ -1040,13 +1060,14 @@ impl Engine {
                         match revisions.last_applied.clone() {
                             Some(good) if good != head => {
                                 let tree = self.source.tree(&good)?;
-                                if let Ok((spec, _)) = enforceable(loader.load_and_validate(&tree))
+                                if let Ok((spec, _)) =
+                                    enforceable(loader.load_and_validate(tree.as_ref()))
                                 {
                                     let (models, unbuilt) =
-                                        build_models(&spec, self.source.repository_path());
+                                        build_models(&spec, self.source.base_dir());
                                     let (router, breakers) = router(&spec, &models);
                                     self.adopt(Applied {
-                                        knowledge: knowledge_at(&self.source, &good),
+                                        knowledge: knowledge_at(self.source.as_ref(), &good),
                                         revision: good,
                                         limits: rate_limits(&spec),
                                         router,
@@ -1241,7 +1262,7 @@ impl Engine {
                         computer.spec.sandbox.unwrap_or_default(),
                         computer.spec.network,
                         &self.options.state_dir,
-                        self.source.repository_path(),
+                        self.source.base_dir(),
                         &workdir.join(crate::gitops::workspace::MIRRORS),
                     );
                     let local = Local::marked(computer.name(), workdir, marker).sandboxed(sandbox);
@@ -1486,8 +1507,11 @@ impl Engine {
             .and_then(|c| c.spec.writeback.clone())
             .unwrap_or_default();
         let author = writeback_author(&applied.spec);
+        let Some(company) = &self.company else {
+            return Ok(());
+        };
         let writer = match Writeback::new(
-            &self.source,
+            company,
             settings.branch.as_deref(),
             author,
             settings.push.unwrap_or(true),

@@ -18,7 +18,7 @@ use git2::{Oid, Repository, Tree};
 
 use thiserror::Error;
 
-use crate::spec::MemTree;
+use crate::spec::{FileTree, MemTree};
 
 #[derive(Debug, Error)]
 pub enum SourceError {
@@ -41,6 +41,78 @@ pub enum SourceError {
     },
     #[error("watch: {0}")]
     Watch(String),
+}
+
+/// Where the declaration comes from, as the engine sees it: revisions of a tree of files
+/// that the loader reads and validates the same way whatever holds them. Git is one
+/// implementation ([`GitSource`]); a source of Kubernetes resources presents them as such a
+/// tree too, so `plan()` and the engine do not know which one they run on. What the
+/// controller writes back (records, approvals, knowledge) goes to the company's git
+/// repository, which the engine holds apart from its source.
+pub trait Source: Send + Sync {
+    /// How the source is named in status and messages.
+    fn label(&self) -> &str;
+    /// Brings the source up to date with where it comes from (a fetch of a remote); a
+    /// source that is always current does nothing.
+    fn fetch(&self) -> Result<(), SourceError>;
+    /// The current revision: an id that changes whenever what [`Source::tree`] gives does.
+    fn head(&self) -> Result<String, SourceError>;
+    /// The declaration's files at `revision`.
+    fn tree(&self, revision: &str) -> Result<Box<dyn FileTree>, SourceError>;
+    /// Whether nothing declared changed between two revisions (only the controller's own
+    /// records did), so there is nothing to reconcile anew.
+    fn only_controller_changes(&self, from: &str, to: &str) -> Result<bool, SourceError>;
+    /// The files the controller recorded under `folder` (`.proto/knowledge`) at `revision`;
+    /// none where the source keeps no records.
+    fn controller_files(
+        &self,
+        revision: &str,
+        folder: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, SourceError>;
+    /// A product's repository as the declaration names it, resolved to what `git clone`
+    /// takes (a relative path is relative to the declaration's repository).
+    fn resolve_repo(&self, url: &str) -> String;
+    /// The folder that paths in the declaration (a replay file, a sandbox's read-only
+    /// company folder) are relative to.
+    fn base_dir(&self) -> &Path;
+}
+
+impl Source for GitSource {
+    fn label(&self) -> &str {
+        GitSource::label(self)
+    }
+
+    fn fetch(&self) -> Result<(), SourceError> {
+        GitSource::fetch(self)
+    }
+
+    fn head(&self) -> Result<String, SourceError> {
+        GitSource::head(self)
+    }
+
+    fn tree(&self, revision: &str) -> Result<Box<dyn FileTree>, SourceError> {
+        Ok(Box::new(GitSource::tree(self, revision)?))
+    }
+
+    fn only_controller_changes(&self, from: &str, to: &str) -> Result<bool, SourceError> {
+        GitSource::only_controller_changes(self, from, to)
+    }
+
+    fn controller_files(
+        &self,
+        revision: &str,
+        folder: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        GitSource::controller_files(self, revision, folder)
+    }
+
+    fn resolve_repo(&self, url: &str) -> String {
+        GitSource::resolve_repo(self, url)
+    }
+
+    fn base_dir(&self) -> &Path {
+        self.repository_path()
+    }
 }
 
 /// A declaration source backed by git.
