@@ -11,145 +11,27 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/sshd.rs"]
+mod sshd;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use proto::computer::ssh::{HostKeys, Login, SshError, Target};
+use proto::computer::ssh::{HostKeys, Login, SshError};
 use proto::computer::{
     Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace, WorkspaceSpec,
 };
 use proto::gitops::Identity;
 use proto::gitops::delivery::Git;
+use sshd::{Sshd, keygen, whoami};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A bound on every wait of these tests, far above what each step takes.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A private OpenSSH server, killed when dropped.
-struct Sshd {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for key in ["hostkey", "clientkey"] {
-            keygen(&d.join(key));
-        }
-        std::fs::copy(d.join("clientkey.pub"), d.join("authorized_keys")).unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let port = free_port();
-        std::fs::write(
-            d.join("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
-                 Subsystem sftp internal-sftp\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        // `-D`: in the foreground, so this handle's kill stops the listener.
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(d.join("sshd.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd starts (apt-get install openssh-server)");
-        let sshd = Sshd { child, dir, port };
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sshd
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A known_hosts file holding this server's key.
-    fn known_hosts(&self) -> PathBuf {
-        let path = self.path("known_hosts");
-        let key = std::fs::read_to_string(self.path("hostkey.pub")).unwrap();
-        let key: Vec<&str> = key.split_whitespace().take(2).collect();
-        std::fs::write(
-            &path,
-            format!("[127.0.0.1]:{} {}\n", self.port, key.join(" ")),
-        )
-        .unwrap();
-        path
-    }
-
-    fn target(&self, known_hosts: PathBuf, host_keys: HostKeys) -> Target {
-        Target {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: whoami(),
-            login: Login::KeyFile(self.path("clientkey")),
-            known_hosts,
-            host_keys,
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// The computer, trusting this server's key, keeping workspaces in `workdir`.
-    fn computer(&self, workdir: &Path) -> Ssh {
-        Ssh::new(
-            "remote",
-            self.target(self.known_hosts(), HostKeys::Strict),
-            Some(workdir.display().to_string()),
-        )
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A server, its computer and an empty workspace folder (the remote is this host, so the
 /// test can look at the remote's files directly).
@@ -846,42 +728,12 @@ async fn an_abandoned_run_stops_its_remote_process_group() {
     }
 }
 
-/// The processes descended from `ancestor` (Linux `/proc`).
-fn descendants(ancestor: u32) -> Vec<i32> {
-    let parent_of = |pid: i32| -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(") ")?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let all: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    all.into_iter()
-        .filter(|pid| {
-            let mut p = *pid;
-            for _ in 0..64 {
-                match parent_of(p) {
-                    Some(parent) if parent == ancestor as i32 => return true,
-                    Some(parent) if parent > 1 => p = parent,
-                    _ => return false,
-                }
-            }
-            false
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_dropped_connection_is_made_again() {
     let (sshd, ssh, ws, _scratch) = setup();
     assert!(run(&ssh, &ws, "true").await.success());
     // The server's side of the connection dies; the listener lives on.
-    let sessions = descendants(sshd.child.id());
+    let sessions = sshd::descendants(sshd.child.id());
     assert!(!sessions.is_empty());
     for pid in sessions {
         let _ = nix::sys::signal::kill(
@@ -934,7 +786,7 @@ async fn a_command_whose_connection_drops_is_stopped_over_a_new_one() {
     let dropping = async {
         wait_for_file(&ssh, &ws, "sh.pid").await;
         // Only the server's processes die: the command itself lives on, orphaned.
-        for pid in descendants(sshd.child.id()) {
+        for pid in sshd::descendants(sshd.child.id()) {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() == "sshd" {
                 let _ = nix::sys::signal::kill(
@@ -951,4 +803,153 @@ async fn a_command_whose_connection_drops_is_stopped_over_a_new_one() {
         let pid = wait_for_file(&ssh, &ws, file).await;
         assert!(!alive(&ssh, &ws, &pid).await, "{file} {pid} still runs");
     }
+}
+
+/// `tool` called with `input` on the SSH computer, as an agent's call runs it.
+async fn tool(ssh: &Ssh, ws: &Workspace, name: &str, input: serde_json::Value) -> String {
+    let author = Identity {
+        name: "ada".into(),
+        email: "ada@example.com".into(),
+    };
+    let cancel = CancellationToken::new();
+    let ctx = proto::tools::ToolContext {
+        computer: ssh,
+        workspace: ws,
+        cancel: &cancel,
+        agent: "ada",
+        author: &author,
+        planning_file: None,
+        step: None,
+    };
+    let out = proto::tools::builtin(name)
+        .unwrap()
+        .run(&input, &ctx)
+        .await
+        .unwrap();
+    assert!(!out.is_error, "{name}: {}", out.content);
+    out.content
+}
+
+#[tokio::test]
+async fn grep_and_glob_search_the_remote_workspace_not_this_hosts() {
+    // The server's sessions see a tmpfs over `hidden`: the remote's files there are not
+    // this host's, and this host's are not the remote's.
+    let scratch = tempfile::tempdir().unwrap();
+    let hidden = scratch.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let sshd = Sshd::start_hiding(Some(&hidden));
+    let ssh = sshd.computer(&scratch.path().join("work"));
+    let root = hidden.join("ws");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("host.rs"), "fn only_on_the_host() {}\n").unwrap();
+    let ws = Workspace::elsewhere(&root);
+    let made = run(
+        &ssh,
+        // The workspace is made on the remote from the folder above it.
+        &Workspace::elsewhere(&hidden),
+        &format!(
+            "mkdir -p {r}/src {r}/target && cd {r} && git init -q . && \
+             printf 'target/\\n*.log\\n' > .gitignore && \
+             printf 'fn main() {{\\n    let answer = 42;\\n    println!(\"{{answer}}\");\\n}}\\n' > src/main.rs && \
+             printf 'pub fn Answer() {{}}\\n' > src/lib.rs && \
+             printf 'answer = 1\\n' > notes.log && printf 'answer\\n' > target/out.rs && \
+             printf 'const ANSWER = 1;\\n' > src/app.js",
+            r = root.display()
+        ),
+    )
+    .await;
+    assert!(made.success(), "{}", made.summary());
+    assert!(
+        !root.join("src").exists(),
+        "the remote's files are not this host's"
+    );
+
+    let globbed = tool(&ssh, &ws, "Glob", serde_json::json!({"pattern": "**/*.rs"})).await;
+    let mut listed: Vec<&str> = globbed.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ["src/lib.rs", "src/main.rs"], "{globbed}");
+    let under = tool(
+        &ssh,
+        &ws,
+        "Glob",
+        serde_json::json!({"pattern": "*.js", "path": "src"}),
+    )
+    .await;
+    assert_eq!(under, "src/app.js");
+    assert_eq!(
+        tool(&ssh, &ws, "Glob", serde_json::json!({"pattern": "host.rs"})).await,
+        "No files found"
+    );
+
+    let files = tool(
+        &ssh,
+        &ws,
+        "Grep",
+        serde_json::json!({"pattern": "answer", "-i": true}),
+    )
+    .await;
+    let mut found: Vec<&str> = files.lines().skip(1).collect();
+    found.sort();
+    assert!(files.starts_with("Found 3 files"), "{files}");
+    assert_eq!(
+        found,
+        ["src/app.js", "src/lib.rs", "src/main.rs"],
+        "{files}"
+    );
+    let content = tool(
+        &ssh,
+        &ws,
+        "Grep",
+        serde_json::json!({"pattern": "answer", "output_mode": "content", "-B": 1, "glob": "*.rs"}),
+    )
+    .await;
+    assert_eq!(
+        content,
+        "src/main.rs-1-fn main() {\nsrc/main.rs:2:    let answer = 42;\nsrc/main.rs:3:    println!(\"{answer}\");"
+    );
+    let counted = tool(
+        &ssh,
+        &ws,
+        "Grep",
+        serde_json::json!({"pattern": "answer", "output_mode": "count", "type": "rust", "-i": true}),
+    )
+    .await;
+    assert_eq!(
+        counted,
+        "src/lib.rs:1\nsrc/main.rs:2\n\nFound 3 matching lines across 2 files"
+    );
+    assert_eq!(
+        tool(
+            &ssh,
+            &ws,
+            "Grep",
+            serde_json::json!({"pattern": "only_on_the_host"})
+        )
+        .await,
+        "No files found"
+    );
+    // A bad pattern is refused as this host refuses it.
+    let cancel = CancellationToken::new();
+    let author = Identity {
+        name: "ada".into(),
+        email: "ada@example.com".into(),
+    };
+    let ctx = proto::tools::ToolContext {
+        computer: &ssh,
+        workspace: &ws,
+        cancel: &cancel,
+        agent: "ada",
+        author: &author,
+        planning_file: None,
+        step: None,
+    };
+    let refused = proto::tools::builtin("Grep")
+        .unwrap()
+        .run(&serde_json::json!({"pattern": "("}), &ctx)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, proto::tools::ToolError::InvalidInput { ref field, .. } if field == "pattern"),
+        "{refused}"
+    );
 }

@@ -15,9 +15,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::sandbox::{Prepared, Sandbox};
+use super::search::{self, Filter, GlobRequest, SearchField, SearchRequest};
 use super::stopping;
 use super::{
-    Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec,
+    Computer, ComputerError, FileHits, Origin, Output, RunOutcome, RunRequest, Workspace,
+    WorkspaceSpec,
 };
 
 /// How much of each stream an outcome keeps (its end).
@@ -391,6 +393,35 @@ impl Computer for Local {
         .map_err(|e| ComputerError::Workspace(format!("listing {dir}: {e}")))?
     }
 
+    async fn glob(
+        &self,
+        workspace: &Workspace,
+        request: &GlobRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, ComputerError> {
+        let filter = Filter::new(Some(&request.glob), None, SearchField::Pattern)?;
+        let start = search_start(workspace, &request.path)?;
+        let root = workspace.root().to_path_buf();
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || search::walk(&root, &start, &filter, &cancel))
+            .await
+            .map_err(|e| ComputerError::Workspace(format!("listing files: {e}")))
+    }
+
+    async fn search(
+        &self,
+        workspace: &Workspace,
+        request: &SearchRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<FileHits>, ComputerError> {
+        let start = search_start(workspace, &request.path)?;
+        let root = workspace.root().to_path_buf();
+        let (request, cancel) = (request.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || search::search_here(&root, &start, &request, &cancel))
+            .await
+            .map_err(|e| ComputerError::Workspace(format!("searching files: {e}")))?
+    }
+
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
         let dir = self.workdir.join(dir_name(&spec.task));
         tokio::task::spawn_blocking(move || crate::gitops::workspace::remove(&dir))
@@ -425,6 +456,23 @@ impl Computer for Local {
     async fn healthy(&self) -> bool {
         true
     }
+}
+
+/// Where a search of `path` ("" for the root) starts on this host: inside the workspace,
+/// and existing.
+fn search_start(workspace: &Workspace, path: &str) -> Result<std::path::PathBuf, ComputerError> {
+    let start = if path.is_empty() {
+        workspace.root().to_path_buf()
+    } else {
+        workspace.resolve(path)?
+    };
+    if !start.exists() {
+        return Err(ComputerError::Search {
+            field: SearchField::Path,
+            reason: format!("{path}: no such file or directory"),
+        });
+    }
+    Ok(start)
 }
 
 /// The folder name of a task's workspace: its key with anything but `[A-Za-z0-9._-]` replaced

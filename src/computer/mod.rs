@@ -1,12 +1,13 @@
 //! Computers: where work runs. One trait, [`Computer`]: run a command with streamed output,
-//! exit status, timeout and cancellation that kills the whole process group; read and write
-//! files; prepare a task's workspace (a clone of the product's repository at its branch).
+//! exit status, timeout and cancellation that kills the whole process group; read, write,
+//! list and search files ([`search`], for `Glob` and `Grep`); prepare a task's workspace (a clone of the product's repository at its branch).
 //! File access that resolves outside the workspace is refused, and so are writes into `.git`.
 //! `local` is this host, `ssh` another machine over SSH; Kubernetes pods and desktops will
 //! implement the same trait.
 
 pub mod local;
 pub mod sandbox;
+pub mod search;
 pub mod ssh;
 pub mod stopping;
 pub mod workspace;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use local::Local;
 pub use sandbox::Sandbox;
+pub use search::{FileHits, GlobRequest, Line, LineKind, SearchField, SearchMode, SearchRequest};
 pub use ssh::Ssh;
 pub use workspace::Workspace;
 
@@ -42,6 +44,12 @@ pub enum ComputerError {
         command: String,
         #[source]
         source: std::io::Error,
+    },
+    /// A search's input is not one it can run (a bad pattern, glob or type, a missing path).
+    #[error("`{field}`: {reason}")]
+    Search {
+        field: search::SearchField,
+        reason: String,
     },
     #[error("workspace: {0}")]
     Workspace(String),
@@ -212,6 +220,24 @@ pub trait Computer: Send + Sync {
     /// The files under `dir` of the workspace (recursively, as workspace-relative paths in
     /// name order); empty when `dir` does not exist.
     async fn list(&self, workspace: &Workspace, dir: &str) -> Result<Vec<String>, ComputerError>;
+
+    /// The files of the workspace under `request.path` whose path matches its glob and that
+    /// `.gitignore` keeps, newest first (see [`search`]).
+    async fn glob(
+        &self,
+        workspace: &Workspace,
+        request: &GlobRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, ComputerError>;
+
+    /// Searches the contents of the workspace's files (see [`search`]): the files with a
+    /// match, newest first for [`SearchMode::FilesWithMatches`], else by path.
+    async fn search(
+        &self,
+        workspace: &Workspace,
+        request: &SearchRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<FileHits>, ComputerError>;
 
     /// Removes the task's workspace, if it has one: its work is delivered, and the next task
     /// of the goal (a scheduled re-check, say) must start from the product's branch as it is

@@ -16,6 +16,7 @@
 //! An SSH computer's commands have exactly the remote user's rights; confine them there.
 
 pub mod connect;
+pub mod search;
 pub mod sftp;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::local::dir_name;
 use super::stopping::STOP_GRACE;
-use super::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec};
+use super::{
+    Computer, ComputerError, FileHits, GlobRequest, Output, RunOutcome, RunRequest, SearchRequest,
+    Workspace, WorkspaceSpec,
+};
 use crate::spec::kinds::SshConnection;
 use crate::tools::shell_quote as quote;
 pub use connect::{HostKeys, Login, Pool, SshError, Target};
@@ -138,17 +142,29 @@ impl Ssh {
         script: &str,
         timeout: Duration,
     ) -> Result<(Option<u32>, String, String), ComputerError> {
-        collect(&self.pool, script, timeout).await
+        collect(&self.pool, script, None, timeout).await
     }
 }
 
 /// Runs `script` on the computer to its end (within `timeout`): exit code and output.
+/// `input`, when given, is its standard input (closed after it).
 async fn collect(
     pool: &Pool,
     script: &str,
+    input: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(Option<u32>, String, String), ComputerError> {
     let (link, mut channel) = pool.exec(&format!("sh -c {}", quote(script))).await?;
+    if let Some(input) = input {
+        let sent = async {
+            channel.data(input).await?;
+            channel.eof().await
+        };
+        sent.await.map_err(|e| SshError::Channel {
+            host: link.address().to_string(),
+            detail: format!("cannot send a script its input: {e}"),
+        })?;
+    }
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
     let read = async {
         while let Some(msg) = channel.wait().await {
@@ -189,7 +205,7 @@ fn stop_script(pgid: u32) -> String {
 
 /// Stops the remote process group `pgid` (see [`stop_script`]).
 async fn stop_group(pool: &Pool, pgid: u32) {
-    if let Err(e) = collect(pool, &stop_script(pgid), SCRIPT_TIMEOUT).await {
+    if let Err(e) = collect(pool, &stop_script(pgid), None, SCRIPT_TIMEOUT).await {
         tracing::warn!(pgid, "cannot stop a remote process group: {e}");
     }
 }
@@ -580,6 +596,24 @@ impl Computer for Ssh {
         sftp::list(&sftp, &located.root, &located.path())
             .await
             .map_err(|e| sftp::io_error(dir, e))
+    }
+
+    async fn glob(
+        &self,
+        workspace: &Workspace,
+        request: &GlobRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, ComputerError> {
+        search::glob(&self.pool, workspace, request, cancel).await
+    }
+
+    async fn search(
+        &self,
+        workspace: &Workspace,
+        request: &SearchRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<FileHits>, ComputerError> {
+        search::search(&self.pool, workspace, request, cancel).await
     }
 
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
