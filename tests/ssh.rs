@@ -11,6 +11,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/git_daemon.rs"]
+mod git_daemon;
 #[path = "support/sshd.rs"]
 mod sshd;
 
@@ -121,7 +123,7 @@ async fn exit_codes_and_streamed_output_are_reported() {
     assert_eq!(run(&ssh, &ws, "exit 42").await.code, Some(42));
     let missing = run(&ssh, &ws, "no-such-program-here").await;
     assert_eq!(missing.code, Some(127), "{missing:?}");
-    assert!(ssh.healthy().await);
+    assert!(ssh.healthy().await.is_ok());
 }
 
 #[tokio::test]
@@ -495,7 +497,7 @@ async fn an_unknown_host_key_is_refused_and_accept_new_records_it() {
     assert!(text.contains("SHA256:"), "{text}");
     assert!(text.contains(&known.display().to_string()), "{text}");
     assert!(!known.exists(), "a strict check records nothing");
-    assert!(!strict.healthy().await);
+    assert!(strict.healthy().await.is_err());
 
     // accept-new: recorded, and trusted from then on by a strict check.
     let accepting = Ssh::new("r", sshd.target(known.clone(), HostKeys::AcceptNew), None);
@@ -566,7 +568,7 @@ async fn a_dead_or_silent_host_is_an_error_not_a_hang() {
         err.to_string().contains("cannot connect to 127.0.0.1"),
         "{err}"
     );
-    assert!(!dead.healthy().await);
+    assert!(dead.healthy().await.is_err());
 
     // A host that accepts the connection and never answers: the connect timeout.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -951,5 +953,171 @@ async fn grep_and_glob_search_the_remote_workspace_not_this_hosts() {
     assert!(
         matches!(refused, proto::tools::ToolError::InvalidInput { ref field, .. } if field == "pattern"),
         "{refused}"
+    );
+}
+
+/// A company with two SSH computers, `east` and `west` (one server each, workspaces in
+/// `<name>-work`), and a playbook goal whose `run:` step leaves `started` in the workdir of
+/// the computer it runs on, then takes a while.
+fn two_computer_company(dir: &Path, east: &Sshd, west: &Sshd, daemon: u16) -> std::path::PathBuf {
+    let computer = |name: &str, sshd: &Sshd| {
+        format!(
+            "apiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: {name}}}\nspec:\n  \
+             ssh: {{host: 127.0.0.1, port: {port}, user: {user}, identityFile: '{key}', knownHosts: '{known}'}}\n  \
+             workdir: '{work}'\n---\n",
+            port = sshd.port,
+            user = whoami(),
+            key = sshd.path("clientkey").display(),
+            known = sshd.known_hosts().display(),
+            work = dir.join(format!("{name}-work")).display(),
+        )
+    };
+    let yaml = format!(
+        r#"apiVersion: proto.dev/v1alpha1
+kind: Company
+metadata: {{name: small}}
+spec:
+  mission: Test.
+  ceo: ceo
+  writeback: {{author: {{name: proto-bot, email: bot@example.com}}}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Agent
+metadata: {{name: ceo}}
+spec: {{title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}}
+---
+{east}{west}apiVersion: proto.dev/v1alpha1
+kind: Product
+metadata: {{name: app}}
+spec: {{description: A product., lead: ceo, repo: {{url: 'git://127.0.0.1:{daemon}/app.git', branch: main}}}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Goal
+metadata: {{name: noted}}
+spec:
+  product: app
+  owner: ceo
+  description: noted.
+  check: {{file: {{path: notes.txt, matches: ran}}}}
+  playbook:
+    - write: {{path: notes.txt, content: "hello\n"}}
+    - run: "touch ../started && sleep 4 && echo \"ran in $PWD\" >> notes.txt"
+    - commit: {{message: "Take notes"}}
+"#,
+        east = computer("east", east),
+        west = computer("west", west),
+    );
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    std::fs::write(company.join("company.yaml"), yaml).unwrap();
+    cli::git(&company, &["init", "-q", "-b", "main"]);
+    cli::git(&company, &["add", "-A"]);
+    cli::git(&company, &["commit", "-q", "-m", "Declare the company"]);
+    company
+}
+
+#[test]
+fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_delivered_once() {
+    let mut servers = [Sshd::start(), Sshd::start()];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    cli::git(&served, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let daemon = git_daemon::Daemon::start(&served);
+    let company = two_computer_company(dir, &servers[0], &servers[1], daemon.port);
+    let state = dir.join("state");
+    let log = dir.join("run.log");
+    let mut run = cli::run_command(dir, &company, &state)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+
+    // Whichever computer the task starts on loses its sshd (sessions and listener) while
+    // the step's command runs.
+    let names = ["east", "west"];
+    let deadline = Instant::now() + PATIENCE;
+    let first = loop {
+        if let Some(n) = (0..2).find(|&n| dir.join(format!("{}-work/started", names[n])).exists()) {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    servers[first].kill_all();
+    let other = 1 - first;
+
+    let deadline = Instant::now() + PATIENCE * 4;
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the run never ended");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("run.err")).unwrap_or_default()
+    );
+    assert_eq!(status.code(), Some(0), "{output}");
+
+    // The work reached the product once, from the computer that answered.
+    let goals = cli::get_json(dir, &state, "goals");
+    let noted = goals
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "noted")
+        .unwrap();
+    assert_eq!(noted["reason"], "CheckPassed", "{noted}\n{output}");
+    let app = served.join("app.git");
+    let notes = cli::git(&app, &["show", "main:notes.txt"]);
+    let moved_to = std::fs::canonicalize(dir.join(format!("{}-work", names[other]))).unwrap();
+    assert!(
+        notes.starts_with(&format!("hello\nran in {}/noted", moved_to.display())),
+        "{notes}"
+    );
+    assert_eq!(notes.matches("ran in").count(), 1, "{notes}");
+    assert_eq!(
+        cli::git(&app, &["log", "--format=%s", "main"]).trim(),
+        "Take notes",
+        "exactly one commit of the work"
+    );
+
+    // The task was interrupted, not failed: its one counted attempt is the one that met it,
+    // on the other computer; the lost computer is unhealthy, with the reason.
+    let tasks = cli::get_json(dir, &state, "tasks");
+    let task = &tasks.as_array().unwrap()[0];
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["computer"], names[other], "{task}");
+    let computers = cli::get_json(dir, &state, "computers");
+    let lost = computers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == names[first])
+        .unwrap();
+    assert_eq!(lost["healthy"], false, "{lost}");
+    assert_eq!(lost["kind"], "ssh", "{lost}");
+    assert!(
+        lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{lost}"
+    );
+    let table = cli::proto(
+        dir,
+        &["get", "computers", "--state-dir", state.to_str().unwrap()],
+    );
+    let table = cli::text(&table);
+    assert!(table.contains("RUNNING/CAPACITY"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(names[other]) && l.contains("true") && l.contains("0/1")),
+        "{table}"
     );
 }

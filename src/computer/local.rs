@@ -453,8 +453,34 @@ impl Computer for Local {
         Ok(stopped)
     }
 
-    async fn healthy(&self) -> bool {
-        true
+    async fn healthy(&self) -> Result<(), ComputerError> {
+        // The two things every task needs here: a workdir it can write, and processes.
+        let probe = self
+            .workdir
+            .join(format!(".proto-probe-{}", std::process::id()));
+        let io = |source| ComputerError::Io {
+            path: probe.display().to_string(),
+            source,
+        };
+        tokio::fs::create_dir_all(&self.workdir).await.map_err(io)?;
+        tokio::fs::write(&probe, b"").await.map_err(io)?;
+        tokio::fs::remove_file(&probe).await.map_err(io)?;
+        let status = Command::new("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map_err(|source| ComputerError::Spawn {
+                command: "true".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(ComputerError::Workspace(format!(
+                "`true` ended with {status}"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,12 @@
 //! Computers: where work runs. One trait, [`Computer`]: run a command with streamed output,
 //! exit status, timeout and cancellation that kills the whole process group; read, write,
-//! list and search files ([`search`], for `Glob` and `Grep`); prepare a task's workspace (a clone of the product's repository at its branch).
+//! list and search files ([`search`], for `Glob` and `Grep`); prepare a task's workspace (a
+//! clone of the product's repository at its branch); answer a heartbeat ([`health`]).
 //! File access that resolves outside the workspace is refused, and so are writes into `.git`.
 //! `local` is this host, `ssh` another machine over SSH; Kubernetes pods and desktops will
 //! implement the same trait.
 
+pub mod health;
 pub mod local;
 pub mod sandbox;
 pub mod search;
@@ -57,6 +59,42 @@ pub enum ComputerError {
     Sandbox(#[from] sandbox::SandboxError),
     #[error(transparent)]
     Ssh(#[from] ssh::SshError),
+}
+
+/// How a computer is reached: which of `local`, `ssh`, `kubernetes` it declares.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Local,
+    Ssh,
+    Kubernetes,
+}
+
+impl Kind {
+    /// The kind a declaration gives (validation makes sure it gives exactly one).
+    pub fn of(spec: &crate::spec::kinds::ComputerSpec) -> Kind {
+        if spec.ssh.is_some() {
+            Kind::Ssh
+        } else if spec.kubernetes.is_some() {
+            Kind::Kubernetes
+        } else {
+            Kind::Local
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Local => "local",
+            Kind::Ssh => "ssh",
+            Kind::Kubernetes => "kubernetes",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        [Kind::Local, Kind::Ssh, Kind::Kubernetes]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
 }
 
 /// A command to run in a workspace.
@@ -256,8 +294,9 @@ pub trait Computer: Send + Sync {
     /// that must outlive a task belongs to a service manager, not to the task.
     async fn release(&self) -> Result<usize, ComputerError>;
 
-    /// Whether the computer answers (for the registry's health).
-    async fn healthy(&self) -> bool;
+    /// A cheap probe of whether the computer can take work (the heartbeat of
+    /// [`health`]): `Err` says why not.
+    async fn healthy(&self) -> Result<(), ComputerError>;
 }
 
 /// Where on this host a computer keeps workspaces, given its `workdir` setting.

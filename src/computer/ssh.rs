@@ -647,11 +647,19 @@ impl Computer for Ssh {
         }
     }
 
-    async fn healthy(&self) -> bool {
-        matches!(
-            self.script("true", connect::CONNECT_TIMEOUT).await,
-            Ok((Some(0), _, _))
-        )
+    async fn healthy(&self) -> Result<(), ComputerError> {
+        match self.script("true", connect::CONNECT_TIMEOUT).await? {
+            (Some(0), _, _) => Ok(()),
+            (code, _, stderr) => Err(SshError::Channel {
+                host: self.target().address(),
+                detail: format!(
+                    "`true` ended with {}: {}",
+                    code.map_or_else(|| "no exit status".into(), |c| format!("exit status {c}")),
+                    stderr.trim()
+                ),
+            }
+            .into()),
+        }
     }
 }
 
