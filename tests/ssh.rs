@@ -295,6 +295,66 @@ async fn release_stops_what_the_commands_left_running() {
 }
 
 #[tokio::test]
+async fn a_new_controller_stops_what_the_previous_ones_tasks_left_on_the_remote() {
+    let (sshd, ssh, ws, scratch) = setup();
+    let state = scratch.path().join("state");
+    let elsewhere = scratch.path().join("other-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // Two tasks of a controller with this state, one of a controller with another, each
+    // leaving a process running (as a killed controller would).
+    let mut pids = Vec::new();
+    for (n, (dir, task)) in [(&state, 1), (&state, 2), (&elsewhere, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let task = ssh.marked(proto::computer::local::run_marker(dir, task));
+        let out = run(
+            &task,
+            &ws,
+            &format!("sleep 300 >/dev/null 2>&1 </dev/null & echo $! > bg{n}.pid"),
+        )
+        .await;
+        assert!(out.success());
+        pids.push(wait_for_file(&ssh, &ws, &format!("bg{n}.pid")).await);
+    }
+    // The next controller with the same state: its first touch of the computer stops its
+    // predecessor's processes, and only those.
+    let next = sshd
+        .computer(&scratch.path().join("work"))
+        .stopping_leftovers(proto::computer::local::marker_prefix(&state));
+    let spec = WorkspaceSpec {
+        repo: "/nowhere".into(),
+        branch: "main".into(),
+        task: "t".into(),
+    };
+    next.discard(&spec).await.unwrap();
+    assert!(!alive(&ssh, &ws, &pids[0]).await, "{} still runs", pids[0]);
+    assert!(!alive(&ssh, &ws, &pids[1]).await, "{} still runs", pids[1]);
+    assert!(
+        alive(&ssh, &ws, &pids[2]).await,
+        "another state's process was stopped"
+    );
+    // Once: a task started since is not stopped by a later attempt's first touch.
+    let task = next.marked(proto::computer::local::run_marker(&state, 3));
+    let out = run(
+        &task,
+        &ws,
+        "sleep 300 >/dev/null 2>&1 </dev/null & echo $! > bg3.pid",
+    )
+    .await;
+    assert!(out.success());
+    let pid = wait_for_file(&ssh, &ws, "bg3.pid").await;
+    next.marked("another".into()).discard(&spec).await.unwrap();
+    assert!(alive(&ssh, &ws, &pid).await);
+    assert_eq!(task.release().await.unwrap(), 1);
+    let _ = ssh
+        .marked(proto::computer::local::run_marker(&elsewhere, 1))
+        .release()
+        .await;
+}
+
+#[tokio::test]
 async fn files_round_trip_over_sftp_and_paths_outside_are_refused() {
     let (_sshd, ssh, ws, scratch) = setup();
     ssh.write(&ws, "a/b/c.txt", b"content\n").await.unwrap();

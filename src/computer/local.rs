@@ -124,8 +124,8 @@ pub fn run_marker(state_dir: &std::path::Path, task: i64) -> String {
     format!("{}{task}", marker_prefix(state_dir))
 }
 
-/// What every [`run_marker`] of one state directory starts with.
-fn marker_prefix(state_dir: &std::path::Path) -> String {
+/// What every [`run_marker`] of one state directory starts with (`[A-Za-z0-9-]` only).
+pub fn marker_prefix(state_dir: &std::path::Path) -> String {
     let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     // FNV-1a: stable across builds and runs, unlike the standard library's hasher.
     let hash = path

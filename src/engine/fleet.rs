@@ -42,6 +42,10 @@ pub struct Fleet {
     /// leave its `ssh:` and `workdir:` as they were.
     remotes: HashMap<String, (SshConnection, Option<String>, Arc<Ssh>)>,
     members: HashMap<String, Member>,
+    /// The SSH hosts (`user@host:port`) whose left-over processes of a previous run are
+    /// stopped (or will be, on first use) by this run: once each, so a connection made
+    /// anew for a changed declaration never stops the processes of running tasks.
+    swept: std::collections::HashSet<String>,
     probes: Vec<JoinHandle<()>>,
     beats_tx: mpsc::UnboundedSender<Beat>,
     pub beats: mpsc::UnboundedReceiver<Beat>,
@@ -53,6 +57,7 @@ impl Default for Fleet {
         Fleet {
             remotes: HashMap::new(),
             members: HashMap::new(),
+            swept: std::collections::HashSet::new(),
             probes: Vec::new(),
             beats_tx,
             beats,
@@ -99,7 +104,13 @@ impl Fleet {
                         .remove(c.name())
                         .filter(|(s, w, _)| s == ssh && *w == workdir)
                         .unwrap_or_else(|| {
-                            let computer = Ssh::from_spec(c.name(), ssh, workdir.as_deref());
+                            let mut computer = Ssh::from_spec(c.name(), ssh, workdir.as_deref());
+                            let target = computer.target();
+                            let host = format!("{}@{}", target.user, target.address());
+                            if self.swept.insert(host) {
+                                computer = computer
+                                    .stopping_leftovers(computer::local::marker_prefix(state_dir));
+                            }
                             (ssh.clone(), workdir, Arc::new(computer))
                         });
                     let probe: Arc<dyn Computer> = entry.2.clone();
