@@ -899,7 +899,7 @@ async fn grep_and_glob_search_the_remote_workspace_not_this_hosts() {
     let scratch = tempfile::tempdir().unwrap();
     let hidden = scratch.path().join("hidden");
     std::fs::create_dir(&hidden).unwrap();
-    let sshd = Sshd::start_hiding(Some(&hidden));
+    let sshd = Sshd::start_hiding(&hidden);
     let ssh = sshd.computer(&scratch.path().join("work"));
     let root = hidden.join("ws");
     std::fs::create_dir(&root).unwrap();

@@ -25,12 +25,28 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        Sshd::start_hiding(None)
+        Sshd::start_in(None)
     }
 
     /// A server whose sessions see an empty `tmpfs` over `hidden` (a mount namespace of
     /// its own): what they write there, this host does not see, and the other way round.
-    pub fn start_hiding(hidden: Option<&Path>) -> Sshd {
+    pub fn start_hiding(hidden: &Path) -> Sshd {
+        let hidden = hidden.display().to_string().replace('\'', r"'\''");
+        Sshd::start_in(Some(format!("mount -t tmpfs proto-remote '{hidden}'")))
+    }
+
+    /// A server whose sessions' shell reads no `~/.bashrc` (an empty file is mounted over
+    /// it, in a mount namespace of its own): Debian's bash reads it for every command sshd
+    /// starts, so what it runs (a version manager's setup, say) would be timed as SSH.
+    pub fn start_plain_shell() -> Sshd {
+        let bashrc = format!("{}/.bashrc", std::env::var("HOME").unwrap_or_default());
+        Sshd::start_in(Some(format!(
+            "if [ -f '{bashrc}' ]; then mount --bind /dev/null '{bashrc}'; fi"
+        )))
+    }
+
+    /// A server; `setup`, when given, runs first in a mount namespace of the server's own.
+    fn start_in(setup: Option<String>) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for key in ["hostkey", "clientkey"] {
@@ -51,13 +67,13 @@ impl Sshd {
         )
         .unwrap();
         // `-D`: in the foreground, so this handle's kill stops the listener.
-        let mut command = match hidden {
+        let mut command = match setup {
             None => Command::new("/usr/sbin/sshd"),
-            Some(hidden) => {
+            Some(setup) => {
                 let mut c = Command::new("unshare");
                 c.args(["--mount", "--propagation", "private", "sh", "-c"])
-                    .arg("mount -t tmpfs proto-remote \"$0\" && exec /usr/sbin/sshd \"$@\"")
-                    .arg(hidden);
+                    .arg(format!("{setup} && exec /usr/sbin/sshd \"$@\""))
+                    .arg("sshd");
                 c
             }
         };
