@@ -1155,7 +1155,10 @@ fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_deliver
     let task = &tasks.as_array().unwrap()[0];
     assert_eq!(task["state"], "succeeded", "{task}");
     assert_eq!(task["computer"], names[other], "{task}");
-    assert_eq!(task["attempts"], 1, "the lost attempt is not counted: {task}");
+    assert_eq!(
+        task["attempts"], 1,
+        "the lost attempt is not counted: {task}"
+    );
     let computers = cli::get_json(dir, &state, "computers");
     let lost = computers
         .as_array()

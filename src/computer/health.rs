@@ -153,6 +153,14 @@ impl Health {
         self.trial = false;
     }
 
+    /// An attempt ended without saying anything of the computer (it was cancelled): a
+    /// half-open breaker's trial is free again for the next task.
+    pub fn released(&mut self) {
+        if self.breaker == BreakerState::HalfOpen {
+            self.trial = false;
+        }
+    }
+
     /// Moves an open breaker whose cool-down is over to half-open.
     pub fn tick(&mut self, now: DateTime<Utc>) {
         if self.breaker == BreakerState::Open && self.open_until.is_none_or(|until| now >= until) {
@@ -234,6 +242,10 @@ mod tests {
         h.beat(Ok(()), at(71));
         assert_eq!((h.breaker, h.admits()), (BreakerState::Open, Some(0)));
         h.tick(at(131));
+        h.started();
+        // A trial cancelled (its goal went away) proves nothing: the next task is the trial.
+        h.released();
+        assert_eq!(h.admits(), Some(1));
         h.started();
         h.served();
         assert_eq!(

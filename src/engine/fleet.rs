@@ -178,6 +178,13 @@ impl Fleet {
         }
     }
 
+    /// An attempt on `name` was cancelled: it says nothing of the computer.
+    pub fn released(&mut self, name: &str) {
+        if let Some(member) = self.members.get_mut(name) {
+            member.health.released();
+        }
+    }
+
     /// A task started on `name`.
     pub fn started(&mut self, name: &str) {
         if let Some(member) = self.members.get_mut(name) {

@@ -253,6 +253,8 @@ fn build_models(
 struct Running {
     cancel: CancellationToken,
     computer: String,
+    /// Why its computer was taken for lost while it ran (its heartbeat stopped), if it was.
+    lost: Option<String>,
 }
 
 /// How a record commit went: the commit (if the changes changed anything), the audit
@@ -784,10 +786,12 @@ impl Engine {
     fn take_beat(&mut self, beat: fleet::Beat) -> bool {
         let name = beat.computer.clone();
         let before = self.fleet.admits(&name);
+        let reason = beat.answer.clone().err();
         if self.fleet.beat(beat) {
-            for (id, running) in &self.running {
+            for (id, running) in &mut self.running {
                 if running.computer == name {
                     tracing::warn!(task = id, computer = %name, "the computer stopped answering; the task moves");
+                    running.lost = reason.clone();
                     running.cancel.cancel();
                 }
             }
@@ -1183,6 +1187,7 @@ impl Engine {
                 Running {
                     cancel: work.cancel.clone(),
                     computer: work.computer.name().to_string(),
+                    lost: None,
                 },
             );
             self.fleet.started(work.computer.name());
@@ -1210,13 +1215,18 @@ impl Engine {
     }
 
     /// Records a finished attempt and writes it back to git.
-    fn finished(&mut self, done: worker::Done) -> Result<(), EngineError> {
-        let computer = self.running.remove(&done.task).map(|r| r.computer);
+    fn finished(&mut self, mut done: worker::Done) -> Result<(), EngineError> {
+        let (computer, beat_lost) = match self.running.remove(&done.task) {
+            Some(running) => (Some(running.computer), running.lost),
+            None => (None, None),
+        };
+        // Lost by the attempt's own failure, or by its computer's heartbeat meanwhile.
+        done.lost = done.lost.take().or(beat_lost);
         if let Some(computer) = &computer {
             match &done.lost {
                 Some(reason) => self.fleet.lost(computer, reason.clone(), Utc::now()),
                 None if !done.cancelled => self.fleet.served(computer),
-                None => {}
+                None => self.fleet.released(computer),
             }
             self.record_computer(computer);
         }
