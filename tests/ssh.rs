@@ -1016,10 +1016,20 @@ async fn grep_and_glob_search_the_remote_workspace_not_this_hosts() {
     );
 }
 
+/// The `run:` step (or `Bash` command) whose computer loses its sshd: it leaves `started`
+/// in the workdir of the computer it runs on, then takes a while.
+const SLOW_STEP: &str = "touch ../started && sleep 4 && echo \"ran in $PWD\" >> notes.txt";
+
 /// A company with two SSH computers, `east` and `west` (one server each, workspaces in
-/// `<name>-work`), and a playbook goal whose `run:` step leaves `started` in the workdir of
-/// the computer it runs on, then takes a while.
-fn two_computer_company(dir: &Path, east: &Sshd, west: &Sshd, daemon: u16) -> std::path::PathBuf {
+/// `<name>-work`), a product served by `git daemon`, and the goal `noted` (notes.txt says
+/// `ran`) met by `work`: a playbook, or the model of `models`.
+fn two_computer_company(
+    dir: &Path,
+    servers: &[Sshd; 2],
+    daemon: u16,
+    models: &str,
+    work: &str,
+) -> std::path::PathBuf {
     let computer = |name: &str, sshd: &Sshd| {
         format!(
             "apiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: {name}}}\nspec:\n  \
@@ -1040,11 +1050,11 @@ spec:
   mission: Test.
   ceo: ceo
   writeback: {{author: {{name: proto-bot, email: bot@example.com}}}}
----
+{models}---
 apiVersion: proto.dev/v1alpha1
 kind: Agent
 metadata: {{name: ceo}}
-spec: {{title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}}
+spec: {{title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}}
 ---
 {east}{west}apiVersion: proto.dev/v1alpha1
 kind: Product
@@ -1057,15 +1067,11 @@ metadata: {{name: noted}}
 spec:
   product: app
   owner: ceo
-  description: noted.
+  description: notes.txt says where the work ran.
   check: {{file: {{path: notes.txt, matches: ran}}}}
-  playbook:
-    - write: {{path: notes.txt, content: "hello\n"}}
-    - run: "touch ../started && sleep 4 && echo \"ran in $PWD\" >> notes.txt"
-    - commit: {{message: "Take notes"}}
-"#,
-        east = computer("east", east),
-        west = computer("west", west),
+{work}"#,
+        east = computer("east", &servers[0]),
+        west = computer("west", &servers[1]),
     );
     let company = dir.join("company");
     std::fs::create_dir_all(&company).unwrap();
@@ -1076,8 +1082,21 @@ spec:
     company
 }
 
-#[test]
-fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_delivered_once() {
+/// How a run with one computer killed under it ended.
+struct Failover {
+    dir: tempfile::TempDir,
+    state: std::path::PathBuf,
+    app: std::path::PathBuf,
+    /// The computer killed, and the other.
+    first: &'static str,
+    other: &'static str,
+    output: String,
+}
+
+/// `proto run --once` of the two-computer company (`models` and `work` as there, `replay`
+/// the model's recorded turns if any); whichever computer the slow step starts on loses its
+/// sshd (sessions and listener, SIGKILL) while the step's command runs.
+fn run_with_a_computer_killed(models: &str, work: &str, replay: &[String]) -> Failover {
     let mut servers = [Sshd::start(), Sshd::start()];
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -1085,7 +1104,12 @@ fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_deliver
     std::fs::create_dir_all(&served).unwrap();
     cli::git(&served, &["init", "-q", "--bare", "-b", "main", "app.git"]);
     let daemon = git_daemon::Daemon::start(&served);
-    let company = two_computer_company(dir, &servers[0], &servers[1], daemon.port);
+    let company = two_computer_company(dir, &servers, daemon.port, models, work);
+    if !replay.is_empty() {
+        std::fs::write(company.join("replay.jsonl"), replay.join("\n") + "\n").unwrap();
+        cli::git(&company, &["add", "-A"]);
+        cli::git(&company, &["commit", "-q", "-m", "The model's turns"]);
+    }
     let state = dir.join("state");
     let log = dir.join("run.log");
     let mut run = cli::run_command(dir, &company, &state)
@@ -1094,19 +1118,19 @@ fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_deliver
         .spawn()
         .unwrap();
 
-    // Whichever computer the task starts on loses its sshd (sessions and listener) while
-    // the step's command runs.
     let names = ["east", "west"];
     let deadline = Instant::now() + PATIENCE;
     let first = loop {
         if let Some(n) = (0..2).find(|&n| dir.join(format!("{}-work/started", names[n])).exists()) {
             break n;
         }
-        assert!(Instant::now() < deadline, "the step never started");
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the step never started");
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     servers[first].kill_all();
-    let other = 1 - first;
 
     let deadline = Instant::now() + PATIENCE * 4;
     let status = loop {
@@ -1125,63 +1149,125 @@ fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_deliver
         std::fs::read_to_string(dir.join("run.err")).unwrap_or_default()
     );
     assert_eq!(status.code(), Some(0), "{output}");
+    drop(daemon);
+    Failover {
+        state,
+        app: served.join("app.git"),
+        first: names[first],
+        other: names[1 - first],
+        output,
+        dir: tmp,
+    }
+}
 
-    // The work reached the product once, from the computer that answered.
-    let goals = cli::get_json(dir, &state, "goals");
-    let noted = goals
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "noted")
-        .unwrap();
-    assert_eq!(noted["reason"], "CheckPassed", "{noted}\n{output}");
-    let app = served.join("app.git");
-    let notes = cli::git(&app, &["show", "main:notes.txt"]);
-    let moved_to = std::fs::canonicalize(dir.join(format!("{}-work", names[other]))).unwrap();
-    assert!(
-        notes.starts_with(&format!("hello\nran in {}/noted", moved_to.display())),
-        "{notes}"
-    );
-    assert_eq!(notes.matches("ran in").count(), 1, "{notes}");
-    assert_eq!(
-        cli::git(&app, &["log", "--format=%s", "main"]).trim(),
-        "Take notes",
-        "exactly one commit of the work"
-    );
+impl Failover {
+    /// The goal was met once, by work done on the computer that answered, in one counted
+    /// attempt; the lost computer is unhealthy, with the reason.
+    fn assert_moved_and_delivered_once(&self) -> serde_json::Value {
+        let dir = self.dir.path();
+        let goals = cli::get_json(dir, &self.state, "goals");
+        let noted = goals
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "noted")
+            .unwrap();
+        assert_eq!(noted["reason"], "CheckPassed", "{noted}\n{}", self.output);
+        let notes = cli::git(&self.app, &["show", "main:notes.txt"]);
+        let moved_to = std::fs::canonicalize(dir.join(format!("{}-work", self.other))).unwrap();
+        assert!(
+            notes.starts_with(&format!("hello\nran in {}/noted", moved_to.display())),
+            "{notes}"
+        );
+        assert_eq!(notes.matches("ran in").count(), 1, "{notes}");
+        assert_eq!(
+            cli::git(&self.app, &["log", "--format=%an", "main"])
+                .lines()
+                .count(),
+            1,
+            "exactly one commit of the work"
+        );
+        let tasks = cli::get_json(dir, &self.state, "tasks");
+        let task = &tasks.as_array().unwrap()[0];
+        assert_eq!(task["state"], "succeeded", "{task}");
+        assert_eq!(task["computer"], self.other, "{task}");
+        assert_eq!(
+            task["attempts"], 1,
+            "the lost attempt is not counted: {task}"
+        );
+        let computers = cli::get_json(dir, &self.state, "computers");
+        let lost = computers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == self.first)
+            .unwrap()
+            .clone();
+        assert_eq!(lost["healthy"], false, "{lost}");
+        assert_eq!(lost["kind"], "ssh", "{lost}");
+        assert!(
+            lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{lost}"
+        );
+        lost
+    }
+}
 
-    // The task was interrupted, not failed: its one counted attempt is the one that met it,
-    // on the other computer; the lost computer is unhealthy, with the reason.
-    let tasks = cli::get_json(dir, &state, "tasks");
-    let task = &tasks.as_array().unwrap()[0];
-    assert_eq!(task["state"], "succeeded", "{task}");
-    assert_eq!(task["computer"], names[other], "{task}");
+#[test]
+fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_delivered_once() {
+    let playbook = format!(
+        "  playbook:\n    - write: {{path: notes.txt, content: \"hello\\n\"}}\n    - run: {}\n    - commit: {{message: \"Take notes\"}}\n",
+        serde_json::to_string(SLOW_STEP).unwrap()
+    );
+    let run = run_with_a_computer_killed("", &playbook, &[]);
+    let lost = run.assert_moved_and_delivered_once();
+    let (dir, state) = (run.dir.path(), run.state.to_str().unwrap());
     assert_eq!(
-        task["attempts"], 1,
-        "the lost attempt is not counted: {task}"
+        cli::git(&run.app, &["log", "--format=%cn|%s", "main"]).trim(),
+        "proto-bot|Take notes"
     );
-    let computers = cli::get_json(dir, &state, "computers");
-    let lost = computers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == names[first])
-        .unwrap();
-    assert_eq!(lost["healthy"], false, "{lost}");
-    assert_eq!(lost["kind"], "ssh", "{lost}");
-    assert!(
-        lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
-        "{lost}"
-    );
-    let table = cli::proto(
+    let described = cli::proto(
         dir,
-        &["get", "computers", "--state-dir", state.to_str().unwrap()],
+        &[
+            "describe",
+            "computer",
+            run.first,
+            "-o",
+            "json",
+            "--state-dir",
+            state,
+        ],
     );
-    let table = cli::text(&table);
+    let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!(described["computer"], lost, "{described}");
+    assert_eq!(described["tasks"], serde_json::json!([]), "{described}");
+    let table = cli::text(&cli::proto(
+        dir,
+        &["get", "computers", "--state-dir", state],
+    ));
     assert!(table.contains("RUNNING/CAPACITY"), "{table}");
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with(names[other]) && l.contains("true") && l.contains("0/1")),
+            .any(|l| l.starts_with(run.other) && l.contains("true") && l.contains("0/1")),
         "{table}"
     );
+}
+
+#[test]
+fn an_agent_whose_computer_is_lost_resumes_from_its_journal_on_the_other() {
+    // Three recorded turns, played once each: a resumed session that asked the model again
+    // for a turn its journal holds would run out of them, or skip the command.
+    let turns = [
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": "notes.txt", "content": "hello\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}),
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": SLOW_STEP}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}),
+        serde_json::json!({"response": {"content": [{"type": "text", "text": "Noted."}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}),
+    ]
+    .map(|t| t.to_string());
+    let run = run_with_a_computer_killed(
+        "  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        "",
+        &turns,
+    );
+    run.assert_moved_and_delivered_once();
 }

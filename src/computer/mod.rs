@@ -61,6 +61,22 @@ pub enum ComputerError {
     Ssh(#[from] ssh::SshError),
 }
 
+impl ComputerError {
+    /// Whether the computer could not be reached or its connection failed (not what a
+    /// command did there): such a failure says nothing of the work, and the step runs again
+    /// wherever the task goes next.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            ComputerError::Ssh(
+                ssh::SshError::Connect { .. }
+                    | ssh::SshError::Channel { .. }
+                    | ssh::SshError::Sftp { .. }
+            )
+        )
+    }
+}
+
 /// How a computer is reached: which of `local`, `ssh`, `kubernetes` it declares.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
