@@ -182,14 +182,19 @@ fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
 /// next task started, in ms.
 fn gaps(dir: &Path) -> Vec<f64> {
     let conn = store(dir);
+    // The engine's own event kinds, by their stored names.
+    let finished = proto::store::EventKind::AttemptFinished.as_str();
+    let dispatched = proto::store::EventKind::Dispatched.as_str();
     let mut stmt = conn
         .prepare(
             "SELECT kind, time, json_extract(data, '$.ended') FROM events
-             WHERE kind IN ('TaskFinished', 'TaskStarted') ORDER BY id",
+             WHERE kind IN (?1, ?2) ORDER BY id",
         )
         .unwrap();
     let events: Vec<(String, String, Option<String>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map([finished, dispatched], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -197,8 +202,8 @@ fn gaps(dir: &Path) -> Vec<f64> {
     let mut ended: Option<chrono::DateTime<chrono::Utc>> = None;
     for (kind, at, end) in events {
         match (kind.as_str(), ended) {
-            ("TaskFinished", _) => ended = Some(time(end.as_deref().unwrap_or(&at))),
-            ("TaskStarted", Some(e)) => {
+            (k, _) if k == finished => ended = Some(time(end.as_deref().unwrap_or(&at))),
+            (k, Some(e)) if k == dispatched => {
                 gaps.push((time(&at) - e).num_microseconds().unwrap_or(0) as f64 / 1000.0);
                 ended = None;
             }

@@ -42,6 +42,7 @@ fn main() {
         env: BTreeMap::new(),
         timeout: Duration::from_secs(30),
         origin: Origin::Agent,
+        stdin: None,
     };
     let cancel = CancellationToken::new();
     let pooled = runtime.block_on(async {

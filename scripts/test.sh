@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test). Installed only when missing; apt-get update runs once.
-packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server)
+# Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test; chromium: the dashboard's browser test in tests/api.rs). Installed only when missing; apt-get update runs once.
+packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server chromium)
 # Node.js runs the real MCP servers the MCP client is tested against; any node on PATH will do.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
@@ -21,12 +21,18 @@ if ((${#missing[@]})); then
   fi
 fi
 
-# MCP servers from npm for tests/mcp.rs, kept under target/ and installed only when missing.
+# From npm, kept under target/ and installed only when missing: the MCP servers of
+# tests/mcp.rs; for tests/api.rs, GitHub's example webhook payloads (signed and delivered
+# by the tests) and playwright-core, which drives Debian's chromium (it downloads no browser).
 npm_prefix="$PWD/target/npm"
-if [[ ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-everything" \
-   || ! -d "$npm_prefix/node_modules/@modelcontextprotocol/server-filesystem" ]]; then
-  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error \
-    @modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything
+npm_packages=(@modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything
+  @octokit/webhooks-examples playwright-core)
+npm_missing=()
+for p in "${npm_packages[@]}"; do
+  [[ -d "$npm_prefix/node_modules/$p" ]] || npm_missing+=("$p")
+done
+if ((${#npm_missing[@]})); then
+  npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error "${npm_missing[@]}"
 fi
 export PROTO_TEST_NPM="$npm_prefix"
 

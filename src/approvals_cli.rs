@@ -165,26 +165,7 @@ fn answerer(location: Location) -> Result<(GitSource, Identity), String> {
             diagnostics.len()
         )
     })?;
-    let approvers = spec
-        .company()
-        .and_then(|c| c.spec.approvals.as_ref())
-        .map(|a| a.approvers.clone())
-        .unwrap_or_default();
-    if !approvers
-        .iter()
-        .any(|a| a.trim().eq_ignore_ascii_case(&who.email))
-    {
-        return Err(format!(
-            "{} <{}> is not an approver of this company (Company spec.approvals.approvers: {})",
-            who.name,
-            who.email,
-            if approvers.is_empty() {
-                "none".to_string()
-            } else {
-                approvers.join(", ")
-            }
-        ));
-    }
+    git_approvals::may_answer(&spec, &who)?;
     Ok((source, who))
 }
 

@@ -122,6 +122,7 @@ async fn command_check(
         env: BTreeMap::new(),
         timeout,
         origin: Origin::Controller,
+        stdin: None,
     };
     match computer.run(workspace, &request, None, cancel).await {
         Ok(outcome) if outcome.cancelled => failed("cancelled"),

@@ -22,9 +22,11 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
-/// `~/.proto/state` unless given.
+/// `~/.proto/state` unless given, made absolute: paths under it are written into git
+/// configuration (a workspace's alternates), which git resolves from elsewhere.
 pub(crate) fn state_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| home().join(".proto/state"))
+    let dir = given.unwrap_or_else(|| home().join(".proto/state"));
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Where `proto run` with no source writes and runs the embedded example.
@@ -95,20 +97,63 @@ pub fn init(dir: &Path) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn run(
-    source: Option<String>,
-    once: bool,
-    state: Option<PathBuf>,
-    path: Option<String>,
-    branch: Option<String>,
-    poll: &str,
-    retention: proto::store::Retention,
-) -> Result<ExitCode, String> {
+/// `proto run --listen`: where the HTTP server listens and how it authenticates.
+pub struct Listen {
+    pub addr: std::net::SocketAddr,
+    /// Asked for with `--listen`, rather than the default: failing to listen is then an
+    /// error, not a warning.
+    pub explicit: bool,
+    pub token_file: Option<PathBuf>,
+    pub public_read: bool,
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// The address the server listens on by default, except with `--once`.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+impl Listen {
+    /// `--listen`: an address, `none`, or unset (the default unless `once`).
+    pub fn parse(given: Option<&str>, once: bool) -> Result<Option<std::net::SocketAddr>, String> {
+        let text = match given {
+            Some(text) if text.eq_ignore_ascii_case("none") => return Ok(None),
+            Some(text) => text,
+            None if once => return Ok(None),
+            None => DEFAULT_LISTEN,
+        };
+        text.parse().map(Some).map_err(|e| {
+            format!("--listen {text}: {e} (an address such as 127.0.0.1:7070, or none)")
+        })
+    }
+}
+
+/// What `proto run` was asked.
+pub struct RunArgs {
+    pub source: Option<String>,
+    pub once: bool,
+    pub state: Option<PathBuf>,
+    pub path: Option<String>,
+    pub branch: Option<String>,
+    pub poll: String,
+    pub retention: proto::store::Retention,
+    pub listen: Option<Listen>,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let RunArgs {
+        source,
+        once,
+        state,
+        path,
+        branch,
+        poll,
+        retention,
+        listen,
+    } = args;
     let state = state_dir(state);
     // First of all, and held until the function returns: a second controller on the same
     // state would work the same queue twice, so it must stop before it touches anything.
     let _lock = StateLock::acquire(&state).map_err(|e| e.to_string())?;
-    let poll = parse_duration(poll)?;
+    let poll = parse_duration(&poll)?;
     let source = match source {
         Some(s) => s,
         None => {
@@ -138,8 +183,8 @@ pub fn run(
     let summary = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel(16);
-        let _watch =
-            proto::source::watch::watch(&git, poll, trigger_tx).map_err(|e| e.to_string())?;
+        let _watch = proto::source::watch::watch(&git, poll, trigger_tx.clone())
+            .map_err(|e| e.to_string())?;
         let signals = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -147,12 +192,42 @@ pub fn run(
             signals.cancel();
         });
         let progress = progress(&state, shutdown.clone());
-        let engine = Engine::new(git, options).map_err(|e| e.to_string())?;
+        let watched = proto::server::Watched::of(&git);
+        let mut engine = Engine::new(git, options).map_err(|e| e.to_string())?;
+        let server = match listen {
+            Some(listen) => {
+                let served = serve(
+                    &listen,
+                    &state,
+                    watched,
+                    &mut engine,
+                    trigger_tx,
+                    shutdown.clone(),
+                )
+                .await;
+                match served {
+                    Ok(server) => Some(server),
+                    Err(e) if listen.explicit => return Err(e),
+                    // The default address taken (another controller on this host): this
+                    // one runs without the HTTP server rather than not at all.
+                    Err(e) => {
+                        eprintln!(
+                            "warning: {e}; running without the HTTP API (--listen ADDR to choose one)"
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let result = engine
             .run(shutdown.clone(), trigger_rx)
             .await
             .map_err(|e| e.to_string());
         shutdown.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
         if let Some(p) = progress {
             let _ = p.await;
         }
@@ -160,6 +235,59 @@ pub fn run(
     })?;
     print_summary(&summary);
     Ok(ExitCode::from(summary.exit_code()))
+}
+
+/// Starts the HTTP server beside the engine (see `proto::server`), on the same store. A
+/// token generated now is printed once.
+async fn serve(
+    listen: &Listen,
+    state: &Path,
+    watched: proto::server::Watched,
+    engine: &mut Engine,
+    trigger: tokio::sync::mpsc::Sender<()>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use proto::server::{Config, Server, Token, WebhookSecret, Wiring, auth::Origin};
+    let (token, origin) =
+        Token::load_or_generate(listen.token_file.as_deref(), state).map_err(|e| e.to_string())?;
+    if let Origin::Generated(path) = &origin {
+        eprintln!(
+            "API token (shown once; kept in {} with mode 0600): {}",
+            path.display(),
+            token.reveal()
+        );
+    }
+    let webhook_secret = WebhookSecret::configured(listen.webhook_secret_file.as_deref())
+        .map_err(|e| e.to_string())?;
+    let metrics = std::sync::Arc::new(proto::server::metrics::Metrics::new());
+    let observer = metrics.clone();
+    engine.on_pass(std::sync::Arc::new(move |took| observer.observe_pass(took)));
+    let server = Server::bind(
+        listen.addr,
+        state,
+        Wiring {
+            watched,
+            applied: engine.applied_revision(),
+            trigger,
+            metrics,
+            shutdown,
+        },
+        Config {
+            token,
+            public_read: listen.public_read,
+            webhook_secret,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let addr = server.local_addr().unwrap_or(listen.addr);
+    eprintln!("serving the API, webhooks, metrics and dashboard on http://{addr}/");
+    tracing::info!(%addr, "listening");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.serve().await {
+            tracing::error!("the HTTP server stopped: {e}");
+        }
+    }))
 }
 
 async fn wait_for_signal() {
@@ -651,12 +779,7 @@ pub fn stop(reason: Option<String>, state: Option<PathBuf>) -> Result<ExitCode, 
     if !fresh && let Some(stop) = store.stopped().map_err(|e| e.to_string())? {
         println!("already {}", stop.message());
     }
-    let deadline = std::time::Instant::now() + STOP_CONFIRM;
-    let mut running = store.running_now().map_err(|e| e.to_string())?;
-    while running > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        running = store.running_now().map_err(|e| e.to_string())?;
-    }
+    let running = store.await_idle(STOP_CONFIRM).map_err(|e| e.to_string())?;
     if running == 0 {
         println!("stopped by {by}: {reason}; no task is running; `proto resume` to continue");
     } else {

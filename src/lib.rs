@@ -23,6 +23,7 @@ pub mod plan;
 pub mod policy;
 pub mod program;
 pub mod secrets;
+pub mod server;
 pub mod source;
 pub mod spec;
 pub mod state_lock;

@@ -81,6 +81,21 @@ enum Command {
         /// for no cap.
         #[arg(long, default_value_t = 1_000, value_name = "N")]
         keep_events_per_goal: u32,
+        /// Serve the HTTP API, webhooks, metrics and dashboard here (`none`: off)
+        /// [default: 127.0.0.1:7070, off with --once].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// The API's bearer token, on the file's first line [default: <state>/api-token,
+        /// generated with mode 0600 at the first start and printed once].
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Let reads of the API go without the token (only on a loopback --listen).
+        #[arg(long)]
+        public_read: bool,
+        /// The webhooks' shared secret, on the file's first line [default: the
+        /// PROTO_WEBHOOK_SECRET variable].
+        #[arg(long, value_name = "FILE")]
+        webhook_secret_file: Option<PathBuf>,
     },
     /// Write the example company to DIR as a git repository, with its product repositories.
     Init { dir: PathBuf },
@@ -323,19 +338,32 @@ fn run(command: Command) -> Result<ExitCode, String> {
             poll,
             keep_events_days,
             keep_events_per_goal,
-        } => commands::run(
+            listen,
+            token_file,
+            public_read,
+            webhook_secret_file,
+        } => commands::run(commands::RunArgs {
             source,
             once,
-            state_dir,
+            state: state_dir,
             path,
             branch,
-            &poll,
-            proto::store::Retention {
+            poll,
+            retention: proto::store::Retention {
                 max_age: (keep_events_days > 0)
                     .then(|| chrono::Duration::days(i64::from(keep_events_days))),
                 per_goal: (keep_events_per_goal > 0).then_some(keep_events_per_goal),
             },
-        ),
+            listen: commands::Listen::parse(listen.as_deref(), once)?.map(|addr| {
+                commands::Listen {
+                    addr,
+                    explicit: listen.is_some(),
+                    token_file,
+                    public_read,
+                    webhook_secret_file,
+                }
+            }),
+        }),
         Command::Init { dir } => commands::init(&dir),
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
         Command::Stop { reason, state_dir } => commands::stop(reason, state_dir),

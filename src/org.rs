@@ -49,6 +49,63 @@ pub fn rows(spec: &Spec) -> Vec<AgentRow> {
         .collect()
 }
 
+/// One agent in the org chart, with the agents reporting to it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentNode {
+    #[serde(flatten)]
+    pub agent: AgentRow,
+    pub reports: Vec<AgentNode>,
+}
+
+/// The chart as a tree: the CEO's first, then other roots; children sorted by name.
+/// Agents a cycle keeps from any root come last, as roots of their own.
+pub fn nested(spec: &Spec) -> Vec<AgentNode> {
+    let rows = rows(spec);
+    let names: std::collections::BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let mut children: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
+    let mut roots: Vec<AgentRow> = Vec::new();
+    let mut all = Vec::new();
+    for row in rows {
+        all.push(row.name.clone());
+        match row.reports_to.clone().filter(|b| names.contains(b)) {
+            Some(boss) => children.entry(boss).or_default().push(row),
+            None => roots.push(row),
+        }
+    }
+    for list in children.values_mut() {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let ceo = spec.company().map(|c| c.spec.ceo.as_str());
+    roots.sort_by_key(|r| (Some(r.name.as_str()) != ceo, r.name.clone()));
+    fn grow(row: AgentRow, children: &mut BTreeMap<String, Vec<AgentRow>>) -> AgentNode {
+        let reports = children
+            .remove(&row.name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|child| grow(child, children))
+            .collect();
+        AgentNode {
+            agent: row,
+            reports,
+        }
+    }
+    let mut tree: Vec<AgentNode> = roots
+        .into_iter()
+        .map(|root| grow(root, &mut children))
+        .collect();
+    // What a cycle left unreached: each as a root of its own.
+    while let Some((_, rows)) = children.pop_first() {
+        for row in rows {
+            tree.push(AgentNode {
+                agent: row,
+                reports: Vec::new(),
+            });
+        }
+    }
+    tree
+}
+
 /// The chart drawn with box characters, children sorted by name. Agents that cannot be
 /// reached from a root (a cycle) are listed after the tree.
 pub fn tree(spec: &Spec) -> String {

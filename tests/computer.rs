@@ -35,6 +35,7 @@ fn request(command: &str) -> RunRequest {
         env: BTreeMap::new(),
         timeout: Duration::from_secs(60),
         origin: Origin::Agent,
+        stdin: None,
     }
 }
 

@@ -262,6 +262,36 @@ fn sixteen_goals_at_capacity_eight_are_all_delivered() {
     }
 }
 
+/// `--state-dir state`, relative to where proto runs: the workspaces made after the first
+/// (clones that borrow the mirror's objects) must still find them.
+#[test]
+fn a_relative_state_dir_delivers_every_goal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goals_yaml: String = (0..3)
+        .map(|n| {
+            goal(
+                &format!("g{n}"),
+                "app",
+                &format!("{{file: {{path: g{n}.txt}}}}"),
+                &format!(
+                    "    - write: {{path: g{n}.txt, content: \"{n}\\n\"}}\n    - commit: {{message: \"goal {n}\"}}\n"
+                ),
+            )
+        })
+        .collect();
+    let company = company(tmp.path(), &[("app", None)], "Read, Write", &goals_yaml);
+    let out = run_command(tmp.path(), Path::new("company"), Path::new("state"))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(subjects(&tmp.path().join("app.git")).len(), 3);
+    for g in goals(tmp.path(), &tmp.path().join("state")) {
+        assert_eq!(g["reason"], "CheckPassed", "{g:#}");
+    }
+    drop(company);
+}
+
 #[test]
 fn a_refused_push_leaves_the_goal_not_ready_with_the_servers_reason() {
     let tmp = tempfile::tempdir().unwrap();

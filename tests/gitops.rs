@@ -569,6 +569,7 @@ fn delivery_round_trip_to_a_bare_repository() {
             tip: Some(start.clone()),
             head: Some(id.clone()),
             rebased: false,
+            commits: vec![id.clone()],
         }
     );
     assert!(!prepared.up_to_date());
@@ -791,7 +792,8 @@ fn delivery_creates_branches_on_an_empty_repository_with_a_lease_on_their_absenc
         Prepared {
             tip: None,
             head: None,
-            rebased: false
+            rebased: false,
+            commits: vec![],
         }
     );
     assert!(nothing.up_to_date());
@@ -810,7 +812,8 @@ fn delivery_creates_branches_on_an_empty_repository_with_a_lease_on_their_absenc
         Prepared {
             tip: None,
             head: Some(first.clone()),
-            rebased: false
+            rebased: false,
+            commits: vec![first.clone()],
         }
     );
     assert_eq!(task.push("main", &prepared).unwrap(), first);
@@ -885,6 +888,7 @@ fn a_push_on_a_stale_lease_leaves_the_branch_alone() {
         tip: Some(theirs.clone()),
         head: Some(ours.clone()),
         rebased: false,
+        commits: vec![ours.clone()],
     };
     match task.push("main", &forced) {
         Err(DeliveryError::Git { detail, .. }) => {

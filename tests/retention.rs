@@ -10,7 +10,8 @@ use std::path::Path;
 use chrono::{DateTime, Duration, Utc};
 use proto::spec::Priority;
 use proto::store::{
-    AttemptOutcome, AuditRecord, Entry, NewTask, Pruned, Retention, StepRecord, Store, TaskId,
+    AttemptOutcome, AuditRecord, Entry, EventKind, NewTask, Pruned, Retention, StepRecord, Store,
+    TaskId,
 };
 use serde_json::json;
 
@@ -139,10 +140,10 @@ fn old_events_and_journals_of_finished_tasks_go_and_a_running_tasks_stay() {
     let queued = task(&store, "later", None, day(0));
     // Goal-less events (a revision applied) age like the rest.
     store
-        .event(None, None, "RevisionApplied", &json!({}), day(1))
+        .event(None, None, EventKind::RevisionApplied, &json!({}), day(1))
         .unwrap();
     store
-        .event(None, None, "RevisionApplied", &json!({}), day(99))
+        .event(None, None, EventKind::RevisionApplied, &json!({}), day(99))
         .unwrap();
     let before = (events_of(&store, running), events_of(&store, child));
 
@@ -173,7 +174,7 @@ fn old_events_and_journals_of_finished_tasks_go_and_a_running_tasks_stay() {
         .events(0, 100)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "RevisionApplied")
+        .filter(|e| e.kind == EventKind::RevisionApplied)
         .map(|e| e.time)
         .collect();
     assert_eq!(revisions, [day(99)]);
@@ -218,7 +219,7 @@ fn each_goal_keeps_its_newest_events_up_to_the_cap() {
 
     store.prune(&cap, day(2)).unwrap();
 
-    let kinds = |goal: &str| -> Vec<String> {
+    let kinds = |goal: &str| -> Vec<EventKind> {
         store
             .recent_events(goal, 100)
             .unwrap()
@@ -230,7 +231,7 @@ fn each_goal_keeps_its_newest_events_up_to_the_cap() {
     assert_eq!(busy_kinds.len(), 5);
     assert_eq!(
         busy_kinds.last().unwrap(),
-        "task.succeeded",
+        &EventKind::TaskSucceeded,
         "the newest stay"
     );
     assert_eq!(kinds("quiet").len(), 4, "a goal under the cap keeps all");
@@ -291,16 +292,18 @@ fn written_back_audit_rows_age_out_and_pending_ones_stay() {
 fn the_event_log_refuses_changes_outside_pruning() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.event(None, None, "note", &json!({}), day(0)).unwrap();
     store
-        .event(None, None, "note", &json!({}), day(50))
+        .event(None, None, EventKind::RevisionApplied, &json!({}), day(0))
+        .unwrap();
+    store
+        .event(None, None, EventKind::RevisionApplied, &json!({}), day(50))
         .unwrap();
     let conn = raw(dir.path());
     let refused = |conn: &rusqlite::Connection| {
         for sql in [
             "UPDATE events SET kind = 'forged'",
             "DELETE FROM events",
-            "DELETE FROM events WHERE kind = 'note'",
+            "DELETE FROM events WHERE kind = 'RevisionApplied'",
         ] {
             let err = conn.execute(sql, []).unwrap_err();
             assert!(err.to_string().contains("append-only"), "{sql}: {err}");
@@ -339,7 +342,9 @@ fn pruning_runs_at_most_once_an_hour() {
             .is_none()
     );
     assert_eq!(store.write_count(), writes, "not due: nothing written");
-    store.event(None, None, "note", &json!({}), day(0)).unwrap();
+    store
+        .event(None, None, EventKind::RevisionApplied, &json!({}), day(0))
+        .unwrap();
     let pruned = store
         .prune_if_due(&policy, day(31) + Duration::hours(1))
         .unwrap();
@@ -352,7 +357,9 @@ fn a_new_store_gives_pruned_pages_back() {
     let store = Store::open(dir.path()).unwrap();
     let data = json!({ "text": "x".repeat(4_000) });
     for _ in 0..500 {
-        store.event(None, None, "note", &data, day(0)).unwrap();
+        store
+            .event(None, None, EventKind::RevisionApplied, &data, day(0))
+            .unwrap();
     }
     let pages = |conn: &rusqlite::Connection| -> i64 {
         conn.query_row("PRAGMA page_count", [], |r| r.get(0))

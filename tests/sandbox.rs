@@ -83,6 +83,7 @@ async fn run_as(local: &Local, ws: &Workspace, command: &str, origin: Origin) ->
         env: BTreeMap::new(),
         timeout: Duration::from_secs(60),
         origin,
+        stdin: None,
     };
     local
         .run(ws, &request, None, &CancellationToken::new())

@@ -128,6 +128,19 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
                 ))
             ),
         ),
+        // A secret committed and removed again by the next commit: the history a push
+        // publishes still holds it, though the two commits together change nothing.
+        goal(
+            "hidden",
+            "hidden.txt",
+            &format!(
+                "    - run: {}\n    - write: {{path: hidden.txt, content: \"clean\\n\"}}\n",
+                yaml_quoted(&format!(
+                    "printf 'token = %s\\n' {} > h.txt && git add h.txt && git -c user.name=a -c user.email=a@example.com commit -qm hide && git rm -q h.txt && git -c user.name=a -c user.email=a@example.com commit -qm unhide",
+                    github_token()
+                ))
+            ),
+        ),
         goal(
             "ordinary",
             "data.txt",
@@ -148,6 +161,7 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
         ("leaky-config", "config.ini:2", "high-entropy-assignment"),
         ("leaky-key", "deploy_key:1", "private-key"),
         ("smuggled", "t.txt:1", ""),
+        ("hidden", "h.txt:1", ""),
     ] {
         let status = goal_status(tmp.path(), &state, goal);
         assert_eq!(status["ready"], "False", "{status:#}\n{said}");
@@ -167,6 +181,7 @@ fn playbooks_cannot_commit_secrets_and_the_records_of_what_they_ran_are_redacted
     assert!(product.contains("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"));
     assert!(!product.contains("config.ini") && !product.contains("deploy_key"));
     assert!(!product.contains("smuggle"), "{product}");
+    assert!(!product.contains("hide"), "{product}");
 
     // Neither repository ever held a secret; the audit says what was refused, redacted.
     let history = company_history(&company);

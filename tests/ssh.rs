@@ -53,6 +53,7 @@ fn request(command: &str) -> RunRequest {
         env: BTreeMap::new(),
         timeout: PATIENCE,
         origin: Origin::Agent,
+        stdin: None,
     }
 }
 
@@ -1270,4 +1271,55 @@ fn an_agent_whose_computer_is_lost_resumes_from_its_journal_on_the_other() {
         &turns,
     );
     run.assert_moved_and_delivered_once();
+}
+
+/// Hooks run where the workspace is: on the SSH computer, in its workspace, with the event
+/// on stdin (the remote shell sees the SSH session; the controller's keys never reach it).
+#[tokio::test]
+async fn hooks_run_on_the_remote_in_its_workspace() {
+    use proto::policy::hooks::{HookInput, Session, Site, run_hooks};
+    use proto::spec::claude::{Hook, HookMatcher};
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let hook = Hook {
+        kind: "command".into(),
+        command: Some(
+            "{ pwd -P; cat; echo; echo \"ssh=${SSH_CONNECTION:+yes} key=${ANTHROPIC_API_KEY:-none}\"; } > seen.txt"
+                .into(),
+        ),
+        prompt: None,
+        url: None,
+        timeout: None,
+        fail_closed: false,
+    };
+    let hooks = BTreeMap::from([(
+        "PreToolUse".to_string(),
+        vec![HookMatcher {
+            matcher: Some("Write".into()),
+            hooks: vec![hook],
+        }],
+    )]);
+    let session = Session {
+        session_id: "task-7".into(),
+        transcript_path: ws.root().join("t.jsonl"),
+        cwd: ws.root().to_path_buf(),
+    };
+    let input = HookInput::pre_tool_use(&session, "Write", &serde_json::json!({"file_path": "a"}));
+    let cancel = CancellationToken::new();
+    let site = Site {
+        computer: &ssh,
+        workspace: &ws,
+        cancel: &cancel,
+    };
+    let out = run_hooks(&site, &hooks, &input).await;
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let seen = String::from_utf8(ssh.read(&ws, "seen.txt").await.unwrap().unwrap()).unwrap();
+    let mut lines = seen.lines();
+    assert_eq!(
+        Path::new(lines.next().unwrap()),
+        std::fs::canonicalize(ws.root()).unwrap()
+    );
+    let event: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(event["hook_event_name"], "PreToolUse");
+    assert_eq!(event["tool_name"], "Write");
+    assert_eq!(lines.next(), Some("ssh=yes key=none"));
 }

@@ -14,7 +14,7 @@ use proto::computer::health::Health;
 use proto::plan::{GoalObservation, TaskState};
 use proto::spec::Priority;
 use proto::store::{
-    AttemptOutcome, AuditRecord, ComputerRecord, NewTask, Store, StoreError, TaskId, kind,
+    AttemptOutcome, AuditRecord, ComputerRecord, EventKind, NewTask, Store, StoreError, TaskId,
 };
 use serde_json::json;
 
@@ -68,7 +68,7 @@ fn audit_record(action: &str, task: Option<TaskId>) -> AuditRecord {
     }
 }
 
-fn kinds(store: &Store, task: TaskId) -> Vec<String> {
+fn kinds(store: &Store, task: TaskId) -> Vec<EventKind> {
     store
         .events(0, usize::MAX)
         .unwrap()
@@ -252,13 +252,13 @@ fn failures_retry_with_backoff_until_attempts_run_out() {
     assert_eq!(
         kinds(&store, id),
         [
-            kind::QUEUED,
-            kind::STARTED,
-            kind::RETRYING,
-            kind::STARTED,
-            kind::RETRYING,
-            kind::STARTED,
-            kind::FAILED
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskRetrying,
+            EventKind::TaskStarted,
+            EventKind::TaskRetrying,
+            EventKind::TaskStarted,
+            EventKind::TaskFailed
         ]
     );
     let retrying = &store.events(0, 100).unwrap()[2];
@@ -300,7 +300,7 @@ fn success_ends_the_task() {
     assert_eq!((task.state, task.attempts), (TaskState::Succeeded, 1));
     assert_eq!(task.updated_at, at(2));
     assert_eq!(task.not_before, at(0));
-    assert_eq!(kinds(&store, id).last().unwrap(), kind::SUCCEEDED);
+    assert_eq!(kinds(&store, id).last().unwrap(), &EventKind::TaskSucceeded);
     let err = store.start(id, "local", at(3)).unwrap_err();
     assert!(matches!(err, StoreError::State { .. }), "{err}");
     assert!(matches!(store.task(999), Err(StoreError::NoTask(999))));
@@ -344,7 +344,11 @@ fn interrupted_attempts_do_not_count() {
     assert_eq!(store.task(c).unwrap().state, TaskState::Queued);
     assert_eq!(
         kinds(&store, b),
-        [kind::QUEUED, kind::STARTED, kind::INTERRUPTED]
+        [
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskInterrupted
+        ]
     );
 
     // The interrupted attempt's number is used again by the next start.
@@ -379,7 +383,11 @@ fn cancel_stall_and_retry() {
     store.cancel(a, "again", at(3)).unwrap();
     assert_eq!(
         kinds(&store, a),
-        [kind::QUEUED, kind::STARTED, kind::CANCELLED],
+        [
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskCancelled
+        ],
         "cancelling twice is one transition"
     );
     // The worker that was running it learns it was cancelled.
@@ -678,10 +686,22 @@ fn observations_events_revisions_computers_and_spend() {
     let first = store.events(0, 10).unwrap();
     assert_eq!(first.len(), 1);
     let e1 = store
-        .event(Some(id), Some("a"), "note", &json!({ "n": 1 }), at(3))
+        .event(
+            Some(id),
+            Some("a"),
+            EventKind::RevisionApplied,
+            &json!({ "n": 1 }),
+            at(3),
+        )
         .unwrap();
     let e2 = store
-        .event(None, None, "note", &json!({ "n": 2 }), at(4))
+        .event(
+            None,
+            None,
+            EventKind::RevisionApplied,
+            &json!({ "n": 2 }),
+            at(4),
+        )
         .unwrap();
     assert!(e2 > e1 && e1 > first[0].id);
     let after = store.events(first[0].id, 1).unwrap();
@@ -900,13 +920,20 @@ fn committed_data_survives_a_crash() {
     );
     assert_eq!(store.pending_audit().unwrap().len(), 1);
     assert!(!store.observed().unwrap().goals["a"].passed);
-    let kinds: Vec<String> = store
+    let kinds: Vec<EventKind> = store
         .events(0, 100)
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, [kind::QUEUED, kind::STARTED, kind::INTERRUPTED]);
+    assert_eq!(
+        kinds,
+        [
+            EventKind::TaskQueued,
+            EventKind::TaskStarted,
+            EventKind::TaskInterrupted
+        ]
+    );
 }
 
 #[test]
@@ -959,7 +986,13 @@ fn two_connections_in_two_threads_never_double_book() {
                         if store.enqueue(&task, at(0))?.is_some() {
                             created += 1;
                         }
-                        store.event(None, None, "tick", &json!({ "worker": worker }), at(0))?;
+                        store.event(
+                            None,
+                            None,
+                            EventKind::RevisionApplied,
+                            &json!({ "worker": worker }),
+                            at(0),
+                        )?;
                     }
                     Ok(created)
                 };
@@ -1013,7 +1046,7 @@ fn two_connections_in_two_threads_never_double_book() {
         .events(0, usize::MAX)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "tick")
+        .filter(|e| e.kind == EventKind::RevisionApplied)
         .count();
     assert_eq!(ticks, 80);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -253,7 +253,11 @@ impl Computer for Local {
         let mut child = command
             .envs(&request.env)
             .env(MARKER_VAR, &self.marker)
-            .stdin(Stdio::null())
+            .stdin(if request.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -265,6 +269,14 @@ impl Computer for Local {
         // The child has its own copy of the ruleset's descriptor (closed on exec).
         drop(confined);
         let group = Group::new(&child);
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), request.stdin.clone()) {
+            // Written from its own task: a command that never reads its input must not
+            // stall the run on a full pipe (its exit makes the write fail, harmlessly).
+            tokio::spawn(async move {
+                let _ = pipe.write_all(input.as_bytes()).await;
+                let _ = pipe.shutdown().await;
+            });
+        }
 
         let stdout_tail = Arc::new(Mutex::new(Tail::default()));
         let stderr_tail = Arc::new(Mutex::new(Tail::default()));

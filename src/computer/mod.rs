@@ -124,6 +124,9 @@ pub struct RunRequest {
     pub timeout: Duration,
     /// Whose command it is, which decides whether the computer's sandbox applies.
     pub origin: Origin,
+    /// What the command reads on its standard input (a hook's event); `None` reads as an
+    /// empty input, never the controller's own.
+    pub stdin: Option<String>,
 }
 
 /// Whose command a [`RunRequest`] is.
@@ -315,16 +318,19 @@ pub trait Computer: Send + Sync {
     async fn healthy(&self) -> Result<(), ComputerError>;
 }
 
-/// Where on this host a computer keeps workspaces, given its `workdir` setting.
+/// Where on this host a computer keeps workspaces, given its `workdir` setting; always an
+/// absolute path, since workspaces name their mirror's objects in git's `alternates`, which
+/// git reads relative to the workspace, not to this process.
 pub fn workdir(setting: Option<&str>, state_dir: &Path) -> PathBuf {
-    match setting {
+    let dir = match setting {
         Some(dir) if dir.starts_with("~/") => std::env::var_os("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| state_dir.to_path_buf())
             .join(&dir[2..]),
         Some(dir) => PathBuf::from(dir),
         None => state_dir.join("work"),
-    }
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 #[cfg(test)]

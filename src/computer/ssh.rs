@@ -504,6 +504,23 @@ impl Computer for Ssh {
         let command = wrapper(&cwd, request, &self.marker)?;
         let started = Instant::now();
         let (_link, mut channel) = self.pool.exec(&command).await?;
+        // The input, then its end: a command reading stdin sees exactly the request's
+        // input, and an empty one when there is none (not a channel left open forever).
+        let input = request.stdin.as_deref().unwrap_or_default();
+        let sent = async {
+            if !input.is_empty() {
+                channel.data(input.as_bytes()).await?;
+            }
+            channel.eof().await
+        };
+        match tokio::time::timeout(request.timeout, sent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(computer = %self.name, "cannot send a command's input: {e}")
+            }
+            // Its input is not read: the run's own timeout then stops the command.
+            Err(_) => tracing::debug!(computer = %self.name, "a command did not read its input"),
+        }
         let pgid = Arc::new(Mutex::new(None));
         let mut group = Group {
             pool: self.pool.clone(),

@@ -5,9 +5,11 @@
 //! `git` command. Paths are normalized (`.` and `..` taken out) before either check, so
 //! `./.git/x` and `a/../.git/x` are the same path as `.git/x`.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::ComputerError;
 
@@ -29,7 +31,45 @@ pub struct Workspace {
     pristine: Option<Pristine>,
     /// Whether the root is a folder of this host (not of an SSH computer).
     on_this_host: bool,
+    /// Commits made here whose additions the controller has scanned for secrets.
+    scanned: Scanned,
 }
+
+/// The commits of one workspace whose additions the controller scanned for secrets (when
+/// it made them, or when it checked an agent's commit), so publishing them does not scan
+/// them again. Memory of this process only: after a restart everything is scanned again,
+/// and a commit rewritten by a rebase is a new commit, scanned again too. Kept here, not in
+/// the workspace's `.git`, which agent commands can write.
+#[derive(Clone, Debug, Default)]
+pub struct Scanned(Arc<Mutex<BTreeSet<String>>>);
+
+impl Scanned {
+    pub fn add(&self, commits: impl IntoIterator<Item = String>) {
+        self.set().extend(commits);
+    }
+
+    /// Whether every one of `commits` was scanned (true for none).
+    pub fn all(&self, commits: &[String]) -> bool {
+        let set = self.set();
+        commits.iter().all(|c| set.contains(c))
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // The set only grows; what a panicking holder left is still true.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A memo, not part of what a workspace is.
+impl PartialEq for Scanned {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Scanned {}
 
 /// The `.git/config` and `.git/objects/info/alternates` a workspace was cloned with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +84,7 @@ impl Workspace {
             root: root.into(),
             pristine: None,
             on_this_host: true,
+            scanned: Scanned::default(),
         }
     }
 
@@ -71,6 +112,11 @@ impl Workspace {
 
     pub fn pristine(&self) -> Option<&Pristine> {
         self.pristine.as_ref()
+    }
+
+    /// The commits here already scanned for secrets (shared by every clone of this handle).
+    pub fn scanned(&self) -> &Scanned {
+        &self.scanned
     }
 
     pub fn root(&self) -> &Path {

@@ -435,7 +435,21 @@ pub struct Engine {
     refused_answers: HashSet<String>,
     /// Provider outages in a row per task, for the wait before the next try.
     outages: HashMap<TaskId, u32>,
+    /// The applied revision, for readers in the same process (the HTTP server).
+    published: tokio::sync::watch::Sender<Option<AppliedRevision>>,
+    /// Told how long each reconcile pass took (the metrics' histogram).
+    on_pass: Option<PassObserver>,
 }
+
+/// The revision that runs and its declaration, as [`Engine::applied_revision`] shows it.
+#[derive(Clone, Debug)]
+pub struct AppliedRevision {
+    pub revision: String,
+    pub spec: Arc<Spec>,
+}
+
+/// Called with the duration of every reconcile pass (not the wait after it).
+pub type PassObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |source| EngineError::Io {
@@ -521,7 +535,21 @@ impl Engine {
             approvals_checked: None,
             refused_answers: HashSet::new(),
             outages: HashMap::new(),
+            published: tokio::sync::watch::Sender::new(None),
+            on_pass: None,
         })
+    }
+
+    /// The revision that runs, updated as each new one is applied; `None` until the first
+    /// is. A reader in the same process (the HTTP API, `/readyz`) takes the declaration
+    /// from here rather than loading it a second time.
+    pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<Option<AppliedRevision>> {
+        self.published.subscribe()
+    }
+
+    /// Has `observer` told the duration of each reconcile pass.
+    pub fn on_pass(&mut self, observer: PassObserver) {
+        self.on_pass = Some(observer);
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -592,7 +620,11 @@ impl Engine {
         shutdown: &CancellationToken,
         trigger: &mut mpsc::Receiver<()>,
     ) -> Result<bool, EngineError> {
+        let started = Instant::now();
         self.tick().await?;
+        if let Some(observer) = &self.on_pass {
+            observer(started.elapsed());
+        }
         if self.options.once && self.idle()? {
             return Ok(true);
         }
@@ -730,6 +762,10 @@ impl Engine {
             self.record_computer(&name);
         }
         self.company_dirty = true;
+        self.published.send_replace(Some(AppliedRevision {
+            revision: applied.revision.clone(),
+            spec: applied.spec.clone(),
+        }));
         self.applied = Some(applied);
     }
 
@@ -866,7 +902,7 @@ impl Engine {
                 self.store.event(
                     None,
                     None,
-                    "RevisionApplied",
+                    crate::store::EventKind::RevisionApplied,
                     &serde_json::json!({ "revision": head }),
                     Utc::now(),
                 )?;
@@ -899,7 +935,7 @@ impl Engine {
                 self.store.event(
                     None,
                     None,
-                    "RevisionFailed",
+                    crate::store::EventKind::RevisionFailed,
                     &serde_json::json!({ "revision": head, "errors": errors }),
                     Utc::now(),
                 )?;
@@ -1175,7 +1211,7 @@ impl Engine {
             self.store.event(
                 Some(id),
                 Some(&work.task.goal),
-                "TaskStarted",
+                crate::store::EventKind::Dispatched,
                 &serde_json::json!({ "computer": work.computer.name() }),
                 now,
             )?;
@@ -1248,7 +1284,7 @@ impl Engine {
             self.store.event(
                 Some(task.id),
                 Some(&task.goal),
-                "ComputerLost",
+                crate::store::EventKind::ComputerLost,
                 &serde_json::json!({ "computer": computer, "reason": reason }),
                 now,
             )?;
@@ -1311,7 +1347,7 @@ impl Engine {
         self.store.event(
             Some(task.id),
             Some(&task.goal),
-            "TaskFinished",
+            crate::store::EventKind::AttemptFinished,
             &serde_json::json!({ "outcome": done.outcome, "ended": done.ended }),
             now,
         )?;

@@ -432,13 +432,20 @@ impl Delivery<'_> {
                 from: prepared.tip.clone(),
             };
             // Every commit being published is scanned, however it was made (an agent's
-            // `git commit` through Bash is not scanned when it is made).
-            match self.git.secrets_since(prepared.tip.as_deref()).await {
-                Ok(findings) if findings.is_empty() => {}
-                Ok(findings) => {
-                    return failed(work, crate::secrets::Refused { findings }.to_string(), None);
+            // `git commit` through Bash is not scanned when it is made); those the
+            // controller made or scanned in this attempt are not scanned twice.
+            if !self.actor.workspace.scanned().all(&prepared.commits) {
+                match self.git.secrets_since(prepared.tip.as_deref()).await {
+                    Ok(findings) if findings.is_empty() => {}
+                    Ok(findings) => {
+                        return failed(
+                            work,
+                            crate::secrets::Refused { findings }.to_string(),
+                            None,
+                        );
+                    }
+                    Err(e) => return self.undelivered(e.to_string()),
                 }
-                Err(e) => return self.undelivered(e.to_string()),
             }
             if let Err(done) = self
                 .review(step.saturating_add(1), prepared.tip.as_deref())

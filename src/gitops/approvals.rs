@@ -354,6 +354,32 @@ fn full_path(subpath: &str, path: &str) -> String {
     }
 }
 
+/// Whether `who` may answer requests of the company `spec` declares: their email is one of
+/// the Company's `approvals.approvers`. `Err` says why not, naming the approvers.
+pub fn may_answer(spec: &crate::spec::Spec, who: &Identity) -> Result<(), String> {
+    let approvers = spec
+        .company()
+        .and_then(|c| c.spec.approvals.as_ref())
+        .map(|a| a.approvers.clone())
+        .unwrap_or_default();
+    if approvers
+        .iter()
+        .any(|a| a.trim().eq_ignore_ascii_case(&who.email))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{} <{}> is not an approver of this company (Company spec.approvals.approvers: {})",
+        who.name,
+        who.email,
+        if approvers.is_empty() {
+            "none".to_string()
+        } else {
+            approvers.join(", ")
+        }
+    ))
+}
+
 /// `proto approve`: merges the request's branch into the watched `branch` as `who` (a merge
 /// commit, so the approver is its committer). A checked-out branch is merged with `git
 /// merge` in its working tree; otherwise the merge commit is made in the repository and the

@@ -53,11 +53,21 @@ const CREDENTIAL_ENV: [&str; 3] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH"
 /// rather than committed unscanned.
 const MAX_SCANNED_BYTES: usize = 32 * 1024 * 1024;
 
-/// `git diff` as the secret scan reads it: only what is added, with no context lines, in
-/// git's own format whatever the user's configuration says (prefixes, colour, external diff
-/// and text conversion programs).
-const DIFF: &str =
-    "g diff -U0 --no-color --no-ext-diff --no-textconv --src-prefix=a/ --dst-prefix=b/";
+/// What one commit adds, as the secret scan reads it (followed by the commit): only what
+/// is added, with no context lines, in git's own format whatever the user's configuration
+/// says (prefixes, colour, external diff and text conversion programs); a root commit
+/// against the empty tree.
+const COMMIT_DIFF: &str = "g diff-tree -p -U0 --root --no-commit-id --no-color --no-ext-diff \
+     --no-textconv --src-prefix=a/ --dst-prefix=b/";
+
+/// What each commit of a range adds (followed by the range), each preceded by a
+/// [`COMMIT_MARK`] line naming it; a merge as against its first parent.
+const LOG_DIFF: &str = "g -c log.showRoot=true log -p -U0 --format='proto-commit %H' \
+     --diff-merges=first-parent --no-color --no-ext-diff --no-textconv \
+     --src-prefix=a/ --dst-prefix=b/";
+
+/// The line [`LOG_DIFF`] starts each commit with; no line of a diff starts so.
+const COMMIT_MARK: &str = "proto-commit ";
 
 #[derive(Debug, Error)]
 pub enum DeliveryError {
@@ -118,6 +128,9 @@ pub struct Prepared {
     pub head: Option<String>,
     /// Whether the work had to be rebased onto a tip it was not built on.
     pub rebased: bool,
+    /// The commits publishing HEAD would add to the branch (`tip..HEAD`; all of HEAD's
+    /// history when there is no tip).
+    pub commits: Vec<String>,
 }
 
 impl Prepared {
@@ -150,7 +163,7 @@ const PRELUDE: &str = "g() { git -c commit.gpgsign=false -c core.editor=true -c 
     [ -d .git ] || { echo 'the workspace has no git directory' >&2; exit 75; }\n\
     rm -f .git/config .git/commondir .git/config.worktree .git/objects/info/alternates .git/info/attributes || exit 75\n\
     printf '%s' \"$PROTO_GIT_CONFIG\" > .git/config || exit 75\n\
-    mkdir -p .git/objects/info && printf '%s' \"$PROTO_GIT_ALTERNATES\" > .git/objects/info/alternates || exit 75\n\
+    { [ -d .git/objects/info ] || mkdir -p .git/objects/info; } && printf '%s' \"$PROTO_GIT_ALTERNATES\" > .git/objects/info/alternates || exit 75\n\
     fi\n";
 
 /// Environment for a script in `workspace`: its pristine git state, which [`PRELUDE`]
@@ -200,6 +213,7 @@ impl Git<'_> {
             env,
             timeout: GIT_TIMEOUT,
             origin: Origin::Controller,
+            stdin: None,
         };
         let out = self
             .computer
@@ -227,54 +241,89 @@ impl Git<'_> {
     }
 
     /// Stages everything (`git add -A`) and commits it authored by `author`, committed by
-    /// `committer`; `Ok(None)` when nothing changed. What is staged is scanned for secrets
-    /// first: if it adds one, nothing is committed and [`DeliveryError::Secrets`] says where.
+    /// `committer`; `Ok(None)` when nothing changed. What the commit adds is scanned for
+    /// secrets: if it adds one, the commit is undone (its changes left staged) and
+    /// [`DeliveryError::Secrets`] says where. One script makes the commit and prints its
+    /// diff, so a commit costs one process start; the scanned commit is remembered
+    /// ([`Workspace::scanned`]) so publishing it does not scan it again.
     pub async fn commit_all(
         &self,
         message: &str,
         author: &Identity,
         committer: &Identity,
     ) -> Result<Option<String>, DeliveryError> {
-        let staged = self
-            .diff_text(&format!(
-                "g add -A || exit $?\n\
-                 base=$(g rev-parse --verify -q 'HEAD^{{commit}}') || base=$(g hash-object -t tree /dev/null)\n\
-                 {DIFF} --cached \"$base\"\n"
-            ))
-            .await?;
-        if staged.trim().is_empty() {
-            return Ok(None);
-        }
-        refuse_secrets(crate::secrets::scan_diff(&staged))?;
         // `--no-verify`: the product's hooks are the server's business (they run on push);
         // a client-side hook in a fresh clone would be one the work itself planted.
         let script = format!(
-            "g diff --cached --quiet; staged=$?\n\
+            "g add -A || exit $?\n\
+             g diff --cached --quiet; staged=$?\n\
              [ $staged -eq 0 ] && exit 0\n\
              [ $staged -eq 1 ] || exit $staged\n\
+             base=$(g rev-parse --verify -q 'HEAD^{{commit}}') || base=\n\
              g commit -q --no-verify -m {} || exit $?\n\
-             g rev-parse HEAD\n",
+             head=$(g rev-parse HEAD) || exit $?\n\
+             echo \"base=$base\"\n\
+             echo \"head=$head\"\n\
+             {COMMIT_DIFF} HEAD\n",
             quote(message)
         );
-        let out = self
-            .script(&script, identity_env(author, committer), false)
+        let (out, text, over) = self
+            .streamed(&script, identity_env(author, committer))
             .await?;
         if !out.success() {
             return Err(failed("add -A && commit", &out));
         }
-        let head = out.stdout.trim();
-        Ok((!head.is_empty()).then(|| head.to_string()))
+        let mut lines = text.splitn(3, '\n');
+        let (Some(base), Some(head)) = (
+            lines.next().and_then(|l| l.strip_prefix("base=")),
+            lines.next().and_then(|l| l.strip_prefix("head=")),
+        ) else {
+            // Nothing was staged: nothing committed, nothing printed.
+            return Ok(None);
+        };
+        let base = Some(base.trim()).filter(|b| !b.is_empty());
+        let head = head.trim().to_string();
+        if over {
+            self.uncommit(base).await?;
+            return Err(too_large("commit"));
+        }
+        if let Err(refused) = refuse_secrets(crate::secrets::scan_diff(lines.next().unwrap_or("")))
+        {
+            self.uncommit(base).await?;
+            return Err(refused.into());
+        }
+        self.workspace.scanned().add([head.clone()]);
+        Ok(Some(head))
     }
 
-    /// The secrets the commits after `base` (`None`: all of HEAD's history) add, for a
-    /// commit made by other means than [`Git::commit_all`] (the agent's `Git` tool).
+    /// The secrets the commits after `base` (`None`: all of HEAD's history) add, each
+    /// commit's own additions (a secret added and then removed again is still in the history
+    /// a push would publish), for commits made by other means than [`Git::commit_all`] (the
+    /// agent's `Git` tool, a `git commit` through `Bash`). Commits found clean are
+    /// remembered as scanned.
     pub async fn secrets_since(&self, base: Option<&str>) -> Result<Vec<Finding>, DeliveryError> {
-        let base = match base {
-            Some(commit) => quote(commit),
-            None => "$(g hash-object -t tree /dev/null)".to_string(),
+        let range = match base {
+            Some(commit) => quote(&format!("{commit}..HEAD")),
+            None => "HEAD".to_string(),
         };
-        let diff = self.diff_text(&format!("{DIFF} {base} HEAD\n")).await?;
-        Ok(crate::secrets::scan_diff(&diff))
+        let (out, text, over) = self
+            .streamed(&format!("{LOG_DIFF} {range}\n"), BTreeMap::new())
+            .await?;
+        if !out.success() {
+            return Err(failed("log -p (secret scan)", &out));
+        }
+        if over {
+            return Err(too_large("push"));
+        }
+        let findings = crate::secrets::scan_diff(&text);
+        if findings.is_empty() {
+            self.workspace.scanned().add(
+                text.lines()
+                    .filter_map(|l| l.strip_prefix(COMMIT_MARK))
+                    .map(|c| c.trim().to_string()),
+            );
+        }
+        Ok(findings)
     }
 
     /// Moves the branch back to `base` (`None`: unborn again), keeping the index and the
@@ -292,13 +341,16 @@ impl Git<'_> {
         }
     }
 
-    /// The whole standard output of `script` (a diff, which may be larger than the tail a
-    /// [`RunOutcome`] keeps), up to [`MAX_SCANNED_BYTES`].
-    async fn diff_text(&self, script: &str) -> Result<String, DeliveryError> {
-        let mut env = BTreeMap::from([
-            ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
-            ("LC_ALL".to_string(), "C".to_string()),
-        ]);
+    /// Runs `script` and keeps its whole standard output (a diff, which may be larger than
+    /// the tail a [`RunOutcome`] keeps) up to [`MAX_SCANNED_BYTES`]; the flag says more was
+    /// cut off.
+    async fn streamed(
+        &self,
+        script: &str,
+        mut env: BTreeMap<String, String>,
+    ) -> Result<(RunOutcome, String, bool), DeliveryError> {
+        env.insert("GIT_TERMINAL_PROMPT".to_string(), "0".to_string());
+        env.insert("LC_ALL".to_string(), "C".to_string());
         pristine_env(self.workspace, &mut env);
         let request = RunRequest {
             command: format!("{PRELUDE}{script}"),
@@ -306,6 +358,7 @@ impl Git<'_> {
             env,
             timeout: GIT_TIMEOUT,
             origin: Origin::Controller,
+            stdin: None,
         };
         let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
         let collect = async move {
@@ -331,20 +384,7 @@ impl Git<'_> {
         if out.cancelled {
             return Err(DeliveryError::Cancelled);
         }
-        if !out.success() {
-            return Err(failed("diff (secret scan)", &out));
-        }
-        if over {
-            return Err(DeliveryError::Git {
-                command: "diff (secret scan)".into(),
-                detail: format!(
-                    "the change adds more than {} MiB of text, more than is scanned for \
-                     secrets; commit it in smaller parts",
-                    MAX_SCANNED_BYTES / (1024 * 1024)
-                ),
-            });
-        }
-        Ok(text)
+        Ok((out, text, over))
     }
 
     /// Makes the workspace a clean checkout of what would be published: removes everything
@@ -386,9 +426,12 @@ impl Git<'_> {
                head=$(g rev-parse HEAD) || exit $?\n\
                rebased=1\n\
              fi\n\
+             commits=\n\
+             if [ -n \"$head\" ]; then commits=$(g rev-list \"$head\" ${{tip:+--not \"$tip\"}}) || exit $?; fi\n\
              echo \"tip=$tip\"\n\
              echo \"head=$head\"\n\
-             echo \"rebased=$rebased\"\n"
+             echo \"rebased=$rebased\"\n\
+             echo \"commits=\"$commits\n"
         );
         let out = self
             .script(&script, identity_env(committer, committer), fetch)
@@ -406,6 +449,9 @@ impl Git<'_> {
                 tip: field("tip"),
                 head: field("head"),
                 rebased: field("rebased").as_deref() == Some("1"),
+                commits: field("commits")
+                    .map(|c| c.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
             }),
             Some(EXIT_CONFLICT) => Err(DeliveryError::Conflict {
                 branch: branch.to_string(),
@@ -528,7 +574,10 @@ impl Git<'_> {
         // Git's empty tree: a branch that does not exist yet holds nothing.
         let from = from.unwrap_or("4b825dc642cb6eb9a060e54bf8d69288fbee4904");
         let script = format!("g diff --no-color {} {}", quote(from), quote(to));
-        let mut diff = self.diff_text(&script).await?;
+        let (out, mut diff, _) = self.streamed(&script, BTreeMap::new()).await?;
+        if !out.success() {
+            return Err(failed("diff", &out));
+        }
         if diff.len() > DIFF_LIMIT {
             let mut cut = DIFF_LIMIT;
             while !diff.is_char_boundary(cut) {
@@ -649,6 +698,19 @@ fn identity_env(author: &Identity, committer: &Identity) -> BTreeMap<String, Str
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.clone()))
     .collect()
+}
+
+/// A change too large to be scanned for secrets, which is refused rather than let through
+/// unscanned.
+fn too_large(what: &str) -> DeliveryError {
+    DeliveryError::Git {
+        command: format!("diff (secret scan before the {what})"),
+        detail: format!(
+            "the change adds more than {} MiB of text, more than is scanned for secrets; \
+             commit it in smaller parts",
+            MAX_SCANNED_BYTES / (1024 * 1024)
+        ),
+    }
 }
 
 fn failed(command: &str, out: &RunOutcome) -> DeliveryError {

@@ -143,6 +143,7 @@ pub(super) async fn execute(
                 env: BTreeMap::new(),
                 timeout: *timeout,
                 origin: Origin::Agent,
+                stdin: None,
             };
             let out = actor
                 .computer

@@ -2,8 +2,10 @@
 //!
 //! For one event (`PreToolUse`, `PostToolUse`, `PostToolUseFailure`, `Stop`, `SubagentStop`,
 //! `SessionStart`, ...) the matchers that fit are selected, and each `command` hook runs with
-//! `sh -c` in the workspace, the event's JSON on stdin and a timeout (the hook's `timeout`
-//! seconds, 60 by default). All hooks of an event run in parallel. What each one says:
+//! `sh -c` in the workspace, on the computer that holds it ([`Site`]), with the event's JSON
+//! on stdin, the computer's plain environment (never the controller's keys) and a timeout
+//! (the hook's `timeout` seconds, 60 by default). All hooks of an event run in parallel.
+//! What each one says:
 //!
 //! - exit 0: no objection. Stdout may hold JSON: `decision: "block"` with `reason`,
 //!   `continue: false` with `stopReason`, or `hookSpecificOutput` with `permissionDecision`
@@ -19,26 +21,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use regex::Regex;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
+use crate::computer::{Computer, Origin, Output, RunRequest, Workspace};
 use crate::spec::claude::{Hook, HookMatcher};
 
 /// Seconds a hook may run when it names no `timeout`.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
-
-/// The controller's environment variables a hook sees; nothing else passes, so model keys and
-/// tokens in the controller's environment never reach a hook. The same list as the local
-/// computer's commands get.
-const BASE_ENV: [&str; 8] = [
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR",
-];
 
 /// Events whose matcher is tested against the tool name.
 const TOOL_EVENTS: [&str; 4] = [
@@ -260,8 +254,19 @@ pub fn matcher_selects(matcher: Option<&str>, target: Option<&str>) -> Result<bo
         .map_err(|e| format!("invalid matcher regex {matcher:?}: {e}"))
 }
 
-/// Runs the hooks `settings_hooks` declares for `input`'s event and combines what they say.
+/// Where hooks run: on the computer that holds the workspace they judge, in that workspace
+/// (so a hook on an SSH computer's task sees the remote files), as the controller's own
+/// commands (policy, not an agent's action: never sandboxed), stopped with the task.
+pub struct Site<'a> {
+    pub computer: &'a dyn Computer,
+    pub workspace: &'a Workspace,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Runs the hooks `settings_hooks` declares for `input`'s event at `site` and combines what
+/// they say.
 pub async fn run_hooks(
+    site: &Site<'_>,
     settings_hooks: &BTreeMap<String, Vec<HookMatcher>>,
     input: &HookInput,
 ) -> HookOutcome {
@@ -305,7 +310,7 @@ pub async fn run_hooks(
         }
     }
     let stdin = input.to_json().to_string();
-    let runs = join_all(unique.iter().map(|h| run_one(h, &input.cwd, &stdin))).await;
+    let runs = join_all(unique.iter().map(|h| run_one(site, h, &input.cwd, &stdin))).await;
     outcome.runs = failures.into_iter().chain(runs).collect();
     let mut blocks = Vec::new();
     let mut asks = Vec::new();
@@ -406,7 +411,7 @@ fn failed_run(
     }
 }
 
-async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
+async fn run_one(site: &Site<'_>, hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
     let command = match (hook.kind.as_str(), hook.command.as_deref()) {
         ("command", Some(command)) if !command.trim().is_empty() => command,
         (kind, _) => {
@@ -417,74 +422,59 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
         }
     };
     let timeout = Duration::from_secs(hook.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS));
-    let started = Instant::now();
-    let mut child = match Command::new(crate::program::program("sh"))
-        .arg("-c")
-        .arg(command)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(
-            BASE_ENV
-                .iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-        )
-        .env("CLAUDE_PROJECT_DIR", cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a timeout kills whatever the script started too.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => child,
+    let request = RunRequest {
+        command: command.to_string(),
+        cwd: String::new(),
+        env: BTreeMap::from([(
+            "CLAUDE_PROJECT_DIR".to_string(),
+            cwd.to_string_lossy().into_owned(),
+        )]),
+        timeout,
+        origin: Origin::Controller,
+        stdin: Some(stdin.to_string()),
+    };
+    // Stdout is read whole (up to a limit): it may be a JSON answer longer than the tail a
+    // run keeps.
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let collect = async move {
+        let mut text = String::new();
+        while let Some(chunk) = receiver.recv().await {
+            if let Output::Stdout(part) = chunk {
+                let mut room = OUTPUT_LIMIT.saturating_sub(text.len()).min(part.len());
+                while !part.is_char_boundary(room) {
+                    room -= 1;
+                }
+                text.push_str(&part[..room]);
+            }
+        }
+        text
+    };
+    let (ran, stdout) = tokio::join!(
+        site.computer
+            .run(site.workspace, &request, Some(sender), site.cancel),
+        collect
+    );
+    let out = match ran {
+        Ok(out) => out,
         Err(e) => return failed(hook, format!("could not start: {e}")),
     };
-    let pid = child.id();
-    if let Some(mut pipe) = child.stdin.take() {
-        let data = stdin.as_bytes().to_vec();
-        // Written from its own task: a hook that never reads stdin must not stall us on a
-        // full pipe. A hook that exits without reading makes this fail harmlessly.
-        tokio::spawn(async move {
-            let _ = pipe.write_all(&data).await;
-            let _ = pipe.shutdown().await;
-        });
-    }
-    let (stdout_pipe, stderr_pipe) = (child.stdout.take(), child.stderr.take());
-    let finished = async {
-        let (stdout, stderr, status) = tokio::join!(
-            read_capped(stdout_pipe),
-            read_capped(stderr_pipe),
-            child.wait()
+    let elapsed = out.duration;
+    if out.timed_out {
+        return failed_run(
+            hook,
+            format!("timed out after {}s", timeout.as_secs()),
+            None,
+            String::new(),
+            String::new(),
+            elapsed,
+            true,
         );
-        status.map(|status| (status, stdout, stderr))
-    };
-    let result = tokio::time::timeout(timeout, finished).await;
-    let elapsed = started.elapsed();
-    let (status, stdout, stderr) = match result {
-        Err(_) => {
-            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            return failed_run(
-                hook,
-                format!("timed out after {}s", timeout.as_secs()),
-                None,
-                String::new(),
-                String::new(),
-                elapsed,
-                true,
-            );
-        }
-        Ok(Err(e)) => return failed(hook, format!("failed while running: {e}")),
-        Ok(Ok(done)) => done,
-    };
-    let stdout = String::from_utf8_lossy(&stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&stderr).into_owned();
-    let code = status.code();
+    }
+    if out.cancelled {
+        return failed(hook, "cancelled with its task".to_string());
+    }
+    let stderr = out.stderr;
+    let code = out.code;
     match code {
         Some(0) => interpret_stdout(command, stdout, stderr, elapsed),
         Some(2) => {
@@ -522,19 +512,9 @@ async fn run_one(hook: &Hook, cwd: &Path, stdin: &str) -> HookRun {
     }
 }
 
-/// Bytes of a hook's stdout or stderr kept; the rest is read and dropped.
-const OUTPUT_LIMIT: u64 = 1 << 20;
-
-/// Reads a pipe up to [`OUTPUT_LIMIT`], then drains it so the hook never stalls on a full
-/// pipe and a runaway hook cannot fill the controller's memory.
-async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Some(mut pipe) = pipe {
-        let _ = (&mut pipe).take(OUTPUT_LIMIT).read_to_end(&mut buf).await;
-        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
-    }
-    buf
-}
+/// Bytes of a hook's stdout kept; the rest is read and dropped, so a runaway hook cannot
+/// fill the controller's memory (its stderr is the tail a run keeps).
+const OUTPUT_LIMIT: usize = 1 << 20;
 
 /// Exit 0: plain text is context; JSON may decide.
 fn interpret_stdout(command: &str, stdout: String, stderr: String, elapsed: Duration) -> HookRun {

@@ -35,7 +35,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::hooks::{self, HookDecision, HookInput, HookOutcome};
-use super::{ActError, Actor, hook_session};
+use super::{ActError, Actor, hook_session, hook_site};
 use crate::store::{AuditRecord, Entry, StepRecord};
 
 /// Times Stop or SubagentStop hooks may keep one session going. A hook that wants more is
@@ -58,8 +58,9 @@ fn declared(actor: &Actor<'_>, event: &str) -> bool {
 async fn run(actor: &Actor<'_>, input: &HookInput) -> Result<HookOutcome, ActError> {
     let empty = Default::default();
     let declared = actor.settings.map_or(&empty, |s| &s.hooks);
+    let site = hook_site(actor);
     tokio::select! {
-        outcome = hooks::run_hooks(declared, input) => {
+        outcome = hooks::run_hooks(&site, declared, input) => {
             for error in &outcome.errors {
                 tracing::warn!(event = %input.event, "hook failed (not blocking): {error}");
             }

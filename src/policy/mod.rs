@@ -257,6 +257,15 @@ pub fn transcript_path(actor: &Actor<'_>) -> String {
     )
 }
 
+/// Hooks run on the actor's computer, in its workspace.
+fn hook_site<'a>(actor: &'a Actor<'_>) -> hooks::Site<'a> {
+    hooks::Site {
+        computer: actor.computer,
+        workspace: actor.workspace,
+        cancel: actor.cancel,
+    }
+}
+
 fn hook_session(actor: &Actor<'_>) -> hooks::Session {
     hooks::Session {
         session_id: format!("task-{}", actor.task),
@@ -304,6 +313,7 @@ async fn admit(actor: &Actor<'_>, call: &ToolCall) -> Result<Option<Value>, ActE
         permissions::Decision::Allow { .. } => {}
     }
     let outcome = hooks::run_hooks(
+        &hook_site(actor),
         &settings.hooks,
         &hooks::HookInput::pre_tool_use(&hook_session(actor), call.tool(), &input),
     )
@@ -329,7 +339,7 @@ async fn after(actor: &Actor<'_>, call: &ToolCall, result: Result<&Value, &str>)
         Ok(response) => hooks::HookInput::post_tool_use(&session, call.tool(), &input, response),
         Err(error) => hooks::HookInput::post_tool_use_failure(&session, call.tool(), &input, error),
     };
-    let outcome = hooks::run_hooks(&settings.hooks, &event).await;
+    let outcome = hooks::run_hooks(&hook_site(actor), &settings.hooks, &event).await;
     if let hooks::HookDecision::Block { reason } = outcome.decision {
         tracing::info!(tool = call.tool(), "post-tool hook feedback: {reason}");
     }
@@ -519,7 +529,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
                 if let Err(lost) = actor.store.event(
                     Some(actor.task),
                     Some(actor.goal),
-                    crate::store::kind::SECRET_BLOCKED,
+                    crate::store::EventKind::SecretBlocked,
                     &data,
                     Utc::now(),
                 ) {

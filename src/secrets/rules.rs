@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use std::sync::{LazyLock, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use secrets_scanner::{ScanConfig, Scanner};
+use secrets_scanner::rules::allowlist::{CompiledAllowlist, is_path_globally_allowlisted};
+use secrets_scanner::{GlobalAllowlist, ScanConfig, Scanner};
 
 /// One secret a rule matched: where it is (byte offsets into the scanned text) and which rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +54,10 @@ impl Rule {
 
 struct RuleSet {
     rules: Vec<Rule>,
+    /// The ruleset's global allowlist, compiled once here rather than into every rule's
+    /// scanner (it was a third of the memory the compiled rules took); `None` when it is
+    /// one this module cannot apply itself, and each rule then carries it.
+    allowlist: Option<Allowlist>,
     keywords: Option<AhoCorasick>,
     /// For each keyword of `keywords`, the rules it makes candidates.
     keyword_rules: Vec<Vec<usize>>,
@@ -73,7 +78,10 @@ fn load() -> RuleSet {
             toml::Table::new()
         }
     };
-    let allowlist = table.get("allowlist").cloned();
+    let global = table.get("allowlist").cloned();
+    let allowlist = global.as_ref().and_then(Allowlist::compile);
+    // Carried by each rule only when it could not be compiled once.
+    let carried = global.filter(|_| allowlist.is_none());
     let mut rules = Vec::new();
     let mut keywords: Vec<String> = Vec::new();
     let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
@@ -99,8 +107,8 @@ fn load() -> RuleSet {
             .to_string();
         let mut one = toml::Table::new();
         one.insert("title".into(), toml::Value::String(id.clone()));
-        if let Some(allowlist) = &allowlist {
-            one.insert("allowlist".into(), allowlist.clone());
+        if let Some(carried) = &carried {
+            one.insert("allowlist".into(), carried.clone());
         }
         one.insert("rules".into(), toml::Value::Array(vec![entry.clone()]));
         let Ok(text) = toml::to_string(&one) else {
@@ -154,6 +162,7 @@ fn load() -> RuleSet {
     };
     RuleSet {
         rules,
+        allowlist,
         keywords,
         keyword_rules,
         always,
@@ -164,6 +173,9 @@ fn load() -> RuleSet {
 /// allowlists look at the path: lock files and images are not scanned).
 pub(super) fn hits(path: &str, text: &str) -> Vec<Hit> {
     let set = &*RULES;
+    if set.allowlist.as_ref().is_some_and(|a| a.path(path)) {
+        return Vec::new();
+    }
     let mut candidates: BTreeSet<usize> = set.always.iter().copied().collect();
     for found in set
         .keywords
@@ -192,6 +204,20 @@ pub(super) fn hits(path: &str, text: &str) -> Vec<Hit> {
             if start >= end || end > text.len() {
                 continue;
             }
+            if let Some(allowlist) = &set.allowlist {
+                let matched = text
+                    .get(finding.start_offset..finding.end_offset)
+                    .unwrap_or_default();
+                let before = text.get(..start).unwrap_or_default();
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let after = text.get(end..).unwrap_or_default();
+                let line_end = after.find('\n').map_or(text.len(), |i| end + i);
+                let line = text.get(line_start..line_end).unwrap_or_default();
+                let secret = text.get(start..end).unwrap_or_default();
+                if allowlist.finding(path, line, matched, secret) {
+                    continue;
+                }
+            }
             hits.push(Hit {
                 start,
                 end,
@@ -203,8 +229,43 @@ pub(super) fn hits(path: &str, text: &str) -> Vec<Hit> {
     hits
 }
 
+/// The ruleset's global allowlist, compiled once by the crate's own code and applied as
+/// the crate applies it (a file whose path it allows is not scanned; a finding it allows is
+/// dropped).
+struct Allowlist(CompiledAllowlist);
+
+impl Allowlist {
+    fn compile(value: &toml::Value) -> Option<Allowlist> {
+        match value.clone().try_into::<GlobalAllowlist>() {
+            Ok(config) => Some(Allowlist(CompiledAllowlist::compile_global_allowlist(
+                &config,
+            ))),
+            Err(e) => {
+                tracing::warn!("the secret rules' allowlist is left to each rule: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self, path: &str) -> bool {
+        is_path_globally_allowlisted(std::slice::from_ref(&self.0), path)
+    }
+
+    /// Whether the finding `matched` (with `secret` inside it, on `line`) is allowed.
+    fn finding(&self, path: &str, line: &str, matched: &str, secret: &str) -> bool {
+        self.0
+            .evaluate(path, line.as_bytes(), matched.as_bytes(), secret.as_bytes())
+    }
+}
+
 /// How many rules the set holds (for the module's tests and its documentation).
 #[cfg(test)]
 pub(super) fn count() -> usize {
     RULES.rules.len()
+}
+
+/// Whether the global allowlist is applied here, once, rather than by every rule.
+#[cfg(test)]
+pub(super) fn allowlist_compiled_once() -> bool {
+    RULES.allowlist.is_some()
 }

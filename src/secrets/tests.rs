@@ -21,6 +21,7 @@ fn private_key() -> String {
 #[test]
 fn the_rule_set_is_the_bundled_one() {
     assert!(rules::count() > 200, "{}", rules::count());
+    assert!(rules::allowlist_compiled_once());
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! What agents do, as typed events. The store appends them to its event log beside the task
-//! transitions (kind `agent.<what>`), and `proto logs`, the progress line of `proto run` and
+//! transitions (kinds [`EventKind::AgentModel`] and [`EventKind::AgentTool`]), and `proto logs`, the progress line of `proto run` and
 //! any later stream read them back as this same type.
 
 use serde::{Deserialize, Serialize};
 
-use super::Event;
+use super::{Event, EventKind};
 
 /// One step of an agent's work.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,23 +37,18 @@ pub enum Activity {
     },
 }
 
-/// The event kinds activities are stored under start with this.
-pub const KIND_PREFIX: &str = "agent.";
-
 impl Activity {
     /// The event kind it is stored as.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Activity::Model { .. } => "agent.model",
-            Activity::Tool { .. } => "agent.tool",
+            Activity::Model { .. } => EventKind::AgentModel,
+            Activity::Tool { .. } => EventKind::AgentTool,
         }
     }
 
     /// The activity an event records, if it records one.
     pub fn from_event(event: &Event) -> Option<Activity> {
-        event
-            .kind
-            .starts_with(KIND_PREFIX)
+        matches!(event.kind, EventKind::AgentModel | EventKind::AgentTool)
             .then(|| serde_json::from_value(event.data.clone()).ok())
             .flatten()
     }

@@ -11,18 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    AuditRecord, Store, StoreError, TaskId, TaskState, append_event, close_attempt, insert_audit,
-    json_column, load_task, optional_time_column, state_name, time_column, time_text,
+    AuditRecord, EventKind, Store, StoreError, TaskId, TaskState, append_event, close_attempt,
+    insert_audit, json_column, load_task, optional_time_column, state_name, time_column, time_text,
 };
-
-/// Event kinds of approvals.
-pub mod kind {
-    pub const REQUESTED: &str = "approval.requested";
-    pub const APPROVED: &str = "approval.approved";
-    pub const DENIED: &str = "approval.denied";
-    /// An approving commit made by someone who may not approve.
-    pub const REFUSED: &str = "approval.refused";
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -182,7 +173,7 @@ impl Store {
                 ],
             )?;
             let data = json!({ "id": id, "action": ask.action, "reason": ask.reason });
-            append_event(tx, Some(task.id), Some(&task.goal), kind::REQUESTED, &data, now)?;
+            append_event(tx, Some(task.id), Some(&task.goal), EventKind::ApprovalRequested, &data, now)?;
             Ok(tx.query_row(
                 &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
                 [&id],
@@ -262,7 +253,7 @@ impl Store {
                 tx,
                 Some(approval.task),
                 Some(&approval.goal),
-                kind::REFUSED,
+                EventKind::ApprovalRefused,
                 &data,
                 now,
             )?;
@@ -328,9 +319,9 @@ impl Store {
             }
             let data = json!({ "id": id, "action": approval.action, "by": by, "answer": answer });
             let event = if approved {
-                kind::APPROVED
+                EventKind::ApprovalApproved
             } else {
-                kind::DENIED
+                EventKind::ApprovalDenied
             };
             append_event(tx, Some(task.id), Some(&task.goal), event, &data, now)?;
             insert_audit(

@@ -10,14 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    AuditRecord, Store, StoreError, append_event, insert_audit, optional_time_column, time_text,
+    AuditRecord, EventKind, Store, StoreError, append_event, insert_audit, optional_time_column,
+    time_text,
 };
-
-/// Event kinds of the switch.
-pub mod kind {
-    pub const STOPPED: &str = "control.stopped";
-    pub const RESUMED: &str = "control.resumed";
-}
 
 /// A stop in force.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,7 +49,7 @@ impl Store {
                 (time_text(now), by, reason),
             )?;
             let data = json!({ "by": by, "reason": reason });
-            append_event(tx, None, None, kind::STOPPED, &data, now)?;
+            append_event(tx, None, None, EventKind::ControlStopped, &data, now)?;
             insert_audit(tx, &audit("stop", by, data, now))?;
             Ok(true)
         })
@@ -71,7 +66,7 @@ impl Store {
                 [],
             )?;
             let data = json!({ "by": by, "stopped": stop });
-            append_event(tx, None, None, kind::RESUMED, &data, now)?;
+            append_event(tx, None, None, EventKind::ControlResumed, &data, now)?;
             insert_audit(tx, &audit("resume", by, data, now))?;
             Ok(true)
         })
@@ -80,6 +75,20 @@ impl Store {
     /// The stop in force, if any.
     pub fn stopped(&self) -> Result<Option<Stop>, StoreError> {
         self.read(|tx| current(tx))
+    }
+
+    /// After a stop: waits until no task is marked running (the controller marks a task
+    /// interrupted only once its processes are gone), at most `within`. Answers how many
+    /// are still running then: 0 when the stop took effect. `proto stop` and the API's
+    /// `POST /api/v1/stop` both confirm a stop with it.
+    pub fn await_idle(&self, within: std::time::Duration) -> Result<i64, StoreError> {
+        let deadline = std::time::Instant::now() + within;
+        let mut running = self.running_now()?;
+        while running > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            running = self.running_now()?;
+        }
+        Ok(running)
     }
 
     /// Tasks the tables say are running now, read afresh (not from this handle's view): what

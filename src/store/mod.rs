@@ -10,14 +10,17 @@ pub mod activity;
 mod approvals;
 mod computers;
 mod control;
+mod event;
 mod migrations;
 mod observed;
+mod reads;
 mod record;
 mod retention;
 #[cfg(test)]
 mod tests;
 
 pub use computers::ComputerRecord;
+pub use reads::{AttemptRow, SpendReport, SpendSum};
 pub use record::{Cost, Entry, StepRecord};
 pub use retention::{Pruned, Retention};
 
@@ -203,7 +206,7 @@ pub struct Event {
     pub time: DateTime<Utc>,
     pub task: Option<TaskId>,
     pub goal: Option<String>,
-    pub kind: String,
+    pub kind: EventKind,
     pub data: serde_json::Value,
 }
 
@@ -261,31 +264,9 @@ pub const DB_FILE: &str = "proto.db";
 /// How long a write waits for another connection's write to finish before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Kinds of the events the store appends itself, one per task transition, in the same
-/// transaction as the transition.
-pub mod kind {
-    pub const QUEUED: &str = "task.queued";
-    pub const STARTED: &str = "task.started";
-    pub const SUCCEEDED: &str = "task.succeeded";
-    /// A failed attempt with attempts left: queued again for `retryAt`.
-    pub const RETRYING: &str = "task.retrying";
-    /// A failed attempt with none left.
-    pub const FAILED: &str = "task.failed";
-    pub const INTERRUPTED: &str = "task.interrupted";
-    pub const CANCELLED: &str = "task.cancelled";
-    pub const STALLED: &str = "task.stalled";
-    pub const RETRIED: &str = "task.retried";
-    pub const WAITING_APPROVAL: &str = "task.waitingApproval";
-    pub const OVER_BUDGET: &str = "task.overBudget";
-    /// An attempt stopped by a provider outage: queued again, the attempt not counted.
-    pub const PROVIDER_UNAVAILABLE: &str = "task.providerUnavailable";
-    /// A commit refused because it would add secrets (appended by `act()`; its data names
-    /// the files, lines and rules, never the secrets).
-    pub const SECRET_BLOCKED: &str = "secret.blocked";
-}
-
-pub use approvals::{Approval, ApprovalState, Ask, approval_id, kind as approval_kind};
-pub use control::{Stop, kind as control_kind};
+pub use approvals::{Approval, ApprovalState, Ask, approval_id};
+pub use control::Stop;
+pub use event::EventKind;
 
 pub struct Store {
     conn: std::sync::Mutex<rusqlite::Connection>,
@@ -515,7 +496,7 @@ impl Store {
                 tx,
                 Some(id),
                 Some(&task.goal),
-                kind::QUEUED,
+                EventKind::TaskQueued,
                 &json!({
                     "key": task.key,
                     "priority": task.priority.as_str(),
@@ -605,7 +586,7 @@ impl Store {
                 tx,
                 Some(id),
                 Some(&task.goal),
-                kind::STARTED,
+                EventKind::TaskStarted,
                 &json!({ "attempt": number, "computer": computer }),
                 now,
             )?;
@@ -655,7 +636,7 @@ impl Store {
                         tx,
                         Some(id),
                         Some(&task.goal),
-                        kind::PROVIDER_UNAVAILABLE,
+                        EventKind::TaskProviderUnavailable,
                         &json!({ "attempt": attempts, "error": error, "retryAt": time_text(retry_at) }),
                         now,
                     )?;
@@ -672,7 +653,7 @@ impl Store {
                         tx,
                         Some(id),
                         Some(&task.goal),
-                        kind::SUCCEEDED,
+                        EventKind::TaskSucceeded,
                         &json!({ "attempt": attempts, "detail": detail, "delivered": delivered }),
                         now,
                     )?;
@@ -683,9 +664,9 @@ impl Store {
                         _ => Failure::Work,
                     };
                     let (state, not_before, kind) = if attempts < task.max_attempts {
-                        (TaskState::Queued, retry_at, kind::RETRYING)
+                        (TaskState::Queued, retry_at, EventKind::TaskRetrying)
                     } else {
-                        (TaskState::Failed, task.not_before, kind::FAILED)
+                        (TaskState::Failed, task.not_before, EventKind::TaskFailed)
                     };
                     tx.execute(
                         "UPDATE tasks SET state = ?2, attempts = ?3, not_before = ?4,
@@ -727,7 +708,7 @@ impl Store {
                         tx,
                         Some(id),
                         Some(&task.goal),
-                        kind::WAITING_APPROVAL,
+                        EventKind::TaskWaitingApproval,
                         &json!({ "action": action, "reason": reason }),
                         now,
                     )?;
@@ -744,7 +725,7 @@ impl Store {
                         tx,
                         Some(id),
                         Some(&task.goal),
-                        kind::OVER_BUDGET,
+                        EventKind::TaskOverBudget,
                         &json!({ "attempt": attempts, "error": error }),
                         now,
                     )?;
@@ -777,7 +758,7 @@ impl Store {
                     TaskState::Queued,
                     ("interrupted", "the controller stopped during the attempt"),
                     (
-                        kind::INTERRUPTED,
+                        EventKind::TaskInterrupted,
                         json!({ "attempt": attempts.saturating_add(1) }),
                     ),
                     now,
@@ -810,7 +791,7 @@ impl Store {
                 TaskState::Queued,
                 ("interrupted", "the work was stopped before it finished"),
                 (
-                    kind::INTERRUPTED,
+                    EventKind::TaskInterrupted,
                     json!({ "attempt": task.attempts.saturating_add(1) }),
                 ),
                 now,
@@ -846,7 +827,7 @@ impl Store {
                 TaskState::Cancelled,
                 ("cancelled", reason),
                 (
-                    kind::CANCELLED,
+                    EventKind::TaskCancelled,
                     json!({ "from": state_name(task.state), "reason": reason }),
                 ),
                 now,
@@ -872,7 +853,7 @@ impl Store {
                     TaskState::Cancelled,
                     ("cancelled", reason),
                     (
-                        kind::CANCELLED,
+                        EventKind::TaskCancelled,
                         json!({ "from": from, "reason": reason, "parent": id }),
                     ),
                     now,
@@ -910,7 +891,7 @@ impl Store {
                 tx,
                 Some(id),
                 Some(&task.goal),
-                kind::STALLED,
+                EventKind::TaskStalled,
                 &json!({ "from": state_name(task.state), "message": message }),
                 now,
             )?;
@@ -962,7 +943,7 @@ impl Store {
                 tx,
                 Some(id),
                 Some(goal),
-                kind::RETRIED,
+                EventKind::TaskRetried,
                 &json!({ "from": state, "attempts": attempts }),
                 now,
             )?;
@@ -1226,7 +1207,7 @@ impl Store {
         &self,
         task: Option<TaskId>,
         goal: Option<&str>,
-        kind: &str,
+        kind: EventKind,
         data: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
@@ -1505,8 +1486,21 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         time: time_column(row, 1)?,
         task: row.get(2)?,
         goal: row.get(3)?,
-        kind: row.get(4)?,
+        kind: kind_column(row, 4)?,
         data: json_column(row, 5)?,
+    })
+}
+
+/// An event's kind; a name this build does not know is a conversion error, as any other
+/// malformed column is (a newer Proto's store is refused before it is read).
+fn kind_column(row: &Row<'_>, index: usize) -> rusqlite::Result<EventKind> {
+    let name: String = row.get(index)?;
+    EventKind::parse(&name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown event kind {name:?}").into(),
+        )
     })
 }
 
@@ -1628,7 +1622,7 @@ fn transition(
     goal: &str,
     state: TaskState,
     attempt: (&str, &str),
-    event: (&str, serde_json::Value),
+    event: (EventKind, serde_json::Value),
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     conn.execute(
@@ -1660,7 +1654,7 @@ fn append_event(
     conn: &Connection,
     task: Option<TaskId>,
     goal: Option<&str>,
-    kind: &str,
+    kind: EventKind,
     data: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
@@ -1670,7 +1664,7 @@ fn append_event(
             time_text(now),
             task,
             goal,
-            kind,
+            kind.as_str(),
             serde_json::to_string(data)?
         ],
     )?;

@@ -158,7 +158,7 @@ impl Store {
                 insert_audit(tx, audit)?;
             }
             if let Some((kind, data)) = &activity {
-                append_event(tx, Some(record.task), Some(record.goal), kind, data, now)?;
+                append_event(tx, Some(record.task), Some(record.goal), *kind, data, now)?;
             }
             Ok(entry)
         })

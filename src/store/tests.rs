@@ -191,7 +191,15 @@ fn times_round_trip_exactly_and_sort_as_text() {
 fn the_event_log_is_append_only() {
     let store = Store::in_memory().unwrap();
     let now = Utc::now();
-    store.event(None, None, "note", &json!({}), now).unwrap();
+    store
+        .event(
+            None,
+            None,
+            super::EventKind::RevisionApplied,
+            &json!({}),
+            now,
+        )
+        .unwrap();
     let conn = store.lock();
     assert!(conn.execute("UPDATE events SET kind = 'x'", []).is_err());
     assert!(conn.execute("DELETE FROM events", []).is_err());

@@ -89,6 +89,7 @@ pub(crate) async fn run_shell(
         env,
         timeout,
         origin: Origin::Agent,
+        stdin: None,
     };
     let (sender, receiver) = mpsc::unbounded_channel();
     // Collected while the command runs, so a flood of output is cut as it comes instead of

@@ -82,6 +82,7 @@ impl Tool for Python {
             env: BTreeMap::new(),
             timeout: CLEANUP_TIMEOUT,
             origin: Origin::Agent,
+            stdin: None,
         };
         if let Err(e) = ctx
             .computer

@@ -1,0 +1,195 @@
+//! Reads that show a task's history and the company's spend in detail, for the HTTP API
+//! and the dashboard: a task's attempts and journal, and spend grouped by day, goal, agent
+//! and model. The CLI's lists read the same tables through [`Store::tasks`] and friends.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ActionRecord, AuditRecord, Store, StoreError, TaskId, json_column, optional_time_column,
+    state_from_name, time_column,
+};
+
+/// One attempt of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRow {
+    pub number: u32,
+    pub computer: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `running`, `succeeded`, `failed`, `interrupted`, `cancelled`, `stalled`, ...
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// Dollars and tokens of one group of model calls.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendSum {
+    pub usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub calls: u64,
+}
+
+/// Every recorded model call's spend, grouped four ways.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendReport {
+    /// By UTC day (`YYYY-MM-DD`).
+    pub by_day: BTreeMap<String, SpendSum>,
+    pub by_goal: BTreeMap<String, SpendSum>,
+    pub by_agent: BTreeMap<String, SpendSum>,
+    pub by_model: BTreeMap<String, SpendSum>,
+}
+
+impl Store {
+    /// A task's attempts, oldest first.
+    pub fn attempts(&self, task: TaskId) -> Result<Vec<AttemptRow>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT number, computer, started_at, finished_at, outcome, detail
+                 FROM attempts WHERE task = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![task], |row| {
+                Ok(AttemptRow {
+                    number: row.get(0)?,
+                    computer: row.get(1)?,
+                    started_at: time_column(row, 2)?,
+                    finished_at: optional_time_column(row, 3)?,
+                    outcome: row.get(4)?,
+                    detail: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// A task's journal: every act() call of its current work, by step.
+    pub fn journal(&self, task: TaskId) -> Result<Vec<ActionRecord>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT id, task, step, tool, input, started_at, finished_at, outcome
+                 FROM actions WHERE task = ?1 ORDER BY step",
+            )?;
+            let rows = stmt.query_map(params![task], |row| {
+                Ok(ActionRecord {
+                    id: row.get(0)?,
+                    task: row.get(1)?,
+                    step: row.get(2)?,
+                    tool: row.get(3)?,
+                    input: json_column(row, 4)?,
+                    started_at: time_column(row, 5)?,
+                    finished_at: optional_time_column(row, 6)?,
+                    outcome: row
+                        .get::<_, Option<String>>(7)?
+                        .map(|text| {
+                            serde_json::from_str(&text).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    7,
+                                    rusqlite::types::Type::Text,
+                                    Box::new(e),
+                                )
+                            })
+                        })
+                        .transpose()?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// The audit records of a task still in the store (those written to git stay until
+    /// retention prunes them), oldest first: its tool calls with their diffs.
+    pub fn task_audit(&self, task: TaskId) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT id, time, agent, goal, task, action, input, outcome, diff FROM audit
+                 WHERE task = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![task], |row| {
+                Ok(AuditRecord {
+                    id: row.get(0)?,
+                    time: time_column(row, 1)?,
+                    agent: row.get(2)?,
+                    goal: row.get(3)?,
+                    task: row.get(4)?,
+                    action: row.get(5)?,
+                    input: json_column(row, 6)?,
+                    outcome: json_column(row, 7)?,
+                    diff: row.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Spend grouped by day, goal, agent and model.
+    pub fn spend_report(&self) -> Result<SpendReport, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT substr(spend.time, 1, 10), tasks.goal, spend.agent, spend.model,
+                        SUM(spend.usd), SUM(spend.input_tokens), SUM(spend.output_tokens),
+                        COUNT(*)
+                 FROM spend JOIN tasks ON tasks.id = spend.task
+                 GROUP BY 1, 2, 3, 4",
+            )?;
+            let mut report = SpendReport::default();
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let sum = SpendSum {
+                    usd: row.get(4)?,
+                    input_tokens: row.get::<_, i64>(5)?.try_into().unwrap_or(0),
+                    output_tokens: row.get::<_, i64>(6)?.try_into().unwrap_or(0),
+                    calls: row.get::<_, i64>(7)?.try_into().unwrap_or(0),
+                };
+                for (map, key) in [
+                    (&mut report.by_day, row.get::<_, String>(0)?),
+                    (&mut report.by_goal, row.get(1)?),
+                    (&mut report.by_agent, row.get(2)?),
+                    (&mut report.by_model, row.get(3)?),
+                ] {
+                    let into = map.entry(key).or_default();
+                    into.usd += sum.usd;
+                    into.input_tokens += sum.input_tokens;
+                    into.output_tokens += sum.output_tokens;
+                    into.calls += sum.calls;
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// How many tasks are in each state (states with none left out).
+    pub fn task_counts(&self) -> Result<Vec<(crate::plan::TaskState, i64)>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT state, COUNT(*) FROM tasks GROUP BY state")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut counts = Vec::new();
+            for row in rows {
+                let (name, count) = row?;
+                if let Some(state) = state_from_name(&name) {
+                    counts.push((state, count));
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    /// The newest event's id (0 when the log is empty): where a live reader starts.
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            Ok(
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+                    row.get(0)
+                })?,
+            )
+        })
+    }
+}
