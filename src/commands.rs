@@ -1,11 +1,12 @@
 //! The commands that drive or read a running controller: `run`, `init`, `retry`, `audit`,
-//! `describe goal`, `get goals|tasks|computers`.
+//! `describe goal|computer`, `get goals|tasks|computers`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use proto::computer::health::BreakerState;
 use proto::engine::records::StatusReport;
 use proto::engine::{Engine, Options, Summary};
 use proto::output::{self, Format};
@@ -570,40 +571,86 @@ pub fn get_providers(state: Option<PathBuf>, format: Format) -> Result<ExitCode,
     }
 }
 
+/// The registry of computers as the running (or last) controller saw them.
 pub fn get_computers(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
     let store = open_store(&state_dir(state))?;
     let computers = store.computers().map_err(|e| e.to_string())?;
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Row {
-        name: String,
-        healthy: bool,
-        last_seen: chrono::DateTime<chrono::Utc>,
-    }
-    let rows: Vec<Row> = computers
-        .into_iter()
-        .map(|(name, healthy, last_seen)| Row {
-            name,
-            healthy,
-            last_seen,
-        })
-        .collect();
     match format {
         Format::Table => {
-            let cells: Vec<Vec<String>> = rows
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let cells: Vec<Vec<String>> = computers
                 .iter()
-                .map(|r| {
+                .map(|c| {
+                    // An open breaker is the reason work does not go there, healthy or not.
+                    let reason = match (&c.reason, c.breaker) {
+                        (_, BreakerState::Open | BreakerState::HalfOpen) => format!(
+                            "breaker {} after {} lost attempt(s){}",
+                            c.breaker.as_str(),
+                            c.failures,
+                            c.reason
+                                .as_ref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        ),
+                        (Some(reason), _) => reason.clone(),
+                        (None, _) => "-".into(),
+                    };
                     vec![
-                        r.name.clone(),
-                        r.healthy.to_string(),
-                        r.last_seen.to_rfc3339(),
+                        c.name.clone(),
+                        c.kind.as_str().to_string(),
+                        c.healthy.to_string(),
+                        reason,
+                        format!("{}/{}", c.running, c.capacity),
+                        time(c.last_seen),
                     ]
                 })
                 .collect();
-            emit(&output::table(&["NAME", "HEALTHY", "LAST-SEEN"], &cells))
+            emit(&output::table(
+                &[
+                    "NAME",
+                    "KIND",
+                    "HEALTHY",
+                    "REASON",
+                    "RUNNING/CAPACITY",
+                    "LAST-SEEN",
+                ],
+                &cells,
+            ))
         }
-        _ => emit(&output::encode(&rows, format).map_err(|e| e.to_string())?),
+        _ => emit(&output::encode(&computers, format).map_err(|e| e.to_string())?),
     }
+}
+
+/// One computer: its row of the registry and the tasks running there.
+pub fn describe_computer(
+    name: &str,
+    state: Option<PathBuf>,
+    format: Format,
+) -> Result<ExitCode, String> {
+    let store = open_store(&state_dir(state))?;
+    let computer = store
+        .computers()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| format!("no computer {name} in the registry (`proto get computers`)"))?;
+    let tasks: Vec<_> = task_views(&store)?
+        .into_iter()
+        .filter(|t| {
+            t.task.state == proto::plan::TaskState::Running
+                && t.task.computer.as_deref() == Some(name)
+        })
+        .collect();
+    let view = serde_json::json!({ "computer": computer, "tasks": tasks });
+    let format = if format == Format::Table {
+        Format::Yaml
+    } else {
+        format
+    };
+    emit(&output::encode(&view, format).map_err(|e| e.to_string())?)
 }
 
 pub fn describe_goal(

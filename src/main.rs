@@ -237,6 +237,14 @@ enum Describe {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// A computer: its health, breaker, load and the tasks running there.
+    Computer {
+        name: String,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Format,
+    },
     /// A goal: its status, its tasks and its recent events.
     Goal {
         name: String,
@@ -409,6 +417,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     output,
                 },
         } => commands::describe_goal(&name, state_dir, output),
+        Command::Describe {
+            what:
+                Describe::Computer {
+                    name,
+                    state_dir,
+                    output,
+                },
+        } => commands::describe_computer(&name, state_dir, output),
         Command::Get {
             what: Get::Goals { state_dir, output },
         } => commands::get_goals(state_dir, output),

@@ -486,7 +486,7 @@ async fn files_outside_the_workspace_are_neither_read_nor_written() {
 #[tokio::test]
 async fn local_is_healthy_and_named() {
     let (_dir, local, _ws) = setup();
-    assert!(local.healthy().await);
+    assert!(local.healthy().await.is_ok());
     assert_eq!(local.name(), "local");
 }
 

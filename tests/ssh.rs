@@ -11,145 +11,29 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/git_daemon.rs"]
+mod git_daemon;
+#[path = "support/sshd.rs"]
+mod sshd;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use proto::computer::ssh::{HostKeys, Login, SshError, Target};
+use proto::computer::ssh::{HostKeys, Login, SshError};
 use proto::computer::{
     Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace, WorkspaceSpec,
 };
 use proto::gitops::Identity;
 use proto::gitops::delivery::Git;
+use sshd::{Sshd, keygen, whoami};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A bound on every wait of these tests, far above what each step takes.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A private OpenSSH server, killed when dropped.
-struct Sshd {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        for key in ["hostkey", "clientkey"] {
-            keygen(&d.join(key));
-        }
-        std::fs::copy(d.join("clientkey.pub"), d.join("authorized_keys")).unwrap();
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let port = free_port();
-        std::fs::write(
-            d.join("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\nPidFile {d}/sshd.pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n\
-                 Subsystem sftp internal-sftp\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        // `-D`: in the foreground, so this handle's kill stops the listener.
-        let child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(d.join("sshd.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd starts (apt-get install openssh-server)");
-        let sshd = Sshd { child, dir, port };
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sshd
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A known_hosts file holding this server's key.
-    fn known_hosts(&self) -> PathBuf {
-        let path = self.path("known_hosts");
-        let key = std::fs::read_to_string(self.path("hostkey.pub")).unwrap();
-        let key: Vec<&str> = key.split_whitespace().take(2).collect();
-        std::fs::write(
-            &path,
-            format!("[127.0.0.1]:{} {}\n", self.port, key.join(" ")),
-        )
-        .unwrap();
-        path
-    }
-
-    fn target(&self, known_hosts: PathBuf, host_keys: HostKeys) -> Target {
-        Target {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: whoami(),
-            login: Login::KeyFile(self.path("clientkey")),
-            known_hosts,
-            host_keys,
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-
-    /// The computer, trusting this server's key, keeping workspaces in `workdir`.
-    fn computer(&self, workdir: &Path) -> Ssh {
-        Ssh::new(
-            "remote",
-            self.target(self.known_hosts(), HostKeys::Strict),
-            Some(workdir.display().to_string()),
-        )
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn whoami() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A server, its computer and an empty workspace folder (the remote is this host, so the
 /// test can look at the remote's files directly).
@@ -240,7 +124,7 @@ async fn exit_codes_and_streamed_output_are_reported() {
     assert_eq!(run(&ssh, &ws, "exit 42").await.code, Some(42));
     let missing = run(&ssh, &ws, "no-such-program-here").await;
     assert_eq!(missing.code, Some(127), "{missing:?}");
-    assert!(ssh.healthy().await);
+    assert!(ssh.healthy().await.is_ok());
 }
 
 #[tokio::test]
@@ -409,6 +293,66 @@ async fn release_stops_what_the_commands_left_running() {
     assert_eq!(ssh.release().await.unwrap(), 1);
     assert!(!alive(&ssh, &ws, &pid).await, "{pid} still runs");
     assert_eq!(ssh.release().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_new_controller_stops_what_the_previous_ones_tasks_left_on_the_remote() {
+    let (sshd, ssh, ws, scratch) = setup();
+    let state = scratch.path().join("state");
+    let elsewhere = scratch.path().join("other-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // Two tasks of a controller with this state, one of a controller with another, each
+    // leaving a process running (as a killed controller would).
+    let mut pids = Vec::new();
+    for (n, (dir, task)) in [(&state, 1), (&state, 2), (&elsewhere, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        let task = ssh.marked(proto::computer::local::run_marker(dir, task));
+        let out = run(
+            &task,
+            &ws,
+            &format!("sleep 300 >/dev/null 2>&1 </dev/null & echo $! > bg{n}.pid"),
+        )
+        .await;
+        assert!(out.success());
+        pids.push(wait_for_file(&ssh, &ws, &format!("bg{n}.pid")).await);
+    }
+    // The next controller with the same state: its first touch of the computer stops its
+    // predecessor's processes, and only those.
+    let next = sshd
+        .computer(&scratch.path().join("work"))
+        .stopping_leftovers(proto::computer::local::marker_prefix(&state));
+    let spec = WorkspaceSpec {
+        repo: "/nowhere".into(),
+        branch: "main".into(),
+        task: "t".into(),
+    };
+    next.discard(&spec).await.unwrap();
+    assert!(!alive(&ssh, &ws, &pids[0]).await, "{} still runs", pids[0]);
+    assert!(!alive(&ssh, &ws, &pids[1]).await, "{} still runs", pids[1]);
+    assert!(
+        alive(&ssh, &ws, &pids[2]).await,
+        "another state's process was stopped"
+    );
+    // Once: a task started since is not stopped by a later attempt's first touch.
+    let task = next.marked(proto::computer::local::run_marker(&state, 3));
+    let out = run(
+        &task,
+        &ws,
+        "sleep 300 >/dev/null 2>&1 </dev/null & echo $! > bg3.pid",
+    )
+    .await;
+    assert!(out.success());
+    let pid = wait_for_file(&ssh, &ws, "bg3.pid").await;
+    next.marked("another".into()).discard(&spec).await.unwrap();
+    assert!(alive(&ssh, &ws, &pid).await);
+    assert_eq!(task.release().await.unwrap(), 1);
+    let _ = ssh
+        .marked(proto::computer::local::run_marker(&elsewhere, 1))
+        .release()
+        .await;
 }
 
 #[tokio::test]
@@ -614,7 +558,7 @@ async fn an_unknown_host_key_is_refused_and_accept_new_records_it() {
     assert!(text.contains("SHA256:"), "{text}");
     assert!(text.contains(&known.display().to_string()), "{text}");
     assert!(!known.exists(), "a strict check records nothing");
-    assert!(!strict.healthy().await);
+    assert!(strict.healthy().await.is_err());
 
     // accept-new: recorded, and trusted from then on by a strict check.
     let accepting = Ssh::new("r", sshd.target(known.clone(), HostKeys::AcceptNew), None);
@@ -685,7 +629,7 @@ async fn a_dead_or_silent_host_is_an_error_not_a_hang() {
         err.to_string().contains("cannot connect to 127.0.0.1"),
         "{err}"
     );
-    assert!(!dead.healthy().await);
+    assert!(dead.healthy().await.is_err());
 
     // A host that accepts the connection and never answers: the connect timeout.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -847,42 +791,12 @@ async fn an_abandoned_run_stops_its_remote_process_group() {
     }
 }
 
-/// The processes descended from `ancestor` (Linux `/proc`).
-fn descendants(ancestor: u32) -> Vec<i32> {
-    let parent_of = |pid: i32| -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(") ")?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    let all: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    all.into_iter()
-        .filter(|pid| {
-            let mut p = *pid;
-            for _ in 0..64 {
-                match parent_of(p) {
-                    Some(parent) if parent == ancestor as i32 => return true,
-                    Some(parent) if parent > 1 => p = parent,
-                    _ => return false,
-                }
-            }
-            false
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_dropped_connection_is_made_again() {
     let (sshd, ssh, ws, _scratch) = setup();
     assert!(run(&ssh, &ws, "true").await.success());
     // The server's side of the connection dies; the listener lives on.
-    let sessions = descendants(sshd.child.id());
+    let sessions = sshd::descendants(sshd.child.id());
     assert!(!sessions.is_empty());
     for pid in sessions {
         let _ = nix::sys::signal::kill(
@@ -935,7 +849,7 @@ async fn a_command_whose_connection_drops_is_stopped_over_a_new_one() {
     let dropping = async {
         wait_for_file(&ssh, &ws, "sh.pid").await;
         // Only the server's processes die: the command itself lives on, orphaned.
-        for pid in descendants(sshd.child.id()) {
+        for pid in sshd::descendants(sshd.child.id()) {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() == "sshd" {
                 let _ = nix::sys::signal::kill(
@@ -952,6 +866,411 @@ async fn a_command_whose_connection_drops_is_stopped_over_a_new_one() {
         let pid = wait_for_file(&ssh, &ws, file).await;
         assert!(!alive(&ssh, &ws, &pid).await, "{file} {pid} still runs");
     }
+}
+
+/// `tool` called with `input` on the SSH computer, as an agent's call runs it.
+async fn tool(ssh: &Ssh, ws: &Workspace, name: &str, input: serde_json::Value) -> String {
+    let author = Identity {
+        name: "ada".into(),
+        email: "ada@example.com".into(),
+    };
+    let cancel = CancellationToken::new();
+    let ctx = proto::tools::ToolContext {
+        computer: ssh,
+        workspace: ws,
+        cancel: &cancel,
+        agent: "ada",
+        author: &author,
+        planning_file: None,
+        step: None,
+    };
+    let out = proto::tools::builtin(name)
+        .unwrap()
+        .run(&input, &ctx)
+        .await
+        .unwrap();
+    assert!(!out.is_error, "{name}: {}", out.content);
+    out.content
+}
+
+#[tokio::test]
+async fn grep_and_glob_search_the_remote_workspace_not_this_hosts() {
+    // The server's sessions see a tmpfs over `hidden`: the remote's files there are not
+    // this host's, and this host's are not the remote's.
+    let scratch = tempfile::tempdir().unwrap();
+    let hidden = scratch.path().join("hidden");
+    std::fs::create_dir(&hidden).unwrap();
+    let sshd = Sshd::start_hiding(&hidden);
+    let ssh = sshd.computer(&scratch.path().join("work"));
+    let root = hidden.join("ws");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("host.rs"), "fn only_on_the_host() {}\n").unwrap();
+    let ws = Workspace::elsewhere(&root);
+    let made = run(
+        &ssh,
+        // The workspace is made on the remote from the folder above it.
+        &Workspace::elsewhere(&hidden),
+        &format!(
+            "mkdir -p {r}/src {r}/target && cd {r} && git init -q . && \
+             printf 'target/\\n*.log\\n' > .gitignore && \
+             printf 'fn main() {{\\n    let answer = 42;\\n    println!(\"{{answer}}\");\\n}}\\n' > src/main.rs && \
+             printf 'pub fn Answer() {{}}\\n' > src/lib.rs && \
+             printf 'answer = 1\\n' > notes.log && printf 'answer\\n' > target/out.rs && \
+             printf 'const ANSWER = 1;\\n' > src/app.js",
+            r = root.display()
+        ),
+    )
+    .await;
+    assert!(made.success(), "{}", made.summary());
+    assert!(
+        !root.join("src").exists(),
+        "the remote's files are not this host's"
+    );
+
+    let globbed = tool(&ssh, &ws, "Glob", serde_json::json!({"pattern": "**/*.rs"})).await;
+    let mut listed: Vec<&str> = globbed.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ["src/lib.rs", "src/main.rs"], "{globbed}");
+    let under = tool(
+        &ssh,
+        &ws,
+        "Glob",
+        serde_json::json!({"pattern": "*.js", "path": "src"}),
+    )
+    .await;
+    assert_eq!(under, "src/app.js");
+    assert_eq!(
+        tool(&ssh, &ws, "Glob", serde_json::json!({"pattern": "host.rs"})).await,
+        "No files found"
+    );
+
+    let files = tool(
+        &ssh,
+        &ws,
+        "Grep",
+        serde_json::json!({"pattern": "answer", "-i": true}),
+    )
+    .await;
+    let mut found: Vec<&str> = files.lines().skip(1).collect();
+    found.sort();
+    assert!(files.starts_with("Found 3 files"), "{files}");
+    assert_eq!(
+        found,
+        ["src/app.js", "src/lib.rs", "src/main.rs"],
+        "{files}"
+    );
+    let content = tool(
+        &ssh,
+        &ws,
+        "Grep",
+        serde_json::json!({"pattern": "answer", "output_mode": "content", "-B": 1, "glob": "*.rs"}),
+    )
+    .await;
+    assert_eq!(
+        content,
+        "src/main.rs-1-fn main() {\nsrc/main.rs:2:    let answer = 42;\nsrc/main.rs:3:    println!(\"{answer}\");"
+    );
+    let counted = tool(
+        &ssh,
+        &ws,
+        "Grep",
+        serde_json::json!({"pattern": "answer", "output_mode": "count", "type": "rust", "-i": true}),
+    )
+    .await;
+    assert_eq!(
+        counted,
+        "src/lib.rs:1\nsrc/main.rs:2\n\nFound 3 matching lines across 2 files"
+    );
+    assert_eq!(
+        tool(
+            &ssh,
+            &ws,
+            "Grep",
+            serde_json::json!({"pattern": "only_on_the_host"})
+        )
+        .await,
+        "No files found"
+    );
+    // A bad pattern is refused as this host refuses it.
+    let cancel = CancellationToken::new();
+    let author = Identity {
+        name: "ada".into(),
+        email: "ada@example.com".into(),
+    };
+    let ctx = proto::tools::ToolContext {
+        computer: &ssh,
+        workspace: &ws,
+        cancel: &cancel,
+        agent: "ada",
+        author: &author,
+        planning_file: None,
+        step: None,
+    };
+    let refused = proto::tools::builtin("Grep")
+        .unwrap()
+        .run(&serde_json::json!({"pattern": "("}), &ctx)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, proto::tools::ToolError::InvalidInput { ref field, .. } if field == "pattern"),
+        "{refused}"
+    );
+}
+
+/// The `run:` step (or `Bash` command) whose computer loses its sshd: it leaves `started`
+/// in the workdir of the computer it runs on, then takes a while.
+const SLOW_STEP: &str = "touch ../started && sleep 4 && echo \"ran in $PWD\" >> notes.txt";
+
+/// A company with two SSH computers, `east` and `west` (one server each, workspaces in
+/// `<name>-work`), a product served by `git daemon`, and the goal `noted` (notes.txt says
+/// `ran`) met by `work`: a playbook, or the model of `models`.
+fn two_computer_company(
+    dir: &Path,
+    servers: &[Sshd; 2],
+    daemon: u16,
+    models: &str,
+    work: &str,
+) -> std::path::PathBuf {
+    let computer = |name: &str, sshd: &Sshd| {
+        format!(
+            "apiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: {name}}}\nspec:\n  \
+             ssh: {{host: 127.0.0.1, port: {port}, user: {user}, identityFile: '{key}', knownHosts: '{known}'}}\n  \
+             workdir: '{work}'\n---\n",
+            port = sshd.port,
+            user = whoami(),
+            key = sshd.path("clientkey").display(),
+            known = sshd.known_hosts().display(),
+            work = dir.join(format!("{name}-work")).display(),
+        )
+    };
+    let yaml = format!(
+        r#"apiVersion: proto.dev/v1alpha1
+kind: Company
+metadata: {{name: small}}
+spec:
+  mission: Test.
+  ceo: ceo
+  writeback: {{author: {{name: proto-bot, email: bot@example.com}}}}
+{models}---
+apiVersion: proto.dev/v1alpha1
+kind: Agent
+metadata: {{name: ceo}}
+spec: {{title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Bash]}}
+---
+{east}{west}apiVersion: proto.dev/v1alpha1
+kind: Product
+metadata: {{name: app}}
+spec: {{description: A product., lead: ceo, repo: {{url: 'git://127.0.0.1:{daemon}/app.git', branch: main}}}}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Goal
+metadata: {{name: noted}}
+spec:
+  product: app
+  owner: ceo
+  description: notes.txt says where the work ran.
+  check: {{file: {{path: notes.txt, matches: ran}}}}
+{work}"#,
+        east = computer("east", &servers[0]),
+        west = computer("west", &servers[1]),
+    );
+    let company = dir.join("company");
+    std::fs::create_dir_all(&company).unwrap();
+    std::fs::write(company.join("company.yaml"), yaml).unwrap();
+    cli::git(&company, &["init", "-q", "-b", "main"]);
+    cli::git(&company, &["add", "-A"]);
+    cli::git(&company, &["commit", "-q", "-m", "Declare the company"]);
+    company
+}
+
+/// How a run with one computer killed under it ended.
+struct Failover {
+    dir: tempfile::TempDir,
+    state: std::path::PathBuf,
+    app: std::path::PathBuf,
+    /// The computer killed, and the other.
+    first: &'static str,
+    other: &'static str,
+    output: String,
+}
+
+/// `proto run --once` of the two-computer company (`models` and `work` as there, `replay`
+/// the model's recorded turns if any); whichever computer the slow step starts on loses its
+/// sshd (sessions and listener, SIGKILL) while the step's command runs.
+fn run_with_a_computer_killed(models: &str, work: &str, replay: &[String]) -> Failover {
+    let mut servers = [Sshd::start(), Sshd::start()];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    cli::git(&served, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    let daemon = git_daemon::Daemon::start(&served);
+    let company = two_computer_company(dir, &servers, daemon.port, models, work);
+    if !replay.is_empty() {
+        std::fs::write(company.join("replay.jsonl"), replay.join("\n") + "\n").unwrap();
+        cli::git(&company, &["add", "-A"]);
+        cli::git(&company, &["commit", "-q", "-m", "The model's turns"]);
+    }
+    let state = dir.join("state");
+    let log = dir.join("run.log");
+    let mut run = cli::run_command(dir, &company, &state)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+
+    let names = ["east", "west"];
+    let deadline = Instant::now() + PATIENCE;
+    let first = loop {
+        if let Some(n) = (0..2).find(|&n| dir.join(format!("{}-work/started", names[n])).exists()) {
+            break n;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the step never started");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    servers[first].kill_all();
+
+    let deadline = Instant::now() + PATIENCE * 4;
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = run.kill();
+            panic!("the run never ended");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("run.err")).unwrap_or_default()
+    );
+    assert_eq!(status.code(), Some(0), "{output}");
+    drop(daemon);
+    Failover {
+        state,
+        app: served.join("app.git"),
+        first: names[first],
+        other: names[1 - first],
+        output,
+        dir: tmp,
+    }
+}
+
+impl Failover {
+    /// The goal was met once, by work done on the computer that answered, in one counted
+    /// attempt; the lost computer is unhealthy, with the reason.
+    fn assert_moved_and_delivered_once(&self) -> serde_json::Value {
+        let dir = self.dir.path();
+        let goals = cli::get_json(dir, &self.state, "goals");
+        let noted = goals
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "noted")
+            .unwrap();
+        assert_eq!(noted["reason"], "CheckPassed", "{noted}\n{}", self.output);
+        let notes = cli::git(&self.app, &["show", "main:notes.txt"]);
+        let moved_to = std::fs::canonicalize(dir.join(format!("{}-work", self.other))).unwrap();
+        assert!(
+            notes.starts_with(&format!("hello\nran in {}/noted", moved_to.display())),
+            "{notes}"
+        );
+        assert_eq!(notes.matches("ran in").count(), 1, "{notes}");
+        assert_eq!(
+            cli::git(&self.app, &["log", "--format=%an", "main"])
+                .lines()
+                .count(),
+            1,
+            "exactly one commit of the work"
+        );
+        let tasks = cli::get_json(dir, &self.state, "tasks");
+        let task = &tasks.as_array().unwrap()[0];
+        assert_eq!(task["state"], "succeeded", "{task}");
+        assert_eq!(task["computer"], self.other, "{task}");
+        assert_eq!(
+            task["attempts"], 1,
+            "the lost attempt is not counted: {task}"
+        );
+        let computers = cli::get_json(dir, &self.state, "computers");
+        let lost = computers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == self.first)
+            .unwrap()
+            .clone();
+        assert_eq!(lost["healthy"], false, "{lost}");
+        assert_eq!(lost["kind"], "ssh", "{lost}");
+        assert!(
+            lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{lost}"
+        );
+        lost
+    }
+}
+
+#[test]
+fn a_task_whose_sshd_dies_mid_command_moves_to_the_other_computer_and_is_delivered_once() {
+    let playbook = format!(
+        "  playbook:\n    - write: {{path: notes.txt, content: \"hello\\n\"}}\n    - run: {}\n    - commit: {{message: \"Take notes\"}}\n",
+        serde_json::to_string(SLOW_STEP).unwrap()
+    );
+    let run = run_with_a_computer_killed("", &playbook, &[]);
+    let lost = run.assert_moved_and_delivered_once();
+    let (dir, state) = (run.dir.path(), run.state.to_str().unwrap());
+    assert_eq!(
+        cli::git(&run.app, &["log", "--format=%cn|%s", "main"]).trim(),
+        "proto-bot|Take notes"
+    );
+    let described = cli::proto(
+        dir,
+        &[
+            "describe",
+            "computer",
+            run.first,
+            "-o",
+            "json",
+            "--state-dir",
+            state,
+        ],
+    );
+    let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
+    assert_eq!(described["computer"], lost, "{described}");
+    assert_eq!(described["tasks"], serde_json::json!([]), "{described}");
+    let table = cli::text(&cli::proto(
+        dir,
+        &["get", "computers", "--state-dir", state],
+    ));
+    assert!(table.contains("RUNNING/CAPACITY"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(run.other) && l.contains("true") && l.contains("0/1")),
+        "{table}"
+    );
+}
+
+#[test]
+fn an_agent_whose_computer_is_lost_resumes_from_its_journal_on_the_other() {
+    // Three recorded turns, played once each: a resumed session that asked the model again
+    // for a turn its journal holds would run out of them, or skip the command.
+    let turns = [
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": "notes.txt", "content": "hello\n"}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}),
+        serde_json::json!({"response": {"content": [{"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": SLOW_STEP}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}),
+        serde_json::json!({"response": {"content": [{"type": "text", "text": "Noted."}], "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}}),
+    ]
+    .map(|t| t.to_string());
+    let run = run_with_a_computer_killed(
+        "  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        "",
+        &turns,
+    );
+    run.assert_moved_and_delivered_once();
 }
 
 /// Hooks run where the workspace is: on the SSH computer, in its workspace, with the event

@@ -9,9 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use proto::computer::Kind;
+use proto::computer::health::Health;
 use proto::plan::{GoalObservation, TaskState};
 use proto::spec::Priority;
-use proto::store::{AttemptOutcome, AuditRecord, EventKind, NewTask, Store, StoreError, TaskId};
+use proto::store::{
+    AttemptOutcome, AuditRecord, ComputerRecord, EventKind, NewTask, Store, StoreError, TaskId,
+};
 use serde_json::json;
 
 fn t0() -> DateTime<Utc> {
@@ -721,13 +725,30 @@ fn observations_events_revisions_computers_and_spend() {
     assert_eq!(revisions.last_attempted.as_deref(), Some("r1"));
     assert!(revisions.errors.is_empty());
 
-    store.computer_seen("web", true, at(1)).unwrap();
-    store.computer_seen("db", true, at(1)).unwrap();
-    store.computer_seen("web", false, at(2)).unwrap();
+    let mut health = Health::default();
+    health.beat(Ok(()), at(1));
+    let web = ComputerRecord::new("web", Kind::Ssh, &health, 1, 2);
+    store.record_computer(&web).unwrap();
+    store
+        .record_computer(&ComputerRecord::new(
+            "db",
+            Kind::Local,
+            &Health::default(),
+            0,
+            1,
+        ))
+        .unwrap();
+    health.lost("the connection dropped".into(), at(2));
+    let lost = ComputerRecord::new("web", Kind::Ssh, &health, 0, 2);
+    store.record_computer(&lost).unwrap();
+    let db = ComputerRecord::new("db", Kind::Local, &Health::default(), 0, 1);
+    assert_eq!(store.computers().unwrap(), [db.clone(), lost]);
     assert_eq!(
-        store.computers().unwrap(),
-        [("db".into(), true, at(1)), ("web".into(), false, at(2))]
+        (db.last_seen, web.last_seen, web.healthy),
+        (None, Some(at(1)), true)
     );
+    store.forget_computers(&["db"]).unwrap();
+    assert_eq!(store.computers().unwrap(), [db]);
 
     assert_eq!(store.spent_on_goal("a").unwrap(), 0.0);
     store

@@ -351,6 +351,9 @@ impl Session<'_> {
                     Err(ActError::ProviderUnavailable(e)) => return Err(AgentError::Model(e)),
                     Err(ActError::Store(e)) => return Err(AgentError::Store(e)),
                     Err(ActError::Budget(e)) => return Err(AgentError::Budget(e)),
+                    // A computer that cannot be reached is not the model's to work around:
+                    // the attempt stops, and the task moves to one that answers.
+                    Err(e) if e.is_transport() => return Err(AgentError::Act(e)),
                     // An `ask` rule: the task waits for a person rather than the model
                     // working around the refusal.
                     Err(ActError::NeedsApproval(reason)) => {

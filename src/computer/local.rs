@@ -15,9 +15,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::sandbox::{Prepared, Sandbox};
+use super::search::{self, Filter, GlobRequest, SearchField, SearchRequest};
 use super::stopping;
 use super::{
-    Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec,
+    Computer, ComputerError, FileHits, Origin, Output, RunOutcome, RunRequest, Workspace,
+    WorkspaceSpec,
 };
 
 /// How much of each stream an outcome keeps (its end).
@@ -133,8 +135,8 @@ pub fn run_marker(state_dir: &std::path::Path, task: i64) -> String {
     format!("{}{task}", marker_prefix(state_dir))
 }
 
-/// What every [`run_marker`] of one state directory starts with.
-fn marker_prefix(state_dir: &std::path::Path) -> String {
+/// What every [`run_marker`] of one state directory starts with (`[A-Za-z0-9-]` only).
+pub fn marker_prefix(state_dir: &std::path::Path) -> String {
     let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
     // FNV-1a: stable across builds and runs, unlike the standard library's hasher.
     let hash = path
@@ -414,6 +416,35 @@ impl Computer for Local {
         .map_err(|e| ComputerError::Workspace(format!("listing {dir}: {e}")))?
     }
 
+    async fn glob(
+        &self,
+        workspace: &Workspace,
+        request: &GlobRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, ComputerError> {
+        let filter = Filter::new(Some(&request.glob), None, SearchField::Pattern)?;
+        let start = search_start(workspace, &request.path)?;
+        let root = workspace.root().to_path_buf();
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || search::walk(&root, &start, &filter, &cancel))
+            .await
+            .map_err(|e| ComputerError::Workspace(format!("listing files: {e}")))
+    }
+
+    async fn search(
+        &self,
+        workspace: &Workspace,
+        request: &SearchRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<FileHits>, ComputerError> {
+        let start = search_start(workspace, &request.path)?;
+        let root = workspace.root().to_path_buf();
+        let (request, cancel) = (request.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || search::search_here(&root, &start, &request, &cancel))
+            .await
+            .map_err(|e| ComputerError::Workspace(format!("searching files: {e}")))?
+    }
+
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
         let dir = self.workdir.join(dir_name(&spec.task));
         tokio::task::spawn_blocking(move || crate::gitops::workspace::remove(&dir))
@@ -445,8 +476,34 @@ impl Computer for Local {
         Ok(stopped)
     }
 
-    async fn healthy(&self) -> bool {
-        true
+    async fn healthy(&self) -> Result<(), ComputerError> {
+        // The two things every task needs here: a workdir it can write, and processes.
+        let probe = self
+            .workdir
+            .join(format!(".proto-probe-{}", std::process::id()));
+        let io = |source| ComputerError::Io {
+            path: probe.display().to_string(),
+            source,
+        };
+        tokio::fs::create_dir_all(&self.workdir).await.map_err(io)?;
+        tokio::fs::write(&probe, b"").await.map_err(io)?;
+        tokio::fs::remove_file(&probe).await.map_err(io)?;
+        let status = Command::new("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map_err(|source| ComputerError::Spawn {
+                command: "true".into(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(ComputerError::Workspace(format!(
+                "`true` ended with {status}"
+            )));
+        }
+        Ok(())
     }
 
     fn has_display(&self) -> bool {
@@ -473,6 +530,23 @@ impl Local {
                 computer: self.name.clone(),
             })
     }
+}
+
+/// Where a search of `path` ("" for the root) starts on this host: inside the workspace,
+/// and existing.
+fn search_start(workspace: &Workspace, path: &str) -> Result<std::path::PathBuf, ComputerError> {
+    let start = if path.is_empty() {
+        workspace.root().to_path_buf()
+    } else {
+        workspace.resolve(path)?
+    };
+    if !start.exists() {
+        return Err(ComputerError::Search {
+            field: SearchField::Path,
+            reason: format!("{path}: no such file or directory"),
+        });
+    }
+    Ok(start)
 }
 
 /// The folder name of a task's workspace: its key with anything but `[A-Za-z0-9._-]` replaced

@@ -1,14 +1,17 @@
 //! Computers: where work runs. One trait, [`Computer`]: run a command with streamed output,
-//! exit status, timeout and cancellation that kills the whole process group; read and write
-//! files; prepare a task's workspace (a clone of the product's repository at its branch).
+//! exit status, timeout and cancellation that kills the whole process group; read, write,
+//! list and search files ([`search`], for `Glob` and `Grep`); prepare a task's workspace (a
+//! clone of the product's repository at its branch); answer a heartbeat ([`health`]).
 //! File access that resolves outside the workspace is refused, and so are writes into `.git`.
 //! A computer with a display (capability `gui`) also takes screenshots and mouse and keyboard
 //! input ([`desktop`]). `local` is this host, `ssh` another machine over SSH; Kubernetes pods
 //! will implement the same trait.
 
 pub mod desktop;
+pub mod health;
 pub mod local;
 pub mod sandbox;
+pub mod search;
 pub mod ssh;
 pub mod stopping;
 pub mod workspace;
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use local::Local;
 pub use sandbox::Sandbox;
+pub use search::{FileHits, GlobRequest, Line, LineKind, SearchField, SearchMode, SearchRequest};
 pub use ssh::Ssh;
 pub use workspace::Workspace;
 
@@ -45,6 +49,12 @@ pub enum ComputerError {
         #[source]
         source: std::io::Error,
     },
+    /// A search's input is not one it can run (a bad pattern, glob or type, a missing path).
+    #[error("`{field}`: {reason}")]
+    Search {
+        field: search::SearchField,
+        reason: String,
+    },
     #[error("workspace: {0}")]
     Workspace(String),
     #[error(transparent)]
@@ -55,6 +65,58 @@ pub enum ComputerError {
     Desktop(#[from] desktop::DesktopError),
     #[error("computer {computer} has no display (declare capability `gui` and a `display`)")]
     NoDisplay { computer: String },
+}
+
+impl ComputerError {
+    /// Whether the computer could not be reached or its connection failed (not what a
+    /// command did there): such a failure says nothing of the work, and the step runs again
+    /// wherever the task goes next.
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            ComputerError::Ssh(
+                ssh::SshError::Connect { .. }
+                    | ssh::SshError::Channel { .. }
+                    | ssh::SshError::Sftp { .. }
+            )
+        )
+    }
+}
+
+/// How a computer is reached: which of `local`, `ssh`, `kubernetes` it declares.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Local,
+    Ssh,
+    Kubernetes,
+}
+
+impl Kind {
+    /// The kind a declaration gives (validation makes sure it gives exactly one).
+    pub fn of(spec: &crate::spec::kinds::ComputerSpec) -> Kind {
+        if spec.ssh.is_some() {
+            Kind::Ssh
+        } else if spec.kubernetes.is_some() {
+            Kind::Kubernetes
+        } else {
+            Kind::Local
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Local => "local",
+            Kind::Ssh => "ssh",
+            Kind::Kubernetes => "kubernetes",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        [Kind::Local, Kind::Ssh, Kind::Kubernetes]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
 }
 
 /// A command to run in a workspace.
@@ -222,6 +284,24 @@ pub trait Computer: Send + Sync {
     /// name order); empty when `dir` does not exist.
     async fn list(&self, workspace: &Workspace, dir: &str) -> Result<Vec<String>, ComputerError>;
 
+    /// The files of the workspace under `request.path` whose path matches its glob and that
+    /// `.gitignore` keeps, newest first (see [`search`]).
+    async fn glob(
+        &self,
+        workspace: &Workspace,
+        request: &GlobRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, ComputerError>;
+
+    /// Searches the contents of the workspace's files (see [`search`]): the files with a
+    /// match, newest first for [`SearchMode::FilesWithMatches`], else by path.
+    async fn search(
+        &self,
+        workspace: &Workspace,
+        request: &SearchRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<FileHits>, ComputerError>;
+
     /// Removes the task's workspace, if it has one: its work is delivered, and the next task
     /// of the goal (a scheduled re-check, say) must start from the product's branch as it is
     /// then, not from this clone.
@@ -239,8 +319,9 @@ pub trait Computer: Send + Sync {
     /// that must outlive a task belongs to a service manager, not to the task.
     async fn release(&self) -> Result<usize, ComputerError>;
 
-    /// Whether the computer answers (for the registry's health).
-    async fn healthy(&self) -> bool;
+    /// A cheap probe of whether the computer can take work (the heartbeat of
+    /// [`health`]): `Err` says why not.
+    async fn healthy(&self) -> Result<(), ComputerError>;
 
     /// Whether the computer has a display agents may see and drive (the `Computer` tool is
     /// offered only then).

@@ -16,6 +16,7 @@
 //! An SSH computer's commands have exactly the remote user's rights; confine them there.
 
 pub mod connect;
+pub mod search;
 pub mod sftp;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::local::dir_name;
 use super::stopping::STOP_GRACE;
-use super::{Computer, ComputerError, Output, RunOutcome, RunRequest, Workspace, WorkspaceSpec};
+use super::{
+    Computer, ComputerError, FileHits, GlobRequest, Output, RunOutcome, RunRequest, SearchRequest,
+    Workspace, WorkspaceSpec,
+};
 use crate::spec::kinds::SshConnection;
 use crate::tools::shell_quote as quote;
 pub use connect::{HostKeys, Login, Pool, SshError, Target};
@@ -68,6 +72,11 @@ pub struct Ssh {
     resolved: Arc<OnceCell<PathBuf>>,
     /// Unique to this instance (one per attempt): the value of [`MARKER_VAR`].
     marker: String,
+    /// The marker prefix of a previous controller's tasks (see
+    /// [`Ssh::stopping_leftovers`]), whose processes are stopped before the first workspace.
+    leftovers: Option<String>,
+    /// Whether they were (once per connection, shared by every task's instance).
+    swept: Arc<OnceCell<usize>>,
 }
 
 impl Ssh {
@@ -85,7 +94,51 @@ impl Ssh {
             workdir,
             resolved: Arc::new(OnceCell::new()),
             marker: format!("ssh-{}-{nanos}-{n}", std::process::id()),
+            leftovers: None,
+            swept: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// This computer, stopping on first use the processes that tasks of a previous
+    /// controller with the same state left running there (it was killed, or lost the
+    /// connection), as [`crate::computer::local::stop_leftovers`] does on this host: a
+    /// resumed attempt must never race the commands of the one it replaces. `prefix` is
+    /// [`crate::computer::local::marker_prefix`] of the state directory.
+    pub fn stopping_leftovers(mut self, prefix: String) -> Self {
+        self.leftovers = Some(prefix);
+        self
+    }
+
+    /// Stops a previous controller's left-over processes, once; the number stopped.
+    async fn sweep(&self) -> Result<usize, ComputerError> {
+        let Some(prefix) = &self.leftovers else {
+            return Ok(0);
+        };
+        self.swept
+            .get_or_try_init(|| async {
+                let (code, stdout, stderr) = self
+                    .script(&release_script(Marked::Prefix(prefix)), SCRIPT_TIMEOUT)
+                    .await?;
+                match (code, stdout.trim().parse::<usize>()) {
+                    (Some(0), Ok(stopped)) => {
+                        if stopped > 0 {
+                            tracing::info!(
+                                computer = %self.name,
+                                processes = stopped,
+                                "stopped commands a previous run left running"
+                            );
+                        }
+                        Ok(stopped)
+                    }
+                    _ => Err(ComputerError::Workspace(format!(
+                        "stopping a previous run's processes on {}: {}",
+                        self.target().address(),
+                        stderr.trim()
+                    ))),
+                }
+            })
+            .await
+            .copied()
     }
 
     /// The computer a Computer's `ssh:` and `workdir:` declare.
@@ -102,6 +155,8 @@ impl Ssh {
             workdir: self.workdir.clone(),
             resolved: self.resolved.clone(),
             marker,
+            leftovers: self.leftovers.clone(),
+            swept: self.swept.clone(),
         }
     }
 
@@ -138,17 +193,29 @@ impl Ssh {
         script: &str,
         timeout: Duration,
     ) -> Result<(Option<u32>, String, String), ComputerError> {
-        collect(&self.pool, script, timeout).await
+        collect(&self.pool, script, None, timeout).await
     }
 }
 
 /// Runs `script` on the computer to its end (within `timeout`): exit code and output.
+/// `input`, when given, is its standard input (closed after it).
 async fn collect(
     pool: &Pool,
     script: &str,
+    input: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<(Option<u32>, String, String), ComputerError> {
     let (link, mut channel) = pool.exec(&format!("sh -c {}", quote(script))).await?;
+    if let Some(input) = input {
+        let sent = async {
+            channel.data(input).await?;
+            channel.eof().await
+        };
+        sent.await.map_err(|e| SshError::Channel {
+            host: link.address().to_string(),
+            detail: format!("cannot send a script its input: {e}"),
+        })?;
+    }
     let (mut out, mut err, mut code) = (Vec::new(), Vec::new(), None);
     let read = async {
         while let Some(msg) = channel.wait().await {
@@ -189,7 +256,7 @@ fn stop_script(pgid: u32) -> String {
 
 /// Stops the remote process group `pgid` (see [`stop_script`]).
 async fn stop_group(pool: &Pool, pgid: u32) {
-    if let Err(e) = collect(pool, &stop_script(pgid), SCRIPT_TIMEOUT).await {
+    if let Err(e) = collect(pool, &stop_script(pgid), None, SCRIPT_TIMEOUT).await {
         tracing::warn!(pgid, "cannot stop a remote process group: {e}");
     }
 }
@@ -370,6 +437,7 @@ impl Computer for Ssh {
     }
 
     async fn workspace(&self, spec: &WorkspaceSpec) -> Result<Workspace, ComputerError> {
+        self.sweep().await?;
         if !crate::source::remote::is_url(&spec.repo) && !spec.repo.starts_with('/') {
             return Err(ComputerError::Workspace(format!(
                 "{}: an SSH computer clones the product itself, so its repository must be a \
@@ -599,7 +667,28 @@ impl Computer for Ssh {
             .map_err(|e| sftp::io_error(dir, e))
     }
 
+    async fn glob(
+        &self,
+        workspace: &Workspace,
+        request: &GlobRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, ComputerError> {
+        search::glob(&self.pool, workspace, request, cancel).await
+    }
+
+    async fn search(
+        &self,
+        workspace: &Workspace,
+        request: &SearchRequest,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<FileHits>, ComputerError> {
+        search::search(&self.pool, workspace, request, cancel).await
+    }
+
     async fn discard(&self, spec: &WorkspaceSpec) -> Result<(), ComputerError> {
+        // An attempt's first touch of the computer: nothing of a previous run may still
+        // write into the workspace it makes.
+        self.sweep().await?;
         let dir = self.workdir().await?.join(dir_name(&spec.task));
         let dir = sftp::text(&dir);
         let script = format!(
@@ -618,7 +707,10 @@ impl Computer for Ssh {
 
     async fn release(&self) -> Result<usize, ComputerError> {
         let (code, stdout, stderr) = self
-            .script(&release_script(&self.marker), SCRIPT_TIMEOUT)
+            .script(
+                &release_script(Marked::Exactly(&self.marker)),
+                SCRIPT_TIMEOUT,
+            )
             .await?;
         match (code, stdout.trim().parse::<usize>()) {
             (Some(0), Ok(stopped)) => Ok(stopped),
@@ -630,12 +722,27 @@ impl Computer for Ssh {
         }
     }
 
-    async fn healthy(&self) -> bool {
-        matches!(
-            self.script("true", connect::CONNECT_TIMEOUT).await,
-            Ok((Some(0), _, _))
-        )
+    async fn healthy(&self) -> Result<(), ComputerError> {
+        match self.script("true", connect::CONNECT_TIMEOUT).await? {
+            (Some(0), _, _) => Ok(()),
+            (code, _, stderr) => Err(SshError::Channel {
+                host: self.target().address(),
+                detail: format!(
+                    "`true` ended with {}: {}",
+                    code.map_or_else(|| "no exit status".into(), |c| format!("exit status {c}")),
+                    stderr.trim()
+                ),
+            }
+            .into()),
+        }
     }
+}
+
+/// Which processes a [`release_script`] stops.
+#[derive(Clone, Copy)]
+enum Marked<'a> {
+    Exactly(&'a str),
+    Prefix(&'a str),
 }
 
 /// The script that makes the workspace `dir` on the remote: a clone of `repo` at `branch`
@@ -674,14 +781,24 @@ fn clone_script(workdir: &Path, dir: &Path, repo: &str, branch: &str) -> String 
 }
 
 /// The script that stops every process carrying `marker` (found in `/proc/*/environ`),
-/// with the grace of [`stop_script`], and prints how many it signalled.
-fn release_script(marker: &str) -> String {
+/// with the grace of [`stop_script`], and prints how many it signalled. A [`Marked::Prefix`]
+/// finds every marker that starts so.
+fn release_script(marker: Marked<'_>) -> String {
     let polls = STOP_GRACE.as_millis() / 100;
-    let entry = quote(&format!("{MARKER_VAR}={marker}"));
+    let test = match marker {
+        Marked::Exactly(marker) => {
+            format!("grep -qxF -- {}", quote(&format!("{MARKER_VAR}={marker}")))
+        }
+        // A prefix is made of `[A-Za-z0-9-]` (see `local::marker_prefix`): no character
+        // of it means anything to a regular expression.
+        Marked::Prefix(prefix) => {
+            format!("grep -q -- {}", quote(&format!("^{MARKER_VAR}={prefix}")))
+        }
+    };
     format!(
         "me=$$\n\
          found() {{ for d in /proc/[0-9]*; do p=${{d#/proc/}}; [ \"$p\" = \"$me\" ] && continue; \
-         tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qxF -- {entry} && echo \"$p\"; done; }}\n\
+         tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | {test} && echo \"$p\"; done; }}\n\
          first=$(found)\n\
          [ -z \"$first\" ] && {{ echo 0; exit 0; }}\n\
          kill -TERM $first 2>/dev/null\n\

@@ -6,6 +6,7 @@
 //! over a channel, so there is never a second writer deciding what to do next.
 
 mod approvals;
+mod fleet;
 pub mod records;
 pub mod worker;
 
@@ -20,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::computer::{self, Computer, Local, Ssh};
+use crate::computer::{self, Computer, Local};
 use crate::gitops::{FileChange, Identity, Writeback};
 use crate::plan::{self, Action};
 use crate::source::{GitSource, Source, SourceError};
@@ -61,9 +62,6 @@ impl EngineError {
 /// the company repository gets one commit per burst of work, not one per task.
 const RECORD_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How often the declared computers are marked seen while nothing about them changes.
-const COMPUTERS_SEEN_INTERVAL: Duration = Duration::from_secs(30);
-
 /// How many passes in a row may fail before `--once` gives up (a watching controller never
 /// does).
 const ONCE_RETRIES: u32 = 5;
@@ -98,55 +96,6 @@ impl Default for Options {
             retry_base: Duration::from_secs(1),
             retention: crate::store::Retention::default(),
         }
-    }
-}
-
-/// The SSH computers of the applied revision: one [`Ssh`] (one pooled connection) each,
-/// kept across revisions that leave its `ssh:` and `workdir:` as they were; with what each
-/// one's last health check said.
-#[derive(Default)]
-struct Remotes {
-    computers: HashMap<String, (crate::spec::kinds::SshConnection, Option<String>, Arc<Ssh>)>,
-    health: Arc<std::sync::Mutex<HashMap<String, bool>>>,
-}
-
-impl Remotes {
-    /// The SSH computers `spec` declares, reusing the connections of `self` that still fit.
-    fn adopt(&mut self, spec: &Spec) {
-        let mut computers = HashMap::new();
-        for c in &spec.computers {
-            let Some(ssh) = &c.spec.ssh else { continue };
-            let workdir = c.spec.workdir.clone();
-            let kept = self
-                .computers
-                .remove(c.name())
-                .filter(|(s, w, _)| s == ssh && *w == workdir);
-            let entry = kept.unwrap_or_else(|| {
-                let computer = Ssh::from_spec(c.name(), ssh, workdir.as_deref());
-                (ssh.clone(), workdir, Arc::new(computer))
-            });
-            computers.insert(c.name().to_string(), entry);
-        }
-        self.computers = computers;
-        self.health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|name, _| self.computers.contains_key(name));
-    }
-
-    fn get(&self, name: &str) -> Option<&Arc<Ssh>> {
-        self.computers.get(name).map(|(_, _, ssh)| ssh)
-    }
-
-    /// Whether `name` answered its last health check; one not checked yet is given the
-    /// benefit of the doubt (its first task fails with the reason if it is down).
-    fn healthy(&self, name: &str) -> bool {
-        self.health
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-            .copied()
-            .unwrap_or(true)
     }
 }
 
@@ -356,6 +305,8 @@ fn build_models(
 struct Running {
     cancel: CancellationToken,
     computer: String,
+    /// Why its computer was taken for lost while it ran (its heartbeat stopped), if it was.
+    lost: Option<String>,
 }
 
 /// How a record commit went: the commit (if the changes changed anything), the audit
@@ -524,10 +475,8 @@ pub struct Engine {
     recording: Option<tokio::task::JoinHandle<Recorded>>,
     /// What the day's audit files hold, as of the last record commit that was made.
     audit_known: AuditKnown,
-    /// When the declared computers were last marked seen.
-    computers_seen: Option<Instant>,
-    /// The SSH computers of the applied revision.
-    remotes: Remotes,
+    /// The declared computers: connections, heartbeats, health.
+    fleet: fleet::Fleet,
     /// The displays of the applied revision's desktops.
     desktops: Desktops,
     /// When the source was last fetched.
@@ -648,8 +597,7 @@ impl Engine {
             record: PendingRecord::default(),
             recording: None,
             audit_known: AuditKnown::new(),
-            computers_seen: None,
-            remotes: Remotes::default(),
+            fleet: fleet::Fleet::default(),
             desktops: Desktops::default(),
             last_fetch: None,
             status,
@@ -755,21 +703,30 @@ impl Engine {
         if self.options.once && self.idle()? {
             return Ok(true);
         }
-        let wake = self.next_wake()?;
+        let wake = tokio::time::sleep(self.next_wake()?);
         let stop_changed = stop_changed(self.store.clone(), self.stopped.clone());
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(true),
-            // `proto stop` / `resume` from another process: the next pass acts on it.
-            () = stop_changed => {}
-            Some(done) = self.done_rx.recv() => self.take_in(done)?,
-            _ = trigger.recv() => self.fetch_due = true,
-            // A timer for a retry or the records is no reason to go to the network; the
-            // poll interval is.
-            _ = tokio::time::sleep(wake) => {
-                self.fetch_due = self.last_fetch.is_none_or(|at| at.elapsed() >= self.options.poll);
+        tokio::pin!(wake, stop_changed);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(true),
+                // `proto stop` / `resume` from another process: the next pass acts on it.
+                () = &mut stop_changed => {}
+                Some(done) = self.done_rx.recv() => self.take_in(done)?,
+                // A heartbeat that changes nothing (most of them) is no reason for a pass.
+                Some(beat) = self.fleet.beats.recv() => {
+                    if !self.take_beat(beat) {
+                        continue;
+                    }
+                }
+                _ = trigger.recv() => self.fetch_due = true,
+                // A timer for a retry or the records is no reason to go to the network; the
+                // poll interval is.
+                () = &mut wake => {
+                    self.fetch_due = self.last_fetch.is_none_or(|at| at.elapsed() >= self.options.poll);
+                }
             }
+            return Ok(false);
         }
-        Ok(false)
     }
 
     /// Reads the kill switch. A change rebuilds every goal's status (each says it is
@@ -827,7 +784,7 @@ impl Engine {
         self.note_waits(&actions);
         self.note_providers();
         self.last_plan = actions;
-        self.mark_computers_seen(now)?;
+        self.take_beats(now);
         self.dispatch(now)?;
         self.refresh_status(now)?;
         self.collect_record(false).await?;
@@ -870,9 +827,16 @@ impl Engine {
             self.dirty = Dirty::All;
         }
         self.keys = keys;
-        self.remotes.adopt(&applied.spec);
         self.desktops.adopt(&applied.spec);
-        self.computers_seen = None;
+        if let Err(e) = self
+            .fleet
+            .adopt(&applied.spec, &self.options.state_dir, &self.store)
+        {
+            tracing::warn!("cannot forget the computers no longer declared: {e}");
+        }
+        for name in self.fleet.names() {
+            self.record_computer(&name);
+        }
         self.company_dirty = true;
         self.published.send_replace(Some(AppliedRevision {
             revision: applied.revision.clone(),
@@ -917,42 +881,45 @@ impl Engine {
         self.waits = waits;
     }
 
-    /// Marks the declared computers seen: after a new revision, then now and then.
-    fn mark_computers_seen(&mut self, now: DateTime<Utc>) -> Result<(), EngineError> {
-        if self
-            .computers_seen
-            .is_some_and(|at| at.elapsed() < COMPUTERS_SEEN_INTERVAL)
-        {
-            return Ok(());
+    /// Takes in the heartbeats that arrived and the breakers whose cool-down ended. A
+    /// computer that turned unhealthy loses its running tasks: they are cancelled, and
+    /// resume from their journal on another computer (see [`Engine::finished`]).
+    fn take_beats(&mut self, now: DateTime<Utc>) {
+        while let Ok(beat) = self.fleet.beats.try_recv() {
+            self.take_beat(beat);
         }
-        if let Some(applied) = &self.applied {
-            for c in &applied.spec.computers {
-                if let Some(ssh) = self.remotes.get(c.name()) {
-                    // Checked off the pass: a host that does not answer takes the connect
-                    // timeout to say so.
-                    let (ssh, store) = (ssh.clone(), self.store.clone());
-                    let health = self.remotes.health.clone();
-                    let name = c.name().to_string();
-                    tokio::spawn(async move {
-                        let healthy = ssh.healthy().await;
-                        health
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(name.clone(), healthy);
-                        if let Err(e) = store.computer_seen(&name, healthy, Utc::now()) {
-                            tracing::warn!(computer = %name, "cannot record its health: {e}");
-                        }
-                    });
-                    continue;
+        for name in self.fleet.tick(now) {
+            self.record_computer(&name);
+        }
+    }
+
+    /// Takes in one heartbeat; returns whether the computer's health changed (it may
+    /// take work now, or no longer).
+    fn take_beat(&mut self, beat: fleet::Beat) -> bool {
+        let name = beat.computer.clone();
+        let before = self.fleet.admits(&name);
+        let reason = beat.answer.clone().err();
+        if self.fleet.beat(beat) {
+            for (id, running) in &mut self.running {
+                if running.computer == name {
+                    tracing::warn!(task = id, computer = %name, "the computer stopped answering; the task moves");
+                    running.lost = reason.clone();
+                    running.cancel.cancel();
                 }
-                // This host answers while the controller runs; Kubernetes and desktops are
-                // declared but not reachable yet.
-                self.store
-                    .computer_seen(c.name(), c.spec.local.is_some(), now)?;
             }
         }
-        self.computers_seen = Some(Instant::now());
-        Ok(())
+        self.record_computer(&name);
+        self.fleet.admits(&name) != before
+    }
+
+    /// Writes a computer's row of the registry; a store too busy for it is no reason to
+    /// stop (the next change writes it again).
+    fn record_computer(&self, name: &str) {
+        let running = self.running.values().filter(|r| r.computer == name).count();
+        let running = u32::try_from(running).unwrap_or(u32::MAX);
+        if let Err(e) = self.fleet.record(&self.store, name, running) {
+            tracing::warn!(computer = %name, "cannot record its health: {e}");
+        }
     }
 
     /// Reads the branch head; a new valid revision replaces the running one, an invalid
@@ -1190,18 +1157,22 @@ impl Engine {
             .applied
             .iter()
             .flat_map(|a| a.spec.computers.iter())
-            .map(|c| crate::place::Slot {
-                name: c.name().to_string(),
-                labels: c.metadata.labels.clone(),
-                capacity: c.spec.capacity.unwrap_or(1),
-                running: running.get(c.name()).copied().unwrap_or(0),
-                capabilities: c.spec.capabilities.iter().copied().collect(),
-                // This host answers while the controller runs; an SSH computer as its last
-                // health check said.
-                healthy: self.remotes.healthy(c.name()),
-                // This host (its display too, for a `gui` computer) and SSH computers can run
-                // work; Kubernetes comes later.
-                usable: c.spec.local.is_some() || c.spec.ssh.is_some(),
+            .map(|c| {
+                let running = running.get(c.name()).copied().unwrap_or(0);
+                let capacity = c.spec.capacity.unwrap_or(1);
+                // As its heartbeat and breaker say: a half-open breaker takes one trial.
+                let admits = self.fleet.admits(c.name());
+                crate::place::Slot {
+                    name: c.name().to_string(),
+                    labels: c.metadata.labels.clone(),
+                    capacity: admits.map_or(capacity, |n| capacity.min(running.saturating_add(n))),
+                    running,
+                    capabilities: c.spec.capabilities.iter().copied().collect(),
+                    healthy: admits != Some(0),
+                    // This host (its display too, for a `gui` computer) and SSH computers
+                    // can run work; Kubernetes comes later.
+                    usable: c.spec.local.is_some() || c.spec.ssh.is_some(),
+                }
             })
             .collect();
         crate::place::Placer::new(slots)
@@ -1247,7 +1218,7 @@ impl Engine {
                 .and_then(|r| r.branch.clone())
                 .unwrap_or_else(|| "main".into());
             let marker = computer::local::run_marker(&self.options.state_dir, task.id);
-            let machine: Arc<dyn Computer> = match self.remotes.get(computer.name()) {
+            let machine: Arc<dyn Computer> = match self.fleet.ssh(computer.name()) {
                 // The computer's one connection, with this task's marker.
                 Some(ssh) => Arc::new(ssh.marked(marker)),
                 None => {
@@ -1333,8 +1304,11 @@ impl Engine {
                 Running {
                     cancel: work.cancel.clone(),
                     computer: work.computer.name().to_string(),
+                    lost: None,
                 },
             );
+            self.fleet.started(work.computer.name());
+            self.record_computer(work.computer.name());
             let tx = self.done_tx.clone();
             tokio::spawn(async move {
                 let mut done = worker::run(work).await;
@@ -1358,8 +1332,21 @@ impl Engine {
     }
 
     /// Records a finished attempt and writes it back to git.
-    fn finished(&mut self, done: worker::Done) -> Result<(), EngineError> {
-        self.running.remove(&done.task);
+    fn finished(&mut self, mut done: worker::Done) -> Result<(), EngineError> {
+        let (computer, beat_lost) = match self.running.remove(&done.task) {
+            Some(running) => (Some(running.computer), running.lost),
+            None => (None, None),
+        };
+        // Lost by the attempt's own failure, or by its computer's heartbeat meanwhile.
+        done.lost = done.lost.take().or(beat_lost);
+        if let Some(computer) = &computer {
+            match &done.lost {
+                Some(reason) => self.fleet.lost(computer, reason.clone(), Utc::now()),
+                None if !done.cancelled => self.fleet.served(computer),
+                None => self.fleet.released(computer),
+            }
+            self.record_computer(computer);
+        }
         let task = self.store.task(done.task)?;
         if let Some(check) = &done.check {
             let key = self.keys.get(&task.goal).cloned().unwrap_or_default();
@@ -1371,7 +1358,19 @@ impl Engine {
             // Cancelled while it ran (its goal changed or went away): nothing to record.
             return Ok(());
         }
-        if done.cancelled {
+        if let (Some(reason), Some(computer)) = (&done.lost, &computer) {
+            // Not a failure of the work either: it resumes from its journal on a computer
+            // that answers (this one is unhealthy now, so it is not placed here again).
+            tracing::warn!(goal = %task.goal, task = task.id, computer = %computer, "lost its computer: {reason}");
+            self.store.event(
+                Some(task.id),
+                Some(&task.goal),
+                crate::store::EventKind::ComputerLost,
+                &serde_json::json!({ "computer": computer, "reason": reason }),
+                now,
+            )?;
+        }
+        if done.cancelled || done.lost.is_some() {
             // Not a failure of the work: it resumes from its journal when it runs again.
             self.store.interrupt(done.task, now)?;
             self.dirty.goal(&task.goal);

@@ -72,6 +72,9 @@ pub struct Done {
     /// For a provider outage: when the provider said (or its circuit breaker knows) it may
     /// answer again.
     pub retry_after: Option<Duration>,
+    /// The attempt lost its computer (it failed, and the computer did not answer a probe
+    /// right after): why. The task is interrupted and moves, rather than failed.
+    pub lost: Option<String>,
 }
 
 /// Playbook steps as tool calls, in order.
@@ -130,7 +133,23 @@ fn observe(work: &Work, result: &CheckResult) -> LastCheck {
 /// computer (to make the next one from), a failed one is kept to look at until the next
 /// attempt replaces it.
 pub async fn run(work: Work) -> Done {
-    let done = attempt(&work).await;
+    let mut done = attempt(&work).await;
+    if !done.cancelled
+        && matches!(
+            done.outcome,
+            AttemptOutcome::Failed { .. } | AttemptOutcome::Undelivered { .. }
+        )
+        && let Err(e) = work.computer.healthy().await
+    {
+        // A failure whose computer is gone (its connection dropped, its disk or process
+        // table full) says nothing of the work: the work moves to a computer that answers.
+        tracing::warn!(
+            task = work.task.id,
+            computer = work.computer.name(),
+            "the computer does not answer: {e}"
+        );
+        done.lost = Some(e.to_string());
+    }
     let stopped = match work.computer.release().await {
         Ok(0) => true,
         Ok(n) => {
@@ -322,6 +341,7 @@ fn parked(work: &Work, call: &ToolCall, e: &ActError, check: Option<LastCheck>) 
             cancelled: false,
             ended: None,
             retry_after: None,
+            lost: None,
         }),
         _ => None,
     }
@@ -336,6 +356,7 @@ fn failed(work: &Work, error: String, check: Option<LastCheck>) -> Done {
         cancelled: work.cancel.is_cancelled(),
         ended: None,
         retry_after: None,
+        lost: None,
     }
 }
 
@@ -575,6 +596,7 @@ impl Delivery<'_> {
             cancelled: false,
             ended: None,
             retry_after: None,
+            lost: None,
         }
     }
 
@@ -600,6 +622,7 @@ impl Delivery<'_> {
             cancelled: self.work.cancel.is_cancelled(),
             ended: None,
             retry_after: None,
+            lost: None,
         }
     }
 }
@@ -653,6 +676,7 @@ async fn agent_work(
         cancelled,
         ended: None,
         retry_after: None,
+        lost: None,
     };
     let (Some(model), Some(agent)) = (work.model.as_ref(), work.agent_spec.as_ref()) else {
         return failed(
@@ -743,6 +767,7 @@ fn stopped(work: &Work, e: &crate::agent::AgentError, check: Option<LastCheck>) 
         cancelled: matches!(e, crate::agent::AgentError::Cancelled),
         ended: None,
         retry_after: e.retry_after(),
+        lost: None,
     }
 }
 

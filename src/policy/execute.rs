@@ -34,8 +34,8 @@ fn context<'a>(actor: &'a Actor<'_>, author: &'a Identity, step: Option<u32>) ->
     }
 }
 
-/// A tool's error as the action's: what stops the whole task keeps its kind, anything else
-/// is the model's to read.
+/// A tool's error as the action's: what stops the whole task keeps its kind (a computer
+/// that cannot be reached too), anything else is the model's to read.
 fn from_tool(e: ToolError) -> ActError {
     match e {
         ToolError::Halt(Halt::Cancelled) => ActError::Cancelled,
@@ -44,6 +44,8 @@ fn from_tool(e: ToolError) -> ActError {
         ToolError::Halt(Halt::NeedsApproval(reason)) => ActError::NeedsApproval(reason),
         ToolError::Halt(Halt::Store(e)) => ActError::Store(e),
         ToolError::Secrets(refused) => ActError::Delivery(refused.into()),
+        // An unreachable computer stops the task (see `ActError::is_transport`).
+        ToolError::Computer(e) if e.is_transport() => ActError::Computer(e),
         e => ActError::Failed(e.to_string()),
     }
 }

@@ -71,6 +71,20 @@ pub enum ActError {
     ProviderUnavailable(crate::model::ModelError),
 }
 
+impl ActError {
+    /// Whether the action failed because its computer could not be reached (see
+    /// [`ComputerError::is_transport`]): the task stops rather than the model being told,
+    /// and the step is not journaled as done, so it runs again where the task goes next.
+    pub fn is_transport(&self) -> bool {
+        match self {
+            ActError::Computer(e) | ActError::Delivery(DeliveryError::Computer(e)) => {
+                e.is_transport()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One action an agent (or a playbook acting as it) takes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToolCall {
@@ -492,7 +506,7 @@ pub async fn act(actor: &Actor<'_>, step: u32, call: &ToolCall) -> Result<Acted,
                     | ActError::Delivery(_)
                     | ActError::EditMismatch { .. }
                     | ActError::Failed(_)
-            );
+            ) && !e.is_transport();
             if over && matches!(call, ToolCall::Tool { .. }) {
                 let outcome = json!({ "content": e.to_string(), "isError": true });
                 let audit = audit(actor, call, outcome.clone(), None);

@@ -143,9 +143,9 @@ pub async fn products(State(app): State<Arc<App>>) -> Answer {
 pub async fn computers(State(app): State<Arc<App>>) -> Answer {
     let applied = applied(&app)?;
     let health = blocking(&app, |store| Ok(store.computers()?)).await?;
-    let health: HashMap<String, (bool, chrono::DateTime<Utc>)> = health
+    let health: HashMap<String, crate::store::ComputerRecord> = health
         .into_iter()
-        .map(|(name, healthy, seen)| (name, (healthy, seen)))
+        .map(|record| (record.name.clone(), record))
         .collect();
     let list: Vec<Value> = applied
         .spec
@@ -154,8 +154,10 @@ pub async fn computers(State(app): State<Arc<App>>) -> Answer {
         .map(|c| {
             let mut v = resource(c);
             let seen = health.get(c.name());
-            v["healthy"] = json!(seen.map(|s| s.0));
-            v["lastSeen"] = json!(seen.map(|s| s.1));
+            v["healthy"] = json!(seen.map(|s| s.healthy));
+            v["lastSeen"] = json!(seen.and_then(|s| s.last_seen));
+            // The registry's whole row: reason, missed beats, load, breaker.
+            v["health"] = json!(seen);
             v
         })
         .collect();

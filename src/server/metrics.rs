@@ -324,10 +324,12 @@ impl Metrics {
         self.approvals
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         self.computers.clear();
-        for (computer, healthy, _) in store.computers().map_err(|e| e.to_string())? {
+        for record in store.computers().map_err(|e| e.to_string())? {
             self.computers
-                .get_or_create(&ComputerLabels { computer })
-                .set(i64::from(healthy));
+                .get_or_create(&ComputerLabels {
+                    computer: record.name,
+                })
+                .set(i64::from(record.healthy));
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

@@ -70,6 +70,10 @@ pub enum EventKind {
     /// The engine's side of an attempt's end, with its outcome.
     #[serde(rename = "TaskFinished")]
     AttemptFinished,
+    /// An attempt lost its computer (its connection failed, or its heartbeat stopped): the
+    /// task is interrupted and moves, its data naming the computer and the reason.
+    #[serde(rename = "ComputerLost")]
+    ComputerLost,
     /// A new company revision was loaded, valid, and now runs.
     #[serde(rename = "RevisionApplied")]
     RevisionApplied,
@@ -80,7 +84,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (for metrics and the dashboard's filters).
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::TaskQueued,
         EventKind::TaskStarted,
         EventKind::TaskSucceeded,
@@ -104,6 +108,7 @@ impl EventKind {
         EventKind::AgentTool,
         EventKind::Dispatched,
         EventKind::AttemptFinished,
+        EventKind::ComputerLost,
         EventKind::RevisionApplied,
         EventKind::RevisionFailed,
     ];
@@ -134,6 +139,7 @@ impl EventKind {
             EventKind::AgentTool => "agent.tool",
             EventKind::Dispatched => "TaskStarted",
             EventKind::AttemptFinished => "TaskFinished",
+            EventKind::ComputerLost => "ComputerLost",
             EventKind::RevisionApplied => "RevisionApplied",
             EventKind::RevisionFailed => "RevisionFailed",
         }

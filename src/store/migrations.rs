@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -286,4 +286,26 @@ CREATE TABLE approvals (
     UNIQUE (task, attempt, step)
 ) STRICT;
 CREATE INDEX approvals_state ON approvals (state);
+"#;
+
+/// The registry of computers (see `computers.rs`): kind, the reason a computer is unhealthy,
+/// missed beats, load and capacity, the circuit breaker; `last_seen` is the last probe that
+/// answered, so a computer never answering has none. Its rows are rewritten by the running
+/// controller, so the old ones are not carried over.
+const V9: &str = r#"
+DROP TABLE computers;
+CREATE TABLE computers (
+    name       TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('local', 'ssh', 'kubernetes')),
+    healthy    INTEGER NOT NULL CHECK (healthy IN (0, 1)),
+    reason     TEXT,
+    missed     INTEGER NOT NULL,
+    running    INTEGER NOT NULL,
+    capacity   INTEGER NOT NULL,
+    breaker    TEXT NOT NULL CHECK (breaker IN ('closed', 'open', 'half-open')),
+    failures   INTEGER NOT NULL,
+    open_until TEXT,
+    last_seen  TEXT,
+    checked_at TEXT
+) STRICT;
 "#;

@@ -8,6 +8,7 @@
 
 pub mod activity;
 mod approvals;
+mod computers;
 mod control;
 mod event;
 mod migrations;
@@ -18,6 +19,7 @@ mod retention;
 #[cfg(test)]
 mod tests;
 
+pub use computers::ComputerRecord;
 pub use reads::{AttemptRow, SpendReport, SpendSum};
 pub use record::{Cost, Entry, StepRecord};
 pub use retention::{Pruned, Retention};
@@ -1357,36 +1359,6 @@ impl Store {
                 params![revision, serde_json::to_string(errors)?, time_text(now)],
             )?;
             Ok(())
-        })
-    }
-
-    /// Records a computer's health as seen now.
-    pub fn computer_seen(
-        &self,
-        name: &str,
-        healthy: bool,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO computers (name, healthy, last_seen) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO UPDATE SET healthy = excluded.healthy,
-                     last_seen = excluded.last_seen",
-                params![name, healthy, time_text(now)],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// `(name, healthy, last_seen)` of every computer seen, by name.
-    pub fn computers(&self) -> Result<Vec<(String, bool, DateTime<Utc>)>, StoreError> {
-        self.read(|tx| {
-            let mut stmt =
-                tx.prepare("SELECT name, healthy, last_seen FROM computers ORDER BY name")?;
-            let rows = stmt.query_map([], |row| {
-                Ok((row.get(0)?, row.get(1)?, time_column(row, 2)?))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

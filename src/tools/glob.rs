@@ -1,26 +1,16 @@
 //! `Glob`: the files of the workspace whose path matches a glob, newest first (as Claude
-//! Code's `Glob` sorts), honouring `.gitignore`.
-//!
-//! The [`Computer`](crate::computer::Computer) trait has no listing operation yet, so this
-//! walks the workspace root on this host (as `Grep` does). A remote computer needs a `list`
-//! (or a `find`/`rg` run through `Computer::run`) before these two work there.
-
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+//! Code's `Glob` sorts), honouring `.gitignore`. The listing is the computer's
+//! ([`Computer::glob`](crate::computer::Computer::glob)), so it sees the files where the
+//! workspace is, on this host or another.
 
 use async_trait::async_trait;
-use ignore::WalkBuilder;
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use super::{Effect, Input, Tool, ToolContext, ToolError, ToolOutput, relative_path};
+use crate::computer::{ComputerError, GlobRequest};
 
 /// How many paths are listed at most.
 const MAX_RESULTS: usize = 100;
-
-/// Folders never searched: git's own and the tools' scratch space.
-const SKIPPED: [&str; 2] = [".git", ".proto-tmp"];
 
 pub struct Glob;
 
@@ -58,15 +48,15 @@ impl Tool for Glob {
         if pattern.trim().is_empty() {
             return Err(ToolError::invalid("pattern", "is empty"));
         }
-        let search = search_root(ctx, input.opt_str("path")?)?;
-        let root = ctx.workspace.root().to_path_buf();
-        let cancel = ctx.cancel.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let walker = walker(&search, Some(("pattern", &pattern)), None)?;
-            collect_files(&root, walker, &cancel)
-        })
-        .await
-        .map_err(|e| ToolError::Failed(format!("Glob: {e}")))??;
+        let request = GlobRequest {
+            glob: pattern,
+            path: search_path(ctx, input.opt_str("path")?)?,
+        };
+        let found = ctx
+            .computer
+            .glob(ctx.workspace, &request, ctx.cancel)
+            .await
+            .map_err(refusal)?;
         if ctx.cancel.is_cancelled() {
             return Ok(ToolOutput::error("cancelled"));
         }
@@ -84,131 +74,23 @@ impl Tool for Glob {
     }
 }
 
-/// The directory (or file) a search starts from, absolute, checked to be in the workspace.
-pub(crate) fn search_root(ctx: &ToolContext<'_>, path: Option<&str>) -> Result<PathBuf, ToolError> {
-    // The walk reads this host's disk; another computer's files are searched there.
-    if !ctx.workspace.on_this_host() {
-        return Err(ToolError::Failed(
-            "this workspace is on another computer (SSH), which Grep and Glob cannot read: \
-             search it with Bash (`grep -rn`, `find`)"
-                .into(),
-        ));
+/// Where a search starts, relative to the workspace root ("" for the root), checked to be
+/// in the workspace as written; the computer checks where its links lead.
+pub(crate) fn search_path(ctx: &ToolContext<'_>, path: Option<&str>) -> Result<String, ToolError> {
+    match path {
+        None => Ok(String::new()),
+        Some(raw) => relative_path(ctx.workspace, "path", raw),
     }
-    let relative = match path {
-        None => String::new(),
-        Some(raw) => relative_path(ctx.workspace, "path", raw)?,
-    };
-    let absolute = if relative.is_empty() {
-        ctx.workspace.root().to_path_buf()
-    } else {
-        ctx.workspace.resolve(&relative)?
-    };
-    if !absolute.exists() {
-        return Err(ToolError::invalid(
-            "path",
-            format!("{}: no such file or directory", path.unwrap_or_default()),
-        ));
-    }
-    Ok(absolute)
 }
 
-/// The files under a search root that a walk will list.
-pub(crate) struct Files {
-    builder: WalkBuilder,
-    /// Only paths matching this glob (gitignore syntax, relative to the search root).
-    glob: Option<Gitignore>,
-}
-
-/// A walk of `search` honouring `.gitignore` (in a git repository or not), hidden files
-/// included (`.github/` matters), `.git` skipped; limited to paths matching `glob` (given in
-/// the input field named first) and files of ripgrep type `file_type` when given.
-///
-/// The glob only filters: unlike ripgrep's `--glob` (an override), it never brings back a
-/// file `.gitignore` leaves out, so `*.log` does not list ignored logs.
-pub(crate) fn walker(
-    search: &Path,
-    glob: Option<(&str, &str)>,
-    file_type: Option<&str>,
-) -> Result<Files, ToolError> {
-    let mut builder = WalkBuilder::new(search);
-    builder
-        .hidden(false)
-        .require_git(false)
-        .follow_links(false)
-        .filter_entry(|entry| !SKIPPED.iter().any(|s| entry.file_name() == *s));
-    let glob = match glob {
-        None => None,
-        Some((field, pattern)) => {
-            // A one-line ignore file is a glob matcher with gitignore's rules (`*.rs` at any
-            // depth, `src/*.rs` anchored, `**`, `{a,b}`), without a direct `globset` use.
-            let mut matcher = GitignoreBuilder::new(search);
-            matcher
-                .add_line(None, pattern)
-                .map_err(|e| ToolError::invalid(field, format!("{pattern}: {e}")))?;
-            Some(
-                matcher
-                    .build()
-                    .map_err(|e| ToolError::invalid(field, format!("{pattern}: {e}")))?,
-            )
-        }
-    };
-    if let Some(name) = file_type {
-        let mut types = ignore::types::TypesBuilder::new();
-        types.add_defaults();
-        types.select(name);
-        let types = types
-            .build()
-            .map_err(|e| ToolError::invalid("type", format!("{name}: {e}")))?;
-        if !types.definitions().iter().any(|d| d.name() == name) {
-            return Err(ToolError::invalid(
-                "type",
-                format!("{name}: not a known file type (try rust, py, js, ts, go, md)"),
-            ));
-        }
-        builder.types(types);
+/// A search the computer refused for its input, as the model's input error.
+pub(crate) fn refusal(e: ComputerError) -> ToolError {
+    match e {
+        ComputerError::Search { field, reason } => ToolError::invalid(&field.to_string(), reason),
+        ComputerError::OutsideWorkspace { path } => ToolError::OutsideWorkspace {
+            field: "path".into(),
+            path,
+        },
+        other => ToolError::Computer(other),
     }
-    Ok(Files { builder, glob })
-}
-
-/// The files of a walk as paths relative to `root`, newest first (ties by path, so the
-/// order is stable).
-pub(crate) fn collect_files(
-    root: &Path,
-    files: Files,
-    cancel: &CancellationToken,
-) -> Result<Vec<String>, ToolError> {
-    let canonical_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let mut found: Vec<(SystemTime, String)> = Vec::new();
-    for entry in files.builder.build() {
-        if cancel.is_cancelled() {
-            break;
-        }
-        // An unreadable folder or a broken ignore file is skipped, as ripgrep does.
-        let Ok(entry) = entry else { continue };
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
-            continue;
-        }
-        if let Some(glob) = &files.glob
-            && !glob.matched(entry.path(), false).is_ignore()
-        {
-            continue;
-        }
-        let modified = entry
-            .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        found.push((modified, display_path(root, &canonical_root, entry.path())));
-    }
-    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    Ok(found.into_iter().map(|(_, path)| path).collect())
-}
-
-/// `path` relative to the workspace root, for the model to pass back to the other tools.
-pub(crate) fn display_path(root: &Path, canonical_root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .or_else(|_| path.strip_prefix(canonical_root))
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
 }

@@ -1,38 +1,18 @@
-//! `Grep`: searches file contents with ripgrep's own crates (`ignore` for the walk and
-//! `.gitignore`, `grep-regex` and `grep-searcher` for matching), in Claude Code's shapes:
-//! `files_with_matches` (the default), `content` with line numbers and context, or `count`.
-//!
-//! Like `Glob`, it walks the workspace root on this host: the `Computer` trait has no
-//! listing or search operation yet.
-
-use std::io;
-use std::path::Path;
+//! `Grep`: searches file contents with a regular expression (ripgrep syntax), in Claude
+//! Code's shapes: `files_with_matches` (the default), `content` with line numbers and
+//! context, or `count`. The search is the computer's
+//! ([`Computer::search`](crate::computer::Computer::search), ripgrep's crates on this host,
+//! the remote's own tools on another); this renders its typed answer.
 
 use async_trait::async_trait;
-use grep_regex::RegexMatcherBuilder;
-use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkMatch};
 use serde_json::{Value, json};
 
-use super::glob::{search_root, walker};
+use super::glob::{refusal, search_path};
 use super::{Effect, Input, Tool, ToolContext, ToolError, ToolOutput, truncate};
+use crate::computer::{FileHits, LineKind, SearchMode, SearchRequest};
 
 /// The most output the model is shown, in characters (as for `Bash`).
 const MAX_OUTPUT_CHARS: usize = 30_000;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Content,
-    FilesWithMatches,
-    Count,
-}
-
-struct Options {
-    mode: Mode,
-    line_numbers: bool,
-    before: usize,
-    after: usize,
-    head_limit: Option<usize>,
-}
 
 pub struct Grep;
 
@@ -97,9 +77,9 @@ impl Tool for Grep {
         )?;
         let pattern = input.str("pattern")?;
         let mode = match input.opt_str("output_mode")? {
-            None | Some("files_with_matches") => Mode::FilesWithMatches,
-            Some("content") => Mode::Content,
-            Some("count") => Mode::Count,
+            None | Some("files_with_matches") => SearchMode::FilesWithMatches,
+            Some("content") => SearchMode::Content,
+            Some("count") => SearchMode::Count,
             Some(other) => {
                 return Err(ToolError::invalid(
                     "output_mode",
@@ -113,188 +93,94 @@ impl Tool for Grep {
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)))
         };
         let context = lines("-C")?;
-        let options = Options {
+        let request = SearchRequest {
+            pattern: pattern.to_string(),
+            path: search_path(ctx, input.opt_str("path")?)?,
+            glob: input.opt_str("glob")?.map(str::to_owned),
+            file_type: input.opt_str("type")?.map(str::to_owned),
+            case_insensitive: input.bool_or("-i", false)?,
+            multiline: input.bool_or("multiline", false)?,
             mode,
-            line_numbers: input.bool_or("-n", true)?,
             before: lines("-B")?.or(context).unwrap_or(0),
             after: lines("-A")?.or(context).unwrap_or(0),
-            head_limit: lines("head_limit")?.filter(|n| *n > 0),
+            limit: lines("head_limit")?.filter(|n| *n > 0),
         };
-        let multiline = input.bool_or("multiline", false)?;
-        let mut matcher = RegexMatcherBuilder::new();
-        matcher
-            .case_insensitive(input.bool_or("-i", false)?)
-            .multi_line(true)
-            .dot_matches_new_line(multiline);
-        if !multiline {
-            // Lets the searcher go line by line: the pattern can never match a newline.
-            matcher.line_terminator(Some(b'\n'));
-        }
-        let matcher = matcher
-            .build(pattern)
-            .map_err(|e| ToolError::invalid("pattern", e.to_string()))?;
-        let search = search_root(ctx, input.opt_str("path")?)?;
-        let glob = input.opt_str("glob")?.map(|g| ("glob", g));
-        let walk = walker(&search, glob, input.opt_str("type")?)?;
-        let root = ctx.workspace.root().to_path_buf();
-        let cancel = ctx.cancel.clone();
-
-        let output = tokio::task::spawn_blocking(move || {
-            let mut files = super::glob::collect_files(&root, walk, &cancel)?;
-            if options.mode != Mode::FilesWithMatches {
-                // Lines read best file by file in path order; file lists come newest first.
-                files.sort();
-            }
-            let mut searcher = SearcherBuilder::new()
-                .line_number(true)
-                .multi_line(multiline)
-                .before_context(if options.mode == Mode::Content {
-                    options.before
-                } else {
-                    0
-                })
-                .after_context(if options.mode == Mode::Content {
-                    options.after
-                } else {
-                    0
-                })
-                // Binary files are skipped, as ripgrep does by default.
-                .binary_detection(BinaryDetection::quit(0))
-                .build();
-            search_files(&mut searcher, &matcher, &root, files, &options, &cancel)
-        })
-        .await
-        .map_err(|e| ToolError::Failed(format!("Grep: {e}")))??;
+        let line_numbers = input.bool_or("-n", true)?;
+        let hits = ctx
+            .computer
+            .search(ctx.workspace, &request, ctx.cancel)
+            .await
+            .map_err(refusal)?;
         if ctx.cancel.is_cancelled() {
             return Ok(ToolOutput::error("cancelled"));
         }
-        Ok(ToolOutput::ok(output))
+        Ok(ToolOutput::ok(render(&request, line_numbers, hits)))
     }
 }
 
-/// Searches `files` (newest first, relative to `root`) and renders the result per mode.
-fn search_files(
-    searcher: &mut Searcher,
-    matcher: &grep_regex::RegexMatcher,
-    root: &Path,
-    files: Vec<String>,
-    options: &Options,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<String, ToolError> {
+/// The answer in ripgrep's shapes: `path`, `path:count`, or `path:line:text` with
+/// `path-line-text` context lines and `--` between groups.
+fn render(request: &SearchRequest, line_numbers: bool, hits: Vec<FileHits>) -> String {
+    let context = request.mode == SearchMode::Content && (request.before > 0 || request.after > 0);
     let mut entries: Vec<String> = Vec::new();
-    let mut matched_files = 0usize;
-    let mut total_matches = 0usize;
-    for file in files {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let mut sink = Collector::new(options.line_numbers);
-        // An unreadable file is skipped, as ripgrep does (with a warning we do not need).
-        if searcher
-            .search_path(matcher, root.join(&file), &mut sink)
-            .is_err()
-            || sink.matches == 0
-        {
-            continue;
-        }
-        matched_files += 1;
-        total_matches += sink.matches;
-        match options.mode {
-            Mode::FilesWithMatches => entries.push(file),
-            Mode::Count => entries.push(format!("{file}:{}", sink.matches)),
-            Mode::Content => {
-                if matched_files > 1 && (options.before > 0 || options.after > 0) {
+    let matched_files = hits.len();
+    let total_matches: usize = hits.iter().map(|h| h.matches).sum();
+    for (n, file) in hits.into_iter().enumerate() {
+        match request.mode {
+            SearchMode::FilesWithMatches => entries.push(file.path),
+            SearchMode::Count => entries.push(format!("{}:{}", file.path, file.matches)),
+            SearchMode::Content => {
+                if n > 0 && context {
                     entries.push("--".to_string());
                 }
-                entries.extend(sink.lines.into_iter().map(|l| format!("{file}{l}")));
+                for line in file.lines {
+                    let separator = match line.kind {
+                        LineKind::Match => ':',
+                        LineKind::Context => '-',
+                        LineKind::Break => {
+                            entries.push("--".to_string());
+                            continue;
+                        }
+                    };
+                    entries.push(if line_numbers {
+                        format!(
+                            "{}{separator}{}{separator}{}",
+                            file.path, line.number, line.text
+                        )
+                    } else {
+                        format!("{}{separator}{}", file.path, line.text)
+                    });
+                }
             }
-        }
-        // Stops one past the limit, so the output can say it was cut.
-        if let Some(limit) = options.head_limit
-            && entries.len() > limit
-        {
-            break;
         }
     }
     if matched_files == 0 {
-        return Ok(match options.mode {
-            Mode::FilesWithMatches => "No files found".to_string(),
+        return match request.mode {
+            SearchMode::FilesWithMatches => "No files found".to_string(),
             _ => "No matches found".to_string(),
-        });
+        };
     }
-    let shown_limit = options.head_limit.unwrap_or(usize::MAX);
+    let shown_limit = request.limit.unwrap_or(usize::MAX);
     let cut = entries.len() > shown_limit;
     entries.truncate(shown_limit);
-    let mut text = match options.mode {
-        Mode::FilesWithMatches => format!(
+    let mut text = match request.mode {
+        SearchMode::FilesWithMatches => format!(
             "Found {} {}\n{}",
             entries.len(),
             if entries.len() == 1 { "file" } else { "files" },
             entries.join("\n")
         ),
         // Totals only when every file was searched.
-        Mode::Count if !cut => format!(
+        SearchMode::Count if !cut => format!(
             "{}\n\nFound {total_matches} matching lines across {matched_files} files",
             entries.join("\n")
         ),
-        Mode::Count | Mode::Content => entries.join("\n"),
+        SearchMode::Count | SearchMode::Content => entries.join("\n"),
     };
     if cut {
         text.push_str(&format!(
             "\n\n[Showing the first {shown_limit} entries (head_limit)]"
         ));
     }
-    Ok(truncate(&text, MAX_OUTPUT_CHARS))
-}
-
-/// Gathers one file's matching lines (`:line:text`) and context lines (`-line-text`),
-/// ripgrep's format minus the file name, which the caller puts in front.
-struct Collector {
-    line_numbers: bool,
-    matches: usize,
-    lines: Vec<String>,
-}
-
-impl Collector {
-    fn new(line_numbers: bool) -> Self {
-        Collector {
-            line_numbers,
-            matches: 0,
-            lines: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, separator: char, first_line: Option<u64>, bytes: &[u8]) {
-        let text = String::from_utf8_lossy(bytes);
-        // A multiline match spans several lines: each gets its own number.
-        for (offset, line) in text.lines().enumerate() {
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            match first_line.filter(|_| self.line_numbers) {
-                Some(n) => self
-                    .lines
-                    .push(format!("{separator}{}{separator}{line}", n + offset as u64)),
-                None => self.lines.push(format!("{separator}{line}")),
-            }
-        }
-    }
-}
-
-impl Sink for Collector {
-    type Error = io::Error;
-
-    fn matched(&mut self, _: &Searcher, found: &SinkMatch<'_>) -> Result<bool, io::Error> {
-        self.matches += 1;
-        self.push(':', found.line_number(), found.bytes());
-        Ok(true)
-    }
-
-    fn context(&mut self, _: &Searcher, context: &SinkContext<'_>) -> Result<bool, io::Error> {
-        self.push('-', context.line_number(), context.bytes());
-        Ok(true)
-    }
-
-    fn context_break(&mut self, _: &Searcher) -> Result<bool, io::Error> {
-        self.lines.push("--".to_string());
-        Ok(true)
-    }
+    truncate(&text, MAX_OUTPUT_CHARS)
 }

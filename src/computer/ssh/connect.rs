@@ -311,6 +311,9 @@ async fn handshake(target: &Target) -> Result<Handle<Verifier>, SshError> {
         keepalive_interval: Some(KEEPALIVE_INTERVAL),
         keepalive_max: KEEPALIVE_MAX,
         inactivity_timeout: None,
+        // Commands are small messages back and forth: Nagle's algorithm would hold each
+        // behind the peer's delayed acknowledgement.
+        nodelay: true,
         ..client::Config::default()
     });
     let verifier = Verifier {
