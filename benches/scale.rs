@@ -143,7 +143,8 @@ fn gaps(dir: &Path) -> Vec<f64> {
     gaps
 }
 
-/// `git` in a repository the controller also writes: retried while its index lock is held.
+/// `git` in a repository the controller also writes: retried while one of its locks (the
+/// index's, or a ref's while the controller commits) is held.
 fn git_beside_the_controller(dir: &Path, args: &[&str]) {
     for _ in 0..200 {
         let out = cli::git_output(dir, args);
@@ -151,10 +152,13 @@ fn git_beside_the_controller(dir: &Path, args: &[&str]) {
             return;
         }
         let said = String::from_utf8_lossy(&out.stderr);
-        assert!(said.contains("index.lock"), "git {args:?}: {said}");
+        assert!(
+            said.contains(".lock") || said.contains("cannot lock ref"),
+            "git {args:?}: {said}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("git {args:?}: the index stayed locked");
+    panic!("git {args:?}: the repository stayed locked");
 }
 
 /// A fresh folder for one measurement, under `PROTO_SCALE_DIR` (default: the system's
