@@ -32,6 +32,10 @@
 
 #[path = "../tests/support/cli.rs"]
 mod cli;
+#[path = "support/company.rs"]
+mod company;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli::git;
+use company::{company, trivial_goal};
+use measure::{peak_rss, percentile, started_at, store, time};
 
 fn list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
@@ -54,58 +60,6 @@ fn list(name: &str, default: &str) -> Vec<usize> {
 
 fn number(name: &str, default: usize) -> usize {
     list(name, &default.to_string())[0]
-}
-
-const HEADER: &str = "apiVersion: proto.dev/v1alpha1";
-
-/// One trivial goal: write `<name>.txt`, commit; met when the file exists.
-fn trivial_goal(name: &str, extra: &str) -> String {
-    format!(
-        "---\n{HEADER}\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name}.txt exists.\n  check: {{file: {{path: {name}.txt}}}}\n{extra}  playbook:\n    - write: {{path: {name}.txt, content: \"{name}\\n\"}}\n    - commit: {{message: \"{name}\"}}\n"
-    )
-}
-
-/// A company repository at `dir/company` (committed) with `agents` extra agents, `waiting`
-/// goals that wait on `gate` (a goal only a model can work, and no model is configured),
-/// and `trivial` goals anyone can meet; the product is the bare `dir/app.git`.
-fn company(dir: &Path, capacity: usize, agents: usize, waiting: usize, trivial: usize) -> PathBuf {
-    let company = dir.join("company");
-    std::fs::create_dir_all(company.join("goals")).unwrap();
-    let mut head = format!(
-        "{HEADER}\nkind: Company\nmetadata: {{name: bench}}\nspec:\n  mission: Measure scale.\n  ceo: ceo\n  writeback: {{author: {{name: proto-bot, email: bot@localhost}}}}\n---\n{HEADER}\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, model: sonnet, description: Runs it., prompt: Run it., tools: [Read, Write, Edit, Bash, Git]}}\n---\n{HEADER}\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: The app., lead: ceo, repo: {{url: ../app.git, branch: main}}}}\n---\n{HEADER}\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: {capacity}}}\n---\n{HEADER}\nkind: Goal\nmetadata: {{name: gate}}\nspec: {{product: app, owner: ceo, description: Needs a model., check: {{file: {{path: gate.txt}}}}}}\n"
-    );
-    let mut files: Vec<(String, String)> = Vec::new();
-    for first in (0..agents).step_by(100) {
-        let mut yaml = String::new();
-        for i in first..(first + 100).min(agents) {
-            write!(yaml, "---\n{HEADER}\nkind: Agent\nmetadata: {{name: a{i}}}\nspec: {{title: Agent {i}, reportsTo: ceo, model: haiku, description: Does part {i}., prompt: Do part {i}.}}\n").unwrap();
-        }
-        files.push((format!("agents-{first:05}.yaml"), yaml));
-    }
-    for first in (0..waiting).step_by(100) {
-        let mut yaml = String::new();
-        for i in first..(first + 100).min(waiting) {
-            yaml.push_str(&trivial_goal(&format!("w{i}"), "  dependsOn: [gate]\n"));
-        }
-        files.push((format!("goals/waiting-{first:05}.yaml"), yaml));
-    }
-    for first in (0..trivial).step_by(50) {
-        let mut yaml = String::new();
-        for i in first..(first + 50).min(trivial) {
-            yaml.push_str(&trivial_goal(&format!("g{i}"), ""));
-        }
-        files.push((format!("goals/trivial-{first:05}.yaml"), yaml));
-    }
-    head.push('\n');
-    std::fs::write(company.join("company.yaml"), head).unwrap();
-    for (name, yaml) in files {
-        std::fs::write(company.join(name), yaml).unwrap();
-    }
-    git(&company, &["init", "-q", "-b", "main"]);
-    git(&company, &["add", "-A"]);
-    git(&company, &["commit", "-q", "-m", "Declare the company"]);
-    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    company
 }
 
 fn proto(bin: &str, dir: &Path, company: &Path, once: bool) -> Child {
@@ -130,20 +84,6 @@ fn proto(bin: &str, dir: &Path, company: &Path, once: bool) -> Child {
         .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
 }
 
-/// The peak resident set of a running process, in MiB (`VmHWM`).
-fn peak_rss(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Waits for `child`, sampling its peak RSS; panics with its log when it fails.
 fn finish(mut child: Child, dir: &Path) -> f64 {
     let mut peak = 0.0_f64;
@@ -166,16 +106,6 @@ fn finish(mut child: Child, dir: &Path) -> f64 {
         );
     }
     peak
-}
-
-fn store(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join("state/proto.db")).unwrap()
-}
-
-fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .with_timezone(&chrono::Utc)
 }
 
 /// The controller's time from each attempt's end (when its worker handed it back) to the
@@ -213,17 +143,8 @@ fn gaps(dir: &Path) -> Vec<f64> {
     gaps
 }
 
-fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-/// `git` in a repository the controller also writes: retried while its index lock is held.
+/// `git` in a repository the controller also writes: retried while one of its locks (the
+/// index's, or a ref's while the controller commits) is held.
 fn git_beside_the_controller(dir: &Path, args: &[&str]) {
     for _ in 0..200 {
         let out = cli::git_output(dir, args);
@@ -231,10 +152,13 @@ fn git_beside_the_controller(dir: &Path, args: &[&str]) {
             return;
         }
         let said = String::from_utf8_lossy(&out.stderr);
-        assert!(said.contains("index.lock"), "git {args:?}: {said}");
+        assert!(
+            said.contains(".lock") || said.contains("cannot lock ref"),
+            "git {args:?}: {said}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("git {args:?}: the index stayed locked");
+    panic!("git {args:?}: the repository stayed locked");
 }
 
 /// A fresh folder for one measurement, under `PROTO_SCALE_DIR` (default: the system's
@@ -317,17 +241,6 @@ fn shell_loop(goals: usize, limit: Duration) {
         }
     );
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// When goal `name`'s first task started, from the store's events.
-fn started_at(conn: &rusqlite::Connection, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    conn.query_row(
-        "SELECT time FROM events WHERE kind = 'TaskStarted' AND goal = ?1 ORDER BY id LIMIT 1",
-        [name],
-        |r| r.get::<_, String>(0),
-    )
-    .ok()
-    .map(|t| time(&t))
 }
 
 fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize) {

@@ -13,91 +13,20 @@
 mod cli;
 #[path = "support/company.rs"]
 mod company;
+#[path = "support/server.rs"]
+mod server;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use cli::{git, processes_naming, wait_for};
 use company::{recorded_text, recorded_tool, small_company};
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+use server::{Controller, SECRET, TOKEN, examples, npm_prefix, sign, take_events};
 
-const TOKEN: &str = "test-token-0123456789";
-const SECRET: &str = "It's a Secret to Everybody";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A `proto run --listen 127.0.0.1:0`, stopped (SIGTERM) when dropped.
-struct Controller {
-    child: Child,
-    base: String,
-    err: PathBuf,
-}
-
-impl Controller {
-    fn start(home: &Path, source: Option<&str>, state: &Path, extra: &[&str]) -> Controller {
-        let token_file = home.join("token");
-        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-        let err = home.join("controller.err");
-        let mut command = std::process::Command::new(cli::bin());
-        command.arg("run");
-        if let Some(source) = source {
-            command.arg(source);
-        }
-        command
-            .args(["--state-dir", state.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--token-file", token_file.to_str().unwrap()])
-            .args(extra)
-            .env("HOME", home)
-            .env("RUST_LOG", "info")
-            .env("PROTO_WEBHOOK_SECRET", SECRET)
-            .env_remove("ANTHROPIC_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(File::create(home.join("controller.out")).unwrap())
-            .stderr(File::create(&err).unwrap());
-        let child = command.spawn().unwrap();
-        let mut base = String::new();
-        wait_for("the server to listen", WAIT, || {
-            let text = std::fs::read_to_string(&err).unwrap_or_default();
-            match text.split("dashboard on ").nth(1) {
-                Some(rest) => {
-                    base = rest
-                        .lines()
-                        .next()
-                        .unwrap()
-                        .trim_end_matches('/')
-                        .to_string();
-                    true
-                }
-                None => false,
-            }
-        });
-        Controller { child, base, err }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -170,23 +99,8 @@ async fn sse_until(
         while !enough(&out) {
             let chunk = stream.next().await.unwrap().unwrap();
             buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(cut) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..cut + 2).collect();
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(name))
-                        .map(|v| v.trim().to_string())
-                };
-                if let (Some(id), Some(event), Some(data)) =
-                    (field("id:"), field("event:"), field("data:"))
-                {
-                    out.push((
-                        id.parse().unwrap(),
-                        event,
-                        serde_json::from_str(&data).unwrap(),
-                    ));
-                }
+            for (id, event, data) in take_events(&mut buffer) {
+                out.push((id, event, serde_json::from_str(&data).unwrap()));
             }
         }
     };
@@ -579,31 +493,6 @@ async fn the_api_reads_streams_and_stops_the_company() {
     drop(c);
 }
 
-/// GitHub's example payloads of one event, as published on npm.
-fn examples(event: &str) -> Vec<Value> {
-    let prefix = std::env::var_os("PROTO_TEST_NPM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
-    let index = prefix.join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
-    let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run scripts/test.sh (it installs @octokit/webhooks-examples from npm)",
-            index.display()
-        )
-    });
-    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
-    all.into_iter().find(|e| e["name"] == event).unwrap()["examples"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
 async fn deliver(
     c: &Controller,
     forge: &str,
@@ -918,13 +807,6 @@ async fn the_dashboard_renders_the_example_company_in_chromium() {
     );
     assert!(dom.contains("id=\"login\" class=\"\""), "{dom}");
     assert!(!dom.contains("data-goal="), "{dom}");
-}
-
-/// Where the npm packages of the tests are (`scripts/test.sh` installs them).
-fn npm_prefix() -> PathBuf {
-    std::env::var_os("PROTO_TEST_NPM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
