@@ -49,15 +49,38 @@ fn not_found(what: String) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, what)
 }
 
-/// Runs a store read off the async threads.
+/// Runs a store read off the async threads, at most [`App::reads`] at once.
 async fn blocking<T: Send + 'static>(
     app: &Arc<App>,
     read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _turn = app
+        .reads
+        .acquire()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || read(&store))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// How long a status read from the store serves further requests: the page and automation
+/// see the company at most this late, and a thousand requests a second cost one read.
+pub const STATUS_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The company's status, as read from the store at most [`STATUS_FRESH`] ago. Requests
+/// that arrive while it is being read wait for that read rather than starting their own.
+async fn shared_status(app: &Arc<App>) -> Result<Arc<StatusReport>, ApiError> {
+    let mut cached = app.status.lock().await;
+    if let Some((at, report)) = cached.as_ref()
+        && at.elapsed() < STATUS_FRESH
+    {
+        return Ok(report.clone());
+    }
+    let report = Arc::new(blocking(app, status).await?);
+    *cached = Some((std::time::Instant::now(), report.clone()));
+    Ok(report)
 }
 
 /// The revision that runs; 503 before the first is applied.
@@ -107,10 +130,9 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 pub async fn company(State(app): State<Arc<App>>) -> Answer {
     let applied = applied(&app)?;
-    let (report, stopped, last_event) = blocking(&app, |store| {
-        Ok((status(store)?, store.stopped()?, store.last_event_id()?))
-    })
-    .await?;
+    let report = shared_status(&app).await?;
+    let (stopped, last_event) =
+        blocking(&app, |store| Ok((store.stopped()?, store.last_event_id()?))).await?;
     let spec = &applied.spec;
     let company = spec.company();
     Ok(Json(json!({
@@ -228,10 +250,9 @@ fn goal_view(
 
 pub async fn goals(State(app): State<Arc<App>>) -> Answer {
     let applied = applied(&app)?;
-    let (report, spend, tasks) = blocking(&app, |store| {
-        Ok((status(store)?, store.spend_report()?, store.tasks()?))
-    })
-    .await?;
+    let report = shared_status(&app).await?;
+    let (spend, tasks) =
+        blocking(&app, |store| Ok((store.spend_report()?, store.tasks()?))).await?;
     let spent: BTreeMap<String, f64> = spend.by_goal.into_iter().map(|(g, s)| (g, s.usd)).collect();
     let mut by_goal: HashMap<&str, Vec<TaskId>> = HashMap::new();
     for task in &tasks {
@@ -258,16 +279,15 @@ pub async fn goal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answ
         )));
     };
     let wanted = name.clone();
-    let (report, spent, tasks, events) = blocking(&app, move |store| {
+    let report = shared_status(&app).await?;
+    let (spent, tasks, events) = blocking(&app, move |store| {
         let spend = store.spend_by_task()?;
         let tasks: Vec<Value> = store
-            .tasks()?
-            .into_iter()
-            .filter(|t| t.goal == wanted)
-            .map(|t| task_json(&t, spend.get(&t.id)))
+            .tasks_of_goal(&wanted)?
+            .iter()
+            .map(|t| task_json(t, spend.get(&t.id)))
             .collect();
         Ok((
-            status(store)?,
             store.spent_on_goal(&wanted)?,
             tasks,
             store.recent_events(&wanted, 50)?,

@@ -133,7 +133,23 @@ pub struct App {
     pub webhook_secret: Option<WebhookSecret>,
     /// Fires when the server stops: open event streams end with it.
     pub shutdown: CancellationToken,
+    /// Store reads run off the async threads, this many at once: a burst of requests
+    /// queues here (cheaply) rather than as hundreds of blocking threads each holding a
+    /// parsed company.
+    pub reads: tokio::sync::Semaphore,
+    /// The company's status as last read from the store, shared by the requests of the
+    /// next [`api::STATUS_FRESH`] (one read and parse of thousands of goals serves them
+    /// all, however many ask).
+    pub status: tokio::sync::Mutex<
+        Option<(
+            std::time::Instant,
+            Arc<crate::engine::records::StatusReport>,
+        )>,
+    >,
 }
+
+/// Store reads the API runs at once (its connection serializes them anyway).
+const READS_AT_ONCE: usize = 2;
 
 /// The routes, as a table of contents.
 pub fn router(app: Arc<App>) -> Router {
@@ -222,6 +238,8 @@ impl Server {
             token: config.token,
             webhook_secret: config.webhook_secret,
             shutdown,
+            reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
+            status: tokio::sync::Mutex::new(None),
         });
         Ok(Server {
             listener,

@@ -527,6 +527,17 @@ impl Store {
         })
     }
 
+    /// The tasks of one goal (delegated ones included), newest first.
+    pub fn tasks_of_goal(&self, goal: &str) -> Result<Vec<Task>, StoreError> {
+        self.read(|tx| {
+            query_tasks(
+                tx,
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE goal = ?1 ORDER BY id DESC"),
+                [goal],
+            )
+        })
+    }
+
     /// Queued tasks whose not-before time has come, in dispatch order: priority
     /// (critical first), then creation order.
     pub fn ready(&self, now: DateTime<Utc>) -> Result<Vec<Task>, StoreError> {
