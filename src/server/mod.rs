@@ -127,6 +127,8 @@ pub struct App {
     pub newest_event: watch::Receiver<i64>,
     /// The latest activity line of each agent, from the event log.
     pub doing: Arc<std::sync::Mutex<std::collections::HashMap<String, sse::Doing>>>,
+    /// The events the tail read last, which caught-up streams read from memory.
+    pub recent: sse::RecentEvents,
     /// Whether reads need no token: `--public-read` on a loopback address.
     pub public_read: bool,
     pub token: Token,
@@ -221,7 +223,7 @@ impl Server {
             .await
             .map_err(|source| ServerError::Listen { addr, source })?;
         let store = Arc::new(Store::open(state_dir)?);
-        let (tail, newest_event, doing) = sse::Tail::new(store.clone(), metrics.clone())?;
+        let (tail, newest_event, doing, recent) = sse::Tail::new(store.clone(), metrics.clone())?;
         let public_read = config.public_read && addr.ip().is_loopback();
         if config.public_read && !public_read {
             tracing::warn!(%addr, "--public-read is honoured on a loopback address only; reads need the token");
@@ -234,6 +236,7 @@ impl Server {
             metrics,
             newest_event,
             doing,
+            recent,
             public_read,
             token: config.token,
             webhook_secret: config.webhook_secret,
