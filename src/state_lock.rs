@@ -20,14 +20,18 @@ pub const LOCK_FILE: &str = "lock";
 pub enum LockError {
     /// Another process holds the lock.
     #[error(
-        "another proto run{} holds the state directory {}; stop it first or use --state-dir",
+        "another proto run{} holds the state directory {}; stop it first or use --state-dir{}",
         .pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
-        .dir.display()
+        .dir.display(),
+        others(*.pid, .open_by)
     )]
     Held {
         dir: PathBuf,
         /// The holder's pid, when it had written it yet.
         pid: Option<u32>,
+        /// The processes that have the lock file open (Linux `/proc`), with their names: a
+        /// process that inherited the lock from a killed controller holds it as surely.
+        open_by: Vec<(u32, String)>,
     },
     #[error("cannot lock the state directory: {}: {source}", .path.display())]
     Io {
@@ -68,6 +72,7 @@ impl StateLock {
                 return Err(LockError::Held {
                     dir: dir.to_path_buf(),
                     pid: holder(&mut file),
+                    open_by: open_by(&path),
                 });
             }
             Err(TryLockError::Error(source)) => return Err(io(source)),
@@ -79,6 +84,53 @@ impl StateLock {
         file.set_len(pid.len() as u64).map_err(io)?;
         Ok(StateLock { _file: file })
     }
+}
+
+/// Processes other than this one with `path` open, as `(pid, name)`; empty where `/proc`
+/// cannot tell.
+fn open_by(path: &Path) -> Vec<(u32, String)> {
+    let Ok(wanted) = std::fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == wanted))
+        {
+            let name = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+            found.push((pid, name.trim().to_string()));
+        }
+    }
+    found
+}
+
+/// The processes holding the lock, when they are not (only) the one whose pid it holds.
+fn others(pid: Option<u32>, open_by: &[(u32, String)]) -> String {
+    if open_by.iter().all(|(p, _)| Some(*p) == pid) {
+        return String::new();
+    }
+    let named: Vec<String> = open_by
+        .iter()
+        .map(|(p, name)| format!("pid {p} ({name})"))
+        .collect();
+    format!("; the lock file is open in {}", named.join(", "))
 }
 
 /// The pid the holder wrote, if it has (the first line, as a number).
@@ -120,6 +172,29 @@ mod tests {
         drop(held);
         let again = StateLock::acquire(&state);
         assert!(again.is_ok(), "{again:?}");
+    }
+
+    /// A process that has the lock file open besides the holder (as a child that inherited
+    /// a killed controller's lock would) is named in the refusal.
+    #[test]
+    fn other_processes_with_the_lock_open_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = StateLock::acquire(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(File::open(dir.path().join(LOCK_FILE)).unwrap())
+            .spawn()
+            .unwrap();
+        let message = StateLock::acquire(dir.path()).unwrap_err().to_string();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            message.contains(&format!(
+                "the lock file is open in pid {} (sleep)",
+                child.id()
+            )),
+            "{message}"
+        );
     }
 
     #[test]
