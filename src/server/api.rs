@@ -248,7 +248,44 @@ fn goal_view(
     })
 }
 
-pub async fn goals(State(app): State<Arc<App>>) -> Answer {
+/// A list answer as serialized at most [`STATUS_FRESH`] ago: a list of every goal or task is
+/// megabytes at 10,000 goals, so it is built once per half second and every request in
+/// between is sent the same bytes (shared, not copied). Requests arriving while it is being
+/// built wait for it rather than building their own.
+async fn shared_list<F>(
+    app: &Arc<App>,
+    key: &'static str,
+    build: impl FnOnce() -> F,
+) -> Result<Response, ApiError>
+where
+    F: std::future::Future<Output = Result<Value, ApiError>>,
+{
+    let mut lists = app.lists.lock().await;
+    let body = match lists.get(key) {
+        Some((at, body)) if at.elapsed() < STATUS_FRESH => body.clone(),
+        _ => {
+            let value = build().await?;
+            let body = Bytes::from(
+                serde_json::to_vec(&value)
+                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+            );
+            lists.insert(key, (std::time::Instant::now(), body.clone()));
+            body
+        }
+    };
+    drop(lists);
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn goals(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    shared_list(&app, "goals", || goals_list(app.clone())).await
+}
+
+async fn goals_list(app: Arc<App>) -> Result<Value, ApiError> {
     let applied = applied(&app)?;
     let report = shared_status(&app).await?;
     let (spend, tasks) =
@@ -267,7 +304,7 @@ pub async fn goals(State(app): State<Arc<App>>) -> Answer {
             goal_view(g, &report, &spent, ids)
         })
         .collect();
-    Ok(Json(Value::Array(list)))
+    Ok(Value::Array(list))
 }
 
 pub async fn goal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answer {
@@ -306,7 +343,11 @@ fn task_json(task: &crate::store::Task, spend: Option<&crate::store::TaskSpend>)
     v
 }
 
-pub async fn tasks(State(app): State<Arc<App>>) -> Answer {
+pub async fn tasks(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    shared_list(&app, "tasks", || tasks_list(app.clone())).await
+}
+
+async fn tasks_list(app: Arc<App>) -> Result<Value, ApiError> {
     let list = blocking(&app, |store| {
         let spend = store.spend_by_task()?;
         Ok(store
@@ -316,7 +357,7 @@ pub async fn tasks(State(app): State<Arc<App>>) -> Answer {
             .collect::<Vec<_>>())
     })
     .await?;
-    Ok(Json(Value::Array(list)))
+    Ok(Value::Array(list))
 }
 
 /// A task in full: its attempts, the journal of its steps, and its audit records (tool

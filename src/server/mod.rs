@@ -139,6 +139,10 @@ pub struct App {
     /// queues here (cheaply) rather than as hundreds of blocking threads each holding a
     /// parsed company.
     pub reads: tokio::sync::Semaphore,
+    /// The list answers (every goal, every task) as last built, shared likewise.
+    pub lists: tokio::sync::Mutex<
+        std::collections::HashMap<&'static str, (std::time::Instant, axum::body::Bytes)>,
+    >,
     /// The company's status as last read from the store, shared by the requests of the
     /// next [`api::STATUS_FRESH`] (one read and parse of thousands of goals serves them
     /// all, however many ask).
@@ -243,6 +247,7 @@ impl Server {
             shutdown,
             reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
             status: tokio::sync::Mutex::new(None),
+            lists: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         });
         Ok(Server {
             listener,
