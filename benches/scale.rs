@@ -143,24 +143,6 @@ fn gaps(dir: &Path) -> Vec<f64> {
     gaps
 }
 
-/// `git` in a repository the controller also writes: retried while one of its locks (the
-/// index's, or a ref's while the controller commits) is held.
-fn git_beside_the_controller(dir: &Path, args: &[&str]) {
-    for _ in 0..200 {
-        let out = cli::git_output(dir, args);
-        if out.status.success() {
-            return;
-        }
-        let said = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            said.contains(".lock") || said.contains("cannot lock ref"),
-            "git {args:?}: {said}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("git {args:?}: the repository stayed locked");
-}
-
 /// A fresh folder for one measurement, under `PROTO_SCALE_DIR` (default: the system's
 /// temporary folder). Workspaces are made there, so its file system's cost of creating
 /// files is part of every figure: name the folder in the figures you quote.
@@ -287,9 +269,9 @@ fn push_to_dispatch(bin: &str, resources: usize, finished: usize, pushes: usize)
         .unwrap();
         // The watching controller commits its records to this checked-out branch too: a
         // person's git meeting its index lock waits and tries again, as a person would.
-        git_beside_the_controller(&company, &["add", "-A"]);
+        cli::git_beside_the_controller(&company, &["add", "-A"]);
         let before = chrono::Utc::now();
-        git_beside_the_controller(&company, &["commit", "-q", "-m", &format!("Add {name}")]);
+        cli::git_beside_the_controller(&company, &["commit", "-q", "-m", &format!("Add {name}")]);
         let t0 = Instant::now();
         let at = loop {
             if let Some(at) = started_at(&conn, &name) {

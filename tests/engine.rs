@@ -235,8 +235,9 @@ fn a_pushed_goal_is_dispatched_met_and_recorded() {
         goal("second", "second.txt", ""),
     )
     .unwrap();
-    git(&company, &["add", "second.yaml"]);
-    git(&company, &["commit", "-q", "-m", "Add a second goal"]);
+    // The controller commits its records to the same repository meanwhile.
+    cli::git_beside_the_controller(&company, &["add", "second.yaml"]);
+    cli::git_beside_the_controller(&company, &["commit", "-q", "-m", "Add a second goal"]);
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let goals = goals_json(tmp.path(), &state);
@@ -469,8 +470,9 @@ fn a_running_controller_picks_up_a_new_commit_and_stops_on_sigterm() {
         goal("second", "second.txt", ""),
     )
     .unwrap();
-    git(&company, &["add", "second.yaml"]);
-    git(&company, &["commit", "-q", "-m", "Add a second goal"]);
+    // The controller commits its records to the same repository meanwhile.
+    cli::git_beside_the_controller(&company, &["add", "second.yaml"]);
+    cli::git_beside_the_controller(&company, &["commit", "-q", "-m", "Add a second goal"]);
     wait_for("the second goal", Duration::from_secs(60), || {
         status_reason(&state, "second").as_deref() == Some("CheckPassed")
     });

@@ -159,3 +159,21 @@ pub fn processes_naming(marker: &str) -> usize {
         .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
         .count()
 }
+
+/// `git` in a repository the controller also writes (its record commits): retried while
+/// the controller holds the index or a ref locked; panics on any other failure.
+pub fn git_beside_the_controller(dir: &Path, args: &[&str]) {
+    for _ in 0..500 {
+        let out = git_output(dir, args);
+        if out.status.success() {
+            return;
+        }
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains(".lock") || said.contains("cannot lock ref"),
+            "git {args:?}: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("git {args:?}: the repository stayed locked");
+}
