@@ -71,9 +71,9 @@ impl Display {
             .is_ok_and(|s| s.success())
     }
 
-    /// Starts an xterm at [`XTERM_AT`] running `sh` in `dir`, and waits until its window is
-    /// mapped.
-    pub fn xterm(&mut self, dir: &Path) {
+    /// One start of the xterm: `true` once its window is mapped; `false` when it exited
+    /// first (unless `last`, when that fails the test with its log).
+    fn xterm_once(&mut self, dir: &Path, last: bool) -> bool {
         let geometry = format!("80x24+{}+{}", XTERM_AT.0, XTERM_AT.1);
         let log = dir.join("xterm.log");
         let child = Command::new("xterm")
@@ -94,9 +94,12 @@ impl Display {
                 .output()
                 .expect("xdotool (scripts/test.sh installs it)");
             if out.status.success() && !out.stdout.is_empty() {
-                break;
+                return true;
             }
             let exited = xterm.try_wait().ok().flatten();
+            if exited.is_some() && !last {
+                return false;
+            }
             assert!(
                 exited.is_none() && Instant::now() < deadline,
                 "no xterm window on {} (xterm: {exited:?}; xdotool: {}; xterm's log: {})",
@@ -105,6 +108,20 @@ impl Display {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts an xterm at [`XTERM_AT`] running `sh` in `dir`, and waits until its window is
+    /// mapped.
+    pub fn xterm(&mut self, dir: &Path) {
+        // A fresh server now and then refuses xterm's first connection ("Can't open
+        // display") though `xdpyinfo` already answered: xterm is started again then, a few
+        // times, before the test gives up with its log.
+        for attempt in 1..=3 {
+            if self.xterm_once(dir, attempt == 3) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
         // Let the shell start and draw its prompt.
         std::thread::sleep(Duration::from_millis(500));
