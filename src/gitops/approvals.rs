@@ -384,6 +384,10 @@ pub fn may_answer(spec: &crate::spec::Spec, who: &Identity) -> Result<(), String
 /// commit, so the approver is its committer). A checked-out branch is merged with `git
 /// merge` in its working tree; otherwise the merge commit is made in the repository and the
 /// branch moved only if it has not moved meanwhile. Answers the merge commit.
+/// Times a merge that found the repository locked by the controller's own commit is tried
+/// again (every 20 ms: a record commit takes well under a second).
+const LOCKED_RETRIES: usize = 100;
+
 pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<String, GitopsError> {
     let repo = Repository::open(path)?;
     // In a clone of the company repository the request is `origin`'s branch.
@@ -410,17 +414,31 @@ pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<St
             == Some(branch);
     if checked_out {
         let workdir = repo.workdir().unwrap_or(path).to_path_buf();
-        let out = std::process::Command::new(crate::program::program("git"))
-            .current_dir(&workdir)
-            .args(["merge", "--no-ff", "--no-edit", "-m", &message])
-            .arg(&request_ref)
-            .envs(identity_vars(who))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| GitopsError::Io {
-                path: workdir.clone(),
-                source: e,
-            })?;
+        let merge = || {
+            std::process::Command::new(crate::program::program("git"))
+                .current_dir(&workdir)
+                .args(["merge", "--no-ff", "--no-edit", "-m", &message])
+                .arg(&request_ref)
+                .envs(identity_vars(who))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| GitopsError::Io {
+                    path: workdir.clone(),
+                    source: e,
+                })
+        };
+        let mut out = merge()?;
+        // A running controller commits its records to this repository: a merge that finds
+        // the index (or a ref) locked started nothing, and is tried again once it is free.
+        for _ in 0..LOCKED_RETRIES {
+            let said = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !(said.contains(".lock") || said.contains("cannot lock ref"))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            out = merge()?;
+        }
         if !out.status.success() {
             return Err(GitopsError::Command {
                 what: format!("merge {}", request_branch(id)),
