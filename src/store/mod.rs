@@ -1273,23 +1273,10 @@ impl Store {
     /// Audit records not yet written back, oldest first.
     pub fn pending_audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT id, time, agent, goal, task, action, input, outcome, diff FROM audit
-                 WHERE \"commit\" IS NULL ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], |row| {
-                Ok(AuditRecord {
-                    id: row.get(0)?,
-                    time: time_column(row, 1)?,
-                    agent: row.get(2)?,
-                    goal: row.get(3)?,
-                    task: row.get(4)?,
-                    action: row.get(5)?,
-                    input: json_column(row, 6)?,
-                    outcome: json_column(row, 7)?,
-                    diff: row.get(8)?,
-                })
-            })?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE \"commit\" IS NULL ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], audit_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -1803,4 +1790,22 @@ pub fn task_observation(task: &Task) -> TaskObservation {
         attempts: task.attempts,
         last_error: task.last_error.clone(),
     }
+}
+
+/// The columns every audit read selects, in this order.
+pub(crate) const AUDIT_COLUMNS: &str = "id, time, agent, goal, task, action, input, outcome, diff";
+
+/// One audit row, as selected with [`AUDIT_COLUMNS`].
+pub(crate) fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.get(0)?,
+        time: time_column(row, 1)?,
+        agent: row.get(2)?,
+        goal: row.get(3)?,
+        task: row.get(4)?,
+        action: row.get(5)?,
+        input: json_column(row, 6)?,
+        outcome: json_column(row, 7)?,
+        diff: row.get(8)?,
+    })
 }

@@ -107,23 +107,11 @@ impl Store {
     /// retention prunes them), oldest first: its tool calls with their diffs.
     pub fn task_audit(&self, task: TaskId) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT id, time, agent, goal, task, action, input, outcome, diff FROM audit
-                 WHERE task = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map(params![task], |row| {
-                Ok(AuditRecord {
-                    id: row.get(0)?,
-                    time: time_column(row, 1)?,
-                    agent: row.get(2)?,
-                    goal: row.get(3)?,
-                    task: row.get(4)?,
-                    action: row.get(5)?,
-                    input: json_column(row, 6)?,
-                    outcome: json_column(row, 7)?,
-                    diff: row.get(8)?,
-                })
-            })?;
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {} FROM audit WHERE task = ?1 ORDER BY id",
+                super::AUDIT_COLUMNS
+            ))?;
+            let rows = stmt.query_map(params![task], super::audit_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
