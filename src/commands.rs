@@ -237,6 +237,29 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(summary.exit_code()))
 }
 
+/// `proto controller`: Kubernetes mode until SIGTERM (the lease is then given up) or until
+/// the lease is lost (exit status 1, for the supervisor to start a new candidate).
+#[cfg(feature = "kubernetes")]
+pub fn controller(options: proto::kube::Options) -> Result<ExitCode, String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            eprintln!("stopping: running work is cancelled and the lease given up");
+            signals.cancel();
+        });
+        proto::kube::run(options, shutdown)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Starts the HTTP server beside the engine (see `proto::server`), on the same store. A
 /// token generated now is printed once.
 async fn serve(

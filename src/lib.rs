@@ -13,6 +13,8 @@ pub mod engine;
 pub mod example;
 pub mod gitops;
 pub mod knowledge;
+#[cfg(feature = "kubernetes")]
+pub mod kube;
 pub mod mcp;
 pub mod model;
 pub mod org;

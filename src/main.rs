@@ -97,6 +97,43 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         webhook_secret_file: Option<PathBuf>,
     },
+    /// Kubernetes mode: reconcile the Company, Product, Computer, Agent and Goal resources
+    /// of a namespace, writing their status and Events back. Replicas elect a leader on a
+    /// Lease; only the leader dispatches.
+    #[cfg(feature = "kubernetes")]
+    Controller {
+        /// The namespace watched [default: POD_NAMESPACE, else the kubeconfig's].
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// The kubeconfig [default: KUBECONFIG, ~/.kube/config, or the pod's service
+        /// account].
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Where the store and workspaces live [default: ~/.proto/state].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The Lease replicas elect their leader on.
+        #[arg(long, default_value = "proto-controller")]
+        lease_name: String,
+        /// This replica's name in the Lease [default: POD_NAME, else host and pid].
+        #[arg(long)]
+        identity: Option<String>,
+        /// How long a lease not renewed keeps the other replicas waiting.
+        #[arg(long, default_value = "15s")]
+        lease_duration: String,
+        /// How long the leader keeps trying to renew before it stops dispatching.
+        #[arg(long, default_value = "10s")]
+        renew_deadline: String,
+        /// How often the leader renews and the others try.
+        #[arg(long, default_value = "2s")]
+        retry_period: String,
+        /// Days of events the store keeps; 0 keeps them whatever their age.
+        #[arg(long, default_value_t = 30, value_name = "DAYS")]
+        keep_events_days: u32,
+        /// Newest events each goal keeps; 0 for no cap.
+        #[arg(long, default_value_t = 1_000, value_name = "N")]
+        keep_events_per_goal: u32,
+    },
     /// Write the example company to DIR as a git repository, with its product repositories.
     Init { dir: PathBuf },
     /// The kill switch: cancel every running task (processes killed, model streams
@@ -364,6 +401,39 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }),
         }),
+        #[cfg(feature = "kubernetes")]
+        Command::Controller {
+            namespace,
+            kubeconfig,
+            state_dir,
+            lease_name,
+            identity,
+            lease_duration,
+            renew_deadline,
+            retry_period,
+            keep_events_days,
+            keep_events_per_goal,
+        } => {
+            let duration = |text: &str| spec::duration::parse_duration(text);
+            commands::controller(proto::kube::Options {
+                namespace,
+                kubeconfig,
+                state_dir: commands::state_dir(state_dir),
+                base_dir: std::env::current_dir().map_err(|e| e.to_string())?,
+                lease_name,
+                identity,
+                timing: proto::kube::lease::Timing {
+                    lease_duration: duration(&lease_duration)?,
+                    renew_deadline: duration(&renew_deadline)?,
+                    retry_period: duration(&retry_period)?,
+                },
+                retention: proto::store::Retention {
+                    max_age: (keep_events_days > 0)
+                        .then(|| chrono::Duration::days(i64::from(keep_events_days))),
+                    per_goal: (keep_events_per_goal > 0).then_some(keep_events_per_goal),
+                },
+            })
+        }
         Command::Init { dir } => commands::init(&dir),
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
         Command::Stop { reason, state_dir } => commands::stop(reason, state_dir),

@@ -495,6 +495,8 @@ pub struct Engine {
     outages: HashMap<TaskId, u32>,
     /// The applied revision, for readers in the same process (the HTTP server).
     published: tokio::sync::watch::Sender<Option<AppliedRevision>>,
+    /// The status as last saved, for readers in the same process (Kubernetes status).
+    reported: tokio::sync::watch::Sender<StatusReport>,
     /// Told how long each reconcile pass took (the metrics' histogram).
     on_pass: Option<PassObserver>,
 }
@@ -608,6 +610,7 @@ impl Engine {
             refused_answers: HashSet::new(),
             outages: HashMap::new(),
             published: tokio::sync::watch::Sender::new(None),
+            reported: tokio::sync::watch::Sender::new(StatusReport::default()),
             on_pass: None,
         })
     }
@@ -617,6 +620,12 @@ impl Engine {
     /// from here rather than loading it a second time.
     pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<Option<AppliedRevision>> {
         self.published.subscribe()
+    }
+
+    /// The status each time a pass saved a change to it: a reader in the same process
+    /// (the Kubernetes status writer) follows it rather than reading the store.
+    pub fn reported_status(&self) -> tokio::sync::watch::Receiver<StatusReport> {
+        self.reported.subscribe()
     }
 
     /// Has `observer` told the duration of each reconcile pass.
@@ -1632,6 +1641,7 @@ impl Engine {
             names.as_deref(),
             Utc::now(),
         )?;
+        self.reported.send_replace(self.status.clone());
         Ok(())
     }
 

@@ -41,6 +41,11 @@ pub enum SourceError {
     },
     #[error("watch: {0}")]
     Watch(String),
+    #[error("revision {revision} of {source_label} is no longer held")]
+    Revision {
+        revision: String,
+        source_label: String,
+    },
 }
 
 /// Where the declaration comes from, as the engine sees it: revisions of a tree of files

@@ -250,6 +250,10 @@ pub struct Writeback {
     pub author: Option<Author>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<bool>,
+    /// Kubernetes mode: the git repository (path or URL) the records are committed to;
+    /// without it the controller keeps them in its store only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
 }
 
 /// A git identity.
