@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test; chromium: the dashboard's browser test in tests/api.rs). Installed only when missing; apt-get update runs once.
-packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server chromium)
+packages=(git python3 pkg-config gcc libssl-dev openssl util-linux openssh-client openssh-server chromium)
 # The desktop feature and its tests: libxkbcommon-dev (enigo's key names), and a headless X
 # server with an xterm to drive (xvfb, xterm; xdotool and x11-utils find its window and
 # wait for the server).
@@ -39,6 +39,12 @@ if ((${#npm_missing[@]})); then
   npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error "${npm_missing[@]}"
 fi
 export PROTO_TEST_NPM="$npm_prefix"
+
+# A real Kubernetes API server on Debian's etcd for the Kubernetes tests: built once from
+# Debian's source (about 11 minutes on a new machine), cached outside the checkout, found at
+# once afterwards. openssl makes the service-account signing key of each test cluster.
+PROTO_KUBE_APISERVER="$(scripts/kube-apiserver.sh)"
+export PROTO_KUBE_APISERVER
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
