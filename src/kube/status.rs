@@ -88,9 +88,10 @@ impl StatusWriter {
                 existing.as_ref(),
                 &now,
             );
-            let Some(desired) = desired else {
+            let Some(mut desired) = desired else {
                 continue;
             };
+            no_empty_messages(&mut desired);
             if self.written.get(key) == Some(&desired) || existing.as_ref() == Some(&desired) {
                 self.written.insert(key.clone(), desired);
                 continue;
@@ -259,6 +260,22 @@ fn desired(
         observed_revision: revision,
     })
     .ok()
+}
+
+/// API servers before 1.21 take an empty string applied to a status as null, which the
+/// schema refuses: a condition with nothing more to say repeats its reason.
+fn no_empty_messages(status: &mut Value) {
+    let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for condition in conditions {
+        let reason = condition.get("reason").cloned();
+        if condition.get("message").and_then(Value::as_str) == Some("")
+            && let Some(reason) = reason
+        {
+            condition["message"] = reason;
+        }
+    }
 }
 
 /// The condition's last transition time: kept while its status stays, `now` when it moves.
