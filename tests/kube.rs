@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli::{bin, git, processes_naming};
+use cli::{bin, git, git_output, processes_naming};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -47,7 +47,7 @@ async fn namespace(cluster: &Cluster) -> PathBuf {
 /// The company: a CEO, one product in the bare repository `app`, one local computer.
 fn company(app: &Path) -> String {
     format!(
-        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: acme}}\nspec: {{mission: Test., ceo: ceo}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write]}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: 4, sandbox: \"off\"}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: App., lead: ceo, repo: {{url: {}, branch: main}}}}\n",
+        "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {{name: acme}}\nspec: {{mission: Test., ceo: ceo}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {{name: ceo}}\nspec: {{title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write, Bash, Git]}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {{name: here}}\nspec: {{local: {{}}, capacity: 4, sandbox: \"off\"}}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {{name: app}}\nspec: {{description: App., lead: ceo, repo: {{url: {}, branch: main}}}}\n",
         app.display()
     )
 }
@@ -145,7 +145,9 @@ fn stop(mut child: Child) {
 
 /// The commit subjects on the product's branch.
 fn deliveries(app: &Path) -> Vec<String> {
-    git(app, &["log", "--format=%s", "main"])
+    let out = git_output(app, &["log", "--format=%s", "main"]);
+    // No branch yet: nothing delivered.
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .collect()
