@@ -67,7 +67,14 @@ fn controller(kubeconfig: &Path, home: &Path, state: &Path, identity: &str, log:
     Command::new(bin())
         .args(["controller", "--namespace", NS, "--identity", identity])
         .args(["--state-dir", state.to_str().unwrap()])
-        .args(["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"])
+        .args([
+            "--lease-duration",
+            "4s",
+            "--renew-deadline",
+            "3s",
+            "--retry-period",
+            "1s",
+        ])
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)
         .env_remove("ANTHROPIC_API_KEY")
@@ -92,7 +99,12 @@ fn api_of(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
 /// The `Ready` condition of a resource's status: (status, reason, message).
 async fn ready(api: &Api<DynamicObject>, name: &str) -> Option<(String, String, String)> {
     let object = api.get_opt(name).await.ok()??;
-    let conditions = object.data.get("status")?.get("conditions")?.as_array()?.clone();
+    let conditions = object
+        .data
+        .get("status")?
+        .get("conditions")?
+        .as_array()?
+        .clone();
     let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
     let text = |field: &str| ready[field].as_str().unwrap_or_default().to_string();
     Some((text("status"), text("reason"), text("message")))
@@ -160,7 +172,10 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
     let kubeconfig = namespace(&cluster).await;
     let admin = cluster.client().await;
     let app = tmp.path().join("app.git");
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "app.git"],
+    );
     let declared = company(&app)
         + &goal("hello", "ceo", None)
         + &goal("world", "ceo", None)
@@ -170,12 +185,24 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
 
     let log = tmp.path().join("controller.log");
     let _show = ShowLog(log.clone());
-    let child = controller(&kubeconfig, tmp.path(), &tmp.path().join("state"), "one", &log);
+    let child = controller(
+        &kubeconfig,
+        tmp.path(),
+        &tmp.path().join("state"),
+        "one",
+        &log,
+    );
     let goals = goals_api(&admin);
     for name in ["hello", "world"] {
-        wait_until(&format!("{name} Ready"), Duration::from_secs(60), || async {
-            ready(&goals, name).await.is_some_and(|(s, _, _)| s == "True")
-        })
+        wait_until(
+            &format!("{name} Ready"),
+            Duration::from_secs(60),
+            || async {
+                ready(&goals, name)
+                    .await
+                    .is_some_and(|(s, _, _)| s == "True")
+            },
+        )
         .await;
     }
     // The work is on the product's branch.
@@ -198,7 +225,9 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
 
     // The broken goal says where and why, and nothing else waited for it.
     wait_until("broken refused", Duration::from_secs(30), || async {
-        ready(&goals, "broken").await.is_some_and(|(s, _, _)| s == "False")
+        ready(&goals, "broken")
+            .await
+            .is_some_and(|(s, _, _)| s == "False")
     })
     .await;
     let (_, reason, message) = ready(&goals, "broken").await.unwrap();
@@ -209,7 +238,10 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
     assert!(message.contains("nobody"), "{message}");
     let company_ready = ready(&api_of(&admin, "Company"), "acme").await.unwrap();
     assert_eq!(company_ready.0, "True");
-    assert_eq!(ready(&api_of(&admin, "Product"), "app").await.unwrap().0, "True");
+    assert_eq!(
+        ready(&api_of(&admin, "Product"), "app").await.unwrap().0,
+        "True"
+    );
 
     // Events regarding the goal tell its task's transitions.
     let events: Api<Event> = Api::namespaced(admin.clone(), NS);
@@ -230,9 +262,15 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
     cluster
         .apply_yaml(&admin, NS, &goal("broken", "ceo", None))
         .await;
-    wait_until("broken Ready once fixed", Duration::from_secs(60), || async {
-        ready(&goals, "broken").await.is_some_and(|(s, _, _)| s == "True")
-    })
+    wait_until(
+        "broken Ready once fixed",
+        Duration::from_secs(60),
+        || async {
+            ready(&goals, "broken")
+                .await
+                .is_some_and(|(s, _, _)| s == "True")
+        },
+    )
     .await;
     assert_eq!(git(&app, &["show", "main:broken.txt"]), "broken");
 
@@ -247,7 +285,10 @@ async fn a_goal_deleted_while_it_runs_is_cancelled_first_and_a_deleted_company_h
     let kubeconfig = namespace(&cluster).await;
     let admin = cluster.client().await;
     let app = tmp.path().join("app.git");
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "app.git"],
+    );
     let marker = tmp.path().join("slow-started");
     let slow = goal(
         "slow",
@@ -262,9 +303,15 @@ async fn a_goal_deleted_while_it_runs_is_cancelled_first_and_a_deleted_company_h
     let state = tmp.path().join("state");
     let child = controller(&kubeconfig, tmp.path(), &state, "one", &log);
     let goals = goals_api(&admin);
-    wait_until("the slow step", Duration::from_secs(60), || async { marker.exists() }).await;
+    wait_until("the slow step", Duration::from_secs(60), || async {
+        marker.exists()
+    })
+    .await;
 
-    goals.delete("slow", &DeleteParams::default()).await.unwrap();
+    goals
+        .delete("slow", &DeleteParams::default())
+        .await
+        .unwrap();
     // Gone from the API well before its step could end: its finalizer waited for the cancel.
     wait_until("slow deleted", Duration::from_secs(60), || async {
         goals.get_opt("slow").await.unwrap().is_none()
@@ -308,7 +355,10 @@ async fn only_the_lease_holder_dispatches_and_another_takes_over_after_a_sigkill
     let kubeconfig = namespace(&cluster).await;
     let admin = cluster.client().await;
     let app = tmp.path().join("app.git");
-    git(tmp.path(), &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "app.git"],
+    );
     let names: Vec<String> = (0..6).map(|i| format!("g{i}")).collect();
     let mut declared = company(&app);
     for name in &names {
@@ -325,12 +375,24 @@ async fn only_the_lease_holder_dispatches_and_another_takes_over_after_a_sigkill
 
     let (log_a, log_b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
     let _show = (ShowLog(log_a.clone()), ShowLog(log_b.clone()));
-    let mut a = controller(&kubeconfig, tmp.path(), &tmp.path().join("state-a"), "a", &log_a);
+    let mut a = controller(
+        &kubeconfig,
+        tmp.path(),
+        &tmp.path().join("state-a"),
+        "a",
+        &log_a,
+    );
     wait_until("a leads", Duration::from_secs(30), || async {
         holder().await.as_deref() == Some("a")
     })
     .await;
-    let b = controller(&kubeconfig, tmp.path(), &tmp.path().join("state-b"), "b", &log_b);
+    let b = controller(
+        &kubeconfig,
+        tmp.path(),
+        &tmp.path().join("state-b"),
+        "b",
+        &log_b,
+    );
     wait_until("b waits", Duration::from_secs(30), || async {
         log_of(&log_b).contains("waiting for the lease")
     })
@@ -352,9 +414,15 @@ async fn only_the_lease_holder_dispatches_and_another_takes_over_after_a_sigkill
     })
     .await;
     for name in &names {
-        wait_until(&format!("{name} Ready"), Duration::from_secs(90), || async {
-            ready(&goals, name).await.is_some_and(|(s, _, _)| s == "True")
-        })
+        wait_until(
+            &format!("{name} Ready"),
+            Duration::from_secs(90),
+            || async {
+                ready(&goals, name)
+                    .await
+                    .is_some_and(|(s, _, _)| s == "True")
+            },
+        )
         .await;
     }
     // Every goal delivered exactly once, across the two leaders.

@@ -526,3 +526,93 @@ impl Source for KubeSource {
         &self.base
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPANY: &str = "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: acme}\nspec: {mission: Test., ceo: ceo}\n";
+    const CEO: &str = "apiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it.}\n";
+    const APP: &str = "apiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: App., lead: ceo}\n";
+
+    fn goal(name: &str, owner: &str) -> String {
+        format!(
+            "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec: {{product: app, owner: {owner}, description: d, check: {{file: {{path: x}}}}}}\n"
+        )
+    }
+
+    fn files(resources: &[(Kind, &str, String)]) -> BTreeMap<String, (Key, Vec<u8>)> {
+        resources
+            .iter()
+            .map(|(kind, name, text)| {
+                (
+                    declared::path(*kind, name),
+                    ((*kind, name.to_string()), text.clone().into_bytes()),
+                )
+            })
+            .collect()
+    }
+
+    fn company(goals: &[(&str, &str)]) -> BTreeMap<String, (Key, Vec<u8>)> {
+        let mut all = vec![
+            (Kind::Company, "acme", COMPANY.to_string()),
+            (Kind::Agent, "ceo", CEO.to_string()),
+            (Kind::Product, "app", APP.to_string()),
+        ];
+        for (name, owner) in goals {
+            all.push((Kind::Goal, name, goal(name, owner)));
+        }
+        files(&all)
+    }
+
+    #[test]
+    fn a_broken_resource_is_left_out_with_its_located_message_and_the_rest_validates() {
+        let mut state = State::default();
+        let mut invalid = BTreeMap::new();
+        let (tree, held, valid) = settle(
+            "namespace acme",
+            company(&[("good", "ceo"), ("bad", "nobody")]),
+            &mut invalid,
+            &mut state,
+        );
+        assert!(valid);
+        assert!(held.contains_key("goals/good.yaml"));
+        assert!(!held.contains_key("goals/bad.yaml"));
+        assert!(crate::spec::load_and_validate(&tree).is_ok());
+        let messages = &invalid[&(Kind::Goal, "bad".to_string())];
+        assert!(messages[0].starts_with("goals/bad.yaml:"), "{messages:?}");
+        assert!(messages[0].contains("Goal/bad"), "{messages:?}");
+        assert!(messages[0].contains("nobody"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_resource_broken_after_a_good_version_keeps_its_last_good_version() {
+        let mut state = State::default();
+        let mut invalid = BTreeMap::new();
+        settle("ns", company(&[("g", "ceo")]), &mut invalid, &mut state);
+        assert!(invalid.is_empty());
+        let (_, held, valid) = settle("ns", company(&[("g", "nobody")]), &mut invalid, &mut state);
+        assert!(valid);
+        let (_, kept) = &held["goals/g.yaml"];
+        assert_eq!(String::from_utf8_lossy(kept), goal("g", "ceo"));
+        assert!(invalid.contains_key(&(Kind::Goal, "g".to_string())));
+    }
+
+    #[test]
+    fn without_a_company_nothing_validates_and_a_deleted_one_stands_in_suspended() {
+        let mut state = State::default();
+        let mut invalid = BTreeMap::new();
+        let mut no_company = company(&[("g", "ceo")]);
+        no_company.remove("companies/acme.yaml");
+        let (_, _, valid) = settle("ns", no_company, &mut invalid, &mut state);
+        assert!(!valid);
+        settle("ns", company(&[]), &mut invalid, &mut state);
+        let (name, stand_in) = state.suspended_company.clone().unwrap();
+        assert_eq!(name, "acme");
+        let mut tree = MemTree::new("ns");
+        tree.insert("companies/acme.yaml", stand_in);
+        tree.insert("agents/ceo.yaml", CEO);
+        let (spec, _) = crate::spec::load_and_validate(&tree).unwrap();
+        assert!(spec.company().unwrap().spec.suspend);
+    }
+}
