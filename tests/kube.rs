@@ -176,8 +176,19 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
         tmp.path(),
         &["init", "-q", "--bare", "-b", "main", "app.git"],
     );
-    let declared = company(&app)
-        + &goal("hello", "ceo", None)
+    // The company's records go to the repository its writeback names.
+    let records = tmp.path().join("records");
+    std::fs::create_dir_all(&records).unwrap();
+    git(&records, &["init", "-q", "-b", "main"]);
+    git(
+        &records,
+        &["commit", "-q", "--allow-empty", "-m", "Start the record"],
+    );
+    let declared = company(&app).replacen(
+        "ceo: ceo}",
+        &format!("ceo: ceo, writeback: {{repo: {}}}}}", records.display()),
+        1,
+    ) + &goal("hello", "ceo", None)
         + &goal("world", "ceo", None)
         // Owned by an agent nobody declared: refused, alone.
         + &goal("broken", "nobody", None);
@@ -257,6 +268,15 @@ async fn applied_resources_are_worked_with_status_and_events_and_a_broken_one_st
             && reasons.contains(&"TaskSucceeded".to_string())
     })
     .await;
+
+    wait_until("the record committed", Duration::from_secs(30), || async {
+        git_output(&records, &["show", "main:.proto/status.yaml"])
+            .status
+            .success()
+    })
+    .await;
+    let recorded = git(&records, &["show", "main:.proto/status.yaml"]);
+    assert!(recorded.contains("hello"), "{recorded}");
 
     // Fixed, it is worked like the others.
     cluster

@@ -177,7 +177,7 @@ async fn lead(
     let company = writeback_repo(&source, &options.state_dir)?;
     let engine_options = EngineOptions {
         state_dir: options.state_dir.clone(),
-        retention: options.retention.clone(),
+        retention: options.retention,
         ..EngineOptions::default()
     };
     let declared: Arc<dyn Source> = source.clone();

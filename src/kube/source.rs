@@ -82,12 +82,17 @@ pub struct Snapshot {
     pub seen: BTreeMap<Key, Seen>,
 }
 
+/// A resource's document, or `None` for one that is not declared any longer (deleting),
+/// or why it cannot be rendered.
+type Rendered = Result<Option<Vec<u8>>, String>;
+
+/// The files of a tree by path, each with the resource it renders.
+type Files = BTreeMap<String, (Key, Vec<u8>)>;
+
 /// A resource as the source renders it.
 struct Current {
     key: Key,
-    /// The document, or `None` for a resource that is not declared any longer (deleting),
-    /// or that cannot be rendered (the message).
-    document: Result<Option<Vec<u8>>, String>,
+    document: Rendered,
     seen: Seen,
 }
 
@@ -95,7 +100,7 @@ struct Current {
 struct State {
     snapshots: VecDeque<Arc<Snapshot>>,
     /// Rendered documents by key, with the resourceVersion they were rendered at.
-    rendered: HashMap<Key, (Option<String>, Result<Option<Vec<u8>>, String>)>,
+    rendered: HashMap<Key, (Option<String>, Rendered)>,
     /// The last version of each resource that was valid with the others.
     last_good: HashMap<Key, Vec<u8>>,
     /// The last valid Company, rendered suspended: what stands in when it is deleted.
@@ -313,7 +318,7 @@ impl KubeSource {
     fn take(&self, revision: String) -> Arc<Snapshot> {
         let mut state = self.lock();
         let current = self.current(&mut state);
-        let mut files: BTreeMap<String, (Key, Vec<u8>)> = BTreeMap::new();
+        let mut files: Files = BTreeMap::new();
         let mut invalid: BTreeMap<Key, Vec<String>> = BTreeMap::new();
         let mut seen = BTreeMap::new();
         for c in current {
@@ -355,7 +360,11 @@ impl KubeSource {
             return snapshot;
         }
         let label = self.label.clone();
-        let (tree, held, valid) = settle(&label, files, &mut invalid, &mut state);
+        let Settled {
+            tree,
+            files: held,
+            valid,
+        } = settle(&label, files, &mut invalid, &mut state);
         let content = digest(held.iter().map(|(p, (_, d))| (p.as_str(), d.as_slice())));
         let snapshot = Arc::new(Snapshot {
             revision,
@@ -389,12 +398,19 @@ fn digest<'a>(files: impl Iterator<Item = (&'a str, &'a [u8])>) -> String {
     hex::encode(hash.finalize())
 }
 
-fn tree_of(label: &str, files: &BTreeMap<String, (Key, Vec<u8>)>) -> MemTree {
+fn tree_of(label: &str, files: &Files) -> MemTree {
     let mut tree = MemTree::new(label).with_blob_ids();
     for (path, (_, content)) in files {
         tree.insert(path.clone(), content.clone());
     }
     tree
+}
+
+/// What [`settle`] leaves: the tree, its files, and whether it validates.
+struct Settled {
+    tree: MemTree,
+    files: Files,
+    valid: bool,
 }
 
 /// Validates the resources together, and takes out (or back to its last good version)
@@ -403,10 +419,10 @@ fn tree_of(label: &str, files: &BTreeMap<String, (Key, Vec<u8>)>) -> MemTree {
 /// tree and the files in it; `invalid` gets each broken resource's messages.
 fn settle(
     label: &str,
-    mut files: BTreeMap<String, (Key, Vec<u8>)>,
+    mut files: Files,
     invalid: &mut BTreeMap<Key, Vec<String>>,
     state: &mut State,
-) -> (MemTree, BTreeMap<String, (Key, Vec<u8>)>, bool) {
+) -> Settled {
     let mut replaced: HashSet<Key> = HashSet::new();
     loop {
         let tree = tree_of(label, &files);
@@ -424,7 +440,11 @@ fn settle(
                 state
                     .last_good
                     .retain(|k, _| present.contains(k) || k.0 == Kind::Company);
-                return (tree, files, true);
+                return Settled {
+                    tree,
+                    files,
+                    valid: true,
+                };
             }
             Err(diagnostics) => diagnostics,
         };
@@ -437,7 +457,11 @@ fn settle(
         }
         if bad.is_empty() {
             // Nothing to take out: the whole set is unusable (the engine says why).
-            return (tree, files, false);
+            return Settled {
+                tree,
+                files,
+                valid: false,
+            };
         }
         for (path, messages) in bad {
             let Some((key, content)) = files.remove(&path) else {
@@ -541,7 +565,7 @@ mod tests {
         )
     }
 
-    fn files(resources: &[(Kind, &str, String)]) -> BTreeMap<String, (Key, Vec<u8>)> {
+    fn files(resources: &[(Kind, &str, String)]) -> Files {
         resources
             .iter()
             .map(|(kind, name, text)| {
@@ -553,7 +577,7 @@ mod tests {
             .collect()
     }
 
-    fn company(goals: &[(&str, &str)]) -> BTreeMap<String, (Key, Vec<u8>)> {
+    fn company(goals: &[(&str, &str)]) -> Files {
         let mut all = vec![
             (Kind::Company, "acme", COMPANY.to_string()),
             (Kind::Agent, "ceo", CEO.to_string()),
@@ -569,7 +593,11 @@ mod tests {
     fn a_broken_resource_is_left_out_with_its_located_message_and_the_rest_validates() {
         let mut state = State::default();
         let mut invalid = BTreeMap::new();
-        let (tree, held, valid) = settle(
+        let Settled {
+            tree,
+            files: held,
+            valid,
+        } = settle(
             "namespace acme",
             company(&[("good", "ceo"), ("bad", "nobody")]),
             &mut invalid,
@@ -591,7 +619,9 @@ mod tests {
         let mut invalid = BTreeMap::new();
         settle("ns", company(&[("g", "ceo")]), &mut invalid, &mut state);
         assert!(invalid.is_empty());
-        let (_, held, valid) = settle("ns", company(&[("g", "nobody")]), &mut invalid, &mut state);
+        let Settled {
+            files: held, valid, ..
+        } = settle("ns", company(&[("g", "nobody")]), &mut invalid, &mut state);
         assert!(valid);
         let (_, kept) = &held["goals/g.yaml"];
         assert_eq!(String::from_utf8_lossy(kept), goal("g", "ceo"));
@@ -604,8 +634,7 @@ mod tests {
         let mut invalid = BTreeMap::new();
         let mut no_company = company(&[("g", "ceo")]);
         no_company.remove("companies/acme.yaml");
-        let (_, _, valid) = settle("ns", no_company, &mut invalid, &mut state);
-        assert!(!valid);
+        assert!(!settle("ns", no_company, &mut invalid, &mut state).valid);
         settle("ns", company(&[]), &mut invalid, &mut state);
         let (name, stand_in) = state.suspended_company.clone().unwrap();
         assert_eq!(name, "acme");

@@ -111,10 +111,11 @@ impl StatusWriter {
 
     /// The status the resource has now, as the reflector last saw it.
     fn existing(&self, key: &Key) -> Option<Value> {
-        fn of<K: Declared>(store: &Store<K>, namespace: &str, name: &str) -> Option<Value>
-        where
-            K: HasStatus,
-        {
+        fn of<K: Declared + HasStatus>(
+            store: &Store<K>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<Value> {
             let object = store.get(&ObjectRef::new(name).within(namespace))?;
             object.status_json()
         }
