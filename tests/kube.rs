@@ -455,7 +455,29 @@ async fn only_the_lease_holder_dispatches_and_another_takes_over_after_a_sigkill
             "{delivered:?}"
         );
     }
-    stop(b);
+
+    // Another holder takes the lease over b's head: b stops and exits with an error, for its
+    // supervisor to start it again as a candidate.
+    let mut b = b;
+    let mut lease = leases.get("proto-controller").await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("intruder".into());
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    leases
+        .replace("proto-controller", &Default::default(), &lease)
+        .await
+        .unwrap();
+    let mut exit = None;
+    wait_until("b stops", Duration::from_secs(30), || {
+        exit = exit.or_else(|| b.try_wait().unwrap());
+        let stopped = exit.is_some();
+        async move { stopped }
+    })
+    .await;
+    assert!(!exit.unwrap().success());
+    assert!(log_of(&log_b).contains("was lost"), "{}", log_of(&log_b));
     assert_all_allowed(&log_a);
     assert_all_allowed(&log_b);
 }
