@@ -415,11 +415,15 @@ fn run(command: Command) -> Result<ExitCode, String> {
             keep_events_per_goal,
         } => {
             let duration = |text: &str| spec::duration::parse_duration(text);
+            let state_dir = commands::state_dir(state_dir);
             commands::controller(proto::kube::Options {
                 namespace,
                 kubeconfig,
-                state_dir: commands::state_dir(state_dir),
-                base_dir: std::env::current_dir().map_err(|e| e.to_string())?,
+                // No repository holds the declaration: relative paths in it (a product's
+                // repository, a replay file) are relative to the state directory, which
+                // agent commands never see.
+                base_dir: state_dir.clone(),
+                state_dir,
                 lease_name,
                 identity,
                 timing: proto::kube::lease::Timing {
