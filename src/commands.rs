@@ -237,6 +237,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(summary.exit_code()))
 }
 
+/// `--env-from DIR`: the Secret's keys into the environment, before any thread starts.
+#[cfg(feature = "kubernetes")]
+pub fn env_from(dir: &Path) -> Result<(), String> {
+    let variables =
+        proto::kube::env::variables(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, value) in variables {
+        if std::env::var_os(&name).is_none() {
+            // SAFETY: called from `main` before the runtime (or any other thread) starts, so
+            // nothing reads the environment concurrently.
+            unsafe { std::env::set_var(&name, value) };
+        }
+    }
+    Ok(())
+}
+
 /// `proto controller`: Kubernetes mode until SIGTERM (the lease is then given up) or until
 /// the lease is lost (exit status 1, for the supervisor to start a new candidate).
 #[cfg(feature = "kubernetes")]

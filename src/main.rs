@@ -133,6 +133,10 @@ enum Command {
         /// Newest events each goal keeps; 0 for no cap.
         #[arg(long, default_value_t = 1_000, value_name = "N")]
         keep_events_per_goal: u32,
+        /// A mounted Secret: each file is an environment variable (its name the file's),
+        /// for providers' `apiKeyEnv`; variables already set win.
+        #[arg(long, value_name = "DIR")]
+        env_from: Option<PathBuf>,
     },
     /// Write the example company to DIR as a git repository, with its product repositories.
     Init { dir: PathBuf },
@@ -413,7 +417,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             retry_period,
             keep_events_days,
             keep_events_per_goal,
+            env_from,
         } => {
+            if let Some(dir) = env_from {
+                commands::env_from(&dir)?;
+            }
             let duration = |text: &str| spec::duration::parse_duration(text);
             let state_dir = commands::state_dir(state_dir);
             commands::controller(proto::kube::Options {

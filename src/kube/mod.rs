@@ -6,6 +6,7 @@
 
 pub mod controller;
 pub mod declared;
+pub mod env;
 pub mod events;
 pub mod finalizer;
 pub mod lease;
