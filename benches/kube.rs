@@ -150,16 +150,16 @@ fn main() {
         measure::percentile(&latencies, 99.0)
     );
 
-    // 2. Memory with many resources.
-    let mut batch = String::new();
-    for i in 0..agents {
-        batch.push_str(&agent(&format!("agent-{i}")));
-    }
-    for i in 0..goals {
-        batch.push_str(&goal(&format!("idle-{i}"), "idle"));
-    }
+    // 2. Memory with many resources, applied a few hundred documents at a time (the YAML
+    // reader takes at most 1,024 documents in one stream).
+    let documents: Vec<String> = (0..agents)
+        .map(|i| agent(&format!("agent-{i}")))
+        .chain((0..goals).map(|i| goal(&format!("idle-{i}"), "idle")))
+        .collect();
     let started = Instant::now();
-    runtime.block_on(cluster.apply_yaml(&admin, NS, &batch));
+    for batch in documents.chunks(250) {
+        runtime.block_on(cluster.apply_yaml(&admin, NS, &batch.concat()));
+    }
     let gvk = GroupVersionKind::gvk("proto.dev", "v1alpha1", "Goal");
     let api: Api<DynamicObject> = Api::namespaced_with(admin, NS, &ApiResource::from_gvk(&gvk));
     wait("every goal's status", Duration::from_secs(600), || {
