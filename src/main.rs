@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod allocator;
 mod approvals_cli;
 mod commands;
+mod learning_cli;
 
 use proto::output::{self, Format};
 use proto::plan::{self, Observed};
@@ -292,6 +293,27 @@ enum Get {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Knowledge entries of a company directory (`.proto/knowledge`): what the company
+    /// learned.
+    Knowledge {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Only this kind (`lesson_learned`, `best_practice`, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries of this product.
+        #[arg(long)]
+        product: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Improvement goals the miner proposed, each on its `proto/proposals/<slug>` branch.
+    Proposals {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// The agents: a table, the org chart (`--tree`), or `-o json|yaml`.
     Agents {
         #[arg(default_value = ".")]
@@ -477,6 +499,18 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Get {
             what: Get::Computers { state_dir, output },
         } => commands::get_computers(state_dir, output),
+        Command::Get {
+            what:
+                Get::Knowledge {
+                    path,
+                    kind,
+                    product,
+                    output,
+                },
+        } => learning_cli::get_knowledge(&path, kind.as_deref(), product.as_deref(), output),
+        Command::Get {
+            what: Get::Proposals { state_dir, output },
+        } => learning_cli::get_proposals(state_dir, output),
         Command::Get {
             what: Get::Providers { state_dir, output },
         } => commands::get_providers(state_dir, output),

@@ -11,8 +11,8 @@ use super::delegate::{Child, DELEGATE_TOOL, DelegateTool, Spawner};
 use super::select::{Facts, Selector};
 use super::skill::SkillTool;
 use super::{
-    AgentError, Finished, JUDGE_SYSTEM, Place, Session, lessons, resolve_model, system_prompt,
-    task_prompt,
+    AgentError, Finished, JUDGE_SYSTEM, Place, Session, resolve_model, retry_lessons as lessons,
+    system_prompt, task_prompt,
 };
 use crate::knowledge::Knowledge;
 use crate::mcp::{McpPool, ServerTool};
@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_TURNS: u32 = 40;
 /// The judge reads and searches; it never changes what it grades.
 pub const JUDGE_TOOLS: [&str; 3] = ["Read", "Glob", "Grep"];
 const JUDGE_MAX_TURNS: u32 = 12;
+/// Ranked lessons a retry's first message carries at most.
+const RETRY_LESSONS: usize = 3;
 const JUDGE_MAX_TOKENS: u32 = 2048;
 
 /// What every session of one task is made from: the company at the task's revision.
@@ -100,6 +102,7 @@ impl<'a> Builder<'a> {
         system: Vec<SystemBlock>,
     ) -> Result<Session<'a>, AgentError> {
         let name = self.place.goal;
+        let lessons = self.retry_lessons(goal, attempts, last_error)?;
         self.agent_session(Request {
             task: self.place.task,
             agent,
@@ -111,10 +114,45 @@ impl<'a> Builder<'a> {
                 goal.description,
                 serde_json::to_string(&goal.check).unwrap_or_default()
             ),
-            message: task_prompt(name, goal) + &lessons(attempts, last_error),
+            message: task_prompt(name, goal) + &lessons,
             system,
         })
         .await
+    }
+
+    /// What a retry of the task is told (nothing on a first attempt): its earlier
+    /// attempts' errors and the ranked lessons of earlier failures, which the store keeps
+    /// from the moment they are learned (before any record commit makes them knowledge).
+    fn retry_lessons(
+        &self,
+        goal: &GoalSpec,
+        attempts: u32,
+        last_error: Option<&str>,
+    ) -> Result<String, AgentError> {
+        if attempts == 0 || last_error.is_none() {
+            return Ok(String::new());
+        }
+        let store = self.place.store;
+        let earlier: Vec<String> = store
+            .attempts(self.place.task)?
+            .into_iter()
+            .filter(|a| a.outcome == "failed")
+            .filter_map(|a| a.detail)
+            .collect();
+        let captures: Vec<_> = store.captures()?.into_iter().map(|c| c.capture).collect();
+        let query = format!(
+            "{} {} {}",
+            self.place.goal,
+            goal.description,
+            last_error.unwrap_or_default()
+        );
+        let ranked = crate::knowledge::capture::ranked_lessons(
+            &captures,
+            &query,
+            Some(&self.setup.product),
+            RETRY_LESSONS,
+        );
+        Ok(lessons(attempts, last_error, &earlier, &ranked))
     }
 
     /// The session of `agent`, to whom `from` delegates `description`/`prompt`; it is the

@@ -315,6 +315,8 @@ struct Recorded {
     commit: Result<Option<String>, String>,
     ids: Vec<i64>,
     known: AuditKnown,
+    /// The knowledge captures it wrote (or found already written).
+    captures: Vec<i64>,
 }
 
 /// The highest audit record id each day's file (`.proto/audit/<date>.jsonl`) holds, as far
@@ -377,6 +379,41 @@ fn record_changes(
             .into_bytes(),
     });
     (changes, known)
+}
+
+/// The knowledge entries `captures` make or grow, each merged into the file its path holds
+/// at the branch head (a lesson seen again gains an evidence line, never a twin file).
+/// Secrets are taken out by the commit itself, as from every record file.
+fn knowledge_changes(
+    writer: &Writeback,
+    captures: &[crate::store::StoredCapture],
+) -> Vec<FileChange> {
+    let mut files: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut changed = std::collections::BTreeSet::new();
+    for stored in captures {
+        let path = stored.capture.path();
+        let existing = files.entry(path.clone()).or_insert_with(|| {
+            writer
+                .read(&path)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        });
+        if let Some(text) = crate::knowledge::capture::merge(existing.as_deref(), &stored.capture) {
+            *existing = Some(text);
+            changed.insert(path);
+        }
+    }
+    changed
+        .into_iter()
+        .filter_map(|path| {
+            let content = files.remove(&path).flatten()?;
+            Some(FileChange::Write {
+                path,
+                content: content.into_bytes(),
+            })
+        })
+        .collect()
 }
 
 /// Finished work waiting for the next record commit.
@@ -1392,7 +1429,14 @@ impl Engine {
                 now + self.backoff(task.attempts)
             }
         };
+        // What the attempt before this one ended with, if it failed: a lesson's failure.
+        let earlier_error = task
+            .failure
+            .is_some()
+            .then(|| task.last_error.clone())
+            .flatten();
         let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
+        self.capture(&task, &done.outcome, earlier_error.as_deref(), now);
         let verdict = match &done.outcome {
             AttemptOutcome::Succeeded { detail, .. } => {
                 tracing::info!(goal = %task.goal, "met: {detail}");
@@ -1445,6 +1489,83 @@ impl Engine {
             );
         }
         Ok(())
+    }
+
+    /// Keeps what an ended attempt of `task` taught (see [`crate::knowledge::capture`]) for
+    /// the next record commit. Learning never fails an attempt's recording: a store error
+    /// here is logged and the lesson lost.
+    fn capture(
+        &self,
+        task: &crate::store::Task,
+        outcome: &AttemptOutcome,
+        earlier_error: Option<&str>,
+        now: DateTime<Utc>,
+    ) {
+        use crate::knowledge::capture::{Ended, Ending, derive};
+        let ending = match outcome {
+            AttemptOutcome::Succeeded { delivered, .. } => Ending::Met {
+                delivered: delivered.as_deref(),
+            },
+            AttemptOutcome::Failed { error } | AttemptOutcome::Undelivered { error } => {
+                Ending::Failed {
+                    error,
+                    exhausted: matches!(
+                        task.state,
+                        plan::TaskState::Stalled | plan::TaskState::Failed
+                    ),
+                }
+            }
+            _ => return,
+        };
+        let learned = || -> Result<(), StoreError> {
+            let change = match ending {
+                Ending::Met { .. } if earlier_error.is_some() => self.attempt_diff(task.id)?,
+                _ => None,
+            };
+            let description = self
+                .applied
+                .as_ref()
+                .and_then(|a| a.spec.goal(&task.goal))
+                .map(|g| g.spec.description.clone())
+                .unwrap_or_default();
+            let ended = Ended {
+                goal: &task.goal,
+                description: &description,
+                product: &task.product,
+                task: task.id,
+                attempt: task.attempts,
+                ending,
+                earlier_error,
+                change: change.as_deref(),
+                now,
+            };
+            for capture in derive(&ended) {
+                self.store.capture(Some(task.id), &capture, now)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = learned() {
+            tracing::warn!(goal = %task.goal, task = task.id, "cannot keep what the attempt taught: {e}");
+        }
+    }
+
+    /// The files the last attempt of `task` changed, as the audit's diffs of its actions.
+    fn attempt_diff(&self, task: TaskId) -> Result<Option<String>, StoreError> {
+        let started = self
+            .store
+            .attempts(task)?
+            .last()
+            .map(|a| a.started_at)
+            .unwrap_or_default();
+        let diff: String = self
+            .store
+            .task_audit(task)?
+            .into_iter()
+            .filter(|r| r.time >= started)
+            .filter_map(|r| r.diff)
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok((!diff.trim().is_empty()).then_some(diff))
     }
 
     /// The wait before trying a task again after its `outages`-th provider outage in a
@@ -1522,19 +1643,22 @@ impl Engine {
             }
         };
         let pending = self.store.pending_audit()?;
+        let captures = self.store.pending_knowledge()?;
         let spec = applied.spec.clone();
         let status = self.status.clone();
         let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
         let message = message.to_string();
         let known = self.audit_known.clone();
         self.recording = Some(tokio::task::spawn_blocking(move || {
-            let (changes, known) =
+            let (mut changes, known) =
                 record_changes(&writer, &spec, &status, &products, &pending, &known);
+            changes.extend(knowledge_changes(&writer, &captures));
             let ids = pending.iter().map(|r| r.id).collect();
             Recorded {
                 commit: writer.commit(&changes, &message).map_err(|e| e.to_string()),
                 ids,
                 known,
+                captures: captures.iter().map(|c| c.id).collect(),
             }
         }));
         Ok(())
@@ -1555,15 +1679,20 @@ impl Engine {
                 commit: Ok(Some(commit)),
                 ids,
                 known,
+                captures,
             }) => {
                 self.audit_known = known;
                 self.store.audit_written(&ids, &commit)?;
+                self.store.knowledge_written(&captures, &commit)?;
                 tracing::info!(commit = %short(&commit), "recorded in git");
                 self.commits.push(commit);
             }
+            // Nothing changed: the captures were in their entries already.
             Ok(Recorded {
-                commit: Ok(None), ..
-            }) => {}
+                commit: Ok(None),
+                captures,
+                ..
+            }) => self.store.knowledge_written(&captures, "unchanged")?,
             Ok(Recorded { commit: Err(e), .. }) => {
                 tracing::error!(error = %e, "cannot write back; the records stay pending")
             }

@@ -1,0 +1,253 @@
+//! A company that learns, end to end against real git and the real `proto` binary: a
+//! failure and the change that then met the goal become one `lesson_learned` entry,
+//! committed once with the record; the same failure again adds evidence, not files; a
+//! retry's first message carries the ranked lessons; an agent's `Remember` is committed and
+//! audited; the miner proposes one improvement goal for a failure that keeps coming back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/company.rs"]
+mod company;
+
+use std::path::Path;
+
+use cli::{get_json, git, proto, text};
+use company::{recorded_text, small_company};
+
+/// A goal worked by the CEO's model, met when `out.txt` says `good`.
+fn greet_goal(description: &str) -> String {
+    format!(
+        "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: greet}}\nspec:\n  product: app\n  owner: ceo\n  description: {description}\n  check: {{command: {{run: 'grep -q good out.txt'}}}}\n"
+    )
+}
+
+/// A recorded turn that writes `content` to out.txt, answered only to a request whose
+/// newest user content holds `matching` (when given).
+fn write_out(id: &str, content: &str, matching: Option<&str>) -> String {
+    let mut exchange = serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": "Write", "input": {"file_path": "out.txt", "content": content}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}});
+    if let Some(m) = matching {
+        exchange["match"] = serde_json::json!(m);
+    }
+    exchange.to_string()
+}
+
+/// A recorded turn that calls `Remember`.
+fn remember(id: &str, title: &str, body: &str) -> String {
+    serde_json::json!({"response": {"content": [{"type": "tool_use", "id": id, "name": "Remember", "input": {"kind": "best_practice", "title": title, "body": body}}], "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 5}}}).to_string()
+}
+
+/// Declares a replay provider reading `replay.jsonl`, writes `turns` there, and commits.
+fn replay(company: &Path, turns: &[String], message: &str) {
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    if !yaml.contains("recorded") {
+        std::fs::write(
+            company.join("company.yaml"),
+            yaml.replace(
+                "  mission: Test.\n",
+                "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+            )
+            .replace("tools: [Read, Write, Edit, Bash, Git]", "tools: [Read, Write, Edit, Bash, Git, Remember]"),
+        )
+        .unwrap();
+    }
+    std::fs::write(company.join("replay.jsonl"), turns.join("\n") + "\n").unwrap();
+    git(company, &["add", "-A"]);
+    git(company, &["commit", "-q", "-m", message]);
+}
+
+fn run_once(home: &Path, company: &Path, state: &Path) -> std::process::Output {
+    proto(
+        home,
+        &[
+            "run",
+            company.to_str().unwrap(),
+            "--once",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    )
+}
+
+/// The files of `.proto/knowledge/<kind>/` in the company's working tree, sorted.
+fn entries(company: &Path, kind: &str) -> Vec<String> {
+    let dir = company.join(".proto/knowledge").join(kind);
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(read) => read
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Commits of the company repository that touched `path`.
+fn commits_touching(company: &Path, path: &str) -> usize {
+    git(company, &["log", "--format=%H", "--", path])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+}
+
+#[test]
+fn a_failure_then_a_fix_is_one_lesson_and_the_same_failure_again_adds_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &greet_goal("out.txt says good."));
+    // Attempt 1 writes the wrong word (the check fails); attempt 2 writes the right one.
+    replay(
+        &company,
+        &[
+            write_out("t1", "bad\n", None),
+            recorded_text("Wrote it."),
+            write_out("t2", "good\n", Some("earlier attempt(s) failed")),
+            recorded_text("Fixed it."),
+        ],
+        "Record a model",
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let lessons = entries(&company, "lesson_learned");
+    assert_eq!(lessons.len(), 1, "{lessons:?}\n{all}");
+    assert!(lessons[0].starts_with("greet-"), "{lessons:?}");
+    let path = format!(".proto/knowledge/lesson_learned/{}", lessons[0]);
+    let entry = std::fs::read_to_string(company.join(&path)).unwrap();
+    // The failing check's output and the change that then met the goal, with frontmatter.
+    assert!(
+        entry.contains("the check still fails") && entry.contains("exit status 1"),
+        "{entry}"
+    );
+    assert!(entry.contains("+good"), "{entry}");
+    for key in [
+        "title:",
+        "tags:",
+        "product: \"app\"",
+        "goal: \"greet\"",
+        "task:",
+        "sourceCommit:",
+        "confidence: \"high\"",
+        "created:",
+    ] {
+        assert!(entry.contains(key), "{key} missing:\n{entry}");
+    }
+    assert_eq!(commits_touching(&company, &path), 1, "committed once");
+    assert_eq!(entry.matches("\n- ").count(), 1, "{entry}");
+
+    // The goal made unmet again (the product reset, the goal reworded so a new task is
+    // due), failing the same way twice more before the fix.
+    let clone = tmp.path().join("clone");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            tmp.path().join("app.git").to_str().unwrap(),
+            "clone",
+        ],
+    );
+    git(&clone, &["rm", "-q", "out.txt"]);
+    git(&clone, &["commit", "-q", "-m", "Reset"]);
+    git(&clone, &["push", "-q", "origin", "main"]);
+    std::fs::write(
+        company.join("goals.yaml"),
+        greet_goal("out.txt says good, again."),
+    )
+    .unwrap();
+    replay(
+        &company,
+        &[
+            write_out("t1", "bad\n", None),
+            recorded_text("Wrote it."),
+            write_out("t2", "bad again\n", Some("earlier attempt(s) failed")),
+            recorded_text("Wrote it."),
+            // The retry is told the ranked lesson of the first run's fix.
+            write_out("t3", "good\n", Some("Lessons from earlier failures")),
+            recorded_text("Fixed it."),
+        ],
+        "Reword the goal",
+    );
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(entries(&company, "lesson_learned"), lessons, "{all}");
+    let entry = std::fs::read_to_string(company.join(&path)).unwrap();
+    assert_eq!(
+        entry.matches("failed with this error again").count(),
+        2,
+        "{entry}"
+    );
+    assert_eq!(
+        entry.matches("error, then met").count(),
+        2,
+        "{entry}\n{all}"
+    );
+    assert_eq!(
+        commits_touching(&company, &path),
+        4,
+        "one commit per attempt that saw it"
+    );
+    // `proto get knowledge` lists it from the company repository.
+    let listed = get_knowledge(tmp.path(), &company, &["--kind", "lesson_learned"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(listed[0]["path"], path);
+    assert_eq!(listed[0]["product"], "app");
+    let none = get_knowledge(tmp.path(), &company, &["--product", "site"]);
+    assert_eq!(none.as_array().unwrap().len(), 0, "{none:#}");
+    let _ = get_json;
+}
+
+/// `proto get knowledge COMPANY -o json [args]`.
+fn get_knowledge(home: &Path, company: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["get", "knowledge", company.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = proto(home, &all);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn what_an_agent_remembers_is_committed_with_the_record_and_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &greet_goal("out.txt says good."));
+    replay(
+        &company,
+        &[
+            remember(
+                "r1",
+                "Greetings are one word",
+                "out.txt holds one lowercase word. token=ghp_u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8d",
+            ),
+            write_out("t1", "good\n", None),
+            recorded_text("Done."),
+        ],
+        "Record a model",
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let kept = entries(&company, "best_practice");
+    assert_eq!(kept.len(), 1, "{kept:?}\n{all}");
+    assert!(kept[0].starts_with("greetings-are-one-word-"), "{kept:?}");
+    let entry = std::fs::read_to_string(
+        company
+            .join(".proto/knowledge/best_practice")
+            .join(&kept[0]),
+    )
+    .unwrap();
+    assert!(entry.contains("one lowercase word"), "{entry}");
+    assert!(entry.contains("confidence: \"medium\""), "{entry}");
+    assert!(
+        !entry.contains("ghp_u8jz"),
+        "the secret reached git:\n{entry}"
+    );
+    let audit: String = std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(audit.contains("\"action\":\"Remember\""), "{audit}");
+}
