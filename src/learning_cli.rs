@@ -150,3 +150,41 @@ pub fn get_proposals(state: Option<PathBuf>, format: Format) -> Result<ExitCode,
         &rows,
     ))
 }
+
+/// `proto mine [SOURCE]`: the miner, once, now, over the store of a run: a goal proposed on
+/// `proto/proposals/<slug>` of the company repository for each failure that keeps coming
+/// back and was not proposed before.
+pub fn mine(location: crate::commands::Location) -> Result<ExitCode, String> {
+    let state = state_dir(location.state_dir.clone());
+    let store = open_store(&state)?;
+    let source = location.open()?;
+    let head = source.head().map_err(|e| e.to_string())?;
+    let tree = source.tree(&head).map_err(|e| e.to_string())?;
+    let (spec, _) = proto::spec::load_and_validate(&tree).map_err(|diagnostics| {
+        format!(
+            "{}: the company does not validate ({} problems; see `proto validate`)",
+            source.label(),
+            diagnostics.len()
+        )
+    })?;
+    let push = spec
+        .company()
+        .and_then(|c| c.spec.writeback.as_ref())
+        .and_then(|w| w.push)
+        .unwrap_or(true);
+    let author = proto::engine::writeback_author(&spec);
+    let made = proto::learning::mine(&store, &spec, &source, &author, push, chrono::Utc::now())
+        .map_err(|e| format!("{}: {e}", source.label()))?;
+    if made.is_empty() {
+        println!("nothing new to propose");
+    }
+    for p in &made {
+        println!(
+            "proposed {} on {} ({} failures seen); merge the branch to adopt it",
+            p.goal,
+            p.branch,
+            p.evidence.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -215,6 +215,17 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Look for failures that keep coming back in a run's store and propose a goal for
+    /// each, on its own branch `proto/proposals/<slug>` of the company repository.
+    Mine {
+        source: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Show one resource in detail.
     Describe {
         #[command(subcommand)]
@@ -511,6 +522,17 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Get {
             what: Get::Proposals { state_dir, output },
         } => learning_cli::get_proposals(state_dir, output),
+        Command::Mine {
+            source,
+            path,
+            branch,
+            state_dir,
+        } => learning_cli::mine(commands::Location {
+            source,
+            path,
+            branch,
+            state_dir,
+        }),
         Command::Get {
             what: Get::Providers { state_dir, output },
         } => commands::get_providers(state_dir, output),

@@ -251,3 +251,103 @@ fn what_an_agent_remembers_is_committed_with_the_record_and_audited() {
         .collect();
     assert!(audit.contains("\"action\":\"Remember\""), "{audit}");
 }
+
+/// A goal whose playbook fails with an error that differs in its numbers and paths only.
+fn breaking_goal(name: &str) -> String {
+    format!(
+        "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name} builds.\n  check: {{command: {{run: 'test -f never.txt'}}}}\n  playbook:\n    - run: 'echo \"build broke at $(date +%s%N) in /tmp/w$$\"; exit 3'\n  budget: {{attempts: 1}}\n"
+    )
+}
+
+fn proposal_branches(company: &Path) -> Vec<String> {
+    git(
+        company,
+        &[
+            "branch",
+            "--list",
+            "proto/proposals/*",
+            "--format=%(refname:short)",
+        ],
+    )
+    .lines()
+    .map(str::to_string)
+    .filter(|l| !l.is_empty())
+    .collect()
+}
+
+fn mine(home: &Path, company: &Path, state: &Path) -> String {
+    let out = proto(
+        home,
+        &[
+            "mine",
+            company.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    all
+}
+
+#[test]
+fn a_failure_in_six_tasks_is_proposed_once_as_a_goal_that_validates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goals: String = (1..=6)
+        .map(|i| breaking_goal(&format!("part{i}")))
+        .collect();
+    let company = small_company(tmp.path(), &goals);
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = mine(tmp.path(), &company, &state);
+    let branches = proposal_branches(&company);
+    assert_eq!(branches.len(), 1, "{branches:?}\n{said}");
+    let branch = &branches[0];
+    let slug = branch.trim_start_matches("proto/proposals/");
+    // One commit on the branch, adding one Goal with the evidence.
+    let added = git(
+        &company,
+        &["diff", "--name-only", &format!("main...{branch}")],
+    );
+    assert_eq!(added.trim(), format!("goals/proposals/{slug}.yaml"));
+    let file = git(
+        &company,
+        &["show", &format!("{branch}:goals/proposals/{slug}.yaml")],
+    );
+    assert_eq!(file.matches("kind: Goal").count(), 1, "{file}");
+    assert_eq!(file.matches("#   20").count(), 6, "{file}");
+    for i in 1..=6 {
+        assert!(file.contains(&format!("goal part{i}:")), "{file}");
+    }
+    // The watched branch is untouched by the proposal: it waits for a merge.
+    assert!(!company.join("goals/proposals").exists());
+    let listed = get_json(tmp.path(), &state, "proposals");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(listed[0]["branch"], branch.as_str());
+
+    // A seventh failure: still one proposal.
+    std::fs::write(company.join("goals.yaml"), goals + &breaking_goal("part7")).unwrap();
+    git(&company, &["commit", "-q", "-am", "One more part"]);
+    let out = run_once(tmp.path(), &company, &state);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = mine(tmp.path(), &company, &state);
+    assert!(said.contains("nothing new to propose"), "{said}");
+    assert_eq!(proposal_branches(&company), branches);
+    assert_eq!(
+        get_json(tmp.path(), &state, "proposals")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The proposal, checked out, is a valid company.
+    let checkout = tmp.path().join("proposal");
+    git(
+        &company,
+        &["worktree", "add", "-q", checkout.to_str().unwrap(), branch],
+    );
+    let out = proto(tmp.path(), &["validate", checkout.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -534,6 +534,8 @@ pub struct Engine {
     published: tokio::sync::watch::Sender<Option<AppliedRevision>>,
     /// Told how long each reconcile pass took (the metrics' histogram).
     on_pass: Option<PassObserver>,
+    /// When the miner last ran.
+    mined: Option<Instant>,
 }
 
 /// The revision that runs and its declaration, as [`Engine::applied_revision`] shows it.
@@ -646,6 +648,7 @@ impl Engine {
             outages: HashMap::new(),
             published: tokio::sync::watch::Sender::new(None),
             on_pass: None,
+            mined: None,
         })
     }
 
@@ -832,7 +835,33 @@ impl Engine {
         if let Err(e) = self.store.prune_if_due(&self.options.retention, now) {
             tracing::warn!("retention: {e}");
         }
+        self.mine_if_due(now);
         Ok(())
+    }
+
+    /// Every `learning.minerInterval`: proposes goals for failures that keep coming back
+    /// (see [`crate::learning`]). A failure is logged and tried at the next interval.
+    fn mine_if_due(&mut self, now: DateTime<Utc>) {
+        let (Some(applied), Some(company)) = (&self.applied, &self.company) else {
+            return;
+        };
+        let interval = crate::learning::miner_interval(&applied.spec);
+        if self.mined.is_some_and(|at| at.elapsed() < interval) {
+            return;
+        }
+        self.mined = Some(Instant::now());
+        let push = applied
+            .spec
+            .company()
+            .and_then(|c| c.spec.writeback.as_ref())
+            .and_then(|w| w.push)
+            .unwrap_or(true);
+        let author = writeback_author(&applied.spec);
+        if let Err(e) =
+            crate::learning::mine(&self.store, &applied.spec, company, &author, push, now)
+        {
+            tracing::warn!("miner: {e}");
+        }
     }
 
     /// Makes `applied` the running declaration. Only the goals it changed need their status
@@ -1819,7 +1848,7 @@ fn want<'s>(spec: &'s spec::Spec, product: &str) -> crate::place::Want<'s> {
 }
 
 /// The identity the controller commits its records as (`writeback.author`).
-fn writeback_author(spec: &spec::Spec) -> Identity {
+pub fn writeback_author(spec: &spec::Spec) -> Identity {
     spec.company()
         .and_then(|c| c.spec.writeback.as_ref())
         .and_then(|w| w.author.clone())

@@ -1,0 +1,179 @@
+//! Self-improvement: the miner's edges. [`mine`] reads the failures the store recorded,
+//! asks the pure [`miner`] which keep coming back, and proposes a Goal for each on its own
+//! branch of the company repository, `proto/proposals/<slug>`, through the same
+//! [`Writeback`] the controller records with — never on the watched branch: a proposal
+//! takes effect only when a person merges it, after the review any change gets. A problem
+//! already proposed, or whose goal is declared, is not proposed again.
+//!
+//! The controller mines every `learning.minerInterval` (default [`DEFAULT_MINER_INTERVAL`]);
+//! `proto mine` does it once, now.
+
+pub mod miner;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::gitops::{FileChange, GitopsError, Identity, Writeback};
+use crate::source::GitSource;
+use crate::spec::Spec;
+use crate::store::{AttemptOutcome, EventKind, Proposal, Store, StoreError};
+
+/// How often the controller mines when the Company does not say.
+pub const DEFAULT_MINER_INTERVAL: Duration = Duration::from_secs(100);
+/// Events read per page.
+const PAGE: usize = 1000;
+
+#[derive(Debug, Error)]
+pub enum LearningError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("proposal {slug}: {source}")]
+    Publish {
+        slug: String,
+        #[source]
+        source: GitopsError,
+    },
+}
+
+/// The branch a proposal lives on.
+pub fn proposal_branch(slug: &str) -> String {
+    format!("proto/proposals/{slug}")
+}
+
+/// The proposed goal's file, relative to the declaration folder.
+pub fn proposal_file(slug: &str) -> String {
+    format!("goals/proposals/{slug}.yaml")
+}
+
+/// The Company's `learning.minerInterval`, else the default.
+pub fn miner_interval(spec: &Spec) -> Duration {
+    spec.company()
+        .and_then(|c| c.spec.learning.as_ref())
+        .and_then(|l| l.miner_interval.as_deref())
+        .and_then(|t| crate::spec::duration::parse_duration(t).ok())
+        .unwrap_or(DEFAULT_MINER_INTERVAL)
+}
+
+/// Every failed attempt the store's event log holds of a goal `spec` declares.
+pub fn failures(store: &Store, spec: &Spec) -> Result<Vec<miner::Failure>, StoreError> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events(after, PAGE)?;
+        let Some(last) = page.last().map(|e| e.id) else {
+            break;
+        };
+        after = last;
+        for event in page {
+            if event.kind != EventKind::AttemptFinished {
+                continue;
+            }
+            let (Some(task), Some(goal)) = (event.task, event.goal.as_deref()) else {
+                continue;
+            };
+            let Ok(outcome) =
+                serde_json::from_value::<AttemptOutcome>(event.data["outcome"].clone())
+            else {
+                continue;
+            };
+            let error = match outcome {
+                AttemptOutcome::Failed { error } | AttemptOutcome::Undelivered { error } => error,
+                _ => continue,
+            };
+            let Some(declared) = spec.goal(goal) else {
+                continue;
+            };
+            let check = &declared.spec.check;
+            let kind = if check.command.is_some() {
+                "command"
+            } else if check.http.is_some() {
+                "http"
+            } else if check.file.is_some() {
+                "file"
+            } else {
+                "judge"
+            };
+            out.push(miner::Failure {
+                task,
+                goal: goal.to_string(),
+                product: declared.spec.product.clone(),
+                owner: declared.spec.owner.clone(),
+                check: kind.to_string(),
+                error,
+                time: event.time,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Mines the store's failures and proposes a goal for each new recurring one, each on its
+/// own branch of `company` (committed as `author`, pushed when `push`). Returns the
+/// proposals made now.
+pub fn mine(
+    store: &Store,
+    spec: &Spec,
+    company: &GitSource,
+    author: &Identity,
+    push: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<Proposal>, LearningError> {
+    let failures = failures(store, spec)?;
+    // A published proposal, or a declared goal, is taken; an unpublished one is published
+    // again (its commit failed last time).
+    let published: std::collections::BTreeSet<String> = store
+        .proposals()?
+        .into_iter()
+        .filter(|p| p.commit.is_some())
+        .map(|p| p.slug)
+        .collect();
+    let taken = |name: &str| published.contains(name) || spec.goal(name).is_some();
+    let mut made = Vec::new();
+    for found in miner::mine(&failures, miner::THRESHOLD, &taken) {
+        let slug = found.name.clone();
+        let branch = proposal_branch(&slug);
+        let mut proposal = Proposal {
+            slug: slug.clone(),
+            goal: found.name.clone(),
+            reason: "failure".into(),
+            evidence: found.evidence.clone(),
+            branch: branch.clone(),
+            commit: None,
+            proposed: now,
+        };
+        store.propose(&proposal)?;
+        let publish = |e| LearningError::Publish {
+            slug: slug.clone(),
+            source: e,
+        };
+        let writer =
+            Writeback::new(company, Some(&branch), author.clone(), push).map_err(publish)?;
+        let change = FileChange::Write {
+            path: proposal_file(&slug),
+            content: miner::goal_yaml(&found).into_bytes(),
+        };
+        let message = format!(
+            "Propose goal {slug}: a failure seen {} times in {} tasks\n\n{}\n",
+            found.failures,
+            found.tasks,
+            found
+                .evidence
+                .iter()
+                .map(|l| format!("- {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let commit = writer
+            .commit(&[change], &message)
+            .map_err(publish)?
+            // Nothing new: the branch already holds this very proposal.
+            .unwrap_or_else(|| "unchanged".into());
+        store.proposal_published(&slug, &commit)?;
+        tracing::warn!(goal = %slug, branch = %branch, "proposed an improvement goal: merge {branch} to adopt it");
+        proposal.commit = Some(commit);
+        made.push(proposal);
+    }
+    Ok(made)
+}
