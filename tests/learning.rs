@@ -351,3 +351,139 @@ fn a_failure_in_six_tasks_is_proposed_once_as_a_goal_that_validates() {
     let out = proto(tmp.path(), &["validate", checkout.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A recorded turn calling `name` with `input`.
+fn call(id: &str, name: &str, input: serde_json::Value) -> String {
+    company::recorded_tool(id, name, input)
+}
+
+/// Model calls the controller made, from the committed audit.
+fn model_calls(company: &Path) -> usize {
+    std::fs::read_dir(company.join(".proto/audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>()
+        .matches("\"action\":\"model\"")
+        .count()
+}
+
+/// Pushes a change to the product's `main` from a fresh clone.
+fn change_product(dir: &Path, name: &str, change: impl FnOnce(&Path)) {
+    let clone = dir.join(name);
+    git(
+        dir,
+        &["clone", "-q", dir.join("app.git").to_str().unwrap(), name],
+    );
+    change(&clone);
+    git(&clone, &["add", "-A"]);
+    git(&clone, &["commit", "-q", "-m", name]);
+    git(&clone, &["push", "-q", "origin", "HEAD:main"]);
+}
+
+#[test]
+fn a_met_goal_is_distilled_into_a_playbook_that_meets_it_again_without_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &greet_goal("out.txt says good."));
+    change_product(tmp.path(), "seed", |c| {
+        std::fs::write(c.join("README.md"), "The app.\n").unwrap()
+    });
+    // Several tool calls: a read that fails (a dead end), a first wrong write, a command,
+    // then the write that meets the goal.
+    replay(
+        &company,
+        &[
+            call(
+                "c1",
+                "Read",
+                serde_json::json!({"file_path": "missing.txt"}),
+            ),
+            write_out("c2", "bad\n", None),
+            call(
+                "c3",
+                "Bash",
+                serde_json::json!({"command": "mkdir -p notes && echo checked > notes/check.txt"}),
+            ),
+            write_out("c4", "good\n", None),
+            recorded_text("Done."),
+        ],
+        "Record a model",
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let calls = model_calls(&company);
+    assert_eq!(calls, 5, "{all}");
+    let branch = "proto/proposals/playbook-greet";
+    assert!(
+        git(&company, &["branch", "--list", branch]).contains("playbook-greet"),
+        "no proposal:\n{all}"
+    );
+    let proposed = git(&company, &["show", &format!("{branch}:goals.yaml")]);
+    assert!(proposed.contains("playbook:"), "{proposed}\n{all}");
+    assert!(
+        !proposed.contains("bad"),
+        "the dead end was kept:\n{proposed}"
+    );
+    assert!(
+        !proposed.contains("missing.txt"),
+        "the read was kept:\n{proposed}"
+    );
+    let listed = get_json(tmp.path(), &state, "proposals");
+    assert_eq!(listed[0]["reason"], "playbook", "{listed:#}");
+    let first = git(&tmp.path().join("app.git"), &["show", "--format=", "main"]);
+
+    // A person merges the proposal; the product is reset, so the goal must be met again.
+    git(
+        &company,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "Adopt the greet playbook",
+            branch,
+        ],
+    );
+    change_product(tmp.path(), "reset", |c| {
+        std::fs::remove_file(c.join("out.txt")).unwrap();
+        std::fs::remove_dir_all(c.join("notes")).unwrap();
+    });
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = get_json(tmp.path(), &state, "goals");
+    assert_eq!(goals[0]["reason"], "CheckPassed", "{goals:#}");
+    assert_eq!(model_calls(&company), calls, "a model was called:\n{all}");
+    let log = git(
+        &tmp.path().join("app.git"),
+        &["log", "-1", "--format=%s", "main"],
+    );
+    assert_eq!(log, "greet: playbook");
+    let again = git(&tmp.path().join("app.git"), &["show", "--format=", "main"]);
+    assert_eq!(again, first, "not the same product diff");
+}
+
+#[test]
+fn a_playbook_that_no_longer_meets_the_goal_falls_back_to_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goal = greet_goal("out.txt says good.")
+        + "  playbook:\n    - write: {path: out.txt, content: \"stale\\n\"}\n    - commit: {message: stale}\n";
+    let company = small_company(tmp.path(), &goal);
+    change_product(tmp.path(), "seed", |c| {
+        std::fs::write(c.join("README.md"), "The app.\n").unwrap()
+    });
+    replay(
+        &company,
+        &[write_out("c1", "good\n", None), recorded_text("Done.")],
+        "Record a model",
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(model_calls(&company), 2, "{all}");
+    let log = git(&tmp.path().join("app.git"), &["log", "--format=%s", "main"]);
+    assert_eq!(log.lines().next(), Some("greet: work by ceo"), "{all}");
+    assert!(!log.contains("stale"), "{log}");
+}

@@ -1466,6 +1466,9 @@ impl Engine {
             .flatten();
         let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
         self.capture(&task, &done.outcome, earlier_error.as_deref(), now);
+        if let Some(steps) = done.distilled.take() {
+            self.propose_playbook(&task.goal, &steps, now);
+        }
         let verdict = match &done.outcome {
             AttemptOutcome::Succeeded { detail, .. } => {
                 tracing::info!(goal = %task.goal, "met: {detail}");
@@ -1575,6 +1578,94 @@ impl Engine {
         };
         if let Err(e) = learned() {
             tracing::warn!(goal = %task.goal, task = task.id, "cannot keep what the attempt taught: {e}");
+        }
+    }
+
+    /// Proposes `steps`, distilled from a model's met attempt and verified by a replay, as
+    /// goal `goal`'s playbook: the goal's file with its playbook added, on the branch
+    /// `proto/proposals/playbook-<goal>` of the company repository, for a person to merge.
+    /// Proposed once per goal; a failure is logged (the next met attempt proposes again).
+    fn propose_playbook(&self, goal: &str, steps: &[spec::Step], now: DateTime<Utc>) {
+        let (Some(applied), Some(company)) = (&self.applied, &self.company) else {
+            return;
+        };
+        let Some(declared) = applied.spec.goal(goal) else {
+            return;
+        };
+        let slug = format!("playbook-{goal}");
+        let branch = crate::learning::proposal_branch(&slug);
+        let proposed = || -> Result<Option<String>, String> {
+            if self
+                .store
+                .proposal(&slug)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|p| p.commit.is_some())
+            {
+                return Ok(None);
+            }
+            let settings = applied
+                .spec
+                .company()
+                .and_then(|c| c.spec.writeback.clone())
+                .unwrap_or_default();
+            let writer = Writeback::new(
+                company,
+                Some(&branch),
+                writeback_author(&applied.spec),
+                settings.push.unwrap_or(true),
+            )
+            .map_err(|e| e.to_string())?;
+            let file = &declared.origin.file;
+            // The goal as the watched branch declares it (the proposal's branch may not
+            // exist yet: it starts from there).
+            let watched = Writeback::new(company, None, writeback_author(&applied.spec), false)
+                .map_err(|e| e.to_string())?;
+            let text = watched
+                .read(file)
+                .map_err(|e| e.to_string())?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| format!("{file} is not in the company repository"))?;
+            let changed = crate::learning::distill::with_playbook(&text, declared, steps)
+                .ok_or_else(|| format!("{file} does not declare Goal/{goal}"))?;
+            let evidence: Vec<String> = steps
+                .iter()
+                .map(|s| serde_json::to_string(s).unwrap_or_default())
+                .collect();
+            self.store
+                .propose(&crate::store::Proposal {
+                    slug: slug.clone(),
+                    goal: goal.to_string(),
+                    reason: "playbook".into(),
+                    evidence: evidence.clone(),
+                    branch: branch.clone(),
+                    commit: None,
+                    proposed: now,
+                })
+                .map_err(|e| e.to_string())?;
+            let message = format!(
+                "Propose a playbook for goal {goal}\n\nDistilled from the journal of the model's met attempt, replayed in a fresh workspace from the goal's base commit, where the check passed. Merged, the goal is met without a model (and falls back to its agent if the playbook's check fails).\n"
+            );
+            let commit = writer
+                .commit(
+                    &[FileChange::Write {
+                        path: file.clone(),
+                        content: changed.into_bytes(),
+                    }],
+                    &message,
+                )
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| "unchanged".into());
+            self.store
+                .proposal_published(&slug, &commit)
+                .map_err(|e| e.to_string())?;
+            Ok(Some(commit))
+        };
+        match proposed() {
+            Ok(Some(_)) => {
+                tracing::warn!(goal, branch = %branch, "proposed a playbook: merge {branch} to meet the goal without a model")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(goal, "cannot propose the distilled playbook: {e}"),
         }
     }
 

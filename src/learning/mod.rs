@@ -8,6 +8,7 @@
 //! The controller mines every `learning.minerInterval` (default [`DEFAULT_MINER_INTERVAL`]);
 //! `proto mine` does it once, now.
 
+pub mod distill;
 pub mod miner;
 
 use std::time::Duration;
