@@ -85,7 +85,7 @@ pub fn playbook(journal: &[ActionRecord], goal: &str, root: &str) -> Vec<Step> {
             _ => return Vec::new(),
         }
     }
-    if !steps.iter().any(|(p, _)| p.is_some()) {
+    if steps.is_empty() {
         return Vec::new();
     }
     let mut out: Vec<Step> = steps.into_iter().map(|(_, s)| s).collect();
