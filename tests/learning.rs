@@ -10,6 +10,8 @@
 mod cli;
 #[path = "support/company.rs"]
 mod company;
+#[path = "support/mock_llm.rs"]
+mod mock_llm;
 
 use std::path::Path;
 
@@ -486,4 +488,70 @@ fn a_playbook_that_no_longer_meets_the_goal_falls_back_to_the_agent() {
     let log = git(&tmp.path().join("app.git"), &["log", "--format=%s", "main"]);
     assert_eq!(log.lines().next(), Some("greet: work by ceo"), "{all}");
     assert!(!log.contains("stale"), "{log}");
+}
+
+/// A goal the CEO's model works, met when `file` says `good`; `extra` is more of its spec.
+fn good_file_goal(name: &str, file: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {file} says good.\n  check: {{command: {{run: 'grep -q good {file}'}}}}\n{extra}"
+    )
+}
+
+#[test]
+fn a_retry_is_told_the_ranked_lesson_of_a_similar_goal_by_a_scripted_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let goals = good_file_goal("alpha", "a.txt", "")
+        + &good_file_goal("beta", "b.txt", "  dependsOn: [alpha]\n");
+    let company = small_company(tmp.path(), &goals);
+    let write = |id: &str, file: &str, content: &str| {
+        mock_llm::tool_use(
+            id,
+            "Write",
+            serde_json::json!({"file_path": file, "content": content}),
+        )
+    };
+    let done = |id: &str| mock_llm::Reply::sse(mock_llm::text_stream(id, "Done.", "end_turn"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // alpha fails once, then is fixed (a lesson); beta, which waits for alpha, fails the
+    // same way, and its retry is asked for with the lesson.
+    let mock = rt.block_on(mock_llm::MockLlm::start(vec![
+        write("a1", "a.txt", "bad\n"),
+        done("a2"),
+        write("a3", "a.txt", "good\n"),
+        done("a4"),
+        write("b1", "b.txt", "bad\n"),
+        done("b2"),
+        write("b3", "b.txt", "good\n"),
+        done("b4"),
+    ]));
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  mission: Test.\n",
+            &format!("  mission: Test.\n  models:\n    providers: [{{name: mock, type: anthropic, baseUrl: '{}', apiKeyEnv: PROTO_TEST_KEY}}]\n", mock.base_url()),
+        ),
+    )
+    .unwrap();
+    git(&company, &["commit", "-q", "-am", "A live model"]);
+    let state = tmp.path().join("state");
+    let out = cli::run_command(tmp.path(), &company, &state)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 8, "{all}");
+    let first_message = |n: usize| requests[n].body["messages"][0].to_string();
+    // The first attempts are told no lessons; beta's retry is told alpha's, with its fix.
+    assert!(!first_message(0).contains("Lessons from earlier failures"));
+    assert!(!first_message(4).contains("Lessons from earlier failures"));
+    let retry = first_message(6);
+    assert!(retry.contains("Lessons from earlier failures"), "{retry}");
+    assert!(
+        retry.contains(".proto/knowledge/lesson_learned/alpha-"),
+        "{retry}"
+    );
+    assert!(retry.contains("+good"), "{retry}");
+    drop(rt);
 }
