@@ -15,6 +15,8 @@ use crate::knowledge::capture::{short_hash, signature, slug_of};
 
 /// Different tasks a failure must be seen in before a goal is proposed for it.
 pub const THRESHOLD: usize = 5;
+/// The check kind of refused calls: a refusal is its own kind of failure.
+pub const REFUSED: &str = "refused";
 /// Evidence lines a proposal lists at most (the count says how many there were).
 const EVIDENCE_LINES: usize = 20;
 
@@ -29,12 +31,18 @@ pub struct Failure {
     pub check: String,
     pub error: String,
     pub time: DateTime<Utc>,
+    /// The tool, when it is known (a refused call); else read from the error.
+    pub tool: Option<String>,
 }
 
 impl Failure {
-    /// The tool whose step failed: a playbook step names its action (`step 2 (run): ...`),
-    /// a failed check or delivery says so; anything else is the agent's own work.
+    /// The tool whose step failed: a refused call's own, or as the error names it — a
+    /// playbook step names its action (`step 2 (run): ...`), a failed check or delivery
+    /// says so; anything else is the agent's own work.
     pub fn tool(&self) -> String {
+        if let Some(tool) = &self.tool {
+            return tool.clone();
+        }
         let error = self.error.trim_start();
         if let Some(rest) = error.strip_prefix("step ")
             && let Some(open) = rest.find('(')
@@ -179,13 +187,23 @@ pub fn goal_yaml(found: &Found) -> String {
     for line in &found.evidence {
         text.push_str(&format!("#   {}\n", line.replace('\n', " ")));
     }
-    let description = format!(
-        "Find and remove the cause of a recurring failure of {} ({} failures in {} tasks): {}",
-        found.goals.join(", "),
-        found.failures,
-        found.tasks,
-        found.key.signature
-    );
+    let description = if found.key.check == REFUSED {
+        format!(
+            "Work on {} keeps being refused the same call ({} times in {} tasks): {}. Grant what the work needs, or change the agent's instructions so it stops asking.",
+            found.goals.join(", "),
+            found.failures,
+            found.tasks,
+            found.key.signature
+        )
+    } else {
+        format!(
+            "Find and remove the cause of a recurring failure of {} ({} failures in {} tasks): {}",
+            found.goals.join(", "),
+            found.failures,
+            found.tasks,
+            found.key.signature
+        )
+    };
     let rubric = format!(
         "The cause of the failure \"{}\" is found and fixed in the product, with a test or check that would catch it again.",
         found.key.signature
@@ -214,6 +232,7 @@ mod tests {
             check: "command".into(),
             error: error.into(),
             time: DateTime::from_timestamp(1_800_000_000 + task, 0).unwrap(),
+            tool: None,
         }
     }
 

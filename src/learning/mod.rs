@@ -1,4 +1,5 @@
-//! Self-improvement: the miner's edges. [`mine`] reads the failures the store recorded,
+//! Self-improvement: the miner's edges. [`mine`] reads the failures the store recorded (failed
+//! attempts, and calls refused again and again),
 //! asks the pure [`miner`] which keep coming back, and proposes a Goal for each on its own
 //! branch of the company repository, `proto/proposals/<slug>`, through the same
 //! [`Writeback`] the controller records with — never on the watched branch: a proposal
@@ -104,8 +105,35 @@ pub fn failures(store: &Store, spec: &Spec) -> Result<Vec<miner::Failure>, Store
                 check: kind.to_string(),
                 error,
                 time: event.time,
+                tool: None,
             });
         }
+    }
+    // A call refused again and again is a failure too: of the agent's grants or its
+    // instructions.
+    for record in store.refusals()? {
+        let (Some(task), Some(goal)) = (record.task, record.goal.as_deref()) else {
+            continue;
+        };
+        let Some(declared) = spec.goal(goal) else {
+            continue;
+        };
+        let why = record
+            .outcome
+            .get("denied")
+            .or_else(|| record.outcome.get("refused"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        out.push(miner::Failure {
+            task,
+            goal: goal.to_string(),
+            product: declared.spec.product.clone(),
+            owner: declared.spec.owner.clone(),
+            check: miner::REFUSED.to_string(),
+            error: format!("{} was refused {}: {why}", record.agent, record.action),
+            time: record.time,
+            tool: Some(record.action.clone()),
+        });
     }
     Ok(out)
 }
@@ -138,7 +166,12 @@ pub fn mine(
         let mut proposal = Proposal {
             slug: slug.clone(),
             goal: found.name.clone(),
-            reason: "failure".into(),
+            reason: if found.key.check == miner::REFUSED {
+                "refused"
+            } else {
+                "failure"
+            }
+            .into(),
             evidence: found.evidence.clone(),
             branch: branch.clone(),
             commit: None,
@@ -177,4 +210,67 @@ pub fn mine(
         made.push(proposal);
     }
     Ok(made)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::MemTree;
+    use crate::store::{AuditRecord, NewTask};
+
+    #[test]
+    fn calls_refused_in_five_tasks_are_one_problem_and_approvals_are_not_refusals() {
+        let mut tree = MemTree::new("test");
+        tree.insert(
+            "goals.yaml",
+            "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: ship}\nspec:\n  product: p\n  owner: a\n  description: d\n  check:\n    command: {run: 'true'}\n".to_string(),
+        );
+        let spec = crate::spec::load(&tree).0;
+        let store = Store::in_memory().unwrap();
+        let now = Utc::now();
+        for i in 0..6 {
+            let task = store
+                .enqueue(
+                    &NewTask {
+                        key: format!("ship-{i}"),
+                        goal: "ship".into(),
+                        product: "p".into(),
+                        owner: "a".into(),
+                        priority: crate::spec::Priority::Medium,
+                        max_attempts: 1,
+                        revision: "r".into(),
+                        parent: None,
+                    },
+                    now,
+                )
+                .unwrap()
+                .unwrap();
+            let record = |outcome: serde_json::Value| AuditRecord {
+                id: 0,
+                time: now,
+                agent: "a".into(),
+                goal: Some("ship".into()),
+                task: Some(task),
+                action: "run".into(),
+                input: serde_json::json!({"command": format!("npm publish --tag {i}")}),
+                outcome,
+                diff: None,
+            };
+            store
+                .audit(&record(serde_json::json!({"refused": format!("refused by the permission rules: deny Bash(npm publish:*) at rule {i}")})))
+                .unwrap();
+            store
+                .audit(&record(
+                    serde_json::json!({"refused": "needs a person's approval first: gated"}),
+                ))
+                .unwrap();
+        }
+        assert_eq!(store.refusals().unwrap().len(), 6);
+        let failures = failures(&store, &spec).unwrap();
+        let found = miner::mine(&failures, miner::THRESHOLD, &|_| false);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].key.tool, "run");
+        assert_eq!(found[0].key.check, miner::REFUSED);
+        assert!(miner::goal_yaml(&found[0]).contains("keeps being refused"));
+    }
 }

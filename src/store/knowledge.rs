@@ -174,6 +174,23 @@ impl Store {
         })
     }
 
+    /// Every audited action that was refused (a tool the agent does not hold, a permission
+    /// rule, a hook), oldest first; actions that waited for approval are not refusals.
+    pub fn refusals(&self) -> Result<Vec<super::AuditRecord>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {} FROM audit
+                 WHERE json_extract(outcome, '$.denied') IS NOT NULL
+                    OR (json_extract(outcome, '$.refused') IS NOT NULL
+                        AND json_extract(outcome, '$.refused') NOT LIKE 'needs a person''s approval%')
+                 ORDER BY id",
+                super::AUDIT_COLUMNS
+            ))?;
+            let rows = stmt.query_map([], super::audit_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     /// Whether a proposal with slug `slug` was made.
     pub fn proposed(&self, slug: &str) -> Result<bool, StoreError> {
         self.read(|tx| {
