@@ -555,3 +555,40 @@ fn a_retry_is_told_the_ranked_lesson_of_a_similar_goal_by_a_scripted_server() {
     assert!(retry.contains("+good"), "{retry}");
     drop(rt);
 }
+
+#[test]
+fn with_summaries_on_a_cheap_model_call_writes_down_what_a_met_task_taught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let company = small_company(tmp.path(), &greet_goal("out.txt says good."));
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    std::fs::write(
+        company.join("company.yaml"),
+        yaml.replace(
+            "  ceo: ceo\n",
+            "  ceo: ceo\n  learning: {summaries: true}\n",
+        ),
+    )
+    .unwrap();
+    let summary = serde_json::json!({"match": "The steps that met it", "response": {"content": [{"type": "text", "text": "{\"kind\": \"pattern\", \"title\": \"Greetings are written to out.txt\", \"body\": \"One word, lowercase.\", \"tags\": [\"greet\"]}"}], "stop_reason": "end_turn", "usage": {"input_tokens": 300, "output_tokens": 40}}}).to_string();
+    replay(
+        &company,
+        &[
+            write_out("t1", "good\n", None),
+            recorded_text("Done."),
+            summary,
+        ],
+        "Record a model",
+    );
+    let state = tmp.path().join("state");
+    let out = run_once(tmp.path(), &company, &state);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let kept = entries(&company, "pattern");
+    assert_eq!(kept.len(), 1, "{kept:?}\n{all}");
+    let entry =
+        std::fs::read_to_string(company.join(".proto/knowledge/pattern").join(&kept[0])).unwrap();
+    assert!(entry.contains("One word, lowercase."), "{entry}");
+    // Paid for like any turn: the summary's call is in the task's spend.
+    let tasks = get_json(tmp.path(), &state, "tasks");
+    assert_eq!(tasks[0]["spend"]["outputTokens"], 5 + 2 + 40, "{tasks:#}");
+}

@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_TURNS: u32 = 40;
 /// The judge reads and searches; it never changes what it grades.
 pub const JUDGE_TOOLS: [&str; 3] = ["Read", "Glob", "Grep"];
 const JUDGE_MAX_TURNS: u32 = 12;
+/// The summary's answer: one short entry.
+const SUMMARY_MAX_TOKENS: u32 = 1024;
 /// Ranked lessons a retry's first message carries at most.
 const RETRY_LESSONS: usize = 3;
 const JUDGE_MAX_TOKENS: u32 = 2048;
@@ -207,6 +209,28 @@ impl<'a> Builder<'a> {
             ),
             max_turns: JUDGE_MAX_TURNS,
             max_tokens: JUDGE_MAX_TOKENS,
+            thinking: None,
+            budget: self.setup.budget,
+            prices: self.setup.prices.clone(),
+            step_base,
+        }
+    }
+
+    /// A cheap-tier session, with no tools, that writes down what a met task taught (see
+    /// [`crate::knowledge::capture::SUMMARY_SYSTEM`]); paid for and budgeted like any turn,
+    /// its journal steps starting at `step_base`.
+    pub fn summary(&'a self, digest: &str, step_base: u32) -> Session<'a> {
+        let actor = self.actor(self.place.task, "summary", Registry::new(Vec::new()));
+        Session {
+            actor,
+            model: self.setup.model.as_ref(),
+            model_id: resolve_model(&self.setup.spec, "haiku"),
+            selected: None,
+            system: vec![SystemBlock::text(crate::knowledge::capture::SUMMARY_SYSTEM)],
+            scoped_rules: Vec::new(),
+            task: digest.to_string(),
+            max_turns: 1,
+            max_tokens: SUMMARY_MAX_TOKENS,
             thinking: None,
             budget: self.setup.budget,
             prices: self.setup.prices.clone(),

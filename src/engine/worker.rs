@@ -769,7 +769,65 @@ async fn agent_work(
     if let (AttemptOutcome::Succeeded { .. }, Some(base)) = (&done.outcome, base) {
         done.distilled = distill(work, actor, &base).await;
     }
+    if matches!(done.outcome, AttemptOutcome::Succeeded { .. }) {
+        summarize(work, &builder).await;
+    }
     done
+}
+
+/// Journal steps of the summary session.
+const SUMMARY_STEP: u32 = 8_500_000;
+
+/// With `learning.summaries: true`, a cheap-tier model writes down what the met task taught
+/// (see [`Builder::summary`]); kept for the record commit like every capture. A summary
+/// that fails or says nothing is logged and dropped: it never fails the task.
+async fn summarize(work: &Work, builder: &Builder<'_>) {
+    let wanted = work
+        .spec
+        .company()
+        .and_then(|c| c.spec.learning.as_ref())
+        .and_then(|l| l.summaries)
+        .unwrap_or(false);
+    if !wanted {
+        return;
+    }
+    let steps: Vec<String> = work
+        .store
+        .journal(work.task.id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !matches!(a.tool.as_str(), "Model" | "Context" | "Select"))
+        .map(|a| {
+            let input: String = a.input.to_string().chars().take(400).collect();
+            format!("- {} {input}", a.tool)
+        })
+        .take(60)
+        .collect();
+    let digest = format!(
+        "Goal {}: {}\n\nThe steps that met it:\n{}",
+        work.task.goal,
+        work.goal.description,
+        steps.join("\n")
+    );
+    let answer = match builder.summary(&digest, SUMMARY_STEP).run().await {
+        Ok(done) => done.text,
+        Err(e) => {
+            tracing::info!(goal = %work.task.goal, "no summary: {e}");
+            return;
+        }
+    };
+    let now = Utc::now();
+    let Some(capture) = crate::knowledge::capture::summarized(
+        &answer,
+        (&work.task.goal, &work.task.product, work.task.id),
+        now,
+    ) else {
+        tracing::info!(goal = %work.task.goal, "the summary kept nothing");
+        return;
+    };
+    if let Err(e) = work.store.capture(Some(work.task.id), &capture, now) {
+        tracing::warn!(goal = %work.task.goal, "cannot keep the summary: {e}");
+    }
 }
 
 /// Journal steps of a distilled playbook's replay, beyond any a conversation uses.

@@ -469,6 +469,50 @@ pub fn ranked_lessons(
         .collect()
 }
 
+/// What the summary model is told: answer with one entry as JSON, or `null`.
+pub const SUMMARY_SYSTEM: &str = "You write down what a finished task taught, for the agents that come after. Read the goal and the steps that met it, and answer with one JSON object and nothing else: {\"kind\": one of \"technical_decision\", \"learning\", \"pattern\", \"best_practice\", \"lesson_learned\", \"title\": one line, \"body\": a few sentences of markdown, \"tags\": [words]}. Say only what a later agent could use; if the task taught nothing worth keeping, answer null. Never include secrets.";
+
+/// The summary model's answer as a capture: `None` for `null` or an answer that is not the
+/// JSON asked for (a summary is never worth failing a task over).
+pub fn summarized(
+    answer: &str,
+    (goal, product, task): (&str, &str, i64),
+    now: DateTime<Utc>,
+) -> Option<Capture> {
+    let text = answer.trim();
+    let text = text
+        .strip_prefix("```json")
+        .or_else(|| text.strip_prefix("```"))
+        .map(|t| t.trim_end().trim_end_matches("```"))
+        .unwrap_or(text);
+    let value: serde_json::Value = serde_json::from_str(text.trim()).ok()?;
+    let field = |k: &str| value.get(k).and_then(serde_json::Value::as_str);
+    let kind = KnowledgeKind::from_folder(field("kind")?)?;
+    let (title, body) = (field("title")?.trim(), field("body")?.trim());
+    if title.is_empty() || body.is_empty() {
+        return None;
+    }
+    let tags = value
+        .get("tags")
+        .and_then(serde_json::Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut capture = remembered(
+        kind,
+        title,
+        body,
+        tags,
+        ("summary", goal, Some(product), task, 0),
+        now,
+    );
+    capture.evidence = format!("task {task}: summarized after the goal was met");
+    Some(capture)
+}
+
 /// The slug of the lesson of `goal` failing with `signature`.
 pub fn lesson_slug(goal: &str, signature: &str) -> String {
     format!("{}-{}", slug_of(goal), short_hash(signature))
@@ -637,6 +681,32 @@ mod tests {
         assert!(ranked.len() <= 2);
         // Another product's lessons stay with it.
         assert!(ranked_lessons(&captures, "cargo test failed", Some("site"), 3).is_empty());
+    }
+
+    #[test]
+    fn a_summary_is_kept_only_when_it_is_the_entry_asked_for() {
+        let ok = summarized(
+            "```json\n{\"kind\": \"pattern\", \"title\": \"Greetings live in out.txt\", \"body\": \"Write one word.\", \"tags\": [\"greet\"]}\n```",
+            ("greet", "app", 4),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(ok.kind, KnowledgeKind::Pattern);
+        assert_eq!(ok.tags, vec!["greet"]);
+        assert!(
+            ok.path()
+                .starts_with(".proto/knowledge/pattern/greetings-live-in-out-txt-")
+        );
+        assert_eq!(summarized("null", ("g", "app", 4), now()), None);
+        assert_eq!(summarized("I learned a lot.", ("g", "app", 4), now()), None);
+        assert_eq!(
+            summarized(
+                "{\"kind\": \"gossip\", \"title\": \"t\", \"body\": \"b\"}",
+                ("g", "app", 4),
+                now()
+            ),
+            None
+        );
     }
 
     #[test]

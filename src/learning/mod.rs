@@ -1,13 +1,13 @@
 //! Self-improvement: the miner's edges. [`mine`] reads the failures the store recorded (failed
-//! attempts, and calls refused again and again),
-//! asks the pure [`miner`] which keep coming back, and proposes a Goal for each on its own
-//! branch of the company repository, `proto/proposals/<slug>`, through the same
-//! [`Writeback`] the controller records with — never on the watched branch: a proposal
-//! takes effect only when a person merges it, after the review any change gets. A problem
-//! already proposed, or whose goal is declared, is not proposed again.
+//! attempts, and calls refused again and again), asks the pure [`miner`] which keep coming
+//! back, and proposes a Goal for each on its own branch of the company repository,
+//! `proto/proposals/<slug>`, through the same [`Writeback`] the controller records with —
+//! never on the watched branch: a proposal takes effect only when a person merges it, after
+//! the review any change gets. A problem already proposed, or whose goal is declared, is not
+//! proposed again.
 //!
 //! The controller mines every `learning.minerInterval` (default [`DEFAULT_MINER_INTERVAL`]);
-//! `proto mine` does it once, now.
+//! `proto mine` does it once, now. [`distill`] is the pure half of playbook distillation.
 
 pub mod distill;
 pub mod miner;

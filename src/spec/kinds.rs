@@ -97,6 +97,10 @@ pub struct Learning {
     /// them (a duration, default `100s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub miner_interval: Option<String>,
+    /// After a goal a model met, a cheap-tier model call (paid for and budgeted like any
+    /// turn) writes down what the task taught as a knowledge entry. Off unless `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summaries: Option<bool>,
 }
 
 fn is_false(b: &bool) -> bool {
