@@ -173,6 +173,90 @@ pub fn mine(failures: &[Failure], threshold: usize, taken: &dyn Fn(&str) -> bool
     found
 }
 
+/// The check kind of a flapping check's problem.
+pub const FLAPPING: &str = "flapping";
+/// Flips between met and failed a goal's attempts must show to be called flapping.
+pub const FLIPS: usize = 4;
+
+/// How one attempt of a goal ended, for [`flapping`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub task: i64,
+    pub goal: String,
+    pub product: String,
+    pub owner: String,
+    pub met: bool,
+    pub time: DateTime<Utc>,
+}
+
+/// Goals whose tasks (each by how its last attempt ended) flip between met and failed at
+/// least `flips` times in time order, not `taken`: a check (or a product) that does not say
+/// the same thing twice.
+pub fn flapping(outcomes: &[Outcome], flips: usize, taken: &dyn Fn(&str) -> bool) -> Vec<Found> {
+    let mut by_goal: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
+    for o in outcomes {
+        by_goal.entry(&o.goal).or_default().push(o);
+    }
+    by_goal
+        .into_iter()
+        .filter_map(|(goal, mut seen)| {
+            seen.sort_by(|a, b| a.time.cmp(&b.time).then(a.task.cmp(&b.task)));
+            // A task's retries before it met the goal are work, not flapping: each task
+            // counts by how it ended.
+            let mut ended: Vec<&Outcome> = Vec::new();
+            for o in seen {
+                match ended.last_mut() {
+                    Some(last) if last.task == o.task => *last = o,
+                    _ => ended.push(o),
+                }
+            }
+            let seen = ended;
+            let flipped: Vec<&Outcome> = seen
+                .windows(2)
+                .filter(|w| w[0].met != w[1].met)
+                .map(|w| w[1])
+                .collect();
+            if flipped.len() < flips.max(1) {
+                return None;
+            }
+            let key = Key {
+                signature: format!("the check of {goal} flips between passing and failing"),
+                tool: "check".into(),
+                check: FLAPPING.into(),
+            };
+            let name = key.name();
+            if taken(&name) {
+                return None;
+            }
+            let tasks: BTreeSet<i64> = seen.iter().map(|o| o.task).collect();
+            let first = seen.first()?;
+            Some(Found {
+                evidence: flipped
+                    .iter()
+                    .rev()
+                    .take(EVIDENCE_LINES)
+                    .rev()
+                    .map(|o| {
+                        format!(
+                            "{} task {} goal {goal}: {}",
+                            o.time.to_rfc3339_opts(SecondsFormat::Secs, true),
+                            o.task,
+                            if o.met { "met" } else { "failed" }
+                        )
+                    })
+                    .collect(),
+                name,
+                goals: vec![goal.to_string()],
+                product: first.product.clone(),
+                owner: first.owner.clone(),
+                failures: flipped.len(),
+                tasks: tasks.len(),
+                key,
+            })
+        })
+        .collect()
+}
+
 /// The proposed Goal as a file of the company repository: the evidence as comments a
 /// reviewer reads first, then the Goal. Its check is a rubric a judge grades against the
 /// product, since what fixes a recurring failure is for the work to find out.
@@ -187,7 +271,14 @@ pub fn goal_yaml(found: &Found) -> String {
     for line in &found.evidence {
         text.push_str(&format!("#   {}\n", line.replace('\n', " ")));
     }
-    let description = if found.key.check == REFUSED {
+    let description = if found.key.check == FLAPPING {
+        format!(
+            "The check of {} flips between passing and failing ({} flips in {} tasks): make the check deterministic, or the product stable.",
+            found.goals.join(", "),
+            found.failures,
+            found.tasks
+        )
+    } else if found.key.check == REFUSED {
         format!(
             "Work on {} keeps being refused the same call ({} times in {} tasks): {}. Grant what the work needs, or change the agent's instructions so it stops asking.",
             found.goals.join(", "),
@@ -274,6 +365,37 @@ mod tests {
             f.check = "http".into();
         }
         assert_ne!(mine(&other, THRESHOLD, &|_| false)[0].name, f.name);
+    }
+
+    #[test]
+    fn a_goal_flipping_between_met_and_failed_is_flapping() {
+        let outcome = |task: i64, met: bool| Outcome {
+            task,
+            goal: "api".into(),
+            product: "app".into(),
+            owner: "ceo".into(),
+            met,
+            time: DateTime::from_timestamp(1_800_000_000 + task, 0).unwrap(),
+        };
+        let steady: Vec<Outcome> = [false, false, true, true, true]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| outcome(i as i64, *m))
+            .collect();
+        assert!(flapping(&steady, FLIPS, &|_| false).is_empty());
+        let flaps: Vec<Outcome> = [true, false, true, false, true, true]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| outcome(i as i64, *m))
+            .collect();
+        // One task failing then met is one ending.
+        let mut retried = outcome(1, false);
+        retried.time = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert!(flapping(&[retried, outcome(1, true)], 1, &|_| false).is_empty());
+        let found = flapping(&flaps, FLIPS, &|_| false);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].failures, 4);
+        assert!(goal_yaml(&found[0]).contains("flips between passing and failing"));
     }
 
     #[test]

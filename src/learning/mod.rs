@@ -60,7 +60,17 @@ pub fn miner_interval(spec: &Spec) -> Duration {
 
 /// Every failed attempt the store's event log holds of a goal `spec` declares.
 pub fn failures(store: &Store, spec: &Spec) -> Result<Vec<miner::Failure>, StoreError> {
+    Ok(history(store, spec)?.0)
+}
+
+/// The failures (failed attempts and refused calls) and every met or failed attempt's
+/// outcome, of the goals `spec` declares.
+fn history(
+    store: &Store,
+    spec: &Spec,
+) -> Result<(Vec<miner::Failure>, Vec<miner::Outcome>), StoreError> {
     let mut out = Vec::new();
+    let mut outcomes = Vec::new();
     let mut after = 0;
     loop {
         let page = store.events(after, PAGE)?;
@@ -80,13 +90,32 @@ pub fn failures(store: &Store, spec: &Spec) -> Result<Vec<miner::Failure>, Store
             else {
                 continue;
             };
-            let error = match outcome {
-                AttemptOutcome::Failed { error } | AttemptOutcome::Undelivered { error } => error,
-                _ => continue,
-            };
             let Some(declared) = spec.goal(goal) else {
                 continue;
             };
+            let error = match outcome {
+                AttemptOutcome::Failed { error } | AttemptOutcome::Undelivered { error } => error,
+                AttemptOutcome::Succeeded { .. } => {
+                    outcomes.push(miner::Outcome {
+                        task,
+                        goal: goal.to_string(),
+                        product: declared.spec.product.clone(),
+                        owner: declared.spec.owner.clone(),
+                        met: true,
+                        time: event.time,
+                    });
+                    continue;
+                }
+                _ => continue,
+            };
+            outcomes.push(miner::Outcome {
+                task,
+                goal: goal.to_string(),
+                product: declared.spec.product.clone(),
+                owner: declared.spec.owner.clone(),
+                met: false,
+                time: event.time,
+            });
             let check = &declared.spec.check;
             let kind = if check.command.is_some() {
                 "command"
@@ -135,7 +164,7 @@ pub fn failures(store: &Store, spec: &Spec) -> Result<Vec<miner::Failure>, Store
             tool: Some(record.action.clone()),
         });
     }
-    Ok(out)
+    Ok((out, outcomes))
 }
 
 /// Mines the store's failures and proposes a goal for each new recurring one, each on its
@@ -149,7 +178,7 @@ pub fn mine(
     push: bool,
     now: DateTime<Utc>,
 ) -> Result<Vec<Proposal>, LearningError> {
-    let failures = failures(store, spec)?;
+    let (failures, outcomes) = history(store, spec)?;
     // A published proposal, or a declared goal, is taken; an unpublished one is published
     // again (its commit failed last time).
     let published: std::collections::BTreeSet<String> = store
@@ -160,16 +189,19 @@ pub fn mine(
         .collect();
     let taken = |name: &str| published.contains(name) || spec.goal(name).is_some();
     let mut made = Vec::new();
-    for found in miner::mine(&failures, miner::THRESHOLD, &taken) {
+    let found = miner::mine(&failures, miner::THRESHOLD, &taken)
+        .into_iter()
+        .chain(miner::flapping(&outcomes, miner::FLIPS, &taken));
+    for found in found {
         let slug = found.name.clone();
         let branch = proposal_branch(&slug);
         let mut proposal = Proposal {
             slug: slug.clone(),
             goal: found.name.clone(),
-            reason: if found.key.check == miner::REFUSED {
-                "refused"
-            } else {
-                "failure"
+            reason: match found.key.check.as_str() {
+                miner::REFUSED => "refused",
+                miner::FLAPPING => "flapping",
+                _ => "failure",
             }
             .into(),
             evidence: found.evidence.clone(),
