@@ -1669,7 +1669,9 @@ impl Engine {
         }
     }
 
-    /// The files the last attempt of `task` changed, as the audit's diffs of its actions.
+    /// The files the last attempt of `task` changed, as the audit's diffs of its actions up
+    /// to its delivery (what follows, a distilled playbook's replay, changed another
+    /// workspace).
     fn attempt_diff(&self, task: TaskId) -> Result<Option<String>, StoreError> {
         let started = self
             .store
@@ -1682,6 +1684,7 @@ impl Engine {
             .task_audit(task)?
             .into_iter()
             .filter(|r| r.time >= started)
+            .take_while(|r| r.action != "push")
             .filter_map(|r| r.diff)
             .collect::<Vec<_>>()
             .join("\n");
