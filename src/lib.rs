@@ -13,6 +13,7 @@ pub mod engine;
 pub mod example;
 pub mod gitops;
 pub mod knowledge;
+pub mod learning;
 pub mod mcp;
 pub mod model;
 pub mod org;

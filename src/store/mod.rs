@@ -11,6 +11,7 @@ mod approvals;
 mod computers;
 mod control;
 mod event;
+mod knowledge;
 mod migrations;
 mod observed;
 mod reads;
@@ -20,6 +21,7 @@ mod retention;
 mod tests;
 
 pub use computers::ComputerRecord;
+pub use knowledge::{Proposal, StoredCapture};
 pub use reads::{AttemptRow, SpendReport, SpendSum};
 pub use record::{Cost, Entry, StepRecord};
 pub use retention::{Pruned, Retention};
