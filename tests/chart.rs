@@ -1,0 +1,448 @@
+//! The Helm chart `charts/proto`, checked by Helm v4's own SDK (the PyPI package
+//! `helm-python-sdk`, driven by `tests/chart/helm.py`): strict lint, rendering with the default
+//! and with every option on (`tests/data/chart-full-values.yaml`), the values schema refusing
+//! bad values by name, the Role's rules equal to the controller's (`tests/data/kube-role.yaml`),
+//! and the chart's CRDs equal to `crds/`.
+//!
+//! `scripts/test.sh` installs the SDK into a virtual environment under `target/helm-venv` and
+//! exports `PROTO_TEST_HELM`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/proto")
+}
+
+/// The Python of the virtual environment holding the Helm SDK, failing with what to do when
+/// it is not there.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("PROTO_TEST_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/helm-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "no Python virtual environment with helm-python-sdk at {}: run scripts/test.sh (it \
+         installs the SDK there)",
+        venv.display()
+    );
+    python
+}
+
+/// Runs `tests/chart/helm.py` with `args` and parses the JSON it prints.
+fn helm(args: &[&str]) -> Value {
+    let out = Command::new(python())
+        .arg(root().join("tests/chart/helm.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm.py {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The chart rendered into `namespace` with the values file `values` (the defaults when
+/// `None`): every object, with the template it came from.
+fn render(namespace: &str, values: Option<&Path>) -> Result<Vec<(String, Value)>, String> {
+    let chart = chart();
+    let mut args = vec!["render", chart.to_str().unwrap(), namespace];
+    if let Some(values) = values {
+        args.push(values.to_str().unwrap());
+    }
+    let result = helm(&args);
+    if let Some(error) = result.get("error") {
+        return Err(error.as_str().unwrap().to_string());
+    }
+    Ok(result["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["template"].as_str().unwrap().to_string(),
+                o["object"].clone(),
+            )
+        })
+        .collect())
+}
+
+/// Renders values given as YAML text (written to a temporary file).
+fn render_text(namespace: &str, values: &str) -> Result<Vec<(String, Value)>, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("values.yaml");
+    std::fs::write(&path, values).unwrap();
+    render(namespace, Some(&path))
+}
+
+fn full_values() -> PathBuf {
+    root().join("tests/data/chart-full-values.yaml")
+}
+
+/// `Kind/namespace/name` of every object, sorted.
+fn kinds(objects: &[(String, Value)]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|(_, o)| o["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn find<'a>(objects: &'a [(String, Value)], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .map(|(_, o)| o)
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} among {:?}", kinds(objects)))
+}
+
+/// Role rules as a set of `(apiGroup, resource, verbs)`, so that order and grouping do not
+/// matter, only the permissions granted.
+fn permissions(rules: &Value) -> BTreeSet<(String, String, BTreeSet<String>)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut out = BTreeSet::new();
+    for rule in rules.as_array().unwrap() {
+        let verbs: BTreeSet<String> = strings(&rule["verbs"]).into_iter().collect();
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                assert!(
+                    out.insert((group.clone(), resource.clone(), verbs.clone())),
+                    "{group}/{resource} appears twice in {rules}"
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The controller's Role as the Kubernetes tests use it.
+fn kube_role() -> Value {
+    let text = std::fs::read_to_string(root().join("tests/data/kube-role.yaml")).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_chart_passes_helms_strict_lint_with_default_and_full_values() {
+    let chart = chart();
+    let full = full_values();
+    for args in [
+        vec!["lint", chart.to_str().unwrap()],
+        vec!["lint", chart.to_str().unwrap(), full.to_str().unwrap()],
+    ] {
+        let report = helm(&args);
+        assert_eq!(report["total_charts_linted"], 1, "{report}");
+        assert_eq!(report["errors"], serde_json::json!([]), "{args:?}: {report}");
+        // Strict lint makes warnings errors; infos (such as "icon is recommended") stay.
+        let serious: Vec<&Value> = report["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["severity"].as_u64().unwrap() >= 2)
+            .collect();
+        assert!(serious.is_empty(), "{args:?}: {serious:#?}");
+    }
+}
+
+#[test]
+fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
+    let objects = render("proto", None).unwrap();
+    assert_eq!(
+        kinds(&objects),
+        [
+            "Deployment",
+            "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    for (template, object) in &objects {
+        assert_eq!(object["metadata"]["namespace"], "proto", "{template}");
+        let labels = &object["metadata"]["labels"];
+        for label in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ] {
+            assert!(labels[label].is_string(), "{template} lacks {label}");
+        }
+    }
+
+    let deployment = find(&objects, "Deployment", "proto");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "proto");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "controller");
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--namespace", "$(POD_NAMESPACE)"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--state-dir", "/var/lib/proto"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2).any(|w| w == ["--listen", "0.0.0.0:7070"]),
+        "{args:?}"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    // Nothing secret is configured by default, so no secret reaches the pod.
+    let env = container["env"].as_array().unwrap();
+    assert!(
+        env.iter().all(|e| e["valueFrom"]["secretKeyRef"].is_null()),
+        "{env:?}"
+    );
+
+    let service = find(&objects, "Service", "proto");
+    assert_eq!(service["spec"]["ports"][0]["port"], 7070);
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+}
+
+#[test]
+fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
+    let objects = render("proto-chart-full", Some(&full_values())).unwrap();
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ConfigMap",
+            "Deployment",
+            "NetworkPolicy",
+            "PersistentVolumeClaim",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor"
+        ]
+    );
+    let deployment = find(&objects, "Deployment", "proto-controller");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example.com/proto:0.1.0");
+    let env = container["env"].as_array().unwrap();
+    let secret_of = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {env:?}"))["valueFrom"]["secretKeyRef"]
+            .clone()
+    };
+    assert_eq!(
+        secret_of("ANTHROPIC_API_KEY"),
+        serde_json::json!({"name": "proto-anthropic", "key": "api-key"})
+    );
+    assert_eq!(
+        secret_of("PROTO_WEBHOOK_SECRET"),
+        serde_json::json!({"name": "proto-webhook", "key": "secret"})
+    );
+    // Every watched namespace is passed to the controller.
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for ns in ["proto-chart-full", "proto-chart-team"] {
+        assert!(
+            args.windows(2).any(|w| w == ["--namespace", ns]),
+            "{args:?}"
+        );
+    }
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--token-file", "/etc/proto/api-token/token"]),
+        "{args:?}"
+    );
+    let volumes = pod["volumes"].to_string();
+    for secret in ["proto-api-token", "proto-git-ssh", "proto-git-https"] {
+        assert!(volumes.contains(secret), "{secret} not mounted: {volumes}");
+    }
+
+    // The other watched namespace gets the resource rules through a ClusterRole bound there,
+    // not cluster-wide; the Lease stays in the release namespace.
+    let cluster_role = find(&objects, "ClusterRole", "proto-chart-full-proto-controller");
+    let binding = objects
+        .iter()
+        .map(|(_, o)| o)
+        .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == "proto-chart-team")
+        .unwrap();
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["subjects"][0]["name"], "proto-controller");
+    assert_eq!(binding["subjects"][0]["namespace"], "proto-chart-full");
+    assert!(
+        permissions(&cluster_role["rules"])
+            .iter()
+            .all(|(group, _, _)| group != "coordination.k8s.io")
+    );
+
+    let monitor = find(&objects, "ServiceMonitor", "proto-controller");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["name"],
+        "proto-api-token"
+    );
+}
+
+#[test]
+fn every_namespace_binds_the_cluster_role_cluster_wide() {
+    let objects = render_text("proto", "watchNamespaces: ['*']\n").unwrap();
+    let binding = find(&objects, "ClusterRoleBinding", "proto-proto");
+    assert_eq!(binding["roleRef"]["name"], "proto-proto");
+    assert!(
+        objects
+            .iter()
+            .all(|(_, o)| o["kind"] != "RoleBinding" || o["metadata"]["namespace"] == "proto")
+    );
+}
+
+#[test]
+fn the_git_source_runs_proto_run_with_one_replica_and_no_api_access() {
+    let objects = render_text(
+        "proto",
+        "source: {kind: git, git: {url: 'https://git.example.com/acme/company.git', branch: main}}\n",
+    )
+    .unwrap();
+    assert!(
+        !kinds(&objects).iter().any(|k| k.contains("Role")),
+        "{:?}",
+        kinds(&objects)
+    );
+    let deployment = find(&objects, "Deployment", "proto");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let args = &pod["containers"][0]["args"];
+    assert_eq!(args[0], "run");
+    assert_eq!(args[1], "https://git.example.com/acme/company.git");
+
+    let two = render_text(
+        "proto",
+        "replicas: 2\nsource: {kind: git, git: {url: 'https://git.example.com/c.git'}}\n",
+    )
+    .unwrap_err();
+    assert!(two.contains("set replicas: 1"), "{two}");
+    let no_url = render_text("proto", "source: {kind: git}\n").unwrap_err();
+    assert!(no_url.contains("source.git.url"), "{no_url}");
+}
+
+#[test]
+fn the_values_schema_refuses_wrong_types_and_unknown_keys_by_name() {
+    for (values, expected) in [
+        ("replicas: two\n", "/replicas': got string, want integer"),
+        ("replica: 2\n", "additional properties 'replica' not allowed"),
+        (
+            "providerKey: {secretName: proto-anthropic, value: sk-ant-123}\n",
+            "additional properties 'value' not allowed",
+        ),
+        ("source: {kind: flux}\n", "/source/kind"),
+        ("api: {port: 70000}\n", "/api/port"),
+        ("persistence: {size: lots}\n", "/persistence/size"),
+    ] {
+        let error = render_text("proto", values).unwrap_err();
+        assert!(
+            error.contains(expected),
+            "{values:?}: {error:?} does not say {expected:?}"
+        );
+    }
+    // ServiceMonitor without the token Prometheus would need is refused with the reason.
+    let error = render_text("proto", "serviceMonitor: {enabled: true}\n").unwrap_err();
+    assert!(error.contains("api.tokenSecret.name"), "{error}");
+}
+
+#[test]
+fn the_rendered_role_grants_exactly_the_controllers_rules() {
+    let expected = permissions(&kube_role()["rules"]);
+    for values in [None, Some(full_values())] {
+        let objects = render("proto", values.as_deref()).unwrap();
+        let role = objects
+            .iter()
+            .map(|(_, o)| o)
+            .find(|o| o["kind"] == "Role")
+            .unwrap();
+        assert_eq!(permissions(&role["rules"]), expected, "{values:?}");
+    }
+    // Secrets, pods and cluster-wide rights are never asked for.
+    for (group, resource, _) in &expected {
+        assert!(
+            !["secrets", "pods", "*"].contains(&resource.as_str()) && group != "*",
+            "{group}/{resource}"
+        );
+    }
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let mut generated: Vec<String> = std::fs::read_dir(root().join("crds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    generated.sort();
+    assert_eq!(generated.len(), 5, "{generated:?}");
+    let loaded = helm(&["crds", chart().to_str().unwrap()]);
+    let mut in_chart: Vec<String> = loaded["crds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["filename"].as_str().unwrap().trim_start_matches("proto/crds/").to_string())
+        .collect();
+    in_chart.sort();
+    assert_eq!(in_chart, generated, "Helm loads other CRDs than crds/ holds");
+    for name in &generated {
+        let source = std::fs::read(root().join("crds").join(name)).unwrap();
+        let copy = std::fs::read(chart().join("crds").join(name)).unwrap_or_default();
+        assert!(
+            source == copy,
+            "charts/proto/crds/{name} differs from crds/{name}: run `cp crds/*.yaml \
+             charts/proto/crds/` after `cargo run -- crds --write crds`"
+        );
+    }
+}
