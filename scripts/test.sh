@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test; chromium: the dashboard's browser test in tests/api.rs). Installed only when missing; apt-get update runs once.
-packages=(git python3 pkg-config gcc libssl-dev util-linux openssh-client openssh-server chromium)
+packages=(git python3 pkg-config gcc libssl-dev openssl util-linux openssh-client openssh-server chromium)
 # python3-venv: the virtual environment holding Helm's SDK for tests/chart.rs (Debian's python3
 # refuses installs into the system's Python).
 packages+=(python3-venv)
@@ -53,6 +53,12 @@ if ! "$helm_venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
   "$helm_venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk
 fi
 export PROTO_TEST_HELM="$helm_venv"
+
+# A real Kubernetes API server on Debian's etcd for the Kubernetes tests: built once from
+# Debian's source (about 11 minutes on a new machine), cached outside the checkout, found at
+# once afterwards. openssl makes the service-account signing key of each test cluster.
+PROTO_KUBE_APISERVER="$(scripts/kube-apiserver.sh)"
+export PROTO_KUBE_APISERVER
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -112,12 +112,56 @@ pub fn document_schema(kind: Kind) -> Json {
 pub fn crd(
     kind: Kind,
 ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    match kind {
+    let mut crd = match kind {
         Kind::Company => Company::crd(),
         Kind::Product => Product::crd(),
         Kind::Computer => Computer::crd(),
         Kind::Agent => Agent::crd(),
         Kind::Goal => Goal::crd(),
+    };
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            drop_empty_string_defaults(schema);
+        }
+    }
+    crd
+}
+
+/// Removes `default: ""` throughout a schema. API servers before 1.21 read an empty string
+/// default as null and refuse the whole CRD ("must be of type string"); an absent string
+/// field and an empty one mean the same to the loader, so nothing is lost.
+fn drop_empty_string_defaults(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    };
+    if schema.default.as_ref().is_some_and(|d| d.0 == json!("")) {
+        schema.default = None;
+    }
+    let mut children: Vec<&mut _> = Vec::new();
+    if let Some(properties) = schema.properties.as_mut() {
+        children.extend(properties.values_mut());
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => children.push(item.as_mut()),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => children.extend(items.iter_mut()),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        children.push(extra.as_mut());
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        if let Some(list) = list.as_mut() {
+            children.extend(list.iter_mut());
+        }
+    }
+    for child in children {
+        drop_empty_string_defaults(child);
     }
 }
 
