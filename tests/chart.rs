@@ -4,6 +4,11 @@
 //! bad values by name, the Role's rules equal to the controller's (`tests/data/kube-role.yaml`),
 //! and the chart's CRDs equal to `crds/`.
 //!
+//! Then what Helm renders is applied to a real kube-apiserver (`tests/support/kube.rs`) and
+//! accepted, the example company of `examples/kubernetes/` too, and the rendered RBAC is
+//! checked by the API server itself: the chart's ServiceAccount may do exactly what the
+//! controller needs, and no more.
+//!
 //! `scripts/test.sh` installs the SDK into a virtual environment under `target/helm-venv` and
 //! exports `PROTO_TEST_HELM`.
 
@@ -13,7 +18,18 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+#[path = "support/kube.rs"]
+mod kube_support;
+
+use kube_support::Cluster;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -151,7 +167,7 @@ fn the_chart_passes_helms_strict_lint_with_default_and_full_values() {
     ] {
         let report = helm(&args);
         assert_eq!(report["total_charts_linted"], 1, "{report}");
-        assert_eq!(report["errors"], serde_json::json!([]), "{args:?}: {report}");
+        assert_eq!(report["errors"], json!([]), "{args:?}: {report}");
         // Strict lint makes warnings errors; infos (such as "icon is recommended") stay.
         let serious: Vec<&Value> = report["messages"]
             .as_array()
@@ -204,7 +220,7 @@ fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
     let security = &container["securityContext"];
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
-    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
     let args: Vec<&str> = container["args"]
         .as_array()
         .unwrap()
@@ -277,11 +293,11 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
     };
     assert_eq!(
         secret_of("ANTHROPIC_API_KEY"),
-        serde_json::json!({"name": "proto-anthropic", "key": "api-key"})
+        json!({"name": "proto-anthropic", "key": "api-key"})
     );
     assert_eq!(
         secret_of("PROTO_WEBHOOK_SECRET"),
-        serde_json::json!({"name": "proto-webhook", "key": "secret"})
+        json!({"name": "proto-webhook", "key": "secret"})
     );
     // Every watched namespace is passed to the controller.
     let args: Vec<&str> = container["args"]
@@ -376,7 +392,10 @@ fn the_git_source_runs_proto_run_with_one_replica_and_no_api_access() {
 fn the_values_schema_refuses_wrong_types_and_unknown_keys_by_name() {
     for (values, expected) in [
         ("replicas: two\n", "/replicas': got string, want integer"),
-        ("replica: 2\n", "additional properties 'replica' not allowed"),
+        (
+            "replica: 2\n",
+            "additional properties 'replica' not allowed",
+        ),
         (
             "providerKey: {secretName: proto-anthropic, value: sk-ant-123}\n",
             "additional properties 'value' not allowed",
@@ -432,10 +451,19 @@ fn the_charts_crds_are_the_generated_ones() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| c["filename"].as_str().unwrap().trim_start_matches("proto/crds/").to_string())
+        .map(|c| {
+            c["filename"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("proto/crds/")
+                .to_string()
+        })
         .collect();
     in_chart.sort();
-    assert_eq!(in_chart, generated, "Helm loads other CRDs than crds/ holds");
+    assert_eq!(
+        in_chart, generated,
+        "Helm loads other CRDs than crds/ holds"
+    );
     for name in &generated {
         let source = std::fs::read(root().join("crds").join(name)).unwrap();
         let copy = std::fs::read(chart().join("crds").join(name)).unwrap_or_default();
@@ -445,4 +473,310 @@ fn the_charts_crds_are_the_generated_ones() {
              charts/proto/crds/` after `cargo run -- crds --write crds`"
         );
     }
+}
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD, which no registry reachable
+/// here ships: the fields the chart sets, typed as upstream types them, and nothing else, so
+/// that a misspelt field would be pruned and seen missing when read back.
+const SERVICE_MONITOR_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            spec:
+              type: object
+              required: [selector]
+              properties:
+                selector:
+                  type: object
+                  properties:
+                    matchLabels: {type: object, additionalProperties: {type: string}}
+                namespaceSelector:
+                  type: object
+                  properties:
+                    matchNames: {type: array, items: {type: string}}
+                endpoints:
+                  type: array
+                  items:
+                    type: object
+                    properties:
+                      port: {type: string}
+                      path: {type: string}
+                      interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                      scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                      authorization:
+                        type: object
+                        properties:
+                          type: {type: string}
+                          credentials:
+                            type: object
+                            required: [key]
+                            properties:
+                              key: {type: string}
+                              name: {type: string}
+"#;
+
+/// Waits until the CRD `name` is established (its kind served).
+async fn wait_established(client: &kube::Client, name: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for _ in 0..300 {
+        let crd = api.get(name).await.unwrap();
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        if conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("CRD {name} not established after 30 s");
+}
+
+/// Whether the ServiceAccount behind `client` may `verb` the `resource` (in `group`,
+/// optionally its `subresource`) in `namespace`, as the API server's authorizer answers.
+async fn may(
+    client: &kube::Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                subresource,
+                verb: Some(verb.to_string()),
+                namespace: Some(namespace.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap();
+    answer.status.unwrap().allowed
+}
+
+/// Applies each rendered object on its own (the panic names the one refused) and reads it
+/// back; a field the API server's schema does not know would be pruned, so the object must
+/// come back holding everything that was sent.
+async fn apply_rendered(cluster: &Cluster, client: &kube::Client, objects: &[(String, Value)]) {
+    for (template, object) in objects {
+        let names = cluster
+            .apply_yaml(client, "default", &object.to_string())
+            .await;
+        assert_eq!(names.len(), 1, "{template}");
+        let kind = object["kind"].as_str().unwrap();
+        let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
+            api_version: object["apiVersion"].as_str().unwrap().to_string(),
+            kind: kind.to_string(),
+        })
+        .unwrap();
+        let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match capabilities.scope {
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                object["metadata"]["namespace"].as_str().unwrap(),
+                &resource,
+            ),
+        };
+        let stored = serde_json::to_value(api.get(&names[0]).await.unwrap()).unwrap();
+        assert_contains(&stored, object, &format!("{template}: {kind}/{}", names[0]));
+    }
+}
+
+/// Asserts that `actual` holds every field of `expected` with its value (defaults the
+/// server added are fine; a field it dropped is not). Quantities and numbers the server
+/// writes in canonical form are compared as it writes them only where they differ in
+/// form alone, which the rendered chart avoids.
+fn assert_contains(actual: &Value, expected: &Value, at: &str) {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => {
+            for (key, value) in e {
+                let field = a
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{at}: the API server dropped `{key}`"));
+                assert_contains(field, value, &format!("{at}.{key}"));
+            }
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{at}: {actual} != {expected}");
+            for (i, (a, e)) in a.iter().zip(e).enumerate() {
+                assert_contains(a, e, &format!("{at}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{at}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_api_server_accepts_the_chart_and_the_example_and_enforces_the_role() {
+    let cluster = Cluster::start();
+    let admin = cluster.client().await;
+
+    // The chart's CRDs, as Helm would install them before the templates.
+    let loaded = helm(&["crds", chart().to_str().unwrap()]);
+    for crd in loaded["crds"].as_array().unwrap() {
+        cluster
+            .apply_yaml(&admin, "default", crd["data"].as_str().unwrap())
+            .await;
+    }
+    cluster.apply_crds().await; // the same CRDs again: waits until each is established
+    cluster
+        .apply_yaml(&admin, "default", SERVICE_MONITOR_CRD)
+        .await;
+
+    // Default values, released into `proto`; every option on, released into
+    // `proto-chart-full` and also watching `proto-chart-team`.
+    for ns in ["proto", "proto-chart-full", "proto-chart-team"] {
+        cluster.create_namespace(ns).await;
+    }
+    let defaults = render("proto", None).unwrap();
+    apply_rendered(&cluster, &admin, &defaults).await;
+    let full = render("proto-chart-full", Some(&full_values())).unwrap();
+    // The ServiceMonitor's CRD must be established before one is applied.
+    wait_established(&admin, "servicemonitors.monitoring.coreos.com").await;
+    apply_rendered(&cluster, &admin, &full).await;
+
+    // The example company, server-side applied file by file in the order `kubectl apply -f`
+    // takes them, and all there afterwards.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("examples/kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files[0].file_name().unwrap(),
+        "00-namespace.yaml",
+        "{files:?}"
+    );
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        cluster.apply_yaml(&admin, "proto", &text).await;
+    }
+    for (plural, count) in [
+        ("companies", 1),
+        ("products", 2),
+        ("computers", 1),
+        ("agents", 5),
+        ("goals", 4),
+    ] {
+        let gvk = GroupVersionKind::gvk("proto.dev", "v1alpha1", "");
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), "proto", &resource);
+        let listed = api.list(&ListParams::default()).await.unwrap();
+        assert_eq!(listed.items.len(), count, "{plural} in namespace proto");
+    }
+
+    // The chart's ServiceAccount, with a token from the TokenRequest API, may make exactly
+    // the calls of the controller's Role in its namespace, and nothing else.
+    let token = cluster.service_account_token("proto", "proto").await;
+    let controller = cluster.client_with_token(&token).await;
+    for (group, resource, verbs) in permissions(&kube_role()["rules"]) {
+        for verb in &verbs {
+            assert!(
+                may(&controller, verb, &group, &resource, "proto").await,
+                "{verb} {group}/{resource} refused to the chart's ServiceAccount"
+            );
+        }
+    }
+    for (verb, group, resource, ns) in [
+        ("list", "", "secrets", "proto"),
+        ("get", "", "secrets", "proto"),
+        ("create", "", "pods", "proto"),
+        ("delete", "proto.dev", "goals", "proto"),
+        ("create", "proto.dev", "goals", "proto"),
+        ("delete", "coordination.k8s.io", "leases", "proto"),
+        ("list", "proto.dev", "goals", "proto-chart-team"),
+        ("list", "proto.dev", "goals", "default"),
+        (
+            "list",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "proto",
+        ),
+    ] {
+        assert!(
+            !may(&controller, verb, group, resource, ns).await,
+            "{verb} {group}/{resource} in {ns} allowed to the chart's ServiceAccount"
+        );
+    }
+    // And real calls, not only reviews: its goals are listed, Secrets are refused.
+    let gvk = GroupVersionKind::gvk("proto.dev", "v1alpha1", "Goal");
+    let goals = kube::api::ApiResource::from_gvk_with_plural(&gvk, "goals");
+    let listed = Api::<DynamicObject>::namespaced_with(controller.clone(), "proto", &goals)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 4);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(controller.clone(), "proto");
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{e}"),
+        other => panic!("listing secrets as the controller: {other:?}"),
+    }
+
+    // With every option on, the other watched namespace is granted through the ClusterRole's
+    // RoleBinding there, and only the resource rules: the Lease stays at home.
+    let token = cluster
+        .service_account_token("proto-chart-full", "proto-controller")
+        .await;
+    let controller = cluster.client_with_token(&token).await;
+    for ns in ["proto-chart-full", "proto-chart-team"] {
+        assert!(
+            may(&controller, "watch", "proto.dev", "goals", ns).await,
+            "{ns}"
+        );
+        assert!(
+            may(&controller, "patch", "proto.dev", "goals/status", ns).await,
+            "{ns}"
+        );
+    }
+    assert!(
+        may(
+            &controller,
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            "proto-chart-full"
+        )
+        .await
+    );
+    assert!(
+        !may(
+            &controller,
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            "proto-chart-team"
+        )
+        .await
+    );
+    assert!(!may(&controller, "list", "proto.dev", "goals", "proto").await);
+    assert!(!may(&controller, "get", "", "secrets", "proto-chart-team").await);
 }
