@@ -242,6 +242,10 @@ fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
         args.windows(2).any(|w| w == ["--listen", "0.0.0.0:7070"]),
         "{args:?}"
     );
+    assert!(
+        args.windows(2).any(|w| w == ["--lease-duration", "15s"]),
+        "{args:?}"
+    );
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(container["resources"]["requests"]["memory"].is_string());
@@ -266,13 +270,11 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
     assert_eq!(
         kinds(&objects),
         [
-            "ClusterRole",
             "ConfigMap",
             "Deployment",
             "NetworkPolicy",
             "PersistentVolumeClaim",
             "Role",
-            "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount",
@@ -299,17 +301,22 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
         secret_of("PROTO_WEBHOOK_SECRET"),
         json!({"name": "proto-webhook", "key": "secret"})
     );
-    // Every watched namespace is passed to the controller.
+    // The watched namespace and the lease timing are passed to the controller.
     let args: Vec<&str> = container["args"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    for ns in ["proto-chart-full", "proto-chart-team"] {
+    for pair in [
+        ["--namespace", "proto-chart-team"],
+        ["--lease-duration", "20s"],
+        ["--renew-deadline", "15s"],
+        ["--retry-period", "3s"],
+    ] {
         assert!(
-            args.windows(2).any(|w| w == ["--namespace", ns]),
-            "{args:?}"
+            args.windows(2).any(|w| w == pair),
+            "{pair:?} not in {args:?}"
         );
     }
     assert!(
@@ -322,21 +329,16 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
         assert!(volumes.contains(secret), "{secret} not mounted: {volumes}");
     }
 
-    // The other watched namespace gets the resource rules through a ClusterRole bound there,
-    // not cluster-wide; the Lease stays in the release namespace.
-    let cluster_role = find(&objects, "ClusterRole", "proto-chart-full-proto-controller");
-    let binding = objects
-        .iter()
-        .map(|(_, o)| o)
-        .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == "proto-chart-team")
-        .unwrap();
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["subjects"][0]["name"], "proto-controller");
-    assert_eq!(binding["subjects"][0]["namespace"], "proto-chart-full");
-    assert!(
-        permissions(&cluster_role["rules"])
-            .iter()
-            .all(|(group, _, _)| group != "coordination.k8s.io")
+    // The Role is in the watched namespace, bound to the ServiceAccount of the release's;
+    // nothing is granted in the release's namespace or cluster-wide.
+    let role = find(&objects, "Role", "proto-controller");
+    assert_eq!(role["metadata"]["namespace"], "proto-chart-team");
+    let binding = find(&objects, "RoleBinding", "proto-controller");
+    assert_eq!(binding["metadata"]["namespace"], "proto-chart-team");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "proto-controller", "namespace": "proto-chart-full"}])
     );
 
     let monitor = find(&objects, "ServiceMonitor", "proto-controller");
@@ -348,15 +350,11 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
 }
 
 #[test]
-fn every_namespace_binds_the_cluster_role_cluster_wide() {
-    let objects = render_text("proto", "watchNamespaces: ['*']\n").unwrap();
-    let binding = find(&objects, "ClusterRoleBinding", "proto-proto");
-    assert_eq!(binding["roleRef"]["name"], "proto-proto");
-    assert!(
-        objects
-            .iter()
-            .all(|(_, o)| o["kind"] != "RoleBinding" || o["metadata"]["namespace"] == "proto")
-    );
+fn the_controller_watches_one_namespace() {
+    let error = render_text("proto", "watchNamespaces: [a, b]\n").unwrap_err();
+    assert!(error.contains("/watchNamespaces"), "{error}");
+    let error = render_text("proto", "watchNamespaces: ['*']\n").unwrap_err();
+    assert!(error.contains("/watchNamespaces/0"), "{error}");
 }
 
 #[test]
@@ -401,6 +399,10 @@ fn the_values_schema_refuses_wrong_types_and_unknown_keys_by_name() {
             "additional properties 'value' not allowed",
         ),
         ("source: {kind: flux}\n", "/source/kind"),
+        (
+            "leaderElection: {enabled: true}\n",
+            "additional properties 'enabled' not allowed",
+        ),
         ("api: {port: 70000}\n", "/api/port"),
         ("persistence: {size: lots}\n", "/persistence/size"),
     ] {
@@ -426,6 +428,11 @@ fn the_rendered_role_grants_exactly_the_controllers_rules() {
             .find(|o| o["kind"] == "Role")
             .unwrap();
         assert_eq!(permissions(&role["rules"]), expected, "{values:?}");
+        assert!(
+            kinds(&objects).iter().all(|k| !k.starts_with("Cluster")),
+            "{values:?}: {:?}",
+            kinds(&objects)
+        );
     }
     // Secrets, pods and cluster-wide rights are never asked for.
     for (group, resource, _) in &expected {
@@ -741,42 +748,25 @@ async fn a_real_api_server_accepts_the_chart_and_the_example_and_enforces_the_ro
         other => panic!("listing secrets as the controller: {other:?}"),
     }
 
-    // With every option on, the other watched namespace is granted through the ClusterRole's
-    // RoleBinding there, and only the resource rules: the Lease stays at home.
+    // With every option on, the controller released into `proto-chart-full` watches
+    // `proto-chart-team`: everything it needs is granted there (its Lease too), nothing at
+    // home or elsewhere.
     let token = cluster
         .service_account_token("proto-chart-full", "proto-controller")
         .await;
     let controller = cluster.client_with_token(&token).await;
-    for ns in ["proto-chart-full", "proto-chart-team"] {
-        assert!(
-            may(&controller, "watch", "proto.dev", "goals", ns).await,
-            "{ns}"
-        );
-        assert!(
-            may(&controller, "patch", "proto.dev", "goals/status", ns).await,
-            "{ns}"
-        );
+    for (group, resource, verbs) in permissions(&kube_role()["rules"]) {
+        for verb in &verbs {
+            assert!(
+                may(&controller, verb, &group, &resource, "proto-chart-team").await,
+                "{verb} {group}/{resource} refused in the watched namespace"
+            );
+            assert!(
+                !may(&controller, verb, &group, &resource, "proto-chart-full").await,
+                "{verb} {group}/{resource} allowed in the release's own namespace"
+            );
+        }
     }
-    assert!(
-        may(
-            &controller,
-            "create",
-            "coordination.k8s.io",
-            "leases",
-            "proto-chart-full"
-        )
-        .await
-    );
-    assert!(
-        !may(
-            &controller,
-            "create",
-            "coordination.k8s.io",
-            "leases",
-            "proto-chart-team"
-        )
-        .await
-    );
     assert!(!may(&controller, "list", "proto.dev", "goals", "proto").await);
     assert!(!may(&controller, "get", "", "secrets", "proto-chart-team").await);
 }

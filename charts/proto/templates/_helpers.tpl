@@ -62,22 +62,17 @@ app.kubernetes.io/component: controller
 {{- default (printf "%s-state" (include "proto.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
 
-{{/*
-The namespaces the controller watches besides its own, as a list: empty when it watches only
-the release namespace.
-*/}}
-{{- define "proto.otherNamespaces" -}}
-{{- $others := list }}
-{{- range .Values.watchNamespaces }}
-{{- if ne . $.Release.Namespace }}
-{{- $others = append $others . }}
-{{- end }}
-{{- end }}
-{{- toJson $others }}
+{{/* The namespaces the controller watches, as a JSON list: the release's own by default. */}}
+{{- define "proto.watchedNamespaces" -}}
+{{- toJson (default (list .Release.Namespace) .Values.watchNamespaces) }}
 {{- end }}
 
-{{/* The Role rules of the controller: exactly the calls it makes, nothing more. */}}
-{{- define "proto.resourceRules" -}}
+{{/*
+The Role rules of the controller in a namespace it watches: exactly the calls it makes there
+(the five kinds, their status, Goal finalizers, Events of its resources, and the leader
+election's Lease, which lives in the watched namespace), nothing more.
+*/}}
+{{- define "proto.rules" -}}
 - apiGroups: ["proto.dev"]
   resources: ["companies", "products", "computers", "agents", "goals"]
   verbs: ["get", "list", "watch", "patch", "update"]
@@ -87,16 +82,13 @@ the release namespace.
 - apiGroups: ["proto.dev"]
   resources: ["goals/finalizers"]
   verbs: ["update"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-{{- end }}
-
-{{- define "proto.leaseRules" -}}
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
 {{- end }}
