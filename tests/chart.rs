@@ -96,6 +96,13 @@ fn render(namespace: &str, values: Option<&Path>) -> Result<Vec<(String, Value)>
         .collect())
 }
 
+/// The chart's NOTES.txt as `helm install` would print it, with default values.
+fn notes(namespace: &str) -> String {
+    let chart = chart();
+    let result = helm(&["render", chart.to_str().unwrap(), namespace]);
+    result["notes"].as_str().unwrap().to_string()
+}
+
 /// Renders values given as YAML text (written to a temporary file).
 fn render_text(namespace: &str, values: &str) -> Result<Vec<(String, Value)>, String> {
     let dir = tempfile::tempdir().unwrap();
@@ -255,6 +262,18 @@ fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
         env.iter().all(|e| e["valueFrom"]["secretKeyRef"].is_null()),
         "{env:?}"
     );
+
+    // The notes say where the company goes and how to reach the API and its token.
+    let notes = notes("proto");
+    for line in [
+        "in proto.",
+        "kubectl get goals -n proto -w",
+        "kubectl port-forward -n proto svc/proto 7070",
+        "cat /var/lib/proto/api-token",
+        "--set providerKey.secretName=",
+    ] {
+        assert!(notes.contains(line), "NOTES.txt lacks {line:?}:\n{notes}");
+    }
 
     let service = find(&objects, "Service", "proto");
     assert_eq!(service["spec"]["ports"][0]["port"], 7070);
