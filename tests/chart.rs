@@ -2,7 +2,8 @@
 //! `helm-python-sdk`, driven by `tests/chart/helm.py`): strict lint, rendering with the default
 //! and with every option on (`tests/data/chart-full-values.yaml`), the values schema refusing
 //! bad values by name, the Role's rules equal to the controller's (`tests/data/kube-role.yaml`),
-//! and the chart's CRDs equal to `crds/`.
+//! and the chart's CRDs equal to `crds/` (its `crds/` holds links to them; Helm packages the
+//! linked contents).
 //!
 //! Then what Helm renders is applied to a real kube-apiserver (`tests/support/kube.rs`) and
 //! accepted, the example company of `examples/kubernetes/` too, and the rendered RBAC is
@@ -495,8 +496,8 @@ fn the_charts_crds_are_the_generated_ones() {
         let copy = std::fs::read(chart().join("crds").join(name)).unwrap_or_default();
         assert!(
             source == copy,
-            "charts/proto/crds/{name} differs from crds/{name}: run `cp crds/*.yaml \
-             charts/proto/crds/` after `cargo run -- crds --write crds`"
+            "charts/proto/crds/{name} differs from crds/{name}: it should be the link \
+             `ln -sf ../../../crds/{name} charts/proto/crds/{name}`"
         );
     }
 }
