@@ -369,6 +369,63 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
     );
 }
 
+/// The container's arguments of a rendered Deployment, with the pod's variables expanded as
+/// the kubelet expands `$(VAR)`.
+fn container_args(objects: &[(String, Value)]) -> Vec<String> {
+    let deployment = objects
+        .iter()
+        .map(|(_, o)| o)
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("$(POD_NAMESPACE)", "proto"))
+        .collect()
+}
+
+/// Whether this build's `proto` accepts `args`: with `--help` last, clap parses every
+/// argument before it (an unknown flag or a missing value is an error) and then only prints
+/// help, so nothing runs.
+fn proto_accepts(args: &[String]) -> Result<(), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_proto"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn the_deployment_runs_proto_with_arguments_it_accepts() {
+    let git = render_text(
+        "proto",
+        "source: {kind: git, git: {url: 'https://git.example.com/c.git', path: company, branch: main}}\n\
+         api: {tokenSecret: {name: proto-api-token}}\nextraArgs: [--keep-events-days, '7']\n",
+    )
+    .unwrap();
+    let args = container_args(&git);
+    proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
+
+    // Kubernetes mode's subcommand comes with the controller; where this build has it, the
+    // chart's arguments must be its flags.
+    if proto_accepts(&["controller".to_string()]).is_err() {
+        eprintln!("this build of proto has no `controller` subcommand: its arguments unchecked");
+        return;
+    }
+    for values in [None, Some(full_values())] {
+        let objects = render("proto", values.as_deref()).unwrap();
+        let args = container_args(&objects);
+        assert_eq!(args[0], "controller");
+        proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
+    }
+}
+
 #[test]
 fn the_controller_watches_one_namespace() {
     let error = render_text("proto", "watchNamespaces: [a, b]\n").unwrap_err();
