@@ -424,6 +424,56 @@ fn the_deployment_runs_proto_with_arguments_it_accepts() {
         assert_eq!(args[0], "controller");
         proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
     }
+    let args = container_args(&render_text("proto", "api: {enabled: false}\n").unwrap());
+    proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
+}
+
+#[test]
+fn without_the_api_nothing_listens_or_is_probed() {
+    let objects = render_text(
+        "proto",
+        "api: {enabled: false, tokenSecret: {name: proto-api-token}}\n\
+         webhook: {secretName: proto-webhook}\nnetworkPolicy: {enabled: true}\n",
+    )
+    .unwrap();
+    assert!(!kinds(&objects).contains(&"Service".to_string()));
+    let args = container_args(&objects);
+    assert!(
+        !args.iter().any(|a| a == "--listen" || a == "--token-file"),
+        "{args:?}"
+    );
+    let deployment = find(&objects, "Deployment", "proto");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    for field in ["ports", "livenessProbe", "readinessProbe"] {
+        assert!(container[field].is_null(), "{field}: {container}");
+    }
+    let text = pod.to_string();
+    assert!(
+        !text.contains("proto-api-token") && !text.contains("proto-webhook"),
+        "{text}"
+    );
+    let policy = find(&objects, "NetworkPolicy", "proto");
+    assert_eq!(policy["spec"]["ingress"], json!([]));
+
+    let error = render_text(
+        "proto",
+        "api: {enabled: false}\nserviceMonitor: {enabled: true}\n",
+    )
+    .unwrap_err();
+    assert!(error.contains("needs api.enabled"), "{error}");
+    // The git source, which listens by default, is told not to.
+    let git = render_text(
+        "proto",
+        "api: {enabled: false}\nsource: {kind: git, git: {url: 'https://git.example.com/c.git'}}\n",
+    )
+    .unwrap();
+    let args = container_args(&git);
+    assert!(
+        args.windows(2).any(|w| w == ["--listen", "none"]),
+        "{args:?}"
+    );
+    proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
 }
 
 #[test]
