@@ -291,6 +291,34 @@ async fn the_api_reads_streams_and_stops_the_company() {
         .collect();
     assert_eq!(names, ["g0", "g1", "m"]);
     assert_eq!(goals[0]["product"], "app");
+    // Paged as Kubernetes lists page: `limit`, then the `Link` header's next page.
+    let mut paged = Vec::new();
+    let mut next = Some("/api/v1/goals?limit=2".to_string());
+    while let Some(path) = next.take() {
+        let response = client()
+            .get(c.url(&path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        next = response.headers().get("link").map(|link| {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with("rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_string()
+        });
+        let page: Value = response.json().await.unwrap();
+        assert!(page.as_array().unwrap().len() <= 2, "{page}");
+        paged.extend(page.as_array().unwrap().iter().map(|g| g["name"].clone()));
+    }
+    assert_eq!(paged, ["g0", "g1", "m"]);
+    let expired = client()
+        .get(c.url("/api/v1/goals?limit=1&continue=nope"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), 410, "a token whose goal left the list");
     assert_eq!(goals[0]["tasks"].as_array().unwrap().len(), 1);
     let goal = get(&c, "/api/v1/goals/g0").await;
     assert_eq!(goal["tasks"][0]["state"], "running");

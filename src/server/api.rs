@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::listing::Listing;
 use crate::engine::AppliedRevision;
 use crate::engine::records::StatusReport;
 use crate::gitops::Identity;
@@ -274,19 +275,50 @@ impl<'a, T: serde::Serialize> GoalView<'a, T> {
     }
 }
 
-/// A body of JSON, as the shared views hold it.
-fn json_body(body: Bytes) -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+/// `?limit=N&continue=TOKEN` of a list, as Kubernetes lists page; neither asks for all.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    #[serde(rename = "continue")]
+    pub after: Option<String>,
 }
 
-fn to_body<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+/// A page of a shared list, with a `Link: <...>; rel="next"` header (RFC 8288, as GitHub's
+/// API pages) naming the next page when there is one.
+fn page_of(listing: &Listing, path: &str, query: &PageQuery) -> Result<Response, ApiError> {
+    let page = listing
+        .page(query.after.as_deref(), query.limit)
+        .map_err(|e| ApiError(StatusCode::GONE, e.to_string()))?;
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        page.body,
+    )
+        .into_response();
+    if let (Some(next), Some(limit)) = (page.next, query.limit) {
+        let link = format!(
+            "</api/v1/{path}?limit={limit}&continue={}>; rel=\"next\"",
+            percent_encode(&next)
+        );
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `text` with everything but unreserved characters (RFC 3986) percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// What the store's writes in this process have changed so far: the shared views' clock.
@@ -294,15 +326,19 @@ fn version(app: &App) -> u64 {
     app.engine_store.write_count() + app.store.write_count()
 }
 
-pub async fn goals(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+pub async fn goals(
+    State(app): State<Arc<App>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let build = || goals_list(app.clone());
-    Ok(json_body(app.views.goals.get(version(&app), build).await?))
+    let listing = app.views.goals.get(version(&app), build).await?;
+    page_of(&listing, "goals", &query)
 }
 
 /// Every goal of the revision that runs, in its order. Each goal's status is embedded as
 /// the engine wrote it, not parsed and written again: at 10,000 goals that is most of the
 /// work.
-async fn goals_list(app: Arc<App>) -> Result<Bytes, ApiError> {
+async fn goals_list(app: Arc<App>) -> Result<Listing, ApiError> {
     let applied = applied(&app)?;
     let (mut statuses, usd, tasks) = read_on(&app, app.lists.clone(), |store| {
         Ok((
@@ -313,17 +349,14 @@ async fn goals_list(app: Arc<App>) -> Result<Bytes, ApiError> {
     })
     .await?;
     tokio::task::spawn_blocking(move || {
-        let views: Vec<_> = applied
-            .spec
-            .goals
-            .iter()
-            .map(|g| {
-                let ids = tasks.get(g.name()).map(Vec::as_slice).unwrap_or_default();
-                let spent = usd.get(g.name()).copied().unwrap_or(0.0);
-                GoalView::of(g, statuses.remove(g.name()), spent, ids)
-            })
-            .collect();
-        to_body(&views)
+        let views = applied.spec.goals.iter().map(|g| {
+            let ids = tasks.get(g.name()).map(Vec::as_slice).unwrap_or_default();
+            let spent = usd.get(g.name()).copied().unwrap_or(0.0);
+            let view = GoalView::of(g, statuses.remove(g.name()), spent, ids);
+            (g.name().to_string(), view)
+        });
+        Listing::build(views)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -372,20 +405,24 @@ impl TaskView {
     }
 }
 
-pub async fn tasks(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+pub async fn tasks(
+    State(app): State<Arc<App>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let build = || tasks_list(app.clone());
-    Ok(json_body(app.views.tasks.get(version(&app), build).await?))
+    let listing = app.views.tasks.get(version(&app), build).await?;
+    page_of(&listing, "tasks", &query)
 }
 
-async fn tasks_list(app: Arc<App>) -> Result<Bytes, ApiError> {
+async fn tasks_list(app: Arc<App>) -> Result<Listing, ApiError> {
     read_on(&app, app.lists.clone(), |store| {
         let spend = store.spend_by_task()?;
-        let list: Vec<TaskView> = store
-            .tasks()?
-            .into_iter()
-            .map(|task| TaskView::of(task, &spend))
-            .collect();
-        to_body(&list)
+        let views = store.tasks()?.into_iter().map(|task| {
+            let id = task.id.to_string();
+            (id, TaskView::of(task, &spend))
+        });
+        Listing::build(views)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
 }

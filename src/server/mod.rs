@@ -22,6 +22,7 @@ pub mod api;
 pub mod auth;
 mod dashboard;
 pub mod hooks;
+pub mod listing;
 pub mod metrics;
 pub mod sse;
 pub mod views;
@@ -156,9 +157,9 @@ pub struct App {
 #[derive(Default)]
 pub struct Views {
     /// Every goal, with its status, spend and task ids.
-    pub goals: Arc<views::View>,
+    pub goals: Arc<views::View<listing::Listing>>,
     /// Every task, with its spend.
-    pub tasks: Arc<views::View>,
+    pub tasks: Arc<views::View<listing::Listing>>,
 }
 
 /// Store reads the API runs at once (its connection serializes them anyway).

@@ -17,7 +17,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
@@ -30,36 +29,45 @@ pub const REBUILD_EVERY: Duration = Duration::from_millis(100);
 /// An answer this old is rebuilt even when no write of this process was counted.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 
-/// An answer as built: its body, when, and at which change count.
-struct Built {
+/// An answer as built: what, when, and at which change count.
+struct Built<T> {
     at: Instant,
     version: u64,
-    body: Bytes,
+    answer: Arc<T>,
 }
 
-type Building = Shared<BoxFuture<'static, Result<Bytes, ApiError>>>;
+type Building<T> = Shared<BoxFuture<'static, Result<Arc<T>, ApiError>>>;
 
-#[derive(Default)]
-struct Slot {
-    built: Option<Built>,
-    building: Option<Building>,
+struct Slot<T> {
+    built: Option<Built<T>>,
+    building: Option<Building<T>>,
 }
 
 /// One shared answer (see the module's documentation).
-#[derive(Default)]
-pub struct View {
-    slot: Mutex<Slot>,
+pub struct View<T> {
+    slot: Mutex<Slot<T>>,
 }
 
-impl View {
+impl<T> Default for View<T> {
+    fn default() -> Self {
+        View {
+            slot: Mutex::new(Slot {
+                built: None,
+                building: None,
+            }),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> View<T> {
     /// The answer for a store at change count `version`, built by `build` when it must be.
     pub async fn get<F>(
         self: &Arc<Self>,
         version: u64,
         build: impl FnOnce() -> F,
-    ) -> Result<Bytes, ApiError>
+    ) -> Result<Arc<T>, ApiError>
     where
-        F: std::future::Future<Output = Result<Bytes, ApiError>> + Send + 'static,
+        F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     {
         let wait = {
             let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -67,12 +75,12 @@ impl View {
                 let age = built.at.elapsed();
                 let current = built.version == version && age < MAX_AGE;
                 if current || age < LAG {
-                    let body = built.body.clone();
+                    let answer = built.answer.clone();
                     if !current && slot.building.is_none() && age >= REBUILD_EVERY {
                         let building = self.start(&mut slot, version, build());
                         tokio::spawn(building);
                     }
-                    return Ok(body);
+                    return Ok(answer);
                 }
             }
             match &slot.building {
@@ -84,21 +92,21 @@ impl View {
     }
 
     /// Starts a rebuild that stores its answer when it is done, whoever awaits it.
-    fn start<F>(self: &Arc<Self>, slot: &mut Slot, version: u64, build: F) -> Building
+    fn start<F>(self: &Arc<Self>, slot: &mut Slot<T>, version: u64, build: F) -> Building<T>
     where
-        F: std::future::Future<Output = Result<Bytes, ApiError>> + Send + 'static,
+        F: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
     {
         let view = self.clone();
         let building = async move {
             let at = Instant::now();
-            let built = build.await;
+            let built = build.await.map(Arc::new);
             let mut slot = view.slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.building = None;
-            if let Ok(body) = &built {
+            if let Ok(answer) = &built {
                 slot.built = Some(Built {
                     at,
                     version,
-                    body: body.clone(),
+                    answer: answer.clone(),
                 });
             }
             built
@@ -118,13 +126,13 @@ mod tests {
     fn counting(
         builds: &Arc<AtomicUsize>,
         body: &'static str,
-    ) -> impl FnOnce() -> BoxFuture<'static, Result<Bytes, ApiError>> {
+    ) -> impl FnOnce() -> BoxFuture<'static, Result<&'static str, ApiError>> {
         let builds = builds.clone();
         move || {
             async move {
                 builds.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Ok(Bytes::from_static(body.as_bytes()))
+                Ok(body)
             }
             .boxed()
         }
@@ -135,7 +143,7 @@ mod tests {
         let view = Arc::new(View::default());
         let builds = Arc::new(AtomicUsize::new(0));
         for _ in 0..10 {
-            assert_eq!(view.get(7, counting(&builds, "a")).await.unwrap(), "a");
+            assert_eq!(*view.get(7, counting(&builds, "a")).await.unwrap(), "a");
         }
         assert_eq!(builds.load(Ordering::SeqCst), 1);
     }
@@ -147,7 +155,7 @@ mod tests {
         let answers =
             futures_util::future::join_all((0..50).map(|_| view.get(1, counting(&builds, "a"))))
                 .await;
-        assert!(answers.iter().all(|a| a.as_ref().unwrap() == "a"));
+        assert!(answers.iter().all(|a| **a.as_ref().unwrap() == "a"));
         assert_eq!(builds.load(Ordering::SeqCst), 1);
     }
 
@@ -155,15 +163,15 @@ mod tests {
     async fn a_change_is_answered_late_at_most_by_the_lag_and_rebuilt_behind() {
         let view = Arc::new(View::default());
         let builds = Arc::new(AtomicUsize::new(0));
-        assert_eq!(view.get(1, counting(&builds, "old")).await.unwrap(), "old");
+        assert_eq!(*view.get(1, counting(&builds, "old")).await.unwrap(), "old");
         // Changed, but the answer is younger than the lag and than REBUILD_EVERY: served.
-        assert_eq!(view.get(2, counting(&builds, "new")).await.unwrap(), "old");
+        assert_eq!(*view.get(2, counting(&builds, "new")).await.unwrap(), "old");
         assert_eq!(builds.load(Ordering::SeqCst), 1);
         // Past REBUILD_EVERY: still served at once, and a rebuild starts behind it.
         tokio::time::sleep(REBUILD_EVERY).await;
-        assert_eq!(view.get(2, counting(&builds, "new")).await.unwrap(), "old");
+        assert_eq!(*view.get(2, counting(&builds, "new")).await.unwrap(), "old");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while view.get(2, counting(&builds, "newer")).await.unwrap() != "new" {
+        while *view.get(2, counting(&builds, "newer")).await.unwrap() != "new" {
             assert!(Instant::now() < deadline, "the rebuild never landed");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -176,18 +184,18 @@ mod tests {
         let builds = Arc::new(AtomicUsize::new(0));
         view.get(1, counting(&builds, "old")).await.unwrap();
         tokio::time::sleep(LAG).await;
-        assert_eq!(view.get(2, counting(&builds, "new")).await.unwrap(), "new");
+        assert_eq!(*view.get(2, counting(&builds, "new")).await.unwrap(), "new");
         // Unchanged but older than MAX_AGE: another process may have written.
         tokio::time::sleep(MAX_AGE).await;
         assert_eq!(
-            view.get(2, counting(&builds, "third")).await.unwrap(),
+            *view.get(2, counting(&builds, "third")).await.unwrap(),
             "third"
         );
     }
 
     #[tokio::test]
     async fn a_failed_build_is_answered_as_failed_and_tried_again() {
-        let view = Arc::new(View::default());
+        let view: Arc<View<&'static str>> = Arc::new(View::default());
         let failed = view
             .get(1, || {
                 async {
@@ -201,6 +209,6 @@ mod tests {
             .await;
         assert!(failed.is_err());
         let builds = Arc::new(AtomicUsize::new(0));
-        assert_eq!(view.get(1, counting(&builds, "a")).await.unwrap(), "a");
+        assert_eq!(*view.get(1, counting(&builds, "a")).await.unwrap(), "a");
     }
 }
