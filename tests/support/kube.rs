@@ -47,7 +47,8 @@ fn apiserver_binary() -> PathBuf {
             if root.exists() {
                 root
             } else {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/proto-kube")
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/proto-kube")
             }
         });
     let binary = cache.join("kube-apiserver");
@@ -150,14 +151,22 @@ impl Cluster {
         let port = free_port();
         let apiserver = Command::new(&apiserver_bin)
             .args(["--etcd-servers", &client_url])
-            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--secure-port", &port.to_string()])
             .args(["--cert-dir", d.join("certs").to_str().unwrap()])
             .args(["--token-auth-file", d.join("tokens.csv").to_str().unwrap()])
             .args(["--authorization-mode", "RBAC"])
             .args(["--service-cluster-ip-range", "10.96.0.0/24"])
             .args(["--service-account-issuer", AUDIENCE])
-            .args(["--service-account-key-file", d.join("sa.pub").to_str().unwrap()])
+            .args([
+                "--service-account-key-file",
+                d.join("sa.pub").to_str().unwrap(),
+            ])
             .args([
                 "--service-account-signing-key-file",
                 d.join("sa.key").to_str().unwrap(),
