@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libssl-dev: git2 and reqwest link OpenSSL; util-linux: prlimit, the memory bound of tests/hostile.rs; openssh-client: ssh-keygen, the signing key of the signed-merge approval test; chromium: the dashboard's browser test in tests/api.rs). Installed only when missing; apt-get update runs once.
 packages=(git python3 pkg-config gcc libssl-dev openssl util-linux openssh-client openssh-server chromium)
+# python3-venv: the virtual environment holding Helm's SDK for tests/chart.rs (Debian's python3
+# refuses installs into the system's Python).
+packages+=(python3-venv)
 # The desktop feature and its tests: libxkbcommon-dev (enigo's key names), and a headless X
 # server with an xterm to drive (xvfb, xterm; xdotool and x11-utils find its window and
 # wait for the server).
@@ -39,6 +42,17 @@ if ((${#npm_missing[@]})); then
   npm install --prefix "$npm_prefix" --no-audit --no-fund --loglevel=error "${npm_missing[@]}"
 fi
 export PROTO_TEST_NPM="$npm_prefix"
+
+# From PyPI, into a virtual environment under target/ and installed only when missing:
+# helm-python-sdk, Helm v4's own Go SDK as a library (lint and render with no helm binary),
+# with which tests/chart.rs checks charts/proto.
+helm_venv="$PWD/target/helm-venv"
+if ! "$helm_venv/bin/python" -c 'import helm_python' >/dev/null 2>&1; then
+  rm -rf "$helm_venv"
+  python3 -m venv "$helm_venv"
+  "$helm_venv/bin/pip" install --quiet --disable-pip-version-check helm-python-sdk
+fi
+export PROTO_TEST_HELM="$helm_venv"
 
 # A real Kubernetes API server on Debian's etcd for the Kubernetes tests: built once from
 # Debian's source (about 11 minutes on a new machine), cached outside the checkout, found at

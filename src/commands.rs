@@ -308,6 +308,7 @@ async fn serve(
             applied: engine.applied_revision(),
             trigger,
             metrics,
+            store: engine.store().clone(),
             shutdown,
         },
         Config {

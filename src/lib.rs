@@ -15,6 +15,7 @@ pub mod gitops;
 pub mod knowledge;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
+pub mod learning;
 pub mod mcp;
 pub mod model;
 pub mod org;

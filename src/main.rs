@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod allocator;
 mod approvals_cli;
 mod commands;
+mod learning_cli;
 
 use proto::output::{self, Format};
 use proto::plan::{self, Observed};
@@ -255,6 +256,17 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Look for failures that keep coming back in a run's store and propose a goal for
+    /// each, on its own branch `proto/proposals/<slug>` of the company repository.
+    Mine {
+        source: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Show one resource in detail.
     Describe {
         #[command(subcommand)]
@@ -328,6 +340,27 @@ enum Get {
     },
     /// Computers and their health.
     Computers {
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Knowledge entries of a company directory (`.proto/knowledge`): what the company
+    /// learned.
+    Knowledge {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Only this kind (`lesson_learned`, `best_practice`, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries of this product.
+        #[arg(long)]
+        product: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Improvement goals the miner proposed, each on its `proto/proposals/<slug>` branch.
+    Proposals {
         #[arg(long)]
         state_dir: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value_t)]
@@ -559,6 +592,29 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Get {
             what: Get::Computers { state_dir, output },
         } => commands::get_computers(state_dir, output),
+        Command::Get {
+            what:
+                Get::Knowledge {
+                    path,
+                    kind,
+                    product,
+                    output,
+                },
+        } => learning_cli::get_knowledge(&path, kind.as_deref(), product.as_deref(), output),
+        Command::Get {
+            what: Get::Proposals { state_dir, output },
+        } => learning_cli::get_proposals(state_dir, output),
+        Command::Mine {
+            source,
+            path,
+            branch,
+            state_dir,
+        } => learning_cli::mine(commands::Location {
+            source,
+            path,
+            branch,
+            state_dir,
+        }),
         Command::Get {
             what: Get::Providers { state_dir, output },
         } => commands::get_providers(state_dir, output),

@@ -279,6 +279,15 @@ fn a_merge_by_the_controller_or_an_agent_is_refused_and_a_denial_ends_the_attemp
     assert!(message.contains("ann@example.com"), "{g:#}");
     assert_eq!(approvals(home, &state)[0]["state"], "denied");
     assert_eq!(tip(&app, "main").as_deref(), Some(seeded.as_str()));
+    // The denial's reason is a lesson, committed with the record.
+    let lessons = company.join(".proto/knowledge/lesson_learned");
+    let denied: Vec<String> = std::fs::read_dir(&lessons)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|t| t.contains("was denied"))
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert!(denied[0].contains("not on a Friday"), "{}", denied[0]);
 }
 
 #[test]

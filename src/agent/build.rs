@@ -11,8 +11,8 @@ use super::delegate::{Child, DELEGATE_TOOL, DelegateTool, Spawner};
 use super::select::{Facts, Selector};
 use super::skill::SkillTool;
 use super::{
-    AgentError, Finished, JUDGE_SYSTEM, Place, Session, lessons, resolve_model, system_prompt,
-    task_prompt,
+    AgentError, Finished, JUDGE_SYSTEM, Place, Session, resolve_model, retry_lessons as lessons,
+    system_prompt, task_prompt,
 };
 use crate::knowledge::Knowledge;
 use crate::mcp::{McpPool, ServerTool};
@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_TURNS: u32 = 40;
 /// The judge reads and searches; it never changes what it grades.
 pub const JUDGE_TOOLS: [&str; 3] = ["Read", "Glob", "Grep"];
 const JUDGE_MAX_TURNS: u32 = 12;
+/// The summary's answer: one short entry.
+const SUMMARY_MAX_TOKENS: u32 = 1024;
+/// Ranked lessons a retry's first message carries at most.
+const RETRY_LESSONS: usize = 3;
 const JUDGE_MAX_TOKENS: u32 = 2048;
 
 /// What every session of one task is made from: the company at the task's revision.
@@ -100,6 +104,7 @@ impl<'a> Builder<'a> {
         system: Vec<SystemBlock>,
     ) -> Result<Session<'a>, AgentError> {
         let name = self.place.goal;
+        let lessons = self.retry_lessons(goal, attempts, last_error)?;
         self.agent_session(Request {
             task: self.place.task,
             agent,
@@ -111,10 +116,45 @@ impl<'a> Builder<'a> {
                 goal.description,
                 serde_json::to_string(&goal.check).unwrap_or_default()
             ),
-            message: task_prompt(name, goal) + &lessons(attempts, last_error),
+            message: task_prompt(name, goal) + &lessons,
             system,
         })
         .await
+    }
+
+    /// What a retry of the task is told (nothing on a first attempt): its earlier
+    /// attempts' errors and the ranked lessons of earlier failures, which the store keeps
+    /// from the moment they are learned (before any record commit makes them knowledge).
+    fn retry_lessons(
+        &self,
+        goal: &GoalSpec,
+        attempts: u32,
+        last_error: Option<&str>,
+    ) -> Result<String, AgentError> {
+        if attempts == 0 || last_error.is_none() {
+            return Ok(String::new());
+        }
+        let store = self.place.store;
+        let earlier: Vec<String> = store
+            .attempts(self.place.task)?
+            .into_iter()
+            .filter(|a| a.outcome == "failed")
+            .filter_map(|a| a.detail)
+            .collect();
+        let captures: Vec<_> = store.captures()?.into_iter().map(|c| c.capture).collect();
+        let query = format!(
+            "{} {} {}",
+            self.place.goal,
+            goal.description,
+            last_error.unwrap_or_default()
+        );
+        let ranked = crate::knowledge::capture::ranked_lessons(
+            &captures,
+            &query,
+            Some(&self.setup.product),
+            RETRY_LESSONS,
+        );
+        Ok(lessons(attempts, last_error, &earlier, &ranked))
     }
 
     /// The session of `agent`, to whom `from` delegates `description`/`prompt`; it is the
@@ -169,6 +209,28 @@ impl<'a> Builder<'a> {
             ),
             max_turns: JUDGE_MAX_TURNS,
             max_tokens: JUDGE_MAX_TOKENS,
+            thinking: None,
+            budget: self.setup.budget,
+            prices: self.setup.prices.clone(),
+            step_base,
+        }
+    }
+
+    /// A cheap-tier session, with no tools, that writes down what a met task taught (see
+    /// [`crate::knowledge::capture::SUMMARY_SYSTEM`]); paid for and budgeted like any turn,
+    /// its journal steps starting at `step_base`.
+    pub fn summary(&'a self, digest: &str, step_base: u32) -> Session<'a> {
+        let actor = self.actor(self.place.task, "summary", Registry::new(Vec::new()));
+        Session {
+            actor,
+            model: self.setup.model.as_ref(),
+            model_id: resolve_model(&self.setup.spec, "haiku"),
+            selected: None,
+            system: vec![SystemBlock::text(crate::knowledge::capture::SUMMARY_SYSTEM)],
+            scoped_rules: Vec::new(),
+            task: digest.to_string(),
+            max_turns: 1,
+            max_tokens: SUMMARY_MAX_TOKENS,
             thinking: None,
             budget: self.setup.budget,
             prices: self.setup.prices.clone(),

@@ -211,12 +211,49 @@ pub fn escalate(spec: &Spec, model_id: &str, attempt: u32) -> String {
 
 /// The lessons of failed attempts, for the next one's prompt.
 pub fn lessons(attempts: u32, last_error: Option<&str>) -> String {
-    match (attempts, last_error) {
-        (0, _) | (_, None) => String::new(),
-        (n, Some(error)) => format!(
-            "\n\n{n} earlier attempt(s) failed. The last one ended with: {error}\nFind out why before you act, and do not repeat what failed."
-        ),
+    retry_lessons(attempts, last_error, &[], &[])
+}
+
+/// How much of one ranked lesson a retry's first message quotes.
+const LESSON_CHARS: usize = 1500;
+
+/// What a retry is told: how many attempts failed and how the last ended, how the earlier
+/// ones of the task ended (`earlier`, oldest first), and the lessons of earlier failures of
+/// this goal and similar ones, ranked (see [`crate::knowledge::capture::ranked_lessons`]).
+pub fn retry_lessons(
+    attempts: u32,
+    last_error: Option<&str>,
+    earlier: &[String],
+    ranked: &[crate::knowledge::Entry],
+) -> String {
+    let (n, error) = match (attempts, last_error) {
+        (0, _) | (_, None) => return String::new(),
+        (n, Some(error)) => (n, error),
+    };
+    let mut text = format!("\n\n{n} earlier attempt(s) failed. The last one ended with: {error}");
+    if earlier.len() > 1 {
+        text.push_str("\nEach earlier attempt ended with:");
+        for (i, e) in earlier.iter().enumerate() {
+            let line: String = e.lines().next().unwrap_or(e).chars().take(300).collect();
+            text.push_str(&format!("\n- attempt {}: {line}", i + 1));
+        }
     }
+    if !ranked.is_empty() {
+        text.push_str(
+            "\n\nLessons from earlier failures of this goal and similar goals, best match first:",
+        );
+        for entry in ranked {
+            let body: String = entry.body.chars().take(LESSON_CHARS).collect();
+            text.push_str(&format!(
+                "\n<lesson file=\"{}\" title=\"{}\">\n{}\n</lesson>",
+                entry.path,
+                entry.title.replace('"', "'"),
+                body.trim()
+            ));
+        }
+    }
+    text.push_str("\nFind out why before you act, and do not repeat what failed.");
+    text
 }
 
 /// The model id of a tier name (or a model id, unchanged), with the default tiers.

@@ -184,6 +184,23 @@ impl Engine {
                 self.resume.insert(approval.task);
             } else {
                 tracing::warn!(goal = %approval.goal, approval = %approval.id, by = %by, "denied: {said}");
+                let product = self
+                    .applied
+                    .as_ref()
+                    .and_then(|a| a.spec.goal(&approval.goal))
+                    .map(|g| g.spec.product.clone());
+                let lesson = crate::knowledge::capture::denial(
+                    &approval.goal,
+                    product.as_deref(),
+                    approval.task,
+                    &approval.action,
+                    &by,
+                    &said,
+                    now,
+                );
+                if let Err(e) = self.store.capture(Some(approval.task), &lesson, now) {
+                    tracing::warn!(approval = %approval.id, "cannot keep the denial's lesson: {e}");
+                }
             }
             self.record.add(
                 &self.store.task(approval.task)?.product,

@@ -315,6 +315,8 @@ struct Recorded {
     commit: Result<Option<String>, String>,
     ids: Vec<i64>,
     known: AuditKnown,
+    /// The knowledge captures it wrote (or found already written).
+    captures: Vec<i64>,
 }
 
 /// The highest audit record id each day's file (`.proto/audit/<date>.jsonl`) holds, as far
@@ -377,6 +379,41 @@ fn record_changes(
             .into_bytes(),
     });
     (changes, known)
+}
+
+/// The knowledge entries `captures` make or grow, each merged into the file its path holds
+/// at the branch head (a lesson seen again gains an evidence line, never a twin file).
+/// Secrets are taken out by the commit itself, as from every record file.
+fn knowledge_changes(
+    writer: &Writeback,
+    captures: &[crate::store::StoredCapture],
+) -> Vec<FileChange> {
+    let mut files: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut changed = std::collections::BTreeSet::new();
+    for stored in captures {
+        let path = stored.capture.path();
+        let existing = files.entry(path.clone()).or_insert_with(|| {
+            writer
+                .read(&path)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        });
+        if let Some(text) = crate::knowledge::capture::merge(existing.as_deref(), &stored.capture) {
+            *existing = Some(text);
+            changed.insert(path);
+        }
+    }
+    changed
+        .into_iter()
+        .filter_map(|path| {
+            let content = files.remove(&path).flatten()?;
+            Some(FileChange::Write {
+                path,
+                content: content.into_bytes(),
+            })
+        })
+        .collect()
 }
 
 /// Finished work waiting for the next record commit.
@@ -499,6 +536,8 @@ pub struct Engine {
     reported: tokio::sync::watch::Sender<StatusReport>,
     /// Told how long each reconcile pass took (the metrics' histogram).
     on_pass: Option<PassObserver>,
+    /// When the miner last ran.
+    mined: Option<Instant>,
 }
 
 /// The revision that runs and its declaration, as [`Engine::applied_revision`] shows it.
@@ -612,6 +651,7 @@ impl Engine {
             published: tokio::sync::watch::Sender::new(None),
             reported: tokio::sync::watch::Sender::new(StatusReport::default()),
             on_pass: None,
+            mined: None,
         })
     }
 
@@ -804,7 +844,33 @@ impl Engine {
         if let Err(e) = self.store.prune_if_due(&self.options.retention, now) {
             tracing::warn!("retention: {e}");
         }
+        self.mine_if_due(now);
         Ok(())
+    }
+
+    /// Every `learning.minerInterval`: proposes goals for failures that keep coming back
+    /// (see [`crate::learning`]). A failure is logged and tried at the next interval.
+    fn mine_if_due(&mut self, now: DateTime<Utc>) {
+        let (Some(applied), Some(company)) = (&self.applied, &self.company) else {
+            return;
+        };
+        let interval = crate::learning::miner_interval(&applied.spec);
+        if self.mined.is_some_and(|at| at.elapsed() < interval) {
+            return;
+        }
+        self.mined = Some(Instant::now());
+        let push = applied
+            .spec
+            .company()
+            .and_then(|c| c.spec.writeback.as_ref())
+            .and_then(|w| w.push)
+            .unwrap_or(true);
+        let author = writeback_author(&applied.spec);
+        if let Err(e) =
+            crate::learning::mine(&self.store, &applied.spec, company, &author, push, now)
+        {
+            tracing::warn!("miner: {e}");
+        }
     }
 
     /// Makes `applied` the running declaration. Only the goals it changed need their status
@@ -1401,7 +1467,17 @@ impl Engine {
                 now + self.backoff(task.attempts)
             }
         };
+        // What the attempt before this one ended with, if it failed: a lesson's failure.
+        let earlier_error = task
+            .failure
+            .is_some()
+            .then(|| task.last_error.clone())
+            .flatten();
         let task = self.store.finish(done.task, &done.outcome, retry_at, now)?;
+        self.capture(&task, &done.outcome, earlier_error.as_deref(), now);
+        if let Some(steps) = done.distilled.take() {
+            self.propose_playbook(&task.goal, &steps, now);
+        }
         let verdict = match &done.outcome {
             AttemptOutcome::Succeeded { detail, .. } => {
                 tracing::info!(goal = %task.goal, "met: {detail}");
@@ -1454,6 +1530,174 @@ impl Engine {
             );
         }
         Ok(())
+    }
+
+    /// Keeps what an ended attempt of `task` taught (see [`crate::knowledge::capture`]) for
+    /// the next record commit. Learning never fails an attempt's recording: a store error
+    /// here is logged and the lesson lost.
+    fn capture(
+        &self,
+        task: &crate::store::Task,
+        outcome: &AttemptOutcome,
+        earlier_error: Option<&str>,
+        now: DateTime<Utc>,
+    ) {
+        use crate::knowledge::capture::{Ended, Ending, derive};
+        let ending = match outcome {
+            AttemptOutcome::Succeeded { delivered, .. } => Ending::Met {
+                delivered: delivered.as_deref(),
+            },
+            AttemptOutcome::Failed { error } | AttemptOutcome::Undelivered { error } => {
+                Ending::Failed {
+                    error,
+                    exhausted: matches!(
+                        task.state,
+                        plan::TaskState::Stalled | plan::TaskState::Failed
+                    ),
+                }
+            }
+            _ => return,
+        };
+        let learned = || -> Result<(), StoreError> {
+            let change = match ending {
+                Ending::Met { .. } if earlier_error.is_some() => self.attempt_diff(task.id)?,
+                _ => None,
+            };
+            let description = self
+                .applied
+                .as_ref()
+                .and_then(|a| a.spec.goal(&task.goal))
+                .map(|g| g.spec.description.clone())
+                .unwrap_or_default();
+            let ended = Ended {
+                goal: &task.goal,
+                description: &description,
+                product: &task.product,
+                task: task.id,
+                attempt: task.attempts,
+                ending,
+                earlier_error,
+                change: change.as_deref(),
+                now,
+            };
+            for capture in derive(&ended) {
+                self.store.capture(Some(task.id), &capture, now)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = learned() {
+            tracing::warn!(goal = %task.goal, task = task.id, "cannot keep what the attempt taught: {e}");
+        }
+    }
+
+    /// Proposes `steps`, distilled from a model's met attempt and verified by a replay, as
+    /// goal `goal`'s playbook: the goal's file with its playbook added, on the branch
+    /// `proto/proposals/playbook-<goal>` of the company repository, for a person to merge.
+    /// Proposed once per goal; a failure is logged (the next met attempt proposes again).
+    fn propose_playbook(&self, goal: &str, steps: &[spec::Step], now: DateTime<Utc>) {
+        let (Some(applied), Some(company)) = (&self.applied, &self.company) else {
+            return;
+        };
+        let Some(declared) = applied.spec.goal(goal) else {
+            return;
+        };
+        let slug = format!("playbook-{goal}");
+        let branch = crate::learning::proposal_branch(&slug);
+        let proposed = || -> Result<Option<String>, String> {
+            if self
+                .store
+                .proposal(&slug)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|p| p.commit.is_some())
+            {
+                return Ok(None);
+            }
+            let settings = applied
+                .spec
+                .company()
+                .and_then(|c| c.spec.writeback.clone())
+                .unwrap_or_default();
+            let writer = Writeback::new(
+                company,
+                Some(&branch),
+                writeback_author(&applied.spec),
+                settings.push.unwrap_or(true),
+            )
+            .map_err(|e| e.to_string())?;
+            let file = &declared.origin.file;
+            // The goal as the watched branch declares it (the proposal's branch may not
+            // exist yet: it starts from there).
+            let watched = Writeback::new(company, None, writeback_author(&applied.spec), false)
+                .map_err(|e| e.to_string())?;
+            let text = watched
+                .read(file)
+                .map_err(|e| e.to_string())?
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| format!("{file} is not in the company repository"))?;
+            let changed = crate::learning::distill::with_playbook(&text, declared, steps)
+                .ok_or_else(|| format!("{file} does not declare Goal/{goal}"))?;
+            let evidence: Vec<String> = steps
+                .iter()
+                .map(|s| serde_json::to_string(s).unwrap_or_default())
+                .collect();
+            self.store
+                .propose(&crate::store::Proposal {
+                    slug: slug.clone(),
+                    goal: goal.to_string(),
+                    reason: "playbook".into(),
+                    evidence: evidence.clone(),
+                    branch: branch.clone(),
+                    commit: None,
+                    proposed: now,
+                })
+                .map_err(|e| e.to_string())?;
+            let message = format!(
+                "Propose a playbook for goal {goal}\n\nDistilled from the journal of the model's met attempt, replayed in a fresh workspace from the goal's base commit, where the check passed. Merged, the goal is met without a model (and falls back to its agent if the playbook's check fails).\n"
+            );
+            let commit = writer
+                .commit(
+                    &[FileChange::Write {
+                        path: file.clone(),
+                        content: changed.into_bytes(),
+                    }],
+                    &message,
+                )
+                .map_err(|e| e.to_string())?
+                .unwrap_or_else(|| "unchanged".into());
+            self.store
+                .proposal_published(&slug, &commit)
+                .map_err(|e| e.to_string())?;
+            Ok(Some(commit))
+        };
+        match proposed() {
+            Ok(Some(_)) => {
+                tracing::warn!(goal, branch = %branch, "proposed a playbook: merge {branch} to meet the goal without a model")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(goal, "cannot propose the distilled playbook: {e}"),
+        }
+    }
+
+    /// The files the last attempt of `task` changed, as the audit's diffs of its actions up
+    /// to its delivery (what follows, a distilled playbook's replay, changed another
+    /// workspace).
+    fn attempt_diff(&self, task: TaskId) -> Result<Option<String>, StoreError> {
+        let started = self
+            .store
+            .attempts(task)?
+            .last()
+            .map(|a| a.started_at)
+            .unwrap_or_default();
+        let diff: String = self
+            .store
+            .task_audit(task)?
+            .into_iter()
+            .filter(|r| r.time >= started)
+            .take_while(|r| r.action != "push")
+            .filter_map(|r| r.diff)
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok((!diff.trim().is_empty()).then_some(diff))
     }
 
     /// The wait before trying a task again after its `outages`-th provider outage in a
@@ -1531,19 +1775,22 @@ impl Engine {
             }
         };
         let pending = self.store.pending_audit()?;
+        let captures = self.store.pending_knowledge()?;
         let spec = applied.spec.clone();
         let status = self.status.clone();
         let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
         let message = message.to_string();
         let known = self.audit_known.clone();
         self.recording = Some(tokio::task::spawn_blocking(move || {
-            let (changes, known) =
+            let (mut changes, known) =
                 record_changes(&writer, &spec, &status, &products, &pending, &known);
+            changes.extend(knowledge_changes(&writer, &captures));
             let ids = pending.iter().map(|r| r.id).collect();
             Recorded {
                 commit: writer.commit(&changes, &message).map_err(|e| e.to_string()),
                 ids,
                 known,
+                captures: captures.iter().map(|c| c.id).collect(),
             }
         }));
         Ok(())
@@ -1564,15 +1811,20 @@ impl Engine {
                 commit: Ok(Some(commit)),
                 ids,
                 known,
+                captures,
             }) => {
                 self.audit_known = known;
                 self.store.audit_written(&ids, &commit)?;
+                self.store.knowledge_written(&captures, &commit)?;
                 tracing::info!(commit = %short(&commit), "recorded in git");
                 self.commits.push(commit);
             }
+            // Nothing changed: the captures were in their entries already.
             Ok(Recorded {
-                commit: Ok(None), ..
-            }) => {}
+                commit: Ok(None),
+                captures,
+                ..
+            }) => self.store.knowledge_written(&captures, "unchanged")?,
             Ok(Recorded { commit: Err(e), .. }) => {
                 tracing::error!(error = %e, "cannot write back; the records stay pending")
             }
@@ -1700,7 +1952,7 @@ fn want<'s>(spec: &'s spec::Spec, product: &str) -> crate::place::Want<'s> {
 }
 
 /// The identity the controller commits its records as (`writeback.author`).
-fn writeback_author(spec: &spec::Spec) -> Identity {
+pub fn writeback_author(spec: &spec::Spec) -> Identity {
     spec.company()
         .and_then(|c| c.spec.writeback.as_ref())
         .and_then(|w| w.author.clone())

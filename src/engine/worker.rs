@@ -75,6 +75,10 @@ pub struct Done {
     /// The attempt lost its computer (it failed, and the computer did not answer a probe
     /// right after): why. The task is interrupted and moves, rather than failed.
     pub lost: Option<String>,
+    /// For a goal a model met: the playbook distilled from its journal, replayed in a fresh
+    /// workspace from the goal's base commit and passing the check there (see
+    /// [`distill`]), for the engine to propose.
+    pub distilled: Option<Vec<Step>>,
 }
 
 /// Playbook steps as tool calls, in order.
@@ -278,6 +282,33 @@ async fn attempt(work: &Work) -> Done {
     if calls.is_empty() {
         return agent_work(work, &actor, &delivery, &before, check).await;
     }
+    // With a model and an agent to fall back on, a playbook that no longer meets the goal
+    // hands the goal to the agent, from the clone as it was.
+    let fallback = match (&work.model, &work.agent_spec) {
+        (Some(_), Some(_)) if work.goal.check.judge.is_none() => git.head().await.ok().flatten(),
+        _ => None,
+    };
+    let fall_back = |why: String| {
+        let (actor, delivery, before, check, head) = (
+            &actor,
+            &delivery,
+            &before,
+            check.clone(),
+            fallback.as_deref(),
+        );
+        async move {
+            tracing::info!(goal = %work.task.goal, "the playbook does not meet the goal ({why}); its agent works it");
+            if let Err(e) = work.store.clear_actions(id) {
+                return failed(work, e.to_string(), check);
+            }
+            if let Some(head) = head
+                && let Err(e) = delivery.git.reset_to(head).await
+            {
+                return failed(work, e.to_string(), check);
+            }
+            agent_work(work, actor, delivery, before, check).await
+        }
+    };
     for (step, call) in calls.iter().enumerate() {
         let step = u32::try_from(step).unwrap_or(u32::MAX);
         tracing::info!(goal = %work.task.goal, step, action = call.action(), "step");
@@ -285,11 +316,23 @@ async fn attempt(work: &Work) -> Done {
             if let Some(done) = parked(work, call, &e, check.clone()) {
                 return done;
             }
-            return failed(
-                work,
-                format!("step {} ({}): {e}", step + 1, call.action()),
-                check,
-            );
+            let error = format!("step {} ({}): {e}", step + 1, call.action());
+            if fallback.is_some() && !matches!(e, ActError::Cancelled) {
+                return fall_back(error).await;
+            }
+            return failed(work, error, check);
+        }
+    }
+    if fallback.is_some() {
+        let result = run_check(
+            &work.goal.check,
+            work.computer.as_ref(),
+            &workspace,
+            &work.cancel,
+        )
+        .await;
+        if !result.passed() {
+            return fall_back(result.detail().to_string()).await;
         }
     }
     let step = u32::try_from(calls.len()).unwrap_or(u32::MAX);
@@ -342,6 +385,7 @@ fn parked(work: &Work, call: &ToolCall, e: &ActError, check: Option<LastCheck>) 
             ended: None,
             retry_after: None,
             lost: None,
+            distilled: None,
         }),
         _ => None,
     }
@@ -357,6 +401,7 @@ fn failed(work: &Work, error: String, check: Option<LastCheck>) -> Done {
         ended: None,
         retry_after: None,
         lost: None,
+        distilled: None,
     }
 }
 
@@ -597,6 +642,7 @@ impl Delivery<'_> {
             ended: None,
             retry_after: None,
             lost: None,
+            distilled: None,
         }
     }
 
@@ -623,6 +669,7 @@ impl Delivery<'_> {
             ended: None,
             retry_after: None,
             lost: None,
+            distilled: None,
         }
     }
 }
@@ -677,6 +724,7 @@ async fn agent_work(
         ended: None,
         retry_after: None,
         lost: None,
+        distilled: None,
     };
     let (Some(model), Some(agent)) = (work.model.as_ref(), work.agent_spec.as_ref()) else {
         return failed(
@@ -702,6 +750,8 @@ async fn agent_work(
         setup: setup(work, model.clone(), pool),
         place: place(work, actor.workspace),
     };
+    // Where the work starts from: a playbook distilled from it is replayed from here.
+    let base = delivery.git.head().await.ok().flatten();
     let last = (work.task.attempts, work.task.last_error.as_deref());
     let session = match builder
         .owner(&work.agent, agent, &work.goal, last, work.system.clone())
@@ -715,7 +765,125 @@ async fn agent_work(
     }
     // The controller commits and pushes on the agent's behalf; the check decides on the
     // work as it would be delivered.
-    delivery.deliver(AGENT_COMMIT_STEP, true, None).await
+    let mut done = delivery.deliver(AGENT_COMMIT_STEP, true, None).await;
+    if let (AttemptOutcome::Succeeded { .. }, Some(base)) = (&done.outcome, base) {
+        done.distilled = distill(work, actor, &base).await;
+    }
+    if matches!(done.outcome, AttemptOutcome::Succeeded { .. }) {
+        summarize(work, &builder).await;
+    }
+    done
+}
+
+/// Journal steps of the summary session.
+const SUMMARY_STEP: u32 = 8_500_000;
+
+/// With `learning.summaries: true`, a cheap-tier model writes down what the met task taught
+/// (see [`Builder::summary`]); kept for the record commit like every capture. A summary
+/// that fails or says nothing is logged and dropped: it never fails the task.
+async fn summarize(work: &Work, builder: &Builder<'_>) {
+    let wanted = work
+        .spec
+        .company()
+        .and_then(|c| c.spec.learning.as_ref())
+        .and_then(|l| l.summaries)
+        .unwrap_or(false);
+    if !wanted {
+        return;
+    }
+    let steps: Vec<String> = work
+        .store
+        .journal(work.task.id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !matches!(a.tool.as_str(), "Model" | "Context" | "Select"))
+        .map(|a| {
+            let input: String = a.input.to_string().chars().take(400).collect();
+            format!("- {} {input}", a.tool)
+        })
+        .take(60)
+        .collect();
+    let digest = format!(
+        "Goal {}: {}\n\nThe steps that met it:\n{}",
+        work.task.goal,
+        work.goal.description,
+        steps.join("\n")
+    );
+    let answer = match builder.summary(&digest, SUMMARY_STEP).run().await {
+        Ok(done) => done.text,
+        Err(e) => {
+            tracing::info!(goal = %work.task.goal, "no summary: {e}");
+            return;
+        }
+    };
+    let now = Utc::now();
+    let Some(capture) = crate::knowledge::capture::summarized(
+        &answer,
+        (&work.task.goal, &work.task.product, work.task.id),
+        now,
+    ) else {
+        tracing::info!(goal = %work.task.goal, "the summary kept nothing");
+        return;
+    };
+    if let Err(e) = work.store.capture(Some(work.task.id), &capture, now) {
+        tracing::warn!(goal = %work.task.goal, "cannot keep the summary: {e}");
+    }
+}
+
+/// Journal steps of a distilled playbook's replay, beyond any a conversation uses.
+const DISTILL_STEP: u32 = 8_000_000;
+
+/// The playbook of the met attempt (see [`crate::learning::distill`]), if replaying it
+/// through `act()` in a fresh workspace reset to `base` (the commit the attempt started
+/// from) meets the goal's check there. A judge's check is not replayed: it needs a model,
+/// and a playbook is what runs without one.
+async fn distill(work: &Work, actor: &Actor<'_>, base: &str) -> Option<Vec<Step>> {
+    if work.goal.check.judge.is_some() {
+        return None;
+    }
+    let journal = work.store.journal(work.task.id).ok()?;
+    let root = actor.workspace.root().to_string_lossy().into_owned();
+    let steps = crate::learning::distill::playbook(&journal, &work.task.goal, &root);
+    if steps.is_empty() {
+        tracing::info!(goal = %work.task.goal, "no playbook distilled: the work has no steps a playbook can redo");
+        return None;
+    }
+    let spec = WorkspaceSpec {
+        repo: work.repo.clone()?,
+        branch: work.branch.clone(),
+        task: format!("{}-distill", work.task.key),
+    };
+    let computer = work.computer.as_ref();
+    computer.discard(&spec).await.ok()?;
+    let workspace = computer.workspace(&spec).await.ok()?;
+    let replayed = async {
+        let git = Git {
+            computer,
+            workspace: &workspace,
+            cancel: &work.cancel,
+        };
+        git.reset_to(base).await.ok()?;
+        let mut replay = actor.clone();
+        replay.workspace = &workspace;
+        for (i, call) in playbook_calls(&steps).iter().enumerate() {
+            let step = DISTILL_STEP.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
+            if let Err(e) = act(&replay, step, call).await {
+                tracing::info!(goal = %work.task.goal, "the distilled playbook does not replay: {e}");
+                return None;
+            }
+        }
+        let result = run_check(&work.goal.check, computer, &workspace, &work.cancel).await;
+        if !result.passed() {
+            tracing::info!(goal = %work.task.goal, "the distilled playbook does not meet the goal: {}", result.detail());
+            return None;
+        }
+        Some(steps)
+    }
+    .await;
+    if let Err(e) = computer.discard(&spec).await {
+        tracing::warn!(goal = %work.task.goal, "cannot remove the replay's workspace: {e}");
+    }
+    replayed
 }
 
 /// What every session of the task is built from.
@@ -768,6 +936,7 @@ fn stopped(work: &Work, e: &crate::agent::AgentError, check: Option<LastCheck>) 
         ended: None,
         retry_after: e.retry_after(),
         lost: None,
+        distilled: None,
     }
 }
 

@@ -380,14 +380,14 @@ pub fn may_answer(spec: &crate::spec::Spec, who: &Identity) -> Result<(), String
     ))
 }
 
-/// `proto approve`: merges the request's branch into the watched `branch` as `who` (a merge
-/// commit, so the approver is its committer). A checked-out branch is merged with `git
-/// merge` in its working tree; otherwise the merge commit is made in the repository and the
-/// branch moved only if it has not moved meanwhile. Answers the merge commit.
 /// Times a merge that found the repository locked by the controller's own commit is tried
 /// again (every 20 ms: a record commit takes well under a second).
 const LOCKED_RETRIES: usize = 100;
 
+/// `proto approve`: merges the request's branch into the watched `branch` as `who` (a merge
+/// commit, so the approver is its committer). A checked-out branch is merged with `git
+/// merge` in its working tree; otherwise the merge commit is made in the repository and the
+/// branch moved only if it has not moved meanwhile. Answers the merge commit.
 pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<String, GitopsError> {
     let repo = Repository::open(path)?;
     // In a clone of the company repository the request is `origin`'s branch.

@@ -18,6 +18,8 @@
 //! a broken one is a bug to report, not a reason to stop: it is skipped with a warning naming
 //! the file.
 
+pub mod capture;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::spec::yaml::{self, Node, Value};
@@ -36,7 +38,10 @@ const TITLE_WEIGHT: u32 = 2;
 const MIN_RELATIVE_SCORE: f64 = 0.2;
 
 /// The kinds of knowledge, named by their folders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum KnowledgeKind {
     TechnicalDecision,
     Learning,

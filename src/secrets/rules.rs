@@ -30,26 +30,54 @@ pub(super) struct Hit {
 struct Rule {
     id: String,
     description: String,
-    /// The rule alone (with the global allowlist) as a ruleset the crate reads.
+    /// The rule alone (with the global allowlist) as a ruleset the crate reads, its regex
+    /// matching bytes as ASCII (see [`ascii`]).
     toml: String,
+    /// The rule as bundled, for a regex that does not compile as ASCII.
+    bundled: String,
     scanner: OnceLock<Option<Scanner>>,
 }
 
 impl Rule {
     fn scanner(&self) -> Option<&Scanner> {
         self.scanner
-            .get_or_init(|| match Scanner::from_toml(&self.toml) {
-                // The hardened preset: inline `gitleaks:allow` markers are ignored (the text
-                // scanned is an agent's, which must not be able to wave its own secret
-                // through), no context lines are kept, findings carry no secret text.
-                Ok(scanner) => Some(scanner.with_config(ScanConfig::proxy())),
-                Err(e) => {
-                    tracing::warn!(rule = %self.id, "secret rule skipped: {e}");
-                    None
+            .get_or_init(|| {
+                let scanner = Scanner::from_toml(&self.toml).or_else(|ascii| {
+                    tracing::debug!(rule = %self.id, "compiled as bundled, not as ASCII: {ascii}");
+                    Scanner::from_toml(&self.bundled)
+                });
+                match scanner {
+                    // The hardened preset: inline `gitleaks:allow` markers are ignored (the
+                    // text scanned is an agent's, which must not be able to wave its own
+                    // secret through), no context lines are kept, findings carry no secret
+                    // text.
+                    Ok(scanner) => Some(scanner.with_config(ScanConfig::proxy())),
+                    Err(e) => {
+                        tracing::warn!(rule = %self.id, "secret rule skipped: {e}");
+                        None
+                    }
                 }
             })
             .as_ref()
     }
+}
+
+/// A rule's regex with Unicode classes off (`(?-u:...)`, a group that captures nothing, so
+/// the rule's secret group keeps its number). Secrets are ASCII; with Unicode on, each
+/// `\w`, `\s` or `\b` of a thousand rules compiles into automata for every script, which
+/// made the compiled rules the largest thing a controller held (about 43 MB of a 110 MB
+/// peak at 10,000 resources) and sent matching to the slowest engine (a Unicode word
+/// boundary stops the regex crate's DFAs on any non-ASCII text). A regex that needs Unicode
+/// (`\p{..}`) does not compile this way and keeps its bundled form.
+fn ascii(rule: &toml::Value) -> toml::Value {
+    let mut rule = rule.clone();
+    if let Some(table) = rule.as_table_mut()
+        && let Some(regex) = table.get("regex").and_then(toml::Value::as_str)
+    {
+        let wrapped = format!("(?-u:{regex})");
+        table.insert("regex".into(), toml::Value::String(wrapped));
+    }
+    rule
 }
 
 struct RuleSet {
@@ -111,10 +139,12 @@ fn load() -> RuleSet {
             one.insert("allowlist".into(), carried.clone());
         }
         one.insert("rules".into(), toml::Value::Array(vec![entry.clone()]));
-        let Ok(text) = toml::to_string(&one) else {
+        let Ok(bundled) = toml::to_string(&one) else {
             tracing::warn!(rule = %id, "secret rule skipped: cannot be written back as TOML");
             continue;
         };
+        one.insert("rules".into(), toml::Value::Array(vec![ascii(&entry)]));
+        let text = toml::to_string(&one).unwrap_or_else(|_| bundled.clone());
         let index = rules.len();
         let words: BTreeSet<String> = rule
             .get("keywords")
@@ -144,6 +174,7 @@ fn load() -> RuleSet {
             id,
             description,
             toml: text,
+            bundled,
             scanner: OnceLock::new(),
         });
     }
@@ -268,4 +299,34 @@ pub(super) fn count() -> usize {
 #[cfg(test)]
 pub(super) fn allowlist_compiled_once() -> bool {
     RULES.allowlist.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every bundled rule compiles, nearly all of them as ASCII; a regex that needs Unicode
+    /// keeps its bundled form rather than being lost.
+    #[test]
+    fn every_rule_compiles_and_nearly_all_as_ascii() {
+        let set = &*RULES;
+        let mut as_bundled = Vec::new();
+        for rule in &set.rules {
+            if Scanner::from_toml(&rule.toml).is_err() {
+                assert!(
+                    Scanner::from_toml(&rule.bundled).is_ok(),
+                    "{} compiles in neither form",
+                    rule.id
+                );
+                as_bundled.push(rule.id.clone());
+            }
+            assert!(rule.scanner().is_some(), "{} was skipped", rule.id);
+        }
+        assert!(
+            as_bundled.len() * 20 < set.rules.len(),
+            "{} of {} rules need Unicode: {as_bundled:?}",
+            as_bundled.len(),
+            set.rules.len()
+        );
+    }
 }

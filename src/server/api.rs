@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::listing::Listing;
 use crate::engine::AppliedRevision;
 use crate::engine::records::StatusReport;
 use crate::gitops::Identity;
@@ -29,7 +30,14 @@ use crate::store::{Store, StoreError, TaskId};
 const STOP_CONFIRM: Duration = Duration::from_secs(10);
 
 /// An API error: its status and a sentence.
+#[derive(Clone, Debug)]
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -54,33 +62,39 @@ async fn blocking<T: Send + 'static>(
     app: &Arc<App>,
     read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    read_on(app, app.store.clone(), read).await
+}
+
+/// Runs a read on `store` (the server's handle, or its second one for the long reads of
+/// shared lists) off the async threads, at most [`App::reads`] at once.
+async fn read_on<T: Send + 'static>(
+    app: &Arc<App>,
+    store: Arc<Store>,
+    read: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let _turn = app
         .reads
         .acquire()
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let store = app.store.clone();
     tokio::task::spawn_blocking(move || read(&store))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-/// How long a status read from the store serves further requests: the page and automation
-/// see the company at most this late, and a thousand requests a second cost one read.
-pub const STATUS_FRESH: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// The company's status, as read from the store at most [`STATUS_FRESH`] ago. Requests
-/// that arrive while it is being read wait for that read rather than starting their own.
-async fn shared_status(app: &Arc<App>) -> Result<Arc<StatusReport>, ApiError> {
-    let mut cached = app.status.lock().await;
-    if let Some((at, report)) = cached.as_ref()
-        && at.elapsed() < STATUS_FRESH
-    {
-        return Ok(report.clone());
+/// The company's part of the status (its goals are read one by one, or as raw rows for
+/// the list).
+fn company_status(store: &Store) -> Result<StatusReport, ApiError> {
+    match store.company_status()? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        None => Ok(StatusReport::default()),
     }
-    let report = Arc::new(blocking(app, status).await?);
-    *cached = Some((std::time::Instant::now(), report.clone()));
-    Ok(report)
+}
+
+/// A JSON text the store holds, embedded as it is (checked, not parsed into values).
+fn raw(text: String) -> Option<Box<serde_json::value::RawValue>> {
+    serde_json::value::RawValue::from_string(text).ok()
 }
 
 /// The revision that runs; 503 before the first is applied.
@@ -91,16 +105,6 @@ fn applied(app: &App) -> Result<AppliedRevision, ApiError> {
             "no revision of the company is applied yet".into(),
         )
     })
-}
-
-fn status(store: &Store) -> Result<StatusReport, ApiError> {
-    let mut report: StatusReport = match store.status()? {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-        None => StatusReport::default(),
-    };
-    report.reindex();
-    Ok(report)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
@@ -130,9 +134,14 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 pub async fn company(State(app): State<Arc<App>>) -> Answer {
     let applied = applied(&app)?;
-    let report = shared_status(&app).await?;
-    let (stopped, last_event) =
-        blocking(&app, |store| Ok((store.stopped()?, store.last_event_id()?))).await?;
+    let (report, stopped, last_event) = blocking(&app, |store| {
+        Ok((
+            company_status(store)?,
+            store.stopped()?,
+            store.last_event_id()?,
+        ))
+    })
+    .await?;
     let spec = &applied.spec;
     let company = spec.company();
     Ok(Json(json!({
@@ -227,84 +236,130 @@ pub async fn agents(State(app): State<Arc<App>>) -> Answer {
     Ok(Json(Value::Array(tree)))
 }
 
-/// One goal as the board shows it: declared, observed, spent.
-fn goal_view(
-    goal: &Resource<crate::spec::GoalSpec>,
-    report: &StatusReport,
-    spent: &BTreeMap<String, f64>,
-    tasks: &[TaskId],
-) -> Value {
-    json!({
-        "name": goal.name(),
-        "product": goal.spec.product,
-        "owner": goal.spec.owner,
-        "priority": goal.spec.priority,
-        "description": goal.spec.description,
-        "budget": goal.spec.budget,
-        "dependsOn": goal.spec.depends_on,
-        "status": report.goal(goal.name()),
-        "spentUsd": spent.get(goal.name()).copied().unwrap_or(0.0),
-        "tasks": tasks,
-    })
+/// One goal as the board shows it: declared, observed (its status as the engine wrote it),
+/// spent, and its tasks (ids in a list, whole tasks for one goal).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GoalView<'a, T: serde::Serialize> {
+    name: &'a str,
+    product: &'a str,
+    owner: &'a str,
+    priority: crate::spec::Priority,
+    description: &'a str,
+    budget: &'a Option<crate::spec::GoalBudget>,
+    depends_on: &'a [String],
+    status: Option<Box<serde_json::value::RawValue>>,
+    spent_usd: f64,
+    tasks: T,
 }
 
-/// A list answer as serialized at most [`STATUS_FRESH`] ago: a list of every goal or task is
-/// megabytes at 10,000 goals, so it is built once per half second and every request in
-/// between is sent the same bytes (shared, not copied). Requests arriving while it is being
-/// built wait for it rather than building their own.
-async fn shared_list<F>(
-    app: &Arc<App>,
-    key: &'static str,
-    build: impl FnOnce() -> F,
-) -> Result<Response, ApiError>
-where
-    F: std::future::Future<Output = Result<Value, ApiError>>,
-{
-    let mut lists = app.lists.lock().await;
-    let body = match lists.get(key) {
-        Some((at, body)) if at.elapsed() < STATUS_FRESH => body.clone(),
-        _ => {
-            let value = build().await?;
-            let body = Bytes::from(
-                serde_json::to_vec(&value)
-                    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-            );
-            lists.insert(key, (std::time::Instant::now(), body.clone()));
-            body
+impl<'a, T: serde::Serialize> GoalView<'a, T> {
+    fn of(
+        goal: &'a Resource<crate::spec::GoalSpec>,
+        status: Option<String>,
+        spent_usd: f64,
+        tasks: T,
+    ) -> Self {
+        GoalView {
+            name: goal.name(),
+            product: &goal.spec.product,
+            owner: &goal.spec.owner,
+            priority: goal.spec.priority,
+            description: &goal.spec.description,
+            budget: &goal.spec.budget,
+            depends_on: &goal.spec.depends_on,
+            status: status.and_then(raw),
+            spent_usd,
+            tasks,
         }
-    };
-    drop(lists);
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
-}
-
-pub async fn goals(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    shared_list(&app, "goals", || goals_list(app.clone())).await
-}
-
-async fn goals_list(app: Arc<App>) -> Result<Value, ApiError> {
-    let applied = applied(&app)?;
-    let report = shared_status(&app).await?;
-    let (spend, tasks) =
-        blocking(&app, |store| Ok((store.spend_report()?, store.tasks()?))).await?;
-    let spent: BTreeMap<String, f64> = spend.by_goal.into_iter().map(|(g, s)| (g, s.usd)).collect();
-    let mut by_goal: HashMap<&str, Vec<TaskId>> = HashMap::new();
-    for task in &tasks {
-        by_goal.entry(task.goal.as_str()).or_default().push(task.id);
     }
-    let list: Vec<Value> = applied
-        .spec
-        .goals
-        .iter()
-        .map(|g| {
-            let ids = by_goal.get(g.name()).map(Vec::as_slice).unwrap_or_default();
-            goal_view(g, &report, &spent, ids)
-        })
-        .collect();
-    Ok(Value::Array(list))
+}
+
+/// `?limit=N&continue=TOKEN` of a list, as Kubernetes lists page; neither asks for all.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    #[serde(rename = "continue")]
+    pub after: Option<String>,
+}
+
+/// A page of a shared list, with a `Link: <...>; rel="next"` header (RFC 8288, as GitHub's
+/// API pages) naming the next page when there is one.
+fn page_of(listing: &Listing, path: &str, query: &PageQuery) -> Result<Response, ApiError> {
+    let page = listing
+        .page(query.after.as_deref(), query.limit)
+        .map_err(|e| ApiError(StatusCode::GONE, e.to_string()))?;
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        page.body,
+    )
+        .into_response();
+    if let (Some(next), Some(limit)) = (page.next, query.limit) {
+        let link = format!(
+            "</api/v1/{path}?limit={limit}&continue={}>; rel=\"next\"",
+            percent_encode(&next)
+        );
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `text` with everything but unreserved characters (RFC 3986) percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// What the store's writes in this process have changed so far: the shared views' clock.
+fn version(app: &App) -> u64 {
+    app.engine_store.write_count() + app.store.write_count()
+}
+
+pub async fn goals(
+    State(app): State<Arc<App>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let build = || goals_list(app.clone());
+    let listing = app.views.goals.get(version(&app), build).await?;
+    page_of(&listing, "goals", &query)
+}
+
+/// Every goal of the revision that runs, in its order. Each goal's status is embedded as
+/// the engine wrote it, not parsed and written again: at 10,000 goals that is most of the
+/// work.
+async fn goals_list(app: Arc<App>) -> Result<Listing, ApiError> {
+    let applied = applied(&app)?;
+    let (mut statuses, usd, tasks) = read_on(&app, app.lists.clone(), |store| {
+        Ok((
+            store.goal_statuses()?,
+            store.usd_by_goal()?,
+            store.task_ids_by_goal()?,
+        ))
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || {
+        let views = applied.spec.goals.iter().map(|g| {
+            let ids = tasks.get(g.name()).map(Vec::as_slice).unwrap_or_default();
+            let spent = usd.get(g.name()).copied().unwrap_or(0.0);
+            let view = GoalView::of(g, statuses.remove(g.name()), spent, ids);
+            (g.name().to_string(), view)
+        });
+        Listing::build(views)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 pub async fn goal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answer {
@@ -315,49 +370,61 @@ pub async fn goal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answ
             applied.revision
         )));
     };
-    let wanted = name.clone();
-    let report = shared_status(&app).await?;
-    let (spent, tasks, events) = blocking(&app, move |store| {
-        let spend = store.spend_by_task()?;
-        let tasks: Vec<Value> = store
-            .tasks_of_goal(&wanted)?
-            .iter()
-            .map(|t| task_json(t, spend.get(&t.id)))
+    let (status, spent, tasks, events) = blocking(&app, move |store| {
+        let spend = store.spend_of_goal_tasks(&name)?;
+        let tasks: Vec<TaskView> = store
+            .tasks_of_goal(&name)?
+            .into_iter()
+            .map(|task| TaskView::of(task, &spend))
             .collect();
         Ok((
-            store.spent_on_goal(&wanted)?,
+            store.goal_status(&name)?,
+            store.spent_on_goal(&name)?,
             tasks,
-            store.recent_events(&wanted, 50)?,
+            store.recent_events(&name, 50)?,
         ))
     })
     .await?;
-    let mut view = goal_view(goal, &report, &BTreeMap::from([(name, spent)]), &[]);
-    view["tasks"] = Value::Array(tasks);
+    let mut view = to_json(&GoalView::of(goal, status, spent, tasks));
     view["events"] = to_json(&events);
     Ok(Json(view))
 }
 
-fn task_json(task: &crate::store::Task, spend: Option<&crate::store::TaskSpend>) -> Value {
-    let mut v = to_json(task);
-    v["spend"] = to_json(&spend.cloned().unwrap_or_default());
-    v
+/// A task with what its model calls cost.
+#[derive(serde::Serialize)]
+struct TaskView {
+    #[serde(flatten)]
+    task: crate::store::Task,
+    spend: crate::store::TaskSpend,
 }
 
-pub async fn tasks(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    shared_list(&app, "tasks", || tasks_list(app.clone())).await
+impl TaskView {
+    fn of(task: crate::store::Task, spend: &BTreeMap<TaskId, crate::store::TaskSpend>) -> Self {
+        let spend = spend.get(&task.id).cloned().unwrap_or_default();
+        TaskView { task, spend }
+    }
 }
 
-async fn tasks_list(app: Arc<App>) -> Result<Value, ApiError> {
-    let list = blocking(&app, |store| {
+pub async fn tasks(
+    State(app): State<Arc<App>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let build = || tasks_list(app.clone());
+    let listing = app.views.tasks.get(version(&app), build).await?;
+    page_of(&listing, "tasks", &query)
+}
+
+async fn tasks_list(app: Arc<App>) -> Result<Listing, ApiError> {
+    read_on(&app, app.lists.clone(), |store| {
         let spend = store.spend_by_task()?;
-        Ok(store
-            .tasks()?
-            .iter()
-            .map(|t| task_json(t, spend.get(&t.id)))
-            .collect::<Vec<_>>())
+        let views = store.tasks()?.into_iter().map(|task| {
+            let id = task.id.to_string();
+            (id, TaskView::of(task, &spend))
+        });
+        Listing::build(views)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
-    .await?;
-    Ok(Value::Array(list))
+    .await
 }
 
 /// A task in full: its attempts, the journal of its steps, and its audit records (tool
@@ -369,8 +436,8 @@ pub async fn task(State(app): State<Arc<App>>, Path(id): Path<TaskId>) -> Answer
             Err(StoreError::NoTask(_)) => return Err(not_found(format!("no task {id}"))),
             Err(e) => return Err(e.into()),
         };
-        let spend = store.spend_by_task()?;
-        let mut v = task_json(&task, spend.get(&id));
+        let spend = store.spend_of_goal_tasks(&task.goal)?;
+        let mut v = to_json(&TaskView::of(task, &spend));
         v["attempts"] = to_json(&store.attempts(id)?);
         v["journal"] = to_json(&store.journal(id)?);
         v["audit"] = to_json(&store.task_audit(id)?);

@@ -22,8 +22,10 @@ pub mod api;
 pub mod auth;
 mod dashboard;
 pub mod hooks;
+pub mod listing;
 pub mod metrics;
 pub mod sse;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -108,6 +110,8 @@ pub struct Wiring {
     /// The engine's trigger channel.
     pub trigger: mpsc::Sender<()>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The engine's store handle (its writes are what changes the shared answers).
+    pub store: Arc<Store>,
     /// Stops the server.
     pub shutdown: CancellationToken,
 }
@@ -139,19 +143,23 @@ pub struct App {
     /// queues here (cheaply) rather than as hundreds of blocking threads each holding a
     /// parsed company.
     pub reads: tokio::sync::Semaphore,
-    /// The list answers (every goal, every task) as last built, shared likewise.
-    pub lists: tokio::sync::Mutex<
-        std::collections::HashMap<&'static str, (std::time::Instant, axum::body::Bytes)>,
-    >,
-    /// The company's status as last read from the store, shared by the requests of the
-    /// next [`api::STATUS_FRESH`] (one read and parse of thousands of goals serves them
-    /// all, however many ask).
-    pub status: tokio::sync::Mutex<
-        Option<(
-            std::time::Instant,
-            Arc<crate::engine::records::StatusReport>,
-        )>,
-    >,
+    /// A second connection for the long reads of the shared lists, so the short reads on
+    /// [`App::store`] do not queue behind them.
+    pub lists: Arc<Store>,
+    /// The engine's store handle: its count of writes tells the shared views that the store
+    /// changed.
+    pub engine_store: Arc<Store>,
+    /// The answers shared by every request (see [`views`]).
+    pub views: Views,
+}
+
+/// The answers shared by every request.
+#[derive(Default)]
+pub struct Views {
+    /// Every goal, with its status, spend and task ids.
+    pub goals: Arc<views::View<listing::Listing>>,
+    /// Every task, with its spend.
+    pub tasks: Arc<views::View<listing::Listing>>,
 }
 
 /// Store reads the API runs at once (its connection serializes them anyway).
@@ -221,12 +229,14 @@ impl Server {
             applied,
             trigger,
             metrics,
+            store: engine_store,
             shutdown,
         } = wiring;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Listen { addr, source })?;
         let store = Arc::new(Store::open(state_dir)?);
+        let lists = Arc::new(Store::open_reader(state_dir)?);
         let (tail, newest_event, doing, recent) = sse::Tail::new(store.clone(), metrics.clone())?;
         let public_read = config.public_read && addr.ip().is_loopback();
         if config.public_read && !public_read {
@@ -246,8 +256,9 @@ impl Server {
             webhook_secret: config.webhook_secret,
             shutdown,
             reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
-            status: tokio::sync::Mutex::new(None),
-            lists: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            lists,
+            engine_store,
+            views: Views::default(),
         });
         Ok(Server {
             listener,

@@ -33,9 +33,9 @@ pub use tools::{Dropped, normalize_tools, split_commas, split_tools, subtract_to
 use tools::{ToolsFormat, dropped_tool};
 
 /// Tools Proto provides, by the names agents list them with.
-pub const TOOLS: [&str; 11] = [
+pub const TOOLS: [&str; 12] = [
     "Bash", "Read", "Write", "Edit", "Glob", "Grep", "Git", "Python", "Planning", "Delegate",
-    "Computer",
+    "Computer", "Remember",
 ];
 
 /// Claude Code tool names that map onto a Proto tool.

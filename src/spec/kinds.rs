@@ -84,6 +84,23 @@ pub struct CompanySpec {
     /// How the controller records its work in this repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writeback: Option<Writeback>,
+    /// How the company learns from its own work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning: Option<Learning>,
+}
+
+/// How the company learns from its own work (see `crate::learning`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Learning {
+    /// How often the miner looks for failures that keep coming back and proposes goals for
+    /// them (a duration, default `100s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub miner_interval: Option<String>,
+    /// After a goal a model met, a cheap-tier model call (paid for and budgeted like any
+    /// turn) writes down what the task taught as a knowledge entry. Off unless `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summaries: Option<bool>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -190,6 +190,14 @@ impl<'a> Validator<'a> {
         }
         for company in &s.companies {
             self.reference(company, "spec.ceo", Kind::Agent, &company.spec.ceo);
+            if let Some(interval) = company
+                .spec
+                .learning
+                .as_ref()
+                .and_then(|l| l.miner_interval.as_ref())
+            {
+                self.duration(company, "spec.learning.minerInterval", interval);
+            }
             if let Some(approvals) = &company.spec.approvals {
                 if let Some(timeout) = &approvals.timeout {
                     self.duration(company, "spec.approvals.timeout", timeout);

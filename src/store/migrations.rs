@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -307,5 +307,31 @@ CREATE TABLE computers (
     open_until TEXT,
     last_seen  TEXT,
     checked_at TEXT
+) STRICT;
+"#;
+
+/// What the company learns (see `knowledge.rs`): every capture of a lesson, kept until the
+/// record commit writes it into its entry (`commit` set then), and the improvement goals
+/// the miner proposed, one row per proposal branch.
+const V10: &str = r#"
+CREATE TABLE knowledge (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    time     TEXT NOT NULL,
+    task     INTEGER,
+    goal     TEXT,
+    kind     TEXT NOT NULL,
+    slug     TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    "commit" TEXT
+) STRICT;
+CREATE INDEX knowledge_pending ON knowledge ("commit");
+CREATE TABLE proposals (
+    slug      TEXT PRIMARY KEY,
+    goal      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    evidence  TEXT NOT NULL,
+    branch    TEXT NOT NULL,
+    "commit"  TEXT,
+    proposed  TEXT NOT NULL
 ) STRICT;
 "#;

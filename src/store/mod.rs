@@ -11,6 +11,7 @@ mod approvals;
 mod computers;
 mod control;
 mod event;
+mod knowledge;
 mod migrations;
 mod observed;
 mod reads;
@@ -20,6 +21,7 @@ mod retention;
 mod tests;
 
 pub use computers::ComputerRecord;
+pub use knowledge::{Proposal, StoredCapture};
 pub use reads::{AttemptRow, SpendReport, SpendSum};
 pub use record::{Cost, Entry, StepRecord};
 pub use retention::{Pruned, Retention};
@@ -339,6 +341,18 @@ impl Store {
         Store::setup(conn, migrations::MIGRATIONS)
     }
 
+    /// Another connection to a store that [`Store::open`] opened (checked and migrated) in
+    /// this process, for reads only: long reads on it (a list of every task) do not hold up
+    /// the short ones on the first handle. Under WAL neither waits for the engine's writes.
+    pub fn open_reader(dir: &std::path::Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            dir.join(DB_FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(Store::over(conn))
+    }
+
     /// A private in-memory store, for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
         Store::setup(Connection::open_in_memory()?, migrations::MIGRATIONS)
@@ -372,12 +386,17 @@ impl Store {
         if found < known {
             migrations::migrate(&mut conn, migrations)?;
         }
-        Ok(Store {
+        Ok(Store::over(conn))
+    }
+
+    /// A handle over a connection that is ready for use.
+    fn over(conn: Connection) -> Store {
+        Store {
             conn: std::sync::Mutex::new(conn),
             view: std::sync::Mutex::new(None),
             writes: std::sync::atomic::AtomicU64::new(0),
             pruned_at: std::sync::Mutex::new(None),
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -1462,20 +1481,24 @@ impl Store {
                 "SELECT task, SUM(input_tokens), SUM(output_tokens), SUM(usd), COUNT(*)
                  FROM spend GROUP BY task",
             )?;
-            let rows = stmt.query_map([], |row| {
-                Ok((
-                    row.get::<_, TaskId>(0)?,
-                    TaskSpend {
-                        input_tokens: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
-                        output_tokens: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
-                        usd: row.get(3)?,
-                        calls: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
-                    },
-                ))
-            })?;
+            let rows = stmt.query_map([], task_spend_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
+}
+
+/// A task's spend from a row of `task, SUM(input_tokens), SUM(output_tokens), SUM(usd),
+/// COUNT(*)`.
+fn task_spend_row(row: &Row<'_>) -> rusqlite::Result<(TaskId, TaskSpend)> {
+    Ok((
+        row.get::<_, TaskId>(0)?,
+        TaskSpend {
+            input_tokens: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+            output_tokens: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            usd: row.get(3)?,
+            calls: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+        },
+    ))
 }
 
 fn event_row(row: &Row<'_>) -> rusqlite::Result<Event> {

@@ -2,10 +2,10 @@
 //! and the dashboard: a task's attempts and journal, and spend grouped by day, goal, agent
 //! and model. The CLI's lists read the same tables through [`Store::tasks`] and friends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -149,6 +149,84 @@ impl Store {
                 }
             }
             Ok(report)
+        })
+    }
+
+    /// The company's part of the engine's last status report (its goals are rows of their
+    /// own), as the JSON the engine wrote.
+    pub fn company_status(&self) -> Result<Option<String>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row("SELECT report FROM status WHERE id = 1", [], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+    }
+
+    /// One goal's last status, as the JSON the engine wrote.
+    pub fn goal_status(&self, goal: &str) -> Result<Option<String>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT body FROM goal_status WHERE goal = ?1",
+                    [goal],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Every goal's last status as the JSON the engine wrote, by goal: what a list of
+    /// goals embeds without parsing it.
+    pub fn goal_statuses(&self) -> Result<HashMap<String, String>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT goal, body FROM goal_status")?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Each goal's task ids, newest first.
+    pub fn task_ids_by_goal(&self) -> Result<HashMap<String, Vec<TaskId>>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT goal, id FROM tasks ORDER BY id DESC")?;
+            let mut rows = stmt.query([])?;
+            let mut by_goal: HashMap<String, Vec<TaskId>> = HashMap::new();
+            while let Some(row) = rows.next()? {
+                let goal: String = row.get(0)?;
+                by_goal.entry(goal).or_default().push(row.get(1)?);
+            }
+            Ok(by_goal)
+        })
+    }
+
+    /// Dollars spent on each goal (its tasks' model calls).
+    pub fn usd_by_goal(&self) -> Result<HashMap<String, f64>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT tasks.goal, SUM(spend.usd) FROM spend JOIN tasks ON tasks.id = spend.task
+                 GROUP BY tasks.goal",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Tokens and dollars recorded against each task of one goal.
+    pub fn spend_of_goal_tasks(
+        &self,
+        goal: &str,
+    ) -> Result<BTreeMap<TaskId, super::TaskSpend>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT spend.task, SUM(spend.input_tokens), SUM(spend.output_tokens),
+                        SUM(spend.usd), COUNT(*)
+                 FROM spend JOIN tasks ON tasks.id = spend.task
+                 WHERE tasks.goal = ?1 GROUP BY spend.task",
+            )?;
+            let rows = stmt.query_map([goal], super::task_spend_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

@@ -18,6 +18,7 @@ mod planning;
 mod python;
 mod read;
 mod registry;
+mod remember;
 mod write;
 
 use std::path::Path;
@@ -43,6 +44,7 @@ pub use python::Python;
 pub(crate) use python::TMP_DIR;
 pub use read::Read;
 pub use registry::{Registry, allows, builtin, builtins};
+pub use remember::{REMEMBER_TOOL, Remember};
 pub use write::Write;
 
 /// Where a tool runs and on whose behalf.

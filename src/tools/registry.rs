@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
-use super::{Bash, Edit, Git, Glob, Grep, Planning, Python, Read, Tool, Write, definition};
+use super::{
+    Bash, Edit, Git, Glob, Grep, Planning, Python, Read, Remember, Tool, Write, definition,
+};
 use crate::model::ToolDef;
 
 /// Every built-in tool, once.
-pub fn builtins() -> [Arc<dyn Tool>; 9] {
+pub fn builtins() -> [Arc<dyn Tool>; 10] {
     [
         Arc::new(Read),
         Arc::new(Write),
@@ -21,6 +23,7 @@ pub fn builtins() -> [Arc<dyn Tool>; 9] {
         Arc::new(Git),
         Arc::new(Python),
         Arc::new(Planning),
+        Arc::new(Remember),
     ]
 }
 
