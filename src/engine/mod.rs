@@ -1893,7 +1893,11 @@ impl Engine {
             names.as_deref(),
             Utc::now(),
         )?;
-        self.reported.send_replace(self.status.clone());
+        // Only a reader in this process (the Kubernetes status writer) wants it: without one,
+        // a copy of thousands of goals' status per pass is the controller's time for nothing.
+        if self.reported.receiver_count() > 0 {
+            self.reported.send_replace(self.status.clone());
+        }
         Ok(())
     }
 
