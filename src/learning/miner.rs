@@ -5,6 +5,9 @@
 //! is returned with its evidence and the Goal that would fix it, named from the key so the
 //! same problem always makes the same proposal (and so is proposed once).
 //!
+//! Besides failures: a check that flaps ([`flapping`]) and an agent whose dollars per goal
+//! met are far above its peers' ([`costly`]).
+//!
 //! No I/O here: [`super::mine`] reads the store, asks this, and writes the proposals.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -257,6 +260,121 @@ pub fn flapping(outcomes: &[Outcome], flips: usize, taken: &dyn Fn(&str) -> bool
         .collect()
 }
 
+/// The check kind of an agent that spends far more than its peers per goal met.
+pub const COSTLY: &str = "costly";
+/// How many times the company's median dollars per met goal an agent must spend to be an
+/// outlier.
+pub const OUTLIER: f64 = 3.0;
+/// Goals an agent must have met before its spend per goal is compared: a ratio over one or
+/// two goals says nothing.
+pub const MIN_MET: usize = 3;
+
+/// One task's model spend, as the miner reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spend {
+    pub task: i64,
+    pub goal: String,
+    pub product: String,
+    /// The agent that made the calls.
+    pub agent: String,
+    pub usd: f64,
+    /// Whether the task met its goal.
+    pub met: bool,
+}
+
+/// Agents whose dollars per goal met (every call of theirs, met or not, over the distinct
+/// goals their tasks met) are at least `factor` times the median of the agents compared
+/// (those with `min_met` goals met, at least three of them), not `taken`.
+pub fn costly(
+    spends: &[Spend],
+    factor: f64,
+    min_met: usize,
+    taken: &dyn Fn(&str) -> bool,
+) -> Vec<Found> {
+    struct Tally<'a> {
+        usd: f64,
+        met: BTreeSet<&'a str>,
+        tasks: BTreeSet<i64>,
+        product: &'a str,
+        per_goal: BTreeMap<&'a str, f64>,
+    }
+    let mut agents: BTreeMap<&str, Tally<'_>> = BTreeMap::new();
+    for s in spends {
+        let tally = agents.entry(&s.agent).or_insert_with(|| Tally {
+            usd: 0.0,
+            met: BTreeSet::new(),
+            tasks: BTreeSet::new(),
+            product: &s.product,
+            per_goal: BTreeMap::new(),
+        });
+        tally.usd += s.usd;
+        tally.tasks.insert(s.task);
+        *tally.per_goal.entry(&s.goal).or_default() += s.usd;
+        if s.met {
+            tally.met.insert(&s.goal);
+        }
+    }
+    let rates: Vec<(&str, f64)> = agents
+        .iter()
+        .filter(|(_, t)| t.met.len() >= min_met.max(1))
+        .map(|(agent, t)| (*agent, t.usd / t.met.len() as f64))
+        .collect();
+    if rates.len() < 3 {
+        return Vec::new();
+    }
+    let mut sorted: Vec<f64> = rates.iter().map(|r| r.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    if median <= 0.0 {
+        return Vec::new();
+    }
+    rates
+        .into_iter()
+        .filter(|(_, rate)| *rate >= factor * median)
+        .filter_map(|(agent, rate)| {
+            let key = Key {
+                signature: format!(
+                    "{agent} spends ${rate:.2} per goal met, {:.1} times the company's median of ${median:.2}",
+                    rate / median
+                ),
+                tool: agent.to_string(),
+                check: COSTLY.into(),
+            };
+            // Named by the agent alone, so the same outlier is proposed once.
+            let name = Key {
+                signature: format!("{agent} spends more per goal than its peers"),
+                tool: agent.to_string(),
+                check: COSTLY.into(),
+            }
+            .name();
+            if taken(&name) {
+                return None;
+            }
+            let tally = agents.get(agent)?;
+            let mut goals: Vec<(&str, f64)> =
+                tally.per_goal.iter().map(|(g, usd)| (*g, *usd)).collect();
+            goals.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+            Some(Found {
+                evidence: goals
+                    .iter()
+                    .take(EVIDENCE_LINES)
+                    .map(|(goal, usd)| {
+                        let met = if tally.met.contains(goal) { "met" } else { "not met" };
+                        format!("goal {goal}: ${usd:.2} spent by {agent}, {met}")
+                    })
+                    .collect(),
+                name,
+                goals: goals.iter().map(|g| g.0.to_string()).collect(),
+                product: tally.product.to_string(),
+                owner: agent.to_string(),
+                failures: tally.met.len(),
+                tasks: tally.tasks.len(),
+                key,
+            })
+        })
+        .collect()
+}
+
 /// The proposed Goal as a file of the company repository: the evidence as comments a
 /// reviewer reads first, then the Goal. Its check is a rubric a judge grades against the
 /// product, since what fixes a recurring failure is for the work to find out.
@@ -271,7 +389,12 @@ pub fn goal_yaml(found: &Found) -> String {
     for line in &found.evidence {
         text.push_str(&format!("#   {}\n", line.replace('\n', " ")));
     }
-    let description = if found.key.check == FLAPPING {
+    let description = if found.key.check == COSTLY {
+        format!(
+            "{}. Find why (a model above what the work needs, a prompt or skill that sends it round in circles, a tool it lacks) and bring its spend per goal near its peers'.",
+            found.key.signature
+        )
+    } else if found.key.check == FLAPPING {
         format!(
             "The check of {} flips between passing and failing ({} flips in {} tasks): make the check deterministic, or the product stable.",
             found.goals.join(", "),
@@ -295,10 +418,17 @@ pub fn goal_yaml(found: &Found) -> String {
             found.key.signature
         )
     };
-    let rubric = format!(
-        "The cause of the failure \"{}\" is found and fixed in the product, with a test or check that would catch it again.",
-        found.key.signature
-    );
+    let rubric = if found.key.check == COSTLY {
+        format!(
+            "The reason {} spends more per goal than its peers is found, and its declaration changed so that it no longer does.",
+            found.key.tool
+        )
+    } else {
+        format!(
+            "The cause of the failure \"{}\" is found and fixed in the product, with a test or check that would catch it again.",
+            found.key.signature
+        )
+    };
     text.push_str(&format!(
         "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata:\n  name: {}\nspec:\n  product: {}\n  owner: {}\n  priority: medium\n  description: {}\n  check:\n    judge:\n      rubric: {}\n",
         found.name,
@@ -313,6 +443,58 @@ pub fn goal_yaml(found: &Found) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spend(task: i64, goal: &str, agent: &str, usd: f64, met: bool) -> Spend {
+        Spend {
+            task,
+            goal: goal.into(),
+            product: "app".into(),
+            agent: agent.into(),
+            usd,
+            met,
+        }
+    }
+
+    #[test]
+    fn an_agent_far_above_its_peers_per_goal_met_is_proposed_once() {
+        let mut spends = Vec::new();
+        let mut task = 0;
+        for (agent, usd) in [
+            ("dev", 0.10),
+            ("qa", 0.12),
+            ("docs", 0.08),
+            ("lavish", 0.50),
+        ] {
+            for g in 0..3 {
+                task += 1;
+                spends.push(spend(task, &format!("{agent}-g{g}"), agent, usd, true));
+            }
+        }
+        // A failed, costly attempt counts against the agent too.
+        spends.push(spend(99, "lavish-g0", "lavish", 0.30, false));
+        let found = costly(&spends, OUTLIER, MIN_MET, &|_| false);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].owner, "lavish");
+        assert_eq!(found[0].key.check, COSTLY);
+        assert_eq!(found[0].tasks, 4);
+        assert!(
+            found[0].key.signature.contains("per goal met"),
+            "{:?}",
+            found[0].key
+        );
+        assert!(goal_yaml(&found[0]).contains("owner: \"lavish\""));
+        // Proposed already: not again, whatever the figures are now.
+        let name = found[0].name.clone();
+        assert!(costly(&spends, OUTLIER, MIN_MET, &|n| n == name).is_empty());
+        // Too few goals met, or too few peers: nothing is compared.
+        assert!(costly(&spends, OUTLIER, 4, &|_| false).is_empty());
+        let two: Vec<Spend> = spends
+            .iter()
+            .filter(|s| s.agent == "dev" || s.agent == "lavish")
+            .cloned()
+            .collect();
+        assert!(costly(&two, OUTLIER, MIN_MET, &|_| false).is_empty());
+    }
 
     fn failure(task: i64, goal: &str, error: &str) -> Failure {
         Failure {

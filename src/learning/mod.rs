@@ -1,5 +1,5 @@
 //! Self-improvement: the miner's edges. [`mine`] reads the failures the store recorded (failed
-//! attempts, and calls refused again and again), asks the pure [`miner`] which keep coming
+//! attempts, and calls refused again and again) and the spend of each agent's tasks, asks the pure [`miner`] which keep coming
 //! back, and proposes a Goal for each on its own branch of the company repository,
 //! `proto/proposals/<slug>`, through the same [`Writeback`] the controller records with —
 //! never on the watched branch: a proposal takes effect only when a person merges it, after
@@ -189,9 +189,30 @@ pub fn mine(
         .collect();
     let taken = |name: &str| published.contains(name) || spec.goal(name).is_some();
     let mut made = Vec::new();
+    let met: std::collections::HashSet<i64> =
+        outcomes.iter().filter(|o| o.met).map(|o| o.task).collect();
+    let spends: Vec<miner::Spend> = store
+        .spend_by_agent_and_task()?
+        .into_iter()
+        .filter(|(_, _, goal, _, _)| spec.goal(goal).is_some())
+        .map(|(agent, task, goal, product, usd)| miner::Spend {
+            met: met.contains(&task),
+            task,
+            goal,
+            product,
+            agent,
+            usd,
+        })
+        .collect();
     let found = miner::mine(&failures, miner::THRESHOLD, &taken)
         .into_iter()
-        .chain(miner::flapping(&outcomes, miner::FLIPS, &taken));
+        .chain(miner::flapping(&outcomes, miner::FLIPS, &taken))
+        .chain(miner::costly(
+            &spends,
+            miner::OUTLIER,
+            miner::MIN_MET,
+            &taken,
+        ));
     for found in found {
         let slug = found.name.clone();
         let branch = proposal_branch(&slug);
@@ -201,6 +222,7 @@ pub fn mine(
             reason: match found.key.check.as_str() {
                 miner::REFUSED => "refused",
                 miner::FLAPPING => "flapping",
+                miner::COSTLY => "costly",
                 _ => "failure",
             }
             .into(),

@@ -27,7 +27,7 @@ pub struct Proposal {
     pub slug: String,
     /// The proposed Goal's name.
     pub goal: String,
-    /// What was seen (`failure`, `flapping`, `refused`).
+    /// What was seen (`failure`, `flapping`, `refused`, `costly`).
     pub reason: String,
     /// The evidence, one line per occurrence.
     pub evidence: Vec<String>,
@@ -187,6 +187,29 @@ impl Store {
                 super::AUDIT_COLUMNS
             ))?;
             let rows = stmt.query_map([], super::audit_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Dollars each agent spent on each task: `(agent, task, goal, product, usd)`.
+    pub fn spend_by_agent_and_task(
+        &self,
+    ) -> Result<Vec<(String, TaskId, String, String, f64)>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT spend.agent, spend.task, tasks.goal, tasks.product, SUM(spend.usd)
+                 FROM spend JOIN tasks ON tasks.id = spend.task
+                 GROUP BY spend.agent, spend.task ORDER BY spend.task",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
