@@ -194,14 +194,14 @@ pub fn mine(
     let spends: Vec<miner::Spend> = store
         .spend_by_agent_and_task()?
         .into_iter()
-        .filter(|(_, _, goal, _, _)| spec.goal(goal).is_some())
-        .map(|(agent, task, goal, product, usd)| miner::Spend {
-            met: met.contains(&task),
-            task,
-            goal,
-            product,
-            agent,
-            usd,
+        .filter(|s| spec.goal(&s.goal).is_some())
+        .map(|s| miner::Spend {
+            met: met.contains(&s.task),
+            task: s.task,
+            goal: s.goal,
+            product: s.product,
+            agent: s.agent,
+            usd: s.usd,
         })
         .collect();
     let found = miner::mine(&failures, miner::THRESHOLD, &taken)

@@ -38,6 +38,16 @@ pub struct Proposal {
     pub proposed: DateTime<Utc>,
 }
 
+/// What one agent's calls for one task cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentTaskSpend {
+    pub agent: String,
+    pub task: TaskId,
+    pub goal: String,
+    pub product: String,
+    pub usd: f64,
+}
+
 impl Store {
     /// Keeps `capture` (of `task`, if any) until a record commit writes it.
     pub fn capture(
@@ -191,10 +201,8 @@ impl Store {
         })
     }
 
-    /// Dollars each agent spent on each task: `(agent, task, goal, product, usd)`.
-    pub fn spend_by_agent_and_task(
-        &self,
-    ) -> Result<Vec<(String, TaskId, String, String, f64)>, StoreError> {
+    /// Dollars each agent spent on each task.
+    pub fn spend_by_agent_and_task(&self) -> Result<Vec<AgentTaskSpend>, StoreError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
                 "SELECT spend.agent, spend.task, tasks.goal, tasks.product, SUM(spend.usd)
@@ -202,13 +210,13 @@ impl Store {
                  GROUP BY spend.agent, spend.task ORDER BY spend.task",
             )?;
             let rows = stmt.query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
+                Ok(AgentTaskSpend {
+                    agent: row.get(0)?,
+                    task: row.get(1)?,
+                    goal: row.get(2)?,
+                    product: row.get(3)?,
+                    usd: row.get(4)?,
+                })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
