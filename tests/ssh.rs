@@ -24,11 +24,13 @@ use std::time::{Duration, Instant};
 
 use proto::computer::ssh::{HostKeys, Login, SshError};
 use proto::computer::{
-    Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace, WorkspaceSpec,
+    AttachRequest, Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace,
+    WorkspaceSpec,
 };
 use proto::gitops::Identity;
 use proto::gitops::delivery::Git;
 use sshd::{Sshd, keygen, whoami};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -1322,4 +1324,50 @@ async fn hooks_run_on_the_remote_in_its_workspace() {
     assert_eq!(event["hook_event_name"], "PreToolUse");
     assert_eq!(event["tool_name"], "Write");
     assert_eq!(lines.next(), Some("ssh=yes key=none"));
+}
+
+/// `attach` on the remote: a shell reading lines answers through the channel, in the
+/// workspace and with the request's variables; its stderr is kept without the wrapper's
+/// group line; dropping its handle stops the whole remote group.
+#[tokio::test]
+async fn an_attached_remote_process_talks_through_the_channel_and_dies_with_its_handle() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let script = "sleep 30 & echo $! > bg.pid; echo started >&2; \
+                  while read line; do echo \"$line from $PWD with $GREETING\"; done";
+    let request = AttachRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        origin: Origin::Agent,
+    };
+    let mut attached = ssh.attach(Some(&ws), &request).await.unwrap();
+    let mut stdout = BufReader::new(attached.stdout);
+    let mut line = String::new();
+    for word in ["ping", "pong"] {
+        attached
+            .stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .await
+            .unwrap();
+        attached.stdin.flush().await.unwrap();
+        line.clear();
+        stdout.read_line(&mut line).await.unwrap();
+        assert_eq!(
+            line.trim(),
+            format!("{word} from {} with hello", ws.root().display())
+        );
+    }
+    let background = wait_for_file(&ssh, &ws, "bg.pid").await;
+    assert!(attached.process.running());
+    assert_eq!(attached.process.stderr().trim(), "started");
+
+    drop(attached.process);
+    let deadline = Instant::now() + PATIENCE;
+    while alive(&ssh, &ws, &background).await {
+        assert!(
+            Instant::now() < deadline,
+            "{background} outlived its handle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
