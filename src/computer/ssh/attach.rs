@@ -42,7 +42,7 @@ pub(super) async fn attach(
     )?;
     let (_link, mut channel) = ssh.pool.exec(&command).await?;
     let stdin = channel.make_writer();
-    let (stdout, mut sink) = tokio::io::simplex(PIPE_BYTES);
+    let (stdout, sink) = tokio::io::simplex(PIPE_BYTES);
     let pgid = Arc::new(Mutex::new(None));
     let shared = Arc::new(Shared {
         stderr: Mutex::new(Stderr {
