@@ -142,7 +142,7 @@ async fn the_worker_is_sent_once_serves_screenshots_and_input_and_is_restarted()
         &first,
         &ws,
         &format!(
-            "pkill -KILL -f -- 'worker --stdio --display {}'; sleep 0.3",
+            "pkill -KILL -f -- '[w]orker --stdio --display {}'; sleep 0.3",
             display.name
         ),
     )
