@@ -664,7 +664,12 @@ async fn an_attached_process_talks_through_its_streams_and_dies_with_its_handle(
     );
     assert!(attached.process.running());
     let background = wait_for_file(&ws.root().join("bg.pid")).await;
-    assert!(attached.process.stderr().contains("started"));
+    // Its stderr is read beside the streams handed back: it arrives in its own time.
+    let deadline = Instant::now() + KILLED_WELL_BEFORE;
+    while !attached.process.stderr().contains("started") {
+        assert!(Instant::now() < deadline, "no stderr kept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     drop(attached.process);
     assert_dies(&background).await;
