@@ -11,6 +11,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/company.rs"]
+mod company;
 #[path = "support/git_daemon.rs"]
 mod git_daemon;
 #[path = "support/sshd.rs"]
@@ -1375,4 +1377,77 @@ async fn an_attached_remote_process_talks_through_the_channel_and_dies_with_its_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An agent on an SSH computer uses a stdio MCP server (the real npm server-filesystem),
+/// which runs on the remote in the task's workspace: the file its tool writes is in the
+/// remote workspace, which this host cannot see (the server's sessions have a `tmpfs` over
+/// the remote workdir), and it is delivered from there.
+#[test]
+fn an_agent_on_an_ssh_computer_uses_a_stdio_mcp_server_started_there() {
+    let npm = std::env::var_os("PROTO_TEST_NPM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
+    let server = npm.join("node_modules/.bin/mcp-server-filesystem");
+    assert!(
+        server.exists(),
+        "run scripts/test.sh to install the npm MCP servers"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let remote_work = dir.join("remote-work");
+    std::fs::create_dir_all(&remote_work).unwrap();
+    let sshd = Sshd::start_hiding(&remote_work);
+    let goal = "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: served}\nspec:\n  product: app\n  owner: ceo\n  description: mcp.txt was written by the MCP server.\n  check: {file: {path: mcp.txt, matches: remote}}\n";
+    let company = company::small_company(dir, goal);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    let computer = format!(
+        "spec: {{ssh: {{host: 127.0.0.1, port: {}, user: {}, identityFile: '{}', knownHosts: '{}'}}, workdir: '{}'}}\n",
+        sshd.port,
+        whoami(),
+        sshd.path("clientkey").display(),
+        sshd.known_hosts().display(),
+        remote_work.display()
+    );
+    let yaml = yaml
+        .replace(
+            "  mission: Test.\n",
+            "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        )
+        .replace(
+            "tools: [Read, Write, Edit, Bash, Git]",
+            "tools: [Read, mcp__files]",
+        )
+        .replace("spec: {local: {}, capacity: 2}\n", &computer);
+    std::fs::write(company.join("company.yaml"), yaml).unwrap();
+    std::fs::write(
+        company.join(".mcp.json"),
+        serde_json::json!({"mcpServers": {"files": {"command": server.to_str().unwrap(), "args": ["."]}}}).to_string(),
+    )
+    .unwrap();
+    let turns = [
+        company::recorded_tool(
+            "w",
+            "mcp__files__write_file",
+            serde_json::json!({"path": "mcp.txt", "content": "written on the remote\n"}),
+        ),
+        company::recorded_text("done"),
+    ];
+    std::fs::write(company.join("replay.jsonl"), turns.join("\n") + "\n").unwrap();
+    cli::git(&company, &["add", "-A"]);
+    cli::git(
+        &company,
+        &["commit", "-q", "-m", "An MCP server on the SSH computer"],
+    );
+
+    let state = dir.join("state");
+    let out = cli::run_command(dir, &company, &state).output().unwrap();
+    let all = cli::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = cli::get_json(dir, &state, "goals");
+    assert_eq!(goals[0]["reason"], "CheckPassed", "{goals:#} {all}");
+    let delivered = cli::git(&dir.join("app.git"), &["show", "main:mcp.txt"]);
+    assert_eq!(delivered.trim(), "written on the remote");
+    // The workspace was on the remote only: this host sees nothing of it.
+    assert_eq!(std::fs::read_dir(&remote_work).unwrap().count(), 0);
 }
