@@ -278,6 +278,16 @@ enum Command {
         #[command(subcommand)]
         what: Get,
     },
+    /// Serve a controller on another computer: JSON lines on standard input and output
+    /// (screenshots and input of this computer's display). The controller starts it over SSH.
+    Worker {
+        /// Speak the protocol on standard input and output (the only way it is spoken).
+        #[arg(long, required = true)]
+        stdio: bool,
+        /// The X display to capture and drive; `DISPLAY` when not given.
+        #[arg(long)]
+        display: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,6 +490,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
             })
         }
         Command::Init { dir } => commands::init(&dir),
+        Command::Worker { stdio: _, display } => {
+            let display =
+                display.or_else(|| std::env::var("DISPLAY").ok().filter(|d| !d.is_empty()));
+            proto::computer::worker::serve_stdio(display)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| format!("worker: {e}"))
+        }
         Command::Retry { goal, state_dir } => commands::retry(&goal, state_dir),
         Command::Stop { reason, state_dir } => commands::stop(reason, state_dir),
         Command::Resume { state_dir } => commands::resume(state_dir),

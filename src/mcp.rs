@@ -1,17 +1,24 @@
 //! The MCP client: agents use the tools of the MCP servers a company declares in `.mcp.json`
 //! ([`McpServer`]), named `mcp__<server>__<tool>` as in Claude Code.
 //!
-//! [`McpClient`] is one connection, over stdio (a child process in its own process group,
-//! killed with everything it started when the client is dropped) or streamable HTTP.
+//! [`McpClient`] is one connection, over stdio or streamable HTTP. A stdio server runs on the
+//! task's computer, in its workspace, beside the files its tools are about: it is started
+//! with [`Computer::attach`] (on this host or over SSH alike), whose streams carry the
+//! protocol, and it is stopped with everything it started when the client is dropped. HTTP
+//! servers are reached from the controller.
 //! [`McpPool`] holds the servers an agent may use, connects to each the first time it is
 //! needed, reuses the connection afterwards and routes a qualified tool name to its server.
 //!
 //! ```no_run
 //! # async fn demo(servers: Vec<proto::spec::claude::McpServer>) -> Result<(), proto::mcp::McpError> {
+//! use std::sync::Arc;
 //! use std::time::Duration;
+//! use proto::computer::{Local, Workspace};
 //! use proto::mcp::McpPool;
 //!
-//! let pool = McpPool::new(servers, "/srv/company", Duration::from_secs(30));
+//! let computer = Arc::new(Local::new("here", "/srv/work"));
+//! let workspace = Workspace::new("/srv/work/task-1");
+//! let pool = McpPool::new(servers, computer, workspace, Duration::from_secs(30));
 //! let (tools, _unreachable) = pool.tools().await;
 //! let result = pool
 //!     .call("mcp__files__read_text_file", serde_json::json!({"path": "README.md"}))
@@ -22,38 +29,24 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock,
     Implementation, ResourceContents,
 };
 use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ServiceError, ServiceExt};
-use tokio::io::AsyncReadExt;
-use tokio::process::Command;
 
+use crate::computer::{AttachRequest, Computer, ComputerError, Origin, Process, Workspace};
 use crate::spec::claude::{McpServer, McpTransport};
 
 /// The prefix of every MCP tool name an agent sees.
 pub const PREFIX: &str = "mcp__";
-
-/// Variables a stdio server inherits from the controller; everything else is dropped, so the
-/// controller's model keys and tokens never reach a server. `.mcp.json`'s `env` adds to these.
-const BASE_ENV: [&str; 8] = [
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TERM", "TMPDIR",
-];
-
-/// How much of a stdio server's stderr is kept (its end), to explain a failed start.
-const STDERR_TAIL: usize = 4 * 1024;
 
 /// What went wrong talking to an MCP server. Every variant names the server.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +59,6 @@ pub enum McpError {
         #[source]
         source: std::io::Error,
     },
-    /// A stdio server for a task whose workspace is on another computer: it would run on
-    /// this host, beside files that are not the task's.
-    #[error(
-        "MCP server {server}: a stdio server runs beside the workspace, and this task's \
-         workspace is on another computer; only HTTP servers are reachable from there"
-    )]
-    NotBesideTheWorkspace { server: String },
     /// The server started (or the URL was reached) but the MCP handshake failed.
     #[error("MCP server \"{server}\": cannot connect: {reason}")]
     Connect { server: String, reason: String },
@@ -180,10 +166,9 @@ pub struct McpClient {
     /// Tool names, listed once so an unknown name is caught here with a clear error rather
     /// than as whatever the server makes of it.
     known_tools: tokio::sync::Mutex<Option<BTreeSet<String>>>,
-    /// The end of a stdio server's stderr, which says why it broke off, if it did.
-    stderr: Option<Arc<Mutex<String>>>,
-    /// Declared last so it drops last: the service is cancelled before the group is killed.
-    _group: Option<ProcessGroup>,
+    /// A stdio server's process: the end of its stderr says why it broke off, if it did.
+    /// Declared last so it drops last: the service is cancelled before the server is stopped.
+    process: Option<Process>,
 }
 
 impl std::fmt::Debug for McpClient {
@@ -196,12 +181,15 @@ impl std::fmt::Debug for McpClient {
 }
 
 impl McpClient {
-    /// Connects to `server`: spawns its command in `cwd` (stdio) or reaches its URL (HTTP),
-    /// then runs the MCP handshake. `timeout` bounds the whole connection and, later, each
-    /// request.
+    /// Connects to `server`: starts its command on `computer` in `workspace` (stdio; the
+    /// computer's plain environment, the declared `env` added, no sandbox: the company
+    /// declares its servers, as it does its hooks, and each tool call goes through `act()`)
+    /// or reaches its URL (HTTP), then runs the MCP handshake. `timeout` bounds the whole
+    /// connection and, later, each request.
     pub async fn connect(
         server: &McpServer,
-        cwd: &Path,
+        computer: &dyn Computer,
+        workspace: &Workspace,
         timeout: Duration,
     ) -> Result<McpClient, McpError> {
         let name = server.name.clone();
@@ -216,15 +204,20 @@ impl McpClient {
         };
         match &server.transport {
             McpTransport::Stdio { command, args, env } => {
-                let (transport, group, stderr) = spawn(&name, command, args, env, cwd)?;
+                let started = start(&name, command, args, env, computer, workspace);
+                let (transport, process) = match tokio::time::timeout(timeout, started).await {
+                    Ok(started) => started?,
+                    Err(_) => return Err(connect_timeout(&name)),
+                };
                 let connected = tokio::time::timeout(timeout, handshake.serve(transport)).await;
                 let service = match connected {
                     Ok(Ok(service)) => service,
-                    // The group drops here, so a server that hangs or fails is not left behind.
+                    // The process drops here, so a server that hangs or fails is not left
+                    // behind.
                     Ok(Err(e)) => {
                         return Err(McpError::Connect {
                             server: name,
-                            reason: with_stderr(e.to_string(), &stderr).await,
+                            reason: with_stderr(e.to_string(), &process).await,
                         });
                     }
                     Err(_) => return Err(connect_timeout(&name)),
@@ -234,8 +227,7 @@ impl McpClient {
                     service,
                     timeout,
                     known_tools: tokio::sync::Mutex::new(None),
-                    stderr: Some(stderr),
-                    _group: Some(group),
+                    process: Some(process),
                 })
             }
             McpTransport::Http { url, headers } => {
@@ -258,8 +250,7 @@ impl McpClient {
                     service,
                     timeout,
                     known_tools: tokio::sync::Mutex::new(None),
-                    stderr: None,
-                    _group: None,
+                    process: None,
                 })
             }
         }
@@ -376,8 +367,8 @@ impl McpClient {
                 let reason = format!("{request}: {}", error_chain(&e));
                 Err(McpError::Protocol {
                     server: self.server.clone(),
-                    reason: match &self.stderr {
-                        Some(stderr) => with_stderr(reason, stderr).await,
+                    reason: match &self.process {
+                        Some(process) => with_stderr(reason, process).await,
                         None => reason,
                     },
                 })
@@ -391,15 +382,21 @@ impl McpClient {
     }
 }
 
-/// Spawns a stdio server in its own process group with a plain environment, keeping the end
-/// of its stderr.
-fn spawn(
+/// The streams of a stdio server's process, as rmcp's transport takes them.
+type Streams = (
+    std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+);
+
+/// Starts a stdio server on `computer` in `workspace` (see [`McpClient::connect`]).
+async fn start(
     server: &str,
     command: &str,
     args: &[String],
     env: &BTreeMap<String, String>,
-    cwd: &Path,
-) -> Result<(TokioChildProcess, ProcessGroup, Arc<Mutex<String>>), McpError> {
+    computer: &dyn Computer,
+    workspace: &Workspace,
+) -> Result<(Streams, Process), McpError> {
     let spawn_error = |source| McpError::Spawn {
         server: server.to_string(),
         command: command.to_string(),
@@ -411,72 +408,38 @@ fn spawn(
             "empty command",
         )));
     }
-    // Checked here because a missing folder would otherwise read as a missing command.
-    if !cwd.is_dir() {
-        return Err(spawn_error(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("working folder {} does not exist", cwd.display()),
-        )));
-    }
-    // A relative path with a slash is relative to the server's folder, as in Claude Code;
-    // left to the OS it would depend on the controller's own working directory.
-    let program: PathBuf = if command.contains('/') && Path::new(command).is_relative() {
-        cwd.join(command)
-    } else {
-        PathBuf::from(command)
+    let request = AttachRequest {
+        program: command.to_string(),
+        args: args.to_vec(),
+        env: env.clone(),
+        origin: Origin::Controller,
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(
-            BASE_ENV
-                .iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-        )
-        .envs(env)
-        // Its own group, so launchers such as `npx` die together with the server they start.
-        .process_group(0)
-        .kill_on_drop(true);
-    let (transport, stderr) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    let group = ProcessGroup::of(transport.id());
-    let tail = Arc::new(Mutex::new(String::new()));
-    if let Some(mut stderr) = stderr {
-        let tail = tail.clone();
-        // Drained all along: a server whose stderr pipe fills up would block.
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let mut kept = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                kept.push_str(&String::from_utf8_lossy(&buf[..n]));
-                if kept.len() > STDERR_TAIL {
-                    let mut cut = kept.len() - STDERR_TAIL;
-                    while !kept.is_char_boundary(cut) {
-                        cut += 1;
-                    }
-                    kept.drain(..cut);
-                }
-            }
-        });
+    match computer.attach(Some(workspace), &request).await {
+        Ok(attached) => Ok(((attached.stdout, attached.stdin), attached.process)),
+        Err(ComputerError::Spawn { source, .. }) => Err(spawn_error(source)),
+        Err(e) => Err(McpError::Connect {
+            server: server.to_string(),
+            reason: format!("cannot start `{command}` on {}: {e}", computer.name()),
+        }),
     }
-    Ok((transport, group, tail))
 }
 
+/// How much of a stdio server's stderr an error quotes (its end).
+const STDERR_TAIL: usize = 4 * 1024;
+
 /// `reason`, followed by what the server wrote to stderr, which usually says why it stopped.
-async fn with_stderr(reason: String, stderr: &Arc<Mutex<String>>) -> String {
+async fn with_stderr(reason: String, process: &Process) -> String {
     // The server has usually just exited: give the reader a moment to catch its last words.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let tail = stderr
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .trim()
-        .to_string();
+    let stderr = process.stderr();
+    let mut tail = stderr.trim();
+    if tail.len() > STDERR_TAIL {
+        let mut cut = tail.len() - STDERR_TAIL;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail = &tail[cut..];
+    }
     if tail.is_empty() {
         reason
     } else {
@@ -587,28 +550,6 @@ fn base64_len(data: &str) -> usize {
     (data.len() / 4 * 3).saturating_sub(padding)
 }
 
-/// A stdio server's process group, killed when dropped.
-struct ProcessGroup {
-    pgid: Option<Pid>,
-}
-
-impl ProcessGroup {
-    fn of(pid: Option<u32>) -> Self {
-        ProcessGroup {
-            pgid: pid.and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw),
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH (everyone already gone) is fine: there is nothing left to kill.
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-    }
-}
-
 /// One MCP server's tool as a session's [`Tool`](crate::tools::Tool): its calls go to the
 /// server through the session's pool. What it does there cannot be looked at afterwards, so
 /// it is journaled as reaching outside.
@@ -672,8 +613,9 @@ impl crate::tools::Tool for ServerTool {
 
 /// The MCP servers an agent may use, connected on first use and kept connected.
 pub struct McpPool {
-    /// Where stdio servers start: the workspace, when it is on this host.
-    cwd: Option<PathBuf>,
+    /// Where stdio servers start: the task's computer and workspace.
+    computer: Arc<dyn Computer>,
+    workspace: Workspace,
     timeout: Duration,
     servers: BTreeMap<String, Slot>,
 }
@@ -686,31 +628,17 @@ struct Slot {
 }
 
 impl McpPool {
-    /// A pool of `servers`, spawned in `cwd` (stdio), each request bounded by `timeout`.
+    /// A pool of `servers`, the stdio ones started on `computer` in `workspace`, each
+    /// request bounded by `timeout`.
     pub fn new(
         servers: impl IntoIterator<Item = McpServer>,
-        cwd: impl Into<PathBuf>,
-        timeout: Duration,
-    ) -> Self {
-        McpPool::with_cwd(servers, Some(cwd.into()), timeout)
-    }
-
-    /// A pool for a task whose workspace is on another computer: its HTTP servers are
-    /// reached as usual, its stdio servers refused ([`McpError::NotBesideTheWorkspace`]).
-    pub fn beside_a_remote_workspace(
-        servers: impl IntoIterator<Item = McpServer>,
-        timeout: Duration,
-    ) -> Self {
-        McpPool::with_cwd(servers, None, timeout)
-    }
-
-    fn with_cwd(
-        servers: impl IntoIterator<Item = McpServer>,
-        cwd: Option<PathBuf>,
+        computer: Arc<dyn Computer>,
+        workspace: Workspace,
         timeout: Duration,
     ) -> Self {
         McpPool {
-            cwd,
+            computer,
+            workspace,
             timeout,
             servers: servers
                 .into_iter()
@@ -743,16 +671,14 @@ impl McpPool {
         if let Some(client) = client.as_ref() {
             return Ok(client.clone());
         }
-        let cwd = match (&self.cwd, &slot.server.transport) {
-            (Some(cwd), _) => cwd.as_path(),
-            (None, McpTransport::Http { .. }) => Path::new("/"),
-            (None, McpTransport::Stdio { .. }) => {
-                return Err(McpError::NotBesideTheWorkspace {
-                    server: server.to_string(),
-                });
-            }
-        };
-        let connected = Arc::new(McpClient::connect(&slot.server, cwd, self.timeout).await?);
+        let connected = McpClient::connect(
+            &slot.server,
+            self.computer.as_ref(),
+            &self.workspace,
+            self.timeout,
+        )
+        .await?;
+        let connected = Arc::new(connected);
         *client = Some(connected.clone());
         Ok(connected)
     }

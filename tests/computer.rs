@@ -1,6 +1,8 @@
 //! The local computer against real processes and a real filesystem: exit codes, streamed
 //! output, timeouts and cancellation that kill the whole process group, environment and
-//! working folder, output tails, and the workspace's refusal of paths that lead outside.
+//! working folder, output tails, and the workspace's refusal of paths that lead outside;
+//! an attached process talked to through its streams and stopped, group and all, when
+//! dropped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -11,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::computer::{
-    Computer, ComputerError, Local, Origin, Output, RunOutcome, RunRequest, Workspace,
-    WorkspaceSpec,
+    AttachRequest, Computer, ComputerError, Local, Origin, Output, RunOutcome, RunRequest,
+    Workspace, WorkspaceSpec,
 };
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -631,4 +634,68 @@ async fn a_listing_names_the_files_below_a_folder_and_stays_inside() {
         local.list(&ws, "../..").await,
         Err(ComputerError::OutsideWorkspace { .. })
     ));
+}
+
+/// A long-lived process started with `attach` (a shell reading lines) answers what it is
+/// sent, runs in the workspace with a plain environment and the request's variables, keeps
+/// its stderr, and is stopped with what it started once its handle drops.
+#[tokio::test]
+async fn an_attached_process_talks_through_its_streams_and_dies_with_its_handle() {
+    let (_dir, local, ws) = setup();
+    // `CARGO_PKG_NAME` (cargo sets it for this test) stands for a controller secret.
+    let script = "sleep 30 & echo $! > bg.pid; echo started >&2; \
+                  while read line; do echo \"$line from $PWD with $GREETING and ${CARGO_PKG_NAME:-nothing}\"; done";
+    let request = AttachRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        origin: Origin::Controller,
+    };
+    let mut attached = local.attach(Some(&ws), &request).await.unwrap();
+    attached.stdin.write_all(b"ping\n").await.unwrap();
+    attached.stdin.flush().await.unwrap();
+    let mut stdout = BufReader::new(attached.stdout);
+    let mut line = String::new();
+    stdout.read_line(&mut line).await.unwrap();
+    let root = std::fs::canonicalize(ws.root()).unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("ping from {} with hello and nothing", root.display())
+    );
+    assert!(attached.process.running());
+    let background = wait_for_file(&ws.root().join("bg.pid")).await;
+    // Its stderr is read beside the streams handed back: it arrives in its own time.
+    let deadline = Instant::now() + KILLED_WELL_BEFORE;
+    while !attached.process.stderr().contains("started") {
+        assert!(Instant::now() < deadline, "no stderr kept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    drop(attached.process);
+    assert_dies(&background).await;
+    // Its output ends with it.
+    line.clear();
+    assert_eq!(stdout.read_line(&mut line).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn attaching_a_missing_program_or_folder_is_a_spawn_error() {
+    let (dir, local, ws) = setup();
+    let request = AttachRequest {
+        program: "proto-no-such-program".into(),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        origin: Origin::Controller,
+    };
+    let e = local.attach(Some(&ws), &request).await.unwrap_err();
+    assert!(matches!(e, ComputerError::Spawn { .. }), "{e:?}");
+    assert!(e.to_string().contains("proto-no-such-program"), "{e}");
+
+    let gone = Workspace::new(dir.path().join("gone"));
+    let sh = AttachRequest {
+        program: "sh".into(),
+        ..request
+    };
+    let e = local.attach(Some(&gone), &sh).await.unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
 }

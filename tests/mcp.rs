@@ -10,11 +10,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use proto::computer::{Local, Workspace};
 use proto::mcp::{McpClient, McpError, McpPool, qualified_name, split_qualified_name};
 use proto::spec::claude::{McpServer, McpTransport};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects to `server`, a stdio one started on this host in the workspace `cwd`.
+async fn connect(server: &McpServer, cwd: &Path, timeout: Duration) -> Result<McpClient, McpError> {
+    let local = Local::new("here", cwd.join(".work"));
+    McpClient::connect(server, &local, &Workspace::new(cwd), timeout).await
+}
+
+/// A pool whose stdio servers start on this host in the workspace `cwd`.
+fn pool(servers: impl IntoIterator<Item = McpServer>, cwd: &Path, timeout: Duration) -> McpPool {
+    let local = Arc::new(Local::new("here", cwd.join(".work")));
+    McpPool::new(servers, local, Workspace::new(cwd), timeout)
+}
 
 /// Where the npm packages are, failing with what to do when they are not.
 fn npm() -> PathBuf {
@@ -114,7 +127,7 @@ impl Everything {
 async fn filesystem_over_stdio_writes_reads_and_refuses_outside_its_root() {
     let root = tempfile::tempdir().unwrap();
     let root_path = root.path().canonicalize().unwrap();
-    let client = McpClient::connect(&filesystem("files", &root_path), root.path(), TIMEOUT)
+    let client = connect(&filesystem("files", &root_path), root.path(), TIMEOUT)
         .await
         .unwrap();
     assert_eq!(client.server(), "files");
@@ -182,7 +195,7 @@ async fn filesystem_over_stdio_writes_reads_and_refuses_outside_its_root() {
 async fn everything_over_streamable_http_lists_and_echoes() {
     let everything = Everything::start().await;
     let cwd = tempfile::tempdir().unwrap();
-    let client = McpClient::connect(&everything.server("everything"), cwd.path(), TIMEOUT)
+    let client = connect(&everything.server("everything"), cwd.path(), TIMEOUT)
         .await
         .unwrap();
 
@@ -225,9 +238,7 @@ async fn stdio_servers_see_their_declared_env_but_not_the_controllers() {
         env.insert("PROTO_DECLARED".into(), "from .mcp.json".into());
     }
     let cwd = tempfile::tempdir().unwrap();
-    let client = McpClient::connect(&server, cwd.path(), TIMEOUT)
-        .await
-        .unwrap();
+    let client = connect(&server, cwd.path(), TIMEOUT).await.unwrap();
     let result = client
         .call("get-env", serde_json::Value::Null)
         .await
@@ -246,7 +257,7 @@ async fn pool_connects_lazily_reuses_and_routes_by_qualified_name() {
     let everything = Everything::start().await;
     let root = tempfile::tempdir().unwrap();
     let root_path = root.path().canonicalize().unwrap();
-    let pool = McpPool::new(
+    let pool = pool(
         [
             filesystem("local-fs_1", &root_path),
             everything.server("every_thing"),
@@ -291,7 +302,7 @@ async fn pool_connects_lazily_reuses_and_routes_by_qualified_name() {
 #[tokio::test]
 async fn pool_names_unknown_tools_and_servers() {
     let root = tempfile::tempdir().unwrap();
-    let pool = McpPool::new([filesystem("fs", root.path())], root.path(), TIMEOUT);
+    let pool = pool([filesystem("fs", root.path())], root.path(), TIMEOUT);
 
     let e = pool
         .call("mcp__fs__no_such_tool", json!({}))
@@ -328,16 +339,14 @@ async fn pool_names_unknown_tools_and_servers() {
 async fn a_missing_command_is_a_spawn_error_naming_it() {
     let cwd = tempfile::tempdir().unwrap();
     let server = stdio("ghost", "proto-no-such-mcp-server", &["--stdio"]);
-    let e = McpClient::connect(&server, cwd.path(), TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = connect(&server, cwd.path(), TIMEOUT).await.unwrap_err();
     assert!(matches!(e, McpError::Spawn { .. }), "{e:?}");
     let message = e.to_string();
     assert!(message.contains("proto-no-such-mcp-server"), "{message}");
     assert!(message.contains("ghost"), "{message}");
 
     // Through a pool, the same error; the next call tries again rather than caching it.
-    let pool = McpPool::new([server], cwd.path(), TIMEOUT);
+    let pool = pool([server], cwd.path(), TIMEOUT);
     for _ in 0..2 {
         let e = pool
             .call("mcp__ghost__anything", json!({}))
@@ -358,9 +367,7 @@ async fn a_server_that_dies_at_start_is_a_connect_error_with_its_stderr() {
         "sh",
         &["-c", "echo 'missing API token' >&2; exit 3"],
     );
-    let e = McpClient::connect(&server, cwd.path(), TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = connect(&server, cwd.path(), TIMEOUT).await.unwrap_err();
     assert!(matches!(e, McpError::Connect { .. }), "{e:?}");
     assert!(e.to_string().contains("missing API token"), "{e}");
 }
@@ -372,7 +379,7 @@ async fn a_silent_server_times_out_and_is_killed() {
     let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
     let server = stdio("silent", "sh", &["-c", &script]);
     let started = Instant::now();
-    let e = McpClient::connect(&server, cwd.path(), Duration::from_millis(500))
+    let e = connect(&server, cwd.path(), Duration::from_millis(500))
         .await
         .unwrap_err();
     assert!(matches!(e, McpError::Timeout { .. }), "{e:?}");
@@ -434,7 +441,7 @@ async fn dropping_a_stdio_client_kills_the_server_and_what_it_started() {
         bin.display(),
         root.path().display()
     );
-    let client = McpClient::connect(&stdio("fs", "sh", &["-c", &script]), root.path(), TIMEOUT)
+    let client = connect(&stdio("fs", "sh", &["-c", &script]), root.path(), TIMEOUT)
         .await
         .unwrap();
     assert!(!client.list_tools().await.unwrap().is_empty());
@@ -476,7 +483,7 @@ async fn an_http_server_nobody_serves_is_a_connect_error() {
         file: ".mcp.json".into(),
     };
     let cwd = tempfile::tempdir().unwrap();
-    let e = McpClient::connect(&server, cwd.path(), Duration::from_secs(10))
+    let e = connect(&server, cwd.path(), Duration::from_secs(10))
         .await
         .unwrap_err();
     assert!(matches!(e, McpError::Connect { .. }), "{e:?}");
@@ -498,9 +505,7 @@ async fn a_header_that_is_not_http_is_a_config_error() {
         file: ".mcp.json".into(),
     };
     let cwd = tempfile::tempdir().unwrap();
-    let e = McpClient::connect(&server, cwd.path(), TIMEOUT)
-        .await
-        .unwrap_err();
+    let e = connect(&server, cwd.path(), TIMEOUT).await.unwrap_err();
     assert!(matches!(e, McpError::Config { .. }), "{e:?}");
     assert!(e.to_string().contains("Authorization"), "{e}");
 }
@@ -517,7 +522,7 @@ async fn a_pool_reconnects_after_its_server_died() {
         bin.display(),
         root.path().display()
     );
-    let pool = McpPool::new([stdio("fs", "sh", &["-c", &script])], root.path(), TIMEOUT);
+    let pool = pool([stdio("fs", "sh", &["-c", &script])], root.path(), TIMEOUT);
     let (tools, errors) = pool.tools().await;
     assert!(errors.is_empty() && !tools.is_empty(), "{errors:?}");
     let first = pool.client("fs").await.unwrap();
@@ -545,23 +550,4 @@ async fn a_pool_reconnects_after_its_server_died() {
         .unwrap();
     assert!(!listed.is_error, "{}", listed.content);
     assert!(!Arc::ptr_eq(&first, &pool.client("fs").await.unwrap()));
-}
-
-/// A task whose workspace is on another computer does not start stdio servers on this host
-/// (they would see this host's files, not the task's): refused with the reason, nothing
-/// started; the other servers of the pool are unaffected.
-#[tokio::test]
-async fn stdio_servers_are_refused_beside_a_remote_workspace() {
-    let root = tempfile::tempdir().unwrap();
-    let marker = root.path().join("started");
-    let server = stdio("fs", "sh", &["-c", &format!("touch {}", marker.display())]);
-    let pool = McpPool::beside_a_remote_workspace([server], TIMEOUT);
-    let (tools, errors) = pool.tools().await;
-    assert!(tools.is_empty());
-    assert!(
-        matches!(&errors[..], [McpError::NotBesideTheWorkspace { server }] if server == "fs"),
-        "{errors:?}"
-    );
-    assert!(errors[0].to_string().contains("only HTTP servers"));
-    assert!(!marker.exists(), "a stdio server was started on this host");
 }

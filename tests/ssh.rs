@@ -11,6 +11,8 @@
 
 #[path = "support/cli.rs"]
 mod cli;
+#[path = "support/company.rs"]
+mod company;
 #[path = "support/git_daemon.rs"]
 mod git_daemon;
 #[path = "support/sshd.rs"]
@@ -24,11 +26,13 @@ use std::time::{Duration, Instant};
 
 use proto::computer::ssh::{HostKeys, Login, SshError};
 use proto::computer::{
-    Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace, WorkspaceSpec,
+    AttachRequest, Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Ssh, Workspace,
+    WorkspaceSpec,
 };
 use proto::gitops::Identity;
 use proto::gitops::delivery::Git;
 use sshd::{Sshd, keygen, whoami};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -1322,4 +1326,128 @@ async fn hooks_run_on_the_remote_in_its_workspace() {
     assert_eq!(event["hook_event_name"], "PreToolUse");
     assert_eq!(event["tool_name"], "Write");
     assert_eq!(lines.next(), Some("ssh=yes key=none"));
+}
+
+/// `attach` on the remote: a shell reading lines answers through the channel, in the
+/// workspace and with the request's variables; its stderr is kept without the wrapper's
+/// group line; dropping its handle stops the whole remote group.
+#[tokio::test]
+async fn an_attached_remote_process_talks_through_the_channel_and_dies_with_its_handle() {
+    let (_sshd, ssh, ws, _scratch) = setup();
+    let script = "sleep 30 & echo $! > bg.pid; echo started >&2; \
+                  while read line; do echo \"$line from $PWD with $GREETING\"; done";
+    let request = AttachRequest {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
+        origin: Origin::Agent,
+    };
+    let mut attached = ssh.attach(Some(&ws), &request).await.unwrap();
+    let mut stdout = BufReader::new(attached.stdout);
+    let mut line = String::new();
+    for word in ["ping", "pong"] {
+        attached
+            .stdin
+            .write_all(format!("{word}\n").as_bytes())
+            .await
+            .unwrap();
+        attached.stdin.flush().await.unwrap();
+        line.clear();
+        stdout.read_line(&mut line).await.unwrap();
+        assert_eq!(
+            line.trim(),
+            format!("{word} from {} with hello", ws.root().display())
+        );
+    }
+    let background = wait_for_file(&ssh, &ws, "bg.pid").await;
+    assert!(attached.process.running());
+    // Its stderr comes on the channel beside the output, in its own time.
+    let deadline = Instant::now() + PATIENCE;
+    while attached.process.stderr().trim() != "started" {
+        assert!(Instant::now() < deadline, "{:?}", attached.process.stderr());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    drop(attached.process);
+    let deadline = Instant::now() + PATIENCE;
+    while alive(&ssh, &ws, &background).await {
+        assert!(
+            Instant::now() < deadline,
+            "{background} outlived its handle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An agent on an SSH computer uses a stdio MCP server (the real npm server-filesystem),
+/// which runs on the remote in the task's workspace: the file its tool writes is in the
+/// remote workspace, which this host cannot see (the server's sessions have a `tmpfs` over
+/// the remote workdir), and it is delivered from there.
+#[test]
+fn an_agent_on_an_ssh_computer_uses_a_stdio_mcp_server_started_there() {
+    let npm = std::env::var_os("PROTO_TEST_NPM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm"));
+    let server = npm.join("node_modules/.bin/mcp-server-filesystem");
+    assert!(
+        server.exists(),
+        "run scripts/test.sh to install the npm MCP servers"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let remote_work = dir.join("remote-work");
+    std::fs::create_dir_all(&remote_work).unwrap();
+    let sshd = Sshd::start_hiding(&remote_work);
+    let goal = "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: served}\nspec:\n  product: app\n  owner: ceo\n  description: mcp.txt was written by the MCP server.\n  check: {file: {path: mcp.txt, matches: remote}}\n";
+    let company = company::small_company(dir, goal);
+    let yaml = std::fs::read_to_string(company.join("company.yaml")).unwrap();
+    let computer = format!(
+        "spec: {{ssh: {{host: 127.0.0.1, port: {}, user: {}, identityFile: '{}', knownHosts: '{}'}}, workdir: '{}'}}\n",
+        sshd.port,
+        whoami(),
+        sshd.path("clientkey").display(),
+        sshd.known_hosts().display(),
+        remote_work.display()
+    );
+    let yaml = yaml
+        .replace(
+            "  mission: Test.\n",
+            "  mission: Test.\n  models:\n    providers: [{name: recorded, type: replay, file: replay.jsonl}]\n",
+        )
+        .replace(
+            "tools: [Read, Write, Edit, Bash, Git]",
+            "tools: [Read, mcp__files]",
+        )
+        .replace("spec: {local: {}, capacity: 2}\n", &computer);
+    std::fs::write(company.join("company.yaml"), yaml).unwrap();
+    std::fs::write(
+        company.join(".mcp.json"),
+        serde_json::json!({"mcpServers": {"files": {"command": server.to_str().unwrap(), "args": ["."]}}}).to_string(),
+    )
+    .unwrap();
+    let turns = [
+        company::recorded_tool(
+            "w",
+            "mcp__files__write_file",
+            serde_json::json!({"path": "mcp.txt", "content": "written on the remote\n"}),
+        ),
+        company::recorded_text("done"),
+    ];
+    std::fs::write(company.join("replay.jsonl"), turns.join("\n") + "\n").unwrap();
+    cli::git(&company, &["add", "-A"]);
+    cli::git(
+        &company,
+        &["commit", "-q", "-m", "An MCP server on the SSH computer"],
+    );
+
+    let state = dir.join("state");
+    let out = cli::run_command(dir, &company, &state).output().unwrap();
+    let all = cli::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let goals = cli::get_json(dir, &state, "goals");
+    assert_eq!(goals[0]["reason"], "CheckPassed", "{goals:#} {all}");
+    let delivered = cli::git(&dir.join("app.git"), &["show", "main:mcp.txt"]);
+    assert_eq!(delivered.trim(), "written on the remote");
+    // The workspace was on the remote only: this host sees nothing of it.
+    assert_eq!(std::fs::read_dir(&remote_work).unwrap().count(), 0);
 }

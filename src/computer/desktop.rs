@@ -48,6 +48,9 @@ pub enum DesktopError {
     Unsupported { display: String, reason: String },
     #[error("display {0}: its worker thread is gone")]
     Gone(String),
+    /// The `proto worker` serving a remote display refused a request or could not run.
+    #[error("display {display}: the remote worker: {reason}")]
+    Worker { display: String, reason: String },
     #[error("this proto was built without the `desktop` feature; display {0} cannot be driven")]
     NotBuilt(String),
 }
@@ -60,14 +63,14 @@ pub struct Size {
 }
 
 /// A point in the model's picture of the screen (the size of the last full screenshot).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Point {
     pub x: u32,
     pub y: u32,
 }
 
 /// A rectangle in the model's picture of the screen: `[x0, y0]` to `[x1, y1]`, exclusive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Region {
     pub x0: u32,
     pub y0: u32,
@@ -75,14 +78,16 @@ pub struct Region {
     pub y1: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Button {
     Left,
     Right,
     Middle,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScrollDirection {
     Up,
     Down,
@@ -91,7 +96,8 @@ pub enum ScrollDirection {
 }
 
 /// One thing done with the mouse or keyboard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Input {
     Move(Point),
     /// `count` clicks of `button`, at `at` or where the pointer is.

@@ -18,8 +18,8 @@ use super::sandbox::{Prepared, Sandbox};
 use super::search::{self, Filter, GlobRequest, SearchField, SearchRequest};
 use super::stopping;
 use super::{
-    Computer, ComputerError, FileHits, Origin, Output, RunOutcome, RunRequest, Workspace,
-    WorkspaceSpec,
+    AttachRequest, Attached, Computer, ComputerError, FileHits, Life, Origin, Output, Process,
+    RunOutcome, RunRequest, Workspace, WorkspaceSpec,
 };
 
 /// How much of each stream an outcome keeps (its end).
@@ -91,13 +91,9 @@ impl Local {
     async fn confine(
         &self,
         workspace: &Workspace,
-        request: &RunRequest,
+        origin: Origin,
     ) -> Result<Option<(Prepared, Option<std::path::PathBuf>)>, ComputerError> {
-        let Some(sandbox) = self
-            .sandbox
-            .clone()
-            .filter(|_| request.origin == Origin::Agent)
-        else {
+        let Some(sandbox) = self.sandbox.clone().filter(|_| origin == Origin::Agent) else {
             return Ok(None);
         };
         let root = workspace.root().to_path_buf();
@@ -110,6 +106,43 @@ impl Local {
         })
         .await
         .map_err(|e| ComputerError::Workspace(format!("preparing the sandbox: {e}")))?
+    }
+
+    /// Sets up `command` as every process of this computer starts: in `cwd`, with a plain
+    /// environment and `env`, the computer's marker, a process group of its own, and
+    /// `confined` (from [`Local::confine`]) when it is sandboxed. `confined` must live until
+    /// the command is spawned.
+    fn prepare(
+        &self,
+        command: &mut Command,
+        cwd: &std::path::Path,
+        env: &std::collections::BTreeMap<String, String>,
+        confined: Option<&(Prepared, Option<std::path::PathBuf>)>,
+    ) {
+        command
+            .current_dir(cwd)
+            // Processes see a plain environment, not the controller's: its model keys and
+            // tokens must never reach agent commands.
+            .env_clear()
+            .envs(
+                BASE_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            );
+        if let Some((prepared, tmp)) = confined {
+            if let Some(tmp) = tmp {
+                command.env("TMPDIR", tmp);
+            }
+            // SAFETY: the hook only makes system calls on values prepared here (see
+            // `Prepared::hook`); the caller keeps `prepared` until the spawn has returned.
+            unsafe {
+                command.pre_exec(prepared.hook());
+            }
+        }
+        command
+            .envs(env)
+            .env(MARKER_VAR, &self.marker)
+            .process_group(0);
     }
 
     pub fn new(name: impl Into<String>, workdir: impl Into<std::path::PathBuf>) -> Self {
@@ -236,34 +269,12 @@ impl Computer for Local {
             });
         }
 
-        let confined = self.confine(workspace, request).await?;
+        let confined = self.confine(workspace, request.origin).await?;
         let started = Instant::now();
         let mut command = Command::new(crate::program::program("sh"));
-        command
-            .arg("-c")
-            .arg(&request.command)
-            .current_dir(&cwd)
-            // Commands see a plain environment, not the controller's: its model keys and
-            // tokens must never reach agent commands.
-            .env_clear()
-            .envs(
-                BASE_ENV
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-            );
-        if let Some((prepared, tmp)) = &confined {
-            if let Some(tmp) = tmp {
-                command.env("TMPDIR", tmp);
-            }
-            // SAFETY: the hook only makes system calls on values prepared here (see
-            // `Prepared::hook`); `prepared` lives until the spawn below has returned.
-            unsafe {
-                command.pre_exec(prepared.hook());
-            }
-        }
+        command.arg("-c").arg(&request.command);
+        self.prepare(&mut command, &cwd, &request.env, confined.as_ref());
         let mut child = command
-            .envs(&request.env)
-            .env(MARKER_VAR, &self.marker)
             .stdin(if request.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -271,7 +282,6 @@ impl Computer for Local {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .spawn()
             .map_err(|source| ComputerError::Spawn {
                 command: request.command.clone(),
@@ -339,6 +349,84 @@ impl Computer for Local {
             timed_out,
             cancelled,
             duration: started.elapsed(),
+        })
+    }
+
+    async fn attach(
+        &self,
+        workspace: Option<&Workspace>,
+        request: &AttachRequest,
+    ) -> Result<Attached, ComputerError> {
+        let spawn_error = |source| ComputerError::Spawn {
+            command: request.program.clone(),
+            source,
+        };
+        let (cwd, confined) = match workspace {
+            Some(workspace) => (
+                workspace.root().to_path_buf(),
+                self.confine(workspace, request.origin).await?,
+            ),
+            // The sandbox is drawn around a workspace: without one, it has nothing to allow.
+            None if request.origin == Origin::Agent && self.sandbox.is_some() => {
+                return Err(spawn_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "an agent's process on a sandboxed computer needs a workspace",
+                )));
+            }
+            None => {
+                tokio::fs::create_dir_all(&self.workdir)
+                    .await
+                    .map_err(|source| ComputerError::Io {
+                        path: self.workdir.display().to_string(),
+                        source,
+                    })?;
+                (self.workdir.clone(), None)
+            }
+        };
+        // Checked here because a missing folder would otherwise read as a missing program.
+        if !cwd.is_dir() {
+            return Err(spawn_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("working folder {} does not exist", cwd.display()),
+            )));
+        }
+        // A relative path with a slash is relative to the folder the process starts in;
+        // left to the OS it would depend on the controller's own working directory.
+        let program = std::path::Path::new(&request.program);
+        let program = if request.program.contains('/') && program.is_relative() {
+            cwd.join(program)
+        } else {
+            program.to_path_buf()
+        };
+        let mut command = Command::new(program);
+        command.args(&request.args);
+        self.prepare(&mut command, &cwd, &request.env, confined.as_ref());
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        drop(confined);
+        let group = Group::new(&child);
+        let stderr = Arc::new(Mutex::new(Tail::default()));
+        if let Some(pipe) = child.stderr.take() {
+            // Drained all along: a process whose stderr pipe fills up would block.
+            tokio::spawn(pump(pipe, Output::Stderr, stderr.clone(), None));
+        }
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(spawn_error(std::io::Error::other(
+                "no pipes to the process",
+            )));
+        };
+        Ok(Attached {
+            stdin: Box::pin(stdin),
+            stdout: Box::pin(stdout),
+            process: Process::new(Running {
+                _group: group,
+                child,
+                stderr,
+            }),
         })
     }
 
@@ -610,6 +698,35 @@ impl Drop for Group {
         if let Some(pgid) = self.pgid {
             stopping::stop_group_detached(pgid);
         }
+    }
+}
+
+/// An attached process on this host. Its leader is never reaped while this lives (its
+/// state is looked at with `WNOWAIT`), so the group's id names it until the group is stopped
+/// on drop; the child is reaped after that.
+struct Running {
+    /// Held for its `Drop`, declared first so it drops first: the group is signalled
+    /// before the child is let go.
+    _group: Group,
+    child: Child,
+    stderr: Arc<Mutex<Tail>>,
+}
+
+impl Life for Running {
+    fn running(&self) -> bool {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) else {
+            return false;
+        };
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        matches!(
+            waitid(Id::Pid(Pid::from_raw(pid)), flags),
+            Ok(WaitStatus::StillAlive)
+        )
+    }
+
+    fn stderr(&self) -> String {
+        take_tail(&self.stderr)
     }
 }
 

@@ -4,8 +4,10 @@
 //! clone of the product's repository at its branch); answer a heartbeat ([`health`]).
 //! File access that resolves outside the workspace is refused, and so are writes into `.git`.
 //! A computer with a display (capability `gui`) also takes screenshots and mouse and keyboard
-//! input ([`desktop`]). `local` is this host, `ssh` another machine over SSH; Kubernetes pods
-//! will implement the same trait.
+//! input ([`desktop`]). A long-lived process (an MCP stdio server, the desktop [`worker`] of
+//! an SSH computer) is started with [`Computer::attach`], which hands back its standard input
+//! and output as streams. `local` is this host, `ssh` another machine over SSH; Kubernetes
+//! pods will implement the same trait.
 
 pub mod desktop;
 pub mod health;
@@ -14,14 +16,17 @@ pub mod sandbox;
 pub mod search;
 pub mod ssh;
 pub mod stopping;
+pub mod worker;
 pub mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -235,6 +240,77 @@ fn human_duration(duration: Duration) -> String {
     }
 }
 
+/// A long-lived process to start with [`Computer::attach`]: a program and its arguments,
+/// run as they are (no shell reads them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// A name looked up on the computer's `PATH`, an absolute path, or a path relative to the
+    /// folder the process starts in.
+    pub program: String,
+    pub args: Vec<String>,
+    /// Variables added to the computer's plain environment.
+    pub env: BTreeMap<String, String>,
+    /// Whose process it is, which decides whether the computer's sandbox applies.
+    pub origin: Origin,
+}
+
+/// A process started by [`Computer::attach`]: what it reads and what it writes, and the
+/// process itself. Dropping [`Attached::process`] stops it and everything it started (its
+/// whole process group, on whichever computer it runs).
+pub struct Attached {
+    /// Its standard input; shutting it down gives the process an end of input.
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Its standard output, which ends when the process (or its connection) does.
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub process: Process,
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached")
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running process of [`Attached`]: whether it still runs, the end of its standard error
+/// (which says why it stopped, when it did); stopped when dropped.
+pub struct Process {
+    life: Box<dyn Life>,
+}
+
+impl Process {
+    pub(crate) fn new(life: impl Life + 'static) -> Self {
+        Process {
+            life: Box::new(life),
+        }
+    }
+
+    /// Whether the process has not ended (as far as the computer has said).
+    pub fn running(&self) -> bool {
+        self.life.running()
+    }
+
+    /// The last 64 KiB of what the process wrote to its standard error.
+    pub fn stderr(&self) -> String {
+        self.life.stderr()
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+/// What each computer keeps of an attached process; its `Drop` stops the process.
+pub(crate) trait Life: Send + Sync {
+    fn running(&self) -> bool;
+    fn stderr(&self) -> String;
+}
+
 /// What a workspace is made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkspaceSpec {
@@ -263,6 +339,18 @@ pub trait Computer: Send + Sync {
         output: Option<mpsc::UnboundedSender<Output>>,
         cancel: &CancellationToken,
     ) -> Result<RunOutcome, ComputerError>;
+
+    /// Starts a long-lived process, in `workspace` (its root) or, without one, where the
+    /// computer starts processes of its own (this host's workdir, the remote user's home),
+    /// with its standard input and output as streams (see [`Attached`]). It runs under the
+    /// same rules as [`Computer::run`]'s commands: a plain environment, a process group of
+    /// its own, the computer's marker (so [`Computer::release`] finds it) and, for an
+    /// [`Origin::Agent`] process, the computer's sandbox.
+    async fn attach(
+        &self,
+        workspace: Option<&Workspace>,
+        request: &AttachRequest,
+    ) -> Result<Attached, ComputerError>;
 
     /// Reads a file of the workspace; `Ok(None)` when it does not exist.
     async fn read(

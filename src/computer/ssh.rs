@@ -15,10 +15,13 @@
 //! Local's sandbox ([`super::sandbox`]) does not apply: it confines a process on this host.
 //! An SSH computer's commands have exactly the remote user's rights; confine them there.
 
+mod attach;
 pub mod connect;
+pub mod desktop;
 pub mod search;
 pub mod sftp;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -31,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use super::local::dir_name;
 use super::stopping::STOP_GRACE;
 use super::{
-    Computer, ComputerError, FileHits, GlobRequest, Output, RunOutcome, RunRequest, SearchRequest,
-    Workspace, WorkspaceSpec,
+    AttachRequest, Attached, Computer, ComputerError, FileHits, GlobRequest, Output, RunOutcome,
+    RunRequest, SearchRequest, Workspace, WorkspaceSpec,
 };
 use crate::spec::kinds::SshConnection;
 use crate::tools::shell_quote as quote;
@@ -77,6 +80,9 @@ pub struct Ssh {
     leftovers: Option<String>,
     /// Whether they were (once per connection, shared by every task's instance).
     swept: Arc<OnceCell<usize>>,
+    /// The display agents see and drive, for a computer with capability `gui` (shared by
+    /// every task's instance: one worker per computer).
+    desktop: Option<Arc<desktop::RemoteDesktop>>,
 }
 
 impl Ssh {
@@ -96,7 +102,41 @@ impl Ssh {
             marker: format!("ssh-{}-{nanos}-{n}", std::process::id()),
             leftovers: None,
             swept: Arc::new(OnceCell::new()),
+            desktop: None,
         }
+    }
+
+    /// This computer with the X display `display` of the remote, which agents see and drive
+    /// through the `Computer` tool; `worker` is the binary run there to do it (the
+    /// controller's own executable, see [`desktop`]).
+    pub fn with_desktop(mut self, display: impl Into<String>, worker: PathBuf) -> Self {
+        self.desktop = Some(Arc::new(desktop::RemoteDesktop::new(
+            display.into(),
+            worker,
+            self.marker.clone(),
+        )));
+        self
+    }
+
+    /// The remote display agents drive, if the computer has one.
+    pub fn display(&self) -> Option<&str> {
+        self.desktop.as_deref().map(desktop::RemoteDesktop::display)
+    }
+
+    /// How many times the desktop worker binary was copied to the remote by this computer
+    /// (and the instances made from it for tasks).
+    pub fn worker_uploads(&self) -> usize {
+        self.desktop
+            .as_deref()
+            .map_or(0, desktop::RemoteDesktop::uploads)
+    }
+
+    fn remote_desktop(&self) -> Result<&desktop::RemoteDesktop, ComputerError> {
+        self.desktop
+            .as_deref()
+            .ok_or_else(|| ComputerError::NoDisplay {
+                computer: self.name.clone(),
+            })
     }
 
     /// This computer, stopping on first use the processes that tasks of a previous
@@ -157,6 +197,7 @@ impl Ssh {
             marker,
             leftovers: self.leftovers.clone(),
             swept: self.swept.clone(),
+            desktop: self.desktop.clone(),
         }
     }
 
@@ -261,14 +302,23 @@ async fn stop_group(pool: &Pool, pgid: u32) {
     }
 }
 
-/// The command line that runs `request` in `cwd` on the remote (see the module's doc).
-fn wrapper(cwd: &Path, request: &RunRequest, marker: &str) -> Result<String, ComputerError> {
-    let mut script = format!("cd {} || exit 1\n", quote(&sftp::text(cwd)));
+/// The command line that runs the shell command `command` in `cwd` (the remote user's home
+/// when `None`) on the remote with `env` added (see the module's doc).
+fn wrapper(
+    cwd: Option<&Path>,
+    command: &str,
+    env: &BTreeMap<String, String>,
+    marker: &str,
+) -> Result<String, ComputerError> {
+    let mut script = match cwd {
+        Some(cwd) => format!("cd {} || exit 1\n", quote(&sftp::text(cwd))),
+        None => String::new(),
+    };
     script.push_str(&format!("export {MARKER_VAR}={}\n", quote(marker)));
-    for (key, value) in &request.env {
+    for (key, value) in env {
         if !valid_name(key) {
             return Err(ComputerError::Spawn {
-                command: request.command.clone(),
+                command: command.to_string(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     format!("`{key}` is not a variable name"),
@@ -281,7 +331,7 @@ fn wrapper(cwd: &Path, request: &RunRequest, marker: &str) -> Result<String, Com
     // the command's exit status on.
     script.push_str(&format!(
         "exec setsid -w sh -c 'printf \"{GROUP_LINE}%s\\n\" \"$$\" >&2; exec sh -c \"$1\"' sh {}\n",
-        quote(&request.command)
+        quote(command)
     ));
     Ok(format!("sh -c {}", quote(&script)))
 }
@@ -362,6 +412,11 @@ impl Stream {
                 String::from_utf8_lossy(&self.carry).into_owned(),
             ));
         }
+        self.text()
+    }
+
+    /// The last [`TAIL_BYTES`] of the stream so far, as text.
+    fn text(&self) -> String {
         let start = self.tail.len().saturating_sub(TAIL_BYTES);
         let mut bytes = &self.tail[start..];
         if start > 0 {
@@ -418,6 +473,15 @@ impl Stderr {
             self.stream.push(&head, output);
         }
         self.stream.finish(output)
+    }
+
+    /// What the command wrote so far (a first line not yet complete included).
+    fn text(&self) -> String {
+        let mut text = self.stream.text();
+        if let Some(head) = &self.head {
+            text.push_str(&String::from_utf8_lossy(head));
+        }
+        text
     }
 }
 
@@ -501,7 +565,7 @@ impl Computer for Ssh {
             }
             path
         };
-        let command = wrapper(&cwd, request, &self.marker)?;
+        let command = wrapper(Some(&cwd), &request.command, &request.env, &self.marker)?;
         let started = Instant::now();
         let (_link, mut channel) = self.pool.exec(&command).await?;
         // The input, then its end: a command reading stdin sees exactly the request's
@@ -631,6 +695,14 @@ impl Computer for Ssh {
         })
     }
 
+    async fn attach(
+        &self,
+        workspace: Option<&Workspace>,
+        request: &AttachRequest,
+    ) -> Result<Attached, ComputerError> {
+        attach::attach(self, workspace, request, &self.marker).await
+    }
+
     async fn read(
         &self,
         workspace: &Workspace,
@@ -735,6 +807,21 @@ impl Computer for Ssh {
             }
             .into()),
         }
+    }
+
+    fn has_display(&self) -> bool {
+        self.desktop.is_some()
+    }
+
+    async fn screenshot(
+        &self,
+        region: Option<super::desktop::Region>,
+    ) -> Result<super::desktop::Screenshot, ComputerError> {
+        self.remote_desktop()?.screenshot(self, region).await
+    }
+
+    async fn input(&self, input: super::desktop::Input) -> Result<(), ComputerError> {
+        self.remote_desktop()?.input(self, input).await
     }
 }
 

@@ -99,12 +99,26 @@ impl Fleet {
             let probed: Option<Arc<dyn Computer>> = match (&c.spec.ssh, kind) {
                 (Some(ssh), _) => {
                     let workdir = c.spec.workdir.clone();
+                    let display = super::Desktops::declared(&c.spec);
                     let entry = self
                         .remotes
                         .remove(c.name())
-                        .filter(|(s, w, _)| s == ssh && *w == workdir)
+                        .filter(|(s, w, kept)| {
+                            s == ssh && *w == workdir && kept.display() == display
+                        })
                         .unwrap_or_else(|| {
                             let mut computer = Ssh::from_spec(c.name(), ssh, workdir.as_deref());
+                            if let Some(display) = display {
+                                // The worker run on the remote is this very binary, so both
+                                // ends speak the same protocol.
+                                match std::env::current_exe() {
+                                    Ok(exe) => computer = computer.with_desktop(display, exe),
+                                    Err(e) => tracing::warn!(
+                                        computer = c.name(),
+                                        "no desktop: cannot find this program's binary: {e}"
+                                    ),
+                                }
+                            }
                             let target = computer.target();
                             let host = format!("{}@{}", target.user, target.address());
                             if self.swept.insert(host) {

@@ -113,7 +113,9 @@ impl Desktops {
     fn adopt(&mut self, spec: &Spec) {
         let mut displays = HashMap::new();
         for c in &spec.computers {
-            let Some(display) = Self::declared(&c.spec) else {
+            // An SSH computer's display is driven by a worker on the remote (see
+            // `computer::ssh::desktop`), not from this host.
+            let Some(display) = Self::declared(&c.spec).filter(|_| c.spec.ssh.is_none()) else {
                 continue;
             };
             if displays.contains_key(display) {

@@ -736,15 +736,15 @@ async fn agent_work(
             false,
         );
     };
-    // MCP servers run in the workspace for this task's sessions only, and stop with them;
-    // a workspace on another computer reaches only HTTP servers.
+    // Stdio MCP servers run on the task's computer, in its workspace, for this task's
+    // sessions only, and stop with them.
     let pool = (!work.mcp_servers.is_empty()).then(|| {
-        let timeout = std::time::Duration::from_secs(60);
-        Arc::new(if actor.workspace.on_this_host() {
-            crate::mcp::McpPool::new(work.mcp_servers.clone(), actor.workspace.root(), timeout)
-        } else {
-            crate::mcp::McpPool::beside_a_remote_workspace(work.mcp_servers.clone(), timeout)
-        })
+        Arc::new(crate::mcp::McpPool::new(
+            work.mcp_servers.clone(),
+            work.computer.clone(),
+            actor.workspace.clone(),
+            std::time::Duration::from_secs(60),
+        ))
     });
     let builder = Builder {
         setup: setup(work, model.clone(), pool),

@@ -338,9 +338,9 @@ impl<'a> Validator<'a> {
                     "spec.display",
                     "a display is driven only on a computer with capability gui (capabilities: [shell, gui])",
                 )),
-                (Some(_), true) if computer.spec.local.is_none() => self.push(computer.error(
+                (Some(_), true) if computer.spec.kubernetes.is_some() => self.push(computer.error(
                     "spec.display",
-                    "only a local computer's display can be driven yet",
+                    "only a local or SSH computer's display can be driven yet",
                 )),
                 _ => {}
             }
