@@ -488,3 +488,134 @@ async fn the_engine_runs_on_a_source_that_is_not_git() {
         "hi"
     );
 }
+
+/// A remote that sometimes cannot be fetched: revisions are published upstream, and a
+/// fetch brings the latest one in unless it is told to fail.
+struct Flaky {
+    upstream: std::sync::Mutex<Vec<(String, String)>>,
+    fetched: std::sync::Mutex<(u32, Vec<(String, String)>)>,
+    published: std::sync::atomic::AtomicU32,
+    failures_left: std::sync::atomic::AtomicU32,
+    fetches: std::sync::atomic::AtomicU32,
+    base: PathBuf,
+}
+
+impl proto::source::Source for Flaky {
+    fn label(&self) -> &str {
+        "flaky"
+    }
+    fn fetch(&self) -> Result<(), SourceError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.fetches.fetch_add(1, SeqCst);
+        if self
+            .failures_left
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SourceError::Watch("the remote is busy".into()));
+        }
+        let files = self.upstream.lock().unwrap().clone();
+        *self.fetched.lock().unwrap() = (self.published.load(SeqCst), files);
+        Ok(())
+    }
+    fn head(&self) -> Result<String, SourceError> {
+        Ok(format!("r{}", self.fetched.lock().unwrap().0))
+    }
+    fn tree(&self, _revision: &str) -> Result<Box<dyn FileTree>, SourceError> {
+        let fetched = self.fetched.lock().unwrap();
+        let mut tree = proto::spec::MemTree::new(format!("flaky@r{}", fetched.0));
+        for (path, content) in &fetched.1 {
+            tree.insert(path.clone(), content.clone());
+        }
+        Ok(Box::new(tree))
+    }
+    fn only_controller_changes(&self, from: &str, to: &str) -> Result<bool, SourceError> {
+        Ok(from == to)
+    }
+    fn controller_files(&self, _: &str, _: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        Ok(Vec::new())
+    }
+    fn resolve_repo(&self, url: &str) -> String {
+        self.base.join(url).display().to_string()
+    }
+    fn base_dir(&self) -> &Path {
+        &self.base
+    }
+}
+
+/// A trigger's fetch that fails (a lock, a busy remote) is tried again shortly, with
+/// backoff, not at the next poll: with webhooks the poll is an hour away, and the pushed
+/// goal would wait for it.
+#[tokio::test]
+async fn a_failed_fetch_is_tried_again_soon_not_at_the_next_poll() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let tmp = tempfile::tempdir().unwrap();
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "app.git"],
+    );
+    let company = "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: mem}\nspec: {mission: Test., ceo: ceo}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: App., lead: ceo, repo: {url: app.git, branch: main}}\n";
+    let goal = |name: &str| {
+        format!(
+            "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name}.txt exists.\n  check: {{file: {{path: {name}.txt}}}}\n  playbook:\n    - write: {{path: {name}.txt, content: \"hi\\n\"}}\n"
+        )
+    };
+    let first = vec![
+        ("company.yaml".to_string(), company.to_string()),
+        ("goals/one.yaml".to_string(), goal("one")),
+    ];
+    let source = std::sync::Arc::new(Flaky {
+        upstream: std::sync::Mutex::new(first),
+        fetched: std::sync::Mutex::new((0, Vec::new())),
+        published: std::sync::atomic::AtomicU32::new(1),
+        failures_left: std::sync::atomic::AtomicU32::new(0),
+        fetches: std::sync::atomic::AtomicU32::new(0),
+        base: tmp.path().to_path_buf(),
+    });
+    let options = proto::engine::Options {
+        state_dir: tmp.path().join("state"),
+        poll: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let engine = proto::engine::Engine::with_source(source.clone(), None, options).unwrap();
+    let (trigger_tx, trigger) = tokio::sync::mpsc::channel(1);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(engine.run(stop.clone(), trigger));
+    let app = tmp.path().join("app.git");
+    let delivered = |name: &str| {
+        cli::git_output(&app, &["show", &format!("main:{name}.txt")])
+            .status
+            .success()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !delivered("one") {
+        assert!(std::time::Instant::now() < deadline, "goal one never met");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A new revision is published and a webhook triggers a fetch, which fails twice.
+    source
+        .upstream
+        .lock()
+        .unwrap()
+        .push(("goals/two.yaml".into(), goal("two")));
+    source.published.store(2, SeqCst);
+    source.failures_left.store(2, SeqCst);
+    let before = source.fetches.load(SeqCst);
+    trigger_tx.send(()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !delivered("two") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new goal waited for the next poll (an hour away)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(source.failures_left.load(SeqCst), 0);
+    assert!(
+        source.fetches.load(SeqCst) - before >= 3,
+        "two failed fetches and the one that worked"
+    );
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}

@@ -520,6 +520,10 @@ pub struct Engine {
     desktops: Desktops,
     /// When the source was last fetched.
     last_fetch: Option<Instant>,
+    /// A fetch that failed is tried again at this time (with the failures so far), rather
+    /// than at the next poll: a trigger's fetch that met a lock or a busy remote would
+    /// otherwise wait out the whole poll interval (an hour, with webhooks).
+    fetch_retry: Option<(Instant, u32)>,
     status: StatusReport,
     commits: Vec<String>,
     /// A fetch of the source is wanted (at start, on a trigger, when the timer fires).
@@ -643,6 +647,7 @@ impl Engine {
             fleet: fleet::Fleet::default(),
             desktops: Desktops::default(),
             last_fetch: None,
+            fetch_retry: None,
             status,
             commits: Vec::new(),
             fetch_due: true,
@@ -773,7 +778,8 @@ impl Engine {
                 // A timer for a retry or the records is no reason to go to the network; the
                 // poll interval is.
                 () = &mut wake => {
-                    self.fetch_due = self.last_fetch.is_none_or(|at| at.elapsed() >= self.options.poll);
+                    self.fetch_due = self.last_fetch.is_none_or(|at| at.elapsed() >= self.options.poll)
+                        || self.fetch_retry.is_some_and(|(at, _)| at <= Instant::now());
                 }
             }
             return Ok(false);
@@ -1006,8 +1012,14 @@ impl Engine {
         // to go to the network.
         if std::mem::take(&mut self.fetch_due) {
             self.last_fetch = Some(Instant::now());
-            if let Err(e) = self.source.fetch() {
-                tracing::warn!(error = %e, "fetch failed; working from the last fetched revision");
+            match self.source.fetch() {
+                Ok(()) => self.fetch_retry = None,
+                Err(e) => {
+                    let failures = self.fetch_retry.map_or(0, |(_, n)| n) + 1;
+                    let wait = fetch_backoff(failures).min(self.options.poll);
+                    self.fetch_retry = Some((Instant::now() + wait, failures));
+                    tracing::warn!(error = %e, retry_in = ?wait, "fetch failed; working from the last fetched revision");
+                }
             }
         }
         let head = self.source.head()?;
@@ -1936,13 +1948,24 @@ impl Engine {
             .map(|since| RECORD_INTERVAL.saturating_sub(since.elapsed()));
         // A record commit in flight is taken in as soon as it is written.
         let writing = self.recording.as_ref().map(|_| Duration::from_millis(20));
-        let wake = [next_retry, record, writing]
+        let refetch = self
+            .fetch_retry
+            .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+        let wake = [next_retry, record, writing, refetch]
             .into_iter()
             .flatten()
             .fold(self.options.poll, Duration::min);
         // A deadline a hair away is slept to, not spun on.
         Ok(wake.max(Duration::from_millis(1)))
     }
+}
+
+/// How long after its `failures`-th failure in a row a fetch is tried again: a quarter of a
+/// second, doubling, at most a minute (and never later than the next poll).
+fn fetch_backoff(failures: u32) -> Duration {
+    Duration::from_millis(250)
+        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+        .min(Duration::from_secs(60))
 }
 
 /// What a task on `product` asks of a computer: the product's selector. (Goals do not
@@ -2019,4 +2042,28 @@ fn first_line(text: &str) -> String {
         .chars()
         .take(200)
         .collect()
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fetch_is_tried_again_sooner_than_a_poll_and_backs_off() {
+        let table = [
+            (1, 250),
+            (2, 500),
+            (3, 1_000),
+            (5, 4_000),
+            (9, 60_000),
+            (40, 60_000),
+        ];
+        for (failures, millis) in table {
+            assert_eq!(
+                fetch_backoff(failures),
+                Duration::from_millis(millis),
+                "after {failures} failures"
+            );
+        }
+    }
 }
