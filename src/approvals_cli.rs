@@ -13,54 +13,41 @@ use proto::source::GitSource;
 use proto::store::{Approval, Store};
 
 use crate::commands::{Location, git_config, open_store, state_dir};
-use crate::emit;
+use crate::{emit, emit_list};
 
 /// `proto get approvals`: every request, newest first.
 pub fn get(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
     let store = open_store(&state_dir(state))?;
     let approvals = store.approvals().map_err(|e| e.to_string())?;
-    if format != Format::Table {
-        return emit(&output::encode(&approvals, format).map_err(|e| e.to_string())?);
-    }
-    if approvals.is_empty() {
-        eprintln!("No approval requests.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = approvals
-        .iter()
-        .map(|a| {
-            vec![
-                a.id.clone(),
-                a.goal.clone(),
-                a.action.clone(),
-                format!("{:?}", a.state),
-                a.requested_at.format("%Y-%m-%d %H:%M").to_string(),
-                a.expires_at
-                    .map(|e| e.format("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_default(),
-                a.decided_by.clone().unwrap_or_default(),
-                a.answer
-                    .clone()
-                    .unwrap_or_else(|| a.reason.clone())
-                    .chars()
-                    .take(70)
-                    .collect(),
-            ]
-        })
-        .collect();
-    emit(&output::table(
-        &[
-            "ID",
-            "GOAL",
-            "ACTION",
-            "STATE",
-            "REQUESTED",
-            "EXPIRES",
-            "BY",
-            "REASON",
-        ],
-        &rows,
-    ))
+    let headers = [
+        "ID",
+        "GOAL",
+        "ACTION",
+        "STATE",
+        "REQUESTED",
+        "EXPIRES",
+        "BY",
+        "REASON",
+    ];
+    emit_list(&approvals, format, "No approval requests.", &headers, |a| {
+        vec![
+            a.id.clone(),
+            a.goal.clone(),
+            a.action.clone(),
+            format!("{:?}", a.state),
+            a.requested_at.format("%Y-%m-%d %H:%M").to_string(),
+            a.expires_at
+                .map(|e| e.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+            a.decided_by.clone().unwrap_or_default(),
+            a.answer
+                .clone()
+                .unwrap_or_else(|| a.reason.clone())
+                .chars()
+                .take(70)
+                .collect(),
+        ]
+    })
 }
 
 /// `proto describe approval ID`: the request in full, its diff last.

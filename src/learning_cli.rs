@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use proto::knowledge::{FOLDER, Knowledge, KnowledgeKind};
-use proto::output::{self, Format};
+use proto::output::Format;
 
 use crate::commands::{open_store, state_dir};
-use crate::emit;
+use crate::emit_list;
 
 /// One entry, as `get knowledge` shows it.
 #[derive(serde::Serialize)]
@@ -93,62 +93,36 @@ pub fn get_knowledge(
                 .map_or(0, |ev| ev.lines().filter(|l| l.starts_with("- ")).count()),
         })
         .collect();
-    if format != Format::Table {
-        return emit(&output::encode(&views, format).map_err(|e| e.to_string())?);
-    }
-    if views.is_empty() {
-        eprintln!("No knowledge entries.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            vec![
-                v.kind.as_str().to_string(),
-                v.title.chars().take(60).collect(),
-                v.product.clone().unwrap_or_default(),
-                v.evidence.to_string(),
-                v.path.clone(),
-            ]
-        })
-        .collect();
-    emit(&output::table(
-        &["KIND", "TITLE", "PRODUCT", "SEEN", "PATH"],
-        &rows,
-    ))
+    let headers = ["KIND", "TITLE", "PRODUCT", "SEEN", "PATH"];
+    emit_list(&views, format, "No knowledge entries.", &headers, |v| {
+        vec![
+            v.kind.as_str().to_string(),
+            v.title.chars().take(60).collect(),
+            v.product.clone().unwrap_or_default(),
+            v.evidence.to_string(),
+            v.path.clone(),
+        ]
+    })
 }
 
 /// `proto get proposals`: the improvement goals the miner proposed in a run.
 pub fn get_proposals(state: Option<PathBuf>, format: Format) -> Result<ExitCode, String> {
     let store = open_store(&state_dir(state))?;
     let proposals = store.proposals().map_err(|e| e.to_string())?;
-    if format != Format::Table {
-        return emit(&output::encode(&proposals, format).map_err(|e| e.to_string())?);
-    }
-    if proposals.is_empty() {
-        eprintln!("No proposals.");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = proposals
-        .iter()
-        .map(|p| {
-            vec![
-                p.goal.clone(),
-                p.reason.clone(),
-                p.evidence.len().to_string(),
-                p.branch.clone(),
-                p.commit
-                    .as_deref()
-                    .map(|c| c.chars().take(12).collect())
-                    .unwrap_or_else(|| "unpublished".into()),
-                p.proposed.format("%Y-%m-%d %H:%M").to_string(),
-            ]
-        })
-        .collect();
-    emit(&output::table(
-        &["GOAL", "REASON", "SEEN", "BRANCH", "COMMIT", "PROPOSED"],
-        &rows,
-    ))
+    let headers = ["GOAL", "REASON", "SEEN", "BRANCH", "COMMIT", "PROPOSED"];
+    emit_list(&proposals, format, "No proposals.", &headers, |p| {
+        vec![
+            p.goal.clone(),
+            p.reason.clone(),
+            p.evidence.len().to_string(),
+            p.branch.clone(),
+            p.commit
+                .as_deref()
+                .map(|c| c.chars().take(12).collect())
+                .unwrap_or_else(|| "unpublished".into()),
+            p.proposed.format("%Y-%m-%d %H:%M").to_string(),
+        ]
+    })
 }
 
 /// `proto mine [SOURCE]`: the miner, once, now, over the store of a run: a goal proposed on

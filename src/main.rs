@@ -761,6 +761,26 @@ fn print_diagnostics(diagnostics: &[Diagnostic]) {
 }
 
 /// Writes to stdout; a closed pipe (`proto plan | head`) is not an error.
+/// A list as `proto get` prints it: encoded whole for `-o json|yaml`, else a table of one
+/// row per item (or `empty` on stderr when there is none).
+pub(crate) fn emit_list<T: serde::Serialize>(
+    items: &[T],
+    format: Format,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<ExitCode, String> {
+    if format != Format::Table {
+        return emit(&output::encode(&items, format).map_err(|e| e.to_string())?);
+    }
+    if items.is_empty() {
+        eprintln!("{empty}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    emit(&output::table(headers, &rows))
+}
+
 pub(crate) fn emit(text: &str) -> Result<ExitCode, String> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

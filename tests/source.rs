@@ -407,44 +407,6 @@ async fn a_remote_is_polled_until_the_receiver_goes() {
     assert!(closed.is_ok(), "the poller stops when the watch is dropped");
 }
 
-/// A declaration held in memory: the engine's `Source` seam with nothing of git behind it
-/// (the shape a Kubernetes source takes: resources presented as files of a tree).
-struct InMemory {
-    files: Vec<(String, String)>,
-    base: PathBuf,
-}
-
-impl proto::source::Source for InMemory {
-    fn label(&self) -> &str {
-        "memory"
-    }
-    fn fetch(&self) -> Result<(), SourceError> {
-        Ok(())
-    }
-    fn head(&self) -> Result<String, SourceError> {
-        Ok("r1".into())
-    }
-    fn tree(&self, _revision: &str) -> Result<Box<dyn FileTree>, SourceError> {
-        let mut tree = proto::spec::MemTree::new("memory@r1");
-        for (path, content) in &self.files {
-            tree.insert(path.clone(), content.clone());
-        }
-        Ok(Box::new(tree))
-    }
-    fn only_controller_changes(&self, from: &str, to: &str) -> Result<bool, SourceError> {
-        Ok(from == to)
-    }
-    fn controller_files(&self, _: &str, _: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-        Ok(Vec::new())
-    }
-    fn resolve_repo(&self, url: &str) -> String {
-        self.base.join(url).display().to_string()
-    }
-    fn base_dir(&self) -> &Path {
-        &self.base
-    }
-}
-
 /// The engine runs on any `Source`: a declaration with no repository behind it is loaded,
 /// validated and worked like one from git, its goal delivered to the product, and with no
 /// company repository the record stays in the store.
@@ -455,15 +417,15 @@ async fn the_engine_runs_on_a_source_that_is_not_git() {
         tmp.path(),
         &["init", "-q", "--bare", "-b", "main", "app.git"],
     );
-    let company = "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: mem}\nspec: {mission: Test., ceo: ceo}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: App., lead: ceo, repo: {url: app.git, branch: main}}\n";
     let goal = "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {name: hello}\nspec:\n  product: app\n  owner: ceo\n  description: hello.txt exists.\n  check: {file: {path: hello.txt}}\n  playbook:\n    - write: {path: hello.txt, content: \"hi\\n\"}\n";
-    let source = InMemory {
-        files: vec![
-            ("company.yaml".into(), company.into()),
+    let source = Flaky::new(
+        "memory",
+        vec![
+            ("company.yaml".into(), COMPANY.into()),
             ("goals/hello.yaml".into(), goal.into()),
         ],
-        base: tmp.path().to_path_buf(),
-    };
+        tmp.path(),
+    );
     let options = proto::engine::Options {
         state_dir: tmp.path().join("state"),
         once: true,
@@ -489,9 +451,16 @@ async fn the_engine_runs_on_a_source_that_is_not_git() {
     );
 }
 
-/// A remote that sometimes cannot be fetched: revisions are published upstream, and a
-/// fetch brings the latest one in unless it is told to fail.
+/// A company of one agent, one computer on this host and one product, `app.git` beside
+/// the test's folder.
+const COMPANY: &str = "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: mem}\nspec: {mission: Test., ceo: ceo}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: App., lead: ceo, repo: {url: app.git, branch: main}}\n";
+
+/// A declaration held in memory: the engine's `Source` seam with nothing of git behind it
+/// (the shape a Kubernetes source takes: resources presented as files of a tree). It is a
+/// remote that may fail: revisions are published upstream, and a fetch brings the latest one
+/// in unless it is told to fail.
 struct Flaky {
+    label: &'static str,
     upstream: std::sync::Mutex<Vec<(String, String)>>,
     fetched: std::sync::Mutex<(u32, Vec<(String, String)>)>,
     published: std::sync::atomic::AtomicU32,
@@ -500,9 +469,23 @@ struct Flaky {
     base: PathBuf,
 }
 
+impl Flaky {
+    fn new(label: &'static str, files: Vec<(String, String)>, base: &Path) -> Flaky {
+        Flaky {
+            label,
+            upstream: std::sync::Mutex::new(files),
+            fetched: std::sync::Mutex::new((0, Vec::new())),
+            published: std::sync::atomic::AtomicU32::new(1),
+            failures_left: std::sync::atomic::AtomicU32::new(0),
+            fetches: std::sync::atomic::AtomicU32::new(0),
+            base: base.to_path_buf(),
+        }
+    }
+}
+
 impl proto::source::Source for Flaky {
     fn label(&self) -> &str {
-        "flaky"
+        self.label
     }
     fn fetch(&self) -> Result<(), SourceError> {
         use std::sync::atomic::Ordering::SeqCst;
@@ -523,7 +506,7 @@ impl proto::source::Source for Flaky {
     }
     fn tree(&self, _revision: &str) -> Result<Box<dyn FileTree>, SourceError> {
         let fetched = self.fetched.lock().unwrap();
-        let mut tree = proto::spec::MemTree::new(format!("flaky@r{}", fetched.0));
+        let mut tree = proto::spec::MemTree::new(format!("{}@r{}", self.label, fetched.0));
         for (path, content) in &fetched.1 {
             tree.insert(path.clone(), content.clone());
         }
@@ -554,24 +537,16 @@ async fn a_failed_fetch_is_tried_again_soon_not_at_the_next_poll() {
         tmp.path(),
         &["init", "-q", "--bare", "-b", "main", "app.git"],
     );
-    let company = "apiVersion: proto.dev/v1alpha1\nkind: Company\nmetadata: {name: mem}\nspec: {mission: Test., ceo: ceo}\n---\napiVersion: proto.dev/v1alpha1\nkind: Agent\nmetadata: {name: ceo}\nspec: {title: CEO, description: Runs it., prompt: Run it., tools: [Read, Write]}\n---\napiVersion: proto.dev/v1alpha1\nkind: Computer\nmetadata: {name: here}\nspec: {local: {}, capacity: 1}\n---\napiVersion: proto.dev/v1alpha1\nkind: Product\nmetadata: {name: app}\nspec: {description: App., lead: ceo, repo: {url: app.git, branch: main}}\n";
     let goal = |name: &str| {
         format!(
             "apiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {name}.txt exists.\n  check: {{file: {{path: {name}.txt}}}}\n  playbook:\n    - write: {{path: {name}.txt, content: \"hi\\n\"}}\n"
         )
     };
     let first = vec![
-        ("company.yaml".to_string(), company.to_string()),
+        ("company.yaml".to_string(), COMPANY.to_string()),
         ("goals/one.yaml".to_string(), goal("one")),
     ];
-    let source = std::sync::Arc::new(Flaky {
-        upstream: std::sync::Mutex::new(first),
-        fetched: std::sync::Mutex::new((0, Vec::new())),
-        published: std::sync::atomic::AtomicU32::new(1),
-        failures_left: std::sync::atomic::AtomicU32::new(0),
-        fetches: std::sync::atomic::AtomicU32::new(0),
-        base: tmp.path().to_path_buf(),
-    });
+    let source = std::sync::Arc::new(Flaky::new("flaky", first, tmp.path()));
     let options = proto::engine::Options {
         state_dir: tmp.path().join("state"),
         poll: Duration::from_secs(3600),
