@@ -36,10 +36,20 @@ fn example_company() -> PathBuf {
 
 /// The company repository as `proto run` is given it: a path or URL (the example when
 /// none), the declaration's folder, the branch, and the state holding a remote's cache.
+#[derive(clap::Args, Debug)]
 pub struct Location {
+    /// The company repository, as given to `proto run` (a path or URL) [default: the
+    /// embedded example under ~/.proto/example].
     pub source: Option<String>,
+    /// The folder of the repository holding the declaration, as given to `proto run`.
+    #[arg(long)]
     pub path: Option<String>,
+    /// The branch to read [default: the repository's HEAD branch].
+    #[arg(long)]
     pub branch: Option<String>,
+    /// Where the run's store and a remote source's cache clone live [default:
+    /// ~/.proto/state].
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
 }
 

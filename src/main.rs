@@ -191,18 +191,8 @@ enum Command {
         proto audit ./company --goal hello-api-readme --action Write --diff\n  \
         proto audit ./company --action 'mcp__*' -o json")]
     Audit {
-        /// The company repository, as given to `proto run` (a path or URL) [default: the
-        /// embedded example under ~/.proto/example].
-        source: Option<String>,
-        /// The folder of the repository holding the declaration, as given to `proto run`.
-        #[arg(long)]
-        path: Option<String>,
-        /// The branch to read [default: the repository's HEAD branch].
-        #[arg(long)]
-        branch: Option<String>,
-        /// Where a remote source's cache clone lives [default: ~/.proto/state].
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: commands::Location,
         /// Only this goal's records.
         #[arg(long)]
         goal: Option<String>,
@@ -232,40 +222,24 @@ enum Command {
     /// `approvals.approvers`. The controller resumes the task at its next poll.
     Approve {
         id: String,
-        /// The company repository, as given to `proto run` (a local path).
-        source: Option<String>,
-        #[arg(long)]
-        path: Option<String>,
-        #[arg(long)]
-        branch: Option<String>,
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: commands::Location,
     },
     /// Deny a waiting request: commit `status: denied` and the reason to its branch, as the
     /// local git user (an approver). The task's attempt ends with the reason, which its next
     /// attempt is told.
     Deny {
         id: String,
-        source: Option<String>,
         #[arg(long)]
         reason: Option<String>,
-        #[arg(long)]
-        path: Option<String>,
-        #[arg(long)]
-        branch: Option<String>,
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: commands::Location,
     },
     /// Look for failures that keep coming back in a run's store and propose a goal for
     /// each, on its own branch `proto/proposals/<slug>` of the company repository.
     Mine {
-        source: Option<String>,
-        #[arg(long)]
-        path: Option<String>,
-        #[arg(long)]
-        branch: Option<String>,
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: commands::Location,
     },
     /// Show one resource in detail.
     Describe {
@@ -508,10 +482,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
             output,
         } => commands::logs(goal.as_deref(), follow, tail, state_dir, output),
         Command::Audit {
-            source,
-            path,
-            branch,
-            state_dir,
+            at,
             goal,
             agent,
             task,
@@ -529,17 +500,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                 action: action.as_deref().map(proto::audit::Glob::new),
                 since,
             };
-            commands::audit(
-                commands::Location {
-                    source,
-                    path,
-                    branch,
-                    state_dir,
-                },
-                &filter,
-                diff,
-                output,
-            )
+            commands::audit(at, &filter, diff, output)
         }
         Command::Describe {
             what:
@@ -574,38 +535,8 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     output,
                 },
         } => approvals_cli::describe(&id, state_dir, output),
-        Command::Approve {
-            id,
-            source,
-            path,
-            branch,
-            state_dir,
-        } => approvals_cli::approve(
-            &id,
-            commands::Location {
-                source,
-                path,
-                branch,
-                state_dir,
-            },
-        ),
-        Command::Deny {
-            id,
-            source,
-            reason,
-            path,
-            branch,
-            state_dir,
-        } => approvals_cli::deny(
-            &id,
-            reason,
-            commands::Location {
-                source,
-                path,
-                branch,
-                state_dir,
-            },
-        ),
+        Command::Approve { id, at } => approvals_cli::approve(&id, at),
+        Command::Deny { id, reason, at } => approvals_cli::deny(&id, reason, at),
         Command::Get {
             what: Get::Computers { state_dir, output },
         } => commands::get_computers(state_dir, output),
@@ -621,17 +552,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Get {
             what: Get::Proposals { state_dir, output },
         } => learning_cli::get_proposals(state_dir, output),
-        Command::Mine {
-            source,
-            path,
-            branch,
-            state_dir,
-        } => learning_cli::mine(commands::Location {
-            source,
-            path,
-            branch,
-            state_dir,
-        }),
+        Command::Mine { at } => learning_cli::mine(at),
         Command::Get {
             what: Get::Providers { state_dir, output },
         } => commands::get_providers(state_dir, output),
