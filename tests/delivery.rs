@@ -731,4 +731,7 @@ fn chaos_thirty_slow_goals_killed_twelve_times_end_as_an_uninterrupted_run() {
         assert_eq!(log.len(), 15, "one commit per goal: {log:?}");
         git(&repo, &["fsck", "--strict"]);
     }
+    // Every record commit reached the company's checkout too: a kill between moving its
+    // branch and writing its files is finished by the next run, not left as a dirty tree.
+    assert_eq!(git(&company, &["status", "--porcelain"]), "");
 }

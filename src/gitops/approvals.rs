@@ -413,6 +413,9 @@ pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<St
             .as_deref()
             == Some(branch);
     if checked_out {
+        // A controller killed mid record commit leaves the checkout behind the branch, which
+        // `git merge` would take for local changes.
+        super::catch_up::catch_up(&repo)?;
         let workdir = repo.workdir().unwrap_or(path).to_path_buf();
         let merge = || {
             std::process::Command::new(crate::program::program("git"))

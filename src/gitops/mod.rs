@@ -7,6 +7,7 @@
 //! pushes it to the product's branch by compare-and-swap.
 
 pub mod approvals;
+pub mod catch_up;
 pub mod delivery;
 pub mod workspace;
 
@@ -155,15 +156,17 @@ impl Writeback {
         let checked_out =
             !repo.is_bare() && head_branch(&repo).as_deref() == Some(self.branch.as_str());
         if checked_out {
+            // What a killed controller left half-done is finished before anything is judged.
+            catch_up::catch_up(&repo)?;
             self.refuse_dirty(&repo, changes)?;
         }
         let mut attempt = 1;
         loop {
-            match self.commit_once(&repo, changes, message) {
+            match self.commit_once(&repo, changes, message, checked_out) {
                 Ok(None) => return Ok(None),
                 Ok(Some(id)) => {
                     if checked_out {
-                        self.update_worktree(&repo, id, changes)?;
+                        catch_up::catch_up(&repo)?;
                     }
                     return Ok(Some(id.to_string()));
                 }
@@ -214,7 +217,7 @@ impl Writeback {
         }
         let mut last = String::new();
         for _ in 0..PUSH_ATTEMPTS {
-            let id = match self.commit_once(repo, changes, message) {
+            let id = match self.commit_once(repo, changes, message, false) {
                 Ok(Some(id)) => id,
                 Ok(None) => return Ok(None),
                 // The source fetched while we built the commit: build again on what it got.
@@ -247,12 +250,15 @@ impl Writeback {
     }
 
     /// Builds the changes on the branch head and moves the branch to the new commit, if the
-    /// head is still what the commit was built on (`ErrorCode::Modified` otherwise).
+    /// head is still what the commit was built on (`ErrorCode::Modified` otherwise). A
+    /// `checked_out` branch's move is noted first, for [`catch_up`] to finish the checkout
+    /// even if this process dies right after the move.
     fn commit_once(
         &self,
         repo: &Repository,
         changes: &[FileChange],
         message: &str,
+        checked_out: bool,
     ) -> Result<Option<Oid>, git2::Error> {
         let parent_id =
             branch_commit(repo, &self.branch).or_else(|| branch_commit(repo, &self.base_branch));
@@ -269,15 +275,35 @@ impl Writeback {
         let signature = Signature::now(&self.author.name, &self.author.email)?;
         let parents: Vec<&Commit<'_>> = parent.iter().collect();
         let refname = format!("refs/heads/{}", self.branch);
-        let id = repo.commit(
-            Some(&refname),
-            &signature,
-            &signature,
-            message,
-            &tree,
-            &parents,
-        )?;
-        Ok(Some(id))
+        if !checked_out {
+            let id = repo.commit(
+                Some(&refname),
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &parents,
+            )?;
+            return Ok(Some(id));
+        }
+        let id = repo.commit(None, &signature, &signature, message, &tree, &parents)?;
+        catch_up::note(repo, parent_id, id)
+            .map_err(|e| git2::Error::from_str(&format!("cannot note the record commit: {e}")))?;
+        let reflog = format!("commit: {}", message.lines().next().unwrap_or_default());
+        let moved = match branch_commit(repo, &self.branch) {
+            Some(current) if Some(current) == parent_id => {
+                repo.reference_matching(&refname, id, true, current, &reflog)
+            }
+            Some(_) => Err(moved_meanwhile()),
+            None => repo.reference(&refname, id, false, &reflog),
+        };
+        match moved {
+            Ok(_) => Ok(Some(id)),
+            Err(e) if e.code() == ErrorCode::Exists || e.message().contains("does not match") => {
+                Err(moved_meanwhile())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The tree of `parent` with `changes` applied, written to the repository.
@@ -358,46 +384,6 @@ impl Writeback {
         })
     }
 
-    /// Brings the working tree and the index up to date for the paths just committed, as
-    /// `git pull` would, so `git status` stays clean.
-    fn update_worktree(
-        &self,
-        repo: &Repository,
-        commit: Oid,
-        changes: &[FileChange],
-    ) -> Result<(), GitopsError> {
-        let Some(workdir) = repo.workdir() else {
-            return Ok(());
-        };
-        let tree = repo.find_commit(commit)?.tree()?;
-        let mut done: Vec<String> = Vec::new();
-        for change in changes {
-            let full = self.full_path(change.path());
-            if done.contains(&full) {
-                continue;
-            }
-            let entry = tree.get_path(Path::new(&full))?;
-            let blob = repo.find_blob(entry.id())?;
-            let file = workdir.join(&full);
-            let io = |source| GitopsError::Io {
-                path: file.clone(),
-                source,
-            };
-            if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            std::fs::write(&file, blob.content()).map_err(io)?;
-            #[cfg(unix)]
-            if entry.filemode() == i32::from(git2::FileMode::BlobExecutable) {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
-                    .map_err(io)?;
-            }
-            done.push(full);
-        }
-        stage(workdir, &done)
-    }
-
     /// A declaration-folder path as a repository path.
     fn full_path(&self, path: &str) -> String {
         if self.subpath.is_empty() {
@@ -406,6 +392,15 @@ impl Writeback {
             format!("{}/{path}", self.subpath)
         }
     }
+}
+
+/// The error a branch that moved while a commit was built on it answers, as libgit2 would.
+fn moved_meanwhile() -> git2::Error {
+    git2::Error::new(
+        ErrorCode::Modified,
+        git2::ErrorClass::Reference,
+        "the branch moved while the record commit was built",
+    )
 }
 
 /// How often staging is tried while someone else's git holds the index.
