@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(not(feature = "system-allocator"))]
 mod allocator;
 mod approvals_cli;
 mod commands;

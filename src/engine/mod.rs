@@ -328,6 +328,9 @@ struct Recorded {
 /// the store heard of it) is read once.
 type AuditKnown = BTreeMap<String, i64>;
 
+/// About what one goal's entry in `.proto/status.yaml` takes.
+const STATUS_BYTES_PER_GOAL: usize = 512;
+
 /// The files of one record commit: the audit records not yet in their day's file, the plans
 /// of `products`, and the status; and what the day's files will hold.
 fn record_changes(
@@ -374,11 +377,15 @@ fn record_changes(
             content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n").into_bytes(),
         });
     }
+    // Sized up front: grown by doubling, a status of 10,000 goals (megabytes) would pass
+    // through twice its size in copies at every record commit.
+    let mut yaml = String::with_capacity(STATUS_BYTES_PER_GOAL * (status.goals.len() + 1));
+    if serde_saphyr::to_fmt_writer(&mut yaml, status).is_err() {
+        yaml.clear();
+    }
     changes.push(FileChange::Write {
         path: ".proto/status.yaml".into(),
-        content: serde_saphyr::to_string(status)
-            .unwrap_or_default()
-            .into_bytes(),
+        content: yaml.into_bytes(),
     });
     (changes, known)
 }

@@ -11,6 +11,7 @@ pub mod catch_up;
 pub mod delivery;
 pub mod workspace;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use git2::{Commit, ErrorCode, Index, IndexEntry, IndexTime, Oid, Repository, Signature};
@@ -205,7 +206,7 @@ impl Writeback {
         &self,
         repo: &Repository,
         url: &str,
-        changes: &[FileChange],
+        changes: &[Cow<'_, FileChange>],
         message: &str,
     ) -> Result<Option<String>, GitopsError> {
         let refname = format!("refs/heads/{}", self.branch);
@@ -256,7 +257,7 @@ impl Writeback {
     fn commit_once(
         &self,
         repo: &Repository,
-        changes: &[FileChange],
+        changes: &[Cow<'_, FileChange>],
         message: &str,
         checked_out: bool,
     ) -> Result<Option<Oid>, git2::Error> {
@@ -311,7 +312,7 @@ impl Writeback {
         &self,
         repo: &Repository,
         parent: Option<&Commit<'_>>,
-        changes: &[FileChange],
+        changes: &[Cow<'_, FileChange>],
     ) -> Result<Oid, git2::Error> {
         let mut index = Index::new()?;
         if let Some(parent) = parent {
@@ -320,18 +321,18 @@ impl Writeback {
         for change in changes {
             let full = self.full_path(change.path());
             let existing = index.get_path(Path::new(&full), 0);
-            let data = match change {
-                FileChange::Write { content, .. } => content.clone(),
+            let (id, size) = match change.as_ref() {
+                // A rewritten status is megabytes: written as it is, never copied.
+                FileChange::Write { content, .. } => (repo.blob(content)?, content.len()),
                 FileChange::Append { content, .. } => {
                     let mut data = match &existing {
                         Some(entry) => repo.find_blob(entry.id)?.content().to_vec(),
                         None => Vec::new(),
                     };
                     data.extend_from_slice(content);
-                    data
+                    (repo.blob(&data)?, data.len())
                 }
             };
-            let id = repo.blob(&data)?;
             let mode = match existing.map(|e| e.mode) {
                 Some(mode) if mode == u32::from(git2::FileMode::BlobExecutable) => mode,
                 _ => u32::from(git2::FileMode::Blob),
@@ -344,7 +345,7 @@ impl Writeback {
                 mode,
                 uid: 0,
                 gid: 0,
-                file_size: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                file_size: u32::try_from(size).unwrap_or(u32::MAX),
                 id,
                 flags: 0,
                 flags_extended: 0,
@@ -356,7 +357,11 @@ impl Writeback {
 
     /// Refuses to write when the working tree holds uncommitted changes (staged, unstaged or
     /// untracked) to the controller's files or to any file about to be written.
-    fn refuse_dirty(&self, repo: &Repository, changes: &[FileChange]) -> Result<(), GitopsError> {
+    fn refuse_dirty(
+        &self,
+        repo: &Repository,
+        changes: &[Cow<'_, FileChange>],
+    ) -> Result<(), GitopsError> {
         let mut options = git2::StatusOptions::new();
         options
             .include_untracked(true)
@@ -444,17 +449,17 @@ impl FileChange {
 /// never the secret). A rewritten file (`status.yaml`, whole at every record) is scanned
 /// only in the lines it did not hold before (`previous`): those were redacted when they
 /// were written, and a large company's status is megabytes.
-fn redact_secrets(
-    changes: &[FileChange],
+fn redact_secrets<'a>(
+    changes: &'a [FileChange],
     previous: impl Fn(&str) -> Option<Vec<u8>>,
-) -> Vec<FileChange> {
+) -> Vec<Cow<'a, FileChange>> {
     changes
         .iter()
         .map(|change| {
             let (FileChange::Write { path, content } | FileChange::Append { path, content }) =
                 change;
             let Ok(text) = std::str::from_utf8(content) else {
-                return change.clone();
+                return Cow::Borrowed(change);
             };
             let before = match change {
                 FileChange::Write { .. } => previous(path),
@@ -465,9 +470,9 @@ fn redact_secrets(
                 None => redact_whole(path, text),
             };
             let Some(content) = redacted else {
-                return change.clone();
+                return Cow::Borrowed(change);
             };
-            match change {
+            Cow::Owned(match change {
                 FileChange::Write { path, .. } => FileChange::Write {
                     path: path.clone(),
                     content: content.into_bytes(),
@@ -476,7 +481,7 @@ fn redact_secrets(
                     path: path.clone(),
                     content: content.into_bytes(),
                 },
-            }
+            })
         })
         .collect()
 }
@@ -553,7 +558,7 @@ mod tests {
             content: leaky.clone().into_bytes(),
         }];
         let redacted = redact_secrets(&changes, |_| None);
-        let FileChange::Write { content, .. } = &redacted[0] else {
+        let FileChange::Write { content, .. } = redacted[0].as_ref() else {
             panic!("a write stays a write");
         };
         assert!(!String::from_utf8_lossy(content).contains(&token));

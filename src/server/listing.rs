@@ -55,6 +55,9 @@ impl Listing {
             ranges.push((key, start..body.len()));
         }
         body.push(b']');
+        // The list is kept until the next build: not with the doubling's spare half.
+        body.shrink_to_fit();
+        ranges.shrink_to_fit();
         Ok(Listing {
             body: Bytes::from(body),
             items: ranges,
