@@ -1367,3 +1367,60 @@ fn a_spare_a_left_over_process_still_works_in_is_not_reused() {
     );
     assert!(clean(&second));
 }
+
+/// The engine fetches the company into the cache clone while the record writer commits and
+/// pushes there: neither may fail for the other holding the cache's refs (a failed fetch
+/// waits for a retry, and a pushed goal with it).
+#[test]
+fn fetches_and_record_commits_in_one_cache_do_not_fail_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = tmp.path().join("company.git");
+    bare_with(&server, &[("company.yaml", "kind: Company\n")]);
+    let url = format!("file://{}", server.display());
+    let source =
+        std::sync::Arc::new(GitSource::open(&url, None, None, &tmp.path().join("cache")).unwrap());
+    let writeback = Writeback::new(&source, None, controller(), true).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fetcher = {
+        let (source, done) = (source.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut fetches = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                fetches += 1;
+                if let Err(e) = source.fetch() {
+                    failures.push(e.to_string());
+                }
+            }
+            (fetches, failures)
+        })
+    };
+    for n in 0..60 {
+        writeback
+            .commit(
+                &[append(
+                    ".proto/audit/log.jsonl",
+                    &format!("{{\"n\":{n}}}\n"),
+                )],
+                "proto: record",
+            )
+            .unwrap()
+            .unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (fetches, failures) = fetcher.join().unwrap();
+    assert!(fetches > 1, "the fetches ran beside the commits");
+    assert!(
+        failures.is_empty(),
+        "{} of {fetches} fetches failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let log = git(&server, &["show", "main:.proto/audit/log.jsonl"]);
+    let history = git(&server, &["log", "--format=%h %p %s", "main"]);
+    assert_eq!(
+        log.lines().count(),
+        60,
+        "every record reached the remote:\n{log}\n{history}"
+    );
+}

@@ -19,7 +19,7 @@ use git2::{Commit, ErrorCode, Index, IndexEntry, IndexTime, Oid, Repository, Sig
 use thiserror::Error;
 
 use crate::source::remote::{self, PushOutcome};
-use crate::source::{GitSource, branch_commit, force_refspec, head_branch};
+use crate::source::{GitSource, branch_commit, cache_lock, force_refspec, head_branch};
 
 #[derive(Debug, Error)]
 pub enum GitopsError {
@@ -83,6 +83,9 @@ pub enum FileChange {
     /// push has to be rebased, so concurrent appends are never lost.
     Append { path: String, content: Vec<u8> },
 }
+
+/// The cache clone's ref of the record commit being pushed.
+const PUSHED_REF: &str = "refs/proto/writeback";
 
 /// How often a rejected push is rebuilt on the remote's new head before giving up.
 pub(crate) const PUSH_ATTEMPTS: u32 = 5;
@@ -210,6 +213,10 @@ impl Writeback {
         message: &str,
     ) -> Result<Option<String>, GitopsError> {
         let refname = format!("refs/heads/{}", self.branch);
+        let lock = cache_lock(&self.path);
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if branch_commit(repo, &self.branch).is_none() {
             remote::fetch(
                 &mut repo.remote_anonymous(url)?,
@@ -231,7 +238,11 @@ impl Writeback {
             if !self.push {
                 return Ok(Some(id.to_string()));
             }
-            match remote::push(&mut repo.remote_anonymous(url)?, &refname, &refname)? {
+            // The commit itself is pushed, by a ref only this writer moves: the branch's
+            // name could by then name what another process fetched into the cache, and a
+            // push of that would report this commit as delivered.
+            repo.reference(PUSHED_REF, id, true, "proto: record commit to push")?;
+            match remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)? {
                 PushOutcome::Pushed => return Ok(Some(id.to_string())),
                 PushOutcome::Rejected(message) => {
                     tracing::info!(remote = url, %message, "writeback push rejected; fetching and rebuilding");

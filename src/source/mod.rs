@@ -218,6 +218,10 @@ impl GitSource {
         let Some(url) = &self.url else {
             return Ok(());
         };
+        let lock = cache_lock(&self.path);
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let repo = self.repo()?;
         remote::fetch(
             &mut repo.remote_anonymous(url)?,
@@ -233,6 +237,10 @@ impl GitSource {
         let Some(url) = &self.url else {
             return Ok(());
         };
+        let lock = cache_lock(&self.path);
+        let _held = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let repo = self.repo()?;
         let prefix = "refs/heads/proto/approvals/";
         let advertised = remote::fetch(
@@ -463,6 +471,21 @@ pub(crate) fn head_branch(repo: &Repository) -> Option<String> {
         .ok()??
         .strip_prefix("refs/heads/")
         .map(str::to_owned)
+}
+
+/// The lock of the cache clone at `path`, one per repository in this process. The engine
+/// fetches into a remote company's cache while the record writer commits and pushes there;
+/// each moves the cache's branch, so unlocked one fails on the other's ref lock or, worse,
+/// a fetch resets the branch under a commit about to be pushed.
+pub(crate) fn cache_lock(path: &Path) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    locks.entry(path.to_path_buf()).or_default().clone()
 }
 
 /// The commit at the tip of `branch`, if the branch exists.
