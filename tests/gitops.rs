@@ -1424,3 +1424,52 @@ fn fetches_and_record_commits_in_one_cache_do_not_fail_each_other() {
         "every record reached the remote:\n{log}\n{history}"
     );
 }
+
+/// A record commit that does not reach the remote (refused, or the remote gone) is not
+/// kept in the cache: once the remote takes pushes again, the same changes are written once,
+/// neither reported as already there nor appended twice.
+#[test]
+fn a_writeback_that_did_not_reach_the_remote_is_written_once_when_it_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("srv");
+    std::fs::create_dir_all(&served).unwrap();
+    let server = served.join("company.git");
+    bare_with(&server, &[("company.yaml", "kind: Company\n")]);
+    let daemon = Daemon::start(&served);
+    let url = daemon.url("company.git");
+    let source = GitSource::open(&url, None, None, &tmp.path().join("cache")).unwrap();
+    let writeback = Writeback::new(&source, None, controller(), true).unwrap();
+    let changes = [
+        write_change(".proto/proposal.yaml", "kind: Goal\n"),
+        append(".proto/audit/log.jsonl", "{\"n\":1}\n"),
+    ];
+    // Refused by the server's hook.
+    let hook = server.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let refused = writeback.commit(&changes, "proto: refused");
+    assert!(
+        matches!(&refused, Err(GitopsError::PushRejected { message, .. }) if message.contains("declined")),
+        "{refused:?}"
+    );
+    std::fs::remove_file(&hook).unwrap();
+    // The remote gone while pushing.
+    let away = served.join("away.git");
+    std::fs::rename(&server, &away).unwrap();
+    assert!(writeback.commit(&changes, "proto: unreachable").is_err());
+    std::fs::rename(&away, &server).unwrap();
+    let id = writeback
+        .commit(&changes, "proto: taken")
+        .unwrap()
+        .expect("the changes are not on the remote: they are written");
+    assert_eq!(git(&server, &["rev-parse", "main"]), id);
+    assert_eq!(
+        git(&server, &["show", "main:.proto/audit/log.jsonl"]),
+        "{\"n\":1}",
+        "appended once"
+    );
+    assert_eq!(
+        git(&server, &["show", "main:.proto/proposal.yaml"]),
+        "kind: Goal"
+    );
+}

@@ -84,6 +84,16 @@ pub enum FileChange {
     Append { path: String, content: Vec<u8> },
 }
 
+/// A record commit made, and not yet on its branch.
+struct Built {
+    id: Oid,
+    /// Its parent.
+    parent: Option<Oid>,
+    /// The branch's head it was built on; `None` when the branch did not exist yet (the
+    /// parent is then the source's branch).
+    on: Option<Oid>,
+}
+
 /// The cache clone's ref of the record commit being pushed.
 const PUSHED_REF: &str = "refs/proto/writeback";
 
@@ -201,10 +211,12 @@ impl Writeback {
         }
     }
 
-    /// Commits on the cache's branch and pushes; a rejection fetches the remote's branch
-    /// (which replaces the cache's, dropping the rejected commit) and rebuilds the same
-    /// changes on top of it. Without `push`, the commit lives in the cache only until the
-    /// source's next fetch replaces the branch.
+    /// Builds the commit on the cache's branch, pushes it, and only then moves the cache's
+    /// branch to it, so the cache never holds a commit the remote refused (a later commit
+    /// of the same changes would find nothing to change and report them written). A
+    /// rejection fetches the remote's branch and rebuilds the same changes on top of it.
+    /// Without `push`, the commit lives in the cache only until the source's next fetch
+    /// replaces the branch.
     fn commit_remote(
         &self,
         repo: &Repository,
@@ -225,25 +237,33 @@ impl Writeback {
         }
         let mut last = String::new();
         for _ in 0..PUSH_ATTEMPTS {
-            let id = match self.commit_once(repo, changes, message, false) {
-                Ok(Some(id)) => id,
-                Ok(None) => return Ok(None),
-                // The source fetched while we built the commit: build again on what it got.
-                Err(e) if e.code() == ErrorCode::Modified => {
-                    last = e.message().to_owned();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let Some(built) = self.build_commit(repo, changes, message)? else {
+                return Ok(None);
             };
             if !self.push {
-                return Ok(Some(id.to_string()));
+                match self.move_branch(repo, &built, message) {
+                    Ok(()) => return Ok(Some(built.id.to_string())),
+                    // Another process fetched meanwhile: build again on what it got.
+                    Err(e) if e.code() == ErrorCode::Modified => {
+                        last = e.message().to_owned();
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             // The commit itself is pushed, by a ref only this writer moves: the branch's
             // name could by then name what another process fetched into the cache, and a
             // push of that would report this commit as delivered.
-            repo.reference(PUSHED_REF, id, true, "proto: record commit to push")?;
+            repo.reference(PUSHED_REF, built.id, true, "proto: record commit to push")?;
             match remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)? {
-                PushOutcome::Pushed => return Ok(Some(id.to_string())),
+                PushOutcome::Pushed => {
+                    // The cache follows; a fetch that moved it meanwhile brought something
+                    // at least as new.
+                    match self.move_branch(repo, &built, message) {
+                        Err(e) if e.code() != ErrorCode::Modified => return Err(e.into()),
+                        _ => return Ok(Some(built.id.to_string())),
+                    }
+                }
                 PushOutcome::Rejected(message) => {
                     tracing::info!(remote = url, %message, "writeback push rejected; fetching and rebuilding");
                     last = message;
@@ -272,8 +292,28 @@ impl Writeback {
         message: &str,
         checked_out: bool,
     ) -> Result<Option<Oid>, git2::Error> {
-        let parent_id =
-            branch_commit(repo, &self.branch).or_else(|| branch_commit(repo, &self.base_branch));
+        let Some(built) = self.build_commit(repo, changes, message)? else {
+            return Ok(None);
+        };
+        if checked_out {
+            catch_up::note(repo, built.parent, built.id).map_err(|e| {
+                git2::Error::from_str(&format!("cannot note the record commit: {e}"))
+            })?;
+        }
+        self.move_branch(repo, &built, message)?;
+        Ok(Some(built.id))
+    }
+
+    /// A commit of `changes` on the branch head (or, for a branch not made yet, on the
+    /// source's branch), on no branch yet; `None` when the changes change nothing.
+    fn build_commit(
+        &self,
+        repo: &Repository,
+        changes: &[Cow<'_, FileChange>],
+        message: &str,
+    ) -> Result<Option<Built>, git2::Error> {
+        let on = branch_commit(repo, &self.branch);
+        let parent_id = on.or_else(|| branch_commit(repo, &self.base_branch));
         let parent = parent_id.map(|id| repo.find_commit(id)).transpose()?;
         let tree_id = self.build_tree(repo, parent.as_ref(), changes)?;
         let unchanged = match &parent {
@@ -286,35 +326,36 @@ impl Writeback {
         let tree = repo.find_tree(tree_id)?;
         let signature = Signature::now(&self.author.name, &self.author.email)?;
         let parents: Vec<&Commit<'_>> = parent.iter().collect();
-        let refname = format!("refs/heads/{}", self.branch);
-        if !checked_out {
-            let id = repo.commit(
-                Some(&refname),
-                &signature,
-                &signature,
-                message,
-                &tree,
-                &parents,
-            )?;
-            return Ok(Some(id));
-        }
         let id = repo.commit(None, &signature, &signature, message, &tree, &parents)?;
-        catch_up::note(repo, parent_id, id)
-            .map_err(|e| git2::Error::from_str(&format!("cannot note the record commit: {e}")))?;
+        Ok(Some(Built {
+            id,
+            parent: parent_id,
+            on,
+        }))
+    }
+
+    /// Moves the branch to `built`, if it is still where the commit was built
+    /// (`ErrorCode::Modified` otherwise).
+    fn move_branch(
+        &self,
+        repo: &Repository,
+        built: &Built,
+        message: &str,
+    ) -> Result<(), git2::Error> {
+        let refname = format!("refs/heads/{}", self.branch);
         let reflog = format!("commit: {}", message.lines().next().unwrap_or_default());
-        let moved = match branch_commit(repo, &self.branch) {
-            Some(current) if Some(current) == parent_id => {
-                repo.reference_matching(&refname, id, true, current, &reflog)
-            }
-            Some(_) => Err(moved_meanwhile()),
-            None => repo.reference(&refname, id, false, &reflog),
+        let moved = match (branch_commit(repo, &self.branch), built.on) {
+            (Some(current), Some(on)) if current == on => repo
+                .reference_matching(&refname, built.id, true, current, &reflog)
+                .map(drop),
+            (None, None) => repo.reference(&refname, built.id, false, &reflog).map(drop),
+            _ => Err(moved_meanwhile()),
         };
         match moved {
-            Ok(_) => Ok(Some(id)),
             Err(e) if e.code() == ErrorCode::Exists || e.message().contains("does not match") => {
                 Err(moved_meanwhile())
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
