@@ -193,7 +193,9 @@ fn throughput(bin: &str, goals: usize, capacity: usize) {
 fn shell_loop(goals: usize, limit: Duration) {
     let dir = workdir("shell");
     git(&dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
-    let script = "set -e\ni=0\nend=$(( $(date +%s) + $2 ))\nwhile [ $i -lt $1 ] && [ $(date +%s) -lt $end ]; do\n  rm -rf ws\n  git clone -q app.git ws 2>/dev/null\n  cd ws\n  echo g$i > g$i.txt\n  git add g$i.txt\n  git -c user.name=b -c user.email=b@b commit -q -m g$i\n  git push -q origin HEAD:main\n  cd ..\n  i=$((i+1))\ndone\necho $i\n";
+    // Background gc and maintenance off, as the controller's own git has them: a detached
+    // `gc --auto` still writing in the last clone made `rm -rf` fail at 2,000 goals.
+    let script = "set -e\nexport GIT_CONFIG_COUNT=2 GIT_CONFIG_KEY_0=gc.auto GIT_CONFIG_VALUE_0=0 GIT_CONFIG_KEY_1=maintenance.auto GIT_CONFIG_VALUE_1=false\ni=0\nend=$(( $(date +%s) + $2 ))\nwhile [ $i -lt $1 ] && [ $(date +%s) -lt $end ]; do\n  rm -rf ws\n  git clone -q app.git ws 2>/dev/null\n  cd ws\n  echo g$i > g$i.txt\n  git add g$i.txt\n  git -c user.name=b -c user.email=b@b commit -q -m g$i\n  git push -q origin HEAD:main\n  cd ..\n  i=$((i+1))\ndone\necho $i\n";
     let started = Instant::now();
     let out = Command::new("sh")
         .args([

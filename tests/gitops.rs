@@ -1473,3 +1473,36 @@ fn a_writeback_that_did_not_reach_the_remote_is_written_once_when_it_can() {
         "kind: Goal"
     );
 }
+
+/// A controller killed after its record commit reached the remote, before its cache (and
+/// its store) knew, sends the same audit lines again from its stale cache: they are
+/// appended once.
+#[test]
+fn audit_lines_sent_again_after_a_kill_are_appended_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = tmp.path().join("company.git");
+    bare_with(&server, &[("company.yaml", "kind: Company\n")]);
+    let url = format!("file://{}", server.display());
+    let source = GitSource::open(&url, None, None, &tmp.path().join("cache")).unwrap();
+    let cache = source.repository_path().to_path_buf();
+    let writeback = Writeback::new(&source, None, controller(), true).unwrap();
+    let before = git(&cache, &["rev-parse", "main"]);
+    let lines = append(".proto/audit/log.jsonl", "{\"id\":1}\n{\"id\":2}\n");
+    writeback
+        .commit(&[lines.clone()], "proto: first")
+        .unwrap()
+        .unwrap();
+    // The cache as a kill right after the push left it.
+    git(&cache, &["update-ref", "refs/heads/main", &before]);
+    let again = writeback
+        .commit(
+            &[lines, write_change(".proto/status.yaml", "status: later\n")],
+            "proto: again",
+        )
+        .unwrap();
+    assert!(again.is_some(), "the status is new");
+    assert_eq!(
+        git(&server, &["show", "main:.proto/audit/log.jsonl"]),
+        "{\"id\":1}\n{\"id\":2}"
+    );
+}

@@ -80,7 +80,9 @@ pub enum FileChange {
     /// Replace the file's content.
     Write { path: String, content: Vec<u8> },
     /// Append to the file (creating it): re-applied on top of the remote's version when a
-    /// push has to be rebased, so concurrent appends are never lost.
+    /// push has to be rebased, so concurrent appends are never lost. Appended lines are
+    /// records, each written once: content the file already ends with (or, on a rebased
+    /// push, holds anywhere) is taken as appended.
     Append { path: String, content: Vec<u8> },
 }
 
@@ -236,8 +238,8 @@ impl Writeback {
             )?;
         }
         let mut last = String::new();
-        for _ in 0..PUSH_ATTEMPTS {
-            let Some(built) = self.build_commit(repo, changes, message)? else {
+        for attempt in 0..PUSH_ATTEMPTS {
+            let Some(built) = self.build_commit(repo, changes, message, attempt > 0)? else {
                 return Ok(None);
             };
             if !self.push {
@@ -292,7 +294,7 @@ impl Writeback {
         message: &str,
         checked_out: bool,
     ) -> Result<Option<Oid>, git2::Error> {
-        let Some(built) = self.build_commit(repo, changes, message)? else {
+        let Some(built) = self.build_commit(repo, changes, message, false)? else {
             return Ok(None);
         };
         if checked_out {
@@ -306,16 +308,18 @@ impl Writeback {
 
     /// A commit of `changes` on the branch head (or, for a branch not made yet, on the
     /// source's branch), on no branch yet; `None` when the changes change nothing.
+    /// `rebuilt`: built again on a head the remote had moved (see [`Self::build_tree`]).
     fn build_commit(
         &self,
         repo: &Repository,
         changes: &[Cow<'_, FileChange>],
         message: &str,
+        rebuilt: bool,
     ) -> Result<Option<Built>, git2::Error> {
         let on = branch_commit(repo, &self.branch);
         let parent_id = on.or_else(|| branch_commit(repo, &self.base_branch));
         let parent = parent_id.map(|id| repo.find_commit(id)).transpose()?;
-        let tree_id = self.build_tree(repo, parent.as_ref(), changes)?;
+        let tree_id = self.build_tree(repo, parent.as_ref(), changes, rebuilt)?;
         let unchanged = match &parent {
             Some(p) => p.tree_id() == tree_id,
             None => repo.find_tree(tree_id)?.is_empty(),
@@ -359,12 +363,16 @@ impl Writeback {
         }
     }
 
-    /// The tree of `parent` with `changes` applied, written to the repository.
+    /// The tree of `parent` with `changes` applied, written to the repository. An append
+    /// whose lines the file already ends with is there already (its commit reached the
+    /// remote, and this process died before it knew), and so is one the file holds anywhere
+    /// when `rebuilt` on a head the remote moved: appended lines are records, each once.
     fn build_tree(
         &self,
         repo: &Repository,
         parent: Option<&Commit<'_>>,
         changes: &[Cow<'_, FileChange>],
+        rebuilt: bool,
     ) -> Result<Oid, git2::Error> {
         let mut index = Index::new()?;
         if let Some(parent) = parent {
@@ -381,6 +389,11 @@ impl Writeback {
                         Some(entry) => repo.find_blob(entry.id)?.content().to_vec(),
                         None => Vec::new(),
                     };
+                    if !content.is_empty()
+                        && (data.ends_with(content) || (rebuilt && holds(&data, content)))
+                    {
+                        continue;
+                    }
                     data.extend_from_slice(content);
                     (repo.blob(&data)?, data.len())
                 }
@@ -573,6 +586,14 @@ fn redact_new_lines(path: &str, before: &str, text: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Whether `haystack` holds `needle` anywhere (a linear-time search for text).
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    match (std::str::from_utf8(haystack), std::str::from_utf8(needle)) {
+        (Ok(h), Ok(n)) => h.contains(n),
+        _ => haystack.windows(needle.len()).any(|w| w == needle),
+    }
 }
 
 /// A change's path must stay inside the declaration folder and out of `.git`.
