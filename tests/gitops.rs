@@ -1489,7 +1489,7 @@ fn audit_lines_sent_again_after_a_kill_are_appended_once() {
     let before = git(&cache, &["rev-parse", "main"]);
     let lines = append(".proto/audit/log.jsonl", "{\"id\":1}\n{\"id\":2}\n");
     writeback
-        .commit(&[lines.clone()], "proto: first")
+        .commit(std::slice::from_ref(&lines), "proto: first")
         .unwrap()
         .unwrap();
     // The cache as a kill right after the push left it.
