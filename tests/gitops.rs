@@ -1506,3 +1506,39 @@ fn audit_lines_sent_again_after_a_kill_are_appended_once() {
         "{\"id\":1}\n{\"id\":2}"
     );
 }
+
+/// A process killed while it moved a ref leaves git's lock file behind, which refuses every
+/// later move. The controller's cache clone is its own: a lock older than a moment is taken
+/// for such a leftover when the cache is opened, while a fresh one (a live process's) stays.
+#[test]
+fn a_lock_a_killed_process_left_in_the_cache_does_not_stop_the_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = tmp.path().join("company.git");
+    bare_with(&server, &[("company.yaml", "kind: Company\n")]);
+    let url = format!("file://{}", server.display());
+    let cache_dir = tmp.path().join("cache");
+    let cache = GitSource::open(&url, None, None, &cache_dir)
+        .unwrap()
+        .repository_path()
+        .to_path_buf();
+    let left = cache.join("refs/heads/main.lock");
+    std::fs::write(&left, "").unwrap();
+    let fresh = cache.join("refs/heads/other.lock");
+    std::fs::write(&fresh, "").unwrap();
+    let status = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&left)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let source = GitSource::open(&url, None, None, &cache_dir).unwrap();
+    assert!(!left.exists(), "the old lock is taken for a leftover");
+    assert!(fresh.exists(), "a fresh lock belongs to someone alive");
+    let writeback = Writeback::new(&source, None, controller(), true).unwrap();
+    let id = writeback
+        .commit(&[append(".proto/audit/log.jsonl", "{}\n")], "proto: record")
+        .unwrap()
+        .unwrap();
+    assert_eq!(git(&server, &["rev-parse", "main"]), id);
+    source.fetch().unwrap();
+}

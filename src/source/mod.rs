@@ -473,6 +473,48 @@ pub(crate) fn head_branch(repo: &Repository) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// How old a lock file in a cache clone must be to be taken for one a killed process left:
+/// git and libgit2 hold theirs for the moment a ref or the config is written.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Removes the lock files (`*.lock` among the refs, `packed-refs.lock`, `HEAD.lock`,
+/// `config.lock`) a process killed while moving a ref left in the cache clone at `path`,
+/// which would refuse every later fetch and record commit as git refuses a person's. The
+/// cache is the controller's own; only locks older than [`STALE_LOCK`] are taken, so one a
+/// live process holds is left alone.
+fn clear_stale_locks(path: &Path) {
+    let mut found = Vec::new();
+    for name in ["packed-refs.lock", "HEAD.lock", "config.lock", "index.lock"] {
+        found.push(path.join(name));
+    }
+    let mut dirs = vec![path.join("refs")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let entry_path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(entry_path),
+                Ok(_) if entry_path.extension().is_some_and(|e| e == "lock") => {
+                    found.push(entry_path)
+                }
+                _ => {}
+            }
+        }
+    }
+    for lock in found {
+        let stale = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age >= STALE_LOCK);
+        if stale && std::fs::remove_file(&lock).is_ok() {
+            tracing::warn!(lock = %lock.display(), "removed a lock file a killed process left in the cache");
+        }
+    }
+}
+
 /// The lock of the cache clone at `path`, one per repository in this process. The engine
 /// fetches into a remote company's cache while the record writer commits and pushes there;
 /// each moves the cache's branch, so unlocked one fails on the other's ref lock or, worse,
@@ -507,7 +549,10 @@ fn open_cache(
     })?;
     let path = cache_dir.join(remote::sanitize(url));
     let (repo, existed) = match Repository::open_bare(&path) {
-        Ok(repo) => (repo, true),
+        Ok(repo) => {
+            clear_stale_locks(&path);
+            (repo, true)
+        }
         Err(_) => (Repository::init_bare(&path)?, false),
     };
     // Keep `origin` pointing at the URL so the cache reads like an ordinary clone to anyone
