@@ -257,7 +257,11 @@ impl Writeback {
             // name could by then name what another process fetched into the cache, and a
             // push of that would report this commit as delivered.
             repo.reference(PUSHED_REF, built.id, true, "proto: record commit to push")?;
-            match remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)? {
+            let pushed = match url.strip_prefix("file://").map(Path::new) {
+                Some(path) if path.is_dir() => push_local(repo, url, path, &built, &refname)?,
+                _ => remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)?,
+            };
+            match pushed {
                 PushOutcome::Pushed => {
                     // The cache follows; a fetch that moved it meanwhile brought something
                     // at least as new.
@@ -461,6 +465,49 @@ impl Writeback {
         } else {
             format!("{}/{path}", self.subpath)
         }
+    }
+}
+
+/// Pushes `built` to `refname` of the repository at `path` (a `file://` remote) as a
+/// compare-and-swap. libgit2's local transport checks a push is a fast-forward of the branch
+/// as it was when the push began, then moves the branch by force: a person's push landing in
+/// between was overwritten, lost from the branch with no one told. So the objects go over
+/// under a ref of their own, and the branch is moved here, only from the head the commit was
+/// built on; any other head is a rejection, fetched and rebuilt like a server's.
+fn push_local(
+    repo: &Repository,
+    url: &str,
+    path: &Path,
+    built: &Built,
+    refname: &str,
+) -> Result<PushOutcome, GitopsError> {
+    let incoming = format!("refs/proto/incoming/{}", built.id);
+    if let PushOutcome::Rejected(message) =
+        remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &incoming)?
+    {
+        return Ok(PushOutcome::Rejected(message));
+    }
+    let target = Repository::open(path)?;
+    let message = "proto: record commit";
+    let moved = match built.on {
+        Some(on) => target.reference_matching(refname, built.id, true, on, message),
+        None => target.reference(refname, built.id, false, message),
+    };
+    if let Ok(mut temporary) = target.find_reference(&incoming) {
+        let _ = temporary.delete();
+    }
+    match moved {
+        Ok(_) => Ok(PushOutcome::Pushed),
+        Err(e)
+            if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists)
+                || e.message().contains("does not match") =>
+        {
+            Ok(PushOutcome::Rejected(format!(
+                "{refname} moved on the remote: {}",
+                e.message()
+            )))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
