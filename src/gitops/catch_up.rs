@@ -307,12 +307,9 @@ mod tests {
         assert!(!repo.path().join(NOTE).exists());
     }
 
-    #[test]
-    fn the_next_record_commit_after_a_kill_lands_instead_of_finding_the_checkout_dirty() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = killed_after_the_move(tmp.path(), true);
-        let source =
-            GitSource::open(dir.to_str().unwrap(), None, None, &tmp.path().join("c")).unwrap();
+    /// Appends `line` to the audit file of the checkout `dir` through a record commit.
+    fn record(dir: &Path, cache: &Path, line: &str) -> Result<Option<String>, GitopsError> {
+        let source = GitSource::open(dir.to_str().unwrap(), None, None, cache).unwrap();
         let who = Identity {
             name: "Proto".into(),
             email: "proto@example.com".into(),
@@ -320,9 +317,18 @@ mod tests {
         let writeback = Writeback::new(&source, None, who, false).unwrap();
         let change = FileChange::Append {
             path: ".proto/audit/today.jsonl".into(),
-            content: b"{\"more\": 1}\n".to_vec(),
+            content: line.as_bytes().to_vec(),
         };
-        writeback.commit(&[change], "proto: more").unwrap().unwrap();
+        writeback.commit(&[change], "proto: more")
+    }
+
+    #[test]
+    fn the_next_record_commit_after_a_kill_lands_instead_of_finding_the_checkout_dirty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = killed_after_the_move(tmp.path(), true);
+        record(&dir, &tmp.path().join("c"), "{\"more\": 1}\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(git(&dir, &["status", "--porcelain"]), "");
         assert_eq!(
             std::fs::read_to_string(dir.join(".proto/audit/today.jsonl")).unwrap(),
@@ -331,19 +337,8 @@ mod tests {
         // Without a note the same state is a person's edit, and is refused as before.
         let tmp = tempfile::tempdir().unwrap();
         let dir = killed_after_the_move(tmp.path(), false);
-        let source =
-            GitSource::open(dir.to_str().unwrap(), None, None, &tmp.path().join("c")).unwrap();
-        let who = Identity {
-            name: "Proto".into(),
-            email: "proto@example.com".into(),
-        };
-        let writeback = Writeback::new(&source, None, who, false).unwrap();
-        let change = FileChange::Append {
-            path: ".proto/audit/today.jsonl".into(),
-            content: b"{}\n".to_vec(),
-        };
         assert!(matches!(
-            writeback.commit(&[change], "proto: more"),
+            record(&dir, &tmp.path().join("c"), "{\"other\": 2}\n"),
             Err(GitopsError::DirtyControllerFiles { .. })
         ));
     }
