@@ -15,7 +15,8 @@
 //!    watching controller's peak RSS (`VmHWM`) is printed.
 //!
 //! Run with `cargo bench --bench scale`. Environment (comma lists):
-//! - `PROTO_SCALE_GOALS` (default `200,2000`), `PROTO_SCALE_CAPACITIES` (default `1,2`);
+//! - `PROTO_SCALE_GOALS` (default `200,2000`; empty for none), `PROTO_SCALE_CAPACITIES`
+//!   (default `1,2`);
 //! - `PROTO_SCALE_SHELL_SECONDS` (default 300): the shell loop stops after this long and its
 //!   rate is what it did until then (it only slows down as the product grows, so a cut-short
 //!   loop is measured at its fastest);
@@ -50,6 +51,7 @@ fn list(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name)
         .unwrap_or_else(|_| default.to_string())
         .split(',')
+        .filter(|v| !v.trim().is_empty())
         .map(|v| {
             v.trim()
                 .parse()

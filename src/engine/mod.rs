@@ -897,21 +897,29 @@ impl Engine {
             .iter()
             .map(|g| (g.name().to_string(), applied.spec.key_of(g).into_owned()))
             .collect();
-        let same_shape = self.applied.as_ref().is_some_and(|old| {
-            old.spec.companies == applied.spec.companies
-                && old.spec.goals.len() == applied.spec.goals.len()
-                && old
-                    .spec
-                    .goals
-                    .iter()
-                    .zip(&applied.spec.goals)
-                    .all(|(a, b)| a.name() == b.name())
-        });
-        if same_shape {
+        // A company-wide change rebuilds every goal's status. Otherwise only goals new or
+        // changed are rebuilt; goals added, removed or moved lay the list out again.
+        let (same_company, same_list) = match &self.applied {
+            Some(old) => (
+                old.spec.companies == applied.spec.companies,
+                old.spec.goals.len() == applied.spec.goals.len()
+                    && old
+                        .spec
+                        .goals
+                        .iter()
+                        .zip(&applied.spec.goals)
+                        .all(|(a, b)| a.name() == b.name()),
+            ),
+            None => (false, false),
+        };
+        if same_company {
             for (name, key) in &keys {
                 if self.keys.get(name) != Some(key) {
                     self.dirty.goal(name);
                 }
+            }
+            if !same_list {
+                self.dirty.reshape();
             }
         } else {
             self.dirty = Dirty::All;
@@ -1868,7 +1876,7 @@ impl Engine {
         let dirty = std::mem::take(&mut self.dirty);
         let keys: Vec<&str> = match &dirty {
             Dirty::None => Vec::new(),
-            Dirty::Goals(goals) => goals
+            Dirty::Goals(goals) | Dirty::Reshaped(goals) => goals
                 .iter()
                 .filter_map(|g| self.keys.get(g).map(String::as_str))
                 .collect(),
@@ -1886,15 +1894,15 @@ impl Engine {
             waits: &self.waits,
             stopped: self.stopped.as_ref(),
         };
-        let rebuilt = records::update(&mut self.status, &seen, &dirty, now);
+        let updated = records::update(&mut self.status, &seen, &dirty, now);
         self.company_dirty = false;
-        self.save_status(&rebuilt, dirty == Dirty::All)
+        self.save_status(&updated)
     }
 
-    /// Saves the company's part of the status and the goals `rebuilt` (with `whole`, the
-    /// goal list itself changed: rows of goals no longer declared go).
-    fn save_status(&self, rebuilt: &[String], whole: bool) -> Result<(), EngineError> {
-        let rows: Vec<(String, usize, String)> = rebuilt
+    /// Saves the company's part of the status and what `updated` changed in the goals.
+    fn save_status(&self, updated: &records::Updated) -> Result<(), EngineError> {
+        let rows: Vec<(String, usize, String)> = updated
+            .rebuilt
             .iter()
             .filter_map(|name| {
                 let position = self.status.position(name)?;
@@ -1906,12 +1914,11 @@ impl Engine {
                 ))
             })
             .collect();
-        let names: Option<Vec<String>> =
-            whole.then(|| self.status.goals.iter().map(|g| g.name.clone()).collect());
         self.store.save_status(
             &self.status.company_json(),
             &rows,
-            names.as_deref(),
+            &updated.moved,
+            &updated.removed,
             Utc::now(),
         )?;
         // Only a reader in this process (the Kubernetes status writer) wants it: without one,

@@ -229,7 +229,12 @@ pub enum Dirty {
     None,
     /// These.
     Goals(HashSet<String>),
-    /// Every goal (a new declaration, a company-wide change).
+    /// The goal list changed (goals added, removed or moved): the list is laid out again in
+    /// the declaration's order, these goals (new or changed) are rebuilt and every other goal
+    /// keeps the status it has. A one-file commit to a company of thousands of goals costs
+    /// the goals it touched, not all of them.
+    Reshaped(HashSet<String>),
+    /// Every goal (a company-wide change).
     All,
 }
 
@@ -237,17 +242,31 @@ impl Dirty {
     pub fn goal(&mut self, name: &str) {
         match self {
             Dirty::None => *self = Dirty::Goals(HashSet::from([name.to_string()])),
-            Dirty::Goals(goals) => {
+            Dirty::Goals(goals) | Dirty::Reshaped(goals) => {
                 goals.insert(name.to_string());
             }
             Dirty::All => {}
         }
     }
 
+    /// The goal list itself changed shape: the list is laid out again.
+    pub fn reshape(&mut self) {
+        match std::mem::take(self) {
+            Dirty::None => *self = Dirty::Reshaped(HashSet::new()),
+            Dirty::Goals(goals) | Dirty::Reshaped(goals) => *self = Dirty::Reshaped(goals),
+            Dirty::All => *self = Dirty::All,
+        }
+    }
+
+    /// The list is laid out again (rows of goals no longer declared go, positions move).
+    fn reshapes(&self) -> bool {
+        matches!(self, Dirty::Reshaped(_) | Dirty::All)
+    }
+
     fn contains(&self, name: &str) -> bool {
         match self {
             Dirty::None => false,
-            Dirty::Goals(goals) => goals.contains(name),
+            Dirty::Goals(goals) | Dirty::Reshaped(goals) => goals.contains(name),
             Dirty::All => true,
         }
     }
@@ -257,52 +276,34 @@ impl Dirty {
     }
 }
 
+/// What [`update`] changed in a report's goal list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Updated {
+    /// The goals whose status was rebuilt.
+    pub rebuilt: Vec<String>,
+    /// Goals kept as they were that the list, laid out again, moved: each with its new
+    /// position.
+    pub moved: Vec<(String, usize)>,
+    /// Goals the list, laid out again, no longer holds.
+    pub removed: Vec<String>,
+}
+
 /// Brings `report` up to date: the company's part always, and the status of the `dirty`
-/// goals (each keeps its transition times). With `Dirty::All` the goal list itself is
-/// rebuilt in the declaration's order. Returns the names of the goals rebuilt.
+/// goals (each keeps its transition times). With `Dirty::All` and `Dirty::Reshaped` the goal
+/// list itself is laid out again in the declaration's order.
 pub fn update(
     report: &mut StatusReport,
     seen: &Seen<'_>,
     dirty: &Dirty,
     now: DateTime<Utc>,
-) -> Vec<String> {
-    let company = seen.spec.company();
-    report.company = company.map(|c| c.name().to_string()).unwrap_or_default();
-    report.source = seen.spec.source.clone();
-    report.last_applied_revision = seen.revisions.last_applied.clone();
-    report.last_attempted_revision = seen.revisions.last_attempted.clone();
-    report.errors = seen.revisions.errors.clone();
-    report.skipped = seen
-        .spec
-        .claude
-        .skipped
-        .iter()
-        .map(|s| s.file.clone())
-        .collect();
-    report.suspended = company.is_some_and(|c| c.spec.suspend);
-    report.stopped = seen.stopped.cloned();
+) -> Updated {
+    update_company(report, seen);
     let held = Held::of(report);
-    if *dirty == Dirty::All {
-        let goals = seen
-            .spec
-            .goals
-            .iter()
-            .map(|goal| {
-                std::sync::Arc::new(goal_status(
-                    seen,
-                    goal,
-                    held.as_ref(),
-                    report.goal(goal.name()),
-                    now,
-                ))
-            })
-            .collect();
-        report.goals = goals;
-        report.reindex();
-        return report.goals.iter().map(|g| g.name.clone()).collect();
-    }
     if report.index.len() != report.goals.len() || report.index.is_empty() {
         report.reindex();
+    }
+    if dirty.reshapes() {
+        return lay_out(report, seen, dirty, held.as_ref(), now);
     }
     let mut rebuilt = Vec::new();
     for goal in &seen.spec.goals {
@@ -326,7 +327,71 @@ pub fn update(
         }
         rebuilt.push(name.to_string());
     }
-    rebuilt
+    Updated {
+        rebuilt,
+        ..Updated::default()
+    }
+}
+
+/// The company's part of the report.
+fn update_company(report: &mut StatusReport, seen: &Seen<'_>) {
+    let company = seen.spec.company();
+    report.company = company.map(|c| c.name().to_string()).unwrap_or_default();
+    report.source = seen.spec.source.clone();
+    report.last_applied_revision = seen.revisions.last_applied.clone();
+    report.last_attempted_revision = seen.revisions.last_attempted.clone();
+    report.errors = seen.revisions.errors.clone();
+    report.skipped = seen
+        .spec
+        .claude
+        .skipped
+        .iter()
+        .map(|s| s.file.clone())
+        .collect();
+    report.suspended = company.is_some_and(|c| c.spec.suspend);
+    report.stopped = seen.stopped.cloned();
+}
+
+/// Lays the goal list out again in the declaration's order: goals no longer declared go,
+/// the `dirty` goals and the new ones are rebuilt, every other goal keeps its status (shared,
+/// not copied) at its new place.
+fn lay_out(
+    report: &mut StatusReport,
+    seen: &Seen<'_>,
+    dirty: &Dirty,
+    held: Option<&Held>,
+    now: DateTime<Utc>,
+) -> Updated {
+    let old = std::mem::take(&mut report.goals);
+    let mut old_index = std::mem::take(&mut report.index);
+    let mut updated = Updated::default();
+    report.goals.reserve(seen.spec.goals.len());
+    report.index.reserve(seen.spec.goals.len());
+    for (position, goal) in seen.spec.goals.iter().enumerate() {
+        let name = goal.name();
+        // The old entry's name is reused as the new index's key.
+        let (key, was) = match old_index.remove_entry(name) {
+            Some((key, i)) => (key, old.get(i).map(|status| (i, status))),
+            None => (name.to_string(), None),
+        };
+        let status = match was {
+            Some((i, status)) if !dirty.contains(name) => {
+                if i != position {
+                    updated.moved.push((name.to_string(), position));
+                }
+                std::sync::Arc::clone(status)
+            }
+            _ => {
+                updated.rebuilt.push(name.to_string());
+                let prev = was.map(|(_, status)| &**status);
+                std::sync::Arc::new(goal_status(seen, goal, held, prev, now))
+            }
+        };
+        report.goals.push(status);
+        report.index.insert(key, position);
+    }
+    updated.removed = old_index.into_keys().collect();
+    updated
 }
 
 /// Why nothing runs for any goal: a person's stop, or the company suspended in git.
@@ -595,4 +660,169 @@ pub fn highest_audit_id(file: &str) -> i64 {
         .map(|l| l.id)
         .max()
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{MemTree, load_and_validate};
+    use chrono::TimeZone;
+    use std::sync::Arc;
+
+    const COMPANY: &str = "apiVersion: proto.dev/v1alpha1
+kind: Company
+metadata: {name: t}
+spec: {mission: m, ceo: ceo}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Agent
+metadata: {name: ceo}
+spec: {title: CEO, description: d, prompt: p}
+---
+apiVersion: proto.dev/v1alpha1
+kind: Product
+metadata: {name: app}
+spec: {description: d, lead: ceo}
+";
+
+    /// A company declaring `goals` (name and description) in this order.
+    fn spec(goals: &[(&str, &str)]) -> Spec {
+        let mut text = COMPANY.to_string();
+        for (name, description) in goals {
+            text.push_str(&format!(
+                "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {description}\n  check: {{file: {{path: f}}}}\n  playbook: [{{run: 'true'}}]\n"
+            ));
+        }
+        let mut tree = MemTree::new("test");
+        tree.insert("all.yaml", text);
+        match load_and_validate(&tree) {
+            Ok((spec, _)) => spec,
+            Err(d) => panic!("{d:#?}"),
+        }
+    }
+
+    /// Updates `report` to `spec` as the engine does: the goals whose key changed and the
+    /// new ones are dirty, and a changed list is laid out again.
+    fn apply(
+        report: &mut StatusReport,
+        keys: &mut HashMap<String, String>,
+        spec: &Spec,
+        dirty: Dirty,
+    ) -> Updated {
+        let mut dirty = dirty;
+        let new: HashMap<String, String> = spec
+            .goals
+            .iter()
+            .map(|g| (g.name().to_string(), spec.key_of(g).into_owned()))
+            .collect();
+        for (name, key) in &new {
+            if keys.get(name) != Some(key) {
+                dirty.goal(name);
+            }
+        }
+        let order: Vec<&str> = report.goals.iter().map(|g| g.name.as_str()).collect();
+        let declared: Vec<&str> = spec.goals.iter().map(|g| g.name()).collect();
+        if order != declared {
+            dirty.reshape();
+        }
+        *keys = new;
+        let revisions = Revisions::default();
+        let seen = Seen {
+            spec,
+            keys,
+            revision: "r",
+            revisions: &revisions,
+            tasks: &BTreeMap::new(),
+            checks: &BTreeMap::new(),
+            waits: &HashMap::new(),
+            stopped: None,
+        };
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        update(report, &seen, &dirty, now)
+    }
+
+    fn names(report: &StatusReport) -> Vec<&str> {
+        report.goals.iter().map(|g| g.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_changed_goal_list_rebuilds_only_the_goals_new_or_changed() {
+        let mut report = StatusReport::default();
+        let mut keys = HashMap::new();
+        let first = apply(
+            &mut report,
+            &mut keys,
+            &spec(&[("a", "d"), ("b", "d"), ("c", "d")]),
+            Dirty::All,
+        );
+        assert_eq!(first.rebuilt, ["a", "b", "c"]);
+        let before: Vec<Arc<GoalStatus>> = report.goals.clone();
+
+        // b removed, x added between a and c, c's description changed.
+        let next = apply(
+            &mut report,
+            &mut keys,
+            &spec(&[("a", "d"), ("x", "d"), ("c", "changed")]),
+            Dirty::None,
+        );
+        assert_eq!(names(&report), ["a", "x", "c"]);
+        let mut rebuilt = next.rebuilt.clone();
+        rebuilt.sort();
+        assert_eq!(rebuilt, ["c", "x"]);
+        assert_eq!(next.removed, ["b"]);
+        assert!(next.moved.is_empty(), "{:?}", next.moved);
+        // The goal untouched keeps its status, shared rather than rebuilt.
+        assert!(Arc::ptr_eq(&before[0], &report.goals[0]));
+        assert_eq!(report.position("c"), Some(2));
+        assert!(report.goal("b").is_none());
+
+        // x removed: c moves up, unchanged.
+        let kept = report.goals[2].clone();
+        let last = apply(
+            &mut report,
+            &mut keys,
+            &spec(&[("a", "d"), ("c", "changed")]),
+            Dirty::None,
+        );
+        assert!(last.rebuilt.is_empty(), "{:?}", last.rebuilt);
+        assert_eq!(last.moved, [("c".to_string(), 1)]);
+        assert_eq!(last.removed, ["x"]);
+        assert!(Arc::ptr_eq(&kept, &report.goals[1]));
+        assert_eq!(report.goal("c").map(|g| g.name.as_str()), Some("c"));
+    }
+
+    #[test]
+    fn a_goal_marked_dirty_is_rebuilt_when_the_list_is_laid_out_again() {
+        let mut report = StatusReport::default();
+        let mut keys = HashMap::new();
+        apply(
+            &mut report,
+            &mut keys,
+            &spec(&[("a", "d"), ("b", "d")]),
+            Dirty::All,
+        );
+        let mut dirty = Dirty::None;
+        dirty.goal("a");
+        let next = apply(
+            &mut report,
+            &mut keys,
+            &spec(&[("b", "d"), ("a", "d")]),
+            dirty,
+        );
+        assert_eq!(names(&report), ["b", "a"]);
+        assert_eq!(next.rebuilt, ["a"]);
+        assert_eq!(next.moved, [("b".to_string(), 0)]);
+        assert!(next.removed.is_empty());
+    }
+
+    #[test]
+    fn every_goal_is_rebuilt_when_all_are_dirty() {
+        let mut report = StatusReport::default();
+        let mut keys = HashMap::new();
+        let s = spec(&[("a", "d"), ("b", "d")]);
+        apply(&mut report, &mut keys, &s, Dirty::All);
+        let again = apply(&mut report, &mut keys, &s, Dirty::All);
+        assert_eq!(again.rebuilt, ["a", "b"]);
+        assert!(again.moved.is_empty() && again.removed.is_empty());
+    }
 }

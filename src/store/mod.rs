@@ -1170,13 +1170,14 @@ impl Store {
 
     /// Records the company's status (JSON written by the engine, read by the CLI) in one
     /// transaction: `company` is the report without its goals, `goals` the goals whose
-    /// status changed (name, position in the list, JSON), and `only` (when the goal list
-    /// itself changed) the names of every goal that remains; the rows of others go.
+    /// status changed (name, position in the list, JSON), `moved` goals kept whose position
+    /// in the list changed, and `removed` the goals no longer in it.
     pub fn save_status(
         &self,
         company: &str,
         goals: &[(String, usize, String)],
-        only: Option<&[String]>,
+        moved: &[(String, usize)],
+        removed: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
@@ -1186,13 +1187,9 @@ impl Store {
                      updated_at = excluded.updated_at",
                 params![company, time_text(now)],
             )?;
-            if let Some(names) = only {
-                tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS keep (goal TEXT PRIMARY KEY); DELETE FROM keep;")?;
-                let mut keep = tx.prepare_cached("INSERT OR IGNORE INTO keep (goal) VALUES (?1)")?;
-                for name in names {
-                    keep.execute([name])?;
-                }
-                tx.execute("DELETE FROM goal_status WHERE goal NOT IN (SELECT goal FROM keep)", [])?;
+            let mut drop = tx.prepare_cached("DELETE FROM goal_status WHERE goal = ?1")?;
+            for name in removed {
+                drop.execute([name])?;
             }
             let mut put = tx.prepare_cached(
                 "INSERT INTO goal_status (goal, position, body) VALUES (?1, ?2, ?3)
@@ -1200,6 +1197,11 @@ impl Store {
             )?;
             for (name, position, body) in goals {
                 put.execute(params![name, i64::try_from(*position).unwrap_or(i64::MAX), body])?;
+            }
+            let mut shift =
+                tx.prepare_cached("UPDATE goal_status SET position = ?2 WHERE goal = ?1")?;
+            for (name, position) in moved {
+                shift.execute(params![name, i64::try_from(*position).unwrap_or(i64::MAX)])?;
             }
             Ok(())
         })
