@@ -327,7 +327,8 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             .is_some_and(|o| o.passed && keys.get(name).is_some_and(|k| *k == o.key))
     };
 
-    let mut order: Vec<(usize, &Resource<GoalSpec>)> = spec.goals.iter().enumerate().collect();
+    let mut order: Vec<(usize, &Resource<GoalSpec>)> =
+        spec.goals.iter().map(|g| &**g).enumerate().collect();
     order.sort_by_key(|(i, g)| (g.spec.priority, *i));
     for (_, goal) in order {
         let name = goal.name();

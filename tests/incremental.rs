@@ -578,3 +578,64 @@ fn a_one_file_change_parses_one_file() {
         spec::load_and_validate(&source.snapshot("HEAD").unwrap())
     );
 }
+
+#[test]
+fn resources_of_unchanged_files_are_shared_with_the_last_revision_not_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repository::init(tmp.path().join("company")).unwrap();
+    let mut rng = Rng(11);
+    let mut files = initial(&mut rng);
+    for g in 0..3 {
+        let content = goal_doc(&mut rng, &format!("kept-{g}"), &files);
+        files.insert(format!("goals/kept-{g}.yaml"), content);
+    }
+    commit(&repo, &files, "initial");
+    let source = GitSource::open(
+        repo.workdir().unwrap().to_str().unwrap(),
+        None,
+        None,
+        &tmp.path().join("cache"),
+    )
+    .unwrap();
+    let mut loader = Loader::new();
+    let (before, _) = loader.load(&source.tree("HEAD").unwrap());
+
+    let content = goal_doc(&mut rng, "kept-1", &files);
+    files.insert(
+        "goals/kept-1.yaml".into(),
+        content.replace("description: ", "description: changed "),
+    );
+    commit(&repo, &files, "change one goal");
+    let (after, _) = loader.load(&source.tree("HEAD").unwrap());
+
+    let goal = |spec: &spec::Spec, name: &str| {
+        spec.goals
+            .iter()
+            .find(|g| g.name() == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not loaded"))
+    };
+    for name in ["kept-0", "kept-2"] {
+        assert!(
+            std::sync::Arc::ptr_eq(&goal(&before, name), &goal(&after, name)),
+            "{name} was copied"
+        );
+    }
+    assert!(!std::sync::Arc::ptr_eq(
+        &goal(&before, "kept-1"),
+        &goal(&after, "kept-1")
+    ));
+    assert_eq!(
+        after.agents.len(),
+        before.agents.len(),
+        "the agents' files did not change"
+    );
+    // Claude Code's agents are settled again at every load (they are few); declared
+    // agents are shared.
+    for (a, b) in before.agents.iter().zip(&after.agents) {
+        assert_eq!(a.name(), b.name());
+        if !a.origin.flat {
+            assert!(std::sync::Arc::ptr_eq(a, b), "{} was copied", a.name());
+        }
+    }
+}

@@ -112,7 +112,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
 }
 
 /// A declared resource: its name, the file it came from and its spec.
-fn resource<S: serde::Serialize>(r: &Resource<S>) -> Value {
+fn resource<S: serde::Serialize>(r: &crate::spec::Declared<S>) -> Value {
     json!({ "name": r.name(), "file": r.origin.file, "spec": to_json(&r.spec) })
 }
 

@@ -11,6 +11,7 @@
 //! holds the deny rules and hooks, stays as strict as Proto's own YAML kinds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -355,7 +356,7 @@ pub fn load_file(
         }
         Role::Agent => match load_agent(path, text, &mut found) {
             Ok(agent) => {
-                spec.agents.push(agent);
+                spec.agents.push(Arc::new(agent));
                 Ok(())
             }
             Err(name) => Err(name),

@@ -301,12 +301,12 @@ fn push<S: DeserializeOwned>(
     at: &At,
     doc: Node,
     resource: &str,
-    into: &mut Vec<Resource<S>>,
+    into: &mut Vec<super::Declared<S>>,
     diags: &mut Vec<Diagnostic>,
 ) {
     // The shape check has passed, so this only fails on what the schema cannot express.
     match yaml::de::from_node::<Document<S>>(&doc) {
-        Ok(d) => into.push(Resource {
+        Ok(d) => into.push(std::sync::Arc::new(Resource {
             kind,
             metadata: d.metadata,
             spec: d.spec,
@@ -317,7 +317,7 @@ fn push<S: DeserializeOwned>(
                 doc: at.index,
                 flat: false,
             },
-        }),
+        })),
         Err(e) => diags.push(Diagnostic::error(at.path, doc.pos, e.to_string()).resource(resource)),
     }
 }

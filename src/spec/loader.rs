@@ -184,7 +184,7 @@ fn run(
     if let Some(ceo) = spec.company().map(|c| c.spec.ceo.clone()) {
         for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
             if agent.spec.reports_to.is_none() && agent.metadata.name != ceo {
-                agent.spec.reports_to = Some(ceo.clone());
+                Arc::make_mut(agent).spec.reports_to = Some(ceo.clone());
             }
         }
     }

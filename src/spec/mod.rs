@@ -130,6 +130,12 @@ impl PartialEq for Source {
     }
 }
 
+/// A resource as a spec holds it: shared, so that a revision reuses the resources of the
+/// files it did not change (see [`Loader`]) without copying them, and a company of thousands
+/// of resources is held once however many revisions are alive (the running one, the one
+/// being loaded, the loader's cache).
+pub type Declared<S> = Arc<Resource<S>>;
+
 /// One declared resource of kind `S`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resource<S> {
@@ -163,11 +169,11 @@ pub struct Spec {
     /// What the company was loaded from (a directory, a commit).
     pub source: String,
     /// All `Company` documents; a valid spec has exactly one.
-    pub companies: Vec<Resource<CompanySpec>>,
-    pub products: Vec<Resource<ProductSpec>>,
-    pub computers: Vec<Resource<ComputerSpec>>,
-    pub agents: Vec<Resource<AgentSpec>>,
-    pub goals: Vec<Resource<GoalSpec>>,
+    pub companies: Vec<Declared<CompanySpec>>,
+    pub products: Vec<Declared<ProductSpec>>,
+    pub computers: Vec<Declared<ComputerSpec>>,
+    pub agents: Vec<Declared<AgentSpec>>,
+    pub goals: Vec<Declared<GoalSpec>>,
     pub claude: ClaudeFiles,
     /// Resources that were declared but failed to load: their errors are already reported,
     /// so references to them must not be reported again as "not declared".
@@ -234,20 +240,26 @@ impl Spec {
     /// The agent named `name`; a Claude Code subagent also answers to the name it was
     /// written with when Proto derived a DNS label from it (`CSharpExpert`).
     pub fn agent(&self, name: &str) -> Option<&Resource<AgentSpec>> {
-        self.agents.iter().find(|a| a.name() == name).or_else(|| {
-            self.agents.iter().find(|a| {
-                a.origin.flat
-                    && a.metadata
-                        .annotations
-                        .get(claude::ORIGINAL_NAME)
-                        .map(String::as_str)
-                        == Some(name)
+        self.agents
+            .iter()
+            .find(|a| a.name() == name)
+            .or_else(|| {
+                self.agents.iter().find(|a| {
+                    a.origin.flat
+                        && a.metadata
+                            .annotations
+                            .get(claude::ORIGINAL_NAME)
+                            .map(String::as_str)
+                            == Some(name)
+                })
             })
-        })
+            .map(|a| &**a)
     }
 
     pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
-        self.goal_index.find(&self.goals, |g| g.name(), name)
+        self.goal_index
+            .find(&self.goals, |g: &Declared<GoalSpec>| g.name(), name)
+            .map(|g| &**g)
     }
 
     /// The key of `goal` (see [`goal_key`]): the one computed at load time, or computed now
@@ -260,7 +272,10 @@ impl Spec {
     }
 
     pub fn product(&self, name: &str) -> Option<&Resource<ProductSpec>> {
-        self.products.iter().find(|p| p.name() == name)
+        self.products
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| &**p)
     }
 
     /// Resources per kind, for the one-line summary.

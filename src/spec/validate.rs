@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::claude::{TOOLS, is_known_tool};
 use super::diag::{Diagnostic, Pos, did_you_mean};
 use super::duration::parse_duration;
-use super::{Capability, Kind, Resource, Spec};
+use super::{Capability, Declared, Kind, Resource, Spec};
 
 /// Every cross-document problem in `spec`.
 pub fn validate(spec: &Spec) -> Vec<Diagnostic> {
@@ -56,14 +56,14 @@ struct Validator<'a> {
 struct Names<'a>(HashSet<&'a str>, HashSet<&'a str>);
 
 impl<'a> Names<'a> {
-    fn of<S>(kind: Kind, resources: &'a [Resource<S>], spec: &'a Spec) -> Self {
+    fn of<S>(kind: Kind, resources: &'a [Declared<S>], spec: &'a Spec) -> Self {
         let broken = spec
             .broken
             .iter()
             .filter(|(k, _)| *k == kind)
             .map(|(_, n)| n.as_str())
             .collect();
-        Names(resources.iter().map(Resource::name).collect(), broken)
+        Names(resources.iter().map(|r| r.name()).collect(), broken)
     }
     fn has(&self, name: &str) -> bool {
         self.0.contains(name) || self.1.contains(name)
@@ -118,7 +118,7 @@ impl<'a> Validator<'a> {
         self.names_of(&s.goals);
     }
 
-    fn names_of<S>(&mut self, resources: &[Resource<S>]) {
+    fn names_of<S>(&mut self, resources: &[Declared<S>]) {
         let mut seen: HashMap<&str, &Resource<S>> = HashMap::new();
         for res in resources {
             let name = res.name();

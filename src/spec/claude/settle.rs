@@ -2,6 +2,8 @@
 //! names taken twice, references by a subagent's written name, MCP tools and skills that
 //! nothing declares. Run by the loader on every assembled revision.
 
+use std::sync::Arc;
+
 use super::super::diag::{Diagnostic, did_you_mean};
 use super::super::kinds::AgentSpec;
 use super::super::{Resource, Spec};
@@ -67,31 +69,51 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
         })
         .collect();
     if !aliases.is_empty() {
+        // A resource shared with an earlier revision is copied only when it changes.
         let resolve = |name: &mut String| {
             if let Some(label) = aliases.get(name.as_str()) {
                 name.clone_from(label);
             }
         };
-        spec.companies
-            .iter_mut()
-            .for_each(|c| resolve(&mut c.spec.ceo));
-        spec.products
-            .iter_mut()
-            .for_each(|p| resolve(&mut p.spec.lead));
-        spec.goals
-            .iter_mut()
-            .for_each(|g| resolve(&mut g.spec.owner));
+        for c in &mut spec.companies {
+            if aliases.contains_key(&c.spec.ceo) {
+                resolve(&mut Arc::make_mut(c).spec.ceo);
+            }
+        }
+        for p in &mut spec.products {
+            if aliases.contains_key(&p.spec.lead) {
+                resolve(&mut Arc::make_mut(p).spec.lead);
+            }
+        }
+        for g in &mut spec.goals {
+            if aliases.contains_key(&g.spec.owner) {
+                resolve(&mut Arc::make_mut(g).spec.owner);
+            }
+        }
+        // `Task(code_reviewer)` limits delegation to an agent by the name it was written
+        // with; the delegate is asked for by its label.
+        let delegate = |tool: &str| {
+            let inner = tool
+                .strip_prefix("Delegate(")
+                .and_then(|rest| rest.strip_suffix(')'));
+            inner.and_then(|inner| aliases.get(inner))
+        };
         for agent in &mut spec.agents {
+            let boss = agent
+                .spec
+                .reports_to
+                .as_ref()
+                .is_some_and(|b| aliases.contains_key(b));
+            let tools = agent.spec.tools.iter().any(|t| delegate(t).is_some());
+            if !boss && !tools {
+                continue;
+            }
+            let agent = Arc::make_mut(agent);
             if let Some(boss) = &mut agent.spec.reports_to {
                 resolve(boss);
             }
-            // `Task(code_reviewer)` limits delegation to an agent by the name it was written
-            // with; the delegate is asked for by its label.
             for tool in &mut agent.spec.tools {
-                let inner = tool
-                    .strip_prefix("Delegate(")
-                    .and_then(|rest| rest.strip_suffix(')'));
-                if let Some(label) = inner.and_then(|inner| aliases.get(inner)) {
+                if let Some(label) = delegate(tool) {
                     *tool = format!("Delegate({label})");
                 }
             }
@@ -150,6 +172,8 @@ pub fn settle(spec: &mut Spec, diags: &mut Vec<Diagnostic>) {
         .flat_map(|s| [s.name.clone(), s.folder().to_string()])
         .collect();
     for agent in spec.agents.iter_mut().filter(|a| a.origin.flat) {
+        // Claude Code's agents are few: each is copied from an earlier revision's.
+        let agent = Arc::make_mut(agent);
         let mut dropped = Vec::new();
         agent.spec.tools.retain(|tool| match missing_server(tool) {
             Some(server) => {
