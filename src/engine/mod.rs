@@ -8,6 +8,7 @@
 mod approvals;
 mod fleet;
 pub mod records;
+mod status_file;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -317,6 +318,7 @@ struct Recorded {
     commit: Result<Option<String>, String>,
     ids: Vec<i64>,
     known: AuditKnown,
+    scanned: status_file::Scanned,
     /// The knowledge captures it wrote (or found already written).
     captures: Vec<i64>,
 }
@@ -328,11 +330,9 @@ struct Recorded {
 /// the store heard of it) is read once.
 type AuditKnown = BTreeMap<String, i64>;
 
-/// About what one goal's entry in `.proto/status.yaml` takes.
-const STATUS_BYTES_PER_GOAL: usize = 512;
-
-/// The files of one record commit: the audit records not yet in their day's file, the plans
-/// of `products`, and the status; and what the day's files will hold.
+/// The files of one record commit but the status (see [`status_file`]): the audit records
+/// not yet in their day's file and the plans of `products`; and what the day's files will
+/// hold.
 fn record_changes(
     writer: &Writeback,
     spec: &Spec,
@@ -377,16 +377,6 @@ fn record_changes(
             content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n").into_bytes(),
         });
     }
-    // Sized up front: grown by doubling, a status of 10,000 goals (megabytes) would pass
-    // through twice its size in copies at every record commit.
-    let mut yaml = String::with_capacity(STATUS_BYTES_PER_GOAL * (status.goals.len() + 1));
-    if serde_saphyr::to_fmt_writer(&mut yaml, status).is_err() {
-        yaml.clear();
-    }
-    changes.push(FileChange::Write {
-        path: ".proto/status.yaml".into(),
-        content: yaml.into_bytes(),
-    });
     (changes, known)
 }
 
@@ -531,7 +521,10 @@ pub struct Engine {
     /// than at the next poll: a trigger's fetch that met a lock or a busy remote would
     /// otherwise wait out the whole poll interval (an hour, with webhooks).
     fetch_retry: Option<(Instant, u32)>,
-    status: StatusReport,
+    /// Shared with a record commit in flight, which writes it as it was when it started.
+    status: Arc<StatusReport>,
+    /// What the last record commit's status held that was scanned clean of secrets.
+    status_scanned: Arc<status_file::Scanned>,
     commits: Vec<String>,
     /// A fetch of the source is wanted (at start, on a trigger, when the timer fires).
     fetch_due: bool,
@@ -651,11 +644,12 @@ impl Engine {
             record: PendingRecord::default(),
             recording: None,
             audit_known: AuditKnown::new(),
+            status_scanned: Arc::default(),
             fleet: fleet::Fleet::default(),
             desktops: Desktops::default(),
             last_fetch: None,
             fetch_retry: None,
-            status,
+            status: Arc::new(status),
             commits: Vec::new(),
             fetch_due: true,
             unrecorded: Vec::new(),
@@ -739,7 +733,7 @@ impl Engine {
         self.record_pending()?;
         self.collect_record(true).await?;
         Ok(Summary {
-            status: self.status.clone(),
+            status: (*self.status).clone(),
             commits: self.commits.clone(),
             record: match &self.company {
                 Some(company) => format!(
@@ -951,7 +945,7 @@ impl Engine {
         };
         let providers = providers_status(applied);
         if providers != self.status.providers {
-            self.status.providers = providers;
+            Arc::make_mut(&mut self.status).providers = providers;
             self.company_dirty = true;
         }
     }
@@ -1810,15 +1804,22 @@ impl Engine {
         let products: Vec<String> = products.iter().map(|p| p.to_string()).collect();
         let message = message.to_string();
         let known = self.audit_known.clone();
+        let scanned = self.status_scanned.clone();
         self.recording = Some(tokio::task::spawn_blocking(move || {
             let (mut changes, known) =
                 record_changes(&writer, &spec, &status, &products, &pending, &known);
+            let (text, scanned) = status_file::render(&status, &scanned);
+            changes.push(FileChange::Scanned {
+                path: status_file::STATUS_PATH.into(),
+                content: text.into_bytes(),
+            });
             changes.extend(knowledge_changes(&writer, &captures));
             let ids = pending.iter().map(|r| r.id).collect();
             Recorded {
                 commit: writer.commit(&changes, &message).map_err(|e| e.to_string()),
                 ids,
                 known,
+                scanned,
                 captures: captures.iter().map(|c| c.id).collect(),
             }
         }));
@@ -1840,20 +1841,27 @@ impl Engine {
                 commit: Ok(Some(commit)),
                 ids,
                 known,
+                scanned,
                 captures,
             }) => {
                 self.audit_known = known;
+                self.status_scanned = Arc::new(scanned);
                 self.store.audit_written(&ids, &commit)?;
                 self.store.knowledge_written(&captures, &commit)?;
                 tracing::info!(commit = %short(&commit), "recorded in git");
                 self.commits.push(commit);
             }
-            // Nothing changed: the captures were in their entries already.
+            // Nothing changed: the captures were in their entries already, the status as it
+            // was written.
             Ok(Recorded {
                 commit: Ok(None),
+                scanned,
                 captures,
                 ..
-            }) => self.store.knowledge_written(&captures, "unchanged")?,
+            }) => {
+                self.status_scanned = Arc::new(scanned);
+                self.store.knowledge_written(&captures, "unchanged")?
+            }
             Ok(Recorded { commit: Err(e), .. }) => {
                 tracing::error!(error = %e, "cannot write back; the records stay pending")
             }
@@ -1894,7 +1902,7 @@ impl Engine {
             waits: &self.waits,
             stopped: self.stopped.as_ref(),
         };
-        let updated = records::update(&mut self.status, &seen, &dirty, now);
+        let updated = records::update(Arc::make_mut(&mut self.status), &seen, &dirty, now);
         self.company_dirty = false;
         self.save_status(&updated)
     }
@@ -1924,7 +1932,7 @@ impl Engine {
         // Only a reader in this process (the Kubernetes status writer) wants it: without one,
         // a copy of thousands of goals' status per pass is the controller's time for nothing.
         if self.reported.receiver_count() > 0 {
-            self.reported.send_replace(self.status.clone());
+            self.reported.send_replace((*self.status).clone());
         }
         Ok(())
     }

@@ -139,9 +139,9 @@ impl StatusReport {
         }
     }
 
-    /// The report without its goals, as JSON: what the store keeps beside one row per goal.
-    pub fn company_json(&self) -> String {
-        let company = StatusReport {
+    /// The report without its goals.
+    pub fn header(&self) -> StatusReport {
+        StatusReport {
             company: self.company.clone(),
             source: self.source.clone(),
             last_applied_revision: self.last_applied_revision.clone(),
@@ -153,8 +153,12 @@ impl StatusReport {
             providers: self.providers.clone(),
             goals: Vec::new(),
             index: std::collections::HashMap::new(),
-        };
-        serde_json::to_string(&company).unwrap_or_default()
+        }
+    }
+
+    /// The report without its goals, as JSON: what the store keeps beside one row per goal.
+    pub fn company_json(&self) -> String {
+        serde_json::to_string(&self.header()).unwrap_or_default()
     }
 
     /// Indexes the goals by name (after reading a report, or changing its list).

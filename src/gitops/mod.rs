@@ -84,6 +84,10 @@ pub enum FileChange {
     /// records, each written once: content the file already ends with (or, on a rebased
     /// push, holds anywhere) is taken as appended.
     Append { path: String, content: Vec<u8> },
+    /// Replace the file's content with text its maker has already scanned for secrets and
+    /// redacted: the commit writes it as it is. For a file too large to scan at every
+    /// commit, scanned in parts as they change (`.proto/status.yaml`, goal by goal).
+    Scanned { path: String, content: Vec<u8> },
 }
 
 /// A record commit made, and not yet on its branch.
@@ -387,7 +391,9 @@ impl Writeback {
             let existing = index.get_path(Path::new(&full), 0);
             let (id, size) = match change.as_ref() {
                 // A rewritten status is megabytes: written as it is, never copied.
-                FileChange::Write { content, .. } => (repo.blob(content)?, content.len()),
+                FileChange::Write { content, .. } | FileChange::Scanned { content, .. } => {
+                    (repo.blob(content)?, content.len())
+                }
                 FileChange::Append { content, .. } => {
                     let mut data = match &existing {
                         Some(entry) => repo.find_blob(entry.id)?.content().to_vec(),
@@ -552,15 +558,17 @@ impl FileChange {
     /// The file the change is to.
     pub fn path(&self) -> &str {
         match self {
-            FileChange::Write { path, .. } | FileChange::Append { path, .. } => path,
+            FileChange::Write { path, .. }
+            | FileChange::Append { path, .. }
+            | FileChange::Scanned { path, .. } => path,
         }
     }
 }
 
 /// `changes` with every secret in them redacted, each one found logged (file, line, rule;
-/// never the secret). A rewritten file (`status.yaml`, whole at every record) is scanned
-/// only in the lines it did not hold before (`previous`): those were redacted when they
-/// were written, and a large company's status is megabytes.
+/// never the secret). A rewritten file is scanned only in the lines it did not hold before
+/// (`previous`): those were redacted when they were written. A [`FileChange::Scanned`] file
+/// was scanned by its maker.
 fn redact_secrets<'a>(
     changes: &'a [FileChange],
     previous: impl Fn(&str) -> Option<Vec<u8>>,
@@ -569,13 +577,16 @@ fn redact_secrets<'a>(
         .iter()
         .map(|change| {
             let (FileChange::Write { path, content } | FileChange::Append { path, content }) =
-                change;
+                change
+            else {
+                return Cow::Borrowed(change);
+            };
             let Ok(text) = std::str::from_utf8(content) else {
                 return Cow::Borrowed(change);
             };
             let before = match change {
                 FileChange::Write { .. } => previous(path),
-                FileChange::Append { .. } => None,
+                FileChange::Append { .. } | FileChange::Scanned { .. } => None,
             };
             let redacted = match before.as_deref().and_then(|b| std::str::from_utf8(b).ok()) {
                 Some(before) => redact_new_lines(path, before, text),
@@ -590,6 +601,10 @@ fn redact_secrets<'a>(
                     content: content.into_bytes(),
                 },
                 FileChange::Append { path, .. } => FileChange::Append {
+                    path: path.clone(),
+                    content: content.into_bytes(),
+                },
+                FileChange::Scanned { path, .. } => FileChange::Scanned {
                     path: path.clone(),
                     content: content.into_bytes(),
                 },
