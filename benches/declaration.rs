@@ -187,6 +187,7 @@ fn incremental(c: &mut Criterion, tree: &MemTree) {
 }
 
 fn bench(c: &mut Criterion) {
+    proto::memory::on_release(allocator::release);
     // 1 company + 50 products + 49 computers + 4,900 agents + 5,000 goals = 10,000 resources.
     let tree = generate(50, 49, 4_900, 5_000);
     full(c, &tree);

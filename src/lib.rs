@@ -17,6 +17,7 @@ pub mod knowledge;
 pub mod kube;
 pub mod learning;
 pub mod mcp;
+pub mod memory;
 pub mod model;
 pub mod org;
 pub mod output;

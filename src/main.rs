@@ -364,6 +364,8 @@ enum Get {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(feature = "system-allocator"))]
+    proto::memory::on_release(allocator::release);
     // Plain structured logs at `info` where no one watches a terminal; on a terminal the
     // progress line says what is happening and only warnings interrupt it.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -517,6 +517,8 @@ pub struct Engine {
     desktops: Desktops,
     /// When the source was last fetched.
     last_fetch: Option<Instant>,
+    /// A revision was loaded in this pass.
+    loaded: bool,
     /// A fetch that failed is tried again at this time (with the failures so far), rather
     /// than at the next poll: a trigger's fetch that met a lock or a busy remote would
     /// otherwise wait out the whole poll interval (an hour, with webhooks).
@@ -648,6 +650,7 @@ impl Engine {
             fleet: fleet::Fleet::default(),
             desktops: Desktops::default(),
             last_fetch: None,
+            loaded: false,
             fetch_retry: None,
             status: Arc::new(status),
             commits: Vec::new(),
@@ -854,6 +857,9 @@ impl Engine {
             tracing::warn!("retention: {e}");
         }
         self.mine_if_due(now);
+        if std::mem::take(&mut self.loaded) {
+            crate::memory::release();
+        }
         Ok(())
     }
 
@@ -1036,6 +1042,8 @@ impl Engine {
         if revisions.last_attempted.as_deref() == Some(head.as_str()) && self.applied.is_some() {
             return Ok(());
         }
+        // Loading a revision is a burst: what it freed is given back once the pass is done.
+        self.loaded = true;
         // A revision seen, applied or refused: the company's part of the status moves.
         self.company_dirty = true;
         if let (Some(applied), Some(last)) =
@@ -1815,8 +1823,11 @@ impl Engine {
             });
             changes.extend(knowledge_changes(&writer, &captures));
             let ids = pending.iter().map(|r| r.id).collect();
+            let commit = writer.commit(&changes, &message).map_err(|e| e.to_string());
+            drop(changes);
+            crate::memory::release();
             Recorded {
-                commit: writer.commit(&changes, &message).map_err(|e| e.to_string()),
+                commit,
                 ids,
                 known,
                 scanned,

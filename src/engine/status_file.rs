@@ -22,6 +22,8 @@ pub struct Scanned {
     /// Held, so that each allocation `clean` names stays the goal's it was.
     _held: Vec<Arc<GoalStatus>>,
     clean: HashSet<usize>,
+    /// How long the text was: the next is sized from it.
+    bytes: usize,
 }
 
 fn address(goal: &Arc<GoalStatus>) -> usize {
@@ -32,7 +34,9 @@ fn address(goal: &Arc<GoalStatus>) -> usize {
 /// the next commit (to keep only once this one is written).
 pub fn render(report: &StatusReport, scanned: &Scanned) -> (String, Scanned) {
     let goals = &report.goals;
-    let mut out = String::with_capacity(BYTES_PER_GOAL * (goals.len() + 1));
+    // Sized once: grown by doubling, megabytes would pass through twice their size.
+    let guess = BYTES_PER_GOAL * (goals.len() + 1);
+    let mut out = String::with_capacity(guess.max(scanned.bytes + scanned.bytes / 8));
     out.push_str(&redacted(header(report)));
     let mut clean = HashSet::with_capacity(goals.len());
     let mut piece = String::with_capacity(4 * BYTES_PER_GOAL);
@@ -53,6 +57,7 @@ pub fn render(report: &StatusReport, scanned: &Scanned) -> (String, Scanned) {
     let next = Scanned {
         _held: goals.clone(),
         clean,
+        bytes: out.len(),
     };
     (out, next)
 }
