@@ -348,6 +348,7 @@ async fn goals_list(app: Arc<App>) -> Result<Listing, ApiError> {
         ))
     })
     .await?;
+    let last = app.views.goals.last();
     tokio::task::spawn_blocking(move || {
         let views = applied.spec.goals.iter().map(|g| {
             let ids = tasks.get(g.name()).map(Vec::as_slice).unwrap_or_default();
@@ -355,7 +356,7 @@ async fn goals_list(app: Arc<App>) -> Result<Listing, ApiError> {
             let view = GoalView::of(g, statuses.remove(g.name()), spent, ids);
             (g.name().to_string(), view)
         });
-        Listing::build(views)
+        Listing::build_like(views, last.as_deref())
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
@@ -415,13 +416,14 @@ pub async fn tasks(
 }
 
 async fn tasks_list(app: Arc<App>) -> Result<Listing, ApiError> {
-    read_on(&app, app.lists.clone(), |store| {
+    let last = app.views.tasks.last();
+    read_on(&app, app.lists.clone(), move |store| {
         let spend = store.spend_by_task()?;
         let views = store.tasks()?.into_iter().map(|task| {
             let id = task.id.to_string();
             (id, TaskView::of(task, &spend))
         });
-        Listing::build(views)
+        Listing::build_like(views, last.as_deref())
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await

@@ -41,9 +41,20 @@ impl Listing {
     pub fn build<T: Serialize>(
         items: impl IntoIterator<Item = (String, T)>,
     ) -> Result<Listing, serde_json::Error> {
-        let mut body = Vec::with_capacity(64 * 1024);
-        let mut ranges = Vec::new();
-        let mut keys = HashMap::new();
+        Self::build_like(items, None)
+    }
+
+    /// Like [`Listing::build`], sized as `last` (the list it replaces): a list of
+    /// megabytes rebuilt several times a second, grown by doubling, would pass through
+    /// twice its size at every build.
+    pub fn build_like<T: Serialize>(
+        items: impl IntoIterator<Item = (String, T)>,
+        last: Option<&Listing>,
+    ) -> Result<Listing, serde_json::Error> {
+        let (bytes, count) = last.map_or((64 * 1024, 0), |l| (l.body.len(), l.items.len()));
+        let mut body = Vec::with_capacity(bytes + bytes / 16);
+        let mut ranges = Vec::with_capacity(count);
+        let mut keys = HashMap::with_capacity(count);
         body.push(b'[');
         for (key, item) in items {
             if !ranges.is_empty() {

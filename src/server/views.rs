@@ -91,6 +91,12 @@ impl<T: Send + Sync + 'static> View<T> {
         wait.await
     }
 
+    /// The last answer built, however old.
+    pub fn last(&self) -> Option<Arc<T>> {
+        let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.built.as_ref().map(|built| built.answer.clone())
+    }
+
     /// Starts a rebuild that stores its answer when it is done, whoever awaits it.
     fn start<F>(self: &Arc<Self>, slot: &mut Slot<T>, version: u64, build: F) -> Building<T>
     where
