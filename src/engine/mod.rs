@@ -8,7 +8,7 @@
 mod approvals;
 mod fleet;
 pub mod records;
-mod status_file;
+mod rewritten;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -318,7 +318,7 @@ struct Recorded {
     commit: Result<Option<String>, String>,
     ids: Vec<i64>,
     known: AuditKnown,
-    scanned: status_file::Scanned,
+    scanned: rewritten::Scanned,
     /// The knowledge captures it wrote (or found already written).
     captures: Vec<i64>,
 }
@@ -330,14 +330,10 @@ struct Recorded {
 /// the store heard of it) is read once.
 type AuditKnown = BTreeMap<String, i64>;
 
-/// The files of one record commit but the status (see [`status_file`]): the audit records
-/// not yet in their day's file and the plans of `products`; and what the day's files will
-/// hold.
-fn record_changes(
+/// The audit records not yet in their day's file, as appends; and what the day's files
+/// will hold.
+fn audit_changes(
     writer: &Writeback,
-    spec: &Spec,
-    status: &StatusReport,
-    products: &[String],
     pending: &[crate::store::AuditRecord],
     known: &AuditKnown,
 ) -> (Vec<FileChange>, AuditKnown) {
@@ -369,13 +365,6 @@ fn record_changes(
                 content: lines.into_bytes(),
             });
         }
-    }
-    for product in products {
-        let plan = records::product_plan(spec, product, status);
-        changes.push(FileChange::Write {
-            path: format!(".proto/planning/{product}/tasks.json"),
-            content: (serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n").into_bytes(),
-        });
     }
     (changes, known)
 }
@@ -526,7 +515,7 @@ pub struct Engine {
     /// Shared with a record commit in flight, which writes it as it was when it started.
     status: Arc<StatusReport>,
     /// What the last record commit's status held that was scanned clean of secrets.
-    status_scanned: Arc<status_file::Scanned>,
+    status_scanned: Arc<rewritten::Scanned>,
     commits: Vec<String>,
     /// A fetch of the source is wanted (at start, on a trigger, when the timer fires).
     fetch_due: bool,
@@ -1814,13 +1803,9 @@ impl Engine {
         let known = self.audit_known.clone();
         let scanned = self.status_scanned.clone();
         self.recording = Some(tokio::task::spawn_blocking(move || {
-            let (mut changes, known) =
-                record_changes(&writer, &spec, &status, &products, &pending, &known);
-            let (text, scanned) = status_file::render(&status, &scanned);
-            changes.push(FileChange::Scanned {
-                path: status_file::STATUS_PATH.into(),
-                content: text.into_bytes(),
-            });
+            let (mut changes, known) = audit_changes(&writer, &pending, &known);
+            let (rewritten, scanned) = rewritten::render(&spec, &status, &products, &scanned);
+            changes.extend(rewritten);
             changes.extend(knowledge_changes(&writer, &captures));
             let ids = pending.iter().map(|r| r.id).collect();
             let commit = writer.commit(&changes, &message).map_err(|e| e.to_string());

@@ -598,41 +598,32 @@ pub struct PlannedTask {
     pub subtasks: Vec<PlannedTask>,
 }
 
-/// `.proto/planning/<product>/tasks.json`: one entry per goal of the product, with the state
-/// of its newest task.
-pub fn product_plan(spec: &Spec, product: &str, status: &StatusReport) -> serde_json::Value {
-    let tasks: Vec<PlannedTask> = spec
-        .goals
-        .iter()
-        .filter(|g| g.spec.product == product)
-        .map(|g| {
-            let s = status.goal(g.name());
-            PlannedTask {
-                id: g.name().to_string(),
-                title: g.spec.description.clone(),
-                status: match s.map(|s| s.reason.as_str()) {
-                    Some("CheckPassed") => "done",
-                    Some("Working") => "in_progress",
-                    Some("AttemptsExhausted" | "DeliveryFailed") => "blocked",
-                    Some(
-                        "DependenciesNotMet"
-                        | "NoModel"
-                        | "Suspended"
-                        | "WaitingApproval"
-                        | "BudgetExhausted"
-                        | "ProviderUnavailable",
-                    ) => "waiting",
-                    _ => "todo",
-                }
-                .to_string(),
-                assignee: g.spec.owner.clone(),
-                dependencies: g.spec.depends_on.clone(),
-                notes: s.map(|s| s.message.clone()).unwrap_or_default(),
-                subtasks: Vec::new(),
-            }
-        })
-        .collect();
-    serde_json::json!({ "product": product, "tasks": tasks })
+/// A goal's entry in its product's `.proto/planning/<product>/tasks.json`, with the state
+/// of its newest task (`status`, the goal's status).
+pub fn planned_task(goal: &Resource<GoalSpec>, status: Option<&GoalStatus>) -> PlannedTask {
+    PlannedTask {
+        id: goal.name().to_string(),
+        title: goal.spec.description.clone(),
+        status: match status.map(|s| s.reason.as_str()) {
+            Some("CheckPassed") => "done",
+            Some("Working") => "in_progress",
+            Some("AttemptsExhausted" | "DeliveryFailed") => "blocked",
+            Some(
+                "DependenciesNotMet"
+                | "NoModel"
+                | "Suspended"
+                | "WaitingApproval"
+                | "BudgetExhausted"
+                | "ProviderUnavailable",
+            ) => "waiting",
+            _ => "todo",
+        }
+        .to_string(),
+        assignee: goal.spec.owner.clone(),
+        dependencies: goal.spec.depends_on.clone(),
+        notes: status.map(|s| s.message.clone()).unwrap_or_default(),
+        subtasks: Vec::new(),
+    }
 }
 
 /// One line of `.proto/audit/<date>.jsonl`.
@@ -667,7 +658,7 @@ pub fn highest_audit_id(file: &str) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::spec::{MemTree, load_and_validate};
     use chrono::TimeZone;
@@ -690,7 +681,7 @@ spec: {description: d, lead: ceo}
 ";
 
     /// A company declaring `goals` (name and description) in this order.
-    fn spec(goals: &[(&str, &str)]) -> Spec {
+    pub(crate) fn spec(goals: &[(&str, &str)]) -> Spec {
         let mut text = COMPANY.to_string();
         for (name, description) in goals {
             text.push_str(&format!(
