@@ -493,6 +493,27 @@ async fn local_is_healthy_and_named() {
     assert_eq!(local.name(), "local");
 }
 
+/// A heartbeat and the check after a failed attempt probe one computer at once: neither may
+/// take the other's probe for the computer's failure (each once removed the file the other
+/// had written, and a healthy computer was taken for lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_of_one_computer_at_once_all_find_it_healthy() {
+    let (_dir, local, _ws) = setup();
+    let local = std::sync::Arc::new(local);
+    for _ in 0..20 {
+        let probes: Vec<_> = (0..8)
+            .map(|_| {
+                let local = local.clone();
+                tokio::spawn(async move { local.healthy().await })
+            })
+            .collect();
+        for probe in probes {
+            let answer = probe.await.unwrap();
+            assert!(answer.is_ok(), "{answer:?}");
+        }
+    }
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let status = std::process::Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])

@@ -566,9 +566,14 @@ impl Computer for Local {
 
     async fn healthy(&self) -> Result<(), ComputerError> {
         // The two things every task needs here: a workdir it can write, and processes.
+        // Each probe has a file of its own: two at once (a heartbeat, and the check after a
+        // failed attempt whether its computer still answers) would otherwise remove each
+        // other's file, and the computer would be taken for lost.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let probe = self
             .workdir
-            .join(format!(".proto-probe-{}", std::process::id()));
+            .join(format!(".proto-probe-{}-{n}", std::process::id()));
         let io = |source| ComputerError::Io {
             path: probe.display().to_string(),
             source,
