@@ -449,7 +449,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spec::{MemTree, load_and_validate};
     use chrono::TimeZone;
@@ -471,13 +471,13 @@ spec: {description: d, lead: ceo}
 ";
 
     /// A goal document; `extra` is spliced into its spec.
-    fn goal(name: &str, priority: &str, extra: &str) -> String {
+    pub(crate) fn goal(name: &str, priority: &str, extra: &str) -> String {
         format!(
             "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  priority: {priority}\n  description: d\n  check: {{file: {{path: f}}}}\n  playbook: [{{run: 'true'}}]\n{extra}"
         )
     }
 
-    fn spec(suspend: bool, goals: &[String]) -> Spec {
+    pub(crate) fn spec(suspend: bool, goals: &[String]) -> Spec {
         let mut text = COMPANY.replace("SUSPEND", if suspend { "true" } else { "false" });
         for g in goals {
             text.push_str(g);

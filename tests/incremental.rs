@@ -525,26 +525,60 @@ fn incremental_loads_equal_full_loads_over_random_edits() {
     assert!(reused > 0);
 }
 
+/// A company repository of the generator's initial files plus `goals` goals named
+/// `<prefix>-<n>` (and `extra` files), committed, and a git source reading it.
+struct Company {
+    tmp: tempfile::TempDir,
+    repo: Repository,
+    rng: Rng,
+    files: BTreeMap<String, String>,
+}
+
+impl Company {
+    fn new(seed: u64, prefix: &str, goals: usize, extra: &[(&str, &str)]) -> Company {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init(tmp.path().join("company")).unwrap();
+        let mut rng = Rng(seed);
+        let mut files = initial(&mut rng);
+        for g in 0..goals {
+            let content = goal_doc(&mut rng, &format!("{prefix}-{g}"), &files);
+            files.insert(format!("goals/{prefix}-{g}.yaml"), content);
+        }
+        for (path, text) in extra {
+            files.insert(path.to_string(), text.to_string());
+        }
+        commit(&repo, &files, "initial");
+        Company {
+            tmp,
+            repo,
+            rng,
+            files,
+        }
+    }
+
+    fn source(&self) -> GitSource {
+        GitSource::open(
+            self.repo.workdir().unwrap().to_str().unwrap(),
+            None,
+            None,
+            &self.tmp.path().join("cache"),
+        )
+        .unwrap()
+    }
+}
+
 #[test]
 fn a_one_file_change_parses_one_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = Repository::init(tmp.path().join("company")).unwrap();
-    let mut rng = Rng(7);
-    let mut files = initial(&mut rng);
-    for g in 0..5 {
-        let content = goal_doc(&mut rng, &format!("one-{g}"), &files);
-        files.insert(format!("goals/one-{g}.yaml"), content);
-    }
-    files.insert("CLAUDE.md".into(), "# Memory\n".into());
-    files.insert(".proto/status.yaml".into(), "goals: {}\n".into());
-    commit(&repo, &files, "initial");
-    let source = GitSource::open(
-        repo.workdir().unwrap().to_str().unwrap(),
-        None,
-        None,
-        &tmp.path().join("cache"),
-    )
-    .unwrap();
+    let mut company = Company::new(
+        7,
+        "one",
+        5,
+        &[
+            ("CLAUDE.md", "# Memory\n"),
+            (".proto/status.yaml", "goals: {}\n"),
+        ],
+    );
+    let source = company.source();
     // The lazy tree holds what the snapshot holds, and knows each file's blob id unread.
     let (lazy, snapshot) = (
         source.tree("HEAD").unwrap(),
@@ -566,9 +600,9 @@ fn a_one_file_change_parses_one_file() {
     assert_eq!(first.reused, 0);
     assert_eq!(first.parsed, first.files);
 
-    let content = goal_doc(&mut rng, "one-2", &files);
-    files.insert("goals/one-2.yaml".into(), content);
-    commit(&repo, &files, "change one goal");
+    let content = goal_doc(&mut company.rng, "one-2", &company.files);
+    company.files.insert("goals/one-2.yaml".into(), content);
+    commit(&company.repo, &company.files, "change one goal");
     let incremental = loader.load_and_validate(&source.tree("HEAD").unwrap());
     // The goal file, and CLAUDE.md, which is read every time for its imports.
     assert_eq!(loader.stats().parsed, 2, "{:?}", loader.stats());
@@ -581,31 +615,17 @@ fn a_one_file_change_parses_one_file() {
 
 #[test]
 fn resources_of_unchanged_files_are_shared_with_the_last_revision_not_copied() {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = Repository::init(tmp.path().join("company")).unwrap();
-    let mut rng = Rng(11);
-    let mut files = initial(&mut rng);
-    for g in 0..3 {
-        let content = goal_doc(&mut rng, &format!("kept-{g}"), &files);
-        files.insert(format!("goals/kept-{g}.yaml"), content);
-    }
-    commit(&repo, &files, "initial");
-    let source = GitSource::open(
-        repo.workdir().unwrap().to_str().unwrap(),
-        None,
-        None,
-        &tmp.path().join("cache"),
-    )
-    .unwrap();
+    let mut company = Company::new(11, "kept", 3, &[]);
+    let source = company.source();
     let mut loader = Loader::new();
     let (before, _) = loader.load(&source.tree("HEAD").unwrap());
 
-    let content = goal_doc(&mut rng, "kept-1", &files);
-    files.insert(
+    let content = goal_doc(&mut company.rng, "kept-1", &company.files);
+    company.files.insert(
         "goals/kept-1.yaml".into(),
         content.replace("description: ", "description: changed "),
     );
-    commit(&repo, &files, "change one goal");
+    commit(&company.repo, &company.files, "change one goal");
     let (after, _) = loader.load(&source.tree("HEAD").unwrap());
 
     let goal = |spec: &spec::Spec, name: &str| {

@@ -660,40 +660,16 @@ pub fn highest_audit_id(file: &str) -> i64 {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::spec::{MemTree, load_and_validate};
     use chrono::TimeZone;
     use std::sync::Arc;
 
-    const COMPANY: &str = "apiVersion: proto.dev/v1alpha1
-kind: Company
-metadata: {name: t}
-spec: {mission: m, ceo: ceo}
----
-apiVersion: proto.dev/v1alpha1
-kind: Agent
-metadata: {name: ceo}
-spec: {title: CEO, description: d, prompt: p}
----
-apiVersion: proto.dev/v1alpha1
-kind: Product
-metadata: {name: app}
-spec: {description: d, lead: ceo}
-";
-
-    /// A company declaring `goals` (name and description) in this order.
+    /// A company declaring `goals` (name and priority) in this order.
     pub(crate) fn spec(goals: &[(&str, &str)]) -> Spec {
-        let mut text = COMPANY.to_string();
-        for (name, description) in goals {
-            text.push_str(&format!(
-                "---\napiVersion: proto.dev/v1alpha1\nkind: Goal\nmetadata: {{name: {name}}}\nspec:\n  product: app\n  owner: ceo\n  description: {description}\n  check: {{file: {{path: f}}}}\n  playbook: [{{run: 'true'}}]\n"
-            ));
-        }
-        let mut tree = MemTree::new("test");
-        tree.insert("all.yaml", text);
-        match load_and_validate(&tree) {
-            Ok((spec, _)) => spec,
-            Err(d) => panic!("{d:#?}"),
-        }
+        let docs: Vec<String> = goals
+            .iter()
+            .map(|(name, priority)| crate::plan::tests::goal(name, priority, ""))
+            .collect();
+        crate::plan::tests::spec(false, &docs)
     }
 
     /// Updates `report` to `spec` as the engine does: the goals whose key changed and the
@@ -747,17 +723,17 @@ spec: {description: d, lead: ceo}
         let first = apply(
             &mut report,
             &mut keys,
-            &spec(&[("a", "d"), ("b", "d"), ("c", "d")]),
+            &spec(&[("a", "medium"), ("b", "medium"), ("c", "medium")]),
             Dirty::All,
         );
         assert_eq!(first.rebuilt, ["a", "b", "c"]);
         let before: Vec<Arc<GoalStatus>> = report.goals.clone();
 
-        // b removed, x added between a and c, c's description changed.
+        // b removed, x added between a and c, c's priority changed.
         let next = apply(
             &mut report,
             &mut keys,
-            &spec(&[("a", "d"), ("x", "d"), ("c", "changed")]),
+            &spec(&[("a", "medium"), ("x", "medium"), ("c", "high")]),
             Dirty::None,
         );
         assert_eq!(names(&report), ["a", "x", "c"]);
@@ -776,7 +752,7 @@ spec: {description: d, lead: ceo}
         let last = apply(
             &mut report,
             &mut keys,
-            &spec(&[("a", "d"), ("c", "changed")]),
+            &spec(&[("a", "medium"), ("c", "high")]),
             Dirty::None,
         );
         assert!(last.rebuilt.is_empty(), "{:?}", last.rebuilt);
@@ -793,7 +769,7 @@ spec: {description: d, lead: ceo}
         apply(
             &mut report,
             &mut keys,
-            &spec(&[("a", "d"), ("b", "d")]),
+            &spec(&[("a", "medium"), ("b", "medium")]),
             Dirty::All,
         );
         let mut dirty = Dirty::None;
@@ -801,7 +777,7 @@ spec: {description: d, lead: ceo}
         let next = apply(
             &mut report,
             &mut keys,
-            &spec(&[("b", "d"), ("a", "d")]),
+            &spec(&[("b", "medium"), ("a", "medium")]),
             dirty,
         );
         assert_eq!(names(&report), ["b", "a"]);
@@ -814,7 +790,7 @@ spec: {description: d, lead: ceo}
     fn every_goal_is_rebuilt_when_all_are_dirty() {
         let mut report = StatusReport::default();
         let mut keys = HashMap::new();
-        let s = spec(&[("a", "d"), ("b", "d")]);
+        let s = spec(&[("a", "medium"), ("b", "medium")]);
         apply(&mut report, &mut keys, &s, Dirty::All);
         let again = apply(&mut report, &mut keys, &s, Dirty::All);
         assert_eq!(again.rebuilt, ["a", "b"]);

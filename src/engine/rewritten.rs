@@ -323,8 +323,8 @@ mod tests {
     #[test]
     fn a_plan_entry_by_entry_is_the_whole_plan_as_one_document() {
         let spec = Arc::new(crate::engine::records::tests::spec(&[
-            ("a", "plain"),
-            ("b", "with \"quotes\" inside"),
+            ("a", "medium"),
+            ("b", "high"),
         ]));
         let mut report = report(vec![
             goal("a", "two\nlines"),
