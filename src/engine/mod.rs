@@ -1031,8 +1031,6 @@ impl Engine {
         if revisions.last_attempted.as_deref() == Some(head.as_str()) && self.applied.is_some() {
             return Ok(());
         }
-        // Loading a revision is a burst: what it freed is given back once the pass is done.
-        self.loaded = true;
         // A revision seen, applied or refused: the company's part of the status moves.
         self.company_dirty = true;
         if let (Some(applied), Some(last)) =
@@ -1048,6 +1046,9 @@ impl Engine {
             }
             return Ok(());
         }
+        // Loading a revision is a burst: what it freed is given back once the pass is done
+        // (the controller's own commits above load nothing).
+        self.loaded = true;
         // The parsed files of the running revision are reused; a failed revision leaves
         // what it parsed with the running one, for the fix that follows it.
         let mut loader = self

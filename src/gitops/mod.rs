@@ -576,18 +576,15 @@ fn redact_secrets<'a>(
     changes
         .iter()
         .map(|change| {
-            let (FileChange::Write { path, content } | FileChange::Append { path, content }) =
-                change
-            else {
-                return Cow::Borrowed(change);
+            let (path, content, rewritten) = match change {
+                FileChange::Scanned { .. } => return Cow::Borrowed(change),
+                FileChange::Write { path, content } => (path, content, true),
+                FileChange::Append { path, content } => (path, content, false),
             };
             let Ok(text) = std::str::from_utf8(content) else {
                 return Cow::Borrowed(change);
             };
-            let before = match change {
-                FileChange::Write { .. } => previous(path),
-                FileChange::Append { .. } | FileChange::Scanned { .. } => None,
-            };
+            let before = if rewritten { previous(path) } else { None };
             let redacted = match before.as_deref().and_then(|b| std::str::from_utf8(b).ok()) {
                 Some(before) => redact_new_lines(path, before, text),
                 None => redact_whole(path, text),
@@ -595,19 +592,11 @@ fn redact_secrets<'a>(
             let Some(content) = redacted else {
                 return Cow::Borrowed(change);
             };
-            Cow::Owned(match change {
-                FileChange::Write { path, .. } => FileChange::Write {
-                    path: path.clone(),
-                    content: content.into_bytes(),
-                },
-                FileChange::Append { path, .. } => FileChange::Append {
-                    path: path.clone(),
-                    content: content.into_bytes(),
-                },
-                FileChange::Scanned { path, .. } => FileChange::Scanned {
-                    path: path.clone(),
-                    content: content.into_bytes(),
-                },
+            let (path, content) = (path.clone(), content.into_bytes());
+            Cow::Owned(if rewritten {
+                FileChange::Write { path, content }
+            } else {
+                FileChange::Append { path, content }
             })
         })
         .collect()
