@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::App;
+use super::goal_list::GoalList;
 use super::listing::Listing;
 use crate::engine::AppliedRevision;
 use crate::engine::records::StatusReport;
@@ -36,6 +37,11 @@ pub struct ApiError(StatusCode, String);
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError(status, message.into())
+    }
+
+    /// A fault of the server's own (500).
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
 
@@ -240,7 +246,7 @@ pub async fn agents(State(app): State<Arc<App>>) -> Answer {
 /// spent, and its tasks (ids in a list, whole tasks for one goal).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct GoalView<'a, T: serde::Serialize> {
+pub(super) struct GoalView<'a, T: serde::Serialize> {
     name: &'a str,
     product: &'a str,
     owner: &'a str,
@@ -254,7 +260,7 @@ struct GoalView<'a, T: serde::Serialize> {
 }
 
 impl<'a, T: serde::Serialize> GoalView<'a, T> {
-    fn of(
+    pub(super) fn of(
         goal: &'a Resource<crate::spec::GoalSpec>,
         status: Option<String>,
         spent_usd: f64,
@@ -331,36 +337,18 @@ pub async fn goals(
     Query(query): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let build = || goals_list(app.clone());
-    let listing = app.views.goals.get(version(&app), build).await?;
-    page_of(&listing, "goals", &query)
+    let list = app.views.goals.get(version(&app), build).await?;
+    page_of(&list.listing, "goals", &query)
 }
 
-/// Every goal of the revision that runs, in its order. Each goal's status is embedded as
-/// the engine wrote it, not parsed and written again: at 10,000 goals that is most of the
-/// work.
-async fn goals_list(app: Arc<App>) -> Result<Listing, ApiError> {
+/// Every goal of the revision that runs, in its order (see [`super::goal_list`]).
+async fn goals_list(app: Arc<App>) -> Result<GoalList, ApiError> {
     let applied = applied(&app)?;
-    let (mut statuses, usd, tasks) = read_on(&app, app.lists.clone(), |store| {
-        Ok((
-            store.goal_statuses()?,
-            store.usd_by_goal()?,
-            store.task_ids_by_goal()?,
-        ))
-    })
-    .await?;
     let last = app.views.goals.last();
-    tokio::task::spawn_blocking(move || {
-        let views = applied.spec.goals.iter().map(|g| {
-            let ids = tasks.get(g.name()).map(Vec::as_slice).unwrap_or_default();
-            let spent = usd.get(g.name()).copied().unwrap_or(0.0);
-            let view = GoalView::of(g, statuses.remove(g.name()), spent, ids);
-            (g.name().to_string(), view)
-        });
-        Listing::build_like(views, last.as_deref())
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    read_on(&app, app.lists.clone(), move |store| {
+        super::goal_list::build(&applied.spec, last.as_deref(), store)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 pub async fn goal(State(app): State<Arc<App>>, Path(name): Path<String>) -> Answer {

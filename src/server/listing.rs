@@ -36,6 +36,54 @@ pub struct Page {
 #[error("continue token {0:?} names no item of the list any more: start again without it")]
 pub struct Expired(pub String);
 
+/// A [`Listing`] being built (see [`Listing::builder`]).
+pub struct Builder {
+    body: Vec<u8>,
+    items: Vec<(String, Range<usize>)>,
+    keys: HashMap<String, usize>,
+}
+
+impl Builder {
+    /// Adds `item`, serialized.
+    pub fn item<T: Serialize>(&mut self, key: String, item: &T) -> Result<(), serde_json::Error> {
+        let start = self.separate();
+        serde_json::to_writer(&mut self.body, item)?;
+        self.push(key, start);
+        Ok(())
+    }
+
+    /// Adds an item that is already JSON (an item of an earlier list, unchanged).
+    pub fn raw(&mut self, key: String, json: &[u8]) {
+        let start = self.separate();
+        self.body.extend_from_slice(json);
+        self.push(key, start);
+    }
+
+    fn separate(&mut self) -> usize {
+        if !self.items.is_empty() {
+            self.body.push(b',');
+        }
+        self.body.len()
+    }
+
+    fn push(&mut self, key: String, start: usize) {
+        self.keys.insert(key.clone(), self.items.len());
+        self.items.push((key, start..self.body.len()));
+    }
+
+    pub fn finish(mut self) -> Listing {
+        self.body.push(b']');
+        // The list is kept until the next build: not with the doubling's spare half.
+        self.body.shrink_to_fit();
+        self.items.shrink_to_fit();
+        Listing {
+            body: Bytes::from(self.body),
+            items: self.items,
+            keys: self.keys,
+        }
+    }
+}
+
 impl Listing {
     /// Serializes `items` (each with its key) into one array.
     pub fn build<T: Serialize>(
@@ -44,36 +92,36 @@ impl Listing {
         Self::build_like(items, None)
     }
 
-    /// Like [`Listing::build`], sized as `last` (the list it replaces): a list of
-    /// megabytes rebuilt several times a second, grown by doubling, would pass through
-    /// twice its size at every build.
+    /// Like [`Listing::build`], sized as `last` (the list it replaces).
     pub fn build_like<T: Serialize>(
         items: impl IntoIterator<Item = (String, T)>,
         last: Option<&Listing>,
     ) -> Result<Listing, serde_json::Error> {
+        let mut builder = Listing::builder(last);
+        for (key, item) in items {
+            builder.item(key, &item)?;
+        }
+        Ok(builder.finish())
+    }
+
+    /// A list built item by item, sized as `last` (the list it replaces): a list of
+    /// megabytes rebuilt several times a second, grown by doubling, would pass through
+    /// twice its size at every build.
+    pub fn builder(last: Option<&Listing>) -> Builder {
         let (bytes, count) = last.map_or((64 * 1024, 0), |l| (l.body.len(), l.items.len()));
         let mut body = Vec::with_capacity(bytes + bytes / 16);
-        let mut ranges = Vec::with_capacity(count);
-        let mut keys = HashMap::with_capacity(count);
         body.push(b'[');
-        for (key, item) in items {
-            if !ranges.is_empty() {
-                body.push(b',');
-            }
-            let start = body.len();
-            serde_json::to_writer(&mut body, &item)?;
-            keys.insert(key.clone(), ranges.len());
-            ranges.push((key, start..body.len()));
+        Builder {
+            body,
+            items: Vec::with_capacity(count),
+            keys: HashMap::with_capacity(count),
         }
-        body.push(b']');
-        // The list is kept until the next build: not with the doubling's spare half.
-        body.shrink_to_fit();
-        ranges.shrink_to_fit();
-        Ok(Listing {
-            body: Bytes::from(body),
-            items: ranges,
-            keys,
-        })
+    }
+
+    /// The bytes of the item keyed `key`.
+    pub fn item(&self, key: &str) -> Option<&[u8]> {
+        let (_, range) = self.items.get(*self.keys.get(key)?)?;
+        self.body.get(range.clone())
     }
 
     /// Up to `limit` items after the one keyed `after` (from the start without it); all of

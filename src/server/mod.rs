@@ -21,6 +21,7 @@
 pub mod api;
 pub mod auth;
 mod dashboard;
+pub mod goal_list;
 pub mod hooks;
 pub mod listing;
 pub mod metrics;
@@ -157,7 +158,7 @@ pub struct App {
 #[derive(Default)]
 pub struct Views {
     /// Every goal, with its status, spend and task ids.
-    pub goals: Arc<views::View<listing::Listing>>,
+    pub goals: Arc<views::View<goal_list::GoalList>>,
     /// Every task, with its spend.
     pub tasks: Arc<views::View<listing::Listing>>,
 }

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations this build knows, oldest first.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The schema version this build writes.
 pub(super) fn known(migrations: &[&str]) -> i64 {
@@ -334,4 +334,15 @@ CREATE TABLE proposals (
     "commit"  TEXT,
     proposed  TEXT NOT NULL
 ) STRICT;
+"#;
+
+/// Which goal statuses changed since a reader last looked: every `save_status` takes the
+/// next number of `status.goals_changed` and marks the rows it writes with it, so a list of
+/// every goal is rebuilt from the rows marked after the one it was built from, not from all
+/// of them. A counter of its own rather than the largest mark: marks leave with the rows of
+/// removed goals, and a number must never be handed out twice.
+const V11: &str = r#"
+ALTER TABLE status ADD COLUMN goals_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE goal_status ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX goal_status_changed ON goal_status (changed);
 "#;

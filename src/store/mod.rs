@@ -1181,22 +1181,30 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO status (id, report, updated_at) VALUES (1, ?1, ?2)
+            let change: i64 = tx.query_row(
+                "INSERT INTO status (id, report, updated_at, goals_changed) VALUES (1, ?1, ?2, 1)
                  ON CONFLICT (id) DO UPDATE SET report = excluded.report,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, goals_changed = goals_changed + 1
+                 RETURNING goals_changed",
                 params![company, time_text(now)],
+                |row| row.get(0),
             )?;
             let mut drop = tx.prepare_cached("DELETE FROM goal_status WHERE goal = ?1")?;
             for name in removed {
                 drop.execute([name])?;
             }
             let mut put = tx.prepare_cached(
-                "INSERT INTO goal_status (goal, position, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (goal) DO UPDATE SET position = excluded.position, body = excluded.body",
+                "INSERT INTO goal_status (goal, position, body, changed) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (goal) DO UPDATE SET position = excluded.position,
+                     body = excluded.body, changed = excluded.changed",
             )?;
             for (name, position, body) in goals {
-                put.execute(params![name, i64::try_from(*position).unwrap_or(i64::MAX), body])?;
+                put.execute(params![
+                    name,
+                    i64::try_from(*position).unwrap_or(i64::MAX),
+                    body,
+                    change
+                ])?;
             }
             let mut shift =
                 tx.prepare_cached("UPDATE goal_status SET position = ?2 WHERE goal = ?1")?;

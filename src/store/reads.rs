@@ -177,13 +177,25 @@ impl Store {
         })
     }
 
-    /// Every goal's last status as the JSON the engine wrote, by goal: what a list of
-    /// goals embeds without parsing it.
-    pub fn goal_statuses(&self) -> Result<HashMap<String, String>, StoreError> {
+    /// The goal statuses written after change `after` (`None`: every one) as the JSON the
+    /// engine wrote, by goal, and the change they are current to: what a list of goals
+    /// embeds without parsing it, asking next time only for what changed since.
+    pub fn goal_statuses_since(
+        &self,
+        after: Option<i64>,
+    ) -> Result<(i64, HashMap<String, String>), StoreError> {
         self.read(|tx| {
-            let mut stmt = tx.prepare("SELECT goal, body FROM goal_status")?;
-            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let change: i64 = tx
+                .query_row("SELECT goals_changed FROM status WHERE id = 1", [], |row| {
+                    row.get(0)
+                })
+                .optional()?
+                .unwrap_or(0);
+            let mut stmt = tx.prepare("SELECT goal, body FROM goal_status WHERE changed > ?1")?;
+            // Rows written before changes were counted are marked 0.
+            let rows =
+                stmt.query_map([after.unwrap_or(-1)], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok((change, rows.collect::<Result<_, _>>()?))
         })
     }
 
