@@ -9,6 +9,7 @@
 pub mod approvals;
 pub mod catch_up;
 pub mod delivery;
+mod local_fetch;
 pub mod workspace;
 
 use std::borrow::Cow;

@@ -436,22 +436,9 @@ fn fetch(mirror: &Path, url: &str) -> Result<(), GitopsError> {
     .map(drop)
 }
 
-/// [`fetch`] from a repository on this host: its branches mirrored exactly (new ones
-/// added, moved ones forced, deleted ones pruned), with no tags.
+/// [`fetch`] from a repository on this host (see [`super::local_fetch`]).
 fn fetch_local(mirror: &Path, path: &str) -> Result<(), GitopsError> {
-    let repo = git2::Repository::open_bare(mirror)?;
-    let mut remote = repo.remote_anonymous(path)?;
-    let mut options = git2::FetchOptions::new();
-    options
-        .prune(git2::FetchPrune::On)
-        .download_tags(git2::AutotagOption::None)
-        .update_fetchhead(false);
-    remote
-        .fetch(&["+refs/heads/*:refs/heads/*"], Some(&mut options), None)
-        .map_err(|e| GitopsError::Command {
-            what: "fetch the product into its mirror".into(),
-            message: e.message().to_string(),
-        })
+    super::local_fetch::fetch(mirror, Path::new(path)).map(drop)
 }
 
 /// Where a workspace's branch starts.

@@ -1,0 +1,320 @@
+//! A product repository on this host fetched into its mirror, in-process and at a cost that
+//! follows what is new rather than the product's size.
+//!
+//! libgit2's own fetch over its local transport marks every tree and blob of what the
+//! mirror has as uninteresting before it packs what it lacks: each workspace made looked up
+//! every file of the product's tip (a syscall each for loose objects), so the cost of
+//! making a workspace grew with the product's file count. Here the commits the mirror lacks
+//! are found by walking back from the product's branch tips until a commit the mirror has;
+//! each such commit's tree is compared with its first parent's, entry by entry, descending
+//! only into subtrees that differ, and what differs is packed (one pack per fetch, as
+//! `fetch.unpackLimit=1` makes git do). A merge's other parents are new commits walked in
+//! turn, or commits the mirror has with everything under them, so nothing reachable is
+//! missed; an object the mirror already had (a file reverted to an earlier version) may be
+//! packed again, which costs only its bytes.
+//!
+//! The branches are then mirrored exactly, as `+refs/heads/*:refs/heads/*` with pruning:
+//! new ones added, moved ones forced, gone ones removed; no tags. Objects are written before
+//! the refs that name them, so a process killed between the two leaves only unnamed objects.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use git2::{ObjectType, Oid, Repository};
+
+use super::GitopsError;
+
+/// Brings `mirror`'s branches to those of the repository at `product` (see the module), and
+/// answers how many objects it copied.
+pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
+    let source = Repository::open(product).map_err(|e| failed(&e))?;
+    let target = Repository::open_bare(mirror)?;
+    let tips = branches(&source)?;
+    let have = target.odb()?;
+    let commits = missing_commits(&source, &have, tips.values().copied())?;
+    let mut copied = 0;
+    if !commits.is_empty() {
+        let mut pack = source.packbuilder()?;
+        let mut packed = HashSet::new();
+        for commit in &commits {
+            pack_commit(&source, *commit, &mut pack, &mut packed)?;
+        }
+        let mut bytes = git2::Buf::new();
+        pack.write_buf(&mut bytes)?;
+        let mut writer = have.packwriter()?;
+        std::io::Write::write_all(&mut writer, &bytes).map_err(|e| GitopsError::Command {
+            what: "fetch the product into its mirror".into(),
+            message: e.to_string(),
+        })?;
+        writer.commit()?;
+        copied = pack.object_count();
+    }
+    mirror_branches(&target, &tips)?;
+    Ok(copied)
+}
+
+/// The product's branches and the commits they point at (a symbolic one resolved).
+fn branches(repo: &Repository) -> Result<HashMap<String, Oid>, GitopsError> {
+    let mut tips = HashMap::new();
+    for reference in repo.references_glob("refs/heads/*")? {
+        let reference = reference?;
+        // A name that is not UTF-8 cannot be written through libgit2's API: not mirrored.
+        let Ok(name) = reference.name().map(str::to_owned) else {
+            continue;
+        };
+        let resolved = reference.resolve()?;
+        if let Some(target) = resolved.target() {
+            tips.insert(name, target);
+        }
+    }
+    Ok(tips)
+}
+
+/// The commits reachable from `tips` that the mirror does not have, each once.
+fn missing_commits(
+    source: &Repository,
+    have: &git2::Odb<'_>,
+    tips: impl IntoIterator<Item = Oid>,
+) -> Result<Vec<Oid>, GitopsError> {
+    let mut stack: Vec<Oid> = tips.into_iter().collect();
+    let mut seen = HashSet::new();
+    let mut missing = Vec::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) || have.exists(id) {
+            continue;
+        }
+        let commit = source.find_commit(id)?;
+        stack.extend(commit.parent_ids());
+        missing.push(id);
+    }
+    Ok(missing)
+}
+
+/// Adds `commit` to `pack` with the trees and blobs its tree holds that its first parent's
+/// does not.
+fn pack_commit(
+    source: &Repository,
+    commit: Oid,
+    pack: &mut git2::PackBuilder<'_>,
+    packed: &mut HashSet<Oid>,
+) -> Result<(), GitopsError> {
+    pack.insert_object(commit, None)?;
+    let commit = source.find_commit(commit)?;
+    let before = match commit.parent_ids().next() {
+        Some(parent) => Some(source.find_commit(parent)?.tree_id()),
+        None => None,
+    };
+    // An explicit stack of (tree, the same path's tree before): no recursion, however deep.
+    let mut trees = vec![(commit.tree_id(), before)];
+    while let Some((tree, before)) = trees.pop() {
+        if Some(tree) == before || !packed.insert(tree) {
+            continue;
+        }
+        pack.insert_object(tree, None)?;
+        let tree = source.find_tree(tree)?;
+        let before = before.map(|b| source.find_tree(b)).transpose()?;
+        for entry in tree.iter() {
+            let id = entry.id();
+            let old = before
+                .as_ref()
+                .and_then(|b| b.get_name_bytes(entry.name_bytes()))
+                .map(|e| (e.id(), e.kind()));
+            if old.is_some_and(|(old, _)| old == id) {
+                continue;
+            }
+            match entry.kind() {
+                Some(ObjectType::Tree) => {
+                    let old_tree = old
+                        .filter(|(_, kind)| *kind == Some(ObjectType::Tree))
+                        .map(|(old, _)| old);
+                    trees.push((id, old_tree));
+                }
+                Some(ObjectType::Blob) => {
+                    if packed.insert(id) {
+                        pack.insert_object(id, None)?;
+                    }
+                }
+                // A submodule's commit lives in its own repository.
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets the mirror's branches to `tips` exactly.
+fn mirror_branches(target: &Repository, tips: &HashMap<String, Oid>) -> Result<(), GitopsError> {
+    for (name, id) in tips {
+        let current = target
+            .find_reference(name)
+            .ok()
+            .and_then(|r| r.resolve().ok())
+            .and_then(|r| r.target());
+        if current != Some(*id) {
+            target.reference(name, *id, true, "fetch")?;
+        }
+    }
+    let mut gone = Vec::new();
+    for reference in target.references_glob("refs/heads/*")? {
+        let reference = reference?;
+        if let Ok(name) = reference.name()
+            && !tips.contains_key(name)
+        {
+            gone.push(name.to_owned());
+        }
+    }
+    for name in gone {
+        target.find_reference(&name)?.delete()?;
+    }
+    Ok(())
+}
+
+fn failed(e: &git2::Error) -> GitopsError {
+    GitopsError::Command {
+        what: "fetch the product into its mirror".into(),
+        message: e.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn write(dir: &Path, path: &str, text: &str) {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn commit(work: &Path, message: &str) {
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", message]);
+    }
+
+    /// The mirror holds every object its branches reach, and exactly the product's branches.
+    fn assert_mirrors(mirror: &Path, product: &Path) {
+        git(mirror, &["fsck", "--connectivity-only", "--no-dangling"]);
+        let refs = |dir: &Path| {
+            git(
+                dir,
+                &[
+                    "for-each-ref",
+                    "--format=%(refname) %(objectname)",
+                    "refs/heads",
+                ],
+            )
+        };
+        assert_eq!(refs(mirror), refs(product));
+    }
+
+    #[test]
+    fn a_mirror_gets_every_branch_and_object_and_then_only_what_is_new() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (product, work, mirror) = (
+            tmp.path().join("app.git"),
+            tmp.path().join("work"),
+            tmp.path().join("mirror.git"),
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", product.to_str().unwrap()],
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", mirror.to_str().unwrap()],
+        );
+        git(
+            tmp.path(),
+            &[
+                "clone",
+                "-q",
+                product.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        );
+        for i in 0..200 {
+            write(&work, &format!("files/f{i}.txt"), &format!("{i}\n"));
+        }
+        write(&work, "deep/a/b/c/d/e.txt", "deep\n");
+        commit(&work, "first");
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        git(&work, &["checkout", "-q", "-b", "feature"]);
+        write(&work, "deep/a/b/other.txt", "feature\n");
+        commit(&work, "feature");
+        git(&work, &["push", "-q", "origin", "feature", "HEAD:doomed"]);
+
+        // A fresh mirror: everything.
+        let first = fetch(&mirror, &product).unwrap();
+        assert!(first > 200, "all of it: {first}");
+        assert_mirrors(&mirror, &product);
+        // Nothing new: nothing copied.
+        assert_eq!(fetch(&mirror, &product).unwrap(), 0);
+
+        // One file changed deep down on main, then a merge of the feature; a branch
+        // deleted and another moved back.
+        git(&work, &["checkout", "-q", "main"]);
+        write(&work, "deep/a/b/c/d/e.txt", "changed\n");
+        commit(&work, "change");
+        git(&work, &["merge", "-q", "--no-ff", "-m", "merge", "feature"]);
+        git(&work, &["push", "-q", "origin", "main"]);
+        git(&work, &["push", "-q", "origin", ":doomed"]);
+        git(&work, &["push", "-q", "-f", "origin", "main~2:feature"]);
+        let second = fetch(&mirror, &product).unwrap();
+        // Two commits; the changed file and the five trees above it; the merge's three
+        // trees (root, deep, a) and b; not the 200 untouched files.
+        assert!(second < 20, "only what changed: {second}");
+        assert_mirrors(&mirror, &product);
+    }
+
+    #[test]
+    fn trees_nested_deeper_than_any_stack_would_like_are_copied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (product, work, mirror) = (
+            tmp.path().join("app.git"),
+            tmp.path().join("work"),
+            tmp.path().join("mirror.git"),
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", product.to_str().unwrap()],
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", mirror.to_str().unwrap()],
+        );
+        git(tmp.path(), &["init", "-q", work.to_str().unwrap()]);
+        let deep: Vec<&str> = std::iter::repeat_n("d", 1000).collect();
+        write(&work, &format!("{}/leaf", deep.join("/")), "x\n");
+        commit(&work, "deep");
+        git(
+            &work,
+            &["push", "-q", product.to_str().unwrap(), "HEAD:main"],
+        );
+        fetch(&mirror, &product).unwrap();
+        assert_mirrors(&mirror, &product);
+    }
+}
