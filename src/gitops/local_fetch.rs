@@ -129,11 +129,7 @@ fn pack_commit(
                         .map(|(old, _)| old);
                     trees.push((id, old_tree));
                 }
-                Some(ObjectType::Blob) => {
-                    if packed.insert(id) {
-                        pack.insert_object(id, None)?;
-                    }
-                }
+                Some(ObjectType::Blob) if packed.insert(id) => pack.insert_object(id, None)?,
                 // A submodule's commit lives in its own repository.
                 _ => {}
             }
