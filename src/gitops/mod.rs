@@ -9,7 +9,7 @@
 pub mod approvals;
 pub mod catch_up;
 pub mod delivery;
-mod local_fetch;
+mod local_copy;
 pub mod workspace;
 
 use std::borrow::Cow;
@@ -263,7 +263,7 @@ impl Writeback {
             // push of that would report this commit as delivered.
             repo.reference(PUSHED_REF, built.id, true, "proto: record commit to push")?;
             let pushed = match url.strip_prefix("file://").map(Path::new) {
-                Some(path) if path.is_dir() => push_local(repo, url, path, &built, &refname)?,
+                Some(path) if path.is_dir() => push_local(repo, path, &built, &refname)?,
                 _ => remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)?,
             };
             match pushed {
@@ -478,31 +478,24 @@ impl Writeback {
 /// Pushes `built` to `refname` of the repository at `path` (a `file://` remote) as a
 /// compare-and-swap. libgit2's local transport checks a push is a fast-forward of the branch
 /// as it was when the push began, then moves the branch by force: a person's push landing in
-/// between was overwritten, lost from the branch with no one told. So the objects go over
-/// under a ref of their own, and the branch is moved here, only from the head the commit was
-/// built on; any other head is a rejection, fetched and rebuilt like a server's.
+/// between was overwritten, lost from the branch with no one told. So the objects are
+/// copied first (loose, the few a record commit adds: libgit2's pack builder searched for
+/// deltas between megabytes of status text at each push), and the branch is moved here,
+/// only from the head the commit was built on; any other head is a rejection, fetched and
+/// rebuilt like a server's.
 fn push_local(
     repo: &Repository,
-    url: &str,
     path: &Path,
     built: &Built,
     refname: &str,
 ) -> Result<PushOutcome, GitopsError> {
-    let incoming = format!("refs/proto/incoming/{}", built.id);
-    if let PushOutcome::Rejected(message) =
-        remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &incoming)?
-    {
-        return Ok(PushOutcome::Rejected(message));
-    }
     let target = Repository::open(path)?;
+    local_copy::copy_loose(repo, &target, built.id)?;
     let message = "proto: record commit";
     let moved = match built.on {
         Some(on) => target.reference_matching(refname, built.id, true, on, message),
         None => target.reference(refname, built.id, false, message),
     };
-    if let Ok(mut temporary) = target.find_reference(&incoming) {
-        let _ = temporary.delete();
-    }
     match moved {
         Ok(_) => Ok(PushOutcome::Pushed),
         Err(e)

@@ -436,9 +436,9 @@ fn fetch(mirror: &Path, url: &str) -> Result<(), GitopsError> {
     .map(drop)
 }
 
-/// [`fetch`] from a repository on this host (see [`super::local_fetch`]).
+/// [`fetch`] from a repository on this host (see [`super::local_copy`]).
 fn fetch_local(mirror: &Path, path: &str) -> Result<(), GitopsError> {
-    super::local_fetch::fetch(mirror, Path::new(path)).map(drop)
+    super::local_copy::fetch(mirror, Path::new(path)).map(drop)
 }
 
 /// Where a workspace's branch starts.

@@ -1,5 +1,6 @@
-//! A product repository on this host fetched into its mirror, in-process and at a cost that
-//! follows what is new rather than the product's size.
+//! Objects copied between repositories on this host, in-process and at a cost that follows
+//! what is new rather than the repository's size: a product fetched into its mirror
+//! ([`fetch`]), a record commit pushed to a company repository ([`copy_loose`]).
 //!
 //! libgit2's own fetch over its local transport marks every tree and blob of what the
 //! mirror has as uninteresting before it packs what it lacks: each workspace made looked up
@@ -31,13 +32,11 @@ pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
     let target = Repository::open_bare(mirror)?;
     let tips = branches(&source)?;
     let have = target.odb()?;
-    let commits = missing_commits(&source, &have, tips.values().copied())?;
-    let mut copied = 0;
-    if !commits.is_empty() {
+    let objects = missing(&source, &have, tips.values().copied())?;
+    if !objects.is_empty() {
         let mut pack = source.packbuilder()?;
-        let mut packed = HashSet::new();
-        for commit in &commits {
-            pack_commit(&source, *commit, &mut pack, &mut packed)?;
+        for object in &objects {
+            pack.insert_object(*object, None)?;
         }
         let mut bytes = git2::Buf::new();
         pack.write_buf(&mut bytes)?;
@@ -47,10 +46,43 @@ pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
             message: e.to_string(),
         })?;
         writer.commit()?;
-        copied = pack.object_count();
     }
     mirror_branches(&target, &tips)?;
-    Ok(copied)
+    Ok(objects.len())
+}
+
+/// Writes into `target`'s object store, one loose object each, what `tip` reaches that it
+/// does not have (a record commit pushed to a company repository on this host: a commit and
+/// the handful of trees and files it changed). No pack is built, so nothing searches for
+/// deltas between the megabytes of two versions of a status file.
+pub fn copy_loose(
+    source: &Repository,
+    target: &Repository,
+    tip: Oid,
+) -> Result<usize, GitopsError> {
+    let have = target.odb()?;
+    let objects = missing(source, &have, [tip])?;
+    let from = source.odb()?;
+    for id in &objects {
+        let object = from.read(*id)?;
+        have.write(object.kind(), object.data())?;
+    }
+    Ok(objects.len())
+}
+
+/// The objects `tips` reach that `have` lacks: the commits it lacks, and of each the trees
+/// and blobs its first parent's tree does not hold (see the module).
+fn missing(
+    source: &Repository,
+    have: &git2::Odb<'_>,
+    tips: impl IntoIterator<Item = Oid>,
+) -> Result<Vec<Oid>, GitopsError> {
+    let mut objects = Vec::new();
+    let mut seen = HashSet::new();
+    for commit in missing_commits(source, have, tips)? {
+        commit_objects(source, commit, &mut objects, &mut seen)?;
+    }
+    Ok(objects)
 }
 
 /// The product's branches and the commits they point at (a symbolic one resolved).
@@ -90,15 +122,15 @@ fn missing_commits(
     Ok(missing)
 }
 
-/// Adds `commit` to `pack` with the trees and blobs its tree holds that its first parent's
-/// does not.
-fn pack_commit(
+/// Adds `commit` to `objects` with the trees and blobs its tree holds that its first
+/// parent's does not; `seen` holds what was added before.
+fn commit_objects(
     source: &Repository,
     commit: Oid,
-    pack: &mut git2::PackBuilder<'_>,
-    packed: &mut HashSet<Oid>,
+    objects: &mut Vec<Oid>,
+    seen: &mut HashSet<Oid>,
 ) -> Result<(), GitopsError> {
-    pack.insert_object(commit, None)?;
+    objects.push(commit);
     let commit = source.find_commit(commit)?;
     let before = match commit.parent_ids().next() {
         Some(parent) => Some(source.find_commit(parent)?.tree_id()),
@@ -107,10 +139,10 @@ fn pack_commit(
     // An explicit stack of (tree, the same path's tree before): no recursion, however deep.
     let mut trees = vec![(commit.tree_id(), before)];
     while let Some((tree, before)) = trees.pop() {
-        if Some(tree) == before || !packed.insert(tree) {
+        if Some(tree) == before || !seen.insert(tree) {
             continue;
         }
-        pack.insert_object(tree, None)?;
+        objects.push(tree);
         let tree = source.find_tree(tree)?;
         let before = before.map(|b| source.find_tree(b)).transpose()?;
         for entry in tree.iter() {
@@ -129,7 +161,7 @@ fn pack_commit(
                         .map(|(old, _)| old);
                     trees.push((id, old_tree));
                 }
-                Some(ObjectType::Blob) if packed.insert(id) => pack.insert_object(id, None)?,
+                Some(ObjectType::Blob) if seen.insert(id) => objects.push(id),
                 // A submodule's commit lives in its own repository.
                 _ => {}
             }
@@ -312,5 +344,39 @@ mod tests {
         );
         fetch(&mirror, &product).unwrap();
         assert_mirrors(&mirror, &product);
+    }
+
+    #[test]
+    fn a_commit_is_copied_as_loose_objects_of_what_it_adds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, work) = (tmp.path().join("company.git"), tmp.path().join("work"));
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", target.to_str().unwrap()],
+        );
+        git(tmp.path(), &["init", "-q", work.to_str().unwrap()]);
+        for i in 0..100 {
+            write(&work, &format!("goals/g{i}.yaml"), &format!("{i}\n"));
+        }
+        commit(&work, "first");
+        let (source, company) = (
+            Repository::open(&work).unwrap(),
+            Repository::open_bare(&target).unwrap(),
+        );
+        let first = source.head().unwrap().target().unwrap();
+        assert!(copy_loose(&source, &company, first).unwrap() > 100);
+        company
+            .reference("refs/heads/main", first, false, "t")
+            .unwrap();
+        write(&work, ".proto/status.yaml", "goals: []\n");
+        commit(&work, "record");
+        let second = source.head().unwrap().target().unwrap();
+        // The commit, its root tree, the new .proto tree and the file.
+        assert_eq!(copy_loose(&source, &company, second).unwrap(), 4);
+        company
+            .reference("refs/heads/main", second, true, "t")
+            .unwrap();
+        git(&target, &["fsck", "--connectivity-only", "--no-dangling"]);
+        assert_eq!(copy_loose(&source, &company, second).unwrap(), 0);
     }
 }
