@@ -258,13 +258,15 @@ impl Writeback {
                     Err(e) => return Err(e.into()),
                 }
             }
-            // The commit itself is pushed, by a ref only this writer moves: the branch's
-            // name could by then name what another process fetched into the cache, and a
-            // push of that would report this commit as delivered.
-            repo.reference(PUSHED_REF, built.id, true, "proto: record commit to push")?;
             let pushed = match url.strip_prefix("file://").map(Path::new) {
                 Some(path) if path.is_dir() => push_local(repo, path, &built, &refname)?,
-                _ => remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)?,
+                _ => {
+                    // The commit itself is pushed, by a ref only this writer moves: the
+                    // branch's name could by then name what another process fetched into
+                    // the cache, and a push of that would report this commit as delivered.
+                    repo.reference(PUSHED_REF, built.id, true, "proto: record commit to push")?;
+                    remote::push(&mut repo.remote_anonymous(url)?, PUSHED_REF, &refname)?
+                }
             };
             match pushed {
                 PushOutcome::Pushed => {
