@@ -184,30 +184,9 @@ fn put(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gitops::test_git::{git, write};
     use crate::gitops::{FileChange, GitopsError, Identity, Writeback};
     use crate::source::GitSource;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "someone")
-            .env("GIT_AUTHOR_EMAIL", "someone@example.com")
-            .env("GIT_COMMITTER_NAME", "someone")
-            .env("GIT_COMMITTER_EMAIL", "someone@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn write(dir: &Path, file: &str, text: &str) {
-        let path = dir.join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
 
     /// A checkout on `main` whose branch the controller moved (a new status and a new audit
     /// file) and which was killed before touching the files: answers the checkout.

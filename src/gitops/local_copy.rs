@@ -207,40 +207,34 @@ fn failed(e: &git2::Error) -> GitopsError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn write(dir: &Path, path: &str, text: &str) {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    use crate::gitops::test_git::{git, write};
+    use std::path::PathBuf;
 
     fn commit(work: &Path, message: &str) {
         git(work, &["add", "-A"]);
         git(work, &["commit", "-q", "-m", message]);
+    }
+
+    /// A bare product and a bare mirror under `dir`, and a checkout on `main` whose
+    /// `origin` is the product.
+    fn repositories(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let (product, work, mirror) = (
+            dir.join("app.git"),
+            dir.join("work"),
+            dir.join("mirror.git"),
+        );
+        for bare in [&product, &mirror] {
+            git(
+                dir,
+                &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+            );
+        }
+        git(dir, &["init", "-q", "-b", "main", work.to_str().unwrap()]);
+        git(
+            &work,
+            &["remote", "add", "origin", product.to_str().unwrap()],
+        );
+        (product, work, mirror)
     }
 
     /// The mirror holds every object its branches reach, and exactly the product's branches.
@@ -262,28 +256,7 @@ mod tests {
     #[test]
     fn a_mirror_gets_every_branch_and_object_and_then_only_what_is_new() {
         let tmp = tempfile::tempdir().unwrap();
-        let (product, work, mirror) = (
-            tmp.path().join("app.git"),
-            tmp.path().join("work"),
-            tmp.path().join("mirror.git"),
-        );
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", product.to_str().unwrap()],
-        );
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", mirror.to_str().unwrap()],
-        );
-        git(
-            tmp.path(),
-            &[
-                "clone",
-                "-q",
-                product.to_str().unwrap(),
-                work.to_str().unwrap(),
-            ],
-        );
+        let (product, work, mirror) = repositories(tmp.path());
         for i in 0..200 {
             write(&work, &format!("files/f{i}.txt"), &format!("{i}\n"));
         }
@@ -321,27 +294,11 @@ mod tests {
     #[test]
     fn trees_nested_deeper_than_any_stack_would_like_are_copied() {
         let tmp = tempfile::tempdir().unwrap();
-        let (product, work, mirror) = (
-            tmp.path().join("app.git"),
-            tmp.path().join("work"),
-            tmp.path().join("mirror.git"),
-        );
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", product.to_str().unwrap()],
-        );
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", mirror.to_str().unwrap()],
-        );
-        git(tmp.path(), &["init", "-q", work.to_str().unwrap()]);
+        let (product, work, mirror) = repositories(tmp.path());
         let deep: Vec<&str> = std::iter::repeat_n("d", 1000).collect();
         write(&work, &format!("{}/leaf", deep.join("/")), "x\n");
         commit(&work, "deep");
-        git(
-            &work,
-            &["push", "-q", product.to_str().unwrap(), "HEAD:main"],
-        );
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
         fetch(&mirror, &product).unwrap();
         assert_mirrors(&mirror, &product);
     }
@@ -349,12 +306,7 @@ mod tests {
     #[test]
     fn a_commit_is_copied_as_loose_objects_of_what_it_adds() {
         let tmp = tempfile::tempdir().unwrap();
-        let (target, work) = (tmp.path().join("company.git"), tmp.path().join("work"));
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", target.to_str().unwrap()],
-        );
-        git(tmp.path(), &["init", "-q", work.to_str().unwrap()]);
+        let (target, work, _) = repositories(tmp.path());
         for i in 0..100 {
             write(&work, &format!("goals/g{i}.yaml"), &format!("{i}\n"));
         }

@@ -10,6 +10,8 @@ pub mod approvals;
 pub mod catch_up;
 pub mod delivery;
 mod local_copy;
+#[cfg(test)]
+mod test_git;
 pub mod workspace;
 
 use std::borrow::Cow;

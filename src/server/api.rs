@@ -53,7 +53,7 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        ApiError::internal(e)
     }
 }
 
@@ -85,15 +85,14 @@ async fn read_on<T: Send + 'static>(
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     tokio::task::spawn_blocking(move || read(&store))
         .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::internal)?
 }
 
 /// The company's part of the status (its goals are read one by one, or as raw rows for
 /// the list).
 fn company_status(store: &Store) -> Result<StatusReport, ApiError> {
     match store.company_status()? {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Some(text) => serde_json::from_str(&text).map_err(ApiError::internal),
         None => Ok(StatusReport::default()),
     }
 }
@@ -411,8 +410,7 @@ async fn tasks_list(app: Arc<App>) -> Result<Listing, ApiError> {
             let id = task.id.to_string();
             (id, TaskView::of(task, &spend))
         });
-        Listing::build_like(views, last.as_deref())
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        Listing::build_like(views, last.as_deref()).map_err(ApiError::internal)
     })
     .await
 }
