@@ -26,6 +26,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::Identity;
+use super::native::{self, Native};
 use crate::computer::{Computer, ComputerError, Origin, Output, RunOutcome, RunRequest, Workspace};
 use crate::secrets::{Finding, Refused};
 
@@ -51,7 +52,7 @@ const CREDENTIAL_ENV: [&str; 3] = ["SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH"
 
 /// The most diff text a commit's secret scan reads. A change that adds more is refused
 /// rather than committed unscanned.
-const MAX_SCANNED_BYTES: usize = 32 * 1024 * 1024;
+const MAX_SCANNED_BYTES: usize = native::MAX_SCANNED_BYTES;
 
 /// What one commit adds, as the secret scan reads it (followed by the commit): only what
 /// is added, with no context lines, in git's own format whatever the user's configuration
@@ -185,6 +186,11 @@ const EXIT_NOT_DESCENDANT: i32 = 73;
 const EXIT_NOTHING: i32 = 74;
 
 impl Git<'_> {
+    /// The in-process path, for a workspace on this host (see [`native`]).
+    fn native(&self) -> Option<Native> {
+        Native::of(self.workspace)
+    }
+
     /// Runs `script` (after [`PRELUDE`]) in the workspace as one command: each step of a
     /// delivery is one process start, not one per git command (a round trip each on a
     /// remote computer). `env` adds to the plain environment; `remote` passes the
@@ -227,6 +233,13 @@ impl Git<'_> {
 
     /// The commit at HEAD; `None` while the branch is unborn.
     pub async fn head(&self) -> Result<Option<String>, DeliveryError> {
+        if let Some(native) = self.native() {
+            return native
+                .with("rev-parse HEAD", |repo| {
+                    Ok(native::head(repo)?.map(|h| h.to_string()))
+                })
+                .await;
+        }
         let out = self
             .script(
                 "g rev-parse --verify -q 'HEAD^{commit}'",
@@ -267,8 +280,43 @@ impl Git<'_> {
              {COMMIT_DIFF} HEAD\n",
             quote(message)
         );
+        let Some(committed) = (match self.native() {
+            Some(native) => {
+                let (message, author, committer) =
+                    (message.to_string(), author.clone(), committer.clone());
+                native
+                    .with("add -A && commit", move |repo| {
+                        native::commit_all(repo, &message, &author, &committer)
+                    })
+                    .await?
+            }
+            None => self.commit_by_script(&script, author, committer).await?,
+        }) else {
+            return Ok(None);
+        };
+        let base = committed.base.as_deref();
+        if committed.over {
+            self.uncommit(base).await?;
+            return Err(too_large("commit"));
+        }
+        if let Err(refused) = refuse_secrets(crate::secrets::scan_diff(&committed.diff)) {
+            self.uncommit(base).await?;
+            return Err(refused.into());
+        }
+        self.workspace.scanned().add([committed.head.clone()]);
+        Ok(Some(committed.head))
+    }
+
+    /// [`Git::commit_all`]'s script run, and what it printed: the commit, the HEAD it was
+    /// made on and what it adds; `None` when nothing was staged.
+    async fn commit_by_script(
+        &self,
+        script: &str,
+        author: &Identity,
+        committer: &Identity,
+    ) -> Result<Option<native::Committed>, DeliveryError> {
         let (out, text, over) = self
-            .streamed(&script, identity_env(author, committer))
+            .streamed(script, identity_env(author, committer))
             .await?;
         if !out.success() {
             return Err(failed("add -A && commit", &out));
@@ -281,19 +329,12 @@ impl Git<'_> {
             // Nothing was staged: nothing committed, nothing printed.
             return Ok(None);
         };
-        let base = Some(base.trim()).filter(|b| !b.is_empty());
-        let head = head.trim().to_string();
-        if over {
-            self.uncommit(base).await?;
-            return Err(too_large("commit"));
-        }
-        if let Err(refused) = refuse_secrets(crate::secrets::scan_diff(lines.next().unwrap_or("")))
-        {
-            self.uncommit(base).await?;
-            return Err(refused.into());
-        }
-        self.workspace.scanned().add([head.clone()]);
-        Ok(Some(head))
+        Ok(Some(native::Committed {
+            base: Some(base.trim().to_string()).filter(|b| !b.is_empty()),
+            head: head.trim().to_string(),
+            diff: lines.next().unwrap_or("").to_string(),
+            over,
+        }))
     }
 
     /// The secrets the commits after `base` (`None`: all of HEAD's history) add, each
@@ -329,6 +370,14 @@ impl Git<'_> {
     /// Moves the branch back to `base` (`None`: unborn again), keeping the index and the
     /// files: the commits after it are undone, their changes left staged to be fixed.
     pub async fn uncommit(&self, base: Option<&str>) -> Result<(), DeliveryError> {
+        if let Some(native) = self.native() {
+            let base = base.map(str::to_string);
+            return native
+                .with("reset --soft", move |repo| {
+                    native::uncommit(repo, base.as_deref())
+                })
+                .await;
+        }
         let script = match base {
             Some(commit) => format!("g reset -q --soft {}", quote(commit)),
             None => "g update-ref -d HEAD".to_string(),
@@ -402,6 +451,18 @@ impl Git<'_> {
         committer: &Identity,
         fetch: bool,
     ) -> Result<Prepared, DeliveryError> {
+        if !fetch && let Some(native) = self.native() {
+            let owned = branch.to_string();
+            let prepared = native
+                .with("reset --hard && clean -ffdx", move |repo| {
+                    native::prepare(repo, &owned)
+                })
+                .await?;
+            // `None`: the work must be rebased, which the script does.
+            if let Some(prepared) = prepared {
+                return Ok(prepared);
+            }
+        }
         let tracking = quote(&format!("refs/remotes/origin/{branch}"));
         let fetch_step = if fetch {
             fetch_script(branch)
@@ -503,6 +564,16 @@ impl Git<'_> {
     /// to push a HEAD that does not descend from `tip`: the lease must never stand in for a
     /// force.
     pub async fn push(&self, branch: &str, tip: Option<&str>) -> Result<String, DeliveryError> {
+        if let Some(native) = self.native() {
+            let (owned, from) = (branch.to_string(), tip.map(str::to_string));
+            let pushed = native
+                .with("push", move |repo| native::push(repo, &owned, from.as_deref()))
+                .await?;
+            // `None`: the product receives through its own git (hooks, settings, a URL).
+            if let Some(head) = pushed {
+                return Ok(head);
+            }
+        }
         let target = format!("refs/heads/{branch}");
         let lease = format!("--force-with-lease={target}:{}", tip.unwrap_or_default());
         // A review branch is the controller's own: it may be replaced, never a product's.

@@ -10,6 +10,7 @@ pub mod approvals;
 pub mod catch_up;
 pub mod delivery;
 mod local_copy;
+mod native;
 #[cfg(test)]
 mod test_git;
 pub mod workspace;

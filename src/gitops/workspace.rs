@@ -26,7 +26,7 @@
 //! ([`recycle`]); the next workspace of that product is made from one ([`make`]): its `.git`
 //! is built anew (nothing the last task planted there — hooks, configuration, objects,
 //! alternates — survives; only the index is kept, as the cache of which files are
-//! unchanged), and `reset --hard` + `clean -ffdx` move its files to the new commit, which
+//! unchanged), and a reset and clean (in-process, as `reset --hard` + `clean -ffdx` would) move its files to the new commit, which
 //! writes only the files that differ. A fresh checkout writes every file of the product, so
 //! this is what keeps a task's cost from growing with the product. An index that could hide
 //! a file from git (assume-unchanged, skip-worktree, intent-to-add, a split index) is not
@@ -186,13 +186,11 @@ fn refresh(
     repo.reference(&format!("refs/heads/{branch}"), oid, true, "reuse")?;
     repo.set_head(&format!("refs/heads/{branch}"))?;
     configure_origin(&repo, url, branch)?;
-    git(
-        Some(dir),
-        &["reset", "-q", "--hard"],
-        "reset a reused workspace",
-    )?;
-    git(Some(dir), &["clean", "-ffdxq"], "clean a reused workspace")?;
-    Ok(())
+    // In-process: `git reset --hard` and `git clean -ffdx` were two process starts a task.
+    super::native::reset_clean(&repo, oid).map_err(|e| GitopsError::Command {
+        what: "reset and clean a reused workspace".into(),
+        message: e.message().to_string(),
+    })
 }
 
 /// A process whose working folder is `dir` or inside it (Linux `/proc`; elsewhere none is

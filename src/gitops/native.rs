@@ -1,0 +1,545 @@
+//! Delivery's common steps done in-process with libgit2, for a workspace whose files are on
+//! this host: committing the work, making the workspace a clean checkout of what would be
+//! published, and the compare-and-swap push to a product repository on this host.
+//!
+//! Each of these is otherwise a shell script of git commands run through the workspace's
+//! [`Computer`](crate::computer::Computer) ([`super::delivery`]), about thirty process
+//! starts per task (the push alone starts `receive-pack`, `unpack-objects`, `pack-objects`,
+//! `rev-list` and `maintenance` on the product's side), which were most of a trivial task's
+//! cost. The rules are the scripts' own, and the scripts remain the path for everything
+//! else: a workspace on another computer, a rebase onto a tip that moved, and a product
+//! whose own git must receive the push (see [`Receiver`]).
+//!
+//! - The workspace's git state is restored from its [`Pristine`] copy before libgit2 opens
+//!   it, as the scripts' prelude does ([`restore`]): agent commands may have written `.git`.
+//!   libgit2 runs no hooks, no filter programs and no fsmonitor, and never signs.
+//! - A commit stages everything (`git add -A`: new, changed and removed files, ignored ones
+//!   left out), is made only when the staged tree differs from HEAD's, and prints what it
+//!   adds in git's patch format for the secret scan.
+//! - The push moves the product's branch only from the tip the work was built on
+//!   (libgit2 updates the ref under git's own `.lock` file, so a concurrent `git push`
+//!   and this one exclude each other), after copying the objects the product lacks, loose,
+//!   as `unpack-objects` would. When loose objects pile up, `git gc --auto` runs there, as
+//!   `receive-pack` runs it after a push.
+//!
+//! `PROTO_NATIVE_GIT=0` in the controller's environment turns all of it off (every step by
+//! script), for comparing the two.
+
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+use git2::{
+    BranchType, DiffFormat, DiffOptions, ErrorCode, IndexAddOption, Oid, Repository,
+    RepositoryOpenFlags, ResetType, Signature, Status, StatusOptions,
+};
+
+use super::delivery::{DeliveryError, Lost, Prepared, REVIEW_PREFIX};
+use super::{Identity, local_copy};
+use crate::computer::Workspace;
+use crate::computer::workspace::Pristine;
+
+/// The most diff text a commit's secret scan reads (the scripts' limit).
+pub(super) const MAX_SCANNED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Hooks of a product repository that `git push` would run on its side: a product with
+/// any of them receives through git.
+const RECEIVE_HOOKS: [&str; 6] = [
+    "pre-receive",
+    "update",
+    "post-receive",
+    "post-update",
+    "reference-transaction",
+    "proc-receive",
+];
+
+/// A workspace on this host, worked on in-process.
+#[derive(Clone, Debug)]
+pub(super) struct Native {
+    root: PathBuf,
+    pristine: Pristine,
+}
+
+/// What [`Native::commit_all`] made.
+pub(super) struct Committed {
+    /// HEAD before the commit (`None`: the branch was unborn).
+    pub base: Option<String>,
+    pub head: String,
+    /// What the commit adds, as `git diff-tree -p -U0 --root` prints it.
+    pub diff: String,
+    /// More than [`MAX_SCANNED_BYTES`] of it: the diff was cut.
+    pub over: bool,
+}
+
+impl Native {
+    /// The in-process path for `workspace`, when its files are on this host and the
+    /// controller knows its pristine git state.
+    pub(super) fn of(workspace: &Workspace) -> Option<Native> {
+        if !workspace.on_this_host() || std::env::var("PROTO_NATIVE_GIT").as_deref() == Ok("0")
+        {
+            return None;
+        }
+        Some(Native {
+            root: workspace.root().to_path_buf(),
+            pristine: workspace.pristine()?.clone(),
+        })
+    }
+
+    /// Runs `step` on the workspace's repository (restored first) off the async threads.
+    pub(super) async fn with<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        step: impl FnOnce(&Repository) -> Result<T, DeliveryError> + Send + 'static,
+    ) -> Result<T, DeliveryError> {
+        let native = self.clone();
+        tokio::task::spawn_blocking(move || {
+            restore(&native.root, &native.pristine)?;
+            let repo = Repository::open_ext(
+                &native.root,
+                RepositoryOpenFlags::NO_SEARCH,
+                std::iter::empty::<&std::ffi::OsStr>(),
+            )
+            .map_err(git_error(what))?;
+            step(&repo)
+        })
+        .await
+        .map_err(|e| DeliveryError::Git {
+            command: what.into(),
+            detail: format!("the step stopped: {e}"),
+        })?
+    }
+}
+
+/// Restores the workspace's git configuration and alternates to what the computer made it
+/// with, refusing a `.git` whose parts are symbolic links (they would lead the controller's
+/// git elsewhere). The scripts' prelude does the same in shell.
+fn restore(root: &Path, pristine: &Pristine) -> Result<(), DeliveryError> {
+    let refused = |detail: String| DeliveryError::Git {
+        command: "restore the workspace's git state".into(),
+        detail,
+    };
+    for part in [
+        ".git",
+        ".git/config",
+        ".git/objects",
+        ".git/objects/info",
+        ".git/refs",
+        ".git/HEAD",
+        ".git/info",
+    ] {
+        if std::fs::symlink_metadata(root.join(part)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(refused(format!(
+                "{part} is a symbolic link: the workspace's git directory is not the one the controller made"
+            )));
+        }
+    }
+    let git = root.join(".git");
+    if !git.is_dir() {
+        return Err(refused("the workspace has no git directory".into()));
+    }
+    for planted in [
+        "config",
+        "commondir",
+        "config.worktree",
+        "objects/info/alternates",
+        "info/attributes",
+    ] {
+        match std::fs::remove_file(git.join(planted)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(refused(format!("{planted}: {e}"))),
+        }
+    }
+    let info = git.join("objects/info");
+    std::fs::create_dir_all(&info).map_err(|e| refused(format!("objects/info: {e}")))?;
+    std::fs::write(git.join("config"), &pristine.config)
+        .map_err(|e| refused(format!("config: {e}")))?;
+    std::fs::write(info.join("alternates"), &pristine.alternates)
+        .map_err(|e| refused(format!("alternates: {e}")))?;
+    Ok(())
+}
+
+/// The commit at HEAD; `None` while the branch is unborn.
+pub(super) fn head(repo: &Repository) -> Result<Option<Oid>, DeliveryError> {
+    match repo.head() {
+        Ok(head) => Ok(Some(
+            head.peel_to_commit().map_err(git_error("rev-parse HEAD"))?.id(),
+        )),
+        Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => Ok(None),
+        Err(e) => Err(git_error("rev-parse HEAD")(e)),
+    }
+}
+
+/// `git add -A && git commit`: `Ok(None)` when nothing changed.
+pub(super) fn commit_all(
+    repo: &Repository,
+    message: &str,
+    author: &Identity,
+    committer: &Identity,
+) -> Result<Option<Committed>, DeliveryError> {
+    const WHAT: &str = "add -A && commit";
+    let fail = git_error(WHAT);
+    let base = head(repo)?;
+    let mut index = repo.index().map_err(fail)?;
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .map_err(git_error(WHAT))?;
+    index.update_all(["*"], None).map_err(git_error(WHAT))?;
+    let tree_id = index.write_tree().map_err(git_error(WHAT))?;
+    index.write().map_err(git_error(WHAT))?;
+    let parent = base
+        .map(|b| repo.find_commit(b))
+        .transpose()
+        .map_err(git_error(WHAT))?;
+    let unchanged = match &parent {
+        Some(parent) => parent.tree_id() == tree_id,
+        None => index.is_empty(),
+    };
+    if unchanged {
+        return Ok(None);
+    }
+    let message = git2::message_prettify(message, None).map_err(git_error(WHAT))?;
+    if message.trim().is_empty() {
+        return Err(DeliveryError::Git {
+            command: WHAT.into(),
+            detail: "Aborting commit due to empty commit message.".into(),
+        });
+    }
+    let signature = |who: &Identity| Signature::now(&who.name, &who.email);
+    let tree = repo.find_tree(tree_id).map_err(git_error(WHAT))?;
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    let commit = repo
+        .commit(
+            Some("HEAD"),
+            &signature(author).map_err(git_error(WHAT))?,
+            &signature(committer).map_err(git_error(WHAT))?,
+            &message,
+            &tree,
+            &parents,
+        )
+        .map_err(git_error(WHAT))?;
+    let old = parent
+        .as_ref()
+        .map(git2::Commit::tree)
+        .transpose()
+        .map_err(git_error(WHAT))?;
+    let (diff, over) = added(repo, old.as_ref(), &tree)?;
+    Ok(Some(Committed {
+        base: base.map(|b| b.to_string()),
+        head: commit.to_string(),
+        diff,
+        over,
+    }))
+}
+
+/// What `new` adds to `old` (`None`: the empty tree), as `git diff-tree -p -U0` prints it,
+/// cut at [`MAX_SCANNED_BYTES`] (the flag says so).
+fn added(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: &git2::Tree<'_>,
+) -> Result<(String, bool), DeliveryError> {
+    let mut options = DiffOptions::new();
+    options.context_lines(0).interhunk_lines(0);
+    let diff = repo
+        .diff_tree_to_tree(old, Some(new), Some(&mut options))
+        .map_err(git_error("diff-tree -p"))?;
+    let mut text = String::new();
+    let mut over = false;
+    diff.print(DiffFormat::Patch, |_, _, line| {
+        let content = String::from_utf8_lossy(line.content());
+        let origin = line.origin();
+        let extra = usize::from(matches!(origin, '+' | '-' | ' '));
+        if text.len() + content.len() + extra > MAX_SCANNED_BYTES {
+            over = true;
+            return false;
+        }
+        if extra == 1 {
+            text.push(origin);
+        }
+        text.push_str(&content);
+        true
+    })
+    .or_else(|e| if over { Ok(()) } else { Err(e) })
+    .map_err(git_error("diff-tree -p"))?;
+    Ok((text, over))
+}
+
+/// Moves the branch back to `base` (`None`: unborn again), keeping the index and the files.
+pub(super) fn uncommit(repo: &Repository, base: Option<&str>) -> Result<(), DeliveryError> {
+    const WHAT: &str = "reset --soft";
+    match base {
+        Some(base) => {
+            let oid = Oid::from_str(base).map_err(git_error(WHAT))?;
+            let commit = repo.find_object(oid, None).map_err(git_error(WHAT))?;
+            repo.reset(&commit, ResetType::Soft, None)
+                .map_err(git_error(WHAT))
+        }
+        None => {
+            let head = repo.find_reference("HEAD").map_err(git_error(WHAT))?;
+            let branch = head.symbolic_target().ok().flatten().map(str::to_owned);
+            match branch {
+                Some(name) => match repo.find_reference(&name) {
+                    Ok(mut reference) => reference.delete().map_err(git_error(WHAT)),
+                    Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+                    Err(e) => Err(git_error(WHAT)(e)),
+                },
+                None => Err(DeliveryError::Git {
+                    command: WHAT.into(),
+                    detail: "HEAD is detached; there is no branch to make unborn".into(),
+                }),
+            }
+        }
+    }
+}
+
+/// [`super::delivery::Git::prepare`] without a fetch, when no rebase is needed: the branch's
+/// tip as the workspace last saw it is HEAD or one of its ancestors. `Ok(None)`: the work
+/// must be rebased (the script does it).
+pub(super) fn prepare(repo: &Repository, branch: &str) -> Result<Option<Prepared>, DeliveryError> {
+    const WHAT: &str = "reset --hard && clean -ffdx";
+    let tip = repo
+        .find_branch(&format!("origin/{branch}"), BranchType::Remote)
+        .ok()
+        .and_then(|b| b.get().peel_to_commit().ok())
+        .map(|c| c.id());
+    let head = head(repo)?;
+    if let (Some(tip), Some(head)) = (tip, head)
+        && tip != head
+        && !repo
+            .graph_descendant_of(head, tip)
+            .map_err(git_error("merge-base --is-ancestor"))?
+    {
+        return Ok(None);
+    }
+    if let Some(head) = head {
+        let commit = repo.find_object(head, None).map_err(git_error(WHAT))?;
+        repo.reset(&commit, ResetType::Hard, None)
+            .map_err(git_error(WHAT))?;
+    }
+    clean(repo).map_err(git_error(WHAT))?;
+    let commits = match head {
+        Some(head) => {
+            let mut walk = repo.revwalk().map_err(git_error("rev-list"))?;
+            walk.push(head).map_err(git_error("rev-list"))?;
+            if let Some(tip) = tip {
+                walk.hide(tip).map_err(git_error("rev-list"))?;
+            }
+            walk.map(|c| c.map(|c| c.to_string()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(git_error("rev-list"))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Some(Prepared {
+        tip: tip.map(|t| t.to_string()),
+        head: head.map(|h| h.to_string()),
+        rebased: false,
+        commits,
+    }))
+}
+
+/// Makes the workspace's files exactly `commit`'s (`git reset --hard <commit>` and `git clean
+/// -ffdx`): only files that differ are written, as the index says which are unchanged.
+pub(crate) fn reset_clean(repo: &Repository, commit: Oid) -> Result<(), git2::Error> {
+    let object = repo.find_object(commit, None)?;
+    repo.reset(&object, ResetType::Hard, None)?;
+    clean(repo)
+}
+
+/// `git clean -ffdx`: removes every file and folder git does not track, ignored or not,
+/// nested repositories too.
+fn clean(repo: &Repository) -> Result<(), git2::Error> {
+    let Some(root) = repo.workdir().map(Path::to_path_buf) else {
+        return Ok(());
+    };
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(true)
+        .include_ignored(true)
+        .recurse_untracked_dirs(false)
+        .recurse_ignored_dirs(false)
+        .exclude_submodules(true);
+    let statuses = repo.statuses(Some(&mut options))?;
+    let mut doomed = Vec::new();
+    for entry in statuses.iter() {
+        if entry.status().intersects(Status::WT_NEW | Status::IGNORED) {
+            // Bytes, not text: a file whose name is not UTF-8 is removed too.
+            let path = entry.path_bytes();
+            let path = path.strip_suffix(b"/").unwrap_or(path);
+            doomed.push(root.join(std::ffi::OsStr::from_bytes(path)));
+        }
+    }
+    for path in doomed {
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => Ok(()),
+        };
+        removed.map_err(|e| {
+            git2::Error::from_str(&format!("cannot remove {}: {e}", path.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// A product repository on this host that takes a push in-process: bare, with no hook a
+/// push would run and no setting of how git receives (`receive.*`, `transfer.fsckObjects`,
+/// `core.hooksPath`, `core.sharedRepository`). Any of those, or a product reached by URL,
+/// and the push is git's own.
+pub(super) struct Receiver {
+    path: PathBuf,
+}
+
+impl Receiver {
+    /// The receiver of a push to `origin` of `repo`, when the in-process push applies.
+    pub(super) fn of(repo: &Repository) -> Option<Receiver> {
+        let remote = repo.find_remote("origin").ok()?;
+        let url = remote.url().ok()?;
+        let path = match url.strip_prefix("file://") {
+            Some(path) => PathBuf::from(path),
+            None if url.starts_with('/') => PathBuf::from(url),
+            None => return None,
+        };
+        let product = Repository::open_bare(&path).ok().filter(Repository::is_bare)?;
+        let config = product.config().ok()?.snapshot().ok()?;
+        let mut entries = config.entries(None).ok()?;
+        while let Some(entry) = entries.next() {
+            let entry = entry.ok()?;
+            let name = entry.name().ok()?.to_ascii_lowercase();
+            if name.starts_with("receive.")
+                || matches!(
+                    name.as_str(),
+                    "transfer.fsckobjects" | "core.hookspath" | "core.sharedrepository"
+                )
+            {
+                return None;
+            }
+        }
+        let hooks = product.path().join("hooks");
+        if RECEIVE_HOOKS.iter().any(|hook| hooks.join(hook).exists()) {
+            return None;
+        }
+        Some(Receiver { path })
+    }
+
+    /// Pushes `head` to the product's `branch` if, and only if, the branch is at `tip`
+    /// (`None`: it does not exist): the objects the product lacks are copied first, then
+    /// the branch is moved under its lock. The workspace's `origin/<branch>` follows, as
+    /// `git push` moves it.
+    pub(super) fn push(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        head: Oid,
+        tip: Option<Oid>,
+    ) -> Result<(), DeliveryError> {
+        const WHAT: &str = "push";
+        let product = Repository::open_bare(&self.path).map_err(git_error(WHAT))?;
+        local_copy::copy_loose(repo, &product, head).map_err(|e| DeliveryError::Git {
+            command: WHAT.into(),
+            detail: format!("copying the work to {}: {e}", self.path.display()),
+        })?;
+        let target = format!("refs/heads/{branch}");
+        let message = "proto: deliver";
+        let moved = match tip {
+            Some(tip) => product.reference_matching(&target, head, true, tip, message),
+            None => product.reference(&target, head, false, message),
+        };
+        if let Err(e) = moved {
+            let stale = |lost, message: String| DeliveryError::Stale {
+                branch: branch.to_string(),
+                message,
+                lost,
+            };
+            return Err(match e.code() {
+                ErrorCode::Modified | ErrorCode::Exists => {
+                    stale(Lost::Lease, format!("stale info ({})", e.message()))
+                }
+                _ if e.message().contains("does not match") => {
+                    stale(Lost::Lease, format!("stale info ({})", e.message()))
+                }
+                ErrorCode::Locked => stale(
+                    Lost::ServerLock,
+                    format!(
+                        "cannot lock ref '{target}' in {}: {}",
+                        self.path.display(),
+                        e.message()
+                    ),
+                ),
+                _ => git_error(WHAT)(e),
+            });
+        }
+        repo.reference(
+            &format!("refs/remotes/origin/{branch}"),
+            head,
+            true,
+            "update by push",
+        )
+        .map_err(git_error(WHAT))?;
+        self.collect_garbage();
+        Ok(())
+    }
+
+    /// `git gc --auto` in the product when its loose objects pile up, sampled as git
+    /// samples them (one of the 256 folders of loose objects against `gc.auto`'s default
+    /// of 6,700): `receive-pack` runs it after every push; here it starts only when there
+    /// is work for it. Its failure fails nothing: the push is done.
+    fn collect_garbage(&self) {
+        const SAMPLE: &str = "objects/17";
+        const LIMIT: usize = 6700_usize.div_ceil(256);
+        let loose = std::fs::read_dir(self.path.join(SAMPLE)).map_or(0, Iterator::count);
+        if loose <= LIMIT {
+            return;
+        }
+        if let Err(e) = super::workspace::git(
+            Some(&self.path),
+            &["-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
+            "gc --auto in the product",
+        ) {
+            tracing::warn!(product = %self.path.display(), "{e}");
+        }
+    }
+}
+
+/// [`super::delivery::Git::push`] in-process: `Ok(None)` when the product must receive the
+/// push through git (see [`Receiver`]).
+pub(super) fn push(
+    repo: &Repository,
+    branch: &str,
+    tip: Option<&str>,
+) -> Result<Option<String>, DeliveryError> {
+    let Some(receiver) = Receiver::of(repo) else {
+        return Ok(None);
+    };
+    let Some(head) = head(repo)? else {
+        return Err(DeliveryError::Git {
+            command: "push".into(),
+            detail: "nothing is committed".into(),
+        });
+    };
+    let tip = tip
+        .map(Oid::from_str)
+        .transpose()
+        .map_err(git_error("push"))?;
+    // A review branch is the controller's own: it may be replaced, never a product's.
+    if let Some(tip) = tip.filter(|_| !branch.starts_with(REVIEW_PREFIX))
+        && tip != head
+        && !repo
+            .graph_descendant_of(head, tip)
+            .map_err(git_error("merge-base --is-ancestor"))?
+    {
+        return Err(DeliveryError::Git {
+            command: "push".into(),
+            detail: format!("{head} does not descend from {branch}'s tip {tip}"),
+        });
+    }
+    receiver.push(repo, branch, head, tip)?;
+    Ok(Some(head.to_string()))
+}
+
+fn git_error(command: &'static str) -> impl Fn(git2::Error) -> DeliveryError {
+    move |e| DeliveryError::Git {
+        command: command.into(),
+        detail: e.message().to_string(),
+    }
+}
