@@ -567,7 +567,9 @@ impl Git<'_> {
         if let Some(native) = self.native() {
             let (owned, from) = (branch.to_string(), tip.map(str::to_string));
             let pushed = native
-                .with("push", move |repo| native::push(repo, &owned, from.as_deref()))
+                .with("push", move |repo| {
+                    native::push(repo, &owned, from.as_deref())
+                })
                 .await?;
             // `None`: the product receives through its own git (hooks, settings, a URL).
             if let Some(head) = pushed {

@@ -52,6 +52,9 @@ const RECEIVE_HOOKS: [&str; 6] = [
     "proc-receive",
 ];
 
+/// git's default `gc.auto`.
+const GC_AUTO: usize = 6700;
+
 /// A workspace on this host, worked on in-process.
 #[derive(Clone, Debug)]
 pub(super) struct Native {
@@ -74,8 +77,7 @@ impl Native {
     /// The in-process path for `workspace`, when its files are on this host and the
     /// controller knows its pristine git state.
     pub(super) fn of(workspace: &Workspace) -> Option<Native> {
-        if !workspace.on_this_host() || std::env::var("PROTO_NATIVE_GIT").as_deref() == Ok("0")
-        {
+        if !workspace.on_this_host() || std::env::var("PROTO_NATIVE_GIT").as_deref() == Ok("0") {
             return None;
         }
         Some(Native {
@@ -162,7 +164,9 @@ fn restore(root: &Path, pristine: &Pristine) -> Result<(), DeliveryError> {
 pub(super) fn head(repo: &Repository) -> Result<Option<Oid>, DeliveryError> {
     match repo.head() {
         Ok(head) => Ok(Some(
-            head.peel_to_commit().map_err(git_error("rev-parse HEAD"))?.id(),
+            head.peel_to_commit()
+                .map_err(git_error("rev-parse HEAD"))?
+                .id(),
         )),
         Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => Ok(None),
         Err(e) => Err(git_error("rev-parse HEAD")(e)),
@@ -388,6 +392,8 @@ fn clean(repo: &Repository) -> Result<(), git2::Error> {
 /// and the push is git's own.
 pub(super) struct Receiver {
     path: PathBuf,
+    /// The product's `gc.auto`: loose objects past which it is collected (0: never).
+    gc_auto: usize,
 }
 
 impl Receiver {
@@ -400,8 +406,13 @@ impl Receiver {
             None if url.starts_with('/') => PathBuf::from(url),
             None => return None,
         };
-        let product = Repository::open_bare(&path).ok().filter(Repository::is_bare)?;
+        let product = Repository::open_bare(&path)
+            .ok()
+            .filter(Repository::is_bare)?;
         let config = product.config().ok()?.snapshot().ok()?;
+        let gc_auto = config
+            .get_i64("gc.auto")
+            .map_or(GC_AUTO, |n| usize::try_from(n).unwrap_or(0));
         let mut entries = config.entries(None).ok()?;
         while let Some(entry) = entries.next() {
             let entry = entry.ok()?;
@@ -419,7 +430,7 @@ impl Receiver {
         if RECEIVE_HOOKS.iter().any(|hook| hooks.join(hook).exists()) {
             return None;
         }
-        Some(Receiver { path })
+        Some(Receiver { path, gc_auto })
     }
 
     /// Pushes `head` to the product's `branch` if, and only if, the branch is at `tip`
@@ -481,19 +492,31 @@ impl Receiver {
     }
 
     /// `git gc --auto` in the product when its loose objects pile up, sampled as git
-    /// samples them (one of the 256 folders of loose objects against `gc.auto`'s default
-    /// of 6,700): `receive-pack` runs it after every push; here it starts only when there
+    /// samples them (one of the 256 folders of loose objects against the product's
+    /// `gc.auto`): `receive-pack` runs it after every push; here it starts only when there
     /// is work for it. Its failure fails nothing: the push is done.
     fn collect_garbage(&self) {
         const SAMPLE: &str = "objects/17";
-        const LIMIT: usize = 6700_usize.div_ceil(256);
-        let loose = std::fs::read_dir(self.path.join(SAMPLE)).map_or(0, Iterator::count);
-        if loose <= LIMIT {
+        if self.gc_auto == 0 {
             return;
         }
+        let loose = std::fs::read_dir(self.path.join(SAMPLE)).map_or(0, Iterator::count);
+        if loose <= self.gc_auto.div_ceil(256) {
+            return;
+        }
+        // The controller's git turns automatic collection off; here it is asked for.
+        let limit = format!("gc.auto={}", self.gc_auto);
         if let Err(e) = super::workspace::git(
             Some(&self.path),
-            &["-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
+            &[
+                "-c",
+                &limit,
+                "-c",
+                "gc.autoDetach=false",
+                "gc",
+                "--auto",
+                "--quiet",
+            ],
             "gc --auto in the product",
         ) {
             tracing::warn!(product = %self.path.display(), "{e}");
@@ -543,3 +566,6 @@ fn git_error(command: &'static str) -> impl Fn(git2::Error) -> DeliveryError {
         detail: e.message().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -267,7 +267,8 @@ fn added_lines(diff: &str) -> Vec<AddedLines> {
                 lines: Vec::new(),
             });
         } else if !in_hunk && let Some(path) = line.strip_prefix("+++ ") {
-            let path = path.trim_matches('"');
+            // git ends the line with a tab when the name holds a space.
+            let path = path.trim_end_matches('\t').trim_matches('"');
             let path = path.strip_prefix("b/").unwrap_or(path);
             if let Some(file) = files.last_mut() {
                 file.path = path.to_string();

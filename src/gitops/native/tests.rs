@@ -1,0 +1,379 @@
+//! The in-process steps against what git itself does on the same repositories: git builds
+//! every repository here and judges every result (`status`, `diff-tree`, `fsck`).
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::gitops::test_git::{git, write};
+
+/// A bare product whose `main` holds `a.txt`, `c.txt` and a `.gitignore` of `*.log`, and a
+/// clone of it at `work`.
+fn product_and_clone(dir: &Path) -> (PathBuf, PathBuf) {
+    let (product, work) = (dir.join("app.git"), dir.join("work"));
+    git(dir, &["init", "-q", "--bare", "-b", "main", "app.git"]);
+    git(dir, &["clone", "-q", "app.git", "work"]);
+    write(&work, "a.txt", "a\n");
+    write(&work, "c.txt", "c\n");
+    write(&work, ".gitignore", "*.log\nbuild/\n");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "start"]);
+    git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    (product, work)
+}
+
+fn open(work: &Path) -> Repository {
+    Repository::open(work).unwrap()
+}
+
+fn someone() -> Identity {
+    Identity {
+        name: "someone".into(),
+        email: "someone@example.com".into(),
+    }
+}
+
+/// What the delivery script's secret scan reads for HEAD.
+fn git_diff(work: &Path) -> String {
+    git(
+        work,
+        &[
+            "diff-tree",
+            "-p",
+            "-U0",
+            "--root",
+            "--no-commit-id",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            "HEAD",
+        ],
+    )
+}
+
+#[test]
+fn a_commit_stages_as_add_all_does_and_prints_what_git_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = product_and_clone(dir.path());
+    write(&work, "a.txt", "a\nmore\n");
+    std::fs::remove_file(work.join("c.txt")).unwrap();
+    write(&work, "deep/er/b.txt", "b\n");
+    write(&work, "with space é.txt", "spaced\n");
+    write(&work, "noise.log", "ignored\n");
+    write(&work, "build/out.bin", "ignored too\n");
+    write(&work, "run.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        work.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", work.join("link")).unwrap();
+    std::fs::write(work.join("blob.bin"), [0u8, 1, 2, 0, 255]).unwrap();
+    let repo = open(&work);
+    let base = head(&repo).unwrap().unwrap();
+    let committed = commit_all(&repo, "  Title  \n\n\n body \n", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(committed.base, Some(base.to_string()));
+    assert_eq!(committed.head, git(&work, &["rev-parse", "HEAD"]));
+    assert!(!committed.over);
+    assert_eq!(git(&work, &["status", "--porcelain"]), "");
+    // git ends a `---`/`+++` line whose name has a space with a tab; the scan reads past it.
+    let theirs: Vec<String> = git_diff(&work)
+        .lines()
+        .map(|l| l.trim_end_matches('\t').to_string())
+        .collect();
+    assert_eq!(committed.diff.trim_end(), theirs.join("\n"));
+    assert!(committed.diff.contains("+more"), "{}", committed.diff);
+    let files = git(&work, &["ls-tree", "-r", "HEAD"]);
+    assert!(
+        !files.contains("noise.log") && !files.contains("build/"),
+        "{files}"
+    );
+    assert!(!files.contains("c.txt"), "{files}");
+    assert!(
+        files.contains("100755 blob") && files.contains("120000 blob"),
+        "{files}"
+    );
+    assert_eq!(git(&work, &["log", "-1", "--format=%B"]), "Title\n\n body");
+    assert_eq!(
+        git(&work, &["log", "-1", "--format=%an <%ae>"]),
+        "someone <someone@example.com>"
+    );
+    // Nothing changed since: nothing to commit.
+    assert!(
+        commit_all(&repo, "again", &someone(), &someone())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_first_commit_is_diffed_against_the_empty_tree_and_can_be_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main", "work"]);
+    let work = dir.path().join("work");
+    let repo = open(&work);
+    assert!(
+        commit_all(&repo, "nothing", &someone(), &someone())
+            .unwrap()
+            .is_none()
+    );
+    write(&work, "first.txt", "one\ntwo\n");
+    let committed = commit_all(&repo, "first", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(committed.base, None);
+    assert_eq!(committed.diff.trim_end(), git_diff(&work));
+    uncommit(&repo, None).unwrap();
+    assert!(head(&repo).unwrap().is_none());
+    // The change is left staged, as `git reset --soft` leaves it.
+    assert_eq!(git(&work, &["status", "--porcelain"]), "A  first.txt");
+    let committed = commit_all(&repo, "first", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    write(&work, "second.txt", "2\n");
+    commit_all(&repo, "second", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    uncommit(&repo, Some(&committed.head)).unwrap();
+    assert_eq!(git(&work, &["rev-parse", "HEAD"]), committed.head);
+    assert_eq!(git(&work, &["status", "--porcelain"]), "A  second.txt");
+}
+
+#[test]
+fn a_commit_of_too_much_text_is_flagged_not_cut_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = product_and_clone(dir.path());
+    let line = "x".repeat(1023) + "\n";
+    write(&work, "big.txt", &line.repeat(MAX_SCANNED_BYTES / 1024 + 8));
+    let repo = open(&work);
+    let committed = commit_all(&repo, "big", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    assert!(committed.over);
+    assert!(committed.diff.len() <= MAX_SCANNED_BYTES);
+}
+
+#[test]
+fn prepare_leaves_exactly_head_and_hands_a_rebase_to_the_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let (product, work) = product_and_clone(dir.path());
+    let repo = open(&work);
+    write(&work, "new.txt", "new\n");
+    let committed = commit_all(&repo, "new", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    // What a check or a command may leave beside the commit.
+    write(&work, "a.txt", "changed after the commit\n");
+    write(&work, "stray.txt", "untracked\n");
+    write(&work, "noise.log", "ignored\n");
+    write(&work, "build/deep/out.bin", "ignored folder\n");
+    git(&work, &["init", "-q", "nested"]);
+    write(&work, "nested/inside.txt", "a repository inside\n");
+    std::fs::remove_file(work.join("c.txt")).unwrap();
+    let prepared = prepare(&repo, "main").unwrap().unwrap();
+    assert_eq!(prepared.head.as_deref(), Some(committed.head.as_str()));
+    assert_eq!(prepared.commits, vec![committed.head.clone()]);
+    assert!(!prepared.rebased);
+    assert_eq!(git(&work, &["status", "--porcelain", "--ignored"]), "");
+    assert_eq!(std::fs::read_to_string(work.join("a.txt")).unwrap(), "a\n");
+    assert!(work.join("c.txt").exists() && !work.join("nested").exists());
+
+    // The branch moved on where the work is not: a rebase, which is the script's.
+    git(dir.path(), &["clone", "-q", "app.git", "other"]);
+    let other = dir.path().join("other");
+    write(&other, "theirs.txt", "theirs\n");
+    git(&other, &["add", "-A"]);
+    git(&other, &["commit", "-q", "-m", "theirs"]);
+    git(&other, &["push", "-q", "origin", "HEAD:main"]);
+    git(&work, &["fetch", "-q", "origin"]);
+    assert!(prepare(&repo, "main").unwrap().is_none());
+    drop(product);
+}
+
+#[test]
+fn a_push_moves_the_branch_only_from_the_tip_it_was_built_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (product, work) = product_and_clone(dir.path());
+    let repo = open(&work);
+    let tip = git(&work, &["rev-parse", "HEAD"]);
+    write(&work, "new.txt", "new\n");
+    let committed = commit_all(&repo, "new", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    let pushed = push(&repo, "main", Some(&tip)).unwrap().unwrap();
+    assert_eq!(pushed, committed.head);
+    assert_eq!(git(&product, &["rev-parse", "main"]), committed.head);
+    assert_eq!(git(&work, &["rev-parse", "origin/main"]), committed.head);
+    git(&product, &["fsck", "--no-dangling"]);
+
+    // Someone else pushed since: the lease is lost and the branch stays theirs.
+    git(dir.path(), &["clone", "-q", "app.git", "other"]);
+    let other = dir.path().join("other");
+    write(&other, "theirs.txt", "theirs\n");
+    git(&other, &["add", "-A"]);
+    git(&other, &["commit", "-q", "-m", "theirs"]);
+    git(&other, &["push", "-q", "origin", "HEAD:main"]);
+    let theirs = git(&other, &["rev-parse", "HEAD"]);
+    write(&work, "more.txt", "more\n");
+    commit_all(&repo, "more", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    let lost = push(&repo, "main", Some(&committed.head)).unwrap_err();
+    assert!(
+        matches!(
+            lost,
+            DeliveryError::Stale {
+                lost: Lost::Lease,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    assert_eq!(git(&product, &["rev-parse", "main"]), theirs);
+    // A branch expected not to exist that does is a lost lease too.
+    let lost = push(&repo, "main", None).unwrap_err();
+    assert!(
+        matches!(
+            lost,
+            DeliveryError::Stale {
+                lost: Lost::Lease,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    // A HEAD that does not descend from the tip is never pushed over it.
+    let refused = push(&repo, "main", Some(&theirs)).unwrap_err();
+    assert!(matches!(refused, DeliveryError::Git { .. }), "{refused:?}");
+    assert_eq!(git(&product, &["rev-parse", "main"]), theirs);
+    // A lock another git holds on the branch is the server's lock.
+    std::fs::write(product.join("refs/heads/main.lock"), "").unwrap();
+    git(&work, &["fetch", "-q", "origin"]);
+    git(&work, &["rebase", "-q", "origin/main"]);
+    let locked = push(&repo, "main", Some(&theirs)).unwrap_err();
+    assert!(
+        matches!(
+            locked,
+            DeliveryError::Stale {
+                lost: Lost::ServerLock,
+                ..
+            }
+        ),
+        "{locked:?}"
+    );
+    std::fs::remove_file(product.join("refs/heads/main.lock")).unwrap();
+    let head = push(&repo, "main", Some(&theirs)).unwrap().unwrap();
+    assert_eq!(git(&product, &["rev-parse", "main"]), head);
+    git(&product, &["fsck", "--no-dangling"]);
+}
+
+#[test]
+fn a_product_whose_own_git_must_receive_the_push_is_left_to_git() {
+    let dir = tempfile::tempdir().unwrap();
+    let (product, work) = product_and_clone(dir.path());
+    let repo = open(&work);
+    assert!(Receiver::of(&repo).is_some());
+    write(&product, "hooks/pre-receive", "#!/bin/sh\nexit 0\n");
+    assert!(
+        Receiver::of(&repo).is_none(),
+        "a receive hook runs only under git"
+    );
+    std::fs::remove_file(product.join("hooks/pre-receive")).unwrap();
+    git(&product, &["config", "receive.denyNonFastForwards", "true"]);
+    assert!(
+        Receiver::of(&repo).is_none(),
+        "receive settings are git's to apply"
+    );
+    git(
+        &product,
+        &["config", "--unset", "receive.denyNonFastForwards"],
+    );
+    git(&product, &["config", "core.sharedRepository", "group"]);
+    assert!(
+        Receiver::of(&repo).is_none(),
+        "shared permissions are git's to apply"
+    );
+    git(&product, &["config", "--unset", "core.sharedRepository"]);
+    assert!(Receiver::of(&repo).is_some());
+    // A product reached by URL, or a repository with a working tree, is pushed by git.
+    git(
+        &work,
+        &["remote", "set-url", "origin", "git://127.0.0.1/app.git"],
+    );
+    assert!(Receiver::of(&repo).is_none());
+    git(
+        &work,
+        &["remote", "set-url", "origin", work.to_str().unwrap()],
+    );
+    assert!(Receiver::of(&repo).is_none());
+    git(
+        &work,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            &format!("file://{}", product.display()),
+        ],
+    );
+    assert!(Receiver::of(&repo).is_some());
+}
+
+#[test]
+fn loose_objects_that_pile_up_in_the_product_are_packed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (product, work) = product_and_clone(dir.path());
+    let repo = open(&work);
+    let tip = git(&work, &["rev-parse", "HEAD"]);
+    // Enough new files for git's sample of loose objects to call for a gc.
+    for i in 0..12_000 {
+        write(&work, &format!("many/{i}.txt"), &format!("{i}\n"));
+    }
+    commit_all(&repo, "many", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    push(&repo, "main", Some(&tip)).unwrap().unwrap();
+    let counts = git(&product, &["count-objects", "-v"]);
+    assert!(counts.contains("packs: 1"), "{counts}");
+    let loose = std::fs::read_dir(product.join("objects/17")).map_or(0, Iterator::count);
+    assert!(loose <= 27, "{loose} loose objects left in objects/17");
+    git(&product, &["fsck", "--no-dangling"]);
+}
+
+#[tokio::test]
+async fn what_the_work_planted_in_git_is_restored_before_the_controller_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (product, work) = product_and_clone(dir.path());
+    let config = std::fs::read_to_string(work.join(".git/config")).unwrap();
+    let workspace = Workspace::new(&work).with_pristine(Pristine {
+        config,
+        alternates: String::new(),
+    });
+    let native = Native::of(&workspace).unwrap();
+    git(
+        &work,
+        &["remote", "set-url", "origin", "/somewhere/else.git"],
+    );
+    write(&work, ".git/info/attributes", "* filter=planted\n");
+    let url = native
+        .with("read origin", |repo| {
+            Ok(repo
+                .find_remote("origin")
+                .unwrap()
+                .url()
+                .unwrap()
+                .to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(url, product.to_str().unwrap());
+    assert!(!work.join(".git/info/attributes").exists());
+    std::fs::remove_file(work.join(".git/config")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", work.join(".git/config")).unwrap();
+    let refused = native.with("open", |_| Ok(())).await.unwrap_err();
+    assert!(refused.to_string().contains("symbolic link"), "{refused}");
+    // A workspace elsewhere is never opened here.
+    assert!(Native::of(&Workspace::elsewhere(&work)).is_none());
+}
