@@ -1,7 +1,9 @@
 //! Delivery: how a goal's finished work reaches its product's branch. The controller does it
 //! on the agent's behalf, with the `git` command line run in the task's workspace through its
 //! [`Computer`] (so it works wherever the workspace is, and the product's own server-side
-//! hooks run as they would for a person's push).
+//! hooks run as they would for a person's push). For a workspace on this host the common
+//! steps (commit, clean checkout, push to a bare product on this host without receive hooks)
+//! run in-process under the same rules ([`super::native`]); everything else is scripted.
 //!
 //! The rules, which are what make "delivered" mean delivered:
 //! - the work is committed in the workspace, authored as the agent;
