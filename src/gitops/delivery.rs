@@ -349,12 +349,25 @@ impl Git<'_> {
             Some(commit) => quote(&format!("{commit}..HEAD")),
             None => "HEAD".to_string(),
         };
-        let (out, text, over) = self
-            .streamed(&format!("{LOG_DIFF} {range}\n"), BTreeMap::new())
-            .await?;
-        if !out.success() {
-            return Err(failed("log -p (secret scan)", &out));
-        }
+        let (text, over) = match self.native() {
+            Some(native) => {
+                let base = base.map(str::to_string);
+                native
+                    .with("log -p (secret scan)", move |repo| {
+                        native::log_added(repo, base.as_deref(), COMMIT_MARK)
+                    })
+                    .await?
+            }
+            None => {
+                let (out, text, over) = self
+                    .streamed(&format!("{LOG_DIFF} {range}\n"), BTreeMap::new())
+                    .await?;
+                if !out.success() {
+                    return Err(failed("log -p (secret scan)", &out));
+                }
+                (text, over)
+            }
+        };
         if over {
             return Err(too_large("push"));
         }
@@ -453,14 +466,14 @@ impl Git<'_> {
         committer: &Identity,
         fetch: bool,
     ) -> Result<Prepared, DeliveryError> {
-        if !fetch && let Some(native) = self.native() {
-            let owned = branch.to_string();
+        if let Some(native) = self.native() {
+            let (owned, committer) = (branch.to_string(), committer.clone());
             let prepared = native
                 .with("reset --hard && clean -ffdx", move |repo| {
-                    native::prepare(repo, &owned)
+                    native::prepare(repo, &owned, fetch, &committer)
                 })
                 .await?;
-            // `None`: the work must be rebased, which the script does.
+            // `None`: a fetch from elsewhere or a rebase git must do, which the script does.
             if let Some(prepared) = prepared {
                 return Ok(prepared);
             }
@@ -537,6 +550,16 @@ impl Git<'_> {
     /// Fetches `branch` of `origin` and answers its tip; `None` when the branch does not
     /// exist there (yet).
     pub async fn fetch_tip(&self, branch: &str) -> Result<Option<String>, DeliveryError> {
+        if let Some(native) = self.native() {
+            let owned = branch.to_string();
+            let fetched = native
+                .with("fetch origin", move |repo| native::fetch(repo, &owned))
+                .await?;
+            // `None`: the product is not on this host; git fetches.
+            if let Some(tip) = fetched {
+                return Ok(tip.map(|t| t.to_string()));
+            }
+        }
         let tracking = quote(&format!("refs/remotes/origin/{branch}"));
         let script = format!(
             "{}g rev-parse --verify -q {tracking}^{{commit}} || true\n",

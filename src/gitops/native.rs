@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use git2::{
     BranchType, DiffFormat, DiffOptions, ErrorCode, IndexAddOption, Oid, Repository,
-    RepositoryOpenFlags, ResetType, Signature, Status, StatusOptions,
+    RepositoryOpenFlags, ResetType, Signature, Status, StatusOptions, StatusShow,
 };
 
 use super::delivery::{DeliveryError, Lost, Prepared, REVIEW_PREFIX};
@@ -184,10 +184,15 @@ pub(super) fn commit_all(
     let fail = git_error(WHAT);
     let base = head(repo)?;
     let mut index = repo.index().map_err(fail)?;
-    index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
-        .map_err(git_error(WHAT))?;
-    index.update_all(["*"], None).map_err(git_error(WHAT))?;
+    if stage_changed(repo, &mut index).is_err() {
+        // What the status walk cannot stage path by path (a repository nested in the
+        // work, a submodule): libgit2's own `add -A`, two walks of the files.
+        index.read(true).map_err(git_error(WHAT))?;
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)
+            .map_err(git_error(WHAT))?;
+        index.update_all(["*"], None).map_err(git_error(WHAT))?;
+    }
     let tree_id = index.write_tree().map_err(git_error(WHAT))?;
     index.write().map_err(git_error(WHAT))?;
     let parent = base
@@ -233,6 +238,32 @@ pub(super) fn commit_all(
         diff,
         over,
     }))
+}
+
+/// Stages what differs between the index and the files (`git add -A`), found in one walk
+/// of the files: new, changed and retyped files added, removed ones taken out, ignored ones
+/// left alone. `Err` leaves the index half staged: the caller reads it again.
+fn stage_changed(repo: &Repository, index: &mut git2::Index) -> Result<(), git2::Error> {
+    let mut options = StatusOptions::new();
+    options
+        .show(StatusShow::Workdir)
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let statuses = repo.statuses(Some(&mut options))?;
+    for entry in statuses.iter() {
+        let path = Path::new(std::ffi::OsStr::from_bytes(entry.path_bytes()));
+        let status = entry.status();
+        if path.as_os_str().as_bytes().ends_with(b"/") {
+            return Err(git2::Error::from_str("a repository nested in the work"));
+        }
+        if status.contains(Status::WT_DELETED) {
+            index.remove_path(path)?;
+        } else if status.intersects(Status::WT_NEW | Status::WT_MODIFIED | Status::WT_TYPECHANGE) {
+            index.add_path(path)?;
+        }
+    }
+    Ok(())
 }
 
 /// What `new` adds to `old` (`None`: the empty tree), as `git diff-tree -p -U0` prints it,
@@ -296,31 +327,159 @@ pub(super) fn uncommit(repo: &Repository, base: Option<&str>) -> Result<(), Deli
     }
 }
 
-/// [`super::delivery::Git::prepare`] without a fetch, when no rebase is needed: the branch's
-/// tip as the workspace last saw it is HEAD or one of its ancestors. `Ok(None)`: the work
-/// must be rebased (the script does it).
-pub(super) fn prepare(repo: &Repository, branch: &str) -> Result<Option<Prepared>, DeliveryError> {
+/// The product repository `origin` names, when it is on this host (a path or a `file://`
+/// URL).
+fn origin_path(repo: &Repository) -> Option<PathBuf> {
+    let remote = repo.find_remote("origin").ok()?;
+    let url = remote.url().ok()?;
+    match url.strip_prefix("file://") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if url.starts_with('/') => Some(PathBuf::from(url)),
+        None => None,
+    }
+}
+
+/// `git fetch origin <branch>` from a product on this host: the objects its tip reaches
+/// that the workspace lacks are copied, and `origin/<branch>` follows the tip (removed when
+/// the product has no such branch). `Ok(None)`: the product is not on this host (git
+/// fetches).
+pub(super) fn fetch(repo: &Repository, branch: &str) -> Result<Option<Option<Oid>>, DeliveryError> {
+    const WHAT: &str = "fetch origin";
+    let Some(path) = origin_path(repo) else {
+        return Ok(None);
+    };
+    let product = Repository::open(&path).map_err(git_error(WHAT))?;
+    let tracking = format!("refs/remotes/origin/{branch}");
+    let tip = match product.find_reference(&format!("refs/heads/{branch}")) {
+        Ok(reference) => Some(reference.peel_to_commit().map_err(git_error(WHAT))?.id()),
+        Err(e) if e.code() == ErrorCode::NotFound => None,
+        Err(e) => return Err(git_error(WHAT)(e)),
+    };
+    match tip {
+        Some(tip) => {
+            local_copy::copy_loose(&product, repo, tip).map_err(|e| DeliveryError::Git {
+                command: WHAT.into(),
+                detail: e.to_string(),
+            })?;
+            repo.reference(&tracking, tip, true, "fetch")
+                .map_err(git_error(WHAT))?;
+        }
+        None => match repo.find_reference(&tracking) {
+            Ok(mut reference) => reference.delete().map_err(git_error(WHAT))?,
+            Err(e) if e.code() == ErrorCode::NotFound => {}
+            Err(e) => return Err(git_error(WHAT)(e)),
+        },
+    }
+    Ok(Some(tip))
+}
+
+/// `git rebase <tip>` of a line of single-parent commits that each still change something
+/// on the new base and apply without conflict: each is re-made on the last (author and
+/// message kept, committed by `committer`) and the branch moved to the result.
+/// `Ok(None)`: anything else (a merge, a conflict, a commit the tip already holds), which
+/// the script's `git rebase` does and reports.
+fn rebase(
+    repo: &Repository,
+    tip: Oid,
+    head: Oid,
+    committer: &Identity,
+) -> Result<Option<Oid>, DeliveryError> {
+    const WHAT: &str = "rebase";
+    let mut walk = repo.revwalk().map_err(git_error(WHAT))?;
+    walk.push(head).map_err(git_error(WHAT))?;
+    walk.hide(tip).map_err(git_error(WHAT))?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)
+        .map_err(git_error(WHAT))?;
+    let line = walk
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(git_error(WHAT))?;
+    let signature = Signature::now(&committer.name, &committer.email).map_err(git_error(WHAT))?;
+    let mut onto = repo.find_commit(tip).map_err(git_error(WHAT))?;
+    for id in line {
+        let commit = repo.find_commit(id).map_err(git_error(WHAT))?;
+        if commit.parent_count() != 1 {
+            return Ok(None);
+        }
+        let mut index = repo
+            .cherrypick_commit(&commit, &onto, 0, None)
+            .map_err(git_error(WHAT))?;
+        if index.has_conflicts() {
+            return Ok(None);
+        }
+        let tree = index.write_tree_to(repo).map_err(git_error(WHAT))?;
+        if tree == onto.tree_id() {
+            return Ok(None);
+        }
+        let tree = repo.find_tree(tree).map_err(git_error(WHAT))?;
+        let made = repo
+            .commit(
+                None,
+                &commit.author(),
+                &signature,
+                &String::from_utf8_lossy(commit.message_raw_bytes()),
+                &tree,
+                &[&onto],
+            )
+            .map_err(git_error(WHAT))?;
+        onto = repo.find_commit(made).map_err(git_error(WHAT))?;
+    }
+    let moved = onto.id();
+    let mut branch = repo.head().map_err(git_error(WHAT))?;
+    branch
+        .set_target(moved, "rebase (finish)")
+        .map_err(git_error(WHAT))?;
+    Ok(Some(moved))
+}
+
+/// [`super::delivery::Git::prepare`] in-process: with `fetch` from a product on this host,
+/// and a rebase only of a line of commits that applies cleanly (see [`rebase`]).
+/// `Ok(None)`: the script must do it (a fetch from elsewhere, a rebase it cannot do here).
+pub(super) fn prepare(
+    repo: &Repository,
+    branch: &str,
+    fetch_first: bool,
+    committer: &Identity,
+) -> Result<Option<Prepared>, DeliveryError> {
     const WHAT: &str = "reset --hard && clean -ffdx";
-    let tip = repo
-        .find_branch(&format!("origin/{branch}"), BranchType::Remote)
-        .ok()
-        .and_then(|b| b.get().peel_to_commit().ok())
-        .map(|c| c.id());
-    let head = head(repo)?;
-    if let (Some(tip), Some(head)) = (tip, head)
-        && tip != head
+    let tip = if fetch_first {
+        match fetch(repo, branch)? {
+            Some(tip) => tip,
+            None => return Ok(None),
+        }
+    } else {
+        repo.find_branch(&format!("origin/{branch}"), BranchType::Remote)
+            .ok()
+            .and_then(|b| b.get().peel_to_commit().ok())
+            .map(|c| c.id())
+    };
+    let mut head = head(repo)?;
+    let mut rebased = false;
+    if let (Some(tip), Some(work)) = (tip, head)
+        && tip != work
         && !repo
-            .graph_descendant_of(head, tip)
+            .graph_descendant_of(work, tip)
             .map_err(git_error("merge-base --is-ancestor"))?
     {
-        return Ok(None);
+        match rebase(repo, tip, work, committer)? {
+            Some(moved) => {
+                head = Some(moved);
+                rebased = true;
+            }
+            None => return Ok(None),
+        }
     }
-    if let Some(head) = head {
-        let commit = repo.find_object(head, None).map_err(git_error(WHAT))?;
-        repo.reset(&commit, ResetType::Hard, None)
-            .map_err(git_error(WHAT))?;
+    let (dirty, doomed) = survey(repo).map_err(git_error(WHAT))?;
+    match head {
+        // Changes beside HEAD (the common case has none: the work was just committed) are
+        // undone by a reset, which walks the files again.
+        Some(head) if dirty || rebased => {
+            let commit = repo.find_object(head, None).map_err(git_error(WHAT))?;
+            repo.reset(&commit, ResetType::Hard, None)
+                .map_err(git_error(WHAT))?;
+            clean(repo).map_err(git_error(WHAT))?;
+        }
+        _ => remove(&doomed).map_err(git_error(WHAT))?,
     }
-    clean(repo).map_err(git_error(WHAT))?;
     let commits = match head {
         Some(head) => {
             let mut walk = repo.revwalk().map_err(git_error("rev-list"))?;
@@ -337,9 +496,46 @@ pub(super) fn prepare(repo: &Repository, branch: &str) -> Result<Option<Prepared
     Ok(Some(Prepared {
         tip: tip.map(|t| t.to_string()),
         head: head.map(|h| h.to_string()),
-        rebased: false,
+        rebased,
         commits,
     }))
+}
+
+/// What each commit after `base` (`None`: all of HEAD's history) adds, each preceded by a
+/// `mark` line naming it, as the script's `git log -p --diff-merges=first-parent` prints
+/// it for the secret scan; the flag says the text was cut at [`MAX_SCANNED_BYTES`].
+pub(super) fn log_added(
+    repo: &Repository,
+    base: Option<&str>,
+    mark: &str,
+) -> Result<(String, bool), DeliveryError> {
+    const WHAT: &str = "log -p (secret scan)";
+    let Some(head) = head(repo)? else {
+        return Ok((String::new(), false));
+    };
+    let mut walk = repo.revwalk().map_err(git_error(WHAT))?;
+    walk.push(head).map_err(git_error(WHAT))?;
+    if let Some(base) = base {
+        walk.hide(Oid::from_str(base).map_err(git_error(WHAT))?)
+            .map_err(git_error(WHAT))?;
+    }
+    let mut text = String::new();
+    for id in walk {
+        let commit = repo
+            .find_commit(id.map_err(git_error(WHAT))?)
+            .map_err(git_error(WHAT))?;
+        let old = match commit.parent(0) {
+            Ok(parent) => Some(parent.tree().map_err(git_error(WHAT))?),
+            Err(_) => None,
+        };
+        let (diff, over) = added(repo, old.as_ref(), &commit.tree().map_err(git_error(WHAT))?)?;
+        text.push_str(&format!("{mark}{}\n\n", commit.id()));
+        if over || text.len() + diff.len() > MAX_SCANNED_BYTES {
+            return Ok((text, true));
+        }
+        text.push_str(&diff);
+    }
+    Ok((text, false))
 }
 
 /// Makes the workspace's files exactly `commit`'s (`git reset --hard <commit>` and `git clean
@@ -353,8 +549,14 @@ pub(crate) fn reset_clean(repo: &Repository, commit: Oid) -> Result<(), git2::Er
 /// `git clean -ffdx`: removes every file and folder git does not track, ignored or not,
 /// nested repositories too.
 fn clean(repo: &Repository) -> Result<(), git2::Error> {
+    remove(&survey(repo)?.1)
+}
+
+/// One walk of the files against the index and HEAD: whether anything tracked differs
+/// (staged or not), and every file and folder git does not track, ignored or not.
+fn survey(repo: &Repository) -> Result<(bool, Vec<PathBuf>), git2::Error> {
     let Some(root) = repo.workdir().map(Path::to_path_buf) else {
-        return Ok(());
+        return Ok((false, Vec::new()));
     };
     let mut options = StatusOptions::new();
     options
@@ -364,19 +566,27 @@ fn clean(repo: &Repository) -> Result<(), git2::Error> {
         .recurse_ignored_dirs(false)
         .exclude_submodules(true);
     let statuses = repo.statuses(Some(&mut options))?;
+    let mut dirty = false;
     let mut doomed = Vec::new();
     for entry in statuses.iter() {
-        if entry.status().intersects(Status::WT_NEW | Status::IGNORED) {
+        let status = entry.status();
+        if status.intersects(Status::WT_NEW | Status::IGNORED) {
             // Bytes, not text: a file whose name is not UTF-8 is removed too.
             let path = entry.path_bytes();
             let path = path.strip_suffix(b"/").unwrap_or(path);
             doomed.push(root.join(std::ffi::OsStr::from_bytes(path)));
         }
+        dirty |= !(status - Status::WT_NEW - Status::IGNORED).is_empty();
     }
+    Ok((dirty, doomed))
+}
+
+/// Removes `doomed` files and folders (what [`survey`] found untracked).
+fn remove(doomed: &[PathBuf]) -> Result<(), git2::Error> {
     for path in doomed {
-        let removed = match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
+        let removed = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
             Err(_) => Ok(()),
         };
         removed.map_err(|e| {

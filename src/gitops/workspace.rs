@@ -56,8 +56,10 @@ const SPARES: &str = "spares";
 /// product; more are removed.
 const MAX_SPARES: usize = 8;
 
-/// More packs than this in a mirror and they are rolled up (each fetch adds one).
-const MAX_PACKS: usize = 32;
+/// More packs than this in a mirror and they are rolled up (each fetch adds one). Few:
+/// every repository opened through the mirror reads each pack's index, and a lookup that
+/// misses rescans the folder; a geometric roll-up costs what is new.
+const MAX_PACKS: usize = 8;
 
 /// Makes the workspace `dir`: a clone of `repo` (a path or URL) at `branch`, or leaves `dir`
 /// as it is when it already exists (only a whole workspace is ever renamed into place). An
@@ -175,7 +177,11 @@ fn refresh(
     }
     trusted_index(&git_dir.join("index"))?;
     std::fs::rename(&git_dir, &old).map_err(io(&old))?;
-    let repo = git2::Repository::init(dir)?;
+    // No template copied in (hook samples, a description): nothing of it is used.
+    let repo = git2::Repository::init_opts(
+        dir,
+        git2::RepositoryInitOptions::new().external_template(false),
+    )?;
     std::fs::rename(old.join("index"), git_dir.join("index")).map_err(io(&git_dir))?;
     remove_dir(&old)?;
     let objects = mirror.join("objects");

@@ -157,7 +157,7 @@ fn a_commit_of_too_much_text_is_flagged_not_cut_silently() {
 }
 
 #[test]
-fn prepare_leaves_exactly_head_and_hands_a_rebase_to_the_script() {
+fn prepare_leaves_exactly_head_and_rebases_what_applies_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (product, work) = product_and_clone(dir.path());
     let repo = open(&work);
@@ -173,7 +173,7 @@ fn prepare_leaves_exactly_head_and_hands_a_rebase_to_the_script() {
     git(&work, &["init", "-q", "nested"]);
     write(&work, "nested/inside.txt", "a repository inside\n");
     std::fs::remove_file(work.join("c.txt")).unwrap();
-    let prepared = prepare(&repo, "main").unwrap().unwrap();
+    let prepared = prepare(&repo, "main", false, &someone()).unwrap().unwrap();
     assert_eq!(prepared.head.as_deref(), Some(committed.head.as_str()));
     assert_eq!(prepared.commits, vec![committed.head.clone()]);
     assert!(!prepared.rebased);
@@ -181,15 +181,42 @@ fn prepare_leaves_exactly_head_and_hands_a_rebase_to_the_script() {
     assert_eq!(std::fs::read_to_string(work.join("a.txt")).unwrap(), "a\n");
     assert!(work.join("c.txt").exists() && !work.join("nested").exists());
 
-    // The branch moved on where the work is not: a rebase, which is the script's.
+    // The branch moved on elsewhere: fetched, and the work rebased onto it.
     git(dir.path(), &["clone", "-q", "app.git", "other"]);
     let other = dir.path().join("other");
     write(&other, "theirs.txt", "theirs\n");
     git(&other, &["add", "-A"]);
     git(&other, &["commit", "-q", "-m", "theirs"]);
     git(&other, &["push", "-q", "origin", "HEAD:main"]);
-    git(&work, &["fetch", "-q", "origin"]);
-    assert!(prepare(&repo, "main").unwrap().is_none());
+    let theirs = git(&other, &["rev-parse", "HEAD"]);
+    let committer = Identity {
+        name: "controller".into(),
+        email: "bot@example.com".into(),
+    };
+    let prepared = prepare(&repo, "main", true, &committer).unwrap().unwrap();
+    assert_eq!(prepared.tip.as_deref(), Some(theirs.as_str()));
+    assert!(prepared.rebased);
+    let head = prepared.head.unwrap();
+    assert_eq!(prepared.commits, vec![head.clone()]);
+    assert_eq!(git(&work, &["rev-parse", "HEAD^"]), theirs);
+    assert_eq!(git(&work, &["rev-parse", "origin/main"]), theirs);
+    assert_eq!(
+        git(&work, &["log", "-1", "--format=%an|%cn|%s"]),
+        "someone|controller|new"
+    );
+    assert_eq!(git(&work, &["status", "--porcelain", "--ignored"]), "");
+    assert!(work.join("theirs.txt").exists() && work.join("new.txt").exists());
+    git(&work, &["fsck", "--no-dangling"]);
+
+    // Work that conflicts with the tip is git's to rebase and report.
+    write(&other, "new.txt", "theirs too\n");
+    git(&other, &["add", "-A"]);
+    git(&other, &["commit", "-q", "-m", "conflicting"]);
+    git(&other, &["push", "-q", "origin", "HEAD:main"]);
+    assert!(prepare(&repo, "main", true, &committer).unwrap().is_none());
+    assert_eq!(git(&work, &["rev-parse", "HEAD"]), head, "nothing moved");
+    // A branch the product does not have: the tracking ref goes, as git's fetch does.
+    assert_eq!(fetch(&repo, "gone").unwrap(), Some(None));
     drop(product);
 }
 
@@ -376,4 +403,43 @@ async fn what_the_work_planted_in_git_is_restored_before_the_controller_opens_it
     assert!(refused.to_string().contains("symbolic link"), "{refused}");
     // A workspace elsewhere is never opened here.
     assert!(Native::of(&Workspace::elsewhere(&work)).is_none());
+}
+
+#[test]
+fn the_history_scan_reads_what_git_log_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = product_and_clone(dir.path());
+    let base = git(&work, &["rev-parse", "HEAD"]);
+    for (file, text) in [
+        ("one.txt", "1\n"),
+        ("two.txt", "2\n2\n"),
+        ("one.txt", "1\nmore\n"),
+    ] {
+        write(&work, file, text);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", file]);
+    }
+    let repo = open(&work);
+    for since in [Some(base.as_str()), None] {
+        let (ours, over) = log_added(&repo, since, "proto-commit ").unwrap();
+        assert!(!over);
+        let range = since.map_or("HEAD".to_string(), |b| format!("{b}..HEAD"));
+        let theirs = git(
+            &work,
+            &[
+                "-c",
+                "log.showRoot=true",
+                "log",
+                "-p",
+                "-U0",
+                "--format=proto-commit %H",
+                "--diff-merges=first-parent",
+                "--no-color",
+                "--src-prefix=a/",
+                "--dst-prefix=b/",
+                &range,
+            ],
+        );
+        assert_eq!(ours.trim_end(), theirs);
+    }
 }
