@@ -468,7 +468,8 @@ pub(super) fn prepare(
             None => return Ok(None),
         }
     }
-    let (dirty, doomed) = survey(repo).map_err(git_error(WHAT))?;
+    let (differing, doomed) = differing(repo).map_err(git_error(WHAT))?;
+    let dirty = !differing.is_empty();
     match head {
         // Changes beside HEAD (the common case has none: the work was just committed) are
         // undone by a reset, which walks the files again.
@@ -538,25 +539,70 @@ pub(super) fn log_added(
     Ok((text, false))
 }
 
-/// Makes the workspace's files exactly `commit`'s (`git reset --hard <commit>` and `git clean
-/// -ffdx`): only files that differ are written, as the index says which are unchanged.
+/// Makes the workspace's files and index exactly `commit`'s, which HEAD already names
+/// (`git reset --hard` and `git clean -ffdx`), in one walk of the files: what the index
+/// (a spare's, of an earlier commit) or the files say differently from the commit is
+/// written or removed path by path, and whatever git does not track is removed. Anything
+/// that cannot be done so is done by a full reset.
 pub(crate) fn reset_clean(repo: &Repository, commit: Oid) -> Result<(), git2::Error> {
-    let object = repo.find_object(commit, None)?;
-    repo.reset(&object, ResetType::Hard, None)?;
-    clean(repo)
+    let commit = repo.find_commit(commit)?;
+    if let Err(e) = update_paths(repo, &commit.tree()?) {
+        tracing::debug!("a full reset of the workspace: {e}");
+        repo.reset(commit.as_object(), ResetType::Hard, None)?;
+        clean(repo)?;
+    }
+    Ok(())
 }
 
-/// `git clean -ffdx`: removes every file and folder git does not track, ignored or not,
-/// nested repositories too.
-fn clean(repo: &Repository) -> Result<(), git2::Error> {
-    remove(&survey(repo)?.1)
+/// [`reset_clean`]'s path-by-path update.
+fn update_paths(repo: &Repository, tree: &git2::Tree<'_>) -> Result<(), git2::Error> {
+    let (differing, doomed) = differing(repo)?;
+    remove(&doomed)?;
+    if differing.is_empty() {
+        return Ok(());
+    }
+    let root = repo
+        .workdir()
+        .ok_or_else(|| git2::Error::from_str("a bare repository has no files"))?
+        .to_path_buf();
+    let mut index = repo.index()?;
+    let (kept, gone): (Vec<PathBuf>, Vec<PathBuf>) = differing.into_iter().partition(|path| {
+        // A folder of the commit where a file was: the file goes, the folder's files come.
+        tree.get_path(path)
+            .is_ok_and(|entry| entry.kind() != Some(git2::ObjectType::Tree))
+    });
+    // Removals first: a file may give way to a folder of the same name.
+    for path in &gone {
+        remove(&[root.join(path)])?;
+        index.remove_path(path)?;
+        let mut parent = path.parent();
+        while let Some(folder) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            if std::fs::remove_dir(root.join(folder)).is_err() {
+                break;
+            }
+            parent = folder.parent();
+        }
+    }
+    if !kept.is_empty() {
+        let mut checkout = git2::build::CheckoutBuilder::new();
+        checkout.force().disable_pathspec_match(true);
+        for path in &kept {
+            checkout.path(path.as_os_str().as_bytes());
+        }
+        repo.checkout_tree(tree.as_object(), Some(&mut checkout))?;
+        for path in &kept {
+            index.add_path(path)?;
+        }
+    }
+    index.write()?;
+    Ok(())
 }
 
-/// One walk of the files against the index and HEAD: whether anything tracked differs
-/// (staged or not), and every file and folder git does not track, ignored or not.
-fn survey(repo: &Repository) -> Result<(bool, Vec<PathBuf>), git2::Error> {
+/// One walk of the files against the index and HEAD: the paths whose index entry or file
+/// differs from HEAD, and every file and folder git does not track (to be removed).
+fn differing(repo: &Repository) -> Result<(Vec<PathBuf>, Vec<PathBuf>), git2::Error> {
     let Some(root) = repo.workdir().map(Path::to_path_buf) else {
-        return Ok((false, Vec::new()));
+        return Ok((Vec::new(), Vec::new()));
     };
     let mut options = StatusOptions::new();
     options
@@ -566,22 +612,27 @@ fn survey(repo: &Repository) -> Result<(bool, Vec<PathBuf>), git2::Error> {
         .recurse_ignored_dirs(false)
         .exclude_submodules(true);
     let statuses = repo.statuses(Some(&mut options))?;
-    let mut dirty = false;
-    let mut doomed = Vec::new();
+    let (mut differing, mut doomed) = (Vec::new(), Vec::new());
     for entry in statuses.iter() {
         let status = entry.status();
+        let bytes = entry.path_bytes();
+        let path = std::ffi::OsStr::from_bytes(bytes.strip_suffix(b"/").unwrap_or(bytes));
         if status.intersects(Status::WT_NEW | Status::IGNORED) {
-            // Bytes, not text: a file whose name is not UTF-8 is removed too.
-            let path = entry.path_bytes();
-            let path = path.strip_suffix(b"/").unwrap_or(path);
-            doomed.push(root.join(std::ffi::OsStr::from_bytes(path)));
+            doomed.push(root.join(path));
+        } else if !status.is_empty() {
+            differing.push(PathBuf::from(path));
         }
-        dirty |= !(status - Status::WT_NEW - Status::IGNORED).is_empty();
     }
-    Ok((dirty, doomed))
+    Ok((differing, doomed))
 }
 
-/// Removes `doomed` files and folders (what [`survey`] found untracked).
+/// `git clean -ffdx`: removes every file and folder git does not track, ignored or not,
+/// nested repositories too.
+fn clean(repo: &Repository) -> Result<(), git2::Error> {
+    remove(&differing(repo)?.1)
+}
+
+/// Removes `doomed` files and folders (what [`differing`] found untracked).
 fn remove(doomed: &[PathBuf]) -> Result<(), git2::Error> {
     for path in doomed {
         let removed = match std::fs::symlink_metadata(path) {

@@ -443,3 +443,43 @@ fn the_history_scan_reads_what_git_log_prints() {
         assert_eq!(ours.trim_end(), theirs);
     }
 }
+
+#[test]
+fn a_reset_path_by_path_handles_files_and_folders_trading_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = product_and_clone(dir.path());
+    write(&work, "swap", "a file first\n");
+    write(&work, "folder/inside.txt", "in a folder first\n");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "before"]);
+    let before = git(&work, &["rev-parse", "HEAD"]);
+    git(&work, &["rm", "-q", "swap", "folder/inside.txt"]);
+    write(&work, "swap/now.txt", "a folder now\n");
+    write(&work, "folder", "a file now\n");
+    write(&work, "a.txt", "changed\n");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "after"]);
+    let after = git(&work, &["rev-parse", "HEAD"]);
+    // The files and index of `before`, HEAD at `after`: a spare as the next task finds it.
+    git(&work, &["reset", "-q", "--hard", &before]);
+    write(&work, "junk.log", "ignored\n");
+    write(&work, "stray/file.txt", "untracked\n");
+    git(&work, &["update-ref", "refs/heads/main", &after]);
+    let repo = open(&work);
+    let commit = repo.find_commit(Oid::from_str(&after).unwrap()).unwrap();
+    update_paths(&repo, &commit.tree().unwrap()).unwrap();
+    assert_eq!(git(&work, &["status", "--porcelain", "--ignored"]), "");
+    assert_eq!(git(&work, &["diff", "--cached", "--name-only"]), "");
+    assert_eq!(
+        std::fs::read_to_string(work.join("swap/now.txt")).unwrap(),
+        "a folder now\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("folder")).unwrap(),
+        "a file now\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("a.txt")).unwrap(),
+        "changed\n"
+    );
+}
