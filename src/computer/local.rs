@@ -53,6 +53,10 @@ pub struct Local {
     sandbox: Option<Arc<Sandbox>>,
     /// The X display agents see and drive, for a computer with capability `gui`.
     desktop: Option<Arc<super::desktop::Desktop>>,
+    /// Whether this computer has started a process: until it has, nothing can carry its
+    /// marker (what a killed controller left is stopped at start-up), and
+    /// [`Computer::release`] has nothing to look for.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Local {
@@ -70,6 +74,7 @@ impl Local {
             marker,
             sandbox: None,
             desktop: None,
+            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -119,6 +124,9 @@ impl Local {
         env: &std::collections::BTreeMap<String, String>,
         confined: Option<&(Prepared, Option<std::path::PathBuf>)>,
     ) {
+        // Set before the process exists, so a release that follows its start looks for it.
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         command
             .current_dir(cwd)
             // Processes see a plain environment, not the controller's: its model keys and
@@ -158,6 +166,7 @@ impl Local {
             marker: format!("{}-{nanos}-{n}", std::process::id()),
             sandbox: None,
             desktop: None,
+            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -554,6 +563,10 @@ impl Computer for Local {
     }
 
     async fn release(&self) -> Result<usize, ComputerError> {
+        // Every process table read costs a read of each process's environment.
+        if !self.started.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(0);
+        }
         let marker = self.marker.clone();
         let stopped =
             tokio::task::spawn_blocking(move || stopping::stop_found(|| marked_processes(&marker)))

@@ -33,7 +33,41 @@ pub struct Workspace {
     on_this_host: bool,
     /// Commits made here whose additions the controller has scanned for secrets.
     scanned: Scanned,
+    /// The controller's own open repository of a workspace on this host, kept between its
+    /// in-process git steps (see `gitops::native`).
+    repository: Repository,
 }
+
+/// The repository the controller opened in a workspace on this host, shared by every
+/// clone of the handle: opening one reads its configuration and every pack index of the
+/// mirror it borrows objects from, which a task's git steps would otherwise pay each time.
+#[derive(Clone, Default)]
+pub struct Repository(Arc<Mutex<Option<git2::Repository>>>);
+
+impl Repository {
+    /// The slot, locked: one git step at a time in a workspace.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Option<git2::Repository>> {
+        // A step that panicked leaves a repository that is still a repository.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Repository")
+    }
+}
+
+/// A cache, not part of what a workspace is.
+impl PartialEq for Repository {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Repository {}
 
 /// The commits of one workspace whose additions the controller scanned for secrets (when
 /// it made them, or when it checked an agent's commit), so publishing them does not scan
@@ -85,6 +119,7 @@ impl Workspace {
             pristine: None,
             on_this_host: true,
             scanned: Scanned::default(),
+            repository: Repository::default(),
         }
     }
 
@@ -117,6 +152,11 @@ impl Workspace {
     /// The commits here already scanned for secrets (shared by every clone of this handle).
     pub fn scanned(&self) -> &Scanned {
         &self.scanned
+    }
+
+    /// The controller's open repository here (shared by every clone of this handle).
+    pub fn repository(&self) -> &Repository {
+        &self.repository
     }
 
     pub fn root(&self) -> &Path {

@@ -60,6 +60,7 @@ const GC_AUTO: usize = 6700;
 pub(super) struct Native {
     root: PathBuf,
     pristine: Pristine,
+    repository: crate::computer::workspace::Repository,
 }
 
 /// What [`Native::commit_all`] made.
@@ -83,6 +84,7 @@ impl Native {
         Some(Native {
             root: workspace.root().to_path_buf(),
             pristine: workspace.pristine()?.clone(),
+            repository: workspace.repository().clone(),
         })
     }
 
@@ -95,13 +97,19 @@ impl Native {
         let native = self.clone();
         tokio::task::spawn_blocking(move || {
             restore(&native.root, &native.pristine)?;
-            let repo = Repository::open_ext(
-                &native.root,
-                RepositoryOpenFlags::NO_SEARCH,
-                std::iter::empty::<&std::ffi::OsStr>(),
-            )
-            .map_err(git_error(what))?;
-            step(&repo)
+            let mut slot = native.repository.lock();
+            let repo = match slot.take() {
+                Some(repo) => repo,
+                None => Repository::open_ext(
+                    &native.root,
+                    RepositoryOpenFlags::NO_SEARCH,
+                    std::iter::empty::<&std::ffi::OsStr>(),
+                )
+                .map_err(git_error(what))?,
+            };
+            let done = step(&repo);
+            *slot = Some(repo);
+            done
         })
         .await
         .map_err(|e| DeliveryError::Git {
@@ -138,13 +146,7 @@ fn restore(root: &Path, pristine: &Pristine) -> Result<(), DeliveryError> {
     if !git.is_dir() {
         return Err(refused("the workspace has no git directory".into()));
     }
-    for planted in [
-        "config",
-        "commondir",
-        "config.worktree",
-        "objects/info/alternates",
-        "info/attributes",
-    ] {
+    for planted in ["commondir", "config.worktree", "info/attributes"] {
         match std::fs::remove_file(git.join(planted)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -153,10 +155,21 @@ fn restore(root: &Path, pristine: &Pristine) -> Result<(), DeliveryError> {
     }
     let info = git.join("objects/info");
     std::fs::create_dir_all(&info).map_err(|e| refused(format!("objects/info: {e}")))?;
-    std::fs::write(git.join("config"), &pristine.config)
-        .map_err(|e| refused(format!("config: {e}")))?;
-    std::fs::write(info.join("alternates"), &pristine.alternates)
-        .map_err(|e| refused(format!("alternates: {e}")))?;
+    for (file, pristine) in [
+        (git.join("config"), &pristine.config),
+        (info.join("alternates"), &pristine.alternates),
+    ] {
+        // Rewritten only when it differs: a new modification time makes libgit2 read the
+        // configuration again.
+        let link = std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink());
+        if link {
+            // Written through, a link would write wherever it leads.
+            std::fs::remove_file(&file).map_err(|e| refused(format!("{}: {e}", file.display())))?;
+        } else if std::fs::read(&file).is_ok_and(|now| now == pristine.as_bytes()) {
+            continue;
+        }
+        std::fs::write(&file, pristine).map_err(|e| refused(format!("{}: {e}", file.display())))?;
+    }
     Ok(())
 }
 

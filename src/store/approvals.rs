@@ -5,6 +5,7 @@
 //! is queued to resume at the step; denied, the attempt ends failed with the person's
 //! reason, which the next attempt is told.
 
+use super::Cached as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,7 @@ impl Store {
         self.write(|tx| {
             let task = load_task(tx, ask.task)?;
             let existing = tx
-                .query_row(
+                .query_row_cached(
                     &format!(
                         "SELECT {COLUMNS} FROM approvals WHERE task = ?1 AND attempt = ?2 AND step = ?3"
                     ),
@@ -148,11 +149,11 @@ impl Store {
                 }
                 // Another action at the same step (a model that chose differently): the old
                 // answer does not carry over.
-                tx.execute("DELETE FROM approvals WHERE id = ?1", [&existing.id])?;
+                tx.execute_cached("DELETE FROM approvals WHERE id = ?1", [&existing.id])?;
             }
             let id = approval_id(&task.goal, task.id, task.attempts, ask.step);
             let expires = ask.timeout.map(|t| now + t);
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO approvals (id, task, attempt, step, goal, agent, action, input,
                      reason, diff, reviewed, requested_at, expires_at, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending')",
@@ -174,7 +175,7 @@ impl Store {
             )?;
             let data = json!({ "id": id, "action": ask.action, "reason": ask.reason });
             append_event(tx, Some(task.id), Some(&task.goal), EventKind::ApprovalRequested, &data, now)?;
-            Ok(tx.query_row(
+            Ok(tx.query_row_cached(
                 &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
                 [&id],
                 from_row,
@@ -188,7 +189,7 @@ impl Store {
     pub fn approved(&self, task: TaskId) -> Result<Option<Approval>, StoreError> {
         self.read(|tx| {
             Ok(tx
-                .query_row(
+                .query_row_cached(
                     // The task's own requests and those of the agents it delegated to.
                     &format!(
                         "WITH RECURSIVE tree(id) AS (
@@ -230,7 +231,7 @@ impl Store {
     /// The request was committed to the company repository as `commit`.
     pub fn approval_published(&self, id: &str, commit: &str) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE approvals SET published = ?2 WHERE id = ?1",
                 params![id, commit],
             )?;
@@ -288,7 +289,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let moved = self.write(|tx| {
             let Some(approval) = tx
-                .query_row(
+                .query_row_cached(
                     &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
                     [id],
                     from_row,
@@ -305,7 +306,7 @@ impl Store {
             } else {
                 ApprovalState::Denied
             };
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, answer = ?5
                  WHERE id = ?1",
                 params![id, state.name(), by, time_text(now), answer],
@@ -346,7 +347,7 @@ impl Store {
             }
             let now_text = time_text(now);
             if approved {
-                tx.execute(
+                tx.execute_cached(
                     "UPDATE tasks SET state = 'queued', not_before = ?2, updated_at = ?2
                      WHERE id = ?1",
                     params![task.id, now_text],
@@ -360,7 +361,7 @@ impl Store {
             } else {
                 TaskState::Failed
             };
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tasks SET state = ?2, attempts = ?3, not_before = ?4, last_error = ?5,
                      updated_at = ?4, failure = 'work'
                  WHERE id = ?1",

@@ -4,6 +4,7 @@
 //! `describe computer` read it, from another process too. Computers no longer declared
 //! are forgotten.
 
+use super::Cached as _;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,7 @@ impl Store {
     pub fn record_computer(&self, record: &ComputerRecord) -> Result<(), StoreError> {
         let time = |t: Option<DateTime<Utc>>| t.map(time_text);
         self.write(|tx| {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO computers (name, kind, healthy, reason, missed, running, capacity,
                      breaker, failures, open_until, last_seen, checked_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -91,7 +92,7 @@ impl Store {
     pub fn forget_computers(&self, declared: &[&str]) -> Result<(), StoreError> {
         let declared = serde_json::to_string(declared)?;
         self.write(|tx| {
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM computers WHERE name NOT IN (SELECT value FROM json_each(?1))",
                 params![declared],
             )?;

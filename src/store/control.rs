@@ -4,6 +4,7 @@
 //! restarted controller stays stopped until `proto resume` clears it. Both are recorded in
 //! the event log and queued for the git audit in the same transaction as the change.
 
+use super::Cached as _;
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,7 @@ impl Store {
             if current(tx)?.is_some() {
                 return Ok(false);
             }
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO control (id, stopped_at, stopped_by, reason) VALUES (1, ?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET stopped_at = ?1, stopped_by = ?2, reason = ?3",
                 (time_text(now), by, reason),
@@ -61,7 +62,7 @@ impl Store {
             let Some(stop) = current(tx)? else {
                 return Ok(false);
             };
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE control SET stopped_at = NULL, stopped_by = NULL, reason = NULL WHERE id = 1",
                 [],
             )?;
@@ -95,7 +96,7 @@ impl Store {
     /// `proto stop` waits on, from another process than the controller's.
     pub fn running_now(&self) -> Result<i64, StoreError> {
         self.read(|tx| {
-            Ok(tx.query_row(
+            Ok(tx.query_row_cached(
                 "SELECT COUNT(*) FROM tasks WHERE state = 'running'",
                 [],
                 |row| row.get::<_, i64>(0),
@@ -106,7 +107,7 @@ impl Store {
 
 fn current(conn: &rusqlite::Connection) -> Result<Option<Stop>, StoreError> {
     let row = conn
-        .query_row(
+        .query_row_cached(
             "SELECT stopped_at, stopped_by, reason FROM control WHERE id = 1",
             [],
             |row| {

@@ -4,6 +4,7 @@
 //! and marks it written, exactly as audit records are; and the improvement goals the miner
 //! proposed, so none is proposed twice.
 
+use super::Cached as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -57,7 +58,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         self.write(|tx| {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO knowledge (time, task, goal, kind, slug, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -128,7 +129,7 @@ impl Store {
     /// Records a proposal; `false` when one with its slug exists (nothing changes).
     pub fn propose(&self, proposal: &Proposal) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let added = tx.execute(
+            let added = tx.execute_cached(
                 "INSERT OR IGNORE INTO proposals (slug, goal, reason, evidence, branch, \"commit\", proposed)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -148,7 +149,7 @@ impl Store {
     /// Notes the commit that published proposal `slug`.
     pub fn proposal_published(&self, slug: &str, commit: &str) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE proposals SET \"commit\" = ?2 WHERE slug = ?1",
                 params![slug, commit],
             )?;
@@ -226,7 +227,7 @@ impl Store {
     pub fn proposed(&self, slug: &str) -> Result<bool, StoreError> {
         self.read(|tx| {
             Ok(tx
-                .query_row(
+                .query_row_cached(
                     "SELECT 1 FROM proposals WHERE slug = ?1",
                     [slug],
                     |_| Ok(()),

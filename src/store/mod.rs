@@ -17,6 +17,33 @@ mod observed;
 mod reads;
 mod record;
 mod retention;
+
+/// How many prepared statements a connection keeps: more than the store has.
+const STATEMENTS: usize = 256;
+
+/// `execute` and `query_row` through the connection's cache of prepared statements.
+trait Cached {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -391,6 +418,9 @@ impl Store {
 
     /// A handle over a connection that is ready for use.
     fn over(conn: Connection) -> Store {
+        // Every statement the store runs is kept prepared (see [`Cached`]): a task runs a
+        // few dozen, each parsed again otherwise.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         Store {
             conn: std::sync::Mutex::new(conn),
             view: std::sync::Mutex::new(None),
@@ -483,7 +513,7 @@ impl Store {
     ) -> Result<Option<TaskId>, StoreError> {
         let result = self.write(|tx| {
             let blocking: Option<TaskId> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT id FROM tasks WHERE key = ?1
                      AND state IN ('queued', 'running', 'waitingApproval', 'stalled') LIMIT 1",
                     [&task.key],
@@ -494,7 +524,7 @@ impl Store {
                 return Ok(None);
             }
             let now_text = time_text(now);
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO tasks (key, goal, product, owner, priority, state, attempts,
                      max_attempts, not_before, created_at, updated_at, revision, parent)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?7, ?7, ?7, ?8, ?9)",
@@ -604,11 +634,11 @@ impl Store {
             }
             let number = task.attempts.saturating_add(1);
             let now_text = time_text(now);
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tasks SET state = 'running', computer = ?2, updated_at = ?3 WHERE id = ?1",
                 params![id, computer, now_text],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO attempts (task, number, computer, started_at) VALUES (?1, ?2, ?3, ?4)",
                 params![id, number, computer, now_text],
             )?;
@@ -651,11 +681,11 @@ impl Store {
             let attempts = task.attempts.saturating_add(1);
             let now_text = time_text(now);
             // An outage is over once an attempt ends any other way.
-            tx.execute("UPDATE tasks SET outage = NULL WHERE id = ?1", params![id])?;
+            tx.execute_cached("UPDATE tasks SET outage = NULL WHERE id = ?1", params![id])?;
             match outcome {
                 AttemptOutcome::ProviderUnavailable { error } => {
                     // Not a finished attempt: the work waits for the provider.
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE tasks SET state = 'queued', not_before = ?2, outage = ?3,
                              updated_at = ?4
                          WHERE id = ?1",
@@ -672,7 +702,7 @@ impl Store {
                     )?;
                 }
                 AttemptOutcome::Succeeded { detail, delivered } => {
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE tasks SET state = 'succeeded', attempts = ?2, updated_at = ?3,
                              delivered = ?4, failure = NULL
                          WHERE id = ?1",
@@ -698,7 +728,7 @@ impl Store {
                     } else {
                         (TaskState::Failed, task.not_before, EventKind::TaskFailed)
                     };
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE tasks SET state = ?2, attempts = ?3, not_before = ?4,
                              last_error = ?5, updated_at = ?6, failure = ?7
                          WHERE id = ?1",
@@ -727,7 +757,7 @@ impl Store {
                 AttemptOutcome::WaitingApproval { action, reason } => {
                     // Not a finished attempt: it resumes once a person has answered.
                     let message = format!("{action} needs approval: {reason}");
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE tasks SET state = 'waitingApproval', last_error = ?2,
                              updated_at = ?3
                          WHERE id = ?1",
@@ -744,7 +774,7 @@ impl Store {
                     )?;
                 }
                 AttemptOutcome::OverBudget { error } => {
-                    tx.execute(
+                    tx.execute_cached(
                         "UPDATE tasks SET state = 'cancelled', attempts = ?2, last_error = ?3,
                              updated_at = ?4
                          WHERE id = ?1",
@@ -912,7 +942,7 @@ impl Store {
                     operation: "stalled",
                 });
             }
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tasks SET state = 'stalled', last_error = ?2, updated_at = ?3 WHERE id = ?1",
                 params![id, message, time_text(now)],
             )?;
@@ -941,7 +971,7 @@ impl Store {
     pub fn retry(&self, goal: &str, now: DateTime<Utc>) -> Result<Option<TaskId>, StoreError> {
         let result = self.write(|tx| {
             let live: Option<TaskId> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT id FROM tasks WHERE goal = ?1 AND parent IS NULL
                      AND state IN ('queued', 'running', 'waitingApproval') LIMIT 1",
                     [goal],
@@ -952,7 +982,7 @@ impl Store {
                 return Ok(None);
             }
             let dead: Option<(TaskId, String, u32)> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT id, state, attempts FROM tasks
                      WHERE goal = ?1 AND parent IS NULL AND state IN ('stalled', 'failed')
                      ORDER BY id DESC LIMIT 1",
@@ -964,7 +994,7 @@ impl Store {
                 return Ok(None);
             };
             let now_text = time_text(now);
-            tx.execute(
+            tx.execute_cached(
                 "UPDATE tasks SET state = 'queued', attempts = 0, not_before = ?2, updated_at = ?2
                  WHERE id = ?1",
                 params![id, now_text],
@@ -993,7 +1023,7 @@ impl Store {
         detail: &str,
     ) -> Result<(), StoreError> {
         let result = self.write(|tx| {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO observations (goal, passed, checked_at, key, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (goal) DO UPDATE SET passed = excluded.passed,
@@ -1094,7 +1124,7 @@ impl Store {
     pub fn action(&self, task: TaskId, step: u32) -> Result<Option<ActionRecord>, StoreError> {
         self.read(|tx| {
             Ok(tx
-                .query_row(
+                .query_row_cached(
                     "SELECT id, task, step, tool, input, started_at, finished_at, outcome
                      FROM actions WHERE task = ?1 AND step = ?2",
                     params![task, step],
@@ -1129,11 +1159,11 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.write(|tx| {
             ensure_task(tx, task)?;
-            tx.execute(
+            tx.execute_cached(
                 "DELETE FROM actions WHERE task = ?1 AND step = ?2",
                 params![task, step],
             )?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO actions (task, step, tool, input, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![task, step, tool, serde_json::to_string(input)?, time_text(now)],
             )?;
@@ -1163,7 +1193,7 @@ impl Store {
     /// Forgets a task's journal (when a new attempt must start from scratch).
     pub fn clear_actions(&self, task: TaskId) -> Result<(), StoreError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM actions WHERE task = ?1", [task])?;
+            tx.execute_cached("DELETE FROM actions WHERE task = ?1", [task])?;
             Ok(())
         })
     }
@@ -1181,7 +1211,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let change: i64 = tx.query_row(
+            let change: i64 = tx.query_row_cached(
                 "INSERT INTO status (id, report, updated_at, goals_changed) VALUES (1, ?1, ?2, 1)
                  ON CONFLICT (id) DO UPDATE SET report = excluded.report,
                      updated_at = excluded.updated_at, goals_changed = goals_changed + 1
@@ -1220,7 +1250,7 @@ impl Store {
     pub fn status(&self) -> Result<Option<String>, StoreError> {
         self.read(|tx| {
             let company: Option<String> = tx
-                .query_row("SELECT report FROM status WHERE id = 1", [], |row| {
+                .query_row_cached("SELECT report FROM status WHERE id = 1", [], |row| {
                     row.get(0)
                 })
                 .optional()?;
@@ -1320,7 +1350,7 @@ impl Store {
     ) -> Result<Option<(serde_json::Value, serde_json::Value)>, StoreError> {
         self.read(|tx| {
             Ok(tx
-                .query_row(
+                .query_row_cached(
                     "SELECT input, outcome FROM audit WHERE task = ?1 AND action = ?2
                      ORDER BY id DESC LIMIT 1",
                     params![task, action],
@@ -1346,14 +1376,14 @@ impl Store {
     pub fn revisions(&self) -> Result<Revisions, StoreError> {
         self.read(|tx| {
             let last: Option<(String, String)> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT revision, errors FROM revisions ORDER BY id DESC LIMIT 1",
                     [],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
             let last_applied: Option<String> = tx
-                .query_row(
+                .query_row_cached(
                     "SELECT revision FROM revisions WHERE errors = '[]' ORDER BY id DESC LIMIT 1",
                     [],
                     |row| row.get(0),
@@ -1380,8 +1410,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             // Re-inserting moves the revision to the newest id: it is the last attempted.
-            tx.execute("DELETE FROM revisions WHERE revision = ?1", [revision])?;
-            tx.execute(
+            tx.execute_cached("DELETE FROM revisions WHERE revision = ?1", [revision])?;
+            tx.execute_cached(
                 "INSERT INTO revisions (revision, errors, attempted_at) VALUES (?1, ?2, ?3)",
                 params![revision, serde_json::to_string(errors)?, time_text(now)],
             )?;
@@ -1403,7 +1433,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             ensure_task(tx, task)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO spend (task, agent, model, input_tokens, output_tokens, usd, time)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -1430,7 +1460,7 @@ impl Store {
     /// dollars of its goal, and the company's dollars of the UTC day.
     pub fn spent(&self, task: TaskId, now: DateTime<Utc>) -> Result<Spent, StoreError> {
         self.read(|tx| {
-            let (root, goal): (TaskId, String) = tx.query_row(
+            let (root, goal): (TaskId, String) = tx.query_row_cached(
                 "WITH RECURSIVE up (id, parent) AS (
                      SELECT id, parent FROM tasks WHERE id = ?1
                      UNION ALL SELECT tasks.id, tasks.parent FROM tasks JOIN up ON tasks.id = up.parent
@@ -1442,14 +1472,14 @@ impl Store {
             ).optional()?.ok_or(StoreError::NoTask(task))?;
             // The attempt began with the first start after the last attempt that ended:
             // an interruption or a wait for approval continues the same attempt.
-            let started: Option<String> = tx.query_row(
+            let started: Option<String> = tx.query_row_cached(
                 "SELECT MIN(started_at) FROM attempts WHERE task = ?1 AND id > COALESCE(
                      (SELECT MAX(id) FROM attempts WHERE task = ?1
                       AND outcome NOT IN ('running', 'interrupted', 'waitingApproval')), 0)",
                 [root],
                 |row| row.get(0),
             )?;
-            let attempt_tokens: i64 = tx.query_row(
+            let attempt_tokens: i64 = tx.query_row_cached(
                 "WITH RECURSIVE tree (id) AS (
                      SELECT ?1 UNION ALL SELECT tasks.id FROM tasks JOIN tree ON tasks.parent = tree.id
                  )
@@ -1536,7 +1566,7 @@ fn kind_column(row: &Row<'_>, index: usize) -> rusqlite::Result<EventKind> {
 }
 
 fn goal_usd(conn: &Connection, goal: &str) -> Result<f64, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.query_row_cached(
         "SELECT COALESCE(SUM(spend.usd), 0.0) FROM spend
          JOIN tasks ON tasks.id = spend.task WHERE tasks.goal = ?1",
         [goal],
@@ -1547,7 +1577,7 @@ fn goal_usd(conn: &Connection, goal: &str) -> Result<f64, StoreError> {
 /// Dollars spent on the UTC day of `now`.
 fn day_usd(conn: &Connection, now: DateTime<Utc>) -> Result<f64, StoreError> {
     let start = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
-    Ok(conn.query_row(
+    Ok(conn.query_row_cached(
         "SELECT COALESCE(SUM(usd), 0.0) FROM spend WHERE time >= ?1 AND time < ?2",
         params![
             time_text(start),
@@ -1601,7 +1631,7 @@ fn query_tasks(
 }
 
 fn load_task(conn: &Connection, id: TaskId) -> Result<Task, StoreError> {
-    conn.query_row(
+    conn.query_row_cached(
         &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
         [id],
         task_row,
@@ -1619,7 +1649,7 @@ fn finish_entry(
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let finished: Option<Option<String>> = conn
-        .query_row(
+        .query_row_cached(
             "SELECT finished_at FROM actions WHERE id = ?1",
             [action],
             |row| row.get(0),
@@ -1629,7 +1659,7 @@ fn finish_entry(
         None => Err(StoreError::NoAction(action)),
         Some(Some(_)) => Ok(false),
         Some(None) => {
-            conn.execute(
+            conn.execute_cached(
                 "UPDATE actions SET finished_at = ?2, outcome = ?3 WHERE id = ?1",
                 params![action, time_text(now), serde_json::to_string(outcome)?],
             )?;
@@ -1640,7 +1670,7 @@ fn finish_entry(
 
 fn ensure_task(conn: &Connection, id: TaskId) -> Result<(), StoreError> {
     let found: Option<i64> = conn
-        .query_row("SELECT id FROM tasks WHERE id = ?1", [id], |row| row.get(0))
+        .query_row_cached("SELECT id FROM tasks WHERE id = ?1", [id], |row| row.get(0))
         .optional()?;
     found.map(|_| ()).ok_or(StoreError::NoTask(id))
 }
@@ -1656,7 +1686,7 @@ fn transition(
     event: (EventKind, serde_json::Value),
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.execute_cached(
         "UPDATE tasks SET state = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, state_name(state), time_text(now)],
     )?;
@@ -1673,7 +1703,7 @@ fn close_attempt(
     detail: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.execute_cached(
         "UPDATE attempts SET finished_at = ?2, outcome = ?3, detail = ?4
          WHERE task = ?1 AND finished_at IS NULL",
         params![task, time_text(now), outcome, detail],
@@ -1689,7 +1719,7 @@ fn append_event(
     data: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO events (time, task, goal, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             time_text(now),
@@ -1703,7 +1733,7 @@ fn append_event(
 }
 
 fn insert_audit(conn: &Connection, record: &AuditRecord) -> Result<i64, StoreError> {
-    conn.execute(
+    conn.execute_cached(
         "INSERT INTO audit (time, agent, goal, task, action, input, outcome, diff)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![

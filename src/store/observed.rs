@@ -5,6 +5,7 @@
 //! task by task, and a change another process committed (a `proto retry` beside a running
 //! controller) is seen through SQLite's `data_version`, which rebuilds the view once.
 
+use super::Cached as _;
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension};
@@ -78,7 +79,7 @@ impl View {
     /// Takes in the task `id` as the tables now hold it (after a transition committed).
     pub(super) fn note_task(&mut self, conn: &Connection, id: TaskId) -> Result<(), StoreError> {
         let task = conn
-            .query_row(
+            .query_row_cached(
                 &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
                 [id],
                 task_row,
@@ -94,7 +95,7 @@ impl View {
     /// Takes in a goal's check as the tables now hold it.
     pub(super) fn note_goal(&mut self, conn: &Connection, goal: &str) -> Result<(), StoreError> {
         let observation = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT passed, checked_at, key FROM observations WHERE goal = ?1",
                 [goal],
                 |row| {

@@ -2,6 +2,7 @@
 //! and the dashboard: a task's attempts and journal, and spend grouped by day, goal, agent
 //! and model. The CLI's lists read the same tables through [`Store::tasks`] and friends.
 
+use super::Cached as _;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -157,7 +158,7 @@ impl Store {
     pub fn company_status(&self) -> Result<Option<String>, StoreError> {
         self.read(|tx| {
             Ok(tx
-                .query_row("SELECT report FROM status WHERE id = 1", [], |row| {
+                .query_row_cached("SELECT report FROM status WHERE id = 1", [], |row| {
                     row.get(0)
                 })
                 .optional()?)
@@ -168,7 +169,7 @@ impl Store {
     pub fn goal_status(&self, goal: &str) -> Result<Option<String>, StoreError> {
         self.read(|tx| {
             Ok(tx
-                .query_row(
+                .query_row_cached(
                     "SELECT body FROM goal_status WHERE goal = ?1",
                     [goal],
                     |row| row.get(0),
@@ -186,7 +187,7 @@ impl Store {
     ) -> Result<(i64, HashMap<String, String>), StoreError> {
         self.read(|tx| {
             let change: i64 = tx
-                .query_row("SELECT goals_changed FROM status WHERE id = 1", [], |row| {
+                .query_row_cached("SELECT goals_changed FROM status WHERE id = 1", [], |row| {
                     row.get(0)
                 })
                 .optional()?
@@ -264,7 +265,7 @@ impl Store {
     pub fn last_event_id(&self) -> Result<i64, StoreError> {
         self.read(|tx| {
             Ok(
-                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+                tx.query_row_cached("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
                     row.get(0)
                 })?,
             )

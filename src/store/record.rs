@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::Cached as _;
 use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde_json::Value;
@@ -110,11 +111,11 @@ impl Store {
                     started_at,
                 } => {
                     ensure_task(tx, record.task)?;
-                    tx.execute(
+                    tx.execute_cached(
                         "DELETE FROM actions WHERE task = ?1 AND step = ?2",
                         params![record.task, step],
                     )?;
-                    tx.execute(
+                    tx.execute_cached(
                         "INSERT INTO actions (task, step, tool, input, started_at, finished_at, outcome)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                         params![
@@ -140,7 +141,7 @@ impl Store {
                 if entry.is_none() {
                     ensure_task(tx, record.task)?;
                 }
-                tx.execute(
+                tx.execute_cached(
                     "INSERT INTO spend (task, agent, model, input_tokens, output_tokens, usd, time)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::Cached as _;
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::params;
 
@@ -189,9 +190,9 @@ impl Store {
         for batch in ids.chunks(BATCH) {
             let batch = serde_json::to_string(batch)?;
             deleted += self.write(|tx| {
-                tx.execute("INSERT INTO pruning (id) VALUES (1)", [])?;
-                let n = tx.execute(sql, [&batch])?;
-                tx.execute("DELETE FROM pruning", [])?;
+                tx.execute_cached("INSERT INTO pruning (id) VALUES (1)", [])?;
+                let n = tx.execute_cached(sql, [&batch])?;
+                tx.execute_cached("DELETE FROM pruning", [])?;
                 Ok(u64::try_from(n).unwrap_or(0))
             })?;
         }
