@@ -495,24 +495,16 @@ fn push_local(
     refname: &str,
 ) -> Result<PushOutcome, GitopsError> {
     let target = Repository::open(path)?;
-    local_copy::copy_loose(repo, &target, built.id)?;
     let message = "proto: record commit";
-    let moved = match built.on {
-        Some(on) => target.reference_matching(refname, built.id, true, on, message),
-        None => target.reference(refname, built.id, false, message),
-    };
-    match moved {
-        Ok(_) => Ok(PushOutcome::Pushed),
-        Err(e)
-            if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists)
-                || e.message().contains("does not match") =>
-        {
-            Ok(PushOutcome::Rejected(format!(
-                "{refname} moved on the remote: {}",
-                e.message()
-            )))
-        }
-        Err(e) => Err(e.into()),
+    match local_copy::push(repo, &target, refname, built.id, built.on, message)? {
+        local_copy::Pushed::Moved => Ok(PushOutcome::Pushed),
+        local_copy::Pushed::Raced(why) => Ok(PushOutcome::Rejected(format!(
+            "{refname} moved on the remote: {why}"
+        ))),
+        local_copy::Pushed::Locked(why) => Err(GitopsError::Command {
+            what: format!("move {refname} in {}", path.display()),
+            message: why,
+        }),
     }
 }
 

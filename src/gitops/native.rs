@@ -720,39 +720,31 @@ impl Receiver {
     ) -> Result<(), DeliveryError> {
         const WHAT: &str = "push";
         let product = Repository::open_bare(&self.path).map_err(git_error(WHAT))?;
-        local_copy::copy_loose(repo, &product, head).map_err(|e| DeliveryError::Git {
-            command: WHAT.into(),
-            detail: format!("copying the work to {}: {e}", self.path.display()),
-        })?;
         let target = format!("refs/heads/{branch}");
-        let message = "proto: deliver";
-        let moved = match tip {
-            Some(tip) => product.reference_matching(&target, head, true, tip, message),
-            None => product.reference(&target, head, false, message),
+        let stale = |lost, message: String| DeliveryError::Stale {
+            branch: branch.to_string(),
+            message,
+            lost,
         };
-        if let Err(e) = moved {
-            let stale = |lost, message: String| DeliveryError::Stale {
-                branch: branch.to_string(),
-                message,
-                lost,
-            };
-            return Err(match e.code() {
-                ErrorCode::Modified | ErrorCode::Exists => {
-                    stale(Lost::Lease, format!("stale info ({})", e.message()))
-                }
-                _ if e.message().contains("does not match") => {
-                    stale(Lost::Lease, format!("stale info ({})", e.message()))
-                }
-                ErrorCode::Locked => stale(
+        let pushed = local_copy::push(repo, &product, &target, head, tip, "proto: deliver")
+            .map_err(|e| DeliveryError::Git {
+                command: WHAT.into(),
+                detail: format!("pushing to {}: {e}", self.path.display()),
+            })?;
+        match pushed {
+            local_copy::Pushed::Moved => {}
+            local_copy::Pushed::Raced(why) => {
+                return Err(stale(Lost::Lease, format!("stale info ({why})")));
+            }
+            local_copy::Pushed::Locked(why) => {
+                return Err(stale(
                     Lost::ServerLock,
                     format!(
-                        "cannot lock ref '{target}' in {}: {}",
-                        self.path.display(),
-                        e.message()
+                        "cannot lock ref '{target}' in {}: {why}",
+                        self.path.display()
                     ),
-                ),
-                _ => git_error(WHAT)(e),
-            });
+                ));
+            }
         }
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),
