@@ -726,25 +726,47 @@ impl Receiver {
             message,
             lost,
         };
-        let pushed = local_copy::push(repo, &product, &target, head, tip, "proto: deliver")
-            .map_err(|e| DeliveryError::Git {
-                command: WHAT.into(),
-                detail: format!("pushing to {}: {e}", self.path.display()),
-            })?;
-        match pushed {
-            local_copy::Pushed::Moved => {}
-            local_copy::Pushed::Raced(why) => {
-                return Err(stale(Lost::Lease, format!("stale info ({why})")));
-            }
-            local_copy::Pushed::Locked(why) => {
-                return Err(stale(
-                    Lost::ServerLock,
-                    format!(
-                        "cannot lock ref '{target}' in {}: {why}",
-                        self.path.display()
-                    ),
-                ));
-            }
+        local_copy::copy_loose(repo, &product, head).map_err(|e| DeliveryError::Git {
+            command: WHAT.into(),
+            detail: format!("copying the work to {}: {e}", self.path.display()),
+        })?;
+        // The branch is moved by `git update-ref` (compare-and-swap under git's lock), a
+        // process of its own: a controller killed while holding the lock in-process would
+        // leave `<branch>.lock` behind and every later push refused; git finishes and
+        // removes it whatever happens to the controller.
+        let old = tip.map_or_else(|| "0".repeat(40), |t| t.to_string());
+        let moved = super::workspace::git(
+            Some(&self.path),
+            &[
+                "update-ref",
+                "-m",
+                "proto: deliver",
+                &target,
+                &head.to_string(),
+                &old,
+            ],
+            "update-ref",
+        );
+        if let Err(e) = moved {
+            let said = e.to_string();
+            return Err(
+                if said.contains("File exists")
+                    || said.contains("Unable to create")
+                    || said.contains("remove the file manually")
+                {
+                    stale(
+                        Lost::ServerLock,
+                        format!(
+                            "cannot lock ref '{target}' in {}: {said}",
+                            self.path.display()
+                        ),
+                    )
+                } else if said.contains("expected") || said.contains("already exists") {
+                    stale(Lost::Lease, format!("stale info ({said})"))
+                } else {
+                    git_error(WHAT)(git2::Error::from_str(&said))
+                },
+            );
         }
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),
