@@ -735,7 +735,7 @@ impl Receiver {
         // leave `<branch>.lock` behind and every later push refused; git finishes and
         // removes it whatever happens to the controller.
         let old = tip.map_or_else(|| "0".repeat(40), |t| t.to_string());
-        let moved = super::workspace::git(
+        let out = super::workspace::run(
             Some(&self.path),
             &[
                 "update-ref",
@@ -745,15 +745,21 @@ impl Receiver {
                 &head.to_string(),
                 &old,
             ],
-            "update-ref",
-        );
-        if let Err(e) = moved {
-            let said = e.to_string();
+        )
+        .map_err(|e| DeliveryError::Git {
+            command: "update-ref".into(),
+            detail: e.to_string(),
+        })?;
+        if !out.status.success() {
+            // All of git's words: the lock's first line names the file a person must remove.
+            let said = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
             return Err(
-                if said.contains("File exists")
-                    || said.contains("Unable to create")
-                    || said.contains("remove the file manually")
-                {
+                if said.contains("File exists") || said.contains("Unable to create") {
                     stale(
                         Lost::ServerLock,
                         format!(
@@ -764,7 +770,10 @@ impl Receiver {
                 } else if said.contains("expected") || said.contains("already exists") {
                     stale(Lost::Lease, format!("stale info ({said})"))
                 } else {
-                    git_error(WHAT)(git2::Error::from_str(&said))
+                    DeliveryError::Git {
+                        command: "update-ref".into(),
+                        detail: said,
+                    }
                 },
             );
         }
