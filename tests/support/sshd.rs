@@ -142,15 +142,38 @@ impl Sshd {
 
     /// SIGKILL to every `sshd` of this server: the processes serving its sessions, then the
     /// listener (what a crashed or unplugged host looks like to a client: no goodbye).
+    ///
+    /// Everything is frozen (SIGSTOP) before anything dies: a client that sees its session
+    /// end reconnects at once, and a listener still accepting would fork a session that
+    /// outlives the kill, so the host would seem to answer after all.
     pub fn kill_all(&mut self) {
-        for pid in descendants(self.child.id()) {
-            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if name.starts_with("sshd") {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+        use nix::sys::signal::{Signal, kill};
+        let signal = |pid: i32, signal| {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+        };
+        let listener = self.child.id() as i32;
+        signal(listener, Signal::SIGSTOP);
+        let mut frozen: Vec<i32> = Vec::new();
+        loop {
+            let found: Vec<i32> = descendants(self.child.id())
+                .into_iter()
+                .filter(|pid| !frozen.contains(pid))
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .unwrap_or_default()
+                        .starts_with("sshd")
+                })
+                .collect();
+            if found.is_empty() {
+                break;
             }
+            for pid in found {
+                signal(pid, Signal::SIGSTOP);
+                frozen.push(pid);
+            }
+        }
+        for pid in frozen {
+            signal(pid, Signal::SIGKILL);
         }
         self.kill();
     }
