@@ -24,6 +24,7 @@ use std::path::Path;
 use git2::{ObjectType, Oid, Repository};
 
 use super::GitopsError;
+use super::ref_update::{self, Moved};
 
 /// Brings `mirror`'s branches to those of the repository at `product` (see the module), and
 /// answers how many objects it copied.
@@ -70,49 +71,20 @@ pub fn copy_loose(
     Ok(objects.len())
 }
 
-/// What [`push`] did to the branch.
-pub enum Pushed {
-    /// It moved to the commit.
-    Moved,
-    /// It was not where the push expected it (it moved, or exists when it should not):
-    /// libgit2's words.
-    Raced(String),
-    /// Another git holds its lock: libgit2's words.
-    Locked(String),
-}
-
 /// A push between repositories on this host: the objects `tip` reaches that `target`
 /// lacks are copied loose, then `refname` is moved to `tip` only from `from` (`None`: only
-/// if it does not exist), under git's own lock file, so a concurrent `git push` and this
-/// one exclude each other. Objects are written before the ref that names them.
+/// if it does not exist), by git under its own lock file (see [`super::ref_update`]), so a
+/// concurrent `git push` and this one exclude each other. Objects are written before the
+/// ref that names them.
 pub fn push(
     source: &Repository,
     target: &Repository,
     refname: &str,
     tip: Oid,
     from: Option<Oid>,
-    message: &str,
-) -> Result<Pushed, GitopsError> {
+) -> Result<Moved, GitopsError> {
     copy_loose(source, target, tip)?;
-    let moved = match from {
-        Some(from) => target.reference_matching(refname, tip, true, from, message),
-        None => target.reference(refname, tip, false, message),
-    };
-    match moved {
-        Ok(_) => Ok(Pushed::Moved),
-        Err(e)
-            if matches!(
-                e.code(),
-                git2::ErrorCode::Modified | git2::ErrorCode::Exists
-            ) || e.message().contains("does not match") =>
-        {
-            Ok(Pushed::Raced(e.message().to_string()))
-        }
-        Err(e) if e.code() == git2::ErrorCode::Locked => {
-            Ok(Pushed::Locked(e.message().to_string()))
-        }
-        Err(e) => Err(e.into()),
-    }
+    ref_update::compare_and_swap(target.path(), refname, tip, from)
 }
 
 /// The objects `tips` reach that `have` lacks: the commits it lacks, and of each the trees

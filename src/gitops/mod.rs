@@ -11,6 +11,7 @@ pub mod catch_up;
 pub mod delivery;
 mod local_copy;
 mod native;
+mod ref_update;
 #[cfg(test)]
 mod test_git;
 pub mod workspace;
@@ -485,9 +486,9 @@ impl Writeback {
 /// as it was when the push began, then moves the branch by force: a person's push landing in
 /// between was overwritten, lost from the branch with no one told. So the objects are
 /// copied first (loose, the few a record commit adds: libgit2's pack builder searched for
-/// deltas between megabytes of status text at each push), and the branch is moved here,
-/// only from the head the commit was built on; any other head is a rejection, fetched and
-/// rebuilt like a server's.
+/// deltas between megabytes of status text at each push), and the branch is moved by git
+/// (see [`ref_update`]) only from the head the commit was built on; any other head is a
+/// rejection, fetched and rebuilt like a server's.
 fn push_local(
     repo: &Repository,
     path: &Path,
@@ -495,13 +496,12 @@ fn push_local(
     refname: &str,
 ) -> Result<PushOutcome, GitopsError> {
     let target = Repository::open(path)?;
-    let message = "proto: record commit";
-    match local_copy::push(repo, &target, refname, built.id, built.on, message)? {
-        local_copy::Pushed::Moved => Ok(PushOutcome::Pushed),
-        local_copy::Pushed::Raced(why) => Ok(PushOutcome::Rejected(format!(
+    match local_copy::push(repo, &target, refname, built.id, built.on)? {
+        ref_update::Moved::Moved => Ok(PushOutcome::Pushed),
+        ref_update::Moved::Raced(why) => Ok(PushOutcome::Rejected(format!(
             "{refname} moved on the remote: {why}"
         ))),
-        local_copy::Pushed::Locked(why) => Err(GitopsError::Command {
+        ref_update::Moved::Locked(why) => Err(GitopsError::Command {
             what: format!("move {refname} in {}", path.display()),
             message: why,
         }),

@@ -34,6 +34,7 @@ use git2::{
 };
 
 use super::delivery::{DeliveryError, Lost, Prepared, REVIEW_PREFIX};
+use super::ref_update::Moved;
 use super::{Identity, local_copy};
 use crate::computer::Workspace;
 use crate::computer::workspace::Pristine;
@@ -726,56 +727,26 @@ impl Receiver {
             message,
             lost,
         };
-        local_copy::copy_loose(repo, &product, head).map_err(|e| DeliveryError::Git {
-            command: WHAT.into(),
-            detail: format!("copying the work to {}: {e}", self.path.display()),
+        // The branch is moved by git, under its lock (see `ref_update`): a controller killed
+        // mid-move leaves no `<branch>.lock` behind.
+        let moved = local_copy::push(repo, &product, &target, head, tip).map_err(|e| {
+            DeliveryError::Git {
+                command: WHAT.into(),
+                detail: format!("pushing the work to {}: {e}", self.path.display()),
+            }
         })?;
-        // The branch is moved by `git update-ref` (compare-and-swap under git's lock), a
-        // process of its own: a controller killed while holding the lock in-process would
-        // leave `<branch>.lock` behind and every later push refused; git finishes and
-        // removes it whatever happens to the controller.
-        let old = tip.map_or_else(|| "0".repeat(40), |t| t.to_string());
-        let out = super::workspace::run(
-            Some(&self.path),
-            &[
-                "update-ref",
-                "-m",
-                "proto: deliver",
-                &target,
-                &head.to_string(),
-                &old,
-            ],
-        )
-        .map_err(|e| DeliveryError::Git {
-            command: "update-ref".into(),
-            detail: e.to_string(),
-        })?;
-        if !out.status.success() {
-            // All of git's words: the lock's first line names the file a person must remove.
-            let said = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Err(
-                if said.contains("File exists") || said.contains("Unable to create") {
-                    stale(
-                        Lost::ServerLock,
-                        format!(
-                            "cannot lock ref '{target}' in {}: {said}",
-                            self.path.display()
-                        ),
-                    )
-                } else if said.contains("expected") || said.contains("already exists") {
-                    stale(Lost::Lease, format!("stale info ({said})"))
-                } else {
-                    DeliveryError::Git {
-                        command: "update-ref".into(),
-                        detail: said,
-                    }
-                },
-            );
+        match moved {
+            Moved::Moved => {}
+            Moved::Locked(said) => {
+                return Err(stale(
+                    Lost::ServerLock,
+                    format!(
+                        "cannot lock ref '{target}' in {}: {said}",
+                        self.path.display()
+                    ),
+                ));
+            }
+            Moved::Raced(said) => return Err(stale(Lost::Lease, format!("stale info ({said})"))),
         }
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),
