@@ -24,7 +24,7 @@ use std::path::Path;
 use git2::{ObjectType, Oid, Repository};
 
 use super::GitopsError;
-use super::ref_update::{self, Moved};
+use super::ref_update::{self, Swap};
 
 /// Brings `mirror`'s branches to those of the repository at `product` (see the module), and
 /// answers how many objects it copied.
@@ -82,7 +82,7 @@ pub fn push(
     refname: &str,
     tip: Oid,
     from: Option<Oid>,
-) -> Result<Moved, GitopsError> {
+) -> Result<Swap, GitopsError> {
     copy_loose(source, target, tip)?;
     ref_update::compare_and_swap(target.path(), refname, tip, from)
 }

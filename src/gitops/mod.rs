@@ -497,11 +497,11 @@ fn push_local(
 ) -> Result<PushOutcome, GitopsError> {
     let target = Repository::open(path)?;
     match local_copy::push(repo, &target, refname, built.id, built.on)? {
-        ref_update::Moved::Moved => Ok(PushOutcome::Pushed),
-        ref_update::Moved::Raced(why) => Ok(PushOutcome::Rejected(format!(
+        ref_update::Swap::Moved => Ok(PushOutcome::Pushed),
+        ref_update::Swap::Raced(why) => Ok(PushOutcome::Rejected(format!(
             "{refname} moved on the remote: {why}"
         ))),
-        ref_update::Moved::Locked(why) => Err(GitopsError::Command {
+        ref_update::Swap::Locked(why) => Err(GitopsError::Command {
             what: format!("move {refname} in {}", path.display()),
             message: why,
         }),

@@ -34,7 +34,7 @@ use git2::{
 };
 
 use super::delivery::{DeliveryError, Lost, Prepared, REVIEW_PREFIX};
-use super::ref_update::Moved;
+use super::ref_update::Swap;
 use super::{Identity, local_copy};
 use crate::computer::Workspace;
 use crate::computer::workspace::Pristine;
@@ -736,8 +736,8 @@ impl Receiver {
             }
         })?;
         match moved {
-            Moved::Moved => {}
-            Moved::Locked(said) => {
+            Swap::Moved => {}
+            Swap::Locked(said) => {
                 return Err(stale(
                     Lost::ServerLock,
                     format!(
@@ -746,7 +746,7 @@ impl Receiver {
                     ),
                 ));
             }
-            Moved::Raced(said) => return Err(stale(Lost::Lease, format!("stale info ({said})"))),
+            Swap::Raced(said) => return Err(stale(Lost::Lease, format!("stale info ({said})"))),
         }
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),

@@ -29,7 +29,7 @@ const KEPT: usize = 16;
 
 /// What a compare-and-swap did to the ref.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Moved {
+pub enum Swap {
     /// It moved to the new commit.
     Moved,
     /// It was not where the caller expected it (it moved, or exists when it should not):
@@ -47,7 +47,7 @@ pub fn compare_and_swap(
     refname: &str,
     new: Oid,
     old: Option<Oid>,
-) -> Result<Moved, GitopsError> {
+) -> Result<Swap, GitopsError> {
     let slot = slot(repo)?;
     let mut kept = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let folder = identity(repo)?;
@@ -65,16 +65,16 @@ pub fn compare_and_swap(
     let old = old.map_or_else(|| "0".repeat(40), |o| o.to_string());
     let sent = format!("start\nupdate {refname} {new} {old}\nprepare\ncommit\n");
     if process.transact(&sent) {
-        return Ok(Moved::Moved);
+        return Ok(Swap::Moved);
     }
     let Some(process) = kept.take() else {
         return Err(failed(repo, "the process is gone".into()));
     };
     let said = process.reason();
     if said.contains("File exists") || said.contains("Unable to create") {
-        Ok(Moved::Locked(said))
+        Ok(Swap::Locked(said))
     } else if said.contains("expected") || said.contains("already exists") {
-        Ok(Moved::Raced(said))
+        Ok(Swap::Raced(said))
     } else {
         Err(failed(repo, said))
     }

@@ -34,26 +34,26 @@ fn moves_only_from_the_expected_commit_and_creates_only_what_is_absent() {
     let main = "refs/heads/main";
     let moved = compare_and_swap(&bare, main, two, Some(two)).unwrap();
     assert!(
-        matches!(moved, Moved::Raced(ref why) if why.contains("expected")),
+        matches!(moved, Swap::Raced(ref why) if why.contains("expected")),
         "{moved:?}"
     );
     assert_eq!(tip(&bare), one.to_string());
     assert_eq!(
         compare_and_swap(&bare, main, two, Some(one)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     assert_eq!(tip(&bare), two.to_string());
     // The process refused above was replaced; the one that moved it is kept and moves again.
     assert_eq!(
         compare_and_swap(&bare, main, one, Some(two)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     assert_eq!(tip(&bare), one.to_string());
     let created = compare_and_swap(&bare, main, two, None).unwrap();
-    assert!(matches!(created, Moved::Raced(_)), "{created:?}");
+    assert!(matches!(created, Swap::Raced(_)), "{created:?}");
     assert_eq!(
         compare_and_swap(&bare, "refs/heads/new", two, None).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     assert_eq!(
         git(&bare, &["rev-parse", "refs/heads/new"]),
@@ -70,14 +70,14 @@ fn a_held_lock_is_named_and_nothing_moves_until_it_goes() {
     std::fs::write(&lock, "").unwrap();
     let moved = compare_and_swap(&bare, "refs/heads/main", two, Some(one)).unwrap();
     assert!(
-        matches!(moved, Moved::Locked(ref why) if why.contains("main.lock")),
+        matches!(moved, Swap::Locked(ref why) if why.contains("main.lock")),
         "{moved:?}"
     );
     assert_eq!(tip(&bare), one.to_string());
     std::fs::remove_file(&lock).unwrap();
     assert_eq!(
         compare_and_swap(&bare, "refs/heads/main", two, Some(one)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
 }
 
@@ -87,14 +87,14 @@ fn a_repository_made_again_at_the_same_path_is_moved_not_the_old_one() {
     let (bare, one, two) = repository(dir.path());
     assert_eq!(
         compare_and_swap(&bare, "refs/heads/main", two, Some(one)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     std::fs::remove_dir_all(dir.path()).unwrap();
     std::fs::create_dir_all(dir.path()).unwrap();
     let (bare, one, two) = repository(dir.path());
     assert_eq!(
         compare_and_swap(&bare, "refs/heads/main", two, Some(one)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     assert_eq!(tip(&bare), two.to_string());
 }
@@ -105,7 +105,7 @@ fn a_process_that_ended_meanwhile_is_started_again() {
     let (bare, one, two) = repository(dir.path());
     assert_eq!(
         compare_and_swap(&bare, "refs/heads/main", two, Some(one)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     let kept = slot(&bare).unwrap();
     let pid = kept.lock().unwrap().as_ref().unwrap().child.id();
@@ -120,7 +120,7 @@ fn a_process_that_ended_meanwhile_is_started_again() {
     }
     assert_eq!(
         compare_and_swap(&bare, "refs/heads/main", one, Some(two)).unwrap(),
-        Moved::Moved
+        Swap::Moved
     );
     assert_eq!(tip(&bare), one.to_string());
 }
