@@ -1183,7 +1183,7 @@ fn a_delivered_workspace_is_reused_exactly_as_a_fresh_one_would_be() {
     );
     git(&first, &["config", "url./nowhere/.insteadOf", url]);
     git(&first, &["config", "alias.status", "log"]);
-    recycle(url, &first, &mirrors).unwrap();
+    recycle(url, &first, &mirrors, None).unwrap();
     assert!(!first.exists(), "the spare moved beside the mirror");
 
     // Someone changes, removes and adds files meanwhile.
@@ -1238,7 +1238,7 @@ fn a_delivered_workspace_is_reused_exactly_as_a_fresh_one_would_be() {
     git(&second, &["update-index", "--assume-unchanged", "keep.txt"]);
     write(&second, "keep.txt", "tampered\n");
     assert!(clean(&second), "git looks past the tampered file");
-    recycle(url, &second, &mirrors).unwrap();
+    recycle(url, &second, &mirrors, None).unwrap();
     let third = work.join("third");
     make(url, "main", &third, &mirrors).unwrap();
     assert_eq!(
@@ -1248,7 +1248,7 @@ fn a_delivered_workspace_is_reused_exactly_as_a_fresh_one_would_be() {
     assert!(clean(&third));
 
     // A new branch made from a spare starts at the default branch, like a fresh one.
-    recycle(url, &third, &mirrors).unwrap();
+    recycle(url, &third, &mirrors, None).unwrap();
     let fourth = work.join("fourth");
     make(url, "feature", &fourth, &mirrors).unwrap();
     assert_eq!(git(&fourth, &["rev-parse", "HEAD"]).trim(), tip);
@@ -1260,7 +1260,7 @@ fn a_delivered_workspace_is_reused_exactly_as_a_fresh_one_would_be() {
 
     // A spare half made into a workspace when the controller was killed is not trusted:
     // it is the `.partial` that `remove` (called before every attempt) takes away.
-    recycle(url, &fourth, &mirrors).unwrap();
+    recycle(url, &fourth, &mirrors, None).unwrap();
     let fifth = work.join("fifth");
     let half = work.join("fifth.partial");
     let spares = std::fs::read_dir(&mirrors)
@@ -1353,7 +1353,7 @@ fn a_spare_a_left_over_process_still_works_in_is_not_reused() {
         .current_dir(&first)
         .spawn()
         .unwrap();
-    recycle(url, &first, &mirrors).unwrap();
+    recycle(url, &first, &mirrors, None).unwrap();
     let second = tmp.path().join("work/second");
     make(url, "main", &second, &mirrors).unwrap();
     // Cloned afresh: the folder the process works in was removed, not handed on.

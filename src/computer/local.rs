@@ -57,6 +57,9 @@ pub struct Local {
     /// marker (what a killed controller left is stopped at start-up), and
     /// [`Computer::release`] has nothing to look for.
     started: std::sync::atomic::AtomicBool,
+    /// What is known of the files of the workspace this computer made last, handed to the
+    /// spare it becomes (see [`Computer::recycle`]).
+    journal: std::sync::Mutex<Option<super::workspace::Journal>>,
 }
 
 impl Local {
@@ -75,6 +78,7 @@ impl Local {
             sandbox: None,
             desktop: None,
             started: std::sync::atomic::AtomicBool::new(false),
+            journal: std::sync::Mutex::default(),
         }
     }
 
@@ -125,8 +129,8 @@ impl Local {
         confined: Option<&(Prepared, Option<std::path::PathBuf>)>,
     ) {
         // Set before the process exists, so a release that follows its start looks for it.
-        self.started
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let first = !self.started.swap(true, std::sync::atomic::Ordering::SeqCst);
+        super::activity::starting(first);
         command
             .current_dir(cwd)
             // Processes see a plain environment, not the controller's: its model keys and
@@ -167,6 +171,7 @@ impl Local {
             sandbox: None,
             desktop: None,
             started: std::sync::atomic::AtomicBool::new(false),
+            journal: std::sync::Mutex::default(),
         }
     }
 }
@@ -247,7 +252,7 @@ impl Computer for Local {
         let mirrors = self.workdir.join(crate::gitops::workspace::MIRRORS);
         let made_in = mirrors.clone();
         // Git runs as child processes waited on synchronously, under a file lock.
-        tokio::task::spawn_blocking(move || {
+        let quiet = tokio::task::spawn_blocking(move || {
             crate::gitops::workspace::make(&repo, &branch, &target, &made_in)
         })
         .await
@@ -255,7 +260,16 @@ impl Computer for Local {
         .map_err(|e| ComputerError::Workspace(format!("{}: {e}", dir.display())))?;
         let pristine = crate::gitops::workspace::pristine(&spec.repo, &spec.branch, &mirrors)
             .map_err(|e| ComputerError::Workspace(e.to_string()))?;
-        Ok(Workspace::new(dir).with_pristine(pristine))
+        let workspace = Workspace::new(dir).with_pristine(pristine);
+        // Made just now (not one a resumed attempt left): its files are its index's.
+        if let Some(quiet) = quiet {
+            workspace.journal().matches_index(quiet);
+        }
+        *self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(workspace.journal().clone());
+        Ok(workspace)
     }
 
     async fn run(
@@ -554,8 +568,14 @@ impl Computer for Local {
         let dir = self.workdir.join(dir_name(&spec.task));
         let mirrors = self.workdir.join(crate::gitops::workspace::MIRRORS);
         let repo = spec.repo.clone();
+        let clean = self
+            .journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .and_then(|journal| journal.clean_since());
         tokio::task::spawn_blocking(move || {
-            crate::gitops::workspace::recycle(&repo, &dir, &mirrors)
+            crate::gitops::workspace::recycle(&repo, &dir, &mirrors, clean)
         })
         .await
         .map_err(|e| ComputerError::Workspace(format!("keeping a workspace: {e}")))?
@@ -568,12 +588,24 @@ impl Computer for Local {
             return Ok(0);
         }
         let marker = self.marker.clone();
-        let stopped =
-            tokio::task::spawn_blocking(move || stopping::stop_found(|| marked_processes(&marker)))
-                .await
-                .map_err(|e| {
-                    ComputerError::Workspace(format!("stopping left-over processes: {e}"))
-                })?;
+        let (stopped, all) = tokio::task::spawn_blocking(move || {
+            let stopped = stopping::stop_found(|| marked_processes(&marker));
+            // Found none at all: nothing to look for again.
+            (
+                stopped,
+                stopped == 0 || marked_processes(&marker).is_empty(),
+            )
+        })
+        .await
+        .map_err(|e| ComputerError::Workspace(format!("stopping left-over processes: {e}")))?;
+        // Everything it started is gone: none of it can touch files any more.
+        if all
+            && self
+                .started
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            super::activity::released();
+        }
         Ok(stopped)
     }
 
@@ -624,6 +656,11 @@ impl Computer for Local {
     }
 
     async fn input(&self, input: super::desktop::Input) -> Result<(), ComputerError> {
+        // Whatever runs on the display can act on the input, write files included, and
+        // nothing stops it at release: a driven desktop counts as a start never released.
+        static DRIVEN: std::sync::Once = std::sync::Once::new();
+        DRIVEN.call_once(|| super::activity::starting(true));
+        super::activity::starting(false);
         Ok(self.display()?.input(input).await?)
     }
 }

@@ -9,6 +9,7 @@
 //! and output as streams. `local` is this host, `ssh` another machine over SSH; Kubernetes
 //! pods will implement the same trait.
 
+pub mod activity;
 pub mod desktop;
 pub mod health;
 pub mod local;

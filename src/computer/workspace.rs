@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::ComputerError;
+use super::activity::Quiet;
 
 /// How many symbolic links a path may pass through before it is taken for a loop (Linux's
 /// own limit).
@@ -36,7 +37,85 @@ pub struct Workspace {
     /// The controller's own open repository of a workspace on this host, kept between its
     /// in-process git steps (see `gitops::native`).
     repository: Repository,
+    /// What the controller knows of the files without walking them.
+    journal: Journal,
 }
+
+/// What the controller knows of a workspace's files without walking them: since a
+/// [`Quiet`] moment, every file outside `.git` is as the index has it, except the paths
+/// written through the workspace's computer since (`written`, as they land on disk). Held
+/// only while the quiet holds: a process of this controller that started since could have
+/// written anything, and then the files are walked again. Memory of this process only.
+///
+/// Shared by every clone of the handle.
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Known>>);
+
+#[derive(Default)]
+struct Known {
+    since: Option<Quiet>,
+    written: BTreeSet<PathBuf>,
+}
+
+impl Journal {
+    /// Every file is as the index has it, as of `since` (a moment taken before the walk or
+    /// checkout that made it so).
+    pub fn matches_index(&self, since: Quiet) {
+        let mut known = self.known();
+        known.since = Some(since);
+        known.written.clear();
+    }
+
+    /// Nothing is known any more (a step that changed files some other way).
+    pub fn forget(&self) {
+        self.known().since = None;
+    }
+
+    /// The paths written since the files last matched the index, when that is still known.
+    pub fn written(&self) -> Option<BTreeSet<PathBuf>> {
+        let known = self.known();
+        let since = known.since?;
+        since.holds().then(|| known.written.clone())
+    }
+
+    /// Of the paths written, only `left` still differ from the index (the rest were staged).
+    pub fn left(&self, left: BTreeSet<PathBuf>) {
+        self.known().written = left;
+    }
+
+    /// The moment since which the files match the index exactly, nothing written since.
+    pub fn clean_since(&self) -> Option<Quiet> {
+        let known = self.known();
+        let since = known.since.filter(|q| q.holds())?;
+        known.written.is_empty().then_some(since)
+    }
+
+    fn wrote(&self, path: PathBuf) {
+        self.known().written.insert(path);
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        // Every update leaves it whole; a panicking holder left a true state.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Journal")
+    }
+}
+
+/// A memo, not part of what a workspace is.
+impl PartialEq for Journal {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Journal {}
 
 /// The repository the controller opened in a workspace on this host, shared by every
 /// clone of the handle: opening one reads its configuration and every pack index of the
@@ -120,6 +199,7 @@ impl Workspace {
             on_this_host: true,
             scanned: Scanned::default(),
             repository: Repository::default(),
+            journal: Journal::default(),
         }
     }
 
@@ -159,6 +239,11 @@ impl Workspace {
         &self.repository
     }
 
+    /// What the controller knows of the files here (shared by every clone of this handle).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -171,7 +256,8 @@ impl Workspace {
     }
 
     /// [`Workspace::resolve`] for a path about to be written: also refused when it lies in a
-    /// `.git` folder, as written or where its symbolic links lead.
+    /// `.git` folder, as written or where its symbolic links lead. Where it lands is
+    /// recorded in the [`Journal`].
     pub fn resolve_for_write(&self, relative: &str) -> Result<PathBuf, ComputerError> {
         let located = self.locate(relative)?;
         let landed = located.landing.strip_prefix(&located.root).ok();
@@ -179,6 +265,10 @@ impl Workspace {
             return Err(ComputerError::GitDir {
                 path: relative.to_string(),
             });
+        }
+        match landed {
+            Some(landed) => self.journal.wrote(landed.to_path_buf()),
+            None => self.journal.forget(),
         }
         Ok(located.root.join(located.inside))
     }

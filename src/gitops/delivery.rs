@@ -286,9 +286,10 @@ impl Git<'_> {
             Some(native) => {
                 let (message, author, committer) =
                     (message.to_string(), author.clone(), committer.clone());
+                let journal = native.journal();
                 native
                     .with("add -A && commit", move |repo| {
-                        native::commit_all(repo, &message, &author, &committer)
+                        native::commit_all(repo, &journal, &message, &author, &committer)
                     })
                     .await?
             }
@@ -468,9 +469,10 @@ impl Git<'_> {
     ) -> Result<Prepared, DeliveryError> {
         if let Some(native) = self.native() {
             let (owned, committer) = (branch.to_string(), committer.clone());
+            let journal = native.journal();
             let prepared = native
                 .with("reset --hard && clean -ffdx", move |repo| {
-                    native::prepare(repo, &owned, fetch, &committer)
+                    native::prepare(repo, &journal, &owned, fetch, &committer)
                 })
                 .await?;
             // `None`: a fetch from elsewhere or a rebase git must do, which the script does.

@@ -25,6 +25,7 @@
 //! `PROTO_NATIVE_GIT=0` in the controller's environment turns all of it off (every step by
 //! script), for comparing the two.
 
+use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +38,8 @@ use super::delivery::{DeliveryError, Lost, Prepared, REVIEW_PREFIX};
 use super::ref_update::Swap;
 use super::{Identity, local_copy};
 use crate::computer::Workspace;
-use crate::computer::workspace::Pristine;
+use crate::computer::activity;
+use crate::computer::workspace::{Journal, Pristine};
 
 /// The most diff text a commit's secret scan reads (the scripts' limit).
 pub(super) const MAX_SCANNED_BYTES: usize = 32 * 1024 * 1024;
@@ -62,6 +64,7 @@ pub(super) struct Native {
     root: PathBuf,
     pristine: Pristine,
     repository: crate::computer::workspace::Repository,
+    journal: Journal,
 }
 
 /// What [`Native::commit_all`] made.
@@ -86,7 +89,13 @@ impl Native {
             root: workspace.root().to_path_buf(),
             pristine: workspace.pristine()?.clone(),
             repository: workspace.repository().clone(),
+            journal: workspace.journal().clone(),
         })
+    }
+
+    /// What is known of the workspace's files (see [`Journal`]).
+    pub(super) fn journal(&self) -> Journal {
+        self.journal.clone()
     }
 
     /// Runs `step` on the workspace's repository (restored first) off the async threads.
@@ -188,8 +197,11 @@ pub(super) fn head(repo: &Repository) -> Result<Option<Oid>, DeliveryError> {
 }
 
 /// `git add -A && git commit`: `Ok(None)` when nothing changed.
+///
+/// The files are walked only when the `journal` does not know which were written.
 pub(super) fn commit_all(
     repo: &Repository,
+    journal: &Journal,
     message: &str,
     author: &Identity,
     committer: &Identity,
@@ -198,14 +210,26 @@ pub(super) fn commit_all(
     let fail = git_error(WHAT);
     let base = head(repo)?;
     let mut index = repo.index().map_err(fail)?;
-    if stage_changed(repo, &mut index).is_err() {
-        // What the status walk cannot stage path by path (a repository nested in the
-        // work, a submodule): libgit2's own `add -A`, two walks of the files.
-        index.read(true).map_err(git_error(WHAT))?;
-        index
-            .add_all(["*"], IndexAddOption::DEFAULT, None)
-            .map_err(git_error(WHAT))?;
-        index.update_all(["*"], None).map_err(git_error(WHAT))?;
+    let staged = journal
+        .written()
+        .and_then(|written| stage_written(repo, &mut index, &written).ok());
+    match staged {
+        // Only ignored files still differ from the index: the next clean removes them.
+        Some(left) => journal.left(left),
+        None => {
+            // Ignored files are not looked for here: what is in the folder is unknown again.
+            journal.forget();
+            index.read(true).map_err(git_error(WHAT))?;
+            if stage_changed(repo, &mut index).is_err() {
+                // What the status walk cannot stage path by path (a repository nested in
+                // the work, a submodule): libgit2's own `add -A`, two walks of the files.
+                index.read(true).map_err(git_error(WHAT))?;
+                index
+                    .add_all(["*"], IndexAddOption::DEFAULT, None)
+                    .map_err(git_error(WHAT))?;
+                index.update_all(["*"], None).map_err(git_error(WHAT))?;
+            }
+        }
     }
     let tree_id = index.write_tree().map_err(git_error(WHAT))?;
     index.write().map_err(git_error(WHAT))?;
@@ -278,6 +302,41 @@ fn stage_changed(repo: &Repository, index: &mut git2::Index) -> Result<(), git2:
         }
     }
     Ok(())
+}
+
+/// `git add -A` of the files the journal says were written, every other file being as the
+/// index has it: each is added, or taken out when it is gone; an untracked one git ignores
+/// is left alone and answered (it is still there, unlike the index says). `Err` leaves the
+/// index half staged: the caller reads it again.
+fn stage_written(
+    repo: &Repository,
+    index: &mut git2::Index,
+    written: &BTreeSet<PathBuf>,
+) -> Result<BTreeSet<PathBuf>, git2::Error> {
+    let root = repo
+        .workdir()
+        .ok_or_else(|| git2::Error::from_str("a bare repository has no files"))?
+        .to_path_buf();
+    let mut left = BTreeSet::new();
+    for path in written {
+        let tracked = index.get_path(path, 0).is_some();
+        match std::fs::symlink_metadata(root.join(path)) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(git2::Error::from_str("a written path is a folder now"));
+            }
+            Ok(_) if !tracked && repo.is_path_ignored(path)? => {
+                left.insert(path.clone());
+            }
+            Ok(_) => index.add_path(path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if tracked {
+                    index.remove_path(path)?;
+                }
+            }
+            Err(e) => return Err(git2::Error::from_str(&e.to_string())),
+        }
+    }
+    Ok(left)
 }
 
 /// What `new` adds to `old` (`None`: the empty tree), as `git diff-tree -p -U0` prints it,
@@ -450,6 +509,7 @@ fn rebase(
 /// `Ok(None)`: the script must do it (a fetch from elsewhere, a rebase it cannot do here).
 pub(super) fn prepare(
     repo: &Repository,
+    journal: &Journal,
     branch: &str,
     fetch_first: bool,
     committer: &Identity,
@@ -482,18 +542,33 @@ pub(super) fn prepare(
             None => return Ok(None),
         }
     }
-    let (differing, doomed) = differing(repo).map_err(git_error(WHAT))?;
-    let dirty = !differing.is_empty();
-    match head {
-        // Changes beside HEAD (the common case has none: the work was just committed) are
-        // undone by a reset, which walks the files again.
-        Some(head) if dirty || rebased => {
-            let commit = repo.find_object(head, None).map_err(git_error(WHAT))?;
-            repo.reset(&commit, ResetType::Hard, None)
-                .map_err(git_error(WHAT))?;
-            clean(repo).map_err(git_error(WHAT))?;
+    match (head, journal.written()) {
+        // The files not written since they matched the index still do: only the index and
+        // the written paths are compared with HEAD, path by path.
+        (Some(head), Some(written)) => {
+            reset_clean(repo, head, Some(&written)).map_err(git_error(WHAT))?;
+            journal.left(BTreeSet::new());
         }
-        _ => remove(&doomed).map_err(git_error(WHAT))?,
+        (head, _) => {
+            let quiet = activity::quiet();
+            let (differing, doomed) = differing(repo).map_err(git_error(WHAT))?;
+            let dirty = !differing.is_empty();
+            match head {
+                // Changes beside HEAD (the common case has none: the work was just
+                // committed) are undone by a reset, which walks the files again.
+                Some(head) if dirty || rebased => {
+                    let commit = repo.find_object(head, None).map_err(git_error(WHAT))?;
+                    repo.reset(&commit, ResetType::Hard, None)
+                        .map_err(git_error(WHAT))?;
+                    clean(repo).map_err(git_error(WHAT))?;
+                }
+                _ => remove(&doomed).map_err(git_error(WHAT))?,
+            }
+            match quiet.filter(|q| q.holds()) {
+                Some(quiet) => journal.matches_index(quiet),
+                None => journal.forget(),
+            }
+        }
     }
     let commits = match head {
         Some(head) => {
@@ -558,9 +633,17 @@ pub(super) fn log_added(
 /// (a spare's, of an earlier commit) or the files say differently from the commit is
 /// written or removed path by path, and whatever git does not track is removed. Anything
 /// that cannot be done so is done by a full reset.
-pub(crate) fn reset_clean(repo: &Repository, commit: Oid) -> Result<(), git2::Error> {
+///
+/// `written`: the files are known to be as the index has them but for these paths (see
+/// [`crate::computer::workspace::Journal`]); then only the index is compared with the
+/// commit, and the files are not walked.
+pub(crate) fn reset_clean(
+    repo: &Repository,
+    commit: Oid,
+    written: Option<&BTreeSet<PathBuf>>,
+) -> Result<(), git2::Error> {
     let commit = repo.find_commit(commit)?;
-    if let Err(e) = update_paths(repo, &commit.tree()?) {
+    if let Err(e) = update_paths(repo, &commit.tree()?, written) {
         tracing::debug!("a full reset of the workspace: {e}");
         repo.reset(commit.as_object(), ResetType::Hard, None)?;
         clean(repo)?;
@@ -569,8 +652,15 @@ pub(crate) fn reset_clean(repo: &Repository, commit: Oid) -> Result<(), git2::Er
 }
 
 /// [`reset_clean`]'s path-by-path update.
-fn update_paths(repo: &Repository, tree: &git2::Tree<'_>) -> Result<(), git2::Error> {
-    let (differing, doomed) = differing(repo)?;
+fn update_paths(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    written: Option<&BTreeSet<PathBuf>>,
+) -> Result<(), git2::Error> {
+    let (differing, doomed) = match written {
+        Some(written) => differing_known(repo, tree, written)?,
+        None => differing(repo)?,
+    };
     remove(&doomed)?;
     if differing.is_empty() {
         return Ok(());
@@ -589,13 +679,7 @@ fn update_paths(repo: &Repository, tree: &git2::Tree<'_>) -> Result<(), git2::Er
     for path in &gone {
         remove(&[root.join(path)])?;
         index.remove_path(path)?;
-        let mut parent = path.parent();
-        while let Some(folder) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            if std::fs::remove_dir(root.join(folder)).is_err() {
-                break;
-            }
-            parent = folder.parent();
-        }
+        remove_empty_parents(&root, path);
     }
     if !kept.is_empty() {
         let mut checkout = git2::build::CheckoutBuilder::new();
@@ -610,6 +694,17 @@ fn update_paths(repo: &Repository, tree: &git2::Tree<'_>) -> Result<(), git2::Er
     }
     index.write()?;
     Ok(())
+}
+
+/// Removes the folders above `path` (relative to `root`) that it left empty.
+fn remove_empty_parents(root: &Path, path: &Path) {
+    let mut parent = path.parent();
+    while let Some(folder) = parent.filter(|p| !p.as_os_str().is_empty()) {
+        if std::fs::remove_dir(root.join(folder)).is_err() {
+            break;
+        }
+        parent = folder.parent();
+    }
 }
 
 /// One walk of the files against the index and HEAD: the paths whose index entry or file
@@ -638,6 +733,40 @@ fn differing(repo: &Repository) -> Result<(Vec<PathBuf>, Vec<PathBuf>), git2::Er
         }
     }
     Ok((differing, doomed))
+}
+
+/// [`differing`] without a walk of the files, for files known to be as the index has them
+/// but for the `written` paths: the index compared with `tree` (in memory); of the written
+/// paths, those `tree` or the index holds differ (written again, or removed), and the
+/// others are untracked (removed now, with the folders they leave empty).
+fn differing_known(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    written: &BTreeSet<PathBuf>,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), git2::Error> {
+    let Some(root) = repo.workdir().map(Path::to_path_buf) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let index = repo.index()?;
+    let diff = repo.diff_tree_to_index(Some(tree), Some(&index), None)?;
+    let mut differing: BTreeSet<PathBuf> = diff
+        .deltas()
+        .filter_map(|delta| delta.new_file().path().or_else(|| delta.old_file().path()))
+        .map(Path::to_path_buf)
+        .collect();
+    for path in written {
+        let in_tree = tree
+            .get_path(path)
+            .is_ok_and(|entry| entry.kind() != Some(git2::ObjectType::Tree));
+        if in_tree || index.get_path(path, 0).is_some() {
+            differing.insert(path.clone());
+        } else if std::fs::symlink_metadata(root.join(path)).is_ok() {
+            // As `git clean -ffdx` would: the file, and the folders it leaves empty.
+            remove(&[root.join(path)])?;
+            remove_empty_parents(&root, path);
+        }
+    }
+    Ok((differing.into_iter().collect(), Vec::new()))
 }
 
 /// `git clean -ffdx`: removes every file and folder git does not track, ignored or not,

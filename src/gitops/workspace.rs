@@ -36,11 +36,13 @@
 //! any shared repository is: git refuses a push to the checked-out branch of a repository
 //! with a working tree.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::GitopsError;
+use crate::computer::activity::{self, Quiet};
 use crate::source::remote;
 
 /// The folder of a computer's workdir that holds its product mirrors.
@@ -66,9 +68,14 @@ const MAX_PACKS: usize = 8;
 /// empty repository or a missing branch gives a workspace on a new branch, which starts at
 /// the remote's default branch (as `git checkout -b` would), so the work builds on the
 /// product's code; only an empty repository gives an unborn branch.
-pub fn make(repo: &str, branch: &str, dir: &Path, mirrors: &Path) -> Result<(), GitopsError> {
+pub fn make(
+    repo: &str,
+    branch: &str,
+    dir: &Path,
+    mirrors: &Path,
+) -> Result<Option<Quiet>, GitopsError> {
     if dir.is_dir() {
-        return Ok(());
+        return Ok(None);
     }
     let url = repository_url(repo)?;
     let mirror = mirrors.join(mirror_name(&url));
@@ -82,24 +89,38 @@ pub fn make(repo: &str, branch: &str, dir: &Path, mirrors: &Path) -> Result<(), 
     };
     let partial = partial_of(dir);
     remove_dir(&partial)?;
-    let reused = take_spare(&mirror, &partial)
-        && match refresh(&partial, &mirror, &url, branch, &start) {
+    // Taken before the files are made: a process that starts meanwhile voids it.
+    let quiet = activity::quiet();
+    let reused = match take_spare(&mirror, &partial) {
+        Some(known) => match refresh(&partial, &mirror, &url, branch, &start, known) {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(workspace = %dir.display(), "a spare workspace is not reused: {e}");
                 remove_dir(&partial)?;
                 false
             }
-        };
+        },
+        None => false,
+    };
     if !reused {
         clone_shared(&mirror, &partial, &url, branch, &start)?;
     }
-    std::fs::rename(&partial, dir).map_err(io(dir))
+    std::fs::rename(&partial, dir).map_err(io(dir))?;
+    Ok(quiet.filter(|q| q.holds()))
 }
 
 /// Hands back the delivered workspace `dir` of `repo`: kept as a spare of the product's
 /// mirror for the next workspace to be made from, or removed when there are spares enough.
-pub fn recycle(repo: &str, dir: &Path, mirrors: &Path) -> Result<(), GitopsError> {
+///
+/// `clean`: the files have matched the index exactly since then (see
+/// [`crate::computer::workspace::Journal`]), so the next workspace made from the spare
+/// need not walk them while that holds.
+pub fn recycle(
+    repo: &str,
+    dir: &Path,
+    mirrors: &Path,
+    clean: Option<Quiet>,
+) -> Result<(), GitopsError> {
     remove_dir(&partial_of(dir))?;
     if !dir.is_dir() {
         return Ok(());
@@ -114,10 +135,28 @@ pub fn recycle(repo: &str, dir: &Path, mirrors: &Path) -> Result<(), GitopsError
             .map_or(0, |d| d.as_nanos());
         let spare = spares.join(format!("{nanos:x}-{}", std::process::id()));
         if std::fs::rename(dir, &spare).is_ok() {
+            if let Some(clean) = clean {
+                let mut known = clean_spares();
+                // Spares removed some other way leave their entry; a bound drops them.
+                if known.len() >= MAX_SPARES * 4 {
+                    known.clear();
+                }
+                known.insert(spare, clean);
+            }
             return Ok(());
         }
     }
     remove_dir(dir)
+}
+
+/// The spares whose files matched their index when they were handed back, and since when.
+fn clean_spares() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Quiet>> {
+    static CLEAN: std::sync::OnceLock<std::sync::Mutex<HashMap<PathBuf, Quiet>>> =
+        std::sync::OnceLock::new();
+    CLEAN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn spares_of(mirror: &Path) -> PathBuf {
@@ -127,15 +166,16 @@ fn spares_of(mirror: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Moves one spare of `mirror` to `to`; false when there is none. A rename is atomic, so two
+/// Moves one spare of `mirror` to `to`, answering since when its files are known to match
+/// its index (if they are); `None` when there is no spare. A rename is atomic, so two
 /// computers' threads never take the same spare.
-fn take_spare(mirror: &Path, to: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(spares_of(mirror)) else {
-        return false;
-    };
-    entries
+fn take_spare(mirror: &Path, to: &Path) -> Option<Option<Quiet>> {
+    let entries = std::fs::read_dir(spares_of(mirror)).ok()?;
+    let taken = entries
         .filter_map(Result::ok)
-        .any(|entry| std::fs::rename(entry.path(), to).is_ok())
+        .map(|entry| entry.path())
+        .find(|spare| std::fs::rename(spare, to).is_ok())?;
+    Some(clean_spares().remove(&taken).filter(|q| q.holds()))
 }
 
 /// Makes the spare at `dir` a workspace of `branch` as [`clone_shared`] would: a new `.git`
@@ -147,6 +187,7 @@ fn refresh(
     url: &str,
     branch: &str,
     start: &Start,
+    clean: Option<Quiet>,
 ) -> Result<(), GitopsError> {
     let commit = match start {
         Start::Branch => {
@@ -164,7 +205,10 @@ fn refresh(
             });
         }
     };
-    if let Some(pid) = process_inside(dir) {
+    // Known clean while no process of the controller could run: none is inside either.
+    if clean.is_none()
+        && let Some(pid) = process_inside(dir)
+    {
         return Err(untrusted(&format!(
             "process {pid} still works in it (a command left running)"
         )));
@@ -193,7 +237,8 @@ fn refresh(
     repo.set_head(&format!("refs/heads/{branch}"))?;
     configure_origin(&repo, url, branch)?;
     // In-process: `git reset --hard` and `git clean -ffdx` were two process starts a task.
-    super::native::reset_clean(&repo, oid).map_err(|e| GitopsError::Command {
+    let known = clean.map(|_| std::collections::BTreeSet::new());
+    super::native::reset_clean(&repo, oid, known.as_ref()).map_err(|e| GitopsError::Command {
         what: "reset and clean a reused workspace".into(),
         message: e.message().to_string(),
     })

@@ -80,9 +80,15 @@ fn a_commit_stages_as_add_all_does_and_prints_what_git_prints() {
     std::fs::write(work.join("blob.bin"), [0u8, 1, 2, 0, 255]).unwrap();
     let repo = open(&work);
     let base = head(&repo).unwrap().unwrap();
-    let committed = commit_all(&repo, "  Title  \n\n\n body \n", &someone(), &someone())
-        .unwrap()
-        .unwrap();
+    let committed = commit_all(
+        &repo,
+        &Journal::default(),
+        "  Title  \n\n\n body \n",
+        &someone(),
+        &someone(),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(committed.base, Some(base.to_string()));
     assert_eq!(committed.head, git(&work, &["rev-parse", "HEAD"]));
     assert!(!committed.over);
@@ -111,7 +117,7 @@ fn a_commit_stages_as_add_all_does_and_prints_what_git_prints() {
     );
     // Nothing changed since: nothing to commit.
     assert!(
-        commit_all(&repo, "again", &someone(), &someone())
+        commit_all(&repo, &Journal::default(), "again", &someone(), &someone())
             .unwrap()
             .is_none()
     );
@@ -124,12 +130,18 @@ fn a_first_commit_is_diffed_against_the_empty_tree_and_can_be_undone() {
     let work = dir.path().join("work");
     let repo = open(&work);
     assert!(
-        commit_all(&repo, "nothing", &someone(), &someone())
-            .unwrap()
-            .is_none()
+        commit_all(
+            &repo,
+            &Journal::default(),
+            "nothing",
+            &someone(),
+            &someone()
+        )
+        .unwrap()
+        .is_none()
     );
     write(&work, "first.txt", "one\ntwo\n");
-    let committed = commit_all(&repo, "first", &someone(), &someone())
+    let committed = commit_all(&repo, &Journal::default(), "first", &someone(), &someone())
         .unwrap()
         .unwrap();
     assert_eq!(committed.base, None);
@@ -138,11 +150,11 @@ fn a_first_commit_is_diffed_against_the_empty_tree_and_can_be_undone() {
     assert!(head(&repo).unwrap().is_none());
     // The change is left staged, as `git reset --soft` leaves it.
     assert_eq!(git(&work, &["status", "--porcelain"]), "A  first.txt");
-    let committed = commit_all(&repo, "first", &someone(), &someone())
+    let committed = commit_all(&repo, &Journal::default(), "first", &someone(), &someone())
         .unwrap()
         .unwrap();
     write(&work, "second.txt", "2\n");
-    commit_all(&repo, "second", &someone(), &someone())
+    commit_all(&repo, &Journal::default(), "second", &someone(), &someone())
         .unwrap()
         .unwrap();
     uncommit(&repo, Some(&committed.head)).unwrap();
@@ -157,7 +169,7 @@ fn a_commit_of_too_much_text_is_flagged_not_cut_silently() {
     let line = "x".repeat(1023) + "\n";
     write(&work, "big.txt", &line.repeat(MAX_SCANNED_BYTES / 1024 + 8));
     let repo = open(&work);
-    let committed = commit_all(&repo, "big", &someone(), &someone())
+    let committed = commit_all(&repo, &Journal::default(), "big", &someone(), &someone())
         .unwrap()
         .unwrap();
     assert!(committed.over);
@@ -170,7 +182,7 @@ fn prepare_leaves_exactly_head_and_rebases_what_applies_cleanly() {
     let (product, work) = product_and_clone(dir.path());
     let repo = open(&work);
     write(&work, "new.txt", "new\n");
-    let committed = commit_all(&repo, "new", &someone(), &someone())
+    let committed = commit_all(&repo, &Journal::default(), "new", &someone(), &someone())
         .unwrap()
         .unwrap();
     // What a check or a command may leave beside the commit.
@@ -181,7 +193,9 @@ fn prepare_leaves_exactly_head_and_rebases_what_applies_cleanly() {
     git(&work, &["init", "-q", "nested"]);
     write(&work, "nested/inside.txt", "a repository inside\n");
     std::fs::remove_file(work.join("c.txt")).unwrap();
-    let prepared = prepare(&repo, "main", false, &someone()).unwrap().unwrap();
+    let prepared = prepare(&repo, &Journal::default(), "main", false, &someone())
+        .unwrap()
+        .unwrap();
     assert_eq!(prepared.head.as_deref(), Some(committed.head.as_str()));
     assert_eq!(prepared.commits, vec![committed.head.clone()]);
     assert!(!prepared.rebased);
@@ -201,7 +215,9 @@ fn prepare_leaves_exactly_head_and_rebases_what_applies_cleanly() {
         name: "controller".into(),
         email: "bot@example.com".into(),
     };
-    let prepared = prepare(&repo, "main", true, &committer).unwrap().unwrap();
+    let prepared = prepare(&repo, &Journal::default(), "main", true, &committer)
+        .unwrap()
+        .unwrap();
     assert_eq!(prepared.tip.as_deref(), Some(theirs.as_str()));
     assert!(prepared.rebased);
     let head = prepared.head.unwrap();
@@ -221,7 +237,11 @@ fn prepare_leaves_exactly_head_and_rebases_what_applies_cleanly() {
     git(&other, &["add", "-A"]);
     git(&other, &["commit", "-q", "-m", "conflicting"]);
     git(&other, &["push", "-q", "origin", "HEAD:main"]);
-    assert!(prepare(&repo, "main", true, &committer).unwrap().is_none());
+    assert!(
+        prepare(&repo, &Journal::default(), "main", true, &committer)
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(git(&work, &["rev-parse", "HEAD"]), head, "nothing moved");
     // A branch the product does not have: the tracking ref goes, as git's fetch does.
     assert_eq!(fetch(&repo, "gone").unwrap(), Some(None));
@@ -235,7 +255,7 @@ fn a_push_moves_the_branch_only_from_the_tip_it_was_built_on() {
     let repo = open(&work);
     let tip = git(&work, &["rev-parse", "HEAD"]);
     write(&work, "new.txt", "new\n");
-    let committed = commit_all(&repo, "new", &someone(), &someone())
+    let committed = commit_all(&repo, &Journal::default(), "new", &someone(), &someone())
         .unwrap()
         .unwrap();
     let pushed = push(&repo, "main", Some(&tip)).unwrap().unwrap();
@@ -253,7 +273,7 @@ fn a_push_moves_the_branch_only_from_the_tip_it_was_built_on() {
     git(&other, &["push", "-q", "origin", "HEAD:main"]);
     let theirs = git(&other, &["rev-parse", "HEAD"]);
     write(&work, "more.txt", "more\n");
-    commit_all(&repo, "more", &someone(), &someone())
+    commit_all(&repo, &Journal::default(), "more", &someone(), &someone())
         .unwrap()
         .unwrap();
     let lost = push(&repo, "main", Some(&committed.head)).unwrap_err();
@@ -339,7 +359,7 @@ fn loose_objects_that_pile_up_in_the_product_are_packed() {
     for i in 0..12_000 {
         write(&work, &format!("many/{i}.txt"), &format!("{i}\n"));
     }
-    commit_all(&repo, "many", &someone(), &someone())
+    commit_all(&repo, &Journal::default(), "many", &someone(), &someone())
         .unwrap()
         .unwrap();
     push(&repo, "main", Some(&tip)).unwrap().unwrap();
@@ -448,7 +468,7 @@ fn a_reset_path_by_path_handles_files_and_folders_trading_places() {
     git(&work, &["update-ref", "refs/heads/main", &after]);
     let repo = open(&work);
     let commit = repo.find_commit(Oid::from_str(&after).unwrap()).unwrap();
-    update_paths(&repo, &commit.tree().unwrap()).unwrap();
+    update_paths(&repo, &commit.tree().unwrap(), None).unwrap();
     assert_eq!(git(&work, &["status", "--porcelain", "--ignored"]), "");
     assert_eq!(git(&work, &["diff", "--cached", "--name-only"]), "");
     assert_eq!(
