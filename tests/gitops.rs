@@ -464,7 +464,14 @@ impl Task {
         self.rt.block_on(self.git().head()).unwrap()
     }
 
+    /// The tests here change the files directly, as a command would, not through the
+    /// computer: what the workspace's journal knew is void.
+    fn changed_outside(&self) {
+        self.workspace.journal().forget();
+    }
+
     fn commit(&self, message: &str) -> Option<String> {
+        self.changed_outside();
         self.rt
             .block_on(self.git().commit_all(message, &agent(), &controller()))
             .unwrap()
@@ -475,6 +482,7 @@ impl Task {
     }
 
     fn prepare(&self, branch: &str) -> Result<Prepared, DeliveryError> {
+        self.changed_outside();
         self.rt
             .block_on(self.git().prepare(branch, &controller(), true))
     }

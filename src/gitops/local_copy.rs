@@ -8,8 +8,8 @@
 //! making a workspace grew with the product's file count. Here the commits the mirror lacks
 //! are found by walking back from the product's branch tips until a commit the mirror has;
 //! each such commit's tree is compared with its first parent's, entry by entry, descending
-//! only into subtrees that differ, and what differs is packed (one pack per fetch, as
-//! `fetch.unpackLimit=1` makes git do). A merge's other parents are new commits walked in
+//! only into subtrees that differ, and what differs is written loose when it is a few
+//! objects and packed otherwise, as git's `fetch.unpackLimit` decides. A merge's other parents are new commits walked in
 //! turn, or commits the mirror has with everything under them, so nothing reachable is
 //! missed; an object the mirror already had (a file reverted to an earlier version) may be
 //! packed again, which costs only its bytes.
@@ -26,6 +26,9 @@ use git2::{ObjectType, Oid, Repository};
 use super::GitopsError;
 use super::ref_update::{self, Swap};
 
+/// Fewer objects than this are fetched into a mirror loose (git's `fetch.unpackLimit`).
+const UNPACK_LIMIT: usize = 100;
+
 /// Brings `mirror`'s branches to those of the repository at `product` (see the module), and
 /// answers how many objects it copied.
 pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
@@ -34,7 +37,12 @@ pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
     let tips = branches(&source)?;
     let have = target.odb()?;
     let objects = missing(&source, &have, tips.values().copied())?;
-    if !objects.is_empty() {
+    if objects.len() <= UNPACK_LIMIT {
+        // A few objects (a task's commit): loose, as git's fetch leaves fewer than its
+        // `fetch.unpackLimit`; building a pack searched for deltas and wrote an index each
+        // time. The mirror's roll-up packs them later.
+        write_loose(&source, &have, &objects)?;
+    } else {
         let mut pack = source.packbuilder()?;
         for object in &objects {
             pack.insert_object(*object, None)?;
@@ -63,12 +71,22 @@ pub fn copy_loose(
 ) -> Result<usize, GitopsError> {
     let have = target.odb()?;
     let objects = missing(source, &have, [tip])?;
+    write_loose(source, &have, &objects)?;
+    Ok(objects.len())
+}
+
+/// Each of `objects` of `source` written into `have`, one loose object each.
+fn write_loose(
+    source: &Repository,
+    have: &git2::Odb<'_>,
+    objects: &[Oid],
+) -> Result<(), GitopsError> {
     let from = source.odb()?;
-    for id in &objects {
+    for id in objects {
         let object = from.read(*id)?;
         have.write(object.kind(), object.data())?;
     }
-    Ok(objects.len())
+    Ok(())
 }
 
 /// A push between repositories on this host: the objects `tip` reaches that `target`

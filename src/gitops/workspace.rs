@@ -63,6 +63,10 @@ const MAX_SPARES: usize = 8;
 /// misses rescans the folder; a geometric roll-up costs what is new.
 const MAX_PACKS: usize = 8;
 
+/// More loose objects than this in the one folder of 256 sampled (about a thousand in all)
+/// and a mirror's loose objects are packed (fetches of a few objects write them loose).
+const MAX_LOOSE_SAMPLE: usize = 4;
+
 /// Makes the workspace `dir`: a clone of `repo` (a path or URL) at `branch`, or leaves `dir`
 /// as it is when it already exists (only a whole workspace is ever renamed into place). An
 /// empty repository or a missing branch gives a workspace on a new branch, which starts at
@@ -540,10 +544,13 @@ fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
                 .count()
         })
         .unwrap_or(0);
-    if count > MAX_PACKS {
-        // Geometric: small packs are rolled into larger ones, so a repack costs what is new,
-        // not the whole history. Rolled-up packs keep every object they held, reachable or
-        // not: an object a force-push orphaned may still be a workspace's.
+    // Loose objects sampled as `git gc --auto` samples them: one folder of the 256.
+    let loose = std::fs::read_dir(mirror.join("objects/17")).map_or(0, Iterator::count);
+    if count > MAX_PACKS || loose > MAX_LOOSE_SAMPLE {
+        // Geometric: small packs and loose objects are rolled into larger packs, so a
+        // repack costs what is new, not the whole history. Rolled-up packs keep every
+        // object they held, reachable or not: an object a force-push orphaned may still be
+        // a workspace's.
         git(
             Some(mirror),
             &["repack", "-d", "-q", "--geometric=2"],
