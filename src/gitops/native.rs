@@ -210,16 +210,23 @@ pub(super) fn commit_all(
     let fail = git_error(WHAT);
     let base = head(repo)?;
     let mut index = repo.index().map_err(fail)?;
-    let staged = journal
-        .written()
-        .and_then(|written| stage_written(repo, &mut index, &written).ok());
+    let staged = match journal.written() {
+        Some(written) => {
+            let staged = stage_written(repo, &mut index, &written).ok();
+            if staged.is_none() {
+                // Half staged: the walk below starts from the index on disk.
+                index.read(true).map_err(git_error(WHAT))?;
+            }
+            staged
+        }
+        None => None,
+    };
     match staged {
         // Only ignored files still differ from the index: the next clean removes them.
         Some(left) => journal.left(left),
         None => {
             // Ignored files are not looked for here: what is in the folder is unknown again.
             journal.forget();
-            index.read(true).map_err(git_error(WHAT))?;
             if stage_changed(repo, &mut index).is_err() {
                 // What the status walk cannot stage path by path (a repository nested in
                 // the work, a submodule): libgit2's own `add -A`, two walks of the files.
