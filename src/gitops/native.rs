@@ -105,6 +105,13 @@ impl Native {
         step: impl FnOnce(&Repository) -> Result<T, DeliveryError> + Send + 'static,
     ) -> Result<T, DeliveryError> {
         let native = self.clone();
+        static TUNED: std::sync::Once = std::sync::Once::new();
+        // libgit2 checks that every entry of a tree it writes names an object that exists:
+        // a lookup per file of the product, through the workspace's and the mirror's stores,
+        // at every commit. Every tree here is written from an index of objects the
+        // controller wrote or fetched, and a push reads each object the product lacks, so
+        // one missing is an error there, never a broken commit delivered.
+        TUNED.call_once(|| git2::opts::strict_object_creation(false));
         tokio::task::spawn_blocking(move || {
             restore(&native.root, &native.pristine)?;
             let mut slot = native.repository.lock();

@@ -226,9 +226,13 @@ fn refresh(
     trusted_index(&git_dir.join("index"))?;
     std::fs::rename(&git_dir, &old).map_err(io(&old))?;
     // No template copied in (hook samples, a description): nothing of it is used.
+    // HEAD names the branch from the start: `set_head` afterwards opened the repository
+    // again to look for worktrees that have it checked out.
     let repo = git2::Repository::init_opts(
         dir,
-        git2::RepositoryInitOptions::new().external_template(false),
+        git2::RepositoryInitOptions::new()
+            .external_template(false)
+            .initial_head(&format!("refs/heads/{branch}")),
     )?;
     std::fs::rename(old.join("index"), git_dir.join("index")).map_err(io(&git_dir))?;
     remove_dir(&old)?;
@@ -238,7 +242,6 @@ fn refresh(
     copy_branches(&repo, mirror)?;
     let oid = git2::Oid::from_str(&commit)?;
     repo.reference(&format!("refs/heads/{branch}"), oid, true, "reuse")?;
-    repo.set_head(&format!("refs/heads/{branch}"))?;
     configure_origin(&repo, url, branch)?;
     // In-process: `git reset --hard` and `git clean -ffdx` were two process starts a task.
     let known = clean.map(|_| std::collections::BTreeSet::new());
