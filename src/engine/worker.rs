@@ -514,7 +514,13 @@ impl Delivery<'_> {
                 () = tokio::time::sleep(jitter(pause)) => {}
                 () = work.cancel.cancelled() => return failed(work, "cancelled".into(), None),
             }
-            pause = (pause * 2).min(Duration::from_secs(2));
+            // A moved branch is others' progress: a longer wait only delays this delivery,
+            // so the pause stays short. A lock that does not clear may be a busy server.
+            let ceiling = match last.1 {
+                Lost::Lease => Duration::from_millis(200),
+                Lost::ServerLock => Duration::from_secs(2),
+            };
+            pause = (pause * 2).min(ceiling);
         }
         let (message, lost) = last;
         self.undelivered(match lost {
