@@ -16,11 +16,14 @@
 //! - A commit stages everything (`git add -A`: new, changed and removed files, ignored ones
 //!   left out), is made only when the staged tree differs from HEAD's, and prints what it
 //!   adds in git's patch format for the secret scan.
-//! - The push moves the product's branch only from the tip the work was built on
-//!   (libgit2 updates the ref under git's own `.lock` file, so a concurrent `git push`
-//!   and this one exclude each other), after copying the objects the product lacks, loose,
-//!   as `unpack-objects` would. When loose objects pile up, `git gc --auto` runs there, as
-//!   `receive-pack` runs it after a push.
+//! - The push moves the product's branch only from the tip the work was built on (git
+//!   moves it under its own `.lock` file, through the product's long-lived
+//!   `git update-ref --stdin`: see `ref_update`), after copying the objects the product
+//!   lacks, loose, as `unpack-objects` would. When loose objects pile up, `git gc --auto`
+//!   runs there, as `receive-pack` runs it after a push.
+//! - The files are walked only when the workspace's journal does not know what changed
+//!   (see [`Journal`]): a commit stages the paths written through the computer, and the
+//!   clean checkout compares the index and those paths with HEAD.
 //!
 //! `PROTO_NATIVE_GIT=0` in the controller's environment turns all of it off (every step by
 //! script), for comparing the two.
