@@ -105,6 +105,47 @@ pub fn push(
     ref_update::compare_and_swap(target.path(), refname, tip, from)
 }
 
+/// git's default `gc.auto`.
+const GC_AUTO: usize = 6700;
+
+/// `git gc --auto` in `repo` when its loose objects pile up, sampled as git samples them
+/// (one of the 256 folders of loose objects against the repository's own `gc.auto`; 0:
+/// never). A push here writes loose objects, as `unpack-objects` does for a small push,
+/// and `receive-pack` runs this after every push; here it starts only when there is work
+/// for it. Its failure fails nothing: the push is done.
+pub fn collect_garbage(repo: &Repository) {
+    const SAMPLE: &str = "objects/17";
+    let path = repo.path();
+    let loose = std::fs::read_dir(path.join(SAMPLE)).map_or(0, Iterator::count);
+    if loose == 0 {
+        return;
+    }
+    let gc_auto = repo
+        .config()
+        .and_then(|c| c.get_i64("gc.auto"))
+        .map_or(GC_AUTO, |n| usize::try_from(n).unwrap_or(0));
+    if gc_auto == 0 || loose <= gc_auto.div_ceil(256) {
+        return;
+    }
+    // The controller's git turns automatic collection off; here it is asked for.
+    let limit = format!("gc.auto={gc_auto}");
+    if let Err(e) = super::workspace::git(
+        Some(path),
+        &[
+            "-c",
+            &limit,
+            "-c",
+            "gc.autoDetach=false",
+            "gc",
+            "--auto",
+            "--quiet",
+        ],
+        "gc --auto",
+    ) {
+        tracing::warn!(repository = %path.display(), "{e}");
+    }
+}
+
 /// The objects `tips` reach that `have` lacks: the commits it lacks, and of each the trees
 /// and blobs its first parent's tree does not hold (see the module).
 fn missing(
@@ -365,5 +406,33 @@ mod tests {
             .unwrap();
         git(&target, &["fsck", "--connectivity-only", "--no-dangling"]);
         assert_eq!(copy_loose(&source, &company, second).unwrap(), 0);
+    }
+
+    /// A push writes loose objects; once git's sample of them passes the repository's own
+    /// `gc.auto`, they are packed (and a repository whose `gc.auto` is 0 is left alone).
+    #[test]
+    fn loose_objects_a_push_piles_up_are_packed_as_gc_auto_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (product, work, _) = repositories(dir.path());
+        for i in 0..3_000 {
+            write(&work, &format!("many/{i}.txt"), &format!("{i}\n"));
+        }
+        commit(&work, "many");
+        let source = Repository::open(&work).unwrap();
+        let head = source.head().unwrap().target().unwrap();
+        let target = Repository::open_bare(&product).unwrap();
+        git(&product, &["config", "gc.auto", "0"]);
+        assert_eq!(
+            push(&source, &target, "refs/heads/main", head, None).unwrap(),
+            Swap::Moved
+        );
+        collect_garbage(&target);
+        assert!(git(&product, &["count-objects", "-v"]).contains("packs: 0"));
+        git(&product, &["config", "gc.auto", "256"]);
+        collect_garbage(&target);
+        let counts = git(&product, &["count-objects", "-v"]);
+        assert!(counts.contains("packs: 1"), "{counts}");
+        assert!(counts.starts_with("count: 0\n"), "{counts}");
+        git(&product, &["fsck", "--no-dangling"]);
     }
 }

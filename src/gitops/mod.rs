@@ -497,7 +497,10 @@ fn push_local(
 ) -> Result<PushOutcome, GitopsError> {
     let target = Repository::open(path)?;
     match local_copy::push(repo, &target, refname, built.id, built.on)? {
-        ref_update::Swap::Moved => Ok(PushOutcome::Pushed),
+        ref_update::Swap::Moved => {
+            local_copy::collect_garbage(&target);
+            Ok(PushOutcome::Pushed)
+        }
         ref_update::Swap::Raced(why) => Ok(PushOutcome::Rejected(format!(
             "{refname} moved on the remote: {why}"
         ))),

@@ -58,9 +58,6 @@ const RECEIVE_HOOKS: [&str; 6] = [
     "proc-receive",
 ];
 
-/// git's default `gc.auto`.
-const GC_AUTO: usize = 6700;
-
 /// A workspace on this host, worked on in-process.
 #[derive(Clone, Debug)]
 pub(super) struct Native {
@@ -813,8 +810,6 @@ fn remove(doomed: &[PathBuf]) -> Result<(), git2::Error> {
 /// and the push is git's own.
 pub(super) struct Receiver {
     path: PathBuf,
-    /// The product's `gc.auto`: loose objects past which it is collected (0: never).
-    gc_auto: usize,
 }
 
 impl Receiver {
@@ -831,9 +826,6 @@ impl Receiver {
             .ok()
             .filter(Repository::is_bare)?;
         let config = product.config().ok()?.snapshot().ok()?;
-        let gc_auto = config
-            .get_i64("gc.auto")
-            .map_or(GC_AUTO, |n| usize::try_from(n).unwrap_or(0));
         let mut entries = config.entries(None).ok()?;
         while let Some(entry) = entries.next() {
             let entry = entry.ok()?;
@@ -851,7 +843,7 @@ impl Receiver {
         if RECEIVE_HOOKS.iter().any(|hook| hooks.join(hook).exists()) {
             return None;
         }
-        Some(Receiver { path, gc_auto })
+        Some(Receiver { path })
     }
 
     /// Pushes `head` to the product's `branch` if, and only if, the branch is at `tip`
@@ -901,40 +893,8 @@ impl Receiver {
             "update by push",
         )
         .map_err(git_error(WHAT))?;
-        self.collect_garbage();
+        local_copy::collect_garbage(&product);
         Ok(())
-    }
-
-    /// `git gc --auto` in the product when its loose objects pile up, sampled as git
-    /// samples them (one of the 256 folders of loose objects against the product's
-    /// `gc.auto`): `receive-pack` runs it after every push; here it starts only when there
-    /// is work for it. Its failure fails nothing: the push is done.
-    fn collect_garbage(&self) {
-        const SAMPLE: &str = "objects/17";
-        if self.gc_auto == 0 {
-            return;
-        }
-        let loose = std::fs::read_dir(self.path.join(SAMPLE)).map_or(0, Iterator::count);
-        if loose <= self.gc_auto.div_ceil(256) {
-            return;
-        }
-        // The controller's git turns automatic collection off; here it is asked for.
-        let limit = format!("gc.auto={}", self.gc_auto);
-        if let Err(e) = super::workspace::git(
-            Some(&self.path),
-            &[
-                "-c",
-                &limit,
-                "-c",
-                "gc.autoDetach=false",
-                "gc",
-                "--auto",
-                "--quiet",
-            ],
-            "gc --auto in the product",
-        ) {
-            tracing::warn!(product = %self.path.display(), "{e}");
-        }
     }
 }
 
