@@ -155,10 +155,44 @@ fn missing(
 ) -> Result<Vec<Oid>, GitopsError> {
     let mut objects = Vec::new();
     let mut seen = HashSet::new();
-    for commit in missing_commits(source, have, tips)? {
-        commit_objects(source, commit, &mut objects, &mut seen)?;
+    let commits = missing_commits(source, have, tips)?;
+    for commit in &commits {
+        commit_objects(source, *commit, &mut objects, &mut seen)?;
     }
+    // Written in this order, loose, one by one: every tree and blob before any commit, and
+    // each commit after its parents. A copy cut short then never leaves a commit whose
+    // tree or parents are missing, and a commit present is what the next copy's walk
+    // stops at (see `missing_commits`).
+    objects.extend(parents_first(source, &commits)?);
     Ok(objects)
+}
+
+/// `commits` ordered so that each comes after those of its parents that are among them.
+fn parents_first(source: &Repository, commits: &[Oid]) -> Result<Vec<Oid>, GitopsError> {
+    let among: HashSet<Oid> = commits.iter().copied().collect();
+    let mut placed = HashSet::new();
+    let mut order = Vec::with_capacity(commits.len());
+    for start in commits {
+        // Depth first without recursion: a commit is placed once its parents are.
+        let mut stack = vec![(*start, false)];
+        while let Some((id, parents_placed)) = stack.pop() {
+            if placed.contains(&id) {
+                continue;
+            }
+            if parents_placed {
+                placed.insert(id);
+                order.push(id);
+                continue;
+            }
+            stack.push((id, true));
+            for parent in source.find_commit(id)?.parent_ids() {
+                if among.contains(&parent) && !placed.contains(&parent) {
+                    stack.push((parent, false));
+                }
+            }
+        }
+    }
+    Ok(order)
 }
 
 /// The product's branches and the commits they point at (a symbolic one resolved).
@@ -198,15 +232,14 @@ fn missing_commits(
     Ok(missing)
 }
 
-/// Adds `commit` to `objects` with the trees and blobs its tree holds that its first
-/// parent's does not; `seen` holds what was added before.
+/// Adds to `objects` the trees and blobs `commit`'s tree holds that its first parent's
+/// does not (not the commit itself); `seen` holds what was added before.
 fn commit_objects(
     source: &Repository,
     commit: Oid,
     objects: &mut Vec<Oid>,
     seen: &mut HashSet<Oid>,
 ) -> Result<(), GitopsError> {
-    objects.push(commit);
     let commit = source.find_commit(commit)?;
     let before = match commit.parent_ids().next() {
         Some(parent) => Some(source.find_commit(parent)?.tree_id()),
@@ -433,6 +466,54 @@ mod tests {
         let counts = git(&product, &["count-objects", "-v"]);
         assert!(counts.contains("packs: 1"), "{counts}");
         assert!(counts.starts_with("count: 0\n"), "{counts}");
+        git(&product, &["fsck", "--no-dangling"]);
+    }
+
+    /// A copy cut short must never leave a commit without its tree or its parents: every
+    /// tree and blob comes before any commit, and each commit after its parents, merges
+    /// included.
+    #[test]
+    fn objects_are_copied_trees_and_files_first_then_commits_after_their_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let (product, work, _) = repositories(dir.path());
+        write(&work, "a.txt", "a\n");
+        commit(&work, "base");
+        git(&work, &["checkout", "-q", "-b", "side"]);
+        write(&work, "side/s.txt", "s\n");
+        commit(&work, "side one");
+        write(&work, "side/s.txt", "s2\n");
+        commit(&work, "side two");
+        git(&work, &["checkout", "-q", "main"]);
+        write(&work, "b.txt", "b\n");
+        commit(&work, "main");
+        git(&work, &["merge", "-q", "--no-edit", "side"]);
+        let source = Repository::open(&work).unwrap();
+        let head = source.head().unwrap().target().unwrap();
+        let target = Repository::open_bare(&product).unwrap();
+        let objects = missing(&source, &target.odb().unwrap(), [head]).unwrap();
+        let kinds: Vec<ObjectType> = objects
+            .iter()
+            .map(|id| source.find_object(*id, None).unwrap().kind().unwrap())
+            .collect();
+        let first_commit = kinds.iter().position(|k| *k == ObjectType::Commit).unwrap();
+        assert!(
+            kinds[first_commit..]
+                .iter()
+                .all(|k| *k == ObjectType::Commit)
+        );
+        assert_eq!(kinds.len() - first_commit, 5, "every commit once");
+        let commits = &objects[first_commit..];
+        for (at, id) in commits.iter().enumerate() {
+            for parent in source.find_commit(*id).unwrap().parent_ids() {
+                let placed = commits.iter().position(|c| *c == parent).unwrap();
+                assert!(placed < at, "{id} comes before its parent {parent}");
+            }
+        }
+        assert_eq!(commits.last(), Some(&head));
+        assert_eq!(copy_loose(&source, &target, head).unwrap(), objects.len());
+        target
+            .reference("refs/heads/main", head, true, "t")
+            .unwrap();
         git(&product, &["fsck", "--no-dangling"]);
     }
 }
