@@ -121,18 +121,29 @@ impl Attempt {
     }
 }
 
+/// Runs `test` with a fresh folder and product in it, one test at a time (see the module).
+fn serially<F, T>(test: F)
+where
+    F: FnOnce(PathBuf, PathBuf) -> T,
+    T: std::future::Future<Output = ()>,
+{
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let product = product(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(test(dir.path().to_path_buf(), product));
+}
+
 fn files_of(product: &Path) -> String {
     git(product, &["ls-tree", "-r", "--name-only", "main"])
 }
 
 #[test]
 fn written_files_are_committed_and_ignored_ones_cleaned_without_a_walk() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let product = product(dir.path());
-        let a = attempt(dir.path(), &product, "one").await;
+    serially(|dir, product| async move {
+        let dir = dir.as_path();
+        let product = product.as_path();
+        let a = attempt(dir, product, "one").await;
         assert_eq!(a.workspace.journal().written(), Some(Default::default()));
         a.write("new.txt", "new\n").await;
         a.write("c.txt", "changed\n").await;
@@ -143,35 +154,30 @@ fn written_files_are_committed_and_ignored_ones_cleaned_without_a_walk() {
         assert_eq!(known.len(), 5, "{known:?}");
         a.deliver("Work").await;
         assert_eq!(
-            files_of(&product),
+            files_of(product),
             ".gitignore\nc.txt\ndeep/er/d.txt\nkeep/k.txt\nnew.txt"
         );
-        assert_eq!(git(&product, &["show", "main:c.txt"]), "changed");
+        assert_eq!(git(product, &["show", "main:c.txt"]), "changed");
         // The clean took the ignored files and the folder one of them left empty.
         assert_eq!(a.status(), "");
         assert!(!a.root().join("logs").exists());
         assert_eq!(a.workspace.journal().written(), Some(Default::default()));
-        git(&product, &["fsck", "--no-dangling"]);
+        git(product, &["fsck", "--no-dangling"]);
     });
 }
 
 #[test]
 fn a_started_process_voids_what_is_known_and_its_files_are_found_by_a_walk() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let product = product(dir.path());
-        let a = attempt(dir.path(), &product, "one").await;
+    serially(|dir, product| async move {
+        let dir = dir.as_path();
+        let product = product.as_path();
+        let a = attempt(dir, product, "one").await;
         a.write("mine.txt", "mine\n").await;
         a.shell("echo theirs > theirs.txt && rm keep/k.txt && echo x > junk.log")
             .await;
         assert_eq!(a.workspace.journal().written(), None);
         a.deliver("Work").await;
-        assert_eq!(
-            files_of(&product),
-            ".gitignore\nc.txt\nmine.txt\ntheirs.txt"
-        );
+        assert_eq!(files_of(product), ".gitignore\nc.txt\nmine.txt\ntheirs.txt");
         assert_eq!(a.status(), "");
         // Released, the files walked since: known again, for what follows.
         assert_eq!(a.computer.release().await.unwrap(), 0);
@@ -188,28 +194,26 @@ fn a_started_process_voids_what_is_known_and_its_files_are_found_by_a_walk() {
 
 #[test]
 fn a_spare_handed_back_clean_is_reused_without_a_walk_until_a_process_starts() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let product = product(dir.path());
+    serially(|dir, product| async move {
+        let dir = dir.as_path();
+        let product = product.as_path();
         // Made before any spare exists, to start a process later.
-        let starter = attempt(dir.path(), &product, "starter").await;
-        let first = attempt(dir.path(), &product, "one").await;
+        let starter = attempt(dir, product, "starter").await;
+        let first = attempt(dir, product, "one").await;
         first.write("one.txt", "1\n").await;
         first.deliver("One").await;
         first.hand_back().await;
 
         // Someone else moves the product on meanwhile: the spare is moved to the new tip.
-        let other = dir.path().join("other");
-        git(dir.path(), &["clone", "-q", "app.git", "other"]);
+        let other = dir.join("other");
+        git(dir, &["clone", "-q", "app.git", "other"]);
         cli::write(&other, "keep/k.txt", "moved on\n");
         cli::write(&other, "two.txt", "2\n");
         git(&other, &["rm", "-q", "c.txt"]);
         cli::commit_all(&other, "Elsewhere");
         git(&other, &["push", "-q", "origin", "main"]);
 
-        let second = attempt(dir.path(), &product, "two").await;
+        let second = attempt(dir, product, "two").await;
         assert_eq!(
             second.workspace.journal().written(),
             Some(Default::default())
@@ -217,7 +221,7 @@ fn a_spare_handed_back_clean_is_reused_without_a_walk_until_a_process_starts() {
         assert_eq!(second.status(), "");
         assert_eq!(
             git(second.root(), &["rev-parse", "HEAD"]),
-            git(&product, &["rev-parse", "main"])
+            git(product, &["rev-parse", "main"])
         );
         assert_eq!(
             std::fs::read_to_string(second.root().join("keep/k.txt")).unwrap(),
@@ -230,7 +234,7 @@ fn a_spare_handed_back_clean_is_reused_without_a_walk_until_a_process_starts() {
         second.hand_back().await;
 
         // A stray file lands in the spare, and a process started: the spare is walked.
-        let spares: Vec<PathBuf> = walk_spares(&dir.path().join("work"));
+        let spares: Vec<PathBuf> = walk_spares(&dir.join("work"));
         assert_eq!(
             spares.len(),
             1,
@@ -240,7 +244,7 @@ fn a_spare_handed_back_clean_is_reused_without_a_walk_until_a_process_starts() {
         std::fs::write(spares[0].join("stray.txt"), "stray\n").unwrap();
         starter.shell("true").await;
         assert_eq!(starter.computer.release().await.unwrap(), 0);
-        let third = attempt(dir.path(), &product, "three").await;
+        let third = attempt(dir, product, "three").await;
         assert!(!third.root().join("stray.txt").exists());
         assert_eq!(third.status(), "");
     });

@@ -618,7 +618,7 @@ pub(super) fn git(dir: Option<&Path>, args: &[&str], what: &str) -> Result<Outpu
     })
 }
 
-pub(super) fn run(dir: Option<&Path>, args: &[&str]) -> Result<Output, GitopsError> {
+fn run(dir: Option<&Path>, args: &[&str]) -> Result<Output, GitopsError> {
     let mut command = Command::new(crate::program::program("git"));
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
