@@ -570,6 +570,7 @@ impl Engine {
         company: Option<Arc<GitSource>>,
         options: Options,
     ) -> Result<Engine, EngineError> {
+        crate::gitops::tune_libgit2();
         std::fs::create_dir_all(&options.state_dir).map_err(io(&options.state_dir))?;
         let store = Arc::new(Store::open(&options.state_dir)?);
         // Commands a killed controller left running would race the resumed work.

@@ -19,7 +19,7 @@
 //! the refs that name them, so a process killed between the two leaves only unnamed objects.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository};
 
@@ -41,7 +41,7 @@ pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
         // A few objects (a task's commit): loose, as git's fetch leaves fewer than its
         // `fetch.unpackLimit`; building a pack searched for deltas and wrote an index each
         // time. The mirror's roll-up packs them later.
-        write_loose(&source, &have, &objects)?;
+        Copier::new(&source, Trust::Source)?.write(&Into::of(&target)?, &objects)?;
     } else {
         let mut pack = source.packbuilder()?;
         for object in &objects {
@@ -62,31 +62,184 @@ pub fn fetch(mirror: &Path, product: &Path) -> Result<usize, GitopsError> {
 
 /// Writes into `target`'s object store, one loose object each, what `tip` reaches that it
 /// does not have (a record commit pushed to a company repository on this host: a commit and
-/// the handful of trees and files it changed). No pack is built, so nothing searches for
-/// deltas between the megabytes of two versions of a status file.
+/// the handful of trees and files it changed; a product's tip fetched into a workspace). No
+/// pack is built, so nothing searches for deltas between the megabytes of two versions of a
+/// status file. `source` is trusted: a repository the controller keeps.
 pub fn copy_loose(
     source: &Repository,
     target: &Repository,
     tip: Oid,
 ) -> Result<usize, GitopsError> {
-    let have = target.odb()?;
-    let objects = missing(source, &have, [tip])?;
-    write_loose(source, &have, &objects)?;
+    let into = Into::of(target)?;
+    let objects = missing(source, &into.odb, [tip])?;
+    Copier::new(source, Trust::Source)?.write(&into, &objects)?;
     Ok(objects.len())
 }
 
-/// Each of `objects` of `source` written into `have`, one loose object each.
-fn write_loose(
-    source: &Repository,
-    have: &git2::Odb<'_>,
-    objects: &[Oid],
-) -> Result<(), GitopsError> {
-    let from = source.odb()?;
-    for id in objects {
-        let object = from.read(*id)?;
-        have.write(object.kind(), object.data())?;
+/// A repository's object store that objects are copied into: its folder of loose objects,
+/// and the store that answers which it has.
+struct Into<'r> {
+    objects: PathBuf,
+    odb: git2::Odb<'r>,
+}
+
+impl<'r> Into<'r> {
+    fn of(repo: &'r Repository) -> Result<Into<'r>, GitopsError> {
+        Ok(Into {
+            objects: repo.path().join("objects"),
+            odb: repo.odb()?,
+        })
+    }
+
+    /// The store at an objects folder (a mirror a workspace reads through).
+    fn folder(objects: &Path) -> Result<Into<'static>, GitopsError> {
+        let odb = git2::Odb::new()?;
+        odb.add_disk_alternate(&objects.to_string_lossy())?;
+        Ok(Into {
+            objects: objects.to_path_buf(),
+            odb,
+        })
+    }
+}
+
+/// Whether the bytes of the source's objects are taken as they are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// A repository the controller keeps (a product, a mirror, its own clone).
+    Source,
+    /// A workspace, whose store any process of an attempt could have written: each object
+    /// is hashed before it enters a trusted store, as `index-pack` checks what a fetch
+    /// brings, so none enters under a name its content does not have.
+    Check,
+}
+
+/// Copies objects of one source repository, one loose object each. An object loose in
+/// the source's own store is copied as its compressed bytes, read (and checked) once for
+/// every target; one packed or reached through alternates is read and written again by
+/// libgit2.
+struct Copier<'r> {
+    from: git2::Odb<'r>,
+    own: PathBuf,
+    trust: Trust,
+    read: HashMap<Oid, Vec<u8>>,
+}
+
+impl<'r> Copier<'r> {
+    fn new(source: &'r Repository, trust: Trust) -> Result<Copier<'r>, GitopsError> {
+        Ok(Copier {
+            from: source.odb()?,
+            own: source.path().join("objects"),
+            trust,
+            read: HashMap::new(),
+        })
+    }
+
+    /// Writes `objects` into `into`, in their order.
+    fn write(&mut self, into: &Into<'_>, objects: &[Oid]) -> Result<(), GitopsError> {
+        for id in objects {
+            if !self.read.contains_key(id)
+                && let Some(bytes) = read_loose(&self.own, *id, self.trust)?
+            {
+                self.read.insert(*id, bytes);
+            }
+            match self.read.get(id) {
+                Some(bytes) => put_loose(&into.objects, *id, bytes)?,
+                None => {
+                    let object = self.from.read(*id)?;
+                    // Objects are not hashed when read (see `tune_libgit2`): one whose bytes
+                    // do not hash to its name must not enter under another name while the
+                    // one named stays missing.
+                    let written = into.odb.write(object.kind(), object.data())?;
+                    if written != *id {
+                        return Err(corrupt(*id, &format!("its content hashes to {written}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The compressed bytes of object `id` when it is loose in the `objects` folder, checked
+/// to hold what its name says unless the store is trusted; `None` when it is not loose
+/// there.
+fn read_loose(objects: &Path, id: Oid, trust: Trust) -> Result<Option<Vec<u8>>, GitopsError> {
+    let path = loose_path(objects, id);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(GitopsError::Io { path, source }),
+    };
+    if trust == Trust::Check {
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&bytes[..]), &mut plain)
+            .map_err(|e| corrupt(id, &e.to_string()))?;
+        let (kind, content) = parse_loose(&plain).ok_or_else(|| corrupt(id, "no object header"))?;
+        if Oid::hash_object(kind, content)? != id {
+            return Err(corrupt(id, "its content hashes to another name"));
+        }
+    }
+    Ok(Some(bytes))
+}
+
+/// A loose object's inflated bytes split into its kind and content (`<kind> <size>\0`).
+fn parse_loose(plain: &[u8]) -> Option<(ObjectType, &[u8])> {
+    let nul = plain.iter().position(|b| *b == 0)?;
+    let header = std::str::from_utf8(&plain[..nul]).ok()?;
+    let (kind, size) = header.split_once(' ')?;
+    let content = &plain[nul + 1..];
+    let kind = match kind {
+        "blob" => ObjectType::Blob,
+        "tree" => ObjectType::Tree,
+        "commit" => ObjectType::Commit,
+        "tag" => ObjectType::Tag,
+        _ => return None,
+    };
+    (size.parse::<usize>().ok()? == content.len()).then_some((kind, content))
+}
+
+/// Writes the compressed bytes of object `id` into the `objects` folder, unless it is
+/// there: under a temporary name first, so the name appears only with the whole object.
+fn put_loose(objects: &Path, id: Oid, bytes: &[u8]) -> Result<(), GitopsError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = loose_path(objects, id);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    let folder = path.parent().unwrap_or(objects);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GitopsError::Io { path, source }
+    };
+    std::fs::create_dir_all(folder).map_err(io(folder))?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // git's prune removes temporary objects (`tmp_obj_*`) a killed copy leaves.
+    let temporary = folder.join(format!("tmp_obj_proto{}_{n}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(bytes));
+    if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, &path)) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(io(&path)(e));
     }
     Ok(())
+}
+
+fn loose_path(objects: &Path, id: Oid) -> PathBuf {
+    let hex = id.to_string();
+    objects.join(&hex[..2]).join(&hex[2..])
+}
+
+fn corrupt(id: Oid, why: &str) -> GitopsError {
+    GitopsError::Command {
+        what: "copy objects between repositories".into(),
+        message: format!("object {id} is corrupt: {why}"),
+    }
 }
 
 /// A push between repositories on this host: the objects `tip` reaches that `target`
@@ -94,15 +247,40 @@ fn write_loose(
 /// if it does not exist), by git under its own lock file (see [`super::ref_update`]), so a
 /// concurrent `git push` and this one exclude each other. Objects are written before the
 /// ref that names them.
+///
+/// `workspace`: the source is a task's workspace, which reads objects through its mirror's
+/// `objects` folder (given). What it pushes is checked as it is copied (see [`Trust`]),
+/// and once the branch moved the mirror gets the objects it lacks as well, so its next
+/// fetch finds the commit there and copies nothing (each fetch compared the two versions
+/// of every tree the commit changed, a product's root tree among them).
 pub fn push(
     source: &Repository,
     target: &Repository,
     refname: &str,
     tip: Oid,
     from: Option<Oid>,
+    workspace: Option<&Path>,
 ) -> Result<Swap, GitopsError> {
-    copy_loose(source, target, tip)?;
-    ref_update::compare_and_swap(target.path(), refname, tip, from)
+    let trust = match workspace {
+        Some(_) => Trust::Check,
+        None => Trust::Source,
+    };
+    let into = Into::of(target)?;
+    let objects = missing(source, &into.odb, [tip])?;
+    let mut copier = Copier::new(source, trust)?;
+    copier.write(&into, &objects)?;
+    let swap = ref_update::compare_and_swap(target.path(), refname, tip, from)?;
+    if let (Swap::Moved, Some(mirror)) = (&swap, workspace) {
+        // A mirror missing a few objects costs only the next fetch: nothing fails here.
+        let fed = Into::folder(mirror).and_then(|mirror| {
+            let objects = missing(source, &mirror.odb, [tip])?;
+            copier.write(&mirror, &objects)
+        });
+        if let Err(e) = fed {
+            tracing::debug!(mirror = %mirror.display(), "the pushed objects are left to the next fetch: {e}");
+        }
+    }
+    Ok(swap)
 }
 
 /// git's default `gc.auto`.
@@ -456,7 +634,7 @@ mod tests {
         let target = Repository::open_bare(&product).unwrap();
         git(&product, &["config", "gc.auto", "0"]);
         assert_eq!(
-            push(&source, &target, "refs/heads/main", head, None).unwrap(),
+            push(&source, &target, "refs/heads/main", head, None, None).unwrap(),
             Swap::Moved
         );
         collect_garbage(&target);
@@ -515,5 +693,75 @@ mod tests {
             .reference("refs/heads/main", head, true, "t")
             .unwrap();
         git(&product, &["fsck", "--no-dangling"]);
+    }
+
+    /// A workspace's push leaves the objects in its mirror too: the mirror's next fetch
+    /// copies nothing, and the mirror is whole.
+    #[test]
+    fn a_workspace_push_feeds_the_mirror_so_its_next_fetch_copies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (product, work, mirror) = repositories(dir.path());
+        for i in 0..50 {
+            write(&work, &format!("f{i}.txt"), &format!("{i}\n"));
+        }
+        commit(&work, "base");
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        fetch(&mirror, &product).unwrap();
+        write(&work, "f7.txt", "changed\n");
+        write(&work, "new/g.txt", "new\n");
+        commit(&work, "work");
+        let source = Repository::open(&work).unwrap();
+        let base = source.revparse_single("HEAD~1").unwrap().id();
+        let head = source.head().unwrap().target().unwrap();
+        let target = Repository::open_bare(&product).unwrap();
+        let swap = push(
+            &source,
+            &target,
+            "refs/heads/main",
+            head,
+            Some(base),
+            Some(&mirror.join("objects")),
+        )
+        .unwrap();
+        assert_eq!(swap, Swap::Moved);
+        assert_eq!(
+            fetch(&mirror, &product).unwrap(),
+            0,
+            "the push fed the mirror"
+        );
+        assert_mirrors(&mirror, &product);
+        git(&product, &["fsck", "--no-dangling"]);
+    }
+
+    /// An object of a workspace whose bytes do not hash to its name (a process rewrote the
+    /// store) is refused before it enters the product: the branch stays where it was.
+    #[test]
+    fn a_workspace_object_that_is_not_what_its_name_says_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (product, work, mirror) = repositories(dir.path());
+        write(&work, "a.txt", "a\n");
+        write(&work, "b.txt", "b\n");
+        commit(&work, "base");
+        let blob = |name: &str| git(&work, &["rev-parse", &format!("HEAD:{name}")]);
+        let loose = |id: &str| work.join(".git/objects").join(&id[..2]).join(&id[2..]);
+        let (a, b) = (loose(&blob("a.txt")), loose(&blob("b.txt")));
+        std::fs::remove_file(&a).unwrap();
+        std::fs::copy(&b, &a).unwrap();
+        let source = Repository::open(&work).unwrap();
+        let head = source.head().unwrap().target().unwrap();
+        let target = Repository::open_bare(&product).unwrap();
+        let refused = push(
+            &source,
+            &target,
+            "refs/heads/main",
+            head,
+            None,
+            Some(&mirror.join("objects")),
+        )
+        .unwrap_err();
+        assert!(refused.to_string().contains("is corrupt"), "{refused}");
+        assert!(target.find_reference("refs/heads/main").is_err());
+        let named = Oid::from_str(&blob("a.txt")).unwrap();
+        assert!(!target.odb().unwrap().exists(named));
     }
 }

@@ -26,6 +26,35 @@ use thiserror::Error;
 use crate::source::remote::{self, PushOutcome};
 use crate::source::{GitSource, branch_commit, cache_lock, force_refspec, head_branch};
 
+/// libgit2's process-wide settings for the controller's use of it, set once before the
+/// first repository is opened (libgit2 reads them unsynchronised):
+///
+/// - No object lookups while a tree is written: libgit2 checks that every entry of a tree
+///   names an object that exists, a lookup per file of the product at every commit. Every
+///   tree here is written from an index of objects the controller wrote or fetched, and a
+///   copy to another repository reads each object the target lacks, so a missing one fails
+///   the copy, never delivers a broken commit.
+/// - No hash check of every object read, as git itself reads: the root tree of a product of
+///   a few thousand files was hashed again at each of the ten or so reads a task makes.
+///   Objects are checked where they enter a repository the controller trusts from one it
+///   does not (see `local_copy`), as `index-pack` checks what a fetch brings.
+/// - Trees up to 4 MiB stay in each repository's object cache (libgit2 keeps none over
+///   4 KiB): a task reads its product's root tree several times through one repository.
+pub fn tune_libgit2() {
+    static TUNED: std::sync::Once = std::sync::Once::new();
+    TUNED.call_once(|| {
+        git2::opts::strict_object_creation(false);
+        git2::opts::strict_hash_verification(false);
+        // SAFETY: the cache limits are plain globals libgit2 reads when it caches an
+        // object; this runs once, before the controller opens any repository.
+        if let Err(e) =
+            unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 4 << 20) }
+        {
+            tracing::debug!("libgit2 keeps its default tree cache: {e}");
+        }
+    });
+}
+
 #[derive(Debug, Error)]
 pub enum GitopsError {
     #[error("git: {0}")]
@@ -496,7 +525,7 @@ fn push_local(
     refname: &str,
 ) -> Result<PushOutcome, GitopsError> {
     let target = Repository::open(path)?;
-    match local_copy::push(repo, &target, refname, built.id, built.on)? {
+    match local_copy::push(repo, &target, refname, built.id, built.on, None)? {
         ref_update::Swap::Moved => {
             local_copy::collect_garbage(&target);
             Ok(PushOutcome::Pushed)

@@ -105,13 +105,7 @@ impl Native {
         step: impl FnOnce(&Repository) -> Result<T, DeliveryError> + Send + 'static,
     ) -> Result<T, DeliveryError> {
         let native = self.clone();
-        static TUNED: std::sync::Once = std::sync::Once::new();
-        // libgit2 checks that every entry of a tree it writes names an object that exists:
-        // a lookup per file of the product, through the workspace's and the mirror's stores,
-        // at every commit. Every tree here is written from an index of objects the
-        // controller wrote or fetched, and a push reads each object the product lacks, so
-        // one missing is an error there, never a broken commit delivered.
-        TUNED.call_once(|| git2::opts::strict_object_creation(false));
+        super::tune_libgit2();
         tokio::task::spawn_blocking(move || {
             restore(&native.root, &native.pristine)?;
             let mut slot = native.repository.lock();
@@ -460,6 +454,29 @@ pub(super) fn fetch(repo: &Repository, branch: &str) -> Result<Option<Option<Oid
     Ok(Some(tip))
 }
 
+/// Whether `tip` is an ancestor of `work` (`git merge-base --is-ancestor`). The work is
+/// nearly always a few commits on the tip, found by following parents; libgit2's
+/// merge-base search walked far into the product's history for the same answer.
+fn descends(repo: &Repository, work: Oid, tip: Oid) -> Result<bool, DeliveryError> {
+    const NEAR: usize = 64;
+    const WHAT: &str = "merge-base --is-ancestor";
+    let mut seen = std::collections::HashSet::new();
+    let mut next = vec![work];
+    while let Some(id) = next.pop() {
+        if id == tip {
+            return Ok(true);
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        if seen.len() > NEAR {
+            return repo.graph_descendant_of(work, tip).map_err(git_error(WHAT));
+        }
+        next.extend(repo.find_commit(id).map_err(git_error(WHAT))?.parent_ids());
+    }
+    Ok(false)
+}
+
 /// `git rebase <tip>` of a line of single-parent commits that each still change something
 /// on the new base and apply without conflict: each is re-made on the last (author and
 /// message kept, committed by `committer`) and the branch moved to the result.
@@ -544,9 +561,7 @@ pub(super) fn prepare(
     let mut rebased = false;
     if let (Some(tip), Some(work)) = (tip, head)
         && tip != work
-        && !repo
-            .graph_descendant_of(work, tip)
-            .map_err(git_error("merge-base --is-ancestor"))?
+        && !descends(repo, work, tip)?
     {
         match rebase(repo, tip, work, committer)? {
             Some(moved) => {
@@ -867,12 +882,12 @@ impl Receiver {
         };
         // The branch is moved by git, under its lock (see `ref_update`): a controller killed
         // mid-move leaves no `<branch>.lock` behind.
-        let moved = local_copy::push(repo, &product, &target, head, tip).map_err(|e| {
-            DeliveryError::Git {
+        let mirror = mirror_objects(repo);
+        let moved = local_copy::push(repo, &product, &target, head, tip, mirror.as_deref())
+            .map_err(|e| DeliveryError::Git {
                 command: WHAT.into(),
                 detail: format!("pushing the work to {}: {e}", self.path.display()),
-            }
-        })?;
+            })?;
         match moved {
             Swap::Moved => {}
             Swap::Locked(said) => {
@@ -898,6 +913,18 @@ impl Receiver {
     }
 }
 
+/// The objects folder the workspace reads through (its mirror's), as its alternates name
+/// it: restored to what the computer made before every step (see [`restore`]).
+fn mirror_objects(repo: &Repository) -> Option<PathBuf> {
+    let objects = repo.path().join("objects");
+    let alternates = std::fs::read_to_string(objects.join("info/alternates")).ok()?;
+    let line = alternates
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    Some(objects.join(line))
+}
+
 /// [`super::delivery::Git::push`] in-process: `Ok(None)` when the product must receive the
 /// push through git (see [`Receiver`]).
 pub(super) fn push(
@@ -921,9 +948,7 @@ pub(super) fn push(
     // A review branch is the controller's own: it may be replaced, never a product's.
     if let Some(tip) = tip.filter(|_| !branch.starts_with(REVIEW_PREFIX))
         && tip != head
-        && !repo
-            .graph_descendant_of(head, tip)
-            .map_err(git_error("merge-base --is-ancestor"))?
+        && !descends(repo, head, tip)?
     {
         return Err(DeliveryError::Git {
             command: "push".into(),
