@@ -486,6 +486,10 @@ pub struct Engine {
     done_rx: mpsc::UnboundedReceiver<worker::Done>,
     checks: BTreeMap<String, (LastCheck, String)>,
     last_plan: Vec<Action>,
+    /// The plan kept up to date from what changed in the store (see [`plan::Planner`]),
+    /// and where in the store's changes it got to.
+    planner: plan::Planner,
+    observed_at: Option<crate::store::ObservedCursor>,
     /// Each goal's key in the applied declaration (computed once per revision).
     keys: HashMap<String, String>,
     /// Why goals wait, from the last plan.
@@ -629,6 +633,8 @@ impl Engine {
             done_rx,
             checks,
             last_plan: Vec::new(),
+            planner: plan::Planner::new(),
+            observed_at: None,
             keys: HashMap::new(),
             waits: HashMap::new(),
             dirty: Dirty::All,
@@ -821,14 +827,20 @@ impl Engine {
             return Ok(());
         }
         let now = Utc::now();
-        let mut observed = self.store.observed()?;
+        // Only the goals whose observations changed since the last pass are planned again.
+        let (cursor, changes) = self.store.observed_since(self.observed_at)?;
+        self.observed_at = Some(cursor);
+        self.planner.observe(changes);
         // Goals without a playbook need a reachable model; `judge` checks wait for the judge.
-        observed.model_available = self.applied.as_ref().is_some_and(|a| !a.models.is_empty());
-        observed.judge_available = observed.model_available;
-        observed.spending = self.store.spending(now)?;
-        observed.stopped = self.stopped.as_ref().map(crate::store::Stop::message);
+        let model_available = self.applied.as_ref().is_some_and(|a| !a.models.is_empty());
+        let conditions = plan::Conditions {
+            model_available,
+            judge_available: model_available,
+            spending: self.store.spending(now)?,
+            stopped: self.stopped.as_ref().map(crate::store::Stop::message),
+        };
         let actions = match &self.applied {
-            Some(applied) => plan::plan(&applied.spec, &observed, now),
+            Some(applied) => self.planner.plan(&applied.spec, &conditions, now),
             None => Vec::new(),
         };
         self.apply(&actions, now)?;

@@ -49,6 +49,7 @@ mod tests;
 
 pub use computers::ComputerRecord;
 pub use knowledge::{Proposal, StoredCapture};
+pub use observed::ObservedCursor;
 pub use reads::{AttemptRow, SpendReport, SpendSum};
 pub use record::{Cost, Entry, StepRecord};
 pub use retention::{Pruned, Retention};
@@ -1050,14 +1051,17 @@ impl Store {
     ///
     /// Tasks come oldest first, so where the planner keys by goal the newest task wins.
     pub fn observed(&self) -> Result<Observed, StoreError> {
-        self.with_view(|view| Observed {
-            goals: view.goals.clone(),
-            tasks: view.tasks.values().map(task_observation).collect(),
-            model_available: false,
-            judge_available: false,
-            spending: Spending::default(),
-            stopped: None,
-        })
+        self.with_view(observed::View::observed)
+    }
+
+    /// What changed in [`Store::observed`] since `cursor` (`None`: everything), and the
+    /// cursor to ask from next: only the goals whose check or tasks changed, unless another
+    /// process changed the store meanwhile. What the incremental planner takes in.
+    pub fn observed_since(
+        &self,
+        cursor: Option<ObservedCursor>,
+    ) -> Result<(ObservedCursor, crate::plan::Changes), StoreError> {
+        self.with_view(|view| view.changes_since(cursor))
     }
 
     /// The live top-level tasks (queued, running, waiting for approval), oldest first:

@@ -6,12 +6,25 @@
 //! controller) is seen through SQLite's `data_version`, which rebuilds the view once.
 
 use super::Cached as _;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{StoreError, TASK_COLUMNS, Task, TaskId, query_tasks, task_row, time_column};
-use crate::plan::GoalObservation;
+use crate::plan::{Changes, GoalChange, GoalObservation, Observed};
+
+/// Where a reader of the view's changes got to (see [`View::changes_since`]): the view it
+/// read and how far into its changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObservedCursor {
+    view: u64,
+    seq: u64,
+}
+
+/// Every view built in this process gets its own number: a cursor of a view since rebuilt
+/// (another process committed) reads everything again.
+static VIEWS: AtomicU64 = AtomicU64::new(1);
 
 /// The view, as of the connection's `data_version`.
 #[derive(Debug, Default)]
@@ -23,6 +36,13 @@ pub(super) struct View {
     pub(super) tasks: BTreeMap<TaskId, Task>,
     /// The newest top-level task of each key.
     newest: HashMap<String, TaskId>,
+    /// The view's tasks of each goal.
+    by_goal: HashMap<String, BTreeSet<TaskId>>,
+    /// This view's number (see [`VIEWS`]).
+    number: u64,
+    /// Changes taken in since the view was built, and the last one that touched each goal.
+    seq: u64,
+    touched: HashMap<String, u64>,
 }
 
 fn data_version(conn: &Connection) -> Result<i64, StoreError> {
@@ -46,6 +66,7 @@ impl View {
     fn build(conn: &Connection, version: i64) -> Result<View, StoreError> {
         let mut view = View {
             version,
+            number: VIEWS.fetch_add(1, Ordering::Relaxed),
             ..View::default()
         };
         let mut stmt = conn.prepare("SELECT goal, passed, checked_at, key FROM observations")?;
@@ -111,11 +132,13 @@ impl View {
             Some(o) => self.goals.insert(goal.to_string(), o),
             None => self.goals.remove(goal),
         };
+        self.touch(goal);
         Ok(())
     }
 
     fn put(&mut self, task: Task) {
         let id = task.id;
+        self.touch(&task.goal);
         let newest = self.newest.entry(task.key.clone()).or_insert(id);
         if *newest < id {
             // The key's previous newest task is no longer the planner's unless it is live.
@@ -125,14 +148,85 @@ impl View {
                 .get(&previous)
                 .is_some_and(|t| !t.state.is_live())
             {
-                self.tasks.remove(&previous);
+                self.forget(previous);
             }
         }
         let keep = task.state.is_live() || self.newest.get(&task.key) == Some(&id);
         if keep {
+            self.by_goal
+                .entry(task.goal.clone())
+                .or_default()
+                .insert(id);
             self.tasks.insert(id, task);
         } else {
-            self.tasks.remove(&id);
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.remove(&id) else {
+            return;
+        };
+        if let Some(ids) = self.by_goal.get_mut(&task.goal) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_goal.remove(&task.goal);
+            }
+        }
+        self.touch(&task.goal);
+    }
+
+    fn touch(&mut self, goal: &str) {
+        self.seq += 1;
+        match self.touched.get_mut(goal) {
+            Some(seq) => *seq = self.seq,
+            None => {
+                self.touched.insert(goal.to_string(), self.seq);
+            }
+        }
+    }
+
+    /// What changed since `cursor` (`None`: never read), and the cursor to read from next:
+    /// the goals touched since, each as it is now, or everything when the cursor is of
+    /// another view.
+    pub(super) fn changes_since(
+        &self,
+        cursor: Option<ObservedCursor>,
+    ) -> (ObservedCursor, Changes) {
+        let now = ObservedCursor {
+            view: self.number,
+            seq: self.seq,
+        };
+        let changes = match cursor {
+            Some(c) if c.view == self.number => Changes::Goals(
+                self.touched
+                    .iter()
+                    .filter(|(_, seq)| **seq > c.seq)
+                    .map(|(goal, _)| GoalChange {
+                        goal: goal.clone(),
+                        observation: self.goals.get(goal).cloned(),
+                        tasks: self
+                            .by_goal
+                            .get(goal)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|id| self.tasks.get(id))
+                            .map(super::task_observation)
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+            _ => Changes::All(self.observed()),
+        };
+        (now, changes)
+    }
+
+    /// Every goal's check and every task of the view, as the planner reads them.
+    pub(super) fn observed(&self) -> Observed {
+        Observed {
+            goals: self.goals.clone(),
+            tasks: self.tasks.values().map(super::task_observation).collect(),
+            ..Observed::default()
         }
     }
 

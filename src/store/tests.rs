@@ -291,6 +291,56 @@ fn new_task(key: &str, parent: Option<TaskId>) -> NewTask {
     }
 }
 
+/// What a reader of [`Store::observed_since`] holds: each goal's check and tasks, as the
+/// changes it took in say.
+#[derive(Default)]
+struct Replica {
+    cursor: Option<ObservedCursor>,
+    goals: BTreeMap<String, (Option<GoalObservation>, Vec<TaskObservation>)>,
+    rebuilt: usize,
+}
+
+impl Replica {
+    fn catch_up(&mut self, store: &Store) {
+        let (cursor, changes) = store.observed_since(self.cursor).unwrap();
+        self.cursor = Some(cursor);
+        match changes {
+            crate::plan::Changes::All(observed) => {
+                self.rebuilt += 1;
+                *self = Replica {
+                    cursor: self.cursor,
+                    rebuilt: self.rebuilt,
+                    ..Replica::from(&observed)
+                };
+            }
+            crate::plan::Changes::Goals(goals) => {
+                for change in goals {
+                    self.goals
+                        .insert(change.goal, (change.observation, change.tasks));
+                }
+            }
+        }
+        self.goals
+            .retain(|_, (o, tasks)| o.is_some() || !tasks.is_empty());
+    }
+
+    fn from(observed: &Observed) -> Replica {
+        let mut replica = Replica::default();
+        for (goal, o) in &observed.goals {
+            replica.goals.entry(goal.clone()).or_default().0 = Some(o.clone());
+        }
+        for task in &observed.tasks {
+            replica
+                .goals
+                .entry(task.goal.clone())
+                .or_default()
+                .1
+                .push(task.clone());
+        }
+        replica
+    }
+}
+
 /// The view a store keeps as it goes, against one built from the tables afresh.
 fn assert_view_matches_tables(store: &Store, dir: &std::path::Path, step: usize) {
     let kept = store.observed().unwrap();
@@ -316,6 +366,9 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
         let store = Store::open(dir.path()).unwrap();
         // Built first, so every later change must reach it by the transitions themselves.
         store.observed().unwrap();
+        // A reader of the changes only, as the incremental planner is.
+        let mut replica = Replica::default();
+        replica.catch_up(&store);
         let mut rng = Rng(seed);
         let keys = ["a@1", "a@2", "b@1", "c@1", "c@9"];
         let mut now = Utc::now();
@@ -385,8 +438,41 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
                 store.recover_interrupted(now).unwrap();
             }
             assert_view_matches_tables(&store, dir.path(), step);
+            replica.catch_up(&store);
+            let fresh = Replica::from(&Store::open(dir.path()).unwrap().observed().unwrap());
+            assert_eq!(replica.goals, fresh.goals, "changes at step {step}");
         }
+        assert_eq!(
+            replica.rebuilt, 1,
+            "one connection: the changes alone, after the first"
+        );
     }
+}
+
+#[test]
+fn a_reader_of_changes_gets_everything_again_after_another_process_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Store::open(dir.path()).unwrap();
+    let (cursor, _) = controller.observed_since(None).unwrap();
+    let now = Utc::now();
+    controller.enqueue(&new_task("a@1", None), now).unwrap();
+    let (cursor, changes) = controller.observed_since(Some(cursor)).unwrap();
+    match changes {
+        crate::plan::Changes::Goals(goals) => {
+            let names: Vec<&str> = goals.iter().map(|g| g.goal.as_str()).collect();
+            assert_eq!(names, ["a"]);
+        }
+        all => panic!("{all:?}"),
+    }
+    Store::open(dir.path())
+        .unwrap()
+        .enqueue(&new_task("z@1", None), now)
+        .unwrap();
+    let (_, changes) = controller.observed_since(Some(cursor)).unwrap();
+    assert!(
+        matches!(changes, crate::plan::Changes::All(_)),
+        "{changes:?}"
+    );
 }
 
 #[test]

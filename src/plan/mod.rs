@@ -14,6 +14,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod incremental;
+
+pub use incremental::{Changes, Conditions, GoalChange, Planner};
+
 use crate::spec::validate::check_cron;
 use crate::spec::{GoalSpec, Priority, Resource, Spec};
 
@@ -267,33 +271,9 @@ fn budget_spent(spec: &Spec, goal: &Resource<GoalSpec>, spending: &Spending) -> 
 
 /// The plan: actions in the order they should be taken.
 pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action> {
-    if let Some(message) = &observed.stopped {
-        return vec![Action::Suspended {
-            company: spec
-                .company()
-                .map(|c| c.name().to_string())
-                .unwrap_or_default(),
-            message: message.clone(),
-        }];
+    if let Some(suspended) = suspended(spec, observed.stopped.as_deref()) {
+        return vec![suspended];
     }
-    if let Some(company) = spec.company()
-        && company.spec.suspend
-    {
-        return vec![Action::Suspended {
-            company: company.name().to_string(),
-            message: format!(
-                "Company/{} has spec.suspend: true; no work is planned until it is set to false",
-                company.name()
-            ),
-        }];
-    }
-    let mut actions = Vec::new();
-    let live: HashMap<&str, &TaskObservation> = observed
-        .tasks
-        .iter()
-        .filter(|t| t.state.is_live())
-        .map(|t| (t.goal.as_str(), t))
-        .collect();
     let keys: HashMap<&str, Cow<'_, str>> = spec
         .goals
         .iter()
@@ -304,70 +284,146 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
     for task in &observed.tasks {
         tasks_of.entry(task.goal.as_str()).or_default().push(task);
     }
-
     // Work for goals that no longer exist goes first: it frees capacity.
-    let mut orphans: Vec<&TaskObservation> = live
-        .values()
-        .filter(|t| !keys.contains_key(t.goal.as_str()))
-        .copied()
-        .collect();
-    orphans.sort_by(|a, b| a.key.cmp(&b.key));
-    for task in orphans {
-        actions.push(Action::Cancel {
-            goal: task.goal.clone(),
-            key: task.key.clone(),
-            message: "the goal was removed from the declaration".into(),
-        });
-    }
-
+    let mut actions = orphans(
+        tasks_of
+            .iter()
+            .filter(|(goal, _)| !keys.contains_key(*goal))
+            .filter_map(|(_, tasks)| live_of(tasks.iter().copied())),
+    );
     let met = |name: &str| {
         observed
             .goals
             .get(name)
-            .is_some_and(|o| o.passed && keys.get(name).is_some_and(|k| *k == o.key))
+            .is_some_and(|o| keys.get(name).is_some_and(|k| met_at(Some(o), k)))
     };
+    let world = World {
+        spec,
+        model_available: observed.model_available,
+        judge_available: observed.judge_available,
+        spending: &observed.spending,
+        now,
+    };
+    for goal in in_order(spec) {
+        let name = goal.name();
+        let tasks = tasks_of.get(name).map_or(&[][..], Vec::as_slice);
+        world.goal_actions(
+            goal,
+            &keys[name],
+            tasks,
+            observed.goals.get(name),
+            &met,
+            &mut actions,
+        );
+    }
+    actions
+}
 
+/// The one action of a stopped controller (`proto stop`) or a suspended company, if either.
+fn suspended(spec: &Spec, stopped: Option<&str>) -> Option<Action> {
+    if let Some(message) = stopped {
+        return Some(Action::Suspended {
+            company: spec
+                .company()
+                .map(|c| c.name().to_string())
+                .unwrap_or_default(),
+            message: message.to_string(),
+        });
+    }
+    let company = spec.company().filter(|c| c.spec.suspend)?;
+    Some(Action::Suspended {
+        company: company.name().to_string(),
+        message: format!(
+            "Company/{} has spec.suspend: true; no work is planned until it is set to false",
+            company.name()
+        ),
+    })
+}
+
+/// The goals in the order they are planned: by priority, then as declared.
+fn in_order(spec: &Spec) -> impl Iterator<Item = &Resource<GoalSpec>> {
     let mut order: Vec<(usize, &Resource<GoalSpec>)> =
         spec.goals.iter().map(|g| &**g).enumerate().collect();
     order.sort_by_key(|(i, g)| (g.spec.priority, *i));
-    for (_, goal) in order {
+    order.into_iter().map(|(_, g)| g)
+}
+
+/// The live task of a goal (the last observed holds its slot), if any.
+fn live_of<'t>(tasks: impl Iterator<Item = &'t TaskObservation>) -> Option<&'t TaskObservation> {
+    tasks.filter(|t| t.state.is_live()).last()
+}
+
+/// Whether a goal's last check passed against its current `key`.
+fn met_at(observation: Option<&GoalObservation>, key: &str) -> bool {
+    observation.is_some_and(|o| o.passed && o.key == key)
+}
+
+/// The cancellations of live work whose goal was removed, in the order of their keys.
+fn orphans<'t>(live: impl Iterator<Item = &'t TaskObservation>) -> Vec<Action> {
+    let mut orphans: Vec<&TaskObservation> = live.collect();
+    orphans.sort_by(|a, b| a.key.cmp(&b.key));
+    orphans
+        .into_iter()
+        .map(|task| Action::Cancel {
+            goal: task.goal.clone(),
+            key: task.key.clone(),
+            message: "the goal was removed from the declaration".into(),
+        })
+        .collect()
+}
+
+/// What every goal's plan reads beside its own inputs.
+struct World<'a> {
+    spec: &'a Spec,
+    model_available: bool,
+    judge_available: bool,
+    spending: &'a Spending,
+    now: DateTime<Utc>,
+}
+
+impl World<'_> {
+    /// Adds to `out` what one goal needs, from its `key`, its tasks (in the order observed),
+    /// its last check and whether other goals are met: the whole of a goal's plan, so the
+    /// full plan and the incremental one ([`Planner`]) never differ in a rule.
+    fn goal_actions(
+        &self,
+        goal: &Resource<GoalSpec>,
+        key: &str,
+        tasks: &[&TaskObservation],
+        observation: Option<&GoalObservation>,
+        met: &dyn Fn(&str) -> bool,
+        out: &mut Vec<Action>,
+    ) {
         let name = goal.name();
-        let key = &keys[name];
         let priority = goal.spec.priority;
-        if let Some(task) = live.get(name) {
-            if task.key == *key {
-                continue; // already being worked
+        if let Some(task) = live_of(tasks.iter().copied()) {
+            if task.key == key {
+                return; // already being worked
             }
-            actions.push(Action::Cancel {
+            out.push(Action::Cancel {
                 goal: name.to_string(),
                 key: task.key.clone(),
                 message: "the goal changed; its work starts again at the new revision".into(),
             });
         }
-        if met(name) {
-            if let (Some(schedule), Some(obs)) = (&goal.spec.schedule, observed.goals.get(name)) {
+        if met_at(observation, key) {
+            if let (Some(schedule), Some(obs)) = (&goal.spec.schedule, observation) {
                 let due = check_cron(schedule)
                     .ok()
                     .and_then(|cron| cron.find_next_occurrence(&obs.checked_at, false).ok())
-                    .is_some_and(|next| next <= now);
+                    .is_some_and(|next| next <= self.now);
                 if due {
-                    actions.push(Action::Recheck {
+                    out.push(Action::Recheck {
                         goal: name.to_string(),
                         priority,
                     });
                 }
             }
-            continue;
+            return;
         }
-        let finished: Vec<&TaskObservation> = tasks_of
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|t| t.key == **key)
-            .copied()
-            .collect();
-        if finished.iter().any(|t| t.state == TaskState::Stalled) {
-            continue; // a dead letter until a new revision or `proto retry`
+        let finished = || tasks.iter().filter(|t| t.key == key);
+        if finished().any(|t| t.state == TaskState::Stalled) {
+            return; // a dead letter until a new revision or `proto retry`
         }
         let max_attempts = goal
             .spec
@@ -375,11 +431,10 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             .as_ref()
             .and_then(|b| b.attempts)
             .unwrap_or(DEFAULT_ATTEMPTS);
-        if let Some(failed) = finished
-            .iter()
-            .find(|t| t.state == TaskState::Failed && t.attempts >= max_attempts)
+        if let Some(failed) =
+            finished().find(|t| t.state == TaskState::Failed && t.attempts >= max_attempts)
         {
-            actions.push(Action::Stall {
+            out.push(Action::Stall {
                 goal: name.to_string(),
                 key: key.to_string(),
                 message: format!(
@@ -391,7 +446,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
                         .unwrap_or("the check still fails")
                 ),
             });
-            continue;
+            return;
         }
         let unmet: Vec<String> = goal
             .spec
@@ -401,31 +456,31 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             .cloned()
             .collect();
         if !unmet.is_empty() {
-            actions.push(Action::Wait {
+            out.push(Action::Wait {
                 goal: name.to_string(),
                 priority,
                 reason: WaitReason::DependsOn { goals: unmet },
             });
-            continue;
+            return;
         }
-        let judge_missing = goal.spec.check.needs_model() && !observed.judge_available;
-        if (needs_model(&goal.spec) && !observed.model_available) || judge_missing {
-            actions.push(Action::Wait {
+        let judge_missing = goal.spec.check.needs_model() && !self.judge_available;
+        if (needs_model(&goal.spec) && !self.model_available) || judge_missing {
+            out.push(Action::Wait {
                 goal: name.to_string(),
                 priority,
                 reason: WaitReason::NoModel,
             });
-            continue;
+            return;
         }
         if needs_model(&goal.spec)
-            && let Some(message) = budget_spent(spec, goal, &observed.spending)
+            && let Some(message) = budget_spent(self.spec, goal, self.spending)
         {
-            actions.push(Action::Wait {
+            out.push(Action::Wait {
                 goal: name.to_string(),
                 priority,
                 reason: WaitReason::Budget { message },
             });
-            continue;
+            return;
         }
         let work = if goal.spec.playbook.is_empty() {
             Work::Agent {
@@ -436,7 +491,7 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
                 steps: goal.spec.playbook.len(),
             }
         };
-        actions.push(Action::Enqueue {
+        out.push(Action::Enqueue {
             goal: name.to_string(),
             key: key.to_string(),
             product: goal.spec.product.clone(),
@@ -445,7 +500,6 @@ pub fn plan(spec: &Spec, observed: &Observed, now: DateTime<Utc>) -> Vec<Action>
             work,
         });
     }
-    actions
 }
 
 #[cfg(test)]
