@@ -9,6 +9,7 @@
 pub mod approvals;
 pub mod catch_up;
 pub mod delivery;
+pub mod housekeeping;
 mod local_copy;
 mod native;
 mod ref_update;

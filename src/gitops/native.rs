@@ -908,7 +908,13 @@ impl Receiver {
             "update by push",
         )
         .map_err(git_error(WHAT))?;
-        local_copy::collect_garbage(&product);
+        drop(product);
+        let path = self.path.clone();
+        super::housekeeping::later(&self.path, move || {
+            if let Ok(product) = Repository::open_bare(&path) {
+                local_copy::collect_garbage(&product);
+            }
+        });
         Ok(())
     }
 }

@@ -20,7 +20,7 @@
 //! (which the kernel drops when a killed process ends) and git's own lock files that a
 //! killed fetch left are removed under it. A mirror is never deleted while it exists:
 //! workspaces may be reading through it; it only ever gains objects, and is repacked (never
-//! pruned) when its packs pile up.
+//! pruned) when its packs pile up, off the task's path (see [`super::housekeeping`]).
 //!
 //! **Spares.** A delivered workspace is not thrown away but kept as a spare of its mirror
 //! ([`recycle`]); the next workspace of that product is made from one ([`make`]): its `.git`
@@ -87,10 +87,16 @@ pub fn make(
         let _lock = lock(mirrors, &mirror)?;
         ensure_mirror(&mirror, &url)?;
         fetch(&mirror, &url)?;
-        let start = start_of(&mirror, branch)?;
-        repack_if_needed(&mirror)?;
-        start
+        start_of(&mirror, branch)?
     };
+    // Off the task's path, and beside fetches: a repack only adds packs and removes what
+    // it packed, as git's own upkeep does beside pushes.
+    let rolled = mirror.clone();
+    super::housekeeping::later(&mirror, move || {
+        if let Err(e) = repack_if_needed(&rolled) {
+            tracing::warn!(mirror = %rolled.display(), "{e}");
+        }
+    });
     let partial = partial_of(dir);
     remove_dir(&partial)?;
     // Taken before the files are made: a process that starts meanwhile voids it.
@@ -401,7 +407,7 @@ fn mirror_name(url: &str) -> String {
     format!("{base}-{hash:016x}.git")
 }
 
-/// The exclusive lock of one mirror, held while it is created, fetched or repacked.
+/// The exclusive lock of one mirror, held while it is created or fetched.
 fn lock(mirrors: &Path, mirror: &Path) -> Result<File, GitopsError> {
     std::fs::create_dir_all(mirrors).map_err(io(mirrors))?;
     let mut path = mirror.as_os_str().to_owned();
@@ -537,7 +543,23 @@ fn resolve(repo: &git2::Repository, reference: &str) -> Option<String> {
     Some(commit.id().to_string())
 }
 
+/// Rolls up the mirror's packs and loose objects when they pile up, unless another
+/// controller sharing the workdir is doing it (a lock beside the mirror's own).
 fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
+    let mut name = mirror.as_os_str().to_owned();
+    name.push(".repack.lock");
+    let path = PathBuf::from(name);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+    }
     let packs = mirror.join("objects/pack");
     let count = std::fs::read_dir(&packs)
         .map(|entries| {

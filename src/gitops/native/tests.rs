@@ -363,6 +363,7 @@ fn loose_objects_that_pile_up_in_the_product_are_packed() {
         .unwrap()
         .unwrap();
     push(&repo, "main", Some(&tip)).unwrap().unwrap();
+    crate::gitops::housekeeping::settle();
     let counts = git(&product, &["count-objects", "-v"]);
     assert!(counts.contains("packs: 1"), "{counts}");
     let loose = std::fs::read_dir(product.join("objects/17")).map_or(0, Iterator::count);
