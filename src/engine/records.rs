@@ -309,12 +309,19 @@ pub fn update(
     if dirty.reshapes() {
         return lay_out(report, seen, dirty, held.as_ref(), now);
     }
+    // The dirty goals in the declaration's order, found by name: a pass that touched one
+    // goal of thousands does not look at the others.
+    let mut positions: Vec<usize> = match dirty {
+        Dirty::Goals(names) => names
+            .iter()
+            .filter_map(|n| seen.spec.goal_position(n))
+            .collect(),
+        _ => Vec::new(),
+    };
+    positions.sort_unstable();
     let mut rebuilt = Vec::new();
-    for goal in &seen.spec.goals {
+    for goal in positions.into_iter().filter_map(|i| seen.spec.goals.get(i)) {
         let name = goal.name();
-        if !dirty.contains(name) {
-            continue;
-        }
         let status = std::sync::Arc::new(goal_status(
             seen,
             goal,

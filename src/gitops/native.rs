@@ -711,8 +711,12 @@ fn update_paths(
         remove_empty_parents(&root, path);
     }
     if !kept.is_empty() {
+        // The index is updated (and written once, below) here, not by the checkout.
         let mut checkout = git2::build::CheckoutBuilder::new();
-        checkout.force().disable_pathspec_match(true);
+        checkout
+            .force()
+            .disable_pathspec_match(true)
+            .update_index(false);
         for path in &kept {
             checkout.path(path.as_os_str().as_bytes());
         }

@@ -199,6 +199,12 @@ impl NameIndex {
         name_of: impl Fn(&T) -> &str,
         name: &str,
     ) -> Option<&'s T> {
+        self.position(items, name_of, name)
+            .and_then(|i| items.get(i))
+    }
+
+    /// Where the first item named `name` is in `items`.
+    fn position<T>(&self, items: &[T], name_of: impl Fn(&T) -> &str, name: &str) -> Option<usize> {
         let index = self.0.get_or_init(|| {
             let mut index = HashMap::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -207,9 +213,9 @@ impl NameIndex {
             }
             index
         });
-        match index.get(name).and_then(|i| items.get(*i)) {
-            Some(item) if name_of(item) == name => Some(item),
-            _ => items.iter().find(|item| name_of(item) == name),
+        match index.get(name) {
+            Some(i) if items.get(*i).is_some_and(|item| name_of(item) == name) => Some(*i),
+            _ => items.iter().position(|item| name_of(item) == name),
         }
     }
 }
@@ -254,6 +260,12 @@ impl Spec {
                 })
             })
             .map(|a| &**a)
+    }
+
+    /// Where the goal named `name` is in [`Spec::goals`] (the declaration's order).
+    pub fn goal_position(&self, name: &str) -> Option<usize> {
+        self.goal_index
+            .position(&self.goals, |g: &Declared<GoalSpec>| g.name(), name)
     }
 
     pub fn goal(&self, name: &str) -> Option<&Resource<GoalSpec>> {
