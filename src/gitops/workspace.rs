@@ -229,7 +229,6 @@ fn refresh(
     if !kind.is_dir() {
         return Err(untrusted("its .git is not a folder"));
     }
-    trusted_index(&git_dir.join("index"))?;
     std::fs::rename(&git_dir, &old).map_err(io(&old))?;
     // No template copied in (hook samples, a description): nothing of it is used.
     // HEAD names the branch from the start: `set_head` afterwards opened the repository
@@ -249,6 +248,8 @@ fn refresh(
     let oid = git2::Oid::from_str(&commit)?;
     repo.reference(&format!("refs/heads/{branch}"), oid, true, "reuse")?;
     configure_origin(&repo, url, branch)?;
+    // Read once, here, and kept by the repository for the reset below.
+    trusted_index(&repo.index()?)?;
     // In-process: `git reset --hard` and `git clean -ffdx` were two process starts a task.
     let known = clean.map(|_| std::collections::BTreeSet::new());
     super::native::reset_clean(&repo, oid, known.as_ref()).map_err(|e| GitopsError::Command {
@@ -284,11 +285,10 @@ fn untrusted(why: &str) -> GitopsError {
 /// skip-worktree or intent-to-add. An index libgit2 cannot read whole (one split into a
 /// shared part that lived in the `.git` being replaced, a sparse index: mandatory extensions
 /// it does not know) is refused as well.
-fn trusted_index(path: &Path) -> Result<(), GitopsError> {
+fn trusted_index(index: &git2::Index) -> Result<(), GitopsError> {
     const ASSUME_VALID: u16 = 0x8000;
     const INTENT_TO_ADD: u16 = 1 << 13;
     const SKIP_WORKTREE: u16 = 1 << 14;
-    let index = git2::Index::open(path)?;
     if index.iter().any(|entry| {
         entry.flags & ASSUME_VALID != 0
             || entry.flags_extended & (INTENT_TO_ADD | SKIP_WORKTREE) != 0
