@@ -209,7 +209,7 @@ fn run(seed: u64) {
 
 #[test]
 fn the_incremental_plan_is_the_full_plan_of_the_same_observations() {
-    for seed in 1..=40 {
+    for seed in 1_u64..=40 {
         run(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     }
 }
