@@ -430,9 +430,13 @@ pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<St
                     source: e,
                 })
         };
+        // A merge already under way (someone's) is not ours to undo.
+        let ours = !repo.path().join("MERGE_HEAD").exists();
         let mut out = merge()?;
-        // A running controller commits its records to this repository: a merge that finds
-        // the index (or a ref) locked started nothing, and is tried again once it is free.
+        // A running controller commits its records to this repository (and one just killed
+        // may leave its git finishing): a merge that finds the index or a ref locked is tried
+        // again once it is free. One that found the branch locked only at its end has
+        // already written the merge into the files and MERGE_HEAD: it is undone first.
         for _ in 0..LOCKED_RETRIES {
             let said = String::from_utf8_lossy(&out.stderr);
             if out.status.success() || !(said.contains(".lock") || said.contains("cannot lock ref"))
@@ -440,6 +444,13 @@ pub fn approve(path: &Path, branch: &str, id: &str, who: &Identity) -> Result<St
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
+            if ours && repo.path().join("MERGE_HEAD").exists() {
+                let _ = std::process::Command::new(crate::program::program("git"))
+                    .current_dir(&workdir)
+                    .args(["merge", "--abort"])
+                    .stdin(std::process::Stdio::null())
+                    .output();
+            }
             out = merge()?;
         }
         if !out.status.success() {
@@ -539,4 +550,50 @@ fn identity_vars(who: &Identity) -> [(&'static str, String); 4] {
         ("GIT_COMMITTER_NAME", who.name.clone()),
         ("GIT_COMMITTER_EMAIL", who.email.clone()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gitops::test_git::{git, write};
+
+    /// `git merge` that finds the branch locked only when it moves it has already written
+    /// the merge and MERGE_HEAD (a controller killed mid record push leaves its git holding
+    /// the lock a moment): the approval undoes that and merges again once the lock is gone.
+    #[test]
+    fn a_merge_that_found_the_branch_locked_at_its_end_is_undone_and_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("company");
+        git(
+            dir.path(),
+            &["init", "-q", "-b", "main", work.to_str().unwrap()],
+        );
+        write(&work, "a.txt", "a\n");
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "seed"]);
+        let id = "deploy-1-0-4";
+        git(&work, &["checkout", "-q", "-b", &request_branch(id)]);
+        write(&work, "request.txt", "r\n");
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "request"]);
+        git(&work, &["checkout", "-q", "main"]);
+        let lock = work.join(".git/refs/heads/main.lock");
+        std::fs::write(&lock, "").unwrap();
+        let held = lock.clone();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            std::fs::remove_file(held).unwrap();
+        });
+        let who = Identity {
+            name: "Ann".into(),
+            email: "ann@example.com".into(),
+        };
+        let merged = approve(&work, "main", id, &who).unwrap();
+        release.join().unwrap();
+        assert!(!work.join(".git/MERGE_HEAD").exists());
+        assert_eq!(git(&work, &["rev-parse", "HEAD"]), merged);
+        let parents = git(&work, &["rev-list", "--parents", "-n1", "HEAD"]);
+        assert_eq!(parents.split(' ').count(), 3, "a merge: {parents}");
+        assert_eq!(git(&work, &["status", "--porcelain"]), "");
+    }
 }
