@@ -410,8 +410,15 @@ fn mirror_name(url: &str) -> String {
 /// The exclusive lock of one mirror, held while it is created or fetched.
 fn lock(mirrors: &Path, mirror: &Path) -> Result<File, GitopsError> {
     std::fs::create_dir_all(mirrors).map_err(io(mirrors))?;
+    let (file, path) = lock_file(mirror, ".lock")?;
+    file.lock().map_err(io(&path))?;
+    Ok(file)
+}
+
+/// The file beside `mirror` named with `suffix` that a lock is taken on (made if missing).
+fn lock_file(mirror: &Path, suffix: &str) -> Result<(File, PathBuf), GitopsError> {
     let mut path = mirror.as_os_str().to_owned();
-    path.push(".lock");
+    path.push(suffix);
     let path = PathBuf::from(path);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -419,8 +426,7 @@ fn lock(mirrors: &Path, mirror: &Path) -> Result<File, GitopsError> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    file.lock().map_err(io(&path))?;
-    Ok(file)
+    Ok((file, path))
 }
 
 fn ensure_mirror(mirror: &Path, url: &str) -> Result<(), GitopsError> {
@@ -546,15 +552,7 @@ fn resolve(repo: &git2::Repository, reference: &str) -> Option<String> {
 /// Rolls up the mirror's packs and loose objects when they pile up, unless another
 /// controller sharing the workdir is doing it (a lock beside the mirror's own).
 fn repack_if_needed(mirror: &Path) -> Result<(), GitopsError> {
-    let mut name = mirror.as_os_str().to_owned();
-    name.push(".repack.lock");
-    let path = PathBuf::from(name);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
+    let (lock, path) = lock_file(mirror, ".repack.lock")?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => return Ok(()),

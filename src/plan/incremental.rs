@@ -98,12 +98,7 @@ impl Planner {
                         .tasks
                         .push(task);
                 }
-                self.undeclared = self
-                    .inputs
-                    .keys()
-                    .filter(|g| !self.keys.contains_key(*g))
-                    .cloned()
-                    .collect();
+                self.note_undeclared();
                 self.everything = true;
             }
             Changes::Goals(goals) => {
@@ -223,15 +218,20 @@ impl Planner {
             .filter(|g| needs_model(&g.spec))
             .map(|g| g.name().to_string())
             .collect();
+        self.note_undeclared();
+        self.met.clear();
+        self.actions.clear();
+        self.everything = true;
+    }
+
+    /// The goals observed that the declaration does not hold.
+    fn note_undeclared(&mut self) {
         self.undeclared = self
             .inputs
             .keys()
             .filter(|g| !self.keys.contains_key(*g))
             .cloned()
             .collect();
-        self.met.clear();
-        self.actions.clear();
-        self.everything = true;
     }
 
     /// A model's availability changed: every goal; only the spending: the goals whose
