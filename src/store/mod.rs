@@ -17,6 +17,7 @@ mod observed;
 mod reads;
 mod record;
 mod retention;
+mod spending;
 
 /// How many prepared statements a connection keeps: more than the store has.
 const STATEMENTS: usize = 256;
@@ -62,7 +63,7 @@ use thiserror::Error;
 
 use std::collections::BTreeMap;
 
-use crate::plan::{GoalObservation, Observed, Spending, TaskObservation, TaskState};
+use crate::plan::{GoalObservation, Observed, TaskObservation, TaskState};
 use crate::spec::Priority;
 
 #[derive(Debug, Error)]
@@ -308,6 +309,8 @@ pub struct Store {
     writes: std::sync::atomic::AtomicU64,
     /// When this handle last ran retention (see [`Store::prune_if_due`]).
     pruned_at: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// The planner's spending, kept between passes (see [`spending`]); locked after `conn`.
+    spending: std::sync::Mutex<Option<spending::Kept>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -427,6 +430,7 @@ impl Store {
             view: std::sync::Mutex::new(None),
             writes: std::sync::atomic::AtomicU64::new(0),
             pruned_at: std::sync::Mutex::new(None),
+            spending: std::sync::Mutex::new(None),
         }
     }
 
@@ -477,12 +481,23 @@ impl Store {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.write_and(f, |_, _| {})
+    }
+
+    /// [`Store::write`], then `after` with what it returned, still holding the connection:
+    /// no other reader or writer of the tables comes between the commit and `after`.
+    fn write_and<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        after: impl FnOnce(&Connection, &T),
+    ) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
         self.writes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        after(&conn, &value);
         Ok(value)
     }
 
@@ -1082,20 +1097,7 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<(std::collections::BTreeSet<String>, Option<DateTime<Utc>>), StoreError> {
-        self.with_view(|view| {
-            let queued = view.tasks.values().filter(|t| t.state == TaskState::Queued);
-            let mut products = std::collections::BTreeSet::new();
-            let mut next = None::<DateTime<Utc>>;
-            for task in queued {
-                if !products.contains(&task.product) {
-                    products.insert(task.product.clone());
-                }
-                if task.not_before > now {
-                    next = Some(next.map_or(task.not_before, |n| n.min(task.not_before)));
-                }
-            }
-            (products, next)
-        })
+        self.with_view(|view| view.queue_shape(now))
     }
 
     /// The newest top-level task of each of `keys` that has one: what a goal's status
@@ -1435,23 +1437,27 @@ impl Store {
         usd: f64,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            ensure_task(tx, task)?;
-            tx.execute_cached(
-                "INSERT INTO spend (task, agent, model, input_tokens, output_tokens, usd, time)
+        let spent = spending::Spent { task, usd };
+        self.write_and(
+            |tx| {
+                ensure_task(tx, task)?;
+                tx.execute_cached(
+                    "INSERT INTO spend (task, agent, model, input_tokens, output_tokens, usd, time)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    task,
-                    agent,
-                    model,
-                    i64::try_from(input_tokens).unwrap_or(i64::MAX),
-                    i64::try_from(output_tokens).unwrap_or(i64::MAX),
-                    usd,
-                    time_text(now)
-                ],
-            )?;
-            Ok(())
-        })
+                    params![
+                        task,
+                        agent,
+                        model,
+                        i64::try_from(input_tokens).unwrap_or(i64::MAX),
+                        i64::try_from(output_tokens).unwrap_or(i64::MAX),
+                        usd,
+                        time_text(now)
+                    ],
+                )?;
+                Ok(())
+            },
+            |conn, ()| self.note_spent(conn, &spent, now),
+        )
     }
 
     /// Dollars spent on a goal's tasks.
@@ -1496,24 +1502,6 @@ impl Store {
                 attempt_tokens: u64::try_from(attempt_tokens).unwrap_or(0),
                 goal_usd: goal_usd(tx, &goal)?,
                 day_usd: day_usd(tx, now)?,
-            })
-        })
-    }
-
-    /// Dollars by goal, and the company's on the UTC day of `now`: what the planner weighs
-    /// against the dollar budgets.
-    pub fn spending(&self, now: DateTime<Utc>) -> Result<Spending, StoreError> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT tasks.goal, SUM(spend.usd) FROM spend
-                 JOIN tasks ON tasks.id = spend.task GROUP BY tasks.goal",
-            )?;
-            let by_goal = stmt
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok(Spending {
-                day_usd: day_usd(tx, now)?,
-                by_goal,
             })
         })
     }

@@ -7,11 +7,15 @@
 
 use super::Cached as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{StoreError, TASK_COLUMNS, Task, TaskId, query_tasks, task_row, time_column};
+use super::{
+    StoreError, TASK_COLUMNS, Task, TaskId, TaskState, query_tasks, task_row, time_column,
+};
 use crate::plan::{Changes, GoalChange, GoalObservation, Observed};
 
 /// Where a reader of the view's changes got to (see [`View::changes_since`]): the view it
@@ -43,9 +47,13 @@ pub(super) struct View {
     /// Changes taken in since the view was built, and the last one that touched each goal.
     seq: u64,
     touched: HashMap<String, u64>,
+    /// The view's queued tasks by when they may start, and how many each product has: what
+    /// the loop asks before it sleeps, answered without a walk of the tasks.
+    queued: BTreeSet<(DateTime<Utc>, TaskId)>,
+    queued_by_product: BTreeMap<String, usize>,
 }
 
-fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+pub(super) fn data_version(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.pragma_query_value(None, "data_version", |row| row.get(0))?)
 }
 
@@ -157,6 +165,10 @@ impl View {
                 .entry(task.goal.clone())
                 .or_default()
                 .insert(id);
+            if let Some(old) = self.tasks.remove(&id) {
+                self.count_queued(&old, false);
+            }
+            self.count_queued(&task, true);
             self.tasks.insert(id, task);
         } else {
             self.forget(id);
@@ -167,6 +179,7 @@ impl View {
         let Some(task) = self.tasks.remove(&id) else {
             return;
         };
+        self.count_queued(&task, false);
         if let Some(ids) = self.by_goal.get_mut(&task.goal) {
             ids.remove(&id);
             if ids.is_empty() {
@@ -174,6 +187,43 @@ impl View {
             }
         }
         self.touch(&task.goal);
+    }
+
+    /// Adds `task` to the queue's index (or takes it out), if it is queued.
+    fn count_queued(&mut self, task: &Task, add: bool) {
+        if task.state != TaskState::Queued {
+            return;
+        }
+        if add {
+            self.queued.insert((task.not_before, task.id));
+            *self
+                .queued_by_product
+                .entry(task.product.clone())
+                .or_default() += 1;
+            return;
+        }
+        self.queued.remove(&(task.not_before, task.id));
+        if let Some(count) = self.queued_by_product.get_mut(&task.product) {
+            *count -= 1;
+            if *count == 0 {
+                self.queued_by_product.remove(&task.product);
+            }
+        }
+    }
+
+    /// The products with queued tasks, and the earliest time after `now` one of them may
+    /// start (one that may start already is the dispatcher's to take).
+    pub(super) fn queue_shape(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (BTreeSet<String>, Option<DateTime<Utc>>) {
+        let products = self.queued_by_product.keys().cloned().collect();
+        let next = self
+            .queued
+            .range((Bound::Excluded((now, TaskId::MAX)), Bound::Unbounded))
+            .next()
+            .map(|(at, _)| *at);
+        (products, next)
     }
 
     fn touch(&mut self, goal: &str) {

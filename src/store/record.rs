@@ -100,7 +100,12 @@ impl Store {
             .activity
             .map(|a| Ok::<_, StoreError>((a.kind(), serde_json::to_value(a)?)))
             .transpose()?;
-        self.write(|tx| {
+        let spent = record.cost.as_ref().map(|cost| super::spending::Spent {
+            task: record.task,
+            usd: cost.usd,
+        });
+        self.write_and(
+            |tx| {
             let entry = match &record.entry {
                 Entry::None => None,
                 Entry::Whole {
@@ -162,6 +167,12 @@ impl Store {
                 append_event(tx, Some(record.task), Some(record.goal), *kind, data, now)?;
             }
             Ok(entry)
-        })
+        },
+            |conn, _| {
+                if let Some(spent) = &spent {
+                    self.note_spent(conn, spent, now);
+                }
+            },
+        )
     }
 }

@@ -359,6 +359,29 @@ fn assert_view_matches_tables(store: &Store, dir: &std::path::Path, step: usize)
     assert_eq!(open, expected, "step {step}");
 }
 
+/// The view's index of the queue answers what a walk of the queued top-level tasks would.
+fn assert_queue_matches_tables(store: &Store, now: DateTime<Utc>, step: usize) {
+    let queued: Vec<Task> = store
+        .tasks()
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.parent.is_none() && t.state == TaskState::Queued)
+        .collect();
+    for at in [-90, 0, 1, 90].map(|s| now + chrono::Duration::seconds(s)) {
+        let products = queued.iter().map(|t| t.product.clone()).collect();
+        let next = queued
+            .iter()
+            .map(|t| t.not_before)
+            .filter(|&t| t > at)
+            .min();
+        assert_eq!(
+            store.queue_shape(at).unwrap(),
+            (products, next),
+            "the queue at step {step}"
+        );
+    }
+}
+
 #[test]
 fn the_kept_view_equals_the_tables_through_random_transitions() {
     for seed in [1_u64, 7, 42, 1234, 98_765] {
@@ -438,6 +461,7 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
                 store.recover_interrupted(now).unwrap();
             }
             assert_view_matches_tables(&store, dir.path(), step);
+            assert_queue_matches_tables(&store, now, step);
             replica.catch_up(&store);
             let fresh = Replica::from(&Store::open(dir.path()).unwrap().observed().unwrap());
             assert_eq!(replica.goals, fresh.goals, "changes at step {step}");
@@ -533,4 +557,68 @@ fn version_4_lets_only_pruning_delete_from_an_older_store() {
     let pruned = store.prune(&Retention::default(), now).unwrap();
     assert_eq!(pruned.events, 1);
     assert!(store.events(0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn kept_spending_equals_the_tables_through_random_spends() {
+    for seed in [3_u64, 11, 2024] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day = Utc::now()
+            .date_naive()
+            .and_hms_opt(20, 0, 0)
+            .unwrap()
+            .and_utc();
+        let mut tasks = Vec::new();
+        for key in ["a@1", "b@1", "c@1"] {
+            tasks.push(store.enqueue(&new_task(key, None), day).unwrap().unwrap());
+        }
+        let mut rng = Rng(seed);
+        let mut now = day;
+        for step in 0..200 {
+            // Across midnight: the day's sum starts again.
+            now += chrono::Duration::minutes(2);
+            let task = tasks[rng.below(tasks.len() as u64) as usize];
+            // Quarters add up exactly, in any order.
+            let usd = rng.below(4) as f64 * 0.25;
+            match rng.below(4) {
+                0 => store.spend(task, "ceo", "m", 1, 1, usd, now).unwrap(),
+                1 => {
+                    let cost = Cost {
+                        agent: "ceo",
+                        model: "m",
+                        input_tokens: 1,
+                        output_tokens: 1,
+                        usd,
+                    };
+                    store
+                        .record(
+                            &StepRecord {
+                                task,
+                                goal: "ignored: the task's own goal counts",
+                                entry: Entry::None,
+                                cost: Some(cost),
+                                audit: None,
+                                activity: None,
+                            },
+                            now,
+                        )
+                        .unwrap();
+                }
+                // Another process spends: the next read goes back to the tables.
+                2 => Store::open(dir.path())
+                    .unwrap()
+                    .spend(task, "ceo", "m", 1, 1, usd, now)
+                    .unwrap(),
+                _ => {}
+            }
+            let at = now + chrono::Duration::minutes(rng.below(3) as i64);
+            let fresh = Store::open(dir.path()).unwrap().spending(at).unwrap();
+            assert_eq!(
+                store.spending(at).unwrap(),
+                fresh,
+                "seed {seed}, step {step}"
+            );
+        }
+    }
 }
