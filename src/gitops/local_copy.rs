@@ -432,22 +432,37 @@ fn commit_objects(
         objects.push(tree);
         let tree = source.find_tree(tree)?;
         let before = before.map(|b| source.find_tree(b)).transpose()?;
+        // Both trees list their entries in git's order: one walk pairs them, where a lookup
+        // per entry cost a search of the old tree for each file of a large folder.
+        let mut old_entries = before.iter().flat_map(git2::Tree::iter).peekable();
         for entry in tree.iter() {
             let id = entry.id();
-            let old = before
-                .as_ref()
-                .and_then(|b| b.get_name_bytes(entry.name_bytes()))
-                .map(|e| (e.id(), e.kind()));
-            if old.is_some_and(|(old, _)| old == id) {
+            let is_tree = entry.kind() == Some(ObjectType::Tree);
+            let mut old = None;
+            while let Some(o) = old_entries.peek() {
+                let order = git_order(
+                    o.name_bytes(),
+                    o.kind() == Some(ObjectType::Tree),
+                    entry.name_bytes(),
+                    is_tree,
+                );
+                if order == std::cmp::Ordering::Greater {
+                    break;
+                }
+                if order == std::cmp::Ordering::Equal {
+                    old = Some(o.id());
+                }
+                old_entries.next();
+                if old.is_some() {
+                    break;
+                }
+            }
+            if old == Some(id) {
                 continue;
             }
             match entry.kind() {
-                Some(ObjectType::Tree) => {
-                    let old_tree = old
-                        .filter(|(_, kind)| *kind == Some(ObjectType::Tree))
-                        .map(|(old, _)| old);
-                    trees.push((id, old_tree));
-                }
+                // A folder that was a file before is new as a whole: `old` names a folder.
+                Some(ObjectType::Tree) => trees.push((id, old)),
                 Some(ObjectType::Blob) if seen.insert(id) => objects.push(id),
                 // A submodule's commit lives in its own repository.
                 _ => {}
@@ -455,6 +470,15 @@ fn commit_objects(
         }
     }
     Ok(())
+}
+
+/// Two tree entries in git's order: by name, a folder's as if it ended in `/`.
+fn git_order(a: &[u8], a_tree: bool, b: &[u8], b_tree: bool) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    a[..n].cmp(&b[..n]).then_with(|| {
+        let next = |name: &[u8], tree: bool| name.get(n).copied().or(tree.then_some(b'/'));
+        next(a, a_tree).cmp(&next(b, b_tree))
+    })
 }
 
 /// Sets the mirror's branches to `tips` exactly.
@@ -576,6 +600,74 @@ mod tests {
         // trees (root, deep, a) and b; not the 200 untouched files.
         assert!(second < 20, "only what changed: {second}");
         assert_mirrors(&mirror, &product);
+    }
+
+    #[test]
+    fn entries_pair_up_in_gits_order_across_a_file_that_becomes_a_folder() {
+        // git's order puts a folder `x` after `x-y` and `x.z` and before `x0`.
+        let names = [
+            ("x", false),
+            ("x", true),
+            ("x-y", false),
+            ("x.z", false),
+            ("x0", true),
+        ];
+        let repo_dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(repo_dir.path()).unwrap();
+        let blob = repo.blob(b"x").unwrap();
+        let mut folder = repo.treebuilder(None).unwrap();
+        folder.insert("inner", blob, 0o100644).unwrap();
+        let folder = folder.write().unwrap();
+        for with_file in [true, false] {
+            let mut builder = repo.treebuilder(None).unwrap();
+            for (name, is_tree) in names {
+                if *name == *"x" && is_tree == with_file {
+                    continue;
+                }
+                let (id, mode) = if is_tree {
+                    (folder, 0o040000)
+                } else {
+                    (blob, 0o100644)
+                };
+                builder.insert(name, id, mode).unwrap();
+            }
+            let tree = repo.find_tree(builder.write().unwrap()).unwrap();
+            let listed: Vec<_> = tree.iter().collect();
+            for pair in listed.windows(2) {
+                let order = git_order(
+                    pair[0].name_bytes(),
+                    pair[0].kind() == Some(ObjectType::Tree),
+                    pair[1].name_bytes(),
+                    pair[1].kind() == Some(ObjectType::Tree),
+                );
+                assert_eq!(
+                    order,
+                    std::cmp::Ordering::Less,
+                    "{:?}",
+                    pair.iter().map(|e| e.name()).collect::<Vec<_>>()
+                );
+            }
+        }
+
+        let tmp = tempfile::tempdir().unwrap();
+        let (product, work, mirror) = repositories(tmp.path());
+        for (name, _) in &names[2..] {
+            write(&work, &format!("{name}/f"), "f\n");
+        }
+        write(&work, "x", "a file\n");
+        commit(&work, "a file");
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        fetch(&mirror, &product).unwrap();
+        git(&work, &["rm", "-q", "x"]);
+        write(&work, "x/inner", "now a folder\n");
+        commit(&work, "a folder");
+        git(&work, &["rm", "-q", "-r", "x"]);
+        write(&work, "x", "a file again\n");
+        commit(&work, "a file again");
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        fetch(&mirror, &product).unwrap();
+        assert_mirrors(&mirror, &product);
+        git(&mirror, &["fsck", "--no-dangling"]);
     }
 
     #[test]
