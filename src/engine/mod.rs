@@ -48,19 +48,13 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    /// The loop's task ended without an answer (it panicked, or its runtime shut down).
-    #[error("the reconcile loop stopped: {0}")]
-    Stopped(String),
 }
 
 impl EngineError {
     /// Whether trying the same pass again later may succeed: the store was busy, a fetch
     /// or a file failed. An invalid declaration with nothing valid to fall back on is not.
     pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            EngineError::NoValidRevision { .. } | EngineError::Stopped(_)
-        )
+        !matches!(self, EngineError::NoValidRevision { .. })
     }
 }
 
@@ -693,22 +687,6 @@ impl Engine {
     /// Reconciles until `shutdown` fires (or, with `once`, until nothing is left to do).
     /// `trigger` wakes the loop early (file watcher, poller, webhooks).
     pub async fn run(
-        self,
-        shutdown: CancellationToken,
-        trigger: mpsc::Receiver<()>,
-    ) -> Result<Summary, EngineError> {
-        // A task of the runtime, not a future of the thread that waits for it: the worker
-        // that ends an attempt then runs the loop next (tokio gives a task woken from a
-        // worker to that worker), where a waiting thread had to be woken by the OS first —
-        // 2–6 ms on a busy host, every few hundred tasks.
-        match tokio::spawn(self.reconcile(shutdown, trigger)).await {
-            Ok(summary) => summary,
-            Err(e) => Err(EngineError::Stopped(e.to_string())),
-        }
-    }
-
-    /// [`Engine::run`]'s loop.
-    async fn reconcile(
         mut self,
         shutdown: CancellationToken,
         mut trigger: mpsc::Receiver<()>,
