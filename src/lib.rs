@@ -32,4 +32,6 @@ pub mod source;
 pub mod spec;
 pub mod state_lock;
 pub mod store;
+#[cfg(test)]
+mod test_rng;
 pub mod tools;

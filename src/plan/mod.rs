@@ -93,6 +93,17 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in the order of their lives.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::WaitingApproval,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Stalled,
+        TaskState::Cancelled,
+    ];
+
     /// Live tasks hold the goal's one slot.
     pub fn is_live(self) -> bool {
         matches!(

@@ -1756,17 +1756,7 @@ pub(crate) fn state_name(state: TaskState) -> &'static str {
 }
 
 fn state_from_name(name: &str) -> Option<TaskState> {
-    [
-        TaskState::Queued,
-        TaskState::Running,
-        TaskState::WaitingApproval,
-        TaskState::Succeeded,
-        TaskState::Failed,
-        TaskState::Stalled,
-        TaskState::Cancelled,
-    ]
-    .into_iter()
-    .find(|s| state_name(*s) == name)
+    TaskState::ALL.into_iter().find(|s| state_name(*s) == name)
 }
 
 fn priority_from_name(name: &str) -> Option<Priority> {

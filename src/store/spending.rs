@@ -25,16 +25,21 @@ pub(super) struct Spent {
 }
 
 impl Store {
+    /// The kept sums, locked (always after the connection).
+    fn kept_spending(&self) -> std::sync::MutexGuard<'_, Option<Kept>> {
+        // Every update of the sums is whole or not made: a panic leaves them consistent.
+        self.spending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Dollars by goal (goals that spent nothing are left out), and the company's on the
     /// UTC day of `now`.
     pub fn spending(&self, now: DateTime<Utc>) -> Result<Spending, StoreError> {
         let mut conn = self.lock();
         let version = data_version(&conn)?;
         let day = now.date_naive();
-        let mut kept = self
-            .spending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut kept = self.kept_spending();
         if let Some(k) = kept
             .as_ref()
             .filter(|k| k.version == version && k.day == day)
@@ -58,10 +63,7 @@ impl Store {
         if spent.usd == 0.0 {
             return;
         }
-        let mut kept = self
-            .spending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut kept = self.kept_spending();
         let Some(k) = kept.as_mut() else {
             return;
         };

@@ -126,15 +126,7 @@ fn the_real_schema_applies_and_the_file_is_set_up() {
 
 #[test]
 fn stored_names_are_the_serde_names() {
-    for state in [
-        TaskState::Queued,
-        TaskState::Running,
-        TaskState::WaitingApproval,
-        TaskState::Succeeded,
-        TaskState::Failed,
-        TaskState::Stalled,
-        TaskState::Cancelled,
-    ] {
+    for state in TaskState::ALL {
         assert_eq!(
             serde_json::to_value(state).unwrap(),
             json!(state_name(state))
@@ -265,17 +257,7 @@ fn version_2_finds_the_parents_of_delegated_tasks_by_their_keys() {
     assert_eq!(attempts, 1, "attempts survive the table's rebuild");
 }
 
-/// A small xorshift generator: the operation sequences below, reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use crate::test_rng::Rng;
 
 fn new_task(key: &str, parent: Option<TaskId>) -> NewTask {
     let goal = key.split('@').next().unwrap_or(key).to_string();
@@ -397,12 +379,9 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
         let mut now = Utc::now();
         for step in 0..300 {
             now += chrono::Duration::seconds(1);
-            let key = keys[rng.below(keys.len() as u64) as usize];
+            let key = keys[rng.below(keys.len())];
             let ids: Vec<TaskId> = store.tasks().unwrap().iter().map(|t| t.id).collect();
-            let pick = |rng: &mut Rng| {
-                ids.get(rng.below(ids.len().max(1) as u64) as usize)
-                    .copied()
-            };
+            let pick = |rng: &mut Rng| ids.get(rng.below(ids.len().max(1))).copied();
             // Transitions that do not apply to the task's state fail; the view must still hold.
             match rng.below(10) {
                 0 | 1 => {
@@ -578,7 +557,7 @@ fn kept_spending_equals_the_tables_through_random_spends() {
         for step in 0..200 {
             // Across midnight: the day's sum starts again.
             now += chrono::Duration::minutes(2);
-            let task = tasks[rng.below(tasks.len() as u64) as usize];
+            let task = tasks[rng.below(tasks.len())];
             // Quarters add up exactly, in any order.
             let usd = rng.below(4) as f64 * 0.25;
             match rng.below(4) {

@@ -7,34 +7,9 @@ use crate::plan::{TaskState, plan};
 use chrono::TimeZone;
 use std::collections::BTreeMap;
 
-/// xorshift64*: deterministic, and enough to pick changes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+use crate::test_rng::Rng;
 
 const NAMES: [&str; 12] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
-const STATES: [TaskState; 7] = [
-    TaskState::Queued,
-    TaskState::Running,
-    TaskState::WaitingApproval,
-    TaskState::Succeeded,
-    TaskState::Failed,
-    TaskState::Stalled,
-    TaskState::Cancelled,
-];
 
 /// A declaration of some of the names, each goal depending only on goals before it (so it
 /// validates), with schedules, model goals, attempts and dollar budgets here and there.
@@ -132,7 +107,7 @@ fn observe_one(rng: &mut Rng, store: &mut Store, spec: &Spec, now: DateTime<Utc>
             let task = TaskObservation {
                 key: some_key(rng, spec, &goal),
                 goal: goal.clone(),
-                state: STATES[rng.below(STATES.len())],
+                state: TaskState::ALL[rng.below(TaskState::ALL.len())],
                 attempts: 1 + rng.below(3) as u32,
                 last_error: rng.chance(50).then(|| "exit status 1".to_string()),
             };
@@ -141,7 +116,7 @@ fn observe_one(rng: &mut Rng, store: &mut Store, spec: &Spec, now: DateTime<Utc>
         1 if !ids.is_empty() => {
             let id = ids[rng.below(ids.len())];
             if let Some(task) = store.tasks.get_mut(&id) {
-                task.state = STATES[rng.below(STATES.len())];
+                task.state = TaskState::ALL[rng.below(TaskState::ALL.len())];
                 task.attempts = 1 + rng.below(3) as u32;
             }
         }
