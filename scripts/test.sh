@@ -60,6 +60,13 @@ export PROTO_TEST_HELM="$helm_venv"
 PROTO_KUBE_APISERVER="$(scripts/kube-apiserver.sh)"
 export PROTO_KUBE_APISERVER
 
+# A clean build of every test target writes about 6 GB under target/: a disk short of that
+# is said up front, not found out from a linker killed halfway (SIGBUS on a full disk).
+free_kib=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [[ $free_kib =~ ^[0-9]+$ ]] && ((free_kib < 8 * 1024 * 1024)); then
+  echo "warning: $((free_kib / 1024)) MiB free where target/ is; a clean test build needs about 6 GB" >&2
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
