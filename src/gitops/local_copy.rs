@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use git2::{ObjectType, Oid, Repository};
 
-use super::GitopsError;
 use super::ref_update::{self, Swap};
+use super::{GitopsError, loose};
 
 /// Fewer objects than this are fetched into a mirror loose (git's `fetch.unpackLimit`).
 const UNPACK_LIMIT: usize = 100;
@@ -143,7 +143,7 @@ impl<'r> Copier<'r> {
                 self.read.insert(*id, bytes);
             }
             match self.read.get(id) {
-                Some(bytes) => put_loose(&into.objects, *id, bytes)?,
+                Some(bytes) => loose::put(&into.objects, *id, bytes)?,
                 None => {
                     let object = self.from.read(*id)?;
                     // Objects are not hashed when read (see `tune_libgit2`): one whose bytes
@@ -164,7 +164,7 @@ impl<'r> Copier<'r> {
 /// to hold what its name says unless the store is trusted; `None` when it is not loose
 /// there.
 fn read_loose(objects: &Path, id: Oid, trust: Trust) -> Result<Option<Vec<u8>>, GitopsError> {
-    let path = loose_path(objects, id);
+    let path = loose::path(objects, id);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -174,65 +174,13 @@ fn read_loose(objects: &Path, id: Oid, trust: Trust) -> Result<Option<Vec<u8>>, 
         let mut plain = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&bytes[..]), &mut plain)
             .map_err(|e| corrupt(id, &e.to_string()))?;
-        let (kind, content) = parse_loose(&plain).ok_or_else(|| corrupt(id, "no object header"))?;
+        let (kind, content) =
+            loose::parse(&plain).ok_or_else(|| corrupt(id, "no object header"))?;
         if Oid::hash_object(kind, content)? != id {
             return Err(corrupt(id, "its content hashes to another name"));
         }
     }
     Ok(Some(bytes))
-}
-
-/// A loose object's inflated bytes split into its kind and content (`<kind> <size>\0`).
-fn parse_loose(plain: &[u8]) -> Option<(ObjectType, &[u8])> {
-    let nul = plain.iter().position(|b| *b == 0)?;
-    let header = std::str::from_utf8(&plain[..nul]).ok()?;
-    let (kind, size) = header.split_once(' ')?;
-    let content = &plain[nul + 1..];
-    let kind = match kind {
-        "blob" => ObjectType::Blob,
-        "tree" => ObjectType::Tree,
-        "commit" => ObjectType::Commit,
-        "tag" => ObjectType::Tag,
-        _ => return None,
-    };
-    (size.parse::<usize>().ok()? == content.len()).then_some((kind, content))
-}
-
-/// Writes the compressed bytes of object `id` into the `objects` folder, unless it is
-/// there: under a temporary name first, so the name appears only with the whole object.
-fn put_loose(objects: &Path, id: Oid, bytes: &[u8]) -> Result<(), GitopsError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = loose_path(objects, id);
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return Ok(());
-    }
-    let folder = path.parent().unwrap_or(objects);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| GitopsError::Io { path, source }
-    };
-    std::fs::create_dir_all(folder).map_err(io(folder))?;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // git's prune removes temporary objects (`tmp_obj_*`) a killed copy leaves.
-    let temporary = folder.join(format!("tmp_obj_proto{}_{n}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(&temporary)
-        .and_then(|mut file| file.write_all(bytes));
-    if let Err(e) = written.and_then(|()| std::fs::rename(&temporary, &path)) {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(io(&path)(e));
-    }
-    Ok(())
-}
-
-fn loose_path(objects: &Path, id: Oid) -> PathBuf {
-    let hex = id.to_string();
-    objects.join(&hex[..2]).join(&hex[2..])
 }
 
 fn corrupt(id: Oid, why: &str) -> GitopsError {

@@ -11,10 +11,12 @@ pub mod catch_up;
 pub mod delivery;
 pub mod housekeeping;
 mod local_copy;
+mod loose;
 mod native;
 mod ref_update;
 #[cfg(test)]
 mod test_git;
+mod tree_write;
 pub mod workspace;
 
 use std::borrow::Cow;

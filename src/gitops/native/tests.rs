@@ -485,3 +485,60 @@ fn a_reset_path_by_path_handles_files_and_folders_trading_places() {
         "changed\n"
     );
 }
+
+#[test]
+fn a_commits_new_trees_are_stored_uncompressed_and_are_the_trees_git_would_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = product_and_clone(dir.path());
+    write(&work, "deep/a/x.txt", "x\n");
+    write(&work, "deep/b/y.txt", "y\n");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "nested"]);
+    let kept = git(&work, &["rev-parse", "HEAD:deep/b"]);
+    write(&work, "deep/a/x.txt", "x changed\n");
+    write(&work, "new/z.txt", "z\n");
+    let repo = open(&work);
+    commit_all(&repo, &Journal::default(), "more", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    // The files, the index and HEAD agree, the trees are sound, and the index's tree
+    // cache (which `git write-tree` answers from) names HEAD's tree.
+    assert_eq!(git(&work, &["status", "--porcelain"]), "");
+    git(&work, &["diff", "--cached", "--quiet", "HEAD"]);
+    git(&work, &["fsck", "--strict", "--no-dangling"]);
+    assert_eq!(
+        git(&work, &["write-tree"]),
+        git(&work, &["rev-parse", "HEAD^{tree}"])
+    );
+    assert_eq!(git(&work, &["rev-parse", "HEAD:deep/b"]), kept);
+    for tree in ["HEAD^{tree}", "HEAD:deep", "HEAD:deep/a", "HEAD:new"] {
+        let id = Oid::from_str(&git(&work, &["rev-parse", tree])).unwrap();
+        let bytes =
+            std::fs::read(crate::gitops::loose::path(&work.join(".git/objects"), id)).unwrap();
+        // A zlib header, then one final stored block (`BFINAL` set, type 0).
+        assert_eq!(bytes[2], 1, "{tree} is not one stored block");
+    }
+}
+
+#[test]
+fn a_staged_files_entry_is_never_racily_clean_and_a_change_of_the_same_size_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = product_and_clone(dir.path());
+    write(&work, "a.txt", "b\n");
+    let repo = open(&work);
+    commit_all(&repo, &Journal::default(), "b", &someone(), &someone())
+        .unwrap()
+        .unwrap();
+    let entry = repo
+        .index()
+        .unwrap()
+        .get_path(Path::new("a.txt"), 0)
+        .unwrap();
+    assert_eq!((entry.mtime.seconds(), entry.mtime.nanoseconds()), (0, 0));
+    assert_eq!(entry.file_size, 2);
+    // Same size, same second: only the content tells, and both gits look at it.
+    write(&work, "a.txt", "z\n");
+    let (differing, _) = differing(&repo).unwrap();
+    assert_eq!(differing, vec![PathBuf::from("a.txt")]);
+    assert_eq!(git(&work, &["status", "--porcelain"]), "M a.txt");
+}
