@@ -493,6 +493,56 @@ fn descends(repo: &Repository, work: Oid, tip: Oid) -> Result<bool, DeliveryErro
     Ok(false)
 }
 
+/// The order of [`commits_after`]'s answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// As `git log` lists them.
+    NewestFirst,
+    /// Every commit after its parents (`--topo-order --reverse`).
+    OldestFirst,
+}
+
+/// The commits `head` holds that `base` does not (`git rev-list base..head`; `None`: all of
+/// `head`'s history). A line of single-parent commits down to `base` is followed by hand:
+/// libgit2's walk, told to hide `base`, first marks the history under it, which grew with
+/// every task the product ever had (0.4 ms of each task at 2,000 commits). Anything else
+/// (a merge, a `base` far back or not below `head`) is libgit2's walk.
+fn commits_after(
+    repo: &Repository,
+    head: Oid,
+    base: Option<Oid>,
+    order: Order,
+) -> Result<Vec<Oid>, git2::Error> {
+    const NEAR: usize = 64;
+    if let Some(base) = base {
+        let mut line = Vec::new();
+        let mut at = head;
+        while line.len() <= NEAR {
+            if at == base {
+                if order == Order::OldestFirst {
+                    line.reverse();
+                }
+                return Ok(line);
+            }
+            let commit = repo.find_commit(at)?;
+            if commit.parent_count() != 1 {
+                break;
+            }
+            line.push(at);
+            at = commit.parent_id(0)?;
+        }
+    }
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    if let Some(base) = base {
+        walk.hide(base)?;
+    }
+    if order == Order::OldestFirst {
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)?;
+    }
+    walk.collect()
+}
+
 /// `git rebase <tip>` of a line of single-parent commits that each still change something
 /// on the new base and apply without conflict: each is re-made on the last (author and
 /// message kept, committed by `committer`) and the branch moved to the result.
@@ -505,14 +555,7 @@ fn rebase(
     committer: &Identity,
 ) -> Result<Option<Oid>, DeliveryError> {
     const WHAT: &str = "rebase";
-    let mut walk = repo.revwalk().map_err(git_error(WHAT))?;
-    walk.push(head).map_err(git_error(WHAT))?;
-    walk.hide(tip).map_err(git_error(WHAT))?;
-    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)
-        .map_err(git_error(WHAT))?;
-    let line = walk
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(git_error(WHAT))?;
+    let line = commits_after(repo, head, Some(tip), Order::OldestFirst).map_err(git_error(WHAT))?;
     let signature = Signature::now(&committer.name, &committer.email).map_err(git_error(WHAT))?;
     let mut onto = repo.find_commit(tip).map_err(git_error(WHAT))?;
     for id in line {
@@ -616,16 +659,11 @@ pub(super) fn prepare(
         }
     }
     let commits = match head {
-        Some(head) => {
-            let mut walk = repo.revwalk().map_err(git_error("rev-list"))?;
-            walk.push(head).map_err(git_error("rev-list"))?;
-            if let Some(tip) = tip {
-                walk.hide(tip).map_err(git_error("rev-list"))?;
-            }
-            walk.map(|c| c.map(|c| c.to_string()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(git_error("rev-list"))?
-        }
+        Some(head) => commits_after(repo, head, tip, Order::NewestFirst)
+            .map_err(git_error("rev-list"))?
+            .iter()
+            .map(Oid::to_string)
+            .collect(),
         None => Vec::new(),
     };
     Ok(Some(Prepared {
@@ -648,17 +686,14 @@ pub(super) fn log_added(
     let Some(head) = head(repo)? else {
         return Ok((String::new(), false));
     };
-    let mut walk = repo.revwalk().map_err(git_error(WHAT))?;
-    walk.push(head).map_err(git_error(WHAT))?;
-    if let Some(base) = base {
-        walk.hide(Oid::from_str(base).map_err(git_error(WHAT))?)
-            .map_err(git_error(WHAT))?;
-    }
+    let base = base
+        .map(Oid::from_str)
+        .transpose()
+        .map_err(git_error(WHAT))?;
+    let line = commits_after(repo, head, base, Order::NewestFirst).map_err(git_error(WHAT))?;
     let mut text = String::new();
-    for id in walk {
-        let commit = repo
-            .find_commit(id.map_err(git_error(WHAT))?)
-            .map_err(git_error(WHAT))?;
+    for id in line {
+        let commit = repo.find_commit(id).map_err(git_error(WHAT))?;
         let old = match commit.parent(0) {
             Ok(parent) => Some(parent.tree().map_err(git_error(WHAT))?),
             Err(_) => None,

@@ -542,3 +542,88 @@ fn a_staged_files_entry_is_never_racily_clean_and_a_change_of_the_same_size_is_s
     assert_eq!(differing, vec![PathBuf::from("a.txt")]);
     assert_eq!(git(&work, &["status", "--porcelain"]), "M a.txt");
 }
+
+#[test]
+fn the_commits_after_a_base_are_what_git_rev_list_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    git(dir.path(), &["init", "-q", "-b", "main", "work"]);
+    let commit = |n: usize| {
+        write(&work, "n.txt", &format!("{n}\n"));
+        git(&work, &["commit", "-q", "-am", &n.to_string()]);
+        git(&work, &["rev-parse", "HEAD"])
+    };
+    write(&work, "n.txt", "0\n");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "0"]);
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    let line: Vec<String> = (1..=80).map(commit).collect();
+    // A side branch merged back: past a merge only libgit2's walk answers.
+    git(&work, &["checkout", "-q", "-b", "side", &line[70]]);
+    write(&work, "side.txt", "side\n");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "side"]);
+    git(&work, &["checkout", "-q", "main"]);
+    git(&work, &["merge", "-q", "--no-edit", "side"]);
+    let merged = git(&work, &["rev-parse", "HEAD"]);
+    let after = commit(81);
+    let repo = open(&work);
+    let id = |hex: &str| Oid::from_str(hex).unwrap();
+    let cases: [(&str, &str, Option<&str>); 7] = [
+        ("a line of three", &line[79], Some(&line[76])),
+        ("nothing after itself", &line[40], Some(&line[40])),
+        (
+            "further back than followed by hand",
+            &line[79],
+            Some(&line[5]),
+        ),
+        ("over a merge", &after, Some(&line[60])),
+        ("just after a merge", &after, Some(&merged)),
+        ("a base that is not below", &line[10], Some(&line[20])),
+        ("the whole history", &line[3], None),
+    ];
+    for (what, head, base) in cases {
+        let range = match base {
+            Some(base) => format!("{base}..{head}"),
+            None => head.to_string(),
+        };
+        let theirs: Vec<String> = git(&work, &["rev-list", &range])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let ours = |order| -> Vec<String> {
+            commits_after(&repo, id(head), base.map(id), order)
+                .unwrap()
+                .iter()
+                .map(Oid::to_string)
+                .collect()
+        };
+        let (newest, oldest) = (ours(Order::NewestFirst), ours(Order::OldestFirst));
+        let sorted = |mut list: Vec<String>| {
+            list.sort();
+            list
+        };
+        assert_eq!(sorted(newest.clone()), sorted(theirs.clone()), "{what}");
+        assert_eq!(sorted(oldest.clone()), sorted(theirs.clone()), "{what}");
+        // Every commit after its parents; git's own order where history is one line (two
+        // lines of a merge may interleave differently).
+        for (at, commit) in oldest.iter().enumerate() {
+            for parent in repo.find_commit(id(commit)).unwrap().parent_ids() {
+                let later = oldest.iter().position(|c| *c == parent.to_string());
+                assert!(
+                    later.is_none_or(|p| p < at),
+                    "{what}: {commit} before its parent"
+                );
+            }
+        }
+        if what != "over a merge" {
+            assert_eq!(newest, theirs, "{what}");
+        }
+    }
+    assert_eq!(
+        commits_after(&repo, id(&first), None, Order::NewestFirst)
+            .unwrap()
+            .len(),
+        1
+    );
+}
