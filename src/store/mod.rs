@@ -620,21 +620,9 @@ impl Store {
     pub fn ready_each(
         &self,
         now: DateTime<Utc>,
-        mut take: impl FnMut(&Task) -> bool,
+        take: impl FnMut(&Task) -> bool,
     ) -> Result<(), StoreError> {
-        self.with_view(|view| {
-            let mut ready: Vec<&Task> = view
-                .tasks
-                .values()
-                .filter(|t| t.state == TaskState::Queued && t.not_before <= now)
-                .collect();
-            ready.sort_by_key(|t| (t.priority, t.id));
-            for task in ready {
-                if !take(task) {
-                    break;
-                }
-            }
-        })
+        self.with_view(|view| view.ready_each(now, take))
     }
 
     /// Marks a queued task running on `computer` and opens attempt number `attempts + 1`.

@@ -17,6 +17,7 @@ use super::{
     StoreError, TASK_COLUMNS, Task, TaskId, TaskState, query_tasks, task_row, time_column,
 };
 use crate::plan::{Changes, GoalChange, GoalObservation, Observed};
+use crate::spec::Priority;
 
 /// Where a reader of the view's changes got to (see [`View::changes_since`]): the view it
 /// read and how far into its changes.
@@ -51,6 +52,8 @@ pub(super) struct View {
     /// the loop asks before it sleeps, answered without a walk of the tasks.
     queued: BTreeSet<(DateTime<Utc>, TaskId)>,
     queued_by_product: BTreeMap<String, usize>,
+    /// The same tasks in dispatch order: critical first, then oldest first.
+    queued_in_order: BTreeSet<(Priority, TaskId)>,
 }
 
 pub(super) fn data_version(conn: &Connection) -> Result<i64, StoreError> {
@@ -196,6 +199,7 @@ impl View {
         }
         if add {
             self.queued.insert((task.not_before, task.id));
+            self.queued_in_order.insert((task.priority, task.id));
             *self
                 .queued_by_product
                 .entry(task.product.clone())
@@ -203,10 +207,27 @@ impl View {
             return;
         }
         self.queued.remove(&(task.not_before, task.id));
+        self.queued_in_order.remove(&(task.priority, task.id));
         if let Some(count) = self.queued_by_product.get_mut(&task.product) {
             *count -= 1;
             if *count == 0 {
                 self.queued_by_product.remove(&task.product);
+            }
+        }
+    }
+
+    /// Calls `take` with each queued task whose not-before time has come, in dispatch order,
+    /// until it answers false: a dispatcher with room for one task reads one, where a walk
+    /// of every queued task read and sorted them all at each dispatch.
+    pub(super) fn ready_each(&self, now: DateTime<Utc>, mut take: impl FnMut(&Task) -> bool) {
+        let ready = self
+            .queued_in_order
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter(|task| task.not_before <= now);
+        for task in ready {
+            if !take(task) {
+                break;
             }
         }
     }

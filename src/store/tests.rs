@@ -361,6 +361,11 @@ fn assert_queue_matches_tables(store: &Store, now: DateTime<Utc>, step: usize) {
             (products, next),
             "the queue at step {step}"
         );
+        let mut ready: Vec<&Task> = queued.iter().filter(|t| t.not_before <= at).collect();
+        ready.sort_by_key(|t| (t.priority, t.id));
+        let ready: Vec<TaskId> = ready.iter().map(|t| t.id).collect();
+        let ours: Vec<TaskId> = store.ready(at).unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(ours, ready, "the ready tasks at step {step}");
     }
 }
 
@@ -385,7 +390,13 @@ fn the_kept_view_equals_the_tables_through_random_transitions() {
             // Transitions that do not apply to the task's state fail; the view must still hold.
             match rng.below(10) {
                 0 | 1 => {
-                    store.enqueue(&new_task(key, None), now).unwrap();
+                    // Any priority: the ready tasks are read in dispatch order.
+                    let priorities = [Priority::Low, Priority::Critical, Priority::Medium];
+                    let task = NewTask {
+                        priority: priorities[rng.below(priorities.len())],
+                        ..new_task(key, None)
+                    };
+                    store.enqueue(&task, now).unwrap();
                 }
                 2 => {
                     let parent = pick(&mut rng);
