@@ -6,7 +6,11 @@
 //!    loop doing the same git work (clone, write, commit, push per goal); and the
 //!    controller's own time between tasks: from the moment each attempt's worker handed it
 //!    back (the `ended` of its `TaskFinished` event) to the next `TaskStarted` (p50 / p99 /
-//!    max; meaningful at capacity 1, where the next task can only start then).
+//!    max; meaningful at capacity 1, where the next task can only start then). Each size is
+//!    run until about 2,000 tasks were done (at most five runs; 200 goals: five) and the
+//!    median rate printed with the spread, then the rate at the largest size as a share of
+//!    the rate at the smallest: a run of 200 goals lasts a second or two and swings with the
+//!    machine.
 //! 2. **Push → dispatch**: a watching `proto run` on a company of R resources (agents, goals
 //!    waiting on a goal that needs a model, one product, one computer). Each sample commits
 //!    one new goal file to the company repository and times from the commit to the goal's
@@ -163,7 +167,9 @@ fn workdir(tag: &str) -> PathBuf {
     .keep()
 }
 
-fn throughput(bin: &str, goals: usize, capacity: usize) {
+/// One `proto run --once` over `goals` trivial goals: its rate, gaps between tasks (ms) and
+/// peak RSS (MiB).
+fn throughput_run(bin: &str, goals: usize, capacity: usize) -> (f64, Vec<f64>, f64) {
     let dir = workdir("throughput");
     let company = company(&dir, capacity, 0, 0, goals);
     let started = Instant::now();
@@ -181,14 +187,37 @@ fn throughput(bin: &str, goals: usize, capacity: usize) {
         dir.display()
     );
     let gaps = gaps(&dir);
+    std::fs::remove_dir_all(&dir).ok();
+    (goals as f64 / seconds, gaps, peak)
+}
+
+/// `runs` runs of [`throughput_run`]: prints the median rate (a run of 200 goals lasts a
+/// second or two and swings with the machine, so one run says little), the spread, the
+/// gaps of all runs together and the highest peak; answers the median rate.
+fn throughput(bin: &str, goals: usize, capacity: usize, runs: usize) -> f64 {
+    let (mut rates, mut gaps, mut peak) = (Vec::new(), Vec::new(), 0f64);
+    for _ in 0..runs.max(1) {
+        let (rate, run_gaps, run_peak) = throughput_run(bin, goals, capacity);
+        rates.push(rate);
+        gaps.extend(run_gaps);
+        peak = peak.max(run_peak);
+    }
+    let median = percentile(&rates, 50.0);
+    let spread = match rates.len() {
+        1 => "1 run".to_string(),
+        n => format!(
+            "median of {n} runs, {:.1}-{:.1}",
+            percentile(&rates, 0.0),
+            percentile(&rates, 100.0)
+        ),
+    };
     println!(
-        "scale: throughput  goals {goals:>5}  capacity {capacity}  {:>6.2} tasks/s  ({seconds:.1} s)  between tasks p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  peak RSS {peak:.0} MiB",
-        goals as f64 / seconds,
+        "scale: throughput  goals {goals:>5}  capacity {capacity}  {median:>6.2} tasks/s  ({spread})  between tasks p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  peak RSS {peak:.0} MiB",
         percentile(&gaps, 50.0),
         percentile(&gaps, 99.0),
         percentile(&gaps, 100.0),
     );
-    std::fs::remove_dir_all(&dir).ok();
+    median
 }
 
 /// The same git work as a goal, in a shell loop: clone, write, commit, push.
@@ -359,10 +388,28 @@ fn main() {
         println!("scale: smoke run on tiny sizes (`cargo bench --bench scale` for the figures)");
         (vec![4], vec![1], vec![40], 2, 3, Duration::from_secs(30))
     };
+    // Each size gets runs enough for about 2,000 tasks (at most five): one run of 200 goals
+    // is over in a second or two.
+    let mut rates = std::collections::BTreeMap::new();
     for &n in &goals {
         shell_loop(n, shell);
+        let runs = if full {
+            2000usize.div_ceil(n.max(1)).clamp(1, 5)
+        } else {
+            1
+        };
         for &c in &capacities {
-            throughput(&bin, n, c);
+            rates.insert((c, n), throughput(&bin, n, c, runs));
+        }
+    }
+    if let (Some(&small), Some(&large)) = (goals.iter().min(), goals.iter().max())
+        && small < large
+    {
+        for &c in &capacities {
+            println!(
+                "scale: throughput  capacity {c}  rate at {large} goals {:.0} % of the rate at {small}",
+                100.0 * rates[&(c, large)] / rates[&(c, small)]
+            );
         }
     }
     let largest = resources.iter().copied().max().unwrap_or(0);
