@@ -114,6 +114,69 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Starts etcd in `dir` and waits until it listens, answering it and its client URL. Its
+/// ports are picked free a moment before it binds them, so another test's process can take
+/// one first: etcd then exits, and is started again on other ports (at most three times).
+fn start_etcd(dir: &Path) -> (Child, String) {
+    for _ in 0..3 {
+        let (client_port, peer_port) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let _ = std::fs::remove_dir_all(dir.join("etcd"));
+        let mut etcd = Command::new("etcd")
+            .args(["--data-dir", dir.join("etcd").to_str().unwrap()])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("etcd.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("etcd.err")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("etcd: {e} (scripts/kube-apiserver.sh installs it)"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if etcd_healthy(client_port) {
+                return (etcd, client_url);
+            }
+            if let Ok(Some(status)) = etcd.try_wait() {
+                eprintln!(
+                    "etcd exited ({status}), starting it on other ports:\n{}",
+                    log_tail(&dir.join("etcd.err"))
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd not listening after 30 s:\n{}",
+                log_tail(&dir.join("etcd.err"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!(
+        "etcd did not start in three tries:\n{}",
+        log_tail(&dir.join("etcd.err"))
+    );
+}
+
+/// Whether the etcd at `port` answers its health check (a process that took the port
+/// first would not say so).
+fn etcd_healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = String::new();
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .and_then(|()| stream.read_to_string(&mut answer))
+        .is_ok()
+        && answer.contains("\"health\":\"true\"")
+}
+
 impl Cluster {
     /// Starts etcd and the API server and waits until the server is ready.
     pub fn start() -> Cluster {
@@ -132,21 +195,7 @@ impl Cluster {
         )
         .unwrap();
 
-        let (client_port, peer_port) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let etcd = Command::new("etcd")
-            .args(["--data-dir", d.join("etcd").to_str().unwrap()])
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(d.join("etcd.log")).unwrap())
-            .stderr(std::fs::File::create(d.join("etcd.err")).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("etcd: {e} (scripts/kube-apiserver.sh installs it)"));
+        let (etcd, client_url) = start_etcd(d);
 
         let port = free_port();
         let apiserver = Command::new(&apiserver_bin)
@@ -197,8 +246,9 @@ impl Cluster {
             }
             if let Ok(Some(status)) = self.apiserver.try_wait() {
                 panic!(
-                    "kube-apiserver exited ({status}):\n{}",
-                    log_tail(&self.dir.path().join("apiserver.err"))
+                    "kube-apiserver exited ({status}):\n{}\netcd:\n{}",
+                    log_tail(&self.dir.path().join("apiserver.err")),
+                    log_tail(&self.dir.path().join("etcd.err"))
                 );
             }
             assert!(
