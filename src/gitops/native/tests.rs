@@ -21,6 +21,15 @@ fn product_and_clone(dir: &Path) -> (PathBuf, PathBuf) {
     (product, work)
 }
 
+/// Writes `files` (path, text) in `work` and commits everything there as `message`.
+fn commit_files(work: &Path, files: &[(&str, &str)], message: &str) {
+    for (path, text) in files {
+        write(work, path, text);
+    }
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", message]);
+}
+
 fn open(work: &Path) -> Repository {
     Repository::open(work).unwrap()
 }
@@ -450,17 +459,25 @@ fn the_history_scan_reads_what_git_log_prints() {
 fn a_reset_path_by_path_handles_files_and_folders_trading_places() {
     let dir = tempfile::tempdir().unwrap();
     let (_, work) = product_and_clone(dir.path());
-    write(&work, "swap", "a file first\n");
-    write(&work, "folder/inside.txt", "in a folder first\n");
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "before"]);
+    commit_files(
+        &work,
+        &[
+            ("swap", "a file first\n"),
+            ("folder/inside.txt", "in a folder first\n"),
+        ],
+        "before",
+    );
     let before = git(&work, &["rev-parse", "HEAD"]);
     git(&work, &["rm", "-q", "swap", "folder/inside.txt"]);
-    write(&work, "swap/now.txt", "a folder now\n");
-    write(&work, "folder", "a file now\n");
-    write(&work, "a.txt", "changed\n");
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "after"]);
+    commit_files(
+        &work,
+        &[
+            ("swap/now.txt", "a folder now\n"),
+            ("folder", "a file now\n"),
+            ("a.txt", "changed\n"),
+        ],
+        "after",
+    );
     let after = git(&work, &["rev-parse", "HEAD"]);
     // The files and index of `before`, HEAD at `after`: a spare as the next task finds it.
     git(&work, &["reset", "-q", "--hard", &before]);
@@ -490,10 +507,11 @@ fn a_reset_path_by_path_handles_files_and_folders_trading_places() {
 fn a_commits_new_trees_are_stored_uncompressed_and_are_the_trees_git_would_write() {
     let dir = tempfile::tempdir().unwrap();
     let (_, work) = product_and_clone(dir.path());
-    write(&work, "deep/a/x.txt", "x\n");
-    write(&work, "deep/b/y.txt", "y\n");
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "nested"]);
+    commit_files(
+        &work,
+        &[("deep/a/x.txt", "x\n"), ("deep/b/y.txt", "y\n")],
+        "nested",
+    );
     let kept = git(&work, &["rev-parse", "HEAD:deep/b"]);
     write(&work, "deep/a/x.txt", "x changed\n");
     write(&work, "new/z.txt", "z\n");
@@ -553,16 +571,12 @@ fn the_commits_after_a_base_are_what_git_rev_list_answers() {
         git(&work, &["commit", "-q", "-am", &n.to_string()]);
         git(&work, &["rev-parse", "HEAD"])
     };
-    write(&work, "n.txt", "0\n");
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "0"]);
+    commit_files(&work, &[("n.txt", "0\n")], "0");
     let first = git(&work, &["rev-parse", "HEAD"]);
     let line: Vec<String> = (1..=80).map(commit).collect();
     // A side branch merged back: past a merge only libgit2's walk answers.
     git(&work, &["checkout", "-q", "-b", "side", &line[70]]);
-    write(&work, "side.txt", "side\n");
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "side"]);
+    commit_files(&work, &[("side.txt", "side\n")], "side");
     git(&work, &["checkout", "-q", "main"]);
     git(&work, &["merge", "-q", "--no-edit", "side"]);
     let merged = git(&work, &["rev-parse", "HEAD"]);
